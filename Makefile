@@ -1,0 +1,74 @@
+# QCluster build. `make` builds bin/qcluster; `make test` runs every suite
+# (dependencies and build included); `make deps` installs Debian packages.
+PKGS      := lua5.4 yajl
+CFLAGS    ?= -O2 -g
+QC_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror \
+             -Isrc -Ibuild $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+QC_LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lhttp_parser -lm
+SAN       := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
+BUSTED    := lua5.4 /usr/bin/busted
+
+SRCS      := $(wildcard src/*.c)
+OBJS      := $(SRCS:src/%.c=build/obj/%.o) build/obj/embedded.o
+LUA_SRCS  := $(wildcard lua/*.lua)
+# The pure core and what it needs: linked into the agent and the test modules.
+CORE_SRCS := src/raft.c src/common.c
+
+all: bin/qcluster build/qcraft.so
+
+-include mk/*.mk
+
+bin/qcluster: $(OBJS) | bin
+	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) $(OBJS) -o $@ $(QC_LDLIBS) $(LDLIBS)
+
+build/obj/%.o: src/%.c $(wildcard src/*.h) | build/obj
+	$(CC) $(QC_CFLAGS) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+# lua/*.lua are compiled into the binary so it runs from anywhere.
+build/embedded.c: $(LUA_SRCS) scripts/embed.lua | build
+	lua5.4 scripts/embed.lua $(LUA_SRCS) > $@
+
+build/obj/embedded.o: build/embedded.c | build/obj
+	$(CC) $(QC_CFLAGS) $(CFLAGS) -c $< -o $@
+
+# Test-only Lua module wrapping the pure core (tests/c/qcraft.c).
+build/qcraft.so: tests/c/qcraft.c $(CORE_SRCS) src/raft.h | build
+	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) -fPIC -shared tests/c/qcraft.c $(CORE_SRCS) -o $@
+
+bin build build/obj:
+	mkdir -p $@
+
+deps:
+	@sh scripts/deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@sh scripts/test.sh
+
+test-asan: deps
+	$(MAKE) clean
+	$(MAKE) bin/qcluster CFLAGS='$(SAN)' LDFLAGS='-fsanitize=address,undefined'
+	$(MAKE) build/qcraft.so
+	sh scripts/test.sh
+
+coverage: deps
+	$(MAKE) clean
+	$(MAKE) all CFLAGS='-O0 -g --coverage' LDFLAGS='--coverage'
+	sh scripts/test.sh || true
+	gcovr -r . --filter src/ --txt
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --suppress=missingIncludeSystem -Isrc src tests/c
+	luacheck --std lua54+busted --codes lua tests examples scripts
+
+fmt:
+	clang-format -i src/*.c src/*.h tests/c/*.c
+
+cluster: deps all
+	sh scripts/cluster.sh examples/bare_minimum
+
+clean:
+	rm -rf build bin
+
+.PHONY: all deps test test-asan coverage lint fmt cluster clean

@@ -1,0 +1,21 @@
+-- Writes a C file holding each given Lua source, looked up by its module name
+-- ("lua/config.lua" -> "config") through qc_embedded_lookup().
+local out = { '#include <stddef.h>\n#include <string.h>\n' }
+local names = {}
+for i, path in ipairs(arg) do
+  local f = assert(io.open(path, "rb"))
+  local src = f:read("a")
+  f:close()
+  names[i] = path:match("([^/]+)%.lua$")
+  local bytes = {}
+  for j = 1, #src do bytes[j] = tostring(src:byte(j)) end
+  bytes[#bytes + 1] = "0"
+  out[#out + 1] = string.format("static const char src_%d[] = {%s};\n", i, table.concat(bytes, ","))
+end
+out[#out + 1] = "const char *qc_embedded_lookup(const char *name, size_t *len)\n{\n"
+for i, name in ipairs(names) do
+  out[#out + 1] = string.format(
+    '    if (strcmp(name, "%s") == 0) { *len = sizeof src_%d - 1; return src_%d; }\n', name, i, i)
+end
+out[#out + 1] = "    (void)len;\n    return NULL;\n}\n"
+io.write(table.concat(out))

@@ -1,0 +1,26 @@
+/* The HTTP/1.1 API and /metrics on the agent's loop: nodejs http-parser for
+ * requests, yajl for JSON. Long-polls are parked requests, never threads.
+ * It reads the agent only through qc_view. */
+#ifndef QC_API_H
+#define QC_API_H
+
+#include <ev.h>
+
+#include "metrics.h"
+#include "view.h"
+
+typedef struct qc_api qc_api;
+
+#define QC_API_MAX_BODY (64 * 1024)  /* larger requests get 413 */
+#define QC_API_MAX_WAIT_S 300        /* longest ?wait= honoured */
+
+/* Binds host:port and serves at once. view and metrics must outlive it.
+ * token: required as "Authorization: Bearer TOKEN" on writes (NULL: none). */
+int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *view,
+               qc_metrics *metrics, const char *token, qc_api **out);
+/* Answers parked requests, closes every connection, frees everything. */
+void qc_api_free(qc_api *a);
+/* The leader or the term changed: parked /v1/leader?wait requests re-check. */
+void qc_api_notify(qc_api *a);
+
+#endif

@@ -1,0 +1,52 @@
+/* A node's configuration: loaded from a Lua file returning a table or from a
+ * JSON file (the original QCluster format), checked by lua/config.lua, with
+ * every default filled in. Loading never starts anything. */
+#ifndef QC_CONFIG_H
+#define QC_CONFIG_H
+
+#include <lua.h>
+#include <stddef.h>
+
+typedef struct qc_peer_conf {
+    char *identifier;
+    char *host;
+    int port;
+    char *metadata; /* JSON object text, "{}" when none */
+} qc_peer_conf;
+
+typedef struct qc_config {
+    char *path;       /* the config file as given */
+    char *dir;        /* its directory: relative paths start here */
+    char *identifier;
+    char *listen_host;
+    int listen_port;
+    qc_peer_conf *peers;
+    size_t n_peers;
+    char *metadata;   /* JSON object text, "{}" when none */
+    char *api_host;
+    int api_port;     /* 0: no API */
+    char *data_dir;   /* absolute or relative to the working directory */
+    int heartbeat_ms;
+    int election_timeout_ms;
+    int hook_timeout_ms;
+    char *hooks_path; /* resolved against dir; NULL when none */
+    int log_level;    /* QC_LOG_... */
+    char *secret;     /* NULL when none */
+    char *api_token;  /* NULL when none */
+} qc_config;
+
+/* Default timings (documented in the README). */
+#define QC_DEFAULT_HEARTBEAT_MS 50
+#define QC_DEFAULT_ELECTION_TIMEOUT_MS 300
+#define QC_DEFAULT_HOOK_TIMEOUT_MS 5000
+
+/* Loads and checks path inside L (the caller's state; the Lua config may use
+ * the qcluster module). On success fills *cfg (caller frees with
+ * qc_config_free) and leaves the config table in the registry under
+ * "qcluster.config" so inline hooks can be found. On failure writes a
+ * message "FILE:LINE: message" or "FILE: key: message" into err and returns
+ * QC_EINVAL (QC_EIO when the file cannot be read). */
+int qc_config_load(lua_State *L, const char *path, qc_config *cfg, char *err, size_t errlen);
+void qc_config_free(qc_config *cfg);
+
+#endif

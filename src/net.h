@@ -1,0 +1,51 @@
+/* Cluster transport on libev: a listening socket, one outbound connection per
+ * peer (reconnected with exponential backoff and jitter) that carries this
+ * node's frames to that peer, and inbound connections that carry theirs.
+ * It frames and counts bytes; it never interprets consensus. */
+#ifndef QC_NET_H
+#define QC_NET_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "metrics.h"
+#include "raft.h"
+
+typedef struct qc_net qc_net;
+
+typedef struct qc_net_callbacks {
+    void *ud;
+    /* A raft message arrived from a known peer; m is valid for the call. */
+    void (*on_msg)(void *ud, const qc_msg *m);
+    /* A known peer said hello (on each new inbound connection). */
+    void (*on_hello)(void *ud, uint64_t peer, const char *metadata);
+    /* The link to a peer opened (up=1: our outbound connection is
+     * established) or closed (up=0: any connection to or from it closed,
+     * was refused or failed). Reported on every change, never twice alike. */
+    void (*on_link)(void *ud, uint64_t peer, int up);
+} qc_net_callbacks;
+
+typedef struct qc_net_config {
+    const char *identifier; /* this node */
+    const char *metadata;   /* this node's metadata, JSON text, sent in hello */
+    const char *listen_host;
+    int listen_port;
+} qc_net_config;
+
+/* Binds and listens at once (QC_EIO with errno set on failure). cfg strings
+ * are copied. metrics may be NULL. */
+int qc_net_new(struct ev_loop *loop, const qc_net_config *cfg, const qc_net_callbacks *cb,
+               qc_metrics *metrics, qc_net **out);
+/* Stops every watcher, closes every socket, frees everything. */
+void qc_net_free(qc_net *n);
+/* Adds a peer to dial; its id is qc_hash_id(identifier). Strings copied. */
+int qc_net_add_peer(qc_net *n, const char *identifier, const char *host, int port);
+/* Queues m for m->to. A message for a peer whose link is down is dropped
+ * (raft retries); returns 0 or QC_ENOTFOUND / QC_ENOMEM. */
+int qc_net_send(qc_net *n, const qc_msg *m);
+/* Writes what is queued, blocking for at most timeout_ms (used at exit). */
+void qc_net_flush(qc_net *n, int timeout_ms);
+/* 1 when the outbound connection to peer is established. */
+int qc_net_link_up(const qc_net *n, uint64_t peer);
+
+#endif

@@ -1,0 +1,158 @@
+/* The consensus core: Raft leader election (pre-vote, check-quorum, leader
+ * stickiness, leases, TimeoutNow) around a log, as a pure state machine.
+ * It must never touch a socket, a clock, a file, Lua or global state: time
+ * comes in as now_ms, randomness from cfg.seed, and everything it wants done
+ * comes out of qc_raft_ready() for the caller to carry out in this order:
+ * persist the hard state (fsync), send the messages, then run the events. */
+#ifndef QC_RAFT_H
+#define QC_RAFT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct qc_raft qc_raft;
+
+typedef enum qc_role {
+    QC_ROLE_FOLLOWER = 0,
+    QC_ROLE_PRECANDIDATE,
+    QC_ROLE_CANDIDATE,
+    QC_ROLE_LEADER,
+} qc_role;
+
+typedef enum qc_msg_type {
+    QC_MSG_PREVOTE = 1,
+    QC_MSG_PREVOTE_RESP,
+    QC_MSG_VOTE,
+    QC_MSG_VOTE_RESP,
+    QC_MSG_APPEND,
+    QC_MSG_APPEND_RESP,
+    QC_MSG_TIMEOUT_NOW,
+    QC_MSG_TYPE_MAX = QC_MSG_TIMEOUT_NOW,
+} qc_msg_type;
+
+/* Pre-vote sent because the link to the leader closed: a voter may grant it
+ * despite stickiness when its own link to that leader is closed or silent. */
+#define QC_MSG_FLAG_FAST 0x1
+/* Vote requested on TimeoutNow: the old leader has stepped down already. */
+#define QC_MSG_FLAG_TRANSFER 0x2
+
+typedef struct qc_entry {
+    uint64_t term;
+    uint64_t index;
+    uint32_t type; /* QC_ENTRY_... */
+    uint32_t len;
+    uint8_t *data; /* owned by whoever holds the entry */
+} qc_entry;
+
+enum { QC_ENTRY_NOOP = 0, QC_ENTRY_DATA = 1 };
+
+typedef struct qc_msg {
+    uint8_t type;   /* qc_msg_type */
+    uint8_t flags;  /* QC_MSG_FLAG_... */
+    uint8_t reject; /* responses: 0 granted/accepted, 1 refused */
+    uint64_t from, to;
+    uint64_t term;
+    /* Requests: the sender's clock when sent. Responses echo it; the leader's
+     * lease is built from the echoes it gets back. */
+    uint64_t ctx;
+    /* Votes: last log index and term. Append: prev index and term.
+     * Append response: match index (accepted) or a hint (rejected). */
+    uint64_t index;
+    uint64_t log_term;
+    uint64_t commit;
+    uint32_t n_entries;
+    qc_entry *entries; /* in a received message: borrowed for the call */
+} qc_msg;
+
+typedef struct qc_hard_state {
+    uint64_t term;
+    uint64_t vote; /* 0: none this term */
+    uint64_t commit;
+} qc_hard_state;
+
+typedef enum qc_event_type {
+    QC_EVENT_ELECTED = 1, /* this node became leader */
+    QC_EVENT_DEMOTED,     /* this node stopped being leader */
+    QC_EVENT_LEADER,      /* the known leader changed (maybe to none) */
+} qc_event_type;
+
+typedef enum qc_demote_reason {
+    QC_DEMOTE_HIGHER_TERM = 1,
+    QC_DEMOTE_LOST_QUORUM,
+    QC_DEMOTE_TRANSFER,
+    QC_DEMOTE_SHUTDOWN,
+} qc_demote_reason;
+
+typedef struct qc_event {
+    uint8_t type;   /* qc_event_type */
+    uint8_t reason; /* QC_EVENT_DEMOTED: qc_demote_reason */
+    uint64_t term;
+    uint64_t leader;      /* 0 for none */
+    uint64_t prev_leader; /* 0 for none */
+} qc_event;
+
+typedef struct qc_ready {
+    int hard_state_changed; /* persist hs (fsync) before sending anything */
+    qc_hard_state hs;
+    qc_msg *msgs;
+    size_t n_msgs;
+    qc_event *events;
+    size_t n_events;
+} qc_ready;
+
+typedef struct qc_raft_config {
+    uint64_t id;           /* this node; never 0 */
+    const uint64_t *peers; /* every voter, this node included */
+    size_t n_peers;
+    uint32_t heartbeat_ms;
+    uint32_t election_ms; /* timeouts are drawn from [election_ms, 2*election_ms) */
+    uint32_t fast_retry_ms; /* retry of a refused fast pre-vote; 0: 5 ms */
+    uint64_t seed;
+} qc_raft_config;
+
+/* Clocks may run at rates differing by up to this many parts per thousand:
+ * a lease lasts election_ms * (1000 - 2*QC_RAFT_DRIFT_PERMILLE) / 1000 of the
+ * leader's clock, which ends before any voter's stickiness does. */
+#define QC_RAFT_DRIFT_PERMILLE 50
+
+/* Creates a node from its durable state hs (NULL: fresh) at time now.
+ * A restarted node treats itself as having just heard from a leader, so it
+ * cannot vote away a lease it helped grant before the crash. */
+int qc_raft_new(const qc_raft_config *cfg, const qc_hard_state *hs, uint64_t now,
+                qc_raft **out);
+void qc_raft_free(qc_raft *r);
+
+/* Inputs. Each may queue outputs; collect them with qc_raft_ready(). */
+int qc_raft_step(qc_raft *r, const qc_msg *m, uint64_t now);
+void qc_raft_tick(qc_raft *r, uint64_t now);
+/* The transport reports the link to peer opened (up=1) or closed (up=0). */
+void qc_raft_link(qc_raft *r, uint64_t peer, int up, uint64_t now);
+/* Hands leadership to peer (0: the best one). QC_ENOTLEADER, QC_ENOTFOUND
+ * (no such or no reachable peer), QC_EBUSY (a transfer is pending). The old
+ * leader steps down before the target can win: there is never an overlap. */
+int qc_raft_transfer(qc_raft *r, uint64_t peer, uint64_t now, int reason);
+
+/* Outputs: valid until qc_raft_advance(). */
+int qc_raft_has_ready(const qc_raft *r);
+void qc_raft_ready(qc_raft *r, qc_ready *out);
+void qc_raft_advance(qc_raft *r);
+
+/* The next time qc_raft_tick() has work to do. */
+uint64_t qc_raft_next_deadline(const qc_raft *r);
+
+/* Queries. */
+qc_role qc_raft_role(const qc_raft *r);
+uint64_t qc_raft_term(const qc_raft *r);
+uint64_t qc_raft_leader(const qc_raft *r); /* 0: none known */
+uint64_t qc_raft_id(const qc_raft *r);
+uint64_t qc_raft_commit(const qc_raft *r);
+uint64_t qc_raft_vote(const qc_raft *r);
+/* True only for a leader whose lease holds at now: the answer for clients. */
+int qc_raft_is_leader(const qc_raft *r, uint64_t now);
+uint64_t qc_raft_lease_until(const qc_raft *r);
+int qc_raft_link_up(const qc_raft *r, uint64_t peer);
+const char *qc_raft_role_name(qc_role role);
+const char *qc_raft_msg_name(int type);
+const char *qc_raft_reason_name(int reason);
+
+#endif

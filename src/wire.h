@@ -1,0 +1,54 @@
+/* The cluster wire format: frames of header (magic "QC", version, type,
+ * payload length, CRC-32C of the payload) plus payload, and the codecs of
+ * the raft messages and the hello that opens every connection. Pure code:
+ * no sockets, no allocation beyond what the caller frees. */
+#ifndef QC_WIRE_H
+#define QC_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "raft.h"
+
+#define QC_WIRE_MAGIC0 'Q'
+#define QC_WIRE_MAGIC1 'C'
+#define QC_WIRE_VERSION 1
+#define QC_WIRE_HEADER 12
+#define QC_WIRE_MAX_PAYLOAD (8u << 20) /* 8 MiB: the frame size limit */
+
+enum { QC_FRAME_HELLO = 1, QC_FRAME_RAFT = 2 };
+
+typedef struct qc_hello {
+    char *identifier; /* owned */
+    char *metadata;   /* owned; a JSON object text */
+} qc_hello;
+
+typedef struct qc_buf {
+    uint8_t *data;
+    size_t len, cap;
+} qc_buf;
+
+int qc_buf_reserve(qc_buf *b, size_t extra);
+int qc_buf_append(qc_buf *b, const void *p, size_t n);
+void qc_buf_free(qc_buf *b);
+
+/* Appends one whole frame (header and payload) to out. */
+int qc_wire_encode_msg(const qc_msg *m, qc_buf *out);
+int qc_wire_encode_hello(const char *identifier, const char *metadata, qc_buf *out);
+
+/* Parses the header in buf[0..QC_WIRE_HEADER). 0 and *type, *payload_len
+ * when valid; QC_EINVAL (bad magic/version/type), QC_ETOOBIG (length). */
+int qc_wire_header(const uint8_t *buf, uint8_t *type, uint32_t *payload_len);
+/* Checks the payload's CRC against the header; 0 or QC_ECORRUPT. */
+int qc_wire_check(const uint8_t *header, const uint8_t *payload, uint32_t len);
+
+/* Decodes a payload. The message's entries (and their data) are malloc'd:
+ * release with qc_wire_msg_free(). QC_EINVAL on any malformed input. */
+int qc_wire_decode_msg(const uint8_t *payload, uint32_t len, qc_msg *out);
+void qc_wire_msg_free(qc_msg *m);
+int qc_wire_decode_hello(const uint8_t *payload, uint32_t len, qc_hello *out);
+void qc_wire_hello_free(qc_hello *h);
+
+uint32_t qc_crc32c(uint32_t crc, const void *data, size_t len);
+
+#endif
