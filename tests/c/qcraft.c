@@ -1,0 +1,247 @@
+/* Test-only Lua module over the pure consensus core: specs build nodes,
+ * feed them messages, links and virtual time, and read every output.
+ * It must stay a thin mirror of raft.h: no logic of its own. */
+#include <lauxlib.h>
+#include <lua.h>
+#include <string.h>
+
+#include "raft.h"
+
+#define NODE_MT "qcraft.node"
+
+typedef struct node {
+    qc_raft *r;
+} node;
+
+static qc_raft *check_node(lua_State *L)
+{
+    node *n = luaL_checkudata(L, 1, NODE_MT);
+    if (!n->r) luaL_error(L, "node is closed");
+    return n->r;
+}
+
+static uint64_t field_u64(lua_State *L, int t, const char *k, uint64_t dflt)
+{
+    lua_getfield(L, t, k);
+    uint64_t v = lua_isnil(L, -1) ? dflt : (uint64_t)luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int msg_type(const char *name)
+{
+    for (int t = 1; t <= QC_MSG_TYPE_MAX; t++)
+        if (strcmp(qc_raft_msg_name(t), name) == 0) return t;
+    return 0;
+}
+
+static void push_u64(lua_State *L, const char *k, uint64_t v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, k);
+}
+
+static void push_msg(lua_State *L, const qc_msg *m)
+{
+    lua_createtable(L, 0, 10);
+    lua_pushstring(L, qc_raft_msg_name(m->type));
+    lua_setfield(L, -2, "type");
+    push_u64(L, "from", m->from);
+    push_u64(L, "to", m->to);
+    push_u64(L, "term", m->term);
+    push_u64(L, "ctx", m->ctx);
+    push_u64(L, "index", m->index);
+    push_u64(L, "log_term", m->log_term);
+    push_u64(L, "commit", m->commit);
+    push_u64(L, "flags", m->flags);
+    lua_pushboolean(L, m->reject);
+    lua_setfield(L, -2, "reject");
+}
+
+static int l_new(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    uint64_t peers[32];
+    size_t n = 0;
+    lua_getfield(L, 1, "peers");
+    luaL_checktype(L, -1, LUA_TTABLE);
+    for (lua_Integer i = 1; i <= (lua_Integer)luaL_len(L, -1) && n < 32; i++) {
+        lua_geti(L, -1, i);
+        peers[n++] = (uint64_t)luaL_checkinteger(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    qc_raft_config cfg = {
+        .id = field_u64(L, 1, "id", 0),
+        .peers = peers,
+        .n_peers = n,
+        .heartbeat_ms = (uint32_t)field_u64(L, 1, "heartbeat", 50),
+        .election_ms = (uint32_t)field_u64(L, 1, "election", 300),
+        .fast_retry_ms = (uint32_t)field_u64(L, 1, "fast_retry", 5),
+        .seed = field_u64(L, 1, "seed", 1),
+    };
+    qc_hard_state hs = {0};
+    int has_hs = 0;
+    lua_getfield(L, 1, "hs");
+    if (lua_istable(L, -1)) {
+        has_hs = 1;
+        hs.term = field_u64(L, -1, "term", 0);
+        hs.vote = field_u64(L, -1, "vote", 0);
+        hs.commit = field_u64(L, -1, "commit", 0);
+    }
+    lua_pop(L, 1);
+    node *nd = lua_newuserdatauv(L, sizeof *nd, 0);
+    nd->r = NULL;
+    luaL_setmetatable(L, NODE_MT);
+    int rc = qc_raft_new(&cfg, has_hs ? &hs : NULL, field_u64(L, 1, "now", 0), &nd->r);
+    if (rc) return luaL_error(L, "qc_raft_new: %d", rc);
+    return 1;
+}
+
+static int l_step(lua_State *L)
+{
+    qc_raft *r = check_node(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    qc_msg m = {0};
+    lua_getfield(L, 2, "type");
+    m.type = (uint8_t)msg_type(luaL_checkstring(L, -1));
+    lua_pop(L, 1);
+    m.from = field_u64(L, 2, "from", 0);
+    m.to = field_u64(L, 2, "to", 0);
+    m.term = field_u64(L, 2, "term", 0);
+    m.ctx = field_u64(L, 2, "ctx", 0);
+    m.index = field_u64(L, 2, "index", 0);
+    m.log_term = field_u64(L, 2, "log_term", 0);
+    m.commit = field_u64(L, 2, "commit", 0);
+    m.flags = (uint8_t)field_u64(L, 2, "flags", 0);
+    lua_getfield(L, 2, "reject");
+    m.reject = (uint8_t)lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_pushinteger(L, qc_raft_step(r, &m, (uint64_t)luaL_checkinteger(L, 3)));
+    return 1;
+}
+
+static int l_tick(lua_State *L)
+{
+    qc_raft_tick(check_node(L), (uint64_t)luaL_checkinteger(L, 2));
+    return 0;
+}
+
+static int l_link(lua_State *L)
+{
+    qc_raft_link(check_node(L), (uint64_t)luaL_checkinteger(L, 2), lua_toboolean(L, 3),
+                 (uint64_t)luaL_checkinteger(L, 4));
+    return 0;
+}
+
+static int l_transfer(lua_State *L)
+{
+    lua_pushinteger(L, qc_raft_transfer(check_node(L), (uint64_t)luaL_optinteger(L, 2, 0),
+                                        (uint64_t)luaL_checkinteger(L, 3),
+                                        (int)luaL_optinteger(L, 4, 0)));
+    return 1;
+}
+
+/* Returns {hs = {...} or nil, msgs = {...}, events = {...}} and advances. */
+static int l_ready(lua_State *L)
+{
+    qc_raft *r = check_node(L);
+    qc_ready rd;
+    qc_raft_ready(r, &rd);
+    lua_createtable(L, 0, 3);
+    if (rd.hard_state_changed) {
+        lua_createtable(L, 0, 3);
+        push_u64(L, "term", rd.hs.term);
+        push_u64(L, "vote", rd.hs.vote);
+        push_u64(L, "commit", rd.hs.commit);
+        lua_setfield(L, -2, "hs");
+    }
+    lua_createtable(L, (int)rd.n_msgs, 0);
+    for (size_t i = 0; i < rd.n_msgs; i++) {
+        push_msg(L, &rd.msgs[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "msgs");
+    lua_createtable(L, (int)rd.n_events, 0);
+    static const char *const types[] = {"?", "elected", "demoted", "leader"};
+    for (size_t i = 0; i < rd.n_events; i++) {
+        const qc_event *e = &rd.events[i];
+        lua_createtable(L, 0, 5);
+        lua_pushstring(L, types[e->type <= 3 ? e->type : 0]);
+        lua_setfield(L, -2, "type");
+        if (e->reason) {
+            lua_pushstring(L, qc_raft_reason_name(e->reason));
+            lua_setfield(L, -2, "reason");
+        }
+        push_u64(L, "term", e->term);
+        push_u64(L, "leader", e->leader);
+        push_u64(L, "prev_leader", e->prev_leader);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "events");
+    qc_raft_advance(r);
+    return 1;
+}
+
+static int l_role(lua_State *L)
+{
+    lua_pushstring(L, qc_raft_role_name(qc_raft_role(check_node(L))));
+    return 1;
+}
+
+#define GETTER(name, expr)                                                                         \
+    static int l_##name(lua_State *L)                                                              \
+    {                                                                                              \
+        qc_raft *r = check_node(L);                                                                \
+        lua_pushinteger(L, (lua_Integer)(expr));                                                   \
+        return 1;                                                                                  \
+    }
+GETTER(term, qc_raft_term(r))
+GETTER(leader, qc_raft_leader(r))
+GETTER(vote, qc_raft_vote(r))
+GETTER(id, qc_raft_id(r))
+GETTER(next_deadline, qc_raft_next_deadline(r))
+GETTER(lease_until, qc_raft_lease_until(r) == UINT64_MAX ? -1 : (lua_Integer)qc_raft_lease_until(r))
+
+static int l_is_leader(lua_State *L)
+{
+    qc_raft *r = check_node(L);
+    lua_pushboolean(L, qc_raft_is_leader(r, (uint64_t)luaL_checkinteger(L, 2)));
+    return 1;
+}
+
+static int l_gc(lua_State *L)
+{
+    node *n = luaL_checkudata(L, 1, NODE_MT);
+    qc_raft_free(n->r);
+    n->r = NULL;
+    return 0;
+}
+
+static const luaL_Reg node_methods[] = {
+    {"step", l_step},           {"tick", l_tick},       {"link", l_link},
+    {"transfer", l_transfer},   {"ready", l_ready},     {"role", l_role},
+    {"term", l_term},           {"leader", l_leader},   {"vote", l_vote},
+    {"id", l_id},               {"is_leader", l_is_leader},
+    {"next_deadline", l_next_deadline},                 {"lease_until", l_lease_until},
+    {"close", l_gc},            {NULL, NULL},
+};
+
+int luaopen_qcraft(lua_State *L)
+{
+    luaL_newmetatable(L, NODE_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, node_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushcfunction(L, l_new);
+    lua_setfield(L, -2, "new");
+    lua_pushinteger(L, QC_MSG_FLAG_FAST);
+    lua_setfield(L, -2, "FLAG_FAST");
+    lua_pushinteger(L, QC_MSG_FLAG_TRANSFER);
+    lua_setfield(L, -2, "FLAG_TRANSFER");
+    return 1;
+}

@@ -1,0 +1,196 @@
+-- A small in-process cluster of the real consensus core (build/qcraft.so)
+-- with a virtual clock and a 1 ms network, for unit specs. Links can be cut
+-- silently (messages dropped) or closed (both ends told, as TCP would).
+local qcraft = require("qcraft")
+
+local Cluster = {}
+Cluster.__index = Cluster
+
+local function range(n)
+  local t = {}
+  for i = 1, n do t[i] = i end
+  return t
+end
+
+function Cluster.new(n, opts)
+  opts = opts or {}
+  local self = setmetatable({
+    n = n, now = 0, nodes = {}, hs = {}, events = {}, queue = {}, cut = {},
+    heartbeat = opts.heartbeat or 50, election = opts.election or 300,
+    seed = opts.seed or 1, latency = opts.latency or 1, sent = {},
+  }, Cluster)
+  for i = 1, n do
+    self.events[i] = {}
+    self.cut[i] = {}
+    self:start(i)
+  end
+  for i = 1, n do
+    for j = 1, n do
+      if i ~= j then self.nodes[i]:link(j, true, 0) end
+    end
+  end
+  return self
+end
+
+function Cluster:start(i)
+  self.nodes[i] = qcraft.new {
+    id = i, peers = range(self.n), heartbeat = self.heartbeat, election = self.election,
+    seed = self.seed, hs = self.hs[i], now = self.now,
+  }
+end
+
+-- Carries out node i's outputs: persist, then send, then record events.
+function Cluster:process(i)
+  local node = self.nodes[i]
+  if not node then return end
+  local rd = node:ready()
+  if rd.hs then self.hs[i] = rd.hs end
+  for _, m in ipairs(rd.msgs) do
+    self.sent[#self.sent + 1] = m
+    if not self.cut[m.from][m.to] then
+      m.at = self.now + self.latency
+      self.queue[#self.queue + 1] = m
+    end
+  end
+  for _, e in ipairs(rd.events) do
+    e.at = self.now
+    table.insert(self.events[i], e)
+  end
+end
+
+function Cluster:process_all()
+  for i = 1, self.n do self:process(i) end
+end
+
+local function deliver_due(self)
+  local again = true
+  while again do
+    again = false
+    local rest = {}
+    local due = {}
+    for _, m in ipairs(self.queue) do
+      if m.at <= self.now then due[#due + 1] = m else rest[#rest + 1] = m end
+    end
+    self.queue = rest
+    for _, m in ipairs(due) do
+      local node = self.nodes[m.to]
+      if node and not self.cut[m.from][m.to] then
+        node:step(m, self.now)
+        self:process(m.to)
+        again = true
+      end
+    end
+  end
+end
+
+-- Advances the virtual clock ms milliseconds, 1 ms at a time. check(self)
+-- runs after every millisecond when given.
+function Cluster:advance(ms, check)
+  for _ = 1, ms do
+    self.now = self.now + 1
+    deliver_due(self)
+    for i = 1, self.n do
+      local node = self.nodes[i]
+      if node then
+        node:tick(self.now)
+        self:process(i)
+      end
+    end
+    if check then check(self) end
+  end
+end
+
+-- Nodes that act as leader right now (role and lease).
+function Cluster:leaders()
+  local t = {}
+  for i = 1, self.n do
+    local node = self.nodes[i]
+    if node and node:is_leader(self.now) then t[#t + 1] = i end
+  end
+  return t
+end
+
+function Cluster:leader()
+  local l = self:leaders()
+  return #l == 1 and l[1] or nil
+end
+
+-- Runs until exactly one leader acts, at most ms; returns it.
+function Cluster:await_leader(ms)
+  for _ = 1, ms or 5000 do
+    if self:leader() then return self:leader() end
+    self:advance(1)
+  end
+  return nil
+end
+
+-- Silent cut (frames dropped, no close seen) between a and b, both ways.
+function Cluster:cut_link(a, b, value)
+  if value == nil then value = true end
+  self.cut[a][b] = value or nil
+  self.cut[b][a] = value or nil
+end
+
+function Cluster:isolate(i)
+  for j = 1, self.n do
+    if j ~= i then self:cut_link(i, j) end
+  end
+end
+
+function Cluster:heal()
+  for i = 1, self.n do self.cut[i] = {} end
+end
+
+-- The transport of `at` reports its link to `peer` closed (or open).
+function Cluster:link(at, peer, up)
+  if self.nodes[at] then
+    self.nodes[at]:link(peer, up, self.now)
+    self:process(at)
+  end
+end
+
+-- kill -9: the process is gone; peers see their links close, after what it
+-- had sent already (TCP delivers data before the close).
+function Cluster:crash(i)
+  local rest = {}
+  for _, m in ipairs(self.queue) do
+    if m.from == i then
+      if self.nodes[m.to] and not self.cut[m.from][m.to] then
+        self.nodes[m.to]:step(m, self.now)
+        self:process(m.to)
+      end
+    elseif m.to ~= i then
+      rest[#rest + 1] = m
+    end
+  end
+  self.queue = rest
+  self.nodes[i]:close()
+  self.nodes[i] = nil
+  for j = 1, self.n do
+    if j ~= i then self:link(j, i, false) end
+  end
+end
+
+function Cluster:restart(i)
+  self:start(i)
+  for j = 1, self.n do
+    if j ~= i and self.nodes[j] then
+      self.nodes[i]:link(j, true, self.now)
+      self:link(j, i, true)
+    end
+  end
+end
+
+function Cluster:events_of(i, type)
+  local t = {}
+  for _, e in ipairs(self.events[i]) do
+    if not type or e.type == type then t[#t + 1] = e end
+  end
+  return t
+end
+
+function Cluster:clear_events()
+  for i = 1, self.n do self.events[i] = {} end
+end
+
+return Cluster

@@ -1,0 +1,230 @@
+-- The consensus core, driven through build/qcraft.so on a virtual clock.
+local Cluster = require("simcluster")
+local qcraft = require("qcraft")
+
+local function never_two_leaders(c)
+  assert(#c:leaders() <= 1, "two nodes act as leader at " .. c.now)
+end
+
+local function other(c, leader)
+  for i = 1, c.n do
+    if i ~= leader and c.nodes[i] then return i end
+  end
+end
+
+describe("raft elections", function()
+  it("a three-node cluster elects exactly one leader and every node knows it", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    assert.is_not_nil(l)
+    c:advance(200, never_two_leaders)
+    assert.are.equal(l, c:leader())
+    for i = 1, 3 do
+      assert.are.equal(l, c.nodes[i]:leader())
+      assert.are.equal(c.nodes[l]:term(), c.nodes[i]:term())
+    end
+    local elected = c:events_of(l, "elected")
+    assert.are.equal(1, #elected)
+  end)
+
+  it("a single node elects itself", function()
+    local c = Cluster.new(1)
+    assert.are.equal(1, c:await_leader(1000))
+  end)
+
+  it("a node votes at most once per term, across restarts", function()
+    local c = Cluster.new(3)
+    c:isolate(1)
+    c:isolate(2)
+    c:isolate(3)
+    local n = c.nodes[3]
+    c:advance(400) -- past the boot-time stickiness
+    c.now = c.now + 1000
+    n:step({ type = "vote", from = 1, to = 3, term = 7, ctx = c.now }, c.now)
+    c:process(3)
+    assert.are.equal(1, n:vote())
+    assert.are.same({ term = 7, vote = 1, commit = 0 }, c.hs[3])
+    c:crash(3)
+    c:restart(3)
+    c.now = c.now + 1000
+    local node = c.nodes[3]
+    node:step({ type = "vote", from = 2, to = 3, term = 7, ctx = c.now }, c.now)
+    local rd = node:ready()
+    local resp = rd.msgs[#rd.msgs]
+    assert.are.equal("vote_resp", resp.type)
+    assert.is_true(resp.reject)
+    assert.are.equal(1, node:vote())
+  end)
+
+  it("hard state is handed out for persisting before the vote that depends on it", function()
+    local node = qcraft.new { id = 3, peers = { 1, 2, 3 }, now = 0 }
+    node:step({ type = "vote", from = 1, to = 3, term = 2, ctx = 1000 }, 1000)
+    local rd = node:ready()
+    assert.are.same({ term = 2, vote = 1, commit = 0 }, rd.hs)
+    local resp = rd.msgs[#rd.msgs]
+    assert.are.equal("vote_resp", resp.type)
+    assert.is_false(resp.reject)
+  end)
+
+  it("pre-vote does not disturb a stable leader", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    local term = c.nodes[l]:term()
+    local f = other(c, l)
+    c:isolate(f)
+    c:advance(3000, never_two_leaders)
+    assert.are.equal(term, c.nodes[f]:term(), "an isolated node must not inflate its term")
+    c:heal()
+    c:advance(1000, never_two_leaders)
+    assert.are.equal(l, c:leader())
+    assert.are.equal(term, c.nodes[l]:term())
+  end)
+
+  it("a restarted follower cannot unseat a healthy leader", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    local term = c.nodes[l]:term()
+    local f = other(c, l)
+    c:crash(f)
+    c:restart(f)
+    c:advance(3000, never_two_leaders)
+    assert.are.equal(l, c:leader())
+    assert.are.equal(term, c.nodes[l]:term())
+  end)
+
+  it("check-quorum: an isolated leader steps down before anyone else leads", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:clear_events()
+    c:isolate(l)
+    c:advance(2000, never_two_leaders)
+    local demoted = c:events_of(l, "demoted")
+    assert.are.equal(1, #demoted)
+    assert.are.equal("lost_quorum", demoted[1].reason)
+    local nl = c:leader()
+    assert.is_not_nil(nl)
+    assert.are_not.equal(l, nl)
+    -- The old leader stepped down before the new one was elected.
+    local elected = c:events_of(nl, "elected")[1]
+    assert.is_true(demoted[1].at <= elected.at)
+  end)
+
+  it("a frozen leader says it is not leader once its lease lapsed, before any tick", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    local node = c.nodes[l]
+    assert.is_true(node:is_leader(c.now))
+    assert.is_false(node:is_leader(c.now + 300))
+  end)
+
+  it("a stale leader steps down on a higher term", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    local term = c.nodes[l]:term()
+    c:clear_events()
+    local f = other(c, l)
+    c.nodes[l]:step({ type = "append_resp", from = f, to = l, term = term + 5, reject = true }, c.now)
+    c:process(l)
+    local demoted = c:events_of(l, "demoted")
+    assert.are.equal(1, #demoted)
+    assert.are.equal("higher_term", demoted[1].reason)
+    assert.are.equal(term + 5, c.nodes[l]:term())
+    assert.are.equal("follower", c.nodes[l]:role())
+  end)
+
+  it("a leader whose links to a majority close steps down at once", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    local a, b = (l % 3) + 1, ((l + 1) % 3) + 1
+    c:advance(100)
+    c:clear_events()
+    c:link(l, a, false)
+    assert.is_true(c.nodes[l]:is_leader(c.now), "one closed link of two leaves a majority")
+    c:link(l, b, false)
+    assert.is_false(c.nodes[l]:is_leader(c.now))
+    assert.are.equal("lost_quorum", c:events_of(l, "demoted")[1].reason)
+  end)
+end)
+
+describe("raft fast fail-over", function()
+  it("a crashed leader is replaced within a few milliseconds", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    local t0 = c.now
+    c:crash(l)
+    local nl = c:await_leader(1000)
+    assert.is_not_nil(nl)
+    assert.is_true(c.now - t0 <= 20, "took " .. (c.now - t0) .. " ms")
+    local e = c:events_of(nl, "elected")
+    assert.are.equal(l, e[#e].prev_leader)
+  end)
+
+  it("a fast pre-vote on a closed link is refused while others still hear the leader", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    local term = c.nodes[l]:term()
+    local f = other(c, l)
+    c:link(f, l, false) -- only f sees its link to the leader close
+    c:advance(100, never_two_leaders)
+    assert.are.equal(l, c:leader())
+    assert.are.equal(term, c.nodes[l]:term())
+    local fast = 0
+    for _, m in ipairs(c.sent) do
+      if m.type == "prevote" and m.flags & qcraft.FLAG_FAST ~= 0 then fast = fast + 1 end
+    end
+    assert.is_true(fast >= 2, "the fast pre-vote is retried while the link stays closed")
+    c:link(f, l, true)
+    c:advance(100)
+    assert.are.equal(l, c:leader())
+  end)
+
+  it("five nodes fail over fast without splitting the vote", function()
+    for seed = 1, 20 do
+      local c = Cluster.new(5, { seed = seed })
+      local l = c:await_leader(3000)
+      c:advance(100)
+      local t0 = c.now
+      c:crash(l)
+      local nl = c:await_leader(2000)
+      assert.is_not_nil(nl)
+      assert.is_true(c.now - t0 <= 30, "seed " .. seed .. " took " .. (c.now - t0) .. " ms")
+    end
+  end)
+end)
+
+describe("raft leadership transfer", function()
+  it("hands over to the named peer without two leaders at any instant", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    local target = other(c, l)
+    c:clear_events()
+    assert.are.equal(0, c.nodes[l]:transfer(target, c.now))
+    c:process(l)
+    assert.is_false(c.nodes[l]:is_leader(c.now), "the old leader steps down first")
+    c:advance(20, never_two_leaders)
+    assert.are.equal(target, c:leader())
+    assert.are.equal("transfer", c:events_of(l, "demoted")[1].reason)
+  end)
+
+  it("picks the best peer when none is named and refuses on a follower", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    assert.are.equal(0, c.nodes[l]:transfer(0, c.now))
+    c:process(l)
+    c:advance(20, never_two_leaders)
+    local nl = c:leader()
+    assert.is_not_nil(nl)
+    assert.are_not.equal(l, nl)
+    assert.is_true(c.nodes[l]:transfer(0, c.now) < 0)
+  end)
+
+  it("refuses an unknown peer", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    assert.is_true(c.nodes[l]:transfer(99, c.now) < 0)
+    assert.is_true(c.nodes[l]:is_leader(c.now))
+  end)
+end)
