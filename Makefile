@@ -66,7 +66,7 @@ fmt:
 	clang-format -i src/*.c src/*.h tests/c/*.c
 
 cluster: deps all
-	sh scripts/cluster.sh examples/bare_minimum
+	bash scripts/cluster.sh examples/bare_minimum
 
 clean:
 	rm -rf build bin

@@ -184,6 +184,10 @@ uint64_t qc_raft_lease_until(const qc_raft *r)
 
 int qc_raft_is_leader(const qc_raft *r, uint64_t now)
 {
+#ifdef QC_MUTANT_NO_CHECK_QUORUM
+    (void)now;
+    return r->role == QC_ROLE_LEADER;
+#endif
     return r->role == QC_ROLE_LEADER && now < qc_raft_lease_until(r);
 }
 
@@ -191,10 +195,16 @@ int qc_raft_is_leader(const qc_raft *r, uint64_t now)
 static int lease_allows(const qc_raft *r, const qc_msg *m, uint64_t now)
 {
     if (r->role == QC_ROLE_LEADER) return !qc_raft_is_leader(r, now);
+#ifdef QC_MUTANT_NO_STICKINESS
+    return 1;
+#endif
     if (now >= r->sticky_until) return 1;
     if (m->flags & QC_MSG_FLAG_TRANSFER) return m->type == QC_MSG_VOTE;
     if ((m->flags & QC_MSG_FLAG_FAST) && r->sticky_id && r->sticky_id != m->from) {
         const qc_peer *holder = find_peer((qc_raft *)r, r->sticky_id);
+#ifdef QC_MUTANT_FAST_NO_LINK_CHECK
+        return holder != NULL;
+#endif
         return holder && !holder->link_up;
     }
     return 0;
@@ -239,6 +249,7 @@ static void campaign(qc_raft *r, int flags, uint64_t now)
     r->vote = r->id;
     r->hs_dirty = 1;
     set_leader(r, 0);
+    push_event(r, QC_EVENT_CAMPAIGN, 0, 0, 0);
     reset_grants(r);
     reset_election(r, now);
     if (count_grants(r) >= quorum(r)) {
@@ -346,6 +357,9 @@ static void on_vote(qc_raft *r, const qc_msg *m, uint64_t now)
         become_follower(r, m->term, 0, QC_DEMOTE_HIGHER_TERM, now);
     }
     int grant = (r->vote == 0 || r->vote == m->from) && log_up_to_date(r, m->index, m->log_term);
+#ifdef QC_MUTANT_DOUBLE_VOTE
+    grant = log_up_to_date(r, m->index, m->log_term) && r->role != QC_ROLE_LEADER;
+#endif
     if (grant) {
         r->vote = m->from;
         r->hs_dirty = 1;
@@ -359,6 +373,12 @@ static void on_vote(qc_raft *r, const qc_msg *m, uint64_t now)
 
 static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
 {
+#ifdef QC_MUTANT_LOWER_TERM
+    if (m->term < r->term) {
+        r->term = m->term; /* takes a lower term for the current one */
+        r->hs_dirty = 1;
+    }
+#endif
     if (m->term < r->term) {
         respond(r, m, QC_MSG_APPEND_RESP, 1, r->term);
         return;
@@ -466,10 +486,12 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
 {
     switch (r->role) {
     case QC_ROLE_LEADER:
+#ifndef QC_MUTANT_NO_CHECK_QUORUM
         if (!qc_raft_is_leader(r, now)) {
             become_follower(r, r->term, 0, QC_DEMOTE_LOST_QUORUM, now);
             return;
         }
+#endif
         if (now >= r->heartbeat_deadline) send_heartbeats(r, now);
         return;
     case QC_ROLE_FOLLOWER:
@@ -525,6 +547,13 @@ int qc_raft_transfer(qc_raft *r, uint64_t peer, uint64_t now, int reason)
     become_follower(r, r->term, 0, reason ? reason : QC_DEMOTE_TRANSFER, now);
     qc_msg *m = push_msg(r, QC_MSG_TIMEOUT_NOW, target->id);
     if (m) m->ctx = now;
+    return r->out_of_memory ? QC_ENOMEM : QC_OK;
+}
+
+int qc_raft_step_down(qc_raft *r, uint64_t now, int reason)
+{
+    if (r->role != QC_ROLE_LEADER) return QC_ENOTLEADER;
+    become_follower(r, r->term, 0, reason, now);
     return r->out_of_memory ? QC_ENOMEM : QC_OK;
 }
 

@@ -74,6 +74,7 @@ typedef enum qc_event_type {
     QC_EVENT_ELECTED = 1, /* this node became leader */
     QC_EVENT_DEMOTED,     /* this node stopped being leader */
     QC_EVENT_LEADER,      /* the known leader changed (maybe to none) */
+    QC_EVENT_CAMPAIGN,    /* this node started an election in a new term */
 } qc_event_type;
 
 typedef enum qc_demote_reason {
@@ -131,6 +132,10 @@ void qc_raft_link(qc_raft *r, uint64_t peer, int up, uint64_t now);
  * (no such or no reachable peer), QC_EBUSY (a transfer is pending). The old
  * leader steps down before the target can win: there is never an overlap. */
 int qc_raft_transfer(qc_raft *r, uint64_t peer, uint64_t now, int reason);
+
+/* A leader steps down at once (reason: QC_DEMOTE_...); QC_ENOTLEADER if it
+ * was not leading. Used when stopping with nobody to hand over to. */
+int qc_raft_step_down(qc_raft *r, uint64_t now, int reason);
 
 /* Outputs: valid until qc_raft_advance(). */
 int qc_raft_has_ready(const qc_raft *r);

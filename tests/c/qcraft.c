@@ -163,11 +163,11 @@ static int l_ready(lua_State *L)
     }
     lua_setfield(L, -2, "msgs");
     lua_createtable(L, (int)rd.n_events, 0);
-    static const char *const types[] = {"?", "elected", "demoted", "leader"};
+    static const char *const types[] = {"?", "elected", "demoted", "leader", "campaign"};
     for (size_t i = 0; i < rd.n_events; i++) {
         const qc_event *e = &rd.events[i];
         lua_createtable(L, 0, 5);
-        lua_pushstring(L, types[e->type <= 3 ? e->type : 0]);
+        lua_pushstring(L, types[e->type <= 4 ? e->type : 0]);
         lua_setfield(L, -2, "type");
         if (e->reason) {
             lua_pushstring(L, qc_raft_reason_name(e->reason));

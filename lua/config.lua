@@ -1,0 +1,440 @@
+-- Checks a node's config table and fills in every default (see the contract's
+-- config table). Pure apart from reading secret_file: it never starts
+-- anything. src/config.c runs the embedded copy; the unit specs require it.
+-- Errors come back as "key: expected ..., got ..." for the caller to prefix
+-- with the file name.
+local M = {}
+
+M.HOOKS = {
+  "on_start", "on_elected", "on_demoted", "on_leader_change", "on_peer_up",
+  "on_peer_down", "on_stop", "on_kv_change", "on_member_join", "on_member_leave",
+}
+
+-- Documented defaults (README). Keys left out here have no default.
+M.DEFAULTS = {
+  listen_host = "127.0.0.1",
+  api_host = "127.0.0.1",
+  heartbeat_ms = 50,
+  election_timeout_ms = 300,
+  hook_timeout_ms = 5000,
+  log_level = "info",
+  role = "voter",
+  priority = 1,
+  preempt = false,
+  preempt_delay_ms = 5000,
+  max_voters = 5,
+  leave_on_stop = false,
+}
+
+local KEYS = {
+  "identifier", "listen_host", "listen_port", "peers", "metadata", "api_host",
+  "api_port", "data_dir", "heartbeat_ms", "election_timeout_ms", "hook_timeout_ms",
+  "hooks", "log_level", "secret", "secret_file", "api_token", "role", "priority",
+  "join", "preempt", "preempt_delay_ms", "max_voters", "leave_on_stop", "reap_after",
+}
+
+local KNOWN, IS_HOOK = {}, {}
+for _, k in ipairs(KEYS) do KNOWN[k] = true end
+for _, k in ipairs(M.HOOKS) do KNOWN[k], IS_HOOK[k] = true, true end
+
+local PEER_KEYS = { identifier = true, host = true, port = true, metadata = true }
+local MAX_DEPTH = 32
+
+-- The value JSON null decodes to (qcluster.null); set per check() call.
+local null
+
+local function fail(key, fmt, ...)
+  local msg = select("#", ...) > 0 and fmt:format(...) or fmt
+  error({ msg = key and (key .. ": " .. msg) or msg }, 0)
+end
+
+local function describe(v)
+  local t = type(v)
+  if v == nil then return "nothing" end
+  if null ~= nil and v == null then return "null" end
+  if t == "string" then
+    if #v > 40 then v = v:sub(1, 37) .. "..." end
+    return (("%q"):format(v):gsub("\\\n", "\\n"))
+  end
+  if math.type(v) == "integer" then return tostring(v) end
+  if t == "number" then return ("%.14g"):format(v) end
+  if t == "boolean" then return tostring(v) end
+  return "a " .. t
+end
+M.describe = describe
+
+local function is_list(t)
+  local n = 0
+  for k in pairs(t) do
+    if math.type(k) ~= "integer" or k < 1 then return false end
+    n = n + 1
+  end
+  return n == #t
+end
+
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+local function suggest(key, names)
+  local best, best_d = nil, 3
+  for _, k in ipairs(names) do
+    local d = distance(key, k)
+    if d < best_d then best, best_d = k, d end
+  end
+  return best and (' (did you mean "%s"?)'):format(best) or ""
+end
+
+local ALL_NAMES = {}
+for _, k in ipairs(KEYS) do ALL_NAMES[#ALL_NAMES + 1] = k end
+for _, k in ipairs(M.HOOKS) do ALL_NAMES[#ALL_NAMES + 1] = k end
+
+local function key_name(k)
+  if type(k) == "string" then return k end
+  return "[" .. describe(k) .. "]"
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b)
+    return key_name(a) < key_name(b)
+  end)
+  return keys
+end
+
+local function check_unknown(t, known, prefix, names)
+  for _, k in ipairs(sorted_keys(t)) do
+    if not known[k] then
+      local name = prefix .. key_name(k)
+      if type(k) == "string" and k:match("^on_") and (names == ALL_NAMES or names == M.HOOKS) then
+        fail(name, "unknown hook (known: %s)", table.concat(M.HOOKS, ", "))
+      end
+      fail(name, "unknown key" .. (type(k) == "string" and suggest(k, names) or ""))
+    end
+  end
+end
+
+local function join_path(dir, p)
+  if p:sub(1, 1) == "/" or dir == nil or dir == "" or dir == "." then return p end
+  if dir:sub(-1) == "/" then return dir .. p end
+  return dir .. "/" .. p
+end
+M.join_path = join_path
+
+-- ---- value checks --------------------------------------------------------
+
+local function as_integer(v)
+  if math.type(v) == "integer" then return v end
+  if math.type(v) == "float" then return math.tointeger(v) end
+  return nil
+end
+
+local function integer(key, v, lo, hi)
+  local i = as_integer(v)
+  if i == nil or i < lo or (hi and i > hi) then
+    local range = hi and ("%d..%d"):format(lo, hi) or (">= %d"):format(lo)
+    fail(key, "expected an integer %s, got %s", range, describe(v))
+  end
+  return i
+end
+
+local function string_value(key, v, what)
+  if type(v) ~= "string" or v == "" then
+    fail(key, "expected %s, got %s", what or "a non-empty string", describe(v))
+  end
+  return v
+end
+
+local function identifier(key, v)
+  if type(v) ~= "string" or not v:match("^[%w_%.%-]+$") or #v > 64 then
+    fail(key, "expected an identifier (1 to 64 letters, digits, '_', '-', '.'), got %s",
+      describe(v))
+  end
+  return v
+end
+
+local function host(key, v)
+  if type(v) ~= "string" or v == "" or v:match("%s") then
+    fail(key, "expected a host name or address, got %s", describe(v))
+  end
+  return v
+end
+
+local function port(key, v)
+  return integer(key, v, 1, 65535)
+end
+
+local function one_of(key, v, choices)
+  for _, c in ipairs(choices) do
+    if v == c then return v end
+  end
+  local quoted = {}
+  for i, c in ipairs(choices) do quoted[i] = ('"%s"'):format(c) end
+  fail(key, "expected one of %s, got %s", table.concat(quoted, ", "), describe(v))
+end
+
+local function boolean(key, v)
+  if type(v) ~= "boolean" then fail(key, "expected true or false, got %s", describe(v)) end
+  return v
+end
+
+-- A value the agent can announce as JSON; returns a plain copy.
+local function json_value(path, v, depth)
+  local t = type(v)
+  if t == "string" or t == "boolean" then return v end
+  if null ~= nil and v == null then return v end
+  if t == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then
+      fail(path, "expected a finite number, got %s", describe(v))
+    end
+    return v
+  end
+  if t ~= "table" then
+    fail(path, "expected a JSON value (string, number, boolean or table), got %s", describe(v))
+  end
+  if depth > MAX_DEPTH then fail(path, "expected at most %d levels of nesting", MAX_DEPTH) end
+  local copy = {}
+  if next(v) ~= nil and is_list(v) then
+    for i, x in ipairs(v) do copy[i] = json_value(("%s[%d]"):format(path, i), x, depth + 1) end
+    return copy
+  end
+  for _, k in ipairs(sorted_keys(v)) do
+    if type(k) ~= "string" then
+      fail(path, "expected a table with string keys or a list, got key %s", describe(k))
+    end
+    copy[k] = json_value(path .. "." .. k, v[k], depth + 1)
+  end
+  return copy
+end
+
+local function metadata(key, v)
+  if v == nil then return {} end
+  if type(v) ~= "table" then
+    fail(key, "expected a table (a JSON object), got %s", describe(v))
+  end
+  if next(v) ~= nil and is_list(v) then
+    fail(key, "expected a table of named fields (a JSON object), got a list")
+  end
+  return json_value(key, v, 1)
+end
+M.metadata = metadata
+
+local function strip_null(t)
+  local copy = {}
+  for k, v in pairs(t) do
+    if v ~= null then copy[k] = v end
+  end
+  return copy
+end
+
+local function list(key, v, what)
+  if v == nil then return {} end
+  if type(v) ~= "table" or not is_list(v) then
+    fail(key, "expected a list of %s, got %s", what, describe(v))
+  end
+  return v
+end
+
+local function peers(c, own)
+  local out, seen = {}, {}
+  for i, p in ipairs(list("peers", c.peers, "peers {host, port, identifier, metadata}")) do
+    local key = ("peers[%d]"):format(i)
+    if type(p) ~= "table" then
+      fail(key, "expected a table {host, port, identifier, metadata}, got %s", describe(p))
+    end
+    p = strip_null(p)
+    check_unknown(p, PEER_KEYS, key .. ".", { "identifier", "host", "port", "metadata" })
+    local id = identifier(key .. ".identifier", p.identifier)
+    if id == own then
+      fail(key .. ".identifier", "expected an identifier other than this node's own, got %s",
+        describe(id))
+    end
+    if seen[id] then
+      fail(key .. ".identifier", "expected a unique identifier, got %s (also peers[%d])",
+        describe(id), seen[id])
+    end
+    seen[id] = i
+    out[i] = {
+      identifier = id,
+      host = host(key .. ".host", p.host),
+      port = port(key .. ".port", p.port),
+      metadata = metadata(key .. ".metadata", p.metadata),
+    }
+  end
+  return out
+end
+
+local function join_list(v)
+  local out = {}
+  for i, hp in ipairs(list("join", v, '"host:port" strings')) do
+    local key = ("join[%d]"):format(i)
+    local h, p = nil, nil
+    if type(hp) == "string" then h, p = hp:match("^(%S+):(%d+)$") end
+    p = tonumber(p)
+    if not h or not p or p < 1 or p > 65535 then
+      fail(key, 'expected "host:port", got %s', describe(hp))
+    end
+    out[i] = hp
+  end
+  return out
+end
+
+local function read_secret(path)
+  local f, err = io.open(path, "rb")
+  if not f then fail("secret_file", "cannot read %s", err) end
+  local s = f:read("a")
+  f:close()
+  s = s and s:gsub("[\r\n]+$", "")
+  if not s or s == "" then fail("secret_file", "expected a non-empty file, got %s empty", path) end
+  return s
+end
+
+local function timing(c, out)
+  out.heartbeat_ms = integer("heartbeat_ms", c.heartbeat_ms, 1, 60000)
+  local min = 3 * out.heartbeat_ms
+  local v = c.election_timeout_ms
+  local i = as_integer(v)
+  if i == nil or i < min or i > 600000 then
+    fail("election_timeout_ms", "expected an integer %d..600000 (>= 3 * heartbeat_ms), got %s%s",
+      min, describe(v), c.election_timeout_ms_default and " (the default)" or "")
+  end
+  out.election_timeout_ms = i
+  out.hook_timeout_ms = integer("hook_timeout_ms", c.hook_timeout_ms, 1, 3600000)
+end
+
+local function api(c, out)
+  out.api_host = host("api_host", c.api_host)
+  local v = c.api_port
+  if v == nil then
+    v = out.listen_port + 1000
+    if v > 65535 then
+      fail("api_port", "expected an integer 0..65535, got nothing (listen_port + 1000 = %d;"
+        .. " set api_port)", v)
+    end
+  end
+  out.api_port = integer("api_port", v, 0, 65535)
+end
+
+local function secrets(c, out, dir)
+  if c.secret ~= nil and c.secret_file ~= nil then
+    fail("secret_file", "expected either secret or secret_file, got both")
+  end
+  if c.secret ~= nil then out.secret = string_value("secret", c.secret) end
+  if c.secret_file ~= nil then
+    out.secret_file = join_path(dir, string_value("secret_file", c.secret_file, "a file name"))
+    out.secret = read_secret(out.secret_file)
+  end
+  if c.api_token ~= nil then out.api_token = string_value("api_token", c.api_token) end
+end
+
+local function membership(c, out)
+  out.role = one_of("role", c.role, { "voter", "witness", "learner" })
+  out.priority = integer("priority", c.priority, 0, 1000000)
+  out.join = join_list(c.join)
+  out.preempt = boolean("preempt", c.preempt)
+  out.preempt_delay_ms = integer("preempt_delay_ms", c.preempt_delay_ms, 0, 3600000)
+  out.max_voters = integer("max_voters", c.max_voters, 1, 255)
+  out.leave_on_stop = boolean("leave_on_stop", c.leave_on_stop)
+  local r = c.reap_after
+  if r ~= nil and r ~= false then
+    if type(r) ~= "number" or r <= 0 or r ~= r or r == math.huge then
+      fail("reap_after", "expected a number of seconds > 0 or false, got %s", describe(r))
+    end
+    out.reap_after = r
+  end
+end
+
+local function inline_hooks(c, out, json)
+  for _, name in ipairs(M.HOOKS) do
+    local f = c[name]
+    if f ~= nil then
+      if type(f) ~= "function" then
+        fail(name, "expected a function%s, got %s",
+          json and " (inline hooks need a Lua config)" or "", describe(f))
+      end
+      out[name] = f
+    end
+  end
+end
+
+local function check(raw, opts)
+  if type(raw) ~= "table" then
+    fail(nil, "expected the config to be a table (a Lua file returning a table, or a"
+      .. " JSON object), got %s", describe(raw))
+  end
+  if next(raw) ~= nil and is_list(raw) then
+    fail(nil, "expected the config to be a table of named keys, got a list")
+  end
+  local dir = opts.dir or "."
+  local c = strip_null(raw)
+  check_unknown(c, KNOWN, "", ALL_NAMES)
+  for k, v in pairs(M.DEFAULTS) do
+    if c[k] == nil then
+      c[k] = v
+      if k == "election_timeout_ms" then c.election_timeout_ms_default = true end
+    end
+  end
+  local out = {}
+  out.identifier = identifier("identifier", c.identifier)
+  out.listen_host = host("listen_host", c.listen_host)
+  out.listen_port = port("listen_port", c.listen_port)
+  out.peers = peers(c, out.identifier)
+  out.metadata = metadata("metadata", c.metadata)
+  api(c, out)
+  local data_dir = c.data_dir == nil and ("qcluster-data/" .. out.identifier)
+    or string_value("data_dir", c.data_dir, "a directory name")
+  out.data_dir = join_path(dir, data_dir)
+  timing(c, out)
+  if c.hooks ~= nil then out.hooks = join_path(dir, string_value("hooks", c.hooks, "a file name")) end
+  out.log_level = one_of("log_level", c.log_level, { "debug", "info", "warn", "error" })
+  secrets(c, out, dir)
+  membership(c, out)
+  inline_hooks(c, out, opts.json)
+  return out
+end
+
+-- check(raw, opts) -> resolved table, or nil and "key: expected ..., got ...".
+-- opts: dir (the config's directory), null (what JSON null decoded to),
+-- json (true for a JSON config: only changes messages).
+function M.check(raw, opts)
+  opts = opts or {}
+  null = opts.null
+  local ok, res = pcall(check, raw, opts)
+  null = nil
+  if ok then return res end
+  if type(res) == "table" then return nil, res.msg end
+  error(res, 0)
+end
+
+-- check_hooks(t) -> true, or nil and a message: a hooks file must return a
+-- table whose keys are known hook names and whose values are functions.
+function M.check_hooks(t)
+  local ok, err = pcall(function()
+    if type(t) ~= "table" then
+      fail(nil, "expected the hooks file to return a table of on_* functions, got %s",
+        describe(t))
+    end
+    check_unknown(t, IS_HOOK, "", M.HOOKS)
+    for _, name in ipairs(M.HOOKS) do
+      if t[name] ~= nil and type(t[name]) ~= "function" then
+        fail(name, "expected a function, got %s", describe(t[name]))
+      end
+    end
+  end)
+  if ok then return true end
+  if type(err) == "table" then return nil, err.msg end
+  error(err, 0)
+end
+
+return M

@@ -1,0 +1,698 @@
+/* The agent: one libev loop carrying the consensus core's outputs out in
+ * the order raft.h demands (persist, then send, then hooks and metrics),
+ * answering the API and the Lua host through qc_view. Glue, not logic: it
+ * never decides anything about leadership itself. */
+#include "agent.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+#include "api.h"
+#include "common.h"
+#include "config.h"
+#include "json.h"
+#include "log.h"
+#include "luahost.h"
+#include "metrics.h"
+#include "net.h"
+#include "raft.h"
+#include "store.h"
+
+typedef struct member {
+    char *identifier;
+    char *host;
+    int port;
+    uint64_t id;
+    const char *conf_metadata; /* borrowed from the config */
+    char *metadata;            /* announced merged over conf_metadata */
+    int up;
+} member;
+
+typedef struct qc_agent qc_agent;
+
+typedef struct pending_transfer {
+    struct pending_transfer *next;
+    qc_agent *agent;
+    uint64_t target; /* 0: whoever wins */
+    qc_transfer_done_fn *done;
+    void *arg;
+    ev_timer timer;
+} pending_transfer;
+
+struct qc_agent {
+    struct ev_loop *loop;
+    qc_config cfg;
+    int cfg_loaded;
+    qc_metrics *metrics;
+    qc_lua *lua;
+    qc_store *store;
+    qc_raft *raft;
+    qc_net *net;
+    qc_api *api;
+    member *members;
+    size_t n_members;
+    uint64_t self_id;
+    qc_view view;
+    ev_timer raft_timer;
+    ev_signal sig_term, sig_int, sig_hup;
+    pending_transfer *transfers;
+    int store_failing;
+    const char *stop_reason;
+};
+
+/* ---- members and peers ------------------------------------------------ */
+
+static member *member_by_id(qc_agent *a, uint64_t id)
+{
+    for (size_t i = 0; i < a->n_members; i++)
+        if (a->members[i].id == id) return &a->members[i];
+    return NULL;
+}
+
+static member *member_by_name(qc_agent *a, const char *identifier)
+{
+    for (size_t i = 0; i < a->n_members; i++)
+        if (strcmp(a->members[i].identifier, identifier) == 0) return &a->members[i];
+    return NULL;
+}
+
+static uint64_t leader_id(const qc_agent *a) { return a->raft ? qc_raft_leader(a->raft) : 0; }
+
+static void self_info(qc_agent *a, qc_peer_info *out);
+
+static void member_info(qc_agent *a, const member *m, qc_peer_info *out)
+{
+    *out = (qc_peer_info){
+        .identifier = m->identifier,
+        .host = m->host,
+        .port = m->port,
+        .metadata = m->metadata ? m->metadata : m->conf_metadata,
+        .role = leader_id(a) == m->id ? "leader" : "follower",
+        .up = m->up,
+        .voter = 1,
+    };
+}
+
+/* Fills out for id; returns NULL when id is nobody we know. */
+static const qc_peer_info *peer_info(qc_agent *a, uint64_t id, qc_peer_info *out)
+{
+    if (!id) return NULL;
+    if (id == a->self_id) {
+        self_info(a, out);
+        return out;
+    }
+    member *m = member_by_id(a, id);
+    if (!m) return NULL;
+    member_info(a, m, out);
+    return out;
+}
+
+/* base's keys overridden by over's: "A peer's metadata is what the peer
+ * announces for itself, merged over what this node's peers entry says." */
+static char *merge_metadata(const char *base, const char *over)
+{
+    yajl_val b = yajl_tree_parse(base, NULL, 0);
+    yajl_val o = yajl_tree_parse(over, NULL, 0);
+    char *out = NULL;
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g || !YAJL_IS_OBJECT(o)) goto done;
+    yajl_gen_map_open(g);
+    if (YAJL_IS_OBJECT(b)) {
+        for (size_t i = 0; i < b->u.object.len; i++) {
+            const char *k = b->u.object.keys[i];
+            if (qc_json_get(o, k)) continue;
+            qc_json_key(g, k);
+            qc_json_val(g, b->u.object.values[i]);
+        }
+    }
+    for (size_t i = 0; i < o->u.object.len; i++) {
+        qc_json_key(g, o->u.object.keys[i]);
+        qc_json_val(g, o->u.object.values[i]);
+    }
+    yajl_gen_map_close(g);
+    const unsigned char *buf;
+    size_t len;
+    if (yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok) {
+        out = malloc(len + 1);
+        if (out) {
+            memcpy(out, buf, len);
+            out[len] = 0;
+        }
+    }
+done:
+    if (g) yajl_gen_free(g);
+    yajl_tree_free(b);
+    yajl_tree_free(o);
+    return out;
+}
+
+/* ---- the view (API and Lua) ------------------------------------------- */
+
+static int view_is_leader(void *ud)
+{
+    qc_agent *a = ud;
+    return a->raft && qc_raft_is_leader(a->raft, qc_now_ms());
+}
+
+static uint64_t view_term(void *ud)
+{
+    qc_agent *a = ud;
+    return a->raft ? qc_raft_term(a->raft) : 0;
+}
+
+static const char *view_role(void *ud)
+{
+    qc_agent *a = ud;
+    if (!a->raft) return "follower";
+    if (view_is_leader(a)) return "leader";
+    qc_role r = qc_raft_role(a->raft);
+    return r == QC_ROLE_CANDIDATE || r == QC_ROLE_PRECANDIDATE ? "candidate" : "follower";
+}
+
+static uint64_t view_commit(void *ud)
+{
+    qc_agent *a = ud;
+    return a->raft ? qc_raft_commit(a->raft) : 0;
+}
+
+static void self_info(qc_agent *a, qc_peer_info *out)
+{
+    *out = (qc_peer_info){
+        .identifier = a->cfg.identifier ? a->cfg.identifier : "",
+        .host = a->cfg.listen_host ? a->cfg.listen_host : "",
+        .port = a->cfg.listen_port,
+        .metadata = a->cfg.metadata ? a->cfg.metadata : "{}",
+        .role = view_role(a),
+        .up = 1,
+        .voter = 1,
+        .is_self = 1,
+    };
+}
+
+static void view_self(void *ud, qc_peer_info *out) { self_info(ud, out); }
+
+static int view_leader(void *ud, qc_peer_info *out)
+{
+    qc_agent *a = ud;
+    /* A leader whose lease lapsed must not name itself. */
+    uint64_t id = leader_id(a);
+    if (id == a->self_id && !view_is_leader(a)) return QC_ENOLEADER;
+    return peer_info(a, id, out) ? QC_OK : QC_ENOLEADER;
+}
+
+static size_t view_peers(void *ud, qc_peer_info *out, size_t max)
+{
+    qc_agent *a = ud;
+    for (size_t i = 0; i < a->n_members && i < max; i++) member_info(a, &a->members[i], &out[i]);
+    return a->n_members;
+}
+
+static void refresh_metrics(void *ud)
+{
+    qc_agent *a = ud;
+    qc_metrics_set(a->metrics, "qcluster_is_leader", NULL, NULL, view_is_leader(a));
+    qc_metrics_set(a->metrics, "qcluster_term", NULL, NULL, (double)view_term(a));
+    for (size_t i = 0; i < a->n_members; i++)
+        qc_metrics_set(a->metrics, "qcluster_peer_up", "peer", a->members[i].identifier,
+                       a->members[i].up);
+}
+
+static void process(qc_agent *a);
+
+static void transfer_finish(qc_agent *a, pending_transfer *t, int rc)
+{
+    for (pending_transfer **p = &a->transfers; *p; p = &(*p)->next) {
+        if (*p != t) continue;
+        *p = t->next;
+        break;
+    }
+    ev_timer_stop(a->loop, &t->timer);
+    t->done(t->arg, rc);
+    free(t);
+}
+
+static void on_transfer_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    pending_transfer *t = w->data;
+    transfer_finish(t->agent, t, QC_EBUSY);
+}
+
+/* A new leader is known: transfers waiting for it are settled. */
+static void settle_transfers(qc_agent *a, uint64_t leader)
+{
+    while (a->transfers) {
+        pending_transfer *t = a->transfers;
+        int ok = leader != a->self_id && (!t->target || t->target == leader);
+        transfer_finish(a, t, ok ? QC_OK : QC_EBUSY);
+    }
+}
+
+static void view_transfer(void *ud, const char *to, qc_transfer_done_fn *done, void *arg)
+{
+    qc_agent *a = ud;
+    uint64_t target = 0;
+    if (to && *to) {
+        if (a->cfg.identifier && strcmp(to, a->cfg.identifier) == 0) {
+            done(arg, view_is_leader(a) ? QC_OK : QC_ENOTLEADER);
+            return;
+        }
+        member *m = member_by_name(a, to);
+        if (!m) {
+            done(arg, QC_ENOTFOUND);
+            return;
+        }
+        target = m->id;
+    }
+    if (!a->raft) {
+        done(arg, QC_ENOTLEADER);
+        return;
+    }
+    pending_transfer *t = calloc(1, sizeof *t);
+    if (!t) {
+        done(arg, QC_ENOMEM);
+        return;
+    }
+    int rc = qc_raft_transfer(a->raft, target, qc_now_ms(), QC_DEMOTE_TRANSFER);
+    if (rc) {
+        free(t);
+        done(arg, rc == QC_ENOTFOUND && target ? QC_EBUSY : rc);
+        return;
+    }
+    qc_log(QC_LOG_INFO, "agent", "handing leadership over to %s", to && *to ? to : "the best peer");
+    *t = (pending_transfer){.next = a->transfers, .agent = a, .target = target, .done = done, .arg = arg};
+    ev_timer_init(&t->timer, on_transfer_timeout, 2.0 * a->cfg.election_timeout_ms / 1000.0, 0);
+    t->timer.data = t;
+    ev_timer_start(a->loop, &t->timer);
+    a->transfers = t;
+    process(a);
+}
+
+/* ---- carrying out the core's outputs ---------------------------------- */
+
+static void fire(qc_agent *a, const qc_hook_event *ev)
+{
+    if (a->lua && qc_lua_fire(a->lua, ev) != QC_OK)
+        qc_log(QC_LOG_ERROR, "agent", "cannot queue hook %s: out of memory", ev->hook);
+}
+
+static const char *name_of(qc_agent *a, uint64_t id)
+{
+    if (!id) return "none";
+    if (id == a->self_id) return a->cfg.identifier;
+    member *m = member_by_id(a, id);
+    return m ? m->identifier : "?";
+}
+
+static void handle_event(qc_agent *a, const qc_event *e)
+{
+    qc_peer_info self, leader, prev;
+    self_info(a, &self);
+    const qc_peer_info *lp = peer_info(a, e->leader, &leader);
+    const qc_peer_info *pp = peer_info(a, e->prev_leader, &prev);
+    switch (e->type) {
+    case QC_EVENT_CAMPAIGN:
+        qc_metrics_add(a->metrics, "qcluster_elections_total", NULL, NULL, 1);
+        qc_log(QC_LOG_INFO, "raft", "starting an election for term %llu",
+               (unsigned long long)e->term);
+        return;
+    case QC_EVENT_ELECTED:
+        qc_log(QC_LOG_INFO, "raft", "elected leader for term %llu", (unsigned long long)e->term);
+        fire(a, &(qc_hook_event){.hook = "on_elected", .term = e->term, .self = &self,
+                                 .previous_leader = pp});
+        return;
+    case QC_EVENT_DEMOTED:
+        qc_log(QC_LOG_INFO, "raft", "no longer leader in term %llu (%s)",
+               (unsigned long long)e->term, qc_raft_reason_name(e->reason));
+        fire(a, &(qc_hook_event){.hook = "on_demoted", .term = e->term,
+                                 .reason = qc_raft_reason_name(e->reason), .leader = lp});
+        return;
+    case QC_EVENT_LEADER:
+        qc_metrics_add(a->metrics, "qcluster_leader_changes_total", NULL, NULL, 1);
+        qc_log(QC_LOG_INFO, "raft", "leader is %s (term %llu)", name_of(a, e->leader),
+               (unsigned long long)e->term);
+        fire(a, &(qc_hook_event){.hook = "on_leader_change", .term = e->term, .leader = lp,
+                                 .previous_leader = pp});
+        if (e->leader) settle_transfers(a, e->leader);
+        if (a->api) qc_api_notify(a->api);
+        return;
+    }
+}
+
+/* The hard state must be on disk before any message that depends on it
+ * leaves; while it cannot be written, nothing is sent at all. */
+static int persist(qc_agent *a, const qc_ready *rd)
+{
+    if (!rd->hard_state_changed && !a->store_failing) return 1;
+    qc_hard_state hs = rd->hs;
+    if (qc_store_save(a->store, &hs) == QC_OK) {
+        if (a->store_failing) qc_log(QC_LOG_INFO, "store", "writing state works again");
+        a->store_failing = 0;
+        return 1;
+    }
+    if (!a->store_failing)
+        qc_log(QC_LOG_ERROR, "store", "cannot write state in %s: %s; not sending anything",
+               qc_store_dir(a->store), strerror(errno));
+    a->store_failing = 1;
+    qc_metrics_add(a->metrics, "qcluster_store_errors_total", NULL, NULL, 1);
+    return 0;
+}
+
+static void arm_timer(qc_agent *a)
+{
+    uint64_t deadline = qc_raft_next_deadline(a->raft);
+    uint64_t now = qc_now_ms();
+    double delay = deadline > now ? (double)(deadline - now) / 1000.0 : 0;
+    ev_timer_stop(a->loop, &a->raft_timer);
+    ev_timer_set(&a->raft_timer, delay, 0);
+    ev_timer_start(a->loop, &a->raft_timer);
+}
+
+static void process(qc_agent *a)
+{
+    while (qc_raft_has_ready(a->raft)) {
+        qc_ready rd;
+        qc_raft_ready(a->raft, &rd);
+        if (persist(a, &rd))
+            for (size_t i = 0; i < rd.n_msgs; i++) qc_net_send(a->net, &rd.msgs[i]);
+        /* Events refer to state the core holds now: copy them out first,
+         * since hooks never run inline but transfers may settle inline. */
+        size_t n = rd.n_events;
+        qc_event events[16];
+        if (n > 16) n = 16;
+        memcpy(events, rd.events, n * sizeof *events);
+        qc_raft_advance(a->raft);
+        for (size_t i = 0; i < n; i++) handle_event(a, &events[i]);
+    }
+    arm_timer(a);
+}
+
+static void on_raft_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_agent *a = w->data;
+    qc_raft_tick(a->raft, qc_now_ms());
+    process(a);
+}
+
+/* ---- transport callbacks ---------------------------------------------- */
+
+static void on_msg(void *ud, const qc_msg *m)
+{
+    qc_agent *a = ud;
+    int rc = qc_raft_step(a->raft, m, qc_now_ms());
+    if (rc && rc != QC_ENOMEM)
+        qc_log(QC_LOG_DEBUG, "raft", "dropped %s from %s: %s", qc_raft_msg_name(m->type),
+               name_of(a, m->from), qc_strerror(rc));
+    process(a);
+}
+
+static void on_hello(void *ud, uint64_t peer, const char *metadata)
+{
+    qc_agent *a = ud;
+    member *m = member_by_id(a, peer);
+    if (!m) return;
+    char *merged = merge_metadata(m->conf_metadata, metadata);
+    if (!merged) {
+        qc_log(QC_LOG_WARN, "agent", "ignoring metadata announced by %s: not a JSON object",
+               m->identifier);
+        return;
+    }
+    free(m->metadata);
+    m->metadata = merged;
+}
+
+static void on_link(void *ud, uint64_t peer, int up)
+{
+    qc_agent *a = ud;
+    member *m = member_by_id(a, peer);
+    if (!m) return;
+    m->up = up;
+    qc_log(up ? QC_LOG_INFO : QC_LOG_WARN, "net", "peer %s is %s", m->identifier,
+           up ? "reachable" : "unreachable");
+    qc_metrics_set(a->metrics, "qcluster_peer_up", "peer", m->identifier, up);
+    qc_raft_link(a->raft, peer, up, qc_now_ms());
+    qc_peer_info p;
+    member_info(a, m, &p);
+    fire(a, &(qc_hook_event){.hook = up ? "on_peer_up" : "on_peer_down", .peer = &p});
+    process(a);
+}
+
+/* ---- signals and life cycle ------------------------------------------- */
+
+static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    qc_agent *a = w->data;
+    a->stop_reason = w->signum == SIGTERM ? "SIGTERM" : "SIGINT";
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_agent *a = w->data;
+    char err[512];
+    if (qc_lua_reload_hooks(a->lua, err, sizeof err) == QC_OK)
+        qc_log(QC_LOG_INFO, "agent", "hooks reloaded");
+    else
+        qc_log(QC_LOG_ERROR, "agent", "hooks not reloaded, the old ones stay: %s", err);
+}
+
+static void declare_metrics(qc_metrics *m)
+{
+    qc_metrics_declare(m, "qcluster_is_leader", QC_METRIC_GAUGE,
+                       "1 when this node is the leader and its lease holds");
+    qc_metrics_declare(m, "qcluster_term", QC_METRIC_GAUGE, "Current raft term");
+    qc_metrics_declare(m, "qcluster_leader_changes_total", QC_METRIC_COUNTER,
+                       "Changes of the leader this node knows (also to none)");
+    qc_metrics_declare(m, "qcluster_elections_total", QC_METRIC_COUNTER,
+                       "Elections this node started as a candidate");
+    qc_metrics_declare(m, "qcluster_peer_up", QC_METRIC_GAUGE, "1 when the peer is reachable");
+    qc_metrics_declare(m, "qcluster_store_errors_total", QC_METRIC_COUNTER,
+                       "Failed writes of the durable state");
+    qc_metrics_add(m, "qcluster_leader_changes_total", NULL, NULL, 0);
+    qc_metrics_add(m, "qcluster_elections_total", NULL, NULL, 0);
+    qc_metrics_add(m, "qcluster_store_errors_total", NULL, NULL, 0);
+}
+
+static int setup_members(qc_agent *a)
+{
+    a->self_id = qc_hash_id(a->cfg.identifier);
+    a->members = calloc(a->cfg.n_peers ? a->cfg.n_peers : 1, sizeof *a->members);
+    if (!a->members) return QC_ENOMEM;
+    for (size_t i = 0; i < a->cfg.n_peers; i++) {
+        const qc_peer_conf *pc = &a->cfg.peers[i];
+        member *m = &a->members[a->n_members++];
+        m->identifier = pc->identifier;
+        m->host = pc->host;
+        m->port = pc->port;
+        m->conf_metadata = pc->metadata;
+        m->id = qc_hash_id(pc->identifier);
+        if (m->id == a->self_id || member_by_id(a, m->id) != m) {
+            qc_log(QC_LOG_ERROR, "agent", "identifier %s collides with another: rename it",
+                   pc->identifier);
+            return QC_EINVAL;
+        }
+    }
+    return QC_OK;
+}
+
+static int start_raft(qc_agent *a)
+{
+    qc_hard_state hs;
+    int rc = qc_store_load(a->store, &hs);
+    if (rc == QC_ECORRUPT) {
+        qc_log(QC_LOG_ERROR, "store", "%s/state is corrupt; refusing to start (restore it or "
+               "remove the node's data_dir to rejoin as new)", qc_store_dir(a->store));
+        return rc;
+    }
+    if (rc != QC_OK && rc != QC_ENOTFOUND) {
+        qc_log(QC_LOG_ERROR, "store", "cannot read %s/state: %s", qc_store_dir(a->store),
+               strerror(errno));
+        return rc;
+    }
+    uint64_t ids[a->n_members + 1];
+    ids[0] = a->self_id;
+    for (size_t i = 0; i < a->n_members; i++) ids[i + 1] = a->members[i].id;
+    qc_raft_config rc_cfg = {
+        .id = a->self_id,
+        .peers = ids,
+        .n_peers = a->n_members + 1,
+        .heartbeat_ms = (uint32_t)a->cfg.heartbeat_ms,
+        .election_ms = (uint32_t)a->cfg.election_timeout_ms,
+        .seed = qc_now_ms() ^ ((uint64_t)getpid() << 32),
+    };
+    if (rc == QC_OK)
+        qc_log(QC_LOG_INFO, "store", "resuming at term %llu", (unsigned long long)hs.term);
+    return qc_raft_new(&rc_cfg, rc == QC_OK ? &hs : NULL, qc_now_ms(), &a->raft);
+}
+
+static int start_services(qc_agent *a)
+{
+    qc_net_config nc = {
+        .identifier = a->cfg.identifier,
+        .metadata = a->cfg.metadata,
+        .listen_host = a->cfg.listen_host,
+        .listen_port = a->cfg.listen_port,
+    };
+    qc_net_callbacks cb = {.ud = a, .on_msg = on_msg, .on_hello = on_hello, .on_link = on_link};
+    if (qc_net_new(a->loop, &nc, &cb, a->metrics, &a->net) != QC_OK) {
+        qc_log(QC_LOG_ERROR, "net", "cannot listen on %s:%d: %s", a->cfg.listen_host,
+               a->cfg.listen_port, strerror(errno));
+        return QC_EIO;
+    }
+    for (size_t i = 0; i < a->n_members; i++) {
+        member *m = &a->members[i];
+        if (qc_net_add_peer(a->net, m->identifier, m->host, m->port) != QC_OK) return QC_ENOMEM;
+    }
+    if (a->cfg.api_port == 0) return QC_OK;
+    if (qc_api_new(a->loop, a->cfg.api_host, a->cfg.api_port, &a->view, a->metrics,
+                   a->cfg.api_token, &a->api) != QC_OK) {
+        qc_log(QC_LOG_ERROR, "api", "cannot listen on %s:%d: %s", a->cfg.api_host,
+               a->cfg.api_port, strerror(errno));
+        return QC_EIO;
+    }
+    return QC_OK;
+}
+
+static void start_signals(qc_agent *a)
+{
+    signal(SIGPIPE, SIG_IGN);
+    ev_signal_init(&a->sig_term, on_stop_signal, SIGTERM);
+    ev_signal_init(&a->sig_int, on_stop_signal, SIGINT);
+    ev_signal_init(&a->sig_hup, on_hup, SIGHUP);
+    a->sig_term.data = a->sig_int.data = a->sig_hup.data = a;
+    ev_signal_start(a->loop, &a->sig_term);
+    ev_signal_start(a->loop, &a->sig_int);
+    ev_signal_start(a->loop, &a->sig_hup);
+}
+
+/* A stopping leader hands over first (fast fail-over), then the hooks run. */
+static void shutdown_agent(qc_agent *a)
+{
+    uint64_t now = qc_now_ms();
+    if (qc_raft_role(a->raft) == QC_ROLE_LEADER &&
+        qc_raft_transfer(a->raft, 0, now, QC_DEMOTE_SHUTDOWN) != QC_OK)
+        qc_raft_step_down(a->raft, now, QC_DEMOTE_SHUTDOWN);
+    process(a);
+    qc_net_flush(a->net, 200);
+    while (a->transfers) transfer_finish(a, a->transfers, QC_EBUSY);
+    fire(a, &(qc_hook_event){.hook = "on_stop", .reason = a->stop_reason});
+    qc_lua_drain(a->lua);
+}
+
+static void free_agent(qc_agent *a)
+{
+    if (a->api) qc_api_free(a->api);
+    if (a->net) qc_net_free(a->net);
+    ev_timer_stop(a->loop, &a->raft_timer);
+    ev_signal_stop(a->loop, &a->sig_term);
+    ev_signal_stop(a->loop, &a->sig_int);
+    ev_signal_stop(a->loop, &a->sig_hup);
+    if (a->lua) qc_lua_free(a->lua);
+    qc_raft_free(a->raft);
+    qc_store_close(a->store);
+    for (size_t i = 0; i < a->n_members; i++) free(a->members[i].metadata);
+    free(a->members);
+    if (a->cfg_loaded) qc_config_free(&a->cfg);
+    qc_metrics_free(a->metrics);
+}
+
+static int load(qc_agent *a, const char *path)
+{
+    char err[1024];
+    int rc = qc_lua_load(a->lua, path, &a->cfg, err, sizeof err);
+    if (rc != QC_OK) {
+        fprintf(stderr, "%s\n", err);
+        return rc;
+    }
+    a->cfg_loaded = 1;
+    return QC_OK;
+}
+
+static int init_agent(qc_agent *a)
+{
+    a->loop = ev_default_loop(0);
+    if (!a->loop) return QC_EIO;
+    a->view = (qc_view){
+        .ud = a,
+        .is_leader = view_is_leader,
+        .term = view_term,
+        .role = view_role,
+        .commit_index = view_commit,
+        .leader = view_leader,
+        .self = view_self,
+        .peers = view_peers,
+        .transfer = view_transfer,
+        .refresh_metrics = refresh_metrics,
+    };
+    a->metrics = qc_metrics_new();
+    if (!a->metrics) return QC_ENOMEM;
+    declare_metrics(a->metrics);
+    ev_init(&a->raft_timer, on_raft_timer);
+    a->raft_timer.data = a;
+    return qc_lua_new(a->loop, &a->view, a->metrics, &a->lua);
+}
+
+int qc_agent_main(const char *path)
+{
+    qc_agent agent = {0};
+    qc_agent *a = &agent;
+    int code = 1;
+    if (init_agent(a) != QC_OK) {
+        qc_log(QC_LOG_ERROR, "agent", "cannot start: out of memory");
+        goto out;
+    }
+    if (load(a, path) != QC_OK) {
+        code = 2;
+        goto out;
+    }
+    qc_log_set_level(a->cfg.log_level);
+    if (!a->cfg.secret)
+        qc_log(QC_LOG_WARN, "agent", "no secret set: cluster traffic is not authenticated");
+    int rc = qc_store_open(a->cfg.data_dir, &a->store);
+    if (rc != QC_OK) {
+        qc_log(QC_LOG_ERROR, "store", "cannot use data_dir %s: %s", a->cfg.data_dir,
+               rc == QC_EBUSY ? "another agent holds its lock" : strerror(errno));
+        goto out;
+    }
+    if (setup_members(a) != QC_OK || start_raft(a) != QC_OK || start_services(a) != QC_OK)
+        goto out;
+    start_signals(a);
+    qc_log(QC_LOG_INFO, "agent", "%s listening on %s:%d (api %s:%d), %zu peers",
+           a->cfg.identifier, a->cfg.listen_host, a->cfg.listen_port, a->cfg.api_host,
+           a->cfg.api_port, a->n_members);
+    qc_peer_info self;
+    self_info(a, &self);
+    fire(a, &(qc_hook_event){.hook = "on_start", .self = &self});
+    arm_timer(a);
+    ev_run(a->loop, 0);
+    qc_log(QC_LOG_INFO, "agent", "stopping (%s)", a->stop_reason ? a->stop_reason : "?");
+    shutdown_agent(a);
+    code = 0;
+out:
+    free_agent(a);
+    return code;
+}
+
+/* Lua configs may call the qcluster module: answer as a node that has not
+ * started (no leader, term 0). */
+int qc_agent_check(const char *path)
+{
+    qc_agent agent = {0};
+    qc_agent *a = &agent;
+    int code = 1;
+    if (init_agent(a) == QC_OK) code = load(a, path) == QC_OK ? 0 : 2;
+    free_agent(a);
+    return code;
+}

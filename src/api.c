@@ -1,0 +1,1154 @@
+/* The HTTP/1.1 API on the agent's libev loop: http_parser reads requests,
+ * yajl writes JSON, long-polls are parked connections with a timer.
+ * It reads the agent only through qc_view and must never block, never
+ * let one client hurt another, and never touch a closed connection:
+ * closed connections are only freed from the loop (see reap_cb). */
+#include "api.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <http_parser.h>
+#include <limits.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+#include "common.h"
+#include "json.h"
+#include "log.h"
+
+#define IN_CAP 16384           /* unparsed request bytes kept per connection */
+#define HDR_MAX 8192           /* request line plus headers */
+#define URL_MAX 2048
+#define AUTH_MAX 512
+#define OUT_HIGH (256 * 1024)  /* stop parsing while this much output waits */
+#ifndef QC_API_IDLE_S
+#define QC_API_IDLE_S 60.0 /* idle connections close after this */
+#endif
+#define IDLE_S QC_API_IDLE_S
+#define LINGER_S 2.0
+#define MAX_CONNS 512
+#define PEERS_STACK 16
+
+typedef struct conn conn;
+
+/* A transfer in flight; outlives its connection until done() fires. */
+typedef struct xfer {
+    conn *c; /* NULL once the connection is gone */
+    char *to;
+    int sync; /* done() fired inside view->transfer */
+    int fired;
+    int rc;
+} xfer;
+
+struct conn {
+    qc_api *api;
+    int fd;
+    ev_io rio, wio;
+    ev_timer idle, wait;
+    http_parser parser;
+    char in[IN_CAP];
+    size_t in_len, in_off;
+    /* the request being parsed */
+    char url[URL_MAX + 1];
+    size_t url_len, hdr_bytes;
+    char field[32];
+    size_t field_len;
+    int field_done, hdr_kind, url_overflow;
+    char auth[AUTH_MAX + 1];
+    size_t auth_len;
+    int expect_continue;
+    char *body;
+    size_t body_len;
+    int err_status; /* set by a callback that rejects the request */
+    int method, keep_alive;
+    /* output */
+    char *out;
+    size_t out_len, out_off, out_cap;
+    /* lifecycle */
+    int busy;    /* parked or transfer pending: parse nothing more */
+    int closing; /* last response queued */
+    int lingering, eof, dead;
+    /* parked /v1/leader?wait */
+    int parked, park_has_term;
+    uint64_t park_term;
+    char *park_leader;
+    xfer *xf;
+    conn *next, *prev;
+};
+
+struct qc_api {
+    struct ev_loop *loop;
+    const qc_view *view;
+    qc_metrics *metrics;
+    char *token;
+    int fd;
+    ev_io accept_w;
+    ev_prepare reaper;
+    conn *conns, *zombies;
+    int nconns;
+};
+
+enum { HDR_OTHER = 0, HDR_AUTH, HDR_EXPECT };
+
+static void conn_process(conn *c);
+static void conn_flush(conn *c);
+
+/* ---------- connection lifecycle ---------- */
+
+static void list_unlink(conn **head, conn *c)
+{
+    if (c->prev) c->prev->next = c->next;
+    else *head = c->next;
+    if (c->next) c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+}
+
+static void list_push(conn **head, conn *c)
+{
+    c->prev = NULL;
+    c->next = *head;
+    if (*head) (*head)->prev = c;
+    *head = c;
+}
+
+static void unpark(conn *c)
+{
+    if (!c->parked) return;
+    ev_timer_stop(c->api->loop, &c->wait);
+    free(c->park_leader);
+    c->park_leader = NULL;
+    c->parked = 0;
+    c->busy = 0;
+}
+
+/* Stops everything and hands the memory to the reaper; safe to call twice. */
+static void conn_close(conn *c)
+{
+    if (c->dead) return;
+    qc_api *a = c->api;
+    c->dead = 1;
+    unpark(c);
+    if (c->xf) c->xf->c = NULL;
+    c->xf = NULL;
+    ev_io_stop(a->loop, &c->rio);
+    ev_io_stop(a->loop, &c->wio);
+    ev_timer_stop(a->loop, &c->idle);
+    close(c->fd);
+    list_unlink(&a->conns, c);
+    list_push(&a->zombies, c);
+    a->nconns--;
+    ev_prepare_start(a->loop, &a->reaper);
+}
+
+static void conn_free(conn *c)
+{
+    free(c->body);
+    free(c->out);
+    free(c);
+}
+
+static void reap_all(qc_api *a)
+{
+    while (a->zombies) {
+        conn *c = a->zombies;
+        list_unlink(&a->zombies, c);
+        conn_free(c);
+    }
+}
+
+static void reap_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    qc_api *a = w->data;
+    reap_all(a);
+    ev_prepare_stop(loop, w);
+}
+
+static void touch(conn *c)
+{
+    c->idle.repeat = c->lingering ? LINGER_S : IDLE_S;
+    ev_timer_again(c->api->loop, &c->idle);
+}
+
+/* ---------- output ---------- */
+
+static int out_append(conn *c, const char *p, size_t n)
+{
+    if (c->out_len + n > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 4096;
+        while (cap < c->out_len + n) cap *= 2;
+        char *o = realloc(c->out, cap);
+        if (!o) return QC_ENOMEM;
+        c->out = o;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += n;
+    return QC_OK;
+}
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Internal Server Error";
+    }
+}
+
+/* Queues one response and starts writing it. extra: more header lines. */
+static void respond(conn *c, int status, const char *ctype, const char *body, size_t len,
+                    const char *extra)
+{
+    if (c->dead) return;
+    if (!c->keep_alive || status == 400 || status == 413 || status == 431) c->closing = 1;
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\nConnection: %s\r\n%s\r\n",
+                     status, status_text(status), ctype, len,
+                     c->closing ? "close" : "keep-alive", extra ? extra : "");
+    if (n < 0 || (size_t)n >= sizeof head || out_append(c, head, (size_t)n) ||
+        out_append(c, body, len)) {
+        conn_close(c);
+        return;
+    }
+    conn_flush(c);
+}
+
+static void respond_json_gen(conn *c, int status, yajl_gen g, const char *extra)
+{
+    const unsigned char *buf;
+    size_t len;
+    if (yajl_gen_get_buf(g, &buf, &len) != yajl_gen_status_ok) {
+        static const char oops[] = "{\"error\":\"internal error\"}";
+        respond(c, 500, "application/json", oops, sizeof oops - 1, NULL);
+        return;
+    }
+    respond(c, status, "application/json", (const char *)buf, len, extra);
+}
+
+static void respond_error(conn *c, int status, const char *msg, const char *extra)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) {
+        conn_close(c);
+        return;
+    }
+    yajl_gen_map_open(g);
+    qc_json_key_str(g, "error", msg);
+    yajl_gen_map_close(g);
+    respond_json_gen(c, status, g, extra);
+    yajl_gen_free(g);
+}
+
+/* After the last response is out: half-close, drain the peer briefly so
+ * it reads our answer instead of a reset, then close. */
+static void begin_linger(conn *c)
+{
+    if (c->eof || shutdown(c->fd, SHUT_WR) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->lingering = 1;
+    ev_io_start(c->api->loop, &c->rio);
+    touch(c);
+}
+
+static void conn_flush(conn *c)
+{
+    while (!c->dead && c->out_off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            touch(c);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(c->api->loop, &c->wio);
+            return;
+        }
+        conn_close(c);
+        return;
+    }
+    if (c->dead) return;
+    ev_io_stop(c->api->loop, &c->wio);
+    c->out_off = c->out_len = 0;
+    if (c->closing && !c->busy && !c->lingering) begin_linger(c);
+}
+
+static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn *c = w->data;
+    conn_flush(c);
+    if (!c->dead && c->out_len == 0) conn_process(c);
+}
+
+/* ---------- the view ---------- */
+
+static int leader_now(const qc_api *a, qc_peer_info *out)
+{
+    memset(out, 0, sizeof *out);
+    return a->view->leader && a->view->leader(a->view->ud, out) == 0 && out->identifier;
+}
+
+static uint64_t term_now(const qc_api *a)
+{
+    return a->view->term ? a->view->term(a->view->ud) : 0;
+}
+
+/* Other members; *list is buf or a malloc'd array the caller frees. */
+static size_t peers_now(const qc_api *a, qc_peer_info *buf, qc_peer_info **list)
+{
+    *list = buf;
+    if (!a->view->peers) return 0;
+    size_t n = a->view->peers(a->view->ud, buf, PEERS_STACK);
+    if (n <= PEERS_STACK) return n;
+    qc_peer_info *big = calloc(n, sizeof *big);
+    if (!big) return PEERS_STACK;
+    size_t m = a->view->peers(a->view->ud, big, n);
+    *list = big;
+    return m < n ? m : n;
+}
+
+static void self_now(const qc_api *a, qc_peer_info *out)
+{
+    memset(out, 0, sizeof *out);
+    if (a->view->self) a->view->self(a->view->ud, out);
+}
+
+/* ---------- handlers ---------- */
+
+typedef struct req {
+    const char *path;
+    const char *query;
+    size_t path_len, query_len;
+} req;
+
+static int leader_json(conn *c, yajl_gen g)
+{
+    qc_peer_info p;
+    if (!leader_now(c->api, &p)) {
+        yajl_gen_map_open(g);
+        qc_json_key(g, "leader");
+        yajl_gen_null(g);
+        yajl_gen_map_close(g);
+        return 503;
+    }
+    yajl_gen_map_open(g);
+    qc_json_key_str(g, "identifier", p.identifier);
+    qc_json_key_str(g, "host", p.host);
+    qc_json_key_int(g, "port", p.port);
+    qc_json_key(g, "metadata");
+    qc_json_raw_object(g, p.metadata);
+    qc_json_key_int(g, "term", (long long)term_now(c->api));
+    yajl_gen_map_close(g);
+    return 200;
+}
+
+static void answer_leader(conn *c)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) {
+        conn_close(c);
+        return;
+    }
+    int status = leader_json(c, g);
+    respond_json_gen(c, status, g, NULL);
+    yajl_gen_free(g);
+}
+
+static void h_status(conn *c, const req *r)
+{
+    (void)r;
+    qc_api *a = c->api;
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) {
+        conn_close(c);
+        return;
+    }
+    qc_peer_info self, lead, buf[PEERS_STACK], *list;
+    self_now(a, &self);
+    yajl_gen_map_open(g);
+    qc_json_key_str(g, "identifier", self.identifier);
+    qc_json_key_str(g, "role", a->view->role ? a->view->role(a->view->ud) : self.role);
+    qc_json_key_int(g, "term", (long long)term_now(a));
+    qc_json_key(g, "leader");
+    if (leader_now(a, &lead)) qc_json_peer(g, &lead, 0);
+    else yajl_gen_null(g);
+    qc_json_key(g, "peers");
+    yajl_gen_array_open(g);
+    size_t n = peers_now(a, buf, &list);
+    for (size_t i = 0; i < n; i++) qc_json_peer(g, &list[i], 1);
+    if (list != buf) free(list);
+    yajl_gen_array_close(g);
+    uint64_t ci = a->view->commit_index ? a->view->commit_index(a->view->ud) : 0;
+    qc_json_key_int(g, "commit_index", (long long)ci);
+    yajl_gen_map_close(g);
+    respond_json_gen(c, 200, g, NULL);
+    yajl_gen_free(g);
+}
+
+static void h_members(conn *c, const req *r)
+{
+    (void)r;
+    qc_api *a = c->api;
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) {
+        conn_close(c);
+        return;
+    }
+    qc_peer_info self, buf[PEERS_STACK], *list;
+    self_now(a, &self);
+    if (!self.role && a->view->role) self.role = a->view->role(a->view->ud);
+    self.up = 1;
+    self.is_self = 1;
+    yajl_gen_array_open(g);
+    qc_json_peer(g, &self, 1);
+    size_t n = peers_now(a, buf, &list);
+    for (size_t i = 0; i < n; i++) qc_json_peer(g, &list[i], 1);
+    if (list != buf) free(list);
+    yajl_gen_array_close(g);
+    respond_json_gen(c, 200, g, NULL);
+    yajl_gen_free(g);
+}
+
+/* Finds name=value in a query string; value copied into out (cap bytes). */
+static int query_get(const req *r, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    const char *q = r->query, *end = r->query + r->query_len;
+    while (q && q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - q) >= nl && memcmp(q, name, nl) == 0 &&
+            (q + nl == stop || q[nl] == '=')) {
+            const char *v = q + nl == stop ? stop : q + nl + 1;
+            size_t vl = (size_t)(stop - v);
+            if (vl >= cap) return -1;
+            memcpy(out, v, vl);
+            out[vl] = '\0';
+            return 1;
+        }
+        q = amp ? amp + 1 : NULL;
+    }
+    return 0;
+}
+
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!*s || *end || errno || !(v >= 0)) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (*s < '0' || *s > '9') return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || errno) return -1;
+    *out = v;
+    return 0;
+}
+
+static int same_id(const char *a, const char *b)
+{
+    if (!a || !b) return a == b;
+    return strcmp(a, b) == 0;
+}
+
+static int park_changed(conn *c)
+{
+    qc_peer_info p;
+    const char *now = leader_now(c->api, &p) ? p.identifier : NULL;
+    if (c->park_has_term && term_now(c->api) != c->park_term) return 1;
+    return !same_id(now, c->park_leader);
+}
+
+/* The wait ended or the state changed: answer and go on with the input. */
+static void park_answer(conn *c)
+{
+    unpark(c);
+    touch(c);
+    answer_leader(c);
+    conn_process(c);
+}
+
+static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    park_answer(w->data);
+}
+
+static void park(conn *c, double wait, int has_term, uint64_t term)
+{
+    qc_peer_info p;
+    if (leader_now(c->api, &p)) {
+        c->park_leader = strdup(p.identifier);
+        if (!c->park_leader) {
+            answer_leader(c);
+            return;
+        }
+    }
+    c->park_has_term = has_term;
+    c->park_term = term;
+    c->parked = 1;
+    c->busy = 1;
+    ev_timer_set(&c->wait, wait, 0.);
+    ev_timer_start(c->api->loop, &c->wait);
+}
+
+static void h_leader(conn *c, const req *r)
+{
+    char ws[32], ts[32];
+    double wait = 0;
+    uint64_t term = 0;
+    int has_wait = query_get(r, "wait", ws, sizeof ws);
+    int has_term = query_get(r, "term", ts, sizeof ts);
+    if (has_wait < 0 || (has_wait && parse_double(ws, &wait) != 0)) {
+        respond_error(c, 400, "wait must be a number of seconds", NULL);
+        return;
+    }
+    if (has_term < 0 || (has_term && parse_u64(ts, &term) != 0)) {
+        respond_error(c, 400, "term must be a non-negative integer", NULL);
+        return;
+    }
+    if (wait > QC_API_MAX_WAIT_S) wait = QC_API_MAX_WAIT_S;
+    if (!has_wait || wait <= 0 || (has_term && term_now(c->api) != term)) {
+        answer_leader(c);
+        return;
+    }
+    park(c, wait, has_term, term);
+}
+
+static void transfer_answer(conn *c, const xfer *x)
+{
+    if (x->rc == QC_ENOTFOUND) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "no such peer: %.256s", x->to ? x->to : "(any)");
+        respond_error(c, 404, msg, NULL);
+        return;
+    }
+    if (x->rc != 0) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "transfer failed: %s", qc_strerror(x->rc));
+        respond_error(c, 409, msg, NULL);
+        return;
+    }
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) {
+        conn_close(c);
+        return;
+    }
+    qc_peer_info p;
+    yajl_gen_map_open(g);
+    qc_json_key(g, "leader");
+    if (leader_now(c->api, &p)) qc_json_peer(g, &p, 0);
+    else qc_json_str(g, x->to);
+    qc_json_key_int(g, "term", (long long)term_now(c->api));
+    yajl_gen_map_close(g);
+    respond_json_gen(c, 200, g, NULL);
+    yajl_gen_free(g);
+}
+
+static void xfer_free(xfer *x)
+{
+    free(x->to);
+    free(x);
+}
+
+static void xfer_done(void *arg, int rc)
+{
+    xfer *x = arg;
+    if (x->fired) return; /* done() must fire once; ignore a second call */
+    x->fired = 1;
+    x->rc = rc;
+    if (x->sync) return; /* h_transfer answers after transfer() returns */
+    conn *c = x->c;
+    if (c) {
+        c->xf = NULL;
+        c->busy = 0;
+        touch(c);
+        transfer_answer(c, x);
+    }
+    xfer_free(x);
+    if (c) conn_process(c);
+}
+
+/* Body: empty, or {"to": IDENTIFIER}. *to is malloc'd or NULL. */
+static int transfer_target(const conn *c, char **to)
+{
+    *to = NULL;
+    if (c->body_len == 0) return 0;
+    char *text = malloc(c->body_len + 1);
+    if (!text) return QC_ENOMEM;
+    memcpy(text, c->body, c->body_len);
+    text[c->body_len] = '\0';
+    yajl_val v = yajl_tree_parse(text, NULL, 0);
+    free(text);
+    int rc = v && YAJL_IS_OBJECT(v) ? 0 : QC_EINVAL;
+    yajl_val t = rc ? NULL : qc_json_get(v, "to");
+    if (t && !YAJL_IS_NULL(t)) {
+        if (!YAJL_IS_STRING(t)) rc = QC_EINVAL;
+        else if (!(*to = strdup(t->u.string))) rc = QC_ENOMEM;
+    }
+    yajl_tree_free(v);
+    return rc;
+}
+
+static void h_transfer(conn *c, const req *r)
+{
+    (void)r;
+    char *to;
+    int rc = transfer_target(c, &to);
+    if (rc) {
+        respond_error(c, 400, "body must be {\"to\": IDENTIFIER} or empty", NULL);
+        return;
+    }
+    xfer *x = calloc(1, sizeof *x);
+    if (!x || !c->api->view->transfer) {
+        free(x);
+        free(to);
+        respond_error(c, 409, "transfer is not available", NULL);
+        return;
+    }
+    x->to = to;
+    x->c = c;
+    x->sync = 1;
+    c->xf = x;
+    c->busy = 1;
+    c->api->view->transfer(c->api->view->ud, to, xfer_done, x);
+    x->sync = 0;
+    if (!x->fired) return; /* answered later by xfer_done */
+    c->xf = NULL;
+    c->busy = 0;
+    transfer_answer(c, x);
+    xfer_free(x);
+}
+
+static void h_metrics(conn *c, const req *r)
+{
+    (void)r;
+    qc_api *a = c->api;
+    if (a->view->refresh_metrics) a->view->refresh_metrics(a->view->ud);
+    char *text = NULL;
+    size_t len = 0;
+    if (qc_metrics_render(a->metrics, &text, &len) != 0) {
+        respond_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
+    free(text);
+}
+
+static const char ui_page[] =
+    "<!doctype html><html><head><meta charset=\"utf-8\"><title>QCluster</title>"
+    "<style>body{font:14px system-ui,sans-serif;margin:2em;color:#222}"
+    "table{border-collapse:collapse}td,th{padding:4px 12px;border-bottom:1px solid #ddd;"
+    "text-align:left}.leader{font-weight:bold}.down{color:#b00}#err{color:#b00}</style>"
+    "</head><body><h1>QCluster <span id=\"id\"></span></h1>"
+    "<p>role <b id=\"role\">?</b> &middot; term <b id=\"term\">?</b> &middot; leader "
+    "<b id=\"leader\">?</b> &middot; commit <b id=\"commit\">?</b></p><p id=\"err\"></p>"
+    "<table><thead><tr><th>identifier</th><th>role</th><th>up</th><th>voter</th>"
+    "<th>address</th><th>metadata</th></tr></thead><tbody id=\"members\"></tbody></table>"
+    "<script>\n"
+    "function txt(id,v){document.getElementById(id).textContent=v;}\n"
+    "function cell(tr,v){var td=document.createElement('td');td.textContent=v;"
+    "tr.appendChild(td);}\n"
+    "async function tick(){try{\n"
+    " var s=await (await fetch('/v1/status')).json();\n"
+    " var m=await (await fetch('/v1/members')).json();\n"
+    " txt('id',s.identifier);txt('role',s.role);txt('term',s.term);"
+    "txt('commit',s.commit_index);\n"
+    " txt('leader',s.leader?s.leader.identifier+' ('+s.leader.host+':'+s.leader.port+')'"
+    ":'none');\n"
+    " var tb=document.getElementById('members');tb.innerHTML='';\n"
+    " m.forEach(function(p){var tr=document.createElement('tr');"
+    "if(p.role==='leader')tr.className='leader';if(!p.up)tr.className='down';\n"
+    "  cell(tr,p.identifier);cell(tr,p.role);cell(tr,p.up?'yes':'no');"
+    "cell(tr,p.voter?'yes':'no');cell(tr,p.host+':'+p.port);"
+    "cell(tr,JSON.stringify(p.metadata));tb.appendChild(tr);});\n"
+    " txt('err','');}catch(e){txt('err','agent unreachable: '+e);}}\n"
+    "tick();setInterval(tick,1000);\n"
+    "</script></body></html>\n";
+
+static void h_ui(conn *c, const req *r)
+{
+    (void)r;
+    respond(c, 200, "text/html; charset=utf-8", ui_page, sizeof ui_page - 1, NULL);
+}
+
+typedef void handler_fn(conn *c, const req *r);
+
+static const struct route {
+    const char *path;
+    int method;
+    handler_fn *fn;
+} routes[] = {
+    {"/v1/status", HTTP_GET, h_status},
+    {"/v1/leader", HTTP_GET, h_leader},
+    {"/v1/members", HTTP_GET, h_members},
+    {"/v1/transfer-leadership", HTTP_POST, h_transfer},
+    {"/metrics", HTTP_GET, h_metrics},
+    {"/ui", HTTP_GET, h_ui},
+};
+
+/* ---------- dispatch ---------- */
+
+static int is_write(int method)
+{
+    return method == HTTP_POST || method == HTTP_PUT || method == HTTP_DELETE ||
+           method == HTTP_PATCH;
+}
+
+/* Constant-time in the token's content; the length may leak. */
+static int auth_ok(const conn *c)
+{
+    const char *tok = c->api->token;
+    if (!tok) return 1;
+    if (c->auth_len < 7 || strncasecmp(c->auth, "Bearer ", 7) != 0) return 0;
+    const char *given = c->auth + 7;
+    size_t gl = c->auth_len - 7, tl = strlen(tok);
+    unsigned char diff = gl != tl;
+    for (size_t i = 0; i < tl; i++) diff |= (unsigned char)(tok[i] ^ given[i < gl ? i : 0]);
+    return diff == 0;
+}
+
+static int split_url(conn *c, req *r)
+{
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    if (c->url_overflow || http_parser_parse_url(c->url, c->url_len, 0, &u) != 0 ||
+        !(u.field_set & (1 << UF_PATH)))
+        return -1;
+    r->path = c->url + u.field_data[UF_PATH].off;
+    r->path_len = u.field_data[UF_PATH].len;
+    r->query = NULL;
+    r->query_len = 0;
+    if (u.field_set & (1 << UF_QUERY)) {
+        r->query = c->url + u.field_data[UF_QUERY].off;
+        r->query_len = u.field_data[UF_QUERY].len;
+    }
+    return 0;
+}
+
+static const struct route *route_find(const req *r)
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (strlen(routes[i].path) == r->path_len &&
+            memcmp(routes[i].path, r->path, r->path_len) == 0)
+            return &routes[i];
+    return NULL;
+}
+
+static void dispatch(conn *c)
+{
+    req r;
+    if (split_url(c, &r) != 0) {
+        respond_error(c, 400, "malformed request target", NULL);
+        return;
+    }
+    const struct route *rt = route_find(&r);
+    if (!rt) {
+        respond_error(c, 404, "no such path", NULL);
+        return;
+    }
+    if (rt->method != c->method) {
+        char allow[64];
+        snprintf(allow, sizeof allow, "Allow: %s\r\n",
+                 http_method_str((enum http_method)rt->method));
+        respond_error(c, 405, "method not allowed", allow);
+        return;
+    }
+    if (is_write(c->method) && !auth_ok(c)) {
+        respond_error(c, 401, "missing or wrong bearer token",
+                      "WWW-Authenticate: Bearer\r\n");
+        return;
+    }
+    rt->fn(c, &r);
+}
+
+/* ---------- request parsing (http_parser callbacks) ---------- */
+
+static int hdr_count(conn *c, size_t n)
+{
+    c->hdr_bytes += n;
+    if (c->hdr_bytes <= HDR_MAX) return 0;
+    c->err_status = 431;
+    return -1;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    conn *c = p->data;
+    c->url_len = c->hdr_bytes = c->field_len = c->auth_len = c->body_len = 0;
+    c->field_done = c->url_overflow = c->expect_continue = c->err_status = 0;
+    c->hdr_kind = HDR_OTHER;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    if (hdr_count(c, n)) return -1;
+    if (c->url_len + n > URL_MAX) {
+        c->url_overflow = 1;
+        return 0;
+    }
+    memcpy(c->url + c->url_len, at, n);
+    c->url_len += n;
+    c->url[c->url_len] = '\0';
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    if (hdr_count(c, n)) return -1;
+    if (c->field_done) {
+        c->field_len = 0;
+        c->field_done = 0;
+    }
+    size_t room = sizeof c->field - 1 - c->field_len;
+    size_t k = n < room ? n : room;
+    memcpy(c->field + c->field_len, at, k);
+    c->field_len += k;
+    c->field[c->field_len] = '\0';
+    if (n > room) c->field[0] = '\0'; /* too long to be one we read */
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    if (hdr_count(c, n)) return -1;
+    if (!c->field_done) {
+        c->field_done = 1;
+        c->hdr_kind = strcasecmp(c->field, "authorization") == 0 ? HDR_AUTH
+                      : strcasecmp(c->field, "expect") == 0       ? HDR_EXPECT
+                                                                  : HDR_OTHER;
+        if (c->hdr_kind == HDR_AUTH) c->auth_len = 0;
+    }
+    if (c->hdr_kind == HDR_AUTH) {
+        size_t k = c->auth_len + n <= AUTH_MAX ? n : AUTH_MAX - c->auth_len;
+        memcpy(c->auth + c->auth_len, at, k);
+        c->auth_len += k;
+        c->auth[c->auth_len] = '\0';
+    } else if (c->hdr_kind == HDR_EXPECT && n >= 12 && strncasecmp(at, "100-continue", 12) == 0) {
+        c->expect_continue = 1;
+    }
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    conn *c = p->data;
+    if (p->content_length != ULLONG_MAX && p->content_length > QC_API_MAX_BODY) {
+        c->err_status = 413;
+        return -1;
+    }
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (c->expect_continue && p->content_length != ULLONG_MAX && p->content_length > 0 &&
+        out_append(c, cont, sizeof cont - 1) != 0)
+        return -1;
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    if (c->body_len + n > QC_API_MAX_BODY) {
+        c->err_status = 413;
+        return -1;
+    }
+    if (!c->body) {
+        c->body = malloc(QC_API_MAX_BODY);
+        if (!c->body) return -1;
+    }
+    memcpy(c->body + c->body_len, at, n);
+    c->body_len += n;
+    return 0;
+}
+
+/* Pauses so the request is answered outside the parser, one at a time. */
+static int on_message_complete(http_parser *p)
+{
+    conn *c = p->data;
+    c->method = (int)p->method;
+    c->keep_alive = http_should_keep_alive(p);
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static void parse_failed(conn *c)
+{
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    c->keep_alive = 0;
+    if (c->err_status == 413) {
+        respond_error(c, 413, "request body too large", NULL);
+    } else if (c->err_status == 431) {
+        respond_error(c, 431, "request headers too large", NULL);
+    } else {
+        char msg[160];
+        snprintf(msg, sizeof msg, "malformed request: %s", http_errno_description(e));
+        respond_error(c, 400, msg, NULL);
+    }
+}
+
+/* Parses and answers buffered requests until the input runs out or one
+ * of them must wait (busy). May close c; callers check c->dead. */
+static void conn_process(conn *c)
+{
+    while (!c->dead && !c->busy && !c->closing && c->in_off < c->in_len &&
+           c->out_len - c->out_off < OUT_HIGH) {
+        size_t n = http_parser_execute(&c->parser, &parser_settings, c->in + c->in_off,
+                                       c->in_len - c->in_off);
+        c->in_off += n;
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e == HPE_PAUSED) {
+            http_parser_pause(&c->parser, 0);
+            dispatch(c);
+        } else if (e != HPE_OK) {
+            parse_failed(c);
+        }
+    }
+    if (!c->dead && c->out_off < c->out_len) conn_flush(c); /* e.g. 100 Continue */
+    if (c->dead) return;
+    if (c->in_off > 0) {
+        memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+        c->in_len -= c->in_off;
+        c->in_off = 0;
+    }
+    if (c->eof && !c->busy) {
+        c->closing = 1;
+        if (c->out_len == 0) conn_close(c);
+        return;
+    }
+    /* Read on while parked (to notice a hang-up) unless the buffer is full. */
+    if (!c->eof && !c->closing && c->in_len < IN_CAP) ev_io_start(c->api->loop, &c->rio);
+    else if (!c->lingering) ev_io_stop(c->api->loop, &c->rio);
+}
+
+/* ---------- reading, accepting ---------- */
+
+static void linger_read(conn *c)
+{
+    char sink[4096];
+    ssize_t n = read(c->fd, sink, sizeof sink);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        conn_close(c);
+}
+
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn *c = w->data;
+    if (c->lingering) {
+        linger_read(c);
+        return;
+    }
+    ssize_t n = read(c->fd, c->in + c->in_len, IN_CAP - c->in_len);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (n < 0 || (n == 0 && c->busy)) { /* gone, maybe while parked */
+        conn_close(c);
+        return;
+    }
+    if (n == 0) c->eof = 1;
+    c->in_len += (size_t)n;
+    touch(c);
+    conn_process(c);
+}
+
+static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn *c = w->data;
+    if (c->busy && !c->lingering) return; /* a parked request has its own timer */
+    conn_close(c);
+}
+
+static int set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
+    return fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ? -1 : 0;
+}
+
+static void conn_open(qc_api *a, int fd)
+{
+    conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        qc_log(QC_LOG_WARN, "api", "out of memory for a connection");
+        close(fd);
+        return;
+    }
+    c->api = a;
+    c->fd = fd;
+    c->keep_alive = 1;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    ev_io_init(&c->rio, read_cb, fd, EV_READ);
+    ev_io_init(&c->wio, write_cb, fd, EV_WRITE);
+    ev_init(&c->idle, idle_cb);
+    ev_init(&c->wait, wait_cb);
+    c->rio.data = c->wio.data = c->idle.data = c->wait.data = c;
+    list_push(&a->conns, c);
+    a->nconns++;
+    ev_io_start(a->loop, &c->rio);
+    touch(c);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_api *a = w->data;
+    for (int i = 0; i < 64; i++) {
+        int fd = accept(a->fd, NULL, NULL);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                errno != ECONNABORTED)
+                qc_log(QC_LOG_WARN, "api", "accept: %s", strerror(errno));
+            return;
+        }
+        if (a->nconns >= MAX_CONNS || set_nonblock(fd) != 0) {
+            close(fd);
+            continue;
+        }
+        conn_open(a, fd);
+    }
+}
+
+/* ---------- public ---------- */
+
+static int listen_on(const char *host, int port, int *out)
+{
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    int g = getaddrinfo(host, ps, &hints, &res);
+    if (g != 0) {
+        qc_log(QC_LOG_ERROR, "api", "cannot resolve %s: %s", host ? host : "*",
+               gai_strerror(g));
+        return QC_EINVAL;
+    }
+    int fd = -1, err = 0;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        int one = 1;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+            bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0 ||
+            set_nonblock(fd) != 0) {
+            err = errno;
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        qc_log(QC_LOG_ERROR, "api", "cannot listen on %s:%d: %s", host ? host : "*", port,
+               strerror(err));
+        return QC_EIO;
+    }
+    *out = fd;
+    return QC_OK;
+}
+
+int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *view,
+               qc_metrics *metrics, const char *token, qc_api **out)
+{
+    if (!loop || !view || !out || port < 0 || port > 65535) return QC_EINVAL;
+    qc_api *a = calloc(1, sizeof *a);
+    if (!a) return QC_ENOMEM;
+    a->loop = loop;
+    a->view = view;
+    a->metrics = metrics;
+    if (token && *token && !(a->token = strdup(token))) {
+        free(a);
+        return QC_ENOMEM;
+    }
+    int rc = listen_on(host, port, &a->fd);
+    if (rc) {
+        free(a->token);
+        free(a);
+        return rc;
+    }
+    ev_io_init(&a->accept_w, accept_cb, a->fd, EV_READ);
+    a->accept_w.data = a;
+    ev_prepare_init(&a->reaper, reap_cb);
+    a->reaper.data = a;
+    ev_io_start(loop, &a->accept_w);
+    *out = a;
+    return QC_OK;
+}
+
+void qc_api_notify(qc_api *a)
+{
+    if (!a) return;
+    conn *next;
+    for (conn *c = a->conns; c; c = next) {
+        next = c->next; /* c may close; closed ones stay readable until reaped */
+        if (c->parked && !c->dead && park_changed(c)) park_answer(c);
+    }
+}
+
+void qc_api_free(qc_api *a)
+{
+    if (!a) return;
+    while (a->conns) {
+        conn *c = a->conns;
+        if (c->parked) {
+            unpark(c);
+            c->keep_alive = 0;
+            answer_leader(c); /* one try; the socket closes right after */
+        }
+        conn_close(c);
+    }
+    reap_all(a);
+    ev_prepare_stop(a->loop, &a->reaper);
+    ev_io_stop(a->loop, &a->accept_w);
+    close(a->fd);
+    free(a->token);
+    free(a);
+}

@@ -1,0 +1,301 @@
+/* Loads a node's config from a Lua file returning a table or from a JSON
+ * file, runs the embedded lua/config.lua checker over it and copies the
+ * resolved values into a qc_config. Starts nothing; the only side effect is
+ * the resolved table left in the registry under "qcluster.config". */
+#include "config.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common.h"
+#include "embedded.h"
+#include "log.h"
+#include "luajson.h"
+
+#define QC_CONFIG_MAX_BYTES (4u << 20)
+
+static int ends_with_json(const char *path)
+{
+    size_t n = strlen(path);
+    return n >= 5 && strncasecmp(path + n - 5, ".json", 5) == 0;
+}
+
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) return strdup(".");
+    if (slash == path) return strdup("/");
+    size_t n = (size_t)(slash - path);
+    char *d = malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, path, n);
+    d[n] = '\0';
+    return d;
+}
+
+/* Reads a whole file into a malloc'd, NUL-terminated buffer. */
+static int read_file(const char *path, char **out, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return QC_EIO;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    int rc = buf ? QC_OK : QC_ENOMEM;
+    while (rc == QC_OK) {
+        if (n + 1 >= cap) {
+            char *nb = cap >= QC_CONFIG_MAX_BYTES ? NULL : realloc(buf, cap * 2);
+            if (!nb) {
+                rc = cap >= QC_CONFIG_MAX_BYTES ? QC_ETOOBIG : QC_ENOMEM;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) rc = QC_EIO;
+            break;
+        }
+    }
+    fclose(f);
+    if (rc != QC_OK) {
+        free(buf);
+        snprintf(err, errlen, "%s: %s", path,
+                 rc == QC_EIO ? "cannot read the file" : qc_strerror(rc));
+        return rc == QC_ENOMEM ? QC_ENOMEM : rc == QC_ETOOBIG ? QC_EINVAL : QC_EIO;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return QC_OK;
+}
+
+/* Pushes the raw config value (whatever the file produced). */
+static int load_json(lua_State *L, const char *path, char *err, size_t errlen)
+{
+    char *text;
+    size_t len;
+    int rc = read_file(path, &text, &len, err, errlen);
+    if (rc != QC_OK) return rc;
+    char msg[256];
+    int line = 1;
+    rc = qc_luajson_decode(L, text, len, &line, msg, sizeof msg);
+    free(text);
+    if (rc != QC_OK) snprintf(err, errlen, "%s:%d: %s", path, line, msg);
+    return rc == QC_ENOMEM ? QC_ENOMEM : rc;
+}
+
+static int load_lua(lua_State *L, const char *path, char *err, size_t errlen)
+{
+    /* Checked first so the message has the "FILE: message" shape. */
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return QC_EIO;
+    }
+    fclose(f);
+    int st = luaL_loadfile(L, path);
+    if (st == LUA_OK) st = lua_pcall(L, 0, 1, 0);
+    if (st == LUA_OK) return QC_OK;
+    const char *m = lua_tostring(L, -1);
+    snprintf(err, errlen, "%s", m ? m : "cannot load the config");
+    lua_pop(L, 1);
+    return st == LUA_ERRFILE ? QC_EIO : st == LUA_ERRMEM ? QC_ENOMEM : QC_EINVAL;
+}
+
+/* Calls config.check(raw, opts) on the raw value at the top; replaces it
+ * with the resolved table. */
+static const char *msg_at(lua_State *L, int idx)
+{
+    const char *m = lua_tostring(L, idx);
+    return m ? m : "(error object is not a string)";
+}
+
+static int run_checker(lua_State *L, const char *path, const char *dir, char *err, size_t errlen)
+{
+    size_t n;
+    const char *src = qc_embedded_lookup("config", &n);
+    if (!src) {
+        snprintf(err, errlen, "%s: the config checker is missing from the build", path);
+        return QC_EINVAL;
+    }
+    if (luaL_loadbuffer(L, src, n, "=lua/config.lua") != LUA_OK ||
+        lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        snprintf(err, errlen, "%s: %s", path, msg_at(L, -1));
+        lua_pop(L, 2);
+        return QC_EINVAL;
+    }
+    lua_getfield(L, -1, "check");
+    lua_pushvalue(L, -3);
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, dir);
+    lua_setfield(L, -2, "dir");
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
+    lua_pushboolean(L, ends_with_json(path));
+    lua_setfield(L, -2, "json");
+    if (lua_pcall(L, 2, 2, 0) != LUA_OK) {
+        snprintf(err, errlen, "%s: %s", path, msg_at(L, -1));
+        lua_pop(L, 3);
+        return QC_EINVAL;
+    }
+    if (lua_isnil(L, -2)) {
+        snprintf(err, errlen, "%s: %s", path, msg_at(L, -1));
+        lua_pop(L, 4);
+        return QC_EINVAL;
+    }
+    lua_pop(L, 1);      /* message */
+    lua_replace(L, -3); /* resolved over raw */
+    lua_pop(L, 1);      /* module */
+    return QC_OK;
+}
+
+/* ---- copying the resolved table into C --------------------------------- */
+
+static int dup_field(lua_State *L, int t, const char *key, char **out)
+{
+    *out = NULL;
+    lua_getfield(L, t, key);
+    const char *s = lua_tostring(L, -1);
+    if (s) *out = strdup(s);
+    lua_pop(L, 1);
+    return s && !*out ? QC_ENOMEM : QC_OK;
+}
+
+static int int_field(lua_State *L, int t, const char *key)
+{
+    lua_getfield(L, t, key);
+    int v = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int json_field(lua_State *L, int t, const char *key, char **out, char *err, size_t errlen)
+{
+    size_t len;
+    lua_getfield(L, t, key);
+    int rc = qc_luajson_encode(L, -1, out, &len, err, errlen);
+    lua_pop(L, 1);
+    return rc;
+}
+
+static int copy_peers(lua_State *L, int t, qc_config *cfg, char *err, size_t errlen)
+{
+    lua_getfield(L, t, "peers");
+    int pt = lua_gettop(L);
+    size_t n = (size_t)lua_rawlen(L, pt);
+    int rc = QC_OK;
+    if (n) {
+        cfg->peers = calloc(n, sizeof *cfg->peers);
+        if (!cfg->peers) rc = QC_ENOMEM;
+    }
+    for (size_t i = 0; rc == QC_OK && i < n; i++) {
+        qc_peer_conf *p = &cfg->peers[i];
+        lua_rawgeti(L, pt, (lua_Integer)i + 1);
+        int e = lua_gettop(L);
+        cfg->n_peers = i + 1;
+        rc = dup_field(L, e, "identifier", &p->identifier);
+        if (rc == QC_OK) rc = dup_field(L, e, "host", &p->host);
+        if (rc == QC_OK) rc = json_field(L, e, "metadata", &p->metadata, err, errlen);
+        p->port = int_field(L, e, "port");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+static int copy_config(lua_State *L, int t, qc_config *cfg, char *err, size_t errlen)
+{
+    static const struct {
+        const char *key;
+        size_t off;
+    } strs[] = {
+        {"identifier", offsetof(qc_config, identifier)},
+        {"listen_host", offsetof(qc_config, listen_host)},
+        {"api_host", offsetof(qc_config, api_host)},
+        {"data_dir", offsetof(qc_config, data_dir)},
+        {"hooks", offsetof(qc_config, hooks_path)},
+        {"secret", offsetof(qc_config, secret)},
+        {"api_token", offsetof(qc_config, api_token)},
+    };
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        char **field = (char **)(void *)((char *)cfg + strs[i].off);
+        if (dup_field(L, t, strs[i].key, field) != QC_OK) return QC_ENOMEM;
+    }
+    cfg->listen_port = int_field(L, t, "listen_port");
+    cfg->api_port = int_field(L, t, "api_port");
+    cfg->heartbeat_ms = int_field(L, t, "heartbeat_ms");
+    cfg->election_timeout_ms = int_field(L, t, "election_timeout_ms");
+    cfg->hook_timeout_ms = int_field(L, t, "hook_timeout_ms");
+    lua_getfield(L, t, "log_level");
+    const char *level = lua_tostring(L, -1);
+    cfg->log_level = level ? qc_log_parse_level(level) : QC_LOG_INFO;
+    lua_pop(L, 1);
+    int rc = json_field(L, t, "metadata", &cfg->metadata, err, errlen);
+    if (rc == QC_OK) rc = copy_peers(L, t, cfg, err, errlen);
+    return rc;
+}
+
+int qc_config_load(lua_State *L, const char *path, qc_config *cfg, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    if (!lua_checkstack(L, 16)) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return QC_ENOMEM;
+    }
+    int top = lua_gettop(L);
+    cfg->path = strdup(path);
+    cfg->dir = dir_of(path);
+    if (!cfg->path || !cfg->dir) {
+        qc_config_free(cfg);
+        snprintf(err, errlen, "%s: out of memory", path);
+        return QC_ENOMEM;
+    }
+    int rc = ends_with_json(path) ? load_json(L, path, err, errlen)
+                                  : load_lua(L, path, err, errlen);
+    if (rc == QC_OK) rc = run_checker(L, path, cfg->dir, err, errlen);
+    if (rc == QC_OK) {
+        char msg[256];
+        rc = copy_config(L, lua_gettop(L), cfg, msg, sizeof msg);
+        if (rc != QC_OK) snprintf(err, errlen, "%s: %s", path, rc == QC_ENOMEM ? "out of memory" : msg);
+    }
+    if (rc == QC_OK) lua_setfield(L, LUA_REGISTRYINDEX, "qcluster.config");
+    lua_settop(L, top);
+    if (rc != QC_OK) qc_config_free(cfg);
+    return rc;
+}
+
+void qc_config_free(qc_config *cfg)
+{
+    if (!cfg) return;
+    for (size_t i = 0; i < cfg->n_peers; i++) {
+        free(cfg->peers[i].identifier);
+        free(cfg->peers[i].host);
+        free(cfg->peers[i].metadata);
+    }
+    free(cfg->peers);
+    free(cfg->path);
+    free(cfg->dir);
+    free(cfg->identifier);
+    free(cfg->listen_host);
+    free(cfg->metadata);
+    free(cfg->api_host);
+    free(cfg->data_dir);
+    free(cfg->hooks_path);
+    if (cfg->secret) {
+        /* The key should not linger in freed memory. */
+        volatile char *s = cfg->secret;
+        while (*s) *s++ = '\0';
+        free(cfg->secret);
+    }
+    free(cfg->api_token);
+    memset(cfg, 0, sizeof *cfg);
+}

@@ -1,0 +1,37 @@
+/* yajl helpers shared by the API and the CLI: emitting Peers, strings that
+ * may be NULL, and raw JSON text (metadata) re-emitted as a real value.
+ * Pure functions over a yajl_gen or yajl_val; no I/O, no global state. */
+#ifndef QC_JSON_H
+#define QC_JSON_H
+
+#include <stddef.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+#include "view.h"
+
+/* Each emitter returns 0 or a QC_E... code (QC_ENOMEM, QC_EINVAL). */
+
+/* A string, or null when s is NULL. */
+int qc_json_str(yajl_gen g, const char *s);
+/* "key": value pairs inside an open map. */
+int qc_json_key_str(yajl_gen g, const char *key, const char *value);
+int qc_json_key_int(yajl_gen g, const char *key, long long value);
+int qc_json_key_bool(yajl_gen g, const char *key, int value);
+/* Emits the key only; the caller emits the value next. */
+int qc_json_key(yajl_gen g, const char *key);
+/* Emits a parsed tree value as it is (numbers keep their text). */
+int qc_json_val(yajl_gen g, yajl_val v);
+/* Parses text and emits it; text that is not a JSON object becomes {}. */
+int qc_json_raw_object(yajl_gen g, const char *text);
+/* A Peer {identifier, host, port, metadata}; with_state adds role, up, voter. */
+int qc_json_peer(yajl_gen g, const qc_peer_info *p, int with_state);
+
+/* Compact JSON text of a tree value; *out is malloc'd, owned by the caller. */
+int qc_json_val_text(yajl_val v, char **out);
+
+/* Tree lookups of one key in an object; NULL when absent or of another type. */
+const char *qc_json_get_str(yajl_val obj, const char *key);
+yajl_val qc_json_get(yajl_val obj, const char *key);
+
+#endif

@@ -1,0 +1,1136 @@
+/* The Lua host: owns the lua_State and the qcluster module, queues hook
+ * events and runs them from the loop one at a time, in order, each under a
+ * time budget (a count hook checking a monotonic deadline). exec() runs
+ * commands off the loop (fork + ev_child + ev_io, SIGKILL of the process
+ * group after its timeout). Nothing here blocks for longer than one budget,
+ * and no hook is ever cancelled because another event came. */
+#include "luahost.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "embedded.h"
+#include "log.h"
+#include "luajson.h"
+
+extern char **environ;
+
+/* exec(): a command runs at most this long unless opts.timeout_ms says. */
+#define QC_EXEC_DEFAULT_TIMEOUT_MS 30000
+/* exec(): output kept per stream; the rest is read and dropped. */
+#define QC_EXEC_MAX_OUTPUT (1u << 20)
+/* exec(): after SIGKILL, how long to wait for the pipes to close. */
+#define QC_EXEC_GRACE_S 1.0
+/* Instructions between two looks at the clock while a hook runs. */
+#define QC_BUDGET_COUNT 1000
+
+enum { JOB_HOOK, JOB_AFTER, JOB_EXEC };
+
+typedef struct job {
+    struct job *next;
+    int kind;
+    const char *hook; /* hook name, or the metric label "after"/"exec" */
+    uint64_t term;
+    const char *reason;
+    qc_peer_info self, leader, prev, peer;
+    int has_self, has_leader, has_prev, has_peer;
+    int fn_ref; /* JOB_AFTER, JOB_EXEC: the callback */
+    int status, signal, timed_out;
+    char *out, *err; /* JOB_EXEC: malloc'd output */
+    size_t out_len, err_len;
+    char strings[]; /* every string the event carries */
+} job;
+
+typedef struct outbuf {
+    char *data;
+    size_t len, cap;
+} outbuf;
+
+typedef struct qc_exec {
+    struct qc_exec *prev, *next;
+    qc_lua *h;
+    pid_t pid;
+    ev_child child;
+    ev_io out_w, err_w;
+    ev_timer timer;
+    outbuf out, err;
+    int exited, wstatus, timed_out, killed;
+    int fn_ref;
+} qc_exec;
+
+typedef struct qc_after {
+    struct qc_after *prev, *next;
+    qc_lua *h;
+    ev_timer w;
+    int fn_ref;
+} qc_after;
+
+struct qc_lua {
+    lua_State *L;
+    struct ev_loop *loop;
+    const qc_view *view;
+    qc_metrics *metrics;
+    ev_check check;
+    ev_idle idle;
+    job *head, *tail;
+    size_t pending;
+    qc_exec *execs;
+    qc_after *afters;
+    int running;
+    int armed, budget_ms, timed_out;
+    uint64_t deadline_ms;
+    int hook_timeout_ms;
+    char *hooks_path;
+};
+
+static qc_lua *host_of(lua_State *L) { return *(qc_lua **)lua_getextraspace(L); }
+
+/* ---- the time budget --------------------------------------------------- */
+
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    qc_lua *h = host_of(L);
+    if (!h->armed || qc_now_ms() < h->deadline_ms) return;
+    h->timed_out = 1;
+    /* Fire on every instruction from now on, so a Lua-level pcall that
+     * swallows this error hits it again at its next instruction. */
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+    luaL_error(L, "time budget of %d ms exceeded", h->budget_ms);
+}
+
+static void arm(qc_lua *h, int ms)
+{
+    h->armed = 1;
+    h->budget_ms = ms;
+    h->timed_out = 0;
+    h->deadline_ms = qc_now_ms() + (uint64_t)ms;
+    lua_sethook(h->L, budget_hook, LUA_MASKCOUNT, QC_BUDGET_COUNT);
+}
+
+static void disarm(qc_lua *h)
+{
+    h->armed = 0;
+    lua_sethook(h->L, NULL, 0, 0);
+}
+
+static int msgh(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Error text for one log line: newlines become "; ", tabs go. */
+static void one_line(char *dst, size_t n, const char *src)
+{
+    size_t j = 0;
+    for (; *src && j + 3 < n; src++) {
+        if (*src == '\n') {
+            dst[j++] = ';';
+            dst[j++] = ' ';
+        } else if (*src != '\t') {
+            dst[j++] = *src;
+        }
+    }
+    dst[j] = '\0';
+}
+
+/* ---- pushing values ---------------------------------------------------- */
+
+static void push_metadata(lua_State *L, const char *text)
+{
+    char err[128];
+    if (text && qc_luajson_decode(L, text, strlen(text), NULL, err, sizeof err) == QC_OK) {
+        if (lua_istable(L, -1)) return;
+        lua_pop(L, 1);
+    }
+    lua_newtable(L); /* the view's metadata is always an object; be safe */
+}
+
+/* A Peer table; extended adds up, role and voter. */
+static void push_peer(lua_State *L, const qc_peer_info *p, int extended)
+{
+    luaL_checkstack(L, 4, NULL);
+    lua_createtable(L, 0, extended ? 7 : 4);
+    lua_pushstring(L, p->identifier ? p->identifier : "");
+    lua_setfield(L, -2, "identifier");
+    lua_pushstring(L, p->host ? p->host : "");
+    lua_setfield(L, -2, "host");
+    lua_pushinteger(L, p->port);
+    lua_setfield(L, -2, "port");
+    push_metadata(L, p->metadata);
+    lua_setfield(L, -2, "metadata");
+    if (!extended) return;
+    lua_pushboolean(L, p->up);
+    lua_setfield(L, -2, "up");
+    if (p->role) {
+        lua_pushstring(L, p->role);
+        lua_setfield(L, -2, "role");
+    }
+    lua_pushboolean(L, p->voter);
+    lua_setfield(L, -2, "voter");
+}
+
+/* ---- jobs -------------------------------------------------------------- */
+
+static size_t str_size(const char *s) { return s ? strlen(s) + 1 : 0; }
+
+static size_t peer_size(const qc_peer_info *p)
+{
+    if (!p) return 0;
+    return str_size(p->identifier) + str_size(p->host) + str_size(p->metadata) +
+           str_size(p->role);
+}
+
+static const char *put_str(char **cur, const char *s)
+{
+    if (!s) return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = *cur;
+    memcpy(d, s, n);
+    *cur += n;
+    return d;
+}
+
+static int put_peer(char **cur, qc_peer_info *dst, const qc_peer_info *src)
+{
+    if (!src) return 0;
+    *dst = *src;
+    dst->identifier = put_str(cur, src->identifier);
+    dst->host = put_str(cur, src->host);
+    dst->metadata = put_str(cur, src->metadata);
+    dst->role = put_str(cur, src->role);
+    return 1;
+}
+
+static job *job_new(const char *hook, size_t extra)
+{
+    job *j = calloc(1, sizeof *j + str_size(hook) + extra);
+    if (!j) return NULL;
+    char *cur = j->strings;
+    j->hook = put_str(&cur, hook);
+    j->fn_ref = LUA_NOREF;
+    return j;
+}
+
+static void job_free(qc_lua *h, job *j)
+{
+    if (j->fn_ref != LUA_NOREF && h->L) luaL_unref(h->L, LUA_REGISTRYINDEX, j->fn_ref);
+    free(j->out);
+    free(j->err);
+    free(j);
+}
+
+static void enqueue(qc_lua *h, job *j)
+{
+    if (h->tail) h->tail->next = j;
+    else h->head = j;
+    h->tail = j;
+    h->pending++;
+    if (h->loop) ev_idle_start(h->loop, &h->idle);
+}
+
+static void push_event(lua_State *L, const job *j)
+{
+    if (j->has_peer) {
+        push_peer(L, &j->peer, 1);
+        return;
+    }
+    lua_createtable(L, 0, 5);
+    if (j->term) {
+        lua_pushinteger(L, (lua_Integer)j->term);
+        lua_setfield(L, -2, "term");
+    }
+    if (j->reason) {
+        lua_pushstring(L, j->reason);
+        lua_setfield(L, -2, "reason");
+    }
+    if (j->has_self) {
+        push_peer(L, &j->self, 0);
+        lua_setfield(L, -2, "self");
+    }
+    if (j->has_leader) {
+        push_peer(L, &j->leader, 0);
+        lua_setfield(L, -2, "leader");
+    }
+    if (j->has_prev) {
+        push_peer(L, &j->prev, 0);
+        lua_setfield(L, -2, "previous_leader");
+    }
+}
+
+static void push_exec_result(lua_State *L, const job *j)
+{
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, j->status);
+    lua_setfield(L, -2, "status");
+    lua_pushlstring(L, j->out ? j->out : "", j->out_len);
+    lua_setfield(L, -2, "stdout");
+    lua_pushlstring(L, j->err ? j->err : "", j->err_len);
+    lua_setfield(L, -2, "stderr");
+    lua_pushboolean(L, j->timed_out);
+    lua_setfield(L, -2, "timed_out");
+    if (j->signal) {
+        lua_pushinteger(L, j->signal);
+        lua_setfield(L, -2, "signal");
+    }
+}
+
+/* Runs under lua_pcall: 1 = the function, 2 = the job. */
+static int call_job(lua_State *L)
+{
+    const job *j = lua_touserdata(L, 2);
+    lua_pushvalue(L, 1);
+    int nargs = 1;
+    if (j->kind == JOB_HOOK) push_event(L, j);
+    else if (j->kind == JOB_EXEC) push_exec_result(L, j);
+    else nargs = 0;
+    lua_call(L, nargs, 0);
+    return 0;
+}
+
+/* Pushes the function a job calls, or nothing (returns 0). */
+static int push_job_fn(lua_State *L, const job *j)
+{
+    if (j->kind == JOB_HOOK) {
+        if (lua_getfield(L, LUA_REGISTRYINDEX, "qcluster.hooks") != LUA_TTABLE) {
+            lua_pop(L, 1);
+            return 0;
+        }
+        lua_pushstring(L, j->hook);
+        lua_rawget(L, -2);
+        lua_remove(L, -2);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, j->fn_ref);
+    }
+    if (lua_isfunction(L, -1)) return 1;
+    lua_pop(L, 1);
+    return 0;
+}
+
+static double mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void run_job(qc_lua *h, job *j)
+{
+    lua_State *L = h->L;
+    int top = lua_gettop(L);
+    if (!lua_checkstack(L, 8)) {
+        qc_log(QC_LOG_ERROR, "hook", "%s: out of Lua stack, skipped", j->hook);
+        return;
+    }
+    lua_pushcfunction(L, msgh);
+    if (!push_job_fn(L, j)) {
+        lua_settop(L, top);
+        return; /* no such hook: skipped silently */
+    }
+    lua_pushcfunction(L, call_job);
+    lua_insert(L, -2);
+    lua_pushlightuserdata(L, j);
+    h->running = 1;
+    double t0 = mono_seconds();
+    arm(h, h->hook_timeout_ms);
+    int rc = lua_pcall(L, 2, 0, top + 1);
+    disarm(h);
+    double dt = mono_seconds() - t0;
+    h->running = 0;
+    if (h->metrics) {
+        qc_metrics_add(h->metrics, "qcluster_hook_runs_total", "hook", j->hook, 1);
+        qc_metrics_observe(h->metrics, "qcluster_hook_duration_seconds", dt);
+    }
+    if (rc != LUA_OK) {
+        char msg[900];
+        const char *m = lua_tostring(L, -1);
+        one_line(msg, sizeof msg, m ? m : "error in error handling");
+        if (h->metrics) qc_metrics_add(h->metrics, "qcluster_hook_errors_total", "hook", j->hook, 1);
+        if (h->timed_out)
+            qc_log(QC_LOG_WARN, "hook", "%s stopped after %d ms: %s", j->hook, h->budget_ms, msg);
+        else
+            qc_log(QC_LOG_ERROR, "hook", "%s failed: %s", j->hook, msg);
+    }
+    lua_settop(L, top);
+}
+
+/* Takes the first job off the queue and runs it. */
+static void run_next(qc_lua *h)
+{
+    job *j = h->head;
+    if (!j || h->running) return;
+    h->head = j->next;
+    if (!h->head) h->tail = NULL;
+    h->pending--;
+    run_job(h, j);
+    job_free(h, j);
+}
+
+static void on_check(struct ev_loop *loop, ev_check *w, int revents)
+{
+    (void)revents;
+    qc_lua *h = w->data;
+    run_next(h);
+    if (!h->head) ev_idle_stop(loop, &h->idle);
+}
+
+static void on_idle(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    /* Only here to keep the loop from blocking while hooks wait. */
+    (void)loop;
+    (void)w;
+    (void)revents;
+}
+
+int qc_lua_fire(qc_lua *h, const qc_hook_event *ev)
+{
+    if (!ev || !ev->hook) return QC_EINVAL;
+    size_t extra = str_size(ev->reason) + peer_size(ev->self) + peer_size(ev->leader) +
+                   peer_size(ev->previous_leader) + peer_size(ev->peer);
+    job *j = job_new(ev->hook, extra);
+    if (!j) return QC_ENOMEM;
+    char *cur = j->strings + str_size(ev->hook);
+    j->kind = JOB_HOOK;
+    j->term = ev->term;
+    j->reason = put_str(&cur, ev->reason);
+    j->has_self = put_peer(&cur, &j->self, ev->self);
+    j->has_leader = put_peer(&cur, &j->leader, ev->leader);
+    j->has_prev = put_peer(&cur, &j->prev, ev->previous_leader);
+    j->has_peer = put_peer(&cur, &j->peer, ev->peer);
+    enqueue(h, j);
+    return QC_OK;
+}
+
+void qc_lua_drain(qc_lua *h)
+{
+    while (h->head && !h->running) run_next(h);
+    if (h->loop) ev_idle_stop(h->loop, &h->idle);
+}
+
+size_t qc_lua_pending(const qc_lua *h) { return h->pending; }
+
+/* ---- exec -------------------------------------------------------------- */
+
+static void exec_unlink(qc_exec *x)
+{
+    qc_lua *h = x->h;
+    if (x->prev) x->prev->next = x->next;
+    else h->execs = x->next;
+    if (x->next) x->next->prev = x->prev;
+}
+
+static void exec_close_fd(qc_exec *x, ev_io *w)
+{
+    if (w->fd < 0) return;
+    ev_io_stop(x->h->loop, w);
+    close(w->fd);
+    ev_io_set(w, -1, EV_READ);
+}
+
+static void exec_finish(qc_exec *x)
+{
+    qc_lua *h = x->h;
+    ev_timer_stop(h->loop, &x->timer);
+    exec_unlink(x);
+    int status = 0, sig = 0;
+    if (WIFEXITED(x->wstatus)) {
+        status = WEXITSTATUS(x->wstatus);
+    } else if (WIFSIGNALED(x->wstatus)) {
+        sig = WTERMSIG(x->wstatus);
+        status = 128 + sig;
+    }
+    qc_log(QC_LOG_DEBUG, "hook", "exec: pid %d ended with status %d%s", (int)x->pid, status,
+           x->timed_out ? " (timed out)" : "");
+    if (x->fn_ref != LUA_NOREF) {
+        job *j = job_new("exec", 0);
+        if (!j) {
+            qc_log(QC_LOG_ERROR, "hook", "exec: out of memory, callback dropped");
+            luaL_unref(h->L, LUA_REGISTRYINDEX, x->fn_ref);
+        } else {
+            j->kind = JOB_EXEC;
+            j->fn_ref = x->fn_ref;
+            j->status = status;
+            j->signal = sig;
+            j->timed_out = x->timed_out;
+            j->out = x->out.data;
+            j->out_len = x->out.len;
+            j->err = x->err.data;
+            j->err_len = x->err.len;
+            x->out.data = x->err.data = NULL;
+            enqueue(h, j);
+        }
+    }
+    free(x->out.data);
+    free(x->err.data);
+    free(x);
+}
+
+static void exec_maybe_finish(qc_exec *x)
+{
+    if (x->exited && x->out_w.fd < 0 && x->err_w.fd < 0) exec_finish(x);
+}
+
+static void outbuf_add(outbuf *b, const char *data, size_t n)
+{
+    if (b->len >= QC_EXEC_MAX_OUTPUT) return;
+    if (n > QC_EXEC_MAX_OUTPUT - b->len) n = QC_EXEC_MAX_OUTPUT - b->len;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) cap *= 2;
+        char *d = realloc(b->data, cap);
+        if (!d) return; /* keep what we have; the rest is dropped */
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, n);
+    b->len += n;
+}
+
+static void on_exec_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_exec *x = w->data;
+    outbuf *b = w == &x->out_w ? &x->out : &x->err;
+    char buf[16384];
+    for (;;) {
+        ssize_t n = read(w->fd, buf, sizeof buf);
+        if (n > 0) {
+            outbuf_add(b, buf, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        break; /* EOF or a real error: this stream is done */
+    }
+    exec_close_fd(x, w);
+    exec_maybe_finish(x);
+}
+
+static void on_exec_child(struct ev_loop *loop, ev_child *w, int revents)
+{
+    (void)revents;
+    qc_exec *x = w->data;
+    ev_child_stop(loop, w);
+    x->exited = 1;
+    x->wstatus = w->rstatus;
+    exec_maybe_finish(x);
+}
+
+static void on_exec_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    qc_exec *x = w->data;
+    if (!x->killed) {
+        x->killed = 1;
+        x->timed_out = 1;
+        qc_log(QC_LOG_WARN, "hook", "exec: pid %d ran past its timeout, killing it", (int)x->pid);
+        if (kill(-x->pid, SIGKILL) != 0) kill(x->pid, SIGKILL);
+        ev_timer_set(w, QC_EXEC_GRACE_S, 0.);
+        ev_timer_start(loop, w);
+        return;
+    }
+    /* Something outside the group still holds the pipes: stop reading. */
+    exec_close_fd(x, &x->out_w);
+    exec_close_fd(x, &x->err_w);
+    exec_maybe_finish(x);
+}
+
+static void exec_child(const char *cmd, char **envp, int in, int out, int err)
+{
+    sigset_t none;
+    (void)setpgid(0, 0); /* the parent does it too */
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    static const int sigs[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) signal(sigs[i], SIG_DFL);
+    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) _exit(127);
+    char *argv[] = {"sh", "-c", (char *)cmd, NULL};
+    execve("/bin/sh", argv, envp);
+    _exit(127);
+}
+
+/* Builds the child's environment as a Lua userdata (char *[]), keeping the
+ * "K=V" strings alive in a table just below it. Raises on bad opts.env. */
+static char **build_env(lua_State *L, int opts)
+{
+    size_t n0 = 0;
+    while (environ && environ[n0]) n0++;
+    lua_newtable(L); /* keeps the strings */
+    int keep = lua_gettop(L);
+    size_t k = 0;
+    if (opts && lua_getfield(L, opts, "env") != LUA_TNIL) {
+        if (!lua_istable(L, -1)) luaL_error(L, "opts.env: expected a table");
+        int env = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, env)) {
+            size_t kl;
+            if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "opts.env: keys must be strings");
+            const char *key = lua_tolstring(L, -2, &kl);
+            if (kl == 0 || strchr(key, '=')) luaL_error(L, "opts.env: bad name '%s'", key);
+            if (!lua_isstring(L, -1)) luaL_error(L, "opts.env.%s: expected a string", key);
+            lua_pushfstring(L, "%s=%s", key, lua_tostring(L, -1));
+            lua_rawseti(L, keep, (lua_Integer)++k);
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, keep);
+    char **envp = lua_newuserdatauv(L, (n0 + k + 1) * sizeof *envp, 0);
+    size_t m = 0;
+    for (size_t i = 0; i < n0; i++) {
+        const char *eq = strchr(environ[i], '=');
+        size_t nl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+        int replaced = 0;
+        for (size_t e = 1; e <= k && !replaced; e++) {
+            lua_rawgeti(L, keep, (lua_Integer)e);
+            const char *s = lua_tostring(L, -1);
+            replaced = strncmp(s, environ[i], nl) == 0 && s[nl] == '=';
+            lua_pop(L, 1);
+        }
+        if (!replaced) envp[m++] = environ[i];
+    }
+    for (size_t e = 1; e <= k; e++) {
+        lua_rawgeti(L, keep, (lua_Integer)e);
+        envp[m++] = (char *)lua_tostring(L, -1); /* anchored in keep */
+        lua_pop(L, 1);
+    }
+    envp[m] = NULL;
+    return envp;
+}
+
+static int exec_fail(lua_State *L, int ref, const char *what)
+{
+    int e = errno;
+    if (ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    luaL_pushfail(L);
+    lua_pushfstring(L, "exec: %s: %s", what, strerror(e));
+    return 2;
+}
+
+static void close_pair(int p[2])
+{
+    if (p[0] >= 0) close(p[0]);
+    if (p[1] >= 0) close(p[1]);
+}
+
+/* pipe2() is not POSIX; one thread, so setting FD_CLOEXEC after is safe. */
+static int cloexec_pipe(int p[2])
+{
+    if (pipe(p) != 0) return -1;
+    if (fcntl(p[0], F_SETFD, FD_CLOEXEC) == 0 && fcntl(p[1], F_SETFD, FD_CLOEXEC) == 0) return 0;
+    int e = errno;
+    close_pair(p);
+    p[0] = p[1] = -1;
+    errno = e;
+    return -1;
+}
+
+static int exec_timeout_opt(lua_State *L, int opts)
+{
+    if (!opts || lua_getfield(L, opts, "timeout_ms") == LUA_TNIL) return QC_EXEC_DEFAULT_TIMEOUT_MS;
+    int ok;
+    lua_Integer ms = lua_tointegerx(L, -1, &ok);
+    if (!ok || ms <= 0 || ms > 86400000) luaL_error(L, "opts.timeout_ms: expected an integer > 0");
+    lua_pop(L, 1);
+    return (int)ms;
+}
+
+static int set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static void exec_start_watchers(qc_lua *h, qc_exec *x, int out_fd, int err_fd, int timeout_ms)
+{
+    x->h = h;
+    x->child.data = x->out_w.data = x->err_w.data = x->timer.data = x;
+    if (set_nonblock(out_fd) != 0 || set_nonblock(err_fd) != 0)
+        qc_log(QC_LOG_WARN, "hook", "exec: cannot make pipes non-blocking: %s", strerror(errno));
+    ev_child_init(&x->child, on_exec_child, x->pid, 0);
+    ev_child_start(h->loop, &x->child);
+    ev_io_init(&x->out_w, on_exec_io, out_fd, EV_READ);
+    ev_io_start(h->loop, &x->out_w);
+    ev_io_init(&x->err_w, on_exec_io, err_fd, EV_READ);
+    ev_io_start(h->loop, &x->err_w);
+    ev_timer_init(&x->timer, on_exec_timeout, timeout_ms / 1000.0, 0.);
+    ev_timer_start(h->loop, &x->timer);
+    x->next = h->execs;
+    if (h->execs) h->execs->prev = x;
+    h->execs = x;
+}
+
+/* qcluster.exec(command [, opts] [, callback]) -> pid | nil, err */
+static int l_exec(lua_State *L)
+{
+    qc_lua *h = host_of(L);
+    const char *cmd = luaL_checkstring(L, 1);
+    int opts = 0, cb = 0;
+    if (lua_isfunction(L, 2)) {
+        cb = 2;
+    } else {
+        if (!lua_isnoneornil(L, 2)) {
+            luaL_checktype(L, 2, LUA_TTABLE);
+            opts = 2;
+        }
+        if (!lua_isnoneornil(L, 3)) {
+            luaL_checktype(L, 3, LUA_TFUNCTION);
+            cb = 3;
+        }
+    }
+    if (!h->loop || !ev_is_default_loop(h->loop))
+        return luaL_error(L, "qcluster.exec needs the agent's default event loop");
+    int timeout_ms = exec_timeout_opt(L, opts);
+    char **envp = build_env(L, opts);
+    int ref = LUA_NOREF;
+    if (cb) {
+        lua_pushvalue(L, cb);
+        ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    /* From here on nothing may raise: we own fds and memory. */
+    int po[2] = {-1, -1}, pe[2] = {-1, -1};
+    if (cloexec_pipe(po) != 0) return exec_fail(L, ref, "pipe");
+    if (cloexec_pipe(pe) != 0) {
+        close_pair(po);
+        return exec_fail(L, ref, "pipe");
+    }
+    int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    qc_exec *x = in >= 0 ? calloc(1, sizeof *x) : NULL;
+    pid_t pid = x ? fork() : -1;
+    if (pid == 0) exec_child(cmd, envp, in, po[1], pe[1]);
+    if (pid < 0) {
+        int e = in >= 0 && !x ? ENOMEM : errno;
+        const char *what = in < 0 ? "/dev/null" : !x ? "alloc" : "fork";
+        close_pair(po);
+        close_pair(pe);
+        if (in >= 0) close(in);
+        free(x);
+        errno = e;
+        return exec_fail(L, ref, what);
+    }
+    /* Also done in the child; whichever runs first wins, so a failure here
+     * (EACCES after the child's exec) is expected and harmless. */
+    (void)setpgid(pid, pid);
+    close(in);
+    close(po[1]);
+    close(pe[1]);
+    x->pid = pid;
+    x->fn_ref = ref;
+    exec_start_watchers(h, x, po[0], pe[0], timeout_ms);
+    lua_pushinteger(L, pid);
+    return 1;
+}
+
+/* ---- after ------------------------------------------------------------- */
+
+static void after_unlink(qc_after *a)
+{
+    if (a->prev) a->prev->next = a->next;
+    else a->h->afters = a->next;
+    if (a->next) a->next->prev = a->prev;
+}
+
+static void on_after(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_after *a = w->data;
+    qc_lua *h = a->h;
+    after_unlink(a);
+    job *j = job_new("after", 0);
+    if (!j) {
+        qc_log(QC_LOG_ERROR, "hook", "after: out of memory, callback dropped");
+        luaL_unref(h->L, LUA_REGISTRYINDEX, a->fn_ref);
+    } else {
+        j->kind = JOB_AFTER;
+        j->fn_ref = a->fn_ref;
+        enqueue(h, j);
+    }
+    free(a);
+}
+
+/* qcluster.after(ms, fn): fn runs through the hook queue after ms. */
+static int l_after(lua_State *L)
+{
+    qc_lua *h = host_of(L);
+    lua_Number ms = luaL_checknumber(L, 1);
+    luaL_argcheck(L, ms >= 0 && ms <= 86400000.0 * 365, 1, "expected milliseconds >= 0");
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (!h->loop) return luaL_error(L, "qcluster.after needs an event loop");
+    lua_pushvalue(L, 2);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    qc_after *a = calloc(1, sizeof *a);
+    if (!a) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return luaL_error(L, "out of memory");
+    }
+    a->h = h;
+    a->fn_ref = ref;
+    a->w.data = a;
+    ev_timer_init(&a->w, on_after, ms / 1000.0, 0.);
+    ev_timer_start(h->loop, &a->w);
+    a->next = h->afters;
+    if (h->afters) h->afters->prev = a;
+    h->afters = a;
+    return 0;
+}
+
+/* ---- the rest of the qcluster module ----------------------------------- */
+
+static int l_is_leader(lua_State *L)
+{
+    const qc_view *v = host_of(L)->view;
+    lua_pushboolean(L, v && v->is_leader && v->is_leader(v->ud));
+    return 1;
+}
+
+static int l_term(lua_State *L)
+{
+    const qc_view *v = host_of(L)->view;
+    lua_pushinteger(L, v && v->term ? (lua_Integer)v->term(v->ud) : 0);
+    return 1;
+}
+
+static int l_leader(lua_State *L)
+{
+    const qc_view *v = host_of(L)->view;
+    qc_peer_info p = {0};
+    if (!v || !v->leader || v->leader(v->ud, &p) != 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    push_peer(L, &p, 0);
+    return 1;
+}
+
+static int l_self(lua_State *L)
+{
+    const qc_view *v = host_of(L)->view;
+    qc_peer_info p = {0};
+    if (!v || !v->self) {
+        lua_pushnil(L);
+        return 1;
+    }
+    v->self(v->ud, &p);
+    push_peer(L, &p, 1);
+    return 1;
+}
+
+static int l_peers(lua_State *L)
+{
+    const qc_view *v = host_of(L)->view;
+    qc_peer_info small[32];
+    qc_peer_info *ps = small;
+    size_t n = v && v->peers ? v->peers(v->ud, small, 32) : 0;
+    if (n > 32) {
+        ps = lua_newuserdatauv(L, n * sizeof *ps, 0);
+        size_t again = v->peers(v->ud, ps, n);
+        if (again < n) n = again;
+    }
+    lua_createtable(L, n > 1024 ? 1024 : (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        push_peer(L, &ps[i], 1);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, qc_wall_time());
+    return 1;
+}
+
+static int l_log(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    int level = qc_log_parse_level(name);
+    luaL_argcheck(L, level >= 0, 1, "expected \"debug\", \"info\", \"warn\" or \"error\"");
+    const char *msg = luaL_tolstring(L, 2, NULL);
+    qc_log(level, "hook", "%s", msg);
+    return 0;
+}
+
+static int l_no_exit(lua_State *L)
+{
+    return luaL_error(L, "os.exit is not allowed inside the agent");
+}
+
+static const luaL_Reg qcluster_fns[] = {
+    {"is_leader", l_is_leader},
+    {"get_leader_info", l_leader},
+    {"self", l_self},
+    {"peers", l_peers},
+    {"term", l_term},
+    {"now", l_now},
+    {"log", l_log},
+    {"exec", l_exec},
+    {"after", l_after},
+    {NULL, NULL},
+};
+
+/* Runs under lua_pcall: standard libraries and the qcluster module. */
+static int open_all(lua_State *L)
+{
+    luaL_openlibs(L);
+    /* A hook must not end the agent. */
+    lua_getglobal(L, "os");
+    lua_pushcfunction(L, l_no_exit);
+    lua_setfield(L, -2, "exit");
+    lua_pop(L, 1);
+    luaL_newlib(L, qcluster_fns);
+    lua_newtable(L);
+    qc_luajson_register(L);
+    lua_setfield(L, -2, "json");
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
+    lua_pushstring(L, QC_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushvalue(L, -1);
+    lua_setglobal(L, "qcluster");
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "qcluster");
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "qcluster.hooks");
+    return 0;
+}
+
+static void declare_metrics(qc_metrics *m)
+{
+    if (!m) return;
+    qc_metrics_declare(m, "qcluster_hook_runs_total", QC_METRIC_COUNTER,
+                       "Lua hook calls run, by hook.");
+    qc_metrics_declare(m, "qcluster_hook_errors_total", QC_METRIC_COUNTER,
+                       "Lua hook calls that failed or ran out of time, by hook.");
+    qc_metrics_declare(m, "qcluster_hook_duration_seconds", QC_METRIC_HISTOGRAM,
+                       "Time spent in Lua hook calls.");
+}
+
+int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, qc_lua **out)
+{
+    *out = NULL;
+    qc_lua *h = calloc(1, sizeof *h);
+    if (!h) return QC_ENOMEM;
+    h->L = luaL_newstate();
+    if (!h->L) {
+        free(h);
+        return QC_ENOMEM;
+    }
+    *(qc_lua **)lua_getextraspace(h->L) = h;
+    lua_pushcfunction(h->L, open_all);
+    if (lua_pcall(h->L, 0, 0, 0) != LUA_OK) {
+        lua_close(h->L);
+        free(h);
+        return QC_ENOMEM;
+    }
+    h->loop = loop;
+    h->view = view;
+    h->metrics = metrics;
+    h->hook_timeout_ms = QC_DEFAULT_HOOK_TIMEOUT_MS;
+    if (loop) {
+        ev_check_init(&h->check, on_check);
+        h->check.data = h;
+        ev_check_start(loop, &h->check);
+        ev_unref(loop); /* the check alone must not keep the loop running */
+        ev_idle_init(&h->idle, on_idle);
+        h->idle.data = h;
+    }
+    declare_metrics(metrics);
+    *out = h;
+    return QC_OK;
+}
+
+static void kill_exec(qc_lua *h, qc_exec *x)
+{
+    if (kill(-x->pid, SIGKILL) != 0) kill(x->pid, SIGKILL);
+    ev_child_stop(h->loop, &x->child);
+    if (!x->exited) {
+        int st;
+        while (waitpid(x->pid, &st, 0) < 0 && errno == EINTR) {
+        }
+    }
+    exec_close_fd(x, &x->out_w);
+    exec_close_fd(x, &x->err_w);
+    ev_timer_stop(h->loop, &x->timer);
+    free(x->out.data);
+    free(x->err.data);
+    free(x);
+}
+
+void qc_lua_free(qc_lua *h)
+{
+    if (!h) return;
+    if (h->loop) {
+        ev_ref(h->loop);
+        ev_check_stop(h->loop, &h->check);
+        ev_idle_stop(h->loop, &h->idle);
+    }
+    while (h->execs) {
+        qc_exec *x = h->execs;
+        h->execs = x->next;
+        kill_exec(h, x);
+    }
+    while (h->afters) {
+        qc_after *a = h->afters;
+        h->afters = a->next;
+        ev_timer_stop(h->loop, &a->w);
+        free(a);
+    }
+    while (h->head) {
+        job *j = h->head;
+        h->head = j->next;
+        job_free(h, j);
+    }
+    lua_close(h->L);
+    free(h->hooks_path);
+    free(h);
+}
+
+/* ---- loading ----------------------------------------------------------- */
+
+/* Pushes lua/config.lua's module table (cached in the registry). */
+static int push_config_module(lua_State *L, char *err, size_t errlen)
+{
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "qcluster.configmod") == LUA_TTABLE) return QC_OK;
+    lua_pop(L, 1);
+    size_t n;
+    const char *src = qc_embedded_lookup("config", &n);
+    if (!src) {
+        snprintf(err, errlen, "the config checker is missing from the build");
+        return QC_EINVAL;
+    }
+    if (luaL_loadbuffer(L, src, n, "=lua/config.lua") != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return QC_EINVAL;
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "qcluster.configmod");
+    return QC_OK;
+}
+
+/* Pushes a fresh hooks table: inline on_* of the config, then the file's. */
+static int build_hooks(qc_lua *h, char *err, size_t errlen)
+{
+    lua_State *L = h->L;
+    int top = lua_gettop(L);
+    if (!lua_checkstack(L, 10) || push_config_module(L, err, errlen) != QC_OK) {
+        if (!err[0]) snprintf(err, errlen, "out of memory");
+        lua_settop(L, top);
+        return QC_EINVAL;
+    }
+    int mod = lua_gettop(L);
+    lua_newtable(L);
+    int tbl = lua_gettop(L);
+    lua_getfield(L, mod, "HOOKS");
+    lua_getfield(L, LUA_REGISTRYINDEX, "qcluster.config");
+    int names = tbl + 1, conf = tbl + 2;
+    for (lua_Integer i = 1; lua_rawgeti(L, names, i) == LUA_TSTRING; i++) {
+        if (lua_istable(L, conf)) {
+            lua_pushvalue(L, -1);
+            lua_gettable(L, conf);
+            lua_rawset(L, tbl);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, tbl);
+    if (!h->hooks_path) {
+        lua_remove(L, mod);
+        return QC_OK;
+    }
+    lua_pushcfunction(L, msgh);
+    arm(h, h->hook_timeout_ms);
+    int st = luaL_loadfile(L, h->hooks_path);
+    if (st == LUA_OK) st = lua_pcall(L, 0, 1, tbl + 1);
+    disarm(h);
+    if (st != LUA_OK) {
+        const char *m = lua_tostring(L, -1);
+        if (!m) m = "cannot load the hooks file";
+        snprintf(err, errlen, "%.*s", (int)strcspn(m, "\n"), m); /* no traceback */
+        lua_settop(L, top);
+        return st == LUA_ERRFILE ? QC_EIO : QC_EINVAL;
+    }
+    lua_getfield(L, mod, "check_hooks");
+    lua_pushvalue(L, -2);
+    if (lua_pcall(L, 1, 2, 0) != LUA_OK || !lua_toboolean(L, -2)) {
+        const char *m = lua_tostring(L, -1);
+        snprintf(err, errlen, "%s: %s", h->hooks_path, m ? m : "bad hooks table");
+        lua_settop(L, top);
+        return QC_EINVAL;
+    }
+    lua_pop(L, 2);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, tbl);
+    }
+    lua_settop(L, tbl);
+    lua_remove(L, mod);
+    return QC_OK;
+}
+
+int qc_lua_load(qc_lua *h, const char *path, qc_config *cfg, char *err, size_t errlen)
+{
+    if (err && errlen) err[0] = '\0';
+    if (h->running) {
+        snprintf(err, errlen, "%s: cannot load while a hook runs", path);
+        return QC_EBUSY;
+    }
+    arm(h, QC_DEFAULT_HOOK_TIMEOUT_MS); /* a Lua config may loop, too */
+    int rc = qc_config_load(h->L, path, cfg, err, errlen);
+    disarm(h);
+    if (rc != QC_OK) return rc;
+    h->hook_timeout_ms = cfg->hook_timeout_ms > 0 ? cfg->hook_timeout_ms : QC_DEFAULT_HOOK_TIMEOUT_MS;
+    free(h->hooks_path);
+    h->hooks_path = NULL;
+    if (cfg->hooks_path && !(h->hooks_path = strdup(cfg->hooks_path))) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        qc_config_free(cfg);
+        return QC_ENOMEM;
+    }
+    rc = build_hooks(h, err, errlen);
+    if (rc != QC_OK) {
+        qc_config_free(cfg);
+        return rc;
+    }
+    lua_setfield(h->L, LUA_REGISTRYINDEX, "qcluster.hooks");
+    return QC_OK;
+}
+
+int qc_lua_reload_hooks(qc_lua *h, char *err, size_t errlen)
+{
+    if (err && errlen) err[0] = '\0';
+    if (h->running) {
+        snprintf(err, errlen, "cannot reload while a hook runs");
+        return QC_EBUSY;
+    }
+    if (!h->hooks_path) return QC_OK; /* nothing to re-read */
+    int rc = build_hooks(h, err, errlen);
+    if (rc != QC_OK) {
+        qc_log(QC_LOG_WARN, "hook", "reload failed, keeping the old hooks: %s", err);
+        return rc;
+    }
+    lua_setfield(h->L, LUA_REGISTRYINDEX, "qcluster.hooks");
+    qc_log(QC_LOG_INFO, "hook", "hooks reloaded from %s", h->hooks_path);
+    return QC_OK;
+}

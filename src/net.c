@@ -1,0 +1,808 @@
+/* Cluster transport on libev: one listening socket, one outbound connection
+ * per peer (non-blocking connect, hello first, backoff with jitter), inbound
+ * connections that must open with a hello from a known peer. It frames,
+ * checks and counts bytes; it must never interpret consensus, block the loop
+ * (qc_net_flush aside) or let one bad connection harm any other. */
+#include "net.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "log.h"
+#include "wire.h"
+
+#define NET_BACKOFF_MIN 0.010    /* first reconnect delay, seconds */
+#define NET_BACKOFF_MAX 1.0      /* reconnect delay cap */
+#define NET_STABLE_AFTER 1.0     /* a connection up this long resets the backoff */
+#define NET_OUT_CAP (16u << 20)  /* queued output over this: a slow peer */
+#define NET_READ_CHUNK 65536
+#define NET_HELLO_TIMEOUT 10.0   /* inbound connections must say hello by then */
+#define NET_ADDR_LEN 64
+
+enum { FAIL_NONE = 0, FAIL_WRITE, FAIL_OVERFLOW };
+
+#define M_SENT "qcluster_messages_sent_total"
+#define M_RECV "qcluster_messages_received_total"
+#define M_BAD "qcluster_bad_frames_total"
+
+typedef struct qc_conn qc_conn;
+typedef struct qc_peer qc_peer;
+
+struct qc_conn {
+    qc_net *net;
+    qc_peer *peer; /* outbound: always; inbound: once its hello arrived */
+    int fd;
+    int outbound;
+    int connecting;
+    int failed; /* FAIL_...: close from the write watcher */
+    ev_io rw, ww;
+    ev_timer hello_timer;
+    ev_tstamp opened;
+    qc_buf in;
+    qc_buf out;
+    size_t out_off;
+    char addr[NET_ADDR_LEN];
+    qc_conn *next; /* inbound list */
+};
+
+struct qc_peer {
+    qc_net *net;
+    char *identifier, *host;
+    int port;
+    uint64_t id;
+    qc_conn *out;
+    int up; /* as last reported through on_link */
+    ev_timer retry;
+    double backoff;
+    struct addrinfo *ai, *ai_cur; /* addresses of the dial in progress */
+    qc_peer *next;
+};
+
+struct qc_net {
+    struct ev_loop *loop;
+    char *identifier;
+    uint64_t id;
+    qc_net_callbacks cb;
+    qc_metrics *metrics;
+    int lfd;
+    ev_io lw;
+    qc_buf hello; /* this node's hello frame, sent first on every dial */
+    qc_peer *peers;
+    qc_conn *inbound;
+    uint64_t rng;
+};
+
+static void peer_dial(qc_peer *p);
+static void on_conn_read(struct ev_loop *loop, ev_io *w, int revents);
+static void on_conn_write(struct ev_loop *loop, ev_io *w, int revents);
+
+/* ---- small helpers ---- */
+
+static double net_random(qc_net *n)
+{
+    n->rng ^= n->rng << 13;
+    n->rng ^= n->rng >> 7;
+    n->rng ^= n->rng << 17;
+    return (double)(n->rng >> 11) / 9007199254740992.0;
+}
+
+static char *dup_str(const char *s)
+{
+    size_t len = strlen(s) + 1;
+    char *d = malloc(len);
+    if (d) memcpy(d, s, len);
+    return d;
+}
+
+static int sock_setup(int fd)
+{
+    int one = 1;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return QC_EIO;
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) return QC_EIO;
+    /* TCP_NODELAY fails on non-TCP sockets only; that is not fatal */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return QC_OK;
+}
+
+static qc_peer *peer_by_id(const qc_net *n, uint64_t id)
+{
+    for (qc_peer *p = n->peers; p; p = p->next)
+        if (p->id == id) return p;
+    return NULL;
+}
+
+static qc_peer *peer_by_name(const qc_net *n, const char *identifier)
+{
+    for (qc_peer *p = n->peers; p; p = p->next)
+        if (strcmp(p->identifier, identifier) == 0) return p;
+    return NULL;
+}
+
+static const char *conn_name(const qc_conn *c)
+{
+    return c->peer ? c->peer->identifier : c->addr;
+}
+
+static void count(qc_net *n, const char *name, int type)
+{
+    const char *label = type ? qc_raft_msg_name(type) : NULL;
+    qc_metrics_add(n->metrics, name, type ? "type" : NULL, label, 1);
+}
+
+/* ---- connections ---- */
+
+static qc_conn *conn_new(qc_net *n, int fd, int outbound, qc_peer *p)
+{
+    qc_conn *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->net = n;
+    c->peer = p;
+    c->fd = fd;
+    c->outbound = outbound;
+    ev_io_init(&c->rw, on_conn_read, fd, EV_READ);
+    ev_io_init(&c->ww, on_conn_write, fd, EV_WRITE);
+    c->rw.data = c->ww.data = c;
+    ev_init(&c->hello_timer, NULL);
+    return c;
+}
+
+/* Stops, closes and frees c; no callbacks, no list changes. */
+static void conn_free(qc_conn *c)
+{
+    struct ev_loop *loop = c->net->loop;
+    ev_io_stop(loop, &c->rw);
+    ev_io_stop(loop, &c->ww);
+    ev_timer_stop(loop, &c->hello_timer);
+    if (c->fd >= 0) close(c->fd);
+    qc_buf_free(&c->in);
+    qc_buf_free(&c->out);
+    free(c);
+}
+
+static void inbound_unlink(qc_net *n, qc_conn *c)
+{
+    for (qc_conn **pp = &n->inbound; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            return;
+        }
+    }
+}
+
+/* Writes queued output until done or EAGAIN. QC_EIO on a broken socket. */
+static int conn_flush(qc_conn *c)
+{
+    while (c->out_off < c->out.len) {
+        ssize_t k = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off,
+                         MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(c->net->loop, &c->ww);
+            return QC_OK;
+        }
+        if (k < 0) return QC_EIO;
+        c->out_off += (size_t)k;
+    }
+    c->out.len = c->out_off = 0;
+    if (c->out.cap > (1u << 20)) qc_buf_free(&c->out); /* give back a burst's memory */
+    ev_io_stop(c->net->loop, &c->ww);
+    return QC_OK;
+}
+
+/* Defers the close of c to its write watcher, so that no callback runs from
+ * inside qc_net_send(). */
+static void conn_fail_later(qc_conn *c, int why)
+{
+    c->failed = why;
+    ev_feed_event(c->net->loop, &c->ww, EV_WRITE);
+}
+
+/* ---- link state and reconnects ---- */
+
+static void link_report(qc_peer *p, int up)
+{
+    if (p->up == up) return;
+    p->up = up;
+    qc_log(QC_LOG_INFO, "net", "link to %s %s", p->identifier, up ? "up" : "down");
+    qc_net *n = p->net;
+    if (n->cb.on_link) n->cb.on_link(n->cb.ud, p->id, up);
+}
+
+static void retry_schedule(qc_peer *p)
+{
+    qc_net *n = p->net;
+    double delay = p->backoff * (0.75 + 0.5 * net_random(n));
+    p->backoff = p->backoff * 2 > NET_BACKOFF_MAX ? NET_BACKOFF_MAX : p->backoff * 2;
+    ev_timer_stop(n->loop, &p->retry);
+    ev_timer_set(&p->retry, delay, 0.);
+    ev_timer_start(n->loop, &p->retry);
+}
+
+static void retry_now(qc_peer *p)
+{
+    qc_net *n = p->net;
+    p->backoff = NET_BACKOFF_MIN;
+    ev_timer_stop(n->loop, &p->retry);
+    ev_timer_set(&p->retry, 0., 0.);
+    ev_timer_start(n->loop, &p->retry);
+}
+
+static void dial_forget(qc_peer *p)
+{
+    if (p->ai) freeaddrinfo(p->ai);
+    p->ai = p->ai_cur = NULL;
+}
+
+/* The outbound connection of p closed or failed: the link is down, dial
+ * again after the backoff (from the start if the connection had been up
+ * long enough to count as a success). */
+static void peer_down(qc_peer *p)
+{
+    qc_conn *c = p->out;
+    if (c) {
+        int stable = !c->connecting && ev_now(p->net->loop) - c->opened >= NET_STABLE_AFTER;
+        if (stable) p->backoff = NET_BACKOFF_MIN;
+        conn_free(c);
+        p->out = NULL;
+    }
+    dial_forget(p);
+    retry_schedule(p);
+    link_report(p, 0);
+}
+
+static void conn_close(qc_conn *c)
+{
+    if (c->outbound) {
+        peer_down(c->peer);
+        return;
+    }
+    qc_net *n = c->net;
+    qc_peer *p = c->peer;
+    inbound_unlink(n, c);
+    conn_free(c);
+    /* the link is one thing: a connection from the peer closing takes ours
+     * down too, so that it comes back up only through a fresh dial */
+    if (p && p->out && !p->out->connecting) peer_down(p);
+}
+
+static void bad_frame(qc_conn *c, const char *why)
+{
+    qc_net *n = c->net;
+    qc_metrics_add(n->metrics, M_BAD, NULL, NULL, 1);
+    qc_log(QC_LOG_WARN, "net", "bad frame on %s connection %s %s: %s; closing",
+           c->outbound ? "outbound" : "inbound", c->outbound ? "to" : "from", conn_name(c),
+           why);
+    conn_close(c);
+}
+
+/* ---- frames from inbound connections ---- */
+
+/* Closes other inbound connections of p quietly: the peer dialled again, so
+ * they are stale and their close says nothing new about the link. */
+static void inbound_supersede(qc_net *n, qc_peer *p, qc_conn *keep)
+{
+    qc_conn **pp = &n->inbound;
+    while (*pp) {
+        qc_conn *c = *pp;
+        if (c != keep && c->peer == p) {
+            *pp = c->next;
+            conn_free(c);
+        } else {
+            pp = &c->next;
+        }
+    }
+}
+
+/* Returns -1 when c was closed. */
+static int frame_hello(qc_conn *c, const uint8_t *payload, uint32_t len)
+{
+    qc_net *n = c->net;
+    if (c->peer) return bad_frame(c, "second hello"), -1;
+    qc_hello h;
+    int rc = qc_wire_decode_hello(payload, len, &h);
+    if (rc) return bad_frame(c, "malformed hello"), -1;
+    qc_peer *p = peer_by_name(n, h.identifier);
+    if (!p) {
+        qc_log(QC_LOG_WARN, "net", "hello from unknown peer '%s' at %s", h.identifier,
+               c->addr);
+        qc_wire_hello_free(&h);
+        return bad_frame(c, "unknown peer"), -1;
+    }
+    c->peer = p;
+    ev_timer_stop(n->loop, &c->hello_timer);
+    inbound_supersede(n, p, c);
+    /* the peer is back: dial it now rather than after our backoff */
+    if (!p->out) retry_now(p);
+    if (n->cb.on_hello) n->cb.on_hello(n->cb.ud, p->id, h.metadata);
+    qc_wire_hello_free(&h);
+    return 0;
+}
+
+static int frame_raft(qc_conn *c, const uint8_t *payload, uint32_t len)
+{
+    qc_net *n = c->net;
+    if (!c->peer) return bad_frame(c, "message before hello"), -1;
+    qc_msg m;
+    int rc = qc_wire_decode_msg(payload, len, &m);
+    if (rc == QC_ENOMEM) {
+        qc_log(QC_LOG_ERROR, "net", "out of memory decoding a message from %s", conn_name(c));
+        conn_close(c);
+        return -1;
+    }
+    if (rc) return bad_frame(c, "malformed message"), -1;
+    if (m.from != c->peer->id || m.to != n->id) {
+        qc_wire_msg_free(&m);
+        return bad_frame(c, "message with wrong sender or recipient"), -1;
+    }
+    count(n, M_RECV, m.type);
+    if (n->cb.on_msg) n->cb.on_msg(n->cb.ud, &m);
+    qc_wire_msg_free(&m);
+    return 0;
+}
+
+/* Handles every whole frame in c->in. Returns -1 when c was closed. */
+static int conn_frames(qc_conn *c)
+{
+    size_t off = 0;
+    while (c->in.len - off >= QC_WIRE_HEADER) {
+        const uint8_t *h = c->in.data + off;
+        uint8_t type;
+        uint32_t plen;
+        int rc = qc_wire_header(h, &type, &plen);
+        if (rc) return bad_frame(c, rc == QC_ETOOBIG ? "frame too big" : "bad header"), -1;
+        if (c->in.len - off - QC_WIRE_HEADER < plen) break;
+        if (qc_wire_check(h, h + QC_WIRE_HEADER, plen)) return bad_frame(c, "bad checksum"), -1;
+        off += QC_WIRE_HEADER + plen;
+        rc = type == QC_FRAME_HELLO ? frame_hello(c, h + QC_WIRE_HEADER, plen)
+                                    : frame_raft(c, h + QC_WIRE_HEADER, plen);
+        if (rc) return -1;
+    }
+    if (off) {
+        memmove(c->in.data, c->in.data + off, c->in.len - off);
+        c->in.len -= off;
+    }
+    return 0;
+}
+
+static void conn_read_inbound(qc_conn *c)
+{
+    if (qc_buf_reserve(&c->in, NET_READ_CHUNK)) {
+        qc_log(QC_LOG_ERROR, "net", "out of memory reading from %s", conn_name(c));
+        conn_close(c);
+        return;
+    }
+    ssize_t k = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (k <= 0) {
+        qc_log(QC_LOG_DEBUG, "net", "inbound connection from %s closed: %s", conn_name(c),
+               k == 0 ? "end of stream" : strerror(errno));
+        conn_close(c);
+        return;
+    }
+    c->in.len += (size_t)k;
+    conn_frames(c);
+}
+
+/* Peers never send on our outbound connection; we read it to see it close. */
+static void conn_read_outbound(qc_conn *c)
+{
+    char buf[64];
+    ssize_t k = recv(c->fd, buf, sizeof buf, 0);
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (k > 0) {
+        bad_frame(c, "unexpected data on outbound connection");
+        return;
+    }
+    qc_log(QC_LOG_DEBUG, "net", "outbound connection to %s closed: %s", conn_name(c),
+           k == 0 ? "end of stream" : strerror(errno));
+    conn_close(c);
+}
+
+static void on_conn_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_conn *c = w->data;
+    if (c->outbound)
+        conn_read_outbound(c);
+    else
+        conn_read_inbound(c);
+}
+
+/* ---- dialling ---- */
+
+static void conn_established(qc_conn *c)
+{
+    qc_peer *p = c->peer;
+    qc_net *n = c->net;
+    c->connecting = 0;
+    c->opened = ev_now(n->loop);
+    dial_forget(p);
+    ev_io_stop(n->loop, &c->ww);
+    if (qc_buf_append(&c->out, n->hello.data, n->hello.len)) {
+        qc_log(QC_LOG_ERROR, "net", "out of memory connecting to %s", p->identifier);
+        peer_down(p);
+        return;
+    }
+    ev_io_start(n->loop, &c->rw);
+    ev_io_start(n->loop, &c->ww); /* the hello goes out when writable */
+    qc_log(QC_LOG_DEBUG, "net", "connected to %s at %s:%d", p->identifier, p->host, p->port);
+    link_report(p, 1);
+}
+
+/* The current address failed: try the next one, or back off. */
+static void dial_next(qc_peer *p, const char *why)
+{
+    if (p->out) {
+        conn_free(p->out);
+        p->out = NULL;
+    }
+    if (p->ai_cur) p->ai_cur = p->ai_cur->ai_next;
+    if (p->ai_cur) {
+        peer_dial(p);
+        return;
+    }
+    qc_log(QC_LOG_DEBUG, "net", "cannot connect to %s at %s:%d: %s", p->identifier, p->host,
+           p->port, why);
+    dial_forget(p);
+    retry_schedule(p);
+    link_report(p, 0);
+}
+
+static void conn_connect_done(qc_conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (err) {
+        dial_next(c->peer, strerror(err));
+        return;
+    }
+    conn_established(c);
+}
+
+static void on_conn_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_conn *c = w->data;
+    if (c->connecting) {
+        conn_connect_done(c);
+        return;
+    }
+    if (c->failed) {
+        qc_log(QC_LOG_WARN, "net", "dropping connection to %s: %s", conn_name(c),
+               c->failed == FAIL_OVERFLOW ? "output queue full (slow peer)" : "write failed");
+        conn_close(c);
+        return;
+    }
+    if (conn_flush(c)) {
+        qc_log(QC_LOG_DEBUG, "net", "write to %s failed: %s", conn_name(c), strerror(errno));
+        conn_close(c);
+    }
+}
+
+static int dial_resolve(qc_peer *p)
+{
+    char port[16];
+    struct addrinfo hints = {0};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    snprintf(port, sizeof port, "%d", p->port);
+    int rc = getaddrinfo(p->host, port, &hints, &p->ai);
+    if (rc) {
+        p->ai = NULL;
+        qc_log(QC_LOG_DEBUG, "net", "cannot resolve %s for %s: %s", p->host, p->identifier,
+               gai_strerror(rc));
+        return QC_EIO;
+    }
+    p->ai_cur = p->ai;
+    return QC_OK;
+}
+
+/* Starts a non-blocking connect to p->ai_cur. */
+static void peer_dial(qc_peer *p)
+{
+    qc_net *n = p->net;
+    const struct addrinfo *a = p->ai_cur;
+    int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) {
+        dial_next(p, strerror(errno));
+        return;
+    }
+    if (sock_setup(fd) || !(p->out = conn_new(n, fd, 1, p))) {
+        int err = errno;
+        close(fd);
+        dial_next(p, strerror(err));
+        return;
+    }
+    p->out->connecting = 1;
+    snprintf(p->out->addr, NET_ADDR_LEN, "%s:%d", p->host, p->port);
+    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+        conn_established(p->out);
+        return;
+    }
+    if (errno != EINPROGRESS && errno != EINTR) {
+        dial_next(p, strerror(errno));
+        return;
+    }
+    ev_io_start(n->loop, &p->out->ww);
+}
+
+static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_peer *p = w->data;
+    if (p->out) return;
+    dial_forget(p);
+    if (dial_resolve(p)) {
+        retry_schedule(p);
+        return;
+    }
+    peer_dial(p);
+}
+
+/* ---- accepting ---- */
+
+static void on_hello_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_conn *c = w->data;
+    qc_log(QC_LOG_DEBUG, "net", "no hello from %s in time; closing", c->addr);
+    conn_close(c);
+}
+
+static void conn_addr(qc_conn *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char host[INET6_ADDRSTRLEN], serv[8];
+    snprintf(c->addr, NET_ADDR_LEN, "?");
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) < 0) return;
+    if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof host, serv, sizeof serv,
+                    NI_NUMERICHOST | NI_NUMERICSERV))
+        return;
+    snprintf(c->addr, NET_ADDR_LEN, "%s:%s", host, serv);
+}
+
+static int accept_one(qc_net *n)
+{
+    int fd = accept(n->lfd, NULL, NULL);
+    if (fd < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+            qc_log(QC_LOG_WARN, "net", "accept failed: %s", strerror(errno));
+        return -1;
+    }
+    qc_conn *c = sock_setup(fd) ? NULL : conn_new(n, fd, 0, NULL);
+    if (!c) {
+        qc_log(QC_LOG_WARN, "net", "cannot set up an inbound connection");
+        close(fd);
+        return 0;
+    }
+    conn_addr(c);
+    c->next = n->inbound;
+    n->inbound = c;
+    ev_timer_init(&c->hello_timer, on_hello_timeout, NET_HELLO_TIMEOUT, 0.);
+    c->hello_timer.data = c;
+    ev_timer_start(n->loop, &c->hello_timer);
+    ev_io_start(n->loop, &c->rw);
+    return 0;
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_net *n = w->data;
+    for (int i = 0; i < 64; i++)
+        if (accept_one(n)) return;
+}
+
+static int listen_on(qc_net *n, const char *host, int port)
+{
+    char serv[16];
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(serv, sizeof serv, "%d", port);
+    int rc = getaddrinfo(host, serv, &hints, &res);
+    if (rc) {
+        qc_log(QC_LOG_ERROR, "net", "cannot resolve %s: %s", host, gai_strerror(rc));
+        errno = EADDRNOTAVAIL;
+        return QC_EIO;
+    }
+    int fd = -1, err = 0, one = 1;
+    for (const struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 || sock_setup(fd) ||
+            bind(fd, a->ai_addr, a->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+            err = errno;
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        qc_log(QC_LOG_ERROR, "net", "cannot listen on %s:%d: %s", host, port, strerror(err));
+        errno = err;
+        return QC_EIO;
+    }
+    n->lfd = fd;
+    ev_io_init(&n->lw, on_accept, fd, EV_READ);
+    n->lw.data = n;
+    ev_io_start(n->loop, &n->lw);
+    return QC_OK;
+}
+
+/* ---- public interface ---- */
+
+static void metrics_declare(qc_metrics *m)
+{
+    if (!m) return;
+    qc_metrics_declare(m, M_SENT, QC_METRIC_COUNTER, "Raft messages sent to peers, by type.");
+    qc_metrics_declare(m, M_RECV, QC_METRIC_COUNTER,
+                       "Raft messages received from peers, by type.");
+    qc_metrics_declare(m, M_BAD, QC_METRIC_COUNTER,
+                       "Frames rejected as malformed; each closed its connection.");
+    qc_metrics_add(m, M_BAD, NULL, NULL, 0);
+}
+
+int qc_net_new(struct ev_loop *loop, const qc_net_config *cfg, const qc_net_callbacks *cb,
+               qc_metrics *metrics, qc_net **out)
+{
+    *out = NULL;
+    if (!loop || !cfg || !cfg->identifier || cfg->listen_port < 0 || cfg->listen_port > 65535)
+        return QC_EINVAL;
+    qc_net *n = calloc(1, sizeof *n);
+    if (!n) return QC_ENOMEM;
+    n->loop = loop;
+    n->lfd = -1;
+    n->metrics = metrics;
+    if (cb) n->cb = *cb;
+    n->id = qc_hash_id(cfg->identifier);
+    n->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ n->id ^ (uintptr_t)n;
+    if (!n->rng) n->rng = 0x9E3779B97F4A7C15ull;
+    n->identifier = dup_str(cfg->identifier);
+    int rc = n->identifier ? QC_OK : QC_ENOMEM;
+    if (!rc) rc = qc_wire_encode_hello(cfg->identifier, cfg->metadata, &n->hello);
+    if (!rc) rc = listen_on(n, cfg->listen_host ? cfg->listen_host : "127.0.0.1", cfg->listen_port);
+    if (rc) {
+        int saved = errno;
+        qc_net_free(n);
+        errno = saved;
+        return rc;
+    }
+    metrics_declare(metrics);
+    *out = n;
+    return QC_OK;
+}
+
+static void peer_free(qc_peer *p)
+{
+    ev_timer_stop(p->net->loop, &p->retry);
+    if (p->out) conn_free(p->out);
+    dial_forget(p);
+    free(p->identifier);
+    free(p->host);
+    free(p);
+}
+
+void qc_net_free(qc_net *n)
+{
+    if (!n) return;
+    while (n->peers) {
+        qc_peer *p = n->peers;
+        n->peers = p->next;
+        peer_free(p);
+    }
+    while (n->inbound) {
+        qc_conn *c = n->inbound;
+        n->inbound = c->next;
+        conn_free(c);
+    }
+    if (n->lfd >= 0) {
+        ev_io_stop(n->loop, &n->lw);
+        close(n->lfd);
+    }
+    qc_buf_free(&n->hello);
+    free(n->identifier);
+    free(n);
+}
+
+int qc_net_add_peer(qc_net *n, const char *identifier, const char *host, int port)
+{
+    if (!identifier || !host || port <= 0 || port > 65535) return QC_EINVAL;
+    size_t il = strlen(identifier);
+    if (il == 0 || il > 255 || strcmp(identifier, n->identifier) == 0) return QC_EINVAL;
+    if (peer_by_name(n, identifier)) return QC_EINVAL;
+    qc_peer *p = calloc(1, sizeof *p);
+    if (!p) return QC_ENOMEM;
+    p->identifier = dup_str(identifier);
+    p->host = dup_str(host);
+    if (!p->identifier || !p->host) {
+        free(p->identifier);
+        free(p->host);
+        free(p);
+        return QC_ENOMEM;
+    }
+    p->net = n;
+    p->port = port;
+    p->id = qc_hash_id(identifier);
+    p->backoff = NET_BACKOFF_MIN;
+    ev_timer_init(&p->retry, on_retry, 0., 0.);
+    p->retry.data = p;
+    ev_timer_start(n->loop, &p->retry); /* dial from the loop, not from here */
+    p->next = n->peers;
+    n->peers = p;
+    return QC_OK;
+}
+
+int qc_net_send(qc_net *n, const qc_msg *m)
+{
+    qc_peer *p = peer_by_id(n, m->to);
+    if (!p) return QC_ENOTFOUND;
+    qc_conn *c = p->out;
+    if (!p->up || !c || c->connecting || c->failed) return QC_OK;
+    size_t before = c->out.len;
+    int rc = qc_wire_encode_msg(m, &c->out);
+    if (rc) return rc;
+    if (c->out.len - c->out_off > NET_OUT_CAP) {
+        c->out.len = before;
+        conn_fail_later(c, FAIL_OVERFLOW);
+        return QC_OK;
+    }
+    count(n, M_SENT, m->type);
+    if (ev_is_active(&c->ww)) return QC_OK;
+    if (conn_flush(c)) conn_fail_later(c, FAIL_WRITE);
+    return QC_OK;
+}
+
+void qc_net_flush(qc_net *n, int timeout_ms)
+{
+    uint64_t deadline = qc_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    for (;;) {
+        struct pollfd fds[64];
+        qc_conn *conns[64];
+        nfds_t k = 0;
+        for (qc_peer *p = n->peers; p && k < 64; p = p->next) {
+            qc_conn *c = p->out;
+            if (!c || c->connecting || c->failed || c->out_off >= c->out.len) continue;
+            fds[k].fd = c->fd;
+            fds[k].events = POLLOUT;
+            conns[k++] = c;
+        }
+        uint64_t now = qc_now_ms();
+        if (k == 0 || now >= deadline) return;
+        int r = poll(fds, k, (int)(deadline - now));
+        if (r < 0 && errno != EINTR) return;
+        for (nfds_t i = 0; r > 0 && i < k; i++)
+            if (fds[i].revents && conn_flush(conns[i])) conn_fail_later(conns[i], FAIL_WRITE);
+    }
+}
+
+int qc_net_link_up(const qc_net *n, uint64_t peer)
+{
+    const qc_peer *p = peer_by_id(n, peer);
+    return p && p->up;
+}

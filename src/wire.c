@@ -1,0 +1,356 @@
+/* The cluster wire codec: frame headers with CRC-32C, and the payloads of
+ * raft messages and hellos, all big-endian. Pure code: it must never touch a
+ * socket or any state but its CRC table, and must reject malformed input
+ * with QC_EINVAL without reading outside the buffer it was given. */
+#include "wire.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+#define QC_WIRE_ID_MAX 255
+#define QC_WIRE_META_MAX (64u * 1024u)
+/* type, flags, reject; from, to, term, ctx, index, log_term, commit; n_entries */
+#define QC_WIRE_MSG_FIXED (3 + 7 * 8 + 4)
+/* term, index, type, len */
+#define QC_WIRE_ENTRY_FIXED (8 + 8 + 4 + 4)
+
+/* ---- growable buffer ---- */
+
+int qc_buf_reserve(qc_buf *b, size_t extra)
+{
+    if (extra <= b->cap - b->len) return QC_OK;
+    if (extra > SIZE_MAX / 2 - b->len) return QC_ETOOBIG;
+    size_t need = b->len + extra;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need) cap *= 2;
+    uint8_t *p = realloc(b->data, cap);
+    if (!p) return QC_ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return QC_OK;
+}
+
+int qc_buf_append(qc_buf *b, const void *p, size_t n)
+{
+    if (n == 0) return QC_OK;
+    int rc = qc_buf_reserve(b, n);
+    if (rc) return rc;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return QC_OK;
+}
+
+void qc_buf_free(qc_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* ---- CRC-32C (Castagnoli), reflected, table driven ---- */
+
+static uint32_t crc_table[256];
+static int crc_ready;
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc_table[i] = c;
+    }
+    crc_ready = 1;
+}
+
+uint32_t qc_crc32c(uint32_t crc, const void *data, size_t len)
+{
+    if (!crc_ready) crc_init();
+    const uint8_t *p = data;
+    crc = ~crc;
+    while (len--) crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* ---- big-endian writers (into a buffer reserved beforehand) ---- */
+
+static void put_u8(qc_buf *b, uint8_t v) { b->data[b->len++] = v; }
+
+static void put_u32(qc_buf *b, uint32_t v)
+{
+    for (int s = 24; s >= 0; s -= 8) put_u8(b, (uint8_t)(v >> s));
+}
+
+static void put_u64(qc_buf *b, uint64_t v)
+{
+    for (int s = 56; s >= 0; s -= 8) put_u8(b, (uint8_t)(v >> s));
+}
+
+static void put_bytes(qc_buf *b, const void *p, size_t n)
+{
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static uint32_t get_u32_at(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Reserves room for a frame of payload size plen, writes its header with a
+ * zero CRC and returns the payload offset in *start. */
+static int frame_begin(qc_buf *out, uint8_t type, size_t plen, size_t *start)
+{
+    if (plen > QC_WIRE_MAX_PAYLOAD) return QC_ETOOBIG;
+    int rc = qc_buf_reserve(out, QC_WIRE_HEADER + plen);
+    if (rc) return rc;
+    put_u8(out, QC_WIRE_MAGIC0);
+    put_u8(out, QC_WIRE_MAGIC1);
+    put_u8(out, QC_WIRE_VERSION);
+    put_u8(out, type);
+    put_u32(out, (uint32_t)plen);
+    put_u32(out, 0);
+    *start = out->len;
+    return QC_OK;
+}
+
+/* Fills in the CRC of the payload written since start. */
+static void frame_end(qc_buf *out, size_t start)
+{
+    uint32_t crc = qc_crc32c(0, out->data + start, out->len - start);
+    uint8_t *h = out->data + start - 4;
+    h[0] = (uint8_t)(crc >> 24);
+    h[1] = (uint8_t)(crc >> 16);
+    h[2] = (uint8_t)(crc >> 8);
+    h[3] = (uint8_t)crc;
+}
+
+/* ---- encoders ---- */
+
+static int msg_payload_size(const qc_msg *m, size_t *size)
+{
+    if (m->type < 1 || m->type > QC_MSG_TYPE_MAX) return QC_EINVAL;
+    if (m->n_entries && !m->entries) return QC_EINVAL;
+    size_t n = QC_WIRE_MSG_FIXED;
+    for (uint32_t i = 0; i < m->n_entries; i++) {
+        const qc_entry *e = &m->entries[i];
+        if (e->len && !e->data) return QC_EINVAL;
+        n += QC_WIRE_ENTRY_FIXED + (size_t)e->len;
+        if (n > QC_WIRE_MAX_PAYLOAD) return QC_ETOOBIG;
+    }
+    *size = n;
+    return QC_OK;
+}
+
+int qc_wire_encode_msg(const qc_msg *m, qc_buf *out)
+{
+    size_t plen, start;
+    int rc = msg_payload_size(m, &plen);
+    if (rc) return rc;
+    rc = frame_begin(out, QC_FRAME_RAFT, plen, &start);
+    if (rc) return rc;
+    put_u8(out, m->type);
+    put_u8(out, m->flags);
+    put_u8(out, m->reject);
+    put_u64(out, m->from);
+    put_u64(out, m->to);
+    put_u64(out, m->term);
+    put_u64(out, m->ctx);
+    put_u64(out, m->index);
+    put_u64(out, m->log_term);
+    put_u64(out, m->commit);
+    put_u32(out, m->n_entries);
+    for (uint32_t i = 0; i < m->n_entries; i++) {
+        const qc_entry *e = &m->entries[i];
+        put_u64(out, e->term);
+        put_u64(out, e->index);
+        put_u32(out, e->type);
+        put_u32(out, e->len);
+        put_bytes(out, e->data, e->len);
+    }
+    frame_end(out, start);
+    return QC_OK;
+}
+
+static int check_identifier(const char *id, size_t len)
+{
+    if (len == 0 || len > QC_WIRE_ID_MAX) return QC_EINVAL;
+    return memchr(id, '\0', len) ? QC_EINVAL : QC_OK;
+}
+
+int qc_wire_encode_hello(const char *identifier, const char *metadata, qc_buf *out)
+{
+    if (!identifier) return QC_EINVAL;
+    if (!metadata) metadata = "{}";
+    size_t il = strlen(identifier), ml = strlen(metadata), start;
+    if (check_identifier(identifier, il)) return QC_EINVAL;
+    if (ml > QC_WIRE_META_MAX) return QC_ETOOBIG;
+    int rc = frame_begin(out, QC_FRAME_HELLO, 8 + il + ml, &start);
+    if (rc) return rc;
+    put_u32(out, (uint32_t)il);
+    put_bytes(out, identifier, il);
+    put_u32(out, (uint32_t)ml);
+    put_bytes(out, metadata, ml);
+    frame_end(out, start);
+    return QC_OK;
+}
+
+/* ---- header ---- */
+
+int qc_wire_header(const uint8_t *buf, uint8_t *type, uint32_t *payload_len)
+{
+    if (buf[0] != QC_WIRE_MAGIC0 || buf[1] != QC_WIRE_MAGIC1) return QC_EINVAL;
+    if (buf[2] != QC_WIRE_VERSION) return QC_EINVAL;
+    if (buf[3] != QC_FRAME_HELLO && buf[3] != QC_FRAME_RAFT) return QC_EINVAL;
+    uint32_t len = get_u32_at(buf + 4);
+    if (len > QC_WIRE_MAX_PAYLOAD) return QC_ETOOBIG;
+    *type = buf[3];
+    *payload_len = len;
+    return QC_OK;
+}
+
+int qc_wire_check(const uint8_t *header, const uint8_t *payload, uint32_t len)
+{
+    return qc_crc32c(0, payload, len) == get_u32_at(header + 8) ? QC_OK : QC_ECORRUPT;
+}
+
+/* ---- bounds-checked reader ---- */
+
+typedef struct reader {
+    const uint8_t *p;
+    size_t left;
+    int bad; /* sticky: once set every read yields 0 */
+} reader;
+
+static const uint8_t *take(reader *r, size_t n)
+{
+    if (r->bad || n > r->left) {
+        r->bad = 1;
+        return NULL;
+    }
+    const uint8_t *p = r->p;
+    r->p += n;
+    r->left -= n;
+    return p;
+}
+
+static uint8_t get_u8(reader *r)
+{
+    const uint8_t *p = take(r, 1);
+    return p ? p[0] : 0;
+}
+
+static uint32_t get_u32(reader *r)
+{
+    const uint8_t *p = take(r, 4);
+    return p ? get_u32_at(p) : 0;
+}
+
+static uint64_t get_u64(reader *r)
+{
+    const uint8_t *p = take(r, 8);
+    return p ? (uint64_t)get_u32_at(p) << 32 | get_u32_at(p + 4) : 0;
+}
+
+/* ---- decoders ---- */
+
+static int decode_entry(reader *r, qc_entry *e)
+{
+    e->term = get_u64(r);
+    e->index = get_u64(r);
+    e->type = get_u32(r);
+    e->len = get_u32(r);
+    if (r->bad || e->len > r->left) return QC_EINVAL;
+    if (e->len == 0) return QC_OK;
+    e->data = malloc(e->len);
+    if (!e->data) return QC_ENOMEM;
+    memcpy(e->data, take(r, e->len), e->len);
+    return QC_OK;
+}
+
+static int decode_entries(reader *r, qc_msg *m)
+{
+    if (m->n_entries == 0) return QC_OK;
+    if (m->n_entries > r->left / QC_WIRE_ENTRY_FIXED) return QC_EINVAL;
+    m->entries = calloc(m->n_entries, sizeof *m->entries);
+    if (!m->entries) return QC_ENOMEM;
+    for (uint32_t i = 0; i < m->n_entries; i++) {
+        int rc = decode_entry(r, &m->entries[i]);
+        if (rc) return rc;
+    }
+    return QC_OK;
+}
+
+int qc_wire_decode_msg(const uint8_t *payload, uint32_t len, qc_msg *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!payload && len) return QC_EINVAL;
+    reader r = {payload, len, 0};
+    out->type = get_u8(&r);
+    out->flags = get_u8(&r);
+    out->reject = get_u8(&r);
+    out->from = get_u64(&r);
+    out->to = get_u64(&r);
+    out->term = get_u64(&r);
+    out->ctx = get_u64(&r);
+    out->index = get_u64(&r);
+    out->log_term = get_u64(&r);
+    out->commit = get_u64(&r);
+    out->n_entries = get_u32(&r);
+    int rc = QC_EINVAL;
+    if (r.bad || out->type < 1 || out->type > QC_MSG_TYPE_MAX) goto fail;
+    rc = decode_entries(&r, out);
+    if (rc) goto fail;
+    rc = QC_EINVAL;
+    if (r.left != 0) goto fail;
+    return QC_OK;
+fail:
+    qc_wire_msg_free(out);
+    return rc;
+}
+
+void qc_wire_msg_free(qc_msg *m)
+{
+    if (m->entries) {
+        for (uint32_t i = 0; i < m->n_entries; i++) free(m->entries[i].data);
+        free(m->entries);
+    }
+    m->entries = NULL;
+    m->n_entries = 0;
+}
+
+/* Reads a length-prefixed string of at most max bytes as a new C string. */
+static int get_string(reader *r, size_t max, char **out)
+{
+    uint32_t n = get_u32(r);
+    if (r->bad || n > max || n > r->left) return QC_EINVAL;
+    const uint8_t *p = take(r, n);
+    if (n && memchr(p, '\0', n)) return QC_EINVAL;
+    char *s = malloc((size_t)n + 1);
+    if (!s) return QC_ENOMEM;
+    if (n) memcpy(s, p, n);
+    s[n] = '\0';
+    *out = s;
+    return QC_OK;
+}
+
+int qc_wire_decode_hello(const uint8_t *payload, uint32_t len, qc_hello *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!payload && len) return QC_EINVAL;
+    reader r = {payload, len, 0};
+    int rc = get_string(&r, QC_WIRE_ID_MAX, &out->identifier);
+    if (!rc && out->identifier[0] == '\0') rc = QC_EINVAL;
+    if (!rc) rc = get_string(&r, QC_WIRE_META_MAX, &out->metadata);
+    if (!rc && r.left != 0) rc = QC_EINVAL;
+    if (rc) qc_wire_hello_free(out);
+    return rc;
+}
+
+void qc_wire_hello_free(qc_hello *h)
+{
+    free(h->identifier);
+    free(h->metadata);
+    h->identifier = h->metadata = NULL;
+}

@@ -1,0 +1,260 @@
+/* Test-only Lua module over the wire codec (src/wire.c): encode a message or
+ * hello table to a frame string, decode frames or bare payloads back to
+ * tables (nil plus an error on malformed input). It must never be linked into
+ * the agent, and holds no state between calls. */
+#include <lauxlib.h>
+#include <lua.h>
+#include <string.h>
+
+#include "common.h"
+#include "wire.h"
+
+static lua_Integer field_int(lua_State *L, int idx, const char *name)
+{
+    lua_getfield(L, idx, name);
+    lua_Integer v = luaL_optinteger(L, -1, 0);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int push_error(lua_State *L, const char *what, int rc)
+{
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", what, qc_strerror(rc));
+    return 2;
+}
+
+static int push_buf(lua_State *L, qc_buf *b, int rc)
+{
+    if (rc) {
+        qc_buf_free(b);
+        return push_error(L, "encode", rc);
+    }
+    lua_pushlstring(L, (const char *)b->data, b->len);
+    qc_buf_free(b);
+    return 1;
+}
+
+static int encode_hello(lua_State *L)
+{
+    lua_getfield(L, 1, "identifier");
+    lua_getfield(L, 1, "metadata");
+    const char *id = luaL_checkstring(L, -2);
+    const char *meta = luaL_optstring(L, -1, "{}");
+    qc_buf b = {0};
+    int rc = qc_wire_encode_hello(id, meta, &b);
+    return push_buf(L, &b, rc);
+}
+
+/* Reads t.entries into entries[] (at most max); data points into Lua strings
+ * that stay alive on the stack until the caller returns. */
+static uint32_t read_entries(lua_State *L, qc_entry *entries, uint32_t max)
+{
+    lua_getfield(L, 1, "entries");
+    if (lua_isnil(L, -1)) return 0;
+    luaL_checktype(L, -1, LUA_TTABLE);
+    int tidx = lua_gettop(L);
+    uint32_t n = (uint32_t)luaL_len(L, tidx);
+    if (n > max) luaL_error(L, "too many entries (max %d)", (int)max);
+    luaL_checkstack(L, (int)n + 8, "entries");
+    for (uint32_t i = 0; i < n; i++) {
+        lua_rawgeti(L, tidx, (lua_Integer)i + 1);
+        int e = lua_gettop(L);
+        luaL_checktype(L, e, LUA_TTABLE);
+        entries[i].term = (uint64_t)field_int(L, e, "term");
+        entries[i].index = (uint64_t)field_int(L, e, "index");
+        entries[i].type = (uint32_t)field_int(L, e, "type");
+        size_t len = 0;
+        lua_getfield(L, e, "data");
+        const char *d = lua_isnil(L, -1) ? "" : luaL_checklstring(L, -1, &len);
+        entries[i].data = (uint8_t *)d;
+        entries[i].len = (uint32_t)len;
+        /* keep the data string on the stack, drop the entry table below it */
+        lua_remove(L, e);
+    }
+    return n;
+}
+
+static int encode_msg(lua_State *L)
+{
+    enum { MAX_ENTRIES = 256 };
+    qc_entry entries[MAX_ENTRIES];
+    qc_msg m = {0};
+    m.type = (uint8_t)field_int(L, 1, "type");
+    m.flags = (uint8_t)field_int(L, 1, "flags");
+    m.reject = (uint8_t)field_int(L, 1, "reject");
+    m.from = (uint64_t)field_int(L, 1, "from");
+    m.to = (uint64_t)field_int(L, 1, "to");
+    m.term = (uint64_t)field_int(L, 1, "term");
+    m.ctx = (uint64_t)field_int(L, 1, "ctx");
+    m.index = (uint64_t)field_int(L, 1, "index");
+    m.log_term = (uint64_t)field_int(L, 1, "log_term");
+    m.commit = (uint64_t)field_int(L, 1, "commit");
+    m.n_entries = read_entries(L, entries, MAX_ENTRIES);
+    m.entries = m.n_entries ? entries : NULL;
+    qc_buf b = {0};
+    int rc = qc_wire_encode_msg(&m, &b);
+    return push_buf(L, &b, rc);
+}
+
+/* encode(t): t.kind == "hello" encodes a hello, anything else a message. */
+static int l_encode(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "kind");
+    int hello = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "hello") == 0;
+    lua_pop(L, 1);
+    return hello ? encode_hello(L) : encode_msg(L);
+}
+
+static void set_int(lua_State *L, const char *name, uint64_t v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, name);
+}
+
+static void push_msg(lua_State *L, const qc_msg *m)
+{
+    lua_createtable(L, 0, 12);
+    lua_pushstring(L, "raft");
+    lua_setfield(L, -2, "kind");
+    set_int(L, "type", m->type);
+    set_int(L, "flags", m->flags);
+    set_int(L, "reject", m->reject);
+    set_int(L, "from", m->from);
+    set_int(L, "to", m->to);
+    set_int(L, "term", m->term);
+    set_int(L, "ctx", m->ctx);
+    set_int(L, "index", m->index);
+    set_int(L, "log_term", m->log_term);
+    set_int(L, "commit", m->commit);
+    lua_createtable(L, (int)m->n_entries, 0);
+    for (uint32_t i = 0; i < m->n_entries; i++) {
+        const qc_entry *e = &m->entries[i];
+        lua_createtable(L, 0, 4);
+        set_int(L, "term", e->term);
+        set_int(L, "index", e->index);
+        set_int(L, "type", e->type);
+        lua_pushlstring(L, e->data ? (const char *)e->data : "", e->len);
+        lua_setfield(L, -2, "data");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "entries");
+}
+
+static int decode_payload(lua_State *L, int type, const uint8_t *p, size_t len)
+{
+    if (type == QC_FRAME_HELLO) {
+        qc_hello h;
+        int rc = qc_wire_decode_hello(p, (uint32_t)len, &h);
+        if (rc) return push_error(L, "hello", rc);
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, "hello");
+        lua_setfield(L, -2, "kind");
+        lua_pushstring(L, h.identifier);
+        lua_setfield(L, -2, "identifier");
+        lua_pushstring(L, h.metadata);
+        lua_setfield(L, -2, "metadata");
+        qc_wire_hello_free(&h);
+        return 1;
+    }
+    qc_msg m;
+    int rc = qc_wire_decode_msg(p, (uint32_t)len, &m);
+    if (rc) return push_error(L, "message", rc);
+    push_msg(L, &m);
+    qc_wire_msg_free(&m);
+    return 1;
+}
+
+/* decode(frame): exactly one whole frame, else nil and an error. */
+static int l_decode(lua_State *L)
+{
+    size_t len;
+    const uint8_t *s = (const uint8_t *)luaL_checklstring(L, 1, &len);
+    if (len < QC_WIRE_HEADER) return push_error(L, "header", QC_EINVAL);
+    uint8_t type;
+    uint32_t plen;
+    int rc = qc_wire_header(s, &type, &plen);
+    if (rc) return push_error(L, "header", rc);
+    if (len - QC_WIRE_HEADER != plen) return push_error(L, "length", QC_EINVAL);
+    rc = qc_wire_check(s, s + QC_WIRE_HEADER, plen);
+    if (rc) return push_error(L, "crc", rc);
+    return decode_payload(L, type, s + QC_WIRE_HEADER, plen);
+}
+
+/* decode_payload(kind, payload): kind is "hello" or "raft". */
+static int l_decode_payload(lua_State *L)
+{
+    const char *kind = luaL_checkstring(L, 1);
+    size_t len;
+    const uint8_t *s = (const uint8_t *)luaL_checklstring(L, 2, &len);
+    int type = strcmp(kind, "hello") == 0 ? QC_FRAME_HELLO : QC_FRAME_RAFT;
+    return decode_payload(L, type, s, len);
+}
+
+/* frame(type, payload): wraps any payload in a header with a valid CRC. */
+static int l_frame(lua_State *L)
+{
+    lua_Integer type = luaL_checkinteger(L, 1);
+    size_t len;
+    const char *p = luaL_checklstring(L, 2, &len);
+    uint32_t crc = qc_crc32c(0, p, len);
+    uint8_t h[QC_WIRE_HEADER] = {QC_WIRE_MAGIC0, QC_WIRE_MAGIC1, QC_WIRE_VERSION,
+                                 (uint8_t)type};
+    for (int i = 0; i < 4; i++) {
+        h[4 + i] = (uint8_t)((uint32_t)len >> (24 - 8 * i));
+        h[8 + i] = (uint8_t)(crc >> (24 - 8 * i));
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, (const char *)h, sizeof h);
+    luaL_addlstring(&b, p, len);
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* header(s): type and payload length, or nil and an error. */
+static int l_header(lua_State *L)
+{
+    size_t len;
+    const uint8_t *s = (const uint8_t *)luaL_checklstring(L, 1, &len);
+    if (len < QC_WIRE_HEADER) return push_error(L, "header", QC_EINVAL);
+    uint8_t type;
+    uint32_t plen;
+    int rc = qc_wire_header(s, &type, &plen);
+    if (rc) return push_error(L, "header", rc);
+    lua_pushinteger(L, type);
+    lua_pushinteger(L, plen);
+    return 2;
+}
+
+static int l_crc32c(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_pushinteger(L, qc_crc32c(0, s, len));
+    return 1;
+}
+
+static int l_hash_id(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)qc_hash_id(luaL_checkstring(L, 1)));
+    return 1;
+}
+
+int luaopen_qcwire(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"encode", l_encode},   {"decode", l_decode}, {"decode_payload", l_decode_payload},
+        {"frame", l_frame},     {"header", l_header}, {"crc32c", l_crc32c},
+        {"hash_id", l_hash_id}, {NULL, NULL},
+    };
+    luaL_newlib(L, fns);
+    lua_pushinteger(L, QC_WIRE_MAX_PAYLOAD);
+    lua_setfield(L, -2, "MAX_PAYLOAD");
+    lua_pushinteger(L, QC_WIRE_HEADER);
+    lua_setfield(L, -2, "HEADER");
+    lua_pushinteger(L, QC_MSG_TYPE_MAX);
+    lua_setfield(L, -2, "MSG_TYPE_MAX");
+    return 1;
+}

@@ -1,0 +1,234 @@
+-- Real agents for integration specs: writes configs for a cluster on unique
+-- loopback ports into a temp dir, starts bin/qcluster agent processes, talks
+-- to their APIs, and ends every process it started by its PID.
+local socket = require("socket")
+local http = require("socket.http")
+local ltn12 = require("ltn12")
+local cjson = require("cjson.safe")
+
+local M = {}
+
+local started = {} -- pid -> true, for M.stop_all()
+
+function M.sleep(s) socket.sleep(s) end
+function M.now() return socket.gettime() end
+
+function M.sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return out, ok and 0 or code
+end
+
+function M.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function M.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+-- Polls fn every 10 ms until it returns a truthy value or timeout seconds pass.
+function M.wait_for(fn, timeout)
+  local deadline = socket.gettime() + (timeout or 5)
+  repeat
+    local v = fn()
+    if v then return v end
+    socket.sleep(0.01)
+  until socket.gettime() > deadline
+  return nil
+end
+
+-- A base port no other spec of this run is likely to use.
+local port_seq = 0
+function M.base_port()
+  math.randomseed(os.time() + port_seq + tonumber(tostring(os.clock()):gsub("%.", ""), 10))
+  port_seq = port_seq + 1
+  return 20000 + math.random(0, 400) * 50
+end
+
+local function lua_value(v, indent)
+  indent = indent or ""
+  if type(v) == "string" then return string.format("%q", v) end
+  if type(v) ~= "table" then return tostring(v) end
+  local parts = {}
+  if #v > 0 then
+    for _, x in ipairs(v) do parts[#parts + 1] = lua_value(x, indent .. "  ") end
+  else
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+      parts[#parts + 1] = string.format("[%q] = %s", k, lua_value(v[k], indent .. "  "))
+    end
+  end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+M.lua_value = lua_value
+
+-- Builds configs for n nodes: node1..nodeN, cluster ports base+i, API ports
+-- base+20+i. opts.hooks: Lua source of a hooks file shared by all nodes;
+-- opts.extra: keys added to every config. Returns the cluster table.
+function M.cluster(n, opts)
+  opts = opts or {}
+  local base = opts.base or M.base_port()
+  local dir = M.sh("mktemp -d /tmp/qc-spec-XXXXXX"):gsub("%s+$", "")
+  local c = { n = n, dir = dir, base = base, nodes = {} }
+  if opts.hooks then M.write(dir .. "/hooks.lua", opts.hooks) end
+  for i = 1, n do
+    local peers = {}
+    for j = 1, n do
+      if j ~= i then
+        peers[#peers + 1] = { identifier = "node" .. j, host = "127.0.0.1", port = base + j,
+          metadata = { slot = j } }
+      end
+    end
+    local conf = { identifier = "node" .. i, listen_port = base + i, api_port = base + 20 + i,
+      peers = peers, metadata = { server_port = base + 40 + i } }
+    if opts.hooks then conf.hooks = "hooks.lua" end
+    for k, v in pairs(opts.extra or {}) do conf[k] = v end
+    local path = string.format("%s/node%d.lua", dir, i)
+    M.write(path, "return " .. lua_value(conf) .. "\n")
+    c.nodes[i] = { id = "node" .. i, config = path, api = "127.0.0.1:" .. (base + 20 + i),
+      port = base + i, log = string.format("%s/node%d.log", dir, i),
+      events = string.format("%s/node%d.events", dir, i) }
+  end
+  return c
+end
+
+function M.start(c, i)
+  local node = c.nodes[i]
+  local cmd = string.format("cd %s && QC_EVENTS=%s exec %s/bin/qcluster agent %s >>%s 2>&1 & echo $!",
+    c.dir, node.events, M.root, node.config, node.log)
+  local p = io.popen(cmd)
+  node.pid = tonumber(p:read("l"))
+  p:close()
+  started[node.pid] = true
+  return node.pid
+end
+
+function M.start_all(c)
+  for i = 1, c.n do M.start(c, i) end
+end
+
+function M.alive(pid)
+  local _, code = M.sh("kill -0 " .. pid)
+  return code == 0
+end
+
+-- Sends sig to node i and waits for it to exit; returns true when it did.
+function M.signal(c, i, sig)
+  local node = c.nodes[i]
+  if not node.pid then return true end
+  os.execute(string.format("kill -%s %d 2>/dev/null", sig, node.pid))
+  if sig == "STOP" or sig == "CONT" or sig == "HUP" then return true end
+  local gone = M.wait_for(function() return not M.alive(node.pid) end, 10)
+  if gone then
+    started[node.pid] = nil
+    node.pid = nil
+  end
+  return gone
+end
+
+-- Ends every process of the cluster (by PID) and removes its dir.
+function M.stop(c)
+  if not c then return end
+  for i = 1, c.n do
+    local node = c.nodes[i]
+    if node.pid then
+      os.execute("kill -CONT " .. node.pid .. " 2>/dev/null")
+      os.execute("kill -KILL " .. node.pid .. " 2>/dev/null")
+      M.wait_for(function() return not M.alive(node.pid) end, 5)
+      started[node.pid] = nil
+      node.pid = nil
+    end
+  end
+  if not os.getenv("QC_KEEP") then os.execute("rm -rf " .. c.dir) end
+end
+
+-- HTTP to an agent API: returns status, body, headers.
+function M.http(api, method, path, body, headers)
+  local out = {}
+  headers = headers or {}
+  if body then headers["content-length"] = #body end
+  http.TIMEOUT = 10
+  local _, status, hdrs = http.request {
+    url = "http://" .. api .. path, method = method, headers = headers,
+    source = body and ltn12.source.string(body) or nil, sink = ltn12.sink.table(out),
+  }
+  return status, table.concat(out), hdrs
+end
+
+function M.json(api, path)
+  local status, body = M.http(api, "GET", path)
+  if type(status) ~= "number" then return nil, status end
+  return cjson.decode(body), status
+end
+
+-- The identifier every live node names as leader, once they all agree.
+function M.agreed_leader(c, timeout)
+  return M.wait_for(function()
+    local name
+    for i = 1, c.n do
+      if c.nodes[i].pid then
+        local v, status = M.json(c.nodes[i].api, "/v1/leader")
+        if status ~= 200 or not v then return nil end
+        if name and v.identifier ~= name then return nil end
+        name = v.identifier
+      end
+    end
+    return name
+  end, timeout or 10)
+end
+
+function M.index_of(c, id)
+  for i = 1, c.n do
+    if c.nodes[i].id == id then return i end
+  end
+end
+
+function M.cli(args, api)
+  local cmd = M.root .. "/bin/qcluster " .. args
+  if api then cmd = cmd .. " --api " .. api end
+  return M.sh(cmd)
+end
+
+-- Lines the events hooks wrote for node i.
+function M.events(c, i)
+  local t = {}
+  for line in (M.read(c.nodes[i].events) or ""):gmatch("[^\n]+") do t[#t + 1] = line end
+  return t
+end
+
+-- A hooks file that records every hook call as one line in $QC_EVENTS.
+M.recording_hooks = [[
+local qcluster = require("qcluster")
+local path = os.getenv("QC_EVENTS")
+local function record(line)
+  local f = io.open(path, "a")
+  f:write(line, "\n")
+  f:close()
+end
+local function name(p) return p and p.identifier or "nil" end
+return {
+  on_start = function(ev) record("start " .. ev.self.identifier) end,
+  on_elected = function(ev) record("elected " .. ev.term .. " prev=" .. name(ev.previous_leader)
+    .. " is_leader=" .. tostring(qcluster.is_leader())) end,
+  on_demoted = function(ev) record("demoted " .. ev.term .. " " .. ev.reason) end,
+  on_leader_change = function(ev) record("leader " .. ev.term .. " " .. name(ev.leader)
+    .. " prev=" .. name(ev.previous_leader)) end,
+  on_peer_up = function(p) record("peer_up " .. p.identifier) end,
+  on_peer_down = function(p) record("peer_down " .. p.identifier) end,
+  on_stop = function(ev) record("stop " .. tostring(ev.reason)) end,
+}
+]]
+
+M.root = os.getenv("PWD")
+
+return M

@@ -1,0 +1,568 @@
+/* Deterministic simulation of the real consensus core (src/raft.c, linked
+ * as is): N nodes on a virtual clock and a simulated network, all driven by
+ * one seed, with delays, drops, duplicates, reordering, partitions, crashes
+ * that keep only what was made durable, pauses and clock-rate drift. Named
+ * invariants are checked after every event; a failing seed prints the
+ * command that replays it with a trace. No wall clock, no I/O but stdout. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "raft.h"
+
+#define MAX_NODES 7
+#define MAX_INFLIGHT 20000
+#define MAX_TERMS 4096
+
+typedef struct rng {
+    uint64_t s;
+} rng;
+
+static uint64_t rnd(rng *g)
+{
+    uint64_t z = (g->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static uint64_t below(rng *g, uint64_t n) { return n ? rnd(g) % n : 0; }
+static int chance(rng *g, double p) { return (double)(rnd(g) >> 11) / 9007199254740992.0 < p; }
+
+typedef struct inflight {
+    uint64_t at; /* real ms of delivery */
+    qc_msg m;
+} inflight;
+
+typedef struct node {
+    qc_raft *r;
+    int alive;
+    uint64_t paused_until; /* real ms; 0: running */
+    double rate;           /* local ms per real ms */
+    uint64_t offset;
+    qc_hard_state durable;
+    int has_durable;
+    uint64_t max_term_seen; /* highest term this node ever revealed */
+    uint64_t last_from[MAX_NODES + 1]; /* link ordering: last delivery time from peer */
+} node;
+
+typedef struct sim {
+    rng g;
+    uint64_t seed;
+    int trace;
+    size_t n;
+    uint32_t heartbeat, election;
+    node nodes[MAX_NODES + 1]; /* 1-based: id i is nodes[i] */
+    int cut[MAX_NODES + 1][MAX_NODES + 1]; /* silent drop from a to b */
+    inflight *net;
+    size_t n_net;
+    uint64_t now; /* real ms */
+    double drop, dup;
+    uint32_t max_delay;
+    uint64_t leader_of[MAX_TERMS];
+    uint64_t vote_of[MAX_NODES + 1][MAX_TERMS];
+    const char *violation;
+    char detail[256];
+    uint64_t elections, transfers, crashes;
+    int calm; /* no more faults: the liveness phase */
+    uint64_t last_link[MAX_NODES + 1][MAX_NODES + 1];
+} sim;
+
+static void trace(sim *s, const char *fmt, ...)
+{
+    if (!s->trace) return;
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%8" PRIu64 " ", s->now);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+}
+
+static void violate(sim *s, const char *name, const char *fmt, ...)
+{
+    if (s->violation) return;
+    s->violation = name;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->detail, sizeof s->detail, fmt, ap);
+    va_end(ap);
+    trace(s, "VIOLATION %s: %s", name, s->detail);
+}
+
+static uint64_t local_now(const sim *s, const node *nd)
+{
+    return nd->offset + (uint64_t)((double)s->now * nd->rate);
+}
+
+static int running(const node *nd, uint64_t now) { return nd->alive && nd->paused_until <= now; }
+
+/* ---- invariants -------------------------------------------------------- */
+
+static void check_acting_leaders(sim *s)
+{
+    size_t acting = 0;
+    uint64_t who[2] = {0};
+    for (size_t i = 1; i <= s->n; i++) {
+        node *nd = &s->nodes[i];
+        if (!running(nd, s->now) || !qc_raft_is_leader(nd->r, local_now(s, nd))) continue;
+        if (acting < 2) who[acting] = i;
+        acting++;
+    }
+    if (acting > 1)
+        violate(s, "one-acting-leader", "nodes %" PRIu64 " and %" PRIu64 " both act as leader",
+                who[0], who[1]);
+}
+
+static void check_terms(sim *s, size_t i)
+{
+    node *nd = &s->nodes[i];
+    uint64_t term = qc_raft_term(nd->r);
+    if (term < nd->max_term_seen)
+        violate(s, "term-monotonic", "node %zu went from term %" PRIu64 " to %" PRIu64, i,
+                nd->max_term_seen, term);
+}
+
+static void record_sent(sim *s, size_t i, const qc_msg *m)
+{
+    node *nd = &s->nodes[i];
+    if (m->term > nd->max_term_seen && m->type != QC_MSG_PREVOTE &&
+        !(m->type == QC_MSG_PREVOTE_RESP && !m->reject))
+        nd->max_term_seen = m->term;
+    if (m->type != QC_MSG_VOTE_RESP || m->reject || m->term >= MAX_TERMS) return;
+    uint64_t *v = &s->vote_of[i][m->term];
+    if (*v && *v != m->to)
+        violate(s, "one-vote-per-term", "node %zu voted for %" PRIu64 " and %" PRIu64
+                " in term %" PRIu64, i, *v, m->to, m->term);
+    *v = m->to;
+}
+
+static void record_event(sim *s, size_t i, const qc_event *e)
+{
+    if (e->type == QC_EVENT_ELECTED) {
+        s->elections++;
+        trace(s, "node %zu elected in term %" PRIu64, i, e->term);
+        if (e->term >= MAX_TERMS) return;
+        if (s->leader_of[e->term] && s->leader_of[e->term] != i)
+            violate(s, "one-leader-per-term", "nodes %" PRIu64 " and %zu led term %" PRIu64,
+                    s->leader_of[e->term], i, e->term);
+        s->leader_of[e->term] = i;
+    } else if (e->type == QC_EVENT_DEMOTED) {
+        trace(s, "node %zu demoted in term %" PRIu64 " (%s)", i, e->term,
+              qc_raft_reason_name(e->reason));
+    }
+}
+
+/* ---- the network ------------------------------------------------------- */
+
+static void enqueue(sim *s, const qc_msg *m, uint64_t at)
+{
+    if (s->n_net == MAX_INFLIGHT) return; /* a full network drops */
+    node *to = &s->nodes[m->to];
+    /* TCP keeps order on a link unless the sim reorders on purpose. */
+    if (!chance(&s->g, 0.05) && at < to->last_from[m->from]) at = to->last_from[m->from];
+    to->last_from[m->from] = at;
+    s->net[s->n_net++] = (inflight){.at = at, .m = *m};
+    s->net[s->n_net - 1].m.n_entries = 0;
+    s->net[s->n_net - 1].m.entries = NULL;
+}
+
+static void send_msg(sim *s, const qc_msg *m)
+{
+    if (s->cut[m->from][m->to] || (!s->calm && chance(&s->g, s->drop))) return;
+    uint64_t delay = 1 + below(&s->g, s->max_delay);
+    if (!s->calm && chance(&s->g, 0.01)) delay += below(&s->g, 10 * s->max_delay); /* slow */
+    enqueue(s, m, s->now + delay);
+    if (!s->calm && chance(&s->g, s->dup)) enqueue(s, m, s->now + delay + below(&s->g, s->max_delay));
+}
+
+static void crash(sim *s, size_t i);
+
+/* Carries the node's outputs out: persist, then send, then events. A crash
+ * may strike before the persist (all lost) or before the sends. */
+static void process(sim *s, size_t i)
+{
+    node *nd = &s->nodes[i];
+    while (nd->alive && qc_raft_has_ready(nd->r)) {
+        qc_ready rd;
+        qc_raft_ready(nd->r, &rd);
+        if (rd.hard_state_changed) {
+            if (!s->calm && chance(&s->g, 0.0005)) {
+                trace(s, "node %zu crashes before persisting", i);
+                crash(s, i);
+                return;
+            }
+#ifndef QC_MUTANT_SEND_BEFORE_PERSIST
+            nd->durable = rd.hs;
+            nd->has_durable = 1;
+#endif
+        }
+        if (rd.n_msgs && !s->calm && chance(&s->g, 0.0005)) {
+            trace(s, "node %zu crashes before sending", i);
+            crash(s, i);
+            return;
+        }
+        for (size_t k = 0; k < rd.n_msgs; k++) {
+            record_sent(s, i, &rd.msgs[k]);
+            send_msg(s, &rd.msgs[k]);
+        }
+#ifdef QC_MUTANT_SEND_BEFORE_PERSIST
+        if (rd.hard_state_changed && !chance(&s->g, 0.3)) {
+            nd->durable = rd.hs;
+            nd->has_durable = 1;
+        }
+#endif
+        for (size_t k = 0; k < rd.n_events; k++) record_event(s, i, &rd.events[k]);
+        qc_raft_advance(nd->r);
+    }
+    if (nd->alive) check_terms(s, i);
+}
+
+static void set_link(sim *s, size_t at, size_t peer, int up)
+{
+    node *nd = &s->nodes[at];
+    if (!running(nd, s->now)) return; /* a paused node notices when it wakes */
+    qc_raft_link(nd->r, peer, up, local_now(s, nd));
+    process(s, at);
+}
+
+/* ---- faults ------------------------------------------------------------ */
+
+typedef struct link_event {
+    uint64_t at;
+    uint8_t at_node, peer, up;
+} link_event;
+
+static link_event link_events[4096];
+static size_t n_link_events;
+
+static void schedule_link(sim *s, size_t at, size_t peer, int up, uint64_t when)
+{
+    if (n_link_events == sizeof link_events / sizeof *link_events) return;
+    /* The close arrives after the data sent before it, and the transport
+     * reports a link's changes in the order they happened. */
+    if (when < s->nodes[at].last_from[peer]) when = s->nodes[at].last_from[peer] + 1;
+    if (when <= s->last_link[at][peer]) when = s->last_link[at][peer] + 1;
+    s->last_link[at][peer] = when;
+    link_events[n_link_events++] =
+        (link_event){.at = when, .at_node = (uint8_t)at, .peer = (uint8_t)peer, .up = (uint8_t)up};
+}
+
+static void crash(sim *s, size_t i)
+{
+    node *nd = &s->nodes[i];
+    if (!nd->alive) return;
+    trace(s, "node %zu crashes (term %" PRIu64 ")", i, qc_raft_term(nd->r));
+    qc_raft_free(nd->r);
+    nd->r = NULL;
+    nd->alive = 0;
+    nd->paused_until = 0;
+    s->crashes++;
+    /* Its in-flight messages stay (the kernel sends them); messages to it die. */
+    for (size_t k = 0; k < s->n_net; k++)
+        if (s->net[k].m.to == i) s->net[k].m.to = 0;
+    for (size_t p = 1; p <= s->n; p++)
+        if (p != i) schedule_link(s, p, i, 0, s->now + below(&s->g, 3));
+}
+
+static void start_node(sim *s, size_t i)
+{
+    node *nd = &s->nodes[i];
+    uint64_t ids[MAX_NODES];
+    for (size_t k = 0; k < s->n; k++) ids[k] = k + 1;
+    qc_raft_config cfg = {.id = i, .peers = ids, .n_peers = s->n, .heartbeat_ms = s->heartbeat,
+                          .election_ms = s->election, .seed = rnd(&s->g)};
+    memset(nd->last_from, 0, sizeof nd->last_from);
+    if (qc_raft_new(&cfg, nd->has_durable ? &nd->durable : NULL, local_now(s, nd), &nd->r)) {
+        fprintf(stderr, "qc_raft_new failed\n");
+        exit(3);
+    }
+    nd->alive = 1;
+    nd->paused_until = 0;
+    if (nd->has_durable && nd->durable.term > nd->max_term_seen) nd->max_term_seen = nd->durable.term;
+    for (size_t p = 1; p <= s->n; p++) {
+        if (p == i || !s->nodes[p].alive) continue;
+        schedule_link(s, i, p, 1, s->now + 1 + below(&s->g, 3));
+        schedule_link(s, p, i, 1, s->now + 1 + below(&s->g, 3));
+    }
+}
+
+static size_t acting_leader(sim *s)
+{
+    for (size_t i = 1; i <= s->n; i++) {
+        node *nd = &s->nodes[i];
+        if (running(nd, s->now) && qc_raft_is_leader(nd->r, local_now(s, nd))) return i;
+    }
+    return 0;
+}
+
+static void heal(sim *s)
+{
+    memset(s->cut, 0, sizeof s->cut);
+    trace(s, "network heals");
+}
+
+static void partition(sim *s)
+{
+    heal(s);
+    size_t leader = acting_leader(s);
+    switch (below(&s->g, 4)) {
+    case 0: { /* random halves */
+        int side[MAX_NODES + 1];
+        for (size_t i = 1; i <= s->n; i++) side[i] = (int)below(&s->g, 2);
+        for (size_t a = 1; a <= s->n; a++)
+            for (size_t b = 1; b <= s->n; b++) s->cut[a][b] = side[a] != side[b];
+        trace(s, "partition: random halves");
+        break;
+    }
+    case 1: /* the leader alone */
+        if (!leader) leader = 1 + below(&s->g, s->n);
+        for (size_t p = 1; p <= s->n; p++) s->cut[leader][p] = s->cut[p][leader] = p != leader;
+        trace(s, "partition: node %zu isolated", leader);
+        break;
+    case 2: { /* one-way links */
+        for (int k = 0; k < 3; k++) {
+            size_t a = 1 + below(&s->g, s->n), b = 1 + below(&s->g, s->n);
+            if (a != b) s->cut[a][b] = 1;
+        }
+        trace(s, "partition: one-way cuts");
+        break;
+    }
+    default: { /* a bridge node sees both halves, the halves not each other */
+        size_t bridge = 1 + below(&s->g, s->n);
+        for (size_t a = 1; a <= s->n; a++)
+            for (size_t b = 1; b <= s->n; b++)
+                s->cut[a][b] = a != bridge && b != bridge && (a % 2) != (b % 2);
+        trace(s, "partition: node %zu bridges", bridge);
+        break;
+    }
+    }
+}
+
+static void inject_fault(sim *s, int calm)
+{
+    if (calm) return;
+    size_t i = 1 + below(&s->g, s->n);
+    node *nd = &s->nodes[i];
+    size_t leader = acting_leader(s);
+    switch (below(&s->g, 8)) {
+    case 7: { /* a connection resets: both ends see it close, then reconnect */
+        size_t p = leader && chance(&s->g, 0.7) ? leader : 1 + below(&s->g, s->n);
+        if (p == i || !nd->alive || !s->nodes[p].alive) break;
+        uint64_t back = s->now + 5 + below(&s->g, s->election);
+        trace(s, "link %zu-%zu resets until %" PRIu64, i, p, back);
+        schedule_link(s, i, p, 0, s->now + below(&s->g, 3));
+        schedule_link(s, p, i, 0, s->now + below(&s->g, 3));
+        schedule_link(s, i, p, 1, back);
+        schedule_link(s, p, i, 1, back);
+        break;
+    }
+    case 0:
+        crash(s, chance(&s->g, 0.5) && leader ? leader : i);
+        break;
+    case 1:
+        if (!nd->alive) {
+            trace(s, "node %zu restarts", i);
+            start_node(s, i);
+        }
+        break;
+    case 2:
+        if (running(nd, s->now)) {
+            if (leader && chance(&s->g, 0.5)) nd = &s->nodes[i = leader];
+            nd->paused_until = s->now + below(&s->g, 3 * s->election);
+            trace(s, "node %zu pauses until %" PRIu64, i, nd->paused_until);
+        }
+        break;
+    case 3:
+        partition(s);
+        break;
+    case 4:
+        heal(s);
+        break;
+    case 5:
+        if (leader) {
+            node *ld = &s->nodes[leader];
+            uint64_t to = chance(&s->g, 0.5) ? 0 : 1 + below(&s->g, s->n);
+            int rc = qc_raft_transfer(ld->r, to, local_now(s, ld), 0);
+            trace(s, "node %zu transfers to %" PRIu64 ": %d", leader, to, rc);
+            if (!rc) s->transfers++;
+            process(s, leader);
+        }
+        break;
+    default:
+        for (size_t p = 1; p <= s->n; p++) /* restart everybody who is down */
+            if (!s->nodes[p].alive && chance(&s->g, 0.5)) start_node(s, p);
+        break;
+    }
+}
+
+/* ---- the run ----------------------------------------------------------- */
+
+static void deliver(sim *s)
+{
+    /* In arrival order; ties in queue order (deterministic). */
+    for (;;) {
+        size_t best = SIZE_MAX;
+        for (size_t k = 0; k < s->n_net; k++) {
+            node *to = s->net[k].m.to ? &s->nodes[s->net[k].m.to] : NULL;
+            if (s->net[k].at > s->now) continue;
+            if (to && to->alive && to->paused_until > s->now) continue; /* waits in the buffer */
+            if (best == SIZE_MAX || s->net[k].at < s->net[best].at) best = k;
+        }
+        if (best == SIZE_MAX) return;
+        qc_msg m = s->net[best].m;
+        s->net[best] = s->net[--s->n_net];
+        if (!m.to || !s->nodes[m.to].alive) continue;
+        node *nd = &s->nodes[m.to];
+        if (s->trace)
+            trace(s, "%" PRIu64 " -> %" PRIu64 " %s term=%" PRIu64 "%s%s", m.from, m.to,
+                  qc_raft_msg_name(m.type), m.term, m.reject ? " reject" : "",
+                  m.flags & QC_MSG_FLAG_FAST ? " fast" : "");
+        qc_raft_step(nd->r, &m, local_now(s, nd));
+        process(s, m.to);
+        check_acting_leaders(s);
+    }
+}
+
+static void fire_links(sim *s)
+{
+    for (;;) { /* due events, earliest first: a link's changes keep their order */
+        size_t best = SIZE_MAX;
+        for (size_t k = 0; k < n_link_events; k++) {
+            link_event *e = &link_events[k];
+            node *self = &s->nodes[e->at_node];
+            if (e->at > s->now || (self->alive && self->paused_until > s->now)) continue;
+            if (best == SIZE_MAX || e->at < link_events[best].at) best = k;
+        }
+        if (best == SIZE_MAX) return;
+        link_event e = link_events[best];
+        memmove(&link_events[best], &link_events[best + 1],
+                (n_link_events - best - 1) * sizeof *link_events);
+        n_link_events--;
+        /* An "up" for a node that died again since is stale. */
+        if (e.up && !s->nodes[e.peer].alive) continue;
+        set_link(s, e.at_node, e.peer, e.up);
+        check_acting_leaders(s);
+    }
+}
+
+static void tick_all(sim *s)
+{
+    for (size_t i = 1; i <= s->n; i++) {
+        node *nd = &s->nodes[i];
+        if (!running(nd, s->now)) continue;
+        uint64_t now = local_now(s, nd);
+        if (now < qc_raft_next_deadline(nd->r)) continue;
+        qc_raft_tick(nd->r, now);
+        process(s, i);
+        check_acting_leaders(s);
+    }
+}
+
+static void setup(sim *s, uint64_t seed, int trace_on)
+{
+    memset(s, 0, sizeof *s);
+    s->seed = seed;
+    s->g.s = seed * 0x2545f4914f6cdd1dull + 1;
+    s->trace = trace_on;
+    s->n = below(&s->g, 2) ? 3 : 5;
+    s->heartbeat = 10 + (uint32_t)below(&s->g, 41);
+    s->election = s->heartbeat * (3 + (uint32_t)below(&s->g, 5));
+    s->drop = chance(&s->g, 0.5) ? 0 : 0.05;
+    s->dup = chance(&s->g, 0.5) ? 0 : 0.02;
+    s->max_delay = 1 + (uint32_t)below(&s->g, s->heartbeat / 2);
+    n_link_events = 0;
+    for (size_t i = 1; i <= s->n; i++) {
+        node *nd = &s->nodes[i];
+        /* Rates within the documented bound of QC_RAFT_DRIFT_PERMILLE. */
+        nd->rate = 1.0 + ((double)below(&s->g, 2 * QC_RAFT_DRIFT_PERMILLE + 1) -
+                          QC_RAFT_DRIFT_PERMILLE) / 1000.0;
+        nd->offset = below(&s->g, 100000);
+    }
+    for (size_t i = 1; i <= s->n; i++) start_node(s, i);
+    trace(s, "seed %" PRIu64 ": %zu nodes, heartbeat %u, election %u, max delay %u, drop %.2f",
+          seed, s->n, s->heartbeat, s->election, s->max_delay, s->drop);
+}
+
+/* Runs one seed; returns 0 or 1 with s->violation set. */
+static int run(sim *s, uint64_t seed, int trace_on, uint64_t duration_ms)
+{
+    setup(s, seed, trace_on);
+    s->net = malloc(MAX_INFLIGHT * sizeof *s->net);
+    if (!s->net) return 1;
+    uint64_t calm_from = duration_ms * 6 / 10;
+    uint64_t liveness_deadline = 0;
+    double fault_rate = 1.0 / (double)(s->election * (1 + below(&s->g, 8)));
+    for (s->now = 1; s->now <= duration_ms && !s->violation; s->now++) {
+        int calm = s->calm = s->now >= calm_from;
+        if (s->now == calm_from) {
+            /* Heal everything; a leader must follow within a bound. */
+            heal(s);
+            s->drop = 0;
+            for (size_t i = 1; i <= s->n; i++) {
+                if (!s->nodes[i].alive) start_node(s, i);
+                s->nodes[i].paused_until = 0;
+            }
+            /* Bound: ten election timeouts, plus slow messages still in flight. */
+            liveness_deadline = s->now + 10ull * 2 * s->election + 20 * s->max_delay;
+        }
+        if (chance(&s->g, fault_rate)) inject_fault(s, calm);
+        fire_links(s);
+        deliver(s);
+        tick_all(s);
+        if (liveness_deadline && s->now == liveness_deadline && !acting_leader(s))
+            violate(s, "liveness", "no leader %" PRIu64 " ms after the network healed",
+                    s->now - calm_from);
+    }
+    for (size_t i = 1; i <= s->n; i++) qc_raft_free(s->nodes[i].r);
+    free(s->net);
+    return s->violation ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t first = 1, seeds = 200, duration = 20000;
+    int trace_on = 0, expect_fail = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
+            first = strtoull(argv[++i], NULL, 10);
+            seeds = 1;
+        } else if (strcmp(argv[i], "--seeds") == 0 && i + 1 < argc) {
+            seeds = strtoull(argv[++i], NULL, 10);
+        } else if (strcmp(argv[i], "--first") == 0 && i + 1 < argc) {
+            first = strtoull(argv[++i], NULL, 10);
+        } else if (strcmp(argv[i], "--duration") == 0 && i + 1 < argc) {
+            duration = strtoull(argv[++i], NULL, 10);
+        } else if (strcmp(argv[i], "--trace") == 0) {
+            trace_on = 1;
+        } else if (strcmp(argv[i], "--expect-fail") == 0) {
+            expect_fail = 1; /* mutants: stop at the first violation */
+        } else {
+            fprintf(stderr, "usage: sim [--seed S | --first S --seeds N] [--duration MS] "
+                            "[--trace] [--expect-fail]\n");
+            return 2;
+        }
+    }
+    static sim s;
+    uint64_t passed = 0, failed = 0, elections = 0;
+    for (uint64_t seed = first; seed < first + seeds; seed++) {
+        if (run(&s, seed, trace_on, duration) == 0) {
+            passed++;
+            elections += s.elections;
+            continue;
+        }
+        failed++;
+        printf("seed %" PRIu64 ": invariant %s violated at %" PRIu64 " ms: %s\n", seed,
+               s.violation, s.now, s.detail);
+        printf("replay: make sim SEED=%" PRIu64 " TRACE=1\n", seed);
+        if (expect_fail) {
+            printf("caught by %s at seed %" PRIu64 "\n", s.violation, seed);
+            return 1;
+        }
+    }
+    printf("sim: %" PRIu64 " seeds from %" PRIu64 ", %" PRIu64 " elections\n", seeds, first,
+           elections);
+    printf("%" PRIu64 " passed, %" PRIu64 " failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,397 @@
+-- The HTTP API (src/api.c) against build/api_fake, a fake agent view driven
+-- by signals: SIGUSR1 toggles "leader known" and bumps the term, SIGUSR2
+-- bumps the term only. Raw sockets so keep-alive, pipelining and garbage
+-- can be tested byte by byte.
+local socket = require("socket")
+local cjson = require("cjson.safe")
+
+-- QC_API_FAKE / QC_QCLI / QC_FAKE_LOG let a sanitizer build run the same specs.
+local FAKE = os.getenv("QC_API_FAKE") or "./build/api_fake"
+local LOG = os.getenv("QC_FAKE_LOG") or "/dev/null"
+local TOKEN = "s3cret-token"
+
+local function start_fake(port, token)
+  local cmd = FAKE .. " " .. port .. (token and (" " .. token) or "") .. " >/dev/null 2>>" .. LOG .. " & echo $!"
+  local p = assert(io.popen(cmd))
+  local pid = assert(tonumber(p:read("*l")), "no pid")
+  p:close()
+  for _ = 1, 250 do
+    local s = socket.connect("127.0.0.1", port)
+    if s then
+      s:close()
+      return pid
+    end
+    socket.sleep(0.02)
+  end
+  os.execute("kill " .. pid)
+  error("api_fake did not start on port " .. port)
+end
+
+local function signal(pid, sig)
+  os.execute("kill -" .. sig .. " " .. pid)
+  socket.sleep(0.1)
+end
+
+-- Reads one response from s: status, headers (lower-case), body.
+local function read_response(s)
+  local line, err = s:receive("*l")
+  if not line then return nil, err end
+  local status = tonumber(line:match("^HTTP/1%.1 (%d%d%d)"))
+  local headers = {}
+  while true do
+    local h = assert(s:receive("*l"))
+    if h == "" then break end
+    local k, v = h:match("^([^:]+):%s*(.*)$")
+    headers[k:lower()] = v
+  end
+  local len = tonumber(headers["content-length"] or "0")
+  local body = len > 0 and assert(s:receive(len)) or ""
+  return status, headers, body
+end
+
+local function connect(port, timeout)
+  local s = assert(socket.connect("127.0.0.1", port))
+  s:settimeout(timeout or 5)
+  return s
+end
+
+-- One request on a fresh connection; returns status, headers, body, json.
+local function request(port, method, path, opts)
+  opts = opts or {}
+  local s = connect(port, opts.timeout)
+  local body = opts.body or ""
+  local lines = { method .. " " .. path .. " HTTP/1.1", "Host: test" }
+  for k, v in pairs(opts.headers or {}) do lines[#lines + 1] = k .. ": " .. v end
+  if #body > 0 or method ~= "GET" then lines[#lines + 1] = "Content-Length: " .. #body end
+  assert(s:send(table.concat(lines, "\r\n") .. "\r\n\r\n" .. body))
+  local status, headers, rbody = read_response(s)
+  s:close()
+  return status, headers, rbody, rbody and cjson.decode(rbody)
+end
+
+local function auth(token) return { Authorization = "Bearer " .. token } end
+
+describe("qc_api", function()
+  local port, pid
+
+  before_each(function()
+    port = 18000 + math.random(0, 9999)
+    pid = start_fake(port, TOKEN)
+  end)
+
+  after_each(function()
+    if pid then os.execute("kill " .. pid) end
+    pid = nil
+  end)
+
+  it("GET /v1/status answers identifier, role, term, leader, peers, commit_index", function()
+    local status, headers, _, j = request(port, "GET", "/v1/status")
+    assert.are.equal(200, status)
+    assert.are.equal("application/json", headers["content-type"])
+    assert.are.equal("server_a", j.identifier)
+    assert.are.equal("follower", j.role)
+    assert.are.equal(1, j.term)
+    assert.are.equal(cjson.null, j.leader)
+    assert.are.equal(42, j.commit_index)
+    assert.are.equal(2, #j.peers)
+    assert.are.equal("server_b", j.peers[1].identifier)
+    assert.is_true(j.peers[1].up)
+    assert.is_false(j.peers[2].up)
+    assert.is_true(j.peers[2].voter)
+    assert.are.equal(8002, j.peers[1].metadata.server_port)
+  end)
+
+  it("status shows the leader as a Peer once one is known", function()
+    signal(pid, "USR1")
+    local _, _, _, j = request(port, "GET", "/v1/status")
+    assert.are.equal("server_b", j.leader.identifier)
+    assert.are.equal("localhost", j.leader.host)
+    assert.are.equal(7002, j.leader.port)
+    assert.are.equal(2, j.term)
+  end)
+
+  it("GET /v1/leader is 503 {leader: null} without a leader, 200 Peer with one", function()
+    local status, _, _, j = request(port, "GET", "/v1/leader")
+    assert.are.equal(503, status)
+    assert.are.equal(cjson.null, j.leader)
+    signal(pid, "USR1")
+    status, _, _, j = request(port, "GET", "/v1/leader")
+    assert.are.equal(200, status)
+    assert.are.equal("server_b", j.identifier)
+    assert.are.equal(7002, j.port)
+    -- metadata is embedded as an object, not a string
+    assert.are.equal("table", type(j.metadata))
+    assert.are.same({ "a", "b" }, j.metadata.tags)
+  end)
+
+  it("GET /v1/members lists every member, self first, with role, up, voter", function()
+    local status, _, _, j = request(port, "GET", "/v1/members")
+    assert.are.equal(200, status)
+    assert.are.equal(3, #j)
+    assert.are.equal("server_a", j[1].identifier)
+    assert.is_true(j[1].up)
+    assert.are.equal("server_c", j[3].identifier)
+    assert.is_false(j[3].up)
+    -- metadata that is not a JSON object comes out as {}
+    assert.are.same({}, j[3].metadata)
+    for _, m in ipairs(j) do
+      assert.is_string(m.role)
+      assert.is_boolean(m.voter)
+    end
+  end)
+
+  it("a long-poll returns as soon as the leader changes", function()
+    local s = connect(port)
+    local t0 = socket.gettime()
+    assert(s:send("GET /v1/leader?wait=10 HTTP/1.1\r\nHost: t\r\n\r\n"))
+    socket.sleep(0.3)
+    signal(pid, "USR1")
+    local status, _, body = read_response(s)
+    s:close()
+    assert.are.equal(200, status)
+    assert.are.equal("server_b", cjson.decode(body).identifier)
+    assert.is_true(socket.gettime() - t0 < 3)
+  end)
+
+  it("a long-poll with term returns when the term differs, even with the same leader", function()
+    signal(pid, "USR1") -- leader known, term 2
+    local s = connect(port)
+    assert(s:send("GET /v1/leader?wait=10&term=2 HTTP/1.1\r\nHost: t\r\n\r\n"))
+    socket.sleep(0.3)
+    signal(pid, "USR2") -- term 3, same leader
+    local status, _, body = read_response(s)
+    s:close()
+    assert.are.equal(200, status)
+    assert.are.equal(3, cjson.decode(body).term)
+  end)
+
+  it("a long-poll with an old term answers at once", function()
+    local t0 = socket.gettime()
+    local status = request(port, "GET", "/v1/leader?wait=10&term=0")
+    assert.are.equal(503, status)
+    assert.is_true(socket.gettime() - t0 < 1)
+  end)
+
+  it("a long-poll answers as now when the wait ends", function()
+    local t0 = socket.gettime()
+    local status, _, _, j = request(port, "GET", "/v1/leader?wait=0.5&term=1")
+    local dt = socket.gettime() - t0
+    assert.are.equal(503, status)
+    assert.are.equal(cjson.null, j.leader)
+    assert.is_true(dt >= 0.45 and dt < 3, "waited " .. dt)
+  end)
+
+  it("a long-poll ignores a term-only change without term, and the keep-alive goes on", function()
+    local s = connect(port)
+    assert(s:send("GET /v1/leader?wait=0.6 HTTP/1.1\r\nHost: t\r\n\r\n"))
+    socket.sleep(0.2)
+    signal(pid, "USR2")
+    local t0 = socket.gettime()
+    local status = read_response(s)
+    assert.are.equal(503, status)
+    assert.is_true(socket.gettime() - t0 > 0.1)
+    assert(s:send("GET /v1/status HTTP/1.1\r\nHost: t\r\n\r\n"))
+    assert.are.equal(200, (read_response(s)))
+    s:close()
+  end)
+
+  it("clients that hang up while parked are cleaned up and others are served", function()
+    for _ = 1, 20 do
+      local s = connect(port)
+      assert(s:send("GET /v1/leader?wait=30 HTTP/1.1\r\nHost: t\r\n\r\n"))
+      s:close()
+    end
+    socket.sleep(0.1)
+    signal(pid, "USR1")
+    assert.are.equal(200, (request(port, "GET", "/v1/leader")))
+  end)
+
+  it("rejects a bad wait or term with 400", function()
+    assert.are.equal(400, (request(port, "GET", "/v1/leader?wait=abc")))
+    assert.are.equal(400, (request(port, "GET", "/v1/leader?wait=1&term=-3")))
+  end)
+
+  it("serves several requests on one connection, pipelined too", function()
+    local s = connect(port)
+    local one = "GET /v1/status HTTP/1.1\r\nHost: t\r\n\r\n"
+    assert(s:send(one .. "GET /v1/leader HTTP/1.1\r\nHost: t\r\n\r\n" .. "GET /nope HTTP/1.1\r\n\r\n"))
+    assert.are.equal(200, (read_response(s)))
+    assert.are.equal(503, (read_response(s)))
+    assert.are.equal(404, (read_response(s)))
+    assert(s:send(one))
+    local status, headers = read_response(s)
+    assert.are.equal(200, status)
+    assert.are.equal("keep-alive", headers["connection"])
+    s:close()
+  end)
+
+  it("a pipelined request waits behind a parked one and is answered in order", function()
+    local s = connect(port)
+    assert(s:send("GET /v1/leader?wait=0.3 HTTP/1.1\r\n\r\nGET /v1/members HTTP/1.1\r\n\r\n"))
+    local st1, _, b1 = read_response(s)
+    local st2, _, b2 = read_response(s)
+    s:close()
+    assert.are.equal(503, st1)
+    assert.are.equal(cjson.null, cjson.decode(b1).leader)
+    assert.are.equal(200, st2)
+    assert.are.equal(3, #cjson.decode(b2))
+  end)
+
+  it("answers 400 to garbage and closes that connection only", function()
+    local other = connect(port)
+    local s = connect(port)
+    assert(s:send("this is not http\r\n\r\n"))
+    local status, headers, body = read_response(s)
+    assert.are.equal(400, status)
+    assert.are.equal("close", headers["connection"])
+    assert.is_string(cjson.decode(body).error)
+    assert.is_nil(s:receive("*l"))
+    s:close()
+    assert(other:send("GET /v1/status HTTP/1.1\r\n\r\n"))
+    assert.are.equal(200, (read_response(other)))
+    other:close()
+  end)
+
+  it("answers 413 to a body over the limit", function()
+    local big = string.rep("x", 64 * 1024 + 1)
+    local status, _, _, j = request(port, "POST", "/v1/transfer-leadership",
+      { body = big, headers = auth(TOKEN) })
+    assert.are.equal(413, status)
+    assert.is_string(j.error)
+  end)
+
+  it("answers 431 to oversized headers", function()
+    local status = request(port, "GET", "/v1/status", { headers = { ["X-Big"] = string.rep("y", 20000) } })
+    assert.are.equal(431, status)
+  end)
+
+  it("answers 404 to an unknown path and 405 to a wrong method", function()
+    local status, _, _, j = request(port, "GET", "/v2/nothing")
+    assert.are.equal(404, status)
+    assert.is_string(j.error)
+    local st2, headers = request(port, "DELETE", "/v1/status", { headers = auth(TOKEN) })
+    assert.are.equal(405, st2)
+    assert.are.equal("GET", headers["allow"])
+    assert.are.equal(405, (request(port, "GET", "/v1/transfer-leadership")))
+  end)
+
+  it("writes need the bearer token", function()
+    local path = "/v1/transfer-leadership"
+    local body = '{"to":"server_b"}'
+    assert.are.equal(401, (request(port, "POST", path, { body = body })))
+    assert.are.equal(401, (request(port, "POST", path, { body = body, headers = auth("wrong") })))
+    assert.are.equal(401, (request(port, "POST", path, { body = body, headers = auth(TOKEN .. "x") })))
+    assert.are.equal(401, (request(port, "POST", path, { body = body, headers = { Authorization = TOKEN } })))
+    assert.are.equal(200, (request(port, "POST", path, { body = body, headers = auth(TOKEN) })))
+    -- reads never need it
+    assert.are.equal(200, (request(port, "GET", "/v1/status")))
+  end)
+
+  it("POST /v1/transfer-leadership: 200 done, 404 no such peer, 409 failed, 400 bad body", function()
+    local path = "/v1/transfer-leadership"
+    local h = auth(TOKEN)
+    local status, _, _, j = request(port, "POST", path, { body = '{"to":"server_b"}', headers = h })
+    assert.are.equal(200, status)
+    assert.is_not_nil(j.leader)
+    status, _, _, j = request(port, "POST", path, { body = '{"to":"nobody"}', headers = h })
+    assert.are.equal(404, status)
+    assert.are.equal("no such peer: nobody", j.error)
+    status, _, _, j = request(port, "POST", path, { body = '{"to":"server_c"}', headers = h })
+    assert.are.equal(409, status)
+    assert.is_string(j.error)
+    assert.are.equal(400, (request(port, "POST", path, { body = "{nope", headers = h })))
+    assert.are.equal(400, (request(port, "POST", path, { body = '{"to":5}', headers = h })))
+  end)
+
+  it("a transfer that completes later is answered then, keep-alive intact", function()
+    local s = connect(port)
+    local req = "POST /v1/transfer-leadership HTTP/1.1\r\nAuthorization: Bearer " .. TOKEN ..
+      "\r\nContent-Length: 0\r\n\r\n"
+    local t0 = socket.gettime()
+    assert(s:send(req .. "GET /v1/status HTTP/1.1\r\n\r\n"))
+    assert.are.equal(200, (read_response(s)))
+    assert.is_true(socket.gettime() - t0 >= 0.15)
+    assert.are.equal(200, (read_response(s)))
+    s:close()
+  end)
+
+  it("a client that hangs up during a slow transfer does not hurt the server", function()
+    local s = connect(port)
+    local body = '{"to":"slow"}'
+    assert(s:send("POST /v1/transfer-leadership HTTP/1.1\r\nAuthorization: Bearer " .. TOKEN ..
+      "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body))
+    socket.sleep(0.1)
+    s:close()
+    socket.sleep(1.2) -- the fake's done() fires after 1 s, on a closed connection
+    assert.are.equal(200, (request(port, "GET", "/v1/status")))
+  end)
+
+  it("GET /metrics renders Prometheus text 0.0.4", function()
+    local status, headers, body = request(port, "GET", "/metrics")
+    assert.are.equal(200, status)
+    assert.matches("^text/plain; version=0.0.4", headers["content-type"])
+    assert.matches("# HELP qcluster_term Current term%.\n# TYPE qcluster_term gauge\nqcluster_term 1\n", body)
+    assert.matches('qcluster_peer_up{peer="server_b"} 1\n', body, 1, true)
+    assert.matches('qcluster_peer_up{peer="we\\"ird\\\\name\\n"} 0\n', body, 1, true)
+    assert.matches("# TYPE qcluster_hook_duration_seconds histogram\n", body, 1, true)
+    assert.matches('qcluster_hook_duration_seconds_bucket{le="0.0005"} 1\n', body, 1, true)
+    assert.matches('qcluster_hook_duration_seconds_bucket{le="0.025"} 2\n', body, 1, true)
+    assert.matches('qcluster_hook_duration_seconds_bucket{le="10"} 2\n', body, 1, true)
+    assert.matches('qcluster_hook_duration_seconds_bucket{le="+Inf"} 3\n', body, 1, true)
+    assert.matches("qcluster_hook_duration_seconds_sum 20.0203\n", body, 1, true)
+    assert.matches("qcluster_hook_duration_seconds_count 3\n", body, 1, true)
+    assert.matches("# TYPE qcluster_elections_total counter\nqcluster_elections_total 3\n", body, 1, true)
+    -- buckets are cumulative and never decrease
+    local last = -1
+    for n in body:gmatch('qcluster_hook_duration_seconds_bucket{le="[^"]+"} (%d+)') do
+      assert.is_true(tonumber(n) >= last)
+      last = tonumber(n)
+    end
+  end)
+
+  it("GET /ui is an HTML page that polls /v1/status", function()
+    local status, headers, body = request(port, "GET", "/ui")
+    assert.are.equal(200, status)
+    assert.matches("^text/html", headers["content-type"])
+    assert.matches("/v1/status", body, 1, true)
+  end)
+
+  it("HTTP/1.0 and Connection: close end the connection after the answer", function()
+    local s = connect(port)
+    assert(s:send("GET /v1/status HTTP/1.0\r\n\r\n"))
+    local status, headers = read_response(s)
+    assert.are.equal(200, status)
+    assert.are.equal("close", headers["connection"])
+    assert.is_nil(s:receive("*l"))
+    s:close()
+  end)
+
+  it("one client sending half a request does not block others", function()
+    local slow = connect(port)
+    assert(slow:send("GET /v1/sta"))
+    assert.are.equal(200, (request(port, "GET", "/v1/members")))
+    assert(slow:send("tus HTTP/1.1\r\n\r\n"))
+    assert.are.equal(200, (read_response(slow)))
+    slow:close()
+  end)
+
+  it("works with curl, including Expect: 100-continue", function()
+    local body = string.rep(" ", 2000) .. '{"to":"server_b"}'
+    local p = assert(io.popen("curl -s -o /dev/null -w '%{http_code}' -H 'Expect: 100-continue' " ..
+      "-H 'Authorization: Bearer " .. TOKEN .. "' --data-binary '" .. body .. "' " ..
+      "http://127.0.0.1:" .. port .. "/v1/transfer-leadership"))
+    local code = p:read("*a")
+    p:close()
+    assert.are.equal("200", code)
+  end)
+end)
+
+describe("qc_api without a token", function()
+  it("lets writes through", function()
+    local port = 18000 + math.random(0, 9999)
+    local pid = start_fake(port, nil)
+    finally(function() os.execute("kill " .. pid) end)
+    local status = request(port, "POST", "/v1/transfer-leadership", { body = '{"to":"server_b"}' })
+    assert.are.equal(200, status)
+  end)
+end)

@@ -1,0 +1,190 @@
+-- The cluster wire codec (src/wire.c) through the test-only module qcwire.
+package.cpath = "./build/?.so;" .. package.cpath
+local wire = require("qcwire")
+
+local HEADER = wire.HEADER
+
+local function sample_msg(mtype)
+  return {
+    type = mtype, flags = 3, reject = 1,
+    from = wire.hash_id("server_a"), to = wire.hash_id("server_b"),
+    term = 42, ctx = 123456789012, index = -1, log_term = 7, commit = 0x7fffffffffffffff,
+    entries = {
+      { term = 41, index = 100, type = 1, data = "hello\0world" },
+      { term = 42, index = 101, type = 0, data = "" },
+      { term = 42, index = 102, type = 1, data = string.rep("x", 1000) },
+    },
+  }
+end
+
+-- A raw message payload with the given entry count and trailing bytes.
+local function raw_payload(mtype, n_entries, rest)
+  return string.pack(">BBBI8I8I8I8I8I8I8I4", mtype, 0, 0, 1, 2, 3, 4, 5, 6, 7, n_entries)
+    .. (rest or "")
+end
+
+local function assert_rejected(v, err)
+  assert.is_nil(v)
+  assert.is_string(err)
+end
+
+describe("wire", function()
+  it("computes CRC-32C with the Castagnoli polynomial", function()
+    assert.are.equal(0xE3069283, wire.crc32c("123456789"))
+    assert.are.equal(0, wire.crc32c(""))
+  end)
+
+  it("round-trips every message type with entries", function()
+    for mtype = 1, wire.MSG_TYPE_MAX do
+      local m = sample_msg(mtype)
+      local frame = assert(wire.encode(m))
+      local d = assert(wire.decode(frame))
+      assert.are.equal("raft", d.kind)
+      for _, k in ipairs({ "type", "flags", "reject", "from", "to", "term", "ctx", "index",
+                            "log_term", "commit" }) do
+        assert.are.equal(m[k], d[k], k)
+      end
+      assert.are.same(m.entries, d.entries)
+    end
+  end)
+
+  it("round-trips a message without entries", function()
+    local d = assert(wire.decode(assert(wire.encode({ type = 5, term = 9 }))))
+    assert.are.equal(9, d.term)
+    assert.are.same({}, d.entries)
+  end)
+
+  it("round-trips a hello", function()
+    local f = assert(wire.encode({ kind = "hello", identifier = "server_a",
+                                   metadata = '{"server_port":8002}' }))
+    local h = assert(wire.decode(f))
+    assert.are.same({ kind = "hello", identifier = "server_a",
+                      metadata = '{"server_port":8002}' }, h)
+  end)
+
+  it("rejects every truncation of a valid frame", function()
+    for _, f in ipairs({ wire.encode(sample_msg(5)),
+                         wire.encode({ kind = "hello", identifier = "n1", metadata = "{}" }) }) do
+      for i = 0, #f - 1 do
+        assert_rejected(wire.decode(f:sub(1, i)))
+      end
+    end
+  end)
+
+  it("rejects every truncation of a payload even under a valid CRC", function()
+    local f = wire.encode(sample_msg(5))
+    local payload = f:sub(HEADER + 1)
+    for i = 0, #payload - 1 do
+      assert_rejected(wire.decode(wire.frame(2, payload:sub(1, i))))
+    end
+    local h = wire.encode({ kind = "hello", identifier = "node", metadata = "{}" }):sub(HEADER + 1)
+    for i = 0, #h - 1 do
+      assert_rejected(wire.decode_payload("hello", h:sub(1, i)))
+    end
+  end)
+
+  it("rejects trailing bytes", function()
+    local f = wire.encode(sample_msg(1))
+    assert_rejected(wire.decode(f .. "x"))
+    assert_rejected(wire.decode(wire.frame(2, f:sub(HEADER + 1) .. "\0")))
+    local h = wire.encode({ kind = "hello", identifier = "n", metadata = "{}" })
+    assert_rejected(wire.decode(wire.frame(1, h:sub(HEADER + 1) .. "\0")))
+  end)
+
+  it("rejects unknown message types", function()
+    assert_rejected(wire.encode({ type = 0 }))
+    assert_rejected(wire.encode({ type = wire.MSG_TYPE_MAX + 1 }))
+    assert_rejected(wire.decode_payload("raft", raw_payload(0, 0)))
+    assert_rejected(wire.decode_payload("raft", raw_payload(wire.MSG_TYPE_MAX + 1, 0)))
+    assert.is_table(wire.decode_payload("raft", raw_payload(1, 0)))
+  end)
+
+  it("rejects entry counts and lengths larger than what remains", function()
+    assert_rejected(wire.decode_payload("raft", raw_payload(5, 1)))
+    assert_rejected(wire.decode_payload("raft", raw_payload(5, 0xffffffff)))
+    local entry = string.pack(">I8I8I4I4", 1, 1, 1, 4) .. "abc"
+    assert_rejected(wire.decode_payload("raft", raw_payload(5, 1, entry)))
+    local huge = string.pack(">I8I8I4I4", 1, 1, 1, 0xffffffff) .. "abcd"
+    assert_rejected(wire.decode_payload("raft", raw_payload(5, 1, huge)))
+    local ok = string.pack(">I8I8I4I4", 1, 1, 1, 4) .. "abcd"
+    assert.is_table(wire.decode_payload("raft", raw_payload(5, 1, ok)))
+  end)
+
+  it("rejects bad identifiers and oversized metadata in hellos", function()
+    local function hello(id, meta)
+      return string.pack(">s4s4", id, meta)
+    end
+    assert.is_table(wire.decode_payload("hello", hello("a", "")))
+    assert.is_table(wire.decode_payload("hello", hello(string.rep("a", 255), "{}")))
+    assert_rejected(wire.decode_payload("hello", hello("", "{}")))
+    assert_rejected(wire.decode_payload("hello", hello(string.rep("a", 256), "{}")))
+    assert_rejected(wire.decode_payload("hello", hello("a\0b", "{}")))
+    assert_rejected(wire.decode_payload("hello", hello("a", "{\0}")))
+    assert.is_table(wire.decode_payload("hello", hello("a", string.rep("m", 65536))))
+    assert_rejected(wire.decode_payload("hello", hello("a", string.rep("m", 65537))))
+    assert_rejected(wire.decode_payload("hello", string.pack(">I4", 0xffffffff) .. "abc"))
+    assert_rejected(wire.encode({ kind = "hello", identifier = "", metadata = "{}" }))
+    assert_rejected(wire.encode({ kind = "hello", identifier = string.rep("a", 256) }))
+    assert_rejected(wire.encode({ kind = "hello", identifier = "a",
+                                  metadata = string.rep("m", 65537) }))
+  end)
+
+  it("rejects an oversize payload length", function()
+    local f = wire.encode({ type = 5 })
+    local big = f:sub(1, 4) .. string.pack(">I4", wire.MAX_PAYLOAD + 1) .. f:sub(9)
+    local v, err = wire.header(big)
+    assert.is_nil(v)
+    assert.matches("too big", err)
+    assert_rejected(wire.decode(big))
+    assert.are.equal(2, (wire.header(f:sub(1, 4) .. string.pack(">I4", wire.MAX_PAYLOAD) .. "    ")))
+    local v2, err2 = wire.encode({ type = 5, entries = { { data = string.rep("z", wire.MAX_PAYLOAD) } } })
+    assert.is_nil(v2)
+    assert.matches("too big", err2)
+  end)
+
+  it("rejects a CRC mismatch", function()
+    local f = wire.encode(sample_msg(3))
+    for _, pos in ipairs({ HEADER + 1, HEADER + 30, #f, 9, 12 }) do
+      local b = f:byte(pos)
+      local bad = f:sub(1, pos - 1) .. string.char((b + 1) % 256) .. f:sub(pos + 1)
+      local v, err = wire.decode(bad)
+      assert.is_nil(v)
+      assert.matches("crc", err)
+    end
+  end)
+
+  it("rejects bad magic, version and frame type", function()
+    local f = wire.encode({ type = 5 })
+    assert_rejected(wire.decode("X" .. f:sub(2)))
+    assert_rejected(wire.decode(f:sub(1, 1) .. "X" .. f:sub(3)))
+    assert_rejected(wire.decode(f:sub(1, 2) .. "\2" .. f:sub(4)))
+    assert_rejected(wire.decode(f:sub(1, 3) .. "\3" .. f:sub(5)))
+    assert_rejected(wire.decode(f:sub(1, 3) .. "\0" .. f:sub(5)))
+  end)
+
+  it("never crashes on random garbage", function()
+    math.randomseed(12345)
+    local valid = wire.encode(sample_msg(5))
+    local function random_bytes(n)
+      local t = {}
+      for i = 1, n do t[i] = string.char(math.random(0, 255)) end
+      return table.concat(t)
+    end
+    for _ = 1, 3000 do
+      local g = random_bytes(math.random(0, 200))
+      wire.decode(g)
+      wire.decode("QC\1\2" .. g)
+      wire.decode(wire.frame(math.random(1, 2), g))
+      wire.decode_payload("raft", raw_payload(math.random(1, 7), math.random(0, 5), g))
+      wire.decode_payload("hello", g)
+      -- a valid frame with a few bytes changed and the CRC fixed up
+      local p = valid:sub(HEADER + 1)
+      for _ = 1, 3 do
+        local pos = math.random(1, #p)
+        p = p:sub(1, pos - 1) .. string.char(math.random(0, 255)) .. p:sub(pos + 1)
+      end
+      local d = wire.decode(wire.frame(2, p))
+      if d then assert.are.equal("raft", d.kind) end
+    end
+  end)
+end)
