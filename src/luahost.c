@@ -1057,6 +1057,13 @@ static int build_hooks(qc_lua *h, char *err, size_t errlen)
         lua_remove(L, mod);
         return QC_OK;
     }
+    FILE *f = fopen(h->hooks_path, "rb"); /* for a "FILE: message" error */
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", h->hooks_path, strerror(errno));
+        lua_settop(L, top);
+        return QC_EIO;
+    }
+    fclose(f);
     lua_pushcfunction(L, msgh);
     arm(h, h->hook_timeout_ms);
     int st = luaL_loadfile(L, h->hooks_path);

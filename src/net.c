@@ -216,7 +216,7 @@ static void link_report(qc_peer *p, int up)
 {
     if (p->up == up) return;
     p->up = up;
-    qc_log(QC_LOG_INFO, "net", "link to %s %s", p->identifier, up ? "up" : "down");
+    qc_log(QC_LOG_DEBUG, "net", "link to %s %s", p->identifier, up ? "up" : "down");
     qc_net *n = p->net;
     if (n->cb.on_link) n->cb.on_link(n->cb.ud, p->id, up);
 }

@@ -1,0 +1,296 @@
+-- The config loader and checker (src/config.c + lua/config.lua) through
+-- build/luahost_driver: defaults, the original JSON format, every kind of
+-- bad value with its exact message, syntax errors with FILE:LINE.
+local driver = dofile("tests/fixtures/driver.lua")
+local json = require("dkjson")
+
+local dir
+
+local function conf(name, text)
+  local path = dir .. "/" .. name
+  driver.write(path, text)
+  return path
+end
+
+local function check(path)
+  local rc, out, err = driver.run({ "check", path })
+  if rc == 0 then return rc, assert(json.decode(out), out), err end
+  return rc, out, err
+end
+
+-- The message `check` prints for a Lua config whose table body is `body`.
+local function error_for(body)
+  local path = conf("conf.lua", "return {" .. body .. "}")
+  local rc, _, err = check(path)
+  assert.are.equal(2, rc, "expected the config to be rejected: " .. body)
+  return (err:gsub("\n$", ""):gsub("^" .. dir:gsub("%p", "%%%0") .. "/", ""))
+end
+
+local BASE = 'identifier = "a", listen_port = 7001, '
+
+describe("config", function()
+  before_each(function() dir = driver.tmpdir() end)
+  after_each(function() driver.rmdir(dir) end)
+
+  it("fills every default from a minimal Lua config", function()
+    local rc, c = check(conf("conf.lua", "return {" .. BASE .. "}"))
+    assert.are.equal(0, rc)
+    assert.are.same({
+      identifier = "a", listen_host = "127.0.0.1", listen_port = 7001, peers = {},
+      metadata = {}, api_host = "127.0.0.1", api_port = 8001,
+      data_dir = dir .. "/qcluster-data/a", heartbeat_ms = 50, election_timeout_ms = 300,
+      hook_timeout_ms = 5000, log_level = "info", dir = dir, role = "voter", priority = 1,
+      join = {}, preempt = false, preempt_delay_ms = 5000, max_voters = 5,
+      leave_on_stop = false,
+    }, c)
+  end)
+
+  it("accepts the original QCluster JSON format unchanged", function()
+    local rc, c = check("tests/fixtures/original.json")
+    assert.are.equal(0, rc)
+    assert.are.equal("server_a", c.identifier)
+    assert.are.equal("localhost", c.listen_host)
+    assert.are.equal(7001, c.listen_port)
+    assert.are.equal(8001, c.api_port)
+    assert.are.equal("tests/fixtures/qcluster-data/server_a", c.data_dir)
+    assert.are.same({
+      { host = "localhost", port = 7002, identifier = "server_b",
+        metadata = { server_port = 8002 } },
+      { host = "localhost", port = 7003, identifier = "server_c", metadata = {} },
+    }, c.peers)
+  end)
+
+  it("takes every key, later-issue ones included", function()
+    local rc, c, err = check("tests/fixtures/full.lua")
+    assert.are.equal(0, rc, err)
+    assert.are.equal("tests/fixtures/hooks/node.lua", c.hooks)
+    assert.are.equal("/var/lib/qcluster", c.data_dir)
+    assert.are.equal(0, c.api_port)
+    assert.are.equal("debug", c.log_level)
+    assert.are.equal("(set)", c.secret)
+    assert.are.equal("(set)", c.api_token)
+    assert.are.equal("witness", c.role)
+    assert.are.equal(0, c.priority)
+    assert.are.same({ "10.0.0.2:7102", "[::1]:7103" }, c.join)
+    assert.is_true(c.preempt)
+    assert.are.equal(2000, c.preempt_delay_ms)
+    assert.are.equal(3, c.max_voters)
+    assert.is_true(c.leave_on_stop)
+    assert.are.equal(3600, c.reap_after)
+    assert.are.same({ zone = "a", weight = 2.5, tags = { "x", "y" } }, c.metadata)
+  end)
+
+  it("resolves data_dir and hooks against the config's directory", function()
+    local rc, _, err = check(conf("conf.lua", "return {" .. BASE
+      .. 'data_dir = "state", hooks = "h.lua"}'))
+    assert.are.equal(2, rc)
+    assert.are.equal(dir .. "/h.lua: cannot open: No such file or directory\n", err)
+    driver.write(dir .. "/h.lua", "return {}")
+    local c
+    rc, c = check(dir .. "/conf.lua")
+    assert.are.equal(0, rc)
+    assert.are.equal(dir .. "/state", c.data_dir)
+    assert.are.equal(dir .. "/h.lua", c.hooks)
+  end)
+
+  it("reads secret_file beside the config", function()
+    driver.write(dir .. "/key", "k3y\n")
+    local rc, c = check(conf("conf.lua", "return {" .. BASE .. 'secret_file = "key"}'))
+    assert.are.equal(0, rc)
+    assert.are.equal("(set)", c.secret)
+    assert.are.equal("conf.lua: secret_file: expected either secret or secret_file, got both",
+      error_for(BASE .. 'secret = "x", secret_file = "key"'))
+    assert.matches("^conf.lua: secret_file: cannot read .*nope: No such file",
+      error_for(BASE .. 'secret_file = "nope"'))
+  end)
+
+  it("round-trips metadata through JSON text", function()
+    local meta = 'metadata = {s = "h\\195\\169llo \\"q\\"", i = 42, f = 0.1, neg = -3,'
+      .. ' yes = true, no = false, list = {1, "two", {three = 3}}, nested = {a = {b = {}}}}'
+    local rc, c = check(conf("conf.lua", "return {" .. BASE .. meta .. "}"))
+    assert.are.equal(0, rc)
+    assert.are.same({ s = 'héllo "q"', i = 42, f = 0.1, neg = -3, yes = true, no = false,
+      list = { 1, "two", { three = 3 } }, nested = { a = { b = {} } } }, c.metadata)
+    local path = conf("c.json", '{"identifier": "a", "listen_port": 7001,'
+      .. ' "metadata": {"n": null, "big": 12345678901234, "e": 1.5e300}}')
+    local rc2, out = driver.run({ "check", path })
+    assert.are.equal(0, rc2)
+    assert.matches('"metadata":{"big":12345678901234,"e":1.5e%+300,"n":null}', out)
+  end)
+
+  it("lets a Lua config compute values and use the qcluster module", function()
+    local rc, c = check(conf("conf.lua", [[
+      local port = 7000 + 1
+      local _ = qcluster.now()
+      return { identifier = "n" .. port, listen_port = port }
+    ]]))
+    assert.are.equal(0, rc)
+    assert.are.equal("n7001", c.identifier)
+  end)
+
+  describe("rejects", function()
+    local cases = {
+      { "", "identifier: expected an identifier (1 to 64 letters, digits, '_', '-', '.'),"
+        .. " got nothing" },
+      { 'identifier = "a b", listen_port = 1', "identifier: expected an identifier"
+        .. " (1 to 64 letters, digits, '_', '-', '.'), got \"a b\"" },
+      { 'identifier = "a"', "listen_port: expected an integer 1..65535, got nothing" },
+      { 'identifier = "a", listen_port = "x"',
+        'listen_port: expected an integer 1..65535, got "x"' },
+      { 'identifier = "a", listen_port = 0', "listen_port: expected an integer 1..65535, got 0" },
+      { 'identifier = "a", listen_port = 70000',
+        "listen_port: expected an integer 1..65535, got 70000" },
+      { 'identifier = "a", listen_port = 1.5',
+        "listen_port: expected an integer 1..65535, got 1.5" },
+      { BASE .. 'listen_host = ""', 'listen_host: expected a host name or address, got ""' },
+      { BASE .. "peers = {{host = 'h', port = 1, identifier = 'b'},"
+        .. " {host = 'h', port = 'x', identifier = 'c'}}",
+        'peers[2].port: expected an integer 1..65535, got "x"' },
+      { BASE .. "peers = {x = 1}",
+        "peers: expected a list of peers {host, port, identifier, metadata}, got a table" },
+      { BASE .. "peers = {'b'}",
+        'peers[1]: expected a table {host, port, identifier, metadata}, got "b"' },
+      { BASE .. "peers = {{host = 'h', port = 2, identifier = 'a'}}",
+        "peers[1].identifier: expected an identifier other than this node's own, got \"a\"" },
+      { BASE .. "peers = {{host = 'h', port = 2, identifier = 'b'},"
+        .. " {host = 'h', port = 3, identifier = 'b'}}",
+        'peers[2].identifier: expected a unique identifier, got "b" (also peers[1])' },
+      { BASE .. "peers = {{port = 2, identifier = 'b'}}",
+        "peers[1].host: expected a host name or address, got nothing" },
+      { BASE .. "peers = {{host = 'h', port = 2, identifier = 'b', prot = 3}}",
+        'peers[1].prot: unknown key (did you mean "port"?)' },
+      { BASE .. "peers = {{host = 'h', port = 2, identifier = 'b', metadata = 'm'}}",
+        'peers[1].metadata: expected a table (a JSON object), got "m"' },
+      { BASE .. "metadata = 5", "metadata: expected a table (a JSON object), got 5" },
+      { BASE .. "metadata = {1, 2}",
+        "metadata: expected a table of named fields (a JSON object), got a list" },
+      { BASE .. "metadata = {a = {f = print}}",
+        "metadata.a.f: expected a JSON value (string, number, boolean or table), got a function" },
+      { BASE .. "metadata = {a = {[2] = 1, x = 1}}",
+        "metadata.a: expected a table with string keys or a list, got key 2" },
+      { BASE .. "metadata = {n = 1/0}", "metadata.n: expected a finite number, got inf" },
+      { BASE .. "api_host = 1", "api_host: expected a host name or address, got 1" },
+      { BASE .. "api_port = -1", "api_port: expected an integer 0..65535, got -1" },
+      { 'identifier = "a", listen_port = 65000',
+        "api_port: expected an integer 0..65535, got nothing (listen_port + 1000 = 66000;"
+        .. " set api_port)" },
+      { BASE .. "data_dir = ''", 'data_dir: expected a directory name, got ""' },
+      { BASE .. "heartbeat_ms = 0", "heartbeat_ms: expected an integer 1..60000, got 0" },
+      { BASE .. "election_timeout_ms = 100", "election_timeout_ms: expected an integer"
+        .. " 150..600000 (>= 3 * heartbeat_ms), got 100" },
+      { BASE .. "heartbeat_ms = 200", "election_timeout_ms: expected an integer 600..600000"
+        .. " (>= 3 * heartbeat_ms), got 300 (the default)" },
+      { BASE .. "hook_timeout_ms = 'fast'",
+        'hook_timeout_ms: expected an integer 1..3600000, got "fast"' },
+      { BASE .. "hooks = 5", "hooks: expected a file name, got 5" },
+      { BASE .. "log_level = 'verbose'",
+        'log_level: expected one of "debug", "info", "warn", "error", got "verbose"' },
+      { BASE .. "secret = ''", 'secret: expected a non-empty string, got ""' },
+      { BASE .. "api_token = true", "api_token: expected a non-empty string, got true" },
+      { BASE .. "role = 'boss'",
+        'role: expected one of "voter", "witness", "learner", got "boss"' },
+      { BASE .. "priority = -1", "priority: expected an integer 0..1000000, got -1" },
+      { BASE .. "join = {'nohost'}", 'join[1]: expected "host:port", got "nohost"' },
+      { BASE .. "join = 'h:1'", 'join: expected a list of "host:port" strings, got "h:1"' },
+      { BASE .. "preempt = 'yes'", 'preempt: expected true or false, got "yes"' },
+      { BASE .. "preempt_delay_ms = -5",
+        "preempt_delay_ms: expected an integer 0..3600000, got -5" },
+      { BASE .. "max_voters = 0", "max_voters: expected an integer 1..255, got 0" },
+      { BASE .. "leave_on_stop = 1", "leave_on_stop: expected true or false, got 1" },
+      { BASE .. "reap_after = -1",
+        "reap_after: expected a number of seconds > 0 or false, got -1" },
+      { BASE .. "on_elected = 'x'", 'on_elected: expected a function, got "x"' },
+      { BASE .. "on_elektd = print", "on_elektd: unknown hook (known: on_start, on_elected,"
+        .. " on_demoted, on_leader_change, on_peer_up, on_peer_down, on_stop, on_kv_change,"
+        .. " on_member_join, on_member_leave)" },
+      { BASE .. "colour = 'red'", "colour: unknown key" },
+      { BASE .. "listen_hots = 'x'", 'listen_hots: unknown key (did you mean "listen_host"?)' },
+      { BASE .. "'positional'", "[1]: unknown key" },
+    }
+    for _, case in ipairs(cases) do
+      it(case[2], function()
+        assert.are.equal("conf.lua: " .. case[2], error_for(case[1]))
+      end)
+    end
+
+    it("a config that does not return a table", function()
+      local rc, _, err = check(conf("conf.lua", "return 42"))
+      assert.are.equal(2, rc)
+      assert.matches("conf.lua: expected the config to be a table %(a Lua file returning a"
+        .. " table, or a JSON object%), got 42\n$", err)
+    end)
+
+    it("a Lua syntax error, as FILE:LINE: message", function()
+      local path = conf("conf.lua", "return {\n  identifier = 'a',\n  listen_port = 7001 x\n}")
+      local rc, _, err = check(path)
+      assert.are.equal(2, rc)
+      assert.are.equal(path .. ":3: '}' expected (to close '{' at line 1) near 'x'\n", err)
+    end)
+
+    it("a Lua runtime error, as FILE:LINE: message", function()
+      local path = conf("conf.lua", "local x = nil\nreturn {identifier = x.y}")
+      local rc, _, err = check(path)
+      assert.are.equal(2, rc)
+      assert.matches("^" .. path:gsub("%p", "%%%0") .. ":2: attempt to index", err)
+    end)
+
+    it("a JSON syntax error, as FILE:LINE: message", function()
+      local path = conf("c.json", '{"identifier": "a",\n "listen_port": 7001,\n "peers": [1 2]}')
+      local rc, _, err = check(path)
+      assert.are.equal(2, rc)
+      assert.are.equal(path .. ":3: after array element, I expect ',' or ']'\n", err)
+    end)
+
+    it("a truncated JSON file, at its last line", function()
+      local path = conf("c.json", '{"identifier": "a",\n "listen_port": 7001,\n')
+      local rc, _, err = check(path)
+      assert.are.equal(2, rc)
+      assert.are.equal(path .. ":2: premature EOF\n", err)
+    end)
+
+    it("a JSON value of the wrong type, naming the key", function()
+      local path = conf("c.json", '{"identifier": "a", "listen_port": "7001"}')
+      local rc, _, err = check(path)
+      assert.are.equal(2, rc)
+      assert.are.equal(path .. ': listen_port: expected an integer 1..65535, got "7001"\n', err)
+    end)
+
+    it("an inline hook in a JSON config", function()
+      local path = conf("c.json", '{"identifier": "a", "listen_port": 1, "on_start": "x"}')
+      local _, _, err = check(path)
+      assert.are.equal(path .. ': on_start: expected a function (inline hooks need a Lua'
+        .. ' config), got "x"\n', err)
+    end)
+
+    it("a missing file, as FILE: message", function()
+      local rc, _, err = check(dir .. "/none.lua")
+      assert.are.equal(2, rc)
+      assert.are.equal(dir .. "/none.lua: cannot open: No such file or directory\n", err)
+    end)
+  end)
+end)
+
+describe("lua/config.lua on its own", function()
+  local config = require("config")
+
+  it("checks a table without any C", function()
+    local c = assert(config.check({ identifier = "x", listen_port = 9 }, { dir = "/etc/qc" }))
+    assert.are.equal("/etc/qc/qcluster-data/x", c.data_dir)
+    assert.are.equal(1009, c.api_port)
+  end)
+
+  it("treats JSON null at the top level as absent", function()
+    local null = {}
+    local c = assert(config.check({ identifier = "x", listen_port = 9, hooks = null },
+      { null = null }))
+    assert.is_nil(c.hooks)
+  end)
+
+  it("checks a hooks table", function()
+    assert.is_true(config.check_hooks({ on_start = print }))
+    assert.are.same({ nil, "on_strat: unknown hook (known: " .. table.concat(config.HOOKS, ", ")
+      .. ")" }, { config.check_hooks({ on_strat = print }) })
+    assert.are.same({ nil, 'on_start: expected a function, got "x"' },
+      { config.check_hooks({ on_start = "x" }) })
+  end)
+end)
