@@ -1,7 +1,8 @@
 /* Test driver for the config loader and the Lua host, run by the busted
  * specs: `check CONFIG` prints the resolved config as JSON (exit 0) or the
  * error (exit 2); `hooks CONFIG EVENT...` fires hooks against a fake view,
- * runs the loop until nothing is left and prints the hook counters.
+ * runs the loop until nothing is left and prints the hook counters. Special
+ * events: reload, drain, run (the loop), wait:MS (the loop for MS), stop (free the host right away).
  * Test-only: it must never be linked into the agent. */
 #include <ev.h>
 #include <lauxlib.h>
@@ -165,6 +166,13 @@ static void print_counters(qc_lua *h, qc_metrics *m)
     }
 }
 
+static void on_wait(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    ev_break(loop, EVBREAK_ONE);
+}
+
 static int run_hooks(struct ev_loop *loop, int argc, char **argv)
 {
     qc_metrics *m = qc_metrics_new();
@@ -188,7 +196,7 @@ static int run_hooks(struct ev_loop *loop, int argc, char **argv)
     }
     qc_log_set_level(cfg.log_level);
     f.cfg = &cfg;
-    int rc = 0;
+    int rc = 0, stop = 0;
     for (int i = 3; i < argc && rc == 0; i++) {
         if (strcmp(argv[i], "reload") == 0) {
             ev_run(loop, 0);
@@ -199,12 +207,21 @@ static int run_hooks(struct ev_loop *loop, int argc, char **argv)
             qc_lua_drain(h);
         } else if (strcmp(argv[i], "run") == 0) {
             ev_run(loop, 0);
+        } else if (strncmp(argv[i], "wait:", 5) == 0) {
+            ev_timer t;
+            ev_timer_init(&t, on_wait, atoi(argv[i] + 5) / 1000.0, 0.);
+            ev_timer_start(loop, &t);
+            ev_run(loop, 0);
+            ev_timer_stop(loop, &t);
+        } else if (strcmp(argv[i], "stop") == 0) {
+            stop = 1; /* free the host with whatever is still running */
+            break;
         } else if (fire(h, &cfg, argv[i]) != QC_OK) {
             fprintf(stderr, "cannot queue %s\n", argv[i]);
             rc = 1;
         }
     }
-    ev_run(loop, 0);
+    if (!stop) ev_run(loop, 0);
     print_counters(h, m);
     qc_lua_free(h);
     qc_config_free(&cfg);

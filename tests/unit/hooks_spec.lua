@@ -255,6 +255,30 @@ describe("qcluster.exec", function()
   end)
 end)
 
+describe("stopping the host", function()
+  before_each(function() dir = driver.tmpdir() end)
+  after_each(function() driver.rmdir(dir) end)
+
+  it("kills running commands and drops timers and queued hooks", function()
+    local pidfile = dir .. "/pid"
+    local rc, out = run_hooks(([[
+      return {
+        on_start = function()
+          qcluster.exec("echo $$ > %s; exec sleep 30", function() print("never") end)
+          qcluster.after(5000, function() print("never") end)
+        end,
+        on_stop = function() print("never") end,
+      }
+    ]]):format(pidfile), { "on_start", "drain", "wait:300", "on_stop", "stop" })
+    assert.are.equal(0, rc)
+    assert.matches("pending=1", out)
+    assert.is_nil(out:match("never"))
+    local pid = tonumber(driver.slurp(pidfile))
+    assert.is_number(pid)
+    assert.is_false(os.execute("kill -0 " .. pid .. " 2>/dev/null") == true)
+  end)
+end)
+
 describe("qcluster.after", function()
   before_each(function() dir = driver.tmpdir() end)
   after_each(function() driver.rmdir(dir) end)
