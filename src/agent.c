@@ -546,23 +546,15 @@ static int start_services(qc_agent *a)
         .listen_port = a->cfg.listen_port,
     };
     qc_net_callbacks cb = {.ud = a, .on_msg = on_msg, .on_hello = on_hello, .on_link = on_link};
-    if (qc_net_new(a->loop, &nc, &cb, a->metrics, &a->net) != QC_OK) {
-        qc_log(QC_LOG_ERROR, "net", "cannot listen on %s:%d: %s", a->cfg.listen_host,
-               a->cfg.listen_port, strerror(errno));
-        return QC_EIO;
-    }
+    /* net and api log why they cannot listen themselves. */
+    if (qc_net_new(a->loop, &nc, &cb, a->metrics, &a->net) != QC_OK) return QC_EIO;
     for (size_t i = 0; i < a->n_members; i++) {
         member *m = &a->members[i];
         if (qc_net_add_peer(a->net, m->identifier, m->host, m->port) != QC_OK) return QC_ENOMEM;
     }
     if (a->cfg.api_port == 0) return QC_OK;
-    if (qc_api_new(a->loop, a->cfg.api_host, a->cfg.api_port, &a->view, a->metrics,
-                   a->cfg.api_token, &a->api) != QC_OK) {
-        qc_log(QC_LOG_ERROR, "api", "cannot listen on %s:%d: %s", a->cfg.api_host,
-               a->cfg.api_port, strerror(errno));
-        return QC_EIO;
-    }
-    return QC_OK;
+    return qc_api_new(a->loop, a->cfg.api_host, a->cfg.api_port, &a->view, a->metrics,
+                      a->cfg.api_token, &a->api) == QC_OK ? QC_OK : QC_EIO;
 }
 
 static void start_signals(qc_agent *a)

@@ -50,7 +50,8 @@ local port_seq = 0
 function M.base_port()
   math.randomseed(os.time() + port_seq + tonumber(tostring(os.clock()):gsub("%.", ""), 10))
   port_seq = port_seq + 1
-  return 20000 + math.random(0, 400) * 50
+  -- below the ephemeral range (32768+), where outbound sockets would collide
+  return 20000 + math.random(0, 230) * 50
 end
 
 local function lua_value(v, indent)
@@ -185,6 +186,23 @@ function M.agreed_leader(c, timeout)
     end
     return name
   end, timeout or 10)
+end
+
+-- The agreed leader, or an error that shows what each node says and the
+-- tail of its log.
+function M.must_leader(c, timeout)
+  local name = M.agreed_leader(c, timeout or 10)
+  if name then return name end
+  local lines = { "no agreed leader; the nodes say:" }
+  for i = 1, c.n do
+    local node = c.nodes[i]
+    local status, body = M.http(node.api, "GET", "/v1/status")
+    lines[#lines + 1] = string.format("%s pid=%s alive=%s status=%s %s", node.id, tostring(node.pid),
+      tostring(node.pid and M.alive(node.pid)), tostring(status), tostring(body))
+    local log = M.read(node.log) or ""
+    lines[#lines + 1] = log:sub(-1500)
+  end
+  error(table.concat(lines, "\n"), 2)
 end
 
 function M.index_of(c, id)
