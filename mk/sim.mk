@@ -16,7 +16,7 @@ build/sim-%: $(SIM_SRCS) src/raft.h | build
 
 sim: build/sim
 	@if [ -n "$(SEED)" ]; then build/sim --seed $(SEED) $(if $(TRACE),--trace); \
-	else build/sim --seeds $(SEEDS); fi
+	else build/sim --seeds $(SEEDS) --regressions tests/sim/regression-seeds; fi
 
 sim-mutants: $(MUTANTS:%=build/sim-%)
 	@sh scripts/suite-mutants.sh $(MUTANTS)

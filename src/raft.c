@@ -393,10 +393,6 @@ static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
     /* The log stays empty until replication lands: every prev we hold is
      * index 0, so any other prev is a mismatch with a hint of our last. */
     int match = m->index == 0 || (m->index == r->last_index && m->log_term == r->last_term);
-    if (match && m->commit > r->commit && m->commit <= r->last_index) {
-        r->commit = m->commit;
-        r->hs_dirty = 1;
-    }
     respond(r, m, QC_MSG_APPEND_RESP, !match, r->term);
 }
 
@@ -441,13 +437,7 @@ static void on_append_resp(qc_raft *r, const qc_msg *m, uint64_t now)
     if (r->role != QC_ROLE_LEADER || m->term != r->term || !p) return;
     /* Even a refusal shows the peer follows us, so it extends the lease. */
     if (m->ctx > p->acked_ctx && m->ctx <= now) p->acked_ctx = m->ctx;
-    if (m->reject) {
-        uint64_t hint = m->index + 1;
-        p->next = hint < p->next ? hint : (p->next > 1 ? p->next - 1 : 1);
-    } else if (m->index > p->match && m->index <= r->last_index) {
-        p->match = m->index;
-        p->next = m->index + 1;
-    }
+    /* Progress (match, next) moves once the log carries entries. */
 }
 
 static void on_timeout_now(qc_raft *r, const qc_msg *m, uint64_t now)

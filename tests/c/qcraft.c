@@ -203,6 +203,21 @@ GETTER(id, qc_raft_id(r))
 GETTER(next_deadline, qc_raft_next_deadline(r))
 GETTER(lease_until, qc_raft_lease_until(r) == UINT64_MAX ? -1 : (lua_Integer)qc_raft_lease_until(r))
 
+GETTER(commit, qc_raft_commit(r))
+
+static int l_step_down(lua_State *L)
+{
+    lua_pushinteger(L, qc_raft_step_down(check_node(L), (uint64_t)luaL_checkinteger(L, 2),
+                                         (int)luaL_optinteger(L, 3, QC_DEMOTE_SHUTDOWN)));
+    return 1;
+}
+
+static int l_link_up(lua_State *L)
+{
+    lua_pushboolean(L, qc_raft_link_up(check_node(L), (uint64_t)luaL_checkinteger(L, 2)));
+    return 1;
+}
+
 static int l_is_leader(lua_State *L)
 {
     qc_raft *r = check_node(L);
@@ -224,7 +239,8 @@ static const luaL_Reg node_methods[] = {
     {"term", l_term},           {"leader", l_leader},   {"vote", l_vote},
     {"id", l_id},               {"is_leader", l_is_leader},
     {"next_deadline", l_next_deadline},                 {"lease_until", l_lease_until},
-    {"close", l_gc},            {NULL, NULL},
+    {"commit", l_commit},       {"step_down", l_step_down},
+    {"link_up", l_link_up},     {"close", l_gc},        {NULL, NULL},
 };
 
 int luaopen_qcraft(lua_State *L)

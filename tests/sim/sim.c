@@ -520,8 +520,18 @@ static int run(sim *s, uint64_t seed, int trace_on, uint64_t duration_ms)
     return s->violation ? 1 : 0;
 }
 
+static int report(sim *s, uint64_t seed, int expect_fail)
+{
+    printf("seed %" PRIu64 ": invariant %s violated at %" PRIu64 " ms: %s\n", seed, s->violation,
+           s->now, s->detail);
+    printf("replay: make sim SEED=%" PRIu64 " TRACE=1\n", seed);
+    if (expect_fail) printf("caught by %s at seed %" PRIu64 "\n", s->violation, seed);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
+    const char *regressions = NULL;
     uint64_t first = 1, seeds = 200, duration = 20000;
     int trace_on = 0, expect_fail = 0;
     for (int i = 1; i < argc; i++) {
@@ -534,6 +544,8 @@ int main(int argc, char **argv)
             first = strtoull(argv[++i], NULL, 10);
         } else if (strcmp(argv[i], "--duration") == 0 && i + 1 < argc) {
             duration = strtoull(argv[++i], NULL, 10);
+        } else if (strcmp(argv[i], "--regressions") == 0 && i + 1 < argc) {
+            regressions = argv[++i]; /* seeds that once failed, one a line */
         } else if (strcmp(argv[i], "--trace") == 0) {
             trace_on = 1;
         } else if (strcmp(argv[i], "--expect-fail") == 0) {
@@ -546,6 +558,23 @@ int main(int argc, char **argv)
     }
     static sim s;
     uint64_t passed = 0, failed = 0, elections = 0;
+    FILE *rf = regressions ? fopen(regressions, "r") : NULL;
+    if (regressions && !rf) {
+        perror(regressions);
+        return 2;
+    }
+    char line[64];
+    while (rf && fgets(line, sizeof line, rf)) {
+        uint64_t seed = strtoull(line, NULL, 10);
+        if (!seed) continue; /* comments */
+        if (run(&s, seed, trace_on, duration) == 0) {
+            passed++;
+        } else {
+            failed++;
+            report(&s, seed, 0);
+        }
+    }
+    if (rf) fclose(rf);
     for (uint64_t seed = first; seed < first + seeds; seed++) {
         if (run(&s, seed, trace_on, duration) == 0) {
             passed++;
@@ -553,13 +582,7 @@ int main(int argc, char **argv)
             continue;
         }
         failed++;
-        printf("seed %" PRIu64 ": invariant %s violated at %" PRIu64 " ms: %s\n", seed,
-               s.violation, s.now, s.detail);
-        printf("replay: make sim SEED=%" PRIu64 " TRACE=1\n", seed);
-        if (expect_fail) {
-            printf("caught by %s at seed %" PRIu64 "\n", s.violation, seed);
-            return 1;
-        }
+        if (report(&s, seed, expect_fail) && expect_fail) return 1;
     }
     printf("sim: %" PRIu64 " seeds from %" PRIu64 ", %" PRIu64 " elections\n", seeds, first,
            elections);
