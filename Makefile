@@ -63,11 +63,11 @@ coverage: deps
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
-	  --suppress=missingIncludeSystem -Isrc src tests/c
+	  --suppress=missingIncludeSystem -Isrc src tests/c tests/sim
 	luacheck --std lua54+busted --codes lua tests examples scripts
 
 fmt:
-	clang-format -i src/*.c src/*.h tests/c/*.c
+	clang-format -i src/*.c src/*.h tests/c/*.c tests/sim/*.c
 
 cluster: deps all
 	bash scripts/cluster.sh examples/bare_minimum

@@ -287,7 +287,8 @@ static void view_transfer(void *ud, const char *to, qc_transfer_done_fn *done, v
         return;
     }
     qc_log(QC_LOG_INFO, "agent", "handing leadership over to %s", to && *to ? to : "the best peer");
-    *t = (pending_transfer){.next = a->transfers, .agent = a, .target = target, .done = done, .arg = arg};
+    *t = (pending_transfer){
+        .next = a->transfers, .agent = a, .target = target, .done = done, .arg = arg};
     ev_timer_init(&t->timer, on_transfer_timeout, 2.0 * a->cfg.election_timeout_ms / 1000.0, 0);
     t->timer.data = t;
     ev_timer_start(a->loop, &t->timer);
@@ -325,21 +326,24 @@ static void handle_event(qc_agent *a, const qc_event *e)
         return;
     case QC_EVENT_ELECTED:
         qc_log(QC_LOG_INFO, "raft", "elected leader for term %llu", (unsigned long long)e->term);
-        fire(a, &(qc_hook_event){.hook = "on_elected", .term = e->term, .self = &self,
-                                 .previous_leader = pp});
+        fire(a, &(qc_hook_event){
+                    .hook = "on_elected", .term = e->term, .self = &self, .previous_leader = pp});
         return;
     case QC_EVENT_DEMOTED:
         qc_log(QC_LOG_INFO, "raft", "no longer leader in term %llu (%s)",
                (unsigned long long)e->term, qc_raft_reason_name(e->reason));
-        fire(a, &(qc_hook_event){.hook = "on_demoted", .term = e->term,
-                                 .reason = qc_raft_reason_name(e->reason), .leader = lp});
+        fire(a, &(qc_hook_event){.hook = "on_demoted",
+                                 .term = e->term,
+                                 .reason = qc_raft_reason_name(e->reason),
+                                 .leader = lp});
         return;
     case QC_EVENT_LEADER:
         qc_metrics_add(a->metrics, "qcluster_leader_changes_total", NULL, NULL, 1);
         qc_log(QC_LOG_INFO, "raft", "leader is %s (term %llu)", name_of(a, e->leader),
                (unsigned long long)e->term);
-        fire(a, &(qc_hook_event){.hook = "on_leader_change", .term = e->term, .leader = lp,
-                                 .previous_leader = pp});
+        fire(a,
+             &(qc_hook_event){
+                 .hook = "on_leader_change", .term = e->term, .leader = lp, .previous_leader = pp});
         if (e->leader) settle_transfers(a, e->leader);
         if (a->api) qc_api_notify(a->api);
         return;
@@ -512,8 +516,10 @@ static int start_raft(qc_agent *a)
     qc_hard_state hs;
     int rc = qc_store_load(a->store, &hs);
     if (rc == QC_ECORRUPT) {
-        qc_log(QC_LOG_ERROR, "store", "%s/state is corrupt; refusing to start (restore it or "
-               "remove the node's data_dir to rejoin as new)", qc_store_dir(a->store));
+        qc_log(QC_LOG_ERROR, "store",
+               "%s/state is corrupt; refusing to start (restore it or "
+               "remove the node's data_dir to rejoin as new)",
+               qc_store_dir(a->store));
         return rc;
     }
     if (rc != QC_OK && rc != QC_ENOTFOUND) {
@@ -554,7 +560,9 @@ static int start_services(qc_agent *a)
     }
     if (a->cfg.api_port == 0) return QC_OK;
     return qc_api_new(a->loop, a->cfg.api_host, a->cfg.api_port, &a->view, a->metrics,
-                      a->cfg.api_token, &a->api) == QC_OK ? QC_OK : QC_EIO;
+                      a->cfg.api_token, &a->api) == QC_OK
+               ? QC_OK
+               : QC_EIO;
 }
 
 static void start_signals(qc_agent *a)
@@ -658,12 +666,10 @@ int qc_agent_main(const char *path)
                rc == QC_EBUSY ? "another agent holds its lock" : strerror(errno));
         goto out;
     }
-    if (setup_members(a) != QC_OK || start_raft(a) != QC_OK || start_services(a) != QC_OK)
-        goto out;
+    if (setup_members(a) != QC_OK || start_raft(a) != QC_OK || start_services(a) != QC_OK) goto out;
     start_signals(a);
-    qc_log(QC_LOG_INFO, "agent", "%s listening on %s:%d (api %s:%d), %zu peers",
-           a->cfg.identifier, a->cfg.listen_host, a->cfg.listen_port, a->cfg.api_host,
-           a->cfg.api_port, a->n_members);
+    qc_log(QC_LOG_INFO, "agent", "%s listening on %s:%d (api %s:%d), %zu peers", a->cfg.identifier,
+           a->cfg.listen_host, a->cfg.listen_port, a->cfg.api_host, a->cfg.api_port, a->n_members);
     qc_peer_info self;
     self_info(a, &self);
     fire(a, &(qc_hook_event){.hook = "on_start", .self = &self});

@@ -23,11 +23,11 @@
 #include "json.h"
 #include "log.h"
 
-#define IN_CAP 16384           /* unparsed request bytes kept per connection */
-#define HDR_MAX 8192           /* request line plus headers */
+#define IN_CAP 16384 /* unparsed request bytes kept per connection */
+#define HDR_MAX 8192 /* request line plus headers */
 #define URL_MAX 2048
 #define AUTH_MAX 512
-#define OUT_HIGH (256 * 1024)  /* stop parsing while this much output waits */
+#define OUT_HIGH (256 * 1024) /* stop parsing while this much output waits */
 #ifndef QC_API_IDLE_S
 #define QC_API_IDLE_S 60.0 /* idle connections close after this */
 #endif
@@ -104,8 +104,10 @@ static void conn_flush(conn *c);
 
 static void list_unlink(conn **head, conn *c)
 {
-    if (c->prev) c->prev->next = c->next;
-    else *head = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        *head = c->next;
     if (c->next) c->next->prev = c->prev;
     c->next = c->prev = NULL;
 }
@@ -220,8 +222,8 @@ static void respond(conn *c, int status, const char *ctype, const char *body, si
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "Cache-Control: no-store\r\nConnection: %s\r\n%s\r\n",
-                     status, status_text(status), ctype, len,
-                     c->closing ? "close" : "keep-alive", extra ? extra : "");
+                     status, status_text(status), ctype, len, c->closing ? "close" : "keep-alive",
+                     extra ? extra : "");
     if (n < 0 || (size_t)n >= sizeof head || out_append(c, head, (size_t)n) ||
         out_append(c, body, len)) {
         conn_close(c);
@@ -309,10 +311,7 @@ static int leader_now(const qc_api *a, qc_peer_info *out)
     return a->view->leader && a->view->leader(a->view->ud, out) == 0 && out->identifier;
 }
 
-static uint64_t term_now(const qc_api *a)
-{
-    return a->view->term ? a->view->term(a->view->ud) : 0;
-}
+static uint64_t term_now(const qc_api *a) { return a->view->term ? a->view->term(a->view->ud) : 0; }
 
 /* Other members; *list is buf or a malloc'd array the caller frees. */
 static size_t peers_now(const qc_api *a, qc_peer_info *buf, qc_peer_info **list)
@@ -391,8 +390,10 @@ static void h_status(conn *c, const req *r)
     qc_json_key_str(g, "role", a->view->role ? a->view->role(a->view->ud) : self.role);
     qc_json_key_int(g, "term", (long long)term_now(a));
     qc_json_key(g, "leader");
-    if (leader_now(a, &lead)) qc_json_peer(g, &lead, 0);
-    else yajl_gen_null(g);
+    if (leader_now(a, &lead))
+        qc_json_peer(g, &lead, 0);
+    else
+        yajl_gen_null(g);
     qc_json_key(g, "peers");
     yajl_gen_array_open(g);
     size_t n = peers_now(a, buf, &list);
@@ -566,8 +567,10 @@ static void transfer_answer(conn *c, const xfer *x)
     qc_peer_info p;
     yajl_gen_map_open(g);
     qc_json_key(g, "leader");
-    if (leader_now(c->api, &p)) qc_json_peer(g, &p, 0);
-    else qc_json_str(g, x->to);
+    if (leader_now(c->api, &p))
+        qc_json_peer(g, &p, 0);
+    else
+        qc_json_str(g, x->to);
     qc_json_key_int(g, "term", (long long)term_now(c->api));
     yajl_gen_map_close(g);
     respond_json_gen(c, 200, g, NULL);
@@ -612,8 +615,10 @@ static int transfer_target(const conn *c, char **to)
     int rc = v && YAJL_IS_OBJECT(v) ? 0 : QC_EINVAL;
     yajl_val t = rc ? NULL : qc_json_get(v, "to");
     if (t && !YAJL_IS_NULL(t)) {
-        if (!YAJL_IS_STRING(t)) rc = QC_EINVAL;
-        else if (!(*to = strdup(t->u.string))) rc = QC_ENOMEM;
+        if (!YAJL_IS_STRING(t))
+            rc = QC_EINVAL;
+        else if (!(*to = strdup(t->u.string)))
+            rc = QC_ENOMEM;
     }
     yajl_tree_free(v);
     return rc;
@@ -708,12 +713,9 @@ static const struct route {
     int method;
     handler_fn *fn;
 } routes[] = {
-    {"/v1/status", HTTP_GET, h_status},
-    {"/v1/leader", HTTP_GET, h_leader},
-    {"/v1/members", HTTP_GET, h_members},
-    {"/v1/transfer-leadership", HTTP_POST, h_transfer},
-    {"/metrics", HTTP_GET, h_metrics},
-    {"/ui", HTTP_GET, h_ui},
+    {"/v1/status", HTTP_GET, h_status},   {"/v1/leader", HTTP_GET, h_leader},
+    {"/v1/members", HTTP_GET, h_members}, {"/v1/transfer-leadership", HTTP_POST, h_transfer},
+    {"/metrics", HTTP_GET, h_metrics},    {"/ui", HTTP_GET, h_ui},
 };
 
 /* ---------- dispatch ---------- */
@@ -784,8 +786,7 @@ static void dispatch(conn *c)
         return;
     }
     if (is_write(c->method) && !auth_ok(c)) {
-        respond_error(c, 401, "missing or wrong bearer token",
-                      "WWW-Authenticate: Bearer\r\n");
+        respond_error(c, 401, "missing or wrong bearer token", "WWW-Authenticate: Bearer\r\n");
         return;
     }
     rt->fn(c, &r);
@@ -848,8 +849,8 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     if (!c->field_done) {
         c->field_done = 1;
         c->hdr_kind = strcasecmp(c->field, "authorization") == 0 ? HDR_AUTH
-                      : strcasecmp(c->field, "expect") == 0       ? HDR_EXPECT
-                                                                  : HDR_OTHER;
+                      : strcasecmp(c->field, "expect") == 0      ? HDR_EXPECT
+                                                                 : HDR_OTHER;
         if (c->hdr_kind == HDR_AUTH) c->auth_len = 0;
     }
     if (c->hdr_kind == HDR_AUTH) {
@@ -958,8 +959,10 @@ static void conn_process(conn *c)
         return;
     }
     /* Read on while parked (to notice a hang-up) unless the buffer is full. */
-    if (!c->eof && !c->closing && c->in_len < IN_CAP) ev_io_start(c->api->loop, &c->rio);
-    else if (!c->lingering) ev_io_stop(c->api->loop, &c->rio);
+    if (!c->eof && !c->closing && c->in_len < IN_CAP)
+        ev_io_start(c->api->loop, &c->rio);
+    else if (!c->lingering)
+        ev_io_stop(c->api->loop, &c->rio);
 }
 
 /* ---------- reading, accepting ---------- */
@@ -1041,8 +1044,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     for (int i = 0; i < 64; i++) {
         int fd = accept(a->fd, NULL, NULL);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-                errno != ECONNABORTED)
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
                 qc_log(QC_LOG_WARN, "api", "accept: %s", strerror(errno));
             return;
         }
@@ -1060,13 +1062,12 @@ static int listen_on(const char *host, int port, int *out)
 {
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res = NULL;
     int g = getaddrinfo(host, ps, &hints, &res);
     if (g != 0) {
-        qc_log(QC_LOG_ERROR, "api", "cannot resolve %s: %s", host ? host : "*",
-               gai_strerror(g));
+        qc_log(QC_LOG_ERROR, "api", "cannot resolve %s: %s", host ? host : "*", gai_strerror(g));
         return QC_EINVAL;
     }
     int fd = -1, err = 0;

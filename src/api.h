@@ -11,8 +11,8 @@
 
 typedef struct qc_api qc_api;
 
-#define QC_API_MAX_BODY (64 * 1024)  /* larger requests get 413 */
-#define QC_API_MAX_WAIT_S 300        /* longest ?wait= honoured */
+#define QC_API_MAX_BODY (64 * 1024) /* larger requests get 413 */
+#define QC_API_MAX_WAIT_S 300       /* longest ?wait= honoured */
 
 /* Binds host:port and serves at once. view and metrics must outlive it.
  * token: required as "Authorization: Bearer TOKEN" on writes (NULL: none). */

@@ -110,9 +110,12 @@ static int parse_opts(int argc, char **argv, opts *o)
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (only_args || a[0] != '-' || a[1] == '\0') {
-            if (!o->cmd) o->cmd = a;
-            else if (o->nargs == CLI_MAX_ARGS) return usage_error("too many arguments%s", "");
-            else o->args[o->nargs++] = a;
+            if (!o->cmd)
+                o->cmd = a;
+            else if (o->nargs == CLI_MAX_ARGS)
+                return usage_error("too many arguments%s", "");
+            else
+                o->args[o->nargs++] = a;
         } else if (strcmp(a, "--") == 0) {
             only_args = 1;
         } else if (strcmp(a, "--json") == 0) {
@@ -285,8 +288,7 @@ static int build_request(char *out, size_t cap, const char *method, const char *
 }
 
 /* One request; 0 with *r filled, else prints the "cannot reach" message. */
-static int http_call(const opts *o, const char *method, const char *path, const char *body,
-                     resp *r)
+static int http_call(const opts *o, const char *method, const char *path, const char *body, resp *r)
 {
     char host[256], req[2048];
     const char *port = NULL, *why = "request too large";
@@ -295,7 +297,8 @@ static int http_call(const opts *o, const char *method, const char *path, const 
     if (split_hostport(o->api, host, sizeof host, &port) == 0)
         n = build_request(req, sizeof req, method, path, host, body);
     if (n >= 0) fd = dial(host, port, &why);
-    if (fd >= 0 && send_all(fd, req, (size_t)n) != 0) why = strerror(errno);
+    if (fd >= 0 && send_all(fd, req, (size_t)n) != 0)
+        why = strerror(errno);
     else if (fd >= 0 && read_response(fd, r, &why) == 0) {
         close(fd);
         return 0;
@@ -328,16 +331,15 @@ static int report_error(const opts *o, const resp *r, int code)
 {
     yajl_val v = r->body ? yajl_tree_parse(r->body, NULL, 0) : NULL;
     const char *msg = qc_json_get_str(v, "error");
-    if (msg) fprintf(stderr, "qcluster: %s\n", msg);
-    else fprintf(stderr, "qcluster: agent at %s answered HTTP %d\n", o->api, r->status);
+    if (msg)
+        fprintf(stderr, "qcluster: %s\n", msg);
+    else
+        fprintf(stderr, "qcluster: agent at %s answered HTTP %d\n", o->api, r->status);
     yajl_tree_free(v);
     return code;
 }
 
-static const char *num_text(yajl_val v)
-{
-    return v && YAJL_IS_NUMBER(v) ? v->u.number.r : "?";
-}
+static const char *num_text(yajl_val v) { return v && YAJL_IS_NUMBER(v) ? v->u.number.r : "?"; }
 
 static const char *str_or(yajl_val obj, const char *key, const char *dflt)
 {
@@ -373,7 +375,8 @@ static void print_status(yajl_val v)
     if (lead && YAJL_IS_OBJECT(lead))
         printf("%-12s%s (%s:%s)\n", "leader", str_or(lead, "identifier", "?"),
                str_or(lead, "host", "?"), num_text(qc_json_get(lead, "port")));
-    else printf("%-12s%s\n", "leader", "none");
+    else
+        printf("%-12s%s\n", "leader", "none");
     print_peers_line(qc_json_get(v, "peers"));
     printf("%-12s%s\n", "commit", num_text(qc_json_get(v, "commit_index")));
 }
@@ -393,12 +396,16 @@ static int cmd_status(const opts *o)
     resp r;
     if (http_call(o, "GET", "/v1/status", NULL, &r)) return EXIT_FAIL;
     int code = EXIT_OK;
-    if (r.status != 200) code = report_error(o, &r, EXIT_FAIL);
-    else if (o->json) print_raw(&r);
+    if (r.status != 200)
+        code = report_error(o, &r, EXIT_FAIL);
+    else if (o->json)
+        print_raw(&r);
     else {
         yajl_val v = parse_body(o, &r);
-        if (v) print_status(v);
-        else code = EXIT_FAIL;
+        if (v)
+            print_status(v);
+        else
+            code = EXIT_FAIL;
         yajl_tree_free(v);
     }
     free(r.body);
@@ -421,16 +428,20 @@ static int cmd_leader(const opts *o)
     int code = EXIT_OK;
     if (r.status == 503) {
         code = EXIT_NONE;
-        if (o->json) print_raw(&r);
-        else printf("no leader\n");
+        if (o->json)
+            print_raw(&r);
+        else
+            printf("no leader\n");
     } else if (r.status != 200) {
         code = report_error(o, &r, EXIT_FAIL);
     } else if (o->json) {
         print_raw(&r);
     } else {
         yajl_val v = parse_body(o, &r);
-        if (v) print_leader(v);
-        else code = EXIT_FAIL;
+        if (v)
+            print_leader(v);
+        else
+            code = EXIT_FAIL;
         yajl_tree_free(v);
     }
     free(r.body);
@@ -472,8 +483,10 @@ static void print_members(yajl_val list)
     for (size_t i = 0; i < n; i++) {
         for (int c = 0; c < NCOLS; c++) {
             const char *s = member_cell(list->u.array.values[i], c, tmp, sizeof tmp, &buf);
-            if (c < NCOLS - 1) printf("%-*s  ", (int)w[c], s);
-            else printf("%s\n", s);
+            if (c < NCOLS - 1)
+                printf("%-*s  ", (int)w[c], s);
+            else
+                printf("%s\n", s);
             free(buf);
         }
     }
@@ -485,12 +498,16 @@ static int cmd_members(const opts *o)
     resp r;
     if (http_call(o, "GET", "/v1/members", NULL, &r)) return EXIT_FAIL;
     int code = EXIT_OK;
-    if (r.status != 200) code = report_error(o, &r, EXIT_FAIL);
-    else if (o->json) print_raw(&r);
+    if (r.status != 200)
+        code = report_error(o, &r, EXIT_FAIL);
+    else if (o->json)
+        print_raw(&r);
     else {
         yajl_val v = parse_body(o, &r);
-        if (v && YAJL_IS_ARRAY(v)) print_members(v);
-        else code = EXIT_FAIL;
+        if (v && YAJL_IS_ARRAY(v))
+            print_members(v);
+        else
+            code = EXIT_FAIL;
         yajl_tree_free(v);
     }
     free(r.body);
@@ -520,7 +537,7 @@ static void print_transferred(const opts *o, const resp *r)
 {
     yajl_val v = parse_body(o, r);
     yajl_val l = qc_json_get(v, "leader");
-    const char *who = l && YAJL_IS_OBJECT(l) ? qc_json_get_str(l, "identifier")
+    const char *who = l && YAJL_IS_OBJECT(l)   ? qc_json_get_str(l, "identifier")
                       : l && YAJL_IS_STRING(l) ? l->u.string
                                                : NULL;
     printf("leadership transferred to %s\n", who ? who : "the best peer");
@@ -541,9 +558,12 @@ static int cmd_transfer(const opts *o)
     free(body);
     if (rc) return EXIT_FAIL;
     int code = r.status == 200 ? EXIT_OK : r.status == 404 ? EXIT_NONE : EXIT_FAIL;
-    if (o->json) print_raw(&r);
-    else if (code == EXIT_OK) print_transferred(o, &r);
-    else report_error(o, &r, code);
+    if (o->json)
+        print_raw(&r);
+    else if (code == EXIT_OK)
+        print_transferred(o, &r);
+    else
+        report_error(o, &r, code);
     free(r.body);
     return code;
 }
@@ -551,8 +571,10 @@ static int cmd_transfer(const opts *o)
 static int cmd_version(const opts *o)
 {
     if (o->nargs) return usage_error("version takes no argument: %s", o->args[0]);
-    if (o->json) printf("{\"version\":\"%s\"}\n", QC_VERSION);
-    else printf("qcluster %s\n", QC_VERSION);
+    if (o->json)
+        printf("{\"version\":\"%s\"}\n", QC_VERSION);
+    else
+        printf("qcluster %s\n", QC_VERSION);
     return EXIT_OK;
 }
 

@@ -259,13 +259,14 @@ int qc_config_load(lua_State *L, const char *path, qc_config *cfg, char *err, si
         snprintf(err, errlen, "%s: out of memory", path);
         return QC_ENOMEM;
     }
-    int rc = ends_with_json(path) ? load_json(L, path, err, errlen)
-                                  : load_lua(L, path, err, errlen);
+    int rc =
+        ends_with_json(path) ? load_json(L, path, err, errlen) : load_lua(L, path, err, errlen);
     if (rc == QC_OK) rc = run_checker(L, path, cfg->dir, err, errlen);
     if (rc == QC_OK) {
         char msg[256];
         rc = copy_config(L, lua_gettop(L), cfg, msg, sizeof msg);
-        if (rc != QC_OK) snprintf(err, errlen, "%s: %s", path, rc == QC_ENOMEM ? "out of memory" : msg);
+        if (rc != QC_OK)
+            snprintf(err, errlen, "%s: %s", path, rc == QC_ENOMEM ? "out of memory" : msg);
     }
     if (rc == QC_OK) lua_setfield(L, LUA_REGISTRYINDEX, "qcluster.config");
     lua_settop(L, top);

@@ -15,17 +15,17 @@ typedef struct qc_peer_conf {
 } qc_peer_conf;
 
 typedef struct qc_config {
-    char *path;       /* the config file as given */
-    char *dir;        /* its directory: relative paths start here */
+    char *path; /* the config file as given */
+    char *dir;  /* its directory: relative paths start here */
     char *identifier;
     char *listen_host;
     int listen_port;
     qc_peer_conf *peers;
     size_t n_peers;
-    char *metadata;   /* JSON object text, "{}" when none */
+    char *metadata; /* JSON object text, "{}" when none */
     char *api_host;
-    int api_port;     /* 0: no API */
-    char *data_dir;   /* absolute or relative to the working directory */
+    int api_port;   /* 0: no API */
+    char *data_dir; /* absolute or relative to the working directory */
     int heartbeat_ms;
     int election_timeout_ms;
     int hook_timeout_ms;

@@ -68,8 +68,7 @@ static int emit_val(yajl_gen g, yajl_val v, int depth)
     if (!v) return gen_rc(yajl_gen_null(g));
     switch (v->type) {
     case yajl_t_string: return qc_json_str(g, v->u.string);
-    case yajl_t_number:
-        return gen_rc(yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r)));
+    case yajl_t_number: return gen_rc(yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r)));
     case yajl_t_object: return emit_object(g, v, depth);
     case yajl_t_array: return emit_array(g, v, depth);
     case yajl_t_true: return gen_rc(yajl_gen_bool(g, 1));
@@ -99,7 +98,8 @@ int qc_json_raw_object(yajl_gen g, const char *text)
 {
     yajl_val v = text ? yajl_tree_parse(text, NULL, 0) : NULL;
     int rc;
-    if (v && YAJL_IS_OBJECT(v) && depth_ok(v, 0)) rc = qc_json_val(g, v);
+    if (v && YAJL_IS_OBJECT(v) && depth_ok(v, 0))
+        rc = qc_json_val(g, v);
     else {
         rc = gen_rc(yajl_gen_map_open(g));
         if (!rc) rc = gen_rc(yajl_gen_map_close(g));

@@ -18,10 +18,7 @@ int qc_log_parse_level(const char *name)
     return -1;
 }
 
-const char *qc_log_level_name(int level)
-{
-    return level >= 0 && level < 4 ? names[level] : "?";
-}
+const char *qc_log_level_name(int level) { return level >= 0 && level < 4 ? names[level] : "?"; }
 
 void qc_log(int level, const char *component, const char *fmt, ...)
 {
@@ -38,6 +35,6 @@ void qc_log(int level, const char *component, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     static const char *const upper[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
-    fprintf(stderr, "%s.%03ldZ %s %s: %s\n", stamp, ts.tv_nsec / 1000000L,
-            upper[level & 3], component, msg);
+    fprintf(stderr, "%s.%03ldZ %s %s: %s\n", stamp, ts.tv_nsec / 1000000L, upper[level & 3],
+            component, msg);
 }

@@ -194,8 +194,7 @@ static size_t str_size(const char *s) { return s ? strlen(s) + 1 : 0; }
 static size_t peer_size(const qc_peer_info *p)
 {
     if (!p) return 0;
-    return str_size(p->identifier) + str_size(p->host) + str_size(p->metadata) +
-           str_size(p->role);
+    return str_size(p->identifier) + str_size(p->host) + str_size(p->metadata) + str_size(p->role);
 }
 
 static const char *put_str(char **cur, const char *s)
@@ -239,8 +238,10 @@ static void job_free(qc_lua *h, job *j)
 
 static void enqueue(qc_lua *h, job *j)
 {
-    if (h->tail) h->tail->next = j;
-    else h->head = j;
+    if (h->tail)
+        h->tail->next = j;
+    else
+        h->head = j;
     h->tail = j;
     h->pending++;
     if (h->loop) ev_idle_start(h->loop, &h->idle);
@@ -298,9 +299,12 @@ static int call_job(lua_State *L)
     const job *j = lua_touserdata(L, 2);
     lua_pushvalue(L, 1);
     int nargs = 1;
-    if (j->kind == JOB_HOOK) push_event(L, j);
-    else if (j->kind == JOB_EXEC) push_exec_result(L, j);
-    else nargs = 0;
+    if (j->kind == JOB_HOOK)
+        push_event(L, j);
+    else if (j->kind == JOB_EXEC)
+        push_exec_result(L, j);
+    else
+        nargs = 0;
     lua_call(L, nargs, 0);
     return 0;
 }
@@ -362,7 +366,8 @@ static void run_job(qc_lua *h, job *j)
         char msg[900];
         const char *m = lua_tostring(L, -1);
         one_line(msg, sizeof msg, m ? m : "error in error handling");
-        if (h->metrics) qc_metrics_add(h->metrics, "qcluster_hook_errors_total", "hook", j->hook, 1);
+        if (h->metrics)
+            qc_metrics_add(h->metrics, "qcluster_hook_errors_total", "hook", j->hook, 1);
         if (h->timed_out)
             qc_log(QC_LOG_WARN, "hook", "%s stopped after %d ms: %s", j->hook, h->budget_ms, msg);
         else
@@ -431,8 +436,10 @@ size_t qc_lua_pending(const qc_lua *h) { return h->pending; }
 static void exec_unlink(qc_exec *x)
 {
     qc_lua *h = x->h;
-    if (x->prev) x->prev->next = x->next;
-    else h->execs = x->next;
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        h->execs = x->next;
     if (x->next) x->next->prev = x->prev;
 }
 
@@ -559,7 +566,8 @@ static void exec_child(const char *cmd, char **envp, int in, int out, int err)
     (void)setpgid(0, 0); /* the parent does it too */
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    static const int sigs[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2};
+    static const int sigs[] = {SIGPIPE, SIGINT,  SIGTERM, SIGHUP,
+                               SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2};
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) signal(sigs[i], SIG_DFL);
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) _exit(127);
     char *argv[] = {"sh", "-c", (char *)cmd, NULL};
@@ -742,8 +750,10 @@ static int l_exec(lua_State *L)
 
 static void after_unlink(qc_after *a)
 {
-    if (a->prev) a->prev->next = a->next;
-    else a->h->afters = a->next;
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        a->h->afters = a->next;
     if (a->next) a->next->prev = a->prev;
 }
 
@@ -1017,7 +1027,8 @@ static int push_config_module(lua_State *L, char *err, size_t errlen)
         snprintf(err, errlen, "the config checker is missing from the build");
         return QC_EINVAL;
     }
-    if (luaL_loadbuffer(L, src, n, "=lua/config.lua") != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
+    if (luaL_loadbuffer(L, src, n, "=lua/config.lua") != LUA_OK ||
+        lua_pcall(L, 0, 1, 0) != LUA_OK) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
         lua_pop(L, 1);
         return QC_EINVAL;
@@ -1107,7 +1118,8 @@ int qc_lua_load(qc_lua *h, const char *path, qc_config *cfg, char *err, size_t e
     int rc = qc_config_load(h->L, path, cfg, err, errlen);
     disarm(h);
     if (rc != QC_OK) return rc;
-    h->hook_timeout_ms = cfg->hook_timeout_ms > 0 ? cfg->hook_timeout_ms : QC_DEFAULT_HOOK_TIMEOUT_MS;
+    h->hook_timeout_ms =
+        cfg->hook_timeout_ms > 0 ? cfg->hook_timeout_ms : QC_DEFAULT_HOOK_TIMEOUT_MS;
     free(h->hooks_path);
     h->hooks_path = NULL;
     if (cfg->hooks_path && !(h->hooks_path = strdup(cfg->hooks_path))) {

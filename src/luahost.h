@@ -16,9 +16,9 @@ typedef struct qc_lua qc_lua;
 
 /* One hook call. Strings and peers are copied when queued. */
 typedef struct qc_hook_event {
-    const char *hook;      /* "on_elected", "on_peer_up", ... */
-    uint64_t term;         /* 0: no term field in the argument */
-    const char *reason;    /* NULL: none */
+    const char *hook;                    /* "on_elected", "on_peer_up", ... */
+    uint64_t term;                       /* 0: no term field in the argument */
+    const char *reason;                  /* NULL: none */
     const qc_peer_info *self;            /* NULL: none */
     const qc_peer_info *leader;          /* NULL: nil */
     const qc_peer_info *previous_leader; /* NULL: nil */

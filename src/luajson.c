@@ -58,13 +58,20 @@ static void push_tree(lua_State *L, yajl_val v, int depth)
 {
     if (depth > QC_JSON_MAX_DEPTH) luaL_error(L, "JSON nested too deeply");
     luaL_checkstack(L, 4, "JSON nested too deeply");
-    if (YAJL_IS_STRING(v)) lua_pushstring(L, YAJL_GET_STRING(v));
-    else if (YAJL_IS_NUMBER(v)) push_number(L, v);
-    else if (YAJL_IS_OBJECT(v)) push_object(L, v, depth);
-    else if (YAJL_IS_ARRAY(v)) push_array(L, v, depth);
-    else if (YAJL_IS_TRUE(v)) lua_pushboolean(L, 1);
-    else if (YAJL_IS_FALSE(v)) lua_pushboolean(L, 0);
-    else lua_pushlightuserdata(L, NULL);
+    if (YAJL_IS_STRING(v))
+        lua_pushstring(L, YAJL_GET_STRING(v));
+    else if (YAJL_IS_NUMBER(v))
+        push_number(L, v);
+    else if (YAJL_IS_OBJECT(v))
+        push_object(L, v, depth);
+    else if (YAJL_IS_ARRAY(v))
+        push_array(L, v, depth);
+    else if (YAJL_IS_TRUE(v))
+        lua_pushboolean(L, 1);
+    else if (YAJL_IS_FALSE(v))
+        lua_pushboolean(L, 0);
+    else
+        lua_pushlightuserdata(L, NULL);
 }
 
 static int push_tree_protected(lua_State *L)
@@ -103,8 +110,8 @@ static void locate_error(const char *text, size_t len, int *line, char *err, siz
     yajl_status st = yajl_parse(h, u, len);
     if (st == yajl_status_ok) {
         st = yajl_complete_parse(h);
-        while (off > 0 && (text[off - 1] == '\n' || text[off - 1] == ' ' ||
-                           text[off - 1] == '\t' || text[off - 1] == '\r'))
+        while (off > 0 && (text[off - 1] == '\n' || text[off - 1] == ' ' || text[off - 1] == '\t' ||
+                           text[off - 1] == '\r'))
             off--;
     } else {
         off = yajl_get_bytes_consumed(h);
@@ -188,8 +195,10 @@ static int enc_fail(lua_State *L, enc *e, const char *what)
 static void enc_check(lua_State *L, enc *e, yajl_gen_status st)
 {
     if (st == yajl_gen_status_ok) return;
-    if (st == yajl_gen_invalid_string) enc_fail(L, e, "text is not valid UTF-8");
-    else enc_fail(L, e, "cannot write JSON");
+    if (st == yajl_gen_invalid_string)
+        enc_fail(L, e, "text is not valid UTF-8");
+    else
+        enc_fail(L, e, "cannot write JSON");
 }
 
 static size_t path_set(enc *e, size_t old, int n)
@@ -203,15 +212,14 @@ static size_t path_key(enc *e, const char *s, size_t len)
 {
     size_t old = e->plen;
     const char *dot = old ? "." : "";
-    return path_set(e, old, snprintf(e->path + old, sizeof e->path - old, "%s%.*s", dot,
-                                     (int)len, s));
+    return path_set(e, old,
+                    snprintf(e->path + old, sizeof e->path - old, "%s%.*s", dot, (int)len, s));
 }
 
 static size_t path_index(enc *e, lua_Integer i)
 {
     size_t old = e->plen;
-    return path_set(e, old, snprintf(e->path + old, sizeof e->path - old, "[%lld]",
-                                     (long long)i));
+    return path_set(e, old, snprintf(e->path + old, sizeof e->path - old, "[%lld]", (long long)i));
 }
 
 static int key_cmp(const void *a, const void *b)
@@ -287,8 +295,9 @@ static void enc_table(lua_State *L, enc *e, int idx, int depth)
     } else if (n_str == 0 && (size_t)max == n) {
         enc_array(L, e, idx, max, depth);
     } else {
-        enc_fail(L, e, n_str ? "expected string keys or a list 1..n, got both"
-                             : "expected a list 1..n, got one with holes");
+        enc_fail(L, e,
+                 n_str ? "expected string keys or a list 1..n, got both"
+                       : "expected a list 1..n, got one with holes");
     }
 }
 

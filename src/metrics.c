@@ -13,9 +13,8 @@
 #include "common.h"
 
 /* Upper bounds in seconds, 0.1 ms to 10 s; +Inf is implicit. */
-static const double qc_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                    0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
-                                    1.0,    2.5,     5.0,    10.0};
+static const double qc_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                    0.05,   0.1,     0.25,   0.5,   1.0,    2.5,   5.0,  10.0};
 #define QC_NBUCKETS (sizeof qc_buckets / sizeof qc_buckets[0])
 
 typedef struct qc_series {
@@ -91,8 +90,7 @@ static qc_family *family_get(qc_metrics *m, const char *name, int type)
 
 int qc_metrics_declare(qc_metrics *m, const char *name, int type, const char *help)
 {
-    if (!m || !name || type < QC_METRIC_COUNTER || type > QC_METRIC_HISTOGRAM)
-        return QC_EINVAL;
+    if (!m || !name || type < QC_METRIC_COUNTER || type > QC_METRIC_HISTOGRAM) return QC_EINVAL;
     qc_family *f = family_get(m, name, type);
     if (!f) return QC_ENOMEM;
     if (f->type != type && f->nseries == 0 && f->count == 0) f->type = type;
@@ -144,8 +142,7 @@ static qc_series *series_get(qc_family *f, const char *ln, const char *lv)
     return s;
 }
 
-static qc_series *lookup(qc_metrics *m, const char *name, int type, const char *ln,
-                         const char *lv)
+static qc_series *lookup(qc_metrics *m, const char *name, int type, const char *ln, const char *lv)
 {
     if (!m || !name) return NULL;
     qc_family *f = family_get(m, name, type);
@@ -242,18 +239,25 @@ static void buf_printf(qc_buf *b, const char *fmt, ...)
 static void buf_escaped(qc_buf *b, const char *s, int quote)
 {
     for (; *s; s++) {
-        if (*s == '\\') buf_printf(b, "\\\\");
-        else if (*s == '\n') buf_printf(b, "\\n");
-        else if (quote && *s == '"') buf_printf(b, "\\\"");
-        else buf_putc(b, *s);
+        if (*s == '\\')
+            buf_printf(b, "\\\\");
+        else if (*s == '\n')
+            buf_printf(b, "\\n");
+        else if (quote && *s == '"')
+            buf_printf(b, "\\\"");
+        else
+            buf_putc(b, *s);
     }
 }
 
 static void buf_number(qc_buf *b, double v)
 {
-    if (isnan(v)) buf_printf(b, "NaN");
-    else if (isinf(v)) buf_printf(b, v > 0 ? "+Inf" : "-Inf");
-    else if (v == floor(v) && fabs(v) < 1e15) buf_printf(b, "%.0f", v);
+    if (isnan(v))
+        buf_printf(b, "NaN");
+    else if (isinf(v))
+        buf_printf(b, v > 0 ? "+Inf" : "-Inf");
+    else if (v == floor(v) && fabs(v) < 1e15)
+        buf_printf(b, "%.0f", v);
     else {
         char tmp[40];
         snprintf(tmp, sizeof tmp, "%.15g", v); /* shortest form that reads back */
@@ -290,8 +294,10 @@ static void render_histogram(qc_buf *b, const qc_family *f)
     for (size_t i = 0; i <= QC_NBUCKETS; i++) {
         cum += f->counts[i];
         buf_printf(b, "%s_bucket{le=\"", f->name);
-        if (i < QC_NBUCKETS) buf_printf(b, "%g", qc_buckets[i]);
-        else buf_printf(b, "+Inf");
+        if (i < QC_NBUCKETS)
+            buf_printf(b, "%g", qc_buckets[i]);
+        else
+            buf_printf(b, "+Inf");
         buf_printf(b, "\"} %llu\n", (unsigned long long)cum);
     }
     buf_printf(b, "%s_sum ", f->name);

@@ -5,10 +5,10 @@
  * (qc_net_flush aside) or let one bad connection harm any other. */
 #include "net.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -23,12 +23,12 @@
 #include "log.h"
 #include "wire.h"
 
-#define NET_BACKOFF_MIN 0.010    /* first reconnect delay, seconds */
-#define NET_BACKOFF_MAX 1.0      /* reconnect delay cap */
-#define NET_STABLE_AFTER 1.0     /* a connection up this long resets the backoff */
-#define NET_OUT_CAP (16u << 20)  /* queued output over this: a slow peer */
+#define NET_BACKOFF_MIN 0.010   /* first reconnect delay, seconds */
+#define NET_BACKOFF_MAX 1.0     /* reconnect delay cap */
+#define NET_STABLE_AFTER 1.0    /* a connection up this long resets the backoff */
+#define NET_OUT_CAP (16u << 20) /* queued output over this: a slow peer */
 #define NET_READ_CHUNK 65536
-#define NET_HELLO_TIMEOUT 10.0   /* inbound connections must say hello by then */
+#define NET_HELLO_TIMEOUT 10.0 /* inbound connections must say hello by then */
 #define NET_ADDR_LEN 64
 
 enum { FAIL_NONE = 0, FAIL_WRITE, FAIL_OVERFLOW };
@@ -131,10 +131,7 @@ static qc_peer *peer_by_name(const qc_net *n, const char *identifier)
     return NULL;
 }
 
-static const char *conn_name(const qc_conn *c)
-{
-    return c->peer ? c->peer->identifier : c->addr;
-}
+static const char *conn_name(const qc_conn *c) { return c->peer ? c->peer->identifier : c->addr; }
 
 static void count(qc_net *n, const char *name, int type)
 {
@@ -186,8 +183,7 @@ static void inbound_unlink(qc_net *n, qc_conn *c)
 static int conn_flush(qc_conn *c)
 {
     while (c->out_off < c->out.len) {
-        ssize_t k = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off,
-                         MSG_NOSIGNAL);
+        ssize_t k = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
         if (k < 0 && errno == EINTR) continue;
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             ev_io_start(c->net->loop, &c->ww);
@@ -283,8 +279,7 @@ static void bad_frame(qc_conn *c, const char *why)
     qc_net *n = c->net;
     qc_metrics_add(n->metrics, M_BAD, NULL, NULL, 1);
     qc_log(QC_LOG_WARN, "net", "bad frame on %s connection %s %s: %s; closing",
-           c->outbound ? "outbound" : "inbound", c->outbound ? "to" : "from", conn_name(c),
-           why);
+           c->outbound ? "outbound" : "inbound", c->outbound ? "to" : "from", conn_name(c), why);
     conn_close(c);
 }
 
@@ -316,8 +311,7 @@ static int frame_hello(qc_conn *c, const uint8_t *payload, uint32_t len)
     if (rc) return bad_frame(c, "malformed hello"), -1;
     qc_peer *p = peer_by_name(n, h.identifier);
     if (!p) {
-        qc_log(QC_LOG_WARN, "net", "hello from unknown peer '%s' at %s", h.identifier,
-               c->addr);
+        qc_log(QC_LOG_WARN, "net", "hello from unknown peer '%s' at %s", h.identifier, c->addr);
         qc_wire_hello_free(&h);
         return bad_frame(c, "unknown peer"), -1;
     }
@@ -661,8 +655,7 @@ static void metrics_declare(qc_metrics *m)
 {
     if (!m) return;
     qc_metrics_declare(m, M_SENT, QC_METRIC_COUNTER, "Raft messages sent to peers, by type.");
-    qc_metrics_declare(m, M_RECV, QC_METRIC_COUNTER,
-                       "Raft messages received from peers, by type.");
+    qc_metrics_declare(m, M_RECV, QC_METRIC_COUNTER, "Raft messages received from peers, by type.");
     qc_metrics_declare(m, M_BAD, QC_METRIC_COUNTER,
                        "Frames rejected as malformed; each closed its connection.");
     qc_metrics_add(m, M_BAD, NULL, NULL, 0);

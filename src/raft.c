@@ -38,10 +38,10 @@ struct qc_raft {
     qc_peer *peers; /* every voter but this node */
     size_t n_peers;
 
-    uint64_t election_deadline; /* follower, (pre)candidate */
+    uint64_t election_deadline;  /* follower, (pre)candidate */
     uint64_t heartbeat_deadline; /* leader */
-    uint64_t fast_deadline;     /* retry of a fast pre-vote; 0: none */
-    int campaign_flags;         /* flags of the current (pre-)campaign */
+    uint64_t fast_deadline;      /* retry of a fast pre-vote; 0: none */
+    int campaign_flags;          /* flags of the current (pre-)campaign */
 
     uint64_t sticky_id;    /* whose lease we honour (0: unknown) */
     uint64_t sticky_until; /* refuse votes before this */
@@ -165,7 +165,7 @@ uint64_t qc_raft_lease_until(const qc_raft *r)
     if (r->role != QC_ROLE_LEADER) return 0;
     size_t need = quorum(r) - 1; /* answers needed besides our own */
     if (need == 0) return UINT64_MAX;
-    uint64_t best[16] = {0}; /* the need newest answers, newest first */
+    uint64_t best[16] = {0};  /* the need newest answers, newest first */
     if (need > 16) need = 16; /* clusters of up to 31 voters */
     for (size_t i = 0; i < r->n_peers; i++) {
         const qc_peer *p = &r->peers[i];
@@ -328,8 +328,8 @@ static int rank_above(const qc_raft *r, uint64_t other) { return other > r->id; 
 
 static void on_prevote(qc_raft *r, const qc_msg *m, uint64_t now)
 {
-    int grant = m->term > r->term && log_up_to_date(r, m->index, m->log_term) &&
-                lease_allows(r, m, now);
+    int grant =
+        m->term > r->term && log_up_to_date(r, m->index, m->log_term) && lease_allows(r, m, now);
     /* Two nodes saw the leader's link close: only the higher rank goes on,
      * so the two do not split the vote between them. */
     if (grant && r->role == QC_ROLE_PRECANDIDATE && (r->campaign_flags & QC_MSG_FLAG_FAST)) {
@@ -564,7 +564,8 @@ int qc_raft_new(const qc_raft_config *cfg, const qc_hard_state *hs, uint64_t now
     r->id = cfg->id;
     r->heartbeat_ms = cfg->heartbeat_ms;
     r->election_ms = cfg->election_ms;
-    r->lease_ms = (uint32_t)((uint64_t)cfg->election_ms * (1000 - 2 * QC_RAFT_DRIFT_PERMILLE) / 1000);
+    r->lease_ms =
+        (uint32_t)((uint64_t)cfg->election_ms * (1000 - 2 * QC_RAFT_DRIFT_PERMILLE) / 1000);
     r->fast_retry_ms = cfg->fast_retry_ms ? cfg->fast_retry_ms : 5;
     r->rng = cfg->seed ^ (cfg->id * 0xd1342543de82ef95ull);
     if (hs) {
@@ -639,15 +640,13 @@ const char *qc_raft_role_name(qc_role role)
 
 const char *qc_raft_msg_name(int type)
 {
-    static const char *const names[] = {"?",           "prevote",        "prevote_resp",
-                                        "vote",        "vote_resp",      "append",
-                                        "append_resp", "timeout_now"};
+    static const char *const names[] = {"?",         "prevote", "prevote_resp", "vote",
+                                        "vote_resp", "append",  "append_resp",  "timeout_now"};
     return type >= 1 && type <= QC_MSG_TYPE_MAX ? names[type] : "?";
 }
 
 const char *qc_raft_reason_name(int reason)
 {
-    static const char *const names[] = {"?", "higher_term", "lost_quorum", "transfer",
-                                        "shutdown"};
+    static const char *const names[] = {"?", "higher_term", "lost_quorum", "transfer", "shutdown"};
     return reason >= 1 && reason <= QC_DEMOTE_SHUTDOWN ? names[reason] : "?";
 }

@@ -106,7 +106,7 @@ typedef struct qc_raft_config {
     const uint64_t *peers; /* every voter, this node included */
     size_t n_peers;
     uint32_t heartbeat_ms;
-    uint32_t election_ms; /* timeouts are drawn from [election_ms, 2*election_ms) */
+    uint32_t election_ms;   /* timeouts are drawn from [election_ms, 2*election_ms) */
     uint32_t fast_retry_ms; /* retry of a refused fast pre-vote; 0: 5 ms */
     uint64_t seed;
 } qc_raft_config;
@@ -119,8 +119,7 @@ typedef struct qc_raft_config {
 /* Creates a node from its durable state hs (NULL: fresh) at time now.
  * A restarted node treats itself as having just heard from a leader, so it
  * cannot vote away a lease it helped grant before the crash. */
-int qc_raft_new(const qc_raft_config *cfg, const qc_hard_state *hs, uint64_t now,
-                qc_raft **out);
+int qc_raft_new(const qc_raft_config *cfg, const qc_hard_state *hs, uint64_t now, qc_raft **out);
 void qc_raft_free(qc_raft *r);
 
 /* Inputs. Each may queue outputs; collect them with qc_raft_ready(). */

@@ -23,7 +23,7 @@ typedef void qc_transfer_done_fn(void *arg, int rc);
 
 typedef struct qc_view {
     void *ud;
-    int (*is_leader)(void *ud);    /* this node leads and its lease holds */
+    int (*is_leader)(void *ud); /* this node leads and its lease holds */
     uint64_t (*term)(void *ud);
     const char *(*role)(void *ud); /* this node's role name */
     uint64_t (*commit_index)(void *ud);

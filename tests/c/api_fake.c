@@ -26,8 +26,8 @@ typedef struct fake {
 
 static const qc_peer_info members[] = {
     {"server_a", "localhost", 7001, "{}", "follower", 1, 1, 1},
-    {"server_b", "localhost", 7002, "{\"server_port\":8002,\"tags\":[\"a\",\"b\"]}", "leader",
-     1, 1, 0},
+    {"server_b", "localhost", 7002, "{\"server_port\":8002,\"tags\":[\"a\",\"b\"]}", "leader", 1, 1,
+     0},
     {"server_c", "localhost", 7003, "not json", "follower", 0, 1, 0},
 };
 
@@ -159,8 +159,8 @@ int main(int argc, char **argv)
     fill_metrics(f.metrics);
     ev_timer_init(&f.later, later_cb, 0., 0.);
     f.later.data = &f;
-    qc_view view = {&f,      f_is_leader, f_term,     f_role,   f_commit, f_leader,
-                    f_self,  f_peers,     f_transfer, f_refresh};
+    qc_view view = {&f,       f_is_leader, f_term,  f_role,     f_commit,
+                    f_leader, f_self,      f_peers, f_transfer, f_refresh};
     int rc = qc_api_new(f.loop, "127.0.0.1", atoi(argv[1]), &view, f.metrics,
                         argc > 2 ? argv[2] : NULL, &f.api);
     if (rc) {

@@ -2,8 +2,8 @@
  * specs: `check CONFIG` prints the resolved config as JSON (exit 0) or the
  * error (exit 2); `hooks CONFIG EVENT...` fires hooks against a fake view,
  * runs the loop until nothing is left and prints the hook counters. Special
- * events: reload, drain, run (the loop), wait:MS (the loop for MS), stop (free the host right away).
- * Test-only: it must never be linked into the agent. */
+ * events: reload, drain, run (the loop), wait:MS (the loop for MS), stop (free the host right
+ * away). Test-only: it must never be linked into the agent. */
 #include <ev.h>
 #include <lauxlib.h>
 #include <lualib.h>
@@ -127,17 +127,19 @@ static size_t v_peers(void *ud, qc_peer_info *out, size_t max)
 }
 
 static const char *const hook_names[] = {
-    "on_start",     "on_elected",   "on_demoted",     "on_leader_change", "on_peer_up",
-    "on_peer_down", "on_stop",      "on_kv_change",   "on_member_join",   "on_member_leave",
-    "exec",         "after",        NULL,
+    "on_start",     "on_elected", "on_demoted",   "on_leader_change", "on_peer_up",
+    "on_peer_down", "on_stop",    "on_kv_change", "on_member_join",   "on_member_leave",
+    "exec",         "after",      NULL,
 };
 
 static int fire(qc_lua *h, const qc_config *c, const char *name)
 {
     qc_peer_info self, other;
     self_info(c, &self);
-    if (c->n_peers) peer_info(c, 0, &other);
-    else other = self;
+    if (c->n_peers)
+        peer_info(c, 0, &other);
+    else
+        other = self;
     qc_hook_event ev = {.hook = name};
     if (strcmp(name, "on_start") == 0) {
         ev.self = &self;
@@ -177,8 +179,13 @@ static int run_hooks(struct ev_loop *loop, int argc, char **argv)
 {
     qc_metrics *m = qc_metrics_new();
     fake f = {0};
-    qc_view view = {.ud = &f, .is_leader = v_is_leader, .term = v_term, .role = v_role,
-                    .commit_index = v_commit, .leader = v_leader, .self = v_self,
+    qc_view view = {.ud = &f,
+                    .is_leader = v_is_leader,
+                    .term = v_term,
+                    .role = v_role,
+                    .commit_index = v_commit,
+                    .leader = v_leader,
+                    .self = v_self,
                     .peers = v_peers};
     qc_lua *h = NULL;
     qc_config cfg;
@@ -283,9 +290,9 @@ static int build_output(lua_State *L)
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     lua_setfield(L, -2, "peers");
-    static const char *const later[] = {"role", "priority", "join", "preempt",
-                                        "preempt_delay_ms", "max_voters", "leave_on_stop",
-                                        "reap_after", NULL};
+    static const char *const later[] = {"role",          "priority",         "join",
+                                        "preempt",       "preempt_delay_ms", "max_voters",
+                                        "leave_on_stop", "reap_after",       NULL};
     lua_getfield(L, LUA_REGISTRYINDEX, "qcluster.config");
     for (int i = 0; later[i]; i++) {
         lua_getfield(L, -1, later[i]);
@@ -301,8 +308,12 @@ static int check(struct ev_loop *loop, const char *path)
     qc_config cfg;
     qc_lua *h = NULL;
     fake f = {0};
-    qc_view view = {.ud = &f, .is_leader = v_is_leader, .term = v_term, .leader = v_leader,
-                    .self = v_self, .peers = v_peers};
+    qc_view view = {.ud = &f,
+                    .is_leader = v_is_leader,
+                    .term = v_term,
+                    .leader = v_leader,
+                    .self = v_self,
+                    .peers = v_peers};
     /* The full load (with the hooks file) decides validity... */
     if (qc_lua_new(loop, &view, NULL, &h) != QC_OK) return 1;
     int rc = qc_lua_load(h, path, &cfg, err, sizeof err);
@@ -334,8 +345,10 @@ static int check(struct ev_loop *loop, const char *path)
     lua_pushlightuserdata(L, &cfg);
     rc = lua_pcall(L, 1, 1, 0) == LUA_OK ? qc_luajson_encode(L, -1, &json, &len, err, sizeof err)
                                          : QC_EINVAL;
-    if (rc == QC_OK) printf("%s\n", json);
-    else fprintf(stderr, "cannot print: %s\n", lua_tostring(L, -1));
+    if (rc == QC_OK)
+        printf("%s\n", json);
+    else
+        fprintf(stderr, "cannot print: %s\n", lua_tostring(L, -1));
     free(json);
     qc_config_free(&cfg);
     lua_close(L);

@@ -51,7 +51,8 @@ static void on_link(void *ud, uint64_t peer, int up)
 
 static void print_counters(const node *nd)
 {
-    printf("bad_frames %.0f\n", qc_metrics_get(nd->metrics, "qcluster_bad_frames_total", NULL, NULL));
+    printf("bad_frames %.0f\n",
+           qc_metrics_get(nd->metrics, "qcluster_bad_frames_total", NULL, NULL));
     printf("sent %.0f received %.0f\n",
            qc_metrics_get(nd->metrics, "qcluster_messages_sent_total", "type", "append"),
            qc_metrics_get(nd->metrics, "qcluster_messages_received_total", "type", "append"));
@@ -66,8 +67,13 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
     qc_entry e = {.term = nd->term, .index = nd->term, .type = 1, .len = 9, .data = data};
     nd->term++;
     for (size_t i = 0; i < nd->n_peers; i++) {
-        qc_msg m = {.type = QC_MSG_APPEND, .from = nd->self, .to = nd->ids[i],
-                    .term = nd->term, .ctx = qc_now_ms(), .n_entries = 1, .entries = &e};
+        qc_msg m = {.type = QC_MSG_APPEND,
+                    .from = nd->self,
+                    .to = nd->ids[i],
+                    .term = nd->term,
+                    .ctx = qc_now_ms(),
+                    .n_entries = 1,
+                    .entries = &e};
         int rc = qc_net_send(nd->net, &m);
         if (rc) fprintf(stderr, "send: %s\n", qc_strerror(rc));
     }
@@ -111,8 +117,10 @@ static int run(node *nd, struct ev_loop *loop, int argc, char **argv)
 {
     char meta[128];
     snprintf(meta, sizeof meta, "{\"node\":\"%s\"}", argv[1]);
-    qc_net_config cfg = {.identifier = argv[1], .metadata = meta,
-                         .listen_host = getenv("NET_NODE_HOST"), .listen_port = atoi(argv[2])};
+    qc_net_config cfg = {.identifier = argv[1],
+                         .metadata = meta,
+                         .listen_host = getenv("NET_NODE_HOST"),
+                         .listen_port = atoi(argv[2])};
     qc_net_callbacks cb = {.ud = nd, .on_msg = on_msg, .on_hello = on_hello, .on_link = on_link};
     int rc = qc_net_new(loop, &cfg, &cb, nd->metrics, &nd->net);
     if (rc) {

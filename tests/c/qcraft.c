@@ -234,13 +234,24 @@ static int l_gc(lua_State *L)
 }
 
 static const luaL_Reg node_methods[] = {
-    {"step", l_step},           {"tick", l_tick},       {"link", l_link},
-    {"transfer", l_transfer},   {"ready", l_ready},     {"role", l_role},
-    {"term", l_term},           {"leader", l_leader},   {"vote", l_vote},
-    {"id", l_id},               {"is_leader", l_is_leader},
-    {"next_deadline", l_next_deadline},                 {"lease_until", l_lease_until},
-    {"commit", l_commit},       {"step_down", l_step_down},
-    {"link_up", l_link_up},     {"close", l_gc},        {NULL, NULL},
+    {"step", l_step},
+    {"tick", l_tick},
+    {"link", l_link},
+    {"transfer", l_transfer},
+    {"ready", l_ready},
+    {"role", l_role},
+    {"term", l_term},
+    {"leader", l_leader},
+    {"vote", l_vote},
+    {"id", l_id},
+    {"is_leader", l_is_leader},
+    {"next_deadline", l_next_deadline},
+    {"lease_until", l_lease_until},
+    {"commit", l_commit},
+    {"step_down", l_step_down},
+    {"link_up", l_link_up},
+    {"close", l_gc},
+    {NULL, NULL},
 };
 
 int luaopen_qcraft(lua_State *L)

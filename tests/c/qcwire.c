@@ -199,8 +199,7 @@ static int l_frame(lua_State *L)
     size_t len;
     const char *p = luaL_checklstring(L, 2, &len);
     uint32_t crc = qc_crc32c(0, p, len);
-    uint8_t h[QC_WIRE_HEADER] = {QC_WIRE_MAGIC0, QC_WIRE_MAGIC1, QC_WIRE_VERSION,
-                                 (uint8_t)type};
+    uint8_t h[QC_WIRE_HEADER] = {QC_WIRE_MAGIC0, QC_WIRE_MAGIC1, QC_WIRE_VERSION, (uint8_t)type};
     for (int i = 0; i < 4; i++) {
         h[4 + i] = (uint8_t)((uint32_t)len >> (24 - 8 * i));
         h[8 + i] = (uint8_t)(crc >> (24 - 8 * i));

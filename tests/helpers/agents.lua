@@ -8,7 +8,6 @@ local cjson = require("cjson.safe")
 
 local M = {}
 
-local started = {} -- pid -> true, for M.stop_all()
 
 function M.sleep(s) socket.sleep(s) end
 function M.now() return socket.gettime() end
@@ -110,7 +109,6 @@ function M.start(c, i)
   local p = io.popen(cmd)
   node.pid = tonumber(p:read("l"))
   p:close()
-  started[node.pid] = true
   return node.pid
 end
 
@@ -131,7 +129,6 @@ function M.signal(c, i, sig)
   if sig == "STOP" or sig == "CONT" or sig == "HUP" then return true end
   local gone = M.wait_for(function() return not M.alive(node.pid) end, 10)
   if gone then
-    started[node.pid] = nil
     node.pid = nil
   end
   return gone
@@ -146,7 +143,6 @@ function M.stop(c)
       os.execute("kill -CONT " .. node.pid .. " 2>/dev/null")
       os.execute("kill -KILL " .. node.pid .. " 2>/dev/null")
       M.wait_for(function() return not M.alive(node.pid) end, 5)
-      started[node.pid] = nil
       node.pid = nil
     end
   end

@@ -43,7 +43,7 @@ typedef struct node {
     uint64_t offset;
     qc_hard_state durable;
     int has_durable;
-    uint64_t max_term_seen; /* highest term this node ever revealed */
+    uint64_t max_term_seen;            /* highest term this node ever revealed */
     uint64_t last_from[MAX_NODES + 1]; /* link ordering: last delivery time from peer */
 } node;
 
@@ -53,7 +53,7 @@ typedef struct sim {
     int trace;
     size_t n;
     uint32_t heartbeat, election;
-    node nodes[MAX_NODES + 1]; /* 1-based: id i is nodes[i] */
+    node nodes[MAX_NODES + 1];             /* 1-based: id i is nodes[i] */
     int cut[MAX_NODES + 1][MAX_NODES + 1]; /* silent drop from a to b */
     inflight *net;
     size_t n_net;
@@ -133,8 +133,9 @@ static void record_sent(sim *s, size_t i, const qc_msg *m)
     if (m->type != QC_MSG_VOTE_RESP || m->reject || m->term >= MAX_TERMS) return;
     uint64_t *v = &s->vote_of[i][m->term];
     if (*v && *v != m->to)
-        violate(s, "one-vote-per-term", "node %zu voted for %" PRIu64 " and %" PRIu64
-                " in term %" PRIu64, i, *v, m->to, m->term);
+        violate(s, "one-vote-per-term",
+                "node %zu voted for %" PRIu64 " and %" PRIu64 " in term %" PRIu64, i, *v, m->to,
+                m->term);
     *v = m->to;
 }
 
@@ -174,7 +175,8 @@ static void send_msg(sim *s, const qc_msg *m)
     uint64_t delay = 1 + below(&s->g, s->max_delay);
     if (!s->calm && chance(&s->g, 0.01)) delay += below(&s->g, 10 * s->max_delay); /* slow */
     enqueue(s, m, s->now + delay);
-    if (!s->calm && chance(&s->g, s->dup)) enqueue(s, m, s->now + delay + below(&s->g, s->max_delay));
+    if (!s->calm && chance(&s->g, s->dup))
+        enqueue(s, m, s->now + delay + below(&s->g, s->max_delay));
 }
 
 static void crash(sim *s, size_t i);
@@ -271,8 +273,12 @@ static void start_node(sim *s, size_t i)
     node *nd = &s->nodes[i];
     uint64_t ids[MAX_NODES];
     for (size_t k = 0; k < s->n; k++) ids[k] = k + 1;
-    qc_raft_config cfg = {.id = i, .peers = ids, .n_peers = s->n, .heartbeat_ms = s->heartbeat,
-                          .election_ms = s->election, .seed = rnd(&s->g)};
+    qc_raft_config cfg = {.id = i,
+                          .peers = ids,
+                          .n_peers = s->n,
+                          .heartbeat_ms = s->heartbeat,
+                          .election_ms = s->election,
+                          .seed = rnd(&s->g)};
     memset(nd->last_from, 0, sizeof nd->last_from);
     if (qc_raft_new(&cfg, nd->has_durable ? &nd->durable : NULL, local_now(s, nd), &nd->r)) {
         fprintf(stderr, "qc_raft_new failed\n");
@@ -280,7 +286,8 @@ static void start_node(sim *s, size_t i)
     }
     nd->alive = 1;
     nd->paused_until = 0;
-    if (nd->has_durable && nd->durable.term > nd->max_term_seen) nd->max_term_seen = nd->durable.term;
+    if (nd->has_durable && nd->durable.term > nd->max_term_seen)
+        nd->max_term_seen = nd->durable.term;
     for (size_t p = 1; p <= s->n; p++) {
         if (p == i || !s->nodes[p].alive) continue;
         schedule_link(s, i, p, 1, s->now + 1 + below(&s->g, 3));
@@ -358,9 +365,7 @@ static void inject_fault(sim *s, int calm)
         schedule_link(s, p, i, 1, back);
         break;
     }
-    case 0:
-        crash(s, chance(&s->g, 0.5) && leader ? leader : i);
-        break;
+    case 0: crash(s, chance(&s->g, 0.5) && leader ? leader : i); break;
     case 1:
         if (!nd->alive) {
             trace(s, "node %zu restarts", i);
@@ -374,12 +379,8 @@ static void inject_fault(sim *s, int calm)
             trace(s, "node %zu pauses until %" PRIu64, i, nd->paused_until);
         }
         break;
-    case 3:
-        partition(s);
-        break;
-    case 4:
-        heal(s);
-        break;
+    case 3: partition(s); break;
+    case 4: heal(s); break;
     case 5:
         if (leader) {
             node *ld = &s->nodes[leader];
@@ -476,8 +477,9 @@ static void setup(sim *s, uint64_t seed, int trace_on)
     for (size_t i = 1; i <= s->n; i++) {
         node *nd = &s->nodes[i];
         /* Rates within the documented bound of QC_RAFT_DRIFT_PERMILLE. */
-        nd->rate = 1.0 + ((double)below(&s->g, 2 * QC_RAFT_DRIFT_PERMILLE + 1) -
-                          QC_RAFT_DRIFT_PERMILLE) / 1000.0;
+        nd->rate =
+            1.0 + ((double)below(&s->g, 2 * QC_RAFT_DRIFT_PERMILLE + 1) - QC_RAFT_DRIFT_PERMILLE) /
+                      1000.0;
         nd->offset = below(&s->g, 100000);
     }
     for (size_t i = 1; i <= s->n; i++) start_node(s, i);
