@@ -660,6 +660,9 @@ int qc_agent_main(const char *path)
     qc_log_set_level(a->cfg.log_level);
     if (!a->cfg.secret)
         qc_log(QC_LOG_WARN, "agent", "no secret set: cluster traffic is not authenticated");
+    else
+        qc_log(QC_LOG_WARN, "agent", "secret is set, but this version does not authenticate "
+                                     "cluster frames yet: keep the cluster port private");
     int rc = qc_store_open(a->cfg.data_dir, &a->store);
     if (rc != QC_OK) {
         qc_log(QC_LOG_ERROR, "store", "cannot use data_dir %s: %s", a->cfg.data_dir,
@@ -691,6 +694,7 @@ int qc_agent_check(const char *path)
     qc_agent *a = &agent;
     int code = 1;
     if (init_agent(a) == QC_OK) code = load(a, path) == QC_OK ? 0 : 2;
+    if (code == 0) printf("%s: valid (%s, %zu peers)\n", path, a->cfg.identifier, a->cfg.n_peers);
     free_agent(a);
     return code;
 }
