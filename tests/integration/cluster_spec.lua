@@ -97,6 +97,14 @@ describe("a three-node cluster", function()
     assert.are.equal(target, A.agreed_leader(c, 5))
     local _, code3 = A.cli("transfer nosuch", c.nodes[A.index_of(c, target)].api)
     assert.are.equal(3, code3)
+    local follower = A.index_of(c, target) % 3 + 1
+    local status, body = A.http(c.nodes[follower].api, "POST", "/v1/transfer-leadership", "{}")
+    assert.are.equal(409, status, "a follower cannot hand over what it does not hold")
+    assert.is_not_nil(cjson.decode(body).error)
+    status, body = A.http(c.nodes[A.index_of(c, target)].api, "POST", "/v1/transfer-leadership",
+      cjson.encode { to = "node" .. li })
+    assert.are.equal(200, status, body)
+    assert.are.equal("node" .. li, A.agreed_leader(c, 5))
     assert.is_truthy(has(A.events(c, li), "^demoted %d+ transfer$"))
   end)
 
