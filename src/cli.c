@@ -9,6 +9,7 @@
 #include <http_parser.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,12 +72,15 @@ int qc_cli_is_command(const char *name)
     return 0;
 }
 
-/* Prints the message (fmt has one %s) and a pointer to the help. */
-static int usage_error(const char *fmt, const char *what)
+/* Prints the message and a pointer to the help. */
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "qcluster: ");
-    fprintf(stderr, fmt, what);
+    vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\nrun 'qcluster --help' for usage\n");
+    va_end(ap);
     return EXIT_USAGE;
 }
 
@@ -366,7 +370,7 @@ static void print_peers_line(yajl_val peers)
     putchar('\n');
 }
 
-static void print_status(yajl_val v)
+static int print_status(yajl_val v)
 {
     yajl_val lead = qc_json_get(v, "leader");
     printf("%-12s%s\n", "identifier", str_or(v, "identifier", "?"));
@@ -379,6 +383,7 @@ static void print_status(yajl_val v)
         printf("%-12s%s\n", "leader", "none");
     print_peers_line(qc_json_get(v, "peers"));
     printf("%-12s%s\n", "commit", num_text(qc_json_get(v, "commit_index")));
+    return 0;
 }
 
 /* Metadata as compact JSON text; malloc'd, or NULL for "{}". */
@@ -390,62 +395,54 @@ static char *metadata_text(yajl_val peer)
     return NULL;
 }
 
-static int cmd_status(const opts *o)
+/* A GET command that takes no argument: prints the answer as it is with
+ * --json, else parses it for print, which returns nonzero when the answer is
+ * not what it expects. When none_text is set, an answer with none_status
+ * means "nothing there": EXIT_NONE, and none_text unless --json. */
+static int get_and_print(const opts *o, const char *path, int (*print)(yajl_val), int none_status,
+                         const char *none_text)
 {
-    if (o->nargs) return usage_error("status takes no argument: %s", o->args[0]);
+    if (o->nargs) return usage_error("%s takes no argument: %s", o->cmd, o->args[0]);
     resp r;
-    if (http_call(o, "GET", "/v1/status", NULL, &r)) return EXIT_FAIL;
+    if (http_call(o, "GET", path, NULL, &r)) return EXIT_FAIL;
     int code = EXIT_OK;
-    if (r.status != 200)
-        code = report_error(o, &r, EXIT_FAIL);
-    else if (o->json)
-        print_raw(&r);
-    else {
-        yajl_val v = parse_body(o, &r);
-        if (v)
-            print_status(v);
-        else
-            code = EXIT_FAIL;
-        yajl_tree_free(v);
-    }
-    free(r.body);
-    return code;
-}
-
-static void print_leader(yajl_val v)
-{
-    char *meta = metadata_text(v);
-    printf("%s %s:%s %s\n", str_or(v, "identifier", "?"), str_or(v, "host", "?"),
-           num_text(qc_json_get(v, "port")), meta ? meta : "{}");
-    free(meta);
-}
-
-static int cmd_leader(const opts *o)
-{
-    if (o->nargs) return usage_error("leader takes no argument: %s", o->args[0]);
-    resp r;
-    if (http_call(o, "GET", "/v1/leader", NULL, &r)) return EXIT_FAIL;
-    int code = EXIT_OK;
-    if (r.status == 503) {
+    if (none_text && r.status == none_status) {
         code = EXIT_NONE;
         if (o->json)
             print_raw(&r);
         else
-            printf("no leader\n");
+            printf("%s\n", none_text);
     } else if (r.status != 200) {
         code = report_error(o, &r, EXIT_FAIL);
     } else if (o->json) {
         print_raw(&r);
     } else {
         yajl_val v = parse_body(o, &r);
-        if (v)
-            print_leader(v);
-        else
-            code = EXIT_FAIL;
+        if (!v || print(v) != 0) code = EXIT_FAIL;
         yajl_tree_free(v);
     }
     free(r.body);
     return code;
+}
+
+static int cmd_status(const opts *o)
+{
+    return get_and_print(o, "/v1/status", print_status, 0, NULL);
+}
+
+static int print_leader(yajl_val v)
+{
+    char *meta = metadata_text(v);
+    printf("%s %s:%s %s\n", str_or(v, "identifier", "?"), str_or(v, "host", "?"),
+           num_text(qc_json_get(v, "port")), meta ? meta : "{}");
+    free(meta);
+    return 0;
+}
+
+/* 503: no leader is known. */
+static int cmd_leader(const opts *o)
+{
+    return get_and_print(o, "/v1/leader", print_leader, 503, "no leader");
 }
 
 enum { COL_ID, COL_ROLE, COL_UP, COL_VOTER, COL_ADDR, COL_META, NCOLS };
@@ -466,10 +463,12 @@ static const char *member_cell(yajl_val p, int col, char *tmp, size_t cap, char 
     }
 }
 
-static void print_members(yajl_val list)
+/* The answer must be an array of members. */
+static int print_members(yajl_val list)
 {
     static const char *const heads[NCOLS] = {"IDENTIFIER", "ROLE",    "UP",
                                              "VOTER",      "ADDRESS", "METADATA"};
+    if (!YAJL_IS_ARRAY(list)) return -1;
     size_t w[NCOLS], n = list->u.array.len;
     char tmp[300], *buf;
     for (int c = 0; c < NCOLS; c++) w[c] = strlen(heads[c]);
@@ -490,28 +489,12 @@ static void print_members(yajl_val list)
             free(buf);
         }
     }
+    return 0;
 }
 
 static int cmd_members(const opts *o)
 {
-    if (o->nargs) return usage_error("members takes no argument: %s", o->args[0]);
-    resp r;
-    if (http_call(o, "GET", "/v1/members", NULL, &r)) return EXIT_FAIL;
-    int code = EXIT_OK;
-    if (r.status != 200)
-        code = report_error(o, &r, EXIT_FAIL);
-    else if (o->json)
-        print_raw(&r);
-    else {
-        yajl_val v = parse_body(o, &r);
-        if (v && YAJL_IS_ARRAY(v))
-            print_members(v);
-        else
-            code = EXIT_FAIL;
-        yajl_tree_free(v);
-    }
-    free(r.body);
-    return code;
+    return get_and_print(o, "/v1/members", print_members, 0, NULL);
 }
 
 /* The request body {"to": id}, or NULL for "the best peer". */
