@@ -5,27 +5,8 @@
 local socket = require("socket")
 local cjson = require("cjson.safe")
 
--- QC_API_FAKE / QC_QCLI / QC_FAKE_LOG let a sanitizer build run the same specs.
-local FAKE = os.getenv("QC_API_FAKE") or "./build/api_fake"
-local LOG = os.getenv("QC_FAKE_LOG") or "/dev/null"
+local start_fake = require("fake").start
 local TOKEN = "s3cret-token"
-
-local function start_fake(port, token)
-  local cmd = FAKE .. " " .. port .. (token and (" " .. token) or "") .. " >/dev/null 2>>" .. LOG .. " & echo $!"
-  local p = assert(io.popen(cmd))
-  local pid = assert(tonumber(p:read("*l")), "no pid")
-  p:close()
-  for _ = 1, 250 do
-    local s = socket.connect("127.0.0.1", port)
-    if s then
-      s:close()
-      return pid
-    end
-    socket.sleep(0.02)
-  end
-  os.execute("kill " .. pid)
-  error("api_fake did not start on port " .. port)
-end
 
 local function signal(pid, sig)
   os.execute("kill -" .. sig .. " " .. pid)

@@ -4,27 +4,12 @@
 local socket = require("socket")
 local cjson = require("cjson.safe")
 
--- QC_API_FAKE / QC_QCLI / QC_FAKE_LOG let a sanitizer build run the same specs.
-local FAKE = os.getenv("QC_API_FAKE") or "./build/api_fake"
-local LOG = os.getenv("QC_FAKE_LOG") or "/dev/null"
+local start_fake = require("fake").start
+
+-- QC_QCLI lets a sanitizer build run the same specs (QC_API_FAKE and
+-- QC_FAKE_LOG: see tests/helpers/fake.lua).
 local QCLI = os.getenv("QC_QCLI") or "./build/qcli"
 local TOKEN = "cli-token"
-
-local function start_fake(port, token)
-  local p = assert(io.popen(FAKE .. " " .. port .. " " .. token .. " >/dev/null 2>>" .. LOG .. " & echo $!"))
-  local pid = assert(tonumber(p:read("*l")), "no pid")
-  p:close()
-  for _ = 1, 250 do
-    local s = socket.connect("127.0.0.1", port)
-    if s then
-      s:close()
-      return pid
-    end
-    socket.sleep(0.02)
-  end
-  os.execute("kill " .. pid)
-  error("api_fake did not start on port " .. port)
-end
 
 -- Runs qcli with args (a string); returns exit code, stdout, stderr.
 local function run(args, env)
