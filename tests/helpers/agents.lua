@@ -29,7 +29,7 @@ end
 
 function M.write(path, text)
   local f = assert(io.open(path, "wb"))
-  f:write(text)
+  assert(f:write(text))
   f:close()
 end
 

@@ -1,7 +1,7 @@
 -- The config loader and checker (src/config.c + lua/config.lua) through
 -- build/luahost_driver: defaults, the original JSON format, every kind of
 -- bad value with its exact message, syntax errors with FILE:LINE.
-local driver = dofile("tests/fixtures/driver.lua")
+local driver = require("driver")
 local json = require("dkjson")
 
 local dir

@@ -1,7 +1,7 @@
 -- The Lua host (src/luahost.c) through build/luahost_driver: hooks run in
 -- event order, failing and runaway hooks are stopped and counted, exec and
 -- after callbacks come back through the same queue, reload is safe.
-local driver = dofile("tests/fixtures/driver.lua")
+local driver = require("driver")
 
 local dir
 
