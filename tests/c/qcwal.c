@@ -1,0 +1,245 @@
+/* Test-only Lua module over the write-ahead log (src/wal.c): open a WAL and
+ * get its recovery as a table, append, sync, truncate, snapshot, compact,
+ * and make the next fsyncs fail. Never linked into the agent; the only state
+ * is in each WAL's userdata. */
+#include <errno.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "wal.h"
+
+#define QCWAL_MT "qcwal.wal"
+
+typedef struct lwal {
+    qc_wal *w;
+    int fail_sync; /* the next fsyncs fail with EIO */
+    lua_Integer syncs;
+} lwal;
+
+static int test_sync(int fd, void *arg)
+{
+    lwal *l = arg;
+    l->syncs++;
+    if (l->fail_sync) {
+        errno = EIO;
+        return -1;
+    }
+    return fsync(fd);
+}
+
+static const char *code_name(int rc)
+{
+    switch (rc) {
+    case QC_ENOMEM: return "ENOMEM";
+    case QC_EINVAL: return "EINVAL";
+    case QC_EIO: return "EIO";
+    case QC_ETOOBIG: return "ETOOBIG";
+    case QC_ECORRUPT: return "ECORRUPT";
+    default: return "E?";
+    }
+}
+
+/* nil, message, code name, errno text */
+static int push_fail(lua_State *L, int rc, const char *msg)
+{
+    int saved = errno;
+    lua_pushnil(L);
+    lua_pushstring(L, msg && *msg ? msg : qc_strerror(rc));
+    lua_pushstring(L, code_name(rc));
+    lua_pushstring(L, rc == QC_EIO ? strerror(saved) : "");
+    return 4;
+}
+
+static int push_rc(lua_State *L, int rc)
+{
+    if (rc) return push_fail(L, rc, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static lwal *check_wal(lua_State *L)
+{
+    lwal *l = luaL_checkudata(L, 1, QCWAL_MT);
+    if (!l->w) luaL_error(L, "wal is closed");
+    return l;
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void push_recovery(lua_State *L, const qc_wal_recovery *rec)
+{
+    lua_createtable(L, 0, 8);
+    set_int(L, "snap_index", (lua_Integer)rec->snap_index);
+    set_int(L, "snap_term", (lua_Integer)rec->snap_term);
+    set_int(L, "torn_bytes", (lua_Integer)rec->torn_bytes);
+    lua_pushlstring(L, rec->snap_data ? (const char *)rec->snap_data : "", rec->snap_len);
+    lua_setfield(L, -2, "snap_data");
+    lua_pushstring(L, rec->note);
+    lua_setfield(L, -2, "note");
+    lua_createtable(L, (int)rec->n_entries, 0);
+    for (size_t i = 0; i < rec->n_entries; i++) {
+        const qc_entry *e = &rec->entries[i];
+        lua_createtable(L, 0, 4);
+        set_int(L, "term", (lua_Integer)e->term);
+        set_int(L, "index", (lua_Integer)e->index);
+        set_int(L, "type", (lua_Integer)e->type);
+        lua_pushlstring(L, e->data ? (const char *)e->data : "", e->len);
+        lua_setfield(L, -2, "data");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "entries");
+}
+
+/* qcwal.open(dir [, {segment_size=, plain_sync=}]) -> wal, recovery | nil,
+ * msg, code. plain_sync: the WAL's own fdatasync (benchmarks); fail_sync and
+ * the sync count then do nothing. */
+static int l_open(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    qc_wal_options opt = {0};
+    int plain = 0;
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "segment_size");
+        lua_getfield(L, 2, "plain_sync");
+        opt.segment_size = (uint64_t)luaL_optinteger(L, -2, 0);
+        plain = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+    }
+    lwal *l = lua_newuserdatauv(L, sizeof *l, 0);
+    memset(l, 0, sizeof *l);
+    luaL_setmetatable(L, QCWAL_MT);
+    opt.sync = plain ? NULL : test_sync;
+    opt.sync_arg = l;
+    qc_wal_recovery rec;
+    int rc = qc_wal_open(dir, &opt, &l->w, &rec);
+    if (rc) {
+        int n = push_fail(L, rc, rec.error);
+        qc_wal_recovery_free(&rec);
+        return n;
+    }
+    push_recovery(L, &rec);
+    qc_wal_recovery_free(&rec);
+    return 2;
+}
+
+/* Reads {{term=, index=, type=, data=}, ...}; data points into strings the
+ * argument table keeps alive for the call. */
+static size_t read_entries(lua_State *L, int idx, qc_entry **out)
+{
+    luaL_checktype(L, idx, LUA_TTABLE);
+    size_t n = (size_t)luaL_len(L, idx);
+    qc_entry *v = lua_newuserdatauv(L, (n ? n : 1) * sizeof *v, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, idx, (lua_Integer)i + 1);
+        luaL_checktype(L, -1, LUA_TTABLE);
+        lua_getfield(L, -1, "term");
+        lua_getfield(L, -2, "index");
+        lua_getfield(L, -3, "type");
+        lua_getfield(L, -4, "data");
+        size_t len = 0;
+        const char *d = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &len);
+        v[i].term = (uint64_t)luaL_checkinteger(L, -4);
+        v[i].index = (uint64_t)luaL_checkinteger(L, -3);
+        v[i].type = (uint32_t)luaL_optinteger(L, -2, QC_ENTRY_DATA);
+        v[i].len = (uint32_t)len;
+        v[i].data = (uint8_t *)d;
+        lua_pop(L, 5);
+    }
+    *out = v;
+    return n;
+}
+
+static int l_append(lua_State *L)
+{
+    lwal *l = check_wal(L);
+    qc_entry *v;
+    size_t n = read_entries(L, 2, &v);
+    return push_rc(L, qc_wal_append(l->w, v, n));
+}
+
+static int l_sync(lua_State *L) { return push_rc(L, qc_wal_sync(check_wal(L)->w)); }
+
+static int l_truncate(lua_State *L)
+{
+    lwal *l = check_wal(L);
+    return push_rc(L, qc_wal_truncate(l->w, (uint64_t)luaL_checkinteger(L, 2)));
+}
+
+static int l_save_snapshot(lua_State *L)
+{
+    lwal *l = check_wal(L);
+    uint64_t index = (uint64_t)luaL_checkinteger(L, 2);
+    uint64_t term = (uint64_t)luaL_checkinteger(L, 3);
+    size_t len = 0;
+    const char *data = luaL_optlstring(L, 4, "", &len);
+    return push_rc(L, qc_wal_save_snapshot(l->w, index, term, data, len));
+}
+
+static int l_compact(lua_State *L)
+{
+    lwal *l = check_wal(L);
+    return push_rc(L, qc_wal_compact(l->w, (uint64_t)luaL_checkinteger(L, 2)));
+}
+
+static int l_fail_sync(lua_State *L)
+{
+    check_wal(L)->fail_sync = lua_toboolean(L, 2);
+    return 0;
+}
+
+static int l_info(lua_State *L)
+{
+    lwal *l = check_wal(L);
+    lua_createtable(L, 0, 6);
+    set_int(L, "first", (lua_Integer)qc_wal_first_index(l->w));
+    set_int(L, "last", (lua_Integer)qc_wal_last_index(l->w));
+    set_int(L, "snap_index", (lua_Integer)qc_wal_snapshot_index(l->w));
+    set_int(L, "segments", (lua_Integer)qc_wal_segment_count(l->w));
+    set_int(L, "syncs", l->syncs);
+    lua_pushnumber(L, qc_wal_last_sync_seconds(l->w));
+    lua_setfield(L, -2, "last_sync_seconds");
+    return 1;
+}
+
+static int l_close(lua_State *L)
+{
+    lwal *l = luaL_checkudata(L, 1, QCWAL_MT);
+    qc_wal_close(l->w);
+    l->w = NULL;
+    return 0;
+}
+
+static const luaL_Reg wal_methods[] = {
+    {"append", l_append},
+    {"sync", l_sync},
+    {"truncate", l_truncate},
+    {"save_snapshot", l_save_snapshot},
+    {"compact", l_compact},
+    {"fail_sync", l_fail_sync},
+    {"info", l_info},
+    {"close", l_close},
+    {NULL, NULL},
+};
+
+int luaopen_qcwal(lua_State *L)
+{
+    luaL_newmetatable(L, QCWAL_MT);
+    luaL_newlib(L, wal_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, l_open);
+    lua_setfield(L, -2, "open");
+    lua_pushinteger(L, QC_WAL_SEGMENT_SIZE);
+    lua_setfield(L, -2, "SEGMENT_SIZE");
+    return 1;
+}
