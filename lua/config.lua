@@ -16,7 +16,6 @@ M.DEFAULTS = {
   api_host = "127.0.0.1",
   heartbeat_ms = 50,
   election_timeout_ms = 300,
-  hook_timeout_ms = 5000,
   log_level = "info",
   role = "voter",
   priority = 1,
@@ -265,6 +264,7 @@ local function peers(c, own)
         describe(id), seen[id])
     end
     seen[id] = i
+    if i > 31 then fail("peers", "expected at most 31 peers (32 voters), got %d", #c.peers) end
     out[i] = {
       identifier = id,
       host = host(key .. ".host", p.host),
@@ -310,7 +310,11 @@ local function timing(c, out)
       min, describe(v), c.election_timeout_ms_default and " (the default)" or "")
   end
   out.election_timeout_ms = i
-  out.hook_timeout_ms = integer("hook_timeout_ms", c.hook_timeout_ms, 1, 3600000)
+  -- Hooks run on the event loop: by default one may take a third of an
+  -- election timeout, so a runaway hook cannot cost the node its leadership.
+  local hook = c.hook_timeout_ms
+  if hook == nil then hook = math.max(1, i // 3) end
+  out.hook_timeout_ms = integer("hook_timeout_ms", hook, 1, 3600000)
 end
 
 local function api(c, out)

@@ -122,23 +122,24 @@ static char *merge_metadata(const char *base, const char *over)
     char *out = NULL;
     yajl_gen g = yajl_gen_alloc(NULL);
     if (!g || !YAJL_IS_OBJECT(o)) goto done;
-    yajl_gen_map_open(g);
+    /* Any failure (too deep, out of memory) refuses the whole text. */
+    int err = yajl_gen_map_open(g) != yajl_gen_status_ok;
     if (YAJL_IS_OBJECT(b)) {
         for (size_t i = 0; i < b->u.object.len; i++) {
             const char *k = b->u.object.keys[i];
             if (qc_json_get(o, k)) continue;
-            qc_json_key(g, k);
-            qc_json_val(g, b->u.object.values[i]);
+            err |= qc_json_key(g, k) != 0;
+            err |= qc_json_val(g, b->u.object.values[i]) != 0;
         }
     }
     for (size_t i = 0; i < o->u.object.len; i++) {
-        qc_json_key(g, o->u.object.keys[i]);
-        qc_json_val(g, o->u.object.values[i]);
+        err |= qc_json_key(g, o->u.object.keys[i]) != 0;
+        err |= qc_json_val(g, o->u.object.values[i]) != 0;
     }
-    yajl_gen_map_close(g);
+    err |= yajl_gen_map_close(g) != yajl_gen_status_ok;
     const unsigned char *buf;
     size_t len;
-    if (yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok) {
+    if (!err && yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok) {
         out = malloc(len + 1);
         if (out) {
             memcpy(out, buf, len);
@@ -224,6 +225,7 @@ static void refresh_metrics(void *ud)
 }
 
 static void process(qc_agent *a);
+static const char *name_of(qc_agent *a, uint64_t id);
 
 static void transfer_finish(qc_agent *a, pending_transfer *t, int rc)
 {
@@ -255,6 +257,31 @@ static void settle_transfers(qc_agent *a, uint64_t leader)
     }
 }
 
+/* Hands over to target (0: the best peer); done(arg, rc) runs once the new
+ * leader is known or after two election timeouts. Returns non-zero (and
+ * never calls done) when the core refused. */
+static int start_transfer(qc_agent *a, uint64_t target, int reason, qc_transfer_done_fn *done,
+                          void *arg)
+{
+    pending_transfer *t = calloc(1, sizeof *t);
+    if (!t) return QC_ENOMEM;
+    int rc = qc_raft_transfer(a->raft, target, qc_now_ms(), reason);
+    if (rc) {
+        free(t);
+        return rc;
+    }
+    qc_log(QC_LOG_INFO, "agent", "handing leadership over to %s",
+           target ? name_of(a, target) : "the best peer");
+    *t = (pending_transfer){
+        .next = a->transfers, .agent = a, .target = target, .done = done, .arg = arg};
+    ev_timer_init(&t->timer, on_transfer_timeout, 2.0 * a->cfg.election_timeout_ms / 1000.0, 0);
+    t->timer.data = t;
+    ev_timer_start(a->loop, &t->timer);
+    a->transfers = t;
+    process(a);
+    return QC_OK;
+}
+
 static void view_transfer(void *ud, const char *to, qc_transfer_done_fn *done, void *arg)
 {
     qc_agent *a = ud;
@@ -275,25 +302,8 @@ static void view_transfer(void *ud, const char *to, qc_transfer_done_fn *done, v
         done(arg, QC_ENOTLEADER);
         return;
     }
-    pending_transfer *t = calloc(1, sizeof *t);
-    if (!t) {
-        done(arg, QC_ENOMEM);
-        return;
-    }
-    int rc = qc_raft_transfer(a->raft, target, qc_now_ms(), QC_DEMOTE_TRANSFER);
-    if (rc) {
-        free(t);
-        done(arg, rc == QC_ENOTFOUND && target ? QC_EBUSY : rc);
-        return;
-    }
-    qc_log(QC_LOG_INFO, "agent", "handing leadership over to %s", to && *to ? to : "the best peer");
-    *t = (pending_transfer){
-        .next = a->transfers, .agent = a, .target = target, .done = done, .arg = arg};
-    ev_timer_init(&t->timer, on_transfer_timeout, 2.0 * a->cfg.election_timeout_ms / 1000.0, 0);
-    t->timer.data = t;
-    ev_timer_start(a->loop, &t->timer);
-    a->transfers = t;
-    process(a);
+    int rc = start_transfer(a, target, QC_DEMOTE_TRANSFER, done, arg);
+    if (rc) done(arg, rc == QC_ENOTFOUND && target ? QC_EBUSY : rc);
 }
 
 /* ---- carrying out the core's outputs ---------------------------------- */
@@ -389,11 +399,16 @@ static void process(qc_agent *a)
         /* Events refer to state the core holds now: copy them out first,
          * since hooks never run inline but transfers may settle inline. */
         size_t n = rd.n_events;
-        qc_event events[16];
-        if (n > 16) n = 16;
-        memcpy(events, rd.events, n * sizeof *events);
+        qc_event few[16];
+        qc_event *events = n <= 16 ? few : malloc(n * sizeof *events);
+        if (!events) {
+            qc_log(QC_LOG_ERROR, "agent", "out of memory: %zu events not handled", n);
+            n = 0;
+        }
+        if (n) memcpy(events, rd.events, n * sizeof *events);
         qc_raft_advance(a->raft);
         for (size_t i = 0; i < n; i++) handle_event(a, &events[i]);
+        if (events != few) free(events);
     }
     arm_timer(a);
 }
@@ -434,6 +449,14 @@ static void on_hello(void *ud, uint64_t peer, const char *metadata)
     m->metadata = merged;
 }
 
+/* Proof the peer left (its process died or it closed on us): the fast path. */
+static void on_peer_closed(void *ud, uint64_t peer)
+{
+    qc_agent *a = ud;
+    qc_raft_link(a->raft, peer, QC_LINK_GONE, qc_now_ms());
+    process(a);
+}
+
 static void on_link(void *ud, uint64_t peer, int up)
 {
     qc_agent *a = ud;
@@ -443,7 +466,7 @@ static void on_link(void *ud, uint64_t peer, int up)
     qc_log(up ? QC_LOG_INFO : QC_LOG_WARN, "net", "peer %s is %s", m->identifier,
            up ? "reachable" : "unreachable");
     qc_metrics_set(a->metrics, "qcluster_peer_up", "peer", m->identifier, up);
-    qc_raft_link(a->raft, peer, up, qc_now_ms());
+    qc_raft_link(a->raft, peer, up ? QC_LINK_UP : QC_LINK_DOWN, qc_now_ms());
     qc_peer_info p;
     member_info(a, m, &p);
     fire(a, &(qc_hook_event){.hook = up ? "on_peer_up" : "on_peer_down", .peer = &p});
@@ -551,7 +574,11 @@ static int start_services(qc_agent *a)
         .listen_host = a->cfg.listen_host,
         .listen_port = a->cfg.listen_port,
     };
-    qc_net_callbacks cb = {.ud = a, .on_msg = on_msg, .on_hello = on_hello, .on_link = on_link};
+    qc_net_callbacks cb = {.ud = a,
+                           .on_msg = on_msg,
+                           .on_hello = on_hello,
+                           .on_link = on_link,
+                           .on_peer_closed = on_peer_closed};
     /* net and api log why they cannot listen themselves. */
     if (qc_net_new(a->loop, &nc, &cb, a->metrics, &a->net) != QC_OK) return QC_EIO;
     for (size_t i = 0; i < a->n_members; i++) {
@@ -578,12 +605,24 @@ static void start_signals(qc_agent *a)
 }
 
 /* A stopping leader hands over first (fast fail-over), then the hooks run. */
+static void on_handover_done(void *arg, int rc)
+{
+    qc_agent *a = arg;
+    if (rc) qc_log(QC_LOG_WARN, "agent", "hand-over at stop did not complete: %s", qc_strerror(rc));
+    ev_break(a->loop, EVBREAK_ALL);
+}
+
+/* A stopping leader hands over and stays until the successor is known (two
+ * election timeouts at most; a second signal cuts it short), so that its
+ * closing links do not start a competing fast election. */
 static void shutdown_agent(qc_agent *a)
 {
-    uint64_t now = qc_now_ms();
-    if (qc_raft_role(a->raft) == QC_ROLE_LEADER &&
-        qc_raft_transfer(a->raft, 0, now, QC_DEMOTE_SHUTDOWN) != QC_OK)
-        qc_raft_step_down(a->raft, now, QC_DEMOTE_SHUTDOWN);
+    if (qc_raft_role(a->raft) == QC_ROLE_LEADER) {
+        if (start_transfer(a, 0, QC_DEMOTE_SHUTDOWN, on_handover_done, a) == QC_OK)
+            ev_run(a->loop, 0);
+        else
+            qc_raft_step_down(a->raft, qc_now_ms(), QC_DEMOTE_SHUTDOWN);
+    }
     process(a);
     qc_net_flush(a->net, 200);
     while (a->transfers) transfer_finish(a, a->transfers, QC_EBUSY);
@@ -661,8 +700,9 @@ int qc_agent_main(const char *path)
     if (!a->cfg.secret)
         qc_log(QC_LOG_WARN, "agent", "no secret set: cluster traffic is not authenticated");
     else
-        qc_log(QC_LOG_WARN, "agent", "secret is set, but this version does not authenticate "
-                                     "cluster frames yet: keep the cluster port private");
+        qc_log(QC_LOG_WARN, "agent",
+               "secret is set, but this version does not authenticate "
+               "cluster frames yet: keep the cluster port private");
     int rc = qc_store_open(a->cfg.data_dir, &a->store);
     if (rc != QC_OK) {
         qc_log(QC_LOG_ERROR, "store", "cannot use data_dir %s: %s", a->cfg.data_dir,

@@ -23,7 +23,12 @@ const char *qc_strerror(int code)
 uint64_t qc_now_ms(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    /* BOOTTIME keeps counting while the host is suspended, so a lease
+     * cannot outlive a suspend; MONOTONIC would stop. */
+#ifdef CLOCK_BOOTTIME
+    if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0)
+#endif
+        clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 

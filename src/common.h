@@ -24,7 +24,7 @@ enum {
 /* Static text for a QC_E... code. */
 const char *qc_strerror(int code);
 
-/* Milliseconds of CLOCK_MONOTONIC. */
+/* Milliseconds of CLOCK_BOOTTIME (monotonic, and counting through suspend). */
 uint64_t qc_now_ms(void);
 
 /* Wall-clock seconds since the epoch, with sub-millisecond precision. */

@@ -38,7 +38,7 @@ typedef struct qc_config {
 /* Default timings (documented in the README). */
 #define QC_DEFAULT_HEARTBEAT_MS 50
 #define QC_DEFAULT_ELECTION_TIMEOUT_MS 300
-#define QC_DEFAULT_HOOK_TIMEOUT_MS 5000
+#define QC_DEFAULT_HOOK_TIMEOUT_MS 100 /* election_timeout_ms / 3 */
 
 /* Loads and checks path inside L (the caller's state; the Lua config may use
  * the qcluster module). On success fills *cfg (caller frees with

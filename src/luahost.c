@@ -28,6 +28,8 @@ extern char **environ;
 
 /* exec(): a command runs at most this long unless opts.timeout_ms says. */
 #define QC_EXEC_DEFAULT_TIMEOUT_MS 30000
+/* Loading a Lua config runs before the loop: it may take this long. */
+#define QC_CONFIG_BUDGET_MS 5000
 /* exec(): output kept per stream; the rest is read and dropped. */
 #define QC_EXEC_MAX_OUTPUT (1u << 20)
 /* exec(): after SIGKILL, how long to wait for the pipes to close. */
@@ -1114,7 +1116,7 @@ int qc_lua_load(qc_lua *h, const char *path, qc_config *cfg, char *err, size_t e
         snprintf(err, errlen, "%s: cannot load while a hook runs", path);
         return QC_EBUSY;
     }
-    arm(h, QC_DEFAULT_HOOK_TIMEOUT_MS); /* a Lua config may loop, too */
+    arm(h, QC_CONFIG_BUDGET_MS); /* a Lua config may loop, too */
     int rc = qc_config_load(h->L, path, cfg, err, errlen);
     disarm(h);
     if (rc != QC_OK) return rc;

@@ -383,6 +383,8 @@ static void conn_read_inbound(qc_conn *c)
     if (k <= 0) {
         qc_log(QC_LOG_DEBUG, "net", "inbound connection from %s closed: %s", conn_name(c),
                k == 0 ? "end of stream" : strerror(errno));
+        qc_net *n = c->net;
+        if (c->peer && n->cb.on_peer_closed) n->cb.on_peer_closed(n->cb.ud, c->peer->id);
         conn_close(c);
         return;
     }

@@ -23,6 +23,10 @@ typedef struct qc_net_callbacks {
      * established) or closed (up=0: any connection to or from it closed,
      * was refused or failed). Reported on every change, never twice alike. */
     void (*on_link)(void *ud, uint64_t peer, int up);
+    /* The connection the peer dialled to us ended from its side (end of
+     * stream or reset): its process died or its transport gave up on us.
+     * Reported before the on_link(0) it also causes; may be NULL. */
+    void (*on_peer_closed)(void *ud, uint64_t peer);
 } qc_net_callbacks;
 
 typedef struct qc_net_config {

@@ -21,7 +21,9 @@ typedef struct qc_peer {
     uint64_t id;
     uint64_t match, next;
     uint64_t acked_ctx; /* newest request ctx this peer answered this term */
+    uint64_t up_since;  /* answers to requests sent before this do not count */
     int link_up;
+    int gone;    /* the peer closed its connection to us: it is not leading */
     int granted; /* this campaign: 1 granted, -1 refused, 0 no answer */
 } qc_peer;
 
@@ -165,11 +167,10 @@ uint64_t qc_raft_lease_until(const qc_raft *r)
     if (r->role != QC_ROLE_LEADER) return 0;
     size_t need = quorum(r) - 1; /* answers needed besides our own */
     if (need == 0) return UINT64_MAX;
-    uint64_t best[16] = {0};  /* the need newest answers, newest first */
-    if (need > 16) need = 16; /* clusters of up to 31 voters */
+    uint64_t best[16] = {0}; /* the need newest answers; qc_raft_new caps need */
     for (size_t i = 0; i < r->n_peers; i++) {
         const qc_peer *p = &r->peers[i];
-        if (!p->link_up || !p->acked_ctx) continue;
+        if (!p->link_up || !p->acked_ctx || p->acked_ctx < p->up_since) continue;
         uint64_t v = p->acked_ctx;
         for (size_t k = 0; k < need; k++) {
             if (v > best[k]) {
@@ -205,7 +206,10 @@ static int lease_allows(const qc_raft *r, const qc_msg *m, uint64_t now)
 #ifdef QC_MUTANT_FAST_NO_LINK_CHECK
         return holder != NULL;
 #endif
+#ifdef QC_MUTANT_FAST_ON_DOWN
         return holder && !holder->link_up;
+#endif
+        return holder && holder->gone;
     }
     return 0;
 }
@@ -356,7 +360,9 @@ static void on_vote(qc_raft *r, const qc_msg *m, uint64_t now)
         }
         become_follower(r, m->term, 0, QC_DEMOTE_HIGHER_TERM, now);
     }
-    int grant = (r->vote == 0 || r->vote == m->from) && log_up_to_date(r, m->index, m->log_term);
+    /* In a term whose leader we know, the only vote left is the one we cast. */
+    int free_vote = r->vote == m->from || (r->vote == 0 && r->leader == 0);
+    int grant = free_vote && log_up_to_date(r, m->index, m->log_term);
 #ifdef QC_MUTANT_DOUBLE_VOTE
     grant = log_up_to_date(r, m->index, m->log_term) && r->role != QC_ROLE_LEADER;
 #endif
@@ -421,9 +427,11 @@ static void on_vote_resp(qc_raft *r, const qc_msg *m, uint64_t now)
         return;
     }
     qc_peer *p = find_peer(r, m->from);
-    if (r->role != QC_ROLE_CANDIDATE || m->term != r->term || !p) return;
+    if (m->term != r->term || !p) return;
+    /* A grant that comes after we won still backs our lease. */
+    if (!m->reject && m->ctx > p->acked_ctx && m->ctx <= now) p->acked_ctx = m->ctx;
+    if (r->role != QC_ROLE_CANDIDATE) return;
     p->granted = m->reject ? -1 : 1;
-    if (!m->reject && m->ctx > p->acked_ctx) p->acked_ctx = m->ctx;
     if (count_grants(r) >= quorum(r)) become_leader(r, now);
 }
 
@@ -464,7 +472,10 @@ static handler_fn *const handlers[QC_MSG_TYPE_MAX + 1] = {
 int qc_raft_step(qc_raft *r, const qc_msg *m, uint64_t now)
 {
     if (m->type < 1 || m->type > QC_MSG_TYPE_MAX || m->to != r->id) return QC_EINVAL;
-    if (!find_peer(r, m->from)) return QC_ENOTFOUND;
+    qc_peer *from = find_peer(r, m->from);
+    if (!from) return QC_ENOTFOUND;
+    /* It talks to us again: whatever closed before, it has not gone away. */
+    from->gone = 0;
     /* A leader's lease may have lapsed while we were not looking (a frozen
      * process): settle that before anything the message could cause. */
     qc_raft_tick(r, now);
@@ -495,7 +506,7 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
         }
         if (r->fast_deadline && now >= r->fast_deadline) {
             const qc_peer *holder = find_peer(r, r->sticky_id);
-            if (holder && !holder->link_up && r->role != QC_ROLE_CANDIDATE)
+            if (holder && holder->gone && r->role != QC_ROLE_CANDIDATE)
                 pre_campaign(r, QC_MSG_FLAG_FAST, now);
             else
                 r->fast_deadline = 0;
@@ -504,17 +515,28 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
     }
 }
 
-void qc_raft_link(qc_raft *r, uint64_t peer, int up, uint64_t now)
+void qc_raft_link(qc_raft *r, uint64_t peer, int state, uint64_t now)
 {
     qc_peer *p = find_peer(r, peer);
-    if (!p || p->link_up == !!up) return;
-    p->link_up = !!up;
-    if (up) return;
+    if (!p) return;
+    if (state == QC_LINK_UP) {
+        if (!p->link_up) p->up_since = now;
+        p->link_up = 1;
+        p->gone = 0;
+        return;
+    }
+    int newly_gone = state == QC_LINK_GONE && !p->gone;
+    p->link_up = 0;
+    p->acked_ctx = 0;
+    if (state == QC_LINK_GONE) p->gone = 1;
     if (r->role == QC_ROLE_LEADER) {
         qc_raft_tick(r, now); /* steps down if a majority is gone */
         return;
     }
-    if (peer == r->sticky_id && now < r->sticky_until) fast_pre_campaign(r, now);
+#ifdef QC_MUTANT_FAST_ON_DOWN
+    newly_gone = newly_gone || state == QC_LINK_DOWN;
+#endif
+    if (newly_gone && peer == r->sticky_id && now < r->sticky_until) fast_pre_campaign(r, now);
 }
 
 static qc_peer *best_transfer_target(qc_raft *r)
@@ -530,6 +552,7 @@ static qc_peer *best_transfer_target(qc_raft *r)
 
 int qc_raft_transfer(qc_raft *r, uint64_t peer, uint64_t now, int reason)
 {
+    qc_raft_tick(r, now); /* a lapsed lease has nothing to hand over */
     if (r->role != QC_ROLE_LEADER) return QC_ENOTLEADER;
     qc_peer *target = peer ? find_peer(r, peer) : best_transfer_target(r);
     if (!target) return QC_ENOTFOUND;
@@ -549,7 +572,9 @@ int qc_raft_step_down(qc_raft *r, uint64_t now, int reason)
 
 int qc_raft_new(const qc_raft_config *cfg, const qc_hard_state *hs, uint64_t now, qc_raft **out)
 {
-    if (!cfg->id || !cfg->heartbeat_ms || cfg->election_ms < 2) return QC_EINVAL;
+    /* The lease keeps the 16 newest answers: 32 voters at most. */
+    if (!cfg->id || !cfg->heartbeat_ms || cfg->election_ms < 2 || cfg->n_peers > 32)
+        return QC_EINVAL;
     qc_raft *r = calloc(1, sizeof *r);
     if (!r) return QC_ENOMEM;
     r->peers = calloc(cfg->n_peers ? cfg->n_peers : 1, sizeof *r->peers);
@@ -564,8 +589,11 @@ int qc_raft_new(const qc_raft_config *cfg, const qc_hard_state *hs, uint64_t now
     r->id = cfg->id;
     r->heartbeat_ms = cfg->heartbeat_ms;
     r->election_ms = cfg->election_ms;
+    /* Shortened for the drift bound, and by 2 ms because both clocks are
+     * read in whole milliseconds. */
     r->lease_ms =
         (uint32_t)((uint64_t)cfg->election_ms * (1000 - 2 * QC_RAFT_DRIFT_PERMILLE) / 1000);
+    r->lease_ms = r->lease_ms > 2 ? r->lease_ms - 2 : 0;
     r->fast_retry_ms = cfg->fast_retry_ms ? cfg->fast_retry_ms : 5;
     r->rng = cfg->seed ^ (cfg->id * 0xd1342543de82ef95ull);
     if (hs) {

@@ -103,7 +103,7 @@ typedef struct qc_ready {
 
 typedef struct qc_raft_config {
     uint64_t id;           /* this node; never 0 */
-    const uint64_t *peers; /* every voter, this node included */
+    const uint64_t *peers; /* every voter, this node included; at most 32 */
     size_t n_peers;
     uint32_t heartbeat_ms;
     uint32_t election_ms;   /* timeouts are drawn from [election_ms, 2*election_ms) */
@@ -125,10 +125,17 @@ void qc_raft_free(qc_raft *r);
 /* Inputs. Each may queue outputs; collect them with qc_raft_ready(). */
 int qc_raft_step(qc_raft *r, const qc_msg *m, uint64_t now);
 void qc_raft_tick(qc_raft *r, uint64_t now);
-/* The transport reports the link to peer opened (up=1) or closed (up=0). */
-void qc_raft_link(qc_raft *r, uint64_t peer, int up, uint64_t now);
-/* Hands leadership to peer (0: the best one). QC_ENOTLEADER, QC_ENOTFOUND
- * (no such or no reachable peer), QC_EBUSY (a transfer is pending). The old
+/* Link states the transport reports. DOWN: a connection to or from the peer
+ * closed or failed; the leader stops counting the peer towards its lease.
+ * GONE: the peer's own side closed the connection it dialled to us (its
+ * process died, or its transport gave up on us after it marked us down):
+ * only this proves the peer no longer leads, so only this drives the fast
+ * pre-vote and lets a voter grant one. */
+enum { QC_LINK_DOWN = 0, QC_LINK_UP = 1, QC_LINK_GONE = 2 };
+void qc_raft_link(qc_raft *r, uint64_t peer, int state, uint64_t now);
+/* Hands leadership to peer (0: the best one). QC_ENOTLEADER (also when the
+ * lease lapsed), QC_ENOTFOUND (no such or no reachable peer), QC_EBUSY (the
+ * peer is unreachable or behind). The old
  * leader steps down before the target can win: there is never an overlap. */
 int qc_raft_transfer(qc_raft *r, uint64_t peer, uint64_t now, int reason);
 

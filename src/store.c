@@ -26,6 +26,7 @@ struct qc_store {
 
 static int mkdir_p(const char *path)
 {
+    if (!*path) return QC_EINVAL;
     char *p = strdup(path);
     if (!p) return QC_ENOMEM;
     for (char *s = p + 1; *s; s++) {

@@ -127,9 +127,13 @@ static int l_tick(lua_State *L)
     return 0;
 }
 
+/* node:link(peer, state, now): state true (up), false (down) or "gone". */
 static int l_link(lua_State *L)
 {
-    qc_raft_link(check_node(L), (uint64_t)luaL_checkinteger(L, 2), lua_toboolean(L, 3),
+    int state = lua_type(L, 3) == LUA_TSTRING ? QC_LINK_GONE
+                : lua_toboolean(L, 3)         ? QC_LINK_UP
+                                              : QC_LINK_DOWN;
+    qc_raft_link(check_node(L), (uint64_t)luaL_checkinteger(L, 2), state,
                  (uint64_t)luaL_checkinteger(L, 4));
     return 0;
 }

@@ -141,7 +141,8 @@ function Cluster:heal()
   for i = 1, self.n do self.cut[i] = {} end
 end
 
--- The transport of `at` reports its link to `peer` closed (or open).
+-- The transport of `at` reports its link to `peer` open (true), closed
+-- (false), or closed by the peer itself ("gone").
 function Cluster:link(at, peer, up)
   if self.nodes[at] then
     self.nodes[at]:link(peer, up, self.now)
@@ -167,7 +168,7 @@ function Cluster:crash(i)
   self.nodes[i]:close()
   self.nodes[i] = nil
   for j = 1, self.n do
-    if j ~= i then self:link(j, i, false) end
+    if j ~= i then self:link(j, i, "gone") end
   end
 end
 

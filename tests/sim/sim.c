@@ -67,6 +67,7 @@ typedef struct sim {
     uint64_t elections, transfers, crashes;
     int calm; /* no more faults: the liveness phase */
     uint64_t last_link[MAX_NODES + 1][MAX_NODES + 1];
+    int told[MAX_NODES + 1][MAX_NODES + 1]; /* link state last given to a node's core */
 } sim;
 
 static void trace(sim *s, const char *fmt, ...)
@@ -221,11 +222,16 @@ static void process(sim *s, size_t i)
     if (nd->alive) check_terms(s, i);
 }
 
-static void set_link(sim *s, size_t at, size_t peer, int up)
+static void set_link(sim *s, size_t at, size_t peer, int state)
 {
     node *nd = &s->nodes[at];
     if (!running(nd, s->now)) return; /* a paused node notices when it wakes */
-    qc_raft_link(nd->r, peer, up, local_now(s, nd));
+    s->told[at][peer] = state;
+    trace(s, "node %zu: link to %zu %s", at, peer,
+          state == QC_LINK_UP     ? "up"
+          : state == QC_LINK_GONE ? "gone"
+                                  : "down");
+    qc_raft_link(nd->r, peer, state, local_now(s, nd));
     process(s, at);
 }
 
@@ -233,22 +239,24 @@ static void set_link(sim *s, size_t at, size_t peer, int up)
 
 typedef struct link_event {
     uint64_t at;
-    uint8_t at_node, peer, up;
+    uint8_t at_node, peer, state; /* QC_LINK_... */
 } link_event;
 
 static link_event link_events[4096];
 static size_t n_link_events;
 
-static void schedule_link(sim *s, size_t at, size_t peer, int up, uint64_t when)
+/* Returns when the event will really fire (never before earlier ones). */
+static uint64_t schedule_link(sim *s, size_t at, size_t peer, int state, uint64_t when)
 {
-    if (n_link_events == sizeof link_events / sizeof *link_events) return;
+    if (n_link_events == sizeof link_events / sizeof *link_events) return when;
     /* The close arrives after the data sent before it, and the transport
      * reports a link's changes in the order they happened. */
     if (when < s->nodes[at].last_from[peer]) when = s->nodes[at].last_from[peer] + 1;
     if (when <= s->last_link[at][peer]) when = s->last_link[at][peer] + 1;
     s->last_link[at][peer] = when;
-    link_events[n_link_events++] =
-        (link_event){.at = when, .at_node = (uint8_t)at, .peer = (uint8_t)peer, .up = (uint8_t)up};
+    link_events[n_link_events++] = (link_event){
+        .at = when, .at_node = (uint8_t)at, .peer = (uint8_t)peer, .state = (uint8_t)state};
+    return when;
 }
 
 static void crash(sim *s, size_t i)
@@ -265,7 +273,7 @@ static void crash(sim *s, size_t i)
     for (size_t k = 0; k < s->n_net; k++)
         if (s->net[k].m.to == i) s->net[k].m.to = 0;
     for (size_t p = 1; p <= s->n; p++)
-        if (p != i) schedule_link(s, p, i, 0, s->now + below(&s->g, 3));
+        if (p != i) schedule_link(s, p, i, QC_LINK_GONE, s->now + below(&s->g, 3));
 }
 
 static void start_node(sim *s, size_t i)
@@ -280,6 +288,7 @@ static void start_node(sim *s, size_t i)
                           .election_ms = s->election,
                           .seed = rnd(&s->g)};
     memset(nd->last_from, 0, sizeof nd->last_from);
+    memset(s->told[i], 0, sizeof s->told[i]);
     if (qc_raft_new(&cfg, nd->has_durable ? &nd->durable : NULL, local_now(s, nd), &nd->r)) {
         fprintf(stderr, "qc_raft_new failed\n");
         exit(3);
@@ -290,8 +299,8 @@ static void start_node(sim *s, size_t i)
         nd->max_term_seen = nd->durable.term;
     for (size_t p = 1; p <= s->n; p++) {
         if (p == i || !s->nodes[p].alive) continue;
-        schedule_link(s, i, p, 1, s->now + 1 + below(&s->g, 3));
-        schedule_link(s, p, i, 1, s->now + 1 + below(&s->g, 3));
+        schedule_link(s, i, p, QC_LINK_UP, s->now + 1 + below(&s->g, 3));
+        schedule_link(s, p, i, QC_LINK_UP, s->now + 1 + below(&s->g, 3));
     }
 }
 
@@ -353,18 +362,34 @@ static void inject_fault(sim *s, int calm)
     size_t i = 1 + below(&s->g, s->n);
     node *nd = &s->nodes[i];
     size_t leader = acting_leader(s);
-    switch (below(&s->g, 8)) {
-    case 7: { /* a connection resets: both ends see it close, then reconnect */
+    switch (below(&s->g, 9)) {
+    case 7: { /* a connection of i to p fails, then reconnects */
         size_t p = leader && chance(&s->g, 0.7) ? leader : 1 + below(&s->g, s->n);
         if (p == i || !nd->alive || !s->nodes[p].alive) break;
         uint64_t back = s->now + 5 + below(&s->g, s->election);
-        trace(s, "link %zu-%zu resets until %" PRIu64, i, p, back);
-        schedule_link(s, i, p, 0, s->now + below(&s->g, 3));
-        schedule_link(s, p, i, 0, s->now + below(&s->g, 3));
-        schedule_link(s, i, p, 1, back);
-        schedule_link(s, p, i, 1, back);
+        uint64_t t1 = schedule_link(s, i, p, QC_LINK_DOWN, s->now + below(&s->g, 3));
+        if (chance(&s->g, 0.5)) {
+            /* i's transport closed it: p sees its inbound end (GONE) only
+             * after that, closes its own, and i then sees p's end. */
+            uint64_t t2 = schedule_link(s, p, i, QC_LINK_GONE, t1 + 1 + below(&s->g, 3));
+            schedule_link(s, i, p, QC_LINK_GONE, t2 + 1 + below(&s->g, 3));
+            schedule_link(s, p, i, QC_LINK_UP, back);
+            trace(s, "link %zu-%zu closes until %" PRIu64, i, p, back);
+        } else {
+            trace(s, "link %zu->%zu resets one way until %" PRIu64, i, p, back);
+        }
+        schedule_link(s, i, p, QC_LINK_UP, back);
         break;
     }
+    case 8: /* the leader's port rejects: every follower's link to it fails */
+        if (!leader) break;
+        for (size_t p = 1; p <= s->n; p++) {
+            if (p == leader || !s->nodes[p].alive) continue;
+            schedule_link(s, p, leader, QC_LINK_DOWN, s->now + below(&s->g, 3));
+            schedule_link(s, p, leader, QC_LINK_UP, s->now + 5 + below(&s->g, s->election));
+        }
+        trace(s, "links to leader %zu reset one way", leader);
+        break;
     case 0: crash(s, chance(&s->g, 0.5) && leader ? leader : i); break;
     case 1:
         if (!nd->alive) {
@@ -434,6 +459,11 @@ static void fire_links(sim *s)
             link_event *e = &link_events[k];
             node *self = &s->nodes[e->at_node];
             if (e->at > s->now || (self->alive && self->paused_until > s->now)) continue;
+            /* A live peer closes its end only after its own core heard the
+             * link was down: GONE never overtakes that DOWN. */
+            if (e->state == QC_LINK_GONE && s->nodes[e->peer].alive &&
+                s->told[e->peer][e->at_node] == QC_LINK_UP)
+                continue;
             if (best == SIZE_MAX || e->at < link_events[best].at) best = k;
         }
         if (best == SIZE_MAX) return;
@@ -442,8 +472,8 @@ static void fire_links(sim *s)
                 (n_link_events - best - 1) * sizeof *link_events);
         n_link_events--;
         /* An "up" for a node that died again since is stale. */
-        if (e.up && !s->nodes[e.peer].alive) continue;
-        set_link(s, e.at_node, e.peer, e.up);
+        if (e.state == QC_LINK_UP && !s->nodes[e.peer].alive) continue;
+        set_link(s, e.at_node, e.peer, e.state);
         check_acting_leaders(s);
     }
 }

@@ -39,7 +39,7 @@ describe("config", function()
       identifier = "a", listen_host = "127.0.0.1", listen_port = 7001, peers = {},
       metadata = {}, api_host = "127.0.0.1", api_port = 8001,
       data_dir = dir .. "/qcluster-data/a", heartbeat_ms = 50, election_timeout_ms = 300,
-      hook_timeout_ms = 5000, log_level = "info", dir = dir, role = "voter", priority = 1,
+      hook_timeout_ms = 100, log_level = "info", dir = dir, role = "voter", priority = 1,
       join = {}, preempt = false, preempt_delay_ms = 5000, max_voters = 5,
       leave_on_stop = false,
     }, c)

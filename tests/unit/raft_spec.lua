@@ -66,6 +66,17 @@ describe("raft elections", function()
     assert.is_false(resp.reject)
   end)
 
+  it("a follower that knows this term's leader refuses a vote in that term", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    local a, b = (l % 3) + 1, ((l + 1) % 3) + 1
+    local term = c.nodes[a]:term()
+    c.nodes[a]:step({ type = "vote", from = b, to = a, term = term, ctx = c.now }, c.now)
+    local rd = c.nodes[a]:ready()
+    assert.is_true(rd.msgs[#rd.msgs].reject)
+    assert.are_not.equal(b, c.nodes[a]:vote())
+  end)
+
   it("pre-vote does not disturb a stable leader", function()
     local c = Cluster.new(3)
     local l = c:await_leader(2000)
@@ -166,7 +177,7 @@ describe("raft fast fail-over", function()
     local l = c:await_leader(2000)
     local term = c.nodes[l]:term()
     local f = other(c, l)
-    c:link(f, l, false) -- only f sees its link to the leader close
+    c:link(f, l, "gone") -- only f sees its link to the leader close
     c:advance(100, never_two_leaders)
     assert.are.equal(l, c:leader())
     assert.are.equal(term, c.nodes[l]:term())
@@ -178,6 +189,35 @@ describe("raft fast fail-over", function()
     c:link(f, l, true)
     c:advance(100)
     assert.are.equal(l, c:leader())
+  end)
+
+  it("a link that fails only on our side never starts the fast path", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    local a, b = (l % 3) + 1, ((l + 1) % 3) + 1
+    -- a one-way reset: the followers' connections to the leader fail, the
+    -- leader's to them stay open, so its heartbeats arrive but no answer does
+    c:link(a, l, false)
+    c:link(b, l, false)
+    c.cut[a][l], c.cut[b][l] = true, true
+    c.sent = {}
+    c:advance(3000, never_two_leaders)
+    for _, m in ipairs(c.sent) do
+      assert.is_true(m.flags & qcraft.FLAG_FAST == 0, "no fast pre-vote on a DOWN link")
+    end
+    assert.are.equal("lost_quorum", c:events_of(l, "demoted")[1].reason)
+  end)
+
+  it("an answer from before a link closed does not count after it reopens", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    local a, b = (l % 3) + 1, ((l + 1) % 3) + 1
+    c:link(l, a, false)
+    c:link(l, a, true) -- reconnected, no answer over it yet
+    c:link(l, b, false)
+    assert.is_false(c.nodes[l]:is_leader(c.now))
   end)
 
   it("five nodes fail over fast without splitting the vote", function()
