@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kv.h" /* QC_KV_... statuses */
+
 typedef struct qc_peer_info {
     const char *identifier;
     const char *host;
@@ -21,6 +23,22 @@ typedef struct qc_peer_info {
  * QC_E... failed. Called exactly once, maybe before transfer() returns. */
 typedef void qc_transfer_done_fn(void *arg, int rc);
 
+/* The answer to a KV request. status: QC_KV_OK, QC_KV_CONFLICT (cas failed;
+ * revision is the key's current one, 0 when absent), QC_KV_NOTFOUND,
+ * QC_KV_TOOBIG, or a negative QC_E... code (QC_ENOLEADER: no leader to
+ * serve it, QC_EIO: this node cannot write, QC_EBUSY: timed out). value is
+ * set for a get and valid only during the call. */
+typedef struct qc_kv_answer {
+    int status;
+    uint64_t revision;
+    const uint8_t *value;
+    size_t vlen;
+} qc_kv_answer;
+typedef void qc_kv_done_fn(void *arg, const qc_kv_answer *answer);
+/* One key of a listing; valid only during the call. Return non-zero to stop. */
+typedef int qc_kv_each_fn(void *arg, const uint8_t *key, size_t klen, const uint8_t *value,
+                          size_t vlen, uint64_t revision);
+
 typedef struct qc_view {
     void *ud;
     int (*is_leader)(void *ud); /* this node leads and its lease holds */
@@ -35,6 +53,21 @@ typedef struct qc_view {
     void (*transfer)(void *ud, const char *to, qc_transfer_done_fn *done, void *arg);
     /* Brings gauges up to date before /metrics renders. */
     void (*refresh_metrics)(void *ud);
+
+    /* The replicated KV store (NULL until the agent provides it). Each
+     * calls done exactly once, maybe before it returns. Writes answer after
+     * commit; cas: QC_KV_CAS_NONE (-1), 0 (only if absent) or a revision.
+     * Reads are linearizable unless stale is set (then local). */
+    void (*kv_put)(void *ud, const uint8_t *key, size_t klen, const uint8_t *value, size_t vlen,
+                   int64_t cas, qc_kv_done_fn *done, void *arg);
+    void (*kv_delete)(void *ud, const uint8_t *key, size_t klen, int64_t cas,
+                      qc_kv_done_fn *done, void *arg);
+    void (*kv_get)(void *ud, const uint8_t *key, size_t klen, int stale, qc_kv_done_fn *done,
+                   void *arg);
+    /* Keys with prefix in bytewise order through each, then done (status
+     * QC_KV_OK or an error as above, with no keys listed). */
+    void (*kv_list)(void *ud, const uint8_t *prefix, size_t plen, int stale, qc_kv_each_fn *each,
+                    qc_kv_done_fn *done, void *arg);
 } qc_view;
 
 #endif
