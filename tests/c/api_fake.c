@@ -159,8 +159,16 @@ int main(int argc, char **argv)
     fill_metrics(f.metrics);
     ev_timer_init(&f.later, later_cb, 0., 0.);
     f.later.data = &f;
-    qc_view view = {&f,       f_is_leader, f_term,  f_role,     f_commit,
-                    f_leader, f_self,      f_peers, f_transfer, f_refresh};
+    qc_view view = {.ud = &f,
+                    .is_leader = f_is_leader,
+                    .term = f_term,
+                    .role = f_role,
+                    .commit_index = f_commit,
+                    .leader = f_leader,
+                    .self = f_self,
+                    .peers = f_peers,
+                    .transfer = f_transfer,
+                    .refresh_metrics = f_refresh};
     int rc = qc_api_new(f.loop, "127.0.0.1", atoi(argv[1]), &view, f.metrics,
                         argc > 2 ? argv[2] : NULL, &f.api);
     if (rc) {
