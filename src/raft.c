@@ -22,6 +22,8 @@ typedef struct qc_peer {
     uint64_t match, next;
     uint64_t acked_ctx; /* newest request ctx this peer answered this term */
     uint64_t up_since;  /* answers to requests sent before this do not count */
+    int probing;        /* next is a guess: one append at a time until it matches */
+    uint64_t snapshot_sent; /* when a snapshot went to it (0: none in flight) */
     int link_up;
     int gone;    /* the peer closed its connection to us: it is not leading */
     int granted; /* this campaign: 1 granted, -1 refused, 0 no answer */
@@ -35,7 +37,21 @@ struct qc_raft {
     qc_role role;
     uint64_t term, vote, leader, commit;
     uint64_t last_leader; /* newest leader ever known, for previous_leader */
-    uint64_t last_index, last_term;
+    /* The log holds entries snap_index+1 .. snap_index+n_log; what came
+     * before lives in the state machine's snapshot. */
+    qc_entry *log;
+    size_t n_log, cap_log;
+    uint64_t snap_index, snap_term;
+    uint64_t stable;  /* entries up to here are on disk */
+    uint64_t applied; /* entries up to here were handed out to apply */
+    uint64_t ready_stable, ready_applied; /* what the current ready hands out */
+    int broadcast;    /* new entries wait to be sent */
+    uint64_t last_now; /* time of the last proposal, for the broadcast */
+    uint64_t recovered_commit;
+    uint64_t transferee, transfer_deadline, transfer_reason;
+    uint8_t *snapshot; /* a snapshot received to install, until advance */
+    size_t snapshot_len;
+    int snapshot_pending;
 
     qc_peer *peers; /* every voter but this node */
     size_t n_peers;
@@ -118,6 +134,64 @@ static void push_event(qc_raft *r, uint8_t type, uint8_t reason, uint64_t leader
         .type = type, .reason = reason, .term = r->term, .leader = leader, .prev_leader = prev};
 }
 
+/* ---- the log ---------------------------------------------------------- */
+
+static uint64_t last_index(const qc_raft *r) { return r->snap_index + r->n_log; }
+
+/* Term of entry i; 0 when it is not in the log (nor the snapshot point). */
+static uint64_t term_at(const qc_raft *r, uint64_t i)
+{
+    if (i == r->snap_index) return r->snap_term;
+    if (i < r->snap_index || i > last_index(r)) return 0;
+    return r->log[i - r->snap_index - 1].term;
+}
+
+static uint64_t last_term(const qc_raft *r) { return term_at(r, last_index(r)); }
+
+static qc_entry *entry_at(qc_raft *r, uint64_t i) { return &r->log[i - r->snap_index - 1]; }
+
+/* Appends a copy of an entry at last_index + 1. */
+static int log_append(qc_raft *r, uint64_t term, uint32_t type, const void *data, uint32_t len)
+{
+    if (r->n_log == r->cap_log) {
+        size_t cap = r->cap_log ? r->cap_log * 2 : 64;
+        qc_entry *e = realloc(r->log, cap * sizeof *e);
+        if (!e) return QC_ENOMEM;
+        r->log = e;
+        r->cap_log = cap;
+    }
+    uint8_t *copy = NULL;
+    if (len) {
+        copy = malloc(len);
+        if (!copy) return QC_ENOMEM;
+        memcpy(copy, data, len);
+    }
+    uint64_t index = last_index(r) + 1;
+    r->log[r->n_log++] =
+        (qc_entry){.term = term, .index = index, .type = type, .len = len, .data = copy};
+    return QC_OK;
+}
+
+/* Drops entries from index i on (a conflict); they must not be committed. */
+static void log_truncate(qc_raft *r, uint64_t i)
+{
+    while (last_index(r) >= i && r->n_log) free(r->log[--r->n_log].data);
+    if (r->stable >= i) r->stable = i - 1;
+}
+
+/* Drops entries up to index i (they are in a snapshot now). */
+static void log_compact(qc_raft *r, uint64_t i)
+{
+    if (i <= r->snap_index) return;
+    uint64_t term = term_at(r, i);
+    size_t drop = i > last_index(r) ? r->n_log : (size_t)(i - r->snap_index);
+    for (size_t k = 0; k < drop; k++) free(r->log[k].data);
+    memmove(r->log, r->log + drop, (r->n_log - drop) * sizeof *r->log);
+    r->n_log -= drop;
+    r->snap_index = i;
+    r->snap_term = term;
+}
+
 static void set_leader(qc_raft *r, uint64_t leader)
 {
     if (r->leader == leader) return;
@@ -143,6 +217,7 @@ static void become_follower(qc_raft *r, uint64_t term, uint64_t leader, int reas
     r->role = QC_ROLE_FOLLOWER;
     r->fast_deadline = 0;
     r->campaign_flags = 0;
+    r->transferee = 0;
     if (was == QC_ROLE_LEADER) {
         push_event(r, QC_EVENT_DEMOTED, (uint8_t)reason, leader, 0);
         /* Our own lease is gone: our vote is free again. */
@@ -155,7 +230,7 @@ static void become_follower(qc_raft *r, uint64_t term, uint64_t leader, int reas
 
 static int log_up_to_date(const qc_raft *r, uint64_t index, uint64_t term)
 {
-    return term > r->last_term || (term == r->last_term && index >= r->last_index);
+    return term > last_term(r) || (term == last_term(r) && index >= last_index(r));
 }
 
 /* ---- the lease -------------------------------------------------------- */
@@ -239,8 +314,8 @@ static void send_vote_requests(qc_raft *r, uint8_t type, uint64_t term, uint64_t
         m->term = term;
         m->flags = (uint8_t)r->campaign_flags;
         m->ctx = now;
-        m->index = r->last_index;
-        m->log_term = r->last_term;
+        m->index = last_index(r);
+        m->log_term = last_term(r);
     }
 }
 
@@ -283,18 +358,68 @@ static void fast_pre_campaign(qc_raft *r, uint64_t now)
     pre_campaign(r, QC_MSG_FLAG_FAST, now);
 }
 
+/* Flow control: entries in one message, bytes in one message, and entries
+ * sent but not yet acknowledged to one peer. */
+#define MAX_BATCH 256
+#define MAX_BATCH_BYTES (1u << 20)
+#define MAX_INFLIGHT 4096
+
+static void send_snapshot(qc_raft *r, qc_peer *p, uint64_t now)
+{
+    /* It may be large: one in flight per peer, resent after a timeout. */
+    if (p->snapshot_sent && now < p->snapshot_sent + r->election_ms) return;
+    qc_msg *m = push_msg(r, QC_MSG_SNAPSHOT, p->id);
+    if (!m) return;
+    m->ctx = now;
+    m->index = r->snap_index;
+    m->log_term = r->snap_term;
+    m->commit = r->commit;
+    p->snapshot_sent = now;
+}
+
+/* One AppendEntries to p from p->next on (none when there is nothing new
+ * and this is not a heartbeat). Entries point into the log: they stay
+ * valid until qc_raft_advance(). */
+static void send_append(qc_raft *r, qc_peer *p, int heartbeat, uint64_t now)
+{
+    if (p->next <= r->snap_index) {
+        send_snapshot(r, p, now);
+        return;
+    }
+    uint64_t last = last_index(r);
+    uint64_t n = 0;
+    size_t bytes = 0;
+    if (!p->probing || heartbeat) {
+        while (p->next + n <= last && n < MAX_BATCH && p->next + n - p->match <= MAX_INFLIGHT) {
+            bytes += entry_at(r, p->next + n)->len;
+            if (n && bytes > MAX_BATCH_BYTES) break;
+            n++;
+        }
+    }
+    if (!n && !heartbeat) return;
+    qc_msg *m = push_msg(r, QC_MSG_APPEND, p->id);
+    if (!m) return;
+    m->ctx = now;
+    m->index = p->next - 1;
+    m->log_term = term_at(r, m->index);
+    m->commit = r->commit;
+    m->n_entries = (uint32_t)n;
+    m->entries = n ? entry_at(r, p->next) : NULL;
+    /* Pipelining: once the peer matched, assume these arrive. */
+    if (!p->probing) p->next += n;
+}
+
 static void send_heartbeats(qc_raft *r, uint64_t now)
 {
-    for (size_t i = 0; i < r->n_peers; i++) {
-        qc_peer *p = &r->peers[i];
-        qc_msg *m = push_msg(r, QC_MSG_APPEND, p->id);
-        if (!m) return;
-        m->ctx = now;
-        m->index = p->next - 1;
-        m->log_term = p->next - 1 == r->last_index ? r->last_term : 0;
-        m->commit = r->commit < p->match ? r->commit : p->match;
-    }
+    for (size_t i = 0; i < r->n_peers; i++) send_append(r, &r->peers[i], 1, now);
     r->heartbeat_deadline = now + r->heartbeat_ms;
+    r->broadcast = 0;
+}
+
+static void send_new_entries(qc_raft *r, uint64_t now)
+{
+    for (size_t i = 0; i < r->n_peers; i++) send_append(r, &r->peers[i], 0, now);
+    r->broadcast = 0;
 }
 
 static void become_leader(qc_raft *r, uint64_t now)
@@ -304,28 +429,56 @@ static void become_leader(qc_raft *r, uint64_t now)
     r->fast_deadline = 0;
     r->campaign_flags = 0;
     r->sticky_id = r->id;
+    r->transferee = 0;
     for (size_t i = 0; i < r->n_peers; i++) {
         qc_peer *p = &r->peers[i];
-        p->next = r->last_index + 1;
+        p->next = last_index(r) + 1;
         p->match = 0;
+        p->probing = 1;
+        p->snapshot_sent = 0;
         /* A granted vote is a lease promise (the voter reset its clock). */
         if (p->granted <= 0) p->acked_ctx = 0;
     }
+    /* A no-op of our term: committing it commits everything before it. */
+    if (log_append(r, r->term, QC_ENTRY_NOOP, NULL, 0) != QC_OK) r->out_of_memory = 1;
     push_event(r, QC_EVENT_ELECTED, 0, r->id, prev);
     set_leader(r, r->id);
     send_heartbeats(r, now);
 }
 
+/* The newest index a majority (this node by what is on its disk) holds;
+ * committed only when it is of our term (Raft's figure 8). */
+static void maybe_commit(qc_raft *r)
+{
+    uint64_t best[33];
+    size_t n = 0;
+    best[n++] = r->stable;
+    for (size_t i = 0; i < r->n_peers; i++) best[n++] = r->peers[i].match;
+    /* the quorum-th largest: sort descending (n <= 32) */
+    for (size_t i = 1; i < n; i++)
+        for (size_t k = i; k > 0 && best[k] > best[k - 1]; k--) {
+            uint64_t t = best[k];
+            best[k] = best[k - 1];
+            best[k - 1] = t;
+        }
+    uint64_t index = best[quorum(r) - 1];
+#ifndef QC_MUTANT_COMMIT_OLD_TERM
+    if (term_at(r, index) != r->term) return;
+#endif
+    if (index > r->commit) r->commit = index;
+}
+
 /* ---- message handlers: one per type ----------------------------------- */
 
-static void respond(qc_raft *r, const qc_msg *req, uint8_t type, int reject, uint64_t term)
+static qc_msg *respond(qc_raft *r, const qc_msg *req, uint8_t type, int reject, uint64_t term)
 {
     qc_msg *m = push_msg(r, type, req->from);
-    if (!m) return;
+    if (!m) return NULL;
     m->term = term;
     m->reject = (uint8_t)reject;
     m->ctx = req->ctx;
-    m->index = r->last_index;
+    m->index = last_index(r);
+    return m;
 }
 
 static int rank_above(const qc_raft *r, uint64_t other) { return other > r->id; }
@@ -377,6 +530,33 @@ static void on_vote(qc_raft *r, const qc_msg *m, uint64_t now)
     respond(r, m, QC_MSG_VOTE_RESP, !grant, r->term);
 }
 
+/* A message from the leader of our term: stay with it. */
+static void follow(qc_raft *r, uint64_t leader, uint64_t now)
+{
+    set_leader(r, leader);
+    r->sticky_id = leader;
+    r->sticky_until = now + r->election_ms;
+    r->fast_deadline = 0;
+    reset_election(r, now);
+}
+
+/* Refusal of an append whose prev we do not hold: the hint lets the leader
+ * skip a whole conflicting term at a time. */
+static void reject_hint(qc_raft *r, uint64_t prev, qc_msg *resp)
+{
+    resp->reject = 1;
+    if (prev > last_index(r)) {
+        resp->index = last_index(r);
+        resp->log_term = 0;
+        return;
+    }
+    uint64_t t = term_at(r, prev);
+    uint64_t first = prev;
+    while (first - 1 > r->commit && term_at(r, first - 1) == t) first--;
+    resp->index = first;
+    resp->log_term = t;
+}
+
 static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
 {
 #ifdef QC_MUTANT_LOWER_TERM
@@ -391,15 +571,78 @@ static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
     }
     if (m->term > r->term || r->role != QC_ROLE_FOLLOWER)
         become_follower(r, m->term, m->from, QC_DEMOTE_HIGHER_TERM, now);
-    set_leader(r, m->from);
-    r->sticky_id = m->from;
-    r->sticky_until = now + r->election_ms;
-    r->fast_deadline = 0;
-    reset_election(r, now);
-    /* The log stays empty until replication lands: every prev we hold is
-     * index 0, so any other prev is a mismatch with a hint of our last. */
-    int match = m->index == 0 || (m->index == r->last_index && m->log_term == r->last_term);
-    respond(r, m, QC_MSG_APPEND_RESP, !match, r->term);
+    follow(r, m->from, now);
+    qc_msg *resp = respond(r, m, QC_MSG_APPEND_RESP, 0, r->term);
+    if (!resp) return;
+    uint64_t prev = m->index;
+    if (prev < r->commit) { /* what we committed matches: start from there */
+        resp->index = r->commit;
+        return;
+    }
+    if (term_at(r, prev) != m->log_term || prev > last_index(r)) {
+        reject_hint(r, prev, resp);
+        return;
+    }
+    for (uint32_t k = 0; k < m->n_entries; k++) {
+        const qc_entry *e = &m->entries[k];
+        uint64_t index = prev + 1 + k;
+        if (index <= last_index(r)) {
+            if (term_at(r, index) == e->term) continue;
+            log_truncate(r, index); /* a conflict: never below commit (prev >= commit) */
+        }
+        if (log_append(r, e->term, e->type, e->data, e->len) != QC_OK) {
+            r->out_of_memory = 1;
+            resp->reject = 1;
+            resp->index = last_index(r);
+            return;
+        }
+    }
+    uint64_t match = prev + m->n_entries;
+    uint64_t commit = m->commit < match ? m->commit : match;
+#ifdef QC_MUTANT_APPLY_UNCOMMITTED
+    commit = match;
+#endif
+    if (commit > r->commit) r->commit = commit;
+    resp->index = match;
+}
+
+static void on_snapshot(qc_raft *r, const qc_msg *m, uint64_t now)
+{
+    if (m->term < r->term) {
+        respond(r, m, QC_MSG_APPEND_RESP, 1, r->term);
+        return;
+    }
+    if (m->term > r->term || r->role != QC_ROLE_FOLLOWER)
+        become_follower(r, m->term, m->from, QC_DEMOTE_HIGHER_TERM, now);
+    follow(r, m->from, now);
+    qc_msg *resp = respond(r, m, QC_MSG_APPEND_RESP, 0, r->term);
+    if (!resp) return;
+    if (m->index <= r->commit || r->snapshot_pending) {
+        resp->index = r->commit;
+        return;
+    }
+    if (term_at(r, m->index) == m->log_term) { /* we hold it: just commit */
+        r->commit = m->index;
+        resp->index = m->index;
+        return;
+    }
+    const qc_entry *data = m->n_entries ? &m->entries[0] : NULL;
+    uint8_t *copy = data && data->len ? malloc(data->len) : NULL;
+    if (data && data->len && !copy) {
+        r->out_of_memory = 1;
+        resp->reject = 1;
+        return;
+    }
+    if (copy) memcpy(copy, data->data, data->len);
+    log_truncate(r, r->snap_index + 1);
+    r->snap_index = m->index;
+    r->snap_term = m->log_term;
+    r->commit = r->applied = r->stable = m->index;
+    free(r->snapshot);
+    r->snapshot = copy;
+    r->snapshot_len = copy ? data->len : 0;
+    r->snapshot_pending = 1;
+    resp->index = m->index;
 }
 
 static void on_response_from_future(qc_raft *r, const qc_msg *m, uint64_t now)
@@ -435,6 +678,29 @@ static void on_vote_resp(qc_raft *r, const qc_msg *m, uint64_t now)
     if (count_grants(r) >= quorum(r)) become_leader(r, now);
 }
 
+/* The peer lacks what we sent after: back off to its hint, or to the last
+ * entry of the conflicting term we hold, and probe from there. */
+static void on_append_refused(qc_raft *r, qc_peer *p, const qc_msg *m, uint64_t now)
+{
+    uint64_t next = m->index + 1;
+    if (m->log_term) {
+        next = m->index;
+        for (uint64_t i = m->index; i > r->snap_index && term_at(r, i) >= m->log_term; i--) {
+            if (term_at(r, i) == m->log_term) {
+                next = i + 1;
+                break;
+            }
+        }
+    }
+    if (next <= p->match) next = p->match + 1;
+    if (next > last_index(r) + 1) next = last_index(r) + 1;
+    p->next = next;
+    p->probing = 1;
+    send_append(r, p, 1, now);
+}
+
+static void hand_over(qc_raft *r, qc_peer *target, uint64_t now);
+
 static void on_append_resp(qc_raft *r, const qc_msg *m, uint64_t now)
 {
     if (m->term > r->term) {
@@ -445,7 +711,23 @@ static void on_append_resp(qc_raft *r, const qc_msg *m, uint64_t now)
     if (r->role != QC_ROLE_LEADER || m->term != r->term || !p) return;
     /* Even a refusal shows the peer follows us, so it extends the lease. */
     if (m->ctx > p->acked_ctx && m->ctx <= now) p->acked_ctx = m->ctx;
-    /* Progress (match, next) moves once the log carries entries. */
+    if (m->reject) {
+        on_append_refused(r, p, m, now);
+        return;
+    }
+    if (m->index > last_index(r)) return; /* not from this leadership */
+    p->snapshot_sent = 0;
+    if (m->index > p->match) {
+        p->match = m->index;
+        maybe_commit(r);
+    }
+    if (p->next <= p->match) p->next = p->match + 1;
+    p->probing = 0;
+    if (r->transferee == p->id && p->match == last_index(r)) {
+        hand_over(r, p, now);
+        return;
+    }
+    send_append(r, p, 0, now);
 }
 
 static void on_timeout_now(qc_raft *r, const qc_msg *m, uint64_t now)
@@ -465,6 +747,7 @@ static handler_fn *const handlers[QC_MSG_TYPE_MAX + 1] = {
     [QC_MSG_APPEND] = on_append,
     [QC_MSG_APPEND_RESP] = on_append_resp,
     [QC_MSG_TIMEOUT_NOW] = on_timeout_now,
+    [QC_MSG_SNAPSHOT] = on_snapshot,
 };
 
 /* ---- public interface ------------------------------------------------- */
@@ -493,6 +776,7 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
             return;
         }
 #endif
+        if (r->transferee && now >= r->transfer_deadline) r->transferee = 0; /* gave up */
         if (now >= r->heartbeat_deadline) send_heartbeats(r, now);
         return;
     case QC_ROLE_FOLLOWER:
@@ -539,15 +823,28 @@ void qc_raft_link(qc_raft *r, uint64_t peer, int state, uint64_t now)
     if (newly_gone && peer == r->sticky_id && now < r->sticky_until) fast_pre_campaign(r, now);
 }
 
+/* The reachable peer with the most of our log (then the freshest answer). */
 static qc_peer *best_transfer_target(qc_raft *r)
 {
     qc_peer *best = NULL;
     for (size_t i = 0; i < r->n_peers; i++) {
         qc_peer *p = &r->peers[i];
-        if (!p->link_up || p->match < r->last_index) continue;
-        if (!best || p->acked_ctx > best->acked_ctx) best = p;
+        if (!p->link_up) continue;
+        if (!best || p->match > best->match ||
+            (p->match == best->match && p->acked_ctx > best->acked_ctx))
+            best = p;
     }
     return best;
+}
+
+/* Steps down first, then tells the caught-up target to campaign at once. */
+static void hand_over(qc_raft *r, qc_peer *target, uint64_t now)
+{
+    int reason = r->transfer_reason ? (int)r->transfer_reason : QC_DEMOTE_TRANSFER;
+    r->transferee = 0;
+    become_follower(r, r->term, 0, reason, now);
+    qc_msg *m = push_msg(r, QC_MSG_TIMEOUT_NOW, target->id);
+    if (m) m->ctx = now;
 }
 
 int qc_raft_transfer(qc_raft *r, uint64_t peer, uint64_t now, int reason)
@@ -556,11 +853,64 @@ int qc_raft_transfer(qc_raft *r, uint64_t peer, uint64_t now, int reason)
     if (r->role != QC_ROLE_LEADER) return QC_ENOTLEADER;
     qc_peer *target = peer ? find_peer(r, peer) : best_transfer_target(r);
     if (!target) return QC_ENOTFOUND;
-    if (!target->link_up || target->match < r->last_index) return QC_EBUSY;
-    become_follower(r, r->term, 0, reason ? reason : QC_DEMOTE_TRANSFER, now);
-    qc_msg *m = push_msg(r, QC_MSG_TIMEOUT_NOW, target->id);
-    if (m) m->ctx = now;
+    if (!target->link_up) return QC_EBUSY;
+    r->transfer_reason = (uint64_t)reason;
+    if (target->match == last_index(r)) {
+        hand_over(r, target, now);
+    } else {
+        /* Catch it up first; new proposals wait (QC_EBUSY) meanwhile. */
+        r->transferee = target->id;
+        r->transfer_deadline = now + r->election_ms;
+        send_append(r, target, 1, now);
+    }
     return r->out_of_memory ? QC_ENOMEM : QC_OK;
+}
+
+int qc_raft_propose(qc_raft *r, const void *data, size_t len, uint64_t now, uint64_t *index)
+{
+    qc_raft_tick(r, now);
+    if (r->role != QC_ROLE_LEADER) return QC_ENOTLEADER;
+    if (r->transferee) return QC_EBUSY;
+    if (len > UINT32_MAX) return QC_ETOOBIG;
+    if (log_append(r, r->term, QC_ENTRY_DATA, data, (uint32_t)len) != QC_OK) return QC_ENOMEM;
+    r->broadcast = 1;
+    r->last_now = now;
+    if (index) *index = last_index(r);
+    return QC_OK;
+}
+
+int qc_raft_restore(qc_raft *r, uint64_t snap_index, uint64_t snap_term, const qc_entry *entries,
+                    size_t n)
+{
+    if (r->n_log || (n && entries[0].index != snap_index + 1)) return QC_EINVAL;
+    r->snap_index = snap_index;
+    r->snap_term = snap_term;
+    for (size_t i = 0; i < n; i++) {
+        if (entries[i].index != snap_index + 1 + i) return QC_EINVAL;
+        int rc = log_append(r, entries[i].term, entries[i].type, entries[i].data, entries[i].len);
+        if (rc) return rc;
+    }
+    r->stable = last_index(r);
+    r->applied = snap_index;
+    r->commit = r->recovered_commit > snap_index ? r->recovered_commit : snap_index;
+    if (r->commit > last_index(r)) r->commit = last_index(r);
+    return QC_OK;
+}
+
+int qc_raft_compact(qc_raft *r, uint64_t index)
+{
+    if (index > r->applied || index > r->stable) return QC_EINVAL;
+    log_compact(r, index);
+    return QC_OK;
+}
+
+int qc_raft_read_index(qc_raft *r, uint64_t now, uint64_t *index)
+{
+    if (!qc_raft_is_leader(r, now)) return QC_ENOTLEADER;
+    /* Until our no-op commits we may not know everything committed before. */
+    if (term_at(r, r->commit) != r->term) return QC_EBUSY;
+    *index = r->commit;
+    return QC_OK;
 }
 
 int qc_raft_step_down(qc_raft *r, uint64_t now, int reason)
@@ -599,7 +949,7 @@ int qc_raft_new(const qc_raft_config *cfg, const qc_hard_state *hs, uint64_t now
     if (hs) {
         r->term = hs->term;
         r->vote = hs->vote;
-        r->commit = hs->commit;
+        r->recovered_commit = hs->commit; /* used once the log is restored */
     }
     /* We may have promised a lease just before a crash: honour it. */
     r->sticky_until = now + r->election_ms;
@@ -611,22 +961,51 @@ int qc_raft_new(const qc_raft_config *cfg, const qc_hard_state *hs, uint64_t now
 void qc_raft_free(qc_raft *r)
 {
     if (!r) return;
+    for (size_t i = 0; i < r->n_log; i++) free(r->log[i].data);
+    free(r->log);
+    free(r->snapshot);
     free(r->peers);
     free(r->msgs);
     free(r->events);
     free(r);
 }
 
-int qc_raft_has_ready(const qc_raft *r) { return r->hs_dirty || r->n_msgs || r->n_events; }
+int qc_raft_has_ready(const qc_raft *r)
+{
+    return r->hs_dirty || r->n_msgs || r->n_events || r->broadcast || r->snapshot_pending ||
+           r->stable < last_index(r) || r->applied < r->commit;
+}
 
 void qc_raft_ready(qc_raft *r, qc_ready *out)
 {
-    out->hard_state_changed = r->hs_dirty;
-    out->hs = (qc_hard_state){.term = r->term, .vote = r->vote, .commit = r->commit};
-    out->msgs = r->msgs;
-    out->n_msgs = r->n_msgs;
-    out->events = r->events;
-    out->n_events = r->n_events;
+    if (r->broadcast && r->role == QC_ROLE_LEADER) send_new_entries(r, r->last_now);
+    r->ready_stable = last_index(r);
+    r->ready_applied = r->commit;
+    *out = (qc_ready){
+        .hard_state_changed = r->hs_dirty,
+        .hs = {.term = r->term, .vote = r->vote, .commit = r->commit},
+        .msgs = r->msgs,
+        .n_msgs = r->n_msgs,
+        .events = r->events,
+        .n_events = r->n_events,
+    };
+    if (r->snapshot_pending) {
+        out->snapshot_index = r->snap_index;
+        out->snapshot_term = r->snap_term;
+        out->snapshot = r->snapshot;
+        out->snapshot_len = r->snapshot_len;
+        out->has_snapshot = 1;
+    }
+    if (r->stable < r->ready_stable) {
+        uint64_t from = r->stable + 1 > r->snap_index + 1 ? r->stable + 1 : r->snap_index + 1;
+        out->entries = entry_at(r, from);
+        out->n_entries = (size_t)(r->ready_stable - from + 1);
+    }
+    if (r->applied < r->ready_applied) {
+        uint64_t from = r->applied + 1;
+        out->committed = entry_at(r, from);
+        out->n_committed = (size_t)(r->ready_applied - from + 1);
+    }
 }
 
 void qc_raft_advance(qc_raft *r)
@@ -635,6 +1014,17 @@ void qc_raft_advance(qc_raft *r)
     r->n_msgs = 0;
     r->n_events = 0;
     r->out_of_memory = 0;
+    if (r->snapshot_pending) {
+        free(r->snapshot);
+        r->snapshot = NULL;
+        r->snapshot_len = 0;
+        r->snapshot_pending = 0;
+    }
+    if (r->ready_stable > r->stable && r->ready_stable <= last_index(r))
+        r->stable = r->ready_stable;
+    if (r->ready_applied > r->applied) r->applied = r->ready_applied;
+    /* Our own copy is on disk now: it counts for the commit. */
+    if (r->role == QC_ROLE_LEADER) maybe_commit(r);
 }
 
 uint64_t qc_raft_next_deadline(const qc_raft *r)
@@ -652,6 +1042,10 @@ uint64_t qc_raft_term(const qc_raft *r) { return r->term; }
 uint64_t qc_raft_leader(const qc_raft *r) { return r->leader; }
 uint64_t qc_raft_id(const qc_raft *r) { return r->id; }
 uint64_t qc_raft_commit(const qc_raft *r) { return r->commit; }
+uint64_t qc_raft_last_index(const qc_raft *r) { return last_index(r); }
+uint64_t qc_raft_last_term(const qc_raft *r) { return last_term(r); }
+uint64_t qc_raft_applied(const qc_raft *r) { return r->applied; }
+uint64_t qc_raft_snapshot_index(const qc_raft *r) { return r->snap_index; }
 uint64_t qc_raft_vote(const qc_raft *r) { return r->vote; }
 
 int qc_raft_link_up(const qc_raft *r, uint64_t peer)
@@ -668,8 +1062,9 @@ const char *qc_raft_role_name(qc_role role)
 
 const char *qc_raft_msg_name(int type)
 {
-    static const char *const names[] = {"?",         "prevote", "prevote_resp", "vote",
-                                        "vote_resp", "append",  "append_resp",  "timeout_now"};
+    static const char *const names[] = {"?",           "prevote",     "prevote_resp",
+                                        "vote",        "vote_resp",   "append",
+                                        "append_resp", "timeout_now", "snapshot"};
     return type >= 1 && type <= QC_MSG_TYPE_MAX ? names[type] : "?";
 }
 

@@ -27,7 +27,10 @@ typedef enum qc_msg_type {
     QC_MSG_APPEND,
     QC_MSG_APPEND_RESP,
     QC_MSG_TIMEOUT_NOW,
-    QC_MSG_TYPE_MAX = QC_MSG_TIMEOUT_NOW,
+    /* InstallSnapshot: index/log_term name the snapshot; the caller attaches
+     * its data as entries[0] before sending. Answered by an APPEND_RESP. */
+    QC_MSG_SNAPSHOT,
+    QC_MSG_TYPE_MAX = QC_MSG_SNAPSHOT,
 } qc_msg_type;
 
 /* Pre-vote sent because the link to the leader closed: a voter may grant it
@@ -93,8 +96,22 @@ typedef struct qc_event {
 } qc_event;
 
 typedef struct qc_ready {
+    /* A snapshot received from the leader: install it (restore the state
+     * machine, save it durably) before anything else; the log now starts
+     * after snapshot_index. snapshot points into the core until advance. */
+    int has_snapshot;
+    uint64_t snapshot_index, snapshot_term;
+    const uint8_t *snapshot;
+    size_t snapshot_len;
+    /* Append to the durable log and fsync before sending (an entry whose
+     * index the log already holds replaces it and everything after). */
+    const qc_entry *entries;
+    size_t n_entries;
     int hard_state_changed; /* persist hs (fsync) before sending anything */
     qc_hard_state hs;
+    /* Committed entries to apply in order, after the persisting above. */
+    const qc_entry *committed;
+    size_t n_committed;
     qc_msg *msgs;
     size_t n_msgs;
     qc_event *events;
@@ -139,6 +156,21 @@ void qc_raft_link(qc_raft *r, uint64_t peer, int state, uint64_t now);
  * leader steps down before the target can win: there is never an overlap. */
 int qc_raft_transfer(qc_raft *r, uint64_t peer, uint64_t now, int reason);
 
+/* Appends data as a new entry (leader only; copied). QC_ENOTLEADER,
+ * QC_EBUSY during a transfer. *index: where it will commit, if it does. */
+int qc_raft_propose(qc_raft *r, const void *data, size_t len, uint64_t now, uint64_t *index);
+/* At start, right after qc_raft_new: the durable log as recovered, after a
+ * snapshot at snap_index (0: none). Entries are copied. */
+int qc_raft_restore(qc_raft *r, uint64_t snap_index, uint64_t snap_term, const qc_entry *entries,
+                    size_t n);
+/* Forgets entries up to index, which a saved snapshot now holds (index must
+ * be applied and on disk). */
+int qc_raft_compact(qc_raft *r, uint64_t index);
+/* A linearizable read point: answer once the state machine applied *index.
+ * QC_ENOTLEADER (no lease), QC_EBUSY (this term's first entry not yet
+ * committed). A lease read: safe within the clock-drift bound above. */
+int qc_raft_read_index(qc_raft *r, uint64_t now, uint64_t *index);
+
 /* A leader steps down at once (reason: QC_DEMOTE_...); QC_ENOTLEADER if it
  * was not leading. Used when stopping with nobody to hand over to. */
 int qc_raft_step_down(qc_raft *r, uint64_t now, int reason);
@@ -157,6 +189,10 @@ uint64_t qc_raft_term(const qc_raft *r);
 uint64_t qc_raft_leader(const qc_raft *r); /* 0: none known */
 uint64_t qc_raft_id(const qc_raft *r);
 uint64_t qc_raft_commit(const qc_raft *r);
+uint64_t qc_raft_last_index(const qc_raft *r);
+uint64_t qc_raft_last_term(const qc_raft *r);
+uint64_t qc_raft_applied(const qc_raft *r);
+uint64_t qc_raft_snapshot_index(const qc_raft *r);
 uint64_t qc_raft_vote(const qc_raft *r);
 /* True only for a leader whose lease holds at now: the answer for clients. */
 int qc_raft_is_leader(const qc_raft *r, uint64_t now);

@@ -41,6 +41,54 @@ static void push_u64(lua_State *L, const char *k, uint64_t v)
     lua_setfield(L, -2, k);
 }
 
+static void push_entry(lua_State *L, const qc_entry *e)
+{
+    lua_createtable(L, 0, 4);
+    push_u64(L, "term", e->term);
+    push_u64(L, "index", e->index);
+    push_u64(L, "type", e->type);
+    lua_pushlstring(L, e->len ? (const char *)e->data : "", e->len);
+    lua_setfield(L, -2, "data");
+}
+
+static void push_entries(lua_State *L, const char *field, const qc_entry *e, size_t n)
+{
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        push_entry(L, &e[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, field);
+}
+
+/* Reads a list of entry tables at index t into an array owned by the Lua
+ * registry until the next call (data borrowed from the Lua strings). */
+static qc_entry *check_entries(lua_State *L, int t, size_t *n)
+{
+    *n = 0;
+    if (lua_isnoneornil(L, t)) return NULL;
+    luaL_checktype(L, t, LUA_TTABLE);
+    size_t len = (size_t)luaL_len(L, t);
+    if (!len) return NULL;
+    qc_entry *e = lua_newuserdatauv(L, len * sizeof *e, 0);
+    lua_setfield(L, LUA_REGISTRYINDEX, "qcraft.entries");
+    for (size_t i = 0; i < len; i++) {
+        lua_geti(L, t, (lua_Integer)i + 1);
+        size_t dl = 0;
+        lua_getfield(L, -1, "data");
+        const char *d = lua_tolstring(L, -1, &dl);
+        lua_pop(L, 1);
+        e[i] = (qc_entry){.term = field_u64(L, -1, "term", 0),
+                          .index = field_u64(L, -1, "index", 0),
+                          .type = (uint32_t)field_u64(L, -1, "type", QC_ENTRY_DATA),
+                          .len = (uint32_t)dl,
+                          .data = (uint8_t *)d};
+        lua_pop(L, 1);
+    }
+    *n = len;
+    return e;
+}
+
 static void push_msg(lua_State *L, const qc_msg *m)
 {
     lua_createtable(L, 0, 10);
@@ -56,6 +104,7 @@ static void push_msg(lua_State *L, const qc_msg *m)
     push_u64(L, "flags", m->flags);
     lua_pushboolean(L, m->reject);
     lua_setfield(L, -2, "reject");
+    if (m->n_entries) push_entries(L, "entries", m->entries, m->n_entries);
 }
 
 static int l_new(lua_State *L)
@@ -117,6 +166,10 @@ static int l_step(lua_State *L)
     lua_getfield(L, 2, "reject");
     m.reject = (uint8_t)lua_toboolean(L, -1);
     lua_pop(L, 1);
+    lua_getfield(L, 2, "entries");
+    size_t n = 0;
+    m.entries = check_entries(L, lua_gettop(L), &n);
+    m.n_entries = (uint32_t)n;
     lua_pushinteger(L, qc_raft_step(r, &m, (uint64_t)luaL_checkinteger(L, 3)));
     return 1;
 }
@@ -183,6 +236,16 @@ static int l_ready(lua_State *L)
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     lua_setfield(L, -2, "events");
+    push_entries(L, "entries", rd.entries, rd.n_entries);
+    push_entries(L, "committed", rd.committed, rd.n_committed);
+    if (rd.has_snapshot) {
+        lua_createtable(L, 0, 3);
+        push_u64(L, "index", rd.snapshot_index);
+        push_u64(L, "term", rd.snapshot_term);
+        lua_pushlstring(L, rd.snapshot ? (const char *)rd.snapshot : "", rd.snapshot_len);
+        lua_setfield(L, -2, "data");
+        lua_setfield(L, -2, "snapshot");
+    }
     qc_raft_advance(r);
     return 1;
 }
@@ -208,6 +271,45 @@ GETTER(next_deadline, qc_raft_next_deadline(r))
 GETTER(lease_until, qc_raft_lease_until(r) == UINT64_MAX ? -1 : (lua_Integer)qc_raft_lease_until(r))
 
 GETTER(commit, qc_raft_commit(r))
+
+static int l_propose(lua_State *L)
+{
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    uint64_t index = 0;
+    int rc = qc_raft_propose(check_node(L), data, len, (uint64_t)luaL_checkinteger(L, 3), &index);
+    lua_pushinteger(L, rc);
+    lua_pushinteger(L, (lua_Integer)index);
+    return 2;
+}
+
+static int l_restore(lua_State *L)
+{
+    qc_raft *r = check_node(L);
+    size_t n;
+    qc_entry *e = check_entries(L, 4, &n);
+    lua_pushinteger(L, qc_raft_restore(r, (uint64_t)luaL_checkinteger(L, 2),
+                                       (uint64_t)luaL_checkinteger(L, 3), e, n));
+    return 1;
+}
+
+static int l_compact(lua_State *L)
+{
+    lua_pushinteger(L, qc_raft_compact(check_node(L), (uint64_t)luaL_checkinteger(L, 2)));
+    return 1;
+}
+
+static int l_read_index(lua_State *L)
+{
+    uint64_t index = 0;
+    int rc = qc_raft_read_index(check_node(L), (uint64_t)luaL_checkinteger(L, 2), &index);
+    lua_pushinteger(L, rc);
+    lua_pushinteger(L, (lua_Integer)index);
+    return 2;
+}
+
+GETTER(last_index, qc_raft_last_index(r))
+GETTER(applied, qc_raft_applied(r))
 
 static int l_step_down(lua_State *L)
 {
@@ -239,6 +341,12 @@ static int l_gc(lua_State *L)
 
 static const luaL_Reg node_methods[] = {
     {"step", l_step},
+    {"propose", l_propose},
+    {"restore", l_restore},
+    {"compact", l_compact},
+    {"read_index", l_read_index},
+    {"last_index", l_last_index},
+    {"applied", l_applied},
     {"tick", l_tick},
     {"link", l_link},
     {"transfer", l_transfer},

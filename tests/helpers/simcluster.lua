@@ -16,12 +16,15 @@ function Cluster.new(n, opts)
   opts = opts or {}
   local self = setmetatable({
     n = n, now = 0, nodes = {}, hs = {}, events = {}, queue = {}, cut = {},
+    logs = {}, applied = {}, snaps = {},
     heartbeat = opts.heartbeat or 50, election = opts.election or 300,
     seed = opts.seed or 1, latency = opts.latency or 1, sent = {},
   }, Cluster)
   for i = 1, n do
     self.events[i] = {}
     self.cut[i] = {}
+    self.logs[i] = {}    -- the durable log: index -> entry
+    self.applied[i] = {} -- what the state machine applied, in order
     self:start(i)
   end
   for i = 1, n do
@@ -37,15 +40,50 @@ function Cluster:start(i)
     id = i, peers = range(self.n), heartbeat = self.heartbeat, election = self.election,
     seed = self.seed, hs = self.hs[i], now = self.now,
   }
+  -- recover: the durable snapshot point and the log after it
+  local snap = self.snaps[i] or { index = 0, term = 0 }
+  local entries = {}
+  for k = snap.index + 1, math.huge do
+    if not self.logs[i][k] then break end
+    entries[#entries + 1] = self.logs[i][k]
+  end
+  self.applied[i] = {}
+  for k = 1, snap.index do self.applied[i][k] = snap.applied[k] end
+  assert(self.nodes[i]:restore(snap.index, snap.term, entries) == 0)
 end
 
 -- Carries out node i's outputs: persist, then send, then record events.
 function Cluster:process(i)
   local node = self.nodes[i]
   if not node then return end
+  self.snapshot_source = self.snapshot_source or {}
   local rd = node:ready()
+  if rd.snapshot then
+    local snap = self.snapshot_source[rd.snapshot.data]
+    self.snaps[i] = { index = rd.snapshot.index, term = rd.snapshot.term, applied = snap }
+    self.logs[i] = {}
+    self.applied[i] = {}
+    for k = 1, rd.snapshot.index do self.applied[i][k] = snap[k] end
+  end
+  local log = self.logs[i]
+  for _, e in ipairs(rd.entries) do
+    -- an entry the log holds already replaces it and all after it
+    for k = e.index, math.huge do
+      if not log[k] then break end
+      log[k] = nil
+    end
+    log[e.index] = e
+  end
   if rd.hs then self.hs[i] = rd.hs end
+  for _, e in ipairs(rd.committed) do
+    local a = self.applied[i]
+    assert(e.index == #a + 1, "applied out of order")
+    a[e.index] = e.term .. ":" .. e.data
+  end
   for _, m in ipairs(rd.msgs) do
+    if m.type == "snapshot" then
+      m.entries = { { index = m.index, term = m.log_term, data = self.snaps[i].key } }
+    end
     self.sent[#self.sent + 1] = m
     if not self.cut[m.from][m.to] then
       m.at = self.now + self.latency
@@ -167,6 +205,7 @@ function Cluster:crash(i)
   self.queue = rest
   self.nodes[i]:close()
   self.nodes[i] = nil
+  self.applied[i] = {}
   for j = 1, self.n do
     if j ~= i then self:link(j, i, "gone") end
   end
@@ -180,6 +219,30 @@ function Cluster:restart(i)
       self:link(j, i, true)
     end
   end
+end
+
+-- Proposes data at the acting leader; returns its index or nil.
+function Cluster:propose(data)
+  local l = self:leader()
+  if not l then return nil end
+  local rc, index = self.nodes[l]:propose(data, self.now)
+  self:process(l)
+  return rc == 0 and index or nil
+end
+
+-- Node i saves a snapshot of what it applied and compacts its log.
+function Cluster:snapshot(i)
+  local node = self.nodes[i]
+  local index = node:applied()
+  local copy = {}
+  for k = 1, index do copy[k] = self.applied[i][k] end
+  local key = "snap-" .. i .. "-" .. index
+  self.snapshot_source[key] = copy
+  local e = self.logs[i][index]
+  local term = e and e.term or (self.snaps[i] and self.snaps[i].term) or 0
+  self.snaps[i] = { index = index, term = term, applied = copy, key = key }
+  for k = 1, index do self.logs[i][k] = nil end
+  assert(node:compact(index) == 0)
 end
 
 function Cluster:events_of(i, type)

@@ -238,6 +238,7 @@ describe("raft leadership transfer", function()
   it("hands over to the named peer without two leaders at any instant", function()
     local c = Cluster.new(3)
     local l = c:await_leader(2000)
+    c:advance(100) -- the target holds the whole log
     local target = other(c, l)
     c:clear_events()
     assert.are.equal(0, c.nodes[l]:transfer(target, c.now))
@@ -286,5 +287,105 @@ describe("raft leadership transfer", function()
     local l = c:await_leader(2000)
     assert.is_true(c.nodes[l]:transfer(99, c.now) < 0)
     assert.is_true(c.nodes[l]:is_leader(c.now))
+  end)
+end)
+
+describe("raft log replication", function()
+  local function applied_everywhere(c, index)
+    for i = 1, c.n do
+      if c.nodes[i] and #c.applied[i] < index then return false end
+    end
+    return true
+  end
+
+  it("commits a proposal on a majority and every node applies it in order", function()
+    local c = Cluster.new(3)
+    c:await_leader(2000)
+    local idx = {}
+    for k = 1, 10 do idx[k] = c:propose("v" .. k) end
+    c:advance(100)
+    assert.is_true(applied_everywhere(c, idx[10]))
+    for i = 1, 3 do
+      assert.are.same(c.applied[1], c.applied[i])
+      assert.are.equal(c.nodes[1]:term() .. ":v10", c.applied[i][idx[10]])
+    end
+  end)
+
+  it("a leader's no-op commits its term before reads are served", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    local rc = c.nodes[l]:read_index(c.now)
+    c:advance(20)
+    local rc2, index = c.nodes[l]:read_index(c.now)
+    assert.are.equal(0, rc2)
+    assert.is_true(index >= 1)
+    assert.is_true(rc == 0 or rc < 0)
+    local f = other(c, l)
+    assert.is_true(c.nodes[f]:read_index(c.now) < 0, "followers do not serve reads")
+    assert.is_true(c.nodes[f]:propose("x", c.now) < 0, "followers do not take proposals")
+  end)
+
+  it("nothing acknowledged is lost when the leader dies, and logs converge", function()
+    local c = Cluster.new(5, { seed = 7 })
+    c:await_leader(3000)
+    for k = 1, 20 do c:propose("a" .. k) end
+    c:advance(50)
+    local l = c:leader()
+    local committed = c.nodes[l]:commit()
+    c:crash(l)
+    c:await_leader(2000)
+    for k = 1, 20 do c:propose("b" .. k) end
+    c:advance(200)
+    c:restart(l)
+    c:advance(500)
+    for i = 1, 5 do
+      assert.is_true(#c.applied[i] >= committed + 20, "node " .. i)
+      for k = 1, #c.applied[i] do assert.are.equal(c.applied[1][k], c.applied[i][k]) end
+    end
+  end)
+
+  it("a follower that missed a stretch is caught up, also across terms", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    local f = other(c, l)
+    c:isolate(f)
+    for k = 1, 50 do c:propose("x" .. k) end
+    c:advance(100)
+    c:heal()
+    c:advance(300)
+    assert.are.same(c.applied[l], c.applied[f])
+  end)
+
+  it("a follower whose log was compacted away gets a snapshot", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    local f = other(c, l)
+    c:crash(f)
+    for k = 1, 30 do c:propose("s" .. k) end
+    c:advance(100)
+    c:snapshot(l)
+    for k = 1, 5 do c:propose("t" .. k) end
+    c:advance(50)
+    c:restart(f)
+    c:advance(1000)
+    assert.is_not_nil(c.snaps[f], "the follower installed a snapshot")
+    assert.are.same(c.applied[l], c.applied[f])
+  end)
+
+  it("a transfer waits until the target holds the whole log", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    local target = other(c, l)
+    c:cut_link(l, target)
+    for k = 1, 5 do c:propose("w" .. k) end
+    c:advance(10)
+    assert.are.equal(0, c.nodes[l]:transfer(target, c.now))
+    c:process(l)
+    assert.is_true(c.nodes[l]:is_leader(c.now), "still leading while the target is behind")
+    assert.is_true(c.nodes[l]:propose("later", c.now) < 0, "proposals wait during a transfer")
+    c:cut_link(l, target, false)
+    c:advance(100, never_two_leaders)
+    assert.are.equal(target, c:leader())
   end)
 end)
