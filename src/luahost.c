@@ -37,19 +37,29 @@ extern char **environ;
 /* Instructions between two looks at the clock while a hook runs. */
 #define QC_BUDGET_COUNT 1000
 
-enum { JOB_HOOK, JOB_AFTER, JOB_EXEC };
+enum { JOB_HOOK, JOB_AFTER, JOB_EXEC, JOB_KV };
 
 typedef struct job {
     struct job *next;
     int kind;
-    const char *hook; /* hook name, or the metric label "after"/"exec" */
+    const char *hook; /* hook name, or the metric label "after"/"exec"/"kv" */
     uint64_t term;
     const char *reason;
     qc_peer_info self, leader, prev, peer;
     int has_self, has_leader, has_prev, has_peer;
-    int fn_ref; /* JOB_AFTER, JOB_EXEC: the callback */
-    int status, signal, timed_out;
-    char *out, *err; /* JOB_EXEC: malloc'd output */
+    /* on_kv_change (has_key): the change, copied; also what watches get. */
+    const uint8_t *key, *value;
+    size_t klen, vlen;
+    int has_key, has_value;
+    uint64_t revision; /* on_kv_change; JOB_KV: the answer's revision */
+    /* on_kv_change: the hook ran (started), then the watches with ids in
+     * (watch_after, watch_limit) run, one per loop turn, before the job
+     * leaves the queue. */
+    int started;
+    uint64_t watch_after, watch_limit;
+    int fn_ref;                    /* JOB_AFTER, JOB_EXEC, JOB_KV: the callback */
+    int status, signal, timed_out; /* JOB_KV: status is the answer's */
+    char *out, *err;               /* JOB_EXEC: malloc'd output */
     size_t out_len, err_len;
     char strings[]; /* every string the event carries */
 } job;
@@ -78,6 +88,28 @@ typedef struct qc_after {
     int fn_ref;
 } qc_after;
 
+/* A kv.put/kv.delete in flight. The view owns it from the call until its
+ * done fires (exactly once), and done frees it. The host only links it in
+ * its list, so that qc_lua_free can detach it (h = NULL): a done that
+ * comes after the host is gone then just frees the record. */
+typedef struct qc_kvreq {
+    struct qc_kvreq *prev, *next;
+    qc_lua *h;  /* NULL once the host is gone */
+    int fn_ref; /* the callback, LUA_NOREF for none */
+    const char *what;
+} qc_kvreq;
+
+/* A kv.watch registration, in registration order (ids grow). file_gen is
+ * the hooks-file load that made it, 0 when a hook or callback made it. */
+typedef struct qc_watch {
+    struct qc_watch *prev, *next;
+    uint64_t id;
+    unsigned file_gen;
+    int fn_ref;
+    size_t plen;
+    uint8_t prefix[];
+} qc_watch;
+
 struct qc_lua {
     lua_State *L;
     struct ev_loop *loop;
@@ -89,6 +121,10 @@ struct qc_lua {
     size_t pending;
     qc_exec *execs;
     qc_after *afters;
+    qc_kvreq *kvreqs;
+    qc_watch *watches, *watches_tail;
+    uint64_t next_watch_id;
+    unsigned file_gen, loading_gen; /* hooks-file loads; the one running */
     int running;
     int armed, budget_ms, timed_out;
     uint64_t deadline_ms;
@@ -256,6 +292,16 @@ static void push_event(lua_State *L, const job *j)
         return;
     }
     lua_createtable(L, 0, 5);
+    if (j->has_key) {
+        lua_pushlstring(L, (const char *)j->key, j->klen);
+        lua_setfield(L, -2, "key");
+        if (j->has_value) {
+            lua_pushlstring(L, (const char *)j->value, j->vlen);
+            lua_setfield(L, -2, "value");
+        }
+        lua_pushinteger(L, (lua_Integer)j->revision);
+        lua_setfield(L, -2, "revision");
+    }
     if (j->term) {
         lua_pushinteger(L, (lua_Integer)j->term);
         lua_setfield(L, -2, "term");
@@ -295,6 +341,35 @@ static void push_exec_result(lua_State *L, const job *j)
     }
 }
 
+static const char *kv_errtext(int status)
+{
+    switch (status) {
+    case QC_KV_CONFLICT: return "revision mismatch";
+    case QC_KV_NOTFOUND: return "not found";
+    case QC_KV_TOOBIG: return "too big";
+    case QC_KV_INVALID: return "invalid request";
+    case QC_EBUSY: return "timed out";
+    case QC_EIO: return "this node cannot write";
+    default: return qc_strerror(status);
+    }
+}
+
+/* A write's answer: (true, revision), (false, "revision mismatch",
+ * current_revision) or (false, message). Returns the argument count. */
+static int push_kv_result(lua_State *L, const job *j)
+{
+    if (j->status == QC_KV_OK) {
+        lua_pushboolean(L, 1);
+        lua_pushinteger(L, (lua_Integer)j->revision);
+        return 2;
+    }
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, kv_errtext(j->status));
+    if (j->status != QC_KV_CONFLICT) return 2;
+    lua_pushinteger(L, (lua_Integer)j->revision);
+    return 3;
+}
+
 /* Runs under lua_pcall: 1 = the function, 2 = the job. */
 static int call_job(lua_State *L)
 {
@@ -305,16 +380,21 @@ static int call_job(lua_State *L)
         push_event(L, j);
     else if (j->kind == JOB_EXEC)
         push_exec_result(L, j);
+    else if (j->kind == JOB_KV)
+        nargs = push_kv_result(L, j);
     else
         nargs = 0;
     lua_call(L, nargs, 0);
     return 0;
 }
 
-/* Pushes the function a job calls, or nothing (returns 0). */
-static int push_job_fn(lua_State *L, const job *j)
+/* Pushes the function a job calls (w: that watch's instead of the hook),
+ * or nothing (returns 0). */
+static int push_job_fn(lua_State *L, const job *j, const qc_watch *w)
 {
-    if (j->kind == JOB_HOOK) {
+    if (w) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, w->fn_ref);
+    } else if (j->kind == JOB_HOOK) {
         if (lua_getfield(L, LUA_REGISTRYINDEX, "qcluster.hooks") != LUA_TTABLE) {
             lua_pop(L, 1);
             return 0;
@@ -337,16 +417,19 @@ static double mono_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void run_job(qc_lua *h, job *j)
+/* Runs a job's function, or watch w's for that job's event, under the
+ * budget; counts and logs it under the job's label ("kv_watch" for w). */
+static void run_job(qc_lua *h, job *j, const qc_watch *w)
 {
     lua_State *L = h->L;
+    const char *label = w ? "kv_watch" : j->hook;
     int top = lua_gettop(L);
     if (!lua_checkstack(L, 8)) {
-        qc_log(QC_LOG_ERROR, "hook", "%s: out of Lua stack, skipped", j->hook);
+        qc_log(QC_LOG_ERROR, "hook", "%s: out of Lua stack, skipped", label);
         return;
     }
     lua_pushcfunction(L, msgh);
-    if (!push_job_fn(L, j)) {
+    if (!push_job_fn(L, j, w)) {
         lua_settop(L, top);
         return; /* no such hook: skipped silently */
     }
@@ -361,32 +444,63 @@ static void run_job(qc_lua *h, job *j)
     double dt = mono_seconds() - t0;
     h->running = 0;
     if (h->metrics) {
-        qc_metrics_add(h->metrics, "qcluster_hook_runs_total", "hook", j->hook, 1);
+        qc_metrics_add(h->metrics, "qcluster_hook_runs_total", "hook", label, 1);
         qc_metrics_observe(h->metrics, "qcluster_hook_duration_seconds", dt);
     }
     if (rc != LUA_OK) {
         char msg[900];
         const char *m = lua_tostring(L, -1);
         one_line(msg, sizeof msg, m ? m : "error in error handling");
-        if (h->metrics)
-            qc_metrics_add(h->metrics, "qcluster_hook_errors_total", "hook", j->hook, 1);
+        if (h->metrics) qc_metrics_add(h->metrics, "qcluster_hook_errors_total", "hook", label, 1);
         if (h->timed_out)
-            qc_log(QC_LOG_WARN, "hook", "%s stopped after %d ms: %s", j->hook, h->budget_ms, msg);
+            qc_log(QC_LOG_WARN, "hook", "%s stopped after %d ms: %s", label, h->budget_ms, msg);
         else
-            qc_log(QC_LOG_ERROR, "hook", "%s failed: %s", j->hook, msg);
+            qc_log(QC_LOG_ERROR, "hook", "%s failed: %s", label, msg);
     }
     lua_settop(L, top);
 }
 
-/* Takes the first job off the queue and runs it. */
+static int watch_matches(const qc_watch *w, const job *j)
+{
+    return w->plen <= j->klen && (w->plen == 0 || memcmp(w->prefix, j->key, w->plen) == 0);
+}
+
+/* The next watch (by id) that j's change still has to run, or NULL. */
+static const qc_watch *next_watch(const qc_lua *h, const job *j)
+{
+    for (const qc_watch *w = h->watches; w; w = w->next)
+        if (w->id > j->watch_after && w->id < j->watch_limit && watch_matches(w, j)) return w;
+    return NULL;
+}
+
+/* Runs one step of the first job: the job itself, or for an on_kv_change
+ * event the hook and then each matching watch, one step per call so that
+ * the loop turns in between. The job leaves the queue after its last step. */
 static void run_next(qc_lua *h)
 {
     job *j = h->head;
     if (!j || h->running) return;
+    if (j->has_key) {
+        if (!j->started) {
+            /* Watches made from here on (even by this hook) are later. */
+            j->started = 1;
+            j->watch_limit = h->next_watch_id;
+            run_job(h, j, NULL);
+        } else {
+            const qc_watch *w = next_watch(h, j);
+            if (w) {
+                j->watch_after = w->id;
+                run_job(h, j, w);
+            }
+        }
+        if (next_watch(h, j)) return;
+    } else {
+        run_job(h, j, NULL);
+    }
+    /* Jobs queued while it ran went in behind it. */
     h->head = j->next;
     if (!h->head) h->tail = NULL;
     h->pending--;
-    run_job(h, j);
     job_free(h, j);
 }
 
@@ -409,8 +523,12 @@ static void on_idle(struct ev_loop *loop, ev_idle *w, int revents)
 int qc_lua_fire(qc_lua *h, const qc_hook_event *ev)
 {
     if (!ev || !ev->hook) return QC_EINVAL;
+    size_t klen = ev->key ? ev->klen : 0, vlen = ev->key && ev->has_value ? ev->vlen : 0;
+    if (vlen && !ev->value) return QC_EINVAL;
     size_t extra = str_size(ev->reason) + peer_size(ev->self) + peer_size(ev->leader) +
                    peer_size(ev->previous_leader) + peer_size(ev->peer);
+    if (klen > SIZE_MAX - extra || vlen > SIZE_MAX - extra - klen) return QC_ETOOBIG;
+    extra += klen + vlen;
     job *j = job_new(ev->hook, extra);
     if (!j) return QC_ENOMEM;
     char *cur = j->strings + str_size(ev->hook);
@@ -421,6 +539,19 @@ int qc_lua_fire(qc_lua *h, const qc_hook_event *ev)
     j->has_leader = put_peer(&cur, &j->leader, ev->leader);
     j->has_prev = put_peer(&cur, &j->prev, ev->previous_leader);
     j->has_peer = put_peer(&cur, &j->peer, ev->peer);
+    if (ev->key) {
+        /* Binary: copied by length, after the strings. */
+        j->has_key = 1;
+        j->key = (const uint8_t *)cur;
+        j->klen = klen;
+        if (klen) memcpy(cur, ev->key, klen);
+        cur += klen;
+        j->has_value = ev->has_value != 0;
+        j->value = j->has_value ? (const uint8_t *)cur : NULL;
+        j->vlen = vlen;
+        if (vlen) memcpy(cur, ev->value, vlen);
+        j->revision = ev->revision;
+    }
     enqueue(h, j);
     return QC_OK;
 }
@@ -804,6 +935,418 @@ static int l_after(lua_State *L)
     return 0;
 }
 
+/* ---- kv ---------------------------------------------------------------- */
+
+/* qcluster.kv: reads (get, list) are LOCAL and may be stale: a hook must
+ * never block, and a linearizable read needs a round trip to the leader.
+ * The view answers a stale read before its call returns; the answer is
+ * copied here (no Lua call runs inside the view's callbacks) and pushed
+ * after. Writes (put, delete) go through the view without blocking; their
+ * callback comes back through the hook queue, label "kv". */
+
+#define KV_SYNC_MT "qcluster.kvsync"
+#define KV_WATCH_MT "qcluster.kvwatch"
+
+typedef struct kv_item {
+    struct kv_item *next;
+    uint64_t revision;
+    size_t klen, vlen;
+    uint8_t data[]; /* key, then value */
+} kv_item;
+
+/* One synchronous read. Held by a userdata box (its __gc frees it) while
+ * the read runs; a view that did not answer before returning gets the
+ * record (abandoned): its late done frees it. */
+typedef struct kv_sync {
+    int fired, abandoned, oom, status;
+    uint64_t revision;
+    uint8_t *value;
+    size_t vlen;
+    kv_item *items, **tail;
+    size_t n;
+} kv_sync;
+
+static void kv_sync_free(kv_sync *s)
+{
+    while (s->items) {
+        kv_item *it = s->items;
+        s->items = it->next;
+        free(it);
+    }
+    free(s->value);
+    free(s);
+}
+
+static int kv_sync_gc(lua_State *L)
+{
+    kv_sync **box = luaL_checkudata(L, 1, KV_SYNC_MT);
+    if (*box) kv_sync_free(*box);
+    *box = NULL;
+    return 0;
+}
+
+/* Pushes the box and returns the record in it. */
+static kv_sync *kv_sync_new(lua_State *L, kv_sync ***boxp)
+{
+    kv_sync **box = lua_newuserdatauv(L, sizeof *box, 0);
+    *box = NULL;
+    luaL_setmetatable(L, KV_SYNC_MT);
+    kv_sync *s = calloc(1, sizeof *s);
+    if (!s) luaL_error(L, "out of memory");
+    s->tail = &s->items;
+    *box = s;
+    *boxp = box;
+    return s;
+}
+
+static void kv_sync_done(void *arg, const qc_kv_answer *a)
+{
+    kv_sync *s = arg;
+    if (s->abandoned) {
+        kv_sync_free(s);
+        return;
+    }
+    if (s->fired) return; /* a second answer breaks the contract: ignored */
+    s->fired = 1;
+    s->status = a->status;
+    s->revision = a->revision;
+    if (a->status == QC_KV_OK && a->value) {
+        s->value = malloc(a->vlen ? a->vlen : 1);
+        if (!s->value) {
+            s->oom = 1;
+            return;
+        }
+        memcpy(s->value, a->value, a->vlen);
+        s->vlen = a->vlen;
+    }
+}
+
+static int kv_sync_each(void *arg, const uint8_t *key, size_t klen, const uint8_t *value,
+                        size_t vlen, uint64_t revision)
+{
+    kv_sync *s = arg;
+    if (s->abandoned || s->fired || s->oom) return 1;
+    kv_item *it = NULL;
+    if (klen <= SIZE_MAX / 2 - sizeof *it && vlen <= SIZE_MAX / 2)
+        it = malloc(sizeof *it + klen + vlen);
+    if (!it) {
+        s->oom = 1;
+        return 1;
+    }
+    it->next = NULL;
+    it->revision = revision;
+    it->klen = klen;
+    it->vlen = vlen;
+    if (klen) memcpy(it->data, key, klen);
+    if (vlen) memcpy(it->data + klen, value, vlen);
+    *s->tail = it;
+    s->tail = &it->next;
+    s->n++;
+    return 0;
+}
+
+/* After the view's call: raises unless the answer came and was kept. */
+static void kv_sync_check(lua_State *L, kv_sync **box, const char *what)
+{
+    kv_sync *s = *box;
+    if (!s->fired) {
+        s->abandoned = 1; /* now the late done's to free */
+        *box = NULL;
+        luaL_error(L, "%s: no local answer", what);
+    }
+    if (s->oom) luaL_error(L, "%s: out of memory", what);
+}
+
+static const qc_view *kv_view(lua_State *L, int has)
+{
+    const qc_view *v = host_of(L)->view;
+    if (!v || !has) luaL_error(L, "kv: not available");
+    return v;
+}
+
+static const char *kv_key(lua_State *L, int i, size_t *len)
+{
+    const char *k = luaL_checklstring(L, i, len);
+    luaL_argcheck(L, *len > 0, i, "the key must not be empty");
+    return k;
+}
+
+/* qcluster.kv.get(key) -> value, revision | nil (local, maybe stale) */
+static int l_kv_get(lua_State *L)
+{
+    size_t klen;
+    const char *key = kv_key(L, 1, &klen);
+    const qc_view *v = host_of(L)->view;
+    v = kv_view(L, v && v->kv_get);
+    kv_sync **box;
+    kv_sync *s = kv_sync_new(L, &box);
+    v->kv_get(v->ud, (const uint8_t *)key, klen, 1, kv_sync_done, s);
+    kv_sync_check(L, box, "kv.get");
+    if (s->status == QC_KV_NOTFOUND || s->status == QC_ENOTFOUND) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (s->status != QC_KV_OK) return luaL_error(L, "kv.get: %s", kv_errtext(s->status));
+    lua_pushlstring(L, s->value ? (const char *)s->value : "", s->vlen);
+    lua_pushinteger(L, (lua_Integer)s->revision);
+    return 2;
+}
+
+/* qcluster.kv.list([prefix]) -> {{key, value, revision}, ...} in key order
+ * (local, maybe stale) */
+static int l_kv_list(lua_State *L)
+{
+    size_t plen = 0;
+    const char *prefix = luaL_optlstring(L, 1, "", &plen);
+    const qc_view *v = host_of(L)->view;
+    v = kv_view(L, v && v->kv_list);
+    kv_sync **box;
+    kv_sync *s = kv_sync_new(L, &box);
+    v->kv_list(v->ud, (const uint8_t *)prefix, plen, 1, kv_sync_each, kv_sync_done, s);
+    kv_sync_check(L, box, "kv.list");
+    if (s->status != QC_KV_OK) return luaL_error(L, "kv.list: %s", kv_errtext(s->status));
+    lua_createtable(L, s->n > 1u << 20 ? 1 << 20 : (int)s->n, 0);
+    lua_Integer i = 0;
+    for (const kv_item *it = s->items; it; it = it->next) {
+        lua_createtable(L, 0, 3);
+        lua_pushlstring(L, (const char *)it->data, it->klen);
+        lua_setfield(L, -2, "key");
+        lua_pushlstring(L, (const char *)it->data + it->klen, it->vlen);
+        lua_setfield(L, -2, "value");
+        lua_pushinteger(L, (lua_Integer)it->revision);
+        lua_setfield(L, -2, "revision");
+        lua_rawseti(L, -2, ++i);
+    }
+    return 1;
+}
+
+static void kvreq_unlink(qc_kvreq *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        r->h->kvreqs = r->next;
+    if (r->next) r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+}
+
+static void kv_write_done(void *arg, const qc_kv_answer *a)
+{
+    qc_kvreq *r = arg;
+    qc_lua *h = r->h;
+    if (!h) { /* the host was freed first: nothing left to call */
+        free(r);
+        return;
+    }
+    kvreq_unlink(r);
+    if (r->fn_ref == LUA_NOREF) {
+        if (a->status != QC_KV_OK)
+            qc_log(QC_LOG_WARN, "hook", "kv.%s without a callback failed: %s", r->what,
+                   kv_errtext(a->status));
+    } else {
+        job *j = job_new("kv", 0);
+        if (!j) {
+            qc_log(QC_LOG_ERROR, "hook", "kv: out of memory, callback dropped");
+            luaL_unref(h->L, LUA_REGISTRYINDEX, r->fn_ref);
+        } else {
+            j->kind = JOB_KV;
+            j->fn_ref = r->fn_ref;
+            j->status = a->status;
+            j->revision = a->revision;
+            enqueue(h, j);
+        }
+    }
+    free(r);
+}
+
+/* Optional opts table and callback from index i on: (cb), (opts, cb),
+ * (opts), (nil, cb). Returns the cas to use. */
+static int64_t kv_write_args(lua_State *L, int i, int *cb)
+{
+    int opts = 0;
+    *cb = 0;
+    if (lua_isfunction(L, i)) {
+        *cb = i;
+    } else {
+        if (!lua_isnoneornil(L, i)) {
+            luaL_checktype(L, i, LUA_TTABLE);
+            opts = i;
+        }
+        if (!lua_isnoneornil(L, i + 1)) {
+            luaL_checktype(L, i + 1, LUA_TFUNCTION);
+            *cb = i + 1;
+        }
+    }
+    if (!opts || lua_getfield(L, opts, "cas") == LUA_TNIL) return QC_KV_CAS_NONE;
+    int ok;
+    lua_Integer cas = lua_tointegerx(L, -1, &ok);
+    if (!ok || cas < 0) luaL_error(L, "opts.cas: expected an integer >= 0");
+    lua_pop(L, 1);
+    return (int64_t)cas;
+}
+
+/* Registers the callback and links a request record; nothing may raise
+ * after this until the view has it. */
+static qc_kvreq *kv_write_start(lua_State *L, int cb, const char *what)
+{
+    qc_lua *h = host_of(L);
+    int ref = LUA_NOREF;
+    if (cb) {
+        lua_pushvalue(L, cb);
+        ref = luaL_ref(L, LUA_REGISTRYINDEX); /* may raise: nothing is ours yet */
+    }
+    qc_kvreq *r = calloc(1, sizeof *r);
+    if (!r) {
+        if (ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        luaL_error(L, "out of memory");
+    }
+    r->fn_ref = ref;
+    r->h = h;
+    r->what = what;
+    r->next = h->kvreqs;
+    if (h->kvreqs) h->kvreqs->prev = r;
+    h->kvreqs = r;
+    return r;
+}
+
+/* qcluster.kv.put(key, value [, opts] [, cb]); cb(ok, revision_or_err, ...) */
+static int l_kv_put(lua_State *L)
+{
+    size_t klen, vlen;
+    const char *key = kv_key(L, 1, &klen);
+    const char *value = luaL_checklstring(L, 2, &vlen);
+    int cb;
+    int64_t cas = kv_write_args(L, 3, &cb);
+    const qc_view *v = host_of(L)->view;
+    v = kv_view(L, v && v->kv_put);
+    qc_kvreq *r = kv_write_start(L, cb, "put");
+    v->kv_put(v->ud, (const uint8_t *)key, klen, (const uint8_t *)value, vlen, cas, kv_write_done,
+              r);
+    return 0;
+}
+
+/* qcluster.kv.delete(key [, opts] [, cb]) */
+static int l_kv_delete(lua_State *L)
+{
+    size_t klen;
+    const char *key = kv_key(L, 1, &klen);
+    int cb;
+    int64_t cas = kv_write_args(L, 2, &cb);
+    const qc_view *v = host_of(L)->view;
+    v = kv_view(L, v && v->kv_delete);
+    qc_kvreq *r = kv_write_start(L, cb, "delete");
+    v->kv_delete(v->ud, (const uint8_t *)key, klen, cas, kv_write_done, r);
+    return 0;
+}
+
+static void watch_free(qc_lua *h, qc_watch *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        h->watches = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        h->watches_tail = w->prev;
+    luaL_unref(h->L, LUA_REGISTRYINDEX, w->fn_ref);
+    free(w);
+}
+
+/* Drops the watches of hooks-file load gen (keep 0), or of every load
+ * but keep (gen 0). */
+static void watches_drop(qc_lua *h, unsigned gen, unsigned keep)
+{
+    qc_watch *w = h->watches;
+    while (w) {
+        qc_watch *next = w->next;
+        if (w->file_gen && (gen ? w->file_gen == gen : w->file_gen != keep)) watch_free(h, w);
+        w = next;
+    }
+}
+
+/* qcluster.kv.watch(prefix, fn) -> handle with :cancel(). fn(ev) runs for
+ * every applied change under prefix, after on_kv_change, with the same ev.
+ * Watches need no KV to be registered (a hooks file may make them before
+ * the agent has one); they live until cancelled, across reloads. */
+static int l_kv_watch(lua_State *L)
+{
+    qc_lua *h = host_of(L);
+    size_t plen;
+    const char *prefix = luaL_checklstring(L, 1, &plen);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    uint64_t *handle = lua_newuserdatauv(L, sizeof *handle, 0);
+    *handle = 0;
+    luaL_setmetatable(L, KV_WATCH_MT);
+    lua_pushvalue(L, 2);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX); /* may raise: nothing is ours yet */
+    qc_watch *w = plen < SIZE_MAX - sizeof *w ? malloc(sizeof *w + plen) : NULL;
+    if (!w) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return luaL_error(L, "out of memory");
+    }
+    w->fn_ref = ref;
+    w->id = h->next_watch_id++;
+    w->file_gen = h->loading_gen;
+    w->plen = plen;
+    if (plen) memcpy(w->prefix, prefix, plen);
+    w->next = NULL;
+    w->prev = h->watches_tail;
+    if (h->watches_tail)
+        h->watches_tail->next = w;
+    else
+        h->watches = w;
+    h->watches_tail = w;
+    *handle = w->id;
+    return 1;
+}
+
+/* handle:cancel() -> true, or false when it was no longer active. */
+static int l_watch_cancel(lua_State *L)
+{
+    qc_lua *h = host_of(L);
+    uint64_t *handle = luaL_checkudata(L, 1, KV_WATCH_MT);
+    for (qc_watch *w = h->watches; w; w = w->next) {
+        if (w->id == *handle) {
+            watch_free(h, w);
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+    }
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
+static int l_watch_tostring(lua_State *L)
+{
+    uint64_t *handle = luaL_checkudata(L, 1, KV_WATCH_MT);
+    lua_pushfstring(L, "qcluster.kv.watch: %I", (lua_Integer)*handle);
+    return 1;
+}
+
+static const luaL_Reg kv_fns[] = {
+    {"get", l_kv_get},       {"list", l_kv_list},   {"put", l_kv_put},
+    {"delete", l_kv_delete}, {"watch", l_kv_watch}, {NULL, NULL},
+};
+
+/* Pushes the qcluster.kv table; sets up the metatables it needs. */
+static void open_kv(lua_State *L)
+{
+    luaL_newmetatable(L, KV_SYNC_MT);
+    lua_pushcfunction(L, kv_sync_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, KV_WATCH_MT);
+    lua_newtable(L);
+    lua_pushcfunction(L, l_watch_cancel);
+    lua_setfield(L, -2, "cancel");
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_watch_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    luaL_newlib(L, kv_fns);
+}
+
 /* ---- the rest of the qcluster module ----------------------------------- */
 
 static int l_is_leader(lua_State *L)
@@ -908,6 +1451,8 @@ static int open_all(lua_State *L)
     lua_setfield(L, -2, "exit");
     lua_pop(L, 1);
     luaL_newlib(L, qcluster_fns);
+    open_kv(L);
+    lua_setfield(L, -2, "kv");
     lua_newtable(L);
     qc_luajson_register(L);
     lua_setfield(L, -2, "json");
@@ -957,6 +1502,7 @@ int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, q
     h->view = view;
     h->metrics = metrics;
     h->hook_timeout_ms = QC_DEFAULT_HOOK_TIMEOUT_MS;
+    h->next_watch_id = 1;
     if (loop) {
         ev_check_init(&h->check, on_check);
         h->check.data = h;
@@ -1011,6 +1557,11 @@ void qc_lua_free(qc_lua *h)
         h->head = j->next;
         job_free(h, j);
     }
+    /* Writes in flight belong to the view until their done: detach them,
+     * so that a late done only frees its record (see qc_kvreq). */
+    for (qc_kvreq *r = h->kvreqs; r; r = r->next) r->h = NULL;
+    h->kvreqs = NULL;
+    while (h->watches) watch_free(h, h->watches);
     lua_close(h->L);
     free(h->hooks_path);
     free(h);
@@ -1078,11 +1629,17 @@ static int build_hooks(qc_lua *h, char *err, size_t errlen)
     }
     fclose(f);
     lua_pushcfunction(L, msgh);
+    /* Watches the file makes while it loads belong to this load: they
+     * replace the previous load's when it succeeds, and go when it fails. */
+    unsigned gen = ++h->file_gen;
+    h->loading_gen = gen;
     arm(h, h->hook_timeout_ms);
     int st = luaL_loadfile(L, h->hooks_path);
     if (st == LUA_OK) st = lua_pcall(L, 0, 1, tbl + 1);
     disarm(h);
+    h->loading_gen = 0;
     if (st != LUA_OK) {
+        watches_drop(h, gen, 0);
         const char *m = lua_tostring(L, -1);
         if (!m) m = "cannot load the hooks file";
         snprintf(err, errlen, "%.*s", (int)strcspn(m, "\n"), m); /* no traceback */
@@ -1095,8 +1652,10 @@ static int build_hooks(qc_lua *h, char *err, size_t errlen)
         const char *m = lua_tostring(L, -1);
         snprintf(err, errlen, "%s: %s", h->hooks_path, m ? m : "bad hooks table");
         lua_settop(L, top);
+        watches_drop(h, gen, 0);
         return QC_EINVAL;
     }
+    watches_drop(h, 0, gen);
     lua_pop(L, 2);
     lua_pushnil(L);
     while (lua_next(L, -2)) {

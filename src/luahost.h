@@ -1,7 +1,26 @@
 /* The Lua host: owns the lua_State, registers the qcluster module, loads the
  * config and the hooks, and runs hooks one at a time in event order with a
  * time budget. A failing or runaway hook is stopped, logged and counted; it
- * can never stall the loop for longer than its budget, nor crash the agent. */
+ * can never stall the loop for longer than its budget, nor crash the agent.
+ *
+ * qcluster.kv (through the view's kv_* functions; "kv: not available" when
+ * the view has none):
+ * - get(key) -> value, revision | nil and list([prefix]) -> {{key, value,
+ *   revision}, ...} are LOCAL reads (stale=1): a hook must never block, and
+ *   a linearizable read needs the leader. The view must answer them before
+ *   its call returns, else they raise "kv.get: no local answer".
+ * - put(key, value [, opts] [, cb]) and delete(key [, opts] [, cb]), with
+ *   opts.cas (0: only if absent, N: only at revision N), never block; cb
+ *   runs later through the hook queue (label "kv", hook budget) as
+ *   cb(true, revision), cb(false, "revision mismatch", current_revision) or
+ *   cb(false, message) ("no leader", "not found", ...).
+ * - watch(prefix, fn) -> handle with :cancel(): fn(ev) runs (label
+ *   "kv_watch", each under its own budget) after on_kv_change for every
+ *   change whose key starts with prefix, in registration order. Watches made
+ *   by hooks and callbacks live until cancelled, across reloads; those the
+ *   hooks file makes while it loads are replaced by the next successful
+ *   reload's (so a reload never doubles them).
+ * Keys and values are Lua strings, binary safe. */
 #ifndef QC_LUAHOST_H
 #define QC_LUAHOST_H
 
@@ -24,12 +43,24 @@ typedef struct qc_hook_event {
     const qc_peer_info *previous_leader; /* NULL: nil */
     /* on_peer_up/down, on_member_*: the argument is this Peer itself. */
     const qc_peer_info *peer;
+    /* on_kv_change: key set (non-NULL) makes the argument {key, value,
+     * revision}; value is nil unless has_value (a delete). Binary safe. The
+     * same event also runs every matching qcluster.kv.watch function. */
+    const uint8_t *key;
+    size_t klen;
+    const uint8_t *value;
+    size_t vlen;
+    int has_value;
+    uint64_t revision;
 } qc_hook_event;
 
 /* Creates the state with the qcluster module (global and require-able).
  * view answers is_leader(), get_leader_info(), ...; metrics may be NULL. */
 int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, qc_lua **out);
-/* Stops timers and running commands (killing them), closes the state. */
+/* Stops timers and running commands (killing them), closes the state.
+ * KV writes still in flight stay owned by the view: their done may come
+ * later (it then only frees a small request record), and must still come
+ * exactly once. */
 void qc_lua_free(qc_lua *h);
 
 /* Loads the config into this state (see qc_config_load), then the hooks:
