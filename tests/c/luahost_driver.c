@@ -2,8 +2,14 @@
  * specs: `check CONFIG` prints the resolved config as JSON (exit 0) or the
  * error (exit 2); `hooks CONFIG EVENT...` fires hooks against a fake view,
  * runs the loop until nothing is left and prints the hook counters. Special
- * events: reload, drain, run (the loop), wait:MS (the loop for MS), stop (free the host right
- * away). Test-only: it must never be linked into the agent. */
+ * events: reload, drain, run (the loop), wait:MS (the loop for MS), stop
+ * (free the host right away), and for the fake KV: nokv (the view has no KV
+ * functions from then on), kvlate (reads answer later, not during the call),
+ * `kvchange KEY VALUE REV` and `kvdelete KEY REV` (fire on_kv_change as the
+ * agent would). The fake KV applies writes one at a time from a timer,
+ * fires on_kv_change for each applied one, then answers; the key "nope"
+ * answers QC_ENOLEADER at once. Writes still in flight when the host is
+ * freed are answered after it. Test-only: never linked into the agent. */
 #include <ev.h>
 #include <lauxlib.h>
 #include <lualib.h>
@@ -75,8 +81,35 @@ int qc_metrics_render(const qc_metrics *m, char **out, size_t *len)
 
 /* ---- a fake view: this node leads, every peer is up ------------------- */
 
+typedef struct fkv_entry {
+    uint8_t *key, *value;
+    size_t klen, vlen;
+    uint64_t revision;
+} fkv_entry;
+
+enum { FKV_PUT, FKV_DELETE, FKV_GET, FKV_LIST };
+
+/* A request the fake KV answers later, in arrival order. */
+typedef struct fkv_op {
+    struct fkv_op *next;
+    int kind;
+    uint8_t *key, *value;
+    size_t klen, vlen;
+    int64_t cas;
+    qc_kv_done_fn *done;
+    void *arg;
+} fkv_op;
+
 typedef struct fake {
     const qc_config *cfg;
+    qc_lua *h; /* NULL once freed */
+    struct ev_loop *loop;
+    fkv_entry *kv;
+    size_t n, cap;
+    uint64_t revision;
+    fkv_op *ops, **ops_tail;
+    ev_timer apply;
+    int late_reads;
 } fake;
 
 static void self_info(const qc_config *c, qc_peer_info *p)
@@ -126,10 +159,234 @@ static size_t v_peers(void *ud, qc_peer_info *out, size_t max)
     return n;
 }
 
+/* ---- the fake KV -------------------------------------------------------- */
+
+static uint8_t *dup_bytes(const uint8_t *p, size_t n)
+{
+    uint8_t *d = malloc(n ? n : 1);
+    if (!d) abort(); /* test driver */
+    if (n) memcpy(d, p, n);
+    return d;
+}
+
+static int bytes_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c ? c : (al > bl) - (al < bl);
+}
+
+static fkv_entry *fkv_find(fake *f, const uint8_t *key, size_t klen)
+{
+    for (size_t i = 0; i < f->n; i++)
+        if (bytes_cmp(f->kv[i].key, f->kv[i].klen, key, klen) == 0) return &f->kv[i];
+    return NULL;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+    const fkv_entry *x = a, *y = b;
+    return bytes_cmp(x->key, x->klen, y->key, y->klen);
+}
+
+static void fkv_answer_read(fake *f, const fkv_op *op, qc_kv_each_fn *each)
+{
+    qc_kv_answer a = {.status = QC_KV_NOTFOUND};
+    if (op->kind == FKV_LIST) {
+        qsort(f->kv, f->n, sizeof *f->kv, entry_cmp);
+        for (size_t i = 0; i < f->n; i++) {
+            const fkv_entry *e = &f->kv[i];
+            if (e->klen >= op->klen && memcmp(e->key, op->key, op->klen) == 0 && each &&
+                each(op->arg, e->key, e->klen, e->value, e->vlen, e->revision))
+                break;
+        }
+        a.status = QC_KV_OK;
+    } else {
+        const fkv_entry *e = fkv_find(f, op->key, op->klen);
+        if (e) a = (qc_kv_answer){QC_KV_OK, e->revision, e->value, e->vlen};
+    }
+    op->done(op->arg, &a);
+}
+
+/* Applies one write, fires on_kv_change for it as the agent does, then
+ * answers it. */
+static void fkv_apply(fake *f, const fkv_op *op)
+{
+    fkv_entry *e = fkv_find(f, op->key, op->klen);
+    qc_kv_answer a = {.status = QC_KV_OK};
+    if (op->cas != QC_KV_CAS_NONE && (e ? (int64_t)e->revision != op->cas : op->cas != 0)) {
+        a.status = QC_KV_CONFLICT;
+        a.revision = e ? e->revision : 0;
+    } else if (op->kind == FKV_DELETE && !e) {
+        a.status = QC_KV_NOTFOUND;
+    } else {
+        a.revision = ++f->revision;
+        if (op->kind == FKV_DELETE) {
+            free(e->key);
+            free(e->value);
+            *e = f->kv[--f->n];
+        } else {
+            if (!e) {
+                if (f->n == f->cap) {
+                    f->cap = f->cap ? 2 * f->cap : 8;
+                    f->kv = realloc(f->kv, f->cap * sizeof *f->kv);
+                    if (!f->kv) abort();
+                }
+                e = &f->kv[f->n++];
+                e->key = dup_bytes(op->key, op->klen);
+                e->klen = op->klen;
+            } else {
+                free(e->value);
+            }
+            e->value = dup_bytes(op->value, op->vlen);
+            e->vlen = op->vlen;
+            e->revision = a.revision;
+        }
+        if (f->h) {
+            qc_hook_event ev = {.hook = "on_kv_change",
+                                .key = op->key,
+                                .klen = op->klen,
+                                .value = op->value,
+                                .vlen = op->vlen,
+                                .has_value = op->kind == FKV_PUT,
+                                .revision = a.revision};
+            qc_lua_fire(f->h, &ev);
+        }
+    }
+    op->done(op->arg, &a);
+}
+
+static void fkv_free_op(fkv_op *op)
+{
+    free(op->key);
+    free(op->value);
+    free(op);
+}
+
+/* Takes the first request and answers it. */
+static void fkv_step(fake *f)
+{
+    fkv_op *op = f->ops;
+    f->ops = op->next;
+    if (!f->ops) f->ops_tail = &f->ops;
+    if (op->kind == FKV_PUT || op->kind == FKV_DELETE)
+        fkv_apply(f, op);
+    else
+        fkv_answer_read(f, op, NULL); /* a late list lists nothing */
+    fkv_free_op(op);
+}
+
+static void on_fkv_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    fake *f = w->data;
+    if (f->ops) fkv_step(f);
+    if (f->ops) ev_timer_start(loop, w);
+}
+
+static void fkv_queue(fake *f, int kind, const uint8_t *key, size_t klen, const uint8_t *value,
+                      size_t vlen, int64_t cas, qc_kv_done_fn *done, void *arg)
+{
+    fkv_op *op = calloc(1, sizeof *op);
+    if (!op) abort();
+    op->kind = kind;
+    op->key = dup_bytes(key, klen);
+    op->klen = klen;
+    op->value = value ? dup_bytes(value, vlen) : NULL;
+    op->vlen = vlen;
+    op->cas = cas;
+    op->done = done;
+    op->arg = arg;
+    *f->ops_tail = op;
+    f->ops_tail = &op->next;
+    if (!ev_is_active(&f->apply)) ev_timer_start(f->loop, &f->apply);
+}
+
+static int is_nope(const uint8_t *key, size_t klen)
+{
+    return klen == 4 && memcmp(key, "nope", 4) == 0;
+}
+
+static void v_kv_put(void *ud, const uint8_t *key, size_t klen, const uint8_t *value, size_t vlen,
+                     int64_t cas, qc_kv_done_fn *done, void *arg)
+{
+    if (is_nope(key, klen)) {
+        done(arg, &(qc_kv_answer){.status = QC_ENOLEADER});
+        return;
+    }
+    fkv_queue(ud, FKV_PUT, key, klen, value, vlen, cas, done, arg);
+}
+
+static void v_kv_delete(void *ud, const uint8_t *key, size_t klen, int64_t cas, qc_kv_done_fn *done,
+                        void *arg)
+{
+    if (is_nope(key, klen)) {
+        done(arg, &(qc_kv_answer){.status = QC_ENOLEADER});
+        return;
+    }
+    fkv_queue(ud, FKV_DELETE, key, klen, NULL, 0, cas, done, arg);
+}
+
+static void v_kv_get(void *ud, const uint8_t *key, size_t klen, int stale, qc_kv_done_fn *done,
+                     void *arg)
+{
+    fake *f = ud;
+    if (!stale) {
+        fprintf(stderr, "driver: the Lua host asked for a linearizable read\n");
+        abort();
+    }
+    if (f->late_reads) {
+        fkv_queue(f, FKV_GET, key, klen, NULL, 0, QC_KV_CAS_NONE, done, arg);
+        return;
+    }
+    fkv_op op = {.kind = FKV_GET, .key = (uint8_t *)key, .klen = klen, .done = done, .arg = arg};
+    fkv_answer_read(f, &op, NULL);
+}
+
+static void v_kv_list(void *ud, const uint8_t *prefix, size_t plen, int stale, qc_kv_each_fn *each,
+                      qc_kv_done_fn *done, void *arg)
+{
+    fake *f = ud;
+    if (!stale) {
+        fprintf(stderr, "driver: the Lua host asked for a linearizable listing\n");
+        abort();
+    }
+    if (f->late_reads) {
+        fkv_queue(f, FKV_LIST, prefix, plen, NULL, 0, QC_KV_CAS_NONE, done, arg);
+        return;
+    }
+    fkv_op op = {
+        .kind = FKV_LIST, .key = (uint8_t *)prefix, .klen = plen, .done = done, .arg = arg};
+    fkv_answer_read(f, &op, each);
+}
+
+/* After the host is gone: answers what is still in flight, frees the rest. */
+static void fkv_finish(fake *f)
+{
+    ev_timer_stop(f->loop, &f->apply);
+    while (f->ops) fkv_step(f);
+    for (size_t i = 0; i < f->n; i++) {
+        free(f->kv[i].key);
+        free(f->kv[i].value);
+    }
+    free(f->kv);
+}
+
+static void fire_kv(qc_lua *h, const char *key, const char *value, const char *rev)
+{
+    qc_hook_event ev = {.hook = "on_kv_change",
+                        .key = (const uint8_t *)key,
+                        .klen = strlen(key),
+                        .value = (const uint8_t *)value,
+                        .vlen = value ? strlen(value) : 0,
+                        .has_value = value != NULL,
+                        .revision = strtoull(rev, NULL, 10)};
+    if (qc_lua_fire(h, &ev) != QC_OK) fprintf(stderr, "cannot queue on_kv_change\n");
+}
+
 static const char *const hook_names[] = {
     "on_start",     "on_elected", "on_demoted",   "on_leader_change", "on_peer_up",
     "on_peer_down", "on_stop",    "on_kv_change", "on_member_join",   "on_member_leave",
-    "exec",         "after",      NULL,
+    "exec",         "after",      "kv",           "kv_watch",         NULL,
 };
 
 static int fire(qc_lua *h, const qc_config *c, const char *name)
@@ -178,7 +435,10 @@ static void on_wait(struct ev_loop *loop, ev_timer *w, int revents)
 static int run_hooks(struct ev_loop *loop, int argc, char **argv)
 {
     qc_metrics *m = qc_metrics_new();
-    fake f = {0};
+    fake f = {.loop = loop};
+    f.ops_tail = &f.ops;
+    ev_timer_init(&f.apply, on_fkv_timer, 0.005, 0.);
+    f.apply.data = &f;
     qc_view view = {.ud = &f,
                     .is_leader = v_is_leader,
                     .term = v_term,
@@ -186,7 +446,11 @@ static int run_hooks(struct ev_loop *loop, int argc, char **argv)
                     .commit_index = v_commit,
                     .leader = v_leader,
                     .self = v_self,
-                    .peers = v_peers};
+                    .peers = v_peers,
+                    .kv_put = v_kv_put,
+                    .kv_delete = v_kv_delete,
+                    .kv_get = v_kv_get,
+                    .kv_list = v_kv_list};
     qc_lua *h = NULL;
     qc_config cfg;
     char err[1024];
@@ -195,9 +459,12 @@ static int run_hooks(struct ev_loop *loop, int argc, char **argv)
         qc_metrics_free(m);
         return 1;
     }
+    f.h = h;
     if (qc_lua_load(h, argv[2], &cfg, err, sizeof err) != QC_OK) {
         fprintf(stderr, "%s\n", err);
         qc_lua_free(h);
+        f.h = NULL;
+        fkv_finish(&f);
         qc_metrics_free(m);
         return 2;
     }
@@ -223,6 +490,16 @@ static int run_hooks(struct ev_loop *loop, int argc, char **argv)
         } else if (strcmp(argv[i], "stop") == 0) {
             stop = 1; /* free the host with whatever is still running */
             break;
+        } else if (strcmp(argv[i], "nokv") == 0) {
+            view.kv_put = NULL, view.kv_delete = NULL, view.kv_get = NULL, view.kv_list = NULL;
+        } else if (strcmp(argv[i], "kvlate") == 0) {
+            f.late_reads = 1;
+        } else if (strcmp(argv[i], "kvchange") == 0 && i + 3 < argc) {
+            fire_kv(h, argv[i + 1], argv[i + 2], argv[i + 3]);
+            i += 3;
+        } else if (strcmp(argv[i], "kvdelete") == 0 && i + 2 < argc) {
+            fire_kv(h, argv[i + 1], NULL, argv[i + 2]);
+            i += 2;
         } else if (fire(h, &cfg, argv[i]) != QC_OK) {
             fprintf(stderr, "cannot queue %s\n", argv[i]);
             rc = 1;
@@ -231,6 +508,8 @@ static int run_hooks(struct ev_loop *loop, int argc, char **argv)
     if (!stop) ev_run(loop, 0);
     print_counters(h, m);
     qc_lua_free(h);
+    f.h = NULL;
+    fkv_finish(&f); /* writes still in flight are answered after the host */
     qc_config_free(&cfg);
     qc_metrics_free(m);
     return rc;
