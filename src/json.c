@@ -156,3 +156,132 @@ const char *qc_json_get_str(yajl_val obj, const char *key)
     yajl_val v = qc_json_get(obj, key);
     return v && YAJL_IS_STRING(v) ? v->u.string : NULL;
 }
+
+/* ---------- text and base64, for KV keys and values ---------- */
+
+/* Decodes the code point at p (n > 0 bytes left): its length, 0 if invalid. */
+static size_t utf8_next(const uint8_t *p, size_t n, uint32_t *cp)
+{
+    uint8_t b = p[0];
+    size_t len;
+    uint32_t c, min;
+    if (b < 0x80) {
+        *cp = b;
+        return 1;
+    }
+    if (b >= 0xC2 && b <= 0xDF) {
+        len = 2, c = b & 0x1Fu, min = 0x80;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+        len = 3, c = b & 0x0Fu, min = 0x800;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+        len = 4, c = b & 0x07u, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < len) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        c = (c << 6) | (p[i] & 0x3Fu);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
+    *cp = c;
+    return len;
+}
+
+static int utf8_scan(const uint8_t *p, size_t n, int printable)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t l = utf8_next(p + i, n - i, &cp);
+        if (l == 0 || cp == 0) return 0;
+        if (printable && (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F))) return 0;
+        i += l;
+    }
+    return 1;
+}
+
+int qc_json_is_text(const uint8_t *p, size_t n) { return utf8_scan(p, n, 0); }
+
+int qc_json_is_printable(const uint8_t *p, size_t n) { return utf8_scan(p, n, 1); }
+
+static const char b64_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+int qc_json_b64_encode(const uint8_t *p, size_t n, char **out, size_t *olen)
+{
+    size_t len = (n + 2) / 3 * 4;
+    char *s = malloc(len + 1), *o = s;
+    if (!s) return QC_ENOMEM;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n) v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n) v |= p[i + 2];
+        *o++ = b64_chars[(v >> 18) & 63];
+        *o++ = b64_chars[(v >> 12) & 63];
+        *o++ = i + 1 < n ? b64_chars[(v >> 6) & 63] : '=';
+        *o++ = i + 2 < n ? b64_chars[v & 63] : '=';
+    }
+    *o = '\0';
+    *out = s;
+    *olen = len;
+    return QC_OK;
+}
+
+static int b64_value(char ch)
+{
+    const char *at = ch ? strchr(b64_chars, ch) : NULL;
+    return at ? (int)(at - b64_chars) : -1;
+}
+
+int qc_json_b64_decode(const char *s, size_t n, uint8_t **out, size_t *olen)
+{
+    while (n > 0 && s[n - 1] == '=') n--;
+    if (n % 4 == 1) return QC_EINVAL;
+    uint8_t *d = malloc(n / 4 * 3 + 3), *o = d;
+    if (!d) return QC_ENOMEM;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64_value(s[i]);
+        if (v < 0) {
+            free(d);
+            return QC_EINVAL;
+        }
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            *o++ = (uint8_t)(acc >> bits);
+        }
+    }
+    *o = '\0';
+    *olen = (size_t)(o - d);
+    *out = d;
+    return QC_OK;
+}
+
+static int gen_bytes(yajl_gen g, const uint8_t *p, size_t n, int b64)
+{
+    if (!b64) return gen_rc(yajl_gen_string(g, n ? p : (const uint8_t *)"", n));
+    char *s;
+    size_t len;
+    int rc = qc_json_b64_encode(p, n, &s, &len);
+    if (rc) return rc;
+    rc = gen_rc(yajl_gen_string(g, (const unsigned char *)s, len));
+    free(s);
+    return rc;
+}
+
+int qc_json_kv(yajl_gen g, const uint8_t *key, size_t klen, const uint8_t *value, size_t vlen,
+               uint64_t revision)
+{
+    int b64 = !qc_json_is_text(key, klen) || !qc_json_is_text(value, vlen);
+    int rc = gen_rc(yajl_gen_map_open(g));
+    if (!rc) rc = qc_json_key(g, "key");
+    if (!rc) rc = gen_bytes(g, key, klen, b64);
+    if (!rc) rc = qc_json_key(g, "value");
+    if (!rc) rc = gen_bytes(g, value, vlen, b64);
+    if (!rc) rc = qc_json_key_int(g, "revision", (long long)revision);
+    if (!rc && b64) rc = qc_json_key_str(g, "encoding", "base64");
+    return rc ? rc : gen_rc(yajl_gen_map_close(g));
+}

@@ -1,10 +1,12 @@
 /* yajl helpers shared by the API and the CLI: emitting Peers, strings that
- * may be NULL, and raw JSON text (metadata) re-emitted as a real value.
- * Pure functions over a yajl_gen or yajl_val; no I/O, no global state. */
+ * may be NULL, raw JSON text (metadata) re-emitted as a real value, and KV
+ * entries with base64 for bytes that are not text. Pure functions over a
+ * yajl_gen or yajl_val; no I/O, no global state. */
 #ifndef QC_JSON_H
 #define QC_JSON_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
@@ -26,6 +28,26 @@ int qc_json_val(yajl_gen g, yajl_val v);
 int qc_json_raw_object(yajl_gen g, const char *text);
 /* A Peer {identifier, host, port, metadata}; with_state adds role, up, voter. */
 int qc_json_peer(yajl_gen g, const qc_peer_info *p, int with_state);
+
+/* A KV entry {"key", "value", "revision"}. When the key or the value is not
+ * text (qc_json_is_text), both are sent base64 and "encoding": "base64" is
+ * added, so a reader decodes the two fields or neither. */
+int qc_json_kv(yajl_gen g, const uint8_t *key, size_t klen, const uint8_t *value, size_t vlen,
+               uint64_t revision);
+
+/* 1 when p[0..n) is valid UTF-8 (no overlong forms, surrogates or code points
+ * past U+10FFFF) without NUL, so it survives JSON and C strings alike. */
+int qc_json_is_text(const uint8_t *p, size_t n);
+/* 1 when p[0..n) is text without control characters (C0, DEL, C1): safe to
+ * print on one line of a terminal or a tab-separated listing. */
+int qc_json_is_printable(const uint8_t *p, size_t n);
+
+/* Standard base64 with padding. *out is malloc'd and NUL-terminated (the
+ * caller frees it), *olen its length. 0 or QC_ENOMEM. */
+int qc_json_b64_encode(const uint8_t *p, size_t n, char **out, size_t *olen);
+/* Decodes base64 (padding optional). *out is malloc'd (the caller frees it)
+ * and NUL-terminated past *olen. 0, QC_EINVAL (not base64) or QC_ENOMEM. */
+int qc_json_b64_decode(const char *s, size_t n, uint8_t **out, size_t *olen);
 
 /* Compact JSON text of a tree value; *out is malloc'd, owned by the caller. */
 int qc_json_val_text(yajl_val v, char **out);
