@@ -1,5 +1,6 @@
 /* The HTTP/1.1 API on the agent's libev loop: http_parser reads requests,
- * yajl writes JSON, long-polls are parked connections with a timer.
+ * yajl writes JSON, long-polls are parked connections with a timer, and
+ * transfers and KV requests wait for the view's callback (struct pending).
  * It reads the agent only through qc_view and must never block, never
  * let one client hurt another, and never touch a closed connection:
  * closed connections are only freed from the loop (see reap_cb). */
@@ -25,7 +26,7 @@
 
 #define IN_CAP 16384 /* unparsed request bytes kept per connection */
 #define HDR_MAX 8192 /* request line plus headers */
-#define URL_MAX 2048
+#define URL_MAX 4096 /* a 1 KiB binary key, percent-encoded, fits */
 #define AUTH_MAX 512
 #define OUT_HIGH (256 * 1024) /* stop parsing while this much output waits */
 #ifndef QC_API_IDLE_S
@@ -38,14 +39,18 @@
 
 typedef struct conn conn;
 
-/* A transfer in flight; outlives its connection until done() fires. */
-typedef struct xfer {
-    conn *c; /* NULL once the connection is gone */
-    char *to;
-    int sync; /* done() fired inside view->transfer */
+/* A request the view answers through a callback (transfer, KV): it
+ * outlives its connection until the callback fires, which frees it, or the
+ * handler frees it when the callback fired inside the view call. */
+typedef struct pending {
+    conn *c;  /* NULL once the connection is gone */
+    int sync; /* still inside the view call */
     int fired;
-    int rc;
-} xfer;
+    char *to;       /* transfer: the target, NULL for the best peer */
+    int op;         /* KV: KV_GET, ... */
+    yajl_gen list;  /* KV list: the array being built */
+    int list_error; /* KV list: emitting failed */
+} pending;
 
 struct conn {
     qc_api *api;
@@ -65,7 +70,7 @@ struct conn {
     size_t auth_len;
     int expect_continue;
     char *body;
-    size_t body_len;
+    size_t body_len, body_cap, body_max;
     int err_status; /* set by a callback that rejects the request */
     int method, keep_alive;
     /* output */
@@ -79,7 +84,7 @@ struct conn {
     int parked, park_has_term;
     uint64_t park_term;
     char *park_leader;
-    xfer *xf;
+    pending *pend;
     conn *next, *prev;
 };
 
@@ -137,8 +142,8 @@ static void conn_close(conn *c)
     qc_api *a = c->api;
     c->dead = 1;
     unpark(c);
-    if (c->xf) c->xf->c = NULL;
-    c->xf = NULL;
+    if (c->pend) c->pend->c = NULL;
+    c->pend = NULL;
     ev_io_stop(a->loop, &c->rio);
     ev_io_stop(a->loop, &c->wio);
     ev_timer_stop(a->loop, &c->idle);
@@ -206,8 +211,11 @@ static const char *status_text(int status)
     case 405: return "Method Not Allowed";
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
     case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
     default: return "Internal Server Error";
     }
 }
@@ -217,7 +225,10 @@ static void respond(conn *c, int status, const char *ctype, const char *body, si
                     const char *extra)
 {
     if (c->dead) return;
-    if (!c->keep_alive || status == 400 || status == 413 || status == 431) c->closing = 1;
+    /* err_status: the parser gave up on this request (e.g. a body over the
+     * limit), so the rest of the input cannot be trusted. */
+    if (!c->keep_alive || c->err_status || status == 400 || status == 414 || status == 431)
+        c->closing = 1;
     char head[512];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
@@ -431,8 +442,8 @@ static void h_members(conn *c, const req *r)
     yajl_gen_free(g);
 }
 
-/* Finds name=value in a query string; value copied into out (cap bytes). */
-static int query_get(const req *r, const char *name, char *out, size_t cap)
+/* Finds name or name=value in the query: 1 with the raw value, else 0. */
+static int query_find(const req *r, const char *name, const char **val, size_t *vlen)
 {
     size_t nl = strlen(name);
     const char *q = r->query, *end = r->query + r->query_len;
@@ -441,16 +452,25 @@ static int query_get(const req *r, const char *name, char *out, size_t cap)
         const char *stop = amp ? amp : end;
         if ((size_t)(stop - q) >= nl && memcmp(q, name, nl) == 0 &&
             (q + nl == stop || q[nl] == '=')) {
-            const char *v = q + nl == stop ? stop : q + nl + 1;
-            size_t vl = (size_t)(stop - v);
-            if (vl >= cap) return -1;
-            memcpy(out, v, vl);
-            out[vl] = '\0';
+            *val = q + nl == stop ? stop : q + nl + 1;
+            *vlen = (size_t)(stop - *val);
             return 1;
         }
         q = amp ? amp + 1 : NULL;
     }
     return 0;
+}
+
+/* Finds name=value in a query string; value copied into out (cap bytes). */
+static int query_get(const req *r, const char *name, char *out, size_t cap)
+{
+    const char *v;
+    size_t vl;
+    if (!query_find(r, name, &v, &vl)) return 0;
+    if (vl >= cap) return -1;
+    memcpy(out, v, vl);
+    out[vl] = '\0';
+    return 1;
 }
 
 static int parse_double(const char *s, double *out)
@@ -545,17 +565,80 @@ static void h_leader(conn *c, const req *r)
     park(c, wait, has_term, term);
 }
 
-static void transfer_answer(conn *c, const xfer *x)
+/* ---------- requests the view answers later (struct pending) ---------- */
+
+static void pending_free(pending *p)
 {
-    if (x->rc == QC_ENOTFOUND) {
+    free(p->to);
+    if (p->list) yajl_gen_free(p->list);
+    free(p);
+}
+
+/* Parks c until the view's callback fires; NULL when out of memory. */
+static pending *pending_new(conn *c)
+{
+    pending *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->c = c;
+    p->sync = 1;
+    c->pend = p;
+    c->busy = 1;
+    return p;
+}
+
+/* Large bodies (KV values) are not kept on an idle keep-alive connection. */
+static void body_trim(conn *c)
+{
+    if (c->body_cap <= QC_API_MAX_BODY) return;
+    free(c->body);
+    c->body = NULL;
+    c->body_cap = 0;
+}
+
+/* The callback fired: frees c (if still there) for the answer; NULL when
+ * the client is gone. Follow with pending_settle once answered. */
+static conn *pending_fire(pending *p)
+{
+    p->fired = 1;
+    conn *c = p->c;
+    if (!c) return NULL;
+    p->c = NULL;
+    c->pend = NULL;
+    c->busy = 0;
+    touch(c);
+    return c;
+}
+
+/* After the answer: a late callback frees p and goes on with c's input;
+ * one inside the view call leaves both to pending_called. */
+static void pending_settle(pending *p, conn *c)
+{
+    if (p->sync) return;
+    pending_free(p);
+    if (c) {
+        body_trim(c);
+        conn_process(c);
+    }
+}
+
+/* The view call returned: free p if it was answered meanwhile. */
+static void pending_called(pending *p)
+{
+    p->sync = 0;
+    if (p->fired) pending_free(p);
+}
+
+static void transfer_answer(conn *c, const pending *x, int rc)
+{
+    if (rc == QC_ENOTFOUND) {
         char msg[300];
         snprintf(msg, sizeof msg, "no such peer: %.256s", x->to ? x->to : "(any)");
         respond_error(c, 404, msg, NULL);
         return;
     }
-    if (x->rc != 0) {
+    if (rc != 0) {
         char msg[128];
-        snprintf(msg, sizeof msg, "transfer failed: %s", qc_strerror(x->rc));
+        snprintf(msg, sizeof msg, "transfer failed: %s", qc_strerror(rc));
         respond_error(c, 409, msg, NULL);
         return;
     }
@@ -577,28 +660,13 @@ static void transfer_answer(conn *c, const xfer *x)
     yajl_gen_free(g);
 }
 
-static void xfer_free(xfer *x)
-{
-    free(x->to);
-    free(x);
-}
-
 static void xfer_done(void *arg, int rc)
 {
-    xfer *x = arg;
+    pending *x = arg;
     if (x->fired) return; /* done() must fire once; ignore a second call */
-    x->fired = 1;
-    x->rc = rc;
-    if (x->sync) return; /* h_transfer answers after transfer() returns */
-    conn *c = x->c;
-    if (c) {
-        c->xf = NULL;
-        c->busy = 0;
-        touch(c);
-        transfer_answer(c, x);
-    }
-    xfer_free(x);
-    if (c) conn_process(c);
+    conn *c = pending_fire(x);
+    if (c) transfer_answer(c, x, rc);
+    pending_settle(x, c);
 }
 
 /* Body: empty, or {"to": IDENTIFIER}. *to is malloc'd or NULL. */
@@ -633,25 +701,261 @@ static void h_transfer(conn *c, const req *r)
         respond_error(c, 400, "body must be {\"to\": IDENTIFIER} or empty", NULL);
         return;
     }
-    xfer *x = calloc(1, sizeof *x);
-    if (!x || !c->api->view->transfer) {
-        free(x);
+    pending *x = c->api->view->transfer ? pending_new(c) : NULL;
+    if (!x) {
         free(to);
         respond_error(c, 409, "transfer is not available", NULL);
         return;
     }
     x->to = to;
-    x->c = c;
-    x->sync = 1;
-    c->xf = x;
-    c->busy = 1;
     c->api->view->transfer(c->api->view->ud, to, xfer_done, x);
-    x->sync = 0;
-    if (!x->fired) return; /* answered later by xfer_done */
-    c->xf = NULL;
-    c->busy = 0;
-    transfer_answer(c, x);
-    xfer_free(x);
+    pending_called(x);
+}
+
+/* ---------- the key-value store: /v1/kv ----------
+ * KEY (the path after /v1/kv/) and ?prefix= are percent-decoded, so any
+ * byte is reachable (%00, %FF); "+" is a plain "+". Values travel raw. */
+
+enum { KV_GET, KV_PUT, KV_DELETE, KV_LIST };
+
+/* How a KV answer that is not QC_KV_OK becomes HTTP. */
+static const struct {
+    int status, http;
+    const char *msg;
+} kv_errors[] = {
+    {QC_KV_NOTFOUND, 404, "key not found"},
+    {QC_KV_TOOBIG, 413, "key or value too large"},
+    {QC_ETOOBIG, 413, "key or value too large"},
+    {QC_KV_INVALID, 400, "invalid key-value request"},
+    {QC_EINVAL, 400, "invalid key-value request"},
+    {QC_ENOLEADER, 503, "no leader"},
+    {QC_ENOTLEADER, 503, "no leader"},
+    {QC_EIO, 503, "this node cannot write"},
+    {QC_EBUSY, 504, "timed out"},
+};
+
+/* 409 carries the key's current revision (0: absent) for the next cas. */
+static void kv_conflict(conn *c, uint64_t revision)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) {
+        conn_close(c);
+        return;
+    }
+    yajl_gen_map_open(g);
+    qc_json_key_str(g, "error", "revision mismatch");
+    qc_json_key_int(g, "revision", (long long)revision);
+    yajl_gen_map_close(g);
+    respond_json_gen(c, 409, g, NULL);
+    yajl_gen_free(g);
+}
+
+static void kv_error(conn *c, const qc_kv_answer *ans)
+{
+    if (ans->status == QC_KV_CONFLICT) {
+        kv_conflict(c, ans->revision);
+        return;
+    }
+    for (size_t i = 0; i < sizeof kv_errors / sizeof kv_errors[0]; i++)
+        if (kv_errors[i].status == ans->status) {
+            respond_error(c, kv_errors[i].http, kv_errors[i].msg, NULL);
+            return;
+        }
+    char msg[128];
+    snprintf(msg, sizeof msg, "key-value request failed: %s",
+             ans->status < 0 ? qc_strerror(ans->status) : "unknown status");
+    respond_error(c, 500, msg, NULL);
+}
+
+static void kv_revision(conn *c, uint64_t revision)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) {
+        conn_close(c);
+        return;
+    }
+    yajl_gen_map_open(g);
+    qc_json_key_int(g, "revision", (long long)revision);
+    yajl_gen_map_close(g);
+    respond_json_gen(c, 200, g, NULL);
+    yajl_gen_free(g);
+}
+
+static void kv_answer(conn *c, pending *p, const qc_kv_answer *ans)
+{
+    if (ans->status != QC_KV_OK) {
+        kv_error(c, ans);
+        return;
+    }
+    if (p->op == KV_GET) {
+        char rev[64];
+        snprintf(rev, sizeof rev, "X-QCluster-Revision: %llu\r\n",
+                 (unsigned long long)ans->revision);
+        const char *v = ans->value ? (const char *)ans->value : "";
+        respond(c, 200, "application/octet-stream", v, ans->value ? ans->vlen : 0, rev);
+    } else if (p->op == KV_LIST) {
+        if (p->list_error || yajl_gen_array_close(p->list) != yajl_gen_status_ok)
+            respond_error(c, 500, "out of memory", NULL);
+        else
+            respond_json_gen(c, 200, p->list, NULL);
+    } else {
+        kv_revision(c, ans->revision);
+    }
+}
+
+static void kv_done(void *arg, const qc_kv_answer *ans)
+{
+    pending *p = arg;
+    if (p->fired) return; /* done() must fire once; ignore a second call */
+    conn *c = pending_fire(p);
+    if (c) kv_answer(c, p, ans);
+    pending_settle(p, c);
+}
+
+static int kv_each(void *arg, const uint8_t *key, size_t klen, const uint8_t *value, size_t vlen,
+                   uint64_t revision)
+{
+    pending *p = arg;
+    if (!p->c || p->fired || p->list_error) return 1; /* nobody to tell: stop */
+    if (qc_json_kv(p->list, key, klen, value, vlen, revision) != 0) p->list_error = 1;
+    return p->list_error;
+}
+
+static int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..n) into out (room for n bytes): 0 and *len, or -1 on
+ * a broken escape. */
+static int pct_decode(const char *s, size_t n, uint8_t *out, size_t *len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            out[o++] = (uint8_t)s[i];
+            continue;
+        }
+        if (i + 2 >= n) return -1;
+        int h = hex_digit(s[i + 1]), l = hex_digit(s[i + 2]);
+        if (h < 0 || l < 0) return -1;
+        out[o++] = (uint8_t)(h << 4 | l);
+        i += 2;
+    }
+    *len = o;
+    return 0;
+}
+
+/* ?cas=N: 0 and *cas (QC_KV_CAS_NONE when absent), or -1 when malformed. */
+static int kv_cas(const req *r, int64_t *cas)
+{
+    const char *v;
+    size_t vl;
+    char text[24];
+    uint64_t n;
+    *cas = QC_KV_CAS_NONE;
+    if (!query_find(r, "cas", &v, &vl)) return 0;
+    if (vl == 0 || vl >= sizeof text) return -1;
+    memcpy(text, v, vl);
+    text[vl] = '\0';
+    if (parse_u64(text, &n) != 0 || n > INT64_MAX) return -1;
+    *cas = (int64_t)n;
+    return 0;
+}
+
+static int kv_stale(const req *r)
+{
+    const char *v;
+    size_t vl;
+    return query_find(r, "stale", &v, &vl);
+}
+
+static void kv_unavailable(conn *c)
+{
+    respond_error(c, 501, "the key-value store is not available on this node", NULL);
+}
+
+static void kv_list(conn *c, const req *r)
+{
+    const qc_view *v = c->api->view;
+    if (!v->kv_list) {
+        kv_unavailable(c);
+        return;
+    }
+    const char *raw = "";
+    size_t rl = 0, plen = 0;
+    uint8_t prefix[URL_MAX];
+    query_find(r, "prefix", &raw, &rl);
+    if (pct_decode(raw, rl, prefix, &plen) != 0) {
+        respond_error(c, 400, "bad percent-encoding in the prefix", NULL);
+        return;
+    }
+    yajl_gen g = yajl_gen_alloc(NULL);
+    pending *p = g ? pending_new(c) : NULL;
+    if (!p) {
+        if (g) yajl_gen_free(g);
+        respond_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    p->op = KV_LIST;
+    p->list = g;
+    yajl_gen_array_open(g);
+    v->kv_list(v->ud, prefix, plen, kv_stale(r), kv_each, kv_done, p);
+    pending_called(p);
+}
+
+static void kv_call(conn *c, const req *r, const uint8_t *key, size_t klen)
+{
+    const qc_view *v = c->api->view;
+    int op = c->method == HTTP_GET ? KV_GET : c->method == HTTP_PUT ? KV_PUT : KV_DELETE;
+    if ((op == KV_GET && !v->kv_get) || (op == KV_PUT && !v->kv_put) ||
+        (op == KV_DELETE && !v->kv_delete)) {
+        kv_unavailable(c);
+        return;
+    }
+    int64_t cas = QC_KV_CAS_NONE;
+    if (op != KV_GET && kv_cas(r, &cas) != 0) {
+        respond_error(c, 400, "cas must be a non-negative integer", NULL);
+        return;
+    }
+    pending *p = pending_new(c);
+    if (!p) {
+        respond_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    p->op = op;
+    const uint8_t *body = (const uint8_t *)c->body;
+    if (op == KV_GET)
+        v->kv_get(v->ud, key, klen, kv_stale(r), kv_done, p);
+    else if (op == KV_PUT)
+        v->kv_put(v->ud, key, klen, c->body_len ? body : (const uint8_t *)"", c->body_len, cas,
+                  kv_done, p);
+    else
+        v->kv_delete(v->ud, key, klen, cas, kv_done, p);
+    pending_called(p);
+}
+
+/* /v1/kv/KEY (GET, PUT, DELETE); /v1/kv and /v1/kv/ (GET: the listing). */
+static void h_kv(conn *c, const req *r)
+{
+    static const char base[] = "/v1/kv";
+    const char *k = r->path + sizeof base - 1;
+    size_t kn = r->path_len - (sizeof base - 1), klen;
+    if (kn > 0) k++, kn--; /* the "/" */
+    uint8_t key[URL_MAX];
+    if (pct_decode(k, kn, key, &klen) != 0) {
+        respond_error(c, 400, "bad percent-encoding in the key", NULL);
+        return;
+    }
+    if (klen > 0)
+        kv_call(c, r, key, klen);
+    else if (c->method == HTTP_GET)
+        kv_list(c, r);
+    else
+        respond_error(c, 400, "empty key", NULL);
 }
 
 static void h_metrics(conn *c, const req *r)
@@ -708,14 +1012,23 @@ static void h_ui(conn *c, const req *r)
 
 typedef void handler_fn(conn *c, const req *r);
 
+#define METHOD(m) (1u << (m))
+
 static const struct route {
     const char *path;
-    int method;
+    unsigned methods;  /* METHOD(HTTP_GET) | ... */
+    const char *allow; /* the Allow header of a 405 */
     handler_fn *fn;
+    int subtree; /* also serves path/ANYTHING */
 } routes[] = {
-    {"/v1/status", HTTP_GET, h_status},   {"/v1/leader", HTTP_GET, h_leader},
-    {"/v1/members", HTTP_GET, h_members}, {"/v1/transfer-leadership", HTTP_POST, h_transfer},
-    {"/metrics", HTTP_GET, h_metrics},    {"/ui", HTTP_GET, h_ui},
+    {"/v1/status", METHOD(HTTP_GET), "GET", h_status, 0},
+    {"/v1/leader", METHOD(HTTP_GET), "GET", h_leader, 0},
+    {"/v1/members", METHOD(HTTP_GET), "GET", h_members, 0},
+    {"/v1/transfer-leadership", METHOD(HTTP_POST), "POST", h_transfer, 0},
+    {"/v1/kv", METHOD(HTTP_GET) | METHOD(HTTP_PUT) | METHOD(HTTP_DELETE), "GET, PUT, DELETE", h_kv,
+     1},
+    {"/metrics", METHOD(HTTP_GET), "GET", h_metrics, 0},
+    {"/ui", METHOD(HTTP_GET), "GET", h_ui, 0},
 };
 
 /* ---------- dispatch ---------- */
@@ -759,16 +1072,32 @@ static int split_url(conn *c, req *r)
 
 static const struct route *route_find(const req *r)
 {
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (strlen(routes[i].path) == r->path_len &&
-            memcmp(routes[i].path, r->path, r->path_len) == 0)
-            return &routes[i];
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        size_t n = strlen(routes[i].path);
+        if (r->path_len < n || memcmp(routes[i].path, r->path, n) != 0) continue;
+        if (r->path_len == n || (routes[i].subtree && r->path[n] == '/')) return &routes[i];
+    }
     return NULL;
+}
+
+/* PUT /v1/kv/KEY carries a value: it may send up to QC_API_MAX_KV_BODY. */
+static size_t body_limit(conn *c, int method)
+{
+    static const char kv[] = "/v1/kv/";
+    req r;
+    if (method == HTTP_PUT && split_url(c, &r) == 0 && r.path_len >= sizeof kv - 1 &&
+        memcmp(r.path, kv, sizeof kv - 1) == 0)
+        return QC_API_MAX_KV_BODY;
+    return QC_API_MAX_BODY;
 }
 
 static void dispatch(conn *c)
 {
     req r;
+    if (c->url_overflow) {
+        respond_error(c, 414, "request target too long", NULL);
+        return;
+    }
     if (split_url(c, &r) != 0) {
         respond_error(c, 400, "malformed request target", NULL);
         return;
@@ -778,10 +1107,9 @@ static void dispatch(conn *c)
         respond_error(c, 404, "no such path", NULL);
         return;
     }
-    if (rt->method != c->method) {
+    if (c->method < 0 || c->method >= 32 || !(rt->methods & METHOD(c->method))) {
         char allow[64];
-        snprintf(allow, sizeof allow, "Allow: %s\r\n",
-                 http_method_str((enum http_method)rt->method));
+        snprintf(allow, sizeof allow, "Allow: %s\r\n", rt->allow);
         respond_error(c, 405, "method not allowed", allow);
         return;
     }
@@ -790,6 +1118,7 @@ static void dispatch(conn *c)
         return;
     }
     rt->fn(c, &r);
+    if (!c->busy) body_trim(c);
 }
 
 /* ---------- request parsing (http_parser callbacks) ---------- */
@@ -806,6 +1135,8 @@ static int on_message_begin(http_parser *p)
 {
     conn *c = p->data;
     c->url_len = c->hdr_bytes = c->field_len = c->auth_len = c->body_len = 0;
+    c->body_max = QC_API_MAX_BODY;
+    body_trim(c);
     c->field_done = c->url_overflow = c->expect_continue = c->err_status = 0;
     c->hdr_kind = HDR_OTHER;
     return 0;
@@ -867,7 +1198,8 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
 static int on_headers_complete(http_parser *p)
 {
     conn *c = p->data;
-    if (p->content_length != ULLONG_MAX && p->content_length > QC_API_MAX_BODY) {
+    c->body_max = body_limit(c, (int)p->method);
+    if (p->content_length != ULLONG_MAX && p->content_length > c->body_max) {
         c->err_status = 413;
         return -1;
     }
@@ -881,13 +1213,17 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t n)
 {
     conn *c = p->data;
-    if (c->body_len + n > QC_API_MAX_BODY) {
+    if (c->body_len + n > c->body_max) {
         c->err_status = 413;
         return -1;
     }
-    if (!c->body) {
-        c->body = malloc(QC_API_MAX_BODY);
-        if (!c->body) return -1;
+    if (c->body_len + n > c->body_cap) {
+        size_t cap = c->body_cap ? c->body_cap : 4096;
+        while (cap < c->body_len + n) cap *= 2;
+        char *b = realloc(c->body, cap);
+        if (!b) return -1;
+        c->body = b;
+        c->body_cap = cap;
     }
     memcpy(c->body + c->body_len, at, n);
     c->body_len += n;

@@ -1,6 +1,6 @@
 /* The HTTP/1.1 API and /metrics on the agent's loop: nodejs http-parser for
- * requests, yajl for JSON. Long-polls are parked requests, never threads.
- * It reads the agent only through qc_view. */
+ * requests, yajl for JSON. Long-polls, transfers and KV requests are parked
+ * requests, never threads. It reads the agent only through qc_view. */
 #ifndef QC_API_H
 #define QC_API_H
 
@@ -12,10 +12,16 @@
 typedef struct qc_api qc_api;
 
 #define QC_API_MAX_BODY (64 * 1024) /* larger requests get 413 */
-#define QC_API_MAX_WAIT_S 300       /* longest ?wait= honoured */
+/* PUT /v1/kv/KEY: the default value limit plus slack, so a value just over
+ * the store's limit is still read and answered 413 by the store. */
+#define QC_API_MAX_KV_BODY (QC_KV_MAX_VALUE_DEFAULT + 64 * 1024)
+#define QC_API_MAX_WAIT_S 300 /* longest ?wait= honoured */
 
 /* Binds host:port and serves at once. view and metrics must outlive it.
- * token: required as "Authorization: Bearer TOKEN" on writes (NULL: none). */
+ * token: required as "Authorization: Bearer TOKEN" on writes (NULL: none).
+ * The key and value given to view->kv_* live only during that call: the
+ * view copies what it keeps. Pending view callbacks (transfer, KV) must
+ * still fire after qc_api_free; they free their request then. */
 int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *view,
                qc_metrics *metrics, const char *token, qc_api **out);
 /* Answers parked requests, closes every connection, frees everything. */

@@ -1,8 +1,9 @@
 /* Test-only: serves qc_api on 127.0.0.1:PORT over a fake qc_view that the
  * specs drive with signals. SIGUSR1 toggles "leader known" (and bumps the
  * term), SIGUSR2 bumps the term only; both call qc_api_notify. SIGTERM or
- * SIGINT stops it cleanly. Usage: api_fake PORT [TOKEN]. Never linked into
- * the agent. */
+ * SIGINT stops it cleanly. It holds a small in-memory KV store (see the
+ * KV section for its special keys; none when QC_FAKE_NO_KV is set).
+ * Usage: api_fake PORT [TOKEN]. Never linked into the agent. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,24 @@
 #include "metrics.h"
 #include "view.h"
 
+/* A key of the fake store; the store is an array kept in bytewise order. */
+typedef struct kv_ent {
+    uint8_t *key, *value;
+    size_t klen, vlen;
+    uint64_t revision;
+} kv_ent;
+
+/* A write of a "slow..." key, applied when kv_later fires. */
+typedef struct kv_op {
+    int del;
+    uint8_t *key, *value;
+    size_t klen, vlen;
+    int64_t cas;
+    qc_kv_done_fn *done;
+    void *arg;
+    struct kv_op *next;
+} kv_op;
+
 typedef struct fake {
     struct ev_loop *loop;
     qc_api *api;
@@ -22,6 +41,11 @@ typedef struct fake {
     ev_timer later; /* an asynchronous transfer completes on it */
     qc_transfer_done_fn *pending_done;
     void *pending_arg;
+    kv_ent *kv;
+    size_t nkv, kv_cap;
+    uint64_t revision; /* of the last change */
+    ev_timer kv_later; /* slow writes complete on it */
+    kv_op *slow, **slow_tail;
 } fake;
 
 static const qc_peer_info members[] = {
@@ -107,6 +131,254 @@ static void f_transfer(void *ud, const char *to, qc_transfer_done_fn *done, void
     }
 }
 
+/* ---------- KV ----------
+ * Keys starting with "slow" are written 0.5 s later; "down" answers
+ * QC_ENOLEADER (reads only when not stale); "readonly" writes answer QC_EIO,
+ * "timeout" QC_EBUSY, "broken" QC_ECORRUPT. Limits: kv.h's defaults. */
+
+#define SLOW_S 0.5
+
+static int has_prefix(const uint8_t *key, size_t klen, const char *p)
+{
+    size_t n = strlen(p);
+    return klen >= n && memcmp(key, p, n) == 0;
+}
+
+static int key_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+    int r = memcmp(a, b, al < bl ? al : bl);
+    if (r) return r;
+    return al < bl ? -1 : al > bl;
+}
+
+/* The index of key, or where it would go (*found 0). */
+static size_t kv_find(const fake *f, const uint8_t *key, size_t klen, int *found)
+{
+    size_t lo = 0, hi = f->nkv;
+    *found = 0;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int r = key_cmp(f->kv[mid].key, f->kv[mid].klen, key, klen);
+        if (r == 0) {
+            *found = 1;
+            return mid;
+        }
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static uint8_t *dup_bytes(const uint8_t *p, size_t n)
+{
+    uint8_t *d = malloc(n ? n : 1);
+    if (d && n) memcpy(d, p, n);
+    return d;
+}
+
+/* Writes errors special keys answer, or QC_KV_OK. */
+static int kv_special(const uint8_t *key, size_t klen)
+{
+    if (has_prefix(key, klen, "down")) return QC_ENOLEADER;
+    if (has_prefix(key, klen, "readonly")) return QC_EIO;
+    if (has_prefix(key, klen, "timeout")) return QC_EBUSY;
+    if (has_prefix(key, klen, "broken")) return QC_ECORRUPT;
+    return QC_KV_OK;
+}
+
+static int kv_insert(fake *f, size_t at, uint8_t *key, size_t klen)
+{
+    if (f->nkv == f->kv_cap) {
+        size_t cap = f->kv_cap ? f->kv_cap * 2 : 16;
+        kv_ent *n = realloc(f->kv, cap * sizeof *n);
+        if (!n) return QC_ENOMEM;
+        f->kv = n;
+        f->kv_cap = cap;
+    }
+    memmove(&f->kv[at + 1], &f->kv[at], (f->nkv - at) * sizeof *f->kv);
+    f->kv[at] = (kv_ent){.key = key, .klen = klen};
+    f->nkv++;
+    return QC_OK;
+}
+
+static qc_kv_answer kv_do_put(fake *f, const uint8_t *key, size_t klen, const uint8_t *value,
+                              size_t vlen, int64_t cas)
+{
+    qc_kv_answer a = {.status = kv_special(key, klen)};
+    if (a.status) return a;
+    if (klen > QC_KV_MAX_KEY_DEFAULT || vlen > QC_KV_MAX_VALUE_DEFAULT) {
+        a.status = QC_KV_TOOBIG;
+        return a;
+    }
+    int found;
+    size_t i = kv_find(f, key, klen, &found);
+    uint64_t cur = found ? f->kv[i].revision : 0;
+    if (cas != QC_KV_CAS_NONE && (uint64_t)cas != cur) {
+        a.status = QC_KV_CONFLICT;
+        a.revision = cur;
+        return a;
+    }
+    uint8_t *v = dup_bytes(value, vlen), *k = found ? NULL : dup_bytes(key, klen);
+    if (!v || (!found && (!k || kv_insert(f, i, k, klen) != 0))) {
+        free(v);
+        free(k);
+        a.status = QC_ENOMEM;
+        return a;
+    }
+    free(f->kv[i].value);
+    f->kv[i].value = v;
+    f->kv[i].vlen = vlen;
+    f->kv[i].revision = a.revision = ++f->revision;
+    return a;
+}
+
+static qc_kv_answer kv_do_delete(fake *f, const uint8_t *key, size_t klen, int64_t cas)
+{
+    qc_kv_answer a = {.status = kv_special(key, klen)};
+    if (a.status) return a;
+    int found;
+    size_t i = kv_find(f, key, klen, &found);
+    if (!found) {
+        a.status = QC_KV_NOTFOUND;
+        return a;
+    }
+    if (cas != QC_KV_CAS_NONE && (uint64_t)cas != f->kv[i].revision) {
+        a.status = QC_KV_CONFLICT;
+        a.revision = f->kv[i].revision;
+        return a;
+    }
+    free(f->kv[i].key);
+    free(f->kv[i].value);
+    memmove(&f->kv[i], &f->kv[i + 1], (f->nkv - i - 1) * sizeof *f->kv);
+    f->nkv--;
+    a.revision = ++f->revision;
+    return a;
+}
+
+/* Queues a slow write; 0, or QC_ENOMEM (then the caller answers at once). */
+static int kv_defer(fake *f, int del, const uint8_t *key, size_t klen, const uint8_t *value,
+                    size_t vlen, int64_t cas, qc_kv_done_fn *done, void *arg)
+{
+    kv_op *op = calloc(1, sizeof *op);
+    if (!op) return QC_ENOMEM;
+    op->key = dup_bytes(key, klen);
+    op->value = del ? NULL : dup_bytes(value, vlen);
+    if (!op->key || (!del && !op->value)) {
+        free(op->key);
+        free(op->value);
+        free(op);
+        return QC_ENOMEM;
+    }
+    op->del = del;
+    op->klen = klen;
+    op->vlen = vlen;
+    op->cas = cas;
+    op->done = done;
+    op->arg = arg;
+    *f->slow_tail = op;
+    f->slow_tail = &op->next;
+    if (!ev_is_active(&f->kv_later)) {
+        ev_timer_set(&f->kv_later, SLOW_S, 0.);
+        ev_timer_start(f->loop, &f->kv_later);
+    }
+    return QC_OK;
+}
+
+/* Answers every queued slow write: applied now, or status when it is set. */
+static void kv_flush(fake *f, int status)
+{
+    kv_op *op = f->slow;
+    f->slow = NULL;
+    f->slow_tail = &f->slow;
+    while (op) {
+        kv_op *next = op->next;
+        qc_kv_answer a = {.status = status};
+        if (!status && op->del)
+            a = kv_do_delete(f, op->key, op->klen, op->cas);
+        else if (!status)
+            a = kv_do_put(f, op->key, op->klen, op->value, op->vlen, op->cas);
+        op->done(op->arg, &a);
+        free(op->key);
+        free(op->value);
+        free(op);
+        op = next;
+    }
+}
+
+static void kv_later_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kv_flush(w->data, QC_KV_OK);
+}
+
+static void f_kv_put(void *ud, const uint8_t *key, size_t klen, const uint8_t *value, size_t vlen,
+                     int64_t cas, qc_kv_done_fn *done, void *arg)
+{
+    fake *f = ud;
+    if (has_prefix(key, klen, "slow") &&
+        kv_defer(f, 0, key, klen, value, vlen, cas, done, arg) == QC_OK)
+        return;
+    qc_kv_answer a = kv_do_put(f, key, klen, value, vlen, cas);
+    done(arg, &a);
+}
+
+static void f_kv_delete(void *ud, const uint8_t *key, size_t klen, int64_t cas, qc_kv_done_fn *done,
+                        void *arg)
+{
+    fake *f = ud;
+    if (has_prefix(key, klen, "slow") &&
+        kv_defer(f, 1, key, klen, NULL, 0, cas, done, arg) == QC_OK)
+        return;
+    qc_kv_answer a = kv_do_delete(f, key, klen, cas);
+    done(arg, &a);
+}
+
+static void f_kv_get(void *ud, const uint8_t *key, size_t klen, int stale, qc_kv_done_fn *done,
+                     void *arg)
+{
+    fake *f = ud;
+    qc_kv_answer a = {.status = QC_KV_NOTFOUND};
+    int found;
+    size_t i = kv_find(f, key, klen, &found);
+    if (!stale && has_prefix(key, klen, "down")) {
+        a.status = QC_ENOLEADER;
+    } else if (found) {
+        a = (qc_kv_answer){QC_KV_OK, f->kv[i].revision, f->kv[i].value, f->kv[i].vlen};
+    }
+    done(arg, &a);
+}
+
+static void f_kv_list(void *ud, const uint8_t *prefix, size_t plen, int stale, qc_kv_each_fn *each,
+                      qc_kv_done_fn *done, void *arg)
+{
+    fake *f = ud;
+    qc_kv_answer a = {.status = QC_KV_OK};
+    if (!stale && has_prefix(prefix, plen, "down")) {
+        a.status = QC_ENOLEADER;
+        done(arg, &a);
+        return;
+    }
+    int found;
+    for (size_t i = kv_find(f, prefix, plen, &found); i < f->nkv; i++) {
+        const kv_ent *e = &f->kv[i];
+        if (e->klen < plen || memcmp(e->key, prefix, plen) != 0) break;
+        if (each(arg, e->key, e->klen, e->value, e->vlen, e->revision)) break;
+    }
+    done(arg, &a);
+}
+
+static void kv_free_all(fake *f)
+{
+    for (size_t i = 0; i < f->nkv; i++) {
+        free(f->kv[i].key);
+        free(f->kv[i].value);
+    }
+    free(f->kv);
+}
+
 static void f_refresh(void *ud)
 {
     fake *f = ud;
@@ -159,6 +431,9 @@ int main(int argc, char **argv)
     fill_metrics(f.metrics);
     ev_timer_init(&f.later, later_cb, 0., 0.);
     f.later.data = &f;
+    ev_timer_init(&f.kv_later, kv_later_cb, 0., 0.);
+    f.kv_later.data = &f;
+    f.slow_tail = &f.slow;
     qc_view view = {.ud = &f,
                     .is_leader = f_is_leader,
                     .term = f_term,
@@ -168,7 +443,17 @@ int main(int argc, char **argv)
                     .self = f_self,
                     .peers = f_peers,
                     .transfer = f_transfer,
-                    .refresh_metrics = f_refresh};
+                    .refresh_metrics = f_refresh,
+                    .kv_put = f_kv_put,
+                    .kv_delete = f_kv_delete,
+                    .kv_get = f_kv_get,
+                    .kv_list = f_kv_list};
+    if (getenv("QC_FAKE_NO_KV")) { /* an agent without the store: 501 */
+        view.kv_put = NULL;
+        view.kv_delete = NULL;
+        view.kv_get = NULL;
+        view.kv_list = NULL;
+    }
     int rc = qc_api_new(f.loop, "127.0.0.1", atoi(argv[1]), &view, f.metrics,
                         argc > 2 ? argv[2] : NULL, &f.api);
     if (rc) {
@@ -186,7 +471,10 @@ int main(int argc, char **argv)
     ev_run(f.loop, 0);
     qc_api_free(f.api);
     if (f.pending_done) f.pending_done(f.pending_arg, QC_EIO); /* done() exactly once */
+    kv_flush(&f, QC_EIO);
     ev_timer_stop(f.loop, &f.later);
+    ev_timer_stop(f.loop, &f.kv_later);
+    kv_free_all(&f);
     qc_metrics_free(f.metrics);
     ev_loop_destroy(f.loop);
     return 0;

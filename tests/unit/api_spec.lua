@@ -5,49 +5,13 @@
 local socket = require("socket")
 local cjson = require("cjson.safe")
 
-local start_fake = require("fake").start
+local fake = require("fake")
+local start_fake, connect, read_response, request = fake.start, fake.connect, fake.read_response, fake.request
 local TOKEN = "s3cret-token"
 
 local function signal(pid, sig)
   os.execute("kill -" .. sig .. " " .. pid)
   socket.sleep(0.1)
-end
-
--- Reads one response from s: status, headers (lower-case), body.
-local function read_response(s)
-  local line, err = s:receive("*l")
-  if not line then return nil, err end
-  local status = tonumber(line:match("^HTTP/1%.1 (%d%d%d)"))
-  local headers = {}
-  while true do
-    local h = assert(s:receive("*l"))
-    if h == "" then break end
-    local k, v = h:match("^([^:]+):%s*(.*)$")
-    headers[k:lower()] = v
-  end
-  local len = tonumber(headers["content-length"] or "0")
-  local body = len > 0 and assert(s:receive(len)) or ""
-  return status, headers, body
-end
-
-local function connect(port, timeout)
-  local s = assert(socket.connect("127.0.0.1", port))
-  s:settimeout(timeout or 5)
-  return s
-end
-
--- One request on a fresh connection; returns status, headers, body, json.
-local function request(port, method, path, opts)
-  opts = opts or {}
-  local s = connect(port, opts.timeout)
-  local body = opts.body or ""
-  local lines = { method .. " " .. path .. " HTTP/1.1", "Host: test" }
-  for k, v in pairs(opts.headers or {}) do lines[#lines + 1] = k .. ": " .. v end
-  if #body > 0 or method ~= "GET" then lines[#lines + 1] = "Content-Length: " .. #body end
-  assert(s:send(table.concat(lines, "\r\n") .. "\r\n\r\n" .. body))
-  local status, headers, rbody = read_response(s)
-  s:close()
-  return status, headers, rbody, rbody and cjson.decode(rbody)
 end
 
 local function auth(token) return { Authorization = "Bearer " .. token } end
