@@ -1,4 +1,4 @@
-/* The command-line client: status, leader, members, transfer, version.
+/* The command-line client: status, leader, members, transfer, kv, version.
  * A small blocking HTTP/1.1 client (one request per connection, timeouts)
  * over the agent's API, yajl_tree to read its answers. It must never call
  * exit() nor talk to anything but the API; it returns the exit code. */
@@ -10,35 +10,46 @@
 #include <netdb.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <yajl/yajl_tree.h>
 
 #include "common.h"
 #include "json.h"
+#include "kv.h"
 
 #define CLI_TIMEOUT_MS 5000
 #define CLI_MAX_BODY (16 * 1024 * 1024)
 #define CLI_MAX_ARGS 4
+#define CLI_MAX_VALUE (QC_KV_MAX_VALUE_DEFAULT + 64 * 1024) /* the API's PUT limit */
+#define B64_TAG "base64:"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_NONE = 3 };
 
 typedef struct opts {
     const char *cmd;
     const char *api;
-    int json, help;
+    int json, help, stale, has_cas;
+    int64_t cas;
     const char *args[CLI_MAX_ARGS];
     int nargs;
 } opts;
 
 typedef struct resp {
     int status;
-    char *body;
+    char *body; /* NUL-terminated past len */
     size_t len, cap;
     int complete, too_big;
+    char field[32]; /* the header being read, lower-case */
+    size_t field_len;
+    int field_done, in_revision;
+    char revision[24]; /* X-QCluster-Revision, "" when absent */
+    size_t revision_len;
 } resp;
 
 static const char usage_text[] =
@@ -50,14 +61,22 @@ static const char usage_text[] =
     "  leader                 the leader (exit 3 when none is known)\n"
     "  members                every member: role, reachability, metadata\n"
     "  transfer [IDENTIFIER]  hand leadership to that peer, or the best one\n"
+    "  kv get KEY             print KEY's value as it is (exit 3 when missing)\n"
+    "  kv put KEY VALUE       write VALUE (- reads stdin); prints the revision\n"
+    "  kv del KEY             delete KEY (exit 3 when missing); prints the revision\n"
+    "  kv list [PREFIX]       KEY<TAB>REVISION<TAB>VALUE per key; what is not\n"
+    "                         printable text is shown as base64:...\n"
     "  version                print the version\n"
     "options:\n"
     "  --api HOST:PORT        the agent's API (default $QCLUSTER_API, else 127.0.0.1:8001)\n"
     "  --json                 print the API's JSON answer as it is\n"
+    "  --cas N                kv put/del: only if KEY's revision is N (0: only if absent);\n"
+    "                         exit 1 and the current revision when it is not\n"
+    "  --stale                kv get/list: read this node's copy, maybe behind\n"
     "  -h, --help             this text\n"
     "environment: QCLUSTER_API_TOKEN is sent as a bearer token when set.\n";
 
-static const char *const commands[] = {"status", "leader", "members", "transfer", "version"};
+static const char *const commands[] = {"status", "leader", "members", "transfer", "kv", "version"};
 
 /* The client's own options also count: "qcluster --json status" is a
  * client command line whose command comes later. */
@@ -65,7 +84,8 @@ int qc_cli_is_command(const char *name)
 {
     if (!name) return 0;
     if (strcmp(name, "--json") == 0 || strcmp(name, "--api") == 0 ||
-        strncmp(name, "--api=", 6) == 0)
+        strncmp(name, "--api=", 6) == 0 || strcmp(name, "--stale") == 0 ||
+        strcmp(name, "--cas") == 0 || strncmp(name, "--cas=", 6) == 0)
         return 1;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(name, commands[i]) == 0) return 1;
@@ -106,6 +126,20 @@ static int split_hostport(const char *api, char *host, size_t cap, const char **
 
 /* ---------- options ---------- */
 
+/* --cas N: a revision, 0 <= N <= INT64_MAX. */
+static int parse_cas(const char *s, opts *o)
+{
+    char *end;
+    errno = 0;
+    if (*s < '0' || *s > '9') return usage_error("--cas needs a revision (0 or more): %s", s);
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || errno || v > INT64_MAX)
+        return usage_error("--cas needs a revision (0 or more): %s", s);
+    o->has_cas = 1;
+    o->cas = (int64_t)v;
+    return EXIT_OK;
+}
+
 /* Options may come anywhere; the first other word is the command. */
 static int parse_opts(int argc, char **argv, opts *o)
 {
@@ -131,6 +165,12 @@ static int parse_opts(int argc, char **argv, opts *o)
             o->api = argv[++i];
         } else if (strncmp(a, "--api=", 6) == 0) {
             o->api = a + 6;
+        } else if (strcmp(a, "--stale") == 0) {
+            o->stale = 1;
+        } else if (strcmp(a, "--cas") == 0 || strncmp(a, "--cas=", 6) == 0) {
+            if (a[5] == '\0' && i + 1 >= argc) return usage_error("%s needs a revision", a);
+            int rc = parse_cas(a[5] == '=' ? a + 6 : argv[++i], o);
+            if (rc) return rc;
         } else {
             return usage_error("unknown option %s", a);
         }
@@ -200,8 +240,9 @@ static int dial(const char *host, const char *port, const char **why)
     return fd;
 }
 
-static int send_all(int fd, const char *p, size_t n)
+static int send_all(int fd, const void *buf, size_t n)
 {
+    const char *p = buf;
     while (n > 0) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
         if (w > 0) {
@@ -237,6 +278,37 @@ static int on_body(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
+/* Header names are kept (lower-case, truncated) only to spot the revision. */
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    resp *r = p->data;
+    if (r->field_done) {
+        r->field_len = 0;
+        r->field_done = 0;
+    }
+    size_t k = n < sizeof r->field - 1 - r->field_len ? n : sizeof r->field - 1 - r->field_len;
+    memcpy(r->field + r->field_len, at, k);
+    r->field_len += k;
+    r->field[r->field_len] = '\0';
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    resp *r = p->data;
+    if (!r->field_done) {
+        r->field_done = 1;
+        r->in_revision = strcasecmp(r->field, "x-qcluster-revision") == 0;
+        if (r->in_revision) r->revision_len = 0;
+    }
+    if (!r->in_revision) return 0;
+    size_t room = sizeof r->revision - 1 - r->revision_len, k = n < room ? n : room;
+    memcpy(r->revision + r->revision_len, at, k);
+    r->revision_len += k;
+    r->revision[r->revision_len] = '\0';
+    return 0;
+}
+
 static int on_complete(http_parser *p)
 {
     resp *r = p->data;
@@ -248,7 +320,10 @@ static int on_complete(http_parser *p)
 /* Reads and parses the response until it is complete or the peer closes. */
 static int read_response(int fd, resp *r, const char **why)
 {
-    http_parser_settings s = {.on_body = on_body, .on_message_complete = on_complete};
+    http_parser_settings s = {.on_header_field = on_header_field,
+                              .on_header_value = on_header_value,
+                              .on_body = on_body,
+                              .on_message_complete = on_complete};
     http_parser p;
     http_parser_init(&p, HTTP_RESPONSE);
     p.data = r;
@@ -273,40 +348,59 @@ static int read_response(int fd, resp *r, const char **why)
     return -1;
 }
 
-static int build_request(char *out, size_t cap, const char *method, const char *path,
-                         const char *host, const char *body)
+/* The request line and headers for a body of blen bytes; malloc'd (the
+ * caller frees it), NULL when out of memory or the token is too long. */
+static char *build_head(const char *method, const char *path, const char *host, const char *ctype,
+                        size_t blen, size_t *len)
 {
     const char *token = getenv("QCLUSTER_API_TOKEN");
     char auth[600] = "";
     if (token && *token) {
         int n = snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
-        if (n < 0 || (size_t)n >= sizeof auth) return -1;
+        if (n < 0 || (size_t)n >= sizeof auth) return NULL;
     }
-    size_t bl = body ? strlen(body) : 0;
-    int n = snprintf(out, cap,
+    size_t cap = strlen(method) + strlen(path) + strlen(host) + strlen(ctype) + sizeof auth + 256;
+    char *h = malloc(cap);
+    if (!h) return NULL;
+    int n = snprintf(h, cap,
                      "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: qcluster/" QC_VERSION
                      "\r\nAccept: application/json\r\nConnection: close\r\n%s"
-                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                     method, path, host, auth, bl, body ? body : "");
-    return n < 0 || (size_t)n >= cap ? -1 : n;
+                     "Content-Type: %s\r\nContent-Length: %zu\r\n\r\n",
+                     method, path, host, auth, ctype, blen);
+    if (n < 0 || (size_t)n >= cap) {
+        free(h);
+        return NULL;
+    }
+    *len = (size_t)n;
+    return h;
 }
 
-/* One request; 0 with *r filled, else prints the "cannot reach" message. */
-static int http_call(const opts *o, const char *method, const char *path, const char *body, resp *r)
+/* One request (ctype NULL: JSON); 0 with *r filled, else prints the
+ * "cannot reach" message. */
+static int http_call(const opts *o, const char *method, const char *path, const char *ctype,
+                     const void *body, size_t blen, resp *r)
 {
-    char host[256], req[2048];
+    char host[256];
     const char *port = NULL, *why = "request too large";
     memset(r, 0, sizeof *r);
-    int fd = -1, n = -1;
+    int fd = -1;
+    size_t hl = 0;
+    char *head = NULL;
     if (split_hostport(o->api, host, sizeof host, &port) == 0)
-        n = build_request(req, sizeof req, method, path, host, body);
-    if (n >= 0) fd = dial(host, port, &why);
-    if (fd >= 0 && send_all(fd, req, (size_t)n) != 0)
+        head = build_head(method, path, host, ctype ? ctype : "application/json", blen, &hl);
+    if (!head || (fd = dial(host, port, &why)) < 0) goto fail;
+    /* A refused body (413) may be cut short; its answer can still be read. */
+    if (send_all(fd, head, hl) != 0 ||
+        (send_all(fd, body, blen) != 0 && errno != EPIPE && errno != ECONNRESET)) {
         why = strerror(errno);
-    else if (fd >= 0 && read_response(fd, r, &why) == 0) {
-        close(fd);
-        return 0;
+        goto fail;
     }
+    if (read_response(fd, r, &why) != 0) goto fail;
+    close(fd);
+    free(head);
+    return 0;
+fail:
+    free(head);
     if (fd >= 0) close(fd);
     free(r->body);
     r->body = NULL;
@@ -404,7 +498,7 @@ static int get_and_print(const opts *o, const char *path, int (*print)(yajl_val)
 {
     if (o->nargs) return usage_error("%s takes no argument: %s", o->cmd, o->args[0]);
     resp r;
-    if (http_call(o, "GET", path, NULL, &r)) return EXIT_FAIL;
+    if (http_call(o, "GET", path, NULL, NULL, 0, &r)) return EXIT_FAIL;
     int code = EXIT_OK;
     if (none_text && r.status == none_status) {
         code = EXIT_NONE;
@@ -537,7 +631,8 @@ static int cmd_transfer(const opts *o)
         return EXIT_FAIL;
     }
     resp r;
-    int rc = http_call(o, "POST", "/v1/transfer-leadership", body, &r);
+    int rc =
+        http_call(o, "POST", "/v1/transfer-leadership", NULL, body, body ? strlen(body) : 0, &r);
     free(body);
     if (rc) return EXIT_FAIL;
     int code = r.status == 200 ? EXIT_OK : r.status == 404 ? EXIT_NONE : EXIT_FAIL;
@@ -549,6 +644,265 @@ static int cmd_transfer(const opts *o)
         report_error(o, &r, code);
     free(r.body);
     return code;
+}
+
+/* ---------- kv ---------- */
+
+static int url_safe(unsigned char ch, int keep_slash)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '-' || ch == '.' || ch == '_' || ch == '~' || (keep_slash && ch == '/');
+}
+
+/* Appends s percent-encoded (all but unreserved characters and "/") at o. */
+static char *url_encode(char *o, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (url_safe(*p, 1)) {
+            *o++ = (char)*p;
+        } else {
+            *o++ = '%';
+            *o++ = hex[*p >> 4];
+            *o++ = hex[*p & 15];
+        }
+    }
+    *o = '\0';
+    return o;
+}
+
+/* /v1/kv/KEY[?cas=N|?stale], or the listing /v1/kv/?prefix=P[&stale] when
+ * key is NULL; malloc'd (the caller frees it), NULL when out of memory. */
+static char *kv_url(const opts *o, const char *key, const char *prefix)
+{
+    const char *text = key ? key : prefix ? prefix : "";
+    char *url = malloc(strlen(text) * 3 + 64);
+    if (!url) return NULL;
+    char *e = stpcpy(url, key ? "/v1/kv/" : "/v1/kv/?prefix=");
+    e = url_encode(e, text);
+    if (o->stale) stpcpy(e, key ? "?stale" : "&stale");
+    if (o->has_cas) sprintf(e, "?cas=%lld", (long long)o->cas);
+    return url;
+}
+
+/* A KV answer other than 200: exit 3 for 404, else 1; says why on stderr
+ * (the answer on stdout with --json). */
+static int kv_failed(const opts *o, const resp *r)
+{
+    int code = r->status == 404 ? EXIT_NONE : EXIT_FAIL;
+    if (o->json) {
+        print_raw(r);
+        return code;
+    }
+    if (r->status != 409) return report_error(o, r, code);
+    yajl_val v = r->body ? yajl_tree_parse(r->body, NULL, 0) : NULL;
+    fprintf(stderr, "qcluster: revision mismatch: the key's current revision is %s\n",
+            num_text(qc_json_get(v, "revision")));
+    yajl_tree_free(v);
+    return code;
+}
+
+/* Runs one KV request and frees url (malloc'd; NULL: out of memory); the
+ * answer is handed to ok on 200. */
+static int kv_request(const opts *o, const char *method, char *url, const void *body, size_t blen,
+                      int (*ok)(const opts *o, const resp *r))
+{
+    if (!url) {
+        fprintf(stderr, "qcluster: out of memory\n");
+        return EXIT_FAIL;
+    }
+    resp r;
+    int rc = http_call(o, method, url, body ? "application/octet-stream" : NULL, body, blen, &r);
+    free(url);
+    if (rc) return EXIT_FAIL;
+    int code = r.status == 200 ? ok(o, &r) : kv_failed(o, &r);
+    free(r.body);
+    if (fflush(stdout) != 0) {
+        fprintf(stderr, "qcluster: cannot write the output: %s\n", strerror(errno));
+        code = EXIT_FAIL;
+    }
+    return code;
+}
+
+/* {"key", "value", "revision"} of a get, as the listing has them. */
+static int print_got_json(const opts *o, const resp *r)
+{
+    uint64_t rev;
+    char *end;
+    errno = 0;
+    rev = strtoull(r->revision, &end, 10);
+    yajl_gen g = yajl_gen_alloc(NULL);
+    const unsigned char *buf;
+    size_t len;
+    int ok = r->revision_len > 0 && !*end && !errno && g &&
+             qc_json_kv(g, (const uint8_t *)o->args[1], strlen(o->args[1]),
+                        (const uint8_t *)r->body, r->len, rev) == 0 &&
+             yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok;
+    if (ok) printf("%.*s\n", (int)len, (const char *)buf);
+    if (g) yajl_gen_free(g);
+    if (ok) return EXIT_OK;
+    fprintf(stderr, "qcluster: bad answer from agent at %s\n", o->api);
+    return EXIT_FAIL;
+}
+
+static int print_got(const opts *o, const resp *r)
+{
+    if (o->json) return print_got_json(o, r);
+    if (r->len) fwrite(r->body, 1, r->len, stdout);
+    return EXIT_OK;
+}
+
+/* The revision of a put or delete, or the API's answer with --json. */
+static int print_revision(const opts *o, const resp *r)
+{
+    if (o->json) {
+        print_raw(r);
+        return EXIT_OK;
+    }
+    yajl_val v = parse_body(o, r);
+    yajl_val rev = qc_json_get(v, "revision");
+    int ok = rev && YAJL_IS_INTEGER(rev);
+    if (ok) printf("%s\n", rev->u.number.r);
+    yajl_tree_free(v);
+    return ok ? EXIT_OK : EXIT_FAIL;
+}
+
+/* Bytes as they are when they are printable text that cannot be mistaken
+ * for the tag, else "base64:" and their base64. */
+static int print_shown(const uint8_t *p, size_t n)
+{
+    size_t tl = sizeof B64_TAG - 1;
+    if (qc_json_is_printable(p, n) && !(n >= tl && memcmp(p, B64_TAG, tl) == 0)) {
+        fwrite(p, 1, n, stdout);
+        return 0;
+    }
+    char *b;
+    size_t bl;
+    if (qc_json_b64_encode(p, n, &b, &bl) != 0) return -1;
+    printf("%s%s", B64_TAG, b);
+    free(b);
+    return 0;
+}
+
+/* One field of a listed entry; b64: the API sent it base64. */
+static int print_entry_field(yajl_val e, const char *name, int b64)
+{
+    const char *s = qc_json_get_str(e, name);
+    if (!s) return -1;
+    if (!b64) return print_shown((const uint8_t *)s, strlen(s));
+    uint8_t *d;
+    size_t dl;
+    if (qc_json_b64_decode(s, strlen(s), &d, &dl) != 0) return -1;
+    int rc = print_shown(d, dl);
+    free(d);
+    return rc;
+}
+
+static int print_listing(const opts *o, const resp *r)
+{
+    if (o->json) {
+        print_raw(r);
+        return EXIT_OK;
+    }
+    yajl_val v = parse_body(o, r);
+    int bad = !v || !YAJL_IS_ARRAY(v);
+    for (size_t i = 0; !bad && i < v->u.array.len; i++) {
+        yajl_val e = v->u.array.values[i];
+        const char *enc = qc_json_get_str(e, "encoding");
+        int b64 = enc && strcmp(enc, "base64") == 0;
+        bad = print_entry_field(e, "key", b64) != 0;
+        if (!bad) printf("\t%s\t", num_text(qc_json_get(e, "revision")));
+        bad = bad || print_entry_field(e, "value", b64) != 0;
+        if (!bad) putchar('\n');
+    }
+    if (bad && v) fprintf(stderr, "qcluster: bad answer from agent at %s\n", o->api);
+    yajl_tree_free(v);
+    return bad ? EXIT_FAIL : EXIT_OK;
+}
+
+/* Reads all of stdin (past CLI_MAX_VALUE it gives up); *out malloc'd (the
+ * caller frees it). 0, or -1 after saying why. */
+static int read_stdin(char **out, size_t *len)
+{
+    size_t cap = 0, n = 0;
+    char *b = NULL;
+    const char *why = "out of memory";
+    for (;;) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 65536;
+            char *nb = cap > CLI_MAX_VALUE ? NULL : realloc(b, ncap);
+            if (!nb) {
+                if (cap > CLI_MAX_VALUE) why = "too large";
+                break;
+            }
+            b = nb;
+            cap = ncap;
+        }
+        size_t got = fread(b + n, 1, cap - n, stdin);
+        n += got;
+        if (got > 0) continue;
+        if (!ferror(stdin)) {
+            *out = b;
+            *len = n;
+            return 0;
+        }
+        why = strerror(errno);
+        break;
+    }
+    free(b);
+    fprintf(stderr, "qcluster: cannot read the value from stdin: %s\n", why);
+    return -1;
+}
+
+static int kv_get(const opts *o)
+{
+    if (o->nargs != 2) return usage_error("usage: kv get KEY%s", "");
+    if (o->has_cas) return usage_error("--cas is for kv put and kv del%s", "");
+    return kv_request(o, "GET", kv_url(o, o->args[1], NULL), NULL, 0, print_got);
+}
+
+static int kv_put(const opts *o)
+{
+    if (o->nargs != 3) return usage_error("usage: kv put KEY VALUE (VALUE - reads stdin)%s", "");
+    if (o->stale) return usage_error("--stale is for kv get and kv list%s", "");
+    char *in = NULL;
+    const char *value = o->args[2];
+    size_t vlen = strlen(value);
+    if (strcmp(value, "-") == 0) {
+        if (read_stdin(&in, &vlen) != 0) return EXIT_FAIL;
+        value = in;
+    }
+    int code = kv_request(o, "PUT", kv_url(o, o->args[1], NULL), value, vlen, print_revision);
+    free(in);
+    return code;
+}
+
+static int kv_del(const opts *o)
+{
+    if (o->nargs != 2) return usage_error("usage: kv del KEY%s", "");
+    if (o->stale) return usage_error("--stale is for kv get and kv list%s", "");
+    return kv_request(o, "DELETE", kv_url(o, o->args[1], NULL), NULL, 0, print_revision);
+}
+
+static int kv_list(const opts *o)
+{
+    if (o->nargs > 2) return usage_error("usage: kv list [PREFIX]%s", "");
+    if (o->has_cas) return usage_error("--cas is for kv put and kv del%s", "");
+    return kv_request(o, "GET", kv_url(o, NULL, o->nargs == 2 ? o->args[1] : ""), NULL, 0,
+                      print_listing);
+}
+
+static const struct {
+    const char *name;
+    int (*fn)(const opts *o);
+} kv_table[] = {{"get", kv_get}, {"put", kv_put}, {"del", kv_del}, {"list", kv_list}};
+
+static int cmd_kv(const opts *o)
+{
+    if (o->nargs < 1) return usage_error("kv needs get, put, del or list%s", "");
+    for (size_t i = 0; i < sizeof kv_table / sizeof kv_table[0]; i++)
+        if (strcmp(o->args[0], kv_table[i].name) == 0) return kv_table[i].fn(o);
+    return usage_error("unknown kv command: %s", o->args[0]);
 }
 
 static int cmd_version(const opts *o)
@@ -565,8 +919,8 @@ static const struct {
     const char *name;
     int (*fn)(const opts *o);
 } cmd_table[] = {
-    {"status", cmd_status},     {"leader", cmd_leader},   {"members", cmd_members},
-    {"transfer", cmd_transfer}, {"version", cmd_version},
+    {"status", cmd_status},     {"leader", cmd_leader}, {"members", cmd_members},
+    {"transfer", cmd_transfer}, {"kv", cmd_kv},         {"version", cmd_version},
 };
 
 int qc_cli_main(int argc, char **argv)
@@ -580,6 +934,8 @@ int qc_cli_main(int argc, char **argv)
         return EXIT_OK;
     }
     if (!o.cmd) return usage_error("missing command%s", "");
+    if ((o.has_cas || o.stale) && strcmp(o.cmd, "kv") != 0)
+        return usage_error("--cas and --stale are for kv commands only%s", "");
     for (size_t i = 0; i < sizeof cmd_table / sizeof cmd_table[0]; i++)
         if (strcmp(o.cmd, cmd_table[i].name) == 0) return cmd_table[i].fn(&o);
     fprintf(stderr, "qcluster: unknown command: %s\n%s", o.cmd, usage_text);

@@ -1,5 +1,6 @@
-/* The command-line client: status, leader, members, transfer, version and
- * their --api/--json options. Talks to an agent's HTTP API only. */
+/* The command-line client: status, leader, members, transfer, kv, version
+ * and their --api/--json (kv: --cas/--stale) options. Talks to an agent's
+ * HTTP API only. */
 #ifndef QC_CLI_H
 #define QC_CLI_H
 

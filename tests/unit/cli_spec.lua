@@ -1,6 +1,7 @@
 -- The command-line client (src/cli.c through build/qcli) against
 -- build/api_fake: output, --json, --api/$QCLUSTER_API, the bearer token
--- from $QCLUSTER_API_TOKEN and the exit codes 0/1/2/3 of the contract.
+-- from $QCLUSTER_API_TOKEN, the kv commands and the exit codes 0/1/2/3 of
+-- the contract.
 local socket = require("socket")
 local cjson = require("cjson.safe")
 
@@ -142,9 +143,186 @@ describe("qcluster CLI", function()
     assert.are.equal(2, (run("status --api")))
     assert.are.equal(2, (run("status --api nohostport")))
     assert.are.equal(2, (run("transfer a b" .. api)))
-    assert.are.equal(2, (run("kv get x" .. api)))
+    assert.are.equal(2, (run("kv" .. api)))
     assert.are.equal(2, (run("join 127.0.0.1:7001" .. api)))
     assert.are.equal(2, (run("leave" .. api)))
+  end)
+
+  describe("kv", function()
+    local env
+
+    before_each(function() env = "QCLUSTER_API_TOKEN=" .. TOKEN end)
+
+    -- Runs qcli with a file as stdin.
+    local function run_stdin(args, data)
+      local inf = os.tmpname()
+      local f = assert(io.open(inf, "wb"))
+      f:write(data)
+      f:close()
+      local code, out, err = run(args .. " <" .. inf, env)
+      os.remove(inf)
+      return code, out, err
+    end
+
+    it("put prints the revision, get the value as it is, both exit 0", function()
+      local code, out = run("kv put app/primary db-1" .. api, env)
+      assert.are.equal(0, code)
+      assert.are.equal("1\n", out)
+      code, out = run("kv get app/primary" .. api)
+      assert.are.equal(0, code)
+      assert.are.equal("db-1", out) -- no newline added
+      code, out = run("kv get app/primary --json" .. api)
+      assert.are.equal(0, code)
+      assert.are.same({ key = "app/primary", value = "db-1", revision = 1 }, cjson.decode(out))
+      code, out = run("kv put app/primary db-2 --json" .. api, env)
+      assert.are.equal(0, code)
+      assert.are.equal(2, cjson.decode(out).revision)
+    end)
+
+    it("get and del exit 3 when the key is missing", function()
+      local code, out, err = run("kv get nothing" .. api)
+      assert.are.equal(3, code)
+      assert.are.equal("", out)
+      assert.matches("key not found", err, 1, true)
+      code, out = run("kv get nothing --json" .. api)
+      assert.are.equal(3, code)
+      assert.are.equal("key not found", cjson.decode(out).error)
+      code = run("kv del nothing" .. api, env)
+      assert.are.equal(3, code)
+    end)
+
+    it("del prints the revision and exits 0", function()
+      run("kv put gone v" .. api, env)
+      local code, out = run("kv del gone" .. api, env)
+      assert.are.equal(0, code)
+      assert.are.equal("2\n", out)
+      assert.are.equal(3, (run("kv get gone" .. api)))
+    end)
+
+    it("--cas: create-only, match and mismatch; a mismatch exits 1 with the current revision", function()
+      assert.are.equal(0, (run("kv put c one --cas 0" .. api, env)))
+      local code, out, err = run("kv put c two --cas 0" .. api, env)
+      assert.are.equal(1, code)
+      assert.are.equal("", out)
+      assert.matches("revision mismatch: the key's current revision is 1", err, 1, true)
+      code, out = run("kv put c two --cas=1" .. api, env)
+      assert.are.equal(0, code)
+      assert.are.equal("2\n", out)
+      code, out = run("kv del c --cas 1 --json" .. api, env)
+      assert.are.equal(1, code)
+      assert.are.equal(2, cjson.decode(out).revision)
+      code, out, err = run("kv del c --cas 1" .. api, env)
+      assert.are.equal(1, code)
+      assert.are.equal("", out)
+      assert.matches("current revision is 2", err, 1, true)
+      assert.are.equal(0, (run("kv del c --cas 2" .. api, env)))
+    end)
+
+    it("put - reads a binary value from stdin; get writes it back byte for byte", function()
+      local value = "a\0b\255\254\n" .. string.rep("\0", 300)
+      local code, out = run_stdin("kv put bin -" .. api, value)
+      assert.are.equal(0, code)
+      assert.are.equal("1\n", out)
+      code, out = run("kv get bin" .. api)
+      assert.are.equal(0, code)
+      assert.is_true(out == value)
+      code, out = run("kv get bin --json" .. api)
+      assert.are.equal(0, code)
+      local j = cjson.decode(out)
+      assert.are.equal("base64", j.encoding)
+      assert.are.equal(1, j.revision)
+    end)
+
+    it("a 1 MiB value from stdin round trips; one byte more exits 1", function()
+      local big = string.rep("0123456789abcdef", 65536)
+      assert.are.equal(0, (run_stdin("kv put big -" .. api, big)))
+      local code, out = run("kv get big" .. api)
+      assert.are.equal(0, code)
+      assert.is_true(out == big)
+      local err
+      code, out, err = run_stdin("kv put big -" .. api, big .. "x")
+      assert.are.equal(1, code)
+      assert.are.equal("", out)
+      assert.matches("too large", err, 1, true)
+      code, out, err = run_stdin("kv put big -" .. api, big .. big)
+      assert.are.equal("", out)
+      assert.are.equal(1, code)
+      assert.matches("too large", err, 1, true)
+    end)
+
+    it("list prints KEY, REVISION and VALUE per line, base64: for what is not printable", function()
+      run("kv put app/b two" .. api, env)
+      run("kv put app/a 'one two'" .. api, env)
+      run("kv put other x" .. api, env)
+      run_stdin("kv put app/c -" .. api, "\255\0")
+      run("kv put app/d 'tab\there'" .. api, env)
+      run("kv put app/e base64:lookalike" .. api, env)
+      run("kv put 'app/f g&h=i+j%' é" .. api, env)
+      local code, out = run("kv list app/" .. api)
+      assert.are.equal(0, code)
+      assert.are.equal(table.concat({
+        "app/a\t2\tone two",
+        "app/b\t1\ttwo",
+        "app/c\t4\tbase64:/wA=",
+        "app/d\t5\tbase64:dGFiCWhlcmU=",
+        "app/e\t6\tbase64:YmFzZTY0Omxvb2thbGlrZQ==",
+        "app/f g&h=i+j%\t7\té",
+      }, "\n") .. "\n", out)
+      code, out = run("kv list" .. api)
+      assert.are.equal(0, code)
+      assert.matches("\nother\t3\tx\n$", out)
+      code, out = run("kv list app/f --json" .. api)
+      assert.are.equal(0, code)
+      assert.are.same({ { key = "app/f g&h=i+j%", value = "é", revision = 7 } }, cjson.decode(out))
+      code, out = run("kv list nothing" .. api)
+      assert.are.equal(0, code)
+      assert.are.equal("", out)
+    end)
+
+    it("--stale reads this node's copy: a read without a leader fails without it", function()
+      local code, _, err = run("kv get down/x" .. api)
+      assert.are.equal(1, code)
+      assert.matches("no leader", err, 1, true)
+      assert.are.equal(3, (run("kv get down/x --stale" .. api)))
+      assert.are.equal(1, (run("kv list down" .. api)))
+      assert.are.equal(0, (run("kv list down --stale" .. api)))
+    end)
+
+    it("exits 1 on 503 and 504, without the token, and when the agent is unreachable", function()
+      local code, _, err = run("kv put down v" .. api, env)
+      assert.are.equal(1, code)
+      assert.matches("no leader", err, 1, true)
+      code, _, err = run("kv put readonly v" .. api, env)
+      assert.are.equal(1, code)
+      assert.matches("this node cannot write", err, 1, true)
+      assert.are.equal(1, (run("kv del timeout" .. api, env)))
+      code, _, err = run("kv put k v" .. api)
+      assert.are.equal(1, code)
+      assert.matches("token", err)
+      os.execute("kill " .. pid)
+      pid = nil
+      socket.sleep(0.1)
+      code, _, err = run("kv get k" .. api)
+      assert.are.equal(1, code)
+      assert.matches("cannot reach agent", err, 1, true)
+    end)
+
+    it("waits for a slow write", function()
+      local code, out = run("kv put slow1 v" .. api, env)
+      assert.are.equal(0, code)
+      assert.are.equal("1\n", out)
+    end)
+
+    it("exits 2 on bad usage", function()
+      for _, args in ipairs({
+        "kv", "kv frob", "kv get", "kv get a b", "kv put a", "kv put a b c", "kv del", "kv list a b",
+        "kv get a --cas 1", "kv list --cas 1", "kv put a b --stale", "kv del a --stale",
+        "kv put a b --cas", "kv put a b --cas -1", "kv put a b --cas x", "kv put a b --cas 9223372036854775808",
+        "status --stale", "status --cas 1",
+      }) do
+        assert.are.equal(2, (run(args .. api, env)), args)
+      end
+    end)
   end)
 
   it("version prints the version and --help the usage, both exit 0", function()
