@@ -3,7 +3,8 @@
 # with TRACE=1; `make sim-mutants` proves each planted bug is caught.
 SIM_SRCS := tests/sim/sim.c src/raft.c src/common.c
 MUTANTS  := DOUBLE_VOTE SEND_BEFORE_PERSIST NO_CHECK_QUORUM NO_STICKINESS LOWER_TERM \
-            FAST_NO_LINK_CHECK FAST_ON_DOWN
+            FAST_NO_LINK_CHECK FAST_ON_DOWN COMMIT_OLD_TERM APPLY_UNCOMMITTED \
+            VOTE_NO_LOG_CHECK NO_CONSISTENCY_CHECK
 SEEDS    ?= 2000
 
 all: build/sim

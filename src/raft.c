@@ -20,9 +20,9 @@
 typedef struct qc_peer {
     uint64_t id;
     uint64_t match, next;
-    uint64_t acked_ctx; /* newest request ctx this peer answered this term */
-    uint64_t up_since;  /* answers to requests sent before this do not count */
-    int probing;        /* next is a guess: one append at a time until it matches */
+    uint64_t acked_ctx;     /* newest request ctx this peer answered this term */
+    uint64_t up_since;      /* answers to requests sent before this do not count */
+    int probing;            /* next is a guess: one append at a time until it matches */
     uint64_t snapshot_sent; /* when a snapshot went to it (0: none in flight) */
     int link_up;
     int gone;    /* the peer closed its connection to us: it is not leading */
@@ -32,6 +32,7 @@ typedef struct qc_peer {
 struct qc_raft {
     uint64_t id;
     uint32_t heartbeat_ms, election_ms, lease_ms, fast_retry_ms;
+    uint32_t max_batch, max_inflight;
     uint64_t rng;
 
     qc_role role;
@@ -42,11 +43,11 @@ struct qc_raft {
     qc_entry *log;
     size_t n_log, cap_log;
     uint64_t snap_index, snap_term;
-    uint64_t stable;  /* entries up to here are on disk */
-    uint64_t applied; /* entries up to here were handed out to apply */
+    uint64_t stable;                      /* entries up to here are on disk */
+    uint64_t applied;                     /* entries up to here were handed out to apply */
     uint64_t ready_stable, ready_applied; /* what the current ready hands out */
-    int broadcast;    /* new entries wait to be sent */
-    uint64_t last_now; /* time of the last proposal, for the broadcast */
+    int broadcast;                        /* new entries wait to be sent */
+    uint64_t last_now;                    /* time of the last proposal, for the broadcast */
     uint64_t recovered_commit;
     uint64_t transferee, transfer_deadline, transfer_reason;
     uint8_t *snapshot; /* a snapshot received to install, until advance */
@@ -209,6 +210,15 @@ static void set_term(qc_raft *r, uint64_t term)
     r->hs_dirty = 1;
 }
 
+/* Appends queued while leading carry entries the log may lose now. */
+static void drop_queued_appends(qc_raft *r)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < r->n_msgs; i++)
+        if (r->msgs[i].type != QC_MSG_APPEND) r->msgs[keep++] = r->msgs[i];
+    r->n_msgs = keep;
+}
+
 /* Any role -> follower of term; a leader says why it stopped leading. */
 static void become_follower(qc_raft *r, uint64_t term, uint64_t leader, int reason, uint64_t now)
 {
@@ -219,6 +229,7 @@ static void become_follower(qc_raft *r, uint64_t term, uint64_t leader, int reas
     r->campaign_flags = 0;
     r->transferee = 0;
     if (was == QC_ROLE_LEADER) {
+        drop_queued_appends(r);
         push_event(r, QC_EVENT_DEMOTED, (uint8_t)reason, leader, 0);
         /* Our own lease is gone: our vote is free again. */
         r->sticky_id = 0;
@@ -230,6 +241,11 @@ static void become_follower(qc_raft *r, uint64_t term, uint64_t leader, int reas
 
 static int log_up_to_date(const qc_raft *r, uint64_t index, uint64_t term)
 {
+#ifdef QC_MUTANT_VOTE_NO_LOG_CHECK
+    (void)index;
+    (void)term;
+    return 1;
+#endif
     return term > last_term(r) || (term == last_term(r) && index >= last_index(r));
 }
 
@@ -360,9 +376,7 @@ static void fast_pre_campaign(qc_raft *r, uint64_t now)
 
 /* Flow control: entries in one message, bytes in one message, and entries
  * sent but not yet acknowledged to one peer. */
-#define MAX_BATCH 256
 #define MAX_BATCH_BYTES (1u << 20)
-#define MAX_INFLIGHT 4096
 
 static void send_snapshot(qc_raft *r, qc_peer *p, uint64_t now)
 {
@@ -378,8 +392,8 @@ static void send_snapshot(qc_raft *r, qc_peer *p, uint64_t now)
 }
 
 /* One AppendEntries to p from p->next on (none when there is nothing new
- * and this is not a heartbeat). Entries point into the log: they stay
- * valid until qc_raft_advance(). */
+ * and this is not a heartbeat). Its entries are pointed to only in
+ * qc_raft_ready(), as the log may still grow (and move) before that. */
 static void send_append(qc_raft *r, qc_peer *p, int heartbeat, uint64_t now)
 {
     if (p->next <= r->snap_index) {
@@ -390,7 +404,8 @@ static void send_append(qc_raft *r, qc_peer *p, int heartbeat, uint64_t now)
     uint64_t n = 0;
     size_t bytes = 0;
     if (!p->probing || heartbeat) {
-        while (p->next + n <= last && n < MAX_BATCH && p->next + n - p->match <= MAX_INFLIGHT) {
+        while (p->next + n <= last && n < r->max_batch &&
+               p->next + n - p->match <= r->max_inflight) {
             bytes += entry_at(r, p->next + n)->len;
             if (n && bytes > MAX_BATCH_BYTES) break;
             n++;
@@ -403,8 +418,7 @@ static void send_append(qc_raft *r, qc_peer *p, int heartbeat, uint64_t now)
     m->index = p->next - 1;
     m->log_term = term_at(r, m->index);
     m->commit = r->commit;
-    m->n_entries = (uint32_t)n;
-    m->entries = n ? entry_at(r, p->next) : NULL;
+    m->n_entries = (uint32_t)n; /* entries are pointed to in qc_raft_ready() */
     /* Pipelining: once the peer matched, assume these arrive. */
     if (!p->probing) p->next += n;
 }
@@ -579,7 +593,11 @@ static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
         resp->index = r->commit;
         return;
     }
+#ifdef QC_MUTANT_NO_CONSISTENCY_CHECK
+    if (prev > last_index(r)) {
+#else
     if (term_at(r, prev) != m->log_term || prev > last_index(r)) {
+#endif
         reject_hint(r, prev, resp);
         return;
     }
@@ -945,6 +963,8 @@ int qc_raft_new(const qc_raft_config *cfg, const qc_hard_state *hs, uint64_t now
         (uint32_t)((uint64_t)cfg->election_ms * (1000 - 2 * QC_RAFT_DRIFT_PERMILLE) / 1000);
     r->lease_ms = r->lease_ms > 2 ? r->lease_ms - 2 : 0;
     r->fast_retry_ms = cfg->fast_retry_ms ? cfg->fast_retry_ms : 5;
+    r->max_batch = cfg->max_batch ? cfg->max_batch : 256;
+    r->max_inflight = cfg->max_inflight ? cfg->max_inflight : 4096;
     r->rng = cfg->seed ^ (cfg->id * 0xd1342543de82ef95ull);
     if (hs) {
         r->term = hs->term;
@@ -979,6 +999,10 @@ int qc_raft_has_ready(const qc_raft *r)
 void qc_raft_ready(qc_raft *r, qc_ready *out)
 {
     if (r->broadcast && r->role == QC_ROLE_LEADER) send_new_entries(r, r->last_now);
+    for (size_t i = 0; i < r->n_msgs; i++) {
+        qc_msg *m = &r->msgs[i];
+        if (m->type == QC_MSG_APPEND && m->n_entries) m->entries = entry_at(r, m->index + 1);
+    }
     r->ready_stable = last_index(r);
     r->ready_applied = r->commit;
     *out = (qc_ready){

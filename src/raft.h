@@ -125,6 +125,8 @@ typedef struct qc_raft_config {
     uint32_t heartbeat_ms;
     uint32_t election_ms;   /* timeouts are drawn from [election_ms, 2*election_ms) */
     uint32_t fast_retry_ms; /* retry of a refused fast pre-vote; 0: 5 ms */
+    uint32_t max_batch;     /* entries in one append; 0: 256 */
+    uint32_t max_inflight;  /* entries sent ahead of a peer's match; 0: 4096 */
     uint64_t seed;
 } qc_raft_config;
 

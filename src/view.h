@@ -60,8 +60,8 @@ typedef struct qc_view {
      * Reads are linearizable unless stale is set (then local). */
     void (*kv_put)(void *ud, const uint8_t *key, size_t klen, const uint8_t *value, size_t vlen,
                    int64_t cas, qc_kv_done_fn *done, void *arg);
-    void (*kv_delete)(void *ud, const uint8_t *key, size_t klen, int64_t cas,
-                      qc_kv_done_fn *done, void *arg);
+    void (*kv_delete)(void *ud, const uint8_t *key, size_t klen, int64_t cas, qc_kv_done_fn *done,
+                      void *arg);
     void (*kv_get)(void *ud, const uint8_t *key, size_t klen, int stale, qc_kv_done_fn *done,
                    void *arg);
     /* Keys with prefix in bytewise order through each, then done (status

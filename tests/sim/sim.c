@@ -10,11 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common.h"
 #include "raft.h"
 
 #define MAX_NODES 7
 #define MAX_INFLIGHT 20000
 #define MAX_TERMS 4096
+#define MAX_LOG (1 << 14) /* indexes the checker follows */
+#define DATA_LEN 8        /* a proposal: a unique 64-bit id */
+#define SLOTS 4           /* (term, id) pairs remembered per index */
 
 typedef struct rng {
     uint64_t s;
@@ -43,7 +47,13 @@ typedef struct node {
     uint64_t offset;
     qc_hard_state durable;
     int has_durable;
-    uint64_t max_term_seen;            /* highest term this node ever revealed */
+    uint64_t max_term_seen; /* highest term this node ever revealed */
+    /* What survives a crash: the log on disk (index -> term, id) and the
+     * snapshot; and the state machine: a hash chain of applied entries. */
+    uint64_t *log_term, *log_id;
+    uint64_t log_last;
+    uint64_t snap_index, snap_term, snap_hash;
+    uint64_t sm_index, sm_hash;
     uint64_t last_from[MAX_NODES + 1]; /* link ordering: last delivery time from peer */
 } node;
 
@@ -60,11 +70,19 @@ typedef struct sim {
     uint64_t now; /* real ms */
     double drop, dup;
     uint32_t max_delay;
+    uint32_t max_batch, max_inflight;
     uint64_t leader_of[MAX_TERMS];
     uint64_t vote_of[MAX_NODES + 1][MAX_TERMS];
     const char *violation;
     char detail[256];
     uint64_t elections, transfers, crashes;
+    uint64_t next_id, proposals, applied_max;
+    /* Every (term, id) persisted at an index, and what was applied there. */
+    uint64_t seen_term[MAX_LOG][SLOTS], seen_id[MAX_LOG][SLOTS];
+    uint64_t applied_term[MAX_LOG], applied_id[MAX_LOG], applied_hash[MAX_LOG];
+    /* A term at least that of the leader that committed the entry: the
+     * lowest term any node had when it applied it. */
+    uint64_t applied_cterm[MAX_LOG];
     int calm; /* no more faults: the liveness phase */
     uint64_t last_link[MAX_NODES + 1][MAX_NODES + 1];
     int told[MAX_NODES + 1][MAX_NODES + 1]; /* link state last given to a node's core */
@@ -140,6 +158,8 @@ static void record_sent(sim *s, size_t i, const qc_msg *m)
     *v = m->to;
 }
 
+static void check_leader_log(sim *s, size_t i);
+
 static void record_event(sim *s, size_t i, const qc_event *e)
 {
     if (e->type == QC_EVENT_ELECTED) {
@@ -150,9 +170,84 @@ static void record_event(sim *s, size_t i, const qc_event *e)
             violate(s, "one-leader-per-term", "nodes %" PRIu64 " and %zu led term %" PRIu64,
                     s->leader_of[e->term], i, e->term);
         s->leader_of[e->term] = i;
+        check_leader_log(s, i);
     } else if (e->type == QC_EVENT_DEMOTED) {
         trace(s, "node %zu demoted in term %" PRIu64 " (%s)", i, e->term,
               qc_raft_reason_name(e->reason));
+    }
+}
+
+static uint64_t entry_id(const qc_entry *e)
+{
+    uint64_t id = 0;
+    if (e->len == DATA_LEN) memcpy(&id, e->data, DATA_LEN);
+    return id;
+}
+
+static uint64_t chain(uint64_t h, uint64_t term, uint64_t id)
+{
+    h ^= term * 0x9e3779b97f4a7c15ull;
+    h = (h ^ (h >> 29)) * 0xbf58476d1ce4e5b9ull;
+    h ^= id + 0x632be59bd9b4e019ull;
+    return (h ^ (h >> 32)) * 0x94d049bb133111ebull;
+}
+
+/* log-matching: one index and term never name two different entries. */
+static void check_persisted(sim *s, size_t i, uint64_t index, uint64_t term, uint64_t id)
+{
+    if (index >= MAX_LOG) return;
+    for (int k = 0; k < SLOTS; k++) {
+        if (s->seen_term[index][k] == term) {
+            if (s->seen_id[index][k] != id)
+                violate(s, "log-matching",
+                        "node %zu holds %" PRIu64 "/%" PRIu64 " at index %" PRIu64
+                        ", another node a different entry of that term",
+                        i, term, id, index);
+            return;
+        }
+        if (!s->seen_term[index][k]) {
+            s->seen_term[index][k] = term;
+            s->seen_id[index][k] = id;
+            return;
+        }
+    }
+}
+
+/* state-machine-safety: every node applies the same entry at an index. */
+static void check_applied(sim *s, size_t i, uint64_t index, uint64_t term, uint64_t id,
+                          uint64_t hash)
+{
+    if (index >= MAX_LOG) return;
+    if (s->applied_hash[index] && (s->applied_term[index] != term || s->applied_id[index] != id ||
+                                   s->applied_hash[index] != hash))
+        violate(s, "state-machine-safety",
+                "node %zu applied %" PRIu64 "/%" PRIu64 " at index %" PRIu64
+                ", another node %" PRIu64 "/%" PRIu64,
+                i, term, id, index, s->applied_term[index], s->applied_id[index]);
+    uint64_t now_term = qc_raft_term(s->nodes[i].r);
+    if (!s->applied_hash[index] || now_term < s->applied_cterm[index])
+        s->applied_cterm[index] = now_term;
+    s->applied_term[index] = term;
+    s->applied_id[index] = id;
+    s->applied_hash[index] = hash;
+    if (index > s->applied_max) s->applied_max = index;
+}
+
+/* leader-completeness: the leader of term T holds every entry committed in
+ * an earlier term (applied_cterm over-estimates that term: no false alarm). */
+static void check_leader_log(sim *s, size_t i)
+{
+    node *nd = &s->nodes[i];
+    uint64_t term = qc_raft_term(nd->r);
+    for (uint64_t k = nd->snap_index + 1; k <= s->applied_max && k < MAX_LOG; k++) {
+        if (!s->applied_hash[k] || s->applied_cterm[k] >= term) continue;
+        if (k > nd->log_last || nd->log_term[k] != s->applied_term[k] ||
+            nd->log_id[k] != s->applied_id[k]) {
+            violate(s, "leader-completeness",
+                    "node %zu leads term %" PRIu64 " without the entry committed at %" PRIu64, i,
+                    term, k);
+            return;
+        }
     }
 }
 
@@ -165,9 +260,21 @@ static void enqueue(sim *s, const qc_msg *m, uint64_t at)
     /* TCP keeps order on a link unless the sim reorders on purpose. */
     if (!chance(&s->g, 0.05) && at < to->last_from[m->from]) at = to->last_from[m->from];
     to->last_from[m->from] = at;
-    s->net[s->n_net++] = (inflight){.at = at, .m = *m};
-    s->net[s->n_net - 1].m.n_entries = 0;
-    s->net[s->n_net - 1].m.entries = NULL;
+    qc_msg copy = *m;
+    if (m->n_entries) { /* one block: the entries, then their data */
+        size_t bytes = m->n_entries * (sizeof(qc_entry) + DATA_LEN);
+        qc_entry *e = malloc(bytes);
+        if (!e) return;
+        uint8_t *data = (uint8_t *)(e + m->n_entries);
+        for (uint32_t k = 0; k < m->n_entries; k++) {
+            e[k] = m->entries[k];
+            e[k].data = data + k * DATA_LEN;
+            if (e[k].len > DATA_LEN) e[k].len = DATA_LEN;
+            if (e[k].len) memcpy(e[k].data, m->entries[k].data, e[k].len);
+        }
+        copy.entries = e;
+    }
+    s->net[s->n_net++] = (inflight){.at = at, .m = copy};
 }
 
 static void send_msg(sim *s, const qc_msg *m)
@@ -182,6 +289,66 @@ static void send_msg(sim *s, const qc_msg *m)
 
 static void crash(sim *s, size_t i);
 
+static void install_snapshot(sim *s, size_t i, const qc_ready *rd)
+{
+    node *nd = &s->nodes[i];
+    uint64_t hash = 0;
+    if (rd->snapshot_len == DATA_LEN) memcpy(&hash, rd->snapshot, DATA_LEN);
+    nd->snap_index = rd->snapshot_index;
+    nd->snap_term = rd->snapshot_term;
+    nd->snap_hash = hash;
+    nd->log_last = nd->snap_index;
+    nd->sm_index = nd->snap_index;
+    nd->sm_hash = hash;
+    trace(s, "node %zu installs a snapshot at %" PRIu64, i, nd->snap_index);
+    if (nd->snap_index < MAX_LOG && s->applied_hash[nd->snap_index] &&
+        s->applied_hash[nd->snap_index] != hash)
+        violate(s, "state-machine-safety",
+                "node %zu installed a snapshot at %" PRIu64
+                " that differs from what was applied there",
+                i, nd->snap_index);
+}
+
+static void persist_entries(sim *s, size_t i, const qc_ready *rd)
+{
+    node *nd = &s->nodes[i];
+    for (size_t k = 0; k < rd->n_entries; k++) {
+        const qc_entry *e = &rd->entries[k];
+        if (e->index >= MAX_LOG) continue;
+        nd->log_term[e->index] = e->term;
+        nd->log_id[e->index] = entry_id(e);
+        nd->log_last = e->index; /* an older tail after it is gone */
+        check_persisted(s, i, e->index, e->term, entry_id(e));
+    }
+}
+
+static void apply_committed(sim *s, size_t i, const qc_ready *rd)
+{
+    node *nd = &s->nodes[i];
+    for (size_t k = 0; k < rd->n_committed; k++) {
+        const qc_entry *e = &rd->committed[k];
+        if (e->index != nd->sm_index + 1)
+            violate(s, "state-machine-safety", "node %zu applied %" PRIu64 " after %" PRIu64, i,
+                    e->index, nd->sm_index);
+        nd->sm_hash = chain(nd->sm_hash, e->term, entry_id(e));
+        nd->sm_index = e->index;
+        check_applied(s, i, e->index, e->term, entry_id(e), nd->sm_hash);
+    }
+}
+
+/* Saves a snapshot of what the node applied and compacts its log. */
+static void compact(sim *s, size_t i)
+{
+    node *nd = &s->nodes[i];
+    uint64_t index = nd->sm_index;
+    if (index <= nd->snap_index || index > nd->log_last || index >= MAX_LOG) return;
+    if (qc_raft_compact(nd->r, index) != QC_OK) return;
+    nd->snap_term = nd->log_term[index];
+    nd->snap_index = index;
+    nd->snap_hash = nd->sm_hash;
+    trace(s, "node %zu compacts up to %" PRIu64, i, index);
+}
+
 /* Carries the node's outputs out: persist, then send, then events. A crash
  * may strike before the persist (all lost) or before the sends. */
 static void process(sim *s, size_t i)
@@ -190,12 +357,14 @@ static void process(sim *s, size_t i)
     while (nd->alive && qc_raft_has_ready(nd->r)) {
         qc_ready rd;
         qc_raft_ready(nd->r, &rd);
+        if ((rd.hard_state_changed || rd.n_entries) && !s->calm && chance(&s->g, 0.0005)) {
+            trace(s, "node %zu crashes before persisting", i);
+            crash(s, i);
+            return;
+        }
+        if (rd.has_snapshot) install_snapshot(s, i, &rd);
+        persist_entries(s, i, &rd);
         if (rd.hard_state_changed) {
-            if (!s->calm && chance(&s->g, 0.0005)) {
-                trace(s, "node %zu crashes before persisting", i);
-                crash(s, i);
-                return;
-            }
 #ifndef QC_MUTANT_SEND_BEFORE_PERSIST
             nd->durable = rd.hs;
             nd->has_durable = 1;
@@ -206,10 +375,20 @@ static void process(sim *s, size_t i)
             crash(s, i);
             return;
         }
+        uint8_t snap_data[DATA_LEN];
+        qc_entry snap_entry = {
+            .term = nd->snap_term, .index = nd->snap_index, .len = DATA_LEN, .data = snap_data};
+        memcpy(snap_data, &nd->snap_hash, DATA_LEN);
         for (size_t k = 0; k < rd.n_msgs; k++) {
-            record_sent(s, i, &rd.msgs[k]);
-            send_msg(s, &rd.msgs[k]);
+            qc_msg *m = &rd.msgs[k];
+            if (m->type == QC_MSG_SNAPSHOT) { /* the caller attaches the data */
+                m->entries = &snap_entry;
+                m->n_entries = 1;
+            }
+            record_sent(s, i, m);
+            send_msg(s, m);
         }
+        apply_committed(s, i, &rd);
 #ifdef QC_MUTANT_SEND_BEFORE_PERSIST
         if (rd.hard_state_changed && !chance(&s->g, 0.3)) {
             nd->durable = rd.hs;
@@ -286,13 +465,38 @@ static void start_node(sim *s, size_t i)
                           .n_peers = s->n,
                           .heartbeat_ms = s->heartbeat,
                           .election_ms = s->election,
-                          .seed = rnd(&s->g)};
+                          .seed = rnd(&s->g),
+                          .max_batch = s->max_batch,
+                          .max_inflight = s->max_inflight};
     memset(nd->last_from, 0, sizeof nd->last_from);
     memset(s->told[i], 0, sizeof s->told[i]);
     if (qc_raft_new(&cfg, nd->has_durable ? &nd->durable : NULL, local_now(s, nd), &nd->r)) {
         fprintf(stderr, "qc_raft_new failed\n");
         exit(3);
     }
+    if (!nd->log_term) {
+        nd->log_term = calloc(MAX_LOG, sizeof *nd->log_term);
+        nd->log_id = calloc(MAX_LOG, sizeof *nd->log_id);
+        if (!nd->log_term || !nd->log_id) exit(3);
+    }
+    /* Recover: the snapshot, then the log after it, as on disk. */
+    size_t n = (size_t)(nd->log_last - nd->snap_index);
+    qc_entry *entries = calloc(n ? n : 1, sizeof *entries + DATA_LEN);
+    if (!entries) exit(3);
+    uint8_t *data = (uint8_t *)(entries + (n ? n : 1));
+    for (size_t k = 0; k < n; k++) {
+        uint64_t index = nd->snap_index + 1 + k;
+        entries[k] = (qc_entry){.term = nd->log_term[index],
+                                .index = index,
+                                .type = nd->log_id[index] ? QC_ENTRY_DATA : QC_ENTRY_NOOP,
+                                .len = nd->log_id[index] ? DATA_LEN : 0,
+                                .data = data + k * DATA_LEN};
+        memcpy(entries[k].data, &nd->log_id[index], DATA_LEN);
+    }
+    if (qc_raft_restore(nd->r, nd->snap_index, nd->snap_term, entries, n)) exit(3);
+    free(entries);
+    nd->sm_index = nd->snap_index;
+    nd->sm_hash = nd->snap_hash;
     nd->alive = 1;
     nd->paused_until = 0;
     if (nd->has_durable && nd->durable.term > nd->max_term_seen)
@@ -423,6 +627,18 @@ static void inject_fault(sim *s, int calm)
     }
 }
 
+static void propose(sim *s)
+{
+    size_t l = acting_leader(s);
+    if (!l) return;
+    node *nd = &s->nodes[l];
+    uint64_t id = ++s->next_id;
+    uint8_t data[DATA_LEN];
+    memcpy(data, &id, DATA_LEN);
+    if (qc_raft_propose(nd->r, data, DATA_LEN, local_now(s, nd), NULL) == QC_OK) s->proposals++;
+    process(s, l);
+}
+
 /* ---- the run ----------------------------------------------------------- */
 
 static void deliver(sim *s)
@@ -439,13 +655,17 @@ static void deliver(sim *s)
         if (best == SIZE_MAX) return;
         qc_msg m = s->net[best].m;
         s->net[best] = s->net[--s->n_net];
-        if (!m.to || !s->nodes[m.to].alive) continue;
+        if (!m.to || !s->nodes[m.to].alive) {
+            free(m.entries);
+            continue;
+        }
         node *nd = &s->nodes[m.to];
         if (s->trace)
             trace(s, "%" PRIu64 " -> %" PRIu64 " %s term=%" PRIu64 "%s%s", m.from, m.to,
                   qc_raft_msg_name(m.type), m.term, m.reject ? " reject" : "",
                   m.flags & QC_MSG_FLAG_FAST ? " fast" : "");
         qc_raft_step(nd->r, &m, local_now(s, nd));
+        free(m.entries);
         process(s, m.to);
         check_acting_leaders(s);
     }
@@ -503,6 +723,9 @@ static void setup(sim *s, uint64_t seed, int trace_on)
     s->drop = chance(&s->g, 0.5) ? 0 : 0.05;
     s->dup = chance(&s->g, 0.5) ? 0 : 0.02;
     s->max_delay = 1 + (uint32_t)below(&s->g, s->heartbeat / 2);
+    /* Small batches and windows interleave entries the most. */
+    s->max_batch = chance(&s->g, 0.5) ? 1 + (uint32_t)below(&s->g, 4) : 0;
+    s->max_inflight = chance(&s->g, 0.5) ? 1 + (uint32_t)below(&s->g, 16) : 0;
     n_link_events = 0;
     for (size_t i = 1; i <= s->n; i++) {
         node *nd = &s->nodes[i];
@@ -525,7 +748,9 @@ static int run(sim *s, uint64_t seed, int trace_on, uint64_t duration_ms)
     if (!s->net) return 1;
     uint64_t calm_from = duration_ms * 6 / 10;
     uint64_t liveness_deadline = 0;
-    double fault_rate = 1.0 / (double)(s->election * (1 + below(&s->g, 8)));
+    /* One fault every 1 to 8 election timeouts, or a storm of them. */
+    double fault_rate = chance(&s->g, 0.25) ? 4.0 / (double)s->election
+                                            : 1.0 / (double)(s->election * (1 + below(&s->g, 8)));
     for (s->now = 1; s->now <= duration_ms && !s->violation; s->now++) {
         int calm = s->calm = s->now >= calm_from;
         if (s->now == calm_from) {
@@ -540,6 +765,11 @@ static int run(sim *s, uint64_t seed, int trace_on, uint64_t duration_ms)
             liveness_deadline = s->now + 10ull * 2 * s->election + 20 * s->max_delay;
         }
         if (chance(&s->g, fault_rate)) inject_fault(s, calm);
+        if (chance(&s->g, 0.05)) propose(s);
+        for (size_t i = 1; i <= s->n; i++)
+            if (running(&s->nodes[i], s->now) &&
+                s->nodes[i].sm_index > s->nodes[i].snap_index + 64 && chance(&s->g, 0.01))
+                compact(s, i);
         fire_links(s);
         deliver(s);
         tick_all(s);
@@ -547,7 +777,12 @@ static int run(sim *s, uint64_t seed, int trace_on, uint64_t duration_ms)
             violate(s, "liveness", "no leader %" PRIu64 " ms after the network healed",
                     s->now - calm_from);
     }
-    for (size_t i = 1; i <= s->n; i++) qc_raft_free(s->nodes[i].r);
+    for (size_t i = 1; i <= s->n; i++) {
+        qc_raft_free(s->nodes[i].r);
+        free(s->nodes[i].log_term);
+        free(s->nodes[i].log_id);
+    }
+    for (size_t k = 0; k < s->n_net; k++) free(s->net[k].m.entries);
     free(s->net);
     return s->violation ? 1 : 0;
 }
@@ -589,7 +824,7 @@ int main(int argc, char **argv)
         }
     }
     static sim s;
-    uint64_t passed = 0, failed = 0, elections = 0;
+    uint64_t passed = 0, failed = 0, elections = 0, applied = 0;
     FILE *rf = regressions ? fopen(regressions, "r") : NULL;
     if (regressions && !rf) {
         perror(regressions);
@@ -611,13 +846,15 @@ int main(int argc, char **argv)
         if (run(&s, seed, trace_on, duration) == 0) {
             passed++;
             elections += s.elections;
+            applied += s.applied_max;
             continue;
         }
         failed++;
         if (report(&s, seed, expect_fail) && expect_fail) return 1;
     }
-    printf("sim: %" PRIu64 " seeds from %" PRIu64 ", %" PRIu64 " elections\n", seeds, first,
-           elections);
+    printf("sim: %" PRIu64 " seeds from %" PRIu64 ", %" PRIu64 " elections, %" PRIu64
+           " entries applied\n",
+           seeds, first, elections, applied);
     printf("%" PRIu64 " passed, %" PRIu64 " failed\n", passed, failed);
     return failed ? 1 : 0;
 }
