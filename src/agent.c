@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "net.h"
 #include "raft.h"
+#include "replica.h"
 #include "store.h"
 
 typedef struct member {
@@ -62,7 +63,9 @@ struct qc_agent {
     ev_timer raft_timer;
     ev_signal sig_term, sig_int, sig_hup;
     pending_transfer *transfers;
+    qc_replica *replica;
     int store_failing;
+    int exit_code; /* non-zero: stopping after a failure */
     const char *stop_reason;
 };
 
@@ -219,6 +222,9 @@ static void refresh_metrics(void *ud)
     qc_agent *a = ud;
     qc_metrics_set(a->metrics, "qcluster_is_leader", NULL, NULL, view_is_leader(a));
     qc_metrics_set(a->metrics, "qcluster_term", NULL, NULL, (double)view_term(a));
+    qc_metrics_set(a->metrics, "qcluster_commit_index", NULL, NULL, (double)view_commit(a));
+    qc_metrics_set(a->metrics, "qcluster_applied_index", NULL, NULL,
+                   a->replica ? (double)qc_replica_applied(a->replica) : 0);
     for (size_t i = 0; i < a->n_members; i++)
         qc_metrics_set(a->metrics, "qcluster_peer_up", "peer", a->members[i].identifier,
                        a->members[i].up);
@@ -306,6 +312,58 @@ static void view_transfer(void *ud, const char *to, qc_transfer_done_fn *done, v
     if (rc) done(arg, rc == QC_ENOTFOUND && target ? QC_EBUSY : rc);
 }
 
+static void view_kv_put(void *ud, const uint8_t *key, size_t klen, const uint8_t *value,
+                        size_t vlen, int64_t cas, qc_kv_done_fn *done, void *arg)
+{
+    qc_agent *a = ud;
+    if (!a->replica || !a->raft) { /* not started (qcluster check) */
+        qc_kv_answer none = {.status = QC_ENOLEADER};
+        done(arg, &none);
+        return;
+    }
+    qc_replica_write(a->replica, a->raft, QC_KV_OP_PUT, key, klen, value, vlen, cas, qc_now_ms(),
+                     done, arg);
+    process(a);
+}
+
+static void view_kv_delete(void *ud, const uint8_t *key, size_t klen, int64_t cas,
+                           qc_kv_done_fn *done, void *arg)
+{
+    qc_agent *a = ud;
+    if (!a->replica || !a->raft) { /* not started (qcluster check) */
+        qc_kv_answer none = {.status = QC_ENOLEADER};
+        done(arg, &none);
+        return;
+    }
+    qc_replica_write(a->replica, a->raft, QC_KV_OP_DELETE, key, klen, NULL, 0, cas, qc_now_ms(),
+                     done, arg);
+    process(a);
+}
+
+static void view_kv_get(void *ud, const uint8_t *key, size_t klen, int stale, qc_kv_done_fn *done,
+                        void *arg)
+{
+    qc_agent *a = ud;
+    if (!a->replica || !a->raft) { /* not started (qcluster check) */
+        qc_kv_answer none = {.status = QC_ENOLEADER};
+        done(arg, &none);
+        return;
+    }
+    qc_replica_get(a->replica, a->raft, key, klen, stale, qc_now_ms(), done, arg);
+}
+
+static void view_kv_list(void *ud, const uint8_t *prefix, size_t plen, int stale,
+                         qc_kv_each_fn *each, qc_kv_done_fn *done, void *arg)
+{
+    qc_agent *a = ud;
+    if (!a->replica || !a->raft) { /* not started (qcluster check) */
+        qc_kv_answer none = {.status = QC_ENOLEADER};
+        done(arg, &none);
+        return;
+    }
+    qc_replica_list(a->replica, a->raft, prefix, plen, stale, qc_now_ms(), each, done, arg);
+}
+
 /* ---- carrying out the core's outputs ---------------------------------- */
 
 static void fire(qc_agent *a, const qc_hook_event *ev)
@@ -389,13 +447,36 @@ static void arm_timer(qc_agent *a)
     ev_timer_start(a->loop, &a->raft_timer);
 }
 
+/* A log write or fsync failed: what was acknowledged is on disk, but this
+ * node can promise nothing more (a failed fsync cannot be retried safely),
+ * so it stops; the others carry on without it. */
+static void disk_failed(qc_agent *a)
+{
+    qc_log(QC_LOG_ERROR, "store", "cannot write the log in %s: %s; stopping this node",
+           a->cfg.data_dir, strerror(errno));
+    qc_metrics_add(a->metrics, "qcluster_store_errors_total", NULL, NULL, 1);
+    a->stop_reason = "disk failure";
+    a->exit_code = 1;
+    ev_break(a->loop, EVBREAK_ALL);
+}
+
 static void process(qc_agent *a)
 {
+    if (a->exit_code) return;
     while (qc_raft_has_ready(a->raft)) {
         qc_ready rd;
         qc_raft_ready(a->raft, &rd);
+        if (qc_replica_persist(a->replica, &rd) == QC_EIO) {
+            disk_failed(a);
+            return;
+        }
+        if (rd.n_entries)
+            qc_metrics_observe(a->metrics, "qcluster_fsync_duration_seconds",
+                               qc_replica_last_sync(a->replica));
+        qc_replica_prepare(a->replica, &rd);
         if (persist(a, &rd))
             for (size_t i = 0; i < rd.n_msgs; i++) qc_net_send(a->net, &rd.msgs[i]);
+        qc_replica_apply(a->replica, a->raft, &rd, qc_now_ms());
         /* Events refer to state the core holds now: copy them out first,
          * since hooks never run inline but transfers may settle inline. */
         size_t n = rd.n_events;
@@ -407,8 +488,10 @@ static void process(qc_agent *a)
         }
         if (n) memcpy(events, rd.events, n * sizeof *events);
         qc_raft_advance(a->raft);
+        qc_replica_maybe_snapshot(a->replica, a->raft);
         for (size_t i = 0; i < n; i++) handle_event(a, &events[i]);
         if (events != few) free(events);
+        qc_replica_deliver(a->replica);
     }
     arm_timer(a);
 }
@@ -507,6 +590,12 @@ static void declare_metrics(qc_metrics *m)
     qc_metrics_declare(m, "qcluster_peer_up", QC_METRIC_GAUGE, "1 when the peer is reachable");
     qc_metrics_declare(m, "qcluster_store_errors_total", QC_METRIC_COUNTER,
                        "Failed writes of the durable state");
+    qc_metrics_declare(m, "qcluster_commit_index", QC_METRIC_GAUGE,
+                       "Highest log index known committed");
+    qc_metrics_declare(m, "qcluster_applied_index", QC_METRIC_GAUGE,
+                       "Highest log index applied to the key-value store");
+    qc_metrics_declare(m, "qcluster_fsync_duration_seconds", QC_METRIC_HISTOGRAM,
+                       "Time of one fsync of the log (a batch of entries)");
     qc_metrics_add(m, "qcluster_leader_changes_total", NULL, NULL, 0);
     qc_metrics_add(m, "qcluster_elections_total", NULL, NULL, 0);
     qc_metrics_add(m, "qcluster_store_errors_total", NULL, NULL, 0);
@@ -563,7 +652,38 @@ static int start_raft(qc_agent *a)
     };
     if (rc == QC_OK)
         qc_log(QC_LOG_INFO, "store", "resuming at term %llu", (unsigned long long)hs.term);
-    return qc_raft_new(&rc_cfg, rc == QC_OK ? &hs : NULL, qc_now_ms(), &a->raft);
+    rc = qc_raft_new(&rc_cfg, rc == QC_OK ? &hs : NULL, qc_now_ms(), &a->raft);
+    return rc ? rc : qc_replica_restore(a->replica, a->raft);
+}
+
+static void on_kv_change(void *ud, const uint8_t *key, size_t klen, const uint8_t *value,
+                         size_t vlen, int has_value, uint64_t revision)
+{
+    qc_agent *a = ud;
+    fire(a, &(qc_hook_event){.hook = "on_kv_change",
+                             .key = key,
+                             .klen = klen,
+                             .value = value,
+                             .vlen = vlen,
+                             .has_value = has_value,
+                             .revision = revision});
+}
+
+static int open_replica(qc_agent *a)
+{
+    char err[512];
+    qc_replica_config rc = {.dir = a->cfg.data_dir,
+                            .self_id = a->self_id,
+                            .request_timeout_s = 5,
+                            .on_change = on_kv_change,
+                            .ud = a};
+    int code = qc_replica_open(a->loop, &rc, &a->replica, err, sizeof err);
+    if (code != QC_OK)
+        qc_log(QC_LOG_ERROR, "store",
+               "%s: %s; refusing to start (restore the data_dir from a "
+               "backup, or remove it to rejoin as a new node)",
+               a->cfg.data_dir, err);
+    return code;
 }
 
 static int start_services(qc_agent *a)
@@ -632,6 +752,7 @@ static void shutdown_agent(qc_agent *a)
 
 static void free_agent(qc_agent *a)
 {
+    qc_replica_close(a->replica); /* answers whoever still waits */
     if (a->api) qc_api_free(a->api);
     if (a->net) qc_net_free(a->net);
     ev_timer_stop(a->loop, &a->raft_timer);
@@ -674,6 +795,10 @@ static int init_agent(qc_agent *a)
         .peers = view_peers,
         .transfer = view_transfer,
         .refresh_metrics = refresh_metrics,
+        .kv_put = view_kv_put,
+        .kv_delete = view_kv_delete,
+        .kv_get = view_kv_get,
+        .kv_list = view_kv_list,
     };
     a->metrics = qc_metrics_new();
     if (!a->metrics) return QC_ENOMEM;
@@ -709,7 +834,9 @@ int qc_agent_main(const char *path)
                rc == QC_EBUSY ? "another agent holds its lock" : strerror(errno));
         goto out;
     }
-    if (setup_members(a) != QC_OK || start_raft(a) != QC_OK || start_services(a) != QC_OK) goto out;
+    if (setup_members(a) != QC_OK || open_replica(a) != QC_OK || start_raft(a) != QC_OK ||
+        start_services(a) != QC_OK)
+        goto out;
     start_signals(a);
     qc_log(QC_LOG_INFO, "agent", "%s listening on %s:%d (api %s:%d), %zu peers", a->cfg.identifier,
            a->cfg.listen_host, a->cfg.listen_port, a->cfg.api_host, a->cfg.api_port, a->n_members);
@@ -720,7 +847,7 @@ int qc_agent_main(const char *path)
     ev_run(a->loop, 0);
     qc_log(QC_LOG_INFO, "agent", "stopping (%s)", a->stop_reason ? a->stop_reason : "?");
     shutdown_agent(a);
-    code = 0;
+    code = a->exit_code;
 out:
     free_agent(a);
     return code;

@@ -1070,6 +1070,7 @@ uint64_t qc_raft_last_index(const qc_raft *r) { return last_index(r); }
 uint64_t qc_raft_last_term(const qc_raft *r) { return last_term(r); }
 uint64_t qc_raft_applied(const qc_raft *r) { return r->applied; }
 uint64_t qc_raft_snapshot_index(const qc_raft *r) { return r->snap_index; }
+uint64_t qc_raft_term_at(const qc_raft *r, uint64_t index) { return term_at(r, index); }
 uint64_t qc_raft_vote(const qc_raft *r) { return r->vote; }
 
 int qc_raft_link_up(const qc_raft *r, uint64_t peer)

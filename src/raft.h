@@ -195,6 +195,8 @@ uint64_t qc_raft_last_index(const qc_raft *r);
 uint64_t qc_raft_last_term(const qc_raft *r);
 uint64_t qc_raft_applied(const qc_raft *r);
 uint64_t qc_raft_snapshot_index(const qc_raft *r);
+/* Term of the entry at index (0 when the log does not hold it). */
+uint64_t qc_raft_term_at(const qc_raft *r, uint64_t index);
 uint64_t qc_raft_vote(const qc_raft *r);
 /* True only for a leader whose lease holds at now: the answer for clients. */
 int qc_raft_is_leader(const qc_raft *r, uint64_t now);

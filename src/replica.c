@@ -1,0 +1,422 @@
+/* The replicated state: WAL, KV state machine, snapshots, and the client
+ * requests waiting on them (see replica.h). Order is everything here: the
+ * log is on disk before a message leaves, entries are applied only once
+ * committed, and a read waits until what was committed when it came in
+ * has been applied. */
+#include "replica.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "log.h"
+#include "wal.h"
+
+typedef struct waiter {
+    struct waiter *next;
+    qc_replica *rp;
+    int kind;            /* WAIT_WRITE, WAIT_GET, WAIT_LIST */
+    uint64_t request_id; /* writes */
+    uint64_t index;      /* reads: answer once applied >= index; 0: not known yet */
+    uint8_t *key;        /* reads: key or prefix, owned */
+    size_t klen;
+    qc_kv_each_fn *each;
+    qc_kv_done_fn *done;
+    void *arg;
+    ev_timer timer;
+    int settled; /* answered by qc_replica_deliver(), outside the core's ready */
+    int status;
+    uint64_t revision;
+} waiter;
+
+enum { WAIT_WRITE = 1, WAIT_GET, WAIT_LIST };
+
+struct qc_replica {
+    struct ev_loop *loop;
+    qc_replica_config cfg;
+    qc_wal *wal;
+    qc_kv *kv;
+    qc_wal_recovery rec; /* until restore hands it to the core */
+    uint8_t *snap;       /* the newest snapshot, for followers that need it */
+    size_t snap_len;
+    uint64_t snap_index, snap_term;
+    uint64_t next_request;
+    waiter *waiting;
+};
+
+/* ---- waiters ------------------------------------------------------------ */
+
+static void answer(waiter *w, int status, uint64_t revision)
+{
+    qc_replica *rp = w->rp;
+    for (waiter **p = &rp->waiting; *p; p = &(*p)->next) {
+        if (*p != w) continue;
+        *p = w->next;
+        break;
+    }
+    ev_timer_stop(rp->loop, &w->timer);
+    qc_kv_answer a = {.status = status, .revision = revision};
+    w->done(w->arg, &a);
+    free(w->key);
+    free(w);
+}
+
+static void on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    answer(t->data, QC_EBUSY, 0);
+}
+
+static waiter *wait_for(qc_replica *rp, int kind, qc_kv_done_fn *done, void *arg)
+{
+    waiter *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    *w = (waiter){.next = rp->waiting, .rp = rp, .kind = kind, .done = done, .arg = arg};
+    ev_timer_init(&w->timer, on_timeout, rp->cfg.request_timeout_s, 0);
+    w->timer.data = w;
+    ev_timer_start(rp->loop, &w->timer);
+    rp->waiting = w;
+    return w;
+}
+
+static void fail(qc_kv_done_fn *done, void *arg, int status)
+{
+    qc_kv_answer a = {.status = status};
+    done(arg, &a);
+}
+
+/* ---- reads -------------------------------------------------------------- */
+
+static void read_get(qc_replica *rp, const uint8_t *key, size_t klen, qc_kv_done_fn *done,
+                     void *arg)
+{
+    qc_kv_answer a = {.status = QC_KV_OK};
+    if (qc_kv_get(rp->kv, key, klen, &a.value, &a.vlen, &a.revision) != QC_OK)
+        a = (qc_kv_answer){.status = QC_KV_NOTFOUND};
+    done(arg, &a);
+}
+
+typedef struct list_ctx {
+    qc_kv_each_fn *each;
+    void *arg;
+} list_ctx;
+
+static int list_one(void *arg, const uint8_t *key, size_t klen, const uint8_t *value, size_t vlen,
+                    uint64_t revision)
+{
+    list_ctx *c = arg;
+    return c->each(c->arg, key, klen, value, vlen, revision);
+}
+
+static void read_list(qc_replica *rp, const uint8_t *prefix, size_t plen, qc_kv_each_fn *each,
+                      qc_kv_done_fn *done, void *arg)
+{
+    list_ctx c = {.each = each, .arg = arg};
+    int rc = qc_kv_list(rp->kv, prefix, plen, list_one, &c);
+    qc_kv_answer a = {.status = rc == QC_OK ? QC_KV_OK : rc};
+    done(arg, &a);
+}
+
+/* Answers a waiting read from the state machine; the caller frees w. */
+static void read_now(qc_replica *rp, waiter *w)
+{
+    if (w->kind == WAIT_GET)
+        read_get(rp, w->key, w->klen, w->done, w->arg);
+    else
+        read_list(rp, w->key, w->klen, w->each, w->done, w->arg);
+    free(w->key);
+}
+
+/* A linearizable read: the leader's commit index when it came in (known
+ * once this term's first entry committed), then wait for it to apply. */
+static int read_point(qc_raft *r, uint64_t now, uint64_t *index)
+{
+    int rc = qc_raft_read_index(r, now, index);
+    if (rc == QC_ENOTLEADER) return QC_ENOLEADER;
+    return rc;
+}
+
+/* Marks reads whose point has been applied (or that can have none now). */
+static void settle_reads(qc_replica *rp, qc_raft *r, uint64_t now)
+{
+    uint64_t applied = qc_kv_applied_index(rp->kv);
+    for (waiter *w = rp->waiting; w; w = w->next) {
+        if (w->kind == WAIT_WRITE || w->settled) continue;
+        int rc = w->index ? QC_OK : read_point(r, now, &w->index);
+        if (rc == QC_ENOLEADER) {
+            w->settled = 1;
+            w->status = QC_ENOLEADER;
+        } else if (rc == QC_OK && w->index <= applied) {
+            w->settled = 1;
+            w->status = QC_KV_OK;
+        }
+    }
+}
+
+void qc_replica_deliver(qc_replica *rp)
+{
+    for (;;) {
+        waiter *w = rp->waiting;
+        while (w && !w->settled) w = w->next;
+        if (!w) return;
+        if (w->kind == WAIT_WRITE || w->status != QC_KV_OK) {
+            answer(w, w->status, w->revision);
+            continue;
+        }
+        for (waiter **p = &rp->waiting; *p; p = &(*p)->next)
+            if (*p == w) {
+                *p = w->next;
+                break;
+            }
+        ev_timer_stop(rp->loop, &w->timer);
+        read_now(rp, w);
+        free(w);
+    }
+}
+
+static void read_request(qc_replica *rp, qc_raft *r, int kind, const uint8_t *key, size_t klen,
+                         int stale, uint64_t now, qc_kv_each_fn *each, qc_kv_done_fn *done,
+                         void *arg)
+{
+    if (stale) {
+        if (kind == WAIT_GET)
+            read_get(rp, key, klen, done, arg);
+        else
+            read_list(rp, key, klen, each, done, arg);
+        return;
+    }
+    uint64_t index = 0;
+    int rc = read_point(r, now, &index);
+    if (rc == QC_ENOLEADER) {
+        fail(done, arg, QC_ENOLEADER);
+        return;
+    }
+    if (rc == QC_OK && index <= qc_kv_applied_index(rp->kv)) {
+        read_request(rp, r, kind, key, klen, 1, now, each, done, arg);
+        return;
+    }
+    waiter *w = wait_for(rp, kind, done, arg);
+    uint8_t *copy = klen ? malloc(klen) : NULL;
+    if (!w || (klen && !copy)) {
+        free(copy);
+        if (w)
+            answer(w, QC_ENOMEM, 0);
+        else
+            fail(done, arg, QC_ENOMEM);
+        return;
+    }
+    if (klen) memcpy(copy, key, klen);
+    w->key = copy;
+    w->klen = klen;
+    w->each = each;
+    w->index = rc == QC_OK ? index : 0;
+}
+
+void qc_replica_get(qc_replica *rp, qc_raft *r, const uint8_t *key, size_t klen, int stale,
+                    uint64_t now, qc_kv_done_fn *done, void *arg)
+{
+    read_request(rp, r, WAIT_GET, key, klen, stale, now, NULL, done, arg);
+}
+
+void qc_replica_list(qc_replica *rp, qc_raft *r, const uint8_t *prefix, size_t plen, int stale,
+                     uint64_t now, qc_kv_each_fn *each, qc_kv_done_fn *done, void *arg)
+{
+    read_request(rp, r, WAIT_LIST, prefix, plen, stale, now, each, done, arg);
+}
+
+/* ---- writes ------------------------------------------------------------- */
+
+void qc_replica_write(qc_replica *rp, qc_raft *r, int op, const uint8_t *key, size_t klen,
+                      const uint8_t *value, size_t vlen, int64_t cas, uint64_t now,
+                      qc_kv_done_fn *done, void *arg)
+{
+    int rc = qc_kv_check(rp->kv, klen, op == QC_KV_OP_PUT ? vlen : 0);
+    if (rc) {
+        fail(done, arg, rc == QC_ETOOBIG ? QC_KV_TOOBIG : QC_KV_INVALID);
+        return;
+    }
+    qc_buf cmd = {0};
+    uint64_t id = ++rp->next_request;
+    rc = op == QC_KV_OP_PUT
+             ? qc_kv_encode_put(&cmd, id, rp->cfg.self_id, key, klen, value, vlen, cas)
+             : qc_kv_encode_delete(&cmd, id, rp->cfg.self_id, key, klen, cas);
+    if (rc == QC_OK) rc = qc_raft_propose(r, cmd.data, cmd.len, now, NULL);
+    qc_buf_free(&cmd);
+    if (rc) {
+        fail(done, arg, rc == QC_ENOTLEADER ? QC_ENOLEADER : rc == QC_EINVAL ? QC_KV_INVALID : rc);
+        return;
+    }
+    waiter *w = wait_for(rp, WAIT_WRITE, done, arg);
+    if (!w) {
+        fail(done, arg, QC_ENOMEM); /* it may still commit: nobody waits */
+        return;
+    }
+    w->request_id = id;
+}
+
+static void settle_write(qc_replica *rp, const qc_kv_result *res)
+{
+    if (res->origin != rp->cfg.self_id) return;
+    for (waiter *w = rp->waiting; w; w = w->next) {
+        if (w->kind != WAIT_WRITE || w->request_id != res->request_id) continue;
+        w->settled = 1;
+        w->status = res->status;
+        w->revision = res->revision;
+        return;
+    }
+}
+
+/* ---- persisting and applying --------------------------------------------- */
+
+static void keep_snapshot(qc_replica *rp, uint64_t index, uint64_t term, const uint8_t *data,
+                          size_t len)
+{
+    uint8_t *copy = len ? malloc(len) : NULL;
+    if (len && !copy) return; /* keep the older one: followers get that */
+    if (len) memcpy(copy, data, len);
+    free(rp->snap);
+    rp->snap = copy;
+    rp->snap_len = len;
+    rp->snap_index = index;
+    rp->snap_term = term;
+}
+
+int qc_replica_persist(qc_replica *rp, const qc_ready *rd)
+{
+    if (rd->has_snapshot) {
+        if (qc_kv_restore(rp->kv, rd->snapshot, rd->snapshot_len) != QC_OK) {
+            qc_log(QC_LOG_ERROR, "store", "the leader's snapshot at %llu is corrupt; ignoring it",
+                   (unsigned long long)rd->snapshot_index);
+            return QC_ECORRUPT;
+        }
+        if (qc_wal_save_snapshot(rp->wal, rd->snapshot_index, rd->snapshot_term, rd->snapshot,
+                                 rd->snapshot_len) != QC_OK)
+            return QC_EIO;
+        keep_snapshot(rp, rd->snapshot_index, rd->snapshot_term, rd->snapshot, rd->snapshot_len);
+    }
+    if (!rd->n_entries) return QC_OK;
+    if (qc_wal_append(rp->wal, rd->entries, rd->n_entries) != QC_OK) return QC_EIO;
+    return qc_wal_sync(rp->wal) == QC_OK ? QC_OK : QC_EIO;
+}
+
+void qc_replica_prepare(qc_replica *rp, qc_ready *rd)
+{
+    static qc_entry snap_entry; /* only pointed to until the messages are sent */
+    snap_entry = (qc_entry){.term = rp->snap_term,
+                            .index = rp->snap_index,
+                            .len = (uint32_t)rp->snap_len,
+                            .data = rp->snap};
+    for (size_t i = 0; i < rd->n_msgs; i++) {
+        qc_msg *m = &rd->msgs[i];
+        if (m->type != QC_MSG_SNAPSHOT) continue;
+        m->entries = &snap_entry;
+        m->n_entries = 1;
+        m->index = rp->snap_index;
+        m->log_term = rp->snap_term;
+    }
+}
+
+void qc_replica_apply(qc_replica *rp, qc_raft *r, const qc_ready *rd, uint64_t now)
+{
+    for (size_t i = 0; i < rd->n_committed; i++) {
+        const qc_entry *e = &rd->committed[i];
+        if (e->index <= qc_kv_applied_index(rp->kv)) continue; /* in the snapshot */
+        if (e->type != QC_ENTRY_DATA) {
+            qc_kv_apply_noop(rp->kv, e->index);
+            continue;
+        }
+        qc_kv_result res;
+        if (qc_kv_apply(rp->kv, e->index, e->data, e->len, &res) != QC_OK) {
+            qc_log(QC_LOG_ERROR, "kv", "out of memory applying entry %llu",
+                   (unsigned long long)e->index);
+            continue;
+        }
+        if (res.status == QC_KV_OK && rp->cfg.on_change)
+            rp->cfg.on_change(rp->cfg.ud, res.key, res.klen, res.value, res.vlen,
+                              res.op == QC_KV_OP_PUT, res.revision);
+        settle_write(rp, &res);
+    }
+    settle_reads(rp, r, now);
+}
+
+void qc_replica_maybe_snapshot(qc_replica *rp, qc_raft *r)
+{
+    uint64_t applied = qc_kv_applied_index(rp->kv);
+    if (applied < rp->snap_index + rp->cfg.snapshot_every) return;
+    uint64_t term = qc_raft_term_at(r, applied);
+    qc_buf data = {0};
+    if (!term || qc_kv_snapshot(rp->kv, &data) != QC_OK) {
+        qc_buf_free(&data);
+        return;
+    }
+    if (qc_wal_save_snapshot(rp->wal, applied, term, data.data, data.len) == QC_OK &&
+        qc_raft_compact(r, applied) == QC_OK && qc_wal_compact(rp->wal, applied) == QC_OK) {
+        keep_snapshot(rp, applied, term, data.data, data.len);
+        qc_log(QC_LOG_INFO, "store", "snapshot at %llu (%zu bytes); log compacted",
+               (unsigned long long)applied, data.len);
+    } else {
+        qc_log(QC_LOG_WARN, "store", "snapshot at %llu failed: %s", (unsigned long long)applied,
+               strerror(errno));
+    }
+    qc_buf_free(&data);
+}
+
+/* ---- life cycle --------------------------------------------------------- */
+
+int qc_replica_open(struct ev_loop *loop, const qc_replica_config *cfg, qc_replica **out, char *err,
+                    size_t errlen)
+{
+    qc_replica *rp = calloc(1, sizeof *rp);
+    if (!rp) return QC_ENOMEM;
+    rp->loop = loop;
+    rp->cfg = *cfg;
+    if (!rp->cfg.snapshot_every) rp->cfg.snapshot_every = 10000;
+    if (rp->cfg.request_timeout_s <= 0) rp->cfg.request_timeout_s = 5;
+    int rc = qc_kv_new(NULL, &rp->kv);
+    if (rc == QC_OK) rc = qc_wal_open(cfg->dir, NULL, &rp->wal, &rp->rec);
+    if (rc != QC_OK) {
+        snprintf(err, errlen, "%s", rp->rec.error[0] ? rp->rec.error : qc_strerror(rc));
+        qc_replica_close(rp);
+        return rc;
+    }
+    if (rp->rec.note[0]) qc_log(QC_LOG_WARN, "store", "recovery: %s", rp->rec.note);
+    if (rp->rec.snap_index && qc_kv_restore(rp->kv, rp->rec.snap_data, rp->rec.snap_len) != QC_OK) {
+        snprintf(err, errlen, "%s/snap: the snapshot at %llu is corrupt", cfg->dir,
+                 (unsigned long long)rp->rec.snap_index);
+        qc_replica_close(rp);
+        return QC_ECORRUPT;
+    }
+    if (rp->rec.snap_index)
+        keep_snapshot(rp, rp->rec.snap_index, rp->rec.snap_term, rp->rec.snap_data,
+                      rp->rec.snap_len);
+    *out = rp;
+    return QC_OK;
+}
+
+int qc_replica_restore(qc_replica *rp, qc_raft *r)
+{
+    int rc = qc_raft_restore(r, rp->rec.snap_index, rp->rec.snap_term, rp->rec.entries,
+                             rp->rec.n_entries);
+    qc_log(QC_LOG_INFO, "store", "log recovered: snapshot at %llu, %zu entries after it",
+           (unsigned long long)rp->rec.snap_index, rp->rec.n_entries);
+    qc_wal_recovery_free(&rp->rec);
+    memset(&rp->rec, 0, sizeof rp->rec);
+    return rc;
+}
+
+void qc_replica_close(qc_replica *rp)
+{
+    if (!rp) return;
+    while (rp->waiting) answer(rp->waiting, QC_EBUSY, 0);
+    if (rp->wal) qc_wal_close(rp->wal);
+    qc_wal_recovery_free(&rp->rec);
+    qc_kv_free(rp->kv);
+    free(rp->snap);
+    free(rp);
+}
+
+uint64_t qc_replica_applied(const qc_replica *rp) { return qc_kv_applied_index(rp->kv); }
+double qc_replica_last_sync(const qc_replica *rp) { return qc_wal_last_sync_seconds(rp->wal); }

@@ -1,0 +1,66 @@
+/* The replicated state of a node: the write-ahead log, the KV state machine
+ * and its snapshots, and the client requests waiting on them. The agent
+ * hands it each qc_ready; it persists (fsync) before anything is sent,
+ * applies what committed, and answers waiting writes and reads. It never
+ * decides anything about the log: the consensus core does. */
+#ifndef QC_REPLICA_H
+#define QC_REPLICA_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "kv.h"
+#include "raft.h"
+#include "view.h"
+
+typedef struct qc_replica qc_replica;
+
+/* Applied changes, for hooks. key/value valid during the call only. */
+typedef void qc_replica_change_fn(void *ud, const uint8_t *key, size_t klen, const uint8_t *value,
+                                  size_t vlen, int has_value, uint64_t revision);
+
+typedef struct qc_replica_config {
+    const char *dir;          /* the node's data_dir */
+    uint64_t self_id;         /* origin of this node's proposals */
+    uint64_t snapshot_every;  /* entries applied between snapshots; 0: 10000 */
+    double request_timeout_s; /* a write or read not answered by then: QC_EBUSY */
+    qc_replica_change_fn *on_change;
+    void *ud;
+} qc_replica_config;
+
+/* Opens (and recovers) the log and the state machine. On QC_ECORRUPT or
+ * QC_EIO writes the reason, naming the file, into err. */
+int qc_replica_open(struct ev_loop *loop, const qc_replica_config *cfg, qc_replica **out, char *err,
+                    size_t errlen);
+/* Answers every waiting request with QC_EBUSY and closes the files. */
+void qc_replica_close(qc_replica *rp);
+/* Gives the recovered log to a fresh core (right after qc_raft_new). */
+int qc_replica_restore(qc_replica *rp, qc_raft *r);
+
+/* Persists rd's snapshot and entries (one fsync). QC_EIO: the disk failed
+ * and nothing may be sent; the node must stop. */
+int qc_replica_persist(qc_replica *rp, const qc_ready *rd);
+/* Attaches the snapshot to outgoing snapshot messages. */
+void qc_replica_prepare(qc_replica *rp, qc_ready *rd);
+/* Applies rd's committed entries and marks whoever waited on them. */
+void qc_replica_apply(qc_replica *rp, qc_raft *r, const qc_ready *rd, uint64_t now);
+/* Answers the requests marked (after qc_raft_advance: an answer may bring
+ * the next request, which the core must take outside its ready). */
+void qc_replica_deliver(qc_replica *rp);
+/* Takes a snapshot and compacts when enough was applied (after advance). */
+void qc_replica_maybe_snapshot(qc_replica *rp, qc_raft *r);
+
+/* Client requests (the qc_view KV functions). */
+void qc_replica_write(qc_replica *rp, qc_raft *r, int op, const uint8_t *key, size_t klen,
+                      const uint8_t *value, size_t vlen, int64_t cas, uint64_t now,
+                      qc_kv_done_fn *done, void *arg);
+void qc_replica_get(qc_replica *rp, qc_raft *r, const uint8_t *key, size_t klen, int stale,
+                    uint64_t now, qc_kv_done_fn *done, void *arg);
+void qc_replica_list(qc_replica *rp, qc_raft *r, const uint8_t *prefix, size_t plen, int stale,
+                     uint64_t now, qc_kv_each_fn *each, qc_kv_done_fn *done, void *arg);
+
+uint64_t qc_replica_applied(const qc_replica *rp);
+/* Seconds the last fsync of the log took (for the histogram). */
+double qc_replica_last_sync(const qc_replica *rp);
+
+#endif
