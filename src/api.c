@@ -729,7 +729,7 @@ static const struct {
     {QC_KV_INVALID, 400, "invalid key-value request"},
     {QC_EINVAL, 400, "invalid key-value request"},
     {QC_ENOLEADER, 503, "no leader"},
-    {QC_ENOTLEADER, 503, "no leader"},
+    {QC_ENOTLEADER, 503, "not the leader: send it to the leader (GET /v1/leader)"},
     {QC_EIO, 503, "this node cannot write"},
     {QC_EBUSY, 504, "timed out"},
 };

@@ -134,9 +134,8 @@ static void read_now(qc_replica *rp, waiter *w)
  * once this term's first entry committed), then wait for it to apply. */
 static int read_point(qc_raft *r, uint64_t now, uint64_t *index)
 {
-    int rc = qc_raft_read_index(r, now, index);
-    if (rc == QC_ENOTLEADER) return QC_ENOLEADER;
-    return rc;
+    /* A follower has no read point: stale reads, or ask the leader. */
+    return qc_raft_read_index(r, now, index);
 }
 
 /* Marks reads whose point has been applied (or that can have none now). */
@@ -146,9 +145,9 @@ static void settle_reads(qc_replica *rp, qc_raft *r, uint64_t now)
     for (waiter *w = rp->waiting; w; w = w->next) {
         if (w->kind == WAIT_WRITE || w->settled) continue;
         int rc = w->index ? QC_OK : read_point(r, now, &w->index);
-        if (rc == QC_ENOLEADER) {
+        if (rc == QC_ENOTLEADER) {
             w->settled = 1;
-            w->status = QC_ENOLEADER;
+            w->status = QC_ENOTLEADER;
         } else if (rc == QC_OK && w->index <= applied) {
             w->settled = 1;
             w->status = QC_KV_OK;
@@ -190,8 +189,8 @@ static void read_request(qc_replica *rp, qc_raft *r, int kind, const uint8_t *ke
     }
     uint64_t index = 0;
     int rc = read_point(r, now, &index);
-    if (rc == QC_ENOLEADER) {
-        fail(done, arg, QC_ENOLEADER);
+    if (rc == QC_ENOTLEADER) {
+        fail(done, arg, QC_ENOTLEADER);
         return;
     }
     if (rc == QC_OK && index <= qc_kv_applied_index(rp->kv)) {
@@ -246,7 +245,7 @@ void qc_replica_write(qc_replica *rp, qc_raft *r, int op, const uint8_t *key, si
     if (rc == QC_OK) rc = qc_raft_propose(r, cmd.data, cmd.len, now, NULL);
     qc_buf_free(&cmd);
     if (rc) {
-        fail(done, arg, rc == QC_ENOTLEADER ? QC_ENOLEADER : rc == QC_EINVAL ? QC_KV_INVALID : rc);
+        fail(done, arg, rc == QC_EINVAL ? QC_KV_INVALID : rc);
         return;
     }
     waiter *w = wait_for(rp, WAIT_WRITE, done, arg);
