@@ -243,6 +243,69 @@ return {
 }
 ]]
 
+-- ---- key-value store helpers (additive) ----
+
+-- Percent-encodes every byte outside [A-Za-z0-9._~/-] of a key or prefix.
+function M.url_key(key)
+  return (key:gsub("[^%w%._~/%-]", function(ch) return string.format("%%%02X", ch:byte()) end))
+end
+
+-- A decoded KV answer with an integer revision (cjson gives floats).
+local function kv_body(body)
+  local t = cjson.decode(body)
+  if type(t) ~= "table" then return body end
+  if type(t.revision) == "number" then t.revision = math.tointeger(t.revision) or t.revision end
+  return t
+end
+
+-- PUT /v1/kv/KEY[?query]: status, decoded JSON body (or the raw body).
+function M.kv_put(api, key, value, query)
+  local status, body = M.http(api, "PUT", "/v1/kv/" .. M.url_key(key) .. (query or ""), value)
+  return status, kv_body(body)
+end
+
+-- GET /v1/kv/KEY[?query]: status, value, revision (a number, or nil).
+function M.kv_get(api, key, query)
+  local status, body, hdrs = M.http(api, "GET", "/v1/kv/" .. M.url_key(key) .. (query or ""))
+  local rev = hdrs and hdrs["x-qcluster-revision"]
+  return status, body, tonumber(rev)
+end
+
+-- DELETE /v1/kv/KEY[?query]: status, decoded JSON body (or the raw body).
+function M.kv_delete(api, key, query)
+  local status, body = M.http(api, "DELETE", "/v1/kv/" .. M.url_key(key) .. (query or ""))
+  return status, kv_body(body)
+end
+
+-- The data_dir of node i under the cluster dir (the default location).
+function M.data_dir(c, i)
+  return c.dir .. "/qcluster-data/" .. c.nodes[i].id
+end
+
+-- The WAL segment files of node i, oldest first (names are hex first indexes
+-- of equal width, so name order is index order).
+function M.wal_segments(c, i)
+  local t = {}
+  local p = io.popen("ls " .. M.data_dir(c, i) .. "/wal 2>/dev/null")
+  for name in p:lines() do
+    if name:match("%.seg$") then t[#t + 1] = M.data_dir(c, i) .. "/wal/" .. name end
+  end
+  p:close()
+  table.sort(t)
+  return t
+end
+
+-- Runs node i's agent in the foreground for at most `seconds` (then SIGKILL
+-- by timeout(1), which ends its own child by PID) and returns its exit code
+-- (137 when it had to be killed). For agents expected to refuse to start.
+function M.run_once(c, i, seconds)
+  local node = c.nodes[i]
+  local _, _, code = os.execute(string.format(
+    "cd %s && QC_EVENTS=%s timeout -s KILL %d %s/bin/qcluster agent %s >>%s 2>&1",
+    c.dir, node.events, seconds or 15, M.root, node.config, node.log))
+  return code
+end
+
 M.root = os.getenv("PWD")
 
 return M

@@ -40,3 +40,72 @@ describe("examples/bare_minimum", function()
     assert.are_not.equal(leader, new)
   end)
 end)
+
+describe("examples/replicated_config", function()
+  local c
+
+  local function mode_of(i)
+    return ((A.read(c.dir .. "/" .. c.nodes[i].id .. ".mode") or ""):gsub("%s+$", ""))
+  end
+
+  local function generation(v)
+    return tonumber(v:match("^primary%-on%-[%w_]+ %(generation (%d+)%)$"))
+  end
+
+  -- Waits until every live node's file holds the same setting, published by
+  -- the agreed leader; returns it.
+  local function settled(leader)
+    return A.wait_for(function()
+      local v
+      for i = 1, 3 do
+        if c.nodes[i].pid then
+          local m = mode_of(i)
+          if not m:find("^primary%-on%-" .. leader .. " ") then return nil end
+          if v and v ~= m then return nil end
+          v = m
+        end
+      end
+      return v
+    end, 10)
+  end
+
+  setup(function()
+    local dir = A.sh("mktemp -d /tmp/qc-example-XXXXXX"):gsub("%s+$", "")
+    os.execute("cp examples/replicated_config/*.lua " .. dir)
+    c = { n = 3, dir = dir, nodes = {} }
+    for i, name in ipairs { "server_a", "server_b", "server_c" } do
+      c.nodes[i] = { id = name, config = dir .. "/" .. name .. ".lua", api = "127.0.0.1:" .. (8100 + i),
+        log = dir .. "/" .. name .. ".log", events = dir .. "/" .. name .. ".events" }
+    end
+    A.start_all(c)
+  end)
+
+  teardown(function() A.stop(c) end)
+
+  it("the leader publishes config/mode and every node sees it", function()
+    local leader = A.must_leader(c)
+    local v = settled(leader)
+    assert.is_truthy(v, "files: " .. mode_of(1) .. " | " .. mode_of(2) .. " | " .. mode_of(3))
+    assert.is_number(generation(v))
+    for i = 1, 3 do
+      assert.is_truthy((A.read(c.nodes[i].log) or ""):find("config/mode is now " .. v, 1, true))
+    end
+    local status, value = A.kv_get(c.nodes[A.index_of(c, leader)].api, "config/mode")
+    assert.are.equal(200, status)
+    assert.are.equal(v, value)
+  end)
+
+  it("survives a fail-over: the new leader reads the setting and bumps it", function()
+    local leader = A.must_leader(c)
+    local before = assert(settled(leader))
+    A.signal(c, A.index_of(c, leader), "KILL")
+    local new = A.must_leader(c)
+    assert.are_not.equal(leader, new)
+    local after = settled(new)
+    assert.is_truthy(after, "files: " .. mode_of(1) .. " | " .. mode_of(2) .. " | " .. mode_of(3))
+    assert.is_true(generation(after) > generation(before), before .. " -> " .. after)
+    local status, value = A.kv_get(c.nodes[A.index_of(c, new)].api, "config/mode")
+    assert.are.equal(200, status)
+    assert.are.equal(after, value)
+  end)
+end)
