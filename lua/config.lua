@@ -17,6 +17,7 @@ M.DEFAULTS = {
   heartbeat_ms = 50,
   election_timeout_ms = 300,
   log_level = "info",
+  snapshot_entries = 10000,
   role = "voter",
   priority = 1,
   preempt = false,
@@ -28,6 +29,7 @@ M.DEFAULTS = {
 local KEYS = {
   "identifier", "listen_host", "listen_port", "peers", "metadata", "api_host",
   "api_port", "data_dir", "heartbeat_ms", "election_timeout_ms", "hook_timeout_ms",
+  "snapshot_entries",
   "hooks", "log_level", "secret", "secret_file", "api_token", "role", "priority",
   "join", "preempt", "preempt_delay_ms", "max_voters", "leave_on_stop", "reap_after",
 }
@@ -315,6 +317,7 @@ local function timing(c, out)
   local hook = c.hook_timeout_ms
   if hook == nil then hook = math.max(1, i // 3) end
   out.hook_timeout_ms = integer("hook_timeout_ms", hook, 1, 3600000)
+  out.snapshot_entries = integer("snapshot_entries", c.snapshot_entries, 1, 1000000000)
 end
 
 local function api(c, out)

@@ -675,6 +675,7 @@ static int open_replica(qc_agent *a)
     qc_replica_config rc = {.dir = a->cfg.data_dir,
                             .self_id = a->self_id,
                             .request_timeout_s = 5,
+                            .snapshot_every = (uint64_t)a->cfg.snapshot_entries,
                             .on_change = on_kv_change,
                             .ud = a};
     int code = qc_replica_open(a->loop, &rc, &a->replica, err, sizeof err);

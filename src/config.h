@@ -29,6 +29,7 @@ typedef struct qc_config {
     int heartbeat_ms;
     int election_timeout_ms;
     int hook_timeout_ms;
+    int snapshot_entries; /* applied entries between snapshots */
     char *hooks_path; /* resolved against dir; NULL when none */
     int log_level;    /* QC_LOG_... */
     char *secret;     /* NULL when none */

@@ -295,6 +295,8 @@ int qc_replica_persist(qc_replica *rp, const qc_ready *rd)
                                  rd->snapshot_len) != QC_OK)
             return QC_EIO;
         keep_snapshot(rp, rd->snapshot_index, rd->snapshot_term, rd->snapshot, rd->snapshot_len);
+        qc_log(QC_LOG_INFO, "store", "installed the leader's snapshot at %llu (%zu bytes)",
+               (unsigned long long)rd->snapshot_index, rd->snapshot_len);
     }
     if (!rd->n_entries) return QC_OK;
     if (qc_wal_append(rp->wal, rd->entries, rd->n_entries) != QC_OK) return QC_EIO;
