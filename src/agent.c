@@ -669,6 +669,31 @@ static void on_kv_change(void *ud, const uint8_t *key, size_t klen, const uint8_
                              .revision = revision});
 }
 
+/* A follower's write: through the leader's link (it proposes it). */
+static int forward_to_leader(void *ud, const uint8_t *cmd, size_t len)
+{
+    qc_agent *a = ud;
+    uint64_t leader = leader_id(a);
+    if (!leader || leader == a->self_id) return -1;
+    return qc_net_forward(a->net, leader, cmd, len) == QC_OK ? 0 : -1;
+}
+
+/* The leader takes a follower's write: a valid command is proposed as is. */
+static void on_forward(void *ud, uint64_t peer, const uint8_t *data, size_t len)
+{
+    qc_agent *a = ud;
+    qc_kv_cmd cmd;
+    if (qc_kv_decode(data, len, &cmd) != QC_OK || cmd.origin != peer) {
+        qc_log(QC_LOG_WARN, "kv", "dropped a malformed write forwarded by %s", name_of(a, peer));
+        return;
+    }
+    int rc = qc_raft_propose(a->raft, data, len, qc_now_ms(), NULL);
+    if (rc) /* the follower times out and its client may retry */
+        qc_log(QC_LOG_DEBUG, "kv", "write forwarded by %s not taken: %s", name_of(a, peer),
+               qc_strerror(rc));
+    process(a);
+}
+
 static int open_replica(qc_agent *a)
 {
     char err[512];
@@ -677,6 +702,7 @@ static int open_replica(qc_agent *a)
                             .request_timeout_s = 5,
                             .snapshot_every = (uint64_t)a->cfg.snapshot_entries,
                             .on_change = on_kv_change,
+                            .forward = forward_to_leader,
                             .ud = a};
     int code = qc_replica_open(a->loop, &rc, &a->replica, err, sizeof err);
     if (code != QC_OK)
@@ -699,7 +725,8 @@ static int start_services(qc_agent *a)
                            .on_msg = on_msg,
                            .on_hello = on_hello,
                            .on_link = on_link,
-                           .on_peer_closed = on_peer_closed};
+                           .on_peer_closed = on_peer_closed,
+                           .on_forward = on_forward};
     /* net and api log why they cannot listen themselves. */
     if (qc_net_new(a->loop, &nc, &cb, a->metrics, &a->net) != QC_OK) return QC_EIO;
     for (size_t i = 0; i < a->n_members; i++) {

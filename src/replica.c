@@ -243,6 +243,10 @@ void qc_replica_write(qc_replica *rp, qc_raft *r, int op, const uint8_t *key, si
              ? qc_kv_encode_put(&cmd, id, rp->cfg.self_id, key, klen, value, vlen, cas)
              : qc_kv_encode_delete(&cmd, id, rp->cfg.self_id, key, klen, cas);
     if (rc == QC_OK) rc = qc_raft_propose(r, cmd.data, cmd.len, now, NULL);
+    /* A follower forwards it; it learns the outcome when the entry applies. */
+    if (rc == QC_ENOTLEADER && rp->cfg.forward &&
+        rp->cfg.forward(rp->cfg.ud, cmd.data, cmd.len) == 0)
+        rc = QC_OK;
     qc_buf_free(&cmd);
     if (rc) {
         fail(done, arg, rc == QC_EINVAL ? QC_KV_INVALID : rc);

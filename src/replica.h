@@ -25,6 +25,8 @@ typedef struct qc_replica_config {
     uint64_t snapshot_every;  /* entries applied between snapshots; 0: 10000 */
     double request_timeout_s; /* a write or read not answered by then: QC_EBUSY */
     qc_replica_change_fn *on_change;
+    /* Hands an encoded command to the leader (0: on its way); NULL: none. */
+    int (*forward)(void *ud, const uint8_t *cmd, size_t len);
     void *ud;
 } qc_replica_config;
 

@@ -426,6 +426,11 @@ static int is_torn(const uint8_t *buf, size_t size, size_t off, int st, size_t r
 {
     if (all_zero(buf + off, size - off)) return 1;
     if (st == REC_SHORT) return !valid_record_after(buf, size, off + 1);
+    /* Zeros where a record should start: sectors that never reached the
+     * disk, followed by a partial write. Torn, unless a whole record
+     * follows (then the zeros are damage inside the log). */
+    if ((st == REC_MAGIC || st == REC_LENGTH) && buf[off] == 0)
+        return !valid_record_after(buf, size, off + 1);
     if (st != REC_CRC) return 0;
     return all_zero(buf + off + rsz, size - off - rsz) && has_zero_sector(buf, off, rsz);
 }

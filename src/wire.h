@@ -16,7 +16,9 @@
 #define QC_WIRE_HEADER 12
 #define QC_WIRE_MAX_PAYLOAD (8u << 20) /* 8 MiB: the frame size limit */
 
-enum { QC_FRAME_HELLO = 1, QC_FRAME_RAFT = 2 };
+/* FORWARD: a follower hands the leader an encoded KV command to propose;
+ * the follower learns the outcome by applying the committed entry. */
+enum { QC_FRAME_HELLO = 1, QC_FRAME_RAFT = 2, QC_FRAME_FORWARD = 3 };
 
 typedef struct qc_hello {
     char *identifier; /* owned */
@@ -35,6 +37,8 @@ void qc_buf_free(qc_buf *b);
 /* Appends one whole frame (header and payload) to out. */
 int qc_wire_encode_msg(const qc_msg *m, qc_buf *out);
 int qc_wire_encode_hello(const char *identifier, const char *metadata, qc_buf *out);
+/* Appends a FORWARD frame carrying payload as it is. */
+int qc_wire_encode_forward(const void *payload, size_t len, qc_buf *out);
 
 /* Parses the header in buf[0..QC_WIRE_HEADER). 0 and *type, *payload_len
  * when valid; QC_EINVAL (bad magic/version/type), QC_ETOOBIG (length). */

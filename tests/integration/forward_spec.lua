@@ -1,0 +1,38 @@
+-- A write sent to a follower is forwarded to the leader and answered after
+-- commit, like one sent to the leader.
+local A = require("agents")
+local cjson = require("cjson.safe")
+
+describe("writes through a follower", function()
+  local c
+
+  setup(function()
+    c = A.cluster(3)
+    A.start_all(c)
+  end)
+
+  teardown(function() A.stop(c) end)
+
+  it("are forwarded to the leader, committed, and answered with the revision", function()
+    local leader = A.must_leader(c)
+    local li = A.index_of(c, leader)
+    local follower = c.nodes[li % 3 + 1].api
+    local status, body = A.http(follower, "PUT", "/v1/kv/via-follower", "hello")
+    assert.are.equal(200, status, body)
+    local rev = cjson.decode(body).revision
+    assert.is_true(rev > 0)
+    local s2, b2, h2 = A.http(c.nodes[li].api, "GET", "/v1/kv/via-follower")
+    assert.are.equal(200, s2)
+    assert.are.equal("hello", b2)
+    assert.are.equal(string.format("%d", rev), h2["x-qcluster-revision"])
+    status, body = A.http(follower, "PUT", "/v1/kv/via-follower?cas=0", "again")
+    assert.are.equal(409, status, body)
+    status = A.http(follower, "DELETE", "/v1/kv/via-follower")
+    assert.are.equal(200, status)
+    local out, code = A.cli("kv put cli-key cli-value", follower)
+    assert.are.equal(0, code, out)
+    out, code = A.cli("kv get cli-key", c.nodes[li].api)
+    assert.are.equal(0, code)
+    assert.are.equal("cli-value", out)
+  end)
+end)
