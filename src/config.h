@@ -30,10 +30,10 @@ typedef struct qc_config {
     int election_timeout_ms;
     int hook_timeout_ms;
     int snapshot_entries; /* applied entries between snapshots */
-    char *hooks_path; /* resolved against dir; NULL when none */
-    int log_level;    /* QC_LOG_... */
-    char *secret;     /* NULL when none */
-    char *api_token;  /* NULL when none */
+    char *hooks_path;     /* resolved against dir; NULL when none */
+    int log_level;        /* QC_LOG_... */
+    char *secret;         /* NULL when none */
+    char *api_token;      /* NULL when none */
 } qc_config;
 
 /* Default timings (documented in the README). */
