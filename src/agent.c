@@ -61,6 +61,7 @@ struct qc_agent {
     uint64_t self_id;
     qc_view view;
     ev_timer raft_timer;
+    ev_prepare batch; /* runs process() once all of a loop turn's input is in */
     ev_signal sig_term, sig_int, sig_hup;
     pending_transfer *transfers;
     qc_replica *replica;
@@ -231,6 +232,7 @@ static void refresh_metrics(void *ud)
 }
 
 static void process(qc_agent *a);
+static void kick(qc_agent *a);
 static const char *name_of(qc_agent *a, uint64_t id);
 
 static void transfer_finish(qc_agent *a, pending_transfer *t, int rc)
@@ -284,7 +286,7 @@ static int start_transfer(qc_agent *a, uint64_t target, int reason, qc_transfer_
     t->timer.data = t;
     ev_timer_start(a->loop, &t->timer);
     a->transfers = t;
-    process(a);
+    kick(a);
     return QC_OK;
 }
 
@@ -323,7 +325,7 @@ static void view_kv_put(void *ud, const uint8_t *key, size_t klen, const uint8_t
     }
     qc_replica_write(a->replica, a->raft, QC_KV_OP_PUT, key, klen, value, vlen, cas, qc_now_ms(),
                      done, arg);
-    process(a);
+    kick(a);
 }
 
 static void view_kv_delete(void *ud, const uint8_t *key, size_t klen, int64_t cas,
@@ -337,7 +339,7 @@ static void view_kv_delete(void *ud, const uint8_t *key, size_t klen, int64_t ca
     }
     qc_replica_write(a->replica, a->raft, QC_KV_OP_DELETE, key, klen, NULL, 0, cas, qc_now_ms(),
                      done, arg);
-    process(a);
+    kick(a);
 }
 
 static void view_kv_get(void *ud, const uint8_t *key, size_t klen, int stale, qc_kv_done_fn *done,
@@ -496,6 +498,21 @@ static void process(qc_agent *a)
     arm_timer(a);
 }
 
+static void on_batch(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    ev_prepare_stop(loop, w);
+    process(w->data);
+}
+
+/* Input reached the core: carry its outputs out at the end of this loop
+ * turn, so that every message and request of the turn shares one fsync
+ * (group commit) and one batch of messages. */
+static void kick(qc_agent *a)
+{
+    if (!ev_is_active(&a->batch)) ev_prepare_start(a->loop, &a->batch);
+}
+
 static void on_raft_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -514,7 +531,7 @@ static void on_msg(void *ud, const qc_msg *m)
     if (rc && rc != QC_ENOMEM)
         qc_log(QC_LOG_DEBUG, "raft", "dropped %s from %s: %s", qc_raft_msg_name(m->type),
                name_of(a, m->from), qc_strerror(rc));
-    process(a);
+    kick(a);
 }
 
 static void on_hello(void *ud, uint64_t peer, const char *metadata)
@@ -537,7 +554,7 @@ static void on_peer_closed(void *ud, uint64_t peer)
 {
     qc_agent *a = ud;
     qc_raft_link(a->raft, peer, QC_LINK_GONE, qc_now_ms());
-    process(a);
+    kick(a);
 }
 
 static void on_link(void *ud, uint64_t peer, int up)
@@ -553,7 +570,7 @@ static void on_link(void *ud, uint64_t peer, int up)
     qc_peer_info p;
     member_info(a, m, &p);
     fire(a, &(qc_hook_event){.hook = up ? "on_peer_up" : "on_peer_down", .peer = &p});
-    process(a);
+    kick(a);
 }
 
 /* ---- signals and life cycle ------------------------------------------- */
@@ -691,7 +708,7 @@ static void on_forward(void *ud, uint64_t peer, const uint8_t *data, size_t len)
     if (rc) /* the follower times out and its client may retry */
         qc_log(QC_LOG_DEBUG, "kv", "write forwarded by %s not taken: %s", name_of(a, peer),
                qc_strerror(rc));
-    process(a);
+    kick(a);
 }
 
 static int open_replica(qc_agent *a)
@@ -784,6 +801,7 @@ static void free_agent(qc_agent *a)
     if (a->api) qc_api_free(a->api);
     if (a->net) qc_net_free(a->net);
     ev_timer_stop(a->loop, &a->raft_timer);
+    ev_prepare_stop(a->loop, &a->batch);
     ev_signal_stop(a->loop, &a->sig_term);
     ev_signal_stop(a->loop, &a->sig_int);
     ev_signal_stop(a->loop, &a->sig_hup);
@@ -833,6 +851,8 @@ static int init_agent(qc_agent *a)
     declare_metrics(a->metrics);
     ev_init(&a->raft_timer, on_raft_timer);
     a->raft_timer.data = a;
+    ev_prepare_init(&a->batch, on_batch);
+    a->batch.data = a;
     return qc_lua_new(a->loop, &a->view, a->metrics, &a->lua);
 }
 
