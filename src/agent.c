@@ -462,12 +462,24 @@ static void disk_failed(qc_agent *a)
     ev_break(a->loop, EVBREAK_ALL);
 }
 
+static void send_all(qc_agent *a, const qc_ready *rd)
+{
+    for (size_t i = 0; i < rd->n_msgs; i++) qc_net_send(a->net, &rd->msgs[i]);
+}
+
 static void process(qc_agent *a)
 {
     if (a->exit_code) return;
     while (qc_raft_has_ready(a->raft)) {
         qc_ready rd;
         qc_raft_ready(a->raft, &rd);
+        /* A leader may send its new entries while it writes them (it counts
+         * itself only once they are on disk); everything else, votes above
+         * all, leaves only after the write. */
+        int early = qc_raft_role(a->raft) == QC_ROLE_LEADER && !rd.hard_state_changed &&
+                    !rd.has_snapshot && !a->store_failing;
+        qc_replica_prepare(a->replica, &rd);
+        if (early) send_all(a, &rd);
         if (qc_replica_persist(a->replica, &rd) == QC_EIO) {
             disk_failed(a);
             return;
@@ -475,9 +487,7 @@ static void process(qc_agent *a)
         if (rd.n_entries)
             qc_metrics_observe(a->metrics, "qcluster_fsync_duration_seconds",
                                qc_replica_last_sync(a->replica));
-        qc_replica_prepare(a->replica, &rd);
-        if (persist(a, &rd))
-            for (size_t i = 0; i < rd.n_msgs; i++) qc_net_send(a->net, &rd.msgs[i]);
+        if (!early && persist(a, &rd)) send_all(a, &rd);
         qc_replica_apply(a->replica, a->raft, &rd, qc_now_ms());
         /* Events refer to state the core holds now: copy them out first,
          * since hooks never run inline but transfers may settle inline. */
