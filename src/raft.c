@@ -49,6 +49,7 @@ struct qc_raft {
     int broadcast;                        /* new entries wait to be sent */
     uint64_t last_now;                    /* time of the last proposal, for the broadcast */
     uint64_t recovered_commit;
+    uint64_t leader_since; /* when this node last became leader */
     uint64_t transferee, transfer_deadline, transfer_reason;
     uint8_t *snapshot; /* a snapshot received to install, until advance */
     size_t snapshot_len;
@@ -283,6 +284,11 @@ int qc_raft_is_leader(const qc_raft *r, uint64_t now)
     return r->role == QC_ROLE_LEADER && now < qc_raft_lease_until(r);
 }
 
+/* A new leader may gather answers for one election timeout before a lapsed
+ * lease makes it step down (it never claims to lead without one: only
+ * qc_raft_is_leader() says so). */
+static uint64_t lease_grace(const qc_raft *r) { return r->leader_since + r->election_ms; }
+
 /* Whether a vote or pre-vote in m may be granted despite the lease we honour. */
 static int lease_allows(const qc_raft *r, const qc_msg *m, uint64_t now)
 {
@@ -440,6 +446,7 @@ static void become_leader(qc_raft *r, uint64_t now)
 {
     uint64_t prev = r->last_leader;
     r->role = QC_ROLE_LEADER;
+    r->leader_since = now;
     r->fast_deadline = 0;
     r->campaign_flags = 0;
     r->sticky_id = r->id;
@@ -789,7 +796,7 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
     switch (r->role) {
     case QC_ROLE_LEADER:
 #ifndef QC_MUTANT_NO_CHECK_QUORUM
-        if (!qc_raft_is_leader(r, now)) {
+        if (!qc_raft_is_leader(r, now) && now >= lease_grace(r)) {
             become_follower(r, r->term, 0, QC_DEMOTE_LOST_QUORUM, now);
             return;
         }
@@ -832,7 +839,10 @@ void qc_raft_link(qc_raft *r, uint64_t peer, int state, uint64_t now)
     p->acked_ctx = 0;
     if (state == QC_LINK_GONE) p->gone = 1;
     if (r->role == QC_ROLE_LEADER) {
-        qc_raft_tick(r, now); /* steps down if a majority is gone */
+        /* Links to a majority closed: nobody can renew our lease. */
+        size_t up = 1;
+        for (size_t i = 0; i < r->n_peers; i++) up += r->peers[i].link_up;
+        if (up < quorum(r)) become_follower(r, r->term, 0, QC_DEMOTE_LOST_QUORUM, now);
         return;
     }
 #ifdef QC_MUTANT_FAST_ON_DOWN
@@ -1054,8 +1064,9 @@ void qc_raft_advance(qc_raft *r)
 uint64_t qc_raft_next_deadline(const qc_raft *r)
 {
     if (r->role == QC_ROLE_LEADER) {
-        uint64_t lease = qc_raft_lease_until(r);
-        return lease < r->heartbeat_deadline ? lease : r->heartbeat_deadline;
+        uint64_t lease = qc_raft_lease_until(r), grace = lease_grace(r);
+        uint64_t lapse = lease > grace ? lease : grace;
+        return lapse < r->heartbeat_deadline ? lapse : r->heartbeat_deadline;
     }
     if (r->fast_deadline && r->fast_deadline < r->election_deadline) return r->fast_deadline;
     return r->election_deadline;
