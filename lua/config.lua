@@ -18,6 +18,8 @@ M.DEFAULTS = {
   election_timeout_ms = 300,
   log_level = "info",
   snapshot_entries = 10000,
+  kv_max_key_bytes = 1024,
+  kv_max_value_bytes = 1048576,
   role = "voter",
   priority = 1,
   preempt = false,
@@ -29,7 +31,7 @@ M.DEFAULTS = {
 local KEYS = {
   "identifier", "listen_host", "listen_port", "peers", "metadata", "api_host",
   "api_port", "data_dir", "heartbeat_ms", "election_timeout_ms", "hook_timeout_ms",
-  "snapshot_entries",
+  "snapshot_entries", "kv_max_key_bytes", "kv_max_value_bytes",
   "hooks", "log_level", "secret", "secret_file", "api_token", "role", "priority",
   "join", "preempt", "preempt_delay_ms", "max_voters", "leave_on_stop", "reap_after",
 }
@@ -318,6 +320,9 @@ local function timing(c, out)
   if hook == nil then hook = math.max(1, i // 3) end
   out.hook_timeout_ms = integer("hook_timeout_ms", hook, 1, 3600000)
   out.snapshot_entries = integer("snapshot_entries", c.snapshot_entries, 1, 1000000000)
+  out.kv_max_key_bytes = integer("kv_max_key_bytes", c.kv_max_key_bytes, 1, 65536)
+  -- a snapshot travels in one frame (8 MiB): keep a value well under it
+  out.kv_max_value_bytes = integer("kv_max_value_bytes", c.kv_max_value_bytes, 0, 4194304)
 end
 
 local function api(c, out)

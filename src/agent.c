@@ -728,6 +728,8 @@ static int open_replica(qc_agent *a)
                             .self_id = a->self_id,
                             .request_timeout_s = 5,
                             .snapshot_every = (uint64_t)a->cfg.snapshot_entries,
+                            .max_key = (size_t)a->cfg.kv_max_key,
+                            .max_value = (size_t)a->cfg.kv_max_value,
                             .on_change = on_kv_change,
                             .forward = forward_to_leader,
                             .ud = a};
@@ -761,10 +763,11 @@ static int start_services(qc_agent *a)
         if (qc_net_add_peer(a->net, m->identifier, m->host, m->port) != QC_OK) return QC_ENOMEM;
     }
     if (a->cfg.api_port == 0) return QC_OK;
-    return qc_api_new(a->loop, a->cfg.api_host, a->cfg.api_port, &a->view, a->metrics,
-                      a->cfg.api_token, &a->api) == QC_OK
-               ? QC_OK
-               : QC_EIO;
+    if (qc_api_new(a->loop, a->cfg.api_host, a->cfg.api_port, &a->view, a->metrics,
+                   a->cfg.api_token, &a->api) != QC_OK)
+        return QC_EIO;
+    qc_api_set_max_value(a->api, (size_t)a->cfg.kv_max_value);
+    return QC_OK;
 }
 
 static void start_signals(qc_agent *a)

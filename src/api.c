@@ -93,6 +93,7 @@ struct qc_api {
     const qc_view *view;
     qc_metrics *metrics;
     char *token;
+    size_t max_kv_body; /* largest PUT /v1/kv body taken */
     int fd;
     ev_io accept_w;
     ev_prepare reaper;
@@ -1080,14 +1081,14 @@ static const struct route *route_find(const req *r)
     return NULL;
 }
 
-/* PUT /v1/kv/KEY carries a value: it may send up to QC_API_MAX_KV_BODY. */
+/* PUT /v1/kv/KEY carries a value: it may send up to max_kv_body. */
 static size_t body_limit(conn *c, int method)
 {
     static const char kv[] = "/v1/kv/";
     req r;
     if (method == HTTP_PUT && split_url(c, &r) == 0 && r.path_len >= sizeof kv - 1 &&
         memcmp(r.path, kv, sizeof kv - 1) == 0)
-        return QC_API_MAX_KV_BODY;
+        return c->api->max_kv_body;
     return QC_API_MAX_BODY;
 }
 
@@ -1437,6 +1438,7 @@ int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *
 {
     if (!loop || !view || !out || port < 0 || port > 65535) return QC_EINVAL;
     qc_api *a = calloc(1, sizeof *a);
+    if (a) a->max_kv_body = QC_API_MAX_KV_BODY;
     if (!a) return QC_ENOMEM;
     a->loop = loop;
     a->view = view;
@@ -1458,6 +1460,11 @@ int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *
     ev_io_start(loop, &a->accept_w);
     *out = a;
     return QC_OK;
+}
+
+void qc_api_set_max_value(qc_api *a, size_t bytes)
+{
+    a->max_kv_body = bytes + 64 * 1024; /* a bigger one is answered 413 */
 }
 
 void qc_api_notify(qc_api *a)

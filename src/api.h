@@ -26,6 +26,9 @@ int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *
                qc_metrics *metrics, const char *token, qc_api **out);
 /* Answers parked requests, closes every connection, frees everything. */
 void qc_api_free(qc_api *a);
+/* The largest KV value the store takes: PUT bodies up to it (and a margin)
+ * are read, bigger ones get 413. Default QC_KV_MAX_VALUE_DEFAULT. */
+void qc_api_set_max_value(qc_api *a, size_t bytes);
 /* The leader or the term changed: parked /v1/leader?wait requests re-check. */
 void qc_api_notify(qc_api *a);
 

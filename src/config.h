@@ -30,6 +30,8 @@ typedef struct qc_config {
     int election_timeout_ms;
     int hook_timeout_ms;
     int snapshot_entries; /* applied entries between snapshots */
+    int kv_max_key;       /* bytes */
+    int kv_max_value;     /* bytes */
     char *hooks_path;     /* resolved against dir; NULL when none */
     int log_level;        /* QC_LOG_... */
     char *secret;         /* NULL when none */

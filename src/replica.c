@@ -380,7 +380,8 @@ int qc_replica_open(struct ev_loop *loop, const qc_replica_config *cfg, qc_repli
     rp->cfg = *cfg;
     if (!rp->cfg.snapshot_every) rp->cfg.snapshot_every = 10000;
     if (rp->cfg.request_timeout_s <= 0) rp->cfg.request_timeout_s = 5;
-    int rc = qc_kv_new(NULL, &rp->kv);
+    qc_kv_config kc = {.max_key = cfg->max_key, .max_value = cfg->max_value};
+    int rc = qc_kv_new(&kc, &rp->kv);
     if (rc == QC_OK) rc = qc_wal_open(cfg->dir, NULL, &rp->wal, &rp->rec);
     if (rc != QC_OK) {
         snprintf(err, errlen, "%s", rp->rec.error[0] ? rp->rec.error : qc_strerror(rc));

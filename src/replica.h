@@ -20,10 +20,11 @@ typedef void qc_replica_change_fn(void *ud, const uint8_t *key, size_t klen, con
                                   size_t vlen, int has_value, uint64_t revision);
 
 typedef struct qc_replica_config {
-    const char *dir;          /* the node's data_dir */
-    uint64_t self_id;         /* origin of this node's proposals */
-    uint64_t snapshot_every;  /* entries applied between snapshots; 0: 10000 */
-    double request_timeout_s; /* a write or read not answered by then: QC_EBUSY */
+    const char *dir;           /* the node's data_dir */
+    uint64_t self_id;          /* origin of this node's proposals */
+    uint64_t snapshot_every;   /* entries applied between snapshots; 0: 10000 */
+    size_t max_key, max_value; /* KV limits; 0: the defaults */
+    double request_timeout_s;  /* a write or read not answered by then: QC_EBUSY */
     qc_replica_change_fn *on_change;
     /* Hands an encoded command to the leader (0: on its way); NULL: none. */
     int (*forward)(void *ud, const uint8_t *cmd, size_t len);

@@ -36,3 +36,24 @@ describe("writes through a follower", function()
     assert.are.equal("cli-value", out)
   end)
 end)
+
+describe("configured key-value limits", function()
+  local c
+
+  setup(function()
+    c = A.cluster(3, { extra = { kv_max_key_bytes = 8, kv_max_value_bytes = 10 } })
+    A.start_all(c)
+  end)
+
+  teardown(function() A.stop(c) end)
+
+  it("refuse a key or a value over them with 413, on the leader and through a follower", function()
+    local leader = A.must_leader(c)
+    local li = A.index_of(c, leader)
+    for _, api in ipairs { c.nodes[li].api, c.nodes[li % 3 + 1].api } do
+      assert.are.equal(200, (A.http(api, "PUT", "/v1/kv/k", string.rep("x", 10))))
+      assert.are.equal(413, (A.http(api, "PUT", "/v1/kv/k", string.rep("x", 11))))
+      assert.are.equal(413, (A.http(api, "PUT", "/v1/kv/longkey12", "v")))
+    end
+  end)
+end)
