@@ -65,7 +65,6 @@ struct qc_agent {
     ev_signal sig_term, sig_int, sig_hup;
     pending_transfer *transfers;
     qc_replica *replica;
-    int store_failing;
     int exit_code; /* non-zero: stopping after a failure */
     const char *stop_reason;
 };
@@ -421,22 +420,12 @@ static void handle_event(qc_agent *a, const qc_event *e)
 }
 
 /* The hard state must be on disk before any message that depends on it
- * leaves; while it cannot be written, nothing is sent at all. */
-static int persist(qc_agent *a, const qc_ready *rd)
+ * leaves. 0 when it could not be written. */
+static int persist_hard_state(qc_agent *a, const qc_ready *rd)
 {
-    if (!rd->hard_state_changed && !a->store_failing) return 1;
+    if (!rd->hard_state_changed) return 1;
     qc_hard_state hs = rd->hs;
-    if (qc_store_save(a->store, &hs) == QC_OK) {
-        if (a->store_failing) qc_log(QC_LOG_INFO, "store", "writing state works again");
-        a->store_failing = 0;
-        return 1;
-    }
-    if (!a->store_failing)
-        qc_log(QC_LOG_ERROR, "store", "cannot write state in %s: %s; not sending anything",
-               qc_store_dir(a->store), strerror(errno));
-    a->store_failing = 1;
-    qc_metrics_add(a->metrics, "qcluster_store_errors_total", NULL, NULL, 1);
-    return 0;
+    return qc_store_save(a->store, &hs) == QC_OK;
 }
 
 static void arm_timer(qc_agent *a)
@@ -449,13 +438,13 @@ static void arm_timer(qc_agent *a)
     ev_timer_start(a->loop, &a->raft_timer);
 }
 
-/* A log write or fsync failed: what was acknowledged is on disk, but this
- * node can promise nothing more (a failed fsync cannot be retried safely),
- * so it stops; the others carry on without it. */
+/* A write or fsync of the log or the state failed: what was acknowledged
+ * is on disk, but this node can promise nothing more (a failed fsync cannot
+ * be retried safely), so it stops; the others carry on without it. */
 static void disk_failed(qc_agent *a)
 {
-    qc_log(QC_LOG_ERROR, "store", "cannot write the log in %s: %s; stopping this node",
-           a->cfg.data_dir, strerror(errno));
+    qc_log(QC_LOG_ERROR, "store", "cannot write to %s: %s; stopping this node", a->cfg.data_dir,
+           strerror(errno));
     qc_metrics_add(a->metrics, "qcluster_store_errors_total", NULL, NULL, 1);
     a->stop_reason = "disk failure";
     a->exit_code = 1;
@@ -476,18 +465,18 @@ static void process(qc_agent *a)
         /* A leader may send its new entries while it writes them (it counts
          * itself only once they are on disk); everything else, votes above
          * all, leaves only after the write. */
-        int early = qc_raft_role(a->raft) == QC_ROLE_LEADER && !rd.hard_state_changed &&
-                    !rd.has_snapshot && !a->store_failing;
+        int early =
+            qc_raft_role(a->raft) == QC_ROLE_LEADER && !rd.hard_state_changed && !rd.has_snapshot;
         qc_replica_prepare(a->replica, &rd);
         if (early) send_all(a, &rd);
-        if (qc_replica_persist(a->replica, &rd) == QC_EIO) {
+        if (qc_replica_persist(a->replica, &rd) == QC_EIO || !persist_hard_state(a, &rd)) {
             disk_failed(a);
             return;
         }
         if (rd.n_entries)
             qc_metrics_observe(a->metrics, "qcluster_fsync_duration_seconds",
                                qc_replica_last_sync(a->replica));
-        if (!early && persist(a, &rd)) send_all(a, &rd);
+        if (!early) send_all(a, &rd);
         qc_replica_apply(a->replica, a->raft, &rd, qc_now_ms());
         /* Events refer to state the core holds now: copy them out first,
          * since hooks never run inline but transfers may settle inline. */
