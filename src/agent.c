@@ -24,6 +24,7 @@
 #include "raft.h"
 #include "replica.h"
 #include "store.h"
+#include "wire.h"
 
 typedef struct member {
     char *identifier;
@@ -691,13 +692,59 @@ static int forward_to_leader(void *ud, const uint8_t *cmd, size_t len)
     qc_agent *a = ud;
     uint64_t leader = leader_id(a);
     if (!leader || leader == a->self_id) return -1;
-    return qc_net_forward(a->net, leader, cmd, len) == QC_OK ? 0 : -1;
+    return qc_net_send_frame(a->net, leader, QC_FRAME_FORWARD, cmd, len) == QC_OK ? 0 : -1;
+}
+
+/* READ_INDEX payload: kind (0 ask, 1 answer), ok, request id, index. */
+enum { READ_ASK = 0, READ_ANSWER = 1, READ_LEN = 18 };
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+    return v;
+}
+
+static int send_read_frame(qc_agent *a, uint64_t to, int kind, int ok, uint64_t id, uint64_t index)
+{
+    uint8_t msg[READ_LEN] = {(uint8_t)kind, (uint8_t)ok};
+    put_be64(msg + 2, id);
+    put_be64(msg + 10, index);
+    return qc_net_send_frame(a->net, to, QC_FRAME_READ_INDEX, msg, sizeof msg);
+}
+
+/* A follower's linearizable read: the leader names the index to wait for. */
+static int ask_read_point(void *ud, uint64_t id)
+{
+    qc_agent *a = ud;
+    uint64_t leader = leader_id(a);
+    if (!leader || leader == a->self_id) return -1;
+    return send_read_frame(a, leader, READ_ASK, 0, id, 0) == QC_OK ? 0 : -1;
+}
+
+static void on_read_index(qc_agent *a, uint64_t peer, const uint8_t *data, size_t len)
+{
+    if (len != READ_LEN || data[0] > READ_ANSWER) {
+        qc_log(QC_LOG_WARN, "kv", "dropped a malformed read-index frame from %s", name_of(a, peer));
+        return;
+    }
+    uint64_t id = get_be64(data + 2), index = 0;
+    if (data[0] == READ_ASK) {
+        int ok = qc_raft_read_index(a->raft, qc_now_ms(), &index) == QC_OK;
+        send_read_frame(a, peer, READ_ANSWER, ok, id, index);
+        return;
+    }
+    qc_replica_read_point(a->replica, id, data[1], get_be64(data + 10));
 }
 
 /* The leader takes a follower's write: a valid command is proposed as is. */
-static void on_forward(void *ud, uint64_t peer, const uint8_t *data, size_t len)
+static void on_forward(qc_agent *a, uint64_t peer, const uint8_t *data, size_t len)
 {
-    qc_agent *a = ud;
     qc_kv_cmd cmd;
     if (qc_kv_decode(data, len, &cmd) != QC_OK || cmd.origin != peer) {
         qc_log(QC_LOG_WARN, "kv", "dropped a malformed write forwarded by %s", name_of(a, peer));
@@ -708,6 +755,12 @@ static void on_forward(void *ud, uint64_t peer, const uint8_t *data, size_t len)
         qc_log(QC_LOG_DEBUG, "kv", "write forwarded by %s not taken: %s", name_of(a, peer),
                qc_strerror(rc));
     kick(a);
+}
+
+static void on_frame(void *ud, uint64_t peer, int type, const uint8_t *data, size_t len)
+{
+    if (type == QC_FRAME_FORWARD) on_forward(ud, peer, data, len);
+    if (type == QC_FRAME_READ_INDEX) on_read_index(ud, peer, data, len);
 }
 
 static int open_replica(qc_agent *a)
@@ -721,6 +774,7 @@ static int open_replica(qc_agent *a)
                             .max_value = (size_t)a->cfg.kv_max_value,
                             .on_change = on_kv_change,
                             .forward = forward_to_leader,
+                            .ask_read_point = ask_read_point,
                             .ud = a};
     int code = qc_replica_open(a->loop, &rc, &a->replica, err, sizeof err);
     if (code != QC_OK)
@@ -744,7 +798,7 @@ static int start_services(qc_agent *a)
                            .on_hello = on_hello,
                            .on_link = on_link,
                            .on_peer_closed = on_peer_closed,
-                           .on_forward = on_forward};
+                           .on_frame = on_frame};
     /* net and api log why they cannot listen themselves. */
     if (qc_net_new(a->loop, &nc, &cb, a->metrics, &a->net) != QC_OK) return QC_EIO;
     for (size_t i = 0; i < a->n_members; i++) {

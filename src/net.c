@@ -347,11 +347,11 @@ static int frame_raft(qc_conn *c, const uint8_t *payload, uint32_t len)
     return 0;
 }
 
-static int frame_forward(qc_conn *c, const uint8_t *payload, uint32_t len)
+static int frame_other(qc_conn *c, int type, const uint8_t *payload, uint32_t len)
 {
     qc_net *n = c->net;
-    if (!c->peer) return bad_frame(c, "forward before hello"), -1;
-    if (n->cb.on_forward) n->cb.on_forward(n->cb.ud, c->peer->id, payload, len);
+    if (!c->peer) return bad_frame(c, "frame before hello"), -1;
+    if (n->cb.on_frame) n->cb.on_frame(n->cb.ud, c->peer->id, type, payload, len);
     return 0;
 }
 
@@ -368,9 +368,9 @@ static int conn_frames(qc_conn *c)
         if (c->in.len - off - QC_WIRE_HEADER < plen) break;
         if (qc_wire_check(h, h + QC_WIRE_HEADER, plen)) return bad_frame(c, "bad checksum"), -1;
         off += QC_WIRE_HEADER + plen;
-        rc = type == QC_FRAME_FORWARD ? frame_forward(c, h + QC_WIRE_HEADER, plen)
-             : type == QC_FRAME_HELLO ? frame_hello(c, h + QC_WIRE_HEADER, plen)
-                                      : frame_raft(c, h + QC_WIRE_HEADER, plen);
+        rc = type == QC_FRAME_HELLO  ? frame_hello(c, h + QC_WIRE_HEADER, plen)
+             : type != QC_FRAME_RAFT ? frame_other(c, type, h + QC_WIRE_HEADER, plen)
+                                     : frame_raft(c, h + QC_WIRE_HEADER, plen);
         if (rc) return -1;
     }
     if (off) {
@@ -782,14 +782,14 @@ int qc_net_send(qc_net *n, const qc_msg *m)
     return QC_OK;
 }
 
-int qc_net_forward(qc_net *n, uint64_t peer, const void *data, size_t len)
+int qc_net_send_frame(qc_net *n, uint64_t peer, int type, const void *data, size_t len)
 {
     qc_peer *p = peer_by_id(n, peer);
     if (!p) return QC_ENOTFOUND;
     qc_conn *c = p->out;
     if (!p->up || !c || c->connecting || c->failed) return QC_EIO;
     size_t before = c->out.len;
-    int rc = qc_wire_encode_forward(data, len, &c->out);
+    int rc = qc_wire_encode_frame((uint8_t)type, data, len, &c->out);
     if (rc) return rc;
     if (c->out.len - c->out_off > NET_OUT_CAP) {
         c->out.len = before;

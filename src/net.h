@@ -27,8 +27,9 @@ typedef struct qc_net_callbacks {
      * stream or reset): its process died or its transport gave up on us.
      * Reported before the on_link(0) it also causes; may be NULL. */
     void (*on_peer_closed)(void *ud, uint64_t peer);
-    /* A FORWARD frame from a known peer; data valid for the call. May be NULL. */
-    void (*on_forward)(void *ud, uint64_t peer, const uint8_t *data, size_t len);
+    /* A FORWARD or READ_INDEX frame from a known peer; data valid for the
+     * call. May be NULL. */
+    void (*on_frame)(void *ud, uint64_t peer, int type, const uint8_t *data, size_t len);
 } qc_net_callbacks;
 
 typedef struct qc_net_config {
@@ -49,9 +50,9 @@ int qc_net_add_peer(qc_net *n, const char *identifier, const char *host, int por
 /* Queues m for m->to. A message for a peer whose link is down is dropped
  * (raft retries); returns 0 or QC_ENOTFOUND / QC_ENOMEM. */
 int qc_net_send(qc_net *n, const qc_msg *m);
-/* Queues a FORWARD frame for peer. QC_ENOTFOUND (no such peer), QC_EIO
- * (its link is down: nothing was queued), QC_ENOMEM. */
-int qc_net_forward(qc_net *n, uint64_t peer, const void *data, size_t len);
+/* Queues a FORWARD or READ_INDEX frame for peer. QC_ENOTFOUND (no such
+ * peer), QC_EIO (its link is down: nothing was queued), QC_ENOMEM. */
+int qc_net_send_frame(qc_net *n, uint64_t peer, int type, const void *data, size_t len);
 /* Writes what is queued, blocking for at most timeout_ms (used at exit). */
 void qc_net_flush(qc_net *n, int timeout_ms);
 /* 1 when the outbound connection to peer is established. */

@@ -26,6 +26,7 @@ typedef struct waiter {
     qc_kv_done_fn *done;
     void *arg;
     ev_timer timer;
+    int remote;  /* a follower's read: the index comes from the leader */
     int settled; /* answered by qc_replica_deliver(), outside the core's ready */
     int status;
     uint64_t revision;
@@ -144,6 +145,13 @@ static void settle_reads(qc_replica *rp, qc_raft *r, uint64_t now)
     uint64_t applied = qc_kv_applied_index(rp->kv);
     for (waiter *w = rp->waiting; w; w = w->next) {
         if (w->kind == WAIT_WRITE || w->settled) continue;
+        if (w->remote) {
+            if (w->index && w->index <= applied) {
+                w->settled = 1;
+                w->status = QC_KV_OK;
+            }
+            continue;
+        }
         int rc = w->index ? QC_OK : read_point(r, now, &w->index);
         if (rc == QC_ENOTLEADER) {
             w->settled = 1;
@@ -189,9 +197,13 @@ static void read_request(qc_replica *rp, qc_raft *r, int kind, const uint8_t *ke
     }
     uint64_t index = 0;
     int rc = read_point(r, now, &index);
-    if (rc == QC_ENOTLEADER) {
-        fail(done, arg, QC_ENOTLEADER);
-        return;
+    uint64_t id = 0;
+    if (rc == QC_ENOTLEADER) { /* a follower asks the leader for the point */
+        id = ++rp->next_request;
+        if (!rp->cfg.ask_read_point || rp->cfg.ask_read_point(rp->cfg.ud, id) != 0) {
+            fail(done, arg, QC_ENOTLEADER);
+            return;
+        }
     }
     if (rc == QC_OK && index <= qc_kv_applied_index(rp->kv)) {
         read_request(rp, r, kind, key, klen, 1, now, each, done, arg);
@@ -212,6 +224,27 @@ static void read_request(qc_replica *rp, qc_raft *r, int kind, const uint8_t *ke
     w->klen = klen;
     w->each = each;
     w->index = rc == QC_OK ? index : 0;
+    w->remote = id != 0;
+    w->request_id = id;
+}
+
+void qc_replica_read_point(qc_replica *rp, uint64_t id, int ok, uint64_t index)
+{
+    for (waiter *w = rp->waiting; w; w = w->next) {
+        if (!w->remote || w->request_id != id || w->settled) continue;
+        if (!ok) {
+            w->settled = 1;
+            w->status = QC_ENOTLEADER;
+        } else {
+            w->index = index ? index : 1;
+            if (w->index <= qc_kv_applied_index(rp->kv)) {
+                w->settled = 1;
+                w->status = QC_KV_OK;
+            }
+        }
+        break;
+    }
+    qc_replica_deliver(rp);
 }
 
 void qc_replica_get(qc_replica *rp, qc_raft *r, const uint8_t *key, size_t klen, int stale,

@@ -28,6 +28,9 @@ typedef struct qc_replica_config {
     qc_replica_change_fn *on_change;
     /* Hands an encoded command to the leader (0: on its way); NULL: none. */
     int (*forward)(void *ud, const uint8_t *cmd, size_t len);
+    /* Asks the leader for a read point for request id (0: asked); the
+     * answer comes back through qc_replica_read_point(). NULL: none. */
+    int (*ask_read_point)(void *ud, uint64_t id);
     void *ud;
 } qc_replica_config;
 
@@ -61,6 +64,9 @@ void qc_replica_get(qc_replica *rp, qc_raft *r, const uint8_t *key, size_t klen,
                     uint64_t now, qc_kv_done_fn *done, void *arg);
 void qc_replica_list(qc_replica *rp, qc_raft *r, const uint8_t *prefix, size_t plen, int stale,
                      uint64_t now, qc_kv_each_fn *each, qc_kv_done_fn *done, void *arg);
+
+/* The leader's answer to ask_read_point: ok and the index to wait for. */
+void qc_replica_read_point(qc_replica *rp, uint64_t id, int ok, uint64_t index);
 
 uint64_t qc_replica_applied(const qc_replica *rp);
 /* Seconds the last fsync of the log took (for the histogram). */

@@ -196,11 +196,11 @@ int qc_wire_encode_hello(const char *identifier, const char *metadata, qc_buf *o
     return QC_OK;
 }
 
-int qc_wire_encode_forward(const void *payload, size_t len, qc_buf *out)
+int qc_wire_encode_frame(uint8_t type, const void *payload, size_t len, qc_buf *out)
 {
     size_t start;
     if (len > QC_WIRE_MAX_PAYLOAD) return QC_ETOOBIG;
-    int rc = frame_begin(out, QC_FRAME_FORWARD, len, &start);
+    int rc = frame_begin(out, type, len, &start);
     if (rc) return rc;
     put_bytes(out, payload, len);
     frame_end(out, start);
@@ -213,7 +213,7 @@ int qc_wire_header(const uint8_t *buf, uint8_t *type, uint32_t *payload_len)
 {
     if (buf[0] != QC_WIRE_MAGIC0 || buf[1] != QC_WIRE_MAGIC1) return QC_EINVAL;
     if (buf[2] != QC_WIRE_VERSION) return QC_EINVAL;
-    if (buf[3] < QC_FRAME_HELLO || buf[3] > QC_FRAME_FORWARD) return QC_EINVAL;
+    if (buf[3] < QC_FRAME_HELLO || buf[3] > QC_FRAME_READ_INDEX) return QC_EINVAL;
     uint32_t len = get_u32_at(buf + 4);
     if (len > QC_WIRE_MAX_PAYLOAD) return QC_ETOOBIG;
     *type = buf[3];

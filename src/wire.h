@@ -18,7 +18,9 @@
 
 /* FORWARD: a follower hands the leader an encoded KV command to propose;
  * the follower learns the outcome by applying the committed entry. */
-enum { QC_FRAME_HELLO = 1, QC_FRAME_RAFT = 2, QC_FRAME_FORWARD = 3 };
+/* READ_INDEX: a follower asks the leader for a read point and gets it back,
+ * for a linearizable read served by the follower. */
+enum { QC_FRAME_HELLO = 1, QC_FRAME_RAFT = 2, QC_FRAME_FORWARD = 3, QC_FRAME_READ_INDEX = 4 };
 
 typedef struct qc_hello {
     char *identifier; /* owned */
@@ -37,8 +39,8 @@ void qc_buf_free(qc_buf *b);
 /* Appends one whole frame (header and payload) to out. */
 int qc_wire_encode_msg(const qc_msg *m, qc_buf *out);
 int qc_wire_encode_hello(const char *identifier, const char *metadata, qc_buf *out);
-/* Appends a FORWARD frame carrying payload as it is. */
-int qc_wire_encode_forward(const void *payload, size_t len, qc_buf *out);
+/* Appends a frame of type (FORWARD, READ_INDEX) carrying payload as it is. */
+int qc_wire_encode_frame(uint8_t type, const void *payload, size_t len, qc_buf *out);
 
 /* Parses the header in buf[0..QC_WIRE_HEADER). 0 and *type, *payload_len
  * when valid; QC_EINVAL (bad magic/version/type), QC_ETOOBIG (length). */
