@@ -4,7 +4,7 @@ local A = require("agents")
 
 -- Ends the writer and its curl of the moment, both by PID.
 local function stop_writer(pid)
-  os.execute("kill -STOP " .. pid .. " 2>/dev/null; pkill -P " .. pid .. " 2>/dev/null; kill -KILL " .. pid .. " 2>/dev/null")
+  os.execute(string.format("kill -STOP %d; pkill -P %d; kill -KILL %d", pid, pid, pid) .. " 2>/dev/null")
 end
 
 local function start_writer(api, prefix, acks)
