@@ -71,6 +71,7 @@ typedef struct sim {
     double drop, dup;
     uint32_t max_delay;
     uint32_t max_batch, max_inflight;
+    int batching; /* process several inputs at once */
     uint64_t leader_of[MAX_TERMS];
     uint64_t vote_of[MAX_NODES + 1][MAX_TERMS];
     const char *violation;
@@ -666,7 +667,9 @@ static void deliver(sim *s)
                   m.flags & QC_MSG_FLAG_FAST ? " fast" : "");
         qc_raft_step(nd->r, &m, local_now(s, nd));
         free(m.entries);
-        process(s, m.to);
+        /* The agent carries out a loop turn's inputs together: batch
+         * some, so the core sees several inputs per ready. */
+        if (!s->batching || chance(&s->g, 0.3)) process(s, m.to);
         check_acting_leaders(s);
     }
 }
@@ -726,6 +729,7 @@ static void setup(sim *s, uint64_t seed, int trace_on)
     /* Small batches and windows interleave entries the most. */
     s->max_batch = chance(&s->g, 0.5) ? 1 + (uint32_t)below(&s->g, 4) : 0;
     s->max_inflight = chance(&s->g, 0.5) ? 1 + (uint32_t)below(&s->g, 16) : 0;
+    s->batching = chance(&s->g, 0.5);
     n_link_events = 0;
     for (size_t i = 1; i <= s->n; i++) {
         node *nd = &s->nodes[i];
@@ -773,6 +777,8 @@ static int run(sim *s, uint64_t seed, int trace_on, uint64_t duration_ms)
         fire_links(s);
         deliver(s);
         tick_all(s);
+        for (size_t i = 1; i <= s->n; i++) /* the end of a loop turn */
+            if (running(&s->nodes[i], s->now)) process(s, (size_t)i);
         if (liveness_deadline && s->now == liveness_deadline && !acting_leader(s))
             violate(s, "liveness", "no leader %" PRIu64 " ms after the network healed",
                     s->now - calm_from);
