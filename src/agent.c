@@ -314,15 +314,20 @@ static void view_transfer(void *ud, const char *to, qc_transfer_done_fn *done, v
     if (rc) done(arg, rc == QC_ENOTFOUND && target ? QC_EBUSY : rc);
 }
 
+/* Before the agent started (qcluster check) there is no store to ask. */
+static int kv_unavailable(qc_agent *a, qc_kv_done_fn *done, void *arg)
+{
+    if (a->replica && a->raft) return 0;
+    qc_kv_answer none = {.status = QC_ENOLEADER};
+    done(arg, &none);
+    return 1;
+}
+
 static void view_kv_put(void *ud, const uint8_t *key, size_t klen, const uint8_t *value,
                         size_t vlen, int64_t cas, qc_kv_done_fn *done, void *arg)
 {
     qc_agent *a = ud;
-    if (!a->replica || !a->raft) { /* not started (qcluster check) */
-        qc_kv_answer none = {.status = QC_ENOLEADER};
-        done(arg, &none);
-        return;
-    }
+    if (kv_unavailable(a, done, arg)) return;
     qc_replica_write(a->replica, a->raft, QC_KV_OP_PUT, key, klen, value, vlen, cas, qc_now_ms(),
                      done, arg);
     kick(a);
@@ -332,11 +337,7 @@ static void view_kv_delete(void *ud, const uint8_t *key, size_t klen, int64_t ca
                            qc_kv_done_fn *done, void *arg)
 {
     qc_agent *a = ud;
-    if (!a->replica || !a->raft) { /* not started (qcluster check) */
-        qc_kv_answer none = {.status = QC_ENOLEADER};
-        done(arg, &none);
-        return;
-    }
+    if (kv_unavailable(a, done, arg)) return;
     qc_replica_write(a->replica, a->raft, QC_KV_OP_DELETE, key, klen, NULL, 0, cas, qc_now_ms(),
                      done, arg);
     kick(a);
@@ -346,11 +347,7 @@ static void view_kv_get(void *ud, const uint8_t *key, size_t klen, int stale, qc
                         void *arg)
 {
     qc_agent *a = ud;
-    if (!a->replica || !a->raft) { /* not started (qcluster check) */
-        qc_kv_answer none = {.status = QC_ENOLEADER};
-        done(arg, &none);
-        return;
-    }
+    if (kv_unavailable(a, done, arg)) return;
     qc_replica_get(a->replica, a->raft, key, klen, stale, qc_now_ms(), done, arg);
 }
 
@@ -358,11 +355,7 @@ static void view_kv_list(void *ud, const uint8_t *prefix, size_t plen, int stale
                          qc_kv_each_fn *each, qc_kv_done_fn *done, void *arg)
 {
     qc_agent *a = ud;
-    if (!a->replica || !a->raft) { /* not started (qcluster check) */
-        qc_kv_answer none = {.status = QC_ENOLEADER};
-        done(arg, &none);
-        return;
-    }
+    if (kv_unavailable(a, done, arg)) return;
     qc_replica_list(a->replica, a->raft, prefix, plen, stale, qc_now_ms(), each, done, arg);
 }
 
@@ -695,26 +688,10 @@ static int forward_to_leader(void *ud, const uint8_t *cmd, size_t len)
     return qc_net_send_frame(a->net, leader, QC_FRAME_FORWARD, cmd, len) == QC_OK ? 0 : -1;
 }
 
-/* READ_INDEX payload: kind (0 ask, 1 answer), ok, request id, index. */
-enum { READ_ASK = 0, READ_ANSWER = 1, READ_LEN = 18 };
-
-static void put_be64(uint8_t *p, uint64_t v)
+static int send_read_frame(qc_agent *a, uint64_t to, const qc_read_index *ri)
 {
-    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
-    return v;
-}
-
-static int send_read_frame(qc_agent *a, uint64_t to, int kind, int ok, uint64_t id, uint64_t index)
-{
-    uint8_t msg[READ_LEN] = {(uint8_t)kind, (uint8_t)ok};
-    put_be64(msg + 2, id);
-    put_be64(msg + 10, index);
+    uint8_t msg[QC_WIRE_READ_INDEX_LEN];
+    qc_wire_pack_read_index(ri, msg);
     return qc_net_send_frame(a->net, to, QC_FRAME_READ_INDEX, msg, sizeof msg);
 }
 
@@ -724,22 +701,23 @@ static int ask_read_point(void *ud, uint64_t id)
     qc_agent *a = ud;
     uint64_t leader = leader_id(a);
     if (!leader || leader == a->self_id) return -1;
-    return send_read_frame(a, leader, READ_ASK, 0, id, 0) == QC_OK ? 0 : -1;
+    return send_read_frame(a, leader, &(qc_read_index){.id = id}) == QC_OK ? 0 : -1;
 }
 
 static void on_read_index(qc_agent *a, uint64_t peer, const uint8_t *data, size_t len)
 {
-    if (len != READ_LEN || data[0] > READ_ANSWER) {
+    qc_read_index ri;
+    if (qc_wire_unpack_read_index(data, len, &ri) != QC_OK) {
         qc_log(QC_LOG_WARN, "kv", "dropped a malformed read-index frame from %s", name_of(a, peer));
         return;
     }
-    uint64_t id = get_be64(data + 2), index = 0;
-    if (data[0] == READ_ASK) {
-        int ok = qc_raft_read_index(a->raft, qc_now_ms(), &index) == QC_OK;
-        send_read_frame(a, peer, READ_ANSWER, ok, id, index);
+    if (ri.answer) {
+        qc_replica_read_point(a->replica, ri.id, ri.ok, ri.index);
         return;
     }
-    qc_replica_read_point(a->replica, id, data[1], get_be64(data + 10));
+    ri.answer = 1;
+    ri.ok = qc_raft_read_index(a->raft, qc_now_ms(), &ri.index) == QC_OK;
+    send_read_frame(a, peer, &ri);
 }
 
 /* The leader takes a follower's write: a valid command is proposed as is. */

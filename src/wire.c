@@ -264,6 +264,27 @@ static uint64_t get_u64(reader *r)
     return p ? (uint64_t)get_u32_at(p) << 32 | get_u32_at(p + 4) : 0;
 }
 
+/* ---- READ_INDEX payload ---- */
+
+void qc_wire_pack_read_index(const qc_read_index *ri, uint8_t out[QC_WIRE_READ_INDEX_LEN])
+{
+    qc_buf b = {.data = out, .cap = QC_WIRE_READ_INDEX_LEN};
+    put_u8(&b, ri->answer);
+    put_u8(&b, ri->ok);
+    put_u64(&b, ri->id);
+    put_u64(&b, ri->index);
+}
+
+int qc_wire_unpack_read_index(const uint8_t *payload, size_t len, qc_read_index *out)
+{
+    reader r = {.p = payload, .left = len};
+    out->answer = get_u8(&r);
+    out->ok = get_u8(&r);
+    out->id = get_u64(&r);
+    out->index = get_u64(&r);
+    return r.bad || r.left || out->answer > 1 || out->ok > 1 ? QC_EINVAL : QC_OK;
+}
+
 /* ---- decoders ---- */
 
 static int decode_entry(reader *r, qc_entry *e)

@@ -39,6 +39,18 @@ void qc_buf_free(qc_buf *b);
 /* Appends one whole frame (header and payload) to out. */
 int qc_wire_encode_msg(const qc_msg *m, qc_buf *out);
 int qc_wire_encode_hello(const char *identifier, const char *metadata, qc_buf *out);
+/* The payload of a READ_INDEX frame: a follower asks (answer 0) with its
+ * request id; the leader answers (answer 1) ok and the index to wait for. */
+typedef struct qc_read_index {
+    uint8_t answer, ok;
+    uint64_t id, index;
+} qc_read_index;
+#define QC_WIRE_READ_INDEX_LEN 18
+
+void qc_wire_pack_read_index(const qc_read_index *ri, uint8_t out[QC_WIRE_READ_INDEX_LEN]);
+/* QC_EINVAL unless payload is exactly one well-formed READ_INDEX. */
+int qc_wire_unpack_read_index(const uint8_t *payload, size_t len, qc_read_index *out);
+
 /* Appends a frame of type (FORWARD, READ_INDEX) carrying payload as it is. */
 int qc_wire_encode_frame(uint8_t type, const void *payload, size_t len, qc_buf *out);
 
