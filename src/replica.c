@@ -49,15 +49,21 @@ struct qc_replica {
 
 /* ---- waiters ------------------------------------------------------------ */
 
-static void answer(waiter *w, int status, uint64_t revision)
+/* Takes w off the waiting list; the caller answers and frees it. */
+static void unlink_waiter(qc_replica *rp, waiter *w)
 {
-    qc_replica *rp = w->rp;
     for (waiter **p = &rp->waiting; *p; p = &(*p)->next) {
         if (*p != w) continue;
         *p = w->next;
         break;
     }
     ev_timer_stop(rp->loop, &w->timer);
+}
+
+static void answer(waiter *w, int status, uint64_t revision)
+{
+    qc_replica *rp = w->rp;
+    unlink_waiter(rp, w);
     qc_kv_answer a = {.status = status, .revision = revision};
     w->done(w->arg, &a);
     free(w->key);
@@ -173,12 +179,7 @@ void qc_replica_deliver(qc_replica *rp)
             answer(w, w->status, w->revision);
             continue;
         }
-        for (waiter **p = &rp->waiting; *p; p = &(*p)->next)
-            if (*p == w) {
-                *p = w->next;
-                break;
-            }
-        ev_timer_stop(rp->loop, &w->timer);
+        unlink_waiter(rp, w);
         read_now(rp, w);
         free(w);
     }
