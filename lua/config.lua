@@ -321,7 +321,8 @@ local function timing(c, out)
   out.hook_timeout_ms = integer("hook_timeout_ms", hook, 1, 3600000)
   out.snapshot_entries = integer("snapshot_entries", c.snapshot_entries, 1, 1000000000)
   out.kv_max_key_bytes = integer("kv_max_key_bytes", c.kv_max_key_bytes, 1, 65536)
-  -- a snapshot travels in one frame (8 MiB): keep a value well under it
+  -- a write a follower forwards travels in one frame (8 MiB): keep a value
+  -- well under it
   out.kv_max_value_bytes = integer("kv_max_value_bytes", c.kv_max_value_bytes, 0, 4194304)
 end
 

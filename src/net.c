@@ -27,6 +27,11 @@
 #define NET_BACKOFF_MAX 1.0     /* reconnect delay cap */
 #define NET_STABLE_AFTER 1.0    /* a connection up this long resets the backoff */
 #define NET_OUT_CAP (16u << 20) /* queued output over this: a slow peer */
+/* Big messages wait whole, outside the output queue, and go out a part at a
+ * time as it drains, so heartbeats are never stuck behind them. Past this
+ * much waiting, a new big message is dropped (raft sends it again) unless
+ * nothing waits. */
+#define NET_STREAM_CAP (64u << 20)
 #define NET_READ_CHUNK 65536
 #define NET_HELLO_TIMEOUT 10.0 /* inbound connections must say hello by then */
 #define NET_ADDR_LEN 64
@@ -39,6 +44,13 @@ enum { FAIL_NONE = 0, FAIL_WRITE, FAIL_OVERFLOW };
 
 typedef struct qc_conn qc_conn;
 typedef struct qc_peer qc_peer;
+
+/* A big message's payload being sent as PART frames. */
+typedef struct qc_stream {
+    qc_buf payload;
+    size_t off; /* bytes already framed */
+    struct qc_stream *next;
+} qc_stream;
 
 struct qc_conn {
     qc_net *net;
@@ -53,6 +65,9 @@ struct qc_conn {
     qc_buf in;
     qc_buf out;
     size_t out_off;
+    qc_stream *streams; /* outbound: big messages waiting, oldest first */
+    size_t stream_bytes;
+    qc_buf part; /* inbound: the parts of a big message received so far */
     char addr[NET_ADDR_LEN];
     qc_conn *next; /* inbound list */
 };
@@ -166,6 +181,13 @@ static void conn_free(qc_conn *c)
     if (c->fd >= 0) close(c->fd);
     qc_buf_free(&c->in);
     qc_buf_free(&c->out);
+    qc_buf_free(&c->part);
+    while (c->streams) {
+        qc_stream *s = c->streams;
+        c->streams = s->next;
+        qc_buf_free(&s->payload);
+        free(s);
+    }
     free(c);
 }
 
@@ -179,10 +201,36 @@ static void inbound_unlink(qc_net *n, qc_conn *c)
     }
 }
 
+/* Tops up an empty output queue with parts of the waiting big messages. */
+static int conn_feed(qc_conn *c)
+{
+    while (c->streams && c->out.len < QC_WIRE_PART_MAX) {
+        qc_stream *s = c->streams;
+        size_t k = s->payload.len - s->off;
+        if (k > QC_WIRE_PART_MAX) k = QC_WIRE_PART_MAX;
+        int last = s->off + k == s->payload.len;
+        int rc = qc_wire_encode_part(s->payload.data + s->off, k, last, &c->out);
+        if (rc) return rc;
+        s->off += k;
+        if (!last) continue;
+        c->streams = s->next;
+        c->stream_bytes -= s->payload.len;
+        count(c->net, M_SENT, s->payload.data[0]);
+        qc_buf_free(&s->payload);
+        free(s);
+    }
+    return QC_OK;
+}
+
 /* Writes queued output until done or EAGAIN. QC_EIO on a broken socket. */
 static int conn_flush(qc_conn *c)
 {
-    while (c->out_off < c->out.len) {
+    for (;;) {
+        if (c->out_off == c->out.len) {
+            c->out.len = c->out_off = 0;
+            if (conn_feed(c)) return QC_EIO;
+            if (!c->out.len) break;
+        }
         ssize_t k = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
         if (k < 0 && errno == EINTR) continue;
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -192,7 +240,6 @@ static int conn_flush(qc_conn *c)
         if (k < 0) return QC_EIO;
         c->out_off += (size_t)k;
     }
-    c->out.len = c->out_off = 0;
     if (c->out.cap > (1u << 20)) qc_buf_free(&c->out); /* give back a burst's memory */
     ev_io_stop(c->net->loop, &c->ww);
     return QC_OK;
@@ -347,6 +394,25 @@ static int frame_raft(qc_conn *c, const uint8_t *payload, uint32_t len)
     return 0;
 }
 
+/* A piece of a big message: joined in c->part until the last one. */
+static int frame_part(qc_conn *c, const uint8_t *payload, uint32_t len)
+{
+    if (!c->peer) return bad_frame(c, "part before hello"), -1;
+    if (len < 1 || payload[0] > 1) return bad_frame(c, "malformed part"), -1;
+    if (c->part.len + len - 1 > QC_WIRE_MAX_MESSAGE) return bad_frame(c, "message too big"), -1;
+    if (qc_buf_append(&c->part, payload + 1, len - 1)) {
+        qc_log(QC_LOG_ERROR, "net", "out of memory joining a message from %s", conn_name(c));
+        conn_close(c);
+        return -1;
+    }
+    if (!payload[0]) return 0;
+    qc_buf whole = c->part;
+    c->part = (qc_buf){0};
+    int rc = frame_raft(c, whole.data, (uint32_t)whole.len);
+    qc_buf_free(&whole);
+    return rc;
+}
+
 static int frame_other(qc_conn *c, int type, const uint8_t *payload, uint32_t len)
 {
     qc_net *n = c->net;
@@ -368,9 +434,13 @@ static int conn_frames(qc_conn *c)
         if (c->in.len - off - QC_WIRE_HEADER < plen) break;
         if (qc_wire_check(h, h + QC_WIRE_HEADER, plen)) return bad_frame(c, "bad checksum"), -1;
         off += QC_WIRE_HEADER + plen;
-        rc = type == QC_FRAME_HELLO  ? frame_hello(c, h + QC_WIRE_HEADER, plen)
-             : type != QC_FRAME_RAFT ? frame_other(c, type, h + QC_WIRE_HEADER, plen)
-                                     : frame_raft(c, h + QC_WIRE_HEADER, plen);
+        const uint8_t *payload = h + QC_WIRE_HEADER;
+        switch (type) {
+        case QC_FRAME_HELLO: rc = frame_hello(c, payload, plen); break;
+        case QC_FRAME_RAFT: rc = frame_raft(c, payload, plen); break;
+        case QC_FRAME_PART: rc = frame_part(c, payload, plen); break;
+        default: rc = frame_other(c, type, payload, plen); break;
+        }
         if (rc) return -1;
     }
     if (off) {
@@ -762,21 +832,53 @@ int qc_net_add_peer(qc_net *n, const char *identifier, const char *host, int por
     return QC_OK;
 }
 
+/* Puts a big message in c's waiting list; QC_ETOOBIG when it must wait for
+ * others to drain first (it is dropped). */
+static int stream_add(qc_conn *c, const qc_msg *m, size_t size)
+{
+    if (c->streams && c->stream_bytes + size > NET_STREAM_CAP) return QC_ETOOBIG;
+    qc_stream *s = calloc(1, sizeof *s);
+    if (!s) return QC_ENOMEM;
+    int rc = qc_wire_encode_msg_payload(m, &s->payload);
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    qc_stream **tail = &c->streams;
+    while (*tail) tail = &(*tail)->next;
+    *tail = s;
+    c->stream_bytes += size;
+    return QC_OK;
+}
+
 int qc_net_send(qc_net *n, const qc_msg *m)
 {
     qc_peer *p = peer_by_id(n, m->to);
     if (!p) return QC_ENOTFOUND;
     qc_conn *c = p->out;
     if (!p->up || !c || c->connecting || c->failed) return QC_OK;
-    size_t before = c->out.len;
-    int rc = qc_wire_encode_msg(m, &c->out);
+    size_t size;
+    int rc = qc_wire_msg_size(m, &size);
     if (rc) return rc;
-    if (c->out.len - c->out_off > NET_OUT_CAP) {
-        c->out.len = before;
-        conn_fail_later(c, FAIL_OVERFLOW);
-        return QC_OK;
+    if (size > QC_WIRE_PART_MAX) {
+        rc = stream_add(c, m, size);
+        if (rc == QC_ETOOBIG) {
+            qc_log(QC_LOG_DEBUG, "net", "dropping a %zu-byte message to %s: %zu bytes wait", size,
+                   conn_name(c), c->stream_bytes);
+            return QC_OK;
+        }
+        if (rc) return rc;
+    } else {
+        size_t before = c->out.len;
+        rc = qc_wire_encode_msg(m, &c->out);
+        if (rc) return rc;
+        if (c->out.len - c->out_off > NET_OUT_CAP) {
+            c->out.len = before;
+            conn_fail_later(c, FAIL_OVERFLOW);
+            return QC_OK;
+        }
+        count(n, M_SENT, m->type);
     }
-    count(n, M_SENT, m->type);
     if (ev_is_active(&c->ww)) return QC_OK;
     if (conn_flush(c)) conn_fail_later(c, FAIL_WRITE);
     return QC_OK;

@@ -494,7 +494,7 @@ static const char *snap_header_problem(const uint8_t *h, const snap_ref *r, uint
     if (get_u32(h) != SNAP_MAGIC || get_u64(h + 4) != r->index || get_u64(h + 12) != r->term)
         return "bad header";
     uint64_t len = get_u64(h + 20);
-    if (len != size - SNAP_HEADER || len > QC_WAL_MAX_DATA)
+    if (len != size - SNAP_HEADER || len > QC_WAL_MAX_SNAPSHOT)
         return "length disagrees with file size";
     return NULL;
 }
@@ -987,7 +987,7 @@ int qc_wal_save_snapshot(qc_wal *w, uint64_t index, uint64_t term, const void *d
 {
     if (w->failed) return wal_refuse(w);
     if (index == 0 || index < w->snap_index || (len && !data)) return QC_EINVAL;
-    if (len > QC_WAL_MAX_DATA) return QC_ETOOBIG;
+    if (len > QC_WAL_MAX_SNAPSHOT) return QC_ETOOBIG;
     uint8_t h[SNAP_HEADER];
     put_u32(h, SNAP_MAGIC);
     put_u64(h + 4, index);

@@ -15,7 +15,8 @@ typedef struct qc_wal qc_wal;
 
 #define QC_WAL_SEGMENT_SIZE (64u << 20) /* default roll-over size: 64 MiB */
 #define QC_WAL_SNAP_KEEP 2              /* snapshot files kept on disk */
-#define QC_WAL_MAX_DATA (64u << 20)     /* largest entry or snapshot accepted */
+#define QC_WAL_MAX_DATA (64u << 20)     /* largest entry accepted */
+#define QC_WAL_MAX_SNAPSHOT (1u << 30)  /* largest snapshot: a whole store */
 
 typedef struct qc_wal_options {
     uint64_t segment_size; /* a new segment once the current one passes it; 0: default */

@@ -128,7 +128,7 @@ static void frame_end(qc_buf *out, size_t start)
 
 /* ---- encoders ---- */
 
-static int msg_payload_size(const qc_msg *m, size_t *size)
+int qc_wire_msg_size(const qc_msg *m, size_t *size)
 {
     if (m->type < 1 || m->type > QC_MSG_TYPE_MAX) return QC_EINVAL;
     if (m->n_entries && !m->entries) return QC_EINVAL;
@@ -137,19 +137,14 @@ static int msg_payload_size(const qc_msg *m, size_t *size)
         const qc_entry *e = &m->entries[i];
         if (e->len && !e->data) return QC_EINVAL;
         n += QC_WIRE_ENTRY_FIXED + (size_t)e->len;
-        if (n > QC_WIRE_MAX_PAYLOAD) return QC_ETOOBIG;
+        if (n > QC_WIRE_MAX_MESSAGE) return QC_ETOOBIG;
     }
     *size = n;
     return QC_OK;
 }
 
-int qc_wire_encode_msg(const qc_msg *m, qc_buf *out)
+static void put_msg(qc_buf *out, const qc_msg *m)
 {
-    size_t plen, start;
-    int rc = msg_payload_size(m, &plen);
-    if (rc) return rc;
-    rc = frame_begin(out, QC_FRAME_RAFT, plen, &start);
-    if (rc) return rc;
     put_u8(out, m->type);
     put_u8(out, m->flags);
     put_u8(out, m->reject);
@@ -169,6 +164,39 @@ int qc_wire_encode_msg(const qc_msg *m, qc_buf *out)
         put_u32(out, e->len);
         put_bytes(out, e->data, e->len);
     }
+}
+
+int qc_wire_encode_msg(const qc_msg *m, qc_buf *out)
+{
+    size_t plen, start;
+    int rc = qc_wire_msg_size(m, &plen);
+    if (rc) return rc;
+    rc = frame_begin(out, QC_FRAME_RAFT, plen, &start);
+    if (rc) return rc;
+    put_msg(out, m);
+    frame_end(out, start);
+    return QC_OK;
+}
+
+int qc_wire_encode_msg_payload(const qc_msg *m, qc_buf *out)
+{
+    size_t plen;
+    int rc = qc_wire_msg_size(m, &plen);
+    if (rc) return rc;
+    rc = qc_buf_reserve(out, plen);
+    if (rc) return rc;
+    put_msg(out, m);
+    return QC_OK;
+}
+
+int qc_wire_encode_part(const uint8_t *data, size_t len, int last, qc_buf *out)
+{
+    size_t start;
+    if (len > QC_WIRE_PART_MAX) return QC_ETOOBIG;
+    int rc = frame_begin(out, QC_FRAME_PART, 1 + len, &start);
+    if (rc) return rc;
+    put_u8(out, last ? 1 : 0);
+    put_bytes(out, data, len);
     frame_end(out, start);
     return QC_OK;
 }
@@ -213,7 +241,7 @@ int qc_wire_header(const uint8_t *buf, uint8_t *type, uint32_t *payload_len)
 {
     if (buf[0] != QC_WIRE_MAGIC0 || buf[1] != QC_WIRE_MAGIC1) return QC_EINVAL;
     if (buf[2] != QC_WIRE_VERSION) return QC_EINVAL;
-    if (buf[3] < QC_FRAME_HELLO || buf[3] > QC_FRAME_READ_INDEX) return QC_EINVAL;
+    if (buf[3] < QC_FRAME_HELLO || buf[3] > QC_FRAME_PART) return QC_EINVAL;
     uint32_t len = get_u32_at(buf + 4);
     if (len > QC_WIRE_MAX_PAYLOAD) return QC_ETOOBIG;
     *type = buf[3];

@@ -15,12 +15,25 @@
 #define QC_WIRE_VERSION 1
 #define QC_WIRE_HEADER 12
 #define QC_WIRE_MAX_PAYLOAD (8u << 20) /* 8 MiB: the frame size limit */
+/* A raft message larger than QC_WIRE_PART_MAX (a big snapshot, say) travels
+ * as a run of PART frames of at most that much of its payload each, the last
+ * one flagged; the receiver joins them, up to QC_WIRE_MAX_MESSAGE. */
+#define QC_WIRE_PART_MAX (1u << 20)
+#define QC_WIRE_MAX_MESSAGE (1u << 30)
 
 /* FORWARD: a follower hands the leader an encoded KV command to propose;
  * the follower learns the outcome by applying the committed entry. */
 /* READ_INDEX: a follower asks the leader for a read point and gets it back,
  * for a linearizable read served by the follower. */
-enum { QC_FRAME_HELLO = 1, QC_FRAME_RAFT = 2, QC_FRAME_FORWARD = 3, QC_FRAME_READ_INDEX = 4 };
+/* PART: one byte (1 on the last part, else 0) and a piece of a raft
+ * message's payload. */
+enum {
+    QC_FRAME_HELLO = 1,
+    QC_FRAME_RAFT = 2,
+    QC_FRAME_FORWARD = 3,
+    QC_FRAME_READ_INDEX = 4,
+    QC_FRAME_PART = 5,
+};
 
 typedef struct qc_hello {
     char *identifier; /* owned */
@@ -36,8 +49,15 @@ int qc_buf_reserve(qc_buf *b, size_t extra);
 int qc_buf_append(qc_buf *b, const void *p, size_t n);
 void qc_buf_free(qc_buf *b);
 
-/* Appends one whole frame (header and payload) to out. */
+/* The payload size of m's encoding; QC_ETOOBIG over QC_WIRE_MAX_MESSAGE. */
+int qc_wire_msg_size(const qc_msg *m, size_t *size);
+/* Appends one whole frame (header and payload) to out; QC_ETOOBIG when the
+ * payload is over QC_WIRE_MAX_PAYLOAD. */
 int qc_wire_encode_msg(const qc_msg *m, qc_buf *out);
+/* Appends m's payload alone (no header), to be sent as PART frames. */
+int qc_wire_encode_msg_payload(const qc_msg *m, qc_buf *out);
+/* Appends a PART frame carrying len (at most QC_WIRE_PART_MAX) bytes. */
+int qc_wire_encode_part(const uint8_t *data, size_t len, int last, qc_buf *out);
 int qc_wire_encode_hello(const char *identifier, const char *metadata, qc_buf *out);
 /* The payload of a READ_INDEX frame: a follower asks (answer 0) with its
  * request id; the leader answers (answer 1) ok and the index to wait for. */

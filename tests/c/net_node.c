@@ -1,6 +1,7 @@
 /* Test-only program: runs one qc_net on ev_default_loop, sends a heartbeat-
  * like message to every peer every 50 ms and prints each event on stdout, one
  * per line ("link B up", "msg B 5 term=3", "hello B {...}", "bad_frames N").
+ * SIGUSR2 sends every peer one snapshot message of BIG_LEN bytes.
  * Used by tests/unit/net_spec.lua; it must never be part of the agent.
  * Usage: net_node IDENTIFIER PORT [PEER_ID@HOST:PORT ...] */
 #include <signal.h>
@@ -12,8 +13,10 @@
 #include "log.h"
 #include "metrics.h"
 #include "net.h"
+#include "wire.h"
 
 #define MAX_PEERS 16
+#define BIG_LEN (20u << 20) /* over the 8 MiB frame limit: it travels in parts */
 
 typedef struct node {
     qc_net *net;
@@ -35,8 +38,12 @@ static const char *peer_name(const node *nd, uint64_t id)
 static void on_msg(void *ud, const qc_msg *m)
 {
     const node *nd = ud;
-    printf("msg %s %d term=%llu entries=%u\n", peer_name(nd, m->from), m->type,
-           (unsigned long long)m->term, m->n_entries);
+    if (m->type == QC_MSG_SNAPSHOT && m->n_entries == 1)
+        printf("msg %s %d len=%u crc=%08x\n", peer_name(nd, m->from), m->type, m->entries[0].len,
+               qc_crc32c(0, m->entries[0].data, m->entries[0].len));
+    else
+        printf("msg %s %d term=%llu entries=%u\n", peer_name(nd, m->from), m->type,
+               (unsigned long long)m->term, m->n_entries);
 }
 
 static void on_hello(void *ud, uint64_t peer, const char *metadata)
@@ -86,6 +93,29 @@ static void on_usr1(struct ev_loop *loop, ev_signal *w, int revents)
     print_counters(w->data);
 }
 
+static void on_usr2(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    node *nd = w->data;
+    uint8_t *data = malloc(BIG_LEN);
+    if (!data) return;
+    for (size_t i = 0; i < BIG_LEN; i++) data[i] = (uint8_t)(i * 7 + i / 4096);
+    printf("big crc=%08x\n", qc_crc32c(0, data, BIG_LEN));
+    qc_entry e = {.term = 1, .index = 1, .len = BIG_LEN, .data = data};
+    for (size_t i = 0; i < nd->n_peers; i++) {
+        qc_msg m = {.type = QC_MSG_SNAPSHOT,
+                    .from = nd->self,
+                    .to = nd->ids[i],
+                    .term = nd->term,
+                    .n_entries = 1,
+                    .entries = &e};
+        int rc = qc_net_send(nd->net, &m);
+        if (rc) fprintf(stderr, "send: %s\n", qc_strerror(rc));
+    }
+    free(data);
+}
+
 static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)w;
@@ -129,16 +159,18 @@ static int run(node *nd, struct ev_loop *loop, int argc, char **argv)
     }
     if (add_peers(nd, argc, argv)) return 2;
     ev_timer tick;
-    ev_signal term, intr, usr1;
+    ev_signal term, intr, usr1, usr2;
     ev_timer_init(&tick, on_tick, 0.05, 0.05);
     ev_signal_init(&term, on_stop, SIGTERM);
     ev_signal_init(&intr, on_stop, SIGINT);
     ev_signal_init(&usr1, on_usr1, SIGUSR1);
-    tick.data = usr1.data = nd;
+    ev_signal_init(&usr2, on_usr2, SIGUSR2);
+    tick.data = usr1.data = usr2.data = nd;
     ev_timer_start(loop, &tick);
     ev_signal_start(loop, &term);
     ev_signal_start(loop, &intr);
     ev_signal_start(loop, &usr1);
+    ev_signal_start(loop, &usr2);
     printf("ready %s\n", argv[1]);
     ev_run(loop, 0);
     qc_net_flush(nd->net, 100);
@@ -147,6 +179,7 @@ static int run(node *nd, struct ev_loop *loop, int argc, char **argv)
     ev_signal_stop(loop, &term);
     ev_signal_stop(loop, &intr);
     ev_signal_stop(loop, &usr1);
+    ev_signal_stop(loop, &usr2);
     return 0;
 }
 

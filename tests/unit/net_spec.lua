@@ -112,6 +112,22 @@ describe("net", function()
     assert.are.equal(0, count_lines(a, "link b down"))
   end)
 
+  it("a message over the frame limit travels in parts, between heartbeats", function()
+    local port = base_port()
+    local a = start("a", port, { peer("b", port + 1) })
+    local b = start("b", port + 1, { peer("a", port) })
+    must_see(b, "msg a 5 term=")
+    local mark = #lines(b)
+    signal(a, "USR2")
+    local sent = must_see(a, "big crc=")
+    local crc = lines(a)[sent]:match("crc=(%x+)")
+    local got = must_see(b, "msg a 8 len=20971520 crc=" .. crc, 10, mark)
+    -- heartbeats kept flowing around it and after it
+    must_see(b, "msg a 5 term=", 2, got)
+    signal(b, "USR1")
+    must_see(b, "bad_frames 0", 2, got)
+  end)
+
   it("a node killed with -9 is reported down at once and up again after a restart", function()
     local port = base_port()
     local ids = { "a", "b", "c" }
@@ -192,6 +208,9 @@ describe("net", function()
       wire.encode({ type = 5, from = wire.hash_id("b"), to = wire.hash_id("b") }), -- wrong recipient
       wire.frame(2, "short"), -- malformed message
       wire.encode({ kind = "hello", identifier = "b" }), -- second hello
+      wire.frame(5, ""), -- part without its flag
+      wire.frame(5, "\2piece"), -- part with a bad flag
+      wire.frame(5, "\1short"), -- parts that join into a malformed message
     }
     for n, g in ipairs(cases) do
       local mark = #lines(a)
