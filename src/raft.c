@@ -136,6 +136,47 @@ static void push_event(qc_raft *r, uint8_t type, uint8_t reason, uint64_t leader
         .type = type, .reason = reason, .term = r->term, .leader = leader, .prev_leader = prev};
 }
 
+/* ---- member lists ----------------------------------------------------- */
+
+/* A version byte, a count byte, then each member's id (8 bytes, big-endian)
+ * and flags (1 byte). */
+#define CONF_VERSION 1
+#define CONF_MEMBER_SIZE 9
+
+size_t qc_raft_conf_size(size_t n) { return 2 + n * CONF_MEMBER_SIZE; }
+
+void qc_raft_conf_write(uint8_t *out, const qc_member *members, size_t n)
+{
+    out[0] = CONF_VERSION;
+    out[1] = (uint8_t)n;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *p = out + 2 + i * CONF_MEMBER_SIZE;
+        for (int b = 0; b < 8; b++) p[b] = (uint8_t)(members[i].id >> (56 - 8 * b));
+        p[8] = members[i].flags;
+    }
+}
+
+int qc_raft_conf_read(const uint8_t *data, size_t len, qc_member *out, size_t *n, size_t *used)
+{
+    if (len < 2 || data[0] != CONF_VERSION || data[1] > QC_RAFT_MAX_MEMBERS) return QC_EINVAL;
+    size_t count = data[1], voters = 0;
+    if (len < qc_raft_conf_size(count)) return QC_EINVAL;
+    for (size_t i = 0; i < count; i++) {
+        const uint8_t *p = data + 2 + i * CONF_MEMBER_SIZE;
+        uint64_t id = 0;
+        for (int b = 0; b < 8; b++) id = id << 8 | p[b];
+        if (!id || p[8] & ~(QC_MEMBER_VOTER | QC_MEMBER_NO_LEAD)) return QC_EINVAL;
+        for (size_t k = 0; k < i; k++)
+            if (out[k].id == id) return QC_EINVAL;
+        out[i] = (qc_member){.id = id, .flags = p[8]};
+        voters += p[8] & QC_MEMBER_VOTER;
+    }
+    if (voters > QC_RAFT_MAX_VOTERS) return QC_EINVAL;
+    *n = count;
+    *used = qc_raft_conf_size(count);
+    return QC_OK;
+}
+
 /* ---- the log ---------------------------------------------------------- */
 
 static uint64_t last_index(const qc_raft *r) { return r->snap_index + r->n_log; }

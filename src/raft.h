@@ -47,7 +47,32 @@ typedef struct qc_entry {
     uint8_t *data; /* owned by whoever holds the entry */
 } qc_entry;
 
-enum { QC_ENTRY_NOOP = 0, QC_ENTRY_DATA = 1 };
+enum { QC_ENTRY_NOOP = 0, QC_ENTRY_DATA = 1, QC_ENTRY_CONFIG = 2 };
+
+/* Membership. A CONFIG entry's data opens with the member list the core
+ * reads (written with qc_raft_conf_write); the bytes after it belong to the
+ * caller (addresses, metadata): the core carries them and never reads them.
+ * The newest CONFIG entry in the log is in effect at once, committed or not
+ * (the Raft dissertation, 4.1); a leader takes one change at a time. */
+#define QC_RAFT_MAX_MEMBERS 64
+#define QC_RAFT_MAX_VOTERS 32
+enum {
+    QC_MEMBER_VOTER = 1,   /* counts in elections and commits; else a learner */
+    QC_MEMBER_NO_LEAD = 2, /* never campaigns nor takes a transfer (a witness) */
+};
+typedef struct qc_member {
+    uint64_t id;
+    uint8_t flags; /* QC_MEMBER_... */
+} qc_member;
+
+/* Bytes the member list of n members takes at the head of a CONFIG entry. */
+size_t qc_raft_conf_size(size_t n);
+/* Writes the member list (n <= QC_RAFT_MAX_MEMBERS) at out. */
+void qc_raft_conf_write(uint8_t *out, const qc_member *members, size_t n);
+/* Reads the member list at the head of data into out (room for
+ * QC_RAFT_MAX_MEMBERS): *n members, *used bytes. QC_EINVAL if malformed
+ * (bad version, too many members or voters, an id 0 or twice). */
+int qc_raft_conf_read(const uint8_t *data, size_t len, qc_member *out, size_t *n, size_t *used);
 
 typedef struct qc_msg {
     uint8_t type;   /* qc_msg_type */
@@ -78,6 +103,7 @@ typedef enum qc_event_type {
     QC_EVENT_DEMOTED,     /* this node stopped being leader */
     QC_EVENT_LEADER,      /* the known leader changed (maybe to none) */
     QC_EVENT_CAMPAIGN,    /* this node started an election in a new term */
+    QC_EVENT_CONFIG,      /* the membership in effect changed: qc_raft_conf() */
 } qc_event_type;
 
 typedef enum qc_demote_reason {
@@ -103,6 +129,9 @@ typedef struct qc_ready {
     uint64_t snapshot_index, snapshot_term;
     const uint8_t *snapshot;
     size_t snapshot_len;
+    /* The CONFIG entry in effect at snapshot_index: keep it with the
+     * snapshot and hand it back through qc_raft_set_base_conf() at start. */
+    const qc_entry *snapshot_conf;
     /* Append to the durable log and fsync before sending (an entry whose
      * index the log already holds replaces it and everything after). */
     const qc_entry *entries;
@@ -119,9 +148,13 @@ typedef struct qc_ready {
 } qc_ready;
 
 typedef struct qc_raft_config {
-    uint64_t id;           /* this node; never 0 */
-    const uint64_t *peers; /* every voter, this node included; at most 32 */
+    uint64_t id; /* this node; never 0 */
+    /* The voters of a first start, this node included (at most 32), in
+     * effect until a snapshot or a CONFIG entry says otherwise. None: this
+     * node waits to be added by a leader. */
+    const uint64_t *peers;
     size_t n_peers;
+    int no_lead; /* this node never campaigns (a witness, priority 0) */
     uint32_t heartbeat_ms;
     uint32_t election_ms;   /* timeouts are drawn from [election_ms, 2*election_ms) */
     uint32_t fast_retry_ms; /* retry of a refused fast pre-vote; 0: 5 ms */
@@ -161,6 +194,29 @@ int qc_raft_transfer(qc_raft *r, uint64_t peer, uint64_t now, int reason);
 /* Appends data as a new entry (leader only; copied). QC_ENOTLEADER,
  * QC_EBUSY during a transfer. *index: where it will commit, if it does. */
 int qc_raft_propose(qc_raft *r, const void *data, size_t len, uint64_t now, uint64_t *index);
+/* Appends a CONFIG entry (data opens with qc_raft_conf_write's list) whose
+ * members differ from those in effect by at most one member (added, removed
+ * or flags changed; only the caller's bytes may change too). QC_ENOTLEADER;
+ * QC_EBUSY while a change is uncommitted, before this term's first entry
+ * commits, or during a transfer; QC_EINVAL for a malformed list, more than
+ * one change, more than QC_RAFT_MAX_VOTERS voters, or no voter left. */
+int qc_raft_propose_config(qc_raft *r, const void *data, size_t len, uint64_t now,
+                           uint64_t *index);
+/* The CONFIG entry in effect (*out points into the core until the next
+ * input). Its index is 0 when it is the first start's peers (no caller
+ * bytes then). */
+void qc_raft_conf(const qc_raft *r, qc_entry *out);
+/* The CONFIG entry in effect at index (applied, not compacted away):
+ * what a snapshot taken at index must keep. QC_EINVAL when unknown. */
+int qc_raft_conf_at(const qc_raft *r, uint64_t index, qc_entry *out);
+/* The members in effect into out (room for QC_RAFT_MAX_MEMBERS); how many. */
+size_t qc_raft_members(const qc_raft *r, qc_member *out);
+/* A leader's view of a peer: the newest index it is known to hold (0 when
+ * not a member or not leading). */
+uint64_t qc_raft_match(const qc_raft *r, uint64_t peer);
+/* At start, before qc_raft_restore: the CONFIG entry kept with the snapshot
+ * (copied). */
+int qc_raft_set_base_conf(qc_raft *r, const qc_entry *conf);
 /* At start, right after qc_raft_new: the durable log as recovered, after a
  * snapshot at snap_index (0: none). Entries are copied. */
 int qc_raft_restore(qc_raft *r, uint64_t snap_index, uint64_t snap_term, const qc_entry *entries,

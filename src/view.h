@@ -17,7 +17,14 @@ typedef struct qc_peer_info {
     int up;               /* reachable now (self: always 1) */
     int voter;
     int is_self;
+    int priority;         /* 0 never leads; higher is preferred */
 } qc_peer_info;
+
+/* done(arg, rc, message) for a membership request: rc 0 once the change is
+ * committed (or nothing needed changing); else a QC_E... code and a message
+ * for the user (QC_EINVAL refused, QC_ENOLEADER no leader, QC_EBUSY timed
+ * out or another change in progress). message is valid during the call. */
+typedef void qc_member_done_fn(void *arg, int rc, const char *message);
 
 /* done(arg, rc) for a transfer: rc 0 done, QC_ENOTFOUND no such peer, other
  * QC_E... failed. Called exactly once, maybe before transfer() returns. */
@@ -53,6 +60,17 @@ typedef struct qc_view {
     void (*transfer)(void *ud, const char *to, qc_transfer_done_fn *done, void *arg);
     /* Brings gauges up to date before /metrics renders. */
     void (*refresh_metrics)(void *ud);
+
+    /* Membership (NULL until the agent provides it); each calls done once.
+     * join: this node joins a running cluster through one of the members at
+     * addresses ("host:port" cluster addresses, n of them). leave: removes
+     * identifier (NULL: this node) through the leader; a leader leaving hands
+     * leadership over first. set_metadata: replaces this node's metadata (a
+     * JSON object text) through the log. */
+    void (*join)(void *ud, const char *const *addresses, size_t n, qc_member_done_fn *done,
+                 void *arg);
+    void (*leave)(void *ud, const char *identifier, qc_member_done_fn *done, void *arg);
+    void (*set_metadata)(void *ud, const char *json, qc_member_done_fn *done, void *arg);
 
     /* The replicated KV store (NULL until the agent provides it). Each
      * calls done exactly once, maybe before it returns. Writes answer after

@@ -241,7 +241,7 @@ int qc_wire_header(const uint8_t *buf, uint8_t *type, uint32_t *payload_len)
 {
     if (buf[0] != QC_WIRE_MAGIC0 || buf[1] != QC_WIRE_MAGIC1) return QC_EINVAL;
     if (buf[2] != QC_WIRE_VERSION) return QC_EINVAL;
-    if (buf[3] < QC_FRAME_HELLO || buf[3] > QC_FRAME_PART) return QC_EINVAL;
+    if (buf[3] < QC_FRAME_HELLO || buf[3] > QC_FRAME_JOIN) return QC_EINVAL;
     uint32_t len = get_u32_at(buf + 4);
     if (len > QC_WIRE_MAX_PAYLOAD) return QC_ETOOBIG;
     *type = buf[3];

@@ -26,13 +26,18 @@
 /* READ_INDEX: a follower asks the leader for a read point and gets it back,
  * for a linearizable read served by the follower. */
 /* PART: one byte (1 on the last part, else 0) and a piece of a raft
- * message's payload. */
+ * message's payload. MEMBER: a member asks the leader for a membership
+ * change (the agent's payload). JOIN: a node that is not a member yet asks
+ * a member to let it in, on a connection of its own; the member answers
+ * with one JOIN frame on that same connection. */
 enum {
     QC_FRAME_HELLO = 1,
     QC_FRAME_RAFT = 2,
     QC_FRAME_FORWARD = 3,
     QC_FRAME_READ_INDEX = 4,
     QC_FRAME_PART = 5,
+    QC_FRAME_MEMBER = 6,
+    QC_FRAME_JOIN = 7,
 };
 
 typedef struct qc_hello {

@@ -158,7 +158,7 @@ describe("wire", function()
     assert_rejected(wire.decode("X" .. f:sub(2)))
     assert_rejected(wire.decode(f:sub(1, 1) .. "X" .. f:sub(3)))
     assert_rejected(wire.decode(f:sub(1, 2) .. "\2" .. f:sub(4)))
-    assert_rejected(wire.decode(f:sub(1, 3) .. "\6" .. f:sub(5))) -- 3-5: FORWARD, READ_INDEX, PART
+    assert_rejected(wire.decode(f:sub(1, 3) .. "\8" .. f:sub(5))) -- 3-7: FORWARD, READ_INDEX, PART, MEMBER, JOIN
     assert_rejected(wire.decode(f:sub(1, 3) .. "\0" .. f:sub(5)))
   end)
 
