@@ -49,10 +49,10 @@ typedef struct fake {
 } fake;
 
 static const qc_peer_info members[] = {
-    {"server_a", "localhost", 7001, "{}", "follower", 1, 1, 1},
+    {"server_a", "localhost", 7001, "{}", "follower", 1, 1, 1, 1},
     {"server_b", "localhost", 7002, "{\"server_port\":8002,\"tags\":[\"a\",\"b\"]}", "leader", 1, 1,
-     0},
-    {"server_c", "localhost", 7003, "not json", "follower", 0, 1, 0},
+     0, 1},
+    {"server_c", "localhost", 7003, "not json", "follower", 0, 1, 0, 1},
 };
 
 static int f_is_leader(void *ud)
