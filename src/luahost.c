@@ -37,14 +37,16 @@ extern char **environ;
 /* Instructions between two looks at the clock while a hook runs. */
 #define QC_BUDGET_COUNT 1000
 
-enum { JOB_HOOK, JOB_AFTER, JOB_EXEC, JOB_KV };
+/* JOB_KV and JOB_MEMBER carry the answer to a request handed to the view
+ * (see qc_req); they differ only in the arguments their callback gets. */
+enum { JOB_HOOK, JOB_AFTER, JOB_EXEC, JOB_KV, JOB_MEMBER };
 
 typedef struct job {
     struct job *next;
     int kind;
-    const char *hook; /* hook name, or the metric label "after"/"exec"/"kv" */
+    const char *hook; /* hook name, or the label "after"/"exec"/"kv"/"set_metadata" */
     uint64_t term;
-    const char *reason;
+    const char *reason; /* JOB_MEMBER: the failure message, NULL on success */
     qc_peer_info self, leader, prev, peer;
     int has_self, has_leader, has_prev, has_peer;
     /* on_kv_change (has_key): the change, copied; also what watches get. */
@@ -57,8 +59,8 @@ typedef struct job {
      * leaves the queue. */
     int started;
     uint64_t watch_after, watch_limit;
-    int fn_ref;                    /* JOB_AFTER, JOB_EXEC, JOB_KV: the callback */
-    int status, signal, timed_out; /* JOB_KV: status is the answer's */
+    int fn_ref;                    /* JOB_AFTER, JOB_EXEC, JOB_KV, JOB_MEMBER: the callback */
+    int status, signal, timed_out; /* JOB_KV, JOB_MEMBER: status is the answer's */
     char *out, *err;               /* JOB_EXEC: malloc'd output */
     size_t out_len, err_len;
     char strings[]; /* every string the event carries */
@@ -88,16 +90,21 @@ typedef struct qc_after {
     int fn_ref;
 } qc_after;
 
-/* A kv.put/kv.delete in flight. The view owns it from the call until its
- * done fires (exactly once), and done frees it. The host only links it in
- * its list, so that qc_lua_free can detach it (h = NULL): a done that
- * comes after the host is gone then just frees the record. */
-typedef struct qc_kvreq {
-    struct qc_kvreq *prev, *next;
-    qc_lua *h;  /* NULL once the host is gone */
-    int fn_ref; /* the callback, LUA_NOREF for none */
-    const char *what;
-} qc_kvreq;
+/* A request handed to the view whose answer comes later: kv.put,
+ * kv.delete, set_metadata. The view owns it from the call until its done
+ * fires (exactly once), and done frees it. The host only links it in its
+ * list, so that qc_lua_free can detach it (h = NULL): a done that comes
+ * after the host is gone then just frees the record. The answer runs the
+ * callback as a job of the request's kind (JOB_KV, JOB_MEMBER), labelled
+ * label, under the hook budget. */
+typedef struct qc_req {
+    struct qc_req *prev, *next;
+    qc_lua *h;         /* NULL once the host is gone */
+    int fn_ref;        /* the callback, LUA_NOREF for none */
+    int kind;          /* JOB_KV, JOB_MEMBER */
+    const char *what;  /* for the log: "kv.put", "kv.delete", "set_metadata" */
+    const char *label; /* the callback's metric label: "kv", "set_metadata" */
+} qc_req;
 
 /* A kv.watch registration, in registration order (ids grow). file_gen is
  * the hooks-file load that made it, 0 when a hook or callback made it. */
@@ -121,7 +128,7 @@ struct qc_lua {
     size_t pending;
     qc_exec *execs;
     qc_after *afters;
-    qc_kvreq *kvreqs;
+    qc_req *reqs;
     qc_watch *watches, *watches_tail;
     uint64_t next_watch_id;
     unsigned file_gen, loading_gen; /* hooks-file loads; the one running */
@@ -201,11 +208,12 @@ static void push_metadata(lua_State *L, const char *text)
     lua_newtable(L); /* the view's metadata is always an object; be safe */
 }
 
-/* A Peer table; extended adds up, role and voter. */
+/* A Peer table; extended adds the member's state: up, role, voter and
+ * priority. */
 static void push_peer(lua_State *L, const qc_peer_info *p, int extended)
 {
     luaL_checkstack(L, 4, NULL);
-    lua_createtable(L, 0, extended ? 7 : 4);
+    lua_createtable(L, 0, extended ? 8 : 4);
     lua_pushstring(L, p->identifier ? p->identifier : "");
     lua_setfield(L, -2, "identifier");
     lua_pushstring(L, p->host ? p->host : "");
@@ -223,6 +231,8 @@ static void push_peer(lua_State *L, const qc_peer_info *p, int extended)
     }
     lua_pushboolean(L, p->voter);
     lua_setfield(L, -2, "voter");
+    lua_pushinteger(L, p->priority);
+    lua_setfield(L, -2, "priority");
 }
 
 /* ---- jobs -------------------------------------------------------------- */
@@ -370,6 +380,16 @@ static int push_kv_result(lua_State *L, const job *j)
     return 3;
 }
 
+/* A membership request's answer: (true) or (false, message). Returns the
+ * argument count. */
+static int push_member_result(lua_State *L, const job *j)
+{
+    lua_pushboolean(L, j->status == QC_OK);
+    if (j->status == QC_OK) return 1;
+    lua_pushstring(L, j->reason ? j->reason : qc_strerror(j->status));
+    return 2;
+}
+
 /* Runs under lua_pcall: 1 = the function, 2 = the job. */
 static int call_job(lua_State *L)
 {
@@ -382,6 +402,8 @@ static int call_job(lua_State *L)
         push_exec_result(L, j);
     else if (j->kind == JOB_KV)
         nargs = push_kv_result(L, j);
+    else if (j->kind == JOB_MEMBER)
+        nargs = push_member_result(L, j);
     else
         nargs = 0;
     lua_call(L, nargs, 0);
@@ -935,6 +957,89 @@ static int l_after(lua_State *L)
     return 0;
 }
 
+/* ---- requests the view answers later (kv writes, set_metadata) -------- */
+
+static void req_unlink(qc_req *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        r->h->reqs = r->next;
+    if (r->next) r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+}
+
+/* Registers the callback (stack index cb, 0 for none) and links a request
+ * record of kind (JOB_KV, JOB_MEMBER). Raises only before anything is
+ * linked; nothing may raise after it until the view has the request. */
+static qc_req *req_start(lua_State *L, int cb, int kind, const char *what, const char *label)
+{
+    qc_lua *h = host_of(L);
+    int ref = LUA_NOREF;
+    if (cb) {
+        lua_pushvalue(L, cb);
+        ref = luaL_ref(L, LUA_REGISTRYINDEX); /* may raise: nothing is ours yet */
+    }
+    qc_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        if (ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        luaL_error(L, "out of memory");
+    }
+    r->fn_ref = ref;
+    r->h = h;
+    r->kind = kind;
+    r->what = what;
+    r->label = label;
+    r->next = h->reqs;
+    if (h->reqs) h->reqs->prev = r;
+    h->reqs = r;
+    return r;
+}
+
+/* Drops a request the view never got (the call raised before it). */
+static void req_cancel(qc_lua *h, qc_req *r)
+{
+    req_unlink(r);
+    if (r->fn_ref != LUA_NOREF) luaL_unref(h->L, LUA_REGISTRYINDEX, r->fn_ref);
+    free(r);
+}
+
+/* The view's answer to r (inside its done: no Lua runs here). Queues the
+ * callback with status, revision (JOB_KV) and message (copied: the failure
+ * text a JOB_MEMBER callback gets), or logs a failure that has no callback
+ * to see it. Frees r. */
+static void req_answer(qc_req *r, int status, uint64_t revision, const char *message)
+{
+    qc_lua *h = r->h;
+    if (!h) { /* the host was freed first: nothing left to call */
+        free(r);
+        return;
+    }
+    req_unlink(r);
+    int ok = r->kind == JOB_KV ? status == QC_KV_OK : status == QC_OK;
+    if (!message) message = qc_strerror(status);
+    if (r->fn_ref == LUA_NOREF) {
+        if (!ok) qc_log(QC_LOG_WARN, "hook", "%s without a callback failed: %s", r->what, message);
+        free(r);
+        return;
+    }
+    int keep_msg = r->kind == JOB_MEMBER && !ok;
+    job *j = job_new(r->label, keep_msg ? str_size(message) : 0);
+    if (!j) {
+        qc_log(QC_LOG_ERROR, "hook", "%s: out of memory, callback dropped", r->label);
+        luaL_unref(h->L, LUA_REGISTRYINDEX, r->fn_ref);
+    } else {
+        char *cur = j->strings + str_size(r->label);
+        j->kind = r->kind;
+        j->fn_ref = r->fn_ref;
+        j->status = status;
+        j->revision = revision;
+        if (keep_msg) j->reason = put_str(&cur, message);
+        enqueue(h, j);
+    }
+    free(r);
+}
+
 /* ---- kv ---------------------------------------------------------------- */
 
 /* qcluster.kv: reads (get, list) are LOCAL and may be stale: a hook must
@@ -1120,43 +1225,9 @@ static int l_kv_list(lua_State *L)
     return 1;
 }
 
-static void kvreq_unlink(qc_kvreq *r)
-{
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        r->h->kvreqs = r->next;
-    if (r->next) r->next->prev = r->prev;
-    r->prev = r->next = NULL;
-}
-
 static void kv_write_done(void *arg, const qc_kv_answer *a)
 {
-    qc_kvreq *r = arg;
-    qc_lua *h = r->h;
-    if (!h) { /* the host was freed first: nothing left to call */
-        free(r);
-        return;
-    }
-    kvreq_unlink(r);
-    if (r->fn_ref == LUA_NOREF) {
-        if (a->status != QC_KV_OK)
-            qc_log(QC_LOG_WARN, "hook", "kv.%s without a callback failed: %s", r->what,
-                   kv_errtext(a->status));
-    } else {
-        job *j = job_new("kv", 0);
-        if (!j) {
-            qc_log(QC_LOG_ERROR, "hook", "kv: out of memory, callback dropped");
-            luaL_unref(h->L, LUA_REGISTRYINDEX, r->fn_ref);
-        } else {
-            j->kind = JOB_KV;
-            j->fn_ref = r->fn_ref;
-            j->status = a->status;
-            j->revision = a->revision;
-            enqueue(h, j);
-        }
-    }
-    free(r);
+    req_answer(arg, a->status, a->revision, kv_errtext(a->status));
 }
 
 /* Optional opts table and callback from index i on: (cb), (opts, cb),
@@ -1185,30 +1256,6 @@ static int64_t kv_write_args(lua_State *L, int i, int *cb)
     return (int64_t)cas;
 }
 
-/* Registers the callback and links a request record; nothing may raise
- * after this until the view has it. */
-static qc_kvreq *kv_write_start(lua_State *L, int cb, const char *what)
-{
-    qc_lua *h = host_of(L);
-    int ref = LUA_NOREF;
-    if (cb) {
-        lua_pushvalue(L, cb);
-        ref = luaL_ref(L, LUA_REGISTRYINDEX); /* may raise: nothing is ours yet */
-    }
-    qc_kvreq *r = calloc(1, sizeof *r);
-    if (!r) {
-        if (ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ref);
-        luaL_error(L, "out of memory");
-    }
-    r->fn_ref = ref;
-    r->h = h;
-    r->what = what;
-    r->next = h->kvreqs;
-    if (h->kvreqs) h->kvreqs->prev = r;
-    h->kvreqs = r;
-    return r;
-}
-
 /* qcluster.kv.put(key, value [, opts] [, cb]); cb(ok, revision_or_err, ...) */
 static int l_kv_put(lua_State *L)
 {
@@ -1219,7 +1266,7 @@ static int l_kv_put(lua_State *L)
     int64_t cas = kv_write_args(L, 3, &cb);
     const qc_view *v = host_of(L)->view;
     v = kv_view(L, v && v->kv_put);
-    qc_kvreq *r = kv_write_start(L, cb, "put");
+    qc_req *r = req_start(L, cb, JOB_KV, "kv.put", "kv");
     v->kv_put(v->ud, (const uint8_t *)key, klen, (const uint8_t *)value, vlen, cas, kv_write_done,
               r);
     return 0;
@@ -1234,7 +1281,7 @@ static int l_kv_delete(lua_State *L)
     int64_t cas = kv_write_args(L, 2, &cb);
     const qc_view *v = host_of(L)->view;
     v = kv_view(L, v && v->kv_delete);
-    qc_kvreq *r = kv_write_start(L, cb, "delete");
+    qc_req *r = req_start(L, cb, JOB_KV, "kv.delete", "kv");
     v->kv_delete(v->ud, (const uint8_t *)key, klen, cas, kv_write_done, r);
     return 0;
 }
@@ -1347,6 +1394,62 @@ static void open_kv(lua_State *L)
     luaL_newlib(L, kv_fns);
 }
 
+/* ---- membership -------------------------------------------------------- */
+
+static const char *member_errtext(int rc)
+{
+    switch (rc) {
+    case QC_EINVAL: return "refused";
+    case QC_ENOLEADER: return "no leader";
+    case QC_EBUSY: return "timed out, or another membership change is in progress";
+    default: return qc_strerror(rc);
+    }
+}
+
+static void member_done(void *arg, int rc, const char *message)
+{
+    req_answer(arg, rc, 0, message && *message ? message : member_errtext(rc));
+}
+
+/* qcluster.set_metadata(t [, cb]): replaces this node's metadata with t (a
+ * table that makes a JSON object) through the log, without blocking; cb
+ * runs later through the hook queue (label "set_metadata", hook budget) as
+ * cb(true) once committed, or cb(false, message). */
+static int l_set_metadata(lua_State *L)
+{
+    qc_lua *h = host_of(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int cb = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TFUNCTION);
+        cb = 2;
+    }
+    qc_req *r = req_start(L, cb, JOB_MEMBER, "set_metadata", "set_metadata");
+    /* From here on r is ours until the view has it: cancel before raising. */
+    char *json = NULL, err[300];
+    size_t len;
+    int rc = qc_luajson_encode(L, 1, &json, &len, err, sizeof err);
+    if (rc == QC_OK && json[0] != '{') {
+        rc = QC_EINVAL;
+        snprintf(err, sizeof err, "expected a table with string keys (a JSON object), got a list");
+    }
+    if (rc != QC_OK) {
+        free(json);
+        req_cancel(h, r);
+        if (rc == QC_ENOMEM) return luaL_error(L, "set_metadata: out of memory");
+        return luaL_argerror(L, 1, err);
+    }
+    const qc_view *v = h->view;
+    if (!v || !v->set_metadata) {
+        free(json);
+        req_cancel(h, r);
+        return luaL_error(L, "set_metadata: membership is not available");
+    }
+    v->set_metadata(v->ud, json, member_done, r); /* may answer before it returns */
+    free(json);
+    return 0;
+}
+
 /* ---- the rest of the qcluster module ----------------------------------- */
 
 static int l_is_leader(lua_State *L)
@@ -1438,6 +1541,7 @@ static const luaL_Reg qcluster_fns[] = {
     {"log", l_log},
     {"exec", l_exec},
     {"after", l_after},
+    {"set_metadata", l_set_metadata},
     {NULL, NULL},
 };
 
@@ -1557,10 +1661,10 @@ void qc_lua_free(qc_lua *h)
         h->head = j->next;
         job_free(h, j);
     }
-    /* Writes in flight belong to the view until their done: detach them,
-     * so that a late done only frees its record (see qc_kvreq). */
-    for (qc_kvreq *r = h->kvreqs; r; r = r->next) r->h = NULL;
-    h->kvreqs = NULL;
+    /* Requests in flight belong to the view until their done: detach them,
+     * so that a late done only frees its record (see qc_req). */
+    for (qc_req *r = h->reqs; r; r = r->next) r->h = NULL;
+    h->reqs = NULL;
     while (h->watches) watch_free(h, h->watches);
     lua_close(h->L);
     free(h->hooks_path);

@@ -20,7 +20,19 @@
  *   by hooks and callbacks live until cancelled, across reloads; those the
  *   hooks file makes while it loads are replaced by the next successful
  *   reload's (so a reload never doubles them).
- * Keys and values are Lua strings, binary safe. */
+ * Keys and values are Lua strings, binary safe.
+ *
+ * qcluster.set_metadata(t [, cb]) replaces this node's metadata through the
+ * view's set_metadata ("set_metadata: membership is not available" when the
+ * view has none). t must make a JSON object (a table with string keys; {}
+ * clears): anything else raises a bad-argument error naming the path, and
+ * nothing is sent. It never blocks; cb runs later through the hook queue
+ * (label "set_metadata", hook budget), on the same path as kv.put's, as
+ * cb(true) once committed or cb(false, message); a failure with no cb is
+ * logged.
+ *
+ * Peers that carry state (peers(), self(), on_peer_*, on_member_*) have up,
+ * role, voter and priority besides {identifier, host, port, metadata}. */
 #ifndef QC_LUAHOST_H
 #define QC_LUAHOST_H
 
@@ -58,9 +70,9 @@ typedef struct qc_hook_event {
  * view answers is_leader(), get_leader_info(), ...; metrics may be NULL. */
 int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, qc_lua **out);
 /* Stops timers and running commands (killing them), closes the state.
- * KV writes still in flight stay owned by the view: their done may come
- * later (it then only frees a small request record), and must still come
- * exactly once. */
+ * KV writes and set_metadata requests still in flight stay owned by the
+ * view: their done may come later (it then only frees a small request
+ * record), and must still come exactly once. */
 void qc_lua_free(qc_lua *h);
 
 /* Loads the config into this state (see qc_config_load), then the hooks:
