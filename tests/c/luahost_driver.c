@@ -9,7 +9,15 @@
  * agent would). The fake KV applies writes one at a time from a timer,
  * fires on_kv_change for each applied one, then answers; the key "nope"
  * answers QC_ENOLEADER at once. Writes still in flight when the host is
- * freed are answered after it. Test-only: never linked into the agent. */
+ * freed are answered after it.
+ * Membership: the fake's self has priority 1, its i-th peer priority i + 2.
+ * set_metadata commits from a timer (self() then shows the new metadata)
+ * and answers; events nomember (the view has no set_metadata), metafail
+ * (later answers fail: QC_ENOLEADER, "no leader to commit it"), metanow
+ * (answers QC_EINVAL, no message, before the call returns), metaok (back to
+ * success), and `memberjoin|memberleave ID HOST PORT METADATA` (fire
+ * on_member_join, a learner that is up, or on_member_leave, a voter that is
+ * down, with that Peer). Test-only: never linked into the agent. */
 #include <ev.h>
 #include <lauxlib.h>
 #include <lualib.h>
@@ -100,6 +108,16 @@ typedef struct fkv_op {
     void *arg;
 } fkv_op;
 
+/* A set_metadata the fake commits later. */
+typedef struct fmeta_op {
+    struct fmeta_op *next;
+    char *json;
+    qc_member_done_fn *done;
+    void *arg;
+} fmeta_op;
+
+enum { FMETA_OK, FMETA_FAIL, FMETA_NOW };
+
 typedef struct fake {
     const qc_config *cfg;
     qc_lua *h; /* NULL once freed */
@@ -110,6 +128,10 @@ typedef struct fake {
     fkv_op *ops, **ops_tail;
     ev_timer apply;
     int late_reads;
+    char *meta; /* self's metadata once set_metadata committed, else NULL */
+    int meta_mode;
+    fmeta_op *metas, **metas_tail;
+    ev_timer meta_timer;
 } fake;
 
 static void self_info(const qc_config *c, qc_peer_info *p)
@@ -121,6 +143,7 @@ static void self_info(const qc_config *c, qc_peer_info *p)
     p->metadata = c->metadata;
     p->role = "leader";
     p->up = p->voter = p->is_self = 1;
+    p->priority = 1;
 }
 
 static void peer_info(const qc_config *c, size_t i, qc_peer_info *p)
@@ -132,6 +155,15 @@ static void peer_info(const qc_config *c, size_t i, qc_peer_info *p)
     p->metadata = c->peers[i].metadata;
     p->role = "follower";
     p->up = p->voter = 1;
+    p->priority = (int)i + 2;
+}
+
+/* self_info, with the metadata set_metadata committed. */
+static void fake_self(const fake *f, qc_peer_info *p)
+{
+    static const qc_config none = {.identifier = "", .listen_host = "", .metadata = "{}"};
+    self_info(f->cfg ? f->cfg : &none, p);
+    if (f->meta) p->metadata = f->meta;
 }
 
 static int v_is_leader(void *ud) { return ((fake *)ud)->cfg != NULL; }
@@ -142,15 +174,10 @@ static int v_leader(void *ud, qc_peer_info *out)
 {
     fake *f = ud;
     if (!f->cfg) return QC_ENOLEADER;
-    self_info(f->cfg, out);
+    fake_self(f, out);
     return 0;
 }
-static void v_self(void *ud, qc_peer_info *out)
-{
-    fake *f = ud;
-    static const qc_config none = {.identifier = "", .listen_host = "", .metadata = "{}"};
-    self_info(f->cfg ? f->cfg : &none, out);
-}
+static void v_self(void *ud, qc_peer_info *out) { fake_self(ud, out); }
 static size_t v_peers(void *ud, qc_peer_info *out, size_t max)
 {
     fake *f = ud;
@@ -371,6 +398,76 @@ static void fkv_finish(fake *f)
     free(f->kv);
 }
 
+/* ---- the fake membership ------------------------------------------------ */
+
+/* Commits (or fails) the first set_metadata and answers it. */
+static void fmeta_step(fake *f)
+{
+    fmeta_op *op = f->metas;
+    f->metas = op->next;
+    if (!f->metas) f->metas_tail = &f->metas;
+    if (f->meta_mode == FMETA_FAIL) {
+        op->done(op->arg, QC_ENOLEADER, "no leader to commit it");
+    } else {
+        free(f->meta);
+        f->meta = op->json;
+        op->json = NULL;
+        op->done(op->arg, 0, NULL);
+    }
+    free(op->json);
+    free(op);
+}
+
+static void on_fmeta_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    fake *f = w->data;
+    if (f->metas) fmeta_step(f);
+    if (f->metas) ev_timer_start(loop, w);
+}
+
+static void v_set_metadata(void *ud, const char *json, qc_member_done_fn *done, void *arg)
+{
+    fake *f = ud;
+    if (f->meta_mode == FMETA_NOW) {
+        done(arg, QC_EINVAL, NULL);
+        return;
+    }
+    fmeta_op *op = calloc(1, sizeof *op);
+    if (!op || !(op->json = strdup(json))) abort(); /* test driver */
+    op->done = done;
+    op->arg = arg;
+    *f->metas_tail = op;
+    f->metas_tail = &op->next;
+    if (!ev_is_active(&f->meta_timer)) ev_timer_start(f->loop, &f->meta_timer);
+}
+
+/* After the host is gone: answers what is still in flight. */
+static void fmeta_finish(fake *f)
+{
+    ev_timer_stop(f->loop, &f->meta_timer);
+    while (f->metas) fmeta_step(f);
+    free(f->meta);
+    f->meta = NULL;
+}
+
+/* on_member_join (a learner that is up) or on_member_leave (a voter that
+ * is down) for the Peer in args: ID HOST PORT METADATA. */
+static void fire_member(qc_lua *h, const char *hook, char **args)
+{
+    int join = strcmp(hook, "on_member_join") == 0;
+    qc_peer_info p = {.identifier = args[0],
+                      .host = args[1],
+                      .port = atoi(args[2]),
+                      .metadata = args[3],
+                      .role = join ? "learner" : "follower",
+                      .up = join,
+                      .voter = !join,
+                      .priority = 1};
+    qc_hook_event ev = {.hook = hook, .peer = &p};
+    if (qc_lua_fire(h, &ev) != QC_OK) fprintf(stderr, "cannot queue %s\n", hook);
+}
+
 static void fire_kv(qc_lua *h, const char *key, const char *value, const char *rev)
 {
     qc_hook_event ev = {.hook = "on_kv_change",
@@ -386,13 +483,15 @@ static void fire_kv(qc_lua *h, const char *key, const char *value, const char *r
 static const char *const hook_names[] = {
     "on_start",     "on_elected", "on_demoted",   "on_leader_change", "on_peer_up",
     "on_peer_down", "on_stop",    "on_kv_change", "on_member_join",   "on_member_leave",
-    "exec",         "after",      "kv",           "kv_watch",         NULL,
+    "exec",         "after",      "kv",           "kv_watch",         "set_metadata",
+    NULL,
 };
 
-static int fire(qc_lua *h, const qc_config *c, const char *name)
+static int fire(qc_lua *h, const fake *f, const char *name)
 {
+    const qc_config *c = f->cfg;
     qc_peer_info self, other;
-    self_info(c, &self);
+    fake_self(f, &self);
     if (c->n_peers)
         peer_info(c, 0, &other);
     else
@@ -439,6 +538,9 @@ static int run_hooks(struct ev_loop *loop, int argc, char **argv)
     f.ops_tail = &f.ops;
     ev_timer_init(&f.apply, on_fkv_timer, 0.005, 0.);
     f.apply.data = &f;
+    f.metas_tail = &f.metas;
+    ev_timer_init(&f.meta_timer, on_fmeta_timer, 0.005, 0.);
+    f.meta_timer.data = &f;
     qc_view view = {.ud = &f,
                     .is_leader = v_is_leader,
                     .term = v_term,
@@ -450,7 +552,8 @@ static int run_hooks(struct ev_loop *loop, int argc, char **argv)
                     .kv_put = v_kv_put,
                     .kv_delete = v_kv_delete,
                     .kv_get = v_kv_get,
-                    .kv_list = v_kv_list};
+                    .kv_list = v_kv_list,
+                    .set_metadata = v_set_metadata};
     qc_lua *h = NULL;
     qc_config cfg;
     char err[1024];
@@ -465,6 +568,7 @@ static int run_hooks(struct ev_loop *loop, int argc, char **argv)
         qc_lua_free(h);
         f.h = NULL;
         fkv_finish(&f);
+        fmeta_finish(&f);
         qc_metrics_free(m);
         return 2;
     }
@@ -500,7 +604,19 @@ static int run_hooks(struct ev_loop *loop, int argc, char **argv)
         } else if (strcmp(argv[i], "kvdelete") == 0 && i + 2 < argc) {
             fire_kv(h, argv[i + 1], NULL, argv[i + 2]);
             i += 2;
-        } else if (fire(h, &cfg, argv[i]) != QC_OK) {
+        } else if (strcmp(argv[i], "nomember") == 0) {
+            view.set_metadata = NULL;
+        } else if (strcmp(argv[i], "metafail") == 0) {
+            f.meta_mode = FMETA_FAIL;
+        } else if (strcmp(argv[i], "metanow") == 0) {
+            f.meta_mode = FMETA_NOW;
+        } else if (strcmp(argv[i], "metaok") == 0) {
+            f.meta_mode = FMETA_OK;
+        } else if ((strcmp(argv[i], "memberjoin") == 0 || strcmp(argv[i], "memberleave") == 0) &&
+                   i + 4 < argc) {
+            fire_member(h, argv[i][6] == 'j' ? "on_member_join" : "on_member_leave", argv + i + 1);
+            i += 4;
+        } else if (fire(h, &f, argv[i]) != QC_OK) {
             fprintf(stderr, "cannot queue %s\n", argv[i]);
             rc = 1;
         }
@@ -510,6 +626,7 @@ static int run_hooks(struct ev_loop *loop, int argc, char **argv)
     qc_lua_free(h);
     f.h = NULL;
     fkv_finish(&f); /* writes still in flight are answered after the host */
+    fmeta_finish(&f);
     qc_config_free(&cfg);
     qc_metrics_free(m);
     return rc;

@@ -66,13 +66,13 @@ describe("hooks", function()
           print("elected", ev.term, show(ev.self), show(ev.previous_leader))
         end,
         on_demoted = function(ev) print("demoted", ev.term, ev.reason, show(ev.leader)) end,
-        on_peer_up = function(p) print("peer_up", show(p), p.up, p.role) end,
+        on_peer_up = function(p) print("peer_up", show(p), p.up, p.role, p.priority) end,
         on_stop = function(ev) print("stop", ev.reason, ev.term) end,
         on_leader_change = function()
           local ps = qcluster.peers()
           print("module", qcluster.is_leader(), qcluster.term(), show(qcluster.self()),
             show(qcluster.get_leader_info()), #ps, show(ps[1]), ps[1].up, ps[1].role,
-            math.type(qcluster.now()), qcluster.now() > 1.7e9)
+            ps[1].priority, math.type(qcluster.now()), qcluster.now() > 1.7e9)
           qcluster.log("info", "hello from a hook")
         end,
       }
@@ -84,12 +84,31 @@ describe("hooks", function()
       "start\ta:7001:z1",
       "elected\t7\ta:7001:z1\tb:7002:z2",
       "demoted\t8\thigher_term\tb:7002:z2",
-      "peer_up\tb:7002:z2\ttrue\tfollower",
+      "peer_up\tb:7002:z2\ttrue\tfollower\t2",
       "stop\tshutdown\tnil",
-      "module\ttrue\t7\ta:7001:z1\ta:7001:z1\t1\tb:7002:z2\ttrue\tfollower\tfloat\ttrue",
+      "module\ttrue\t7\ta:7001:z1\ta:7001:z1\t1\tb:7002:z2\ttrue\tfollower\t2\tfloat\ttrue",
     }, lines(out))
     assert.matches("INFO  hook: hello from a hook", err)
   end)
+
+  it("on_member_join and on_member_leave get the Peer and are counted like the others",
+    function()
+      local hooks = [[
+        local function show(p) return p.identifier .. ":" .. p.port .. ":" .. p.metadata.zone end
+        return {
+          on_member_join = function(p) print("join", show(p), p.role, p.priority) end,
+          on_member_leave = function(p) print("leave", show(p)) end,
+          on_stop = function() print("stop") end,
+        }
+      ]]
+      local rc, out, err = run_hooks(hooks, { "on_member_join", "on_member_leave", "on_stop",
+        "on_member_join" })
+      assert.are.equal(0, rc, err)
+      assert.are.same({ "join\tb:7002:z2\tfollower\t2", "leave\tb:7002:z2", "stop",
+        "join\tb:7002:z2\tfollower\t2" }, lines(out))
+      assert.matches("counter on_member_join runs=2 errors=0", out)
+      assert.matches("counter on_member_leave runs=1 errors=0", out)
+    end)
 
   it("skip a hook that is not defined, silently", function()
     local rc, out, err = run_hooks("return { on_stop = function() print('stop') end }",
