@@ -1,6 +1,7 @@
 /* The HTTP/1.1 API on the agent's libev loop: http_parser reads requests,
  * yajl writes JSON, long-polls are parked connections with a timer, and
- * transfers and KV requests wait for the view's callback (struct pending).
+ * transfers, membership changes and KV requests wait for the view's
+ * callback (struct pending).
  * It reads the agent only through qc_view and must never block, never
  * let one client hurt another, and never touch a closed connection:
  * closed connections are only freed from the loop (see reap_cb). */
@@ -39,14 +40,14 @@
 
 typedef struct conn conn;
 
-/* A request the view answers through a callback (transfer, KV): it
+/* A request the view answers through a callback (transfer, membership, KV): it
  * outlives its connection until the callback fires, which frees it, or the
  * handler frees it when the callback fired inside the view call. */
 typedef struct pending {
     conn *c;  /* NULL once the connection is gone */
     int sync; /* still inside the view call */
     int fired;
-    char *to;       /* transfer: the target, NULL for the best peer */
+    char *to;       /* transfer: the target (NULL: the best peer); leave: who */
     int op;         /* KV: KV_GET, ... */
     yajl_gen list;  /* KV list: the array being built */
     int list_error; /* KV list: emitting failed */
@@ -713,6 +714,281 @@ static void h_transfer(conn *c, const req *r)
     pending_called(x);
 }
 
+/* ---------- membership: /v1/join, /v1/leave, /v1/self/metadata ----------
+ * Each waits for the view's qc_member_done_fn (struct pending, as a
+ * transfer does). Addresses, identifiers and metadata text handed to the
+ * view live only during its call. */
+
+#define JOIN_MAX 32       /* addresses in one join */
+#define JOIN_HOST_MAX 255 /* a DNS name's limit */
+
+/* How a membership failure becomes HTTP; the agent's message is the error
+ * text when it gives one, else msg:
+ *   QC_EINVAL     409  the change was refused (identifier in use, ...)
+ *   QC_ENOTFOUND  404  no such member
+ *   QC_ENOLEADER  503  no leader to commit it (QC_ENOTLEADER likewise)
+ *   QC_EBUSY      504  timed out, or another change is in progress
+ *   QC_ETOOBIG    413  e.g. metadata over the agent's limit
+ *   anything else 500 */
+static const struct {
+    int rc, http;
+    const char *msg;
+} member_errors[] = {
+    {QC_EINVAL, 409, "the change was refused"},
+    {QC_ENOTFOUND, 404, "no such member"},
+    {QC_ENOLEADER, 503, "no leader"},
+    {QC_ENOTLEADER, 503, "no leader"},
+    {QC_EBUSY, 504, "timed out"},
+    {QC_ETOOBIG, 413, "too large"},
+};
+
+static void member_ok(conn *c, const char *message)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) {
+        conn_close(c);
+        return;
+    }
+    yajl_gen_map_open(g);
+    qc_json_key_bool(g, "ok", 1);
+    if (message && *message) qc_json_key_str(g, "message", message);
+    yajl_gen_map_close(g);
+    respond_json_gen(c, 200, g, NULL);
+    yajl_gen_free(g);
+}
+
+/* p->to: the identifier of a leave, for a 404 without a message. */
+static void member_answer(conn *c, const pending *p, int rc, const char *message)
+{
+    if (rc == 0) {
+        member_ok(c, message);
+        return;
+    }
+    int has_msg = message && *message;
+    for (size_t i = 0; i < sizeof member_errors / sizeof member_errors[0]; i++) {
+        if (member_errors[i].rc != rc) continue;
+        char msg[300];
+        if (!has_msg && rc == QC_ENOTFOUND && p->to)
+            snprintf(msg, sizeof msg, "no such member: %.256s", p->to);
+        else
+            snprintf(msg, sizeof msg, "%s", member_errors[i].msg);
+        respond_error(c, member_errors[i].http, has_msg ? message : msg, NULL);
+        return;
+    }
+    char msg[300];
+    snprintf(msg, sizeof msg, "membership change failed: %.256s",
+             has_msg  ? message
+             : rc < 0 ? qc_strerror(rc)
+                      : "unknown status");
+    respond_error(c, 500, msg, NULL);
+}
+
+static void member_done(void *arg, int rc, const char *message)
+{
+    pending *p = arg;
+    if (p->fired) return; /* done() must fire once; ignore a second call */
+    conn *c = pending_fire(p);
+    if (c) member_answer(c, p, rc, message);
+    pending_settle(p, c);
+}
+
+static void member_unavailable(conn *c)
+{
+    respond_error(c, 501, "membership is not available", NULL);
+}
+
+/* The body as a JSON tree in *out (NULL when the body is empty). 0,
+ * QC_EINVAL (not JSON, or a NUL byte that would hide the rest) or
+ * QC_ENOMEM. The caller frees *out with yajl_tree_free. */
+static int body_json(const conn *c, yajl_val *out)
+{
+    *out = NULL;
+    if (c->body_len == 0) return 0;
+    if (memchr(c->body, '\0', c->body_len)) return QC_EINVAL;
+    char *text = malloc(c->body_len + 1);
+    if (!text) return QC_ENOMEM;
+    memcpy(text, c->body, c->body_len);
+    text[c->body_len] = '\0';
+    *out = yajl_tree_parse(text, NULL, 0);
+    free(text);
+    return *out ? 0 : QC_EINVAL;
+}
+
+/* Answers 400 (or 500) for a body_json failure; 1 when it did. */
+static int body_failed(conn *c, int rc, const char *expected)
+{
+    if (rc == 0) return 0;
+    if (rc == QC_ENOMEM)
+        respond_error(c, 500, "out of memory", NULL);
+    else
+        respond_error(c, 400, expected, NULL);
+    return 1;
+}
+
+static int present(yajl_val v) { return v && !YAJL_IS_NULL(v); }
+
+/* HOST:PORT or [V6]:PORT: a host of printable characters without spaces,
+ * a decimal port from 1 to 65535. */
+static int address_ok(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s) return 0;
+    size_t hl = (size_t)(colon - s);
+    if (hl > JOIN_HOST_MAX + 2 || (s[0] == '[' && (hl < 3 || s[hl - 1] != ']'))) return 0;
+    for (const char *h = s; h < colon; h++)
+        if ((unsigned char)*h <= ' ' || (unsigned char)*h == 0x7f) return 0;
+    const char *p = colon + 1;
+    long port = 0;
+    if (!*p || strlen(p) > 5) return 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9') return 0;
+        port = port * 10 + (*p - '0');
+    }
+    return port >= 1 && port <= 65535;
+}
+
+/* {"join": ["HOST:PORT", ...]} or {"address": "HOST:PORT"}: the addresses
+ * (pointers into body) in addrs, how many in *n. NULL, or why not (in why). */
+static const char *join_addresses(yajl_val body, const char **addrs, size_t *n, char *why,
+                                  size_t cap)
+{
+    static const char shape[] =
+        "body must be {\"join\": [\"HOST:PORT\", ...]} or {\"address\": \"HOST:PORT\"}";
+    yajl_val list = qc_json_get(body, "join"), one = qc_json_get(body, "address");
+    *n = 0;
+    if (!body || !YAJL_IS_OBJECT(body) || present(list) == present(one)) return shape;
+    if (present(one)) {
+        if (!YAJL_IS_STRING(one)) return shape;
+        addrs[(*n)++] = one->u.string;
+    } else {
+        if (!YAJL_IS_ARRAY(list) || list->u.array.len == 0) return shape;
+        if (list->u.array.len > JOIN_MAX) {
+            snprintf(why, cap, "at most %d addresses to join through", JOIN_MAX);
+            return why;
+        }
+        for (size_t i = 0; i < list->u.array.len; i++) {
+            yajl_val a = list->u.array.values[i];
+            if (!YAJL_IS_STRING(a)) return "every address must be a string \"HOST:PORT\"";
+            addrs[(*n)++] = a->u.string;
+        }
+    }
+    for (size_t i = 0; i < *n; i++) {
+        if (address_ok(addrs[i])) continue;
+        snprintf(why, cap, "bad address \"%.100s\": expected HOST:PORT, port 1 to 65535", addrs[i]);
+        return why;
+    }
+    return NULL;
+}
+
+/* Hands the addresses in body to the view, or answers 400. */
+static void join_call(conn *c, yajl_val body)
+{
+    const qc_view *v = c->api->view;
+    const char *addrs[JOIN_MAX];
+    size_t n;
+    char why[200];
+    const char *bad = join_addresses(body, addrs, &n, why, sizeof why);
+    if (bad) {
+        respond_error(c, 400, bad, NULL);
+        return;
+    }
+    pending *p = pending_new(c);
+    if (!p) {
+        respond_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    v->join(v->ud, addrs, n, member_done, p);
+    pending_called(p);
+}
+
+/* POST /v1/join: this node joins a running cluster through those members. */
+static void h_join(conn *c, const req *r)
+{
+    (void)r;
+    if (!c->api->view->join) {
+        member_unavailable(c);
+        return;
+    }
+    yajl_val body;
+    int rc = body_json(c, &body);
+    if (body_failed(c, rc, "body must be JSON: {\"join\": [\"HOST:PORT\", ...]}")) return;
+    join_call(c, body);
+    yajl_tree_free(body); /* after the call: addrs point into it */
+}
+
+/* Body: empty, or {"identifier": ID} (null: this node). *id is malloc'd or
+ * NULL. 0, QC_EINVAL or QC_ENOMEM. */
+static int leave_target(const conn *c, char **id)
+{
+    yajl_val body;
+    *id = NULL;
+    int rc = body_json(c, &body);
+    if (rc || !body) return rc;
+    yajl_val t = YAJL_IS_OBJECT(body) ? qc_json_get(body, "identifier") : NULL;
+    if (!YAJL_IS_OBJECT(body) || (present(t) && (!YAJL_IS_STRING(t) || !*t->u.string)))
+        rc = QC_EINVAL;
+    else if (present(t) && !(*id = strdup(t->u.string)))
+        rc = QC_ENOMEM;
+    yajl_tree_free(body);
+    return rc;
+}
+
+/* POST /v1/leave: removes a member (none named: this node). */
+static void h_leave(conn *c, const req *r)
+{
+    (void)r;
+    const qc_view *v = c->api->view;
+    if (!v->leave) {
+        member_unavailable(c);
+        return;
+    }
+    char *id;
+    int rc = leave_target(c, &id);
+    if (body_failed(c, rc, "body must be {\"identifier\": IDENTIFIER} or empty")) return;
+    pending *p = pending_new(c);
+    if (!p) {
+        free(id);
+        respond_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    p->to = id;
+    v->leave(v->ud, id, member_done, p);
+    pending_called(p);
+}
+
+/* PUT /v1/self/metadata: the body (a JSON object) becomes this node's
+ * metadata, handed to the view as compact JSON text. */
+static void h_self_metadata(conn *c, const req *r)
+{
+    (void)r;
+    static const char shape[] = "body must be a JSON object";
+    const qc_view *v = c->api->view;
+    if (!v->set_metadata) {
+        member_unavailable(c);
+        return;
+    }
+    yajl_val body;
+    char *text = NULL;
+    int rc = body_json(c, &body);
+    if (!rc && (!body || !YAJL_IS_OBJECT(body))) rc = QC_EINVAL;
+    if (!rc) rc = qc_json_val_text(body, &text);
+    yajl_tree_free(body);
+    if (rc == QC_ETOOBIG) {
+        respond_error(c, 400, "metadata nests too deep", NULL);
+        return;
+    }
+    if (body_failed(c, rc, shape)) return;
+    pending *p = pending_new(c);
+    if (!p) {
+        free(text);
+        respond_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    v->set_metadata(v->ud, text, member_done, p);
+    free(text);
+    pending_called(p);
+}
+
 /* ---------- the key-value store: /v1/kv ----------
  * KEY (the path after /v1/kv/) and ?prefix= are percent-decoded, so any
  * byte is reachable (%00, %FF); "+" is a plain "+". Values travel raw. */
@@ -982,7 +1258,7 @@ static const char ui_page[] =
     "</head><body><h1>QCluster <span id=\"id\"></span></h1>"
     "<p>role <b id=\"role\">?</b> &middot; term <b id=\"term\">?</b> &middot; leader "
     "<b id=\"leader\">?</b> &middot; commit <b id=\"commit\">?</b></p><p id=\"err\"></p>"
-    "<table><thead><tr><th>identifier</th><th>role</th><th>up</th><th>voter</th>"
+    "<table><thead><tr><th>identifier</th><th>role</th><th>up</th><th>voter</th><th>priority</th>"
     "<th>address</th><th>metadata</th></tr></thead><tbody id=\"members\"></tbody></table>"
     "<script>\n"
     "function txt(id,v){document.getElementById(id).textContent=v;}\n"
@@ -999,7 +1275,7 @@ static const char ui_page[] =
     " m.forEach(function(p){var tr=document.createElement('tr');"
     "if(p.role==='leader')tr.className='leader';if(!p.up)tr.className='down';\n"
     "  cell(tr,p.identifier);cell(tr,p.role);cell(tr,p.up?'yes':'no');"
-    "cell(tr,p.voter?'yes':'no');cell(tr,p.host+':'+p.port);"
+    "cell(tr,p.voter?'yes':'no');cell(tr,p.priority);cell(tr,p.host+':'+p.port);"
     "cell(tr,JSON.stringify(p.metadata));tb.appendChild(tr);});\n"
     " txt('err','');}catch(e){txt('err','agent unreachable: '+e);}}\n"
     "tick();setInterval(tick,1000);\n"
@@ -1026,6 +1302,9 @@ static const struct route {
     {"/v1/leader", METHOD(HTTP_GET), "GET", h_leader, 0},
     {"/v1/members", METHOD(HTTP_GET), "GET", h_members, 0},
     {"/v1/transfer-leadership", METHOD(HTTP_POST), "POST", h_transfer, 0},
+    {"/v1/join", METHOD(HTTP_POST), "POST", h_join, 0},
+    {"/v1/leave", METHOD(HTTP_POST), "POST", h_leave, 0},
+    {"/v1/self/metadata", METHOD(HTTP_PUT), "PUT", h_self_metadata, 0},
     {"/v1/kv", METHOD(HTTP_GET) | METHOD(HTTP_PUT) | METHOD(HTTP_DELETE), "GET, PUT, DELETE", h_kv,
      1},
     {"/metrics", METHOD(HTTP_GET), "GET", h_metrics, 0},

@@ -1,6 +1,8 @@
 /* The HTTP/1.1 API and /metrics on the agent's loop: nodejs http-parser for
  * requests, yajl for JSON. Long-polls, transfers and KV requests are parked
- * requests, never threads. It reads the agent only through qc_view. */
+ * requests, never threads. It reads the agent only through qc_view.
+ * Membership (POST /v1/join, POST /v1/leave, PUT /v1/self/metadata) goes to
+ * view->join/leave/set_metadata; 501 while the view has none. */
 #ifndef QC_API_H
 #define QC_API_H
 
@@ -19,9 +21,11 @@ typedef struct qc_api qc_api;
 
 /* Binds host:port and serves at once. view and metrics must outlive it.
  * token: required as "Authorization: Bearer TOKEN" on writes (NULL: none).
- * The key and value given to view->kv_* live only during that call: the
- * view copies what it keeps. Pending view callbacks (transfer, KV) must
- * still fire after qc_api_free; they free their request then. */
+ * The key and value given to view->kv_*, and the addresses, identifier and
+ * metadata given to view->join/leave/set_metadata, live only during that
+ * call: the view copies what it keeps. Pending view callbacks (transfer,
+ * membership, KV) must still fire after qc_api_free; they free their
+ * request then. */
 int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *view,
                qc_metrics *metrics, const char *token, qc_api **out);
 /* Answers parked requests, closes every connection, frees everything. */

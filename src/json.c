@@ -120,6 +120,7 @@ int qc_json_peer(yajl_gen g, const qc_peer_info *p, int with_state)
         rc = qc_json_key_str(g, "role", p->role);
         if (!rc) rc = qc_json_key_bool(g, "up", p->up);
         if (!rc) rc = qc_json_key_bool(g, "voter", p->voter);
+        if (!rc) rc = qc_json_key_int(g, "priority", p->priority);
     }
     return rc ? rc : gen_rc(yajl_gen_map_close(g));
 }

@@ -2,7 +2,9 @@
  * specs drive with signals. SIGUSR1 toggles "leader known" (and bumps the
  * term), SIGUSR2 bumps the term only; both call qc_api_notify. SIGTERM or
  * SIGINT stops it cleanly. It holds a small in-memory KV store (see the
- * KV section for its special keys; none when QC_FAKE_NO_KV is set).
+ * KV section for its special keys; none when QC_FAKE_NO_KV is set) and
+ * answers membership requests (see that section; none when
+ * QC_FAKE_NO_MEMBERS is set).
  * Usage: api_fake PORT [TOKEN]. Never linked into the agent. */
 #include <signal.h>
 #include <stdio.h>
@@ -46,13 +48,16 @@ typedef struct fake {
     uint64_t revision; /* of the last change */
     ev_timer kv_later; /* slow writes complete on it */
     kv_op *slow, **slow_tail;
+    char *self_meta;       /* set through set_metadata; NULL: members[0]'s */
+    ev_timer member_later; /* slow membership requests complete on it */
+    struct member_op *mslow, **mslow_tail;
 } fake;
 
 static const qc_peer_info members[] = {
     {"server_a", "localhost", 7001, "{}", "follower", 1, 1, 1, 1},
     {"server_b", "localhost", 7002, "{\"server_port\":8002,\"tags\":[\"a\",\"b\"]}", "leader", 1, 1,
-     0, 1},
-    {"server_c", "localhost", 7003, "not json", "follower", 0, 1, 0, 1},
+     0, 2},
+    {"server_c", "localhost", 7003, "not json", "follower", 0, 1, 0, 0},
 };
 
 static int f_is_leader(void *ud)
@@ -84,8 +89,9 @@ static int f_leader(void *ud, qc_peer_info *out)
 
 static void f_self(void *ud, qc_peer_info *out)
 {
-    (void)ud;
+    fake *f = ud;
     *out = members[0];
+    if (f->self_meta) out->metadata = f->self_meta;
 }
 
 static size_t f_peers(void *ud, qc_peer_info *out, size_t max)
@@ -379,6 +385,156 @@ static void kv_free_all(fake *f)
     free(f->kv);
 }
 
+/* ---------- membership ----------
+ * join looks at its first address: "refuse:..." is refused (QC_EINVAL,
+ * with a message), "noleader:..." QC_ENOLEADER, "timeout:..." QC_EBUSY,
+ * "missing:..." QC_ENOTFOUND, "broken:..." QC_EIO, "slow:..." joins 0.3 s
+ * later; anything else joins at once, the message naming every address.
+ * leave: none given (this node) or "server_c" is done at once; "ghost" and
+ * any unknown name QC_ENOTFOUND without a message (the API names it);
+ * "refuse", "noleader", "timeout", "broken" as for join; "slow" is done
+ * 0.3 s later. set_metadata replaces self's metadata (so GET /v1/members
+ * shows it): an object with a "refuse" key is refused, one with a "slow"
+ * key is applied 0.3 s later. */
+
+#define MEMBER_SLOW_S 0.3
+
+typedef struct member_op {
+    qc_member_done_fn *done;
+    void *arg;
+    char *metadata; /* set_metadata: applied when it completes */
+    struct member_op *next;
+} member_op;
+
+static int member_special(const char *s, int *rc, const char **msg)
+{
+    static const struct {
+        const char *prefix;
+        int rc;
+        const char *msg;
+    } specials[] = {
+        {"refuse", QC_EINVAL, "identifier server_a is already in use"},
+        {"noleader", QC_ENOLEADER, NULL},
+        {"timeout", QC_EBUSY, "timed out waiting for the change to commit"},
+        {"missing", QC_ENOTFOUND, NULL},
+        {"broken", QC_EIO, "the log cannot be written"},
+    };
+    for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++)
+        if (s && strncmp(s, specials[i].prefix, strlen(specials[i].prefix)) == 0) {
+            *rc = specials[i].rc;
+            *msg = specials[i].msg;
+            return 1;
+        }
+    return 0;
+}
+
+/* Queues done for MEMBER_SLOW_S later; 0, or QC_ENOMEM. metadata (may be
+ * NULL) is copied and becomes self's metadata then. */
+static int member_defer(fake *f, const char *metadata, qc_member_done_fn *done, void *arg)
+{
+    member_op *op = calloc(1, sizeof *op);
+    if (!op || (metadata && !(op->metadata = strdup(metadata)))) {
+        free(op);
+        return QC_ENOMEM;
+    }
+    op->done = done;
+    op->arg = arg;
+    *f->mslow_tail = op;
+    f->mslow_tail = &op->next;
+    if (!ev_is_active(&f->member_later)) {
+        ev_timer_set(&f->member_later, MEMBER_SLOW_S, 0.);
+        ev_timer_start(f->loop, &f->member_later);
+    }
+    return QC_OK;
+}
+
+/* Takes over metadata (malloc'd) as self's. */
+static void set_self_meta(fake *f, char *metadata)
+{
+    free(f->self_meta);
+    f->self_meta = metadata;
+}
+
+/* Completes every queued request: done, or rc when it is set. */
+static void member_flush(fake *f, int rc)
+{
+    member_op *op = f->mslow;
+    f->mslow = NULL;
+    f->mslow_tail = &f->mslow;
+    while (op) {
+        member_op *next = op->next;
+        if (!rc && op->metadata) {
+            set_self_meta(f, op->metadata);
+            op->metadata = NULL;
+        }
+        op->done(op->arg, rc, rc ? "the agent stopped" : NULL);
+        free(op->metadata);
+        free(op);
+        op = next;
+    }
+}
+
+static void member_later_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    member_flush(w->data, 0);
+}
+
+static void f_join(void *ud, const char *const *addresses, size_t n, qc_member_done_fn *done,
+                   void *arg)
+{
+    fake *f = ud;
+    int rc;
+    const char *msg;
+    if (n > 0 && member_special(addresses[0], &rc, &msg)) {
+        done(arg, rc, msg);
+        return;
+    }
+    if (n > 0 && strncmp(addresses[0], "slow:", 5) == 0 &&
+        member_defer(f, NULL, done, arg) == QC_OK)
+        return;
+    char text[1024] = "joined through ";
+    for (size_t i = 0; i < n; i++) {
+        size_t used = strlen(text);
+        snprintf(text + used, sizeof text - used, "%s%s", i ? ", " : "", addresses[i]);
+    }
+    done(arg, 0, text);
+}
+
+static void f_leave(void *ud, const char *identifier, qc_member_done_fn *done, void *arg)
+{
+    fake *f = ud;
+    int rc;
+    const char *msg;
+    if (!identifier || strcmp(identifier, "server_c") == 0) {
+        done(arg, 0, NULL);
+    } else if (strcmp(identifier, "slow") == 0 && member_defer(f, NULL, done, arg) == QC_OK) {
+        return;
+    } else if (strcmp(identifier, "missing") != 0 && member_special(identifier, &rc, &msg)) {
+        done(arg, rc, rc == QC_EINVAL ? "server_a is the last voter" : msg);
+    } else {
+        done(arg, QC_ENOTFOUND, NULL);
+    }
+}
+
+static void f_set_metadata(void *ud, const char *json, qc_member_done_fn *done, void *arg)
+{
+    fake *f = ud;
+    if (strstr(json, "\"refuse\"")) {
+        done(arg, QC_EINVAL, "metadata refused by the fake");
+        return;
+    }
+    if (strstr(json, "\"slow\"") && member_defer(f, json, done, arg) == QC_OK) return;
+    char *copy = strdup(json);
+    if (!copy) {
+        done(arg, QC_ENOMEM, NULL);
+        return;
+    }
+    set_self_meta(f, copy);
+    done(arg, 0, NULL);
+}
+
 static void f_refresh(void *ud)
 {
     fake *f = ud;
@@ -434,6 +590,9 @@ int main(int argc, char **argv)
     ev_timer_init(&f.kv_later, kv_later_cb, 0., 0.);
     f.kv_later.data = &f;
     f.slow_tail = &f.slow;
+    ev_timer_init(&f.member_later, member_later_cb, 0., 0.);
+    f.member_later.data = &f;
+    f.mslow_tail = &f.mslow;
     qc_view view = {.ud = &f,
                     .is_leader = f_is_leader,
                     .term = f_term,
@@ -444,6 +603,9 @@ int main(int argc, char **argv)
                     .peers = f_peers,
                     .transfer = f_transfer,
                     .refresh_metrics = f_refresh,
+                    .join = f_join,
+                    .leave = f_leave,
+                    .set_metadata = f_set_metadata,
                     .kv_put = f_kv_put,
                     .kv_delete = f_kv_delete,
                     .kv_get = f_kv_get,
@@ -453,6 +615,11 @@ int main(int argc, char **argv)
         view.kv_delete = NULL;
         view.kv_get = NULL;
         view.kv_list = NULL;
+    }
+    if (getenv("QC_FAKE_NO_MEMBERS")) { /* an agent without membership: 501 */
+        view.join = NULL;
+        view.leave = NULL;
+        view.set_metadata = NULL;
     }
     int rc = qc_api_new(f.loop, "127.0.0.1", atoi(argv[1]), &view, f.metrics,
                         argc > 2 ? argv[2] : NULL, &f.api);
@@ -472,6 +639,9 @@ int main(int argc, char **argv)
     qc_api_free(f.api);
     if (f.pending_done) f.pending_done(f.pending_arg, QC_EIO); /* done() exactly once */
     kv_flush(&f, QC_EIO);
+    member_flush(&f, QC_EIO);
+    ev_timer_stop(f.loop, &f.member_later);
+    free(f.self_meta);
     ev_timer_stop(f.loop, &f.later);
     ev_timer_stop(f.loop, &f.kv_later);
     kv_free_all(&f);

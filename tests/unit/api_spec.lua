@@ -44,6 +44,8 @@ describe("qc_api", function()
     assert.is_false(j.peers[2].up)
     assert.is_true(j.peers[2].voter)
     assert.are.equal(8002, j.peers[1].metadata.server_port)
+    assert.are.equal(2, j.peers[1].priority)
+    assert.are.equal(0, j.peers[2].priority)
   end)
 
   it("status shows the leader as a Peer once one is known", function()
@@ -69,7 +71,7 @@ describe("qc_api", function()
     assert.are.same({ "a", "b" }, j.metadata.tags)
   end)
 
-  it("GET /v1/members lists every member, self first, with role, up, voter", function()
+  it("GET /v1/members lists every member, self first, with role, up, voter, priority", function()
     local status, _, _, j = request(port, "GET", "/v1/members")
     assert.are.equal(200, status)
     assert.are.equal(3, #j)
@@ -82,7 +84,9 @@ describe("qc_api", function()
     for _, m in ipairs(j) do
       assert.is_string(m.role)
       assert.is_boolean(m.voter)
+      assert.is_number(m.priority)
     end
+    assert.are.same({ 1, 2, 0 }, { j[1].priority, j[2].priority, j[3].priority })
   end)
 
   it("a long-poll returns as soon as the leader changes", function()
