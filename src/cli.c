@@ -1,4 +1,5 @@
-/* The command-line client: status, leader, members, transfer, kv, version.
+/* The command-line client: status, leader, members, transfer, join, leave,
+ * kv, version.
  * A small blocking HTTP/1.1 client (one request per connection, timeouts)
  * over the agent's API, yajl_tree to read its answers. It must never call
  * exit() nor talk to anything but the API; it returns the exit code. */
@@ -24,8 +25,12 @@
 #include "kv.h"
 
 #define CLI_TIMEOUT_MS 5000
+/* join and leave wait for a committed change (a leader leaving hands over
+ * first); the agent answers 504 when it gives up, so wait longer than it. */
+#define CLI_MEMBER_WAIT_MS 60000
+#define CLI_MAX_JOIN 32 /* addresses in one join, as the API takes */
 #define CLI_MAX_BODY (16 * 1024 * 1024)
-#define CLI_MAX_ARGS 4
+#define CLI_MAX_ARGS (CLI_MAX_JOIN + 1)
 #define CLI_MAX_VALUE (QC_KV_MAX_VALUE_DEFAULT + 64 * 1024) /* the API's PUT limit */
 #define B64_TAG "base64:"
 
@@ -35,6 +40,7 @@ typedef struct opts {
     const char *cmd;
     const char *api;
     int json, help, stale, has_cas;
+    int wait_ms; /* longest silence while waiting for an answer */
     int64_t cas;
     const char *args[CLI_MAX_ARGS];
     int nargs;
@@ -59,8 +65,15 @@ static const char usage_text[] =
     "  check CONFIG           validate a config and exit\n"
     "  status                 this agent's view: role, term, leader, peers\n"
     "  leader                 the leader (exit 3 when none is known)\n"
-    "  members                every member: role, reachability, metadata\n"
+    "  members                every member: role, reachability, voter, priority,\n"
+    "                         address, metadata\n"
     "  transfer [IDENTIFIER]  hand leadership to that peer, or the best one\n"
+    "                         (exit 3 when there is no such peer)\n"
+    "  join HOST:PORT [HOST:PORT ...]\n"
+    "                         this agent joins a running cluster through those\n"
+    "                         members' cluster addresses (listen_host:listen_port)\n"
+    "  leave [IDENTIFIER]     remove that member, or this node, from the cluster\n"
+    "                         (exit 3 when there is no such member)\n"
     "  kv get KEY             print KEY's value as it is (exit 3 when missing)\n"
     "  kv put KEY VALUE       write VALUE (- reads stdin); prints the revision\n"
     "  kv del KEY             delete KEY (exit 3 when missing); prints the revision\n"
@@ -76,7 +89,8 @@ static const char usage_text[] =
     "  -h, --help             this text\n"
     "environment: QCLUSTER_API_TOKEN is sent as a bearer token when set.\n";
 
-static const char *const commands[] = {"status", "leader", "members", "transfer", "kv", "version"};
+static const char *const commands[] = {"status", "leader", "members", "transfer",
+                                       "join",   "leave",  "kv",      "version"};
 
 /* The client's own options also count: "qcluster --json status" is a
  * client command line whose command comes later. */
@@ -177,6 +191,7 @@ static int parse_opts(int argc, char **argv, opts *o)
     }
     if (!o->api) o->api = getenv("QCLUSTER_API");
     if (!o->api || !*o->api) o->api = "127.0.0.1:8001";
+    o->wait_ms = CLI_TIMEOUT_MS;
     char host[256];
     const char *port;
     if (split_hostport(o->api, host, sizeof host, &port) != 0)
@@ -186,12 +201,13 @@ static int parse_opts(int argc, char **argv, opts *o)
 
 /* ---------- blocking HTTP client ---------- */
 
-/* Waits for events on fd; 0 ready, -1 with errno (ETIMEDOUT on timeout). */
-static int wait_fd(int fd, short events)
+/* Waits up to ms for events on fd; 0 ready, -1 with errno (ETIMEDOUT on
+ * timeout). */
+static int wait_fd(int fd, short events, int ms)
 {
     struct pollfd p = {.fd = fd, .events = events};
     for (;;) {
-        int n = poll(&p, 1, CLI_TIMEOUT_MS);
+        int n = poll(&p, 1, ms);
         if (n > 0) return 0;
         if (n == 0) {
             errno = ETIMEDOUT;
@@ -209,7 +225,7 @@ static int connect_one(const struct addrinfo *ai)
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) goto fail;
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) return fd;
     if (errno != EINPROGRESS) goto fail;
-    if (wait_fd(fd, POLLOUT) != 0) goto fail;
+    if (wait_fd(fd, POLLOUT, CLI_TIMEOUT_MS) != 0) goto fail;
     int err = 0;
     socklen_t el = sizeof err;
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0) goto fail;
@@ -249,7 +265,7 @@ static int send_all(int fd, const void *buf, size_t n)
             p += w;
             n -= (size_t)w;
         } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (wait_fd(fd, POLLOUT) != 0) return -1;
+            if (wait_fd(fd, POLLOUT, CLI_TIMEOUT_MS) != 0) return -1;
         } else if (w < 0 && errno != EINTR) {
             return -1;
         }
@@ -317,8 +333,9 @@ static int on_complete(http_parser *p)
     return 0;
 }
 
-/* Reads and parses the response until it is complete or the peer closes. */
-static int read_response(int fd, resp *r, const char **why)
+/* Reads and parses the response until it is complete, the peer closes or
+ * it stays silent for wait_ms. */
+static int read_response(int fd, resp *r, int wait_ms, const char **why)
 {
     http_parser_settings s = {.on_header_field = on_header_field,
                               .on_header_value = on_header_value,
@@ -331,7 +348,7 @@ static int read_response(int fd, resp *r, const char **why)
     while (!r->complete) {
         ssize_t n = recv(fd, buf, sizeof buf, 0);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (wait_fd(fd, POLLIN) != 0) break;
+            if (wait_fd(fd, POLLIN, wait_ms) != 0) break;
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -395,7 +412,7 @@ static int http_call(const opts *o, const char *method, const char *path, const 
         why = strerror(errno);
         goto fail;
     }
-    if (read_response(fd, r, &why) != 0) goto fail;
+    if (read_response(fd, r, o->wait_ms, &why) != 0) goto fail;
     close(fd);
     free(head);
     return 0;
@@ -539,7 +556,7 @@ static int cmd_leader(const opts *o)
     return get_and_print(o, "/v1/leader", print_leader, 503, "no leader");
 }
 
-enum { COL_ID, COL_ROLE, COL_UP, COL_VOTER, COL_ADDR, COL_META, NCOLS };
+enum { COL_ID, COL_ROLE, COL_UP, COL_VOTER, COL_PRIORITY, COL_ADDR, COL_META, NCOLS };
 
 /* One table cell; *buf is a malloc'd string or NULL when cell is static. */
 static const char *member_cell(yajl_val p, int col, char *tmp, size_t cap, char **buf)
@@ -550,6 +567,7 @@ static const char *member_cell(yajl_val p, int col, char *tmp, size_t cap, char 
     case COL_ROLE: return str_or(p, "role", "?");
     case COL_UP: return is_true(p, "up") ? "yes" : "no";
     case COL_VOTER: return is_true(p, "voter") ? "yes" : "no";
+    case COL_PRIORITY: return num_text(qc_json_get(p, "priority"));
     case COL_ADDR:
         snprintf(tmp, cap, "%s:%s", str_or(p, "host", "?"), num_text(qc_json_get(p, "port")));
         return tmp;
@@ -560,8 +578,8 @@ static const char *member_cell(yajl_val p, int col, char *tmp, size_t cap, char 
 /* The answer must be an array of members. */
 static int print_members(yajl_val list)
 {
-    static const char *const heads[NCOLS] = {"IDENTIFIER", "ROLE",    "UP",
-                                             "VOTER",      "ADDRESS", "METADATA"};
+    static const char *const heads[NCOLS] = {"IDENTIFIER", "ROLE",    "UP",      "VOTER",
+                                             "PRIORITY",   "ADDRESS", "METADATA"};
     if (!YAJL_IS_ARRAY(list)) return -1;
     size_t w[NCOLS], n = list->u.array.len;
     char tmp[300], *buf;
@@ -591,24 +609,35 @@ static int cmd_members(const opts *o)
     return get_and_print(o, "/v1/members", print_members, 0, NULL);
 }
 
-/* The request body {"to": id}, or NULL for "the best peer". */
-static char *transfer_body(const char *to)
+/* The JSON text g holds; malloc'd, NULL when out of memory. Frees g. */
+static char *gen_text(yajl_gen g)
 {
-    if (!to) return NULL;
-    yajl_gen g = yajl_gen_alloc(NULL);
-    if (!g) return NULL;
     const unsigned char *buf;
     size_t len;
     char *s = NULL;
-    yajl_gen_map_open(g);
-    if (qc_json_key_str(g, "to", to) == 0 && yajl_gen_map_close(g) == yajl_gen_status_ok &&
-        yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok && (s = malloc(len + 1))) {
+    if (yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok && (s = malloc(len + 1))) {
         memcpy(s, buf, len);
         s[len] = '\0';
     }
     yajl_gen_free(g);
     return s;
 }
+
+/* {"KEY": value}; malloc'd, NULL when out of memory. */
+static char *object_body(const char *key, const char *value)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) return NULL;
+    if (yajl_gen_map_open(g) != yajl_gen_status_ok || qc_json_key_str(g, key, value) != 0 ||
+        yajl_gen_map_close(g) != yajl_gen_status_ok) {
+        yajl_gen_free(g);
+        return NULL;
+    }
+    return gen_text(g);
+}
+
+/* The request body {"to": id}, or NULL for "the best peer". */
+static char *transfer_body(const char *to) { return to ? object_body("to", to) : NULL; }
 
 static void print_transferred(const opts *o, const resp *r)
 {
@@ -643,6 +672,102 @@ static int cmd_transfer(const opts *o)
     else
         report_error(o, &r, code);
     free(r.body);
+    return code;
+}
+
+/* ---------- membership: join, leave ---------- */
+
+/* HOST:PORT or [V6]:PORT with a port from 1 to 65535, as the API takes. */
+static int join_address_ok(const char *a)
+{
+    char host[256];
+    const char *port;
+    if (split_hostport(a, host, sizeof host, &port) != 0 || strlen(port) > 5) return 0;
+    long n = strtol(port, NULL, 10);
+    return n >= 1 && n <= 65535;
+}
+
+/* {"join": [every argument]}; malloc'd, NULL when out of memory. */
+static char *join_body(const opts *o)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) return NULL;
+    int bad = yajl_gen_map_open(g) != yajl_gen_status_ok || qc_json_key(g, "join") != 0 ||
+              yajl_gen_array_open(g) != yajl_gen_status_ok;
+    for (int i = 0; !bad && i < o->nargs; i++) bad = qc_json_str(g, o->args[i]) != 0;
+    if (bad || yajl_gen_array_close(g) != yajl_gen_status_ok ||
+        yajl_gen_map_close(g) != yajl_gen_status_ok) {
+        yajl_gen_free(g);
+        return NULL;
+    }
+    return gen_text(g);
+}
+
+/* The agent's own word on a change when it gives one, else done_text. */
+static void print_member_done(const resp *r, const char *done_text)
+{
+    yajl_val v = r->body ? yajl_tree_parse(r->body, NULL, 0) : NULL;
+    const char *msg = qc_json_get_str(v, "message");
+    printf("%s\n", msg && *msg ? msg : done_text);
+    yajl_tree_free(v);
+}
+
+/* POSTs body (NULL: empty) to path and waits for the change to commit.
+ * Exit 0 on 200, notfound_code on 404, else 1 with the error on stderr;
+ * --json prints the answer as it is, whatever its status. */
+static int member_request(const opts *o, const char *path, const char *body, const char *done_text,
+                          int notfound_code)
+{
+    opts lo = *o;
+    lo.wait_ms = CLI_MEMBER_WAIT_MS;
+    resp r;
+    if (http_call(&lo, "POST", path, NULL, body, body ? strlen(body) : 0, &r)) return EXIT_FAIL;
+    int code = r.status == 200 ? EXIT_OK : r.status == 404 ? notfound_code : EXIT_FAIL;
+    if (o->json)
+        print_raw(&r);
+    else if (code == EXIT_OK)
+        print_member_done(&r, done_text);
+    else
+        report_error(o, &r, code);
+    free(r.body);
+    return code;
+}
+
+static int cmd_join(const opts *o)
+{
+    if (o->nargs < 1) return usage_error("join needs HOST:PORT of a running member%s", "");
+    if (o->nargs > CLI_MAX_JOIN)
+        return usage_error("join takes at most %d addresses", CLI_MAX_JOIN);
+    for (int i = 0; i < o->nargs; i++)
+        if (!join_address_ok(o->args[i]))
+            return usage_error("bad address %s: expected HOST:PORT, port 1 to 65535", o->args[i]);
+    char *body = join_body(o);
+    if (!body) {
+        fprintf(stderr, "qcluster: out of memory\n");
+        return EXIT_FAIL;
+    }
+    int code = member_request(o, "/v1/join", body, "joined the cluster", EXIT_FAIL);
+    free(body);
+    return code;
+}
+
+static int cmd_leave(const opts *o)
+{
+    if (o->nargs > 1) return usage_error("leave takes at most one IDENTIFIER%s", "");
+    const char *id = o->nargs ? o->args[0] : NULL;
+    if (id && !*id) return usage_error("leave: IDENTIFIER must not be empty%s", "");
+    char *body = id ? object_body("identifier", id) : NULL;
+    if (id && !body) {
+        fprintf(stderr, "qcluster: out of memory\n");
+        return EXIT_FAIL;
+    }
+    char done[300];
+    if (id)
+        snprintf(done, sizeof done, "removed %.256s from the cluster", id);
+    else
+        snprintf(done, sizeof done, "this node left the cluster");
+    int code = member_request(o, "/v1/leave", body, done, EXIT_NONE);
+    free(body);
     return code;
 }
 
@@ -919,8 +1044,10 @@ static const struct {
     const char *name;
     int (*fn)(const opts *o);
 } cmd_table[] = {
-    {"status", cmd_status},     {"leader", cmd_leader}, {"members", cmd_members},
-    {"transfer", cmd_transfer}, {"kv", cmd_kv},         {"version", cmd_version},
+    {"status", cmd_status},   {"leader", cmd_leader},
+    {"members", cmd_members}, {"transfer", cmd_transfer},
+    {"join", cmd_join},       {"leave", cmd_leave},
+    {"kv", cmd_kv},           {"version", cmd_version},
 };
 
 int qc_cli_main(int argc, char **argv)

@@ -1,7 +1,7 @@
 -- The command-line client (src/cli.c through build/qcli) against
 -- build/api_fake: output, --json, --api/$QCLUSTER_API, the bearer token
--- from $QCLUSTER_API_TOKEN, the kv commands and the exit codes 0/1/2/3 of
--- the contract.
+-- from $QCLUSTER_API_TOKEN, the kv commands, join and leave, and the exit
+-- codes 0/1/2/3 of the contract.
 local socket = require("socket")
 local cjson = require("cjson.safe")
 
@@ -79,20 +79,24 @@ describe("qcluster CLI", function()
     assert.are.equal(7002, cjson.decode(out).port)
   end)
 
-  it("members prints a table with a header", function()
+  it("members prints a table with a header, priority included", function()
     local code, out = run("members" .. api)
     assert.are.equal(0, code)
     local lines = {}
     for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
     assert.are.equal(4, #lines)
-    assert.matches("^IDENTIFIER%s+ROLE%s+UP%s+VOTER%s+ADDRESS%s+METADATA$", lines[1])
-    assert.matches("^server_a%s+follower%s+yes%s+yes%s+localhost:7001%s+{}$", lines[2])
-    assert.matches("^server_c%s+follower%s+no%s+yes%s+localhost:7003", lines[4])
+    assert.matches("^IDENTIFIER%s+ROLE%s+UP%s+VOTER%s+PRIORITY%s+ADDRESS%s+METADATA$", lines[1])
+    assert.matches("^server_a%s+follower%s+yes%s+yes%s+1%s+localhost:7001%s+{}$", lines[2])
+    assert.matches("^server_b%s+follower%s+yes%s+yes%s+2%s+localhost:7002%s+{", lines[3])
+    assert.matches("^server_c%s+follower%s+no%s+yes%s+0%s+localhost:7003", lines[4])
     -- columns line up
+    assert.are.equal(lines[1]:find("PRIORITY"), lines[4]:find("0 "))
     assert.are.equal(lines[1]:find("ADDRESS"), lines[2]:find("localhost"))
     code, out = run("members --json" .. api)
     assert.are.equal(0, code)
-    assert.are.equal(3, #cjson.decode(out))
+    local j = cjson.decode(out)
+    assert.are.equal(3, #j)
+    assert.are.equal(2, j[2].priority)
   end)
 
   it("transfer exits 0 when done, 3 for no such peer, 1 when it failed", function()
@@ -144,8 +148,121 @@ describe("qcluster CLI", function()
     assert.are.equal(2, (run("status --api nohostport")))
     assert.are.equal(2, (run("transfer a b" .. api)))
     assert.are.equal(2, (run("kv" .. api)))
-    assert.are.equal(2, (run("join 127.0.0.1:7001" .. api)))
-    assert.are.equal(2, (run("leave" .. api)))
+    assert.are.equal(2, (run("frobnicate" .. api)))
+  end)
+
+  describe("join and leave", function()
+    local env
+
+    before_each(function() env = "QCLUSTER_API_TOKEN=" .. TOKEN end)
+
+    it("join sends every address to the agent and exits 0 with its message", function()
+      local code, out, err = run("join 10.0.0.1:7001 db-2:7002 [::1]:7003" .. api, env)
+      assert.are.equal(0, code)
+      assert.are.equal("joined through 10.0.0.1:7001, db-2:7002, [::1]:7003\n", out)
+      assert.are.equal("", err)
+      code, out = run("join --json 10.0.0.1:7001" .. api, env)
+      assert.are.equal(0, code)
+      assert.are.same({ ok = true, message = "joined through 10.0.0.1:7001" }, cjson.decode(out))
+    end)
+
+    it("join waits for a change that commits later", function()
+      local code, out = run("join slow:7001" .. api, env)
+      assert.are.equal(0, code)
+      assert.are.equal("joined the cluster\n", out)
+    end)
+
+    it("join exits 1 with the agent's error when it is refused or fails", function()
+      for addr, text in pairs({
+        ["refuse:7001"] = "identifier server_a is already in use",
+        ["noleader:7001"] = "no leader",
+        ["timeout:7001"] = "timed out waiting for the change to commit",
+        ["missing:7001"] = "no such member",
+      }) do
+        local code, out, err = run("join " .. addr .. api, env)
+        assert.are.equal(1, code, addr)
+        assert.are.equal("", out)
+        assert.matches("qcluster: " .. text, err, 1, true)
+      end
+      local code, out = run("join refuse:7001 --json" .. api, env)
+      assert.are.equal(1, code)
+      assert.are.equal("identifier server_a is already in use", cjson.decode(out).error)
+    end)
+
+    it("leave: this node or the member named exits 0; an unknown member exits 3", function()
+      local code, out = run("leave" .. api, env)
+      assert.are.equal(0, code)
+      assert.are.equal("this node left the cluster\n", out)
+      code, out = run("leave server_c" .. api, env)
+      assert.are.equal(0, code)
+      assert.are.equal("removed server_c from the cluster\n", out)
+      local err
+      code, out, err = run("leave ghost" .. api, env)
+      assert.are.equal(3, code)
+      assert.are.equal("", out)
+      assert.matches("no such member: ghost", err, 1, true)
+      code, out = run("leave ghost --json" .. api, env)
+      assert.are.equal(3, code)
+      assert.are.equal("no such member: ghost", cjson.decode(out).error)
+      code, out = run("leave slow --json" .. api, env)
+      assert.are.equal(0, code)
+      assert.is_true(cjson.decode(out).ok)
+    end)
+
+    it("leave exits 1 when refused, without a leader, or timed out", function()
+      local code, _, err = run("leave refuse" .. api, env)
+      assert.are.equal(1, code)
+      assert.matches("server_a is the last voter", err, 1, true)
+      code, _, err = run("leave noleader" .. api, env)
+      assert.are.equal(1, code)
+      assert.matches("no leader", err, 1, true)
+      assert.are.equal(1, (run("leave timeout" .. api, env)))
+    end)
+
+    it("exit 1 without the token, when the agent has no membership, or cannot be reached", function()
+      local code, _, err = run("join a:1" .. api)
+      assert.are.equal(1, code)
+      assert.matches("token", err)
+      code, _, err = run("leave" .. api)
+      assert.are.equal(1, code)
+      assert.matches("token", err)
+      os.execute("kill " .. pid)
+      socket.sleep(0.1)
+      pid = start_fake(port, TOKEN, "QC_FAKE_NO_MEMBERS=1")
+      code, _, err = run("join a:1" .. api, env)
+      assert.are.equal(1, code)
+      assert.matches("membership is not available", err, 1, true)
+      os.execute("kill " .. pid)
+      pid = nil
+      socket.sleep(0.1)
+      code, _, err = run("leave" .. api, env)
+      assert.are.equal(1, code)
+      assert.matches("cannot reach agent", err, 1, true)
+    end)
+
+    it("exit 2 on bad usage, before anything is sent", function()
+      for _, args in ipairs({
+        "join", "join localhost", "join :7001", "join localhost:", "join localhost:0", "join localhost:65536",
+        "join localhost:7x", "join a:1 b", "join a:1 --cas 1", "leave a b", "leave ''", "leave --stale",
+      }) do
+        local code, out, err = run(args .. api, env)
+        assert.are.equal(2, code, args)
+        assert.are.equal("", out, args)
+        assert.matches("qcluster --help", err, 1, true)
+      end
+      local many = {}
+      for i = 1, 33 do many[i] = "h" .. i .. ":1" end
+      assert.are.equal(2, (run("join " .. table.concat(many, " ") .. api, env)))
+      many[33] = nil
+      assert.are.equal(0, (run("join " .. table.concat(many, " ") .. api, env)))
+    end)
+
+    it("the usage text lists join and leave", function()
+      local code, out = run("--help")
+      assert.are.equal(0, code)
+      assert.matches("join HOST:PORT [HOST:PORT ...]", out, 1, true)
+      assert.matches("leave [IDENTIFIER]", out, 1, true)
+    end)
   end)
 
   describe("kv", function()
