@@ -25,8 +25,9 @@ typedef struct qc_peer {
     int probing;            /* next is a guess: one append at a time until it matches */
     uint64_t snapshot_sent; /* when a snapshot went to it (0: none in flight) */
     int link_up;
-    int gone;    /* the peer closed its connection to us: it is not leading */
-    int granted; /* this campaign: 1 granted, -1 refused, 0 no answer */
+    int gone;      /* the peer closed its connection to us: it is not leading */
+    int granted;   /* this campaign: 1 granted, -1 refused, 0 no answer */
+    uint8_t flags; /* QC_MEMBER_... in the membership in effect */
 } qc_peer;
 
 struct qc_raft {
@@ -48,15 +49,26 @@ struct qc_raft {
     uint64_t ready_stable, ready_applied; /* what the current ready hands out */
     int broadcast;                        /* new entries wait to be sent */
     uint64_t last_now;                    /* time of the last proposal, for the broadcast */
+    uint64_t now_seen;                    /* the newest time any input brought */
     uint64_t recovered_commit;
     uint64_t leader_since; /* when this node last became leader */
     uint64_t transferee, transfer_deadline, transfer_reason;
+    int relay;         /* leading only to pass entries on (may not lead) */
+    int idle_rounds;   /* election timeouts in a row with no leader heard */
     uint8_t *snapshot; /* a snapshot received to install, until advance */
     size_t snapshot_len;
     int snapshot_pending;
 
-    qc_peer *peers; /* every voter but this node */
+    /* The membership in effect: the newest CONFIG entry in the log, else
+     * base_conf (in effect at snap_index; index 0: the first start's peers). */
+    qc_peer peers[QC_RAFT_MAX_MEMBERS]; /* every member but this node */
     size_t n_peers;
+    int self_member;    /* this node is in it */
+    uint8_t self_flags; /* and with these flags */
+    int no_lead;        /* this node's own config forbids it to lead */
+    uint64_t conf_index;
+    qc_entry base_conf;           /* owns its data */
+    qc_entry snap_msg_entries[2]; /* an InstallSnapshot's data slot and conf */
 
     uint64_t election_deadline;  /* follower, (pre)candidate */
     uint64_t heartbeat_deadline; /* leader */
@@ -85,7 +97,41 @@ static uint64_t next_random(qc_raft *r)
     return z ^ (z >> 31);
 }
 
-static size_t quorum(const qc_raft *r) { return (r->n_peers + 1) / 2 + 1; }
+static int is_voter(uint8_t flags) { return flags & QC_MEMBER_VOTER; }
+static int self_votes(const qc_raft *r) { return r->self_member && is_voter(r->self_flags); }
+
+static size_t n_voters(const qc_raft *r)
+{
+    size_t n = (size_t)self_votes(r);
+    for (size_t i = 0; i < r->n_peers; i++) n += is_voter(r->peers[i].flags) != 0;
+    return n;
+}
+
+static size_t quorum(const qc_raft *r) { return n_voters(r) / 2 + 1; }
+
+static const qc_entry *conf_entry_at(const qc_raft *r, uint64_t index);
+
+/* Whether conf lets this node lead: a voter not told never to. */
+static int conf_lets_lead(const qc_raft *r, const qc_entry *conf)
+{
+    qc_member m[QC_RAFT_MAX_MEMBERS];
+    size_t n, used;
+    if (qc_raft_conf_read(conf->data, conf->len, m, &n, &used)) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (m[i].id == r->id) return is_voter(m[i].flags) && !(m[i].flags & QC_MEMBER_NO_LEAD);
+    return 0;
+}
+
+/* Whether this node may stand for election: a voter allowed to lead. While
+ * a change that removes it (or stops it leading) is not committed, it still
+ * may, by the committed membership: it may be the only one holding that
+ * change, and then only it can commit it (it steps aside once it did). */
+static int can_lead(const qc_raft *r)
+{
+    if (r->no_lead) return 0;
+    if (self_votes(r) && !(r->self_flags & QC_MEMBER_NO_LEAD)) return 1;
+    return r->conf_index > r->commit && conf_lets_lead(r, conf_entry_at(r, r->commit));
+}
 
 static qc_peer *find_peer(qc_raft *r, uint64_t id)
 {
@@ -193,7 +239,11 @@ static uint64_t last_term(const qc_raft *r) { return term_at(r, last_index(r)); 
 
 static qc_entry *entry_at(qc_raft *r, uint64_t i) { return &r->log[i - r->snap_index - 1]; }
 
-/* Appends a copy of an entry at last_index + 1. */
+static int conf_apply_entry(qc_raft *r, const qc_entry *e);
+static void conf_recompute(qc_raft *r);
+
+/* Appends a copy of an entry at last_index + 1; a CONFIG entry takes
+ * effect at once. */
 static int log_append(qc_raft *r, uint64_t term, uint32_t type, const void *data, uint32_t len)
 {
     if (r->n_log == r->cap_log) {
@@ -212,6 +262,7 @@ static int log_append(qc_raft *r, uint64_t term, uint32_t type, const void *data
     uint64_t index = last_index(r) + 1;
     r->log[r->n_log++] =
         (qc_entry){.term = term, .index = index, .type = type, .len = len, .data = copy};
+    if (type == QC_ENTRY_CONFIG) conf_apply_entry(r, &r->log[r->n_log - 1]);
     return QC_OK;
 }
 
@@ -220,12 +271,21 @@ static void log_truncate(qc_raft *r, uint64_t i)
 {
     while (last_index(r) >= i && r->n_log) free(r->log[--r->n_log].data);
     if (r->stable >= i) r->stable = i - 1;
+    if (r->conf_index >= i) conf_recompute(r); /* its CONFIG entry is gone */
 }
 
 /* Drops entries up to index i (they are in a snapshot now). */
+static void set_base_conf(qc_raft *r, qc_entry conf);
+
 static void log_compact(qc_raft *r, uint64_t i)
 {
     if (i <= r->snap_index) return;
+    /* The membership in effect at i becomes the base: take its data. */
+    qc_entry *conf = (qc_entry *)conf_entry_at(r, i);
+    if (conf != &r->base_conf) {
+        set_base_conf(r, *conf);
+        conf->data = NULL;
+    }
     uint64_t term = term_at(r, i);
     size_t drop = i > last_index(r) ? r->n_log : (size_t)(i - r->snap_index);
     for (size_t k = 0; k < drop; k++) free(r->log[k].data);
@@ -233,6 +293,85 @@ static void log_compact(qc_raft *r, uint64_t i)
     r->n_log -= drop;
     r->snap_index = i;
     r->snap_term = term;
+}
+
+/* ---- membership ------------------------------------------------------- */
+
+/* Puts members m[0..n) in effect; peers that stay keep their progress. */
+static void conf_apply(qc_raft *r, const qc_member *m, size_t n, uint64_t index)
+{
+    qc_peer old[QC_RAFT_MAX_MEMBERS];
+    size_t n_old = r->n_peers;
+    memcpy(old, r->peers, n_old * sizeof *old);
+    r->n_peers = 0;
+    r->self_member = 0;
+    r->self_flags = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (m[i].id == r->id) {
+            r->self_member = 1;
+            r->self_flags = m[i].flags;
+            continue;
+        }
+        qc_peer *p = &r->peers[r->n_peers++];
+        size_t k = 0;
+        while (k < n_old && old[k].id != m[i].id) k++;
+        if (k < n_old)
+            *p = old[k];
+        else
+            *p = (qc_peer){.id = m[i].id, .next = last_index(r) + 1, .probing = 1};
+        p->flags = m[i].flags;
+    }
+    if (r->transferee && !find_peer(r, r->transferee)) r->transferee = 0;
+    r->conf_index = index;
+    push_event(r, QC_EVENT_CONFIG, 0, 0, 0);
+}
+
+static int conf_apply_entry(qc_raft *r, const qc_entry *e)
+{
+    qc_member m[QC_RAFT_MAX_MEMBERS];
+    size_t n, used;
+    if (qc_raft_conf_read(e->data, e->len, m, &n, &used) != QC_OK) return QC_EINVAL;
+    conf_apply(r, m, n, e->index);
+    return QC_OK;
+}
+
+/* The newest CONFIG entry at or before index that the log holds, else the
+ * base (in effect at snap_index). */
+static const qc_entry *conf_entry_at(const qc_raft *r, uint64_t index)
+{
+    if (index > last_index(r)) index = last_index(r);
+    for (uint64_t i = index; i > r->snap_index; i--) {
+        const qc_entry *e = &r->log[i - r->snap_index - 1];
+        if (e->type == QC_ENTRY_CONFIG) return e;
+    }
+    return &r->base_conf;
+}
+
+static void conf_recompute(qc_raft *r) { conf_apply_entry(r, conf_entry_at(r, last_index(r))); }
+
+/* Replaces the base membership by conf, taking its data. */
+static void set_base_conf(qc_raft *r, qc_entry conf)
+{
+    free(r->base_conf.data);
+    r->base_conf = conf;
+    r->base_conf.type = QC_ENTRY_CONFIG;
+}
+
+/* How many members conf m[0..n) adds, removes or changes the flags of. */
+static size_t conf_changes(const qc_raft *r, const qc_member *m, size_t n)
+{
+    size_t changes = 0, kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (m[i].id == r->id) {
+            changes += !r->self_member || m[i].flags != r->self_flags;
+            kept += r->self_member;
+            continue;
+        }
+        const qc_peer *p = find_peer((qc_raft *)r, m[i].id);
+        changes += !p || p->flags != m[i].flags;
+        kept += p != NULL;
+    }
+    return changes + (r->n_peers + (size_t)r->self_member - kept);
 }
 
 static void set_leader(qc_raft *r, uint64_t leader)
@@ -270,6 +409,7 @@ static void become_follower(qc_raft *r, uint64_t term, uint64_t leader, int reas
     r->fast_deadline = 0;
     r->campaign_flags = 0;
     r->transferee = 0;
+    r->relay = 0;
     if (was == QC_ROLE_LEADER) {
         drop_queued_appends(r);
         push_event(r, QC_EVENT_DEMOTED, (uint8_t)reason, leader, 0);
@@ -298,12 +438,13 @@ static int log_up_to_date(const qc_raft *r, uint64_t index, uint64_t term)
 uint64_t qc_raft_lease_until(const qc_raft *r)
 {
     if (r->role != QC_ROLE_LEADER) return 0;
-    size_t need = quorum(r) - 1; /* answers needed besides our own */
+    size_t need = quorum(r) - (size_t)self_votes(r); /* answers needed besides our own */
     if (need == 0) return UINT64_MAX;
-    uint64_t best[16] = {0}; /* the need newest answers; qc_raft_new caps need */
+    uint64_t best[QC_RAFT_MAX_VOTERS / 2 + 1] = {0}; /* the need newest answers */
     for (size_t i = 0; i < r->n_peers; i++) {
         const qc_peer *p = &r->peers[i];
-        if (!p->link_up || !p->acked_ctx || p->acked_ctx < p->up_since) continue;
+        if (!is_voter(p->flags) || !p->link_up || !p->acked_ctx || p->acked_ctx < p->up_since)
+            continue;
         uint64_t v = p->acked_ctx;
         for (size_t k = 0; k < need; k++) {
             if (v > best[k]) {
@@ -322,7 +463,7 @@ int qc_raft_is_leader(const qc_raft *r, uint64_t now)
     (void)now;
     return r->role == QC_ROLE_LEADER;
 #endif
-    return r->role == QC_ROLE_LEADER && now < qc_raft_lease_until(r);
+    return r->role == QC_ROLE_LEADER && !r->relay && now < qc_raft_lease_until(r);
 }
 
 /* A new leader may gather answers for one election timeout before a lapsed
@@ -361,8 +502,13 @@ static void reset_grants(qc_raft *r)
 
 static size_t count_grants(const qc_raft *r)
 {
-    size_t n = 1; /* our own */
-    for (size_t i = 0; i < r->n_peers; i++) n += r->peers[i].granted > 0;
+    size_t n = (size_t)self_votes(r); /* our own */
+    for (size_t i = 0; i < r->n_peers; i++) {
+#ifndef QC_MUTANT_COUNT_NON_VOTERS
+        if (!is_voter(r->peers[i].flags)) continue;
+#endif
+        n += r->peers[i].granted > 0;
+    }
     return n;
 }
 
@@ -372,6 +518,9 @@ static void send_vote_requests(qc_raft *r, uint8_t type, uint64_t term, uint64_t
 {
     for (size_t i = 0; i < r->n_peers; i++) {
         if (r->peers[i].granted > 0) continue;
+#ifndef QC_MUTANT_COUNT_NON_VOTERS
+        if (!is_voter(r->peers[i].flags)) continue;
+#endif
         qc_msg *m = push_msg(r, type, r->peers[i].id);
         if (!m) return;
         m->term = term;
@@ -417,7 +566,7 @@ static void pre_campaign(qc_raft *r, int flags, uint64_t now)
 /* The link to the lease holder closed: try to take over at once. */
 static void fast_pre_campaign(qc_raft *r, uint64_t now)
 {
-    if (r->role == QC_ROLE_LEADER || r->role == QC_ROLE_CANDIDATE) return;
+    if (r->role == QC_ROLE_LEADER || r->role == QC_ROLE_CANDIDATE || !can_lead(r)) return;
     pre_campaign(r, QC_MSG_FLAG_FAST, now);
 }
 
@@ -465,6 +614,7 @@ static void send_append(qc_raft *r, qc_peer *p, int heartbeat, uint64_t now)
     m->index = p->next - 1;
     m->log_term = term_at(r, m->index);
     m->commit = r->commit;
+    m->flags = r->relay ? QC_MSG_FLAG_RELAY : 0;
     m->n_entries = (uint32_t)n; /* entries are pointed to in qc_raft_ready() */
     /* Pipelining: once the peer matched, assume these arrive. */
     if (!p->probing) p->next += n;
@@ -482,6 +632,8 @@ static void send_new_entries(qc_raft *r, uint64_t now)
     for (size_t i = 0; i < r->n_peers; i++) send_append(r, &r->peers[i], 0, now);
     r->broadcast = 0;
 }
+
+static void hand_off(qc_raft *r, uint64_t now);
 
 static void become_leader(qc_raft *r, uint64_t now)
 {
@@ -503,19 +655,23 @@ static void become_leader(qc_raft *r, uint64_t now)
     }
     /* A no-op of our term: committing it commits everything before it. */
     if (log_append(r, r->term, QC_ENTRY_NOOP, NULL, 0) != QC_OK) r->out_of_memory = 1;
-    push_event(r, QC_EVENT_ELECTED, 0, r->id, prev);
-    set_leader(r, r->id);
+    r->relay = !can_lead(r);
+    push_event(r, QC_EVENT_ELECTED, (uint8_t)r->relay, r->id, prev);
+    if (!r->relay) set_leader(r, r->id);
     send_heartbeats(r, now);
+    if (r->relay) hand_off(r, now);
 }
 
 /* The newest index a majority (this node by what is on its disk) holds;
  * committed only when it is of our term (Raft's figure 8). */
 static void maybe_commit(qc_raft *r)
 {
-    uint64_t best[33];
+    uint64_t best[QC_RAFT_MAX_MEMBERS];
     size_t n = 0;
-    best[n++] = r->stable;
-    for (size_t i = 0; i < r->n_peers; i++) best[n++] = r->peers[i].match;
+    if (self_votes(r)) best[n++] = r->stable;
+    for (size_t i = 0; i < r->n_peers; i++)
+        if (is_voter(r->peers[i].flags)) best[n++] = r->peers[i].match;
+    if (n < quorum(r)) return;
     /* the quorum-th largest: sort descending (n <= 32) */
     for (size_t i = 1; i < n; i++)
         for (size_t k = i; k > 0 && best[k] > best[k - 1]; k--) {
@@ -528,6 +684,9 @@ static void maybe_commit(qc_raft *r)
     if (term_at(r, index) != r->term) return;
 #endif
     if (index > r->commit) r->commit = index;
+    /* A leader the committed membership leaves out (or forbids to lead)
+     * managed the change; now it hands over. */
+    if (!can_lead(r)) hand_off(r, r->now_seen);
 }
 
 /* ---- message handlers: one per type ----------------------------------- */
@@ -559,6 +718,13 @@ static void on_prevote(qc_raft *r, const qc_msg *m, uint64_t now)
         }
     }
     respond(r, m, QC_MSG_PREVOTE_RESP, !grant, grant ? m->term : r->term);
+    /* We may not lead but hold entries a voter that may lacks: without us
+     * it cannot win, so we win first, pass them on and hand over. */
+    const qc_peer *p = find_peer(r, m->from);
+    if (!grant && r->role == QC_ROLE_FOLLOWER && self_votes(r) && !can_lead(r) && p &&
+        is_voter(p->flags) && !(p->flags & QC_MEMBER_NO_LEAD) &&
+        !log_up_to_date(r, m->index, m->log_term) && now >= r->sticky_until)
+        pre_campaign(r, 0, now);
 }
 
 static void on_vote(qc_raft *r, const qc_msg *m, uint64_t now)
@@ -595,6 +761,9 @@ static void on_vote(qc_raft *r, const qc_msg *m, uint64_t now)
 /* A message from the leader of our term: stay with it. */
 static void follow(qc_raft *r, uint64_t leader, uint64_t now)
 {
+    reset_election(r, now);
+    r->idle_rounds = 0;
+    if (!leader) return; /* a relay: no leader to name nor lease to honour */
     set_leader(r, leader);
     r->sticky_id = leader;
     r->sticky_until = now + r->election_ms;
@@ -633,7 +802,7 @@ static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
     }
     if (m->term > r->term || r->role != QC_ROLE_FOLLOWER)
         become_follower(r, m->term, m->from, QC_DEMOTE_HIGHER_TERM, now);
-    follow(r, m->from, now);
+    follow(r, (m->flags & QC_MSG_FLAG_RELAY) ? 0 : m->from, now);
     qc_msg *resp = respond(r, m, QC_MSG_APPEND_RESP, 0, r->term);
     if (!resp) return;
     uint64_t prev = m->index;
@@ -693,16 +862,33 @@ static void on_snapshot(qc_raft *r, const qc_msg *m, uint64_t now)
         return;
     }
     const qc_entry *data = m->n_entries ? &m->entries[0] : NULL;
+    /* The membership in effect at the snapshot travels with it. */
+    const qc_entry *conf = m->n_entries >= 2 ? &m->entries[1] : NULL;
+    qc_member members[QC_RAFT_MAX_MEMBERS];
+    size_t n_members, used;
+    if (!conf || qc_raft_conf_read(conf->data, conf->len, members, &n_members, &used)) {
+        resp->reject = 1;
+        resp->index = last_index(r);
+        return;
+    }
     uint8_t *copy = data && data->len ? malloc(data->len) : NULL;
-    if (data && data->len && !copy) {
+    uint8_t *conf_copy = malloc(conf->len);
+    if ((data && data->len && !copy) || !conf_copy) {
+        free(copy);
+        free(conf_copy);
         r->out_of_memory = 1;
         resp->reject = 1;
         return;
     }
     if (copy) memcpy(copy, data->data, data->len);
+    memcpy(conf_copy, conf->data, conf->len);
     log_truncate(r, r->snap_index + 1);
     r->snap_index = m->index;
     r->snap_term = m->log_term;
+    qc_entry base = *conf;
+    base.data = conf_copy;
+    set_base_conf(r, base);
+    conf_apply(r, members, n_members, base.index);
     r->commit = r->applied = r->stable = m->index;
     free(r->snapshot);
     r->snapshot = copy;
@@ -798,7 +984,7 @@ static void on_append_resp(qc_raft *r, const qc_msg *m, uint64_t now)
 
 static void on_timeout_now(qc_raft *r, const qc_msg *m, uint64_t now)
 {
-    if (m->term != r->term || r->role == QC_ROLE_LEADER) return;
+    if (m->term != r->term || r->role == QC_ROLE_LEADER || !can_lead(r)) return;
     /* The leader stepped down for us: no pre-vote, stickiness waived. */
     campaign(r, QC_MSG_FLAG_TRANSFER, now);
 }
@@ -821,10 +1007,12 @@ static handler_fn *const handlers[QC_MSG_TYPE_MAX + 1] = {
 int qc_raft_step(qc_raft *r, const qc_msg *m, uint64_t now)
 {
     if (m->type < 1 || m->type > QC_MSG_TYPE_MAX || m->to != r->id) return QC_EINVAL;
+    /* Requests count whatever our membership says (the Raft dissertation,
+     * 4.1): we may be behind on it, or joining; answers from a node we do
+     * not know of are ignored by their handlers. */
     qc_peer *from = find_peer(r, m->from);
-    if (!from) return QC_ENOTFOUND;
     /* It talks to us again: whatever closed before, it has not gone away. */
-    from->gone = 0;
+    if (from) from->gone = 0;
     /* A leader's lease may have lapsed while we were not looking (a frozen
      * process): settle that before anything the message could cause. */
     qc_raft_tick(r, now);
@@ -834,6 +1022,7 @@ int qc_raft_step(qc_raft *r, const qc_msg *m, uint64_t now)
 
 void qc_raft_tick(qc_raft *r, uint64_t now)
 {
+    if (now > r->now_seen) r->now_seen = now;
     switch (r->role) {
     case QC_ROLE_LEADER:
 #ifndef QC_MUTANT_NO_CHECK_QUORUM
@@ -842,7 +1031,14 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
             return;
         }
 #endif
-        if (r->transferee && now >= r->transfer_deadline) r->transferee = 0; /* gave up */
+        if (r->transferee && now >= r->transfer_deadline) {
+            r->transferee = 0; /* gave up */
+            if (!can_lead(r) || r->relay) {
+                become_follower(r, r->term, 0, QC_DEMOTE_SHUTDOWN, now);
+                return;
+            }
+        }
+        if (!can_lead(r) || r->relay) hand_off(r, now);
         if (now >= r->heartbeat_deadline) send_heartbeats(r, now);
         return;
     case QC_ROLE_FOLLOWER:
@@ -851,12 +1047,16 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
         if (now >= r->election_deadline) {
             set_leader(r, 0); /* nobody heard from: no leader we know of */
             reset_election(r, now);
-            pre_campaign(r, 0, now);
+            r->idle_rounds++;
+            /* A voter that may not lead stands as a relay only after two
+             * silent rounds, when the voters that may lead seem stuck (one
+             * may not know it was promoted, or lack entries we hold). */
+            if (can_lead(r) || (self_votes(r) && r->idle_rounds >= 2)) pre_campaign(r, 0, now);
             return;
         }
         if (r->fast_deadline && now >= r->fast_deadline) {
             const qc_peer *holder = find_peer(r, r->sticky_id);
-            if (holder && holder->gone && r->role != QC_ROLE_CANDIDATE)
+            if (holder && holder->gone && r->role != QC_ROLE_CANDIDATE && can_lead(r))
                 pre_campaign(r, QC_MSG_FLAG_FAST, now);
             else
                 r->fast_deadline = 0;
@@ -881,8 +1081,9 @@ void qc_raft_link(qc_raft *r, uint64_t peer, int state, uint64_t now)
     if (state == QC_LINK_GONE) p->gone = 1;
     if (r->role == QC_ROLE_LEADER) {
         /* Links to a majority closed: nobody can renew our lease. */
-        size_t up = 1;
-        for (size_t i = 0; i < r->n_peers; i++) up += r->peers[i].link_up;
+        size_t up = (size_t)self_votes(r);
+        for (size_t i = 0; i < r->n_peers; i++)
+            up += is_voter(r->peers[i].flags) && r->peers[i].link_up;
         if (up < quorum(r)) become_follower(r, r->term, 0, QC_DEMOTE_LOST_QUORUM, now);
         return;
     }
@@ -898,7 +1099,7 @@ static qc_peer *best_transfer_target(qc_raft *r)
     qc_peer *best = NULL;
     for (size_t i = 0; i < r->n_peers; i++) {
         qc_peer *p = &r->peers[i];
-        if (!p->link_up) continue;
+        if (!p->link_up || !is_voter(p->flags) || (p->flags & QC_MEMBER_NO_LEAD)) continue;
         if (!best || p->match > best->match ||
             (p->match == best->match && p->acked_ctx > best->acked_ctx))
             best = p;
@@ -916,12 +1117,34 @@ static void hand_over(qc_raft *r, qc_peer *target, uint64_t now)
     if (m) m->ctx = now;
 }
 
+/* A leader that may not lead (a relay, or removed by the committed
+ * membership) hands over to the best voter that may, once it caught up; it
+ * steps down if there is none, or none caught up in an election timeout. */
+static void hand_off(qc_raft *r, uint64_t now)
+{
+    if (r->role != QC_ROLE_LEADER || r->transferee) return;
+    qc_peer *target = best_transfer_target(r);
+    if (!target) {
+        become_follower(r, r->term, 0, QC_DEMOTE_SHUTDOWN, now);
+        return;
+    }
+    r->transfer_reason = r->relay ? QC_DEMOTE_TRANSFER : QC_DEMOTE_SHUTDOWN;
+    if (target->match == last_index(r)) {
+        hand_over(r, target, now);
+        return;
+    }
+    r->transferee = target->id;
+    r->transfer_deadline = now + r->election_ms;
+    send_append(r, target, 1, now);
+}
+
 int qc_raft_transfer(qc_raft *r, uint64_t peer, uint64_t now, int reason)
 {
     qc_raft_tick(r, now); /* a lapsed lease has nothing to hand over */
     if (r->role != QC_ROLE_LEADER) return QC_ENOTLEADER;
     qc_peer *target = peer ? find_peer(r, peer) : best_transfer_target(r);
     if (!target) return QC_ENOTFOUND;
+    if (!is_voter(target->flags) || (target->flags & QC_MEMBER_NO_LEAD)) return QC_EINVAL;
     if (!target->link_up) return QC_EBUSY;
     r->transfer_reason = (uint64_t)reason;
     if (target->match == last_index(r)) {
@@ -945,6 +1168,69 @@ int qc_raft_propose(qc_raft *r, const void *data, size_t len, uint64_t now, uint
     r->broadcast = 1;
     r->last_now = now;
     if (index) *index = last_index(r);
+    return QC_OK;
+}
+
+int qc_raft_propose_config(qc_raft *r, const void *data, size_t len, uint64_t now, uint64_t *index)
+{
+    qc_raft_tick(r, now);
+    if (r->role != QC_ROLE_LEADER) return QC_ENOTLEADER;
+    if (r->transferee) return QC_EBUSY;
+#ifndef QC_MUTANT_TWO_CHANGES
+    /* One change at a time, and only once this term's first entry committed
+     * (else a change of the previous leader may still be unknown to us). */
+    if (r->conf_index > r->commit || term_at(r, r->commit) != r->term) return QC_EBUSY;
+#endif
+    qc_member m[QC_RAFT_MAX_MEMBERS];
+    size_t n, used, voters = 0;
+    if (len > UINT32_MAX || qc_raft_conf_read(data, len, m, &n, &used)) return QC_EINVAL;
+    for (size_t i = 0; i < n; i++) voters += is_voter(m[i].flags) != 0;
+    if (!voters || conf_changes(r, m, n) > 1) return QC_EINVAL;
+    if (log_append(r, r->term, QC_ENTRY_CONFIG, data, (uint32_t)len) != QC_OK) return QC_ENOMEM;
+    r->broadcast = 1;
+    r->last_now = now;
+    if (index) *index = last_index(r);
+    return r->out_of_memory ? QC_ENOMEM : QC_OK;
+}
+
+void qc_raft_conf(const qc_raft *r, qc_entry *out)
+{
+    *out = r->conf_index > r->snap_index ? r->log[r->conf_index - r->snap_index - 1] : r->base_conf;
+}
+
+int qc_raft_conf_at(const qc_raft *r, uint64_t index, qc_entry *out)
+{
+    if (index < r->snap_index || index > last_index(r)) return QC_EINVAL;
+    *out = *conf_entry_at(r, index);
+    return QC_OK;
+}
+
+size_t qc_raft_members(const qc_raft *r, qc_member *out)
+{
+    size_t n = 0;
+    if (r->self_member) out[n++] = (qc_member){.id = r->id, .flags = r->self_flags};
+    for (size_t i = 0; i < r->n_peers; i++)
+        out[n++] = (qc_member){.id = r->peers[i].id, .flags = r->peers[i].flags};
+    return n;
+}
+
+uint64_t qc_raft_match(const qc_raft *r, uint64_t peer)
+{
+    const qc_peer *p = find_peer((qc_raft *)r, peer);
+    return p && r->role == QC_ROLE_LEADER ? p->match : 0;
+}
+
+int qc_raft_set_base_conf(qc_raft *r, const qc_entry *conf)
+{
+    qc_member m[QC_RAFT_MAX_MEMBERS];
+    size_t n, used;
+    if (r->n_log || qc_raft_conf_read(conf->data, conf->len, m, &n, &used)) return QC_EINVAL;
+    qc_entry copy = *conf;
+    copy.data = malloc(conf->len ? conf->len : 1);
+    if (!copy.data) return QC_ENOMEM;
+    memcpy(copy.data, conf->data, conf->len);
+    set_base_conf(r, copy);
+    conf_apply(r, m, n, conf->index);
     return QC_OK;
 }
 
@@ -991,21 +1277,29 @@ int qc_raft_step_down(qc_raft *r, uint64_t now, int reason)
 
 int qc_raft_new(const qc_raft_config *cfg, const qc_hard_state *hs, uint64_t now, qc_raft **out)
 {
-    /* The lease keeps the 16 newest answers: 32 voters at most. */
-    if (!cfg->id || !cfg->heartbeat_ms || cfg->election_ms < 2 || cfg->n_peers > 32)
+    if (!cfg->id || !cfg->heartbeat_ms || cfg->election_ms < 2 || cfg->n_peers > QC_RAFT_MAX_VOTERS)
         return QC_EINVAL;
+    qc_member members[QC_RAFT_MAX_VOTERS];
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_peers; i++) {
+        if (!cfg->peers[i]) return QC_EINVAL;
+        size_t k = 0;
+        while (k < n && members[k].id != cfg->peers[i]) k++;
+        if (k == n) members[n++] = (qc_member){.id = cfg->peers[i], .flags = QC_MEMBER_VOTER};
+    }
     qc_raft *r = calloc(1, sizeof *r);
     if (!r) return QC_ENOMEM;
-    r->peers = calloc(cfg->n_peers ? cfg->n_peers : 1, sizeof *r->peers);
-    if (!r->peers) {
+    r->base_conf.data = malloc(qc_raft_conf_size(n));
+    if (!r->base_conf.data) {
         free(r);
         return QC_ENOMEM;
     }
-    for (size_t i = 0; i < cfg->n_peers; i++) {
-        if (cfg->peers[i] == cfg->id) continue;
-        r->peers[r->n_peers++] = (qc_peer){.id = cfg->peers[i], .next = 1};
-    }
+    qc_raft_conf_write(r->base_conf.data, members, n);
+    r->base_conf.len = (uint32_t)qc_raft_conf_size(n);
+    r->base_conf.type = QC_ENTRY_CONFIG;
     r->id = cfg->id;
+    r->no_lead = cfg->no_lead;
+    conf_apply(r, members, n, 0);
     r->heartbeat_ms = cfg->heartbeat_ms;
     r->election_ms = cfg->election_ms;
     /* Shortened for the drift bound, and by 2 ms because both clocks are
@@ -1035,7 +1329,7 @@ void qc_raft_free(qc_raft *r)
     for (size_t i = 0; i < r->n_log; i++) free(r->log[i].data);
     free(r->log);
     free(r->snapshot);
-    free(r->peers);
+    free(r->base_conf.data);
     free(r->msgs);
     free(r->events);
     free(r);
@@ -1050,9 +1344,17 @@ int qc_raft_has_ready(const qc_raft *r)
 void qc_raft_ready(qc_raft *r, qc_ready *out)
 {
     if (r->broadcast && r->role == QC_ROLE_LEADER) send_new_entries(r, r->last_now);
+    /* An InstallSnapshot carries the caller's data in entries[0] (which
+     * the caller fills in) and the membership at the snapshot in [1]. */
+    r->snap_msg_entries[0] = (qc_entry){.term = r->snap_term, .index = r->snap_index};
+    r->snap_msg_entries[1] = r->base_conf;
     for (size_t i = 0; i < r->n_msgs; i++) {
         qc_msg *m = &r->msgs[i];
         if (m->type == QC_MSG_APPEND && m->n_entries) m->entries = entry_at(r, m->index + 1);
+        if (m->type == QC_MSG_SNAPSHOT) {
+            m->entries = r->snap_msg_entries;
+            m->n_entries = 2;
+        }
     }
     r->ready_stable = last_index(r);
     r->ready_applied = r->commit;
@@ -1069,6 +1371,7 @@ void qc_raft_ready(qc_raft *r, qc_ready *out)
         out->snapshot_term = r->snap_term;
         out->snapshot = r->snapshot;
         out->snapshot_len = r->snapshot_len;
+        out->snapshot_conf = &r->base_conf;
         out->has_snapshot = 1;
     }
     if (r->stable < r->ready_stable) {
@@ -1124,6 +1427,8 @@ uint64_t qc_raft_applied(const qc_raft *r) { return r->applied; }
 uint64_t qc_raft_snapshot_index(const qc_raft *r) { return r->snap_index; }
 uint64_t qc_raft_term_at(const qc_raft *r, uint64_t index) { return term_at(r, index); }
 uint64_t qc_raft_vote(const qc_raft *r) { return r->vote; }
+
+int qc_raft_is_relay(const qc_raft *r) { return r->role == QC_ROLE_LEADER && r->relay; }
 
 int qc_raft_link_up(const qc_raft *r, uint64_t peer)
 {

@@ -38,6 +38,10 @@ typedef enum qc_msg_type {
 #define QC_MSG_FLAG_FAST 0x1
 /* Vote requested on TimeoutNow: the old leader has stepped down already. */
 #define QC_MSG_FLAG_TRANSFER 0x2
+/* Append from a relay: a node that may not lead (a witness) but held entries
+ * the voters that may lead lacked won an election only to pass them on and
+ * hand over. Followers take the entries but do not name it leader. */
+#define QC_MSG_FLAG_RELAY 0x4
 
 typedef struct qc_entry {
     uint64_t term;
@@ -115,7 +119,9 @@ typedef enum qc_demote_reason {
 
 typedef struct qc_event {
     uint8_t type;   /* qc_event_type */
-    uint8_t reason; /* QC_EVENT_DEMOTED: qc_demote_reason */
+    uint8_t reason; /* QC_EVENT_DEMOTED: qc_demote_reason; QC_EVENT_ELECTED: 1
+                     * for a relay (see QC_MSG_FLAG_RELAY), never a leader to
+                     * users: no lease, no proposals, it hands over at once */
     uint64_t term;
     uint64_t leader;      /* 0 for none */
     uint64_t prev_leader; /* 0 for none */
@@ -200,8 +206,7 @@ int qc_raft_propose(qc_raft *r, const void *data, size_t len, uint64_t now, uint
  * QC_EBUSY while a change is uncommitted, before this term's first entry
  * commits, or during a transfer; QC_EINVAL for a malformed list, more than
  * one change, more than QC_RAFT_MAX_VOTERS voters, or no voter left. */
-int qc_raft_propose_config(qc_raft *r, const void *data, size_t len, uint64_t now,
-                           uint64_t *index);
+int qc_raft_propose_config(qc_raft *r, const void *data, size_t len, uint64_t now, uint64_t *index);
 /* The CONFIG entry in effect (*out points into the core until the next
  * input). Its index is 0 when it is the first start's peers (no caller
  * bytes then). */
@@ -254,6 +259,8 @@ uint64_t qc_raft_snapshot_index(const qc_raft *r);
 /* Term of the entry at index (0 when the log does not hold it). */
 uint64_t qc_raft_term_at(const qc_raft *r, uint64_t index);
 uint64_t qc_raft_vote(const qc_raft *r);
+/* 1 while this node leads only as a relay (QC_MSG_FLAG_RELAY). */
+int qc_raft_is_relay(const qc_raft *r);
 /* True only for a leader whose lease holds at now: the answer for clients. */
 int qc_raft_is_leader(const qc_raft *r, uint64_t now);
 uint64_t qc_raft_lease_until(const qc_raft *r);

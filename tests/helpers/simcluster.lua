@@ -82,7 +82,8 @@ function Cluster:process(i)
   end
   for _, m in ipairs(rd.msgs) do
     if m.type == "snapshot" then
-      m.entries = { { index = m.index, term = m.log_term, data = self.snaps[i].key } }
+      -- entries[1] carries the data (we fill it in), [2] the membership
+      m.entries[1].data = self.snaps[i].key
     end
     self.sent[#self.sent + 1] = m
     if not self.cut[m.from][m.to] then

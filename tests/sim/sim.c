@@ -19,6 +19,10 @@
 #define MAX_LOG (1 << 14) /* indexes the checker follows */
 #define DATA_LEN 8        /* a proposal: a unique 64-bit id */
 #define SLOTS 4           /* (term, id) pairs remembered per index */
+/* A CONFIG entry's id: this tag, then bit i-1 when node i is a member, bit
+ * 8+i-1 when it votes, bit 16+i-1 when it may not lead. */
+#define CONF_TAG (1ull << 62)
+#define CONF_MAX_BYTES 80 /* qc_raft_conf_size(MAX_NODES) and then some */
 
 typedef struct rng {
     uint64_t s;
@@ -53,6 +57,7 @@ typedef struct node {
     uint64_t *log_term, *log_id;
     uint64_t log_last;
     uint64_t snap_index, snap_term, snap_hash;
+    uint64_t snap_conf, snap_conf_index; /* the membership kept with the snapshot */
     uint64_t sm_index, sm_hash;
     uint64_t last_from[MAX_NODES + 1]; /* link ordering: last delivery time from peer */
 } node;
@@ -71,7 +76,10 @@ typedef struct sim {
     double drop, dup;
     uint32_t max_delay;
     uint32_t max_batch, max_inflight;
-    int batching; /* process several inputs at once */
+    int batching;         /* process several inputs at once */
+    int churn;            /* leaders change the membership */
+    size_t first_members; /* nodes 1..first_members start as voters; others join */
+    uint64_t conf_changes;
     uint64_t leader_of[MAX_TERMS];
     uint64_t vote_of[MAX_NODES + 1][MAX_TERMS];
     const char *violation;
@@ -161,6 +169,17 @@ static void record_sent(sim *s, size_t i, const qc_msg *m)
 
 static void check_leader_log(sim *s, size_t i);
 
+static int conf_lets_lead(const qc_entry *conf, uint64_t id)
+{
+    qc_member m[QC_RAFT_MAX_MEMBERS];
+    size_t n, used;
+    if (qc_raft_conf_read(conf->data, conf->len, m, &n, &used)) return 0;
+    for (size_t k = 0; k < n; k++)
+        if (m[k].id == id)
+            return (m[k].flags & QC_MEMBER_VOTER) && !(m[k].flags & QC_MEMBER_NO_LEAD);
+    return 0;
+}
+
 static void record_event(sim *s, size_t i, const qc_event *e)
 {
     if (e->type == QC_EVENT_ELECTED) {
@@ -172,15 +191,59 @@ static void record_event(sim *s, size_t i, const qc_event *e)
                     s->leader_of[e->term], i, e->term);
         s->leader_of[e->term] = i;
         check_leader_log(s, i);
+        /* By the membership in effect, or while that is uncommitted, by
+         * the committed one (a leader that manages its own removal). */
+        qc_raft *r = s->nodes[i].r;
+        qc_entry cur, committed;
+        qc_raft_conf(r, &cur);
+        int ok = conf_lets_lead(&cur, i);
+        if (!ok && cur.index > qc_raft_commit(r) &&
+            qc_raft_conf_at(r, qc_raft_commit(r), &committed) == QC_OK)
+            ok = conf_lets_lead(&committed, i);
+        if (!ok && !e->reason) /* a relay (reason 1) passes entries on only */
+            violate(s, "only-leaders-lead",
+                    "node %zu was elected in term %" PRIu64 " but may not lead", i, e->term);
     } else if (e->type == QC_EVENT_DEMOTED) {
         trace(s, "node %zu demoted in term %" PRIu64 " (%s)", i, e->term,
               qc_raft_reason_name(e->reason));
     }
 }
 
+static uint64_t conf_id(const uint8_t *data, size_t len)
+{
+    qc_member m[QC_RAFT_MAX_MEMBERS];
+    size_t n, used;
+    uint64_t id = CONF_TAG;
+    if (qc_raft_conf_read(data, len, m, &n, &used)) return id;
+    for (size_t k = 0; k < n; k++) {
+        uint64_t bit = 1ull << (m[k].id - 1);
+        id |= bit;
+        if (m[k].flags & QC_MEMBER_VOTER) id |= bit << 8;
+        if (m[k].flags & QC_MEMBER_NO_LEAD) id |= bit << 16;
+    }
+    return id;
+}
+
+/* The CONFIG entry data for a conf id; returns its length. */
+static uint32_t conf_data(uint64_t id, uint8_t out[CONF_MAX_BYTES])
+{
+    qc_member m[MAX_NODES];
+    size_t n = 0;
+    for (uint64_t i = 1; i <= MAX_NODES; i++) {
+        uint64_t bit = 1ull << (i - 1);
+        if (!(id & bit)) continue;
+        m[n++] = (qc_member){.id = i,
+                             .flags = (uint8_t)((id & bit << 8 ? QC_MEMBER_VOTER : 0) |
+                                                (id & bit << 16 ? QC_MEMBER_NO_LEAD : 0))};
+    }
+    qc_raft_conf_write(out, m, n);
+    return (uint32_t)qc_raft_conf_size(n);
+}
+
 static uint64_t entry_id(const qc_entry *e)
 {
     uint64_t id = 0;
+    if (e->type == QC_ENTRY_CONFIG) return conf_id(e->data, e->len);
     if (e->len == DATA_LEN) memcpy(&id, e->data, DATA_LEN);
     return id;
 }
@@ -263,15 +326,16 @@ static void enqueue(sim *s, const qc_msg *m, uint64_t at)
     to->last_from[m->from] = at;
     qc_msg copy = *m;
     if (m->n_entries) { /* one block: the entries, then their data */
-        size_t bytes = m->n_entries * (sizeof(qc_entry) + DATA_LEN);
+        size_t bytes = m->n_entries * sizeof(qc_entry);
+        for (uint32_t k = 0; k < m->n_entries; k++) bytes += m->entries[k].len;
         qc_entry *e = malloc(bytes);
         if (!e) return;
         uint8_t *data = (uint8_t *)(e + m->n_entries);
         for (uint32_t k = 0; k < m->n_entries; k++) {
             e[k] = m->entries[k];
-            e[k].data = data + k * DATA_LEN;
-            if (e[k].len > DATA_LEN) e[k].len = DATA_LEN;
-            if (e[k].len) memcpy(e[k].data, m->entries[k].data, e[k].len);
+            e[k].data = data;
+            if (e[k].len) memcpy(data, m->entries[k].data, e[k].len);
+            data += e[k].len;
         }
         copy.entries = e;
     }
@@ -298,6 +362,8 @@ static void install_snapshot(sim *s, size_t i, const qc_ready *rd)
     nd->snap_index = rd->snapshot_index;
     nd->snap_term = rd->snapshot_term;
     nd->snap_hash = hash;
+    nd->snap_conf = conf_id(rd->snapshot_conf->data, rd->snapshot_conf->len);
+    nd->snap_conf_index = rd->snapshot_conf->index;
     nd->log_last = nd->snap_index;
     nd->sm_index = nd->snap_index;
     nd->sm_hash = hash;
@@ -343,7 +409,12 @@ static void compact(sim *s, size_t i)
     node *nd = &s->nodes[i];
     uint64_t index = nd->sm_index;
     if (index <= nd->snap_index || index > nd->log_last || index >= MAX_LOG) return;
+    qc_entry conf;
+    if (qc_raft_conf_at(nd->r, index, &conf) != QC_OK) return;
+    uint64_t conf_kept = conf_id(conf.data, conf.len), conf_kept_index = conf.index;
     if (qc_raft_compact(nd->r, index) != QC_OK) return;
+    nd->snap_conf = conf_kept;
+    nd->snap_conf_index = conf_kept_index;
     nd->snap_term = nd->log_term[index];
     nd->snap_index = index;
     nd->snap_hash = nd->sm_hash;
@@ -377,14 +448,12 @@ static void process(sim *s, size_t i)
             return;
         }
         uint8_t snap_data[DATA_LEN];
-        qc_entry snap_entry = {
-            .term = nd->snap_term, .index = nd->snap_index, .len = DATA_LEN, .data = snap_data};
         memcpy(snap_data, &nd->snap_hash, DATA_LEN);
         for (size_t k = 0; k < rd.n_msgs; k++) {
             qc_msg *m = &rd.msgs[k];
             if (m->type == QC_MSG_SNAPSHOT) { /* the caller attaches the data */
-                m->entries = &snap_entry;
-                m->n_entries = 1;
+                m->entries[0].data = snap_data;
+                m->entries[0].len = DATA_LEN;
             }
             record_sent(s, i, m);
             send_msg(s, m);
@@ -396,8 +465,17 @@ static void process(sim *s, size_t i)
             nd->has_durable = 1;
         }
 #endif
-        for (size_t k = 0; k < rd.n_events; k++) record_event(s, i, &rd.events[k]);
+        int conf_changed = 0;
+        for (size_t k = 0; k < rd.n_events; k++) {
+            record_event(s, i, &rd.events[k]);
+            conf_changed |= rd.events[k].type == QC_EVENT_CONFIG;
+        }
         qc_raft_advance(nd->r);
+        /* New members start with no link: tell the core what the
+         * transport knows, as the agent does. */
+        for (size_t p = 1; conf_changed && p <= s->n; p++)
+            if (p != i && s->told[i][p] == QC_LINK_UP)
+                qc_raft_link(nd->r, p, QC_LINK_UP, local_now(s, nd));
     }
     if (nd->alive) check_terms(s, i);
 }
@@ -460,10 +538,10 @@ static void start_node(sim *s, size_t i)
 {
     node *nd = &s->nodes[i];
     uint64_t ids[MAX_NODES];
-    for (size_t k = 0; k < s->n; k++) ids[k] = k + 1;
+    for (size_t k = 0; k < s->first_members; k++) ids[k] = k + 1;
     qc_raft_config cfg = {.id = i,
                           .peers = ids,
-                          .n_peers = s->n,
+                          .n_peers = i <= s->first_members ? s->first_members : 0,
                           .heartbeat_ms = s->heartbeat,
                           .election_ms = s->election,
                           .seed = rnd(&s->g),
@@ -494,8 +572,24 @@ static void start_node(sim *s, size_t i)
                                 .data = data + k * DATA_LEN};
         memcpy(entries[k].data, &nd->log_id[index], DATA_LEN);
     }
+    uint8_t conf_bytes[CONF_MAX_BYTES];
+    /* CONFIG entries are kept as their id: rebuild their data. */
+    uint8_t(*confs)[CONF_MAX_BYTES] = calloc(n ? n : 1, CONF_MAX_BYTES);
+    if (!confs) exit(3);
+    for (size_t k = 0; k < n; k++) {
+        if (!(nd->log_id[entries[k].index] & CONF_TAG)) continue;
+        entries[k].type = QC_ENTRY_CONFIG;
+        entries[k].len = conf_data(nd->log_id[entries[k].index], confs[k]);
+        entries[k].data = confs[k];
+    }
+    if (nd->snap_index) {
+        qc_entry base = {.index = nd->snap_conf_index, .type = QC_ENTRY_CONFIG, .data = conf_bytes};
+        base.len = conf_data(nd->snap_conf, conf_bytes);
+        if (qc_raft_set_base_conf(nd->r, &base)) exit(3);
+    }
     if (qc_raft_restore(nd->r, nd->snap_index, nd->snap_term, entries, n)) exit(3);
     free(entries);
+    free(confs);
     nd->sm_index = nd->snap_index;
     nd->sm_hash = nd->snap_hash;
     nd->alive = 1;
@@ -561,13 +655,15 @@ static void partition(sim *s)
     }
 }
 
+static void change_membership(sim *s);
+
 static void inject_fault(sim *s, int calm)
 {
     if (calm) return;
     size_t i = 1 + below(&s->g, s->n);
     node *nd = &s->nodes[i];
     size_t leader = acting_leader(s);
-    switch (below(&s->g, 9)) {
+    switch (below(&s->g, s->churn ? 11 : 9)) {
     case 7: { /* a connection of i to p fails, then reconnects */
         size_t p = leader && chance(&s->g, 0.7) ? leader : 1 + below(&s->g, s->n);
         if (p == i || !nd->alive || !s->nodes[p].alive) break;
@@ -621,11 +717,44 @@ static void inject_fault(sim *s, int calm)
             process(s, leader);
         }
         break;
+    case 9:
+    case 10: change_membership(s); break;
     default:
         for (size_t p = 1; p <= s->n; p++) /* restart everybody who is down */
             if (!s->nodes[p].alive && chance(&s->g, 0.5)) start_node(s, p);
         break;
     }
+}
+
+/* The leader changes one member: adds a learner, promotes or demotes one,
+ * lets it lead or not, or removes it (itself included). At least one
+ * voter that may lead always stays, so the cluster can recover. */
+static void change_membership(sim *s)
+{
+    size_t l = acting_leader(s);
+    if (!l) return;
+    node *ld = &s->nodes[l];
+    qc_entry cur;
+    qc_raft_conf(ld->r, &cur);
+    uint64_t id = conf_id(cur.data, cur.len);
+    uint64_t bit = 1ull << below(&s->g, s->n);
+    int roll = (int)below(&s->g, 10);
+    if (!(id & bit))
+        id |= bit; /* joins as a learner */
+    else if (roll < 3)
+        id &= ~(bit | bit << 8 | bit << 16); /* removed */
+    else if (roll < 7)
+        id ^= bit << 8; /* promoted or demoted */
+    else
+        id ^= bit << 16; /* may lead, or not */
+    uint64_t leaders = (id >> 8) & ~(id >> 16) & 0xff;
+    if (!leaders) return;
+    uint8_t data[CONF_MAX_BYTES];
+    uint32_t len = conf_data(id, data);
+    int rc = qc_raft_propose_config(ld->r, data, len, local_now(s, ld), NULL);
+    trace(s, "node %zu proposes members %#" PRIx64 ": %d", l, id & 0xffffff, rc);
+    if (!rc) s->conf_changes++;
+    process(s, l);
 }
 
 static void propose(sim *s)
@@ -730,6 +859,8 @@ static void setup(sim *s, uint64_t seed, int trace_on)
     s->max_batch = chance(&s->g, 0.5) ? 1 + (uint32_t)below(&s->g, 4) : 0;
     s->max_inflight = chance(&s->g, 0.5) ? 1 + (uint32_t)below(&s->g, 16) : 0;
     s->batching = chance(&s->g, 0.5);
+    s->churn = chance(&s->g, 0.5);
+    s->first_members = s->churn && s->n == 5 && chance(&s->g, 0.5) ? 3 : s->n;
     n_link_events = 0;
     for (size_t i = 1; i <= s->n; i++) {
         node *nd = &s->nodes[i];
@@ -765,6 +896,11 @@ static int run(sim *s, uint64_t seed, int trace_on, uint64_t duration_ms)
                 if (!s->nodes[i].alive) start_node(s, i);
                 s->nodes[i].paused_until = 0;
             }
+            /* Transports reconnect: every link ends up, whatever the
+             * faults left it at. */
+            for (size_t i = 1; i <= s->n; i++)
+                for (size_t p = 1; p <= s->n; p++)
+                    if (p != i) schedule_link(s, i, p, QC_LINK_UP, s->now + 1 + below(&s->g, 3));
             /* Bound: ten election timeouts, plus slow messages still in flight. */
             liveness_deadline = s->now + 10ull * 2 * s->election + 20 * s->max_delay;
         }
