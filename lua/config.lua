@@ -40,7 +40,15 @@ local KNOWN, IS_HOOK = {}, {}
 for _, k in ipairs(KEYS) do KNOWN[k] = true end
 for _, k in ipairs(M.HOOKS) do KNOWN[k], IS_HOOK[k] = true, true end
 
-local PEER_KEYS = { identifier = true, host = true, port = true, metadata = true }
+local PEER_KEYS = {
+  identifier = true, host = true, port = true, metadata = true, role = true, priority = true,
+}
+local PEER_NAMES = { "identifier", "host", "port", "metadata", "role", "priority" }
+local ROLES = { "voter", "witness", "learner" }
+-- A member's priority: 0 never leads, higher is preferred (src/members.h).
+local PRIORITY_MAX = 1000000
+-- reap_after in seconds: ten years keeps its milliseconds well inside 64 bits.
+local REAP_MAX = 315360000
 local MAX_DEPTH = 32
 
 -- The value JSON null decodes to (qcluster.null); set per check() call.
@@ -257,7 +265,7 @@ local function peers(c, own)
       fail(key, "expected a table {host, port, identifier, metadata}, got %s", describe(p))
     end
     p = strip_null(p)
-    check_unknown(p, PEER_KEYS, key .. ".", { "identifier", "host", "port", "metadata" })
+    check_unknown(p, PEER_KEYS, key .. ".", PEER_NAMES)
     local id = identifier(key .. ".identifier", p.identifier)
     if id == own then
       fail(key .. ".identifier", "expected an identifier other than this node's own, got %s",
@@ -274,19 +282,38 @@ local function peers(c, own)
       host = host(key .. ".host", p.host),
       port = port(key .. ".port", p.port),
       metadata = metadata(key .. ".metadata", p.metadata),
+      role = one_of(key .. ".role", p.role == nil and "voter" or p.role, ROLES),
+      priority = integer(key .. ".priority", p.priority == nil and 1 or p.priority, 0,
+        PRIORITY_MAX),
     }
   end
   return out
 end
 
+-- "host:port" or "[v6]:port" -> host (brackets dropped), port; nil when
+-- malformed. The same rules as qc_member_split_addr in src/members.c.
+local function split_host_port(s)
+  if type(s) ~= "string" then return nil end
+  local h, digits = s:match("^(.+):(%d+)$")
+  if not h or #digits > 5 or h:find("[%s%c]") then return nil end
+  local p = tonumber(digits)
+  if p < 1 or p > 65535 then return nil end
+  if h:sub(1, 1) == "[" then
+    h = h:match("^%[([^%[%]]+)%]$")
+  elseif h:find("[:%[%]]") then
+    h = nil
+  end
+  if not h or #h > 255 then return nil end
+  return h, p
+end
+M.split_host_port = split_host_port
+
 local function join_list(v)
   local out = {}
   for i, hp in ipairs(list("join", v, '"host:port" strings')) do
     local key = ("join[%d]"):format(i)
-    local h, p = nil, nil
-    if type(hp) == "string" then h, p = hp:match("^(%S+):(%d+)$") end
-    p = tonumber(p)
-    if not h or not p or p < 1 or p > 65535 then
+    local h = split_host_port(hp)
+    if not h then
       fail(key, 'expected "host:port", got %s', describe(hp))
     end
     out[i] = hp
@@ -352,8 +379,8 @@ local function secrets(c, out, dir)
 end
 
 local function membership(c, out)
-  out.role = one_of("role", c.role, { "voter", "witness", "learner" })
-  out.priority = integer("priority", c.priority, 0, 1000000)
+  out.role = one_of("role", c.role, ROLES)
+  out.priority = integer("priority", c.priority, 0, PRIORITY_MAX)
   out.join = join_list(c.join)
   out.preempt = boolean("preempt", c.preempt)
   out.preempt_delay_ms = integer("preempt_delay_ms", c.preempt_delay_ms, 0, 3600000)
@@ -363,6 +390,9 @@ local function membership(c, out)
   if r ~= nil and r ~= false then
     if type(r) ~= "number" or r <= 0 or r ~= r or r == math.huge then
       fail("reap_after", "expected a number of seconds > 0 or false, got %s", describe(r))
+    end
+    if r > REAP_MAX then
+      fail("reap_after", "expected at most %d seconds (ten years), got %s", REAP_MAX, describe(r))
     end
     out.reap_after = r
   end

@@ -187,6 +187,54 @@ static int json_field(lua_State *L, int t, const char *key, char **out, char *er
     return rc;
 }
 
+/* The checker allows only the known names; an absent role is a voter. */
+static int role_field(lua_State *L, int t)
+{
+    lua_getfield(L, t, "role");
+    int role = qc_member_role_parse(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return role < 0 ? QC_MROLE_VOTER : role;
+}
+
+static int copy_join(lua_State *L, int t, qc_config *cfg)
+{
+    lua_getfield(L, t, "join");
+    int jt = lua_gettop(L);
+    size_t n = lua_istable(L, jt) ? (size_t)lua_rawlen(L, jt) : 0;
+    int rc = QC_OK;
+    if (n && !(cfg->join = calloc(n, sizeof *cfg->join))) rc = QC_ENOMEM;
+    for (size_t i = 0; rc == QC_OK && i < n; i++) {
+        lua_rawgeti(L, jt, (lua_Integer)i + 1);
+        const char *s = lua_tostring(L, -1);
+        cfg->join[i] = s ? strdup(s) : NULL;
+        if (!cfg->join[i]) rc = QC_ENOMEM;
+        cfg->n_join = i + 1;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+/* reap_after is seconds, maybe fractional, or absent: milliseconds, 0 off.
+ * The checker caps it at ten years; a positive value never rounds to 0. */
+static int64_t reap_ms(lua_State *L, int t)
+{
+    lua_getfield(L, t, "reap_after");
+    double s = lua_isnumber(L, -1) ? (double)lua_tonumber(L, -1) : 0;
+    lua_pop(L, 1);
+    if (!(s > 0)) return 0;
+    double ms = s * 1000.0 + 0.5;
+    return ms < 1 ? 1 : ms > 1e15 ? (int64_t)1e15 : (int64_t)ms;
+}
+
+static int bool_field(lua_State *L, int t, const char *key)
+{
+    lua_getfield(L, t, key);
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
 static int copy_peers(lua_State *L, int t, qc_config *cfg, char *err, size_t errlen)
 {
     lua_getfield(L, t, "peers");
@@ -206,6 +254,8 @@ static int copy_peers(lua_State *L, int t, qc_config *cfg, char *err, size_t err
         if (rc == QC_OK) rc = dup_field(L, e, "host", &p->host);
         if (rc == QC_OK) rc = json_field(L, e, "metadata", &p->metadata, err, errlen);
         p->port = int_field(L, e, "port");
+        p->role = role_field(L, e);
+        p->priority = int_field(L, e, "priority");
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
@@ -242,8 +292,16 @@ static int copy_config(lua_State *L, int t, qc_config *cfg, char *err, size_t er
     const char *level = lua_tostring(L, -1);
     cfg->log_level = level ? qc_log_parse_level(level) : QC_LOG_INFO;
     lua_pop(L, 1);
+    cfg->role = role_field(L, t);
+    cfg->priority = int_field(L, t, "priority");
+    cfg->preempt = bool_field(L, t, "preempt");
+    cfg->preempt_delay_ms = int_field(L, t, "preempt_delay_ms");
+    cfg->max_voters = int_field(L, t, "max_voters");
+    cfg->leave_on_stop = bool_field(L, t, "leave_on_stop");
+    cfg->reap_after_ms = reap_ms(L, t);
     int rc = json_field(L, t, "metadata", &cfg->metadata, err, errlen);
     if (rc == QC_OK) rc = copy_peers(L, t, cfg, err, errlen);
+    if (rc == QC_OK) rc = copy_join(L, t, cfg);
     return rc;
 }
 
@@ -301,5 +359,7 @@ void qc_config_free(qc_config *cfg)
         free(cfg->secret);
     }
     free(cfg->api_token);
+    for (size_t i = 0; i < cfg->n_join; i++) free(cfg->join[i]);
+    free(cfg->join);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -6,12 +6,17 @@
 
 #include <lua.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "members.h" /* QC_MROLE_... */
 
 typedef struct qc_peer_conf {
     char *identifier;
     char *host;
     int port;
     char *metadata; /* JSON object text, "{}" when none */
+    int role;       /* QC_MROLE_...; QC_MROLE_VOTER when not given */
+    int priority;   /* 0 never leads; 1 when not given */
 } qc_peer_conf;
 
 typedef struct qc_config {
@@ -36,6 +41,16 @@ typedef struct qc_config {
     int log_level;        /* QC_LOG_... */
     char *secret;         /* NULL when none */
     char *api_token;      /* NULL when none */
+    /* Membership. */
+    int role;             /* QC_MROLE_... this node asks to be */
+    int priority;         /* 0 never leads; higher is preferred */
+    int preempt;          /* preempt: a higher priority takes leadership over */
+    int preempt_delay_ms; /* preempt_delay_ms: wait before preempting */
+    int max_voters;       /* max_voters: voting members wanted at most */
+    char **join;          /* "host:port" cluster addresses to join through */
+    size_t n_join;
+    int64_t reap_after_ms; /* remove a member down this long; 0: never */
+    int leave_on_stop;     /* leave the cluster on SIGTERM */
 } qc_config;
 
 /* Default timings (documented in the README). */
