@@ -1,8 +1,10 @@
 -- The config loader and checker (src/config.c + lua/config.lua) through
 -- build/luahost_driver: defaults, the original JSON format, every kind of
 -- bad value with its exact message, syntax errors with FILE:LINE.
+package.cpath = "./build/?.so;" .. package.cpath
 local driver = require("driver")
 local json = require("dkjson")
+local qcmembers = require("qcmembers")
 
 local dir
 
@@ -199,6 +201,32 @@ describe("config", function()
       { BASE .. "leave_on_stop = 1", "leave_on_stop: expected true or false, got 1" },
       { BASE .. "reap_after = -1",
         "reap_after: expected a number of seconds > 0 or false, got -1" },
+      { BASE .. "reap_after = true",
+        "reap_after: expected a number of seconds > 0 or false, got true" },
+      { BASE .. "reap_after = 0", "reap_after: expected a number of seconds > 0 or false, got 0" },
+      { BASE .. "reap_after = 1e12",
+        "reap_after: expected at most 315360000 seconds (ten years), got 1000000000000" },
+      { BASE .. "role = 'Voter'",
+        'role: expected one of "voter", "witness", "learner", got "Voter"' },
+      { BASE .. "priority = 0.5", "priority: expected an integer 0..1000000, got 0.5" },
+      { BASE .. "priority = 1000001", "priority: expected an integer 0..1000000, got 1000001" },
+      { BASE .. "join = {'h:1', 'h:0'}", 'join[2]: expected "host:port", got "h:0"' },
+      { BASE .. "join = {'::1:7000'}", 'join[1]: expected "host:port", got "::1:7000"' },
+      { BASE .. "join = {'[::1:7000'}", 'join[1]: expected "host:port", got "[::1:7000"' },
+      { BASE .. "join = {'a b:7000'}", 'join[1]: expected "host:port", got "a b:7000"' },
+      { BASE .. "join = {7000}", 'join[1]: expected "host:port", got 7000' },
+      { BASE .. "max_voters = 256", "max_voters: expected an integer 1..255, got 256" },
+      { BASE .. "peers = {{host = 'h', port = 2, identifier = 'b'},"
+        .. " {host = 'h', port = 3, identifier = 'c', role = 'boss'}}",
+        'peers[2].role: expected one of "voter", "witness", "learner", got "boss"' },
+      { BASE .. "peers = {{host = 'h', port = 2, identifier = 'b', role = 1}}",
+        'peers[1].role: expected one of "voter", "witness", "learner", got 1' },
+      { BASE .. "peers = {{host = 'h', port = 2, identifier = 'b', priority = -1}}",
+        "peers[1].priority: expected an integer 0..1000000, got -1" },
+      { BASE .. "peers = {{host = 'h', port = 2, identifier = 'b', priority = '1'}}",
+        'peers[1].priority: expected an integer 0..1000000, got "1"' },
+      { BASE .. "peers = {{host = 'h', port = 2, identifier = 'b', rol = 'voter'}}",
+        'peers[1].rol: unknown key (did you mean "role"?)' },
       { BASE .. "on_elected = 'x'", 'on_elected: expected a function, got "x"' },
       { BASE .. "on_elektd = print", "on_elektd: unknown hook (known: on_start, on_elected,"
         .. " on_demoted, on_leader_change, on_peer_up, on_peer_down, on_stop, on_kv_change,"
@@ -270,6 +298,81 @@ describe("config", function()
   end)
 end)
 
+describe("config membership keys in C (qc_config)", function()
+  before_each(function() dir = driver.tmpdir() end)
+  after_each(function() driver.rmdir(dir) end)
+
+  it("defaults them", function()
+    local c = assert(qcmembers.config(conf("conf.lua", "return {" .. BASE
+      .. "peers = {{host = 'h', port = 2, identifier = 'b'}}}")))
+    assert.are.same({ identifier = "a", role = "voter", priority = 1, preempt = false,
+      preempt_delay_ms = 5000, max_voters = 5, join = {}, reap_after_ms = 0,
+      leave_on_stop = false,
+      peers = { { identifier = "b", host = "h", port = 2, metadata = "{}", role = "voter",
+        priority = 1 } } }, c)
+  end)
+
+  it("copies every one from a Lua config", function()
+    local c = assert(qcmembers.config("tests/fixtures/full.lua"))
+    assert.are.equal("witness", c.role)
+    assert.are.equal(0, c.priority)
+    assert.is_true(c.preempt)
+    assert.are.equal(2000, c.preempt_delay_ms)
+    assert.are.equal(3, c.max_voters)
+    assert.are.same({ "10.0.0.2:7102", "[::1]:7103" }, c.join)
+    assert.are.equal(3600000, c.reap_after_ms)
+    assert.is_true(c.leave_on_stop)
+    assert.are.same({ { identifier = "node-2", host = "10.0.0.2", port = 7102,
+      metadata = '{"zone":"b"}', role = "voter", priority = 1 } }, c.peers)
+  end)
+
+  it("copies every one from a JSON config, peers' roles and priorities too", function()
+    local c = assert(qcmembers.config("tests/fixtures/members.json"))
+    assert.are.same({ identifier = "db1", role = "voter", priority = 10, preempt = true,
+      preempt_delay_ms = 1500, max_voters = 3, join = { "10.0.0.2:7001", "[fd00::3]:7001" },
+      reap_after_ms = 90500, leave_on_stop = true,
+      peers = {
+        { identifier = "db2", host = "10.0.0.2", port = 7001, metadata = '{"server_port":5432}',
+          role = "voter", priority = 5 },
+        { identifier = "arbiter", host = "10.0.0.3", port = 7001, metadata = "{}",
+          role = "witness", priority = 0 },
+        { identifier = "reports", host = "10.0.0.4", port = 7001, metadata = "{}",
+          role = "learner", priority = 1 },
+      } }, c)
+    local rc, out, err = driver.run({ "check", "tests/fixtures/members.json" })
+    assert.are.equal(0, rc, err)
+    assert.are.equal(90.5, json.decode(out).reap_after)
+  end)
+
+  it("keeps the original JSON format: its peers are voters of priority 1", function()
+    local c = assert(qcmembers.config("tests/fixtures/original.json"))
+    assert.are.equal(2, #c.peers)
+    for _, p in ipairs(c.peers) do
+      assert.are.equal("voter", p.role)
+      assert.are.equal(1, p.priority)
+    end
+    assert.are.same({}, c.join)
+    assert.are.equal(0, c.reap_after_ms)
+  end)
+
+  it("turns reap_after seconds into milliseconds, never 0 when set", function()
+    local cases = { { "1.5", 1500 }, { "0.0001", 1 }, { "0.0016", 2 }, { "false", 0 },
+      { "315360000", 315360000000 } }
+    for _, case in ipairs(cases) do
+      local c = assert(qcmembers.config(conf("conf.lua", "return {" .. BASE .. "reap_after = "
+        .. case[1] .. "}")))
+      assert.are.equal(case[2], c.reap_after_ms, case[1])
+    end
+  end)
+
+  it("fails like the checker", function()
+    local path = conf("conf.lua", "return {" .. BASE .. "peers = {{host = 'h', port = 2,"
+      .. " identifier = 'b', role = 'boss'}}}")
+    assert.are.same({ nil, path .. ': peers[1].role: expected one of "voter", "witness",'
+      .. ' "learner", got "boss"' }, { qcmembers.config(path) })
+  end)
+end)
+
 describe("lua/config.lua on its own", function()
   local config = require("config")
 
@@ -277,6 +380,15 @@ describe("lua/config.lua on its own", function()
     local c = assert(config.check({ identifier = "x", listen_port = 9 }, { dir = "/etc/qc" }))
     assert.are.equal("/etc/qc/qcluster-data/x", c.data_dir)
     assert.are.equal(1009, c.api_port)
+  end)
+
+  it("gives every peer a role and a priority", function()
+    local c = assert(config.check({ identifier = "x", listen_port = 9, peers = {
+      { identifier = "y", host = "h", port = 1 },
+      { identifier = "z", host = "h", port = 2, role = "learner", priority = 0 },
+    } }))
+    assert.are.same({ "voter", 1 }, { c.peers[1].role, c.peers[1].priority })
+    assert.are.same({ "learner", 0 }, { c.peers[2].role, c.peers[2].priority })
   end)
 
   it("treats JSON null at the top level as absent", function()
