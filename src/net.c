@@ -1,8 +1,10 @@
 /* Cluster transport on libev: one listening socket, one outbound connection
  * per peer (non-blocking connect, hello first, backoff with jitter), inbound
- * connections that must open with a hello from a known peer. It frames,
- * checks and counts bytes; it must never interpret consensus, block the loop
- * (qc_net_flush aside) or let one bad connection harm any other. */
+ * connections that must open with a hello from a known peer or, from a
+ * stranger, with a hello and one JOIN; and the joiner's side of a JOIN. It
+ * frames, checks and counts bytes; it must never interpret consensus or a
+ * join's payload, block the loop (qc_net_flush aside) or let one bad
+ * connection harm any other. */
 #include "net.h"
 
 #include <arpa/inet.h>
@@ -34,6 +36,7 @@
 #define NET_STREAM_CAP (64u << 20)
 #define NET_READ_CHUNK 65536
 #define NET_HELLO_TIMEOUT 10.0 /* inbound connections must say hello by then */
+#define NET_MAX_STRANGERS 16   /* stranger connections open at once; more are refused */
 #define NET_ADDR_LEN 64
 
 enum { FAIL_NONE = 0, FAIL_WRITE, FAIL_OVERFLOW };
@@ -44,6 +47,7 @@ enum { FAIL_NONE = 0, FAIL_WRITE, FAIL_OVERFLOW };
 
 typedef struct qc_conn qc_conn;
 typedef struct qc_peer qc_peer;
+typedef struct qc_join qc_join;
 
 /* A big message's payload being sent as PART frames. */
 typedef struct qc_stream {
@@ -68,8 +72,15 @@ struct qc_conn {
     qc_stream *streams; /* outbound: big messages waiting, oldest first */
     size_t stream_bytes;
     qc_buf part; /* inbound: the parts of a big message received so far */
+    /* inbound from a stranger (its hello named no peer): it may send one JOIN
+     * and is closed once the answer is out; the hello timer keeps running */
+    int stranger;
+    int joined;        /* stranger: its JOIN was answered */
+    char *stranger_id; /* stranger: the identifier its hello gave */
+    int dead;          /* its peer was removed from inside one of its callbacks */
     char addr[NET_ADDR_LEN];
-    qc_conn *next; /* inbound list */
+    char host[NET_ADDR_LEN]; /* inbound: the numeric address it came from */
+    qc_conn *next;           /* inbound list */
 };
 
 struct qc_peer {
@@ -85,6 +96,23 @@ struct qc_peer {
     qc_peer *next;
 };
 
+/* One qc_net_join in flight: its own connection, outside the peer machinery. */
+struct qc_join {
+    qc_net *net;
+    char *host;
+    int port;
+    int fd;
+    int connecting;
+    struct addrinfo *ai, *ai_cur;
+    ev_io rw, ww;
+    ev_timer start, timeout;
+    qc_buf out, in;
+    size_t out_off;
+    qc_net_join_fn *done;
+    void *arg;
+    qc_join *next;
+};
+
 struct qc_net {
     struct ev_loop *loop;
     char *identifier;
@@ -96,6 +124,9 @@ struct qc_net {
     qc_buf hello; /* this node's hello frame, sent first on every dial */
     qc_peer *peers;
     qc_conn *inbound;
+    int n_strangers;
+    qc_conn *cur; /* the inbound connection whose callback is running */
+    qc_join *joins;
     uint64_t rng;
 };
 
@@ -182,6 +213,7 @@ static void conn_free(qc_conn *c)
     qc_buf_free(&c->in);
     qc_buf_free(&c->out);
     qc_buf_free(&c->part);
+    free(c->stranger_id);
     while (c->streams) {
         qc_stream *s = c->streams;
         c->streams = s->next;
@@ -314,6 +346,7 @@ static void conn_close(qc_conn *c)
     }
     qc_net *n = c->net;
     qc_peer *p = c->peer;
+    if (c->stranger) n->n_strangers--;
     inbound_unlink(n, c);
     conn_free(c);
     /* the link is one thing: a connection from the peer closing takes ours
@@ -348,6 +381,33 @@ static void inbound_supersede(qc_net *n, qc_peer *p, qc_conn *keep)
     }
 }
 
+/* A hello naming no peer: the connection may ask to join, if joins are
+ * taken and there is room. Takes h. Returns -1 when c was closed. */
+static int hello_stranger(qc_conn *c, qc_hello *h)
+{
+    qc_net *n = c->net;
+    if (!n->cb.on_join) {
+        qc_log(QC_LOG_WARN, "net", "hello from unknown peer '%s' at %s", h->identifier, c->addr);
+        qc_wire_hello_free(h);
+        return bad_frame(c, "unknown peer"), -1;
+    }
+    if (n->n_strangers >= NET_MAX_STRANGERS) {
+        /* not a malformed frame: a load limit, so it is not counted as one */
+        qc_log(QC_LOG_WARN, "net", "refusing '%s' at %s: %d strangers connected already",
+               h->identifier, c->addr, n->n_strangers);
+        qc_wire_hello_free(h);
+        conn_close(c);
+        return -1;
+    }
+    qc_log(QC_LOG_DEBUG, "net", "hello from stranger '%s' at %s", h->identifier, c->addr);
+    c->stranger = 1;
+    c->stranger_id = h->identifier;
+    h->identifier = NULL;
+    qc_wire_hello_free(h);
+    n->n_strangers++;
+    return 0;
+}
+
 /* Returns -1 when c was closed. */
 static int frame_hello(qc_conn *c, const uint8_t *payload, uint32_t len)
 {
@@ -357,11 +417,7 @@ static int frame_hello(qc_conn *c, const uint8_t *payload, uint32_t len)
     int rc = qc_wire_decode_hello(payload, len, &h);
     if (rc) return bad_frame(c, "malformed hello"), -1;
     qc_peer *p = peer_by_name(n, h.identifier);
-    if (!p) {
-        qc_log(QC_LOG_WARN, "net", "hello from unknown peer '%s' at %s", h.identifier, c->addr);
-        qc_wire_hello_free(&h);
-        return bad_frame(c, "unknown peer"), -1;
-    }
+    if (!p) return hello_stranger(c, &h);
     c->peer = p;
     ev_timer_stop(n->loop, &c->hello_timer);
     inbound_supersede(n, p, c);
@@ -421,9 +477,52 @@ static int frame_other(qc_conn *c, int type, const uint8_t *payload, uint32_t le
     return 0;
 }
 
+/* A stranger's request to join: on_join writes the answer, which goes back
+ * as one JOIN frame; the connection closes once it is out. */
+static int frame_join(qc_conn *c, const uint8_t *payload, uint32_t len)
+{
+    qc_net *n = c->net;
+    if (!c->stranger) return bad_frame(c, c->peer ? "join from a member" : "join before hello"), -1;
+    if (c->joined) return bad_frame(c, "second join"), -1;
+    c->joined = 1;
+    qc_buf answer = {0};
+    n->cb.on_join(n->cb.ud, c->stranger_id, c->host, payload, len, &answer);
+    int rc = qc_wire_encode_frame(QC_FRAME_JOIN, answer.data, answer.len, &c->out);
+    qc_buf_free(&answer);
+    if (rc) {
+        qc_log(QC_LOG_ERROR, "net", "cannot answer the join of '%s' at %s: %s", c->stranger_id,
+               c->addr, qc_strerror(rc));
+        conn_close(c);
+        return -1;
+    }
+    if (conn_flush(c) || !ev_is_active(&c->ww)) { /* failed, or all written */
+        conn_close(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* One frame to the function of its type. Returns -1 when c was closed. */
+static int frame_dispatch(qc_conn *c, uint8_t type, const uint8_t *payload, uint32_t len)
+{
+    if (c->stranger && type != QC_FRAME_JOIN)
+        return bad_frame(c, "a stranger may send one join only"), -1;
+    switch (type) {
+    case QC_FRAME_HELLO: return frame_hello(c, payload, len);
+    case QC_FRAME_RAFT: return frame_raft(c, payload, len);
+    case QC_FRAME_PART: return frame_part(c, payload, len);
+    case QC_FRAME_JOIN: return frame_join(c, payload, len);
+    case QC_FRAME_FORWARD:
+    case QC_FRAME_READ_INDEX:
+    case QC_FRAME_MEMBER: return frame_other(c, type, payload, len);
+    default: return bad_frame(c, "unexpected frame type"), -1;
+    }
+}
+
 /* Handles every whole frame in c->in. Returns -1 when c was closed. */
 static int conn_frames(qc_conn *c)
 {
+    qc_net *n = c->net;
     size_t off = 0;
     while (c->in.len - off >= QC_WIRE_HEADER) {
         const uint8_t *h = c->in.data + off;
@@ -434,14 +533,14 @@ static int conn_frames(qc_conn *c)
         if (c->in.len - off - QC_WIRE_HEADER < plen) break;
         if (qc_wire_check(h, h + QC_WIRE_HEADER, plen)) return bad_frame(c, "bad checksum"), -1;
         off += QC_WIRE_HEADER + plen;
-        const uint8_t *payload = h + QC_WIRE_HEADER;
-        switch (type) {
-        case QC_FRAME_HELLO: rc = frame_hello(c, payload, plen); break;
-        case QC_FRAME_RAFT: rc = frame_raft(c, payload, plen); break;
-        case QC_FRAME_PART: rc = frame_part(c, payload, plen); break;
-        default: rc = frame_other(c, type, payload, plen); break;
-        }
+        n->cur = c;
+        rc = frame_dispatch(c, type, h + QC_WIRE_HEADER, plen);
+        n->cur = NULL;
         if (rc) return -1;
+        if (c->dead) { /* its peer was removed by the callback */
+            conn_close(c);
+            return -1;
+        }
     }
     if (off) {
         memmove(c->in.data, c->in.data + off, c->in.len - off);
@@ -463,8 +562,10 @@ static void conn_read_inbound(qc_conn *c)
         qc_log(QC_LOG_DEBUG, "net", "inbound connection from %s closed: %s", conn_name(c),
                k == 0 ? "end of stream" : strerror(errno));
         qc_net *n = c->net;
+        n->cur = c;
         if (c->peer && n->cb.on_peer_closed) n->cb.on_peer_closed(n->cb.ud, c->peer->id);
-        conn_close(c);
+        n->cur = NULL;
+        conn_close(c); /* quiet when the callback removed the peer: c->peer is NULL */
         return;
     }
     c->in.len += (size_t)k;
@@ -537,11 +638,18 @@ static void dial_next(qc_peer *p, const char *why)
     link_report(p, 0);
 }
 
-static void conn_connect_done(qc_conn *c)
+/* 0 when the non-blocking connect on fd succeeded, else its errno. */
+static int connect_result(int fd)
 {
     int err = 0;
     socklen_t len = sizeof err;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    return err;
+}
+
+static void conn_connect_done(qc_conn *c)
+{
+    int err = connect_result(c->fd);
     if (err) {
         dial_next(c->peer, strerror(err));
         return;
@@ -567,52 +675,74 @@ static void on_conn_write(struct ev_loop *loop, ev_io *w, int revents)
     if (conn_flush(c)) {
         qc_log(QC_LOG_DEBUG, "net", "write to %s failed: %s", conn_name(c), strerror(errno));
         conn_close(c);
+        return;
     }
+    if (c->joined && !ev_is_active(&c->ww)) conn_close(c); /* the answer is out */
 }
 
-static int dial_resolve(qc_peer *p)
+/* Resolves host:port for a dial into *ai (the caller frees it); QC_EIO,
+ * logged on behalf of who, when it cannot. */
+static int resolve(const char *host, int port, const char *who, struct addrinfo **ai)
 {
-    char port[16];
+    char serv[16];
     struct addrinfo hints = {0};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
-    snprintf(port, sizeof port, "%d", p->port);
-    int rc = getaddrinfo(p->host, port, &hints, &p->ai);
+    snprintf(serv, sizeof serv, "%d", port);
+    int rc = getaddrinfo(host, serv, &hints, ai);
     if (rc) {
-        p->ai = NULL;
-        qc_log(QC_LOG_DEBUG, "net", "cannot resolve %s for %s: %s", p->host, p->identifier,
-               gai_strerror(rc));
+        *ai = NULL;
+        qc_log(QC_LOG_DEBUG, "net", "cannot resolve %s for %s: %s", host, who, gai_strerror(rc));
         return QC_EIO;
     }
-    p->ai_cur = p->ai;
     return QC_OK;
+}
+
+static int dial_resolve(qc_peer *p)
+{
+    int rc = resolve(p->host, p->port, p->identifier, &p->ai);
+    p->ai_cur = p->ai;
+    return rc;
+}
+
+/* Opens a non-blocking socket and starts connecting it to a: QC_OK with *fd
+ * and *pending (1 while the connect is in progress), or QC_EIO with errno
+ * set and nothing left open. */
+static int dial_socket(const struct addrinfo *a, int *fd, int *pending)
+{
+    int s = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (s < 0) return QC_EIO;
+    if (sock_setup(s)) goto fail;
+    *pending = connect(s, a->ai_addr, a->ai_addrlen) != 0;
+    if (*pending && errno != EINPROGRESS && errno != EINTR) goto fail;
+    *fd = s;
+    return QC_OK;
+fail:;
+    int err = errno;
+    close(s);
+    errno = err;
+    return QC_EIO;
 }
 
 /* Starts a non-blocking connect to p->ai_cur. */
 static void peer_dial(qc_peer *p)
 {
     qc_net *n = p->net;
-    const struct addrinfo *a = p->ai_cur;
-    int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
-    if (fd < 0) {
+    int fd, pending;
+    if (dial_socket(p->ai_cur, &fd, &pending)) {
         dial_next(p, strerror(errno));
         return;
     }
-    if (sock_setup(fd) || !(p->out = conn_new(n, fd, 1, p))) {
-        int err = errno;
+    if (!(p->out = conn_new(n, fd, 1, p))) {
         close(fd);
-        dial_next(p, strerror(err));
+        dial_next(p, strerror(ENOMEM));
         return;
     }
     p->out->connecting = 1;
     snprintf(p->out->addr, NET_ADDR_LEN, "%s:%d", p->host, p->port);
-    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+    if (!pending) {
         conn_established(p->out);
-        return;
-    }
-    if (errno != EINPROGRESS && errno != EINTR) {
-        dial_next(p, strerror(errno));
         return;
     }
     ev_io_start(n->loop, &p->out->ww);
@@ -632,6 +762,201 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
     peer_dial(p);
 }
 
+/* ---- joining (this node is the stranger) ---- */
+
+/* Stops j's watchers and closes its socket; j stays allocated. */
+static void join_stop(qc_join *j)
+{
+    struct ev_loop *loop = j->net->loop;
+    ev_io_stop(loop, &j->rw);
+    ev_io_stop(loop, &j->ww);
+    ev_timer_stop(loop, &j->start);
+    ev_timer_stop(loop, &j->timeout);
+    if (j->fd >= 0) close(j->fd);
+    j->fd = -1;
+    if (j->ai) freeaddrinfo(j->ai);
+    j->ai = j->ai_cur = NULL;
+}
+
+/* Frees j without calling done (qc_net_free drops pending joins so). */
+static void join_free(qc_join *j)
+{
+    join_stop(j);
+    qc_buf_free(&j->in);
+    qc_buf_free(&j->out);
+    free(j->host);
+    free(j);
+}
+
+/* Ends j: unlinks and closes it, then calls done once and frees j. */
+static void join_finish(qc_join *j, int rc, const uint8_t *answer, size_t len)
+{
+    qc_net *n = j->net;
+    for (qc_join **pp = &n->joins; *pp; pp = &(*pp)->next) {
+        if (*pp == j) {
+            *pp = j->next;
+            break;
+        }
+    }
+    join_stop(j);
+    if (rc)
+        qc_log(QC_LOG_DEBUG, "net", "join through %s:%d failed: %s", j->host, j->port,
+               qc_strerror(rc));
+    /* done may start joins or free n: j is out of their reach, and is not
+     * touched through n afterwards */
+    j->done(j->arg, rc, answer, len);
+    qc_buf_free(&j->in);
+    qc_buf_free(&j->out);
+    free(j->host);
+    free(j);
+}
+
+/* Writes the hello and the JOIN; the ww watcher finishes the job. */
+static void join_flush(qc_join *j)
+{
+    struct ev_loop *loop = j->net->loop;
+    while (j->out_off < j->out.len) {
+        ssize_t k = send(j->fd, j->out.data + j->out_off, j->out.len - j->out_off, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(loop, &j->ww);
+            return;
+        }
+        if (k < 0) {
+            qc_log(QC_LOG_DEBUG, "net", "write to %s:%d failed: %s", j->host, j->port,
+                   strerror(errno));
+            join_finish(j, QC_EIO, NULL, 0);
+            return;
+        }
+        j->out_off += (size_t)k;
+    }
+    ev_io_stop(loop, &j->ww);
+}
+
+static void join_connected(qc_join *j)
+{
+    j->connecting = 0;
+    ev_io_stop(j->net->loop, &j->ww);
+    ev_io_start(j->net->loop, &j->rw);
+    join_flush(j);
+}
+
+/* Dials j->ai_cur, else the addresses after it; QC_EIO when none is left. */
+static void join_dial(qc_join *j)
+{
+    for (; j->ai_cur; j->ai_cur = j->ai_cur->ai_next) {
+        int pending;
+        if (dial_socket(j->ai_cur, &j->fd, &pending)) {
+            qc_log(QC_LOG_DEBUG, "net", "cannot connect to %s:%d: %s", j->host, j->port,
+                   strerror(errno));
+            continue;
+        }
+        ev_io_set(&j->rw, j->fd, EV_READ);
+        ev_io_set(&j->ww, j->fd, EV_WRITE);
+        if (!pending) {
+            join_connected(j);
+            return;
+        }
+        j->connecting = 1;
+        ev_io_start(j->net->loop, &j->ww);
+        return;
+    }
+    join_finish(j, QC_EIO, NULL, 0);
+}
+
+static void on_join_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    qc_join *j = w->data;
+    if (!j->connecting) {
+        join_flush(j);
+        return;
+    }
+    int err = connect_result(j->fd);
+    if (!err) {
+        join_connected(j);
+        return;
+    }
+    qc_log(QC_LOG_DEBUG, "net", "cannot connect to %s:%d: %s", j->host, j->port, strerror(err));
+    ev_io_stop(loop, &j->ww);
+    close(j->fd);
+    j->fd = -1;
+    j->ai_cur = j->ai_cur->ai_next;
+    join_dial(j);
+}
+
+/* Looks for the one JOIN frame of the answer in j->in. */
+static void join_answer(qc_join *j)
+{
+    if (j->in.len < QC_WIRE_HEADER) return;
+    uint8_t type;
+    uint32_t plen;
+    const char *why = NULL;
+    int rc = qc_wire_header(j->in.data, &type, &plen);
+    if (rc)
+        why = rc == QC_ETOOBIG ? "frame too big" : "bad header";
+    else if (type != QC_FRAME_JOIN)
+        why = "not a join answer";
+    else if (j->in.len - QC_WIRE_HEADER < plen)
+        return;
+    else if (qc_wire_check(j->in.data, j->in.data + QC_WIRE_HEADER, plen))
+        why = "bad checksum";
+    if (!why) {
+        join_finish(j, QC_OK, j->in.data + QC_WIRE_HEADER, plen);
+        return;
+    }
+    qc_metrics_add(j->net->metrics, M_BAD, NULL, NULL, 1);
+    qc_log(QC_LOG_WARN, "net", "bad frame from %s:%d answering a join: %s; closing", j->host,
+           j->port, why);
+    join_finish(j, QC_EIO, NULL, 0);
+}
+
+static void on_join_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_join *j = w->data;
+    if (qc_buf_reserve(&j->in, NET_READ_CHUNK)) {
+        qc_log(QC_LOG_ERROR, "net", "out of memory reading a join answer");
+        join_finish(j, QC_EIO, NULL, 0);
+        return;
+    }
+    ssize_t k = recv(j->fd, j->in.data + j->in.len, j->in.cap - j->in.len, 0);
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (k <= 0) {
+        qc_log(QC_LOG_DEBUG, "net", "%s:%d closed before answering the join: %s", j->host, j->port,
+               k == 0 ? "end of stream" : strerror(errno));
+        join_finish(j, QC_EIO, NULL, 0);
+        return;
+    }
+    j->in.len += (size_t)k;
+    join_answer(j);
+}
+
+/* Resolves and dials from the loop, so that done never runs inside
+ * qc_net_join. */
+static void on_join_start(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_join *j = w->data;
+    if (resolve(j->host, j->port, "a join", &j->ai)) {
+        join_finish(j, QC_EIO, NULL, 0);
+        return;
+    }
+    j->ai_cur = j->ai;
+    join_dial(j);
+}
+
+static void on_join_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_join *j = w->data;
+    qc_log(QC_LOG_DEBUG, "net", "no join answer from %s:%d in time", j->host, j->port);
+    join_finish(j, QC_EBUSY, NULL, 0);
+}
+
 /* ---- accepting ---- */
 
 static void on_hello_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -639,7 +964,11 @@ static void on_hello_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     qc_conn *c = w->data;
-    qc_log(QC_LOG_DEBUG, "net", "no hello from %s in time; closing", c->addr);
+    if (c->stranger)
+        qc_log(QC_LOG_DEBUG, "net", "stranger '%s' at %s did not finish joining in time; closing",
+               c->stranger_id, c->addr);
+    else
+        qc_log(QC_LOG_DEBUG, "net", "no hello from %s in time; closing", c->addr);
     conn_close(c);
 }
 
@@ -649,11 +978,13 @@ static void conn_addr(qc_conn *c)
     socklen_t len = sizeof ss;
     char host[INET6_ADDRSTRLEN], serv[8];
     snprintf(c->addr, NET_ADDR_LEN, "?");
+    snprintf(c->host, NET_ADDR_LEN, "?");
     if (getpeername(c->fd, (struct sockaddr *)&ss, &len) < 0) return;
     if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof host, serv, sizeof serv,
                     NI_NUMERICHOST | NI_NUMERICSERV))
         return;
     snprintf(c->addr, NET_ADDR_LEN, "%s:%s", host, serv);
+    snprintf(c->host, NET_ADDR_LEN, "%s", host);
 }
 
 static int accept_one(qc_net *n)
@@ -795,6 +1126,11 @@ void qc_net_free(qc_net *n)
         n->inbound = c->next;
         conn_free(c);
     }
+    while (n->joins) {
+        qc_join *j = n->joins;
+        n->joins = j->next;
+        join_free(j);
+    }
     if (n->lfd >= 0) {
         ev_io_stop(n->loop, &n->lw);
         close(n->lfd);
@@ -829,6 +1165,34 @@ int qc_net_add_peer(qc_net *n, const char *identifier, const char *host, int por
     ev_timer_start(n->loop, &p->retry); /* dial from the loop, not from here */
     p->next = n->peers;
     n->peers = p;
+    return QC_OK;
+}
+
+int qc_net_remove_peer(qc_net *n, uint64_t id)
+{
+    qc_peer **pp = &n->peers;
+    while (*pp && (*pp)->id != id) pp = &(*pp)->next;
+    qc_peer *p = *pp;
+    if (!p) return QC_ENOTFOUND;
+    *pp = p->next;
+    qc_conn **cp = &n->inbound;
+    while (*cp) {
+        qc_conn *c = *cp;
+        if (c->peer != p) {
+            cp = &c->next;
+            continue;
+        }
+        c->peer = NULL;
+        if (c == n->cur) { /* its callback is running: conn_frames closes it after */
+            c->dead = 1;
+            cp = &c->next;
+            continue;
+        }
+        *cp = c->next;
+        conn_free(c);
+    }
+    qc_log(QC_LOG_INFO, "net", "peer %s removed", p->identifier);
+    peer_free(p);
     return QC_OK;
 }
 
@@ -886,6 +1250,8 @@ int qc_net_send(qc_net *n, const qc_msg *m)
 
 int qc_net_send_frame(qc_net *n, uint64_t peer, int type, const void *data, size_t len)
 {
+    if (type != QC_FRAME_FORWARD && type != QC_FRAME_READ_INDEX && type != QC_FRAME_MEMBER)
+        return QC_EINVAL; /* any other type would break the link as a bad frame */
     qc_peer *p = peer_by_id(n, peer);
     if (!p) return QC_ENOTFOUND;
     qc_conn *c = p->out;
@@ -929,4 +1295,37 @@ int qc_net_link_up(const qc_net *n, uint64_t peer)
 {
     const qc_peer *p = peer_by_id(n, peer);
     return p && p->up;
+}
+
+int qc_net_join(qc_net *n, const char *host, int port, const void *payload, size_t len,
+                int timeout_ms, qc_net_join_fn *done, void *arg)
+{
+    if (!host || port <= 0 || port > 65535 || timeout_ms <= 0 || !done) return QC_EINVAL;
+    if (len > QC_WIRE_MAX_PAYLOAD || (len && !payload)) return QC_EINVAL;
+    qc_join *j = calloc(1, sizeof *j);
+    if (!j) return QC_ENOMEM;
+    j->net = n;
+    j->fd = -1;
+    j->port = port;
+    j->done = done;
+    j->arg = arg;
+    j->host = dup_str(host);
+    int rc = j->host ? qc_buf_append(&j->out, n->hello.data, n->hello.len) : QC_ENOMEM;
+    if (!rc) rc = qc_wire_encode_frame(QC_FRAME_JOIN, payload, len, &j->out);
+    if (rc) {
+        qc_buf_free(&j->out);
+        free(j->host);
+        free(j);
+        return rc == QC_ENOMEM ? QC_ENOMEM : QC_EINVAL;
+    }
+    ev_io_init(&j->rw, on_join_read, -1, EV_READ);
+    ev_io_init(&j->ww, on_join_write, -1, EV_WRITE);
+    ev_timer_init(&j->start, on_join_start, 0., 0.);
+    ev_timer_init(&j->timeout, on_join_timeout, timeout_ms / 1000.0, 0.);
+    j->rw.data = j->ww.data = j->start.data = j->timeout.data = j;
+    ev_timer_start(n->loop, &j->start);
+    ev_timer_start(n->loop, &j->timeout);
+    j->next = n->joins;
+    n->joins = j;
+    return QC_OK;
 }

@@ -10,6 +10,7 @@
 
 #include "metrics.h"
 #include "raft.h"
+#include "wire.h"
 
 typedef struct qc_net qc_net;
 
@@ -27,10 +28,23 @@ typedef struct qc_net_callbacks {
      * stream or reset): its process died or its transport gave up on us.
      * Reported before the on_link(0) it also causes; may be NULL. */
     void (*on_peer_closed)(void *ud, uint64_t peer);
-    /* A FORWARD or READ_INDEX frame from a known peer; data valid for the
-     * call. May be NULL. */
+    /* A FORWARD, READ_INDEX or MEMBER frame from a known peer; data valid
+     * for the call. May be NULL. */
     void (*on_frame)(void *ud, uint64_t peer, int type, const uint8_t *data, size_t len);
+    /* A node that is not a peer (a stranger: its hello named no known peer)
+     * asks to join with payload. Append the answer's payload to answer (net
+     * owns it) before returning; net sends it back as one JOIN frame on that
+     * connection and closes it. All arguments are valid for the call only.
+     * host_seen is the numeric address the stranger connected from. NULL:
+     * strangers are refused at hello (a bad frame, as before). */
+    void (*on_join)(void *ud, const char *identifier, const char *host_seen, const uint8_t *payload,
+                    size_t len, qc_buf *answer);
 } qc_net_callbacks;
+
+/* The outcome of qc_net_join: rc QC_OK with the member's answer (valid for
+ * the call only), QC_EIO (no connection, or it failed or closed without an
+ * answer, or the answer was not one good JOIN frame), QC_EBUSY (timeout). */
+typedef void qc_net_join_fn(void *arg, int rc, const uint8_t *answer, size_t len);
 
 typedef struct qc_net_config {
     const char *identifier; /* this node */
@@ -50,12 +64,28 @@ int qc_net_add_peer(qc_net *n, const char *identifier, const char *host, int por
 /* Queues m for m->to. A message for a peer whose link is down is dropped
  * (raft retries); returns 0 or QC_ENOTFOUND / QC_ENOMEM. */
 int qc_net_send(qc_net *n, const qc_msg *m);
-/* Queues a FORWARD or READ_INDEX frame for peer. QC_ENOTFOUND (no such
- * peer), QC_EIO (its link is down: nothing was queued), QC_ENOMEM. */
+/* Forgets a peer (a member removed from the cluster): closes its connections
+ * both ways, stops its timers, frees it. No callback fires for it, from the
+ * call or later (no on_link(0)). Its next hello is a stranger's. Safe from
+ * inside any callback. QC_ENOTFOUND when id is no peer. */
+int qc_net_remove_peer(qc_net *n, uint64_t id);
+/* Queues a FORWARD, READ_INDEX or MEMBER frame for peer. QC_ENOTFOUND (no
+ * such peer), QC_EIO (its link is down: nothing was queued), QC_EINVAL
+ * (another frame type), QC_ENOMEM. */
 int qc_net_send_frame(qc_net *n, uint64_t peer, int type, const void *data, size_t len);
 /* Writes what is queued, blocking for at most timeout_ms (used at exit). */
 void qc_net_flush(qc_net *n, int timeout_ms);
 /* 1 when the outbound connection to peer is established. */
 int qc_net_link_up(const qc_net *n, uint64_t peer);
+/* Asks the member at host:port to let this node in: dials it on a
+ * connection of its own (every address host resolves to, in turn), sends
+ * this node's hello and a JOIN frame carrying payload (copied), and waits
+ * for one JOIN frame back. done(arg, ...) is called exactly once, from the
+ * loop and never from inside this call, within about timeout_ms (> 0).
+ * Several joins may be in flight. qc_net_free drops the pending ones
+ * without calling done. QC_EINVAL (bad argument, payload over the frame
+ * limit) or QC_ENOMEM, and then done is never called. */
+int qc_net_join(qc_net *n, const char *host, int port, const void *payload, size_t len,
+                int timeout_ms, qc_net_join_fn *done, void *arg);
 
 #endif
