@@ -1,7 +1,13 @@
 /* Test-only program: runs one qc_net on ev_default_loop, sends a heartbeat-
  * like message to every peer every 50 ms and prints each event on stdout, one
  * per line ("link B up", "msg B 5 term=3", "hello B {...}", "bad_frames N").
- * SIGUSR2 sends every peer one snapshot message of BIG_LEN bytes.
+ * SIGUSR2 sends every peer one snapshot message of BIG_LEN bytes; SIGHUP
+ * removes every peer ("removed N"). It answers joins ("join from C please
+ * from C" then "welcome C" back) unless NET_NODE_JOINS=0, and with
+ * NET_NODE_JOIN=HOST:PORT[,HOST:PORT...] asks each of those to let it in at
+ * start ("join answer RC PAYLOAD"; NET_NODE_JOIN_TIMEOUT_MS, default 2000).
+ * NET_NODE_REMOVE_IN=msg|hello|closed|link removes a peer from inside that
+ * callback of the first peer on the command line ("removed B in msg: ok").
  * Used by tests/unit/net_spec.lua; it must never be part of the agent.
  * Usage: net_node IDENTIFIER PORT [PEER_ID@HOST:PORT ...] */
 #include <signal.h>
@@ -16,6 +22,7 @@
 #include "wire.h"
 
 #define MAX_PEERS 16
+#define MAX_JOINS 8
 #define BIG_LEN (20u << 20) /* over the 8 MiB frame limit: it travels in parts */
 
 typedef struct node {
@@ -26,6 +33,8 @@ typedef struct node {
     size_t n_peers;
     uint64_t ids[MAX_PEERS];
     char names[MAX_PEERS][64];
+    int removed[MAX_PEERS];
+    int join_done[MAX_JOINS]; /* how many times each join's done was called */
 } node;
 
 static const char *peer_name(const node *nd, uint64_t id)
@@ -35,25 +44,100 @@ static const char *peer_name(const node *nd, uint64_t id)
     return "?";
 }
 
+/* NET_NODE_REMOVE_IN: removes the first peer from inside its callback
+ * `where`. */
+static void remove_in(node *nd, const char *where, uint64_t peer)
+{
+    const char *want = getenv("NET_NODE_REMOVE_IN");
+    if (!want || strcmp(want, where) != 0) return;
+    if (nd->n_peers == 0 || nd->ids[0] != peer || nd->removed[0]) return;
+    int rc = qc_net_remove_peer(nd->net, peer);
+    nd->removed[0] = rc == QC_OK;
+    printf("removed %s in %s: %s\n", nd->names[0], where, qc_strerror(rc));
+}
+
 static void on_msg(void *ud, const qc_msg *m)
 {
-    const node *nd = ud;
+    node *nd = ud;
     if (m->type == QC_MSG_SNAPSHOT && m->n_entries == 1)
         printf("msg %s %d len=%u crc=%08x\n", peer_name(nd, m->from), m->type, m->entries[0].len,
                qc_crc32c(0, m->entries[0].data, m->entries[0].len));
     else
         printf("msg %s %d term=%llu entries=%u\n", peer_name(nd, m->from), m->type,
                (unsigned long long)m->term, m->n_entries);
+    remove_in(nd, "msg", m->from);
 }
 
 static void on_hello(void *ud, uint64_t peer, const char *metadata)
 {
     printf("hello %s %s\n", peer_name(ud, peer), metadata);
+    remove_in(ud, "hello", peer);
 }
 
 static void on_link(void *ud, uint64_t peer, int up)
 {
     printf("link %s %s\n", peer_name(ud, peer), up ? "up" : "down");
+    remove_in(ud, "link", peer);
+}
+
+static void on_peer_closed(void *ud, uint64_t peer)
+{
+    printf("closed %s\n", peer_name(ud, peer));
+    remove_in(ud, "closed", peer);
+}
+
+static void on_frame(void *ud, uint64_t peer, int type, const uint8_t *data, size_t len)
+{
+    printf("frame %s %d %.*s\n", peer_name(ud, peer), type, (int)len, (const char *)data);
+}
+
+static void on_join(void *ud, const char *identifier, const char *host_seen, const uint8_t *payload,
+                    size_t len, qc_buf *answer)
+{
+    (void)ud;
+    printf("join from %s %.*s\n", identifier, (int)len, (const char *)payload);
+    printf("join seen %s %s\n", identifier, host_seen);
+    char text[128];
+    int k = snprintf(text, sizeof text, "welcome %s", identifier);
+    if (k > 0 && qc_buf_append(answer, text, (size_t)k)) fprintf(stderr, "join: out of memory\n");
+}
+
+static void on_join_done(void *arg, int rc, const uint8_t *answer, size_t len)
+{
+    int *calls = arg;
+    if (++*calls > 1) printf("join done called again\n");
+    printf("join answer %d %.*s\n", rc, (int)len, answer ? (const char *)answer : "");
+}
+
+/* One join for each HOST:PORT of NET_NODE_JOIN, all in flight at once. */
+static int start_joins(node *nd, const char *self)
+{
+    const char *list = getenv("NET_NODE_JOIN");
+    const char *t = getenv("NET_NODE_JOIN_TIMEOUT_MS");
+    int timeout = t ? atoi(t) : 2000;
+    char payload[128];
+    int plen = snprintf(payload, sizeof payload, "please from %s", self);
+    for (int i = 0; list && *list; i++) {
+        if (i == MAX_JOINS) {
+            fprintf(stderr, "too many joins\n");
+            return -1;
+        }
+        char host[128];
+        int port, used = 0;
+        if (sscanf(list, "%127[^:,]:%d%n", host, &port, &used) != 2) {
+            fprintf(stderr, "bad NET_NODE_JOIN '%s'\n", list);
+            return -1;
+        }
+        int rc = qc_net_join(nd->net, host, port, payload, (size_t)plen, timeout, on_join_done,
+                             &nd->join_done[i]);
+        if (rc) {
+            fprintf(stderr, "join %s:%d: %s\n", host, port, qc_strerror(rc));
+            return -1;
+        }
+        list += used;
+        if (*list == ',') list++;
+    }
+    return 0;
 }
 
 static void print_counters(const node *nd)
@@ -74,6 +158,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
     qc_entry e = {.term = nd->term, .index = nd->term, .type = 1, .len = 9, .data = data};
     nd->term++;
     for (size_t i = 0; i < nd->n_peers; i++) {
+        if (nd->removed[i]) continue;
         qc_msg m = {.type = QC_MSG_APPEND,
                     .from = nd->self,
                     .to = nd->ids[i],
@@ -104,6 +189,7 @@ static void on_usr2(struct ev_loop *loop, ev_signal *w, int revents)
     printf("big crc=%08x\n", qc_crc32c(0, data, BIG_LEN));
     qc_entry e = {.term = 1, .index = 1, .len = BIG_LEN, .data = data};
     for (size_t i = 0; i < nd->n_peers; i++) {
+        if (nd->removed[i]) continue;
         qc_msg m = {.type = QC_MSG_SNAPSHOT,
                     .from = nd->self,
                     .to = nd->ids[i],
@@ -114,6 +200,22 @@ static void on_usr2(struct ev_loop *loop, ev_signal *w, int revents)
         if (rc) fprintf(stderr, "send: %s\n", qc_strerror(rc));
     }
     free(data);
+}
+
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    node *nd = w->data;
+    int removed = 0;
+    for (size_t i = 0; i < nd->n_peers; i++) {
+        if (nd->removed[i]) continue;
+        int rc = qc_net_remove_peer(nd->net, nd->ids[i]);
+        if (rc) fprintf(stderr, "remove %s: %s\n", nd->names[i], qc_strerror(rc));
+        nd->removed[i] = rc == QC_OK;
+        removed += rc == QC_OK;
+    }
+    printf("removed %d\n", removed);
 }
 
 static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
@@ -151,26 +253,36 @@ static int run(node *nd, struct ev_loop *loop, int argc, char **argv)
                          .metadata = meta,
                          .listen_host = getenv("NET_NODE_HOST"),
                          .listen_port = atoi(argv[2])};
-    qc_net_callbacks cb = {.ud = nd, .on_msg = on_msg, .on_hello = on_hello, .on_link = on_link};
+    const char *joins = getenv("NET_NODE_JOINS");
+    qc_net_callbacks cb = {.ud = nd,
+                           .on_msg = on_msg,
+                           .on_hello = on_hello,
+                           .on_link = on_link,
+                           .on_peer_closed = on_peer_closed,
+                           .on_frame = on_frame,
+                           .on_join = joins && strcmp(joins, "0") == 0 ? NULL : on_join};
     int rc = qc_net_new(loop, &cfg, &cb, nd->metrics, &nd->net);
     if (rc) {
         perror("qc_net_new");
         return 1;
     }
     if (add_peers(nd, argc, argv)) return 2;
+    if (start_joins(nd, argv[1])) return 2;
     ev_timer tick;
-    ev_signal term, intr, usr1, usr2;
+    ev_signal term, intr, usr1, usr2, hup;
     ev_timer_init(&tick, on_tick, 0.05, 0.05);
     ev_signal_init(&term, on_stop, SIGTERM);
     ev_signal_init(&intr, on_stop, SIGINT);
     ev_signal_init(&usr1, on_usr1, SIGUSR1);
     ev_signal_init(&usr2, on_usr2, SIGUSR2);
-    tick.data = usr1.data = usr2.data = nd;
+    ev_signal_init(&hup, on_hup, SIGHUP);
+    tick.data = usr1.data = usr2.data = hup.data = nd;
     ev_timer_start(loop, &tick);
     ev_signal_start(loop, &term);
     ev_signal_start(loop, &intr);
     ev_signal_start(loop, &usr1);
     ev_signal_start(loop, &usr2);
+    ev_signal_start(loop, &hup);
     printf("ready %s\n", argv[1]);
     ev_run(loop, 0);
     qc_net_flush(nd->net, 100);
@@ -180,6 +292,7 @@ static int run(node *nd, struct ev_loop *loop, int argc, char **argv)
     ev_signal_stop(loop, &intr);
     ev_signal_stop(loop, &usr1);
     ev_signal_stop(loop, &usr2);
+    ev_signal_stop(loop, &hup);
     return 0;
 }
 
