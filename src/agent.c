@@ -19,6 +19,7 @@
 #include "json.h"
 #include "log.h"
 #include "luahost.h"
+#include "members.h"
 #include "metrics.h"
 #include "net.h"
 #include "raft.h"
@@ -26,17 +27,36 @@
 #include "store.h"
 #include "wire.h"
 
+/* A peer: from the config's peers until the replicated member list rules. */
 typedef struct member {
-    char *identifier;
+    char *identifier; /* owned, as every string here */
     char *host;
     int port;
     uint64_t id;
-    const char *conf_metadata; /* borrowed from the config */
-    char *metadata;            /* announced merged over conf_metadata */
+    char *conf_metadata; /* what the config or the replicated list says */
+    char *metadata;      /* announced merged over conf_metadata */
     int up;
+    int role;     /* QC_MROLE_... */
+    int priority; /* 0 never leads */
+    int voting;
+    uint64_t down_since; /* ms; 0 while up (reap_after) */
+    int told_removed;    /* a leader told it it was removed */
 } member;
 
 typedef struct qc_agent qc_agent;
+
+/* A membership request of this node's API or Lua, answered once the
+ * applied member list shows it done, or at its deadline. */
+typedef struct member_wait {
+    struct member_wait *next;
+    qc_agent *agent;
+    int op;           /* QC_MEMBER_OP_... */
+    char *identifier; /* whom it is about */
+    char *metadata;   /* update: the wanted metadata */
+    qc_member_done_fn *done;
+    void *arg;
+    ev_timer timer;
+} member_wait;
 
 typedef struct pending_transfer {
     struct pending_transfer *next;
@@ -66,6 +86,20 @@ struct qc_agent {
     ev_signal sig_term, sig_int, sig_hup;
     pending_transfer *transfers;
     qc_replica *replica;
+    /* Membership: the list of the newest applied CONFIG entry, this node's
+     * own metadata as it wants it known, requests waiting on the list. */
+    qc_members applied;
+    uint64_t quiet_until; /* no member hooks for entries replayed at start */
+    char *self_metadata;
+    member_wait *member_waits;
+    ev_timer member_timer;
+    int joining;              /* a join request is in flight */
+    size_t join_next;         /* the next join address to try */
+    char *join_leader;        /* "host:port" a member said leads */
+    uint64_t join_wait_until; /* accepted: wait for the log before asking again */
+    int leave_done;
+    int relaying; /* leading only as a relay (no hooks) */
+    uint64_t preempt_since;
     int exit_code; /* non-zero: stopping after a failure */
     const char *stop_reason;
 };
@@ -86,9 +120,25 @@ static member *member_by_name(qc_agent *a, const char *identifier)
     return NULL;
 }
 
+static void member_clear(member *m)
+{
+    free(m->identifier);
+    free(m->host);
+    free(m->conf_metadata);
+    free(m->metadata);
+    memset(m, 0, sizeof *m);
+}
+
 static uint64_t leader_id(const qc_agent *a) { return a->raft ? qc_raft_leader(a->raft) : 0; }
 
 static void self_info(qc_agent *a, qc_peer_info *out);
+
+/* The role name of a member that does not lead now. */
+static const char *rest_role(int role, int voting)
+{
+    if (!voting || role == QC_MROLE_LEARNER) return "learner";
+    return role == QC_MROLE_WITNESS ? "witness" : "follower";
+}
 
 static void member_info(qc_agent *a, const member *m, qc_peer_info *out)
 {
@@ -97,9 +147,10 @@ static void member_info(qc_agent *a, const member *m, qc_peer_info *out)
         .host = m->host,
         .port = m->port,
         .metadata = m->metadata ? m->metadata : m->conf_metadata,
-        .role = leader_id(a) == m->id ? "leader" : "follower",
+        .role = leader_id(a) == m->id ? "leader" : rest_role(m->role, m->voting),
         .up = m->up,
-        .voter = 1,
+        .voter = m->voting,
+        .priority = m->priority,
     };
 }
 
@@ -171,13 +222,24 @@ static uint64_t view_term(void *ud)
     return a->raft ? qc_raft_term(a->raft) : 0;
 }
 
+/* Whether this node votes in the membership in effect. */
+static int self_voting(const qc_agent *a)
+{
+    if (!a->raft) return a->cfg.role != QC_MROLE_LEARNER;
+    qc_member m[QC_RAFT_MAX_MEMBERS];
+    size_t n = qc_raft_members(a->raft, m);
+    for (size_t i = 0; i < n; i++)
+        if (m[i].id == a->self_id) return (m[i].flags & QC_MEMBER_VOTER) != 0;
+    return 0;
+}
+
 static const char *view_role(void *ud)
 {
     qc_agent *a = ud;
-    if (!a->raft) return "follower";
     if (view_is_leader(a)) return "leader";
-    qc_role r = qc_raft_role(a->raft);
-    return r == QC_ROLE_CANDIDATE || r == QC_ROLE_PRECANDIDATE ? "candidate" : "follower";
+    qc_role r = a->raft ? qc_raft_role(a->raft) : QC_ROLE_FOLLOWER;
+    if ((r == QC_ROLE_CANDIDATE || r == QC_ROLE_PRECANDIDATE) && !a->relaying) return "candidate";
+    return rest_role(a->cfg.role, self_voting(a));
 }
 
 static uint64_t view_commit(void *ud)
@@ -192,11 +254,14 @@ static void self_info(qc_agent *a, qc_peer_info *out)
         .identifier = a->cfg.identifier ? a->cfg.identifier : "",
         .host = a->cfg.listen_host ? a->cfg.listen_host : "",
         .port = a->cfg.listen_port,
-        .metadata = a->cfg.metadata ? a->cfg.metadata : "{}",
+        .metadata = a->self_metadata  ? a->self_metadata
+                    : a->cfg.metadata ? a->cfg.metadata
+                                      : "{}",
         .role = view_role(a),
         .up = 1,
-        .voter = 1,
+        .voter = self_voting(a),
         .is_self = 1,
+        .priority = a->cfg.priority,
     };
 }
 
@@ -233,6 +298,8 @@ static void refresh_metrics(void *ud)
 
 static void process(qc_agent *a);
 static void kick(qc_agent *a);
+static void sync_members(qc_agent *a);
+static void apply_list(qc_agent *a, const qc_entry *e);
 static const char *name_of(qc_agent *a, uint64_t id);
 
 static void transfer_finish(qc_agent *a, pending_transfer *t, int rc)
@@ -387,12 +454,23 @@ static void handle_event(qc_agent *a, const qc_event *e)
         qc_log(QC_LOG_INFO, "raft", "starting an election for term %llu",
                (unsigned long long)e->term);
         return;
+    case QC_EVENT_CONFIG: sync_members(a); return;
     case QC_EVENT_ELECTED:
+        if (e->reason) { /* a relay: passes entries on and hands over, no hooks */
+            a->relaying = 1;
+            qc_log(QC_LOG_INFO, "raft", "relaying the log in term %llu, then handing over",
+                   (unsigned long long)e->term);
+            return;
+        }
         qc_log(QC_LOG_INFO, "raft", "elected leader for term %llu", (unsigned long long)e->term);
         fire(a, &(qc_hook_event){
                     .hook = "on_elected", .term = e->term, .self = &self, .previous_leader = pp});
         return;
     case QC_EVENT_DEMOTED:
+        if (a->relaying) {
+            a->relaying = 0;
+            return;
+        }
         qc_log(QC_LOG_INFO, "raft", "no longer leader in term %llu (%s)",
                (unsigned long long)e->term, qc_raft_reason_name(e->reason));
         fire(a, &(qc_hook_event){.hook = "on_demoted",
@@ -472,6 +550,9 @@ static void process(qc_agent *a)
                                qc_replica_last_sync(a->replica));
         if (!early) send_all(a, &rd);
         qc_replica_apply(a->replica, a->raft, &rd, qc_now_ms());
+        if (rd.has_snapshot) apply_list(a, rd.snapshot_conf);
+        for (size_t i = 0; i < rd.n_committed; i++)
+            if (rd.committed[i].type == QC_ENTRY_CONFIG) apply_list(a, &rd.committed[i]);
         /* Events refer to state the core holds now: copy them out first,
          * since hooks never run inline but transfers may settle inline. */
         size_t n = rd.n_events;
@@ -515,6 +596,733 @@ static void on_raft_timer(struct ev_loop *loop, ev_timer *w, int revents)
     process(a);
 }
 
+/* ---- membership --------------------------------------------------------- */
+
+static void member_wait_finish(qc_agent *a, member_wait *w, int rc, const char *message);
+
+static const char *self_meta(const qc_agent *a)
+{
+    if (a->self_metadata) return a->self_metadata;
+    return a->cfg.metadata ? a->cfg.metadata : "{}";
+}
+
+/* This node's record as it wants it known (strings borrowed). */
+static qc_member_rec self_rec(const qc_agent *a, int voting)
+{
+    return (qc_member_rec){.identifier = a->cfg.identifier,
+                           .host = a->cfg.listen_host,
+                           .port = a->cfg.listen_port,
+                           .role = a->cfg.role,
+                           .priority = a->cfg.priority,
+                           .metadata = (char *)self_meta(a),
+                           .voting = voting && a->cfg.role != QC_MROLE_LEARNER};
+}
+
+/* The member list in effect. The first start's membership (the config's
+ * peers) has no list in the log yet: it is built as the core counts it,
+ * every member a voter with priority 1; each node then asks for its own
+ * role, priority and metadata through the log, one change at a time. */
+static int list_in_effect(qc_agent *a, qc_members *out)
+{
+    qc_entry e;
+    qc_raft_conf(a->raft, &e);
+    memset(out, 0, sizeof *out);
+    if (e.index) return qc_members_decode(e.data, e.len, out);
+    qc_member core[QC_RAFT_MAX_MEMBERS];
+    size_t n = qc_raft_members(a->raft, core);
+    for (size_t i = 0; i < n; i++) {
+        qc_member_rec rec = self_rec(a, 1);
+        const member *m = member_by_id(a, core[i].id);
+        if (core[i].id != a->self_id && !m) continue;
+        if (m)
+            rec = (qc_member_rec){.identifier = m->identifier,
+                                  .host = m->host,
+                                  .port = m->port,
+                                  .metadata = m->conf_metadata};
+        rec.role = QC_MROLE_VOTER;
+        rec.priority = 1;
+        rec.voting = 1;
+        int rc = qc_members_put(out, &rec);
+        if (rc) {
+            qc_members_free(out);
+            return rc;
+        }
+    }
+    return QC_OK;
+}
+
+/* Proposes ms as the new membership (leader only). */
+static int propose_list(qc_agent *a, const qc_members *ms)
+{
+    qc_buf buf = {0};
+    int rc = qc_members_encode(ms, &buf);
+    if (rc == QC_OK) rc = qc_raft_propose_config(a->raft, buf.data, buf.len, qc_now_ms(), NULL);
+    qc_buf_free(&buf);
+    if (rc == QC_OK) kick(a);
+    return rc;
+}
+
+/* The leader applies one request to the list in effect and proposes it.
+ * QC_OK (proposed, or nothing to change), QC_EBUSY (another change is in
+ * flight: ask again), QC_EINVAL with *why (refused), QC_ENOTFOUND. */
+static int leader_change(qc_agent *a, int op, const qc_member_rec *rec, const char **why)
+{
+    qc_members ms;
+    int rc = list_in_effect(a, &ms);
+    if (rc) return rc;
+    int at = qc_members_find(&ms, rec->identifier);
+    if (op == QC_MEMBER_OP_LEAVE) {
+        rc = at < 0 ? QC_ENOTFOUND : qc_members_remove(&ms, rec->identifier);
+    } else if (op == QC_MEMBER_OP_JOIN && at >= 0) {
+        const member *m = member_by_id(a, qc_hash_id(rec->identifier));
+        int same = strcmp(ms.v[at].host, rec->host) == 0 && ms.v[at].port == rec->port;
+        if (same) {
+            rc = QC_OK; /* it is in already (asking again): it catches up as itself */
+        } else if ((m && m->up) || qc_hash_id(rec->identifier) == a->self_id) {
+            *why = "identifier in use by a live member";
+            rc = QC_EINVAL;
+        } else {
+            /* A member of that name is down: it goes first; ask again. */
+            rc = qc_members_remove(&ms, rec->identifier);
+            if (rc == QC_OK) rc = propose_list(a, &ms);
+            if (rc == QC_OK) rc = QC_EBUSY;
+            *why = "replacing a member of that name that is down";
+        }
+        qc_members_free(&ms);
+        return rc;
+    } else {
+        qc_member_rec r = *rec;
+        /* Voting is the leader's to decide: a newcomer starts as a learner,
+         * an update keeps what the list says (a learner never votes). */
+        r.voting = at >= 0 && ms.v[at].voting && rec->role != QC_MROLE_LEARNER;
+        if (at >= 0 && op == QC_MEMBER_OP_UPDATE && ms.v[at].voting == r.voting &&
+            ms.v[at].role == r.role && ms.v[at].priority == r.priority && ms.v[at].port == r.port &&
+            strcmp(ms.v[at].host, r.host) == 0 && strcmp(ms.v[at].metadata, r.metadata) == 0) {
+            qc_members_free(&ms);
+            return QC_OK;
+        }
+        rc = qc_members_put(&ms, &r);
+        if (rc == QC_ETOOBIG) *why = "the cluster is full";
+        if (rc == QC_ETOOBIG) rc = QC_EINVAL;
+    }
+    if (rc == QC_OK) rc = propose_list(a, &ms);
+    qc_members_free(&ms);
+    if (rc == QC_EINVAL && !*why) *why = "not a valid member";
+    return rc;
+}
+
+/* A follower asks the leader; the outcome shows in the applied list. */
+static int ask_leader(qc_agent *a, int op, const qc_member_rec *rec)
+{
+    uint64_t leader = leader_id(a);
+    if (!leader) return QC_ENOLEADER;
+    if (leader == a->self_id) {
+        const char *why = NULL;
+        return leader_change(a, op, rec, &why);
+    }
+    qc_buf buf = {0};
+    qc_member_request req = {.op = op, .rec = *rec};
+    int rc = qc_member_request_encode(&req, &buf);
+    if (rc == QC_OK) rc = qc_net_send_frame(a->net, leader, QC_FRAME_MEMBER, buf.data, buf.len);
+    qc_buf_free(&buf);
+    return rc;
+}
+
+/* A MEMBER frame: a member asks us (the leader) for a change; or, op leave
+ * naming us, the leader tells us we were removed. */
+static void on_member_frame(qc_agent *a, uint64_t peer, const uint8_t *data, size_t len)
+{
+    qc_member_request req;
+    if (qc_member_request_decode(data, len, &req) != QC_OK) {
+        qc_log(QC_LOG_WARN, "member", "dropped a malformed request from %s", name_of(a, peer));
+        return;
+    }
+    if (req.op == QC_MEMBER_OP_LEAVE && qc_hash_id(req.rec.identifier) == a->self_id &&
+        peer == leader_id(a)) {
+        qc_log(QC_LOG_INFO, "member", "the leader removed this node from the cluster");
+        for (member_wait *w = a->member_waits, *next; w; w = next) {
+            next = w->next;
+            if (w->op == QC_MEMBER_OP_LEAVE && strcmp(w->identifier, a->cfg.identifier) == 0)
+                member_wait_finish(a, w, QC_OK, NULL);
+        }
+        a->stop_reason = "left the cluster";
+        ev_break(a->loop, EVBREAK_ALL);
+    } else if (qc_raft_role(a->raft) == QC_ROLE_LEADER) {
+        const char *why = NULL;
+        int rc = leader_change(a, req.op, &req.rec, &why);
+        if (rc && rc != QC_EBUSY)
+            qc_log(QC_LOG_WARN, "member", "request of %s about %s refused: %s", name_of(a, peer),
+                   req.rec.identifier, why ? why : qc_strerror(rc));
+    }
+    qc_member_request_free(&req);
+}
+
+/* A node that is not a member asks to join (net's on_join). */
+static void on_join(void *ud, const char *identifier, const char *host_seen, const uint8_t *payload,
+                    size_t len, qc_buf *answer)
+{
+    qc_agent *a = ud;
+    qc_join_answer ans = {0};
+    qc_member_rec rec;
+    const char *why = NULL;
+    char leader_addr[300];
+    int rc = qc_member_rec_decode(payload, len, &rec);
+    if (rc == QC_OK && strcmp(rec.identifier, identifier) != 0) rc = QC_EINVAL;
+    if (rc) {
+        ans.error = "malformed join request";
+    } else if (!view_is_leader(a)) {
+        member *l = member_by_id(a, leader_id(a));
+        if (l) {
+            snprintf(leader_addr, sizeof leader_addr, "%s:%d", l->host, l->port);
+            ans.leader = leader_addr;
+        }
+        ans.error = l ? "not the leader" : "no leader yet";
+        ans.retry = 1;
+    } else {
+        rc = leader_change(a, QC_MEMBER_OP_JOIN, &rec, &why);
+        ans.ok = rc == QC_OK;
+        ans.retry = rc == QC_EBUSY;
+        ans.error = rc == QC_OK ? NULL : why ? (char *)why : (char *)qc_strerror(rc);
+        if (ans.ok) list_in_effect(a, &ans.members);
+    }
+    qc_log(ans.ok ? QC_LOG_INFO : QC_LOG_WARN, "member", "join request of %s (from %s): %s",
+           identifier, host_seen, ans.ok ? "accepted" : ans.error);
+    if (qc_join_answer_encode(&ans, answer) != QC_OK) answer->len = 0;
+    qc_members_free(&ans.members);
+    qc_member_rec_free(&rec); /* zeroed when decoding failed */
+}
+
+/* Peers follow the membership: whoever the list in effect or the applied
+ * one names (a removed member stays until the leader told it). */
+static void sync_members(qc_agent *a)
+{
+    qc_members ms;
+    qc_entry e;
+    qc_raft_conf(a->raft, &e);
+    if (!e.index || qc_members_decode(e.data, e.len, &ms) != QC_OK) return;
+    for (size_t i = 0; i < ms.n; i++) {
+        const qc_member_rec *r = &ms.v[i];
+        uint64_t id = qc_hash_id(r->identifier);
+        if (id == a->self_id) continue;
+        member *m = member_by_id(a, id);
+        if (m && (m->port != r->port || strcmp(m->host, r->host) != 0)) {
+            qc_net_remove_peer(a->net, m->id); /* it moved: dial the new address */
+            free(m->host);
+            m->host = strdup(r->host);
+            m->port = r->port;
+            if (!m->host || qc_net_add_peer(a->net, r->identifier, r->host, r->port) != QC_OK)
+                qc_log(QC_LOG_ERROR, "member", "out of memory following %s", r->identifier);
+        }
+        if (!m && a->n_members < QC_RAFT_MAX_MEMBERS) {
+            m = &a->members[a->n_members];
+            *m = (member){.identifier = strdup(r->identifier),
+                          .host = strdup(r->host),
+                          .port = r->port,
+                          .id = id};
+            if (!m->identifier || !m->host ||
+                qc_net_add_peer(a->net, r->identifier, r->host, r->port) != QC_OK) {
+                member_clear(m);
+                qc_log(QC_LOG_ERROR, "member", "out of memory adding %s", r->identifier);
+                continue;
+            }
+            a->n_members++;
+            qc_log(QC_LOG_INFO, "member", "%s (%s:%d) is a member", r->identifier, r->host,
+                   r->port);
+        }
+        if (!m) continue;
+        /* What the member says of itself (the list), merged over what our
+         * own config's peers entry says of it. */
+        const char *ours = "{}";
+        for (size_t k = 0; k < a->cfg.n_peers; k++)
+            if (strcmp(a->cfg.peers[k].identifier, r->identifier) == 0 && a->cfg.peers[k].metadata)
+                ours = a->cfg.peers[k].metadata;
+        char *meta = merge_metadata(ours, r->metadata);
+        if (meta) {
+            free(m->metadata);
+            m->metadata = meta;
+        }
+        m->role = r->role;
+        m->priority = r->priority;
+        m->voting = r->voting;
+    }
+    qc_members_free(&ms);
+    /* The core starts new peers with no link: tell it which are up. */
+    uint64_t now = qc_now_ms();
+    for (size_t i = 0; i < a->n_members; i++)
+        if (qc_net_link_up(a->net, a->members[i].id))
+            qc_raft_link(a->raft, a->members[i].id, QC_LINK_UP, now);
+}
+
+/* Drops peers neither list names any more; a leader first tells each that
+ * it was removed (it may never learn it from the log). */
+static void forget_members(qc_agent *a)
+{
+    qc_members ms;
+    if (list_in_effect(a, &ms) != QC_OK) return;
+    int leader = qc_raft_role(a->raft) == QC_ROLE_LEADER;
+    for (size_t i = 0; i < a->n_members;) {
+        member *m = &a->members[i];
+        if (qc_members_find_id(&ms, m->id) >= 0 || qc_members_find_id(&a->applied, m->id) >= 0 ||
+            !a->applied.n) {
+            i++;
+            continue;
+        }
+        if (leader && !m->told_removed) {
+            qc_buf buf = {0};
+            qc_member_request req = {.op = QC_MEMBER_OP_LEAVE,
+                                     .rec = {.identifier = m->identifier, .metadata = "{}"}};
+            if (qc_member_request_encode(&req, &buf) == QC_OK)
+                qc_net_send_frame(a->net, m->id, QC_FRAME_MEMBER, buf.data, buf.len);
+            qc_buf_free(&buf);
+            m->told_removed = 1;
+            i++;
+            continue;
+        }
+        qc_log(QC_LOG_INFO, "member", "%s is no longer a member", m->identifier);
+        qc_net_remove_peer(a->net, m->id);
+        member_clear(m);
+        a->members[i] = a->members[--a->n_members];
+    }
+    qc_members_free(&ms);
+}
+
+static void fire_member(qc_agent *a, const char *hook, const qc_member_rec *r)
+{
+    qc_peer_info p = {.identifier = r->identifier,
+                      .host = r->host,
+                      .port = r->port,
+                      .metadata = r->metadata,
+                      .role = rest_role(r->role, r->voting),
+                      .up = qc_hash_id(r->identifier) == a->self_id ||
+                            qc_net_link_up(a->net, qc_hash_id(r->identifier)),
+                      .voter = r->voting,
+                      .is_self = qc_hash_id(r->identifier) == a->self_id,
+                      .priority = r->priority};
+    fire(a, &(qc_hook_event){.hook = hook, .peer = &p});
+}
+
+static void settle_member_waits(qc_agent *a);
+
+/* A CONFIG entry (or a snapshot's membership) was applied: hooks for who
+ * came and went, and this node stops if it was removed. */
+static void apply_list(qc_agent *a, const qc_entry *e)
+{
+    qc_members ms;
+    if (!e->index || qc_members_decode(e->data, e->len, &ms) != QC_OK) return;
+    if (e->index > a->quiet_until && a->applied.n) {
+        for (size_t i = 0; i < ms.n; i++)
+            if (qc_members_find(&a->applied, ms.v[i].identifier) < 0)
+                fire_member(a, "on_member_join", &ms.v[i]);
+        for (size_t i = 0; i < a->applied.n; i++)
+            if (qc_members_find(&ms, a->applied.v[i].identifier) < 0)
+                fire_member(a, "on_member_leave", &a->applied.v[i]);
+    }
+    int was = qc_members_find(&a->applied, a->cfg.identifier) >= 0;
+    int is = qc_members_find(&ms, a->cfg.identifier) >= 0;
+    qc_members_free(&a->applied);
+    a->applied = ms;
+    settle_member_waits(a);
+    if (was && !is) {
+        qc_log(QC_LOG_INFO, "member", "this node was removed from the cluster; stopping");
+        a->stop_reason = "left the cluster";
+        ev_break(a->loop, EVBREAK_ALL);
+    }
+}
+
+/* ---- membership requests of this node (API, Lua) ------------------------ */
+
+static void member_wait_finish(qc_agent *a, member_wait *w, int rc, const char *message)
+{
+    for (member_wait **p = &a->member_waits; *p; p = &(*p)->next) {
+        if (*p != w) continue;
+        *p = w->next;
+        break;
+    }
+    ev_timer_stop(a->loop, &w->timer);
+    w->done(w->arg, rc, message);
+    free(w->identifier);
+    free(w->metadata);
+    free(w);
+}
+
+static void on_member_wait_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    member_wait *mw = w->data;
+    member_wait_finish(mw->agent, mw, QC_EBUSY, "timed out waiting for the change to commit");
+}
+
+/* Whether the applied list shows w done. */
+static int member_wait_met(const qc_agent *a, const member_wait *w)
+{
+    int at = qc_members_find(&a->applied, w->identifier);
+    switch (w->op) {
+    case QC_MEMBER_OP_LEAVE: return at < 0;
+    case QC_MEMBER_OP_UPDATE: return at >= 0 && strcmp(a->applied.v[at].metadata, w->metadata) == 0;
+    default: return at >= 0;
+    }
+}
+
+static void settle_member_waits(qc_agent *a)
+{
+    member_wait *w = a->member_waits;
+    while (w) {
+        member_wait *next = w->next;
+        if (member_wait_met(a, w)) member_wait_finish(a, w, QC_OK, NULL);
+        w = next;
+    }
+}
+
+/* Waits (timeout_s) until the applied list shows op on identifier done. */
+static void member_wait_add(qc_agent *a, int op, const char *identifier, const char *metadata,
+                            double timeout_s, qc_member_done_fn *done, void *arg)
+{
+    member_wait *w = calloc(1, sizeof *w);
+    if (w) {
+        w->identifier = strdup(identifier);
+        w->metadata = metadata ? strdup(metadata) : NULL;
+    }
+    if (!w || !w->identifier || (metadata && !w->metadata)) {
+        if (w) free(w->identifier);
+        free(w);
+        done(arg, QC_ENOMEM, "out of memory");
+        return;
+    }
+    *w = (member_wait){.next = a->member_waits,
+                       .agent = a,
+                       .op = op,
+                       .identifier = w->identifier,
+                       .metadata = w->metadata,
+                       .done = done,
+                       .arg = arg};
+    ev_timer_init(&w->timer, on_member_wait_timeout, timeout_s, 0);
+    w->timer.data = w;
+    ev_timer_start(a->loop, &w->timer);
+    a->member_waits = w;
+    if (member_wait_met(a, w)) member_wait_finish(a, w, QC_OK, NULL);
+}
+
+/* The time a membership change may take: a few election timeouts. */
+static double change_timeout(const qc_agent *a)
+{
+    return 10.0 * a->cfg.election_timeout_ms / 1000.0 + 2;
+}
+
+static void view_set_metadata(void *ud, const char *json, qc_member_done_fn *done, void *arg)
+{
+    qc_agent *a = ud;
+    char *copy = strdup(json);
+    if (!copy) {
+        done(arg, QC_ENOMEM, "out of memory");
+        return;
+    }
+    free(a->self_metadata);
+    a->self_metadata = copy;
+    if (!a->raft) {
+        done(arg, QC_ENOLEADER, "the agent has not started");
+        return;
+    }
+    qc_member_rec rec = self_rec(a, self_voting(a));
+    int rc = ask_leader(a, QC_MEMBER_OP_UPDATE, &rec);
+    if (rc && rc != QC_EBUSY) {
+        done(arg, rc, rc == QC_ENOLEADER ? "no leader to commit it" : qc_strerror(rc));
+        return;
+    }
+    /* A busy leader: the member timer asks again until it is in. */
+    member_wait_add(a, QC_MEMBER_OP_UPDATE, a->cfg.identifier, copy, change_timeout(a), done, arg);
+}
+
+typedef struct leave_after_transfer {
+    qc_agent *agent;
+    qc_member_done_fn *done;
+    void *arg;
+} leave_after_transfer;
+
+static void start_leave(qc_agent *a, const char *identifier, qc_member_done_fn *done, void *arg);
+
+static void on_leave_transfer_done(void *arg, int rc)
+{
+    leave_after_transfer *t = arg;
+    if (rc)
+        t->done(t->arg, rc, "could not hand leadership over before leaving");
+    else
+        start_leave(t->agent, t->agent->cfg.identifier, t->done, t->arg);
+    free(t);
+}
+
+/* Removes identifier through the leader; a leader leaving hands over first. */
+static void start_leave(qc_agent *a, const char *identifier, qc_member_done_fn *done, void *arg)
+{
+    int self = strcmp(identifier, a->cfg.identifier) == 0;
+    if (qc_members_find(&a->applied, identifier) < 0 && !member_by_name(a, identifier) && !self) {
+        done(arg, QC_ENOTFOUND, NULL);
+        return;
+    }
+    if (self && qc_raft_role(a->raft) == QC_ROLE_LEADER && a->n_members) {
+        leave_after_transfer *t = malloc(sizeof *t);
+        if (!t) {
+            done(arg, QC_ENOMEM, "out of memory");
+            return;
+        }
+        *t = (leave_after_transfer){a, done, arg};
+        int rc = start_transfer(a, 0, QC_DEMOTE_SHUTDOWN, on_leave_transfer_done, t);
+        if (rc) {
+            free(t);
+            done(arg, rc, "could not hand leadership over before leaving");
+        }
+        return;
+    }
+    qc_member_rec rec = {.identifier = (char *)identifier, .metadata = "{}"};
+    int rc = ask_leader(a, QC_MEMBER_OP_LEAVE, &rec);
+    if (rc && rc != QC_EBUSY) {
+        done(arg, rc, rc == QC_ENOLEADER ? "no leader to commit it" : NULL);
+        return;
+    }
+    member_wait_add(a, QC_MEMBER_OP_LEAVE, identifier, NULL, change_timeout(a), done, arg);
+}
+
+static void view_leave(void *ud, const char *identifier, qc_member_done_fn *done, void *arg)
+{
+    qc_agent *a = ud;
+    if (!a->raft) {
+        done(arg, QC_ENOLEADER, "the agent has not started");
+        return;
+    }
+    start_leave(a, identifier && *identifier ? identifier : a->cfg.identifier, done, arg);
+}
+
+/* ---- joining ------------------------------------------------------------ */
+
+static int is_member(const qc_agent *a)
+{
+    qc_member m[QC_RAFT_MAX_MEMBERS];
+    size_t n = qc_raft_members(a->raft, m);
+    for (size_t i = 0; i < n; i++)
+        if (m[i].id == a->self_id) return 1;
+    return 0;
+}
+
+static void join_next(qc_agent *a);
+
+static void on_join_answer(void *arg, int rc, const uint8_t *answer, size_t len)
+{
+    qc_agent *a = arg;
+    a->joining = 0;
+    qc_join_answer ans;
+    const char *addr = a->cfg.join[(a->join_next + a->cfg.n_join - 1) % a->cfg.n_join];
+    if (rc == QC_OK) rc = qc_join_answer_decode(answer, len, &ans);
+    if (rc) {
+        qc_log(QC_LOG_WARN, "member", "join through %s: %s", a->join_leader ? a->join_leader : addr,
+               rc == QC_EBUSY ? "no answer"
+               : rc == QC_EIO ? "cannot connect"
+                              : "bad answer");
+        free(a->join_leader);
+        a->join_leader = NULL;
+        return;
+    }
+    free(a->join_leader);
+    a->join_leader = ans.leader && !ans.ok ? strdup(ans.leader) : NULL;
+    if (ans.ok) {
+        qc_log(QC_LOG_INFO, "member", "join accepted; catching up as a learner");
+        a->join_wait_until = qc_now_ms() + 5ull * (uint64_t)a->cfg.election_timeout_ms;
+        /* Know who will send us the log before it comes. */
+        for (size_t i = 0; i < ans.members.n; i++) {
+            const qc_member_rec *r = &ans.members.v[i];
+            uint64_t id = qc_hash_id(r->identifier);
+            if (id == a->self_id || member_by_id(a, id) || a->n_members >= QC_RAFT_MAX_MEMBERS)
+                continue;
+            member *m = &a->members[a->n_members];
+            *m = (member){.identifier = strdup(r->identifier),
+                          .host = strdup(r->host),
+                          .port = r->port,
+                          .id = id,
+                          .conf_metadata = strdup(r->metadata),
+                          .role = r->role,
+                          .priority = r->priority,
+                          .voting = r->voting};
+            if (!m->identifier || !m->host || !m->conf_metadata ||
+                qc_net_add_peer(a->net, r->identifier, r->host, r->port) != QC_OK) {
+                member_clear(m);
+                continue;
+            }
+            a->n_members++;
+        }
+    } else if (ans.leader) {
+        join_next(a); /* straight to the leader */
+    } else {
+        qc_log(ans.retry ? QC_LOG_INFO : QC_LOG_ERROR, "member", "join through %s refused: %s",
+               addr, ans.error ? ans.error : "no reason given");
+    }
+    qc_join_answer_free(&ans);
+}
+
+/* Asks the next member on the join list (or the leader one named). */
+static void join_next(qc_agent *a)
+{
+    if (a->joining || !a->cfg.n_join) return;
+    const char *addr =
+        a->join_leader ? a->join_leader : a->cfg.join[a->join_next++ % a->cfg.n_join];
+    char host[256];
+    int port;
+    qc_buf req = {0};
+    qc_member_rec rec = self_rec(a, 0);
+    if (qc_member_split_addr(addr, host, sizeof host, &port) != QC_OK ||
+        qc_member_rec_encode(&rec, &req) != QC_OK) {
+        qc_log(QC_LOG_ERROR, "member", "cannot ask %s to join", addr);
+        qc_buf_free(&req);
+        return;
+    }
+    qc_log(QC_LOG_INFO, "member", "asking %s to join the cluster", addr);
+    int timeout = 2 * a->cfg.election_timeout_ms + 500;
+    if (qc_net_join(a->net, host, port, req.data, req.len, timeout, on_join_answer, a) == QC_OK)
+        a->joining = 1;
+    qc_buf_free(&req);
+}
+
+static void view_join(void *ud, const char *const *addresses, size_t n, qc_member_done_fn *done,
+                      void *arg)
+{
+    qc_agent *a = ud;
+    if (!a->raft) {
+        done(arg, QC_ENOLEADER, "the agent has not started");
+        return;
+    }
+    if (is_member(a)) {
+        done(arg, QC_OK, "already a member");
+        return;
+    }
+    char **list = calloc(n ? n : 1, sizeof *list);
+    for (size_t i = 0; list && i < n; i++)
+        if (!(list[i] = strdup(addresses[i]))) n = i;
+    if (!list) {
+        done(arg, QC_ENOMEM, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < a->cfg.n_join; i++) free(a->cfg.join[i]);
+    free(a->cfg.join);
+    a->cfg.join = list;
+    a->cfg.n_join = n;
+    a->join_next = 0;
+    join_next(a);
+    member_wait_add(a, QC_MEMBER_OP_JOIN, a->cfg.identifier, NULL, change_timeout(a), done, arg);
+}
+
+/* ---- the member timer: what this node does for the membership ----------- */
+
+static void leader_duties(qc_agent *a, uint64_t now)
+{
+    qc_entry e;
+    qc_raft_conf(a->raft, &e);
+    qc_members ms;
+    if (list_in_effect(a, &ms) != QC_OK) return;
+    /* The first leader writes the config's peers down as the list. */
+    if (!e.index) {
+        if (propose_list(a, &ms) == QC_OK) qc_log(QC_LOG_INFO, "member", "member list written");
+        qc_members_free(&ms);
+        return;
+    }
+    size_t voting = 0;
+    for (size_t i = 0; i < ms.n; i++) voting += ms.v[i].voting != 0;
+    for (size_t i = 0; i < ms.n; i++) {
+        qc_member_rec *r = &ms.v[i];
+        uint64_t id = qc_hash_id(r->identifier);
+        member *m = member_by_id(a, id);
+        /* A learner that asked to vote and has caught up is promoted. */
+        if (!r->voting && r->role != QC_MROLE_LEARNER && id != a->self_id &&
+            voting < (size_t)a->cfg.max_voters &&
+            qc_raft_match(a->raft, id) >= qc_raft_commit(a->raft) && qc_raft_commit(a->raft)) {
+            r->voting = 1;
+            if (propose_list(a, &ms) == QC_OK)
+                qc_log(QC_LOG_INFO, "member", "%s caught up: now a voter", r->identifier);
+            break;
+        }
+        /* A member down longer than reap_after is removed. */
+        if (m && a->cfg.reap_after_ms > 0 && m->down_since &&
+            now - m->down_since >= (uint64_t)a->cfg.reap_after_ms) {
+            char *who = strdup(r->identifier);
+            if (who && qc_members_remove(&ms, who) == QC_OK && propose_list(a, &ms) == QC_OK)
+                qc_log(QC_LOG_WARN, "member", "%s was down for %.0f s: removed", who,
+                       a->cfg.reap_after_ms / 1000.0);
+            free(who);
+            break;
+        }
+    }
+    qc_members_free(&ms);
+}
+
+static void transfer_ignore(void *arg, int rc)
+{
+    (void)arg;
+    (void)rc;
+}
+
+/* A caught-up member of higher priority takes over (preempt). */
+static void maybe_preempt(qc_agent *a, uint64_t now)
+{
+    member *best = NULL;
+    for (size_t i = 0; i < a->n_members; i++) {
+        member *m = &a->members[i];
+        if (!m->up || !m->voting || m->role != QC_MROLE_VOTER || m->priority <= a->cfg.priority ||
+            qc_raft_match(a->raft, m->id) < qc_raft_last_index(a->raft))
+            continue;
+        if (!best || m->priority > best->priority) best = m;
+    }
+    if (!best) {
+        a->preempt_since = 0;
+        return;
+    }
+    if (!a->preempt_since) a->preempt_since = now;
+    if (now - a->preempt_since < (uint64_t)a->cfg.preempt_delay_ms || a->transfers) return;
+    qc_log(QC_LOG_INFO, "member", "%s has a higher priority (%d): handing leadership over",
+           best->identifier, best->priority);
+    if (start_transfer(a, best->id, QC_DEMOTE_TRANSFER, transfer_ignore, NULL) == QC_OK)
+        a->preempt_since = 0;
+}
+
+/* This node's own record in the list: ask for a change when it differs
+ * from what this node wants (role, priority, metadata, address). */
+static void self_duties(qc_agent *a)
+{
+    int at = qc_members_find(&a->applied, a->cfg.identifier);
+    if (at < 0) return;
+    const qc_member_rec *r = &a->applied.v[at];
+    qc_member_rec want = self_rec(a, r->voting);
+    if (r->role == want.role && r->priority == want.priority && r->port == want.port &&
+        r->voting == want.voting && strcmp(r->host, want.host) == 0 &&
+        strcmp(r->metadata, want.metadata) == 0)
+        return;
+    ask_leader(a, QC_MEMBER_OP_UPDATE, &want);
+}
+
+static void on_member_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_agent *a = w->data;
+    uint64_t now = qc_now_ms();
+    for (size_t i = 0; i < a->n_members; i++) {
+        member *m = &a->members[i];
+        if (m->up)
+            m->down_since = 0;
+        else if (!m->down_since)
+            m->down_since = now;
+    }
+    if (!is_member(a) && !a->applied.n) {
+        if (now >= a->join_wait_until) join_next(a);
+        return;
+    }
+    forget_members(a);
+    if (view_is_leader(a)) {
+        leader_duties(a, now);
+        if (a->cfg.preempt) maybe_preempt(a, now);
+    } else {
+        a->preempt_since = 0;
+    }
+    self_duties(a);
+    process(a);
+}
+
 /* ---- transport callbacks ---------------------------------------------- */
 
 static void on_msg(void *ud, const qc_msg *m)
@@ -531,7 +1339,9 @@ static void on_hello(void *ud, uint64_t peer, const char *metadata)
 {
     qc_agent *a = ud;
     member *m = member_by_id(a, peer);
-    if (!m) return;
+    qc_entry conf;
+    qc_raft_conf(a->raft, &conf);
+    if (!m || conf.index) return; /* the replicated list says what it announced */
     char *merged = merge_metadata(m->conf_metadata, metadata);
     if (!merged) {
         qc_log(QC_LOG_WARN, "agent", "ignoring metadata announced by %s: not a JSON object",
@@ -614,16 +1424,21 @@ static void declare_metrics(qc_metrics *m)
 static int setup_members(qc_agent *a)
 {
     a->self_id = qc_hash_id(a->cfg.identifier);
-    a->members = calloc(a->cfg.n_peers ? a->cfg.n_peers : 1, sizeof *a->members);
+    a->members = calloc(QC_RAFT_MAX_MEMBERS, sizeof *a->members);
     if (!a->members) return QC_ENOMEM;
-    for (size_t i = 0; i < a->cfg.n_peers; i++) {
+    /* A node that joins learns its peers from the cluster, not the config. */
+    for (size_t i = 0; i < a->cfg.n_peers && !a->cfg.n_join; i++) {
         const qc_peer_conf *pc = &a->cfg.peers[i];
         member *m = &a->members[a->n_members++];
-        m->identifier = pc->identifier;
-        m->host = pc->host;
+        m->identifier = strdup(pc->identifier);
+        m->host = strdup(pc->host);
         m->port = pc->port;
-        m->conf_metadata = pc->metadata;
+        m->conf_metadata = strdup(pc->metadata ? pc->metadata : "{}");
+        m->role = pc->role;
+        m->priority = pc->priority;
+        m->voting = 1; /* the first start's membership: every peer votes */
         m->id = qc_hash_id(pc->identifier);
+        if (!m->identifier || !m->host || !m->conf_metadata) return QC_ENOMEM;
         if (m->id == a->self_id || member_by_id(a, m->id) != m) {
             qc_log(QC_LOG_ERROR, "agent", "identifier %s collides with another: rename it",
                    pc->identifier);
@@ -655,7 +1470,8 @@ static int start_raft(qc_agent *a)
     qc_raft_config rc_cfg = {
         .id = a->self_id,
         .peers = ids,
-        .n_peers = a->n_members + 1,
+        .n_peers = a->cfg.n_join ? 0 : a->n_members + 1,
+        .no_lead = a->cfg.role != QC_MROLE_VOTER || a->cfg.priority == 0,
         .heartbeat_ms = (uint32_t)a->cfg.heartbeat_ms,
         .election_ms = (uint32_t)a->cfg.election_timeout_ms,
         .seed = qc_now_ms() ^ ((uint64_t)getpid() << 32),
@@ -739,6 +1555,7 @@ static void on_frame(void *ud, uint64_t peer, int type, const uint8_t *data, siz
 {
     if (type == QC_FRAME_FORWARD) on_forward(ud, peer, data, len);
     if (type == QC_FRAME_READ_INDEX) on_read_index(ud, peer, data, len);
+    if (type == QC_FRAME_MEMBER) on_member_frame(ud, peer, data, len);
 }
 
 static int open_replica(qc_agent *a)
@@ -776,7 +1593,8 @@ static int start_services(qc_agent *a)
                            .on_hello = on_hello,
                            .on_link = on_link,
                            .on_peer_closed = on_peer_closed,
-                           .on_frame = on_frame};
+                           .on_frame = on_frame,
+                           .on_join = on_join};
     /* net and api log why they cannot listen themselves. */
     if (qc_net_new(a->loop, &nc, &cb, a->metrics, &a->net) != QC_OK) return QC_EIO;
     for (size_t i = 0; i < a->n_members; i++) {
@@ -814,8 +1632,25 @@ static void on_handover_done(void *arg, int rc)
 /* A stopping leader hands over and stays until the successor is known (two
  * election timeouts at most; a second signal cuts it short), so that its
  * closing links do not start a competing fast election. */
+static void on_leave_at_stop(void *arg, int rc, const char *message)
+{
+    qc_agent *a = arg;
+    if (rc)
+        qc_log(QC_LOG_WARN, "member", "leaving at stop did not complete: %s",
+               message ? message : qc_strerror(rc));
+    a->leave_done = 1;
+    ev_break(a->loop, EVBREAK_ALL);
+}
+
 static void shutdown_agent(qc_agent *a)
 {
+    /* leave_on_stop: out of the cluster first (a leader hands over). */
+    if (a->cfg.leave_on_stop && !a->exit_code && is_member(a) && a->n_members &&
+        strcmp(a->stop_reason ? a->stop_reason : "", "left the cluster") != 0) {
+        start_leave(a, a->cfg.identifier, on_leave_at_stop, a);
+        if (!a->leave_done) ev_run(a->loop, 0);
+    }
+    while (a->member_waits) member_wait_finish(a, a->member_waits, QC_EBUSY, "the agent stopped");
     if (qc_raft_role(a->raft) == QC_ROLE_LEADER) {
         if (start_transfer(a, 0, QC_DEMOTE_SHUTDOWN, on_handover_done, a) == QC_OK)
             ev_run(a->loop, 0);
@@ -835,6 +1670,7 @@ static void free_agent(qc_agent *a)
     if (a->api) qc_api_free(a->api);
     if (a->net) qc_net_free(a->net);
     ev_timer_stop(a->loop, &a->raft_timer);
+    ev_timer_stop(a->loop, &a->member_timer);
     ev_prepare_stop(a->loop, &a->batch);
     ev_signal_stop(a->loop, &a->sig_term);
     ev_signal_stop(a->loop, &a->sig_int);
@@ -842,8 +1678,11 @@ static void free_agent(qc_agent *a)
     if (a->lua) qc_lua_free(a->lua);
     qc_raft_free(a->raft);
     qc_store_close(a->store);
-    for (size_t i = 0; i < a->n_members; i++) free(a->members[i].metadata);
+    for (size_t i = 0; i < a->n_members; i++) member_clear(&a->members[i]);
     free(a->members);
+    qc_members_free(&a->applied);
+    free(a->self_metadata);
+    free(a->join_leader);
     if (a->cfg_loaded) qc_config_free(&a->cfg);
     qc_metrics_free(a->metrics);
 }
@@ -879,6 +1718,9 @@ static int init_agent(qc_agent *a)
         .kv_delete = view_kv_delete,
         .kv_get = view_kv_get,
         .kv_list = view_kv_list,
+        .join = view_join,
+        .leave = view_leave,
+        .set_metadata = view_set_metadata,
     };
     a->metrics = qc_metrics_new();
     if (!a->metrics) return QC_ENOMEM;
@@ -887,6 +1729,8 @@ static int init_agent(qc_agent *a)
     a->raft_timer.data = a;
     ev_prepare_init(&a->batch, on_batch);
     a->batch.data = a;
+    ev_init(&a->member_timer, on_member_timer);
+    a->member_timer.data = a;
     return qc_lua_new(a->loop, &a->view, a->metrics, &a->lua);
 }
 
@@ -920,6 +1764,10 @@ int qc_agent_main(const char *path)
         start_services(a) != QC_OK)
         goto out;
     start_signals(a);
+    a->quiet_until = qc_raft_commit(a->raft); /* replayed changes fire no hooks again */
+    double every = a->cfg.election_timeout_ms / 3000.0;
+    ev_timer_set(&a->member_timer, 0., every); /* a joining node asks at once */
+    ev_timer_start(a->loop, &a->member_timer);
     qc_log(QC_LOG_INFO, "agent", "%s listening on %s:%d (api %s:%d), %zu peers", a->cfg.identifier,
            a->cfg.listen_host, a->cfg.listen_port, a->cfg.api_host, a->cfg.api_port, a->n_members);
     qc_peer_info self;

@@ -570,6 +570,12 @@ int qc_join_answer_encode(const qc_join_answer *a, qc_buf *out)
     if (!rc) rc = qc_json_key_str(g, "error", a->error);
     if (!rc) rc = qc_json_key_str(g, "leader", a->leader);
     if (!rc) rc = qc_json_key_bool(g, "retry", a->retry);
+    if (!rc && a->members.n) {
+        rc = qc_json_key(g, "members");
+        if (!rc) rc = gen_rc(yajl_gen_array_open(g));
+        for (size_t i = 0; !rc && i < a->members.n; i++) rc = gen_rec(g, &a->members.v[i], 1);
+        if (!rc) rc = gen_rc(yajl_gen_array_close(g));
+    }
     if (!rc) rc = gen_rc(yajl_gen_map_close(g));
     size_t start = out->len;
     rc = gen_finish(g, rc, out);
@@ -592,6 +598,14 @@ int qc_join_answer_decode(const uint8_t *data, size_t len, qc_join_answer *out)
     if (rc == QC_OK) rc = get_str(v, "error", 1, &out->error);
     if (rc == QC_OK) rc = get_str(v, "leader", 1, &out->leader);
     if (rc == QC_OK && out->leader && !addr_ok(out->leader)) rc = QC_EINVAL;
+    yajl_val list = rc ? NULL : qc_json_get(v, "members");
+    if (list && !YAJL_IS_ARRAY(list)) rc = QC_EINVAL;
+    for (size_t i = 0; rc == QC_OK && list && i < list->u.array.len; i++) {
+        qc_member_rec m;
+        rc = rec_from_val(list->u.array.values[i], 1, &m);
+        if (rc == QC_OK) rc = qc_members_put(&out->members, &m);
+        qc_member_rec_free(&m);
+    }
     yajl_tree_free(v);
     if (rc) qc_join_answer_free(out);
     return rc;
@@ -601,5 +615,6 @@ void qc_join_answer_free(qc_join_answer *a)
 {
     free(a->error);
     free(a->leader);
+    qc_members_free(&a->members);
     memset(a, 0, sizeof *a);
 }

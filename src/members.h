@@ -139,6 +139,9 @@ typedef struct qc_join_answer {
     int retry;    /* worth asking again (no leader yet, a change in progress) */
     char *error;  /* owned; NULL when none */
     char *leader; /* owned "host:port" of the leader's cluster address; NULL if unknown */
+    /* With ok: the members as the leader knows them, so that the joiner
+     * knows who will send it the log (owned; may be empty). */
+    qc_members members;
 } qc_join_answer;
 
 /* Appends {"ok", "error", "leader", "retry"} (NULL strings as null).

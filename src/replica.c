@@ -40,9 +40,10 @@ struct qc_replica {
     qc_wal *wal;
     qc_kv *kv;
     qc_wal_recovery rec; /* until restore hands it to the core */
-    uint8_t *snap;       /* the newest snapshot, for followers that need it */
+    uint8_t *snap;       /* the newest snapshot's KV data, for followers that need it */
     size_t snap_len;
     uint64_t snap_index, snap_term;
+    qc_entry snap_conf; /* the membership kept with it (owns its data; none: len 0) */
     uint64_t next_request;
     waiter *waiting;
 };
@@ -308,17 +309,85 @@ static void settle_write(qc_replica *rp, const qc_kv_result *res)
 
 /* ---- persisting and applying --------------------------------------------- */
 
-static void keep_snapshot(qc_replica *rp, uint64_t index, uint64_t term, const uint8_t *data,
-                          size_t len)
+/* A snapshot file holds the membership in effect at its index, then the
+ * KV data: "QCSN", the CONFIG entry's length, index and term, its data,
+ * then the KV snapshot. A file without the magic is KV data alone (older
+ * agents), with the membership of the config file. */
+#define SNAP_MAGIC "QCSN"
+#define SNAP_HEAD (4 + 4 + 8 + 8)
+
+static void put_be(uint8_t *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++) p[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+}
+
+static uint64_t get_be(const uint8_t *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++) v = v << 8 | p[i];
+    return v;
+}
+
+/* Saves kv with conf as the snapshot at index (durable once it returns 0). */
+static int save_snapshot(qc_replica *rp, uint64_t index, uint64_t term, const qc_entry *conf,
+                         const uint8_t *kv, size_t kv_len)
+{
+    size_t len = SNAP_HEAD + conf->len + kv_len;
+    uint8_t *buf = malloc(len);
+    if (!buf) return QC_ENOMEM;
+    memcpy(buf, SNAP_MAGIC, 4);
+    put_be(buf + 4, conf->len, 4);
+    put_be(buf + 8, conf->index, 8);
+    put_be(buf + 16, conf->term, 8);
+    if (conf->len) memcpy(buf + SNAP_HEAD, conf->data, conf->len);
+    if (kv_len) memcpy(buf + SNAP_HEAD + conf->len, kv, kv_len);
+    int rc = qc_wal_save_snapshot(rp->wal, index, term, buf, len);
+    free(buf);
+    return rc;
+}
+
+/* Splits a snapshot file's data into its membership and KV data (pointers
+ * into data). QC_ECORRUPT when the envelope does not add up. */
+static int split_snapshot(const uint8_t *data, size_t len, qc_entry *conf, const uint8_t **kv,
+                          size_t *kv_len)
+{
+    *conf = (qc_entry){.type = QC_ENTRY_CONFIG};
+    if (len < SNAP_HEAD || memcmp(data, SNAP_MAGIC, 4) != 0) {
+        *kv = data;
+        *kv_len = len;
+        return QC_OK;
+    }
+    uint64_t clen = get_be(data + 4, 4);
+    if (clen > len - SNAP_HEAD) return QC_ECORRUPT;
+    conf->len = (uint32_t)clen;
+    conf->index = get_be(data + 8, 8);
+    conf->term = get_be(data + 16, 8);
+    conf->data = (uint8_t *)data + SNAP_HEAD;
+    *kv = data + SNAP_HEAD + clen;
+    *kv_len = len - SNAP_HEAD - clen;
+    return QC_OK;
+}
+
+static void keep_snapshot(qc_replica *rp, uint64_t index, uint64_t term, const qc_entry *conf,
+                          const uint8_t *data, size_t len)
 {
     uint8_t *copy = len ? malloc(len) : NULL;
-    if (len && !copy) return; /* keep the older one: followers get that */
+    uint8_t *conf_copy = conf->len ? malloc(conf->len) : NULL;
+    if ((len && !copy) || (conf->len && !conf_copy)) {
+        free(copy);
+        free(conf_copy);
+        return; /* keep the older one: followers get that */
+    }
     if (len) memcpy(copy, data, len);
+    if (conf->len) memcpy(conf_copy, conf->data, conf->len);
     free(rp->snap);
+    free(rp->snap_conf.data);
     rp->snap = copy;
     rp->snap_len = len;
     rp->snap_index = index;
     rp->snap_term = term;
+    rp->snap_conf = *conf;
+    rp->snap_conf.data = conf_copy;
 }
 
 int qc_replica_persist(qc_replica *rp, const qc_ready *rd)
@@ -329,10 +398,11 @@ int qc_replica_persist(qc_replica *rp, const qc_ready *rd)
                    (unsigned long long)rd->snapshot_index);
             return QC_ECORRUPT;
         }
-        if (qc_wal_save_snapshot(rp->wal, rd->snapshot_index, rd->snapshot_term, rd->snapshot,
-                                 rd->snapshot_len) != QC_OK)
+        if (save_snapshot(rp, rd->snapshot_index, rd->snapshot_term, rd->snapshot_conf,
+                          rd->snapshot, rd->snapshot_len) != QC_OK)
             return QC_EIO;
-        keep_snapshot(rp, rd->snapshot_index, rd->snapshot_term, rd->snapshot, rd->snapshot_len);
+        keep_snapshot(rp, rd->snapshot_index, rd->snapshot_term, rd->snapshot_conf, rd->snapshot,
+                      rd->snapshot_len);
         qc_log(QC_LOG_INFO, "store", "installed the leader's snapshot at %llu (%zu bytes)",
                (unsigned long long)rd->snapshot_index, rd->snapshot_len);
     }
@@ -343,16 +413,15 @@ int qc_replica_persist(qc_replica *rp, const qc_ready *rd)
 
 void qc_replica_prepare(qc_replica *rp, qc_ready *rd)
 {
-    static qc_entry snap_entry; /* only pointed to until the messages are sent */
-    snap_entry = (qc_entry){.term = rp->snap_term,
-                            .index = rp->snap_index,
-                            .len = (uint32_t)rp->snap_len,
-                            .data = rp->snap};
     for (size_t i = 0; i < rd->n_msgs; i++) {
         qc_msg *m = &rd->msgs[i];
-        if (m->type != QC_MSG_SNAPSHOT) continue;
-        m->entries = &snap_entry;
-        m->n_entries = 1;
+        if (m->type != QC_MSG_SNAPSHOT || m->n_entries < 2) continue;
+        /* The core's slots: [0] our data, [1] the membership at it. */
+        m->entries[0] = (qc_entry){.term = rp->snap_term,
+                                   .index = rp->snap_index,
+                                   .len = (uint32_t)rp->snap_len,
+                                   .data = rp->snap};
+        if (rp->snap_conf.len) m->entries[1] = rp->snap_conf;
         m->index = rp->snap_index;
         m->log_term = rp->snap_term;
     }
@@ -386,14 +455,17 @@ void qc_replica_maybe_snapshot(qc_replica *rp, qc_raft *r)
     uint64_t applied = qc_kv_applied_index(rp->kv);
     if (applied < rp->snap_index + rp->cfg.snapshot_every) return;
     uint64_t term = qc_raft_term_at(r, applied);
+    qc_entry conf;
     qc_buf data = {0};
-    if (!term || qc_kv_snapshot(rp->kv, &data) != QC_OK) {
+    if (!term || qc_raft_conf_at(r, applied, &conf) != QC_OK ||
+        qc_kv_snapshot(rp->kv, &data) != QC_OK) {
         qc_buf_free(&data);
         return;
     }
-    if (qc_wal_save_snapshot(rp->wal, applied, term, data.data, data.len) == QC_OK &&
+    /* The core may free conf's data as it compacts: keep ours first. */
+    keep_snapshot(rp, applied, term, &conf, data.data, data.len);
+    if (save_snapshot(rp, applied, term, &rp->snap_conf, data.data, data.len) == QC_OK &&
         qc_raft_compact(r, applied) == QC_OK && qc_wal_compact(rp->wal, applied) == QC_OK) {
-        keep_snapshot(rp, applied, term, data.data, data.len);
         qc_log(QC_LOG_INFO, "store", "snapshot at %llu (%zu bytes); log compacted",
                (unsigned long long)applied, data.len);
     } else {
@@ -423,22 +495,28 @@ int qc_replica_open(struct ev_loop *loop, const qc_replica_config *cfg, qc_repli
         return rc;
     }
     if (rp->rec.note[0]) qc_log(QC_LOG_WARN, "store", "recovery: %s", rp->rec.note);
-    if (rp->rec.snap_index && qc_kv_restore(rp->kv, rp->rec.snap_data, rp->rec.snap_len) != QC_OK) {
+    qc_entry conf;
+    const uint8_t *kv;
+    size_t kv_len;
+    if (rp->rec.snap_index &&
+        (split_snapshot(rp->rec.snap_data, rp->rec.snap_len, &conf, &kv, &kv_len) != QC_OK ||
+         qc_kv_restore(rp->kv, kv, kv_len) != QC_OK)) {
         snprintf(err, errlen, "%s/snap: the snapshot at %llu is corrupt", cfg->dir,
                  (unsigned long long)rp->rec.snap_index);
         qc_replica_close(rp);
         return QC_ECORRUPT;
     }
     if (rp->rec.snap_index)
-        keep_snapshot(rp, rp->rec.snap_index, rp->rec.snap_term, rp->rec.snap_data,
-                      rp->rec.snap_len);
+        keep_snapshot(rp, rp->rec.snap_index, rp->rec.snap_term, &conf, kv, kv_len);
     *out = rp;
     return QC_OK;
 }
 
 int qc_replica_restore(qc_replica *rp, qc_raft *r)
 {
-    int rc = qc_raft_restore(r, rp->rec.snap_index, rp->rec.snap_term, rp->rec.entries,
+    int rc = rp->snap_conf.len ? qc_raft_set_base_conf(r, &rp->snap_conf) : QC_OK;
+    if (rc == QC_OK)
+        rc = qc_raft_restore(r, rp->rec.snap_index, rp->rec.snap_term, rp->rec.entries,
                              rp->rec.n_entries);
     qc_log(QC_LOG_INFO, "store", "log recovered: snapshot at %llu, %zu entries after it",
            (unsigned long long)rp->rec.snap_index, rp->rec.n_entries);
@@ -455,6 +533,7 @@ void qc_replica_close(qc_replica *rp)
     qc_wal_recovery_free(&rp->rec);
     qc_kv_free(rp->kv);
     free(rp->snap);
+    free(rp->snap_conf.data);
     free(rp);
 }
 

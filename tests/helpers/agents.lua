@@ -79,7 +79,7 @@ function M.cluster(n, opts)
   opts = opts or {}
   local base = opts.base or M.base_port()
   local dir = M.sh("mktemp -d /tmp/qc-spec-XXXXXX"):gsub("%s+$", "")
-  local c = { n = n, dir = dir, base = base, nodes = {} }
+  local c = { n = n, dir = dir, base = base, nodes = {}, hooks = opts.hooks ~= nil }
   if opts.hooks then M.write(dir .. "/hooks.lua", opts.hooks) end
   for i = 1, n do
     local peers = {}
@@ -100,6 +100,24 @@ function M.cluster(n, opts)
       events = string.format("%s/node%d.events", dir, i) }
   end
   return c
+end
+
+-- Adds node c.n+1 to c's configs: it joins through node1's cluster port
+-- (opts.join: other "host:port" addresses), with opts.extra keys. Returns i.
+function M.add_node(c, opts)
+  opts = opts or {}
+  local i = c.n + 1
+  c.n = i
+  local conf = { identifier = "node" .. i, listen_port = c.base + i, api_port = c.base + 20 + i,
+    join = opts.join or { "127.0.0.1:" .. (c.base + 1) }, metadata = { server_port = c.base + 40 + i } }
+  if c.hooks then conf.hooks = "hooks.lua" end
+  for k, v in pairs(opts.extra or {}) do conf[k] = v end
+  local path = string.format("%s/node%d.lua", c.dir, i)
+  M.write(path, "return " .. lua_value(conf) .. "\n")
+  c.nodes[i] = { id = "node" .. i, config = path, api = "127.0.0.1:" .. (c.base + 20 + i),
+    port = c.base + i, log = string.format("%s/node%d.log", c.dir, i),
+    events = string.format("%s/node%d.events", c.dir, i) }
+  return i
 end
 
 function M.start(c, i)
