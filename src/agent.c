@@ -96,6 +96,7 @@ struct qc_agent {
     int joining;              /* a join request is in flight */
     size_t join_next;         /* the next join address to try */
     char *join_leader;        /* "host:port" a member said leads */
+    char join_asked[300];     /* the address of the join in flight */
     uint64_t join_wait_until; /* accepted: wait for the log before asking again */
     int leave_done;
     int relaying; /* leading only as a relay (no hooks) */
@@ -767,7 +768,8 @@ static void on_join(void *ud, const char *identifier, const char *host_seen, con
     const char *why = NULL;
     char leader_addr[300];
     int rc = qc_member_rec_decode(payload, len, &rec);
-    if (rc == QC_OK && strcmp(rec.identifier, identifier) != 0) rc = QC_EINVAL;
+    if (rc == QC_OK && identifier && strcmp(rec.identifier, identifier) != 0) rc = QC_EINVAL;
+    identifier = rc == QC_OK ? rec.identifier : identifier ? identifier : "?";
     if (rc) {
         ans.error = "malformed join request";
     } else if (!view_is_leader(a)) {
@@ -909,6 +911,8 @@ static void apply_list(qc_agent *a, const qc_entry *e)
 {
     qc_members ms;
     if (!e->index || qc_members_decode(e->data, e->len, &ms) != QC_OK) return;
+    qc_log(QC_LOG_DEBUG, "member", "applied a list of %zu members at %llu", ms.n,
+           (unsigned long long)e->index);
     if (e->index > a->quiet_until && a->applied.n) {
         for (size_t i = 0; i < ms.n; i++)
             if (qc_members_find(&a->applied, ms.v[i].identifier) < 0)
@@ -957,6 +961,7 @@ static void on_member_wait_timeout(struct ev_loop *loop, ev_timer *w, int revent
 static int member_wait_met(const qc_agent *a, const member_wait *w)
 {
     int at = qc_members_find(&a->applied, w->identifier);
+    if (!a->applied.n) return 0; /* no list yet: nothing to tell by */
     switch (w->op) {
     case QC_MEMBER_OP_LEAVE: return at < 0;
     case QC_MEMBER_OP_UPDATE: return at >= 0 && strcmp(a->applied.v[at].metadata, w->metadata) == 0;
@@ -1110,15 +1115,16 @@ static void on_join_answer(void *arg, int rc, const uint8_t *answer, size_t len)
     qc_agent *a = arg;
     a->joining = 0;
     qc_join_answer ans;
-    const char *addr = a->cfg.join[(a->join_next + a->cfg.n_join - 1) % a->cfg.n_join];
+    const char *addr = a->join_asked;
     if (rc == QC_OK) rc = qc_join_answer_decode(answer, len, &ans);
     if (rc) {
-        qc_log(QC_LOG_WARN, "member", "join through %s: %s", a->join_leader ? a->join_leader : addr,
+        qc_log(QC_LOG_WARN, "member", "join through %s: %s", addr,
                rc == QC_EBUSY ? "no answer"
                : rc == QC_EIO ? "cannot connect"
                               : "bad answer");
         free(a->join_leader);
         a->join_leader = NULL;
+        a->join_wait_until = qc_now_ms() + 1000; /* next address in a second */
         return;
     }
     free(a->join_leader);
@@ -1153,6 +1159,7 @@ static void on_join_answer(void *arg, int rc, const uint8_t *answer, size_t len)
     } else {
         qc_log(ans.retry ? QC_LOG_INFO : QC_LOG_ERROR, "member", "join through %s refused: %s",
                addr, ans.error ? ans.error : "no reason given");
+        a->join_wait_until = qc_now_ms() + 1000;
     }
     qc_join_answer_free(&ans);
 }
@@ -1174,6 +1181,7 @@ static void join_next(qc_agent *a)
         return;
     }
     qc_log(QC_LOG_INFO, "member", "asking %s to join the cluster", addr);
+    snprintf(a->join_asked, sizeof a->join_asked, "%s", addr);
     int timeout = 2 * a->cfg.election_timeout_ms + 500;
     if (qc_net_join(a->net, host, port, req.data, req.len, timeout, on_join_answer, a) == QC_OK)
         a->joining = 1;
@@ -1320,6 +1328,12 @@ static void on_member_timer(struct ev_loop *loop, ev_timer *w, int revents)
         a->preempt_since = 0;
     }
     self_duties(a);
+    /* Leaves still waiting: ask again (the leader may have been busy). */
+    for (member_wait *mw = a->member_waits; mw; mw = mw->next) {
+        if (mw->op != QC_MEMBER_OP_LEAVE) continue;
+        qc_member_rec rec = {.identifier = mw->identifier, .metadata = "{}"};
+        ask_leader(a, QC_MEMBER_OP_LEAVE, &rec);
+    }
     process(a);
 }
 
@@ -1765,6 +1779,9 @@ int qc_agent_main(const char *path)
         goto out;
     start_signals(a);
     a->quiet_until = qc_raft_commit(a->raft); /* replayed changes fire no hooks again */
+    qc_entry conf;
+    qc_raft_conf(a->raft, &conf);
+    if (!conf.index) list_in_effect(a, &a->applied); /* the config's peers, until a list */
     double every = a->cfg.election_timeout_ms / 3000.0;
     ev_timer_set(&a->member_timer, 0., every); /* a joining node asks at once */
     ev_timer_start(a->loop, &a->member_timer);

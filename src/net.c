@@ -386,20 +386,21 @@ static void inbound_supersede(qc_net *n, qc_peer *p, qc_conn *keep)
 static int hello_stranger(qc_conn *c, qc_hello *h)
 {
     qc_net *n = c->net;
+    const char *who = h->identifier ? h->identifier : "?";
     if (!n->cb.on_join) {
-        qc_log(QC_LOG_WARN, "net", "hello from unknown peer '%s' at %s", h->identifier, c->addr);
+        qc_log(QC_LOG_WARN, "net", "hello from unknown peer '%s' at %s", who, c->addr);
         qc_wire_hello_free(h);
         return bad_frame(c, "unknown peer"), -1;
     }
     if (n->n_strangers >= NET_MAX_STRANGERS) {
         /* not a malformed frame: a load limit, so it is not counted as one */
-        qc_log(QC_LOG_WARN, "net", "refusing '%s' at %s: %d strangers connected already",
-               h->identifier, c->addr, n->n_strangers);
+        qc_log(QC_LOG_WARN, "net", "refusing '%s' at %s: %d strangers connected already", who,
+               c->addr, n->n_strangers);
         qc_wire_hello_free(h);
         conn_close(c);
         return -1;
     }
-    qc_log(QC_LOG_DEBUG, "net", "hello from stranger '%s' at %s", h->identifier, c->addr);
+    qc_log(QC_LOG_DEBUG, "net", "stranger '%s' at %s", who, c->addr);
     c->stranger = 1;
     c->stranger_id = h->identifier;
     h->identifier = NULL;
@@ -482,7 +483,13 @@ static int frame_other(qc_conn *c, int type, const uint8_t *payload, uint32_t le
 static int frame_join(qc_conn *c, const uint8_t *payload, uint32_t len)
 {
     qc_net *n = c->net;
-    if (!c->stranger) return bad_frame(c, c->peer ? "join from a member" : "join before hello"), -1;
+    if (c->peer) return bad_frame(c, "join from a member"), -1;
+    /* A joining node sends its JOIN alone, with no hello: it may be taking
+     * a name a member holds (to be refused), and must not displace it. */
+    if (!c->stranger) {
+        qc_hello none = {0};
+        if (hello_stranger(c, &none)) return -1;
+    }
     if (c->joined) return bad_frame(c, "second join"), -1;
     c->joined = 1;
     qc_buf answer = {0};
@@ -490,8 +497,8 @@ static int frame_join(qc_conn *c, const uint8_t *payload, uint32_t len)
     int rc = qc_wire_encode_frame(QC_FRAME_JOIN, answer.data, answer.len, &c->out);
     qc_buf_free(&answer);
     if (rc) {
-        qc_log(QC_LOG_ERROR, "net", "cannot answer the join of '%s' at %s: %s", c->stranger_id,
-               c->addr, qc_strerror(rc));
+        qc_log(QC_LOG_ERROR, "net", "cannot answer the join of '%s' at %s: %s",
+               c->stranger_id ? c->stranger_id : "?", c->addr, qc_strerror(rc));
         conn_close(c);
         return -1;
     }
@@ -1310,8 +1317,7 @@ int qc_net_join(qc_net *n, const char *host, int port, const void *payload, size
     j->done = done;
     j->arg = arg;
     j->host = dup_str(host);
-    int rc = j->host ? qc_buf_append(&j->out, n->hello.data, n->hello.len) : QC_ENOMEM;
-    if (!rc) rc = qc_wire_encode_frame(QC_FRAME_JOIN, payload, len, &j->out);
+    int rc = j->host ? qc_wire_encode_frame(QC_FRAME_JOIN, payload, len, &j->out) : QC_ENOMEM;
     if (rc) {
         qc_buf_free(&j->out);
         free(j->host);

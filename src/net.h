@@ -31,12 +31,13 @@ typedef struct qc_net_callbacks {
     /* A FORWARD, READ_INDEX or MEMBER frame from a known peer; data valid
      * for the call. May be NULL. */
     void (*on_frame)(void *ud, uint64_t peer, int type, const uint8_t *data, size_t len);
-    /* A node that is not a peer (a stranger: its hello named no known peer)
-     * asks to join with payload. Append the answer's payload to answer (net
-     * owns it) before returning; net sends it back as one JOIN frame on that
-     * connection and closes it. All arguments are valid for the call only.
-     * host_seen is the numeric address the stranger connected from. NULL:
-     * strangers are refused at hello (a bad frame, as before). */
+    /* A node that is not a peer asks to join with payload: a connection
+     * whose first frame is a JOIN (identifier NULL), or a stranger's (its
+     * hello named no known peer; identifier is the hello's). Append the
+     * answer's payload to answer (net owns it) before returning; net sends
+     * it back as one JOIN frame on that connection and closes it. All
+     * arguments are valid for the call only. host_seen is the numeric
+     * address it connected from. NULL: strangers are refused (a bad frame). */
     void (*on_join)(void *ud, const char *identifier, const char *host_seen, const uint8_t *payload,
                     size_t len, qc_buf *answer);
 } qc_net_callbacks;
@@ -79,8 +80,8 @@ void qc_net_flush(qc_net *n, int timeout_ms);
 int qc_net_link_up(const qc_net *n, uint64_t peer);
 /* Asks the member at host:port to let this node in: dials it on a
  * connection of its own (every address host resolves to, in turn), sends
- * this node's hello and a JOIN frame carrying payload (copied), and waits
- * for one JOIN frame back. done(arg, ...) is called exactly once, from the
+ * one JOIN frame carrying payload (copied; no hello: the payload names the
+ * node), and waits for one JOIN frame back. done(arg, ...) is called exactly once, from the
  * loop and never from inside this call, within about timeout_ms (> 0).
  * Several joins may be in flight. qc_net_free drops the pending ones
  * without calling done. QC_EINVAL (bad argument, payload over the frame

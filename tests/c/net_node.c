@@ -95,10 +95,19 @@ static void on_join(void *ud, const char *identifier, const char *host_seen, con
                     size_t len, qc_buf *answer)
 {
     (void)ud;
-    printf("join from %s %.*s\n", identifier, (int)len, (const char *)payload);
-    printf("join seen %s %s\n", identifier, host_seen);
+    /* A join sent alone (no hello) names its node in the payload's last word. */
+    char who[64] = "?";
+    if (identifier) {
+        snprintf(who, sizeof who, "%s", identifier);
+    } else {
+        size_t k = len;
+        while (k > 0 && payload[k - 1] != ' ') k--;
+        snprintf(who, sizeof who, "%.*s", (int)(len - k), (const char *)payload + k);
+    }
+    printf("join from %s %.*s\n", who, (int)len, (const char *)payload);
+    printf("join seen %s %s\n", who, host_seen);
     char text[128];
-    int k = snprintf(text, sizeof text, "welcome %s", identifier);
+    int k = snprintf(text, sizeof text, "welcome %s", who);
     if (k > 0 && qc_buf_append(answer, text, (size_t)k)) fprintf(stderr, "join: out of memory\n");
 }
 

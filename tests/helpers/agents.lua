@@ -258,6 +258,8 @@ return {
   on_peer_up = function(p) record("peer_up " .. p.identifier) end,
   on_peer_down = function(p) record("peer_down " .. p.identifier) end,
   on_stop = function(ev) record("stop " .. tostring(ev.reason)) end,
+  on_member_join = function(p) record("member_join " .. p.identifier) end,
+  on_member_leave = function(p) record("member_leave " .. p.identifier) end,
 }
 ]]
 

@@ -1,0 +1,209 @@
+-- Membership on real agents: nodes join a live cluster and leave it, roles
+-- (witness, learner), priorities with preemption, metadata changed at run
+-- time, and the errors a user sees.
+local A = require("agents")
+local cjson = require("cjson")
+
+local function members(api)
+  local v = A.json(api, "/v1/members")
+  local t = {}
+  for _, p in ipairs(v or {}) do t[p.identifier] = p end
+  return t, v
+end
+
+local function count(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
+-- Waits until every running node's /v1/members satisfies ok(t, node).
+local function all_see(c, ok, timeout)
+  return A.wait_for(function()
+    for i = 1, c.n do
+      local node = c.nodes[i]
+      if node.pid and A.alive(node.pid) then
+        local t = members(node.api)
+        if not ok(t, node) then return nil end
+      end
+    end
+    return true
+  end, timeout or 10)
+end
+
+local function exited(c, i, timeout)
+  return A.wait_for(function() return not A.alive(c.nodes[i].pid) end, timeout or 10)
+end
+
+describe("membership", function()
+  local c
+
+  after_each(function()
+    if c then A.stop(c) end
+    c = nil
+  end)
+
+  it("a fourth and a fifth node join a live cluster under writes, and lose none", function()
+    c = A.cluster(3)
+    A.start_all(c)
+    local leader = A.must_leader(c)
+    local api = c.nodes[A.index_of(c, leader)].api
+    local acked = {}
+    local k = 0
+    local function write_some(n)
+      for _ = 1, n do
+        k = k + 1
+        local status = A.http(api, "PUT", "/v1/kv/w" .. k, "v" .. k)
+        if status == 200 then acked[#acked + 1] = k end
+      end
+    end
+    write_some(100)
+    local four = A.add_node(c)
+    A.start(c, four)
+    write_some(100)
+    local five = A.add_node(c)
+    A.start(c, five)
+    write_some(100)
+    assert.is_truthy(all_see(c, function(t)
+      return count(t) == 5 and t.node4 and t.node4.voter and t.node5 and t.node5.voter
+    end, 15), "every node sees five voters")
+    assert.is_true(#acked >= 290, "writes kept going: " .. #acked)
+    for _, i in ipairs({ four, five }) do
+      for _, n in ipairs(acked) do
+        local status, body
+        A.wait_for(function()
+          status, body = A.http(c.nodes[i].api, "GET", "/v1/kv/w" .. n .. "?stale")
+          return status == 200
+        end, 5)
+        assert.are.equal("v" .. n, body, c.nodes[i].id .. " lost w" .. n)
+      end
+    end
+    -- the new voters count: with two of the first three gone, a leader stands
+    A.signal(c, 2, "KILL")
+    A.signal(c, 3, "KILL")
+    assert.is_truthy(A.agreed_leader(c, 10), "a leader among node1, node4, node5")
+  end)
+
+  it("a follower leaves with `qcluster leave` and stops; the leader leaves after handing over", function()
+    c = A.cluster(3, { hooks = A.recording_hooks })
+    A.start_all(c)
+    local leader = A.must_leader(c)
+    local li = A.index_of(c, leader)
+    local fi = li % 3 + 1
+    local out, code = A.cli("leave", c.nodes[fi].api)
+    assert.are.equal(0, code, out)
+    assert.is_truthy(exited(c, fi), "the follower stopped")
+    c.nodes[fi].pid = nil
+    assert.is_truthy(all_see(c, function(t) return count(t) == 2 and not t[c.nodes[fi].id] end))
+    -- the others saw it go
+    assert.is_truthy(A.wait_for(function()
+      return (A.read(c.nodes[li].events) or ""):find("member_leave " .. c.nodes[fi].id, 1, true)
+    end, 5), "on_member_leave ran on the leader")
+    -- now the leader itself
+    out, code = A.cli("leave", c.nodes[li].api)
+    assert.are.equal(0, code, out)
+    assert.is_truthy(exited(c, li), "the old leader stopped")
+    c.nodes[li].pid = nil
+    local last = 6 - li - fi
+    assert.are.equal(c.nodes[last].id, A.agreed_leader(c, 10), "the last node leads alone")
+    local t = members(c.nodes[last].api)
+    assert.are.equal(1, count(t))
+    assert.are.equal(200, A.http(c.nodes[last].api, "PUT", "/v1/kv/alone", "yes"))
+  end)
+
+  it("two servers and a witness survive the loss of either server; the witness never leads", function()
+    c = A.cluster(3, { hooks = A.recording_hooks })
+    -- node3 is the witness
+    local f = c.nodes[3].config
+    A.write(f, (A.read(f):gsub("^return {", 'return {["role"] = "witness", ')))
+    A.start_all(c)
+    A.must_leader(c)
+    assert.is_truthy(all_see(c, function(t) return t.node3 and t.node3.role == "witness" end),
+      "every node sees the witness")
+    for _, victim in ipairs({ 1, 2 }) do
+      local leader = A.must_leader(c)
+      assert.are_not.equal("node3", leader)
+      local other = victim == 1 and 2 or 1
+      assert.are.equal(200, A.http(c.nodes[other].api, "PUT", "/v1/kv/before" .. victim, "x"))
+      A.signal(c, victim, "KILL")
+      c.nodes[victim].pid = nil
+      assert.are.equal(c.nodes[other].id, A.agreed_leader(c, 10),
+        "the other server leads without node" .. victim)
+      assert.are.equal(200, A.http(c.nodes[other].api, "PUT", "/v1/kv/after" .. victim, "y"))
+      A.start(c, victim)
+      assert.is_truthy(A.agreed_leader(c, 10))
+    end
+    local events = A.read(c.nodes[3].events) or ""
+    assert.is_nil(events:find("elected", 1, true), "the witness was never elected")
+    local status = A.json(c.nodes[3].api, "/v1/status")
+    assert.are.equal("witness", status.role)
+  end)
+
+  it("with preempt, the member of highest priority takes leadership back", function()
+    c = A.cluster(3, { extra = { preempt = true, preempt_delay_ms = 200 } })
+    local f = c.nodes[3].config
+    A.write(f, (A.read(f):gsub("^return {", '["priority"] = 10, '):gsub("^", "return {")))
+    A.start_all(c)
+    assert.are.equal("node3", A.wait_for(function()
+      local l = A.agreed_leader(c, 1)
+      return l == "node3" and l
+    end, 15), "node3 took over")
+    A.signal(c, 3, "KILL")
+    c.nodes[3].pid = nil
+    local other = A.agreed_leader(c, 10)
+    assert.are_not.equal("node3", other)
+    A.start(c, 3)
+    assert.are.equal("node3", A.wait_for(function()
+      local l = A.agreed_leader(c, 1)
+      return l == "node3" and l
+    end, 15), "node3 took over again once back and caught up")
+  end)
+
+  it("a learner follows the log but never votes nor leads", function()
+    c = A.cluster(3)
+    A.start_all(c)
+    local leader = A.must_leader(c)
+    local learner = A.add_node(c, { extra = { role = "learner" } })
+    A.start(c, learner)
+    assert.is_truthy(all_see(c, function(t)
+      return t.node4 and t.node4.role == "learner" and t.node4.voter == false
+    end), "everyone sees a learner")
+    local api = c.nodes[A.index_of(c, leader)].api
+    assert.are.equal(200, A.http(api, "PUT", "/v1/kv/seen-by-learner", "yes"))
+    assert.is_truthy(A.wait_for(function()
+      local s, b = A.http(c.nodes[learner].api, "GET", "/v1/kv/seen-by-learner?stale")
+      return s == 200 and b == "yes"
+    end, 5))
+    -- two voters down: the learner does not make a majority
+    for i = 1, 3 do
+      if c.nodes[i].id ~= leader then A.signal(c, i, "KILL"); c.nodes[i].pid = nil end
+    end
+    A.sleep(1.5)
+    local s = A.json(c.nodes[learner].api, "/v1/status")
+    assert.are.equal("learner", s.role)
+    assert.are_not.equal(200, A.http(api, "PUT", "/v1/kv/no-majority", "x", nil))
+  end)
+
+  it("metadata set at run time reaches every node; a join under a live name is refused", function()
+    c = A.cluster(3)
+    A.start_all(c)
+    A.must_leader(c)
+    local status = A.http(c.nodes[2].api, "PUT", "/v1/self/metadata", '{"server_port": 9999}')
+    assert.are.equal(200, status)
+    assert.is_truthy(all_see(c, function(t)
+      return t.node2 and t.node2.metadata and t.node2.metadata.server_port == 9999
+    end), "every node sees node2's new metadata")
+    -- a stranger calling itself node2
+    local i = A.add_node(c, { extra = { identifier = "node2", data_dir = "impostor-data" } })
+    A.start(c, i)
+    assert.is_truthy(A.wait_for(function()
+      return (A.read(c.nodes[i].log) or ""):find("identifier in use by a live member", 1, true)
+    end, 5), "the impostor is told why")
+    local t = members(c.nodes[1].api)
+    assert.are.equal(3, count(t))
+    assert.are.equal(9999, t.node2.metadata.server_port)
+    local out, code = A.cli("leave ghost", c.nodes[1].api)
+    assert.are.equal(3, code, out)
+    assert.is_truthy(cjson)
+  end)
+end)
