@@ -904,6 +904,7 @@ static void fire_member(qc_agent *a, const char *hook, const qc_member_rec *r)
 }
 
 static void settle_member_waits(qc_agent *a);
+static int is_member(const qc_agent *a);
 
 /* A CONFIG entry (or a snapshot's membership) was applied: hooks for who
  * came and went, and this node stops if it was removed. */
@@ -926,7 +927,9 @@ static void apply_list(qc_agent *a, const qc_entry *e)
     qc_members_free(&a->applied);
     a->applied = ms;
     settle_member_waits(a);
-    if (was && !is) {
+    /* Removed, and not added back later in the log (a node that rejoined
+     * under its name replays its own earlier leave). */
+    if (was && !is && !is_member(a)) {
         qc_log(QC_LOG_INFO, "member", "this node was removed from the cluster; stopping");
         a->stop_reason = "left the cluster";
         ev_break(a->loop, EVBREAK_ALL);

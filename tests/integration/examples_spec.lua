@@ -109,3 +109,46 @@ describe("examples/replicated_config", function()
     assert.are.equal(after, value)
   end)
 end)
+
+describe("examples/pair_with_witness", function()
+  local c
+
+  local function service(i)
+    return ((A.read(c.dir .. "/" .. c.nodes[i].id .. ".service") or ""):gsub("%s+$", ""))
+  end
+
+  setup(function()
+    local dir = A.sh("mktemp -d /tmp/qc-example-XXXXXX"):gsub("%s+$", "")
+    os.execute("cp examples/pair_with_witness/*.lua " .. dir)
+    c = { n = 3, dir = dir, nodes = {} }
+    for i, name in ipairs { "server_a", "server_b", "witness" } do
+      c.nodes[i] = { id = name, config = dir .. "/" .. name .. ".lua", api = "127.0.0.1:" .. (8200 + i),
+        log = dir .. "/" .. name .. ".log", events = dir .. "/" .. name .. ".events" }
+    end
+    A.start_all(c)
+  end)
+
+  teardown(function() A.stop(c) end)
+
+  it("moves the service between the two servers and never to the witness", function()
+    for round = 1, 2 do
+      local leader = A.must_leader(c)
+      assert.are_not.equal("witness", leader)
+      local li = A.index_of(c, leader)
+      local other = li == 1 and 2 or 1
+      assert.is_truthy(A.wait_for(function()
+        return service(li):find("^active") and service(other):find("^standby")
+      end, 5), "round " .. round .. ": " .. service(1) .. " | " .. service(2))
+      local term = tonumber(service(li):match("term=(%d+)"))
+      A.signal(c, li, "KILL")
+      c.nodes[li].pid = nil
+      assert.are.equal(c.nodes[other].id, A.agreed_leader(c, 10))
+      assert.is_truthy(A.wait_for(function() return service(other):find("^active") end, 5))
+      assert.is_true(tonumber(service(other):match("term=(%d+)")) > term, "a higher term fences")
+      A.start(c, li)
+      assert.is_truthy(A.wait_for(function() return service(li):find("^standby") end, 5))
+    end
+    assert.are.equal("", service(3), "the witness never ran the service")
+    assert.are.equal("witness", A.json(c.nodes[3].api, "/v1/status").role)
+  end)
+end)
