@@ -381,7 +381,8 @@ end
 local function membership(c, out)
   out.role = one_of("role", c.role, ROLES)
   out.priority = integer("priority", c.priority, 0, PRIORITY_MAX)
-  out.join = join_list(c.join)
+  -- join = {} (empty): wait for `qcluster join` rather than form a cluster
+  if c.join ~= nil then out.join = join_list(c.join) end
   out.preempt = boolean("preempt", c.preempt)
   out.preempt_delay_ms = integer("preempt_delay_ms", c.preempt_delay_ms, 0, 3600000)
   out.max_voters = integer("max_voters", c.max_voters, 1, 255)

@@ -1199,6 +1199,12 @@ static void view_join(void *ud, const char *const *addresses, size_t n, qc_membe
         done(arg, QC_ENOLEADER, "the agent has not started");
         return;
     }
+    if (is_member(a) && !a->n_members) {
+        done(arg, QC_EINVAL,
+             "this node forms a cluster of its own: start it with join = {} "
+             "(or with join addresses) to join another");
+        return;
+    }
     if (is_member(a)) {
         done(arg, QC_OK, "already a member");
         return;
@@ -1214,6 +1220,7 @@ static void view_join(void *ud, const char *const *addresses, size_t n, qc_membe
     free(a->cfg.join);
     a->cfg.join = list;
     a->cfg.n_join = n;
+    a->cfg.join_set = 1;
     a->join_next = 0;
     join_next(a);
     member_wait_add(a, QC_MEMBER_OP_JOIN, a->cfg.identifier, NULL, change_timeout(a), done, arg);
@@ -1444,7 +1451,7 @@ static int setup_members(qc_agent *a)
     a->members = calloc(QC_RAFT_MAX_MEMBERS, sizeof *a->members);
     if (!a->members) return QC_ENOMEM;
     /* A node that joins learns its peers from the cluster, not the config. */
-    for (size_t i = 0; i < a->cfg.n_peers && !a->cfg.n_join; i++) {
+    for (size_t i = 0; i < a->cfg.n_peers && !a->cfg.join_set; i++) {
         const qc_peer_conf *pc = &a->cfg.peers[i];
         member *m = &a->members[a->n_members++];
         m->identifier = strdup(pc->identifier);
@@ -1487,7 +1494,7 @@ static int start_raft(qc_agent *a)
     qc_raft_config rc_cfg = {
         .id = a->self_id,
         .peers = ids,
-        .n_peers = a->cfg.n_join ? 0 : a->n_members + 1,
+        .n_peers = a->cfg.join_set ? 0 : a->n_members + 1,
         .no_lead = a->cfg.role != QC_MROLE_VOTER || a->cfg.priority == 0,
         .heartbeat_ms = (uint32_t)a->cfg.heartbeat_ms,
         .election_ms = (uint32_t)a->cfg.election_timeout_ms,

@@ -201,6 +201,7 @@ static int copy_join(lua_State *L, int t, qc_config *cfg)
     lua_getfield(L, t, "join");
     int jt = lua_gettop(L);
     size_t n = lua_istable(L, jt) ? (size_t)lua_rawlen(L, jt) : 0;
+    cfg->join_set = lua_istable(L, jt);
     int rc = QC_OK;
     if (n && !(cfg->join = calloc(n, sizeof *cfg->join))) rc = QC_ENOMEM;
     for (size_t i = 0; rc == QC_OK && i < n; i++) {

@@ -49,6 +49,7 @@ typedef struct qc_config {
     int max_voters;       /* max_voters: voting members wanted at most */
     char **join;          /* "host:port" cluster addresses to join through */
     size_t n_join;
+    int join_set;          /* join was given, maybe empty: this node joins, never forms a cluster */
     int64_t reap_after_ms; /* remove a member down this long; 0: never */
     int leave_on_stop;     /* leave the cluster on SIGTERM */
 } qc_config;
