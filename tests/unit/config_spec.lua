@@ -42,9 +42,18 @@ describe("config", function()
       metadata = {}, api_host = "127.0.0.1", api_port = 8001,
       data_dir = dir .. "/qcluster-data/a", heartbeat_ms = 50, election_timeout_ms = 300,
       hook_timeout_ms = 100, log_level = "info", dir = dir, role = "voter", priority = 1,
-      join = {}, preempt = false, preempt_delay_ms = 5000, max_voters = 5,
+      preempt = false, preempt_delay_ms = 5000, max_voters = 5,
       leave_on_stop = false,
     }, c)
+  end)
+
+  it("keeps join = {} (wait for qcluster join) apart from no join at all", function()
+    local rc, c = check(conf("conf.lua", "return {" .. BASE .. "join = {}}"))
+    assert.are.equal(0, rc)
+    assert.are.same({}, c.join)
+    rc, c = check(conf("conf.lua", "return {" .. BASE .. "}"))
+    assert.are.equal(0, rc)
+    assert.is_nil(c.join)
   end)
 
   it("accepts the original QCluster JSON format unchanged", function()
