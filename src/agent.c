@@ -1083,7 +1083,8 @@ static void start_leave(qc_agent *a, const char *identifier, qc_member_done_fn *
     }
     qc_member_rec rec = {.identifier = (char *)identifier, .metadata = "{}"};
     int rc = ask_leader(a, QC_MEMBER_OP_LEAVE, &rec);
-    if (rc && rc != QC_EBUSY) {
+    /* Busy, or no leader known yet: the member timer asks again. */
+    if (rc && rc != QC_EBUSY && rc != QC_ENOLEADER) {
         done(arg, rc, rc == QC_ENOLEADER ? "no leader to commit it" : NULL);
         return;
     }

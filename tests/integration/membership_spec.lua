@@ -106,6 +106,43 @@ describe("membership", function()
     assert.is_truthy(out:find("cluster of its own", 1, true), out)
   end)
 
+  it("a joined node restarts as itself, and with leave_on_stop leaves at SIGTERM", function()
+    c = A.cluster(3, { hooks = A.recording_hooks })
+    A.start_all(c)
+    A.must_leader(c)
+    local i = A.add_node(c, { extra = { leave_on_stop = true } })
+    A.start(c, i)
+    assert.is_truthy(all_see(c, function(t) return t.node4 and t.node4.voter end), "node4 votes")
+    assert.is_truthy(A.wait_for(function()
+      return (A.read(c.nodes[1].events) or ""):find("member_join node4", 1, true)
+    end, 5), "on_member_join ran")
+    -- restarted with its data it is a member already: it asks nobody
+    A.signal(c, i, "KILL")
+    local mark = #(A.read(c.nodes[i].log) or "")
+    A.start(c, i)
+    assert.is_truthy(all_see(c, function(t) return t.node4 and t.node4.up and t.node4.voter end))
+    local log = (A.read(c.nodes[i].log) or ""):sub(mark + 1)
+    assert.is_nil(log:find("asking", 1, true), log)
+    -- SIGTERM with leave_on_stop: out of the cluster, then it stops
+    assert.is_true(A.signal(c, i, "TERM"), "node4 stopped")
+    assert.is_truthy(all_see(c, function(t) return count(t) == 3 and not t.node4 end), "node4 left")
+    local tail = (A.read(c.nodes[i].log) or ""):sub(mark + 1)
+    assert.is_truthy(tail:find("removed", 1, true), tail)
+  end)
+
+  it("a member down longer than reap_after is removed by the leader", function()
+    c = A.cluster(3, { extra = { reap_after = 1 } })
+    A.start_all(c)
+    local leader = A.must_leader(c)
+    local victim = A.index_of(c, leader) % 3 + 1
+    local name = c.nodes[victim].id
+    A.signal(c, victim, "KILL")
+    c.nodes[victim].pid = nil
+    assert.is_truthy(all_see(c, function(t) return count(t) == 2 and not t[name] end, 10),
+      name .. " was reaped")
+    assert.are.equal(leader, A.agreed_leader(c, 5))
+  end)
+
   it("a follower leaves with `qcluster leave` and stops; the leader leaves after handing over", function()
     c = A.cluster(3, { hooks = A.recording_hooks })
     A.start_all(c)
