@@ -98,6 +98,13 @@ static uint64_t next_random(qc_raft *r)
 }
 
 static int is_voter(uint8_t flags) { return flags & QC_MEMBER_VOTER; }
+
+/* A flag only the COUNT_REMOVED planted bug sets (0 otherwise). */
+#ifdef QC_MUTANT_COUNT_REMOVED
+#define MUTANT_REMOVED 0x80
+#else
+#define MUTANT_REMOVED 0
+#endif
 static int self_votes(const qc_raft *r) { return r->self_member && is_voter(r->self_flags); }
 
 static size_t n_voters(const qc_raft *r)
@@ -321,6 +328,18 @@ static void conf_apply(qc_raft *r, const qc_member *m, size_t n, uint64_t index)
             *p = (qc_peer){.id = m[i].id, .next = last_index(r) + 1, .probing = 1};
         p->flags = m[i].flags;
     }
+#ifdef QC_MUTANT_COUNT_REMOVED
+    /* Planted bug: removed members stay (marked, never voters to anyone
+     * else), are asked for votes, and their grants count. */
+    for (size_t k = 0; k < n_old && r->n_peers < QC_RAFT_MAX_MEMBERS; k++) {
+        size_t i = 0;
+        while (i < n && m[i].id != old[k].id) i++;
+        if (i == n && old[k].id != r->id) {
+            r->peers[r->n_peers] = old[k];
+            r->peers[r->n_peers++].flags = MUTANT_REMOVED;
+        }
+    }
+#endif
     if (r->transferee && !find_peer(r, r->transferee)) r->transferee = 0;
     r->conf_index = index;
     push_event(r, QC_EVENT_CONFIG, 0, 0, 0);
@@ -505,7 +524,7 @@ static size_t count_grants(const qc_raft *r)
     size_t n = (size_t)self_votes(r); /* our own */
     for (size_t i = 0; i < r->n_peers; i++) {
 #ifndef QC_MUTANT_COUNT_NON_VOTERS
-        if (!is_voter(r->peers[i].flags)) continue;
+        if (!is_voter(r->peers[i].flags) && !(r->peers[i].flags & MUTANT_REMOVED)) continue;
 #endif
         n += r->peers[i].granted > 0;
     }
@@ -519,7 +538,7 @@ static void send_vote_requests(qc_raft *r, uint8_t type, uint64_t term, uint64_t
     for (size_t i = 0; i < r->n_peers; i++) {
         if (r->peers[i].granted > 0) continue;
 #ifndef QC_MUTANT_COUNT_NON_VOTERS
-        if (!is_voter(r->peers[i].flags)) continue;
+        if (!is_voter(r->peers[i].flags) && !(r->peers[i].flags & MUTANT_REMOVED)) continue;
 #endif
         qc_msg *m = push_msg(r, type, r->peers[i].id);
         if (!m) return;
