@@ -128,6 +128,7 @@ static int l_new(lua_State *L)
         .election_ms = (uint32_t)field_u64(L, 1, "election", 300),
         .fast_retry_ms = (uint32_t)field_u64(L, 1, "fast_retry", 5),
         .seed = field_u64(L, 1, "seed", 1),
+        .no_lead = (int)field_u64(L, 1, "no_lead", 0),
     };
     qc_hard_state hs = {0};
     int has_hs = 0;
@@ -220,13 +221,16 @@ static int l_ready(lua_State *L)
     }
     lua_setfield(L, -2, "msgs");
     lua_createtable(L, (int)rd.n_events, 0);
-    static const char *const types[] = {"?", "elected", "demoted", "leader", "campaign"};
+    static const char *const types[] = {"?", "elected", "demoted", "leader", "campaign", "config"};
     for (size_t i = 0; i < rd.n_events; i++) {
         const qc_event *e = &rd.events[i];
         lua_createtable(L, 0, 5);
-        lua_pushstring(L, types[e->type <= 4 ? e->type : 0]);
+        lua_pushstring(L, types[e->type <= QC_EVENT_CONFIG ? e->type : 0]);
         lua_setfield(L, -2, "type");
-        if (e->reason) {
+        if (e->type == QC_EVENT_ELECTED && e->reason) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "relay");
+        } else if (e->reason) {
             lua_pushstring(L, qc_raft_reason_name(e->reason));
             lua_setfield(L, -2, "reason");
         }
@@ -278,6 +282,35 @@ static int l_propose(lua_State *L)
     const char *data = luaL_checklstring(L, 2, &len);
     uint64_t index = 0;
     int rc = qc_raft_propose(check_node(L), data, len, (uint64_t)luaL_checkinteger(L, 3), &index);
+    lua_pushinteger(L, rc);
+    lua_pushinteger(L, (lua_Integer)index);
+    return 2;
+}
+
+/* node:propose_config({{id=, voter=, no_lead=}, ...}, now) -> rc, index */
+static int l_propose_config(lua_State *L)
+{
+    qc_raft *r = check_node(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    qc_member m[QC_RAFT_MAX_MEMBERS];
+    size_t n = 0;
+    for (lua_Integer i = 1; i <= (lua_Integer)luaL_len(L, 2) && n < QC_RAFT_MAX_MEMBERS; i++) {
+        lua_geti(L, 2, i);
+        lua_getfield(L, -1, "voter");
+        int voter = lua_toboolean(L, -1);
+        lua_getfield(L, -2, "no_lead");
+        int no_lead = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+        m[n++] = (qc_member){
+            .id = field_u64(L, -1, "id", 0),
+            .flags = (uint8_t)((voter ? QC_MEMBER_VOTER : 0) | (no_lead ? QC_MEMBER_NO_LEAD : 0))};
+        lua_pop(L, 1);
+    }
+    uint8_t data[2 + 9 * QC_RAFT_MAX_MEMBERS];
+    qc_raft_conf_write(data, m, n);
+    uint64_t index = 0;
+    int rc = qc_raft_propose_config(r, data, qc_raft_conf_size(n),
+                                    (uint64_t)luaL_checkinteger(L, 3), &index);
     lua_pushinteger(L, rc);
     lua_pushinteger(L, (lua_Integer)index);
     return 2;
@@ -342,6 +375,7 @@ static int l_gc(lua_State *L)
 static const luaL_Reg node_methods[] = {
     {"step", l_step},
     {"propose", l_propose},
+    {"propose_config", l_propose_config},
     {"restore", l_restore},
     {"compact", l_compact},
     {"read_index", l_read_index},

@@ -389,3 +389,88 @@ describe("raft log replication", function()
     assert.are.equal(target, c:leader())
   end)
 end)
+
+describe("raft membership", function()
+  local function conf(...)
+    local t = {}
+    for _, m in ipairs({ ... }) do t[#t + 1] = m end
+    return t
+  end
+  local function voter(id) return { id = id, voter = true } end
+
+  it("takes one change at a time, after this term's first entry committed", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    local node = c.nodes[l]
+    c:advance(100)
+    -- two members changed at once: refused
+    local others = {}
+    for i = 1, 3 do if i ~= l then others[#others + 1] = i end end
+    local rc = node:propose_config(conf(voter(l), { id = others[1] }, { id = others[2] }), c.now)
+    assert.are.equal(-2, rc, "two voters demoted at once")
+    -- one change: taken; a second before it commits: busy
+    rc = node:propose_config(conf(voter(l), voter(others[1]), { id = others[2] }), c.now)
+    assert.are.equal(0, rc)
+    rc = node:propose_config(conf(voter(l), voter(others[1])), c.now)
+    assert.are.equal(-7, rc, "a second change while the first is in flight")
+    c:process(l)
+    c:advance(100)
+    rc = node:propose_config(conf(voter(l), voter(others[1])), c.now)
+    assert.are.equal(0, rc, "once the first committed")
+    c:process(l)
+    c:advance(100)
+    assert.are.same({}, c:events_of(others[2], "elected"))
+  end)
+
+  it("a learner's answers do not count: two voters down stop commits", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    local f1, f2 = other(c, l), nil
+    for i = 1, 3 do if i ~= l and i ~= f1 then f2 = i end end
+    assert.are.equal(0, (c.nodes[l]:propose_config(conf(voter(l), voter(f1), { id = f2 }), c.now)))
+    c:process(l)
+    c:advance(100)
+    local before = c.nodes[l]:commit()
+    c:crash(f1) -- the other voter: the learner f2 is no substitute
+    c:propose("x")
+    c:advance(200)
+    assert.are.equal(before, c.nodes[l] and c.nodes[l]:commit() or before)
+    assert.are.same({}, c:events_of(f2, "elected"))
+    assert.are.same({}, c:events_of(f2, "campaign"))
+  end)
+
+  it("a voter that may not lead (a witness) never campaigns; the others elect", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    local w = other(c, l)
+    local members = {}
+    for i = 1, 3 do members[i] = { id = i, voter = true, no_lead = i == w } end
+    assert.are.equal(0, (c.nodes[l]:propose_config(members, c.now)))
+    c:process(l)
+    c:advance(100)
+    c:clear_events()
+    c:crash(l)
+    local new = c:await_leader(3000)
+    assert.is_truthy(new)
+    assert.are_not.equal(w, new)
+    for _, e in ipairs(c:events_of(w, "elected")) do assert.is_true(e.relay, "only as a relay") end
+  end)
+
+  it("a leader that removes itself hands over once the change commits", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    local rest = {}
+    for i = 1, 3 do if i ~= l then rest[#rest + 1] = voter(i) end end
+    assert.are.equal(0, (c.nodes[l]:propose_config(rest, c.now)))
+    c:process(l)
+    c:advance(1000)
+    local new = c:leader()
+    assert.is_truthy(new)
+    assert.are_not.equal(l, new)
+    local demoted = c:events_of(l, "demoted")
+    assert.are.equal("shutdown", demoted[#demoted].reason)
+  end)
+end)
