@@ -1,0 +1,23 @@
+#!/bin/sh
+# Test-suite wrapper (scripts/test.sh runs it): the checkers on synthetic
+# histories (a checker that cannot fail proves nothing), then make chaos
+# (DURATION, default 3m). Ends with the combined "N passed, N failed".
+cd "$(dirname "$0")/.." || exit 2
+out=$(lua5.4 /usr/bin/busted --lua=lua5.4 -o TAP tests/chaos/checker_spec.lua 2>&1)
+rc=$?
+echo "$out" | grep -v '^ok '
+p=$(echo "$out" | grep -c '^ok ')
+f=$(echo "$out" | grep -c '^not ok ')
+[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+echo "chaos checkers on synthetic histories: $p passed, $f failed"
+out=$(make -s --no-print-directory chaos DURATION="${DURATION:-3m}" 2>&1)
+rc=$?
+echo "$out"
+line=$(echo "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -n 1)
+cp=${line%% passed*}
+cf=${line#*passed, }
+cf=${cf%% failed*}
+[ -n "$line" ] || { cp=0; cf=1; }
+[ "$rc" -ne 0 ] && [ "$cf" -eq 0 ] && cf=1
+echo "$((p + cp)) passed, $((f + cf)) failed"
+[ $((f + cf)) -eq 0 ]
