@@ -603,6 +603,7 @@ static void send_snapshot(qc_raft *r, qc_peer *p, uint64_t now)
     m->index = r->snap_index;
     m->log_term = r->snap_term;
     m->commit = r->commit;
+    m->flags = r->relay ? QC_MSG_FLAG_RELAY : 0;
     p->snapshot_sent = now;
 }
 
@@ -675,6 +676,7 @@ static void become_leader(qc_raft *r, uint64_t now)
     /* A no-op of our term: committing it commits everything before it. */
     if (log_append(r, r->term, QC_ENTRY_NOOP, NULL, 0) != QC_OK) r->out_of_memory = 1;
     r->relay = !can_lead(r);
+    r->idle_rounds = 0; /* a relay waits two silent rounds again before the next */
     push_event(r, QC_EVENT_ELECTED, (uint8_t)r->relay, r->id, prev);
     if (!r->relay) set_leader(r, r->id);
     send_heartbeats(r, now);
@@ -819,9 +821,10 @@ static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
         respond(r, m, QC_MSG_APPEND_RESP, 1, r->term);
         return;
     }
+    uint64_t leader = (m->flags & QC_MSG_FLAG_RELAY) ? 0 : m->from; /* a relay leads nobody */
     if (m->term > r->term || r->role != QC_ROLE_FOLLOWER)
-        become_follower(r, m->term, m->from, QC_DEMOTE_HIGHER_TERM, now);
-    follow(r, (m->flags & QC_MSG_FLAG_RELAY) ? 0 : m->from, now);
+        become_follower(r, m->term, leader, QC_DEMOTE_HIGHER_TERM, now);
+    follow(r, leader, now);
     qc_msg *resp = respond(r, m, QC_MSG_APPEND_RESP, 0, r->term);
     if (!resp) return;
     uint64_t prev = m->index;
@@ -840,6 +843,14 @@ static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
     for (uint32_t k = 0; k < m->n_entries; k++) {
         const qc_entry *e = &m->entries[k];
         uint64_t index = prev + 1 + k;
+        qc_member members[QC_RAFT_MAX_MEMBERS];
+        size_t n_members, used;
+        if (e->type == QC_ENTRY_CONFIG &&
+            qc_raft_conf_read(e->data, e->len, members, &n_members, &used)) {
+            resp->reject = 1; /* never from a correct leader: take nothing from it */
+            resp->index = last_index(r);
+            return;
+        }
         if (index <= last_index(r)) {
             if (term_at(r, index) == e->term) continue;
             log_truncate(r, index); /* a conflict: never below commit (prev >= commit) */
@@ -866,9 +877,10 @@ static void on_snapshot(qc_raft *r, const qc_msg *m, uint64_t now)
         respond(r, m, QC_MSG_APPEND_RESP, 1, r->term);
         return;
     }
+    uint64_t leader = (m->flags & QC_MSG_FLAG_RELAY) ? 0 : m->from; /* a relay leads nobody */
     if (m->term > r->term || r->role != QC_ROLE_FOLLOWER)
-        become_follower(r, m->term, m->from, QC_DEMOTE_HIGHER_TERM, now);
-    follow(r, m->from, now);
+        become_follower(r, m->term, leader, QC_DEMOTE_HIGHER_TERM, now);
+    follow(r, leader, now);
     qc_msg *resp = respond(r, m, QC_MSG_APPEND_RESP, 0, r->term);
     if (!resp) return;
     if (m->index <= r->commit || r->snapshot_pending) {
@@ -885,7 +897,8 @@ static void on_snapshot(qc_raft *r, const qc_msg *m, uint64_t now)
     const qc_entry *conf = m->n_entries >= 2 ? &m->entries[1] : NULL;
     qc_member members[QC_RAFT_MAX_MEMBERS];
     size_t n_members, used;
-    if (!conf || qc_raft_conf_read(conf->data, conf->len, members, &n_members, &used)) {
+    if (!conf || conf->index > m->index ||
+        qc_raft_conf_read(conf->data, conf->len, members, &n_members, &used)) {
         resp->reject = 1;
         resp->index = last_index(r);
         return;
@@ -991,6 +1004,7 @@ static void on_append_resp(qc_raft *r, const qc_msg *m, uint64_t now)
     if (m->index > p->match) {
         p->match = m->index;
         maybe_commit(r);
+        if (r->role != QC_ROLE_LEADER) return; /* it handed over just now */
     }
     if (p->next <= p->match) p->next = p->match + 1;
     p->probing = 0;
@@ -1058,6 +1072,7 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
             }
         }
         if (!can_lead(r) || r->relay) hand_off(r, now);
+        if (r->role != QC_ROLE_LEADER) return; /* it stepped down just now */
         if (now >= r->heartbeat_deadline) send_heartbeats(r, now);
         return;
     case QC_ROLE_FOLLOWER:
@@ -1257,6 +1272,7 @@ int qc_raft_restore(qc_raft *r, uint64_t snap_index, uint64_t snap_term, const q
                     size_t n)
 {
     if (r->n_log || (n && entries[0].index != snap_index + 1)) return QC_EINVAL;
+    if (r->base_conf.index > snap_index) return QC_EINVAL; /* a snapshot that cannot be */
     r->snap_index = snap_index;
     r->snap_term = snap_term;
     for (size_t i = 0; i < n; i++) {

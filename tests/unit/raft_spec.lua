@@ -474,3 +474,47 @@ describe("raft membership", function()
     assert.are.equal("shutdown", demoted[#demoted].reason)
   end)
 end)
+
+describe("raft relays", function()
+  it("an append from a relay names no leader, in a higher term or the same", function()
+    local n = qcraft.new { id = 1, peers = { 1, 2, 3 }, now = 0 }
+    n:step({ type = "append", from = 2, to = 1, term = 5, ctx = 1000, index = 0, log_term = 0,
+      commit = 0, flags = 4 }, 1000)
+    assert.are.equal(5, n:term())
+    assert.are.equal(0, n:leader())
+    local m = qcraft.new { id = 1, peers = { 1, 2, 3 }, now = 0 }
+    m:step({ type = "append", from = 2, to = 1, term = 5, ctx = 1000, index = 0, log_term = 0,
+      commit = 0 }, 1000)
+    assert.are.equal(2, m:leader(), "an ordinary append does name its sender")
+  end)
+
+  it("a leader that removes itself sends nothing as leader once it stepped down", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    local rest = {}
+    for i = 1, 3 do if i ~= l then rest[#rest + 1] = { id = i, voter = true } end end
+    local lagging = rest[2].id
+    c:cut_link(l, lagging, true)
+    for k = 1, 600 do c.nodes[l]:propose("x" .. k, c.now) end
+    c:process(l)
+    c:advance(5)
+    assert.are.equal(0, (c.nodes[l]:propose_config(rest, c.now)))
+    for k = 1, 600 do c.nodes[l]:propose("y" .. k, c.now) end
+    c:process(l)
+    c:advance(5)
+    c:cut_link(l, lagging, false)
+    local stepped_down_at
+    c:advance(1000, function(self)
+      local node = self.nodes[l]
+      if not stepped_down_at and node:role() ~= "leader" then stepped_down_at = #self.sent end
+    end)
+    assert.is_truthy(stepped_down_at, "it stepped down")
+    for k = stepped_down_at + 1, #c.sent do
+      local m = c.sent[k]
+      assert.is_false(m.from == l and m.type == "append", "an append after stepping down")
+    end
+    assert.is_truthy(c:leader())
+    assert.are_not.equal(l, c:leader())
+  end)
+end)
