@@ -25,17 +25,13 @@
 #include "json.h"
 #include "log.h"
 
-#define IN_CAP 16384 /* unparsed request bytes kept per connection */
-#define HDR_MAX 8192 /* request line plus headers */
-#define URL_MAX 4096 /* a 1 KiB binary key, percent-encoded, fits */
-#define AUTH_MAX 512
-#define OUT_HIGH (256 * 1024) /* stop parsing while this much output waits */
-#ifndef QC_API_IDLE_S
-#define QC_API_IDLE_S 60.0 /* idle connections close after this */
-#endif
-#define IDLE_S QC_API_IDLE_S
+#define IN_CAP 16384                    /* unparsed request bytes kept per connection */
+#define HDR_MAX QC_API_MAX_HEADER       /* request line plus headers */
+#define HDR_LINE 4                      /* ": " and CRLF, counted for each header */
+#define URL_MAX QC_API_MAX_URL          /* a 1 KiB binary key, percent-encoded, fits */
+#define AUTH_MAX (QC_API_MAX_TOKEN + 7) /* "Bearer " and the token */
+#define OUT_HIGH (256 * 1024)           /* stop parsing while this much output waits */
 #define LINGER_S 2.0
-#define MAX_CONNS 512
 #define PEERS_STACK 16
 
 typedef struct conn conn;
@@ -69,6 +65,7 @@ struct conn {
     int field_done, hdr_kind, url_overflow;
     char auth[AUTH_MAX + 1];
     size_t auth_len;
+    int auth_over; /* the Authorization value was longer than AUTH_MAX */
     int expect_continue;
     char *body;
     size_t body_len, body_cap, body_max;
@@ -81,6 +78,11 @@ struct conn {
     int busy;    /* parked or transfer pending: parse nothing more */
     int closing; /* last response queued */
     int lingering, eof, dead;
+    /* the connection's timer (idle) runs to the earliest deadline; see
+     * timer_arm */
+    ev_tstamp progress;  /* last answer byte sent, request in, or open */
+    ev_tstamp req_start; /* first byte of the request under way; 0: none */
+    ev_tstamp linger_start;
     /* parked /v1/leader?wait */
     int parked, park_has_term;
     uint64_t park_term;
@@ -94,18 +96,28 @@ struct qc_api {
     const qc_view *view;
     qc_metrics *metrics;
     char *token;
+    size_t token_len;
     size_t max_kv_body; /* largest PUT /v1/kv body taken */
     int fd;
     ev_io accept_w;
     ev_prepare reaper;
     conn *conns, *zombies;
     int nconns;
+    int max_conns;
+    double idle_s, request_s;
 };
 
 enum { HDR_OTHER = 0, HDR_AUTH, HDR_EXPECT };
 
 static void conn_process(conn *c);
 static void conn_flush(conn *c);
+static void respond_error(conn *c, int status, const char *msg, const char *extra);
+
+/* qcluster_api_limit_total{limit=NAME}: a limit turned a client away. */
+static void limit_hit(const qc_api *a, const char *name)
+{
+    qc_metrics_add(a->metrics, "qcluster_api_limit_total", "limit", name, 1);
+}
 
 /* ---------- connection lifecycle ---------- */
 
@@ -153,6 +165,7 @@ static void conn_close(conn *c)
     list_unlink(&a->conns, c);
     list_push(&a->zombies, c);
     a->nconns--;
+    qc_metrics_set(a->metrics, "qcluster_api_connections", NULL, NULL, a->nconns);
     ev_prepare_start(a->loop, &a->reaper);
 }
 
@@ -180,10 +193,34 @@ static void reap_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     ev_prepare_stop(loop, w);
 }
 
+/* Sets the connection's timer to the earliest deadline that applies:
+ * lingering: LINGER_S after the half-close; busy (a long-poll or a view
+ * callback pending): none, those end on their own; a request under way:
+ * request_s after its first byte; an idle keep-alive connection, or an
+ * answer the client does not read: idle_s after the last progress. Bytes
+ * that start no request (blank lines) do not count as progress. */
+static void timer_arm(conn *c)
+{
+    qc_api *a = c->api;
+    if (c->dead) return;
+    ev_timer_stop(a->loop, &c->idle);
+    if (c->busy && !c->lingering) return;
+    ev_tstamp at = c->progress + a->idle_s;
+    if (c->lingering) {
+        at = c->linger_start + LINGER_S;
+    } else if (c->req_start > 0 && c->req_start + a->request_s < at) {
+        at = c->req_start + a->request_s;
+    }
+    ev_tstamp left = at - ev_now(a->loop);
+    ev_timer_set(&c->idle, left > 0 ? left : 0., 0.);
+    ev_timer_start(a->loop, &c->idle);
+}
+
+/* Something moved (an answer went out, a request came in, a wait ended). */
 static void touch(conn *c)
 {
-    c->idle.repeat = c->lingering ? LINGER_S : IDLE_S;
-    ev_timer_again(c->api->loop, &c->idle);
+    c->progress = ev_now(c->api->loop);
+    timer_arm(c);
 }
 
 /* ---------- output ---------- */
@@ -211,6 +248,7 @@ static const char *status_text(int status)
     case 401: return "Unauthorized";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
     case 414: return "URI Too Long";
@@ -229,8 +267,12 @@ static void respond(conn *c, int status, const char *ctype, const char *body, si
     if (c->dead) return;
     /* err_status: the parser gave up on this request (e.g. a body over the
      * limit), so the rest of the input cannot be trusted. */
-    if (!c->keep_alive || c->err_status || status == 400 || status == 414 || status == 431)
+    if (!c->keep_alive || c->err_status || status == 400 || status == 408 || status == 414 ||
+        status == 431)
         c->closing = 1;
+    /* An answer to HEAD has the headers of the answer to GET and no body
+     * (RFC 9110 9.3.2): a body would be read as the next response. */
+    if (c->method == HTTP_HEAD) len = 0;
     char head[512];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
@@ -280,8 +322,9 @@ static void begin_linger(conn *c)
         return;
     }
     c->lingering = 1;
+    c->linger_start = ev_now(c->api->loop);
     ev_io_start(c->api->loop, &c->rio);
-    touch(c);
+    timer_arm(c);
 }
 
 static void conn_flush(conn *c)
@@ -447,6 +490,7 @@ static void h_members(conn *c, const req *r)
 /* Finds name or name=value in the query: 1 with the raw value, else 0. */
 static int query_find(const req *r, const char *name, const char **val, size_t *vlen)
 {
+    if (!r->query) return 0; /* no query: NULL + 0 would be undefined */
     size_t nl = strlen(name);
     const char *q = r->query, *end = r->query + r->query_len;
     while (q && q < end) {
@@ -1319,16 +1363,23 @@ static int is_write(int method)
            method == HTTP_PATCH;
 }
 
-/* Constant-time in the token's content; the length may leak. */
+/* Takes the same time whatever the given token and the real one hold:
+ * every byte of a fixed span is compared, the lengths included, with no
+ * early exit and no branch on their content. */
 static int auth_ok(const conn *c)
 {
     const char *tok = c->api->token;
     if (!tok) return 1;
-    if (c->auth_len < 7 || strncasecmp(c->auth, "Bearer ", 7) != 0) return 0;
-    const char *given = c->auth + 7;
-    size_t gl = c->auth_len - 7, tl = strlen(tok);
-    unsigned char diff = gl != tl;
-    for (size_t i = 0; i < tl; i++) diff |= (unsigned char)(tok[i] ^ given[i < gl ? i : 0]);
+    if (c->auth_over || c->auth_len < 7 || strncasecmp(c->auth, "Bearer ", 7) != 0) return 0;
+    const unsigned char *given = (const unsigned char *)c->auth + 7;
+    const unsigned char *want = (const unsigned char *)tok;
+    size_t gl = c->auth_len - 7, tl = c->api->token_len, span = AUTH_MAX - 7;
+    volatile unsigned diff = (unsigned)(gl ^ tl);
+    for (size_t i = 0; i < span; i++) {
+        /* masks rather than branches: bytes past an end compare as 0 */
+        unsigned g = i < gl ? given[i] : 0, w = i < tl ? want[i] : 0;
+        diff |= g ^ w;
+    }
     return diff == 0;
 }
 
@@ -1371,10 +1422,21 @@ static size_t body_limit(conn *c, int method)
     return QC_API_MAX_BODY;
 }
 
+/* A write this route takes, without the right token: refused before its
+ * body is read. Unknown paths and methods go on to their 404 and 405. */
+static int write_refused(conn *c, int method)
+{
+    req r;
+    if (!is_write(method) || auth_ok(c) || split_url(c, &r) != 0) return 0;
+    const struct route *rt = route_find(&r);
+    return rt && method >= 0 && method < 32 && (rt->methods & METHOD(method));
+}
+
 static void dispatch(conn *c)
 {
     req r;
     if (c->url_overflow) {
+        limit_hit(c->api, "url");
         respond_error(c, 414, "request target too long", NULL);
         return;
     }
@@ -1414,7 +1476,10 @@ static int hdr_count(conn *c, size_t n)
 static int on_message_begin(http_parser *p)
 {
     conn *c = p->data;
+    c->req_start = ev_now(c->api->loop);
+    c->method = -1;
     c->url_len = c->hdr_bytes = c->field_len = c->auth_len = c->body_len = 0;
+    c->auth_over = 0;
     c->body_max = QC_API_MAX_BODY;
     body_trim(c);
     c->field_done = c->url_overflow = c->expect_continue = c->err_status = 0;
@@ -1458,14 +1523,16 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     conn *c = p->data;
     if (hdr_count(c, n)) return -1;
     if (!c->field_done) {
+        if (hdr_count(c, HDR_LINE)) return -1;
         c->field_done = 1;
         c->hdr_kind = strcasecmp(c->field, "authorization") == 0 ? HDR_AUTH
                       : strcasecmp(c->field, "expect") == 0      ? HDR_EXPECT
                                                                  : HDR_OTHER;
-        if (c->hdr_kind == HDR_AUTH) c->auth_len = 0;
+        if (c->hdr_kind == HDR_AUTH) c->auth_len = c->auth_over = 0;
     }
     if (c->hdr_kind == HDR_AUTH) {
         size_t k = c->auth_len + n <= AUTH_MAX ? n : AUTH_MAX - c->auth_len;
+        if (k < n) c->auth_over = 1; /* never compared cut short */
         memcpy(c->auth + c->auth_len, at, k);
         c->auth_len += k;
         c->auth[c->auth_len] = '\0';
@@ -1478,6 +1545,11 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
 static int on_headers_complete(http_parser *p)
 {
     conn *c = p->data;
+    c->method = (int)p->method;
+    if (write_refused(c, (int)p->method)) {
+        c->err_status = 401; /* before reading a body nobody may send */
+        return -1;
+    }
     c->body_max = body_limit(c, (int)p->method);
     if (p->content_length != ULLONG_MAX && p->content_length > c->body_max) {
         c->err_status = 413;
@@ -1514,6 +1586,8 @@ static int on_body(http_parser *p, const char *at, size_t n)
 static int on_message_complete(http_parser *p)
 {
     conn *c = p->data;
+    c->req_start = 0;
+    c->progress = ev_now(c->api->loop);
     c->method = (int)p->method;
     c->keep_alive = http_should_keep_alive(p);
     http_parser_pause(p, 1);
@@ -1534,9 +1608,14 @@ static void parse_failed(conn *c)
 {
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     c->keep_alive = 0;
-    if (c->err_status == 413) {
+    if (c->err_status == 401) {
+        limit_hit(c->api, "auth");
+        respond_error(c, 401, "missing or wrong bearer token", "WWW-Authenticate: Bearer\r\n");
+    } else if (c->err_status == 413) {
+        limit_hit(c->api, "body");
         respond_error(c, 413, "request body too large", NULL);
     } else if (c->err_status == 431) {
+        limit_hit(c->api, "header");
         respond_error(c, 431, "request headers too large", NULL);
     } else {
         char msg[160];
@@ -1579,6 +1658,7 @@ static void conn_process(conn *c)
         ev_io_start(c->api->loop, &c->rio);
     else if (!c->lingering)
         ev_io_stop(c->api->loop, &c->rio);
+    timer_arm(c);
 }
 
 /* ---------- reading, accepting ---------- */
@@ -1608,17 +1688,29 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
     if (n == 0) c->eof = 1;
     c->in_len += (size_t)n;
-    touch(c);
-    conn_process(c);
+    conn_process(c); /* arms the timer: reads alone are no progress */
 }
 
+/* The deadline timer_arm set has passed. */
 static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     conn *c = w->data;
+    qc_api *a = c->api;
     if (c->busy && !c->lingering) return; /* a parked request has its own timer */
-    conn_close(c);
+    if (c->lingering || c->closing || c->out_off < c->out_len || c->req_start <= 0) {
+        if (!c->lingering && !c->closing) limit_hit(a, "idle");
+        conn_close(c);
+        return;
+    }
+    /* The request did not arrive whole in time: say so, then close. */
+    char msg[96];
+    snprintf(msg, sizeof msg, "request not received within %g s", a->request_s);
+    limit_hit(a, "request_timeout");
+    c->keep_alive = 0;
+    c->req_start = 0;
+    respond_error(c, 408, msg, NULL);
 }
 
 static int set_nonblock(int fd)
@@ -1628,13 +1720,14 @@ static int set_nonblock(int fd)
     return fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ? -1 : 0;
 }
 
-static void conn_open(qc_api *a, int fd)
+/* Serves fd (non-blocking already); closes it when out of memory. */
+static int conn_open(qc_api *a, int fd)
 {
     conn *c = calloc(1, sizeof *c);
     if (!c) {
         qc_log(QC_LOG_WARN, "api", "out of memory for a connection");
         close(fd);
-        return;
+        return QC_ENOMEM;
     }
     c->api = a;
     c->fd = fd;
@@ -1648,8 +1741,33 @@ static void conn_open(qc_api *a, int fd)
     c->rio.data = c->wio.data = c->idle.data = c->wait.data = c;
     list_push(&a->conns, c);
     a->nconns++;
+    qc_metrics_set(a->metrics, "qcluster_api_connections", NULL, NULL, a->nconns);
     ev_io_start(a->loop, &c->rio);
     touch(c);
+    return QC_OK;
+}
+
+/* Over the connection limit: a short 503 if the socket takes it at once,
+ * then close. What the client already sent is read first, so that the
+ * close does not turn into a reset that could discard the answer. */
+static void conn_refuse(qc_api *a, int fd)
+{
+    char msg[160];
+    int body =
+        snprintf(msg, sizeof msg, "{\"error\":\"too many connections (limit %d)\"}", a->max_conns);
+    char out[400];
+    int n = snprintf(out, sizeof out,
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
+                     body, msg);
+    limit_hit(a, "connections");
+    char sink[4096];
+    while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+    }
+    if (n > 0 && (size_t)n < sizeof out &&
+        send(fd, out, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) == n)
+        shutdown(fd, SHUT_WR);
+    close(fd);
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -1664,7 +1782,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                 qc_log(QC_LOG_WARN, "api", "accept: %s", strerror(errno));
             return;
         }
-        if (a->nconns >= MAX_CONNS || set_nonblock(fd) != 0) {
+        if (a->nconns >= a->max_conns) {
+            conn_refuse(a, fd);
+            continue;
+        }
+        if (set_nonblock(fd) != 0) {
             close(fd);
             continue;
         }
@@ -1716,9 +1838,16 @@ int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *
                qc_metrics *metrics, const char *token, qc_api **out)
 {
     if (!loop || !view || !out || port < 0 || port > 65535) return QC_EINVAL;
+    if (token && strlen(token) > QC_API_MAX_TOKEN) {
+        qc_log(QC_LOG_ERROR, "api", "api_token is longer than %d bytes", QC_API_MAX_TOKEN);
+        return QC_EINVAL;
+    }
     qc_api *a = calloc(1, sizeof *a);
-    if (a) a->max_kv_body = QC_API_MAX_KV_BODY;
     if (!a) return QC_ENOMEM;
+    a->max_kv_body = QC_API_MAX_KV_BODY;
+    a->max_conns = QC_API_MAX_CONNS;
+    a->idle_s = QC_API_IDLE_TIMEOUT_S;
+    a->request_s = QC_API_REQUEST_TIMEOUT_S;
     a->loop = loop;
     a->view = view;
     a->metrics = metrics;
@@ -1726,6 +1855,11 @@ int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *
         free(a);
         return QC_ENOMEM;
     }
+    a->token_len = a->token ? strlen(a->token) : 0;
+    qc_metrics_declare(metrics, "qcluster_api_limit_total", QC_METRIC_COUNTER,
+                       "API requests and connections turned away by a limit");
+    qc_metrics_declare(metrics, "qcluster_api_connections", QC_METRIC_GAUGE,
+                       "API connections open now");
     int rc = listen_on(host, port, &a->fd);
     if (rc) {
         free(a->token);
@@ -1740,6 +1874,30 @@ int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *
     *out = a;
     return QC_OK;
 }
+
+void qc_api_set_limits(qc_api *a, const qc_api_limits *limits)
+{
+    if (!a || !limits) return;
+    if (limits->max_conns > 0) a->max_conns = limits->max_conns;
+    if (limits->idle_timeout_s > 0) a->idle_s = limits->idle_timeout_s;
+    if (limits->request_timeout_s > 0) a->request_s = limits->request_timeout_s;
+}
+
+int qc_api_adopt(qc_api *a, int fd)
+{
+    if (!a || fd < 0) return QC_EINVAL;
+    if (a->nconns >= a->max_conns) {
+        conn_refuse(a, fd);
+        return QC_EBUSY;
+    }
+    if (set_nonblock(fd) != 0) {
+        close(fd);
+        return QC_EIO;
+    }
+    return conn_open(a, fd);
+}
+
+int qc_api_connections(const qc_api *a) { return a ? a->nconns : 0; }
 
 void qc_api_set_max_value(qc_api *a, size_t bytes)
 {

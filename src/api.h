@@ -13,13 +13,40 @@
 
 typedef struct qc_api qc_api;
 
-#define QC_API_MAX_BODY (64 * 1024) /* larger requests get 413 */
+/* Limits. Each is answered with a clear error and counted in
+ * qcluster_api_limit_total{limit=...}; none stalls the loop or another
+ * client. */
+#define QC_API_MAX_BODY (64 * 1024) /* larger requests get 413 (limit="body") */
 /* PUT /v1/kv/KEY: the default value limit plus slack, so a value just over
  * the store's limit is still read and answered 413 by the store. */
 #define QC_API_MAX_KV_BODY (QC_KV_MAX_VALUE_DEFAULT + 64 * 1024)
+/* Request line and headers together (each header counted with its ": " and
+ * CRLF): larger get 431 (limit="header"); a request target over
+ * QC_API_MAX_URL bytes gets 414 (limit="url"). Both close the connection. */
+#define QC_API_MAX_HEADER 8192
+#define QC_API_MAX_URL 4096
+/* Connections open at once. One more is answered "503 too many
+ * connections" with Connection: close and closed at once, before any of its
+ * request is read (limit="connections"). */
+#define QC_API_MAX_CONNS 512
+/* A keep-alive connection with no request under way (or whose client reads
+ * nothing of its answer) for this long is closed (limit="idle"). */
+#define QC_API_IDLE_TIMEOUT_S 60.0
+/* A request must arrive whole, headers and body, within this long from its
+ * first byte; else 408 and the connection closes (limit="request_timeout").
+ * Slow clients cannot hold a connection by trickling bytes. */
+#define QC_API_REQUEST_TIMEOUT_S 30.0
 #define QC_API_MAX_WAIT_S 300 /* longest ?wait= honoured */
 
-/* Binds host:port and serves at once. view and metrics must outlive it.
+/* Writes (POST, PUT, DELETE) need the token when one is set: a wrong or
+ * missing one gets 401 as soon as the headers are in, before any body is
+ * read, and closes the connection (limit="auth"). The comparison takes the
+ * same time whatever the token's content and length. A token may be up to
+ * QC_API_MAX_TOKEN bytes (qc_api_new refuses a longer one). */
+#define QC_API_MAX_TOKEN 1024
+
+/* Binds host:port (port 0: any free one) and serves at once. view and
+ * metrics (may be NULL) must outlive it.
  * token: required as "Authorization: Bearer TOKEN" on writes (NULL: none).
  * The key and value given to view->kv_*, and the addresses, identifier and
  * metadata given to view->join/leave/set_metadata, live only during that
@@ -35,5 +62,20 @@ void qc_api_free(qc_api *a);
 void qc_api_set_max_value(qc_api *a, size_t bytes);
 /* The leader or the term changed: parked /v1/leader?wait requests re-check. */
 void qc_api_notify(qc_api *a);
+
+/* Overrides of the limits above, for tests (api_fake's QC_FAKE_API_* env);
+ * a field at 0 keeps the default. Applies to connections accepted later. */
+typedef struct qc_api_limits {
+    int max_conns;
+    double idle_timeout_s, request_timeout_s;
+} qc_api_limits;
+void qc_api_set_limits(qc_api *a, const qc_api_limits *limits);
+/* Serves fd, a connected stream socket (a socketpair in tests and the fuzz
+ * target), as if it had been accepted; the API owns and closes it. 0;
+ * QC_EBUSY over the connection limit (answered 503 and closed as above),
+ * QC_EIO or QC_ENOMEM (fd closed). */
+int qc_api_adopt(qc_api *a, int fd);
+/* Connections open now (tests). */
+int qc_api_connections(const qc_api *a);
 
 #endif

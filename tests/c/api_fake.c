@@ -4,7 +4,9 @@
  * SIGINT stops it cleanly. It holds a small in-memory KV store (see the
  * KV section for its special keys; none when QC_FAKE_NO_KV is set) and
  * answers membership requests (see that section; none when
- * QC_FAKE_NO_MEMBERS is set).
+ * QC_FAKE_NO_MEMBERS is set). The API's limits can be made small for the
+ * specs: QC_FAKE_API_MAX_CONNS, QC_FAKE_API_IDLE_S, QC_FAKE_API_REQUEST_S
+ * (see qc_api_set_limits).
  * Usage: api_fake PORT [TOKEN]. Never linked into the agent. */
 #include <signal.h>
 #include <stdio.h>
@@ -558,6 +560,15 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     }
 }
 
+/* A positive number from the environment, or 0 (keep the default). */
+static double env_number(const char *name)
+{
+    const char *v = getenv(name);
+    char *end;
+    double d = v ? strtod(v, &end) : 0;
+    return v && *v && !*end && d > 0 ? d : 0;
+}
+
 static void fill_metrics(qc_metrics *m)
 {
     qc_metrics_declare(m, "qcluster_term", QC_METRIC_GAUGE, "Current term.");
@@ -628,6 +639,10 @@ int main(int argc, char **argv)
         qc_metrics_free(f.metrics);
         return 1;
     }
+    qc_api_limits limits = {.max_conns = (int)env_number("QC_FAKE_API_MAX_CONNS"),
+                            .idle_timeout_s = env_number("QC_FAKE_API_IDLE_S"),
+                            .request_timeout_s = env_number("QC_FAKE_API_REQUEST_S")};
+    qc_api_set_limits(f.api, &limits);
     int sigs[] = {SIGUSR1, SIGUSR2, SIGTERM, SIGINT};
     ev_signal sw[4];
     for (int i = 0; i < 4; i++) {

@@ -344,3 +344,222 @@ describe("qc_api without a token", function()
     assert.are.equal(200, status)
   end)
 end)
+
+-- Limits (src/api.h): the real values are long, so api_fake takes small
+-- ones from QC_FAKE_API_* for these specs.
+describe("qc_api limits", function()
+  local port, pid
+
+  local function start(env)
+    port = 18000 + math.random(0, 9999)
+    pid = start_fake(port, TOKEN, env)
+  end
+
+  after_each(function()
+    if pid then os.execute("kill " .. pid) end
+    pid = nil
+  end)
+
+  local function closed(s)
+    local line, err = s:receive("*l")
+    return line == nil and (err == "closed" or err == "connection reset by peer"), err or line
+  end
+
+  local function limit_count(name)
+    local _, _, body = request(port, "GET", "/metrics")
+    return tonumber(body:match('qcluster_api_limit_total{limit="' .. name .. '"} (%d+)')) or 0
+  end
+
+  it("a connection over the limit gets 503 and is closed; the others are served", function()
+    start("QC_FAKE_API_MAX_CONNS=3")
+    local held = {}
+    for i = 1, 3 do
+      held[i] = connect(port)
+      assert(held[i]:send("GET /v1/status HTTP/1.1\r\n\r\n"))
+      assert.are.equal(200, (read_response(held[i])))
+    end
+    -- the fourth is answered at once, before it sends anything
+    local extra = connect(port)
+    local status, headers, body = read_response(extra)
+    assert.are.equal(503, status)
+    assert.are.equal("close", headers["connection"])
+    assert.are.equal("1", headers["retry-after"])
+    assert.are.equal("too many connections (limit 3)", cjson.decode(body).error)
+    assert.is_true((closed(extra)))
+    extra:close()
+    -- the held ones still work, and a freed slot takes a new client
+    assert(held[1]:send("GET /v1/members HTTP/1.1\r\n\r\n"))
+    assert.are.equal(200, (read_response(held[1])))
+    held[3]:close()
+    socket.sleep(0.1)
+    local s = connect(port)
+    assert(s:send("GET /metrics HTTP/1.1\r\n\r\n"))
+    local st, _, text = read_response(s)
+    assert.are.equal(200, st)
+    assert.matches('qcluster_api_limit_total{limit="connections"} 1', text, 1, true)
+    assert.matches("qcluster_api_connections 3", text, 1, true)
+    s:close()
+    held[1]:close()
+    held[2]:close()
+  end)
+
+  it("a request whose headers do not arrive in time gets 408, trickling or not", function()
+    start("QC_FAKE_API_REQUEST_S=0.5")
+    local s = connect(port)
+    local t0 = socket.gettime()
+    assert(s:send("GET /v1/sta"))
+    for _ = 1, 3 do -- a byte now and then does not buy more time
+      socket.sleep(0.2)
+      s:send("t")
+    end
+    local status, headers, body = read_response(s)
+    local dt = socket.gettime() - t0
+    assert.are.equal(408, status)
+    assert.are.equal("close", headers["connection"])
+    assert.matches("request not received within 0.5 s", cjson.decode(body).error, 1, true)
+    assert.is_true(dt >= 0.45 and dt < 2, "answered after " .. dt)
+    assert.is_true((closed(s)))
+    s:close()
+    assert.are.equal(1, limit_count("request_timeout"))
+  end)
+
+  it("a body that does not arrive in time gets 408 too", function()
+    start("QC_FAKE_API_REQUEST_S=0.5")
+    local s = connect(port)
+    assert(s:send("PUT /v1/kv/k HTTP/1.1\r\nAuthorization: Bearer " .. TOKEN ..
+      "\r\nContent-Length: 10\r\n\r\nabc"))
+    assert.are.equal(408, (read_response(s)))
+    assert.is_true((closed(s)))
+    s:close()
+    -- nothing was written
+    assert.are.equal(404, (request(port, "GET", "/v1/kv/k")))
+  end)
+
+  it("an idle keep-alive connection is closed, and blank lines do not keep it open", function()
+    start("QC_FAKE_API_IDLE_S=0.5")
+    local s = connect(port)
+    assert(s:send("GET /v1/status HTTP/1.1\r\n\r\n"))
+    assert.are.equal(200, (read_response(s)))
+    local t0 = socket.gettime()
+    assert.is_true((closed(s)))
+    local dt = socket.gettime() - t0
+    assert.is_true(dt >= 0.4 and dt < 2, "closed after " .. dt)
+    s:close()
+    local b = connect(port)
+    t0 = socket.gettime()
+    for _ = 1, 4 do
+      socket.sleep(0.2)
+      b:send("\r\n")
+    end
+    assert.is_true((closed(b)))
+    assert.is_true(socket.gettime() - t0 < 2)
+    b:close()
+    assert.is_true(limit_count("idle") >= 2)
+  end)
+
+  it("a connection in use is not cut, nor is a long-poll that outlasts both timeouts", function()
+    start("QC_FAKE_API_IDLE_S=0.5 QC_FAKE_API_REQUEST_S=0.5")
+    local s = connect(port)
+    for _ = 1, 5 do
+      assert(s:send("GET /v1/status HTTP/1.1\r\n\r\n"))
+      assert.are.equal(200, (read_response(s)))
+      socket.sleep(0.3)
+    end
+    local t0 = socket.gettime()
+    assert(s:send("GET /v1/leader?wait=1.2 HTTP/1.1\r\n\r\n"))
+    local status, headers = read_response(s)
+    assert.are.equal(503, status) -- no leader: the wait ran out
+    assert.are.equal("keep-alive", headers["connection"])
+    assert.is_true(socket.gettime() - t0 >= 1.1)
+    s:close()
+  end)
+
+  it("headers over 8 KiB get 431, counted with their separators", function()
+    start()
+    local h = {}
+    for i = 1, 1500 do h["x" .. i] = "y" end -- ~ 1500 * 7 bytes, most of it separators
+    local status, headers = request(port, "GET", "/v1/status", { headers = h })
+    assert.are.equal(431, status)
+    assert.are.equal("close", headers["connection"])
+    assert.are.equal(414, (request(port, "GET", "/v1/kv/" .. string.rep("k", 5000))))
+    assert.are.equal(1, limit_count("header"))
+    assert.are.equal(1, limit_count("url"))
+  end)
+
+  it("HEAD is answered without a body, so the next response is read right", function()
+    start()
+    local s = connect(port)
+    assert(s:send("HEAD /v1/status HTTP/1.1\r\n\r\nGET /v1/status HTTP/1.1\r\n\r\n"))
+    local status, headers = read_response(s)
+    assert.are.equal(405, status)
+    assert.are.equal("0", headers["content-length"])
+    assert.are.equal(200, (read_response(s)))
+    s:close()
+  end)
+end)
+
+describe("qc_api write guard", function()
+  local port, pid
+
+  before_each(function()
+    port = 18000 + math.random(0, 9999)
+    pid = start_fake(port, TOKEN)
+  end)
+
+  after_each(function()
+    if pid then os.execute("kill " .. pid) end
+    pid = nil
+  end)
+
+  local writes = {
+    { "POST", "/v1/transfer-leadership", '{"to":"server_b"}' },
+    { "POST", "/v1/join", '{"address":"10.0.0.9:7001"}' },
+    { "POST", "/v1/leave", '{"identifier":"server_c"}' },
+    { "PUT", "/v1/self/metadata", '{"zone":"x"}' },
+    { "PUT", "/v1/kv/guarded", "v" },
+    { "DELETE", "/v1/kv/guarded", "" },
+  }
+
+  it("every write route answers 401 without the right token and does nothing", function()
+    local wrong = {
+      {}, auth("wrong"), auth(TOKEN .. "x"), auth(TOKEN:sub(1, -2)), auth(""),
+      { Authorization = TOKEN }, { Authorization = "Basic " .. TOKEN },
+      auth(TOKEN .. string.rep("x", 2000)),
+    }
+    for _, w in ipairs(writes) do
+      for _, h in ipairs(wrong) do
+        local status, headers = request(port, w[1], w[2], { body = w[3], headers = h })
+        assert.are.equal(401, status, w[1] .. " " .. w[2])
+        assert.are.equal("Bearer", headers["www-authenticate"])
+      end
+    end
+    -- nothing changed: the key was never written, the metadata is as it was
+    assert.are.equal(404, (request(port, "GET", "/v1/kv/guarded")))
+    local _, _, _, m = request(port, "GET", "/v1/members")
+    assert.are.same({}, m[1].metadata)
+  end)
+
+  it("every write route takes the right token, in any case of Bearer", function()
+    for _, w in ipairs(writes) do
+      local status = request(port, w[1], w[2], { body = w[3], headers = { Authorization = "bearer " .. TOKEN } })
+      assert.are_not.equal(401, status, w[1] .. " " .. w[2])
+      assert.is_true(status < 300, w[1] .. " " .. w[2] .. " gave " .. status)
+    end
+  end)
+
+  it("refuses an unauthenticated write before reading its body, even with 100-continue", function()
+    local s = connect(port)
+    assert(s:send("PUT /v1/kv/big HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1000000\r\n\r\n"))
+    local status, headers, body = read_response(s)
+    assert.are.equal(401, status) -- not "100 Continue": no body was asked for
+    assert.are.equal("close", headers["connection"])
+    assert.is_string(cjson.decode(body).error)
+    s:close()
+  end)
+
+  it("reads need no token", function()
+    assert.are.equal(200, (request(port, "GET", "/v1/status")))
+    assert.are.equal(200, (request(port, "GET", "/v1/kv")))
+    assert.are.equal(404, (request(port, "GET", "/v1/kv/nothing")))
+  end)
+end)
