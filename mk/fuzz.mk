@@ -1,0 +1,63 @@
+# libFuzzer targets (tests/fuzz/, clang with libclang-rt; TOOLCHAIN.md 7).
+# `make fuzz` builds them, replays every seed and kept crash input, then runs
+# each target for FUZZ_SECONDS (default 30), through scripts/suite-fuzz.sh;
+# `make fuzz-build` only builds; `make fuzz-regress` only replays (seconds).
+# One target by hand: build/fuzz/fuzz_wire -max_total_time=60 tests/fuzz/corpus/wire
+# No `all:` prerequisite here: the normal build does not need clang.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=all
+FUZZ_TARGETS := wire members kv wal config_json config_lua api
+FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+FUZZ_BASE    := tests/fuzz/fuzz_util.c src/common.c src/log.c
+FUZZ_HDRS    := tests/fuzz/fuzz.h $(wildcard src/*.h)
+
+# Per target: its main file (plus defines) and the sources under test.
+FUZZ_MAIN_wire        := tests/fuzz/fuzz_wire.c
+FUZZ_SRCS_wire        := src/wire.c src/kv.c src/members.c src/json.c src/raft.c
+FUZZ_MAIN_members     := tests/fuzz/fuzz_members.c
+FUZZ_SRCS_members     := src/members.c src/json.c src/raft.c src/wire.c
+FUZZ_MAIN_kv          := tests/fuzz/fuzz_kv.c
+FUZZ_SRCS_kv          := src/kv.c src/wire.c
+FUZZ_MAIN_wal         := tests/fuzz/fuzz_wal.c
+FUZZ_SRCS_wal         := src/wal.c src/wire.c
+FUZZ_MAIN_config_json := tests/fuzz/fuzz_config.c
+FUZZ_DEFS_config_json := -DFUZZ_CONFIG_EXT='".json"'
+FUZZ_SRCS_config_json := src/config.c src/luajson.c build/embedded.c
+FUZZ_MAIN_config_lua  := tests/fuzz/fuzz_config.c
+FUZZ_DEFS_config_lua  := -DFUZZ_CONFIG_EXT='".lua"'
+FUZZ_SRCS_config_lua  := src/config.c src/luajson.c build/embedded.c
+FUZZ_MAIN_api         := tests/fuzz/fuzz_api.c
+FUZZ_SRCS_api         := src/api.c src/metrics.c src/json.c
+
+define FUZZ_RULE
+build/fuzz/fuzz_$(1): $(FUZZ_MAIN_$(1)) $(FUZZ_SRCS_$(1)) $(FUZZ_BASE) $(FUZZ_HDRS) | build/fuzz
+	$$(FUZZ_CC) $$(QC_CFLAGS) $$(FUZZ_CFLAGS) $(FUZZ_DEFS_$(1)) $(FUZZ_MAIN_$(1)) \
+	  $(FUZZ_SRCS_$(1)) $$(FUZZ_BASE) -o $$@ $$(QC_LDLIBS)
+endef
+$(foreach t,$(FUZZ_TARGETS),$(eval $(call FUZZ_RULE,$(t))))
+
+build/fuzz:
+	mkdir -p $@
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh scripts/suite-fuzz.sh
+
+fuzz-regress:
+	@FUZZ_SECONDS=0 sh scripts/suite-fuzz.sh
+
+.PHONY: fuzz fuzz-build fuzz-regress
+
+# Regenerates the binary seeds (wire, members, kv, wal) with the encoders.
+FUZZ_SEED_SRCS := tests/fuzz/mkseeds.c src/wire.c src/kv.c src/members.c src/json.c src/raft.c \
+                  src/wal.c src/common.c
+build/fuzz/mkseeds: $(FUZZ_SEED_SRCS) $(FUZZ_HDRS) | build/fuzz
+	$(CC) $(QC_CFLAGS) $(CFLAGS) $(FUZZ_SEED_SRCS) -o $@ $(QC_LDLIBS)
+
+fuzz-seeds: build/fuzz/mkseeds
+	build/fuzz/mkseeds tests/fuzz/corpus
+
+.PHONY: fuzz-seeds

@@ -1,0 +1,1 @@
+return { identifier = "n", listen_port = 7001, secret_file = "secret", api_token = ("x"):rep(3), metadata = setmetatable({}, {__index = function() return 1 end}), peers = { { identifier = "m", host = "::1", port = 7002, role = "learner", priority = 0 } }, join = {}, reap_after = 0.0001 }
