@@ -41,6 +41,7 @@ typedef struct member {
     int voting;
     uint64_t down_since; /* ms; 0 while up (reap_after) */
     int told_removed;    /* a leader told it it was removed */
+    int tell_tries;
 } member;
 
 typedef struct qc_agent qc_agent;
@@ -663,6 +664,12 @@ static int propose_list(qc_agent *a, const qc_members *ms)
     return rc;
 }
 
+static int is_wildcard(const char *host)
+{
+    return !strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !strcmp(host, "*") ||
+           !strcmp(host, "[::]");
+}
+
 /* The leader applies one request to the list in effect and proposes it.
  * QC_OK (proposed, or nothing to change), QC_EBUSY (another change is in
  * flight: ask again), QC_EINVAL with *why (refused), QC_ENOTFOUND. */
@@ -677,13 +684,15 @@ static int leader_change(qc_agent *a, int op, const qc_member_rec *rec, const ch
     } else if (op == QC_MEMBER_OP_JOIN && at >= 0) {
         const member *m = member_by_id(a, qc_hash_id(rec->identifier));
         int same = strcmp(ms.v[at].host, rec->host) == 0 && ms.v[at].port == rec->port;
-        if (same) {
+        if (same && !ms.v[at].voting) {
             rc = QC_OK; /* it is in already (asking again): it catches up as itself */
-        } else if ((m && m->up) || qc_hash_id(rec->identifier) == a->self_id) {
+        } else if ((m && m->up && !same) || qc_hash_id(rec->identifier) == a->self_id) {
             *why = "identifier in use by a live member";
             rc = QC_EINVAL;
         } else {
-            /* A member of that name is down: it goes first; ask again. */
+            /* A member of that name is down, or a voter asks to join again
+             * (its data is gone: it must not vote as what it was): it goes
+             * first, then comes back as a learner; ask again. */
             rc = qc_members_remove(&ms, rec->identifier);
             if (rc == QC_OK) rc = propose_list(a, &ms);
             if (rc == QC_OK) rc = QC_EBUSY;
@@ -691,8 +700,13 @@ static int leader_change(qc_agent *a, int op, const qc_member_rec *rec, const ch
         }
         qc_members_free(&ms);
         return rc;
+    } else if (op == QC_MEMBER_OP_UPDATE && at < 0) {
+        rc = QC_ENOTFOUND; /* not a member (any more): an update adds nobody */
     } else {
         qc_member_rec r = *rec;
+        /* A node listening on a wildcard address is reached where the list
+         * (or its join) says. */
+        if (is_wildcard(r.host) && at >= 0) r.host = ms.v[at].host;
         /* Voting is the leader's to decide: a newcomer starts as a learner,
          * an update keeps what the list says (a learner never votes). */
         r.voting = at >= 0 && ms.v[at].voting && rec->role != QC_MROLE_LEARNER;
@@ -738,8 +752,7 @@ static void on_member_frame(qc_agent *a, uint64_t peer, const uint8_t *data, siz
         qc_log(QC_LOG_WARN, "member", "dropped a malformed request from %s", name_of(a, peer));
         return;
     }
-    if (req.op == QC_MEMBER_OP_LEAVE && qc_hash_id(req.rec.identifier) == a->self_id &&
-        peer == leader_id(a)) {
+    if (req.op == QC_MEMBER_OP_LEAVE && qc_hash_id(req.rec.identifier) == a->self_id) {
         qc_log(QC_LOG_INFO, "member", "the leader removed this node from the cluster");
         for (member_wait *w = a->member_waits, *next; w; w = next) {
             next = w->next;
@@ -748,6 +761,9 @@ static void on_member_frame(qc_agent *a, uint64_t peer, const uint8_t *data, siz
         }
         a->stop_reason = "left the cluster";
         ev_break(a->loop, EVBREAK_ALL);
+    } else if (req.op != QC_MEMBER_OP_LEAVE && qc_hash_id(req.rec.identifier) != peer) {
+        qc_log(QC_LOG_WARN, "member", "%s asked to change %s: refused, only its own record",
+               name_of(a, peer), req.rec.identifier);
     } else if (qc_raft_role(a->raft) == QC_ROLE_LEADER) {
         const char *why = NULL;
         int rc = leader_change(a, req.op, &req.rec, &why);
@@ -769,6 +785,11 @@ static void on_join(void *ud, const char *identifier, const char *host_seen, con
     char leader_addr[300];
     int rc = qc_member_rec_decode(payload, len, &rec);
     if (rc == QC_OK && identifier && strcmp(rec.identifier, identifier) != 0) rc = QC_EINVAL;
+    char *seen = NULL;
+    if (rc == QC_OK && is_wildcard(rec.host) && (seen = strdup(host_seen))) {
+        free(rec.host); /* it listens everywhere: reach it where it came from */
+        rec.host = seen;
+    }
     identifier = rc == QC_OK ? rec.identifier : identifier ? identifier : "?";
     if (rc) {
         ans.error = "malformed join request";
@@ -807,12 +828,17 @@ static void sync_members(qc_agent *a)
         uint64_t id = qc_hash_id(r->identifier);
         if (id == a->self_id) continue;
         member *m = member_by_id(a, id);
-        if (m && (m->port != r->port || strcmp(m->host, r->host) != 0)) {
-            qc_net_remove_peer(a->net, m->id); /* it moved: dial the new address */
+        char *moved =
+            m && (m->port != r->port || strcmp(m->host, r->host) != 0) ? strdup(r->host) : NULL;
+        if (moved) {
+            /* It moved: its old link is down as of now; dial the new address. */
+            qc_net_remove_peer(a->net, m->id);
+            qc_raft_link(a->raft, m->id, QC_LINK_DOWN, qc_now_ms());
+            m->up = 0;
             free(m->host);
-            m->host = strdup(r->host);
+            m->host = moved;
             m->port = r->port;
-            if (!m->host || qc_net_add_peer(a->net, r->identifier, r->host, r->port) != QC_OK)
+            if (qc_net_add_peer(a->net, r->identifier, r->host, r->port) != QC_OK)
                 qc_log(QC_LOG_ERROR, "member", "out of memory following %s", r->identifier);
         }
         if (!m && a->n_members < QC_RAFT_MAX_MEMBERS) {
@@ -873,10 +899,12 @@ static void forget_members(qc_agent *a)
             qc_buf buf = {0};
             qc_member_request req = {.op = QC_MEMBER_OP_LEAVE,
                                      .rec = {.identifier = m->identifier, .metadata = "{}"}};
-            if (qc_member_request_encode(&req, &buf) == QC_OK)
-                qc_net_send_frame(a->net, m->id, QC_FRAME_MEMBER, buf.data, buf.len);
+            if (qc_member_request_encode(&req, &buf) == QC_OK &&
+                qc_net_send_frame(a->net, m->id, QC_FRAME_MEMBER, buf.data, buf.len) == QC_OK)
+                m->told_removed = 1;
+            else if (++m->tell_tries >= 50) /* unreachable for a while: give up on it */
+                m->told_removed = 1;
             qc_buf_free(&buf);
-            m->told_removed = 1;
             i++;
             continue;
         }
@@ -1200,13 +1228,14 @@ static void view_join(void *ud, const char *const *addresses, size_t n, qc_membe
         done(arg, QC_ENOLEADER, "the agent has not started");
         return;
     }
-    if (is_member(a) && !a->n_members) {
+    int joined = qc_members_find(&a->applied, a->cfg.identifier) >= 0;
+    if (joined && !a->n_members) {
         done(arg, QC_EINVAL,
              "this node forms a cluster of its own: start it with join = {} "
              "(or with join addresses) to join another");
         return;
     }
-    if (is_member(a)) {
+    if (joined) {
         done(arg, QC_OK, "already a member");
         return;
     }
@@ -1308,7 +1337,7 @@ static void self_duties(qc_agent *a)
     const qc_member_rec *r = &a->applied.v[at];
     qc_member_rec want = self_rec(a, r->voting);
     if (r->role == want.role && r->priority == want.priority && r->port == want.port &&
-        r->voting == want.voting && strcmp(r->host, want.host) == 0 &&
+        r->voting == want.voting && (is_wildcard(want.host) || strcmp(r->host, want.host) == 0) &&
         strcmp(r->metadata, want.metadata) == 0)
         return;
     ask_leader(a, QC_MEMBER_OP_UPDATE, &want);
@@ -1327,9 +1356,11 @@ static void on_member_timer(struct ev_loop *loop, ev_timer *w, int revents)
         else if (!m->down_since)
             m->down_since = now;
     }
-    if (!is_member(a) && !a->applied.n) {
+    /* Joined once the applied list names us (an appended entry may yet be
+     * undone by a new leader). */
+    if (qc_members_find(&a->applied, a->cfg.identifier) < 0) {
         if (now >= a->join_wait_until) join_next(a);
-        return;
+        if (!is_member(a)) return;
     }
     forget_members(a);
     if (view_is_leader(a)) {
@@ -1790,9 +1821,14 @@ int qc_agent_main(const char *path)
         goto out;
     start_signals(a);
     a->quiet_until = qc_raft_commit(a->raft); /* replayed changes fire no hooks again */
+    /* What was applied before the restart: the membership at the applied
+     * index (the config's peers when no list is in the log yet). */
     qc_entry conf;
-    qc_raft_conf(a->raft, &conf);
-    if (!conf.index) list_in_effect(a, &a->applied); /* the config's peers, until a list */
+    int at_applied = qc_raft_conf_at(a->raft, qc_raft_applied(a->raft), &conf) == QC_OK;
+    if (at_applied && conf.index)
+        qc_members_decode(conf.data, conf.len, &a->applied);
+    else if (at_applied)
+        list_in_effect(a, &a->applied);
     double every = a->cfg.election_timeout_ms / 3000.0;
     ev_timer_set(&a->member_timer, 0., every); /* a joining node asks at once */
     ev_timer_start(a->loop, &a->member_timer);

@@ -368,15 +368,16 @@ static int split_snapshot(const uint8_t *data, size_t len, qc_entry *conf, const
     return QC_OK;
 }
 
-static void keep_snapshot(qc_replica *rp, uint64_t index, uint64_t term, const qc_entry *conf,
-                          const uint8_t *data, size_t len)
+/* Keeps copies of a snapshot for followers; QC_ENOMEM keeps the older one. */
+static int keep_snapshot(qc_replica *rp, uint64_t index, uint64_t term, const qc_entry *conf,
+                         const uint8_t *data, size_t len)
 {
     uint8_t *copy = len ? malloc(len) : NULL;
     uint8_t *conf_copy = conf->len ? malloc(conf->len) : NULL;
     if ((len && !copy) || (conf->len && !conf_copy)) {
         free(copy);
         free(conf_copy);
-        return; /* keep the older one: followers get that */
+        return QC_ENOMEM; /* keep the older one: followers get that */
     }
     if (len) memcpy(copy, data, len);
     if (conf->len) memcpy(conf_copy, conf->data, conf->len);
@@ -388,6 +389,7 @@ static void keep_snapshot(qc_replica *rp, uint64_t index, uint64_t term, const q
     rp->snap_term = term;
     rp->snap_conf = *conf;
     rp->snap_conf.data = conf_copy;
+    return QC_OK;
 }
 
 int qc_replica_persist(qc_replica *rp, const qc_ready *rd)
@@ -462,9 +464,10 @@ void qc_replica_maybe_snapshot(qc_replica *rp, qc_raft *r)
         qc_buf_free(&data);
         return;
     }
-    /* The core may free conf's data as it compacts: keep ours first. */
-    keep_snapshot(rp, applied, term, &conf, data.data, data.len);
-    if (save_snapshot(rp, applied, term, &rp->snap_conf, data.data, data.len) == QC_OK &&
+    /* The core may free conf's data as it compacts: keep ours first (and
+     * never pair this data with an older membership). */
+    if (keep_snapshot(rp, applied, term, &conf, data.data, data.len) == QC_OK &&
+        save_snapshot(rp, applied, term, &rp->snap_conf, data.data, data.len) == QC_OK &&
         qc_raft_compact(r, applied) == QC_OK && qc_wal_compact(rp->wal, applied) == QC_OK) {
         qc_log(QC_LOG_INFO, "store", "snapshot at %llu (%zu bytes); log compacted",
                (unsigned long long)applied, data.len);
