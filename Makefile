@@ -4,7 +4,7 @@ PKGS      := lua5.4 yajl
 CFLAGS    ?= -O2 -g
 QC_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror \
              -Isrc -Ibuild $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-QC_LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lhttp_parser -lm
+QC_LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lhttp_parser -lsodium -lm
 SAN       := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
 BUSTED    := lua5.4 /usr/bin/busted
 

@@ -3,7 +3,7 @@
 # when they are all there already.
 set -e
 PKGS="build-essential pkg-config lua5.4 liblua5.4-dev libev-dev libyajl-dev libhttp-parser-dev
-lua-busted lua-check lua-cjson lua-socket lua-system curl iproute2 nftables gcovr cppcheck procps"
+libsodium-dev lua-busted lua-check lua-cjson lua-socket lua-system curl iproute2 nftables gcovr cppcheck procps"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

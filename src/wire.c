@@ -249,6 +249,21 @@ int qc_wire_header(const uint8_t *buf, uint8_t *type, uint32_t *payload_len)
     return QC_OK;
 }
 
+int qc_wire_header_v(const uint8_t *buf, uint8_t *version, uint8_t *type, uint32_t *payload_len)
+{
+    if (buf[0] != QC_WIRE_MAGIC0 || buf[1] != QC_WIRE_MAGIC1) return QC_EINVAL;
+    uint8_t v = buf[2], t = buf[3];
+    if (v != QC_WIRE_VERSION && v != QC_WIRE_VERSION_AUTH) return QC_EINVAL;
+    uint8_t max = v == QC_WIRE_VERSION ? QC_FRAME_JOIN : QC_FRAME_AUTH;
+    if (t < QC_FRAME_HELLO || t > max) return QC_EINVAL;
+    uint32_t len = get_u32_at(buf + 4);
+    if (len > QC_WIRE_MAX_PAYLOAD) return QC_ETOOBIG;
+    *version = v;
+    *type = t;
+    *payload_len = len;
+    return QC_OK;
+}
+
 int qc_wire_check(const uint8_t *header, const uint8_t *payload, uint32_t len)
 {
     return qc_crc32c(0, payload, len) == get_u32_at(header + 8) ? QC_OK : QC_ECORRUPT;

@@ -1,7 +1,24 @@
 /* The cluster wire format: frames of header (magic "QC", version, type,
  * payload length, CRC-32C of the payload) plus payload, and the codecs of
  * the raft messages and the hello that opens every connection. Pure code:
- * no sockets, no allocation beyond what the caller frees. */
+ * no sockets, no allocation beyond what the caller frees.
+ *
+ * Without a secret every frame is version 1: header and payload, nothing
+ * more. With a secret (src/auth.h) every frame is version 2: the same
+ * 12-byte header (version byte 2) and payload, then a QC_WIRE_TAG-byte tag,
+ * keyed BLAKE2b over (direction, sequence number, header, payload). A
+ * connection then opens so:
+ *   acceptor -> dialer: CHALLENGE, payload a fresh random nonce (N_a),
+ *                       tagged under the cluster key (direction 'C', seq 0)
+ *   dialer -> acceptor: AUTH, payload the dialer's own nonce (N_d), tagged
+ *                       under the session key K = H(cluster key; N_a, N_d)
+ *                       as direction 'D' seq 0; then its frames as today
+ *                       (HELLO, RAFT, ... or one JOIN), seq 1, 2, ...
+ *   acceptor -> dialer: the JOIN answer, if any, direction 'A' seq 0.
+ * Sequence numbers are counted by both sides, never sent. A frame whose tag
+ * does not verify (other secret, tampered, replayed, reordered, or from
+ * another connection) closes the connection. Version 1 and version 2 never
+ * mix: a node with a secret and one without never talk. */
 #ifndef QC_WIRE_H
 #define QC_WIRE_H
 
@@ -13,7 +30,10 @@
 #define QC_WIRE_MAGIC0 'Q'
 #define QC_WIRE_MAGIC1 'C'
 #define QC_WIRE_VERSION 1
+#define QC_WIRE_VERSION_AUTH 2 /* a frame followed by its tag */
 #define QC_WIRE_HEADER 12
+#define QC_WIRE_TAG 32                 /* bytes of tag after the payload of a version-2 frame */
+#define QC_WIRE_NONCE 32               /* the payload of CHALLENGE and AUTH */
 #define QC_WIRE_MAX_PAYLOAD (8u << 20) /* 8 MiB: the frame size limit */
 /* A raft message larger than QC_WIRE_PART_MAX (a big snapshot, say) travels
  * as a run of PART frames of at most that much of its payload each, the last
@@ -29,7 +49,8 @@
  * message's payload. MEMBER: a member asks the leader for a membership
  * change (the agent's payload). JOIN: a node that is not a member yet asks
  * a member to let it in, on a connection of its own; the member answers
- * with one JOIN frame on that same connection. */
+ * with one JOIN frame on that same connection. CHALLENGE and AUTH open a
+ * connection with a secret (above); they exist in version 2 only. */
 enum {
     QC_FRAME_HELLO = 1,
     QC_FRAME_RAFT = 2,
@@ -38,6 +59,8 @@ enum {
     QC_FRAME_PART = 5,
     QC_FRAME_MEMBER = 6,
     QC_FRAME_JOIN = 7,
+    QC_FRAME_CHALLENGE = 8,
+    QC_FRAME_AUTH = 9,
 };
 
 typedef struct qc_hello {
@@ -82,6 +105,10 @@ int qc_wire_encode_frame(uint8_t type, const void *payload, size_t len, qc_buf *
 /* Parses the header in buf[0..QC_WIRE_HEADER). 0 and *type, *payload_len
  * when valid; QC_EINVAL (bad magic/version/type), QC_ETOOBIG (length). */
 int qc_wire_header(const uint8_t *buf, uint8_t *type, uint32_t *payload_len);
+/* As qc_wire_header, for either version: *version is QC_WIRE_VERSION (types
+ * HELLO to JOIN) or QC_WIRE_VERSION_AUTH (HELLO to AUTH). The tag of a
+ * version-2 frame is not part of *payload_len. */
+int qc_wire_header_v(const uint8_t *buf, uint8_t *version, uint8_t *type, uint32_t *payload_len);
 /* Checks the payload's CRC against the header; 0 or QC_ECORRUPT. */
 int qc_wire_check(const uint8_t *header, const uint8_t *payload, uint32_t len);
 

@@ -1,11 +1,14 @@
-/* Test-only Lua module over the wire codec (src/wire.c): encode a message or
- * hello table to a frame string, decode frames or bare payloads back to
- * tables (nil plus an error on malformed input). It must never be linked into
- * the agent, and holds no state between calls. */
+/* Test-only Lua module over the wire codec (src/wire.c) and frame sealing
+ * (src/auth.c): encode a message or hello table to a frame string, decode
+ * frames or bare payloads back to tables (nil plus an error on malformed
+ * input), derive keys and seal or verify version-2 frames, so that specs can
+ * speak the authenticated protocol by hand. It must never be linked into the
+ * agent, and holds no state between calls. */
 #include <lauxlib.h>
 #include <lua.h>
 #include <string.h>
 
+#include "auth.h"
 #include "common.h"
 #include "wire.h"
 
@@ -227,6 +230,102 @@ static int l_header(lua_State *L)
     return 2;
 }
 
+/* header_v(s): version, type and payload length of either version, or nil
+ * and an error. */
+static int l_header_v(lua_State *L)
+{
+    size_t len;
+    const uint8_t *s = (const uint8_t *)luaL_checklstring(L, 1, &len);
+    if (len < QC_WIRE_HEADER) return push_error(L, "header", QC_EINVAL);
+    uint8_t version, type;
+    uint32_t plen;
+    int rc = qc_wire_header_v(s, &version, &type, &plen);
+    if (rc) return push_error(L, "header", rc);
+    lua_pushinteger(L, version);
+    lua_pushinteger(L, type);
+    lua_pushinteger(L, plen);
+    return 3;
+}
+
+static const uint8_t *check_key(lua_State *L, int idx)
+{
+    size_t len;
+    const char *k = luaL_checklstring(L, idx, &len);
+    if (len != QC_AUTH_KEY) luaL_error(L, "a key is %d bytes", QC_AUTH_KEY);
+    return (const uint8_t *)k;
+}
+
+/* "C", "D" or "A" (auth.h's directions). */
+static uint8_t check_dir(lua_State *L, int idx)
+{
+    const char *d = luaL_checkstring(L, idx);
+    if (strlen(d) != 1 || !strchr("CDA", d[0])) luaL_error(L, "direction is C, D or A");
+    return (uint8_t)d[0];
+}
+
+/* key(secret): the cluster key of a secret. */
+static int l_key(lua_State *L)
+{
+    size_t len;
+    const char *secret = luaL_checklstring(L, 1, &len);
+    if (qc_auth_init()) return luaL_error(L, "sodium_init failed");
+    uint8_t key[QC_AUTH_KEY];
+    qc_auth_derive(secret, len, key);
+    lua_pushlstring(L, (const char *)key, sizeof key);
+    return 1;
+}
+
+/* session(key, nonce_a, nonce_d): a connection's session key. */
+static int l_session(lua_State *L)
+{
+    const uint8_t *key = check_key(L, 1);
+    size_t la, ld;
+    const char *na = luaL_checklstring(L, 2, &la);
+    const char *nd = luaL_checklstring(L, 3, &ld);
+    if (la != QC_WIRE_NONCE || ld != QC_WIRE_NONCE)
+        return luaL_error(L, "a nonce is %d bytes", QC_WIRE_NONCE);
+    uint8_t out[QC_AUTH_KEY];
+    qc_auth_session(key, (const uint8_t *)na, (const uint8_t *)nd, out);
+    lua_pushlstring(L, (const char *)out, sizeof out);
+    return 1;
+}
+
+/* seal(frame, key, dir, seq): the version-2 form of a whole version-1 frame. */
+static int l_seal(lua_State *L)
+{
+    size_t len;
+    const char *f = luaL_checklstring(L, 1, &len);
+    const uint8_t *key = check_key(L, 2);
+    uint8_t dir = check_dir(L, 3);
+    uint64_t seq = (uint64_t)luaL_checkinteger(L, 4);
+    qc_buf b = {0};
+    int rc = qc_buf_append(&b, f, len);
+    if (!rc) rc = qc_auth_seal(&b, 0, key, dir, seq);
+    return push_buf(L, &b, rc);
+}
+
+/* verify(frame, key, dir, seq): true when frame is one whole version-2 frame
+ * whose tag is right for (dir, seq) under key; else nil and an error. */
+static int l_verify(lua_State *L)
+{
+    size_t len;
+    const uint8_t *f = (const uint8_t *)luaL_checklstring(L, 1, &len);
+    const uint8_t *key = check_key(L, 2);
+    uint8_t dir = check_dir(L, 3);
+    uint64_t seq = (uint64_t)luaL_checkinteger(L, 4);
+    if (len < QC_WIRE_HEADER + QC_WIRE_TAG) return push_error(L, "length", QC_EINVAL);
+    uint8_t version, type;
+    uint32_t plen;
+    int rc = qc_wire_header_v(f, &version, &type, &plen);
+    if (rc) return push_error(L, "header", rc);
+    if (version != QC_WIRE_VERSION_AUTH) return push_error(L, "version", QC_EINVAL);
+    if (len != QC_WIRE_HEADER + plen + QC_WIRE_TAG) return push_error(L, "length", QC_EINVAL);
+    rc = qc_auth_verify(key, dir, seq, f, QC_WIRE_HEADER + plen, f + QC_WIRE_HEADER + plen);
+    if (rc) return push_error(L, "tag", rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_crc32c(lua_State *L)
 {
     size_t len;
@@ -244,9 +343,11 @@ static int l_hash_id(lua_State *L)
 int luaopen_qcwire(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"encode", l_encode},   {"decode", l_decode}, {"decode_payload", l_decode_payload},
-        {"frame", l_frame},     {"header", l_header}, {"crc32c", l_crc32c},
-        {"hash_id", l_hash_id}, {NULL, NULL},
+        {"encode", l_encode},   {"decode", l_decode},     {"decode_payload", l_decode_payload},
+        {"frame", l_frame},     {"header", l_header},     {"crc32c", l_crc32c},
+        {"hash_id", l_hash_id}, {"header_v", l_header_v}, {"key", l_key},
+        {"session", l_session}, {"seal", l_seal},         {"verify", l_verify},
+        {NULL, NULL},
     };
     luaL_newlib(L, fns);
     lua_pushinteger(L, QC_WIRE_MAX_PAYLOAD);
@@ -255,5 +356,11 @@ int luaopen_qcwire(lua_State *L)
     lua_setfield(L, -2, "HEADER");
     lua_pushinteger(L, QC_MSG_TYPE_MAX);
     lua_setfield(L, -2, "MSG_TYPE_MAX");
+    lua_pushinteger(L, QC_WIRE_TAG);
+    lua_setfield(L, -2, "TAG");
+    lua_pushinteger(L, QC_WIRE_NONCE);
+    lua_setfield(L, -2, "NONCE");
+    lua_pushinteger(L, QC_WIRE_VERSION_AUTH);
+    lua_setfield(L, -2, "VERSION_AUTH");
     return 1;
 }

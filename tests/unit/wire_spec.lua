@@ -187,4 +187,90 @@ describe("wire", function()
       if d then assert.are.equal("raft", d.kind) end
     end
   end)
+  describe("version 2 (with a secret)", function()
+    local function hex(s)
+      return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+    end
+    local function bytes(from, n)
+      local t = {}
+      for i = 1, n do t[i] = string.char((from + i - 1) % 256) end
+      return table.concat(t)
+    end
+    local key = wire.key("s3cret")
+
+    it("parses the headers of both versions; CHALLENGE and AUTH exist in version 2 only", function()
+      local f = wire.frame(2, "x")
+      assert.are.same({ 1, 2, 1 }, { wire.header_v(f) })
+      for t = 1, 9 do
+        local v2 = "QC\2" .. string.char(t) .. string.pack(">I4I4", 5, 0)
+        assert.are.same({ 2, t, 5 }, { wire.header_v(v2) })
+        local v1 = "QC\1" .. string.char(t) .. string.pack(">I4I4", 5, 0)
+        if t <= 7 then
+          assert.are.same({ 1, t, 5 }, { wire.header_v(v1) })
+        else
+          assert_rejected(wire.header_v(v1))
+          assert_rejected(wire.header(v1))
+        end
+        -- the version-1 reader keeps refusing version 2
+        assert_rejected(wire.header(v2))
+      end
+      assert_rejected(wire.header_v("QC\2\10" .. string.pack(">I4I4", 0, 0)))
+      assert_rejected(wire.header_v("QC\3\2" .. string.pack(">I4I4", 0, 0)))
+      assert_rejected(wire.header_v("QC\2\0" .. string.pack(">I4I4", 0, 0)))
+      local v, err = wire.header_v("QC\2\2" .. string.pack(">I4I4", wire.MAX_PAYLOAD + 1, 0))
+      assert.is_nil(v)
+      assert.matches("too big", err)
+      assert_rejected(wire.header_v("QC\2"))
+    end)
+
+    it("derives keys and tags exactly as documented (keyed BLAKE2b-256)", function()
+      -- computed independently with Python's hashlib.blake2b
+      assert.are.equal("6156fa2657a6f29fd107d391d1cbfaf828dc2f23aa72916ecd7e4cee16914b49", hex(key))
+      local na, nd = bytes(0, 32), bytes(32, 32)
+      assert.are.equal("ead07d93b63bf917770cce1bd7698e29464550923e2ace940eddb9c17f9395ed",
+                       hex(wire.session(key, na, nd)))
+      local challenge = "QC\1\8" .. string.pack(">I4I4", 32, 0) .. na
+      local sealed = wire.seal(challenge, key, "C", 0)
+      assert.are.equal(12 + 32 + wire.TAG, #sealed)
+      assert.are.equal("QC\2\8", sealed:sub(1, 4))
+      assert.are.equal(challenge:sub(5, 44), sealed:sub(5, 44))
+      assert.are.equal("2f1a8c2c17abced4ed0080e4327de4428114de62cfef46eff2df3554769c898d",
+                       hex(sealed:sub(-wire.TAG)))
+    end)
+
+    it("different secrets give different keys; a session key depends on both nonces", function()
+      assert.are_not.equal(key, wire.key("s3cret "))
+      assert.are_not.equal(key, wire.key("S3cret"))
+      assert.are.equal(key, wire.key("s3cret"))
+      local na, nd = bytes(0, 32), bytes(32, 32)
+      local k = wire.session(key, na, nd)
+      assert.are_not.equal(k, wire.session(key, nd, na))
+      assert.are_not.equal(k, wire.session(key, na, bytes(33, 32)))
+      assert.are_not.equal(k, wire.session(key, bytes(1, 32), nd))
+      assert.are_not.equal(k, wire.session(wire.key("other"), na, nd))
+    end)
+
+    it("a sealed frame verifies only under its key, direction and sequence number", function()
+      local k = wire.session(key, bytes(0, 32), bytes(32, 32))
+      local f = wire.seal(wire.encode(sample_msg(5)), k, "D", 7)
+      assert.is_true(wire.verify(f, k, "D", 7))
+      assert_rejected(wire.verify(f, k, "D", 6))
+      assert_rejected(wire.verify(f, k, "D", 8))
+      assert_rejected(wire.verify(f, k, "A", 7))
+      assert_rejected(wire.verify(f, k, "C", 7))
+      assert_rejected(wire.verify(f, key, "D", 7))
+      -- every single flipped bit anywhere, header, payload or tag, is caught
+      for pos = 1, #f, 7 do
+        local b = f:byte(pos)
+        for bit = 0, 7, 3 do
+          local bad = f:sub(1, pos - 1) .. string.char(b ~ (1 << bit)) .. f:sub(pos + 1)
+          assert_rejected(wire.verify(bad, k, "D", 7))
+        end
+      end
+      -- as is a truncation, an extension, or a frame left in version 1
+      assert_rejected(wire.verify(f:sub(1, -2), k, "D", 7))
+      assert_rejected(wire.verify(f .. "\0", k, "D", 7))
+      assert_rejected(wire.verify(wire.encode(sample_msg(5)) .. f:sub(-wire.TAG), k, "D", 7))
+    end)
+  end)
 end)
