@@ -1,10 +1,12 @@
 /* Cluster transport on libev: one listening socket, one outbound connection
  * per peer (non-blocking connect, hello first, backoff with jitter), inbound
  * connections that must open with a hello from a known peer or, from a
- * stranger, with a hello and one JOIN; and the joiner's side of a JOIN. It
- * frames, checks and counts bytes; it must never interpret consensus or a
- * join's payload, block the loop (qc_net_flush aside) or let one bad
- * connection harm any other. */
+ * stranger, with a hello and one JOIN; and the joiner's side of a JOIN. With
+ * a secret every connection first runs the challenge of wire.h and every
+ * frame carries a tag (auth.h). It frames, checks and counts bytes; it must
+ * never interpret consensus or a join's payload, block the loop
+ * (qc_net_flush aside), buffer much for a connection that has not proved
+ * itself, or let one bad connection harm any other. */
 #include "net.h"
 
 #include <arpa/inet.h>
@@ -21,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "common.h"
 #include "log.h"
 #include "wire.h"
@@ -35,15 +38,35 @@
  * nothing waits. */
 #define NET_STREAM_CAP (64u << 20)
 #define NET_READ_CHUNK 65536
-#define NET_HELLO_TIMEOUT 10.0 /* inbound connections must say hello by then */
+#define NET_HELLO_TIMEOUT 10.0 /* default: the handshake (challenge, hello) must end by then */
+#define NET_MAX_INBOUND 256    /* default: inbound connections open at once */
 #define NET_MAX_STRANGERS 16   /* stranger connections open at once; more are refused */
 #define NET_ADDR_LEN 64
+/* Without a secret: a peer that sent us a challenge last time gets this long
+ * on the next connection to send another before the link counts as up, so
+ * that a node with a secret does not flap our link at every retry. */
+#define NET_AUTH_PROBE 0.5
+#define NET_LOG_SLOTS 32        /* (key, reason) pairs remembered for logging once */
+#define NET_RELOG_AFTER 600.0   /* a remembered pair is logged at WARN again after this */
+#define NET_REFUSE_LOG_EVERY 10 /* seconds between two logs of the inbound limit */
 
 enum { FAIL_NONE = 0, FAIL_WRITE, FAIL_OVERFLOW };
 
 #define M_SENT "qcluster_messages_sent_total"
 #define M_RECV "qcluster_messages_received_total"
 #define M_BAD "qcluster_bad_frames_total"
+#define M_AUTH "qcluster_auth_failures_total"
+#define M_DROP "qcluster_connections_dropped_total"
+
+/* Why a connection failed, for logging each (peer or host, reason) once. */
+enum {
+    WHY_NO_SECRET_THERE = 1, /* the other node has no secret, this one has */
+    WHY_NO_SECRET_HERE,      /* the other node has a secret, this one has none */
+    WHY_OTHER_SECRET,        /* its challenge or AUTH does not verify */
+    WHY_BAD_TAG,             /* a frame after AUTH does not verify */
+    WHY_PROTOCOL,            /* not the handshake of wire.h */
+    WHY_TIMEOUT,             /* the handshake did not end in time */
+};
 
 typedef struct qc_conn qc_conn;
 typedef struct qc_peer qc_peer;
@@ -78,6 +101,14 @@ struct qc_conn {
     int joined;        /* stranger: its JOIN was answered */
     char *stranger_id; /* stranger: the identifier its hello gave */
     int dead;          /* its peer was removed from inside one of its callbacks */
+    /* outbound with a secret: waiting for the challenge (the link is not up
+     * yet); without: waiting to see whether a peer that wanted a secret
+     * still sends a challenge */
+    int awaiting;
+    int authed;                   /* inbound with a secret: its AUTH verified */
+    uint64_t seq_in, seq_out;     /* with a secret: the next frame's sequence numbers */
+    uint8_t nonce[QC_WIRE_NONCE]; /* inbound with a secret: the challenge it was sent */
+    uint8_t key[QC_AUTH_KEY];     /* with a secret: the session key */
     char addr[NET_ADDR_LEN];
     char host[NET_ADDR_LEN]; /* inbound: the numeric address it came from */
     qc_conn *next;           /* inbound list */
@@ -89,7 +120,8 @@ struct qc_peer {
     int port;
     uint64_t id;
     qc_conn *out;
-    int up; /* as last reported through on_link */
+    int up;         /* as last reported through on_link */
+    int wants_auth; /* without a secret: it sent us a challenge last time */
     ev_timer retry;
     double backoff;
     struct addrinfo *ai, *ai_cur; /* addresses of the dial in progress */
@@ -108,6 +140,8 @@ struct qc_join {
     ev_timer start, timeout;
     qc_buf out, in;
     size_t out_off;
+    int awaiting;             /* with a secret: the member's challenge has not come yet */
+    uint8_t key[QC_AUTH_KEY]; /* with a secret: the session key */
     qc_net_join_fn *done;
     void *arg;
     qc_join *next;
@@ -128,6 +162,18 @@ struct qc_net {
     qc_conn *cur; /* the inbound connection whose callback is running */
     qc_join *joins;
     uint64_t rng;
+    int auth;                 /* a secret is set: frames are sealed and checked */
+    uint8_t key[QC_AUTH_KEY]; /* the cluster key derived from it */
+    double hello_timeout;     /* seconds */
+    int max_inbound, n_inbound;
+    uint64_t refused;      /* inbound connections refused since the last log of it */
+    ev_tstamp refused_log; /* when the inbound limit was last logged */
+    struct {
+        char key[128]; /* a peer's identifier or a host */
+        int reason;    /* WHY_... */
+        ev_tstamp at;
+    } logged[NET_LOG_SLOTS];
+    unsigned logged_next;
 };
 
 static void peer_dial(qc_peer *p);
@@ -185,6 +231,32 @@ static void count(qc_net *n, const char *name, int type)
     qc_metrics_add(n->metrics, name, type ? "type" : NULL, label, 1);
 }
 
+/* The level to log a failure of reason for key (a peer or a host) at: WARN
+ * the first time in a while, DEBUG after, so that a peer that retries every
+ * second does not fill the log with the same line. */
+static int level_once(qc_net *n, const char *key, int reason)
+{
+    ev_tstamp now = ev_now(n->loop);
+    for (unsigned i = 0; i < NET_LOG_SLOTS; i++) {
+        if (n->logged[i].reason != reason || strcmp(n->logged[i].key, key) != 0) continue;
+        if (now - n->logged[i].at < NET_RELOG_AFTER) return QC_LOG_DEBUG;
+        n->logged[i].at = now;
+        return QC_LOG_WARN;
+    }
+    unsigned i = n->logged_next++ % NET_LOG_SLOTS;
+    snprintf(n->logged[i].key, sizeof n->logged[i].key, "%s", key);
+    n->logged[i].reason = reason;
+    n->logged[i].at = now;
+    return QC_LOG_WARN;
+}
+
+/* Forgets what was logged for key: it worked, so the next failure is news. */
+static void log_forget(qc_net *n, const char *key)
+{
+    for (unsigned i = 0; i < NET_LOG_SLOTS; i++)
+        if (strcmp(n->logged[i].key, key) == 0) n->logged[i].reason = 0;
+}
+
 /* ---- connections ---- */
 
 static qc_conn *conn_new(qc_net *n, int fd, int outbound, qc_peer *p)
@@ -206,6 +278,7 @@ static qc_conn *conn_new(qc_net *n, int fd, int outbound, qc_peer *p)
 static void conn_free(qc_conn *c)
 {
     struct ev_loop *loop = c->net->loop;
+    qc_auth_wipe(c->key, sizeof c->key);
     ev_io_stop(loop, &c->rw);
     ev_io_stop(loop, &c->ww);
     ev_timer_stop(loop, &c->hello_timer);
@@ -228,9 +301,25 @@ static void inbound_unlink(qc_net *n, qc_conn *c)
     for (qc_conn **pp = &n->inbound; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
             *pp = c->next;
+            n->n_inbound--;
             return;
         }
     }
+}
+
+/* With a secret, seals the frame that starts at c->out.data[start] (the last
+ * one queued) with c's next sequence number; without, does nothing. */
+static int conn_seal(qc_conn *c, size_t start)
+{
+    if (!c->net->auth) return QC_OK;
+    uint8_t dir = c->outbound ? QC_AUTH_DIR_DIALER : QC_AUTH_DIR_ACCEPTOR;
+    int rc = qc_auth_seal(&c->out, start, c->key, dir, c->seq_out);
+    if (rc) {
+        c->out.len = start;
+        return rc;
+    }
+    c->seq_out++;
+    return QC_OK;
 }
 
 /* Tops up an empty output queue with parts of the waiting big messages. */
@@ -241,7 +330,9 @@ static int conn_feed(qc_conn *c)
         size_t k = s->payload.len - s->off;
         if (k > QC_WIRE_PART_MAX) k = QC_WIRE_PART_MAX;
         int last = s->off + k == s->payload.len;
+        size_t start = c->out.len;
         int rc = qc_wire_encode_part(s->payload.data + s->off, k, last, &c->out);
+        if (!rc) rc = conn_seal(c, start);
         if (rc) return rc;
         s->off += k;
         if (!last) continue;
@@ -293,6 +384,7 @@ static void link_report(qc_peer *p, int up)
     p->up = up;
     qc_log(QC_LOG_DEBUG, "net", "link to %s %s", p->identifier, up ? "up" : "down");
     qc_net *n = p->net;
+    if (up) log_forget(n, p->identifier);
     if (n->cb.on_link) n->cb.on_link(n->cb.ud, p->id, up);
 }
 
@@ -328,7 +420,8 @@ static void peer_down(qc_peer *p)
 {
     qc_conn *c = p->out;
     if (c) {
-        int stable = !c->connecting && ev_now(p->net->loop) - c->opened >= NET_STABLE_AFTER;
+        int stable =
+            !c->connecting && !c->awaiting && ev_now(p->net->loop) - c->opened >= NET_STABLE_AFTER;
         if (stable) p->backoff = NET_BACKOFF_MIN;
         conn_free(c);
         p->out = NULL;
@@ -363,6 +456,20 @@ static void bad_frame(qc_conn *c, const char *why)
     conn_close(c);
 }
 
+/* A connection that failed authentication: a bad frame that also counts as
+ * an authentication failure, logged once per peer (outbound) or host
+ * (inbound: who it is is not proved yet) and reason. */
+static void auth_fail(qc_conn *c, int reason, const char *why)
+{
+    qc_net *n = c->net;
+    qc_metrics_add(n->metrics, M_BAD, NULL, NULL, 1);
+    qc_metrics_add(n->metrics, M_AUTH, NULL, NULL, 1);
+    int level = level_once(n, c->outbound ? c->peer->identifier : c->host, reason);
+    qc_log(level, "net", "authentication failed on %s connection %s %s: %s; closing",
+           c->outbound ? "outbound" : "inbound", c->outbound ? "to" : "from", conn_name(c), why);
+    conn_close(c);
+}
+
 /* ---- frames from inbound connections ---- */
 
 /* Closes other inbound connections of p quietly: the peer dialled again, so
@@ -374,6 +481,7 @@ static void inbound_supersede(qc_net *n, qc_peer *p, qc_conn *keep)
         qc_conn *c = *pp;
         if (c != keep && c->peer == p) {
             *pp = c->next;
+            n->n_inbound--;
             conn_free(c);
         } else {
             pp = &c->next;
@@ -494,7 +602,9 @@ static int frame_join(qc_conn *c, const uint8_t *payload, uint32_t len)
     c->joined = 1;
     qc_buf answer = {0};
     n->cb.on_join(n->cb.ud, c->stranger_id, c->host, payload, len, &answer);
+    size_t start = c->out.len;
     int rc = qc_wire_encode_frame(QC_FRAME_JOIN, answer.data, answer.len, &c->out);
+    if (!rc) rc = conn_seal(c, start);
     qc_buf_free(&answer);
     if (rc) {
         qc_log(QC_LOG_ERROR, "net", "cannot answer the join of '%s' at %s: %s",
@@ -526,20 +636,72 @@ static int frame_dispatch(qc_conn *c, uint8_t type, const uint8_t *payload, uint
     }
 }
 
+/* Checks a frame's header against what c may send, before its payload is
+ * waited for: a connection that has not proved itself never gets more
+ * buffered than an AUTH frame. Returns -1 when c was closed. */
+static int frame_admit(qc_conn *c, uint8_t version, uint8_t type, uint32_t plen)
+{
+    if (!c->net->auth) {
+        if (version == QC_WIRE_VERSION) return 0;
+        return auth_fail(c, WHY_NO_SECRET_HERE,
+                         "an authenticated frame: it has a secret and this node has none"),
+               -1;
+    }
+    if (version != QC_WIRE_VERSION_AUTH)
+        return auth_fail(c, WHY_NO_SECRET_THERE,
+                         "a frame without a tag: it has no secret (or runs an older version) "
+                         "and this node has one"),
+               -1;
+    if (!c->authed && (type != QC_FRAME_AUTH || plen != QC_WIRE_NONCE))
+        return auth_fail(c, WHY_PROTOCOL, "a frame before AUTH"), -1;
+    if (c->authed && (type == QC_FRAME_AUTH || type == QC_FRAME_CHALLENGE))
+        return auth_fail(c, WHY_PROTOCOL, "a second AUTH or a CHALLENGE"), -1;
+    return 0;
+}
+
+/* Checks the tag after the frame at h (header, plen bytes of payload); the
+ * AUTH frame first sets up the session key from its nonce and the challenge.
+ * Returns -1 when c was closed. */
+static int frame_verify(qc_conn *c, const uint8_t *h, uint8_t type, uint32_t plen)
+{
+    qc_net *n = c->net;
+    size_t len = QC_WIRE_HEADER + plen;
+    if (type == QC_FRAME_AUTH) qc_auth_session(n->key, c->nonce, h + QC_WIRE_HEADER, c->key);
+    if (qc_auth_verify(c->key, QC_AUTH_DIR_DIALER, c->seq_in, h, len, h + len)) {
+        if (!c->authed)
+            return auth_fail(c, WHY_OTHER_SECRET,
+                             "its AUTH does not verify: it has a different secret, or it "
+                             "replays another connection"),
+                   -1;
+        return auth_fail(c, WHY_BAD_TAG, "a frame with a bad tag (tampered, replayed or lost)"), -1;
+    }
+    c->authed = 1;
+    c->seq_in++;
+    return 0;
+}
+
 /* Handles every whole frame in c->in. Returns -1 when c was closed. */
 static int conn_frames(qc_conn *c)
 {
     qc_net *n = c->net;
-    size_t off = 0;
+    size_t off = 0, tag = n->auth ? QC_WIRE_TAG : 0;
     while (c->in.len - off >= QC_WIRE_HEADER) {
         const uint8_t *h = c->in.data + off;
-        uint8_t type;
+        uint8_t version, type;
         uint32_t plen;
-        int rc = qc_wire_header(h, &type, &plen);
-        if (rc) return bad_frame(c, rc == QC_ETOOBIG ? "frame too big" : "bad header"), -1;
-        if (c->in.len - off - QC_WIRE_HEADER < plen) break;
+        int rc = qc_wire_header_v(h, &version, &type, &plen);
+        if (rc == QC_ETOOBIG) {
+            char why[64];
+            snprintf(why, sizeof why, "frame too big (the limit is %u bytes)", QC_WIRE_MAX_PAYLOAD);
+            return bad_frame(c, why), -1;
+        }
+        if (rc) return bad_frame(c, "bad header"), -1;
+        if (frame_admit(c, version, type, plen)) return -1;
+        if (c->in.len - off - QC_WIRE_HEADER < plen + tag) break;
+        if (n->auth && frame_verify(c, h, type, plen)) return -1;
         if (qc_wire_check(h, h + QC_WIRE_HEADER, plen)) return bad_frame(c, "bad checksum"), -1;
-        off += QC_WIRE_HEADER + plen;
+        off += QC_WIRE_HEADER + plen + tag;
+        if (type == QC_FRAME_AUTH) continue;
         n->cur = c;
         rc = frame_dispatch(c, type, h + QC_WIRE_HEADER, plen);
         n->cur = NULL;
@@ -579,12 +741,113 @@ static void conn_read_inbound(qc_conn *c)
     conn_frames(c);
 }
 
-/* Peers never send on our outbound connection; we read it to see it close. */
+/* With a secret: the challenge at the start of c->in verified, so AUTH and
+ * the hello go out, sealed, and the link is up. */
+static void conn_challenged(qc_conn *c)
+{
+    qc_net *n = c->net;
+    qc_peer *p = c->peer;
+    const uint8_t *h = c->in.data;
+    uint8_t nonce_d[QC_WIRE_NONCE];
+    qc_auth_random(nonce_d, sizeof nonce_d);
+    qc_auth_session(n->key, h + QC_WIRE_HEADER, nonce_d, c->key);
+    c->in.len = 0;
+    size_t start = c->out.len;
+    int rc = qc_wire_encode_frame(QC_FRAME_AUTH, nonce_d, sizeof nonce_d, &c->out);
+    if (!rc) rc = conn_seal(c, start);
+    start = c->out.len;
+    if (!rc) rc = qc_buf_append(&c->out, n->hello.data, n->hello.len);
+    if (!rc) rc = conn_seal(c, start);
+    if (rc) {
+        qc_log(QC_LOG_ERROR, "net", "out of memory connecting to %s", p->identifier);
+        peer_down(p);
+        return;
+    }
+    c->awaiting = 0;
+    c->opened = ev_now(n->loop);
+    ev_timer_stop(n->loop, &c->hello_timer);
+    ev_io_start(n->loop, &c->ww); /* AUTH and the hello go out when writable */
+    qc_log(QC_LOG_DEBUG, "net", "challenge from %s verified", p->identifier);
+    link_report(p, 1);
+}
+
+/* With a secret: looks for the acceptor's CHALLENGE, the only frame it ever
+ * sends on a peer connection. */
+static void conn_check_challenge(qc_conn *c)
+{
+    qc_net *n = c->net;
+    if (c->in.len < QC_WIRE_HEADER) return;
+    const uint8_t *h = c->in.data;
+    uint8_t version, type;
+    uint32_t plen;
+    int rc = qc_wire_header_v(h, &version, &type, &plen);
+    if (rc || version != QC_WIRE_VERSION_AUTH || type != QC_FRAME_CHALLENGE ||
+        plen != QC_WIRE_NONCE) {
+        auth_fail(c, WHY_PROTOCOL, "it sent something else than a challenge");
+        return;
+    }
+    size_t len = QC_WIRE_HEADER + QC_WIRE_NONCE;
+    if (c->in.len < len + QC_WIRE_TAG) return;
+    if (c->in.len > len + QC_WIRE_TAG) {
+        auth_fail(c, WHY_PROTOCOL, "it sent more than a challenge");
+        return;
+    }
+    if (qc_auth_verify(n->key, QC_AUTH_DIR_CHALLENGE, 0, h, len, h + len)) {
+        auth_fail(c, WHY_OTHER_SECRET, "its challenge does not verify: it has a different secret");
+        return;
+    }
+    conn_challenged(c);
+}
+
+/* With a secret: the acceptor sends one challenge and nothing after it. */
+static void conn_read_challenge(qc_conn *c)
+{
+    if (qc_buf_reserve(&c->in, 256)) {
+        qc_log(QC_LOG_ERROR, "net", "out of memory reading from %s", conn_name(c));
+        conn_close(c);
+        return;
+    }
+    ssize_t k = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (k <= 0) {
+        qc_log(QC_LOG_DEBUG, "net", "outbound connection to %s closed%s: %s", conn_name(c),
+               c->awaiting ? " before its challenge" : "",
+               k == 0 ? "end of stream" : strerror(errno));
+        conn_close(c);
+        return;
+    }
+    if (!c->awaiting) {
+        bad_frame(c, "unexpected data on outbound connection");
+        return;
+    }
+    c->in.len += (size_t)k;
+    conn_check_challenge(c);
+}
+
+/* 1 when buf (k bytes) starts like a CHALLENGE frame. */
+static int looks_like_challenge(const uint8_t *buf, size_t k)
+{
+    return k >= 4 && buf[0] == QC_WIRE_MAGIC0 && buf[1] == QC_WIRE_MAGIC1 &&
+           buf[2] == QC_WIRE_VERSION_AUTH && buf[3] == QC_FRAME_CHALLENGE;
+}
+
+/* Peers never send on our outbound connection but, with a secret, its
+ * challenge; we read it to see it close. */
 static void conn_read_outbound(qc_conn *c)
 {
-    char buf[64];
+    if (c->net->auth) {
+        conn_read_challenge(c);
+        return;
+    }
+    uint8_t buf[64];
     ssize_t k = recv(c->fd, buf, sizeof buf, 0);
     if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (k > 0 && looks_like_challenge(buf, (size_t)k)) {
+        c->peer->wants_auth = 1;
+        auth_fail(c, WHY_NO_SECRET_HERE,
+                  "it sent a challenge: it has a secret and this node has none; not linking");
+        return;
+    }
     if (k > 0) {
         bad_frame(c, "unexpected data on outbound connection");
         return;
@@ -607,6 +870,30 @@ static void on_conn_read(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---- dialling ---- */
 
+/* The outbound handshake timer: with a secret, no challenge came in time;
+ * without, a peer that sent one last time did not this time, so it no
+ * longer has a secret and the link is up. */
+static void on_challenge_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_conn *c = w->data;
+    qc_peer *p = c->peer;
+    qc_net *n = c->net;
+    if (!n->auth) {
+        c->awaiting = 0;
+        p->wants_auth = 0;
+        qc_log(QC_LOG_INFO, "net", "%s sends no challenge any more: linking", p->identifier);
+        link_report(p, 1);
+        return;
+    }
+    qc_metrics_add(n->metrics, M_DROP, "reason", "handshake_timeout", 1);
+    qc_log(level_once(n, p->identifier, WHY_TIMEOUT), "net",
+           "no challenge from %s within %.1f s (does it run without a secret?); closing",
+           p->identifier, n->hello_timeout);
+    peer_down(p);
+}
+
 static void conn_established(qc_conn *c)
 {
     qc_peer *p = c->peer;
@@ -615,15 +902,23 @@ static void conn_established(qc_conn *c)
     c->opened = ev_now(n->loop);
     dial_forget(p);
     ev_io_stop(n->loop, &c->ww);
+    ev_io_start(n->loop, &c->rw);
+    qc_log(QC_LOG_DEBUG, "net", "connected to %s at %s:%d", p->identifier, p->host, p->port);
+    if (n->auth || p->wants_auth) {
+        c->awaiting = 1;
+        ev_timer_init(&c->hello_timer, on_challenge_timeout,
+                      n->auth ? n->hello_timeout : NET_AUTH_PROBE, 0.);
+        c->hello_timer.data = c;
+        ev_timer_start(n->loop, &c->hello_timer);
+    }
+    if (n->auth) return; /* the hello waits for the challenge */
     if (qc_buf_append(&c->out, n->hello.data, n->hello.len)) {
         qc_log(QC_LOG_ERROR, "net", "out of memory connecting to %s", p->identifier);
         peer_down(p);
         return;
     }
-    ev_io_start(n->loop, &c->rw);
     ev_io_start(n->loop, &c->ww); /* the hello goes out when writable */
-    qc_log(QC_LOG_DEBUG, "net", "connected to %s at %s:%d", p->identifier, p->host, p->port);
-    link_report(p, 1);
+    if (!c->awaiting) link_report(p, 1);
 }
 
 /* The current address failed: try the next one, or back off. */
@@ -789,6 +1084,7 @@ static void join_stop(qc_join *j)
 static void join_free(qc_join *j)
 {
     join_stop(j);
+    qc_auth_wipe(j->key, sizeof j->key);
     qc_buf_free(&j->in);
     qc_buf_free(&j->out);
     free(j->host);
@@ -812,14 +1108,16 @@ static void join_finish(qc_join *j, int rc, const uint8_t *answer, size_t len)
     /* done may start joins or free n: j is out of their reach, and is not
      * touched through n afterwards */
     j->done(j->arg, rc, answer, len);
+    qc_auth_wipe(j->key, sizeof j->key);
     qc_buf_free(&j->in);
     qc_buf_free(&j->out);
     free(j->host);
     free(j);
 }
 
-/* Writes the hello and the JOIN; the ww watcher finishes the job. */
-static void join_flush(qc_join *j)
+/* Writes the JOIN (after AUTH, with a secret); the ww watcher finishes the
+ * job. Returns -1 when j was finished. */
+static int join_flush(qc_join *j)
 {
     struct ev_loop *loop = j->net->loop;
     while (j->out_off < j->out.len) {
@@ -827,17 +1125,18 @@ static void join_flush(qc_join *j)
         if (k < 0 && errno == EINTR) continue;
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             ev_io_start(loop, &j->ww);
-            return;
+            return 0;
         }
         if (k < 0) {
             qc_log(QC_LOG_DEBUG, "net", "write to %s:%d failed: %s", j->host, j->port,
                    strerror(errno));
             join_finish(j, QC_EIO, NULL, 0);
-            return;
+            return -1;
         }
         j->out_off += (size_t)k;
     }
     ev_io_stop(loop, &j->ww);
+    return 0;
 }
 
 static void join_connected(qc_join *j)
@@ -845,7 +1144,8 @@ static void join_connected(qc_join *j)
     j->connecting = 0;
     ev_io_stop(j->net->loop, &j->ww);
     ev_io_start(j->net->loop, &j->rw);
-    join_flush(j);
+    j->awaiting = j->net->auth; /* with a secret, the JOIN waits for the challenge */
+    if (!j->awaiting) join_flush(j);
 }
 
 /* Dials j->ai_cur, else the addresses after it; QC_EIO when none is left. */
@@ -892,30 +1192,102 @@ static void on_join_write(struct ev_loop *loop, ev_io *w, int revents)
     join_dial(j);
 }
 
-/* Looks for the one JOIN frame of the answer in j->in. */
+/* The member's answer was bad (auth: it failed authentication): counted,
+ * logged, and the join fails with QC_EIO. */
+static void join_bad(qc_join *j, int auth, const char *why)
+{
+    qc_net *n = j->net;
+    qc_metrics_add(n->metrics, M_BAD, NULL, NULL, 1);
+    if (auth) qc_metrics_add(n->metrics, M_AUTH, NULL, NULL, 1);
+    char key[128];
+    snprintf(key, sizeof key, "join %s:%d", j->host, j->port);
+    /* a joiner asks again and again: say why once, not at every try */
+    int level = auth ? level_once(n, key, WHY_OTHER_SECRET) : QC_LOG_WARN;
+    qc_log(level, "net", "%s from %s:%d answering a join: %s; closing",
+           auth ? "authentication failed" : "bad frame", j->host, j->port, why);
+    join_finish(j, QC_EIO, NULL, 0);
+}
+
+/* With a secret: checks the member's CHALLENGE at the start of j->in, then
+ * sends AUTH and the sealed JOIN. Returns -1 when j was finished, 0 while
+ * the challenge is incomplete or when it was answered. */
+static int join_challenge(qc_join *j)
+{
+    qc_net *n = j->net;
+    if (j->in.len < QC_WIRE_HEADER) return 0;
+    const uint8_t *h = j->in.data;
+    uint8_t version, type;
+    uint32_t plen;
+    int rc = qc_wire_header_v(h, &version, &type, &plen);
+    if (rc || version != QC_WIRE_VERSION_AUTH || type != QC_FRAME_CHALLENGE ||
+        plen != QC_WIRE_NONCE)
+        return join_bad(j, 1, "no challenge: does the member run without a secret?"), -1;
+    size_t len = QC_WIRE_HEADER + QC_WIRE_NONCE;
+    if (j->in.len < len + QC_WIRE_TAG) return 0;
+    if (qc_auth_verify(n->key, QC_AUTH_DIR_CHALLENGE, 0, h, len, h + len))
+        return join_bad(j, 1, "its challenge does not verify: it has a different secret"), -1;
+    uint8_t nonce_d[QC_WIRE_NONCE];
+    qc_auth_random(nonce_d, sizeof nonce_d);
+    qc_auth_session(n->key, h + QC_WIRE_HEADER, nonce_d, j->key);
+    qc_buf out = {0};
+    rc = qc_wire_encode_frame(QC_FRAME_AUTH, nonce_d, sizeof nonce_d, &out);
+    if (!rc) rc = qc_auth_seal(&out, 0, j->key, QC_AUTH_DIR_DIALER, 0);
+    size_t start = out.len;
+    if (!rc) rc = qc_buf_append(&out, j->out.data, j->out.len);
+    if (!rc) rc = qc_auth_seal(&out, start, j->key, QC_AUTH_DIR_DIALER, 1);
+    if (rc) {
+        qc_buf_free(&out);
+        qc_log(QC_LOG_ERROR, "net", "out of memory joining through %s:%d", j->host, j->port);
+        join_finish(j, QC_EIO, NULL, 0);
+        return -1;
+    }
+    qc_buf_free(&j->out);
+    j->out = out;
+    j->out_off = 0;
+    j->in.len -= len + QC_WIRE_TAG;
+    memmove(j->in.data, j->in.data + len + QC_WIRE_TAG, j->in.len);
+    j->awaiting = 0;
+    return join_flush(j);
+}
+
+/* What is wrong with the header of the answer at h, or NULL; *auth is set
+ * when it is an authentication failure. */
+static const char *join_header_problem(const qc_join *j, const uint8_t *h, uint32_t *plen,
+                                       int *auth)
+{
+    int secret = j->net->auth;
+    uint8_t version, type;
+    int rc = qc_wire_header_v(h, &version, &type, plen);
+    *auth = !rc && version != (secret ? QC_WIRE_VERSION_AUTH : QC_WIRE_VERSION);
+    if (*auth && type == QC_FRAME_CHALLENGE)
+        return "it sent a challenge: it has a secret and this node has none";
+    if (*auth) return secret ? "an answer without a tag" : "an authenticated answer";
+    if (rc) return rc == QC_ETOOBIG ? "frame too big" : "bad header";
+    return type == QC_FRAME_JOIN ? NULL : "not a join answer";
+}
+
+/* Looks for the one JOIN frame of the answer in j->in (sealed by the member
+ * with a secret). */
 static void join_answer(qc_join *j)
 {
     if (j->in.len < QC_WIRE_HEADER) return;
-    uint8_t type;
+    const uint8_t *h = j->in.data;
     uint32_t plen;
-    const char *why = NULL;
-    int rc = qc_wire_header(j->in.data, &type, &plen);
-    if (rc)
-        why = rc == QC_ETOOBIG ? "frame too big" : "bad header";
-    else if (type != QC_FRAME_JOIN)
-        why = "not a join answer";
-    else if (j->in.len - QC_WIRE_HEADER < plen)
-        return;
-    else if (qc_wire_check(j->in.data, j->in.data + QC_WIRE_HEADER, plen))
-        why = "bad checksum";
-    if (!why) {
-        join_finish(j, QC_OK, j->in.data + QC_WIRE_HEADER, plen);
+    int auth;
+    const char *why = join_header_problem(j, h, &plen, &auth);
+    if (why) {
+        join_bad(j, auth, why);
         return;
     }
-    qc_metrics_add(j->net->metrics, M_BAD, NULL, NULL, 1);
-    qc_log(QC_LOG_WARN, "net", "bad frame from %s:%d answering a join: %s; closing", j->host,
-           j->port, why);
-    join_finish(j, QC_EIO, NULL, 0);
+    size_t tag = j->net->auth ? QC_WIRE_TAG : 0;
+    if (j->in.len - QC_WIRE_HEADER < plen + tag) return;
+    size_t len = QC_WIRE_HEADER + plen;
+    if (tag && qc_auth_verify(j->key, QC_AUTH_DIR_ACCEPTOR, 0, h, len, h + len))
+        join_bad(j, 1, "an answer with a bad tag");
+    else if (qc_wire_check(h, h + QC_WIRE_HEADER, plen))
+        join_bad(j, 0, "bad checksum");
+    else
+        join_finish(j, QC_OK, h + QC_WIRE_HEADER, plen);
 }
 
 static void on_join_read(struct ev_loop *loop, ev_io *w, int revents)
@@ -937,6 +1309,7 @@ static void on_join_read(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     j->in.len += (size_t)k;
+    if (j->awaiting && (join_challenge(j) || j->awaiting)) return;
     join_answer(j);
 }
 
@@ -960,7 +1333,14 @@ static void on_join_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     qc_join *j = w->data;
-    qc_log(QC_LOG_DEBUG, "net", "no join answer from %s:%d in time", j->host, j->port);
+    char key[128];
+    snprintf(key, sizeof key, "join %s:%d", j->host, j->port);
+    if (j->awaiting)
+        qc_log(level_once(j->net, key, WHY_TIMEOUT), "net",
+               "no challenge from %s:%d in time (does the member run without a secret?)", j->host,
+               j->port);
+    else
+        qc_log(QC_LOG_DEBUG, "net", "no join answer from %s:%d in time", j->host, j->port);
     join_finish(j, QC_EBUSY, NULL, 0);
 }
 
@@ -971,12 +1351,48 @@ static void on_hello_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     qc_conn *c = w->data;
+    qc_net *n = c->net;
+    qc_metrics_add(n->metrics, M_DROP, "reason", "handshake_timeout", 1);
+    int level = level_once(n, c->host, WHY_TIMEOUT);
     if (c->stranger)
-        qc_log(QC_LOG_DEBUG, "net", "stranger '%s' at %s did not finish joining in time; closing",
-               c->stranger_id, c->addr);
+        qc_log(level, "net", "stranger '%s' at %s did not finish joining within %.1f s; closing",
+               c->stranger_id, c->addr, n->hello_timeout);
+    else if (n->auth && !c->authed)
+        qc_log(level, "net", "no AUTH from %s within %.1f s of its challenge; closing", c->addr,
+               n->hello_timeout);
     else
-        qc_log(QC_LOG_DEBUG, "net", "no hello from %s in time; closing", c->addr);
+        qc_log(level, "net", "no hello from %s within %.1f s%s; closing", c->addr, n->hello_timeout,
+               n->auth ? ""
+                       : " (a node with a secret waits for a challenge this node never sends)");
     conn_close(c);
+}
+
+/* Sends a new inbound connection its CHALLENGE; QC_OK or an error (c is
+ * left to the caller to close). */
+static int conn_challenge(qc_conn *c)
+{
+    qc_net *n = c->net;
+    qc_auth_random(c->nonce, sizeof c->nonce);
+    int rc = qc_wire_encode_frame(QC_FRAME_CHALLENGE, c->nonce, sizeof c->nonce, &c->out);
+    if (!rc) rc = qc_auth_seal(&c->out, 0, n->key, QC_AUTH_DIR_CHALLENGE, 0);
+    if (!rc) rc = conn_flush(c);
+    return rc;
+}
+
+/* An inbound connection over max_inbound: closed at once, counted, and
+ * logged at most every NET_REFUSE_LOG_EVERY seconds. */
+static void refuse_inbound(qc_net *n, int fd)
+{
+    close(fd);
+    qc_metrics_add(n->metrics, M_DROP, "reason", "max_inbound", 1);
+    n->refused++;
+    ev_tstamp now = ev_now(n->loop);
+    if (n->refused_log > 0 && now - n->refused_log < NET_REFUSE_LOG_EVERY) return;
+    qc_log(QC_LOG_WARN, "net",
+           "refused %llu inbound connection(s): %d are open, the limit (max_inbound)",
+           (unsigned long long)n->refused, n->n_inbound);
+    n->refused = 0;
+    n->refused_log = now;
 }
 
 static void conn_addr(qc_conn *c)
@@ -1002,6 +1418,10 @@ static int accept_one(qc_net *n)
             qc_log(QC_LOG_WARN, "net", "accept failed: %s", strerror(errno));
         return -1;
     }
+    if (n->n_inbound >= n->max_inbound) {
+        refuse_inbound(n, fd);
+        return 0;
+    }
     qc_conn *c = sock_setup(fd) ? NULL : conn_new(n, fd, 0, NULL);
     if (!c) {
         qc_log(QC_LOG_WARN, "net", "cannot set up an inbound connection");
@@ -1011,10 +1431,15 @@ static int accept_one(qc_net *n)
     conn_addr(c);
     c->next = n->inbound;
     n->inbound = c;
-    ev_timer_init(&c->hello_timer, on_hello_timeout, NET_HELLO_TIMEOUT, 0.);
+    n->n_inbound++;
+    ev_timer_init(&c->hello_timer, on_hello_timeout, n->hello_timeout, 0.);
     c->hello_timer.data = c;
     ev_timer_start(n->loop, &c->hello_timer);
     ev_io_start(n->loop, &c->rw);
+    if (n->auth && conn_challenge(c)) {
+        qc_log(QC_LOG_WARN, "net", "cannot send a challenge to %s", c->addr);
+        conn_close(c);
+    }
     return 0;
 }
 
@@ -1076,8 +1501,18 @@ static void metrics_declare(qc_metrics *m)
     qc_metrics_declare(m, M_SENT, QC_METRIC_COUNTER, "Raft messages sent to peers, by type.");
     qc_metrics_declare(m, M_RECV, QC_METRIC_COUNTER, "Raft messages received from peers, by type.");
     qc_metrics_declare(m, M_BAD, QC_METRIC_COUNTER,
-                       "Frames rejected as malformed; each closed its connection.");
+                       "Frames rejected as malformed or unauthenticated; each closed its "
+                       "connection.");
     qc_metrics_add(m, M_BAD, NULL, NULL, 0);
+    qc_metrics_declare(m, M_AUTH, QC_METRIC_COUNTER,
+                       "Cluster connections closed for failing authentication: a missing or bad "
+                       "tag, a replay, or a node with another secret or none.");
+    qc_metrics_add(m, M_AUTH, NULL, NULL, 0);
+    qc_metrics_declare(m, M_DROP, QC_METRIC_COUNTER,
+                       "Cluster connections closed at a limit: max_inbound (too many open), "
+                       "handshake_timeout (no challenge, AUTH or hello in time).");
+    qc_metrics_add(m, M_DROP, "reason", "max_inbound", 0);
+    qc_metrics_add(m, M_DROP, "reason", "handshake_timeout", 0);
 }
 
 int qc_net_new(struct ev_loop *loop, const qc_net_config *cfg, const qc_net_callbacks *cb,
@@ -1086,8 +1521,17 @@ int qc_net_new(struct ev_loop *loop, const qc_net_config *cfg, const qc_net_call
     *out = NULL;
     if (!loop || !cfg || !cfg->identifier || cfg->listen_port < 0 || cfg->listen_port > 65535)
         return QC_EINVAL;
+    if ((cfg->secret && !cfg->secret[0]) || cfg->max_inbound < 0 || cfg->hello_timeout_ms < 0)
+        return QC_EINVAL;
+    if (cfg->secret && qc_auth_init()) return QC_EIO;
     qc_net *n = calloc(1, sizeof *n);
     if (!n) return QC_ENOMEM;
+    if (cfg->secret) {
+        n->auth = 1;
+        qc_auth_derive(cfg->secret, strlen(cfg->secret), n->key);
+    }
+    n->hello_timeout = cfg->hello_timeout_ms ? cfg->hello_timeout_ms / 1000.0 : NET_HELLO_TIMEOUT;
+    n->max_inbound = cfg->max_inbound ? cfg->max_inbound : NET_MAX_INBOUND;
     n->loop = loop;
     n->lfd = -1;
     n->metrics = metrics;
@@ -1144,6 +1588,7 @@ void qc_net_free(qc_net *n)
     }
     qc_buf_free(&n->hello);
     free(n->identifier);
+    qc_auth_wipe(n->key, sizeof n->key);
     free(n);
 }
 
@@ -1196,6 +1641,7 @@ int qc_net_remove_peer(qc_net *n, uint64_t id)
             continue;
         }
         *cp = c->next;
+        n->n_inbound--;
         conn_free(c);
     }
     qc_log(QC_LOG_INFO, "net", "peer %s removed", p->identifier);
@@ -1227,7 +1673,7 @@ int qc_net_send(qc_net *n, const qc_msg *m)
     qc_peer *p = peer_by_id(n, m->to);
     if (!p) return QC_ENOTFOUND;
     qc_conn *c = p->out;
-    if (!p->up || !c || c->connecting || c->failed) return QC_OK;
+    if (!p->up || !c || c->connecting || c->awaiting || c->failed) return QC_OK;
     size_t size;
     int rc = qc_wire_msg_size(m, &size);
     if (rc) return rc;
@@ -1248,6 +1694,8 @@ int qc_net_send(qc_net *n, const qc_msg *m)
             conn_fail_later(c, FAIL_OVERFLOW);
             return QC_OK;
         }
+        rc = conn_seal(c, before);
+        if (rc) return rc;
         count(n, M_SENT, m->type);
     }
     if (ev_is_active(&c->ww)) return QC_OK;
@@ -1262,7 +1710,7 @@ int qc_net_send_frame(qc_net *n, uint64_t peer, int type, const void *data, size
     qc_peer *p = peer_by_id(n, peer);
     if (!p) return QC_ENOTFOUND;
     qc_conn *c = p->out;
-    if (!p->up || !c || c->connecting || c->failed) return QC_EIO;
+    if (!p->up || !c || c->connecting || c->awaiting || c->failed) return QC_EIO;
     size_t before = c->out.len;
     int rc = qc_wire_encode_frame((uint8_t)type, data, len, &c->out);
     if (rc) return rc;
@@ -1271,6 +1719,8 @@ int qc_net_send_frame(qc_net *n, uint64_t peer, int type, const void *data, size
         conn_fail_later(c, FAIL_OVERFLOW);
         return QC_EIO;
     }
+    rc = conn_seal(c, before);
+    if (rc) return rc;
     if (!ev_is_active(&c->ww) && conn_flush(c)) conn_fail_later(c, FAIL_WRITE);
     return QC_OK;
 }

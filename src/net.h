@@ -1,7 +1,22 @@
 /* Cluster transport on libev: a listening socket, one outbound connection per
  * peer (reconnected with exponential backoff and jitter) that carries this
  * node's frames to that peer, and inbound connections that carry theirs.
- * It frames and counts bytes; it never interprets consensus. */
+ * It frames and counts bytes; it never interprets consensus.
+ *
+ * With a secret, every connection (peer links and joins alike) opens with
+ * the challenge described in wire.h and every frame carries a tag bound to
+ * the connection, so that frames from a node with another secret or none,
+ * tampered frames and replayed frames or connections are refused: closed,
+ * counted in qcluster_bad_frames_total and qcluster_auth_failures_total,
+ * and logged once per peer or host. The link to a peer is up only once its
+ * challenge verified. Without a secret the wire format is version 1 and no
+ * challenge is sent; a node with a secret and one without never link.
+ *
+ * Limits: at most max_inbound inbound connections at once (more are closed
+ * at accept); a connection must finish its handshake (challenge, AUTH,
+ * hello) within hello_timeout_ms; frames up to QC_WIRE_MAX_PAYLOAD; at most
+ * 16 strangers at once; a slow peer's queue up to 16 MiB. Connections
+ * closed at a limit are counted in qcluster_connections_dropped_total. */
 #ifndef QC_NET_H
 #define QC_NET_H
 
@@ -52,13 +67,19 @@ typedef struct qc_net_config {
     const char *metadata;   /* this node's metadata, JSON text, sent in hello */
     const char *listen_host;
     int listen_port;
+    /* The shared cluster secret (non-empty), or NULL for none. Only a key
+     * derived from it is kept; the caller still owns and wipes the text. */
+    const char *secret;
+    int max_inbound;      /* inbound connections open at once; 0: 256 */
+    int hello_timeout_ms; /* the handshake limit of a connection; 0: 10000 */
 } qc_net_config;
 
-/* Binds and listens at once (QC_EIO with errno set on failure). cfg strings
- * are copied. metrics may be NULL. */
+/* Binds and listens at once (QC_EIO with errno set on failure; QC_EINVAL for
+ * a bad cfg). cfg strings are copied. metrics may be NULL. */
 int qc_net_new(struct ev_loop *loop, const qc_net_config *cfg, const qc_net_callbacks *cb,
                qc_metrics *metrics, qc_net **out);
-/* Stops every watcher, closes every socket, frees everything. */
+/* Stops every watcher, closes every socket, frees everything and zeroes the
+ * key material. */
 void qc_net_free(qc_net *n);
 /* Adds a peer to dial; its id is qc_hash_id(identifier). Strings copied. */
 int qc_net_add_peer(qc_net *n, const char *identifier, const char *host, int port);

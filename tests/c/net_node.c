@@ -8,7 +8,10 @@
  * start ("join answer RC PAYLOAD"; NET_NODE_JOIN_TIMEOUT_MS, default 2000).
  * NET_NODE_REMOVE_IN=msg|hello|closed|link removes a peer from inside that
  * callback of the first peer on the command line ("removed B in msg: ok").
- * Used by tests/unit/net_spec.lua; it must never be part of the agent.
+ * NET_NODE_SECRET sets the cluster secret; NET_NODE_MAX_INBOUND and
+ * NET_NODE_HELLO_TIMEOUT_MS the transport's limits. SIGUSR1 prints the
+ * counters ("bad_frames N", "auth_failures N", "dropped max_inbound=N
+ * handshake_timeout=N"). Used by tests/unit/net_spec.lua; it must never be part of the agent.
  * Usage: net_node IDENTIFIER PORT [PEER_ID@HOST:PORT ...] */
 #include <signal.h>
 #include <stdio.h>
@@ -153,6 +156,13 @@ static void print_counters(const node *nd)
 {
     printf("bad_frames %.0f\n",
            qc_metrics_get(nd->metrics, "qcluster_bad_frames_total", NULL, NULL));
+    printf("auth_failures %.0f\n",
+           qc_metrics_get(nd->metrics, "qcluster_auth_failures_total", NULL, NULL));
+    printf(
+        "dropped max_inbound=%.0f handshake_timeout=%.0f\n",
+        qc_metrics_get(nd->metrics, "qcluster_connections_dropped_total", "reason", "max_inbound"),
+        qc_metrics_get(nd->metrics, "qcluster_connections_dropped_total", "reason",
+                       "handshake_timeout"));
     printf("sent %.0f received %.0f\n",
            qc_metrics_get(nd->metrics, "qcluster_messages_sent_total", "type", "append"),
            qc_metrics_get(nd->metrics, "qcluster_messages_received_total", "type", "append"));
@@ -258,10 +268,15 @@ static int run(node *nd, struct ev_loop *loop, int argc, char **argv)
 {
     char meta[128];
     snprintf(meta, sizeof meta, "{\"node\":\"%s\"}", argv[1]);
+    const char *max_inbound = getenv("NET_NODE_MAX_INBOUND");
+    const char *hello_timeout = getenv("NET_NODE_HELLO_TIMEOUT_MS");
     qc_net_config cfg = {.identifier = argv[1],
                          .metadata = meta,
                          .listen_host = getenv("NET_NODE_HOST"),
-                         .listen_port = atoi(argv[2])};
+                         .listen_port = atoi(argv[2]),
+                         .secret = getenv("NET_NODE_SECRET"),
+                         .max_inbound = max_inbound ? atoi(max_inbound) : 0,
+                         .hello_timeout_ms = hello_timeout ? atoi(hello_timeout) : 0};
     const char *joins = getenv("NET_NODE_JOINS");
     qc_net_callbacks cb = {.ud = nd,
                            .on_msg = on_msg,

@@ -5,7 +5,7 @@ package.cpath = "./build/?.so;" .. package.cpath
 local socket = require("socket")
 local wire = require("qcwire")
 
-local NODE = "./build/net_node"
+local NODE = os.getenv("NET_NODE") or "./build/net_node" -- NET_NODE: e.g. an ASan build
 
 local started = {} -- every process of the current test: { pid, out, err }
 
@@ -549,4 +549,456 @@ describe("net", function()
     must_see(b, "msg a 5", 2, #lines(b))
     assert.are.equal(0, bad_frames(a))
   end)
+end)
+
+-- ---- with a secret: the challenge, tags, and the transport's limits ----
+
+local SECRET = "s3cret"
+
+local function with_secret(env, secret)
+  local t = { NET_NODE_SECRET = secret or SECRET }
+  for k, v in pairs(env or {}) do t[k] = v end
+  return t
+end
+
+local function random_bytes(n)
+  local t = {}
+  for i = 1, n do t[i] = string.char(math.random(0, 255)) end
+  return table.concat(t)
+end
+
+-- Reads one whole version-2 frame (header, payload, tag) from s, raw.
+local function read_sealed(s)
+  local h, err = s:receive(wire.HEADER)
+  if not h then return nil, err end
+  local version, _, len = wire.header_v(h)
+  if not version then return nil, len end
+  local rest, rerr = s:receive(len + wire.TAG)
+  if not rest then return nil, rerr end
+  return h .. rest
+end
+
+-- Dials port as a node with secret would: reads and checks the challenge
+-- (unless told not to), sends AUTH. The returned connection seals what it
+-- sends (conn:send) with the session key and its own sequence numbers.
+local function auth_dial(port, secret, unchecked)
+  local s = assert(socket.connect("127.0.0.1", port))
+  s:settimeout(2)
+  local key = wire.key(secret or SECRET)
+  local ch = assert(read_sealed(s))
+  assert.are.equal(8, select(2, wire.header_v(ch)))
+  assert(unchecked or wire.verify(ch, key, "C", 0))
+  local na = ch:sub(wire.HEADER + 1, wire.HEADER + wire.NONCE)
+  local nd = random_bytes(wire.NONCE)
+  local conn = { s = s, key = wire.session(key, na, nd), seq = 0, sent = {} }
+  function conn:seal(frame)
+    local f = wire.seal(frame, self.key, "D", self.seq)
+    self.seq = self.seq + 1
+    return f
+  end
+  function conn:send(frame)
+    local f = self:seal(frame)
+    self.sent[#self.sent + 1] = f
+    return self.s:send(f)
+  end
+  assert(conn:send(wire.frame(9, nd)))
+  return conn
+end
+
+local function counters(p)
+  local mark = #lines(p)
+  signal(p, "USR1")
+  must_see(p, "sent ", 2, mark)
+  local t = {}
+  for i = mark + 1, #lines(p) do
+    local l = lines(p)[i]
+    t.bad = t.bad or tonumber(l:match("^bad_frames (%d+)"))
+    t.auth = t.auth or tonumber(l:match("^auth_failures (%d+)"))
+    t.max_inbound = t.max_inbound or tonumber(l:match("max_inbound=(%d+)"))
+    t.timeout = t.timeout or tonumber(l:match("handshake_timeout=(%d+)"))
+  end
+  return t
+end
+
+-- Lines of p's log holding text (and level, when given, e.g. "WARN").
+local function stderr_count(p, text, level)
+  local f = io.open(p.err)
+  local n = 0
+  if not f then return 0 end
+  for l in f:lines() do
+    if l:find(text, 1, true) and (not level or l:find(" " .. level .. " ", 1, true)) then
+      n = n + 1
+    end
+  end
+  f:close()
+  return n
+end
+
+local function raft(from, to, term)
+  return wire.encode({ type = 5, from = wire.hash_id(from), to = wire.hash_id(to), term = term })
+end
+
+describe("net with a secret", function()
+  after_each(function()
+    for _, p in ipairs(started) do
+      signal(p, "KILL")
+      os.remove(p.out)
+      os.remove(p.err)
+    end
+    started = {}
+  end)
+
+  it("two nodes with the same secret link up, say hello, exchange messages and big ones", function()
+    local port = base_port()
+    local a = start("a", port, { peer("b", port + 1) }, with_secret())
+    local b = start("b", port + 1, { peer("a", port) }, with_secret())
+    must_see(a, "link b up")
+    must_see(b, "link a up")
+    must_see(a, 'hello b {"node":"b"}')
+    must_see(b, 'hello a {"node":"a"}')
+    must_see(a, "msg b 5 term=")
+    local mark = #lines(b)
+    signal(a, "USR2")
+    local sent = must_see(a, "big crc=")
+    local crc = lines(a)[sent]:match("crc=(%x+)")
+    local got = must_see(b, "msg a 8 len=20971520 crc=" .. crc, 10, mark)
+    must_see(b, "msg a 5 term=", 2, got)
+    for _, p in ipairs({ a, b }) do
+      local c = counters(p)
+      assert.are.equal(0, c.bad)
+      assert.are.equal(0, c.auth)
+    end
+    assert.are.equal(0, count_lines(a, "link b down"))
+    -- nothing goes out in the clear: a stranger without the secret gets the
+    -- challenge and nothing else
+    local s = assert(socket.connect("127.0.0.1", port))
+    s:settimeout(1)
+    local ch = assert(read_sealed(s))
+    assert.are.same({ 2, 8, 32 }, { wire.header_v(ch) })
+    assert.is_true(wire.verify(ch, wire.key(SECRET), "C", 0))
+    assert.is_falsy(wire.verify(ch, wire.key("other"), "C", 0))
+    s:close()
+  end)
+
+  it("nodes with different secrets on the same ports never link, count and say why once", function()
+    local port = base_port()
+    local a = start("a", port, { peer("b", port + 1) }, with_secret({}, "one"))
+    local b = start("b", port + 1, { peer("a", port) }, with_secret({}, "two"))
+    must_see(a, "ready a")
+    must_see(b, "ready b")
+    socket.sleep(2.5) -- several retries each way
+    for _, pair in ipairs({ { a, "b" }, { b, "a" } }) do
+      local p, other = pair[1], pair[2]
+      for _, what in ipairs({ "link " .. other .. " up", "hello " .. other, "msg " .. other }) do
+        assert.are.equal(0, count_lines(p, what), p.id .. ": " .. what)
+      end
+      local c = counters(p)
+      assert.is_true(c.auth >= 2, p.id .. " counted " .. c.auth)
+      assert.is_true(c.bad >= c.auth)
+      -- said once at WARN for the peer, not at every retry
+      assert.are.equal(1, stderr_count(p, "net: authentication failed on outbound connection to "
+                                             .. other .. ": its challenge does not verify: it has a "
+                                             .. "different secret", "WARN"))
+      -- the dialer sees the other secret in the challenge and hangs up
+      -- before sending anything: the acceptor has nothing to refuse
+      assert.are.equal(0, stderr_count(p, "on inbound connection"))
+    end
+  end)
+
+  it("a node with a secret and one without never link, and both say why once", function()
+    local port = base_port()
+    local a = start("a", port, { peer("b", port + 1) },
+                    with_secret({ NET_NODE_HELLO_TIMEOUT_MS = "400" }))
+    local b = start("b", port + 1, { peer("a", port) }, { NET_NODE_HELLO_TIMEOUT_MS = "400" })
+    must_see(a, "ready a")
+    must_see(b, "ready b")
+    socket.sleep(3)
+    for _, what in ipairs({ "link b up", "hello b", "msg b" }) do
+      assert.are.equal(0, count_lines(a, what), what)
+    end
+    for _, what in ipairs({ "hello a", "msg a" }) do
+      assert.are.equal(0, count_lines(b, what), what)
+    end
+    -- b cannot know before its first connection; after it, its link to a
+    -- never comes up again (no flapping at every retry)
+    assert.is_true(count_lines(b, "link a up") <= 1)
+    assert.is_true(counters(a).auth >= 2)
+    assert.is_true(counters(b).auth >= 2)
+    assert.are.equal(1, stderr_count(b, "net: authentication failed on outbound connection to a: "
+                                           .. "it sent a challenge: it has a secret and this node "
+                                           .. "has none", "WARN"))
+    assert.are.equal(1, stderr_count(a, "net: authentication failed on inbound connection from "
+                                           .. "127.0.0.1", "WARN"))
+    assert.are.equal(1, stderr_count(a, "a frame without a tag: it has no secret", "WARN"))
+    assert.are.equal(1, stderr_count(a, "net: no challenge from b within 0.4 s (does it run "
+                                           .. "without a secret?)", "WARN"))
+    assert.are.equal(1, stderr_count(b, "net: no hello from 127.0.0.1", "WARN"))
+    assert.is_true(counters(a).timeout >= 2)
+  end)
+
+  it("a node killed with -9 relinks after a restart; one that drops its secret links with "
+     .. "a node without one", function()
+    local port = base_port()
+    local a = start("a", port, { peer("b", port + 1) }, with_secret())
+    local b = start("b", port + 1, { peer("a", port) }, with_secret())
+    must_see(a, "msg b 5")
+    must_see(b, "msg a 5")
+    signal(b, "KILL")
+    local down = must_see(a, "link b down", 2)
+    local b2 = start("b", port + 1, { peer("a", port) }, with_secret())
+    must_see(a, "link b up", 3, down)
+    must_see(a, "msg b 5", 3, down)
+    must_see(b2, "msg a 5")
+    -- a plain node p learns that a has a secret, then a comes back without it
+    signal(a, "KILL")
+    signal(b2, "KILL")
+    local p = start("p", port + 2, { peer("a", port) })
+    local a2 = start("a", port, { peer("p", port + 2) }, with_secret())
+    must_see(p, "link a down", 3)
+    socket.sleep(0.5)
+    assert.are.equal(1, stderr_count(p, "it has a secret and this node has none"))
+    assert.are.equal(0, count_lines(p, "msg a"))
+    signal(a2, "KILL")
+    local mark = #lines(p)
+    local a3 = start("a", port, { peer("p", port + 2) })
+    must_see(p, "link a up", 5, mark)
+    must_see(p, "msg a 5", 3, mark)
+    must_see(a3, "msg p 5")
+    assert.are.equal(1, stderr_count(p, "a sends no challenge any more: linking"))
+  end)
+
+  it("a hand-made connection with the secret is taken; a frame without its tag, before AUTH, "
+     .. "out of sequence or under another key is refused", function()
+    local port = base_port()
+    local a = start("a", port, { peer("b", port + 1) }, with_secret({ NET_NODE_JOINS = "0" }))
+    must_see(a, "ready a")
+    -- right: AUTH, hello, a message
+    local conn = auth_dial(port)
+    assert(conn:send(hello("b")))
+    assert(conn:send(raft("b", "a", 777)))
+    must_see(a, "hello b {}")
+    must_see(a, "msg b 5 term=777")
+    assert.are.equal(0, counters(a).auth)
+    conn.s:close()
+    local cases = {
+      function() return hello("b") end, -- a frame without its tag after AUTH
+      function(c) c.seq = c.seq + 1; return c:seal(hello("b")) end, -- a sequence number skipped
+      function(c) return c:seal(hello("b")) .. c.sent[#c.sent] end, -- AUTH replayed inside
+      function(c) local f = c:seal(wire.frame(3, "fwd")); return f .. f end, -- replayed inside
+      function(c) -- a tag under another connection's key
+        local other = wire.session(wire.key(SECRET), random_bytes(32), random_bytes(32))
+        return wire.seal(hello("b"), other, "D", c.seq)
+      end,
+      function(c) return wire.seal(hello("b"), c.key, "A", c.seq) end, -- the wrong direction
+      function(c) return c:seal(wire.frame(8, random_bytes(32))) end, -- a CHALLENGE from the dialer
+    }
+    for n, make in ipairs(cases) do
+      local c = auth_dial(port)
+      if n == 4 then assert(c:send(hello("b"))) end
+      assert(c.s:send(make(c)))
+      expect_closed(c.s)
+      assert.are.equal(n, counters(a).auth, "case " .. n)
+    end
+    -- before AUTH: frames without a tag, a big frame announced, a wrong key
+    local pre = {
+      hello("b"),
+      "QC\2\2" .. string.pack(">I4I4", wire.MAX_PAYLOAD, 0), -- never waits for 8 MiB
+      "QC\2\9" .. string.pack(">I4I4", 33, 0), -- an AUTH of the wrong size
+    }
+    for i, g in ipairs(pre) do
+      local s = assert(socket.connect("127.0.0.1", port))
+      s:settimeout(2)
+      assert(read_sealed(s))
+      assert(s:send(g))
+      expect_closed(s)
+      assert.are.equal(#cases + i, counters(a).auth)
+    end
+    local c = auth_dial(port, "wrong", true) -- AUTH under another secret
+    expect_closed(c.s)
+    assert.are.equal(#cases + #pre + 1, counters(a).auth)
+    -- the first connection's, and cases 3 and 4's (before their bad frames)
+    assert.are.equal(3, count_lines(a, "hello b"))
+    assert.are.equal(1, count_lines(a, "frame b 3 fwd")) -- case 4's, once
+    assert.are.equal(1, count_lines(a, "msg b"))
+  end)
+
+  -- b dials a through a proxy in this test, which records and tampers.
+  local function proxied(port)
+    local listener = assert(socket.bind("127.0.0.1", port + 2))
+    local a = start("a", port, { peer("b", port + 1) }, with_secret())
+    local b = start("b", port + 1, { peer("a", port + 2) }, with_secret())
+    must_see(a, "ready a")
+    listener:settimeout(3)
+    local from_b = assert(listener:accept())
+    from_b:settimeout(2)
+    local to_a = assert(socket.connect("127.0.0.1", port))
+    to_a:settimeout(2)
+    assert(from_b:send(assert(read_sealed(to_a)))) -- a's challenge, passed on
+    return a, b, listener, from_b, to_a
+  end
+
+  it("a tampered frame of a real connection is dropped and counted", function()
+    local port = base_port()
+    local a, b, listener, from_b, to_a = proxied(port)
+    finally(function() listener:close(); from_b:close(); to_a:close() end)
+    must_see(b, "link a up")
+    for _ = 1, 4 do assert(to_a:send(assert(read_sealed(from_b)))) end -- AUTH, hello, messages
+    must_see(a, "hello b")
+    local t0 = socket.gettime()
+    while count_lines(a, "msg b 5") < 2 and socket.gettime() - t0 < 2 do socket.sleep(0.01) end
+    local mark = #lines(a)
+    local f = assert(read_sealed(from_b))
+    local pos = wire.HEADER + 20 -- inside the payload: the term
+    local tampered = f:sub(1, pos - 1) .. string.char(f:byte(pos) ~ 1) .. f:sub(pos + 1)
+    assert(to_a:send(tampered))
+    expect_closed(to_a)
+    assert.are.equal(0, count_lines(a, "msg b", mark))
+    local c = counters(a)
+    assert.are.equal(1, c.auth)
+    assert.are.equal(1, c.bad)
+    assert.are.equal(1, stderr_count(a, "a frame with a bad tag (tampered, replayed or lost)"))
+    -- a's own link to b is renewed and works
+    must_see(a, "link b up", 3, mark)
+    must_see(b, "msg a 5", 3, #lines(b))
+  end)
+
+  it("a recorded connection replayed whole is refused", function()
+    local port = base_port()
+    local a, _, listener, from_b, to_a = proxied(port)
+    finally(function() listener:close(); from_b:close(); to_a:close() end)
+    local recorded = {}
+    for i = 1, 6 do
+      recorded[i] = assert(read_sealed(from_b))
+      assert(to_a:send(recorded[i]))
+    end
+    must_see(a, "hello b")
+    local t0 = socket.gettime()
+    while count_lines(a, "msg b 5") < 4 and socket.gettime() - t0 < 2 do socket.sleep(0.01) end
+    from_b:close()
+    to_a:close()
+    local mark = #lines(a)
+    -- the same bytes on a fresh connection: a's new challenge does not match
+    local s = assert(socket.connect("127.0.0.1", port))
+    s:settimeout(2)
+    assert(read_sealed(s))
+    assert(s:send(table.concat(recorded)))
+    expect_closed(s)
+    assert.are.equal(0, count_lines(a, "hello b", mark), table.concat(lines(a), "\n"))
+    assert.are.equal(0, count_lines(a, "msg b", mark))
+    assert.are.equal(1, counters(a).auth)
+  end)
+
+  it("joins work with the secret, and fail with another secret or none", function()
+    local port = base_port()
+    local a = start("a", port, {}, with_secret())
+    local plain = start("p", port + 1, {}, {})
+    must_see(a, "ready a")
+    must_see(plain, "ready p")
+    local c = start("c", port + 2, {}, with_secret({ NET_NODE_JOIN = "127.0.0.1:" .. port }))
+    must_see(c, "join answer 0 welcome c")
+    must_see(a, "join from c please from c")
+    local d = start("d", port + 3, {}, with_secret({ NET_NODE_JOIN = "127.0.0.1:" .. port }, "other"))
+    must_see(d, "join answer -3")
+    assert.are.equal(1, counters(d).auth)
+    local e = start("e", port + 4, {}, { NET_NODE_JOIN = "127.0.0.1:" .. port })
+    must_see(e, "join answer -3")
+    assert.are.equal(1, counters(e).auth)
+    -- a member without a secret never answers with a challenge: the joiner times out
+    local f = start("f", port + 5, {}, with_secret({ NET_NODE_JOIN = "127.0.0.1:" .. (port + 1),
+                                                     NET_NODE_JOIN_TIMEOUT_MS = "500" }))
+    must_see(f, "join answer -7", 3)
+    assert.are.equal(1, stderr_count(f, "no challenge from 127.0.0.1:" .. (port + 1)))
+    for _, who in ipairs({ "d", "e", "f" }) do
+      assert.are.equal(0, count_lines(a, "join from " .. who))
+      assert.are.equal(0, count_lines(plain, "join from " .. who))
+    end
+    -- a stranger's hello and JOIN by hand: the answer comes back sealed
+    local conn = auth_dial(port)
+    assert(conn:send(hello("g")))
+    assert(conn:send(wire.frame(7, "by hand")))
+    local answer = assert(read_sealed(conn.s))
+    assert.is_true(wire.verify(answer, conn.key, "A", 0))
+    assert.are.equal("welcome g", answer:sub(wire.HEADER + 1, -wire.TAG - 1))
+    expect_closed(conn.s)
+    assert.are.equal(1, counters(a).auth) -- e's unauthenticated JOIN
+  end)
+
+  it("a connection that never finishes its handshake is closed at the limit and counted", function()
+    local port = base_port()
+    local a = start("a", port, {}, with_secret({ NET_NODE_HELLO_TIMEOUT_MS = "300" }))
+    local p = start("p", port + 1, {}, { NET_NODE_HELLO_TIMEOUT_MS = "300" })
+    must_see(a, "ready a")
+    must_see(p, "ready p")
+    local t0 = socket.gettime()
+    local s1 = assert(socket.connect("127.0.0.1", port))
+    local s2 = auth_dial(port) -- AUTH but no hello
+    local s3 = assert(socket.connect("127.0.0.1", port + 1))
+    s1:settimeout(2)
+    assert(read_sealed(s1))
+    expect_closed(s1)
+    expect_closed(s2.s)
+    expect_closed(s3)
+    assert.is_true(socket.gettime() - t0 < 1.5)
+    assert.are.equal(2, counters(a).timeout)
+    assert.are.equal(1, counters(p).timeout)
+    assert.are.equal(0, counters(a).auth)
+    assert.are.equal(1, stderr_count(a, "no AUTH from 127.0.0.1"))
+    assert.are.equal(1, stderr_count(a, "within 0.3 s of its challenge"))
+  end)
+end)
+
+describe("net limits", function()
+  after_each(function()
+    for _, p in ipairs(started) do
+      signal(p, "KILL")
+      os.remove(p.out)
+      os.remove(p.err)
+    end
+    started = {}
+  end)
+
+  for _, secret in ipairs({ false, true }) do
+    it("at most max_inbound connections" .. (secret and " (with a secret)" or "")
+       .. "; more are closed at once, counted and logged", function()
+      local port = base_port()
+      local env = { NET_NODE_MAX_INBOUND = "4" }
+      local a = start("a", port, { peer("b", port + 1) }, secret and with_secret(env) or env)
+      local b = start("b", port + 1, { peer("a", port) }, secret and with_secret() or nil)
+      must_see(a, "msg b 5") -- b's connection is one of the four
+      local held = {}
+      for i = 1, 3 do held[i] = assert(socket.connect("127.0.0.1", port)) end
+      socket.sleep(0.2)
+      for _ = 1, 2 do
+        local extra = assert(socket.connect("127.0.0.1", port))
+        extra:settimeout(2)
+        local data, err = extra:receive(1)
+        assert.is_nil(data)
+        assert.is_truthy(err == "closed" or err:find("reset"), err)
+        extra:close()
+      end
+      local c = counters(a)
+      assert.are.equal(2, c.max_inbound)
+      assert.are.equal(0, c.bad)
+      assert.are.equal(1, stderr_count(a, "refused 1 inbound connection(s): 4 are open, the limit (max_inbound)"))
+      -- the peer is untouched, and room comes back as connections close
+      local mark = #lines(a)
+      must_see(a, "msg b 5", 2, mark)
+      assert.are.equal(0, count_lines(a, "link b down"))
+      held[1]:close()
+      socket.sleep(0.2)
+      local late = assert(socket.connect("127.0.0.1", port))
+      late:settimeout(0.3)
+      if secret then
+        assert(read_sealed(late))
+      else
+        local data, err = late:receive(1)
+        assert.is_nil(data)
+        assert.are.equal("timeout", err)
+      end
+      assert.are.equal(2, counters(a).max_inbound)
+      late:close()
+      for i = 2, 3 do held[i]:close() end
+      must_see(b, "msg a 5", 2, #lines(b))
+    end)
+  end
 end)
