@@ -1643,6 +1643,7 @@ static int start_services(qc_agent *a)
         .metadata = a->cfg.metadata,
         .listen_host = a->cfg.listen_host,
         .listen_port = a->cfg.listen_port,
+        .secret = a->cfg.secret, /* net keeps only a key derived from it */
     };
     qc_net_callbacks cb = {.ud = a,
                            .on_msg = on_msg,
@@ -1805,11 +1806,15 @@ int qc_agent_main(const char *path)
     }
     qc_log_set_level(a->cfg.log_level);
     if (!a->cfg.secret)
-        qc_log(QC_LOG_WARN, "agent", "no secret set: cluster traffic is not authenticated");
-    else
         qc_log(QC_LOG_WARN, "agent",
-               "secret is set, but this version does not authenticate "
-               "cluster frames yet: keep the cluster port private");
+               "no secret set: cluster traffic is not authenticated, and any node that "
+               "reaches the cluster port can take part; set secret or secret_file");
+    else if (strlen(a->cfg.secret) < 16)
+        qc_log(QC_LOG_WARN, "agent",
+               "the secret is shorter than 16 characters: anyone who sees cluster traffic can "
+               "test guesses of it offline; use a long random one");
+    else
+        qc_log(QC_LOG_INFO, "agent", "cluster frames are authenticated with the secret");
     int rc = qc_store_open(a->cfg.data_dir, &a->store);
     if (rc != QC_OK) {
         qc_log(QC_LOG_ERROR, "store", "cannot use data_dir %s: %s", a->cfg.data_dir,
