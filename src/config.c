@@ -102,7 +102,8 @@ static int load_lua(lua_State *L, const char *path, char *err, size_t errlen)
         return QC_EIO;
     }
     fclose(f);
-    int st = luaL_loadfile(L, path);
+    /* Text only: Lua does not check binary chunks, a bad one crashes it. */
+    int st = luaL_loadfilex(L, path, "t");
     if (st == LUA_OK) st = lua_pcall(L, 0, 1, 0);
     if (st == LUA_OK) return QC_OK;
     const char *m = lua_tostring(L, -1);

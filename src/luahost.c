@@ -1738,7 +1738,7 @@ static int build_hooks(qc_lua *h, char *err, size_t errlen)
     unsigned gen = ++h->file_gen;
     h->loading_gen = gen;
     arm(h, h->hook_timeout_ms);
-    int st = luaL_loadfile(L, h->hooks_path);
+    int st = luaL_loadfilex(L, h->hooks_path, "t"); /* a binary chunk could crash Lua */
     if (st == LUA_OK) st = lua_pcall(L, 0, 1, tbl + 1);
     disarm(h);
     h->loading_gen = 0;

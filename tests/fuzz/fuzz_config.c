@@ -5,9 +5,9 @@
  * luahost.c does for configs, a count hook with a deadline (here 250 ms) so
  * a chunk that loops ends with an error. The state is a sandbox: no os
  * functions but time/clock/date/getenv, io.open reads only inside the
- * scratch directory, no require/package/debug/dofile/loadfile, print is
- * silent. Properties: the Lua stack is balanced, and a loaded config has
- * every string the struct promises. Test-only. */
+ * scratch directory, no require/package/debug/dofile/loadfile, load takes
+ * text only, print is silent. Properties: the Lua stack is balanced, and a
+ * loaded config has every string the struct promises. Test-only. */
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdlib.h>
@@ -86,6 +86,21 @@ static int sandbox_open(lua_State *L)
     return lua_gettop(L);
 }
 
+/* load(chunk [, name [, mode [, env]]]) with mode "t" always: a binary
+ * chunk can crash Lua by design, and configs are trusted code; the file
+ * itself is loaded text-only by config.c. */
+static int text_load(lua_State *L)
+{
+    lua_settop(L, 4);
+    lua_pushstring(L, "t");
+    lua_replace(L, 3);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    int envs = lua_isnone(L, 5) || lua_isnil(L, 5) ? 3 : 4;
+    lua_call(L, envs, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
 static void keep_only(lua_State *L, const char *lib, const char *const *names)
 {
     lua_newtable(L);
@@ -116,6 +131,9 @@ static void sandbox(lua_State *L)
     lua_setglobal(L, "io");
     lua_pushcfunction(L, quiet_print);
     lua_setglobal(L, "print");
+    lua_getglobal(L, "load");
+    lua_pushcclosure(L, text_load, 1);
+    lua_setglobal(L, "load");
 }
 
 static void check_config(const qc_config *c)
