@@ -3,11 +3,13 @@
  * socketpair (qc_api_adopt), the harness writes the input to the other end
  * in chunks, runs the libev loop without blocking between them, hangs up,
  * and runs it until the API has closed the connection (bounded).
- * First byte, flags: bit 0 a leader is known; bit 1 the view answers later
- * (callbacks fired from the loop, or, with bit 2, after qc_api_free as the
- * agent may); bits 3-5 the chunk size (0: all at once, k: 2^k bytes); bit 6
- * a request timeout of a microsecond (the 408 path); bit 7 more peers than
- * the API's stack buffer. The rest is what the client sends.
+ * First byte, flags: bit 0 a leader is known (then it comes and goes, and
+ * parked long-polls hear of it through qc_api_notify); bit 1 the view
+ * answers later (callbacks fired from the loop, or, with bit 2, after
+ * qc_api_free as the agent may); bits 3-5 the chunk size (0: all at once,
+ * k: 2^k bytes); bit 6 a request timeout of a microsecond (the 408 path);
+ * bit 7 more peers than the API's stack buffer. The rest is what the client
+ * sends.
  * Properties: no memory error or leak, and every byte the API sends parses
  * as HTTP/1.1 responses (http_parser in response mode), the last one whole.
  * Test-only. */
@@ -321,6 +323,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             cl.fd = -1;
         }
         if (F.later && !(flags & 4) && spins % 8 == 0) fire_all();
+        if ((flags & 1) && spins % 16 == 0) { /* the leader comes and goes */
+            F.leader = !F.leader;
+            qc_api_notify(api);
+        }
         if (hung_up && qc_api_connections(api) == 0) break;
     }
     qc_api_free(api); /* parked and pending requests included */
