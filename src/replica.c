@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "common.h"
 #include "log.h"
@@ -487,6 +489,11 @@ int qc_replica_open(struct ev_loop *loop, const qc_replica_config *cfg, qc_repli
     if (!rp) return QC_ENOMEM;
     rp->loop = loop;
     rp->cfg = *cfg;
+    /* Request ids must never repeat across restarts: the log replays the
+     * last incarnation's writes, whose ids would settle this one's. */
+    if (getrandom(&rp->next_request, sizeof rp->next_request, 0) != sizeof rp->next_request)
+        rp->next_request = (uint64_t)time(NULL) << 24;
+    rp->next_request &= (1ull << 62) - 1; /* room to count up */
     if (!rp->cfg.snapshot_every) rp->cfg.snapshot_every = 10000;
     if (rp->cfg.request_timeout_s <= 0) rp->cfg.request_timeout_s = 5;
     qc_kv_config kc = {.max_key = cfg->max_key, .max_value = cfg->max_value};
