@@ -19,7 +19,8 @@ for i = 8, #arg do
 end
 assert(id and history and stop and epoch and nkeys and timeout and #nodes > 0, "bad arguments")
 
-math.randomseed(id * 7919 + math.floor(socket.gettime() * 1000) % 100000)
+local seed = tonumber(os.getenv("CHAOS_SEED") or "") or math.floor(socket.gettime() * 1000) % 100000
+math.randomseed(id * 7919 + seed)
 local out = assert(io.open(history, "a"))
 out:setvbuf("line")
 -- CHAOS_PLANT=stale-reads: reads ask for the local copy (?stale), which is

@@ -308,6 +308,33 @@ local function inside_main()
       "(at most %.0f ms after SIGCONT), in a lower term",
       fz.paused_leaders, fz.succeeded, fz.worst_ms) ..
       (#fz.problems > 0 and ("\n  " .. table.concat(fz.problems, "\n  ")) or ""))
+
+    -- Figures, not checks: how long the cluster went without a leader
+    -- after the leader was killed or frozen (until another's on_elected).
+    local iv = checker.intervals(records, procs, t_end)
+    local function next_leader(node, t)
+      for _, b in ipairs(iv) do
+        if b.node ~= node and b.from >= t then return b.from - t end
+      end
+    end
+    local gaps = { kill = {}, pause = {} }
+    for _, a in ipairs(iv) do
+      if a.ended == "killed" then
+        gaps.kill[#gaps.kill + 1] = next_leader(a.node, a.to)
+      end
+      for _, p in ipairs(procs[a.node].pauses) do
+        if a.from <= p.stop and a.to >= p.stop then
+          gaps.pause[#gaps.pause + 1] = next_leader(a.node, p.stop)
+        end
+      end
+    end
+    local function stats(t)
+      table.sort(t)
+      if #t == 0 then return "none" end
+      return string.format("%d, p50 %.0f ms, max %.0f ms", #t, t[(#t + 1) // 2] * 1000, t[#t] * 1000)
+    end
+    say("fail-over (to the next on_elected): leader killed %s; leader frozen %s", stats(gaps.kill),
+      stats(gaps.pause))
   end, debug.traceback)
 
   if not ok then
