@@ -10,6 +10,17 @@ p=$(echo "$out" | grep -c '^ok ')
 f=$(echo "$out" | grep -c '^not ok ')
 [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
 echo "chaos checkers on synthetic histories: $p passed, $f failed"
+# Bugs the chaos runs found, reproduced on purpose (scripts/chaos-repro.sh).
+for r in request_ids; do
+  if out=$(sh scripts/chaos-repro.sh "$r" 2>&1); then
+    echo "chaos regression $r: ok"
+    p=$((p + 1))
+  else
+    echo "$out"
+    echo "chaos regression $r: FAILED"
+    f=$((f + 1))
+  fi
+done
 out=$(make -s --no-print-directory chaos ${DURATION:+DURATION="$DURATION"} 2>&1)
 rc=$?
 echo "$out"

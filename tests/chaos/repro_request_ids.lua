@@ -1,11 +1,12 @@
--- Reproduces a bug the chaos run found (scripts/chaos-repro.sh request_ids):
--- a node numbers the writes it proposes or forwards from 1 again at every
--- start (src/replica.c, next_request), and settles a waiting write with the
+-- Regression of a bug the chaos run found (scripts/chaos-repro.sh
+-- request_ids; fixed in 90c0ce8, and run by scripts/suite-chaos.sh): a node
+-- numbered the writes it proposes or forwards from 1 again at every start
+-- (src/replica.c, next_request), and settles a waiting write with the
 -- result of any applied entry that carries its own origin and that number.
--- After a restart it applies its old entries again, so a write it takes
--- before it has caught up can be answered with an old entry's result: here
--- a compare-and-set that cannot succeed is acknowledged 200, and the key
--- stays absent. Exit 1 when the bug shows, 0 when it does not.
+-- After a restart it applies its old entries again, so a write it took
+-- before it had caught up was answered with an old entry's result: a
+-- compare-and-set that cannot succeed was acknowledged 200, and the key
+-- stayed absent. Exit 1 when the bug shows, 0 when it does not.
 --
 -- How: five nodes, 300 writes through a follower (numbers 1..300 in the
 -- log), 60 ms delay on every link, kill -9 of every node, restart, wait
@@ -67,5 +68,5 @@ if result then
   print("BUG: a compare-and-set that did not take effect was acknowledged (the answer of an old entry)")
   os.exit(1)
 end
-print("not reproduced: the write was answered for itself")
+print("ok: the write was answered for itself")
 os.exit(0)
