@@ -164,7 +164,15 @@ end
 -- Every node at once (what was acknowledged must be on disk).
 faults["crash-all"] = function(self)
   self:note("crash-all", {})
-  return self:kill_nodes(self:all())
+  local crash = { from = socket.gettime() }
+  local restart = self:kill_nodes(self:all())
+  crash.to = socket.gettime()
+  self.crashes = self.crashes or {}
+  table.insert(self.crashes, crash)
+  return function()
+    crash.restart = socket.gettime()
+    restart()
+  end
 end
 
 -- Not a fault: a clean hand-over (the old leader steps down, then the
@@ -236,15 +244,29 @@ M.KINDS = { "partition-halves", "isolate-leader", "one-way", "bridge", "kill", "
 local WEIGHTS = { ["partition-halves"] = 1, ["isolate-leader"] = 1, ["one-way"] = 1, bridge = 0.7,
   kill = 1.3, ["crash-all"] = 0.3, pause = 1.3, loss = 0.8, delay = 0.8, transfer = 0.4 }
 
+-- CHAOS_FAULTS=kill,pause narrows the menu (names as in M.KINDS).
+local function menu()
+  local only = os.getenv("CHAOS_FAULTS")
+  if not only or only == "" then return M.KINDS end
+  local t = {}
+  for name in only:gmatch("[^,%s]+") do
+    if not WEIGHTS[name] then
+      error("CHAOS_FAULTS: unknown fault " .. name .. " (" .. table.concat(M.KINDS, ", ") .. ")")
+    end
+    t[#t + 1] = name
+  end
+  return t
+end
+
 local function choose()
-  local total = 0
-  for _, k in ipairs(M.KINDS) do total = total + WEIGHTS[k] end
+  local kinds, total = menu(), 0
+  for _, k in ipairs(kinds) do total = total + WEIGHTS[k] end
   local r = math.random() * total
-  for _, k in ipairs(M.KINDS) do
+  for _, k in ipairs(kinds) do
     r = r - WEIGHTS[k]
     if r <= 0 then return k end
   end
-  return M.KINDS[#M.KINDS]
+  return kinds[#kinds]
 end
 
 local function sleep_until(t)

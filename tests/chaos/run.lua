@@ -79,6 +79,7 @@ local function inside_main()
   local cjson = require("cjson")
   local checker = require("checker")
   local kvops = require("kvops")
+  local httpc = require("httpc")
   local cluster = require("cluster")
   local nemesis = require("nemesis")
   local dir, duration = arg[2], tonumber(arg[3])
@@ -197,7 +198,7 @@ local function inside_main()
     for i = 1, NODES do
       local r = {}
       for key in pairs(keys) do
-        local res = require("httpc").request(env.addr(i), env.API_PORT, "GET", "/v1/kv/" .. key .. "?stale", nil, 2)
+        local res = httpc.request(env.addr(i), env.API_PORT, "GET", "/v1/kv/" .. key .. "?stale", nil, 2)
         if res.status == 200 then
           r[key] = { value = res.body, rev = tonumber(res.headers["x-qcluster-revision"]) }
         elseif res.status == 404 then
@@ -317,9 +318,22 @@ local function inside_main()
         if b.node ~= node and b.from >= t then return b.from - t end
       end
     end
-    local gaps = { kill = {}, pause = {} }
+    local gaps = { kill = {}, pause = {}, crash = {} }
+    local crashes = {}
+    for _, cr in ipairs(nem.crashes or {}) do
+      crashes[#crashes + 1] = { from = cr.from - t_begin, to = cr.to - t_begin,
+        restart = cr.restart and cr.restart - t_begin }
+    end
+    local function in_crash(t)
+      for _, cr in ipairs(crashes) do
+        if t >= cr.from and t <= cr.to then return true end
+      end
+    end
+    for _, cr in ipairs(crashes) do
+      if cr.restart then gaps.crash[#gaps.crash + 1] = next_leader(nil, cr.restart) end
+    end
     for _, a in ipairs(iv) do
-      if a.ended == "killed" then
+      if a.ended == "killed" and not in_crash(a.to) then
         gaps.kill[#gaps.kill + 1] = next_leader(a.node, a.to)
       end
       for _, p in ipairs(procs[a.node].pauses) do
@@ -333,8 +347,8 @@ local function inside_main()
       if #t == 0 then return "none" end
       return string.format("%d, p50 %.0f ms, max %.0f ms", #t, t[(#t + 1) // 2] * 1000, t[#t] * 1000)
     end
-    say("fail-over (to the next on_elected): leader killed %s; leader frozen %s", stats(gaps.kill),
-      stats(gaps.pause))
+    say("fail-over (to the next on_elected): leader killed %s; leader frozen %s; " ..
+      "every node killed, after the restart: %s", stats(gaps.kill), stats(gaps.pause), stats(gaps.crash))
   end, debug.traceback)
 
   if not ok then
