@@ -67,7 +67,7 @@ coverage: deps
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --suppress=missingIncludeSystem -Isrc src tests/c tests/sim tests/chaos
-	luacheck --std lua54+busted --codes --exclude-files 'tests/fuzz/corpus/**' lua tests examples scripts
+	luacheck --std lua54+busted --codes lua tests examples scripts --exclude-files 'tests/fuzz/corpus/**'
 
 fmt:
 	clang-format -i src/*.c src/*.h tests/c/*.c tests/sim/*.c
