@@ -809,6 +809,22 @@ static void reject_hint(qc_raft *r, uint64_t prev, qc_msg *resp)
     resp->log_term = t;
 }
 
+/* An append or snapshot: refused below our term; else its sender leads us
+ * (a relay leads nobody) and the accepting answer is started. NULL when
+ * refused or out of memory. */
+static qc_msg *accept_leader(qc_raft *r, const qc_msg *m, uint64_t now)
+{
+    if (m->term < r->term) {
+        respond(r, m, QC_MSG_APPEND_RESP, 1, r->term);
+        return NULL;
+    }
+    uint64_t leader = (m->flags & QC_MSG_FLAG_RELAY) ? 0 : m->from;
+    if (m->term > r->term || r->role != QC_ROLE_FOLLOWER)
+        become_follower(r, m->term, leader, QC_DEMOTE_HIGHER_TERM, now);
+    follow(r, leader, now);
+    return respond(r, m, QC_MSG_APPEND_RESP, 0, r->term);
+}
+
 static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
 {
 #ifdef QC_MUTANT_LOWER_TERM
@@ -817,15 +833,7 @@ static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
         r->hs_dirty = 1;
     }
 #endif
-    if (m->term < r->term) {
-        respond(r, m, QC_MSG_APPEND_RESP, 1, r->term);
-        return;
-    }
-    uint64_t leader = (m->flags & QC_MSG_FLAG_RELAY) ? 0 : m->from; /* a relay leads nobody */
-    if (m->term > r->term || r->role != QC_ROLE_FOLLOWER)
-        become_follower(r, m->term, leader, QC_DEMOTE_HIGHER_TERM, now);
-    follow(r, leader, now);
-    qc_msg *resp = respond(r, m, QC_MSG_APPEND_RESP, 0, r->term);
+    qc_msg *resp = accept_leader(r, m, now);
     if (!resp) return;
     uint64_t prev = m->index;
     if (prev < r->commit) { /* what we committed matches: start from there */
@@ -873,15 +881,7 @@ static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
 
 static void on_snapshot(qc_raft *r, const qc_msg *m, uint64_t now)
 {
-    if (m->term < r->term) {
-        respond(r, m, QC_MSG_APPEND_RESP, 1, r->term);
-        return;
-    }
-    uint64_t leader = (m->flags & QC_MSG_FLAG_RELAY) ? 0 : m->from; /* a relay leads nobody */
-    if (m->term > r->term || r->role != QC_ROLE_FOLLOWER)
-        become_follower(r, m->term, leader, QC_DEMOTE_HIGHER_TERM, now);
-    follow(r, leader, now);
-    qc_msg *resp = respond(r, m, QC_MSG_APPEND_RESP, 0, r->term);
+    qc_msg *resp = accept_leader(r, m, now);
     if (!resp) return;
     if (m->index <= r->commit || r->snapshot_pending) {
         resp->index = r->commit;
