@@ -815,6 +815,30 @@ static void on_join(void *ud, const char *identifier, const char *host_seen, con
     qc_member_rec_free(&rec); /* zeroed when decoding failed */
 }
 
+/* A new peer from a list record, dialled at once; NULL (logged) when the
+ * table is full or memory ran out. */
+static member *member_add(qc_agent *a, const qc_member_rec *r)
+{
+    if (a->n_members >= QC_RAFT_MAX_MEMBERS) return NULL;
+    member *m = &a->members[a->n_members];
+    *m = (member){.identifier = strdup(r->identifier),
+                  .host = strdup(r->host),
+                  .port = r->port,
+                  .id = qc_hash_id(r->identifier),
+                  .conf_metadata = strdup(r->metadata),
+                  .role = r->role,
+                  .priority = r->priority,
+                  .voting = r->voting};
+    if (!m->identifier || !m->host || !m->conf_metadata ||
+        qc_net_add_peer(a->net, r->identifier, r->host, r->port) != QC_OK) {
+        member_clear(m);
+        qc_log(QC_LOG_ERROR, "member", "out of memory adding %s", r->identifier);
+        return NULL;
+    }
+    a->n_members++;
+    return m;
+}
+
 /* Peers follow the membership: whoever the list in effect or the applied
  * one names (a removed member stays until the leader told it). */
 static void sync_members(qc_agent *a)
@@ -841,22 +865,9 @@ static void sync_members(qc_agent *a)
             if (qc_net_add_peer(a->net, r->identifier, r->host, r->port) != QC_OK)
                 qc_log(QC_LOG_ERROR, "member", "out of memory following %s", r->identifier);
         }
-        if (!m && a->n_members < QC_RAFT_MAX_MEMBERS) {
-            m = &a->members[a->n_members];
-            *m = (member){.identifier = strdup(r->identifier),
-                          .host = strdup(r->host),
-                          .port = r->port,
-                          .id = id};
-            if (!m->identifier || !m->host ||
-                qc_net_add_peer(a->net, r->identifier, r->host, r->port) != QC_OK) {
-                member_clear(m);
-                qc_log(QC_LOG_ERROR, "member", "out of memory adding %s", r->identifier);
-                continue;
-            }
-            a->n_members++;
+        if (!m && (m = member_add(a, r)))
             qc_log(QC_LOG_INFO, "member", "%s (%s:%d) is a member", r->identifier, r->host,
                    r->port);
-        }
         if (!m) continue;
         /* What the member says of itself (the list), merged over what our
          * own config's peers entry says of it. */
@@ -1168,23 +1179,7 @@ static void on_join_answer(void *arg, int rc, const uint8_t *answer, size_t len)
         for (size_t i = 0; i < ans.members.n; i++) {
             const qc_member_rec *r = &ans.members.v[i];
             uint64_t id = qc_hash_id(r->identifier);
-            if (id == a->self_id || member_by_id(a, id) || a->n_members >= QC_RAFT_MAX_MEMBERS)
-                continue;
-            member *m = &a->members[a->n_members];
-            *m = (member){.identifier = strdup(r->identifier),
-                          .host = strdup(r->host),
-                          .port = r->port,
-                          .id = id,
-                          .conf_metadata = strdup(r->metadata),
-                          .role = r->role,
-                          .priority = r->priority,
-                          .voting = r->voting};
-            if (!m->identifier || !m->host || !m->conf_metadata ||
-                qc_net_add_peer(a->net, r->identifier, r->host, r->port) != QC_OK) {
-                member_clear(m);
-                continue;
-            }
-            a->n_members++;
+            if (id != a->self_id && !member_by_id(a, id)) member_add(a, r);
         }
     } else if (ans.leader) {
         join_next(a); /* straight to the leader */
