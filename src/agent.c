@@ -670,6 +670,16 @@ static int is_wildcard(const char *host)
            !strcmp(host, "[::]");
 }
 
+/* Whether the list's record has is all that want asks for (a wildcard
+ * host asks for none in particular). */
+static int rec_same(const qc_member_rec *has, const qc_member_rec *want)
+{
+    return has->role == want->role && has->priority == want->priority && has->port == want->port &&
+           has->voting == want->voting &&
+           (is_wildcard(want->host) || strcmp(has->host, want->host) == 0) &&
+           strcmp(has->metadata, want->metadata) == 0;
+}
+
 /* The leader applies one request to the list in effect and proposes it.
  * QC_OK (proposed, or nothing to change), QC_EBUSY (another change is in
  * flight: ask again), QC_EINVAL with *why (refused), QC_ENOTFOUND. */
@@ -710,9 +720,7 @@ static int leader_change(qc_agent *a, int op, const qc_member_rec *rec, const ch
         /* Voting is the leader's to decide: a newcomer starts as a learner,
          * an update keeps what the list says (a learner never votes). */
         r.voting = at >= 0 && ms.v[at].voting && rec->role != QC_MROLE_LEARNER;
-        if (at >= 0 && op == QC_MEMBER_OP_UPDATE && ms.v[at].voting == r.voting &&
-            ms.v[at].role == r.role && ms.v[at].priority == r.priority && ms.v[at].port == r.port &&
-            strcmp(ms.v[at].host, r.host) == 0 && strcmp(ms.v[at].metadata, r.metadata) == 0) {
+        if (at >= 0 && op == QC_MEMBER_OP_UPDATE && rec_same(&ms.v[at], &r)) {
             qc_members_free(&ms);
             return QC_OK;
         }
@@ -1331,10 +1339,7 @@ static void self_duties(qc_agent *a)
     if (at < 0) return;
     const qc_member_rec *r = &a->applied.v[at];
     qc_member_rec want = self_rec(a, r->voting);
-    if (r->role == want.role && r->priority == want.priority && r->port == want.port &&
-        r->voting == want.voting && (is_wildcard(want.host) || strcmp(r->host, want.host) == 0) &&
-        strcmp(r->metadata, want.metadata) == 0)
-        return;
+    if (rec_same(r, &want)) return;
     ask_leader(a, QC_MEMBER_OP_UPDATE, &want);
 }
 
