@@ -1,0 +1,144 @@
+/* libqcluster: a QCluster node inside a program (the agent on the
+ * program's libev loop, or on a thread of its own), and a client of an
+ * agent's HTTP API for programs that run beside one. The qcluster binary is
+ * this same library behind a main(). Link with `pkg-config --libs qcluster`. */
+#ifndef QCLUSTER_H
+#define QCLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QCLUSTER_VERSION "0.1.0"
+
+/* Every function that can fail returns 0 or one of these; qc_strerror()
+ * names them. */
+enum {
+    QC_OK = 0,
+    QC_ENOMEM = -1,     /* allocation failed */
+    QC_EINVAL = -2,     /* bad argument or malformed input */
+    QC_EIO = -3,        /* system call failed; errno tells more */
+    QC_ENOLEADER = -4,  /* no leader is known */
+    QC_ENOTFOUND = -5,  /* no such peer, key, ... */
+    QC_ETOOBIG = -6,    /* input over a size limit */
+    QC_EBUSY = -7,      /* an operation of that kind is in progress */
+    QC_ECORRUPT = -8,   /* durable data failed its check */
+    QC_ENOTLEADER = -9, /* operation needs the leader */
+};
+
+/* Static text for a QC_E... code. */
+const char *qc_strerror(int code);
+
+/* A member of the cluster, as in the original QCluster SDK (host, port,
+ * identifier, metadata) with what QCluster adds. Every string is owned by
+ * the qc_peer; free the whole with qc_peer_free(). */
+typedef struct qc_peer {
+    char *identifier;
+    char *host;     /* where it takes cluster traffic */
+    int port;
+    char *metadata; /* a JSON object as text, never NULL */
+    char *role;     /* "leader", "follower", "candidate", "witness", "learner" */
+    int up;         /* reachable now */
+    int voter;
+    int priority;   /* 0 never leads */
+} qc_peer;
+
+/* Frees p and its strings; NULL is allowed. */
+void qc_peer_free(qc_peer *p);
+
+/* ---- an in-process node ---------------------------------------------- */
+
+struct ev_loop;
+typedef struct qc_node qc_node;
+
+/* Config values set in C instead of a file: the keys of a config file
+ * (README "Configuration"). Checked when the node is created from them. */
+typedef struct qc_settings qc_settings;
+
+qc_settings *qc_settings_new(void); /* NULL when out of memory */
+void qc_settings_free(qc_settings *s);
+int qc_settings_set_string(qc_settings *s, const char *key, const char *value);
+int qc_settings_set_int(qc_settings *s, const char *key, int64_t value);
+int qc_settings_set_bool(qc_settings *s, const char *key, int value);
+/* Any key, its value as JSON text ("{\"server_port\": 8002}" for metadata). */
+int qc_settings_set_json(qc_settings *s, const char *key, const char *json);
+/* Appends one entry to peers; metadata_json may be NULL. */
+int qc_settings_add_peer(qc_settings *s, const char *identifier, const char *host, int port,
+                         const char *metadata_json);
+
+/* Creates a node from a config file (Lua or JSON, hooks included) or from
+ * settings; nothing runs yet. On failure returns QC_EINVAL (bad config) or
+ * another code, with a message in err. The caller frees with qc_node_free. */
+int qc_node_new(const char *config_path, qc_node **out, char *err, size_t errlen);
+int qc_node_new_settings(const qc_settings *s, qc_node **out, char *err, size_t errlen);
+
+/* One event, with the same name and fields as the Lua hook's argument
+ * (README "Hooks"). Valid only during the callback. */
+typedef struct qc_event {
+    const char *name;                /* "on_elected", "on_leader_change", ... */
+    uint64_t term;                   /* 0 when the hook has no term */
+    const char *reason;              /* NULL when none */
+    const qc_peer *self;             /* NULL when none */
+    const qc_peer *leader;           /* NULL: none */
+    const qc_peer *previous_leader;  /* NULL: none */
+    const qc_peer *peer;             /* on_peer_up/down, on_member_join/leave */
+    const uint8_t *key;              /* on_kv_change */
+    size_t klen;
+    const uint8_t *value;            /* NULL for a delete */
+    size_t vlen;
+    uint64_t revision;
+} qc_event;
+typedef void qc_event_fn(qc_node *node, const qc_event *ev, void *arg);
+
+/* Calls fn for the event named name ("on_elected", ...; NULL: every event),
+ * on the node's loop thread, in the order the events happened, after they
+ * are durable, never inside the node's own processing: fn may call any
+ * qc_ function, qc_node_stop included. Register before starting. */
+int qc_node_on(qc_node *n, const char *name, qc_event_fn *fn, void *arg);
+
+/* Starts the node on the program's loop (NULL: libev's default loop); the
+ * program then runs that loop. Installs no signal handler. */
+int qc_node_start(qc_node *n, struct ev_loop *loop);
+/* Starts the node on a thread of its own; callbacks run on that thread. */
+int qc_node_start_thread(qc_node *n);
+/* Runs the node as the qcluster binary does: the default loop, SIGTERM and
+ * SIGINT stop it, SIGHUP reloads hooks. Returns the exit code. */
+int qc_node_run(qc_node *n);
+
+/* 1 when this node leads and its lease holds, else 0. Safe from any thread. */
+int qc_is_leader(qc_node *n);
+/* The leader as this node knows it: QC_OK and *out (free with
+ * qc_peer_free), or QC_ENOLEADER and *out NULL. Safe from any thread. */
+int qc_get_leader_info(qc_node *n, qc_peer **out);
+
+/* Stops cleanly (a leader hands over first, on_stop runs last) and returns
+ * once stopped. From a loop-mode program it runs the loop meanwhile. */
+int qc_node_stop(qc_node *n);
+/* Stops the node if running and frees it; NULL is allowed. */
+void qc_node_free(qc_node *n);
+
+/* ---- a client of an agent's HTTP API --------------------------------- */
+
+typedef struct qc_client qc_client;
+
+/* api: "HOST:PORT" (NULL: $QCLUSTER_API, else 127.0.0.1:8001); token: the
+ * agent's api_token for writes (NULL: none). */
+int qc_client_new(const char *api, const char *token, qc_client **out);
+void qc_client_free(qc_client *c);
+/* 1 when the agent leads, 0 when not; < 0 when it cannot be asked. */
+int qc_client_is_leader(qc_client *c);
+/* As qc_get_leader_info, through the agent; QC_EIO when unreachable. */
+int qc_client_get_leader_info(qc_client *c, qc_peer **out);
+/* Waits up to timeout seconds for the leader (or term) to differ from what
+ * the agent knew at the call, on the API's long-poll; then answers as
+ * qc_client_get_leader_info. */
+int qc_client_wait_for_leader_change(qc_client *c, double timeout, qc_peer **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
