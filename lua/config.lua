@@ -321,11 +321,18 @@ local function join_list(v)
   return out
 end
 
+-- A secret is a key, not a document: a larger file is a wrong path (a log,
+-- /dev/zero), refused before it is read whole.
+local SECRET_MAX = 4096
+
 local function read_secret(path)
   local f, err = io.open(path, "rb")
   if not f then fail("secret_file", "cannot read %s", err) end
-  local s = f:read("a")
+  local s = f:read(SECRET_MAX + 1)
   f:close()
+  if s and #s > SECRET_MAX then
+    fail("secret_file", "expected at most %d bytes, got a larger file %s", SECRET_MAX, path)
+  end
   s = s and s:gsub("[\r\n]+$", "")
   if not s or s == "" then fail("secret_file", "expected a non-empty file, got %s empty", path) end
   return s

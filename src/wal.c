@@ -33,6 +33,7 @@ typedef struct wal_seg {
     uint64_t first; /* index of its first record; also its file name */
     uint64_t size;  /* bytes of whole records on disk */
     uint64_t *off;  /* off[k]: offset of the record of index first+k */
+    uint64_t *term; /* term[k]: its term, so appends can be checked against it */
     size_t n, cap;
 } wal_seg;
 
@@ -292,16 +293,26 @@ static wal_seg *seg_push(qc_wal *w, uint64_t first)
     return s;
 }
 
-static int seg_add(wal_seg *s, uint64_t off)
+static int seg_add(wal_seg *s, uint64_t off, uint64_t term)
 {
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 64;
         uint64_t *v = realloc(s->off, cap * sizeof *v);
         if (!v) return QC_ENOMEM;
-        s->off = v, s->cap = cap;
+        s->off = v;
+        v = realloc(s->term, cap * sizeof *v);
+        if (!v) return QC_ENOMEM;
+        s->term = v, s->cap = cap;
     }
-    s->off[s->n++] = off;
+    s->off[s->n] = off;
+    s->term[s->n++] = term;
     return QC_OK;
+}
+
+static void seg_free(wal_seg *s)
+{
+    free(s->off);
+    free(s->term);
 }
 
 static void close_current(qc_wal *w)
@@ -319,7 +330,7 @@ static int seg_unlink_last(qc_wal *w)
     seg_name(name, s->first);
     close_current(w);
     if (unlinkat(w->wal_fd, name, 0) != 0 && errno != ENOENT) return wal_fail(w);
-    free(s->off);
+    seg_free(s);
     w->n_segs--;
     return QC_OK;
 }
@@ -331,7 +342,7 @@ static int seg_unlink_first(qc_wal *w)
     seg_name(name, w->segs[0].first);
     if (w->n_segs == 1) close_current(w);
     if (unlinkat(w->wal_fd, name, 0) != 0 && errno != ENOENT) return wal_fail(w);
-    free(w->segs[0].off);
+    seg_free(&w->segs[0]);
     memmove(w->segs, w->segs + 1, (w->n_segs - 1) * sizeof *w->segs);
     w->n_segs--;
     return QC_OK;
@@ -649,7 +660,7 @@ static int rec_accept(scan *sc, wal_seg *s, const uint8_t *p, uint64_t off)
                         "wal/%s: record at offset %" PRIu64 ": index %" PRIu64
                         ", expected %" PRIu64,
                         sc->name, off, index, want);
-    int rc = seg_add(s, off);
+    int rc = seg_add(s, off, get_u64(p + 12));
     if (rc || index <= sc->w->snap_index) return rc;
     return entry_push(sc, p, off);
 }
@@ -805,7 +816,7 @@ void qc_wal_close(qc_wal *w)
     close_current(w);
     if (w->wal_fd >= 0) close(w->wal_fd);
     if (w->snap_fd >= 0) close(w->snap_fd);
-    for (size_t i = 0; i < w->n_segs; i++) free(w->segs[i].off);
+    for (size_t i = 0; i < w->n_segs; i++) seg_free(&w->segs[i]);
     free(w->segs);
     free(w->wal_path);
     free(w->snap_path);
@@ -866,7 +877,7 @@ static int append_one(qc_wal *w, const qc_entry *e)
         if (rc) return rc;
     }
     wal_seg *s = seg_last(w);
-    rc = seg_add(s, s->size + w->buf.len);
+    rc = seg_add(s, s->size + w->buf.len, e->term);
     if (rc) return rc;
     rc = rec_encode(&w->buf, e);
     if (rc) {
@@ -876,10 +887,25 @@ static int append_one(qc_wal *w, const qc_entry *e)
     return w->buf.len >= FLUSH_AT ? flush(w) : QC_OK;
 }
 
+/* The term of the entry at index (the snapshot's at its point); 0 when the
+ * log does not hold it. */
+static uint64_t term_at(const qc_wal *w, uint64_t index)
+{
+    if (index == w->snap_index) return w->snap_term;
+    for (size_t i = w->n_segs; i-- > 0;) {
+        const wal_seg *s = &w->segs[i];
+        if (index >= s->first && index - s->first < s->n) return s->term[index - s->first];
+    }
+    return 0;
+}
+
+/* A batch must continue the log: contiguous indexes, terms never going
+ * down, from its first entry's predecessor on (recovery refuses such a log). */
 static int check_batch(const qc_wal *w, const qc_entry *e, size_t n)
 {
     uint64_t last = qc_wal_last_index(w);
     if (e[0].index <= w->snap_index || e[0].index > last + 1) return QC_EINVAL;
+    if (e[0].term < term_at(w, e[0].index - 1)) return QC_EINVAL;
     for (size_t i = 0; i < n; i++) {
         if (e[i].len > QC_WAL_MAX_DATA) return QC_ETOOBIG;
         if (e[i].len && !e[i].data) return QC_EINVAL;

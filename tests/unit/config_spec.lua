@@ -113,6 +113,13 @@ describe("config", function()
       error_for(BASE .. 'secret = "x", secret_file = "key"'))
     assert.matches("^conf.lua: secret_file: cannot read .*nope: No such file",
       error_for(BASE .. 'secret_file = "nope"'))
+    driver.write(dir .. "/big", string.rep("k", 4097))
+    assert.matches("^conf.lua: secret_file: expected at most 4096 bytes, got a larger file .*big$",
+      error_for(BASE .. 'secret_file = "big"'))
+    assert.matches("^conf.lua: secret_file: expected at most 4096 bytes",
+      error_for(BASE .. 'secret_file = "/dev/zero"'))
+    driver.write(dir .. "/max", string.rep("k", 4096))
+    assert.are.equal(0, (check(conf("conf.lua", "return {" .. BASE .. 'secret_file = "max"}'))))
   end)
 
   it("round-trips metadata through JSON text", function()
