@@ -24,9 +24,10 @@ bin/qcluster: $(OBJS) | bin
 build/obj/%.o: src/%.c $(wildcard src/*.h) | build/obj
 	$(CC) $(QC_CFLAGS) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-# lua/*.lua are compiled into the binary so it runs from anywhere.
-build/embedded.c: $(LUA_SRCS) scripts/embed.lua | build
-	lua5.4 scripts/embed.lua $(LUA_SRCS) > $@
+# lua/*.lua and the status page are compiled into the binary so it runs from anywhere.
+EMBED_SRCS := $(LUA_SRCS) ui/index.html
+build/embedded.c: $(EMBED_SRCS) scripts/embed.lua | build
+	lua5.4 scripts/embed.lua $(EMBED_SRCS) > $@
 
 build/obj/embedded.o: build/embedded.c | build/obj
 	$(CC) $(QC_CFLAGS) $(CFLAGS) -c $< -o $@

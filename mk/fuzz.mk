@@ -29,7 +29,7 @@ FUZZ_MAIN_config_lua  := tests/fuzz/fuzz_config.c
 FUZZ_DEFS_config_lua  := -DFUZZ_CONFIG_EXT='".lua"'
 FUZZ_SRCS_config_lua  := src/config.c src/luajson.c build/embedded.c
 FUZZ_MAIN_api         := tests/fuzz/fuzz_api.c
-FUZZ_SRCS_api         := src/api.c src/metrics.c src/json.c
+FUZZ_SRCS_api         := src/api.c src/metrics.c src/json.c build/embedded.c
 
 define FUZZ_RULE
 build/fuzz/fuzz_$(1): $(FUZZ_MAIN_$(1)) $(FUZZ_SRCS_$(1)) $(FUZZ_BASE) $(FUZZ_HDRS) | build/fuzz

@@ -1,12 +1,14 @@
--- Writes a C file holding each given Lua source, looked up by its module name
--- ("lua/config.lua" -> "config") through qc_embedded_lookup().
+-- Writes a C file holding each given file, looked up through qc_embedded_lookup():
+-- a Lua source by its module name ("lua/config.lua" -> "config"), any other
+-- file by the path it was given as ("ui/index.html").
 local out = { '#include <stddef.h>\n#include <string.h>\n' }
 local names = {}
 for i, path in ipairs(arg) do
   local f = assert(io.open(path, "rb"))
   local src = f:read("a")
   f:close()
-  names[i] = path:match("([^/]+)%.lua$")
+  names[i] = path:match("^lua/([^/]+)%.lua$") or path
+  assert(not names[i]:find('["\\]'), "embed: name needs no C escaping: " .. path)
   local bytes = {}
   for j = 1, #src do bytes[j] = tostring(src:byte(j)) end
   bytes[#bytes + 1] = "0"

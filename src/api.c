@@ -22,6 +22,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "common.h"
+#include "embedded.h"
 #include "json.h"
 #include "log.h"
 
@@ -1294,41 +1295,24 @@ static void h_metrics(conn *c, const req *r)
     free(text);
 }
 
-static const char ui_page[] =
-    "<!doctype html><html><head><meta charset=\"utf-8\"><title>QCluster</title>"
-    "<style>body{font:14px system-ui,sans-serif;margin:2em;color:#222}"
-    "table{border-collapse:collapse}td,th{padding:4px 12px;border-bottom:1px solid #ddd;"
-    "text-align:left}.leader{font-weight:bold}.down{color:#b00}#err{color:#b00}</style>"
-    "</head><body><h1>QCluster <span id=\"id\"></span></h1>"
-    "<p>role <b id=\"role\">?</b> &middot; term <b id=\"term\">?</b> &middot; leader "
-    "<b id=\"leader\">?</b> &middot; commit <b id=\"commit\">?</b></p><p id=\"err\"></p>"
-    "<table><thead><tr><th>identifier</th><th>role</th><th>up</th><th>voter</th><th>priority</th>"
-    "<th>address</th><th>metadata</th></tr></thead><tbody id=\"members\"></tbody></table>"
-    "<script>\n"
-    "function txt(id,v){document.getElementById(id).textContent=v;}\n"
-    "function cell(tr,v){var td=document.createElement('td');td.textContent=v;"
-    "tr.appendChild(td);}\n"
-    "async function tick(){try{\n"
-    " var s=await (await fetch('/v1/status')).json();\n"
-    " var m=await (await fetch('/v1/members')).json();\n"
-    " txt('id',s.identifier);txt('role',s.role);txt('term',s.term);"
-    "txt('commit',s.commit_index);\n"
-    " txt('leader',s.leader?s.leader.identifier+' ('+s.leader.host+':'+s.leader.port+')'"
-    ":'none');\n"
-    " var tb=document.getElementById('members');tb.innerHTML='';\n"
-    " m.forEach(function(p){var tr=document.createElement('tr');"
-    "if(p.role==='leader')tr.className='leader';if(!p.up)tr.className='down';\n"
-    "  cell(tr,p.identifier);cell(tr,p.role);cell(tr,p.up?'yes':'no');"
-    "cell(tr,p.voter?'yes':'no');cell(tr,p.priority);cell(tr,p.host+':'+p.port);"
-    "cell(tr,JSON.stringify(p.metadata));tb.appendChild(tr);});\n"
-    " txt('err','');}catch(e){txt('err','agent unreachable: '+e);}}\n"
-    "tick();setInterval(tick,1000);\n"
-    "</script></body></html>\n";
+/* The page (ui/index.html, embedded) runs only its own inline script and
+ * style and talks only to this agent; it is read-only, so no token. */
+static const char ui_headers[] =
+    "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'\r\n"
+    "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n";
 
 static void h_ui(conn *c, const req *r)
 {
     (void)r;
-    respond(c, 200, "text/html; charset=utf-8", ui_page, sizeof ui_page - 1, NULL);
+    size_t len = 0;
+    const char *page = qc_embedded_lookup("ui/index.html", &len);
+    if (!page) {
+        respond_error(c, 500, "status page not built in", NULL);
+        return;
+    }
+    respond(c, 200, "text/html; charset=utf-8", page, len, ui_headers);
 }
 
 typedef void handler_fn(conn *c, const req *r);
@@ -1352,7 +1336,7 @@ static const struct route {
     {"/v1/kv", METHOD(HTTP_GET) | METHOD(HTTP_PUT) | METHOD(HTTP_DELETE), "GET, PUT, DELETE", h_kv,
      1},
     {"/metrics", METHOD(HTTP_GET), "GET", h_metrics, 0},
-    {"/ui", METHOD(HTTP_GET), "GET", h_ui, 0},
+    {"/ui", METHOD(HTTP_GET) | METHOD(HTTP_HEAD), "GET, HEAD", h_ui, 0},
 };
 
 /* ---------- dispatch ---------- */
