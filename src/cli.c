@@ -1,35 +1,27 @@
 /* The command-line client: status, leader, members, transfer, join, leave,
  * kv, version.
- * A small blocking HTTP/1.1 client (one request per connection, timeouts)
- * over the agent's API, yajl_tree to read its answers. It must never call
- * exit() nor talk to anything but the API; it returns the exit code. */
+ * It talks to the agent's API through the HTTP client it shares with the C
+ * SDK (src/client.h) and reads the answers with yajl_tree. It must never
+ * call exit() nor talk to anything but the API; it returns the exit code. */
 #include "cli.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <http_parser.h>
-#include <netdb.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <unistd.h>
 #include <yajl/yajl_tree.h>
 
+#include "client.h"
 #include "common.h"
 #include "json.h"
 #include "kv.h"
 
-#define CLI_TIMEOUT_MS 5000
 /* join and leave wait for a committed change (a leader leaving hands over
  * first); the agent answers 504 when it gives up, so wait longer than it. */
 #define CLI_MEMBER_WAIT_MS 60000
 #define CLI_MAX_JOIN 32 /* addresses in one join, as the API takes */
-#define CLI_MAX_BODY (16 * 1024 * 1024)
 #define CLI_MAX_ARGS (CLI_MAX_JOIN + 1)
 #define CLI_MAX_VALUE (QC_KV_MAX_VALUE_DEFAULT + 64 * 1024) /* the API's PUT limit */
 #define B64_TAG "base64:"
@@ -46,17 +38,7 @@ typedef struct opts {
     int nargs;
 } opts;
 
-typedef struct resp {
-    int status;
-    char *body; /* NUL-terminated past len */
-    size_t len, cap;
-    int complete, too_big;
-    char field[32]; /* the header being read, lower-case */
-    size_t field_len;
-    int field_done, in_revision;
-    char revision[24]; /* X-QCluster-Revision, "" when absent */
-    size_t revision_len;
-} resp;
+typedef qc_http_resp resp;
 
 static const char usage_text[] =
     "usage: qcluster COMMAND [ARGS] [--api HOST:PORT] [--json]\n"
@@ -118,26 +100,6 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
     return EXIT_USAGE;
 }
 
-/* Splits HOST:PORT or [V6]:PORT into host (cap bytes) and port text. */
-static int split_hostport(const char *api, char *host, size_t cap, const char **port)
-{
-    const char *colon = strrchr(api, ':');
-    if (!colon || colon == api || !colon[1]) return -1;
-    const char *h = api;
-    size_t hl = (size_t)(colon - api);
-    if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
-        h++;
-        hl -= 2;
-    }
-    if (hl == 0 || hl >= cap) return -1;
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    for (const char *p = colon + 1; *p; p++)
-        if (*p < '0' || *p > '9') return -1;
-    *port = colon + 1;
-    return 0;
-}
-
 /* ---------- options ---------- */
 
 /* --cas N: a revision, 0 <= N <= INT64_MAX. */
@@ -189,207 +151,13 @@ static int parse_opts(int argc, char **argv, opts *o)
             return usage_error("unknown option %s", a);
         }
     }
-    if (!o->api) o->api = getenv("QCLUSTER_API");
-    if (!o->api || !*o->api) o->api = "127.0.0.1:8001";
-    o->wait_ms = CLI_TIMEOUT_MS;
+    o->api = qc_http_default_api(o->api);
+    o->wait_ms = QC_HTTP_TIMEOUT_MS;
     char host[256];
     const char *port;
-    if (split_hostport(o->api, host, sizeof host, &port) != 0)
+    if (qc_http_split_hostport(o->api, host, sizeof host, &port) != 0)
         return usage_error("bad --api %s: expected HOST:PORT", o->api);
     return EXIT_OK;
-}
-
-/* ---------- blocking HTTP client ---------- */
-
-/* Waits up to ms for events on fd; 0 ready, -1 with errno (ETIMEDOUT on
- * timeout). */
-static int wait_fd(int fd, short events, int ms)
-{
-    struct pollfd p = {.fd = fd, .events = events};
-    for (;;) {
-        int n = poll(&p, 1, ms);
-        if (n > 0) return 0;
-        if (n == 0) {
-            errno = ETIMEDOUT;
-            return -1;
-        }
-        if (errno != EINTR) return -1;
-    }
-}
-
-static int connect_one(const struct addrinfo *ai)
-{
-    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-    if (fd < 0) return -1;
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) goto fail;
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) return fd;
-    if (errno != EINPROGRESS) goto fail;
-    if (wait_fd(fd, POLLOUT, CLI_TIMEOUT_MS) != 0) goto fail;
-    int err = 0;
-    socklen_t el = sizeof err;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0) goto fail;
-    if (err == 0) return fd;
-    errno = err;
-fail:;
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return -1;
-}
-
-/* Connects to host:port; -1 with *why set (static text or strerror). */
-static int dial(const char *host, const char *port, const char **why)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    int g = getaddrinfo(host, port, &hints, &res);
-    if (g != 0) {
-        *why = gai_strerror(g);
-        return -1;
-    }
-    int fd = -1;
-    errno = ECONNREFUSED;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) fd = connect_one(ai);
-    if (fd < 0) *why = strerror(errno);
-    freeaddrinfo(res);
-    return fd;
-}
-
-static int send_all(int fd, const void *buf, size_t n)
-{
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (wait_fd(fd, POLLOUT, CLI_TIMEOUT_MS) != 0) return -1;
-        } else if (w < 0 && errno != EINTR) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t n)
-{
-    resp *r = p->data;
-    if (r->len + n > CLI_MAX_BODY) {
-        r->too_big = 1;
-        return -1;
-    }
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap : 4096;
-        while (cap < r->len + n + 1) cap *= 2;
-        char *b = realloc(r->body, cap);
-        if (!b) return -1;
-        r->body = b;
-        r->cap = cap;
-    }
-    memcpy(r->body + r->len, at, n);
-    r->len += n;
-    r->body[r->len] = '\0';
-    return 0;
-}
-
-/* Header names are kept (lower-case, truncated) only to spot the revision. */
-static int on_header_field(http_parser *p, const char *at, size_t n)
-{
-    resp *r = p->data;
-    if (r->field_done) {
-        r->field_len = 0;
-        r->field_done = 0;
-    }
-    size_t k = n < sizeof r->field - 1 - r->field_len ? n : sizeof r->field - 1 - r->field_len;
-    memcpy(r->field + r->field_len, at, k);
-    r->field_len += k;
-    r->field[r->field_len] = '\0';
-    return 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t n)
-{
-    resp *r = p->data;
-    if (!r->field_done) {
-        r->field_done = 1;
-        r->in_revision = strcasecmp(r->field, "x-qcluster-revision") == 0;
-        if (r->in_revision) r->revision_len = 0;
-    }
-    if (!r->in_revision) return 0;
-    size_t room = sizeof r->revision - 1 - r->revision_len, k = n < room ? n : room;
-    memcpy(r->revision + r->revision_len, at, k);
-    r->revision_len += k;
-    r->revision[r->revision_len] = '\0';
-    return 0;
-}
-
-static int on_complete(http_parser *p)
-{
-    resp *r = p->data;
-    r->complete = 1;
-    r->status = (int)p->status_code;
-    return 0;
-}
-
-/* Reads and parses the response until it is complete, the peer closes or
- * it stays silent for wait_ms. */
-static int read_response(int fd, resp *r, int wait_ms, const char **why)
-{
-    http_parser_settings s = {.on_header_field = on_header_field,
-                              .on_header_value = on_header_value,
-                              .on_body = on_body,
-                              .on_message_complete = on_complete};
-    http_parser p;
-    http_parser_init(&p, HTTP_RESPONSE);
-    p.data = r;
-    char buf[8192];
-    while (!r->complete) {
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (wait_fd(fd, POLLIN, wait_ms) != 0) break;
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) break;
-        size_t used = http_parser_execute(&p, &s, buf, (size_t)n);
-        if (HTTP_PARSER_ERRNO(&p) != HPE_OK || used != (size_t)n) {
-            *why = r->too_big ? "answer too large" : "malformed answer";
-            return -1;
-        }
-        if (n == 0) break;
-    }
-    if (r->complete) return 0;
-    *why = errno == ETIMEDOUT ? "timed out" : "connection closed before an answer";
-    return -1;
-}
-
-/* The request line and headers for a body of blen bytes; malloc'd (the
- * caller frees it), NULL when out of memory or the token is too long. */
-static char *build_head(const char *method, const char *path, const char *host, const char *ctype,
-                        size_t blen, size_t *len)
-{
-    const char *token = getenv("QCLUSTER_API_TOKEN");
-    char auth[600] = "";
-    if (token && *token) {
-        int n = snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
-        if (n < 0 || (size_t)n >= sizeof auth) return NULL;
-    }
-    size_t cap = strlen(method) + strlen(path) + strlen(host) + strlen(ctype) + sizeof auth + 256;
-    char *h = malloc(cap);
-    if (!h) return NULL;
-    int n = snprintf(h, cap,
-                     "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: qcluster/" QC_VERSION
-                     "\r\nAccept: application/json\r\nConnection: close\r\n%s"
-                     "Content-Type: %s\r\nContent-Length: %zu\r\n\r\n",
-                     method, path, host, auth, ctype, blen);
-    if (n < 0 || (size_t)n >= cap) {
-        free(h);
-        return NULL;
-    }
-    *len = (size_t)n;
-    return h;
 }
 
 /* One request (ctype NULL: JSON); 0 with *r filled, else prints the
@@ -397,30 +165,15 @@ static char *build_head(const char *method, const char *path, const char *host, 
 static int http_call(const opts *o, const char *method, const char *path, const char *ctype,
                      const void *body, size_t blen, resp *r)
 {
-    char host[256];
-    const char *port = NULL, *why = "request too large";
-    memset(r, 0, sizeof *r);
-    int fd = -1;
-    size_t hl = 0;
-    char *head = NULL;
-    if (split_hostport(o->api, host, sizeof host, &port) == 0)
-        head = build_head(method, path, host, ctype ? ctype : "application/json", blen, &hl);
-    if (!head || (fd = dial(host, port, &why)) < 0) goto fail;
-    /* A refused body (413) may be cut short; its answer can still be read. */
-    if (send_all(fd, head, hl) != 0 ||
-        (send_all(fd, body, blen) != 0 && errno != EPIPE && errno != ECONNRESET)) {
-        why = strerror(errno);
-        goto fail;
-    }
-    if (read_response(fd, r, o->wait_ms, &why) != 0) goto fail;
-    close(fd);
-    free(head);
-    return 0;
-fail:
-    free(head);
-    if (fd >= 0) close(fd);
-    free(r->body);
-    r->body = NULL;
+    qc_http_req q = {.method = method,
+                     .path = path,
+                     .ctype = ctype,
+                     .body = body,
+                     .blen = blen,
+                     .token = getenv("QCLUSTER_API_TOKEN"),
+                     .wait_ms = o->wait_ms};
+    const char *why;
+    if (qc_http_call(o->api, &q, r, &why) == 0) return 0;
     fprintf(stderr, "qcluster: cannot reach agent at %s: %s\n", o->api, why);
     return -1;
 }
@@ -682,7 +435,7 @@ static int join_address_ok(const char *a)
 {
     char host[256];
     const char *port;
-    if (split_hostport(a, host, sizeof host, &port) != 0 || strlen(port) > 5) return 0;
+    if (qc_http_split_hostport(a, host, sizeof host, &port) != 0 || strlen(port) > 5) return 0;
     long n = strtol(port, NULL, 10);
     return n >= 1 && n <= 65535;
 }
@@ -859,7 +612,7 @@ static int print_got_json(const opts *o, const resp *r)
     yajl_gen g = yajl_gen_alloc(NULL);
     const unsigned char *buf;
     size_t len;
-    int ok = r->revision_len > 0 && !*end && !errno && g &&
+    int ok = r->revision[0] && !*end && !errno && g &&
              qc_json_kv(g, (const uint8_t *)o->args[1], strlen(o->args[1]),
                         (const uint8_t *)r->body, r->len, rev) == 0 &&
              yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok;

@@ -1,0 +1,288 @@
+/* The client of an agent's HTTP API: the blocking HTTP/1.1 client the CLI
+ * and the C SDK share (qc_http_*, src/client.h), and the SDK itself
+ * (qc_client_*, include/qcluster.h) for programs that run beside an agent.
+ * One request a connection, every wait bounded; no global state, no exit(),
+ * nothing printed: callers decide what to say. */
+#include "client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <http_parser.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <yajl/yajl_tree.h>
+
+#include "common.h"
+#include "json.h"
+
+/* ---------- addresses ---------- */
+
+int qc_http_split_hostport(const char *api, char *host, size_t cap, const char **port)
+{
+    const char *colon = strrchr(api, ':');
+    if (!colon || colon == api || !colon[1]) return -1;
+    const char *h = api;
+    size_t hl = (size_t)(colon - api);
+    if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= cap) return -1;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    for (const char *p = colon + 1; *p; p++)
+        if (*p < '0' || *p > '9') return -1;
+    *port = colon + 1;
+    return 0;
+}
+
+const char *qc_http_default_api(const char *api)
+{
+    if (!api || !*api) api = getenv("QCLUSTER_API");
+    return api && *api ? api : "127.0.0.1:8001";
+}
+
+/* ---------- sockets ---------- */
+
+/* Waits up to ms for events on fd; 0 ready, -1 with errno (ETIMEDOUT on
+ * timeout). */
+static int wait_fd(int fd, short events, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = events};
+    for (;;) {
+        int n = poll(&p, 1, ms);
+        if (n > 0) return 0;
+        if (n == 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        if (errno != EINTR) return -1;
+    }
+}
+
+static int connect_one(const struct addrinfo *ai)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    if (fd < 0) return -1;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) goto fail;
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) return fd;
+    if (errno != EINPROGRESS) goto fail;
+    if (wait_fd(fd, POLLOUT, QC_HTTP_TIMEOUT_MS) != 0) goto fail;
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0) goto fail;
+    if (err == 0) return fd;
+    errno = err;
+fail:;
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
+/* Connects to host:port; -1 with *why set (static text or strerror). */
+static int dial(const char *host, const char *port, const char **why)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int g = getaddrinfo(host, port, &hints, &res);
+    if (g != 0) {
+        *why = gai_strerror(g);
+        return -1;
+    }
+    int fd = -1;
+    errno = ECONNREFUSED;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) fd = connect_one(ai);
+    if (fd < 0) *why = strerror(errno);
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* MSG_NOSIGNAL: a program using the SDK must not die of SIGPIPE. */
+static int send_all(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (wait_fd(fd, POLLOUT, QC_HTTP_TIMEOUT_MS) != 0) return -1;
+        } else if (w < 0 && errno != EINTR) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---------- reading the answer ---------- */
+
+/* The parser's scratch around the caller's qc_http_resp. */
+typedef struct parse {
+    qc_http_resp *r;
+    size_t cap;
+    int complete, too_big;
+    char field[32]; /* the header being read, truncated */
+    size_t field_len;
+    int field_done, in_revision;
+    size_t revision_len;
+} parse;
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    parse *ps = p->data;
+    qc_http_resp *r = ps->r;
+    if (r->len + n > QC_HTTP_MAX_BODY) {
+        ps->too_big = 1;
+        return -1;
+    }
+    if (r->len + n + 1 > ps->cap) {
+        size_t cap = ps->cap ? ps->cap : 4096;
+        while (cap < r->len + n + 1) cap *= 2;
+        char *b = realloc(r->body, cap);
+        if (!b) return -1;
+        r->body = b;
+        ps->cap = cap;
+    }
+    memcpy(r->body + r->len, at, n);
+    r->len += n;
+    r->body[r->len] = '\0';
+    return 0;
+}
+
+/* Header names are kept (truncated) only to spot the revision. */
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    parse *ps = p->data;
+    if (ps->field_done) {
+        ps->field_len = 0;
+        ps->field_done = 0;
+    }
+    size_t room = sizeof ps->field - 1 - ps->field_len, k = n < room ? n : room;
+    memcpy(ps->field + ps->field_len, at, k);
+    ps->field_len += k;
+    ps->field[ps->field_len] = '\0';
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    parse *ps = p->data;
+    qc_http_resp *r = ps->r;
+    if (!ps->field_done) {
+        ps->field_done = 1;
+        ps->in_revision = strcasecmp(ps->field, "x-qcluster-revision") == 0;
+        if (ps->in_revision) ps->revision_len = 0;
+    }
+    if (!ps->in_revision) return 0;
+    size_t room = sizeof r->revision - 1 - ps->revision_len, k = n < room ? n : room;
+    memcpy(r->revision + ps->revision_len, at, k);
+    ps->revision_len += k;
+    r->revision[ps->revision_len] = '\0';
+    return 0;
+}
+
+static int on_complete(http_parser *p)
+{
+    parse *ps = p->data;
+    ps->complete = 1;
+    ps->r->status = (int)p->status_code;
+    return 0;
+}
+
+/* Reads and parses the answer until it is complete, the peer closes or it
+ * stays silent for wait_ms. */
+static int read_response(int fd, qc_http_resp *r, int wait_ms, const char **why)
+{
+    static const http_parser_settings s = {.on_header_field = on_header_field,
+                                           .on_header_value = on_header_value,
+                                           .on_body = on_body,
+                                           .on_message_complete = on_complete};
+    parse ps = {.r = r};
+    http_parser p;
+    http_parser_init(&p, HTTP_RESPONSE);
+    p.data = &ps;
+    char buf[8192];
+    while (!ps.complete) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (wait_fd(fd, POLLIN, wait_ms) != 0) break;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) break;
+        size_t used = http_parser_execute(&p, &s, buf, (size_t)n);
+        if (HTTP_PARSER_ERRNO(&p) != HPE_OK || used != (size_t)n) {
+            *why = ps.too_big ? "answer too large" : "malformed answer";
+            return -1;
+        }
+        if (n == 0) break;
+    }
+    if (ps.complete) return 0;
+    *why = errno == ETIMEDOUT ? "timed out" : "connection closed before an answer";
+    return -1;
+}
+
+/* The request line and headers; malloc'd (the caller frees it), NULL when
+ * out of memory or the token is too long. */
+static char *build_head(const qc_http_req *q, const char *host, size_t *len)
+{
+    char auth[600] = "";
+    if (q->token && *q->token) {
+        int n = snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", q->token);
+        if (n < 0 || (size_t)n >= sizeof auth) return NULL;
+    }
+    const char *ctype = q->ctype ? q->ctype : "application/json";
+    size_t cap =
+        strlen(q->method) + strlen(q->path) + strlen(host) + strlen(ctype) + sizeof auth + 256;
+    char *h = malloc(cap);
+    if (!h) return NULL;
+    int n = snprintf(h, cap,
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: qcluster/" QC_VERSION
+                     "\r\nAccept: application/json\r\nConnection: close\r\n%s"
+                     "Content-Type: %s\r\nContent-Length: %zu\r\n\r\n",
+                     q->method, q->path, host, auth, ctype, q->blen);
+    if (n < 0 || (size_t)n >= cap) {
+        free(h);
+        return NULL;
+    }
+    *len = (size_t)n;
+    return h;
+}
+
+int qc_http_call(const char *api, const qc_http_req *q, qc_http_resp *r, const char **why)
+{
+    char host[256];
+    const char *port = NULL;
+    memset(r, 0, sizeof *r);
+    *why = "request too large";
+    int fd = -1;
+    size_t hl = 0;
+    char *head = NULL;
+    if (qc_http_split_hostport(api, host, sizeof host, &port) == 0) head = build_head(q, host, &hl);
+    if (!head || (fd = dial(host, port, why)) < 0) goto fail;
+    /* A refused body (413) may be cut short; its answer can still be read. */
+    if (send_all(fd, head, hl) != 0 ||
+        (send_all(fd, q->body, q->blen) != 0 && errno != EPIPE && errno != ECONNRESET)) {
+        *why = strerror(errno);
+        goto fail;
+    }
+    if (read_response(fd, r, q->wait_ms, why) != 0) goto fail;
+    close(fd);
+    free(head);
+    return 0;
+fail:
+    free(head);
+    if (fd >= 0) close(fd);
+    free(r->body);
+    r->body = NULL;
+    return -1;
+}
