@@ -1,0 +1,14 @@
+-- Node 2 of the redirect example: cluster port 7302, API 8302; its app
+-- answers on 9302 (server_port) and its nginx on 9312 (proxy_port).
+return {
+  identifier = "server_b",
+  listen_host = "127.0.0.1",
+  listen_port = 7302,
+  api_port = 8302,
+  metadata = { server_port = 9302, proxy_port = 9312 },
+  peers = {
+    { identifier = "server_a", host = "127.0.0.1", port = 7301, metadata = { server_port = 9301 } },
+    { identifier = "server_c", host = "127.0.0.1", port = 7303, metadata = { server_port = 9303 } },
+  },
+  hooks = "hooks.lua",
+}

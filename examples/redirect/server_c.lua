@@ -1,0 +1,14 @@
+-- Node 3 of the redirect example: cluster port 7303, API 8303; its app
+-- answers on 9303 (server_port) and its nginx on 9313 (proxy_port).
+return {
+  identifier = "server_c",
+  listen_host = "127.0.0.1",
+  listen_port = 7303,
+  api_port = 8303,
+  metadata = { server_port = 9303, proxy_port = 9313 },
+  peers = {
+    { identifier = "server_a", host = "127.0.0.1", port = 7301, metadata = { server_port = 9301 } },
+    { identifier = "server_b", host = "127.0.0.1", port = 7302, metadata = { server_port = 9302 } },
+  },
+  hooks = "hooks.lua",
+}

@@ -1,0 +1,129 @@
+-- examples/redirect as a user runs it (run.sh in a copy of the example): each
+-- node's nginx sends requests to the leader's application, also after the
+-- leader's machine dies. Every process is ended by its PID (run/pids).
+local A = require("agents")
+
+local PROXIES = { "127.0.0.1:9311", "127.0.0.1:9312", "127.0.0.1:9313" }
+
+local function have_nginx()
+  local _, code = A.sh("PATH=$PATH:/usr/sbin:/sbin command -v nginx")
+  return code == 0
+end
+
+if not have_nginx() then
+  describe("examples/redirect", function()
+    pending("skipped: nginx is not installed (make deps installs nginx-light)")
+  end)
+  return
+end
+
+describe("examples/redirect", function()
+  local c, run_pid
+
+  -- "identifier kind pid" lines run.sh wrote, once every agent is listed.
+  local function pids()
+    return A.wait_for(function()
+      local t = {}
+      for id, kind, pid in (A.read(c.dir .. "/run/pids") or ""):gmatch("(%S+) (%S+) (%d+)") do
+        t[#t + 1] = { id = id, kind = kind, pid = tonumber(pid) }
+      end
+      local agents = 0
+      for _, p in ipairs(t) do agents = agents + (p.kind == "agent" and 1 or 0) end
+      return agents == 3 and t or nil
+    end, 20)
+  end
+
+  local function pid_of(id, kind)
+    for _, p in ipairs(c.pids) do
+      if p.id == id and p.kind == kind then return p.pid end
+    end
+  end
+
+  -- The app that answers through node i's proxy, with the upstream nginx
+  -- names; nil while the proxy does not answer 200.
+  local function through(i)
+    local status, body, hdrs = A.http(PROXIES[i], "GET", "/")
+    if status ~= 200 then return nil end
+    return body:gsub("%s+$", ""), hdrs and hdrs["x-upstream"]
+  end
+
+  local function all_reach(name, live)
+    return A.wait_for(function()
+      for _, i in ipairs(live) do
+        if through(i) ~= name then return false end
+      end
+      return true
+    end, 15)
+  end
+
+  local function answers(live)
+    local t = {}
+    for _, i in ipairs(live) do t[#t + 1] = PROXIES[i] .. "=" .. tostring(through(i)) end
+    return table.concat(t, " ")
+  end
+
+  setup(function()
+    local dir = A.sh("mktemp -d /tmp/qc-example-XXXXXX"):gsub("%s+$", "")
+    os.execute("cp examples/redirect/*.lua examples/redirect/run.sh examples/redirect/nginx.conf.in " .. dir)
+    c = { n = 3, dir = dir, nodes = {} }
+    local p = io.popen(string.format(
+      "QCLUSTER=%s/bin/qcluster exec bash %s/run.sh >%s/run.out 2>&1 </dev/null & echo $!", A.root, dir, dir))
+    run_pid = tonumber(p:read("l"))
+    p:close()
+    c.pids = assert(pids(), "run.sh did not start every node: " .. tostring(A.read(dir .. "/run.out")))
+    for i, name in ipairs { "server_a", "server_b", "server_c" } do
+      c.nodes[i] = { id = name, api = "127.0.0.1:" .. (8300 + i), pid = pid_of(name, "agent"),
+        log = dir .. "/run/" .. name .. "/agent.log" }
+    end
+  end)
+
+  -- run.sh stops what it started on SIGTERM; whatever is left (run.sh
+  -- itself killed, say) is ended by the PIDs it listed.
+  teardown(function()
+    if run_pid then
+      os.execute("kill -TERM " .. run_pid .. " 2>/dev/null")
+      A.wait_for(function() return not A.alive(run_pid) end, 10)
+      os.execute("kill -KILL " .. run_pid .. " 2>/dev/null")
+    end
+    for _, sig in ipairs { "TERM", "KILL" } do
+      for _, p in ipairs(c and c.pids or {}) do
+        if A.alive(p.pid) then os.execute("kill -" .. sig .. " " .. p.pid .. " 2>/dev/null") end
+      end
+      A.wait_for(function()
+        for _, p in ipairs(c and c.pids or {}) do
+          if A.alive(p.pid) then return false end
+        end
+        return true
+      end, 5)
+    end
+    if c and not os.getenv("QC_KEEP") then os.execute("rm -rf " .. c.dir) end
+  end)
+
+  it("every node's nginx sends requests to the leader's application", function()
+    local leader = A.must_leader(c, 15)
+    local li = A.index_of(c, leader)
+    assert.is_truthy(all_reach(leader, { 1, 2, 3 }), "want " .. leader .. ": " .. answers { 1, 2, 3 })
+    local _, upstream = through(1)
+    assert.are.equal("127.0.0.1:" .. (9300 + li), upstream, "the leader's metadata.server_port")
+  end)
+
+  it("after the leader's machine dies, the survivors' nginx reach the new leader's application", function()
+    local leader = A.must_leader(c, 15)
+    local li = A.index_of(c, leader)
+    assert.is_truthy(all_reach(leader, { 1, 2, 3 }))
+    -- The machine dies: its agent and its application (kill -9 by PID).
+    A.signal(c, li, "KILL")
+    os.execute("kill -KILL " .. pid_of(leader, "app") .. " 2>/dev/null")
+    local live = {}
+    for i = 1, 3 do
+      if i ~= li then live[#live + 1] = i end
+    end
+    local new = A.must_leader(c, 15)
+    assert.are_not.equal(leader, new)
+    assert.is_truthy(all_reach(new, live), "want " .. new .. ": " .. answers(live))
+    local _, upstream = through(live[1])
+    assert.are.equal("127.0.0.1:" .. (9300 + A.index_of(c, new)), upstream)
+    local log = A.read(c.nodes[live[1]].log) or ""
+    assert.is_truthy(log:find("nginx now sends requests to 127.0.0.1:" .. (9300 + A.index_of(c, new)), 1, true))
+  end)
+end)
