@@ -1,16 +1,16 @@
 -- The redirect example's application: a tiny HTTP server that answers every
 -- request with its node's name, so a client sees which node it reached.
--- Usage: lua5.4 app.lua NAME PORT (listens on 127.0.0.1). One request at a
--- time is plenty for a demo; it is not a web server.
+-- Usage: lua5.4 app.lua NAME PORT [HOST] (HOST defaults to 127.0.0.1). One
+-- request at a time is plenty for a demo; it is not a web server.
 local socket = require("socket")
 
-local name, port = arg[1], tonumber(arg[2])
+local name, port, host = arg[1], tonumber(arg[2]), arg[3] or "127.0.0.1"
 if not name or not port then
-  io.stderr:write("usage: lua5.4 app.lua NAME PORT\n")
+  io.stderr:write("usage: lua5.4 app.lua NAME PORT [HOST]\n")
   os.exit(2)
 end
 
-local server = assert(socket.bind("127.0.0.1", port))
+local server = assert(socket.bind(host, port))
 
 -- Reads the request head (up to the empty line) and answers; a client that
 -- stalls is dropped after 2 s so it cannot hold the server.
@@ -25,7 +25,7 @@ local function serve(client)
   client:close()
 end
 
-io.stderr:write(string.format("app %s listening on 127.0.0.1:%d\n", name, port))
+io.stderr:write(string.format("app %s listening on %s:%d\n", name, host, port))
 while true do
   local client = server:accept()
   if client then serve(client) end
