@@ -271,9 +271,10 @@ static void respond(conn *c, int status, const char *ctype, const char *body, si
     if (!c->keep_alive || c->err_status || status == 400 || status == 408 || status == 414 ||
         status == 431)
         c->closing = 1;
-    /* An answer to HEAD has the headers of the answer to GET and no body
-     * (RFC 9110 9.3.2): a body would be read as the next response. */
-    if (c->method == HTTP_HEAD) len = 0;
+    /* An answer to HEAD has the headers of the answer to GET, Content-Length
+     * included, and no body (RFC 9110 9.3.2): a body would be read as the
+     * next response. */
+    size_t send = c->method == HTTP_HEAD ? 0 : len;
     char head[512];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
@@ -281,7 +282,7 @@ static void respond(conn *c, int status, const char *ctype, const char *body, si
                      status, status_text(status), ctype, len, c->closing ? "close" : "keep-alive",
                      extra ? extra : "");
     if (n < 0 || (size_t)n >= sizeof head || out_append(c, head, (size_t)n) ||
-        out_append(c, body, len)) {
+        out_append(c, body, send)) {
         conn_close(c);
         return;
     }

@@ -38,8 +38,9 @@ function M.connect(port, timeout)
   return s
 end
 
--- Reads one response from s: status, headers (lower-case), body.
-function M.read_response(s)
+-- Reads one response from s: status, headers (lower-case), body. An answer
+-- to HEAD (head set) has a Content-Length but no body.
+function M.read_response(s, head)
   local line, err = s:receive("*l")
   if not line then return nil, err end
   local status = tonumber(line:match("^HTTP/1%.1 (%d%d%d)"))
@@ -51,7 +52,7 @@ function M.read_response(s)
     headers[k:lower()] = v
   end
   local len = tonumber(headers["content-length"] or "0")
-  local body = len > 0 and assert(s:receive(len)) or ""
+  local body = len > 0 and not head and assert(s:receive(len)) or ""
   return status, headers, body
 end
 
