@@ -1418,15 +1418,21 @@ static int accept_one(qc_net *n)
             qc_log(QC_LOG_WARN, "net", "accept failed: %s", strerror(errno));
         return -1;
     }
+    (void)qc_net_adopt(n, fd);
+    return 0;
+}
+
+int qc_net_adopt(qc_net *n, int fd)
+{
     if (n->n_inbound >= n->max_inbound) {
         refuse_inbound(n, fd);
-        return 0;
+        return QC_EBUSY;
     }
     qc_conn *c = sock_setup(fd) ? NULL : conn_new(n, fd, 0, NULL);
     if (!c) {
         qc_log(QC_LOG_WARN, "net", "cannot set up an inbound connection");
         close(fd);
-        return 0;
+        return QC_EIO;
     }
     conn_addr(c);
     c->next = n->inbound;
@@ -1439,8 +1445,9 @@ static int accept_one(qc_net *n)
     if (n->auth && conn_challenge(c)) {
         qc_log(QC_LOG_WARN, "net", "cannot send a challenge to %s", c->addr);
         conn_close(c);
+        return QC_EIO;
     }
-    return 0;
+    return QC_OK;
 }
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)

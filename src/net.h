@@ -78,6 +78,12 @@ typedef struct qc_net_config {
  * a bad cfg). cfg strings are copied. metrics may be NULL. */
 int qc_net_new(struct ev_loop *loop, const qc_net_config *cfg, const qc_net_callbacks *cb,
                qc_metrics *metrics, qc_net **out);
+/* Takes fd, a connected stream socket, as an inbound connection, as if the
+ * listening socket had accepted it (the fuzz target tests/fuzz/fuzz_auth.c
+ * drives the acceptor's side over a socketpair through it). fd is net's from
+ * the call on, also on failure: QC_EBUSY (over max_inbound), QC_EIO (it
+ * could not be set up, or its challenge not sent), else QC_OK. */
+int qc_net_adopt(qc_net *n, int fd);
 /* Stops every watcher, closes every socket, frees everything and zeroes the
  * key material. */
 void qc_net_free(qc_net *n);
