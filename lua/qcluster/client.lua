@@ -1,0 +1,148 @@
+-- A client of a QCluster agent's HTTP API for Lua programs that run beside
+-- an agent (hooks have the agent's own `qcluster` module instead). Blocking,
+-- one request a connection, on lua-socket and lua-cjson. Every call returns
+-- its result, or nil and a message; it never raises for a failed request.
+local socket = require("socket")
+local http = require("socket.http")
+local ltn12 = require("ltn12")
+local cjson = require("cjson.safe")
+
+local M = {}
+local Client = {}
+Client.__index = Client
+
+-- The agent holds a long-poll at most this long (src/api.h QC_API_MAX_WAIT_S).
+local MAX_WAIT = 300
+
+-- socket.http sets its module-wide TIMEOUT on every socket it opens; this
+-- socket keeps the client's own instead, so two clients never share one.
+local function socket_with_timeout(seconds)
+  return function()
+    local s, err = socket.tcp()
+    if not s then return nil, err end
+    s:settimeout(seconds)
+    return setmetatable({}, { __index = function(_, name)
+      if name == "settimeout" then return function() return 1 end end
+      local method = s[name]
+      if type(method) ~= "function" then return method end
+      return function(_, ...) return method(s, ...) end
+    end })
+  end
+end
+
+-- cjson reads every number as a float; ports, terms and indexes are integers.
+local function integers(v)
+  if type(v) == "number" then return math.tointeger(v) or v end
+  if type(v) ~= "table" then return v end
+  for k, x in pairs(v) do v[k] = integers(x) end
+  return v
+end
+
+-- opts.api: "HOST:PORT" (default $QCLUSTER_API, else 127.0.0.1:8001);
+-- opts.token: the agent's api_token, sent as a bearer token; opts.timeout:
+-- seconds to connect and to wait for an answer (default 5).
+function M.new(opts)
+  opts = opts or {}
+  local api = opts.api
+  if api == nil or api == "" then api = os.getenv("QCLUSTER_API") end
+  if api == nil or api == "" then api = "127.0.0.1:8001" end
+  if type(api) ~= "string" or not api:match("^.+:%d+$") then
+    return nil, "bad api " .. tostring(api) .. ": expected HOST:PORT"
+  end
+  local timeout = opts.timeout or 5
+  if type(timeout) ~= "number" or timeout <= 0 then return nil, "timeout must be a positive number" end
+  return setmetatable({ api = api, token = opts.token, timeout = timeout }, Client)
+end
+
+-- One request: status, body, headers; or nil and why.
+function Client:request(method, path, body, timeout)
+  local out = {}
+  local headers = { accept = "application/json" }
+  if self.token and self.token ~= "" then headers.authorization = "Bearer " .. self.token end
+  if body then headers["content-length"] = #body end
+  local ok, status, hdrs = http.request {
+    url = "http://" .. self.api .. path, method = method, headers = headers,
+    source = body and ltn12.source.string(body) or nil, sink = ltn12.sink.table(out),
+    create = socket_with_timeout(timeout or self.timeout),
+  }
+  if not ok then return nil, "cannot reach agent at " .. self.api .. ": " .. tostring(status) end
+  return status, table.concat(out), hdrs
+end
+
+-- GET path as JSON: the decoded answer and its status, or nil and why.
+-- Statuses in `accept` are answers; any other is an error.
+function Client:get_json(path, accept, timeout)
+  local status, body = self:request("GET", path, nil, timeout)
+  if not status then return nil, body end
+  local v = cjson.decode(body)
+  if not accept[status] then
+    local msg = type(v) == "table" and type(v.error) == "string" and v.error or body
+    return nil, string.format("agent at %s answered HTTP %d: %s", self.api, status, msg)
+  end
+  if v == nil then return nil, "bad answer from agent at " .. self.api end
+  return integers(v), status
+end
+
+local OK = { [200] = true }
+local LEADER = { [200] = true, [503] = true }
+
+-- {identifier, role, term, leader, peers, commit_index}, as GET /v1/status.
+function Client:status()
+  return self:get_json("/v1/status", OK)
+end
+
+-- Every member with role, up, voter, priority, as GET /v1/members.
+function Client:members()
+  return self:get_json("/v1/members", OK)
+end
+
+-- true when the agent leads, false when not; nil and why when it cannot be asked.
+function Client:is_leader()
+  local st, err = self:status()
+  if not st then return nil, err end
+  return st.role == "leader"
+end
+
+-- The Peer of a /v1/leader answer: the API's fields plus what being the
+-- leader implies.
+local function leader_peer(v)
+  if v.leader == cjson.null or type(v.identifier) ~= "string" then return nil end
+  local meta = type(v.metadata) == "table" and v.metadata or {}
+  return { identifier = v.identifier, host = v.host, port = v.port, metadata = meta,
+    term = v.term, role = "leader", up = true }
+end
+
+local function leader_at(self, path, timeout)
+  local v, status = self:get_json(path, LEADER, timeout)
+  if not v then return nil, status end
+  if status == 503 then return nil end
+  local peer = leader_peer(v)
+  if not peer then return nil, "bad answer from agent at " .. self.api end
+  return peer
+end
+
+-- The leader the agent knows: a Peer {identifier, host, port, metadata,
+-- term, role, up}; nil when no leader is known; nil and why on error.
+function Client:get_leader_info()
+  return leader_at(self, "/v1/leader")
+end
+
+-- Waits up to timeout seconds (at most 300) for the leader or the term to
+-- differ from what the agent knows now (or from term, when given: a term
+-- read earlier, so a change since then ends the wait at once), on the API's
+-- long-poll; then answers as get_leader_info.
+function Client:wait_for_leader_change(timeout, term)
+  timeout = timeout or MAX_WAIT
+  if type(timeout) ~= "number" or timeout < 0 then return nil, "timeout must be a number >= 0" end
+  if timeout > MAX_WAIT then timeout = MAX_WAIT end
+  if term == nil then
+    local st, err = self:status()
+    if not st then return nil, err end
+    term = st.term
+  end
+  if math.type(term) ~= "integer" or term < 0 then return nil, "term must be an integer >= 0" end
+  local path = string.format("/v1/leader?wait=%.3f&term=%d", timeout, term)
+  return leader_at(self, path, timeout + self.timeout)
+end
+
+return M

@@ -1,0 +1,103 @@
+-- The Lua client SDK (lua/qcluster/client.lua) against real agents: the
+-- leader as every node names it, no leader, an agent that cannot be reached,
+-- and the long-poll that sees the leader change.
+local A = require("agents")
+local client = require("qcluster.client")
+
+-- A loopback port nobody listens on: a fresh cluster's unused API slot.
+local function dead_api(c) return "127.0.0.1:" .. (c.base + 39) end
+
+describe("the Lua client", function()
+  local c
+
+  after_each(function()
+    A.stop(c)
+    c = nil
+  end)
+
+  it("names the leader every node agrees on, with its address and metadata", function()
+    c = A.cluster(3)
+    A.start_all(c)
+    local leader = A.must_leader(c, 15)
+    local li = A.index_of(c, leader)
+    for i = 1, 3 do
+      local cl = assert(client.new { api = c.nodes[i].api, timeout = 5 })
+      local p, err = cl:get_leader_info()
+      assert.is_nil(err)
+      assert.are.equal(leader, p.identifier)
+      assert.are.equal("127.0.0.1", p.host)
+      assert.are.equal(c.base + li, p.port)
+      assert.are.equal(c.base + 40 + li, p.metadata.server_port)
+      assert.are.equal("leader", p.role)
+      assert.is_true(p.up)
+      assert.are.equal(i == li, cl:is_leader())
+      local st = assert(cl:status())
+      assert.are.equal(c.nodes[i].id, st.identifier)
+      assert.are.equal(leader, st.leader.identifier)
+      local members = assert(cl:members())
+      assert.are.equal(3, #members)
+    end
+  end)
+
+  it("returns nil without an error when no leader is known", function()
+    c = A.cluster(3)
+    A.start(c, 1) -- alone of three: no quorum, no leader
+    local cl = assert(client.new { api = c.nodes[1].api })
+    assert.is_truthy(A.wait_for(function() return cl:status() end, 10))
+    local p, err = cl:get_leader_info()
+    assert.is_nil(p)
+    assert.is_nil(err)
+    assert.is_false(cl:is_leader())
+    p, err = cl:wait_for_leader_change(0.2)
+    assert.is_nil(p)
+    assert.is_nil(err)
+  end)
+
+  it("returns nil and a message when the agent cannot be reached", function()
+    c = A.cluster(1)
+    local cl = assert(client.new { api = dead_api(c), timeout = 2 })
+    local p, err = cl:get_leader_info()
+    assert.is_nil(p)
+    assert.matches("cannot reach agent at " .. dead_api(c), err, 1, true)
+    local lead
+    lead, err = cl:is_leader()
+    assert.is_nil(lead)
+    assert.is_string(err)
+    assert.is_nil((cl:wait_for_leader_change(1)))
+    assert.is_nil((cl:members()))
+  end)
+
+  it("takes its address from $QCLUSTER_API and refuses a bad one", function()
+    local cl = assert(client.new())
+    assert.are.equal(os.getenv("QCLUSTER_API") or "127.0.0.1:8001", cl.api)
+    local bad, err = client.new { api = "no-port" }
+    assert.is_nil(bad)
+    assert.matches("expected HOST:PORT", err)
+  end)
+
+  it("waits on the long-poll until the leader changes, and answers at the timeout", function()
+    c = A.cluster(3)
+    A.start_all(c)
+    local leader = A.must_leader(c, 15)
+    local li = A.index_of(c, leader)
+    local fi = li % 3 + 1
+    local cl = assert(client.new { api = c.nodes[fi].api, timeout = 5 })
+    -- nothing changes: the same leader comes back when the wait ends
+    local p, err = cl:wait_for_leader_change(0.3)
+    assert.is_nil(err)
+    assert.are.equal(leader, p.identifier)
+    -- the term read before the kill is the baseline, so the follower
+    -- noticing before the wait begins is no race
+    local term = assert(cl:status()).term
+    A.signal(c, li, "KILL")
+    p, err = cl:wait_for_leader_change(120, term)
+    assert.is_nil(err)
+    assert.is_not.equal(leader, p and p.identifier)
+    assert.is_true(assert(cl:status()).term > term)
+    local next_leader = A.wait_for(function()
+      local q = cl:get_leader_info()
+      return q and q.identifier ~= leader and q.identifier
+    end, 15)
+    assert.is_truthy(next_leader)
+  end)
+end)
