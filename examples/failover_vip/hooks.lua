@@ -66,7 +66,8 @@ local function converge()
     held = want
     qcluster.log("info", string.format("VIP %s %s on %s (term %d)", cidr, want and "taken" or "dropped", dev,
       qcluster.term()))
-    if want then announce(cidr, dev) end
+    -- No ARP for an address this node stops wanting: it is about to go.
+    if want and wanted() then announce(cidr, dev) end
     converge()
   end)
 end
