@@ -3,7 +3,7 @@
 PKGS      := lua5.4 yajl
 CFLAGS    ?= -O2 -g
 QC_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror \
-             -Isrc -Ibuild $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+             -Iinclude -Isrc -Ibuild $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 QC_LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lhttp_parser -lsodium -lm
 SAN       := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
 BUSTED    := lua5.4 /usr/bin/busted
@@ -18,10 +18,12 @@ all: bin/qcluster build/qcraft.so
 
 -include mk/*.mk
 
-bin/qcluster: $(OBJS) | bin
-	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) $(OBJS) -o $@ $(QC_LDLIBS) $(LDLIBS)
+# The binary is main() over the library (mk/lib.mk): one implementation.
+bin/qcluster: build/obj/main.o $(QC_LIB_A) | bin
+	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) build/obj/main.o $(QC_LIB_A) -o $@ \
+	  $(QC_LDLIBS) $(LDLIBS)
 
-build/obj/%.o: src/%.c $(wildcard src/*.h) | build/obj
+build/obj/%.o: src/%.c $(wildcard src/*.h) include/qcluster.h | build/obj
 	$(CC) $(QC_CFLAGS) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 # lua/*.lua and the status page are compiled into the binary so it runs from anywhere.
@@ -47,12 +49,17 @@ test: deps
 	@sh scripts/test.sh
 
 # Executables (agent, test programs, simulator) under ASan/UBSan; the Lua
-# modules stay plain, since lua5.4 itself is not instrumented.
-ASAN_BINS := bin/qcluster build/api_fake build/qcli build/net_node build/luahost_driver build/sim
+# modules stay plain, since lua5.4 itself is not instrumented. The library
+# they link is an instrumented copy of its own (QC_PIC, QC_LIB_A), so the
+# shared library and the Lua modules built after stay plain; -o keeps make
+# from relinking the instrumented executables against the plain library.
+ASAN_BINS := bin/qcluster build/api_fake build/qcli build/net_node build/luahost_driver build/sim \
+             build/node_test
 test-asan: deps
 	$(MAKE) clean
-	$(MAKE) $(ASAN_BINS) CFLAGS='$(SAN)' LDFLAGS='-fsanitize=address,undefined'
-	$(MAKE) all
+	$(MAKE) $(ASAN_BINS) CFLAGS='$(SAN)' LDFLAGS='-fsanitize=address,undefined' \
+	  QC_PIC=build/asan QC_LIB_A=build/asan/libqcluster.a
+	$(MAKE) all $(addprefix -o ,$(ASAN_BINS))
 	sh scripts/test.sh
 
 # Line coverage of the consensus core by its unit specs and the simulator;

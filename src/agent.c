@@ -104,7 +104,28 @@ struct qc_agent {
     uint64_t preempt_since;
     int exit_code; /* non-zero: stopping after a failure */
     const char *stop_reason;
+    qc_agent_stop_fn *stop_fn; /* who stops it when it wants to stop */
+    void *stop_ud;
+    qc_agent_turn_fn *turn_fn; /* told after each processing turn */
+    void *turn_ud;
+    int started, running, stopping, closed;
 };
+
+/* The agent wants to stop (a signal, a disk failure, removal from the
+ * cluster): its owner is told, and stops it from outside this turn. While
+ * it stops, a second request cuts the hand-over short. */
+static void want_stop(qc_agent *a, const char *reason)
+{
+    a->stop_reason = reason;
+    if (a->stopping) {
+        ev_break(a->loop, EVBREAK_ONE);
+        return;
+    }
+    if (a->stop_fn)
+        a->stop_fn(a->stop_ud);
+    else
+        ev_break(a->loop, EVBREAK_ALL);
+}
 
 /* ---- members and peers ------------------------------------------------ */
 
@@ -520,9 +541,8 @@ static void disk_failed(qc_agent *a)
     qc_log(QC_LOG_ERROR, "store", "cannot write to %s: %s; stopping this node", a->cfg.data_dir,
            strerror(errno));
     qc_metrics_add(a->metrics, "qcluster_store_errors_total", NULL, NULL, 1);
-    a->stop_reason = "disk failure";
     a->exit_code = 1;
-    ev_break(a->loop, EVBREAK_ALL);
+    want_stop(a, "disk failure");
 }
 
 static void send_all(qc_agent *a, const qc_ready *rd)
@@ -572,6 +592,7 @@ static void process(qc_agent *a)
         qc_replica_deliver(a->replica);
     }
     arm_timer(a);
+    if (a->turn_fn) a->turn_fn(a->turn_ud);
 }
 
 static void on_batch(struct ev_loop *loop, ev_prepare *w, int revents)
@@ -767,8 +788,7 @@ static void on_member_frame(qc_agent *a, uint64_t peer, const uint8_t *data, siz
             if (w->op == QC_MEMBER_OP_LEAVE && strcmp(w->identifier, a->cfg.identifier) == 0)
                 member_wait_finish(a, w, QC_OK, NULL);
         }
-        a->stop_reason = "left the cluster";
-        ev_break(a->loop, EVBREAK_ALL);
+        want_stop(a, "left the cluster");
     } else if (req.op != QC_MEMBER_OP_LEAVE && qc_hash_id(req.rec.identifier) != peer) {
         qc_log(QC_LOG_WARN, "member", "%s asked to change %s: refused, only its own record",
                name_of(a, peer), req.rec.identifier);
@@ -978,8 +998,7 @@ static void apply_list(qc_agent *a, const qc_entry *e)
      * under its name replays its own earlier leave). */
     if (was && !is && !is_member(a)) {
         qc_log(QC_LOG_INFO, "member", "this node was removed from the cluster; stopping");
-        a->stop_reason = "left the cluster";
-        ev_break(a->loop, EVBREAK_ALL);
+        want_stop(a, "left the cluster");
     }
 }
 
@@ -1437,9 +1456,9 @@ static void on_link(void *ud, uint64_t peer, int up)
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)revents;
+    (void)loop;
     qc_agent *a = w->data;
-    a->stop_reason = w->signum == SIGTERM ? "SIGTERM" : "SIGINT";
-    ev_break(loop, EVBREAK_ALL);
+    want_stop(a, w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
 static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
@@ -1669,10 +1688,6 @@ static int start_services(qc_agent *a)
 static void start_signals(qc_agent *a)
 {
     signal(SIGPIPE, SIG_IGN);
-    ev_signal_init(&a->sig_term, on_stop_signal, SIGTERM);
-    ev_signal_init(&a->sig_int, on_stop_signal, SIGINT);
-    ev_signal_init(&a->sig_hup, on_hup, SIGHUP);
-    a->sig_term.data = a->sig_int.data = a->sig_hup.data = a;
     ev_signal_start(a->loop, &a->sig_term);
     ev_signal_start(a->loop, &a->sig_int);
     ev_signal_start(a->loop, &a->sig_hup);
@@ -1683,7 +1698,7 @@ static void on_handover_done(void *arg, int rc)
 {
     qc_agent *a = arg;
     if (rc) qc_log(QC_LOG_WARN, "agent", "hand-over at stop did not complete: %s", qc_strerror(rc));
-    ev_break(a->loop, EVBREAK_ALL);
+    ev_break(a->loop, EVBREAK_ONE); /* only the stop's own ev_run: maybe a program's loop */
 }
 
 /* A stopping leader hands over and stays until the successor is known (two
@@ -1696,11 +1711,12 @@ static void on_leave_at_stop(void *arg, int rc, const char *message)
         qc_log(QC_LOG_WARN, "member", "leaving at stop did not complete: %s",
                message ? message : qc_strerror(rc));
     a->leave_done = 1;
-    ev_break(a->loop, EVBREAK_ALL);
+    ev_break(a->loop, EVBREAK_ONE);
 }
 
 static void shutdown_agent(qc_agent *a)
 {
+    a->stopping = 1;
     /* leave_on_stop: out of the cluster first (a leader hands over). */
     if (a->cfg.leave_on_stop && !a->exit_code && is_member(a) && a->n_members &&
         strcmp(a->stop_reason ? a->stop_reason : "", "left the cluster") != 0) {
@@ -1721,17 +1737,23 @@ static void shutdown_agent(qc_agent *a)
     qc_lua_drain(a->lua);
 }
 
-static void free_agent(qc_agent *a)
+/* Frees everything the agent runs on and stops its watchers; idempotent,
+ * so that a stopped agent is inert on a loop that goes on. */
+static void close_agent(qc_agent *a)
 {
+    if (a->closed) return;
+    a->closed = 1;
     qc_replica_close(a->replica); /* answers whoever still waits */
     if (a->api) qc_api_free(a->api);
     if (a->net) qc_net_free(a->net);
-    ev_timer_stop(a->loop, &a->raft_timer);
-    ev_timer_stop(a->loop, &a->member_timer);
-    ev_prepare_stop(a->loop, &a->batch);
-    ev_signal_stop(a->loop, &a->sig_term);
-    ev_signal_stop(a->loop, &a->sig_int);
-    ev_signal_stop(a->loop, &a->sig_hup);
+    if (a->loop) {
+        ev_timer_stop(a->loop, &a->raft_timer);
+        ev_timer_stop(a->loop, &a->member_timer);
+        ev_prepare_stop(a->loop, &a->batch);
+        ev_signal_stop(a->loop, &a->sig_term);
+        ev_signal_stop(a->loop, &a->sig_int);
+        ev_signal_stop(a->loop, &a->sig_hup);
+    }
     if (a->lua) qc_lua_free(a->lua);
     qc_raft_free(a->raft);
     qc_store_close(a->store);
@@ -1742,24 +1764,22 @@ static void free_agent(qc_agent *a)
     free(a->join_leader);
     if (a->cfg_loaded) qc_config_free(&a->cfg);
     qc_metrics_free(a->metrics);
+    a->replica = NULL;
+    a->api = NULL;
+    a->net = NULL;
+    a->lua = NULL;
+    a->raft = NULL;
+    a->store = NULL;
+    a->members = NULL;
+    a->n_members = 0;
+    a->self_metadata = a->join_leader = NULL;
+    a->cfg_loaded = 0;
+    a->metrics = NULL;
 }
 
-static int load(qc_agent *a, const char *path)
+static int init_agent(qc_agent *a, struct ev_loop *loop)
 {
-    char err[1024];
-    int rc = qc_lua_load(a->lua, path, &a->cfg, err, sizeof err);
-    if (rc != QC_OK) {
-        fprintf(stderr, "%s\n", err);
-        return rc;
-    }
-    a->cfg_loaded = 1;
-    return QC_OK;
-}
-
-static int init_agent(qc_agent *a)
-{
-    a->loop = ev_default_loop(0);
-    if (!a->loop) return QC_EIO;
+    a->loop = loop; /* NULL: bound when it starts */
     a->view = (qc_view){
         .ud = a,
         .is_leader = view_is_leader,
@@ -1788,23 +1808,71 @@ static int init_agent(qc_agent *a)
     a->batch.data = a;
     ev_init(&a->member_timer, on_member_timer);
     a->member_timer.data = a;
+    /* Never started unless asked, but close_agent stops them all. */
+    ev_signal_init(&a->sig_term, on_stop_signal, SIGTERM);
+    ev_signal_init(&a->sig_int, on_stop_signal, SIGINT);
+    ev_signal_init(&a->sig_hup, on_hup, SIGHUP);
+    a->sig_term.data = a->sig_int.data = a->sig_hup.data = a;
     return qc_lua_new(a->loop, &a->view, a->metrics, &a->lua);
 }
 
-int qc_agent_main(const char *path)
+int qc_agent_new(struct ev_loop *loop, qc_agent **out)
 {
-    qc_agent agent = {0};
-    qc_agent *a = &agent;
-    int code = 1;
-    if (init_agent(a) != QC_OK) {
-        qc_log(QC_LOG_ERROR, "agent", "cannot start: out of memory");
-        goto out;
+    *out = NULL;
+    qc_agent *a = calloc(1, sizeof *a);
+    if (!a) return QC_ENOMEM;
+    int rc = init_agent(a, loop);
+    if (rc != QC_OK) {
+        qc_agent_free(a);
+        return rc;
     }
-    if (load(a, path) != QC_OK) {
-        code = 2;
-        goto out;
-    }
-    qc_log_set_level(a->cfg.log_level);
+    *out = a;
+    return QC_OK;
+}
+
+void qc_agent_free(qc_agent *a)
+{
+    if (!a) return;
+    close_agent(a);
+    free(a);
+}
+
+void qc_agent_set_stop_fn(qc_agent *a, qc_agent_stop_fn *fn, void *ud)
+{
+    a->stop_fn = fn;
+    a->stop_ud = ud;
+}
+
+void qc_agent_set_turn_fn(qc_agent *a, qc_agent_turn_fn *fn, void *ud)
+{
+    a->turn_fn = fn;
+    a->turn_ud = ud;
+}
+
+void qc_agent_set_observer(qc_agent *a, qc_lua_observer_fn *fn, void *ud)
+{
+    if (a->lua) qc_lua_set_observer(a->lua, fn, ud);
+}
+
+int qc_agent_load(qc_agent *a, const char *path, char *err, size_t errlen)
+{
+    if (a->cfg_loaded || a->closed) return QC_EBUSY;
+    int rc = qc_lua_load(a->lua, path, &a->cfg, err, errlen);
+    a->cfg_loaded = rc == QC_OK;
+    return rc;
+}
+
+int qc_agent_load_json(qc_agent *a, const char *name, const char *dir, const char *json, size_t len,
+                       char *err, size_t errlen)
+{
+    if (a->cfg_loaded || a->closed) return QC_EBUSY;
+    int rc = qc_lua_load_json(a->lua, name, dir, json, len, &a->cfg, err, errlen);
+    a->cfg_loaded = rc == QC_OK;
+    return rc;
+}
+
+static void log_secret(const qc_agent *a)
+{
     if (!a->cfg.secret)
         qc_log(QC_LOG_WARN, "agent",
                "no secret set: cluster traffic is not authenticated, and any node that "
@@ -1815,16 +1883,33 @@ int qc_agent_main(const char *path)
                "test guesses of it offline; use a long random one");
     else
         qc_log(QC_LOG_INFO, "agent", "cluster frames are authenticated with the secret");
+}
+
+static int open_store(qc_agent *a)
+{
     int rc = qc_store_open(a->cfg.data_dir, &a->store);
-    if (rc != QC_OK) {
+    if (rc != QC_OK)
         qc_log(QC_LOG_ERROR, "store", "cannot use data_dir %s: %s", a->cfg.data_dir,
                rc == QC_EBUSY ? "another agent holds its lock" : strerror(errno));
-        goto out;
-    }
-    if (setup_members(a) != QC_OK || open_replica(a) != QC_OK || start_raft(a) != QC_OK ||
-        start_services(a) != QC_OK)
-        goto out;
-    start_signals(a);
+    return rc;
+}
+
+int qc_agent_start(qc_agent *a, struct ev_loop *loop, int signals)
+{
+    if (!a->cfg_loaded || a->started || a->closed) return QC_EINVAL;
+    if (!a->loop && !(a->loop = loop ? loop : ev_default_loop(0))) return QC_EIO;
+    if (loop && loop != a->loop) return QC_EINVAL;
+    qc_lua_attach(a->lua, a->loop);
+    a->started = 1;
+    qc_log_set_level(a->cfg.log_level);
+    log_secret(a);
+    int rc = open_store(a);
+    if (rc == QC_OK) rc = setup_members(a);
+    if (rc == QC_OK) rc = open_replica(a);
+    if (rc == QC_OK) rc = start_raft(a);
+    if (rc == QC_OK) rc = start_services(a);
+    if (rc != QC_OK) return rc;
+    if (signals) start_signals(a);
     a->quiet_until = qc_raft_commit(a->raft); /* replayed changes fire no hooks again */
     /* What was applied before the restart: the membership at the applied
      * index (the config's peers when no list is in the log yet). */
@@ -1843,24 +1928,48 @@ int qc_agent_main(const char *path)
     self_info(a, &self);
     fire(a, &(qc_hook_event){.hook = "on_start", .self = &self});
     arm_timer(a);
-    ev_run(a->loop, 0);
-    qc_log(QC_LOG_INFO, "agent", "stopping (%s)", a->stop_reason ? a->stop_reason : "?");
-    shutdown_agent(a);
-    code = a->exit_code;
-out:
-    free_agent(a);
-    return code;
+    a->running = 1;
+    return QC_OK;
 }
+
+int qc_agent_stop(qc_agent *a, const char *reason)
+{
+    if (a->closed) return a->exit_code;
+    if (a->stopping) return QC_EBUSY; /* from inside its own stop */
+    if (a->running) {
+        if (!a->stop_reason) a->stop_reason = reason;
+        qc_log(QC_LOG_INFO, "agent", "stopping (%s)", a->stop_reason ? a->stop_reason : "?");
+        shutdown_agent(a);
+    }
+    close_agent(a);
+    return a->exit_code;
+}
+
+int qc_agent_is_leader(qc_agent *a) { return !a->closed && view_is_leader(a); }
+
+int qc_agent_leader(qc_agent *a, qc_peer_info *out)
+{
+    return a->closed ? QC_ENOLEADER : view_leader(a, out);
+}
+
+int qc_agent_stopped(const qc_agent *a) { return a->closed; }
 
 /* Lua configs may call the qcluster module: answer as a node that has not
  * started (no leader, term 0). */
 int qc_agent_check(const char *path)
 {
-    qc_agent agent = {0};
-    qc_agent *a = &agent;
-    int code = 1;
-    if (init_agent(a) == QC_OK) code = load(a, path) == QC_OK ? 0 : 2;
-    if (code == 0) printf("%s: valid (%s, %zu peers)\n", path, a->cfg.identifier, a->cfg.n_peers);
-    free_agent(a);
+    qc_agent *a;
+    char err[1024];
+    struct ev_loop *loop = ev_default_loop(0); /* a Lua config may call after() */
+    if (!loop || qc_agent_new(loop, &a) != QC_OK) {
+        qc_log(QC_LOG_ERROR, "agent", "cannot check: out of memory");
+        return 1;
+    }
+    int code = qc_agent_load(a, path, err, sizeof err) == QC_OK ? 0 : 2;
+    if (code == 0)
+        printf("%s: valid (%s, %zu peers)\n", path, a->cfg.identifier, a->cfg.n_peers);
+    else
+        fprintf(stderr, "%s\n", err);
+    qc_agent_free(a);
     return code;
 }

@@ -78,6 +78,17 @@ static int read_file(const char *path, char **out, size_t *len, char *err, size_
     return QC_OK;
 }
 
+/* Pushes the value of JSON text; messages say "NAME:LINE: message". */
+static int decode_json(lua_State *L, const char *name, const char *text, size_t len, char *err,
+                       size_t errlen)
+{
+    char msg[256];
+    int line = 1;
+    int rc = qc_luajson_decode(L, text, len, &line, msg, sizeof msg);
+    if (rc != QC_OK) snprintf(err, errlen, "%s:%d: %s", name, line, msg);
+    return rc == QC_ENOMEM ? QC_ENOMEM : rc;
+}
+
 /* Pushes the raw config value (whatever the file produced). */
 static int load_json(lua_State *L, const char *path, char *err, size_t errlen)
 {
@@ -85,12 +96,9 @@ static int load_json(lua_State *L, const char *path, char *err, size_t errlen)
     size_t len;
     int rc = read_file(path, &text, &len, err, errlen);
     if (rc != QC_OK) return rc;
-    char msg[256];
-    int line = 1;
-    rc = qc_luajson_decode(L, text, len, &line, msg, sizeof msg);
+    rc = decode_json(L, path, text, len, err, errlen);
     free(text);
-    if (rc != QC_OK) snprintf(err, errlen, "%s:%d: %s", path, line, msg);
-    return rc == QC_ENOMEM ? QC_ENOMEM : rc;
+    return rc;
 }
 
 static int load_lua(lua_State *L, const char *path, char *err, size_t errlen)
@@ -120,7 +128,8 @@ static const char *msg_at(lua_State *L, int idx)
     return m ? m : "(error object is not a string)";
 }
 
-static int run_checker(lua_State *L, const char *path, const char *dir, char *err, size_t errlen)
+static int run_checker(lua_State *L, const char *path, const char *dir, int json, char *err,
+                       size_t errlen)
 {
     size_t n;
     const char *src = qc_embedded_lookup("config", &n);
@@ -141,7 +150,7 @@ static int run_checker(lua_State *L, const char *path, const char *dir, char *er
     lua_setfield(L, -2, "dir");
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
-    lua_pushboolean(L, ends_with_json(path));
+    lua_pushboolean(L, json || ends_with_json(path));
     lua_setfield(L, -2, "json");
     if (lua_pcall(L, 2, 2, 0) != LUA_OK) {
         snprintf(err, errlen, "%s: %s", path, msg_at(L, -1));
@@ -307,7 +316,10 @@ static int copy_config(lua_State *L, int t, qc_config *cfg, char *err, size_t er
     return rc;
 }
 
-int qc_config_load(lua_State *L, const char *path, qc_config *cfg, char *err, size_t errlen)
+/* Loads the raw value from path (json: text is the config's JSON instead of
+ * the file's), checks it and copies it into cfg; dir resolves relative paths. */
+static int load_checked(lua_State *L, const char *path, const char *dir, const char *text,
+                        size_t len, qc_config *cfg, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
     if (!lua_checkstack(L, 16)) {
@@ -316,15 +328,19 @@ int qc_config_load(lua_State *L, const char *path, qc_config *cfg, char *err, si
     }
     int top = lua_gettop(L);
     cfg->path = strdup(path);
-    cfg->dir = dir_of(path);
+    cfg->dir = dir ? strdup(dir) : dir_of(path);
     if (!cfg->path || !cfg->dir) {
         qc_config_free(cfg);
         snprintf(err, errlen, "%s: out of memory", path);
         return QC_ENOMEM;
     }
-    int rc =
-        ends_with_json(path) ? load_json(L, path, err, errlen) : load_lua(L, path, err, errlen);
-    if (rc == QC_OK) rc = run_checker(L, path, cfg->dir, err, errlen);
+    int rc;
+    if (text)
+        rc = decode_json(L, path, text, len, err, errlen);
+    else
+        rc =
+            ends_with_json(path) ? load_json(L, path, err, errlen) : load_lua(L, path, err, errlen);
+    if (rc == QC_OK) rc = run_checker(L, path, cfg->dir, text != NULL, err, errlen);
     if (rc == QC_OK) {
         char msg[256];
         rc = copy_config(L, lua_gettop(L), cfg, msg, sizeof msg);
@@ -335,6 +351,17 @@ int qc_config_load(lua_State *L, const char *path, qc_config *cfg, char *err, si
     lua_settop(L, top);
     if (rc != QC_OK) qc_config_free(cfg);
     return rc;
+}
+
+int qc_config_load(lua_State *L, const char *path, qc_config *cfg, char *err, size_t errlen)
+{
+    return load_checked(L, path, NULL, NULL, 0, cfg, err, errlen);
+}
+
+int qc_config_load_json(lua_State *L, const char *name, const char *dir, const char *json,
+                        size_t len, qc_config *cfg, char *err, size_t errlen)
+{
+    return load_checked(L, name, dir, json, len, cfg, err, errlen);
 }
 
 void qc_config_free(qc_config *cfg)

@@ -66,6 +66,11 @@ typedef struct qc_config {
  * message "FILE:LINE: message" or "FILE: key: message" into err and returns
  * QC_EINVAL (QC_EIO when the file cannot be read). */
 int qc_config_load(lua_State *L, const char *path, qc_config *cfg, char *err, size_t errlen);
+/* The same for a config given as JSON text (qc_settings): name stands for
+ * the file in messages ("settings: listen_port: ..."), dir is where
+ * relative paths (hooks, the default data_dir) start. */
+int qc_config_load_json(lua_State *L, const char *name, const char *dir, const char *json,
+                        size_t len, qc_config *cfg, char *err, size_t errlen);
 void qc_config_free(qc_config *cfg);
 
 #endif

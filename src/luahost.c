@@ -1,7 +1,7 @@
 /* The Lua host: owns the lua_State and the qcluster module, queues hook
  * events and runs them from the loop one at a time, in order, each under a
  * time budget (a count hook checking a monotonic deadline). exec() runs
- * commands off the loop (fork + ev_child + ev_io, SIGKILL of the process
+ * commands off the loop (fork + ev_child or a pidfd + ev_io, SIGKILL of the process
  * group after its timeout). Nothing here blocks for longer than one budget,
  * and no hook is ever cancelled because another event came. */
 #include "luahost.h"
@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -75,7 +76,8 @@ typedef struct qc_exec {
     struct qc_exec *prev, *next;
     qc_lua *h;
     pid_t pid;
-    ev_child child;
+    ev_child child; /* on libev's default loop, the only one where ev_child works */
+    ev_io pid_w;    /* elsewhere: the child's pidfd turns readable when it ends */
     ev_io out_w, err_w;
     ev_timer timer;
     outbuf out, err;
@@ -133,6 +135,8 @@ struct qc_lua {
     uint64_t next_watch_id;
     unsigned file_gen, loading_gen; /* hooks-file loads; the one running */
     int running;
+    qc_lua_observer_fn *observer; /* the embedding program's callbacks */
+    void *observer_ud;
     int armed, budget_ms, timed_out;
     uint64_t deadline_ms;
     int hook_timeout_ms;
@@ -495,6 +499,35 @@ static const qc_watch *next_watch(const qc_lua *h, const job *j)
     return NULL;
 }
 
+/* The observer sees a hook event once, after its Lua hook, outside the
+ * budget (it is C), with running set so that nothing runs hooks inside it. */
+static void observe(qc_lua *h, const job *j)
+{
+    if (!h->observer || j->kind != JOB_HOOK) return;
+    qc_hook_event ev = {.hook = j->hook,
+                        .term = j->term,
+                        .reason = j->reason,
+                        .self = j->has_self ? &j->self : NULL,
+                        .leader = j->has_leader ? &j->leader : NULL,
+                        .previous_leader = j->has_prev ? &j->prev : NULL,
+                        .peer = j->has_peer ? &j->peer : NULL,
+                        .key = j->has_key ? j->key : NULL,
+                        .klen = j->klen,
+                        .value = j->value,
+                        .vlen = j->vlen,
+                        .has_value = j->has_value,
+                        .revision = j->revision};
+    h->running = 1;
+    h->observer(h->observer_ud, &ev);
+    h->running = 0;
+}
+
+void qc_lua_set_observer(qc_lua *h, qc_lua_observer_fn *fn, void *ud)
+{
+    h->observer = fn;
+    h->observer_ud = ud;
+}
+
 /* Runs one step of the first job: the job itself, or for an on_kv_change
  * event the hook and then each matching watch, one step per call so that
  * the loop turns in between. The job leaves the queue after its last step. */
@@ -508,6 +541,7 @@ static void run_next(qc_lua *h)
             j->started = 1;
             j->watch_limit = h->next_watch_id;
             run_job(h, j, NULL);
+            observe(h, j);
         } else {
             const qc_watch *w = next_watch(h, j);
             if (w) {
@@ -518,6 +552,7 @@ static void run_next(qc_lua *h)
         if (next_watch(h, j)) return;
     } else {
         run_job(h, j, NULL);
+        observe(h, j);
     }
     /* Jobs queued while it ran went in behind it. */
     h->head = j->next;
@@ -696,6 +731,64 @@ static void on_exec_child(struct ev_loop *loop, ev_child *w, int revents)
     exec_maybe_finish(x);
 }
 
+/* Off the default loop (a node on a thread or on a program's own loop): a
+ * pidfd says the child ended, and it is reaped by its pid. Another reaper
+ * in the process (libev's default loop reaps every child) may take it
+ * first; its status is then unknown and reported as 255. */
+static void on_exec_pidfd(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    qc_exec *x = w->data;
+    int st = 0;
+    pid_t r;
+    while ((r = waitpid(x->pid, &st, WNOHANG)) < 0 && errno == EINTR) {
+    }
+    if (r == 0) return; /* not ended yet */
+    ev_io_stop(loop, w);
+    close(w->fd);
+    ev_io_set(w, -1, EV_READ);
+    if (r < 0) {
+        qc_log(QC_LOG_WARN, "hook", "exec: pid %d was reaped elsewhere: its status is lost",
+               (int)x->pid);
+        st = 255 << 8;
+    }
+    x->exited = 1;
+    x->wstatus = st;
+    exec_maybe_finish(x);
+}
+
+/* Starts waiting for the child: ev_child on the default loop, a pidfd
+ * elsewhere. 0, or -1 with errno when there is no pidfd to be had. */
+static int exec_watch_child(qc_lua *h, qc_exec *x)
+{
+    ev_io_init(&x->pid_w, on_exec_pidfd, -1, EV_READ);
+    x->pid_w.data = x;
+    if (ev_is_default_loop(h->loop)) {
+        ev_child_init(&x->child, on_exec_child, x->pid, 0);
+        ev_child_start(h->loop, &x->child);
+        return 0;
+    }
+    int fd = (int)syscall(SYS_pidfd_open, x->pid, 0);
+    if (fd < 0) return -1;
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+        close(fd);
+        return -1;
+    }
+    ev_io_set(&x->pid_w, fd, EV_READ);
+    ev_io_start(h->loop, &x->pid_w);
+    return 0;
+}
+
+/* Stops waiting for the child (kill_exec). */
+static void exec_unwatch_child(qc_lua *h, qc_exec *x)
+{
+    if (ev_is_default_loop(h->loop)) ev_child_stop(h->loop, &x->child);
+    if (x->pid_w.fd < 0) return;
+    ev_io_stop(h->loop, &x->pid_w);
+    close(x->pid_w.fd);
+    ev_io_set(&x->pid_w, -1, EV_READ);
+}
+
 static void on_exec_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
@@ -827,8 +920,16 @@ static void exec_start_watchers(qc_lua *h, qc_exec *x, int out_fd, int err_fd, i
     x->child.data = x->out_w.data = x->err_w.data = x->timer.data = x;
     if (set_nonblock(out_fd) != 0 || set_nonblock(err_fd) != 0)
         qc_log(QC_LOG_WARN, "hook", "exec: cannot make pipes non-blocking: %s", strerror(errno));
-    ev_child_init(&x->child, on_exec_child, x->pid, 0);
-    ev_child_start(h->loop, &x->child);
+    if (exec_watch_child(h, x) != 0) {
+        /* Unwatched, it could never be reaped: end it now (it only just
+         * started, so this wait is short). */
+        qc_log(QC_LOG_ERROR, "hook", "exec: cannot watch pid %d (pidfd_open: %s); killed",
+               (int)x->pid, strerror(errno));
+        if (kill(-x->pid, SIGKILL) != 0) kill(x->pid, SIGKILL);
+        while (waitpid(x->pid, &x->wstatus, 0) < 0 && errno == EINTR) {
+        }
+        x->exited = x->killed = 1;
+    }
     ev_io_init(&x->out_w, on_exec_io, out_fd, EV_READ);
     ev_io_start(h->loop, &x->out_w);
     ev_io_init(&x->err_w, on_exec_io, err_fd, EV_READ);
@@ -858,8 +959,7 @@ static int l_exec(lua_State *L)
             cb = 3;
         }
     }
-    if (!h->loop || !ev_is_default_loop(h->loop))
-        return luaL_error(L, "qcluster.exec needs the agent's default event loop");
+    if (!h->loop) return luaL_error(L, "qcluster.exec needs an event loop");
     int timeout_ms = exec_timeout_opt(L, opts);
     char **envp = build_env(L, opts);
     int ref = LUA_NOREF;
@@ -1585,6 +1685,19 @@ static void declare_metrics(qc_metrics *m)
                        "Time spent in Lua hook calls.");
 }
 
+void qc_lua_attach(qc_lua *h, struct ev_loop *loop)
+{
+    if (h->loop || !loop) return;
+    h->loop = loop;
+    ev_check_init(&h->check, on_check);
+    h->check.data = h;
+    ev_check_start(loop, &h->check);
+    ev_unref(loop); /* the check alone must not keep the loop running */
+    ev_idle_init(&h->idle, on_idle);
+    h->idle.data = h;
+    if (h->head) ev_idle_start(loop, &h->idle);
+}
+
 int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, qc_lua **out)
 {
     *out = NULL;
@@ -1602,19 +1715,11 @@ int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, q
         free(h);
         return QC_ENOMEM;
     }
-    h->loop = loop;
     h->view = view;
     h->metrics = metrics;
     h->hook_timeout_ms = QC_DEFAULT_HOOK_TIMEOUT_MS;
     h->next_watch_id = 1;
-    if (loop) {
-        ev_check_init(&h->check, on_check);
-        h->check.data = h;
-        ev_check_start(loop, &h->check);
-        ev_unref(loop); /* the check alone must not keep the loop running */
-        ev_idle_init(&h->idle, on_idle);
-        h->idle.data = h;
-    }
+    if (loop) qc_lua_attach(h, loop);
     declare_metrics(metrics);
     *out = h;
     return QC_OK;
@@ -1623,7 +1728,7 @@ int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, q
 static void kill_exec(qc_lua *h, qc_exec *x)
 {
     if (kill(-x->pid, SIGKILL) != 0) kill(x->pid, SIGKILL);
-    ev_child_stop(h->loop, &x->child);
+    exec_unwatch_child(h, x);
     if (!x->exited) {
         int st;
         while (waitpid(x->pid, &st, 0) < 0 && errno == EINTR) {
@@ -1772,7 +1877,9 @@ static int build_hooks(qc_lua *h, char *err, size_t errlen)
     return QC_OK;
 }
 
-int qc_lua_load(qc_lua *h, const char *path, qc_config *cfg, char *err, size_t errlen)
+/* Loads the config (from path, or from json when set) and then the hooks. */
+static int load_config(qc_lua *h, const char *path, const char *dir, const char *json, size_t len,
+                       qc_config *cfg, char *err, size_t errlen)
 {
     if (err && errlen) err[0] = '\0';
     if (h->running) {
@@ -1780,7 +1887,8 @@ int qc_lua_load(qc_lua *h, const char *path, qc_config *cfg, char *err, size_t e
         return QC_EBUSY;
     }
     arm(h, QC_CONFIG_BUDGET_MS); /* a Lua config may loop, too */
-    int rc = qc_config_load(h->L, path, cfg, err, errlen);
+    int rc = json ? qc_config_load_json(h->L, path, dir, json, len, cfg, err, errlen)
+                  : qc_config_load(h->L, path, cfg, err, errlen);
     disarm(h);
     if (rc != QC_OK) return rc;
     h->hook_timeout_ms =
@@ -1799,6 +1907,17 @@ int qc_lua_load(qc_lua *h, const char *path, qc_config *cfg, char *err, size_t e
     }
     lua_setfield(h->L, LUA_REGISTRYINDEX, "qcluster.hooks");
     return QC_OK;
+}
+
+int qc_lua_load(qc_lua *h, const char *path, qc_config *cfg, char *err, size_t errlen)
+{
+    return load_config(h, path, NULL, NULL, 0, cfg, err, errlen);
+}
+
+int qc_lua_load_json(qc_lua *h, const char *name, const char *dir, const char *json, size_t len,
+                     qc_config *cfg, char *err, size_t errlen)
+{
+    return load_config(h, name, dir, json, len, cfg, err, errlen);
 }
 
 int qc_lua_reload_hooks(qc_lua *h, char *err, size_t errlen)

@@ -69,6 +69,9 @@ typedef struct qc_hook_event {
 /* Creates the state with the qcluster module (global and require-able).
  * view answers is_leader(), get_leader_info(), ...; metrics may be NULL. */
 int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, qc_lua **out);
+/* Binds a host created without a loop to loop (once): hooks queue until
+ * then, and qcluster.after/exec raise "needs an event loop". */
+void qc_lua_attach(qc_lua *h, struct ev_loop *loop);
 /* Stops timers and running commands (killing them), closes the state.
  * KV writes and set_metadata requests still in flight stay owned by the
  * view: their done may come later (it then only frees a small request
@@ -78,12 +81,20 @@ void qc_lua_free(qc_lua *h);
 /* Loads the config into this state (see qc_config_load), then the hooks:
  * inline on_* functions of a Lua config, then the hooks file if any. */
 int qc_lua_load(qc_lua *h, const char *path, qc_config *cfg, char *err, size_t errlen);
+/* The same for a config given as JSON text (see qc_config_load_json). */
+int qc_lua_load_json(qc_lua *h, const char *name, const char *dir, const char *json, size_t len,
+                     qc_config *cfg, char *err, size_t errlen);
 /* Reloads the hooks file (SIGHUP); on error keeps the old hooks. */
 int qc_lua_reload_hooks(qc_lua *h, char *err, size_t errlen);
 
 /* Queues a hook call; hooks run from the loop, in queue order, one at a
  * time, and never inside this call. A hook that is not defined is skipped. */
 int qc_lua_fire(qc_lua *h, const qc_hook_event *ev);
+/* A C function that sees every hook event (libqcluster's callbacks): called
+ * from the queue right after the event's Lua hook (defined or not), in the
+ * same order, outside the time budget; ev is valid during the call only. */
+typedef void qc_lua_observer_fn(void *ud, const qc_hook_event *ev);
+void qc_lua_set_observer(qc_lua *h, qc_lua_observer_fn *fn, void *ud);
 /* Runs every queued hook now (used at stop, so on_stop runs last). */
 void qc_lua_drain(qc_lua *h);
 /* Number of hooks waiting (tests). */

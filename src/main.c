@@ -1,11 +1,17 @@
-/* qcluster: the agent and the command-line client in one binary. main only
- * dispatches; every command lives in its module. */
+/* qcluster: the agent and the command-line client in one binary, over
+ * libqcluster. main only dispatches; every command lives in the library. */
 #include <stdio.h>
 #include <string.h>
 
+/* raft.h (under agent.h) has a qc_event of its own; see node.c. */
+#define qc_event qc_raft_event
 #include "agent.h"
 #include "cli.h"
 #include "common.h"
+#include "log.h"
+#undef qc_event
+
+#include <qcluster.h>
 
 static void usage(FILE *out)
 {
@@ -15,6 +21,27 @@ static void usage(FILE *out)
           "       qcluster transfer [IDENTIFIER] [--api HOST:PORT] [--json]\n"
           "       qcluster version\n",
           out);
+}
+
+/* qcluster agent CONFIG: the library's node, run in the foreground. Exit
+ * codes: 0 after a clean stop, 2 for a bad config, 1 when it could not
+ * start (or stopped after a failure). */
+static int run_agent(const char *path)
+{
+    qc_node *n;
+    char err[1024];
+    int rc = qc_node_new(path, &n, err, sizeof err);
+    if (rc == QC_ENOMEM) {
+        qc_log(QC_LOG_ERROR, "agent", "cannot start: out of memory");
+        return 1;
+    }
+    if (rc != QC_OK) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    int code = qc_node_run(n);
+    qc_node_free(n);
+    return code;
 }
 
 int main(int argc, char **argv)
@@ -33,7 +60,7 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
-        return strcmp(cmd, "agent") == 0 ? qc_agent_main(argv[2]) : qc_agent_check(argv[2]);
+        return strcmp(cmd, "agent") == 0 ? run_agent(argv[2]) : qc_agent_check(argv[2]);
     }
     if (qc_cli_is_command(cmd)) return qc_cli_main(argc - 1, argv + 1);
     fprintf(stderr, "qcluster: unknown command '%s'\n", cmd);

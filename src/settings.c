@@ -1,0 +1,214 @@
+/* Config values set in C (qc_settings_*): each key's value kept as JSON
+ * text, peers as a list of JSON objects; qc_settings_json joins them into
+ * one config object for the loader. No key is interpreted here. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+/* json.h reaches raft.h, whose qc_event is not the public one (see node.c). */
+#define qc_event qc_raft_event
+#include "common.h"
+#include "json.h"
+#undef qc_event
+
+#include "settings.h"
+
+typedef struct item {
+    char *key;
+    char *json; /* the value, JSON text checked when set */
+} item;
+
+struct qc_settings {
+    item *items;
+    size_t n, cap;
+    char **peers; /* JSON objects */
+    size_t n_peers, cap_peers;
+};
+
+qc_settings *qc_settings_new(void) { return calloc(1, sizeof(qc_settings)); }
+
+void qc_settings_free(qc_settings *s)
+{
+    if (!s) return;
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->items[i].key);
+        free(s->items[i].json);
+    }
+    for (size_t i = 0; i < s->n_peers; i++) free(s->peers[i]);
+    free(s->items);
+    free(s->peers);
+    free(s);
+}
+
+/* Takes json (malloc'd) as key's value, replacing an earlier one. */
+static int put(qc_settings *s, const char *key, char *json)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        if (strcmp(s->items[i].key, key) != 0) continue;
+        free(s->items[i].json);
+        s->items[i].json = json;
+        return QC_OK;
+    }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        item *v = realloc(s->items, cap * sizeof *v);
+        if (!v) goto nomem;
+        s->items = v;
+        s->cap = cap;
+    }
+    char *k = strdup(key);
+    if (!k) goto nomem;
+    s->items[s->n++] = (item){.key = k, .json = json};
+    return QC_OK;
+nomem:
+    free(json);
+    return QC_ENOMEM;
+}
+
+/* The generator's text as a malloc'd string, or NULL. */
+static char *gen_text(yajl_gen g, size_t *len)
+{
+    const unsigned char *buf;
+    size_t n;
+    if (yajl_gen_get_buf(g, &buf, &n) != yajl_gen_status_ok) return NULL;
+    char *out = malloc(n + 1);
+    if (!out) return NULL;
+    memcpy(out, buf, n);
+    out[n] = '\0';
+    if (len) *len = n;
+    return out;
+}
+
+static int put_string(qc_settings *s, const char *key, const char *value)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) return QC_ENOMEM;
+    char *json = qc_json_str(g, value) == QC_OK ? gen_text(g, NULL) : NULL;
+    yajl_gen_free(g);
+    return json ? put(s, key, json) : QC_ENOMEM;
+}
+
+int qc_settings_set_string(qc_settings *s, const char *key, const char *value)
+{
+    if (!s || !key || !value) return QC_EINVAL;
+    return put_string(s, key, value);
+}
+
+int qc_settings_set_int(qc_settings *s, const char *key, int64_t value)
+{
+    if (!s || !key) return QC_EINVAL;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)value);
+    char *json = strdup(buf);
+    return json ? put(s, key, json) : QC_ENOMEM;
+}
+
+int qc_settings_set_bool(qc_settings *s, const char *key, int value)
+{
+    if (!s || !key) return QC_EINVAL;
+    char *json = strdup(value ? "true" : "false");
+    return json ? put(s, key, json) : QC_ENOMEM;
+}
+
+/* 1 when text parses as JSON (an object when object is set). */
+static int valid_json(const char *text, int object)
+{
+    yajl_val v = yajl_tree_parse(text, NULL, 0);
+    int ok = v && (!object || YAJL_IS_OBJECT(v));
+    yajl_tree_free(v);
+    return ok;
+}
+
+int qc_settings_set_json(qc_settings *s, const char *key, const char *json)
+{
+    if (!s || !key || !json || !valid_json(json, 0)) return QC_EINVAL;
+    char *copy = strdup(json);
+    return copy ? put(s, key, copy) : QC_ENOMEM;
+}
+
+static char *peer_json(const char *identifier, const char *host, int port, yajl_val meta)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) return NULL;
+    int err = yajl_gen_map_open(g) != yajl_gen_status_ok;
+    err |= qc_json_key_str(g, "identifier", identifier) != QC_OK;
+    err |= qc_json_key_str(g, "host", host) != QC_OK;
+    err |= qc_json_key_int(g, "port", port) != QC_OK;
+    if (meta) {
+        err |= qc_json_key(g, "metadata") != QC_OK;
+        err |= qc_json_val(g, meta) != QC_OK;
+    }
+    err |= yajl_gen_map_close(g) != yajl_gen_status_ok;
+    char *out = err ? NULL : gen_text(g, NULL);
+    yajl_gen_free(g);
+    return out;
+}
+
+int qc_settings_add_peer(qc_settings *s, const char *identifier, const char *host, int port,
+                         const char *metadata_json)
+{
+    if (!s || !identifier || !host) return QC_EINVAL;
+    yajl_val meta = NULL;
+    if (metadata_json) {
+        meta = yajl_tree_parse(metadata_json, NULL, 0);
+        if (!YAJL_IS_OBJECT(meta)) {
+            yajl_tree_free(meta);
+            return QC_EINVAL;
+        }
+    }
+    char *json = peer_json(identifier, host, port, meta);
+    yajl_tree_free(meta);
+    if (!json) return QC_ENOMEM;
+    if (s->n_peers == s->cap_peers) {
+        size_t cap = s->cap_peers ? s->cap_peers * 2 : 8;
+        char **v = realloc(s->peers, cap * sizeof *v);
+        if (!v) {
+            free(json);
+            return QC_ENOMEM;
+        }
+        s->peers = v;
+        s->cap_peers = cap;
+    }
+    s->peers[s->n_peers++] = json;
+    return QC_OK;
+}
+
+/* Emits JSON text (checked when it was set) as a value. */
+static int emit_text(yajl_gen g, const char *text)
+{
+    yajl_val v = yajl_tree_parse(text, NULL, 0);
+    int rc = v ? qc_json_val(g, v) : QC_EINVAL;
+    yajl_tree_free(v);
+    return rc;
+}
+
+int qc_settings_json(const qc_settings *s, char **json, size_t *len, char *err, size_t errlen)
+{
+    *json = NULL;
+    *len = 0;
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) {
+        snprintf(err, errlen, "settings: out of memory");
+        return QC_ENOMEM;
+    }
+    int bad = yajl_gen_map_open(g) != yajl_gen_status_ok;
+    for (size_t i = 0; i < s->n && !bad; i++) {
+        if (s->n_peers && strcmp(s->items[i].key, "peers") == 0) continue;
+        bad |= qc_json_key(g, s->items[i].key) != QC_OK;
+        bad |= emit_text(g, s->items[i].json) != QC_OK;
+    }
+    if (s->n_peers && !bad) {
+        bad |= qc_json_key(g, "peers") != QC_OK;
+        bad |= yajl_gen_array_open(g) != yajl_gen_status_ok;
+        for (size_t i = 0; i < s->n_peers && !bad; i++) bad |= emit_text(g, s->peers[i]) != QC_OK;
+        bad |= yajl_gen_array_close(g) != yajl_gen_status_ok;
+    }
+    bad |= yajl_gen_map_close(g) != yajl_gen_status_ok;
+    if (!bad) *json = gen_text(g, len);
+    yajl_gen_free(g);
+    if (*json) return QC_OK;
+    snprintf(err, errlen, "settings: out of memory");
+    return QC_ENOMEM;
+}
