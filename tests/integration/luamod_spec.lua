@@ -1,0 +1,283 @@
+-- The Lua module qcluster (build/lua/qcluster.so): nodes inside this very
+-- lua5.4 process, driven by step()/run(), with Lua hooks; and
+-- examples/embedded_lua run as three processes, as a user would.
+local A = require("agents")
+package.cpath = "./build/lua/?.so;" .. package.cpath
+local qcluster = require("qcluster")
+
+-- Config tables for n in-process nodes on fresh loopback ports (the
+-- helpers' cluster configs, read back), each with its own data_dir; no HTTP
+-- API, quiet logs. Returns the tables and the helpers' cluster.
+local function configs(n)
+  local c = A.cluster(n, { extra = { api_port = 0, log_level = "error" } })
+  local t = {}
+  for i = 1, n do
+    t[i] = dofile(c.nodes[i].config)
+    t[i].data_dir = A.data_dir(c, i)
+  end
+  return t, c
+end
+
+-- Steps the shared loop until fn() is truthy (then returns its value) or
+-- timeout seconds pass (then nil).
+local function pump(cluster, fn, timeout)
+  local deadline = A.now() + (timeout or 10)
+  repeat
+    local v = fn()
+    if v then return v end
+    cluster:step(0.02)
+  until A.now() > deadline
+  return nil
+end
+
+local function leaders(clusters)
+  local t = {}
+  for i, c in pairs(clusters) do
+    if c:is_leader() then t[#t + 1] = i end
+  end
+  return t
+end
+
+-- The leader every live node names, once they all agree.
+local function agreed(clusters)
+  local name
+  for _, c in pairs(clusters) do
+    local p = c:get_leader_info()
+    if not p or (name and p.identifier ~= name) then return nil end
+    name = p.identifier
+  end
+  return name
+end
+
+describe("lua module qcluster: in-process nodes", function()
+  local spec, clusters, events, any
+
+  -- Hooks that record every call of node i as {name, argument}.
+  local function recording(i)
+    local t = {}
+    for _, name in ipairs { "on_start", "on_elected", "on_demoted", "on_leader_change",
+      "on_peer_up", "on_peer_down", "on_stop" } do
+      t[name] = function(ev) table.insert(events[i], { name, ev }) end
+    end
+    return t
+  end
+
+  local function find(i, name)
+    for _, e in ipairs(events[i]) do
+      if e[1] == name then return e[2] end
+    end
+  end
+
+  setup(function()
+    clusters, events = {}, {}
+    local confs
+    confs, spec = configs(3)
+    for i, conf in ipairs(confs) do
+      events[i] = {}
+      clusters[i] = assert(qcluster.new(conf, recording(i)))
+    end
+    any = clusters[1]
+  end)
+
+  teardown(function()
+    for _, c in pairs(clusters or {}) do c:stop() end
+    A.stop(spec)
+  end)
+
+  it("three nodes in one Lua state elect exactly one leader, and all name it", function()
+    local name = pump(any, function()
+      return #leaders(clusters) == 1 and agreed(clusters)
+    end)
+    assert.is_truthy(name, "no agreed leader")
+    local li = leaders(clusters)[1]
+    assert.are.equal("node" .. li, name)
+    for _ = 1, 20 do any:step(0.01) end
+    assert.are.same({ li }, leaders(clusters))
+    local p = clusters[li % 3 + 1]:get_leader_info()
+    assert.are.equal("127.0.0.1", p.host)
+    assert.are.equal(math.tointeger(p.port), p.port)
+    assert.is_table(p.metadata)
+    assert.are.equal(clusters[li]:get_leader_info().identifier, name)
+  end)
+
+  it("hooks run with the agent's argument shapes", function()
+    local li = leaders(clusters)[1]
+    for i = 1, 3 do
+      local start = events[i][1]
+      assert.are.equal("on_start", start[1])
+      assert.are.equal("node" .. i, start[2].self.identifier)
+      assert.is_table(start[2].self.metadata)
+      local lc = pump(any, function() return find(i, "on_leader_change") end)
+      assert.are.equal("node" .. li, lc.leader.identifier)
+      assert.is_true(math.type(lc.term) == "integer" and lc.term > 0)
+      local up = pump(any, function() return find(i, "on_peer_up") end)
+      assert.is_string(up.identifier)
+      assert.is_true(up.up)
+      assert.is_string(up.role)
+      assert.is_boolean(up.voter)
+    end
+    local el = find(li, "on_elected")
+    assert.are.equal("node" .. li, el.self.identifier)
+    assert.are.equal(spec.base + 40 + li, el.self.metadata.server_port)
+    assert.is_nil(el.previous_leader)
+    assert.is_nil(find(li % 3 + 1, "on_elected"))
+  end)
+
+  it("stopping the leader's object makes another take over", function()
+    local li = leaders(clusters)[1]
+    local old = clusters[li]
+    assert.is_true(old:stop())
+    clusters[li] = nil
+    local demoted = find(li, "on_demoted")
+    assert.are.equal("shutdown", demoted.reason)
+    assert.are.equal("on_stop", events[li][#events[li]][1])
+    assert.is_false(old:is_leader())
+    local name = pump(any == old and clusters[li % 3 + 1] or any, function()
+      return #leaders(clusters) == 1 and agreed(clusters)
+    end)
+    assert.is_truthy(name, "no new leader")
+    assert.are_not.equal("node" .. li, name)
+    assert.is_true(old:stop()) -- a second stop is harmless
+  end)
+end)
+
+describe("lua module qcluster: configs and errors", function()
+  local specs = {}
+
+  -- One node's config table; its files go when the describe ends.
+  local function config1()
+    local t, c = configs(1)
+    specs[#specs + 1] = c
+    t[1].peers = nil
+    return t[1]
+  end
+
+  teardown(function()
+    for _, c in ipairs(specs) do A.stop(c) end
+  end)
+
+  it("a bad config gives nil and a message naming the key", function()
+    local c, err = qcluster.new({ identifier = "x", listen_port = "seven" })
+    assert.is_nil(c)
+    assert.matches("listen_port", err)
+    c, err = qcluster.new({ identifier = "x", listen_port = 7001, lisen_host = "h" })
+    assert.is_nil(c)
+    assert.matches("lisen_host", err)
+    c, err = qcluster.new("/nonexistent/missing.lua")
+    assert.is_nil(c)
+    assert.matches("missing.lua", err)
+  end)
+
+  it("hooks must be known names and functions", function()
+    local conf = config1()
+    local c, err = qcluster.new(conf, { on_elcted = function() end })
+    assert.is_nil(c)
+    assert.matches("on_elcted", err)
+    conf = config1()
+    conf.on_elected = "yes"
+    c, err = qcluster.new(conf)
+    assert.is_nil(c)
+    assert.matches("on_elected: expected a function", err)
+    assert.has_error(function() qcluster.new(42) end)
+  end)
+
+  it("a single node leads; a failing hook is logged and the node carries on", function()
+    -- in a child process, to read its log
+    local conf = config1()
+    local script = specs[#specs].dir .. "/solo.lua"
+    A.write(script, ([[
+package.cpath = "./build/lua/?.so;" .. package.cpath
+local qcluster = require("qcluster")
+local conf = %s
+conf.log_level = "info"
+local seen, c = {}, nil
+conf.on_start = function() error("boom in on_start") end
+conf.hooks = { on_elected = function(ev) seen.elected = ev.term end }
+c = assert(qcluster.new(conf, {
+  on_leader_change = function(ev)
+    seen.leader = ev.leader and ev.leader.identifier
+    c:step(0) -- not allowed inside a hook: raises, is logged, changes nothing
+  end,
+}))
+for _ = 1, 500 do
+  if seen.leader then break end
+  c:step(0.02)
+end
+print("leader", seen.elected, seen.leader, c:get_leader_info().identifier, c:is_leader())
+print("run", c:run(0.05))
+print("stop", c:stop(), c:is_leader())
+]]):format(A.lua_value(conf)))
+    local out, code = A.sh("lua5.4 " .. script)
+    assert.are.equal(0, code, out)
+    assert.matches("hook: on_start failed: [^\n]*boom in on_start", out)
+    assert.matches("hook: on_leader_change failed: [^\n]*step called from a hook", out)
+    assert.matches("leader\t1\tnode1\tnode1\ttrue\n", out)
+    assert.matches("run\ttrue\n", out)
+    assert.matches("stop\ttrue\tfalse\n", out)
+  end)
+
+  it("fd() is the loop's epoll fd and timeout() a short bound", function()
+    local conf = config1()
+    local c <close> = assert(qcluster.new(conf))
+    local fd = c:fd()
+    assert.is_true(math.type(fd) == "integer" and fd >= 0)
+    local f = assert(io.open("/proc/self/stat"))
+    local pid = f:read("n")
+    f:close()
+    local link = A.sh(("readlink /proc/%d/fd/%d"):format(pid, fd))
+    assert.matches("eventpoll", link)
+    local t = c:timeout()
+    assert.is_true(t >= 0 and t <= 1)
+    -- a host that waits timeout() between steps still gets a leader
+    assert.is_truthy(pump(c, function()
+      A.sleep(c:timeout())
+      c:step(0)
+      return c:is_leader()
+    end))
+  end)
+end)
+
+describe("examples/embedded_lua", function()
+  local c
+
+  local function start(i, seconds)
+    local node = c.nodes[i]
+    local cmd = ("cd %s && exec lua5.4 %s/examples/embedded_lua/embedded_lua.lua %s %s >>%s 2>&1 & echo $!")
+      :format(c.dir, A.root, node.config, seconds or "", node.log)
+    local p = io.popen(cmd)
+    node.pid = tonumber(p:read("l"))
+    p:close()
+  end
+
+  setup(function()
+    c = A.cluster(3)
+    for i = 1, 3 do start(i) end
+  end)
+
+  teardown(function() A.stop(c) end)
+
+  it("three processes elect one leader that works while the followers report it", function()
+    local leader = A.must_leader(c, 15)
+    local li = A.index_of(c, leader)
+    for i = 1, 3 do
+      local want = i == li and leader .. " is doing some work..." or "This is the leader: " .. leader
+      assert.is_truthy(A.wait_for(function()
+        return (A.read(c.nodes[i].log) or ""):find(want, 1, true)
+      end, 10), c.nodes[i].id .. " never said: " .. want)
+    end
+    assert.matches("elected leader for term %d+", A.read(c.nodes[li].log))
+    local follower = A.read(c.nodes[li % 3 + 1].log)
+    assert.is_truthy(follower:find("its server_port is " .. (c.base + 40 + li), 1, true))
+  end)
+
+  it("SIGTERM stops the leader cleanly (hand-over first) and another takes over", function()
+    local leader = A.must_leader(c, 15)
+    local li = A.index_of(c, leader)
+    assert.is_true(A.signal(c, li, "TERM"))
+    local log = A.read(c.nodes[li].log)
+    assert.matches("demoted in term %d+ %(shutdown%)", log)
+    assert.matches(leader .. " stopped\n$", log)
+    local new = A.must_leader(c, 15)
+    assert.are_not.equal(leader, new)
+  end)
+end)
