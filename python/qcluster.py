@@ -1,0 +1,166 @@
+"""QCluster client SDK for Python: asks a QCluster agent, over its HTTP API,
+who leads the cluster. Mirrors the original QCluster SDK (is_leader,
+get_leader_info returning a Peer or None) for programs that run beside an
+agent; the agent itself is the C binary. Standard library only, blocking,
+one request a connection.
+"""
+
+import http.client
+import json
+import os
+
+__all__ = ["QCluster", "Peer", "QClusterError"]
+__version__ = "0.1.0"
+
+DEFAULT_API = "127.0.0.1:8001"
+# The agent holds a long-poll at most this long (src/api.h QC_API_MAX_WAIT_S).
+MAX_WAIT = 300
+
+
+class QClusterError(Exception):
+    """The agent could not be asked, or answered with an error."""
+
+
+class Peer:
+    """A member of the cluster as in the original SDK (host, port,
+    identifier, metadata), plus role and up; term for a leader, voter and
+    priority for a member. What the answer did not say is None."""
+
+    def __init__(self, identifier, host, port, metadata=None, role=None, up=None, term=None,
+                 voter=None, priority=None):
+        self.identifier = identifier
+        self.host = host
+        self.port = port
+        self.metadata = metadata if metadata is not None else {}
+        self.role = role
+        self.up = up
+        self.term = term
+        self.voter = voter
+        self.priority = priority
+
+    def __eq__(self, other):
+        if not isinstance(other, Peer):
+            return NotImplemented
+        return (self.identifier, self.host, self.port) == (other.identifier, other.host, other.port)
+
+    def __hash__(self):
+        return hash((self.identifier, self.host, self.port))
+
+    def __repr__(self):
+        return "Peer(identifier={!r}, host={!r}, port={!r}, metadata={!r}, role={!r}, up={!r})".format(
+            self.identifier, self.host, self.port, self.metadata, self.role, self.up)
+
+
+def _split_api(api):
+    """("host", port) of "HOST:PORT" or "[V6]:PORT"; ValueError otherwise."""
+    host, sep, port = api.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit():
+        raise ValueError("bad api {!r}: expected HOST:PORT".format(api))
+    return host, int(port)
+
+
+def _api_from_conf(conf):
+    """The API address a node's config gives: api_host (127.0.0.1) and
+    api_port (listen_port + 1000), as the agent reads them; None when the
+    config says nothing of either."""
+    if "api_port" not in conf and "listen_port" not in conf:
+        return None
+    port = conf.get("api_port")
+    if port is None:
+        port = int(conf["listen_port"]) + 1000
+    if int(port) == 0:
+        raise ValueError("the node's API is off (api_port = 0)")
+    return "{}:{}".format(conf.get("api_host") or "127.0.0.1", int(port))
+
+
+class QCluster:
+    """A client of one agent's API.
+
+    QCluster(api="HOST:PORT") asks that agent; QCluster(**conf) with a node's
+    config (the original SDK's way) asks that node's API (api_host, api_port
+    or listen_port + 1000). Without either: $QCLUSTER_API, else
+    127.0.0.1:8001. token (or the config's api_token) is sent as a bearer
+    token; timeout bounds connecting and each answer, in seconds.
+    """
+
+    def __init__(self, api=None, token=None, timeout=5.0, **conf):
+        api = api or _api_from_conf(conf) or os.environ.get("QCLUSTER_API") or DEFAULT_API
+        self.host, self.port = _split_api(api)
+        self.api = api
+        self.token = token if token is not None else conf.get("api_token")
+        if not timeout or timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        self.timeout = float(timeout)
+
+    def _get(self, path, timeout=None):
+        """(status, decoded JSON) of GET path; QClusterError when the agent
+        cannot be asked or the answer is not JSON."""
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = "Bearer " + self.token
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
+        try:
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            status, body = resp.status, resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise QClusterError("cannot reach agent at {}: {}".format(self.api, e)) from e
+        finally:
+            conn.close()
+        try:
+            return status, json.loads(body)
+        except ValueError as e:
+            raise QClusterError("bad answer from agent at {}".format(self.api)) from e
+
+    def _get_ok(self, path):
+        status, v = self._get(path)
+        if status != 200:
+            msg = v.get("error") if isinstance(v, dict) else None
+            raise QClusterError("agent at {} answered HTTP {}: {}".format(self.api, status, msg))
+        return v
+
+    def status(self):
+        """The agent's view, as GET /v1/status: identifier, role, term,
+        leader, peers, commit_index."""
+        return self._get_ok("/v1/status")
+
+    def members(self):
+        """Every member, this agent first, as a Peer with role, up, voter and
+        priority (GET /v1/members)."""
+        return [Peer(m.get("identifier"), m.get("host"), m.get("port"), m.get("metadata"),
+                     role=m.get("role"), up=m.get("up"), voter=m.get("voter"),
+                     priority=m.get("priority")) for m in self._get_ok("/v1/members")]
+
+    def is_leader(self):
+        """True when the agent this client asks is the leader."""
+        return self.status().get("role") == "leader"
+
+    def _leader(self, path, timeout=None):
+        status, v = self._get(path, timeout)
+        if status == 503:
+            return None
+        if status != 200 or not isinstance(v, dict) or "identifier" not in v:
+            msg = v.get("error") if isinstance(v, dict) else None
+            raise QClusterError("agent at {} answered HTTP {}: {}".format(self.api, status, msg))
+        return Peer(v["identifier"], v.get("host"), v.get("port"), v.get("metadata"),
+                    role="leader", up=True, term=v.get("term"))
+
+    def get_leader_info(self):
+        """The leader the agent knows, as a Peer; None when no leader is
+        known (no quorum, or an election under way)."""
+        return self._leader("/v1/leader")
+
+    def wait_for_leader_change(self, timeout=MAX_WAIT, term=None):
+        """Waits up to timeout seconds (at most 300) for the leader or the
+        term to differ from what the agent knows now (or from term, a term
+        read earlier, so a change since then ends the wait at once), on the
+        API's long-poll; then answers as get_leader_info()."""
+        timeout = min(float(timeout), MAX_WAIT)
+        if timeout < 0:
+            raise ValueError("timeout must be >= 0")
+        if term is None:
+            term = self.status().get("term", 0)
+        path = "/v1/leader?wait={:.3f}&term={:d}".format(timeout, int(term))
+        return self._leader(path, timeout + self.timeout)

@@ -1,0 +1,234 @@
+"""The Python client SDK (python/qcluster.py) against real agents: each test
+class starts its own bin/qcluster agents on 127.0.0.1 with random ports and
+original-format JSON configs in a temp dir, and ends them by PID.
+Run: PYTHONPATH=python python3 -m unittest -v tests/python/test_client.py
+"""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "python"))
+
+from qcluster import QCluster, Peer, QClusterError  # noqa: E402
+
+QCLUSTER = os.environ.get("QC_BIN", os.path.join(ROOT, "bin", "qcluster"))
+
+
+def wait_for(fn, timeout=15.0):
+    """Polls fn every 20 ms until it returns something truthy; None after
+    timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+
+
+# Cluster port bases, one a cluster of this run: below the ephemeral range
+# (32768+) and clear of the busted specs' (tests/helpers/agents.lua, up to 31545).
+_BASES = [31600 + 50 * k for k in range(8)]
+random.shuffle(_BASES)
+
+
+class Cluster:
+    """n agents: node1..nodeN on cluster ports base+i and API ports
+    base+20+i, with metadata {"server_port": base+40+i}."""
+
+    def __init__(self, n):
+        self.base = _BASES.pop()
+        self.dir = tempfile.mkdtemp(prefix="qc-py-")
+        self.n = n
+        self.procs = {}
+        self.confs = {}
+        for i in range(1, n + 1):
+            peers = [{"host": "127.0.0.1", "port": self.base + j, "identifier": "node%d" % j,
+                      "metadata": {"slot": j}} for j in range(1, n + 1) if j != i]
+            self.confs[i] = {"identifier": "node%d" % i, "listen_host": "127.0.0.1",
+                             "listen_port": self.base + i, "api_port": self.base + 20 + i,
+                             "metadata": {"server_port": self.base + 40 + i}, "peers": peers}
+            with open(self.path(i), "w") as f:
+                json.dump(self.confs[i], f)
+
+    def path(self, i):
+        return os.path.join(self.dir, "node%d.json" % i)
+
+    def api(self, i):
+        return "127.0.0.1:%d" % (self.base + 20 + i)
+
+    def start(self, i):
+        log = open(os.path.join(self.dir, "node%d.log" % i), "ab")
+        self.procs[i] = subprocess.Popen([QCLUSTER, "agent", self.path(i)], cwd=self.dir,
+                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+
+    def kill(self, i):
+        p = self.procs.pop(i, None)
+        if p:
+            p.send_signal(signal.SIGKILL)
+            p.wait(timeout=10)
+
+    def stop(self):
+        for i in list(self.procs):
+            self.kill(i)
+        if not os.environ.get("QC_KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def agreed_leader(self, timeout=15.0):
+        """The identifier every running node names as leader, once they agree."""
+        def agree():
+            names = set()
+            for i in self.procs:
+                try:
+                    leader = QCluster(api=self.api(i), timeout=2).get_leader_info()
+                except QClusterError:
+                    return None
+                names.add(leader.identifier if leader else None)
+            return names.pop() if len(names) == 1 and None not in names else None
+        name = wait_for(agree, timeout)
+        if not name:
+            raise AssertionError("no agreed leader; logs in " + self.dir)
+        return name
+
+
+def started(n, run=None):
+    c = Cluster(n)
+    try:
+        for i in run or range(1, n + 1):
+            c.start(i)
+    except BaseException:
+        c.stop()
+        raise
+    return c
+
+
+class LeaderInfoTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.c = started(3)
+        cls.addClassCleanup(cls.c.stop)
+        cls.leader = cls.c.agreed_leader()
+        cls.li = int(cls.leader[len("node"):])
+
+    def test_every_node_names_the_leader_with_its_address_and_metadata(self):
+        c = self.c
+        for i in range(1, 4):
+            # the original SDK's way: the node's own config as keyword arguments
+            cluster = QCluster(**c.confs[i])
+            self.assertEqual(c.api(i), cluster.api)
+            leader = cluster.get_leader_info()
+            self.assertIsInstance(leader, Peer)
+            self.assertEqual(self.leader, leader.identifier)
+            self.assertEqual("127.0.0.1", leader.host)
+            self.assertEqual(c.base + self.li, leader.port)
+            self.assertEqual(c.base + 40 + self.li, leader.metadata["server_port"])
+            self.assertEqual("leader", leader.role)
+            self.assertTrue(leader.up)
+            self.assertEqual(i == self.li, cluster.is_leader())
+
+    def test_status_and_members(self):
+        cluster = QCluster(api=self.c.api(1))
+        st = cluster.status()
+        self.assertEqual("node1", st["identifier"])
+        self.assertEqual(self.leader, st["leader"]["identifier"])
+        members = cluster.members()
+        self.assertEqual(["node1", "node2", "node3"], sorted(m.identifier for m in members))
+        roles = {m.identifier: m.role for m in members}
+        self.assertEqual("leader", roles[self.leader])
+        self.assertTrue(all(m.up for m in members))
+
+    def test_wait_ends_at_the_timeout_with_the_same_leader(self):
+        leader = QCluster(api=self.c.api(1)).wait_for_leader_change(timeout=0.3)
+        self.assertEqual(self.leader, leader.identifier)
+
+
+class FailoverTest(unittest.TestCase):
+    def setUp(self):
+        self.c = started(3)
+        self.addCleanup(self.c.stop)
+
+    def test_wait_returns_once_the_leader_is_killed(self):
+        c = self.c
+        leader = c.agreed_leader()
+        li = int(leader[len("node"):])
+        fi = li % 3 + 1
+        cluster = QCluster(api=c.api(fi))
+        # the term read before the kill is the baseline: a follower that
+        # notices before the wait begins is no race
+        term = cluster.status()["term"]
+        c.kill(li)
+        after = cluster.wait_for_leader_change(timeout=120, term=term)
+        self.assertTrue(after is None or after.identifier != leader)
+        self.assertGreater(cluster.status()["term"], term)
+        new = wait_for(lambda: (lambda p: p and p.identifier != leader and p)(
+            cluster.get_leader_info()))
+        self.assertIsNotNone(new)
+
+
+class NoLeaderTest(unittest.TestCase):
+    def setUp(self):
+        self.c = started(3, run=[1])  # alone of three: no quorum
+        self.addCleanup(self.c.stop)
+
+    def test_no_leader_is_none(self):
+        cluster = QCluster(api=self.c.api(1))
+
+        def answers():
+            try:
+                return cluster.status()
+            except QClusterError:
+                return None
+        self.assertIsNotNone(wait_for(answers))
+        self.assertIsNone(cluster.get_leader_info())
+        self.assertFalse(cluster.is_leader())
+        self.assertIsNone(cluster.wait_for_leader_change(timeout=0.2))
+
+
+class AddressTest(unittest.TestCase):
+    def test_unreachable_agent_raises(self):
+        # nothing listens on the API port of a cluster that was never started
+        c = Cluster(1)
+        self.addCleanup(c.stop)
+        cluster = QCluster(api=c.api(1), timeout=2)
+        with self.assertRaisesRegex(QClusterError, "cannot reach agent at " + c.api(1)):
+            cluster.get_leader_info()
+        with self.assertRaises(QClusterError):
+            cluster.is_leader()
+        with self.assertRaises(QClusterError):
+            cluster.wait_for_leader_change(timeout=1)
+
+    def test_address_from_config_environment_or_default(self):
+        self.assertEqual("127.0.0.1:8001", QCluster(identifier="a", listen_port=7001).api)
+        self.assertEqual("10.0.0.1:9000",
+                         QCluster(listen_port=7001, api_host="10.0.0.1", api_port=9000).api)
+        self.assertEqual("127.0.0.1:7", QCluster(api="127.0.0.1:7", listen_port=7001).api)
+        with self.assertRaises(ValueError):
+            QCluster(listen_port=7001, api_port=0)
+        with self.assertRaises(ValueError):
+            QCluster(api="no-port")
+        saved = os.environ.get("QCLUSTER_API")
+        try:
+            os.environ["QCLUSTER_API"] = "127.0.0.2:8123"
+            self.assertEqual("127.0.0.2:8123", QCluster().api)
+            del os.environ["QCLUSTER_API"]
+            self.assertEqual("127.0.0.1:8001", QCluster().api)
+        finally:
+            if saved is not None:
+                os.environ["QCLUSTER_API"] = saved
+            else:
+                os.environ.pop("QCLUSTER_API", None)
+
+
+if __name__ == "__main__":
+    unittest.main()
