@@ -18,8 +18,14 @@
 #include <unistd.h>
 #include <yajl/yajl_tree.h>
 
+/* json.h reaches raft.h, whose qc_event (the core's events) is another type
+ * than the public header's: here it goes by another name. */
+#define qc_event qc_raft_event
 #include "common.h"
 #include "json.h"
+#undef qc_event
+
+#include <qcluster.h>
 
 /* ---------- addresses ---------- */
 
@@ -285,4 +291,163 @@ fail:
     free(r->body);
     r->body = NULL;
     return -1;
+}
+
+/* ---------- the SDK ---------- */
+
+struct qc_client {
+    char *api;
+    char *token; /* NULL: none */
+};
+
+int qc_client_new(const char *api, const char *token, qc_client **out)
+{
+    if (!out) return QC_EINVAL;
+    *out = NULL;
+    api = qc_http_default_api(api);
+    char host[256];
+    const char *port;
+    if (qc_http_split_hostport(api, host, sizeof host, &port) != 0) return QC_EINVAL;
+    qc_client *c = calloc(1, sizeof *c);
+    if (!c) return QC_ENOMEM;
+    c->api = strdup(api);
+    c->token = token && *token ? strdup(token) : NULL;
+    if (!c->api || (token && *token && !c->token)) {
+        qc_client_free(c);
+        return QC_ENOMEM;
+    }
+    *out = c;
+    return QC_OK;
+}
+
+void qc_client_free(qc_client *c)
+{
+    if (!c) return;
+    free(c->api);
+    free(c->token);
+    free(c);
+}
+
+/* GETs path and parses its JSON answer into *v (the caller frees it with
+ * yajl_tree_free); *status is the HTTP status. QC_EIO when the agent cannot
+ * be asked, QC_EINVAL when the answer is not JSON. */
+static int get_json(qc_client *c, const char *path, int wait_ms, int *status, yajl_val *v)
+{
+    qc_http_req q = {.method = "GET", .path = path, .token = c->token, .wait_ms = wait_ms};
+    qc_http_resp r;
+    const char *why;
+    *v = NULL;
+    if (qc_http_call(c->api, &q, &r, &why) != 0) return QC_EIO;
+    *status = r.status;
+    *v = r.body ? yajl_tree_parse(r.body, NULL, 0) : NULL;
+    free(r.body);
+    return *v ? QC_OK : QC_EINVAL;
+}
+
+int qc_client_is_leader(qc_client *c)
+{
+    if (!c) return QC_EINVAL;
+    int status = 0;
+    yajl_val v;
+    int rc = get_json(c, "/v1/status", QC_HTTP_TIMEOUT_MS, &status, &v);
+    if (rc == QC_OK && status != 200) rc = QC_EIO;
+    const char *role = qc_json_get_str(v, "role");
+    if (rc == QC_OK && !role) rc = QC_EINVAL;
+    if (rc == QC_OK) rc = strcmp(role, "leader") == 0;
+    yajl_tree_free(v);
+    return rc;
+}
+
+/* A copy of v's string key; "" when absent. NULL only when out of memory. */
+static char *dup_str(yajl_val v, const char *key)
+{
+    const char *s = qc_json_get_str(v, key);
+    return strdup(s ? s : "");
+}
+
+/* The Peer of a /v1/leader answer: what the API says, plus what being the
+ * leader implies (role "leader", up, voter); the answer does not carry the
+ * priority, which is -1. *out is the caller's, freed with qc_peer_free.
+ * The strings come first and the struct last, so that a failure frees only
+ * what this function made (and the CLI, which links this file without the
+ * node, needs no qc_peer_free). */
+static int leader_peer(yajl_val v, qc_peer **out)
+{
+    yajl_val port = qc_json_get(v, "port"), meta = qc_json_get(v, "metadata");
+    if (!qc_json_get_str(v, "identifier") || !port || !YAJL_IS_INTEGER(port)) return QC_EINVAL;
+    char *id = dup_str(v, "identifier"), *host = dup_str(v, "host"), *role = strdup("leader");
+    char *mtext = NULL;
+    int rc = meta && YAJL_IS_OBJECT(meta) ? qc_json_val_text(meta, &mtext) : QC_OK;
+    if (rc == QC_OK && !mtext) mtext = strdup("{}");
+    qc_peer *p = rc == QC_OK && id && host && role && mtext ? calloc(1, sizeof *p) : NULL;
+    if (!p) {
+        free(id);
+        free(host);
+        free(role);
+        free(mtext);
+        return rc == QC_OK ? QC_ENOMEM : rc;
+    }
+    *p = (qc_peer){.identifier = id,
+                   .host = host,
+                   .port = (int)YAJL_GET_INTEGER(port),
+                   .metadata = mtext,
+                   .role = role,
+                   .up = 1,
+                   .voter = 1,
+                   .priority = -1};
+    *out = p;
+    return QC_OK;
+}
+
+/* GET path (a /v1/leader form) and the Peer of its answer. */
+static int leader_at(qc_client *c, const char *path, int wait_ms, qc_peer **out)
+{
+    if (!c || !out) return QC_EINVAL;
+    *out = NULL;
+    int status = 0;
+    yajl_val v;
+    int rc = get_json(c, path, wait_ms, &status, &v);
+    if (rc == QC_OK && status == 503)
+        rc = QC_ENOLEADER;
+    else if (rc == QC_OK && status != 200)
+        rc = QC_EIO;
+    else if (rc == QC_OK)
+        rc = leader_peer(v, out);
+    yajl_tree_free(v);
+    return rc;
+}
+
+int qc_client_get_leader_info(qc_client *c, qc_peer **out)
+{
+    return leader_at(c, "/v1/leader", QC_HTTP_TIMEOUT_MS, out);
+}
+
+/* The agent's term now: the baseline a long-poll waits to see change, so a
+ * change between two calls is not missed. */
+static int term_now(qc_client *c, unsigned long long *term)
+{
+    int status = 0;
+    yajl_val v;
+    int rc = get_json(c, "/v1/status", QC_HTTP_TIMEOUT_MS, &status, &v);
+    yajl_val t = qc_json_get(v, "term");
+    if (rc == QC_OK && status != 200) rc = QC_EIO;
+    if (rc == QC_OK && (!t || !YAJL_IS_INTEGER(t) || YAJL_GET_INTEGER(t) < 0)) rc = QC_EINVAL;
+    if (rc == QC_OK) *term = (unsigned long long)YAJL_GET_INTEGER(t);
+    yajl_tree_free(v);
+    return rc;
+}
+
+int qc_client_wait_for_leader_change(qc_client *c, double timeout, qc_peer **out)
+{
+    if (!c || !out || !(timeout >= 0)) return QC_EINVAL;
+    *out = NULL;
+    /* The agent holds a long-poll at most QC_API_MAX_WAIT_S (300 s). */
+    if (timeout > 300) timeout = 300;
+    unsigned long long term;
+    int rc = term_now(c, &term);
+    if (rc != QC_OK) return rc;
+    char path[96];
+    snprintf(path, sizeof path, "/v1/leader?wait=%.3f&term=%llu", timeout, term);
+    /* Silence is expected while the agent holds the request. */
+    return leader_at(c, path, (int)(timeout * 1000) + QC_HTTP_TIMEOUT_MS, out);
 }

@@ -1,0 +1,63 @@
+/* Test-only: drives the C client SDK (qc_client_* of libqcluster) for
+ * tests/integration/client_c_spec.lua, one call a run, printing what came
+ * back as one line of key=value. Never linked into the agent.
+ * Usage: client_test API|- leader | is_leader | wait SECONDS  (-: api NULL) */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <qcluster.h>
+
+static void print_peer(int rc, const qc_peer *p)
+{
+    if (!p) {
+        printf("rc=%d (%s) peer=NULL\n", rc, qc_strerror(rc));
+        return;
+    }
+    printf("rc=%d (%s) identifier=%s host=%s port=%d role=%s up=%d voter=%d priority=%d "
+           "metadata=%s\n",
+           rc, qc_strerror(rc), p->identifier, p->host, p->port, p->role, p->up, p->voter,
+           p->priority, p->metadata);
+}
+
+static int run(qc_client *c, int argc, char **argv)
+{
+    qc_peer *p = (qc_peer *)1; /* the call must set it, also to NULL */
+    int rc;
+    if (strcmp(argv[2], "is_leader") == 0) {
+        rc = qc_client_is_leader(c);
+        printf("is_leader=%d\n", rc);
+        return rc < 0;
+    }
+    if (strcmp(argv[2], "leader") == 0) {
+        rc = qc_client_get_leader_info(c, &p);
+    } else if (strcmp(argv[2], "wait") == 0 && argc == 4) {
+        /* the spec kills the leader once it has seen this line */
+        fprintf(stderr, "waiting\n");
+        rc = qc_client_wait_for_leader_change(c, strtod(argv[3], NULL), &p);
+    } else {
+        fprintf(stderr, "client_test: unknown command %s\n", argv[2]);
+        return 2;
+    }
+    print_peer(rc, p);
+    qc_peer_free(p);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: client_test API|- leader|is_leader|wait SECONDS\n");
+        return 2;
+    }
+    qc_client *c;
+    int rc = qc_client_new(strcmp(argv[1], "-") == 0 ? NULL : argv[1], getenv("QC_TOKEN"), &c);
+    if (rc != QC_OK) {
+        printf("new rc=%d (%s)\n", rc, qc_strerror(rc));
+        return 1;
+    }
+    int code = run(c, argc, argv);
+    qc_client_free(c);
+    fflush(stdout);
+    return code;
+}

@@ -1,0 +1,118 @@
+-- The C client SDK (qc_client_* of libqcluster) through build/client_test
+-- against real agents: the leader every node names, no leader
+-- (QC_ENOLEADER and NULL), an agent that cannot be reached (QC_EIO), and the
+-- long-poll ending once the leader is killed.
+local A = require("agents")
+
+local PROG = os.getenv("QC_CLIENT_TEST") or (A.root .. "/build/client_test")
+local ENOLEADER, EIO = -4, -3
+
+-- Runs client_test once: its exit code and the fields of its line.
+local function run(api, args, env)
+  local out, code = A.sh(string.format("%s %s %s %s", env or "", PROG, api, args))
+  local t = { raw = out }
+  for k, v in out:gmatch("([%w_]+)=(%S+)") do t[k] = tonumber(v) or v end
+  return code, t
+end
+
+-- Starts client_test in the background, its output to a file: PID, file.
+local function start(api, args, dir)
+  local file = dir .. "/client_test.out"
+  local p = io.popen(string.format("exec %s %s %s >%s 2>&1 & echo $!", PROG, api, args, file))
+  local pid = tonumber(p:read("l"))
+  p:close()
+  return pid, file
+end
+
+describe("the C client", function()
+  local c, bg
+
+  after_each(function()
+    if bg then os.execute("kill -KILL " .. bg .. " 2>/dev/null") end
+    bg = nil
+    A.stop(c)
+    c = nil
+  end)
+
+  it("names the leader every node agrees on, with its address and metadata", function()
+    c = A.cluster(3)
+    A.start_all(c)
+    local leader = A.must_leader(c, 15)
+    local li = A.index_of(c, leader)
+    for i = 1, 3 do
+      local code, t = run(c.nodes[i].api, "leader")
+      assert.are.equal(0, code, t.raw)
+      assert.are.equal(0, t.rc, t.raw)
+      assert.are.equal(leader, t.identifier)
+      assert.are.equal("127.0.0.1", t.host)
+      assert.are.equal(c.base + li, t.port)
+      assert.are.equal("leader", t.role)
+      assert.are.equal(1, t.up)
+      assert.matches('"server_port":' .. (c.base + 40 + li), t.metadata, 1, true)
+      code, t = run(c.nodes[i].api, "is_leader")
+      assert.are.equal(0, code, t.raw)
+      assert.are.equal(i == li and 1 or 0, t.is_leader)
+    end
+    -- api NULL: $QCLUSTER_API
+    local code, t = run("-", "leader", "QCLUSTER_API=" .. c.nodes[1].api)
+    assert.are.equal(0, code, t.raw)
+    assert.are.equal(leader, t.identifier)
+  end)
+
+  it("answers QC_ENOLEADER and NULL when no leader is known", function()
+    c = A.cluster(3)
+    A.start(c, 1) -- alone of three: no quorum, no leader
+    assert.is_truthy(A.wait_for(function() return A.json(c.nodes[1].api, "/v1/status") end, 10))
+    local code, t = run(c.nodes[1].api, "leader")
+    assert.are.equal(0, code, t.raw)
+    assert.are.equal(ENOLEADER, t.rc, t.raw)
+    assert.are.equal("NULL", t.peer)
+    code, t = run(c.nodes[1].api, "is_leader")
+    assert.are.equal(0, code, t.raw)
+    assert.are.equal(0, t.is_leader, t.raw)
+    code, t = run(c.nodes[1].api, "wait 0.2")
+    assert.are.equal(0, code, t.raw)
+    assert.are.equal(ENOLEADER, t.rc, t.raw)
+  end)
+
+  it("answers QC_EIO when the agent cannot be reached, QC_EINVAL for a bad address", function()
+    c = A.cluster(1) -- never started: nothing listens on its API port
+    for _, args in ipairs { "leader", "wait 1" } do
+      local code, t = run(c.nodes[1].api, args)
+      assert.are.equal(0, code, t.raw)
+      assert.are.equal(EIO, t.rc, t.raw)
+      assert.are.equal("NULL", t.peer)
+    end
+    local code, t = run(c.nodes[1].api, "is_leader")
+    assert.are.equal(1, code)
+    assert.are.equal(EIO, t.is_leader)
+    code, t = run("no-port", "leader")
+    assert.are.equal(1, code)
+    assert.matches("new rc=%-2", t.raw)
+  end)
+
+  it("waits on the long-poll until the leader is killed, and answers at the timeout", function()
+    c = A.cluster(3)
+    A.start_all(c)
+    local leader = A.must_leader(c, 15)
+    local li = A.index_of(c, leader)
+    local api = c.nodes[li % 3 + 1].api
+    -- nothing changes: the same leader when the wait ends
+    local _, t = run(api, "wait 0.3")
+    assert.are.equal(0, t.rc, t.raw)
+    assert.are.equal(leader, t.identifier)
+    local file
+    bg, file = start(api, "wait 120", c.dir)
+    assert.is_truthy(A.wait_for(function() return (A.read(file) or ""):match("waiting") end, 10))
+    A.signal(c, li, "KILL")
+    local out = A.wait_for(function()
+      local s = A.read(file) or ""
+      return s:match("rc=") and s
+    end, 130)
+    assert.is_truthy(out)
+    assert.is_nil(out:match("identifier=" .. leader .. " "), out)
+    -- it has answered, so it ends by itself
+    assert.is_truthy(A.wait_for(function() return not A.alive(bg) end, 10))
+    bg = nil
+  end)
+end)
