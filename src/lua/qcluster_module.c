@@ -282,6 +282,24 @@ static void merge_into(lua_State *L, int idx)
     }
 }
 
+/* With key and its value on top: when they are hooks, copies them into the
+ * table at hooks and returns 1. The table under `hooks` wins over on_* keys,
+ * whatever order they come in, as a hooks file wins over inline hooks. */
+static int take_hooks(lua_State *L, int hooks, const char *key)
+{
+    int inline_hook = strncmp(key, "on_", 3) == 0;
+    if (!inline_hook && (strcmp(key, "hooks") != 0 || !lua_istable(L, -1))) return 0;
+    lua_pushvalue(L, hooks);
+    if (!inline_hook)
+        merge_into(L, lua_gettop(L) - 1);
+    else if (lua_getfield(L, -1, key) == LUA_TNIL) {
+        lua_pushvalue(L, -3);
+        lua_setfield(L, -3, key);
+    }
+    lua_settop(L, lua_gettop(L) - (inline_hook ? 2 : 1));
+    return 1;
+}
+
 /* Turns the config table at idx into s: every key but the hooks goes over
  * as JSON, to be checked as a config file is. The on_* keys are copied into
  * the hooks table at hooks; so is the table under `hooks` (a string there
@@ -295,17 +313,7 @@ static int settings_from_table(lua_State *L, int idx, int hooks, qc_settings *s,
             return -1;
         }
         const char *key = lua_tostring(L, -2);
-        if (strncmp(key, "on_", 3) == 0 || (!strcmp(key, "hooks") && lua_istable(L, -1))) {
-            lua_pushvalue(L, hooks);
-            if (strncmp(key, "on_", 3) == 0) {
-                lua_pushvalue(L, -2);
-                lua_setfield(L, -2, key);
-            } else {
-                merge_into(L, lua_gettop(L) - 1);
-            }
-            lua_pop(L, 1);
-            continue;
-        }
+        if (take_hooks(L, hooks, key)) continue;
         char *json = NULL, msg[200];
         size_t len = 0;
         if (qc_luajson_encode(L, -1, &json, &len, msg, sizeof msg) != QC_OK) {
@@ -350,6 +358,18 @@ static int check_hooks(lua_State *L, int idx, char *err, size_t errlen)
     return ok ? 0 : -1;
 }
 
+/* Arguments of qcluster.new at 1 (config) and 2 (hooks): creates c->node
+ * and fills the hooks table at hooks (the config's, then the argument's).
+ * Returns 0, or -1 with err set. */
+static int load(lua_State *L, lcluster *c, int hooks, char *err, size_t errlen)
+{
+    if (node_new(L, c, 1, hooks, err, errlen) != 0) return -1;
+    lua_pushvalue(L, hooks);
+    merge_into(L, 2);
+    lua_pop(L, 1);
+    return check_hooks(L, hooks, err, errlen);
+}
+
 /* ---- cluster objects --------------------------------------------------- */
 
 static lcluster *check_cluster(lua_State *L)
@@ -384,8 +404,7 @@ static int l_new(lua_State *L)
     luaL_setmetatable(L, CLUSTER_MT);
     lua_newtable(L); /* 5: the hooks */
     char err[512] = "";
-    if (node_new(L, c, 1, 5, err, sizeof err) != 0 || (merge_into(L, 2), 0) ||
-        check_hooks(L, 5, err, sizeof err) != 0) {
+    if (load(L, c, 5, err, sizeof err) != 0) {
         luaL_pushfail(L);
         lua_pushstring(L, err[0] ? err : "qcluster.new: cannot create the node");
         return 2;
