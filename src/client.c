@@ -164,6 +164,16 @@ static int on_body(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
+/* Appends what fits of at[0..n) to buf (cap bytes, *len used), kept
+ * NUL-terminated: header pieces past the size we care about are dropped. */
+static void append_cut(char *buf, size_t cap, size_t *len, const char *at, size_t n)
+{
+    size_t room = cap - 1 - *len, k = n < room ? n : room;
+    memcpy(buf + *len, at, k);
+    *len += k;
+    buf[*len] = '\0';
+}
+
 /* Header names are kept (truncated) only to spot the revision. */
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
@@ -172,10 +182,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
         ps->field_len = 0;
         ps->field_done = 0;
     }
-    size_t room = sizeof ps->field - 1 - ps->field_len, k = n < room ? n : room;
-    memcpy(ps->field + ps->field_len, at, k);
-    ps->field_len += k;
-    ps->field[ps->field_len] = '\0';
+    append_cut(ps->field, sizeof ps->field, &ps->field_len, at, n);
     return 0;
 }
 
@@ -188,11 +195,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
         ps->in_revision = strcasecmp(ps->field, "x-qcluster-revision") == 0;
         if (ps->in_revision) ps->revision_len = 0;
     }
-    if (!ps->in_revision) return 0;
-    size_t room = sizeof r->revision - 1 - ps->revision_len, k = n < room ? n : room;
-    memcpy(r->revision + ps->revision_len, at, k);
-    ps->revision_len += k;
-    r->revision[ps->revision_len] = '\0';
+    if (ps->in_revision) append_cut(r->revision, sizeof r->revision, &ps->revision_len, at, n);
     return 0;
 }
 
