@@ -79,7 +79,8 @@ pc() {
 }
 
 t_pc() {
-  got=$(pc --variable=prefix) || return 1
+  # (pkgconf puts the sysroot before variables too: ask without it)
+  got=$(PKG_CONFIG_PATH="$P/lib/pkgconfig" pkg-config --variable=prefix qcluster) || return 1
   [ "$got" = "$prefix" ] || { say "prefix=$got, expected $prefix"; return 1; }
   cflags=$(pc --cflags) || return 1
   case " $cflags " in *" -I$P/include "*) ;; *) say "cflags: $cflags"; return 1 ;; esac
