@@ -170,13 +170,23 @@ lua_env() {
   LUA_CPATH_5_4="$P/lib/lua/5.4/?.so;;" LUA_PATH_5_4="$P/share/lua/5.4/?.lua;;" "$@"
 }
 
+# An in-process one-node cluster from the installed module.
 t_lua_module() {
-  lua_env lua5.4 - "$P" <<'EOF'
-local P = ...
+  lua_env lua5.4 - "$P" "$((port + 2))" "$tmp/inproc" <<'EOF'
+local P, lport, dir = ...
 local where = package.searchpath("qcluster", package.cpath)
 assert(where == P .. "/lib/lua/5.4/qcluster.so", "qcluster resolves to " .. tostring(where))
 local qcluster = require("qcluster")
-assert(type(qcluster) == "table" and type(qcluster.new) == "function", "no qcluster.new")
+local elected
+local cluster = assert(qcluster.new({ identifier = "inproc", listen_port = tonumber(lport),
+  api_port = 0, data_dir = dir }, { on_elected = function(ev) elected = ev.term end }))
+for _ = 1, 600 do
+  if elected and cluster:is_leader() then break end
+  cluster:step(0.05)
+end
+assert(elected and cluster:is_leader(), "no election within 30 s")
+assert(cluster:get_leader_info().identifier == "inproc")
+cluster:stop()
 EOF
 }
 
@@ -261,7 +271,7 @@ check "the installed binary accepts the installed example config (check)" t_chec
 check "the installed binary runs a one-node cluster; qcluster leader names it" t_cluster
 check "a C program built through the installed qcluster.pc (shared library) asks the leader" t_c_shared
 check "the same program linked with the installed static library asks the leader" t_c_static
-check "lua5.4 require \"qcluster\" loads the installed C module" t_lua_module
+check "lua5.4 require \"qcluster\" from the install runs an in-process node that leads" t_lua_module
 check "lua5.4 require \"qcluster.client\" from the install asks the agent" t_lua_client
 check "python3 import qcluster from the install asks the agent" t_python
 check "man qcluster finds the installed page; it renders without warnings" t_man
