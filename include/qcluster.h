@@ -82,13 +82,16 @@ int qc_settings_set_int(qc_settings *s, const char *key, int64_t value);
 int qc_settings_set_bool(qc_settings *s, const char *key, int value);
 /* Any key, its value as JSON text ("{\"server_port\": 8002}" for metadata). */
 int qc_settings_set_json(qc_settings *s, const char *key, const char *json);
-/* Appends one entry to peers; metadata_json may be NULL. */
+/* Appends one entry to peers; metadata_json may be NULL. Entries added so
+ * replace a peers key set with qc_settings_set_json. */
 int qc_settings_add_peer(qc_settings *s, const char *identifier, const char *host, int port,
                          const char *metadata_json);
 
 /* Creates a node from a config file (Lua or JSON, hooks included) or from
  * settings; nothing runs yet. On failure returns QC_EINVAL (bad config) or
- * another code, with a message in err. The caller frees with qc_node_free. */
+ * another code, with a message in err ("FILE: key: message"; "settings: key:
+ * message" for settings, whose relative paths start at the working
+ * directory). The caller frees with qc_node_free. */
 int qc_node_new(const char *config_path, qc_node **out, char *err, size_t errlen);
 int qc_node_new_settings(const qc_settings *s, qc_node **out, char *err, size_t errlen);
 
@@ -119,7 +122,9 @@ int qc_node_on(qc_node *n, const char *name, qc_event_fn *fn, void *arg);
 /* Starts the node on the program's loop (NULL: libev's default loop); the
  * program then runs that loop. Installs no signal handler. */
 int qc_node_start(qc_node *n, struct ev_loop *loop);
-/* Starts the node on a thread of its own; callbacks run on that thread. */
+/* Starts the node on a thread of its own, with a libev loop of its own
+ * (libev's default loop stays the program's); callbacks run on that thread.
+ * Installs no signal handler. */
 int qc_node_start_thread(qc_node *n);
 /* Runs the node as the qcluster binary does: the default loop, SIGTERM and
  * SIGINT stop it, SIGHUP reloads hooks. Returns the exit code. */
@@ -132,9 +137,13 @@ int qc_is_leader(qc_node *n);
 int qc_get_leader_info(qc_node *n, qc_peer **out);
 
 /* Stops cleanly (a leader hands over first, on_stop runs last) and returns
- * once stopped. From a loop-mode program it runs the loop meanwhile. */
+ * once stopped. From a loop-mode program it runs the loop meanwhile; from
+ * another thread in thread mode it wakes the node's loop and joins its
+ * thread. From a callback, or on a loop another caller runs, it only asks:
+ * the node stops at its loop's next turn. */
 int qc_node_stop(qc_node *n);
-/* Stops the node if running and frees it; NULL is allowed. */
+/* Stops the node if running and frees it; NULL is allowed. Not from a
+ * callback; in loop mode, from the loop's thread. */
 void qc_node_free(qc_node *n);
 
 /* ---- a client of an agent's HTTP API --------------------------------- */
