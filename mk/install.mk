@@ -41,7 +41,7 @@ INSTALL_SRCS := $(filter-out $(INSTALL_GEN),$(foreach f,$(INSTALL_FILES),$(word 
 # A path below PREFIX is written ${prefix}/... so the .pc stays relocatable.
 pc_path = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
 
-install: all $(INSTALL_SRCS) | build
+install: all $(INSTALL_SRCS) build/qcluster.pc dist/qcluster.service | build
 	mkdir -p build/install
 	sed -e 's|^prefix=.*|prefix=$(PREFIX)|' -e 's|^exec_prefix=.*|exec_prefix=$${prefix}|' \
 	  -e 's|^libdir=.*|libdir=$(call pc_path,$(LIBDIR))|' \
