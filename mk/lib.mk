@@ -13,7 +13,7 @@ LIB_PC_LIBS := -lev -lhttp_parser -lsodium -lm -pthread
 QC_LDLIBS   += -pthread
 
 all: $(QC_LIB_A) build/libqcluster.so build/qcluster.pc build/qcluster-uninstalled.pc \
-     examples
+     examples build/node_test
 
 $(QC_PIC)/%.o: src/%.c $(wildcard src/*.h) include/qcluster.h | $(QC_PIC)
 	$(CC) $(QC_CFLAGS) $(CPPFLAGS) $(CFLAGS) -fPIC -c $< -o $@

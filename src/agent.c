@@ -1742,7 +1742,6 @@ static void shutdown_agent(qc_agent *a)
 static void close_agent(qc_agent *a)
 {
     if (a->closed) return;
-    a->closed = 1;
     qc_replica_close(a->replica); /* answers whoever still waits */
     if (a->api) qc_api_free(a->api);
     if (a->net) qc_net_free(a->net);
@@ -1764,17 +1763,12 @@ static void close_agent(qc_agent *a)
     free(a->join_leader);
     if (a->cfg_loaded) qc_config_free(&a->cfg);
     qc_metrics_free(a->metrics);
-    a->replica = NULL;
-    a->api = NULL;
-    a->net = NULL;
-    a->lua = NULL;
-    a->raft = NULL;
-    a->store = NULL;
-    a->members = NULL;
-    a->n_members = 0;
-    a->self_metadata = a->join_leader = NULL;
-    a->cfg_loaded = 0;
-    a->metrics = NULL;
+    /* Only what a closed agent still answers with stays (watchers are off). */
+    *a = (qc_agent){.loop = a->loop,
+                    .exit_code = a->exit_code,
+                    .stop_reason = a->stop_reason,
+                    .started = a->started,
+                    .closed = 1};
 }
 
 static int init_agent(qc_agent *a, struct ev_loop *loop)

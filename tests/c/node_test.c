@@ -1,0 +1,339 @@
+/* C-level checks of libqcluster's in-process node (include/qcluster.h), one
+ * case a run: `node_test CASE DIR PORT` (DIR: an empty scratch directory,
+ * PORT: a free cluster port on 127.0.0.1). Prints "FAIL file:line: what"
+ * for each failed check and "ok CASE" at the end; exits 1 on any failure.
+ * Run by tests/integration/node_api_spec.lua, which ends it on a hang. */
+#include <ev.h>
+#include <pthread.h>
+#include <qcluster.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int failures;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            printf(__VA_ARGS__);                                                                   \
+            putchar('\n');                                                                         \
+            failures++;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+/* ---- helpers ---- */
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+        printf("FAIL cannot write %s\n", path);
+        exit(1);
+    }
+}
+
+static char *read_file(const char *path)
+{
+    static char buf[4096];
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static char *path_in(const char *dir, const char *name)
+{
+    static char bufs[4][1024];
+    static int next;
+    char *p = bufs[next++ % 4];
+    snprintf(p, sizeof bufs[0], "%s/%s", dir, name);
+    return p;
+}
+
+/* Events as callbacks saw them: "name" or "name:reason", in order. The
+ * callbacks run on the node's loop thread; the test reads from its own. */
+typedef struct recorder {
+    pthread_mutex_t lock;
+    char names[64][64];
+    int n;
+    pthread_t start_thread;
+} recorder;
+
+static void on_any(qc_node *node, const qc_event *ev, void *arg)
+{
+    (void)node;
+    recorder *r = arg;
+    pthread_mutex_lock(&r->lock);
+    if (strcmp(ev->name, "on_start") == 0) r->start_thread = pthread_self();
+    if (r->n < 64)
+        snprintf(r->names[r->n++], sizeof r->names[0], "%s%s%s", ev->name, ev->reason ? ":" : "",
+                 ev->reason ? ev->reason : "");
+    pthread_mutex_unlock(&r->lock);
+}
+
+static int recorded(recorder *r, const char *name)
+{
+    pthread_mutex_lock(&r->lock);
+    int at = -1;
+    for (int i = 0; i < r->n && at < 0; i++)
+        if (strncmp(r->names[i], name, strlen(name)) == 0) at = i;
+    pthread_mutex_unlock(&r->lock);
+    return at;
+}
+
+/* on_start first, on_elected in between, on_stop last. */
+static void check_order(recorder *r)
+{
+    pthread_mutex_lock(&r->lock);
+    int n = r->n;
+    pthread_mutex_unlock(&r->lock);
+    CHECK(n >= 3, "only %d events", n);
+    if (n < 3) return;
+    CHECK(strcmp(r->names[0], "on_start") == 0, "first event %s", r->names[0]);
+    CHECK(strncmp(r->names[n - 1], "on_stop", 7) == 0, "last event %s", r->names[n - 1]);
+    int elected = recorded(r, "on_elected");
+    CHECK(elected > 0 && elected < n - 1, "on_elected at %d of %d", elected, n);
+}
+
+static void write_config(const char *dir, int port, const char *hooks)
+{
+    char text[2048];
+    snprintf(text, sizeof text,
+             "return {identifier = \"solo\", listen_port = %d, api_port = 0,\n"
+             "  election_timeout_ms = 300, heartbeat_ms = 50, hooks = \"hooks.lua\",\n"
+             "  metadata = {server_port = 8002}}\n",
+             port);
+    write_file(path_in(dir, "node.lua"), text);
+    write_file(path_in(dir, "hooks.lua"), hooks);
+}
+
+/* ---- thread mode: asked from another thread, stopped from it ---- */
+
+static int case_thread(const char *dir, int port)
+{
+    char hooks[2048];
+    /* exec from a node off the default loop: its child is awaited by pidfd. */
+    snprintf(hooks, sizeof hooks,
+             "local qcluster = require(\"qcluster\")\n"
+             "return {on_elected = function()\n"
+             "  qcluster.exec(\"echo hi\", {}, function(r)\n"
+             "    local f = io.open(\"%s\", \"w\")\n"
+             "    f:write(r.status, \" \", r.stdout)\n"
+             "    f:close()\n"
+             "  end)\n"
+             "end}\n",
+             path_in(dir, "exec.out"));
+    write_config(dir, port, hooks);
+    recorder rec = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    qc_node *n;
+    char err[512];
+    int rc = qc_node_new(path_in(dir, "node.lua"), &n, err, sizeof err);
+    CHECK(rc == QC_OK, "qc_node_new: %s", err);
+    if (rc) return 1;
+    CHECK(qc_node_on(n, NULL, on_any, &rec) == QC_OK, "qc_node_on");
+    CHECK(qc_is_leader(n) == 0, "leader before it started");
+    CHECK(qc_node_start_thread(n) == QC_OK, "qc_node_start_thread");
+    CHECK(qc_node_on(n, "on_stop", on_any, &rec) == QC_EBUSY, "qc_node_on after start");
+    int waited = 0;
+    while (!qc_is_leader(n) && waited < 10000) {
+        sleep_ms(10);
+        waited += 10;
+    }
+    CHECK(qc_is_leader(n) == 1, "not leader after 10 s (asked from the main thread)");
+    qc_peer *p = NULL;
+    rc = qc_get_leader_info(n, &p);
+    CHECK(rc == QC_OK && p, "qc_get_leader_info: %s", qc_strerror(rc));
+    if (p) {
+        CHECK(strcmp(p->identifier, "solo") == 0, "leader %s", p->identifier);
+        CHECK(p->port == port, "leader port %d", p->port);
+        CHECK(strstr(p->metadata, "\"server_port\":8002") != NULL, "metadata %s", p->metadata);
+        CHECK(strcmp(p->role, "leader") == 0, "role %s", p->role);
+        qc_peer_free(p);
+    }
+    const char *out = NULL;
+    for (waited = 0; !(out = read_file(path_in(dir, "exec.out"))) && waited < 5000; waited += 10)
+        sleep_ms(10);
+    CHECK(out && strcmp(out, "0 hi\n") == 0, "exec result %s", out ? out : "(none)");
+    CHECK(qc_node_stop(n) == QC_OK, "qc_node_stop from the main thread");
+    CHECK(!pthread_equal(rec.start_thread, pthread_self()), "callbacks ran on the main thread");
+    check_order(&rec);
+    CHECK(recorded(&rec, "on_stop:stopped by the program") >= 0, "on_stop reason");
+    CHECK(qc_is_leader(n) == 0, "leader after stop");
+    p = NULL;
+    CHECK(qc_get_leader_info(n, &p) == QC_ENOLEADER && !p, "a leader after stop");
+    CHECK(qc_node_stop(n) == QC_OK, "a second qc_node_stop");
+    qc_node_free(n);
+    return 0;
+}
+
+/* ---- loop mode on a program's own loop, from settings; a callback stops it ---- */
+
+typedef struct loop_case {
+    recorder rec;
+    struct ev_loop *loop;
+    ev_timer guard;
+    int leader_in_callback;
+    char metadata[256];
+    int stop_rc;
+} loop_case;
+
+static void on_elected_stop(qc_node *n, const qc_event *ev, void *arg)
+{
+    loop_case *lc = arg;
+    on_any(n, ev, &lc->rec);
+    lc->leader_in_callback = qc_is_leader(n);
+    qc_peer *p;
+    if (qc_get_leader_info(n, &p) == QC_OK) {
+        snprintf(lc->metadata, sizeof lc->metadata, "%s", p->metadata);
+        qc_peer_free(p);
+    }
+    lc->stop_rc = qc_node_stop(n); /* from a callback: after it returns */
+}
+
+static void on_stop_cb(qc_node *n, const qc_event *ev, void *arg)
+{
+    loop_case *lc = arg;
+    on_any(n, ev, &lc->rec);
+    ev_timer_stop(lc->loop, &lc->guard); /* the loop ends once the node is gone */
+}
+
+static void on_guard(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    printf("FAIL the loop still ran after 20 s\n");
+    failures++;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static int case_loop(const char *dir, int port)
+{
+    char hooks[1024];
+    snprintf(hooks, sizeof hooks,
+             "return {on_start = function() local f = io.open(\"%s\", \"w\") f:close() end}\n",
+             path_in(dir, "started"));
+    write_file(path_in(dir, "hooks.lua"), hooks);
+    qc_settings *s = qc_settings_new();
+    CHECK(s != NULL, "qc_settings_new");
+    if (!s) return 1;
+    CHECK(qc_settings_set_string(s, "identifier", "solo") == QC_OK, "identifier");
+    CHECK(qc_settings_set_string(s, "listen_host", "127.0.0.1") == QC_OK, "listen_host");
+    CHECK(qc_settings_set_int(s, "listen_port", port) == QC_OK, "listen_port");
+    CHECK(qc_settings_set_int(s, "api_port", 0) == QC_OK, "api_port");
+    CHECK(qc_settings_set_int(s, "election_timeout_ms", 300) == QC_OK, "election_timeout_ms");
+    CHECK(qc_settings_set_string(s, "data_dir", path_in(dir, "data")) == QC_OK, "data_dir");
+    CHECK(qc_settings_set_string(s, "hooks", path_in(dir, "hooks.lua")) == QC_OK, "hooks");
+    CHECK(qc_settings_set_json(s, "metadata", "{\"server_port\": 8002}") == QC_OK, "metadata");
+    CHECK(qc_settings_set_bool(s, "preempt", 0) == QC_OK, "preempt");
+    loop_case lc = {.rec = {.lock = PTHREAD_MUTEX_INITIALIZER}, .stop_rc = -100};
+    qc_node *n;
+    char err[512];
+    int rc = qc_node_new_settings(s, &n, err, sizeof err);
+    qc_settings_free(s);
+    CHECK(rc == QC_OK, "qc_node_new_settings: %s", err);
+    if (rc) return 1;
+    CHECK(qc_node_on(n, "on_start", on_any, &lc.rec) == QC_OK, "on on_start");
+    CHECK(qc_node_on(n, "on_elected", on_elected_stop, &lc) == QC_OK, "on on_elected");
+    CHECK(qc_node_on(n, "on_stop", on_stop_cb, &lc) == QC_OK, "on on_stop");
+    lc.loop = ev_loop_new(EVFLAG_AUTO);
+    ev_timer_init(&lc.guard, on_guard, 20., 0.);
+    ev_timer_start(lc.loop, &lc.guard);
+    CHECK(qc_node_start(n, lc.loop) == QC_OK, "qc_node_start");
+    CHECK(qc_node_start(n, lc.loop) == QC_EBUSY, "a second qc_node_start");
+    ev_run(lc.loop, 0);
+    CHECK(lc.leader_in_callback == 1, "qc_is_leader was 0 inside on_elected");
+    CHECK(strstr(lc.metadata, "\"server_port\":8002") != NULL, "metadata %s", lc.metadata);
+    CHECK(lc.stop_rc == QC_OK, "qc_node_stop in a callback: %d", lc.stop_rc);
+    check_order(&lc.rec);
+    CHECK(read_file(path_in(dir, "started")) != NULL, "the settings' hooks file did not run");
+    CHECK(qc_is_leader(n) == 0, "leader after stop");
+    qc_node_free(n);
+    ev_loop_destroy(lc.loop);
+    return 0;
+}
+
+/* ---- what is refused ---- */
+
+static int case_bad(const char *dir, int port)
+{
+    qc_node *n = (qc_node *)1;
+    char err[512];
+    int rc = qc_node_new(path_in(dir, "missing.lua"), &n, err, sizeof err);
+    CHECK(rc != QC_OK && n == NULL, "a missing config was taken");
+    CHECK(strstr(err, "missing.lua") != NULL, "message %s", err);
+
+    write_file(path_in(dir, "bad.lua"), "return {identifier = \"x\", listen_port = \"seven\"}\n");
+    rc = qc_node_new(path_in(dir, "bad.lua"), &n, err, sizeof err);
+    CHECK(rc == QC_EINVAL, "bad config: %s", qc_strerror(rc));
+    CHECK(strstr(err, "bad.lua") && strstr(err, "listen_port"), "message %s", err);
+    rc = qc_node_new(path_in(dir, "bad.lua"), &n, NULL, 0);
+    CHECK(rc == QC_EINVAL, "bad config without a message buffer: %s", qc_strerror(rc));
+
+    qc_settings *s = qc_settings_new();
+    CHECK(qc_settings_set_string(s, "identifier", "x") == QC_OK, "identifier");
+    rc = qc_node_new_settings(s, &n, err, sizeof err);
+    CHECK(rc == QC_EINVAL, "settings without listen_port: %s", qc_strerror(rc));
+    CHECK(strncmp(err, "settings: ", 10) == 0 && strstr(err, "listen_port"), "message %s", err);
+    CHECK(qc_settings_set_json(s, "metadata", "{bad") == QC_EINVAL, "bad JSON taken");
+    CHECK(qc_settings_add_peer(s, "p", "127.0.0.1", 1, "[1]") == QC_EINVAL, "array metadata");
+    CHECK(qc_settings_set_string(s, NULL, "x") == QC_EINVAL, "NULL key");
+    /* Then fixed: peers from add_peer, values replaced. */
+    CHECK(qc_settings_set_int(s, "listen_port", port) == QC_OK, "listen_port");
+    CHECK(qc_settings_set_int(s, "api_port", 0) == QC_OK, "api_port");
+    CHECK(qc_settings_set_string(s, "identifier", "solo") == QC_OK, "identifier again");
+    CHECK(qc_settings_add_peer(s, "p1", "127.0.0.1", port + 1, "{\"a\": 1}") == QC_OK, "peer");
+    CHECK(qc_settings_add_peer(s, "p2", "127.0.0.1", port + 2, NULL) == QC_OK, "peer");
+    CHECK(qc_settings_set_string(s, "data_dir", path_in(dir, "data")) == QC_OK, "data_dir");
+    rc = qc_node_new_settings(s, &n, err, sizeof err);
+    CHECK(rc == QC_OK, "fixed settings: %s", err);
+    qc_settings_free(s);
+    if (rc == QC_OK) {
+        CHECK(qc_node_on(n, "on_nothing", on_any, NULL) == QC_EINVAL, "unknown event taken");
+        CHECK(qc_node_on(n, "on_elected", NULL, NULL) == QC_EINVAL, "NULL callback taken");
+        qc_peer *p = (qc_peer *)1;
+        CHECK(qc_is_leader(n) == 0, "leader before start");
+        CHECK(qc_get_leader_info(n, &p) == QC_ENOLEADER && p == NULL, "leader before start");
+        CHECK(qc_node_stop(n) == QC_OK, "stop before start");
+        CHECK(qc_node_start_thread(n) != QC_OK, "started after a stop");
+        qc_node_free(n);
+    }
+    qc_node_free(NULL);
+    qc_peer_free(NULL);
+    CHECK(qc_is_leader(NULL) == 0, "qc_is_leader(NULL)");
+    CHECK(strcmp(qc_strerror(QC_ENOLEADER), "no leader") == 0, "qc_strerror");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 4) {
+        fprintf(stderr, "usage: node_test thread|loop|bad DIR PORT\n");
+        return 2;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    const char *c = argv[1], *dir = argv[2];
+    int port = atoi(argv[3]);
+    int rc = strcmp(c, "thread") == 0 ? case_thread(dir, port)
+             : strcmp(c, "loop") == 0 ? case_loop(dir, port)
+             : strcmp(c, "bad") == 0  ? case_bad(dir, port)
+                                      : 2;
+    if (rc == 2) {
+        fprintf(stderr, "node_test: unknown case %s\n", c);
+        return 2;
+    }
+    if (rc || failures) return 1;
+    printf("ok %s\n", c);
+    return 0;
+}

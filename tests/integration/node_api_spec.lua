@@ -1,0 +1,38 @@
+-- libqcluster's in-process node from C (tests/c/node_test.c, one case a
+-- run): thread mode asked and stopped from another thread, loop mode on a
+-- program's loop built from settings and stopped by a callback, and what
+-- the API refuses. Each run is bounded by timeout(1), which ends it by PID.
+local agents = require("tests.helpers.agents")
+
+local function run_case(name)
+  local dir = agents.sh("mktemp -d /tmp/qc-node-XXXXXX"):gsub("%s+$", "")
+  local out, code = agents.sh(string.format(
+    "cd %s && timeout -s KILL 60 %s/build/node_test %s %s %d 2>%s/log",
+    dir, agents.root, name, dir, agents.base_port() + 1, dir))
+  local log = agents.read(dir .. "/log") or ""
+  if not os.getenv("QC_KEEP") then os.execute("rm -rf " .. dir) end
+  return out, code, log
+end
+
+local function expect_ok(name)
+  local out, code, log = run_case(name)
+  assert(code == 0 and out:find("ok " .. name, 1, true),
+    string.format("node_test %s exited %s:\n%s\n-- log tail:\n%s", name, tostring(code), out,
+      log:sub(-2000)))
+end
+
+describe("the in-process node (libqcluster)", function()
+  it("in thread mode answers qc_is_leader and qc_get_leader_info from another thread, runs exec, "
+    .. "and stops from it", function()
+    expect_ok("thread")
+  end)
+
+  it("in loop mode runs on the program's own loop from settings, with their hooks file; a callback "
+    .. "may stop it; callbacks run on_start first, on_elected, on_stop last", function()
+    expect_ok("loop")
+  end)
+
+  it("refuses a bad config or bad settings with QC_EINVAL and a message naming the file and key", function()
+    expect_ok("bad")
+  end)
+end)
