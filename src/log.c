@@ -2,11 +2,13 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-static int threshold = QC_LOG_INFO;
+/* Atomic: nodes of libqcluster on threads of their own log concurrently. */
+static _Atomic int threshold = QC_LOG_INFO;
 static const char *const names[] = {"debug", "info", "warn", "error"};
 
 void qc_log_set_level(int level) { threshold = level; }
