@@ -316,10 +316,87 @@ static int case_bad(const char *dir, int port)
     return 0;
 }
 
+/* ---- three nodes in one process, each on its own thread ---- */
+
+static qc_node *trio_node(const char *dir, int port, int i)
+{
+    qc_settings *s = qc_settings_new();
+    char id[16], data[64];
+    snprintf(id, sizeof id, "t%d", i);
+    snprintf(data, sizeof data, "data-%d", i);
+    int rc = s ? QC_OK : QC_ENOMEM;
+    if (rc == QC_OK) rc = qc_settings_set_string(s, "identifier", id);
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "listen_port", port + i);
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "api_port", 0);
+    if (rc == QC_OK) rc = qc_settings_set_string(s, "data_dir", path_in(dir, data));
+    for (int j = 0; j < 3 && rc == QC_OK; j++) {
+        char pid[16];
+        snprintf(pid, sizeof pid, "t%d", j);
+        if (j != i) rc = qc_settings_add_peer(s, pid, "127.0.0.1", port + j, "{\"slot\": 1}");
+    }
+    qc_node *n = NULL;
+    char err[512] = "";
+    if (rc == QC_OK) rc = qc_node_new_settings(s, &n, err, sizeof err);
+    qc_settings_free(s);
+    CHECK(rc == QC_OK, "node t%d: %s %s", i, qc_strerror(rc), err);
+    if (n) CHECK(qc_node_start_thread(n) == QC_OK, "start t%d", i);
+    return n;
+}
+
+/* The one node of three (skipping gone) that leads and that the others
+ * name; -1 when they do not agree (yet). */
+static int trio_leader(qc_node **nodes, int gone)
+{
+    int leader = -1;
+    for (int i = 0; i < 3; i++) {
+        if (i == gone || !qc_is_leader(nodes[i])) continue;
+        if (leader >= 0) return -1; /* two at once: not settled */
+        leader = i;
+    }
+    if (leader < 0) return -1;
+    char want[16];
+    snprintf(want, sizeof want, "t%d", leader);
+    for (int i = 0; i < 3; i++) {
+        qc_peer *p;
+        if (i == gone || qc_get_leader_info(nodes[i], &p) != QC_OK) continue;
+        int same = strcmp(p->identifier, want) == 0;
+        qc_peer_free(p);
+        if (!same) return -1;
+    }
+    return leader;
+}
+
+static int wait_trio_leader(qc_node **nodes, int gone)
+{
+    for (int waited = 0; waited < 15000; waited += 20) {
+        int l = trio_leader(nodes, gone);
+        if (l >= 0) return l;
+        sleep_ms(20);
+    }
+    return -1;
+}
+
+static int case_trio(const char *dir, int port)
+{
+    qc_node *nodes[3];
+    for (int i = 0; i < 3; i++) nodes[i] = trio_node(dir, port, i);
+    if (!nodes[0] || !nodes[1] || !nodes[2]) return 1;
+    int first = wait_trio_leader(nodes, -1);
+    CHECK(first >= 0, "no agreed leader among three threads after 15 s");
+    if (first >= 0) {
+        CHECK(qc_node_stop(nodes[first]) == QC_OK, "stopping the leader");
+        CHECK(qc_is_leader(nodes[first]) == 0, "a stopped node leads");
+        int second = wait_trio_leader(nodes, first);
+        CHECK(second >= 0 && second != first, "no new leader after the leader stopped");
+    }
+    for (int i = 0; i < 3; i++) qc_node_free(nodes[i]); /* stops the others */
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 4) {
-        fprintf(stderr, "usage: node_test thread|loop|bad DIR PORT\n");
+        fprintf(stderr, "usage: node_test thread|loop|bad|trio DIR PORT\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -328,6 +405,7 @@ int main(int argc, char **argv)
     int rc = strcmp(c, "thread") == 0 ? case_thread(dir, port)
              : strcmp(c, "loop") == 0 ? case_loop(dir, port)
              : strcmp(c, "bad") == 0  ? case_bad(dir, port)
+             : strcmp(c, "trio") == 0 ? case_trio(dir, port)
                                       : 2;
     if (rc == 2) {
         fprintf(stderr, "node_test: unknown case %s\n", c);

@@ -1,7 +1,7 @@
 -- libqcluster's in-process node from C (tests/c/node_test.c, one case a
 -- run): thread mode asked and stopped from another thread, loop mode on a
--- program's loop built from settings and stopped by a callback, and what
--- the API refuses. Each run is bounded by timeout(1), which ends it by PID.
+-- program's loop built from settings and stopped by a callback, three nodes
+-- in one process, and what the API refuses. Each run is bounded by timeout(1), which ends it by PID.
 local agents = require("tests.helpers.agents")
 
 local function run_case(name)
@@ -30,6 +30,11 @@ describe("the in-process node (libqcluster)", function()
   it("in loop mode runs on the program's own loop from settings, with their hooks file; a callback "
     .. "may stop it; callbacks run on_start first, on_elected, on_stop last", function()
     expect_ok("loop")
+  end)
+
+  it("runs three nodes of one cluster in one process, each on its own thread; stopping the leader "
+    .. "hands over to another", function()
+    expect_ok("trio")
   end)
 
   it("refuses a bad config or bad settings with QC_EINVAL and a message naming the file and key", function()
