@@ -120,7 +120,8 @@ typedef void qc_event_fn(qc_node *node, const qc_event *ev, void *arg);
 int qc_node_on(qc_node *n, const char *name, qc_event_fn *fn, void *arg);
 
 /* Starts the node on the program's loop (NULL: libev's default loop); the
- * program then runs that loop. Installs no signal handler. */
+ * program then runs that loop, on the thread that called this. Installs no
+ * signal handler. */
 int qc_node_start(qc_node *n, struct ev_loop *loop);
 /* Starts the node on a thread of its own, with a libev loop of its own
  * (libev's default loop stays the program's); callbacks run on that thread.
