@@ -11,7 +11,9 @@
  * bit 7 more peers than the API's stack buffer. The rest is what the client
  * sends.
  * Properties: no memory error or leak, and every byte the API sends parses
- * as HTTP/1.1 responses (http_parser in response mode), the last one whole.
+ * as HTTP/1.1 responses (http_parser in response mode), the last one whole;
+ * an answer to HEAD has GET's Content-Length and no body (the harness parses
+ * the input's requests too, to know which answers those are).
  * Test-only. */
 #include <errno.h>
 #include <fcntl.h>
@@ -228,12 +230,47 @@ static const qc_view VIEW = {.is_leader = v_is_leader,
 
 /* ---------- the client side: reads and checks what the API sends ---------- */
 
+#define MAX_REQUESTS 256
+
 typedef struct client {
     int fd, eof;
     int lenient; /* after qc_api_free: answers may be cut short */
     http_parser parser;
     int responses;
+    /* The method of each request in the input, in order, once its headers
+     * were whole (as the API knows it when it answers), else -1. */
+    int methods[MAX_REQUESTS];
+    size_t requests, answers;
 } client;
+
+static int on_request_begin(http_parser *p)
+{
+    client *cl = p->data;
+    if (cl->requests < MAX_REQUESTS) cl->methods[cl->requests] = -1;
+    cl->requests++;
+    return 0;
+}
+
+static int on_request_headers(http_parser *p)
+{
+    client *cl = p->data;
+    if (cl->requests <= MAX_REQUESTS) cl->methods[cl->requests - 1] = (int)p->method;
+    return 0;
+}
+
+static const http_parser_settings request_settings = {.on_message_begin = on_request_begin,
+                                                      .on_headers_complete = on_request_headers};
+
+/* Returns 1 (no body follows) for the answer to a HEAD request. Answers
+ * come in the order of the requests; an interim one (100 Continue) comes
+ * before its request's answer. */
+static int on_response_headers(http_parser *p)
+{
+    client *cl = p->data;
+    if (p->status_code / 100 == 1) return 0;
+    size_t k = cl->answers++;
+    return k < cl->requests && k < MAX_REQUESTS && cl->methods[k] == HTTP_HEAD;
+}
 
 static int on_response_complete(http_parser *p)
 {
@@ -241,7 +278,8 @@ static int on_response_complete(http_parser *p)
     return 0;
 }
 
-static const http_parser_settings response_settings = {.on_message_complete = on_response_complete};
+static const http_parser_settings response_settings = {.on_headers_complete = on_response_headers,
+                                                       .on_message_complete = on_response_complete};
 
 static void client_read(client *cl)
 {
@@ -305,6 +343,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     client cl = {.fd = sv[1]};
     http_parser_init(&cl.parser, HTTP_RESPONSE);
     cl.parser.data = &cl;
+    http_parser requests;
+    http_parser_init(&requests, HTTP_REQUEST);
+    requests.data = &cl;
+    (void)http_parser_execute(&requests, &request_settings, (const char *)in, left);
 
     int spins = 0, hung_up = 0;
     while (spins++ < MAX_SPINS) {
