@@ -8,7 +8,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=all
-FUZZ_TARGETS := wire members kv wal config_json config_lua api
+FUZZ_TARGETS := wire members kv wal config_json config_lua api auth
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 FUZZ_BASE    := tests/fuzz/fuzz_util.c src/common.c src/log.c
 FUZZ_HDRS    := tests/fuzz/fuzz.h $(wildcard src/*.h)
@@ -30,6 +30,8 @@ FUZZ_DEFS_config_lua  := -DFUZZ_CONFIG_EXT='".lua"'
 FUZZ_SRCS_config_lua  := src/config.c src/luajson.c build/embedded.c
 FUZZ_MAIN_api         := tests/fuzz/fuzz_api.c
 FUZZ_SRCS_api         := src/api.c src/metrics.c src/json.c build/embedded.c
+FUZZ_MAIN_auth        := tests/fuzz/fuzz_auth.c
+FUZZ_SRCS_auth        := src/net.c src/auth.c src/wire.c src/metrics.c src/raft.c
 
 define FUZZ_RULE
 build/fuzz/fuzz_$(1): $(FUZZ_MAIN_$(1)) $(FUZZ_SRCS_$(1)) $(FUZZ_BASE) $(FUZZ_HDRS) | build/fuzz

@@ -2,15 +2,20 @@
 # Test-suite wrapper for the libFuzzer targets (mk/fuzz.mk, tests/fuzz/):
 # builds them with clang, replays every kept regression input and seed of
 # each target (a test each), then fuzzes each target for FUZZ_SECONDS
-# (default 30; 0 skips fuzzing), FUZZ_JOBS (default 2) at a time (a test
-# each: it passes when it ran its time without a crash). A crash leaves its
+# (default 30; 0 skips fuzzing), FUZZ_JOBS at a time (default: the CPUs, at
+# most 4; 2 in CI), so the wall time is about ceil(targets / FUZZ_JOBS) times
+# FUZZ_SECONDS (a test each: it passes when it ran its time without a
+# crash; each writes its own log, reported in order when its batch ends). A crash leaves its
 # input under build/fuzz/artifacts/TARGET/ and prints how to replay it; keep
 # it in tests/fuzz/regressions/TARGET/ with the fix. FUZZ_TARGETS narrows the
 # list. Ends with the line CI reads: "N passed, N failed".
 cd "$(dirname "$0")/.." || exit 2
 SECONDS_EACH=${FUZZ_SECONDS:-30}
-JOBS=${FUZZ_JOBS:-2}
-TARGETS=${FUZZ_TARGETS:-"wire members kv wal config_json config_lua api"}
+cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
+[ "$cpus" -gt 4 ] 2>/dev/null && cpus=4
+JOBS=${FUZZ_JOBS:-${cpus:-2}}
+[ "$JOBS" -ge 1 ] 2>/dev/null || JOBS=1
+TARGETS=${FUZZ_TARGETS:-"wire members kv wal config_json config_lua api auth"}
 OUT=build/fuzz
 mkdir -p "$OUT"
 passed=0

@@ -1,5 +1,5 @@
 /* Writes the binary seed corpora of the fuzz targets (wire, members, kv,
- * wal) into tests/fuzz/corpus/<target>/ with the real encoders, so seeds
+ * wal, auth) into tests/fuzz/corpus/<target>/ with the real encoders, so seeds
  * follow the formats when they change: `make fuzz-seeds`, then commit.
  * Each seed starts with the flags byte its target reads (see the target's
  * header comment). Test-only; never linked into the agent. */
@@ -282,6 +282,217 @@ static void wal_seeds(const qc_buf *members_data)
     if (system(cmd) != 0) die("rm");
 }
 
+/* ---- auth: the op stream fuzz_auth.c reads (see its header comment) ---- */
+
+enum { OP_HELLO_PEER, OP_HELLO_ANY, OP_RAFT, OP_PARTS, OP_OTHER, OP_JOIN, OP_ANY, OP_RAW };
+enum { MUT_FLIP_BODY = 3, MUT_FLIP_HEADER, MUT_REPLAY, MUT_BAD_SEAL, MUT_HOLD };
+
+static void put8(qc_buf *b, uint8_t v) { ok(qc_buf_append(b, &v, 1), "append"); }
+
+static void put32(qc_buf *b, uint32_t v)
+{
+    put16(b, (uint16_t)(v >> 16));
+    put16(b, (uint16_t)v);
+}
+
+static void op(qc_buf *b, int kind, int var, int mut)
+{
+    put8(b, (uint8_t)(kind | var << 3 | mut << 5));
+}
+
+/* A length (u16, or u8 when small is set) and the bytes of s. */
+static void bytes(qc_buf *b, const char *s, size_t n, int small)
+{
+    if (small)
+        put8(b, (uint8_t)n);
+    else
+        put16(b, (uint16_t)n);
+    ok(qc_buf_append(b, s, n), "append");
+}
+
+static void str(qc_buf *b, const char *s) { bytes(b, s, strlen(s), 0); }
+
+static void str8(qc_buf *b, const char *s) { bytes(b, s, strlen(s), 1); }
+
+/* The fields of a raft message (an AppendEntries with one entry). */
+static void msg_fields(qc_buf *b)
+{
+    put8(b, 2); /* type 3 */
+    put8(b, 0);
+    put8(b, 0);
+    for (uint32_t v = 7; v < 12; v++) put32(b, v); /* term, ctx, index, log_term, commit */
+    put8(b, 1);
+    put16(b, 7);
+    put16(b, 12);
+    put8(b, 1);
+    bytes(b, "put a=1", 7, 1);
+}
+
+/* Hello from the peer, a raft message, a FORWARD, a message in two parts. */
+static void auth_peer_ops(qc_buf *b)
+{
+    op(b, OP_HELLO_PEER, 0, 0);
+    str(b, "{\"zone\":\"a\"}");
+    op(b, OP_RAFT, 0, 0);
+    msg_fields(b);
+    op(b, OP_OTHER, 0, 0);
+    str(b, "forwarded command");
+    op(b, OP_OTHER, 1, 0);
+    bytes(b, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x2a", 18, 0);
+    op(b, OP_PARTS, 1, 0);
+    msg_fields(b);
+    put16(b, 20);
+}
+
+static void auth_seed(const char *name, uint8_t flags, const qc_buf *b)
+{
+    seed("auth", name, flags, b->data, b->len);
+}
+
+static void auth_tampered(void)
+{
+    static const struct {
+        const char *name;
+        int mut;
+        uint8_t arg; /* the byte the mutation reads, if any */
+    } muts[] = {{"tamper_body", MUT_FLIP_BODY, 9},     {"tamper_header", MUT_FLIP_HEADER, 33},
+                {"tamper_replay", MUT_REPLAY, 1},      {"tamper_seq", MUT_BAD_SEAL, 0},
+                {"tamper_direction", MUT_BAD_SEAL, 1}, {"tamper_key", MUT_BAD_SEAL, 2},
+                {"tamper_crc", MUT_BAD_SEAL, 3},       {"tamper_reorder", MUT_HOLD, 0}};
+    for (size_t i = 0; i < sizeof muts / sizeof muts[0]; i++) {
+        qc_buf b = {0};
+        put8(&b, 0); /* AUTH as it should be */
+        op(&b, OP_HELLO_PEER, 0, 0);
+        str(&b, "{}");
+        op(&b, OP_OTHER, 0, muts[i].mut);
+        if (muts[i].mut == MUT_REPLAY) {
+            put8(&b, muts[i].arg);
+        } else {
+            str(&b, "a command");
+            if (muts[i].mut == MUT_FLIP_BODY) put16(&b, muts[i].arg);
+            if (muts[i].mut != MUT_HOLD && muts[i].mut != MUT_FLIP_BODY) put8(&b, muts[i].arg);
+        }
+        op(&b, OP_OTHER, 2, 0);
+        str(&b, "after it");
+        auth_seed(muts[i].name, 1, &b);
+        qc_buf_free(&b);
+    }
+}
+
+/* Modes 3 and 4: the harness is the member the net dials or joins
+ * through; how picks the challenge (and the answer) as fuzz_auth.c says. */
+static void auth_dialed(void)
+{
+    static const struct {
+        const char *name;
+        uint8_t how;
+        const char *extra;
+    } v[] = {{"dialed", 0, ""},
+             {"dialed_flipped", 4, ""},
+             {"dialed_other_key", 5, ""},
+             {"dialed_direction", 6, ""},
+             {"dialed_seq1", 6 | 8, ""},
+             {"dialed_extra", 0, "more"},
+             {"dialed_garbage", 7, "QC\2\x08garbage"}};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        qc_buf b = {0};
+        put8(&b, v[i].how);
+        ok(qc_buf_append(&b, "0123456789abcdef0123456789abcdef", 32), "nonce");
+        if ((v[i].how & 7) == 4) put16(&b, 77);
+        bytes(&b, v[i].extra, strlen(v[i].extra), 1);
+        auth_seed(v[i].name, 16, &b);
+        qc_buf_free(&b);
+    }
+    /* a link that comes up, then carries a message and two frames */
+    qc_buf b = {0};
+    put8(&b, 0);
+    ok(qc_buf_append(&b, "0123456789abcdef0123456789abcdef", 32), "nonce");
+    put8(&b, 0);
+    put8(&b, 3);
+    put8(&b, 1);
+    msg_fields(&b);
+    put8(&b, 0);
+    str8(&b, "forwarded");
+    put8(&b, 2);
+    bytes(&b, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x2a", 18, 1);
+    auth_seed("dialed_sends", 16, &b);
+    qc_buf_free(&b);
+    static const struct {
+        const char *name;
+        uint8_t challenge, answer;
+    } j[] = {{"joining", 0, 0},
+             {"joining_bad_challenge", 5, 0},
+             {"joining_answer_flipped", 0, 4},
+             {"joining_answer_dialer_dir", 0, 5},
+             {"joining_answer_seq1", 0, 6},
+             {"joining_answer_v1", 0, 7}};
+    for (size_t i = 0; i < sizeof j / sizeof j[0]; i++) {
+        b = (qc_buf){0};
+        str8(&b, "{\"identifier\":\"server_d\"}");
+        put8(&b, j[i].challenge);
+        ok(qc_buf_append(&b, "0123456789abcdef0123456789abcdef", 32), "nonce");
+        str8(&b, "{\"ok\":true,\"members\":[]}");
+        put8(&b, j[i].answer);
+        if (j[i].answer == 4) put16(&b, 100);
+        auth_seed(j[i].name, 16 | 32, &b);
+        qc_buf_free(&b);
+    }
+}
+
+static void auth_seeds(void)
+{
+    qc_buf b = {0};
+    put8(&b, 0);
+    auth_peer_ops(&b);
+    auth_seed("session", 1, &b);
+    auth_seed("session_chunked", 1 | 3 << 1, &b);
+    auth_seed("session_remove_peer", 1 | 32, &b);
+    auth_seed("session_replayed", 1 | 64, &b);
+    b.len = 0;
+    put8(&b, 0);
+    op(&b, OP_HELLO_ANY, 0, 0);
+    str(&b, "server_d");
+    op(&b, OP_JOIN, 0, 0);
+    str(&b, "{\"identifier\":\"server_d\"}");
+    auth_seed("stranger_join", 1, &b);
+    auth_seed("stranger_no_joins", 1 | 128, &b);
+    b.len = 0;
+    ok(qc_buf_append(&b, "0123456789abcdef0123456789abcdef", 32), "nonce");
+    put8(&b, MUT_BAD_SEAL << 5);
+    put8(&b, 2); /* AUTH under the cluster key */
+    op(&b, OP_JOIN, 0, 0);
+    str(&b, "join");
+    auth_seed("auth_cluster_key", 1 | 16, &b);
+    b.len = 0;
+    put8(&b, 0);
+    op(&b, OP_JOIN, 0, 0);
+    str(&b, "join without hello");
+    op(&b, OP_ANY, 0, 0);
+    put8(&b, QC_FRAME_CHALLENGE);
+    str(&b, "0123456789abcdef0123456789abcdef");
+    auth_seed("join_then_challenge", 1, &b);
+    b.len = 0;
+    put8(&b, 0);
+    op(&b, OP_HELLO_PEER, 0, 0);
+    str(&b, "{}");
+    op(&b, OP_RAW, 0, 0);
+    bytes(&b, "QC\2\2\0\0\0\0\0\0\0\0", 12, 1);
+    auth_seed("raw_after_auth", 1, &b);
+    auth_tampered();
+    /* strangers without the key: a node with no secret, a forged AUTH */
+    b.len = 0;
+    ok(qc_wire_encode_hello("server_b", "{}", &b), "hello");
+    auth_seed("no_secret_hello", 0, &b);
+    b.len = 0;
+    ok(qc_wire_encode_frame(QC_FRAME_AUTH, "0123456789abcdef0123456789abcdef", 32, &b), "auth");
+    ok(qc_buf_append(&b, "a tag that is not the right one.", 32), "tag");
+    b.data[2] = QC_WIRE_VERSION_AUTH;
+    auth_seed("forged_auth", 0, &b);
+    auth_seed("forged_auth_bytewise", 1 << 1, &b);
+    qc_buf_free(&b);
+    auth_dialed();
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) root = argv[1];
@@ -290,6 +501,7 @@ int main(int argc, char **argv)
     wire_seeds(&members_data);
     kv_seeds();
     wal_seeds(&members_data);
+    auth_seeds();
     qc_buf_free(&members_data);
     return 0;
 }
