@@ -1038,7 +1038,6 @@ static int l_after(lua_State *L)
     lua_Number ms = luaL_checknumber(L, 1);
     luaL_argcheck(L, ms >= 0 && ms <= 86400000.0 * 365, 1, "expected milliseconds >= 0");
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    if (!h->loop) return luaL_error(L, "qcluster.after needs an event loop");
     lua_pushvalue(L, 2);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
     qc_after *a = calloc(1, sizeof *a);
@@ -1050,7 +1049,7 @@ static int l_after(lua_State *L)
     a->fn_ref = ref;
     a->w.data = a;
     ev_timer_init(&a->w, on_after, ms / 1000.0, 0.);
-    ev_timer_start(h->loop, &a->w);
+    if (h->loop) ev_timer_start(h->loop, &a->w); /* else when attached */
     a->next = h->afters;
     if (h->afters) h->afters->prev = a;
     h->afters = a;
@@ -1696,6 +1695,7 @@ void qc_lua_attach(qc_lua *h, struct ev_loop *loop)
     ev_idle_init(&h->idle, on_idle);
     h->idle.data = h;
     if (h->head) ev_idle_start(loop, &h->idle);
+    for (qc_after *a = h->afters; a; a = a->next) ev_timer_start(loop, &a->w);
 }
 
 int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, qc_lua **out)
@@ -1758,7 +1758,7 @@ void qc_lua_free(qc_lua *h)
     while (h->afters) {
         qc_after *a = h->afters;
         h->afters = a->next;
-        ev_timer_stop(h->loop, &a->w);
+        if (h->loop) ev_timer_stop(h->loop, &a->w);
         free(a);
     }
     while (h->head) {

@@ -69,8 +69,9 @@ typedef struct qc_hook_event {
 /* Creates the state with the qcluster module (global and require-able).
  * view answers is_leader(), get_leader_info(), ...; metrics may be NULL. */
 int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, qc_lua **out);
-/* Binds a host created without a loop to loop (once): hooks queue until
- * then, and qcluster.after/exec raise "needs an event loop". */
+/* Binds a host created without a loop to loop (once): until then hooks
+ * queue, qcluster.after timers wait (counting from here), and qcluster.exec
+ * raises "needs an event loop". */
 void qc_lua_attach(qc_lua *h, struct ev_loop *loop);
 /* Stops timers and running commands (killing them), closes the state.
  * KV writes and set_metadata requests still in flight stay owned by the
