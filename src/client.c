@@ -333,7 +333,8 @@ void qc_client_free(qc_client *c)
 
 /* GETs path and parses its JSON answer into *v (the caller frees it with
  * yajl_tree_free); *status is the HTTP status. QC_EIO when the agent cannot
- * be asked, QC_EINVAL when the answer is not JSON. */
+ * be asked or answers an error that is not JSON, QC_EINVAL when a 200
+ * answer is not JSON. */
 static int get_json(qc_client *c, const char *path, int wait_ms, int *status, yajl_val *v)
 {
     qc_http_req q = {.method = "GET", .path = path, .token = c->token, .wait_ms = wait_ms};
@@ -344,7 +345,8 @@ static int get_json(qc_client *c, const char *path, int wait_ms, int *status, ya
     *status = r.status;
     *v = r.body ? yajl_tree_parse(r.body, NULL, 0) : NULL;
     free(r.body);
-    return *v ? QC_OK : QC_EINVAL;
+    if (*v) return QC_OK;
+    return r.status == 200 ? QC_EINVAL : QC_EIO;
 }
 
 int qc_client_is_leader(qc_client *c)
