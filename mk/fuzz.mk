@@ -53,7 +53,7 @@ fuzz-regress:
 
 .PHONY: fuzz fuzz-build fuzz-regress
 
-# Regenerates the binary seeds (wire, members, kv, wal) with the encoders.
+# Regenerates the binary seeds (wire, members, kv, wal, auth) with the encoders.
 FUZZ_SEED_SRCS := tests/fuzz/mkseeds.c src/wire.c src/kv.c src/members.c src/json.c src/raft.c \
                   src/wal.c src/common.c
 build/fuzz/mkseeds: $(FUZZ_SEED_SRCS) $(FUZZ_HDRS) | build/fuzz
