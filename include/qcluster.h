@@ -3,17 +3,17 @@
  * agent's HTTP API for programs that run beside one. The qcluster binary is
  * this same library behind a main(). Link with `pkg-config --libs qcluster`. */
 
-/* The basics (version, error codes) come first, under their own guard: the
- * library's internal common.h takes only them (QCLUSTER_BASICS_ONLY), since
- * its modules have names of their own that the rest would clash with. */
-#ifndef QCLUSTER_BASICS_H
-#define QCLUSTER_BASICS_H
+#ifndef QCLUSTER_H
+#define QCLUSTER_H
 
-#define QCLUSTER_VERSION "0.1.0"
+#include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#define QCLUSTER_VERSION "0.1.0"
 
 /* Every function that can fail returns 0 or one of these; qc_strerror()
  * names them. */
@@ -32,22 +32,6 @@ enum {
 
 /* Static text for a QC_E... code. */
 const char *qc_strerror(int code);
-
-#ifdef __cplusplus
-}
-#endif
-
-#endif /* QCLUSTER_BASICS_H */
-
-#if !defined(QCLUSTER_H) && !defined(QCLUSTER_BASICS_ONLY)
-#define QCLUSTER_H
-
-#include <stddef.h>
-#include <stdint.h>
-
-#ifdef __cplusplus
-extern "C" {
-#endif
 
 /* A member of the cluster, as in the original QCluster SDK (host, port,
  * identifier, metadata) with what QCluster adds. Every string is owned by

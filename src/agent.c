@@ -465,7 +465,7 @@ static const char *name_of(qc_agent *a, uint64_t id)
     return m ? m->identifier : "?";
 }
 
-static void handle_event(qc_agent *a, const qc_event *e)
+static void handle_event(qc_agent *a, const qc_raft_event *e)
 {
     qc_peer_info self, leader, prev;
     self_info(a, &self);
@@ -578,8 +578,8 @@ static void process(qc_agent *a)
         /* Events refer to state the core holds now: copy them out first,
          * since hooks never run inline but transfers may settle inline. */
         size_t n = rd.n_events;
-        qc_event few[16];
-        qc_event *events = n <= 16 ? few : malloc(n * sizeof *events);
+        qc_raft_event few[16];
+        qc_raft_event *events = n <= 16 ? few : malloc(n * sizeof *events);
         if (!events) {
             qc_log(QC_LOG_ERROR, "agent", "out of memory: %zu events not handled", n);
             n = 0;

@@ -18,12 +18,8 @@
 #include <unistd.h>
 #include <yajl/yajl_tree.h>
 
-/* json.h reaches raft.h, whose qc_event (the core's events) is another type
- * than the public header's: here it goes by another name. */
-#define qc_event qc_raft_event
 #include "common.h"
 #include "json.h"
-#undef qc_event
 
 #include <qcluster.h>
 

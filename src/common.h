@@ -7,11 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The error codes and qc_strerror are the public header's (one definition);
- * only its basics, since the rest would clash with module names here. */
-#define QCLUSTER_BASICS_ONLY
+/* The error codes and qc_strerror are the public header's (one definition). */
 #include <qcluster.h>
-#undef QCLUSTER_BASICS_ONLY
 
 #define QC_VERSION QCLUSTER_VERSION
 

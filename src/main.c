@@ -3,13 +3,10 @@
 #include <stdio.h>
 #include <string.h>
 
-/* raft.h (under agent.h) has a qc_event of its own; see node.c. */
-#define qc_event qc_raft_event
 #include "agent.h"
 #include "cli.h"
 #include "common.h"
 #include "log.h"
-#undef qc_event
 
 #include <qcluster.h>
 

@@ -69,7 +69,7 @@ enum {
 };
 
 typedef struct qc_conn qc_conn;
-typedef struct qc_peer qc_peer;
+typedef struct net_peer net_peer;
 typedef struct qc_join qc_join;
 
 /* A big message's payload being sent as PART frames. */
@@ -81,7 +81,7 @@ typedef struct qc_stream {
 
 struct qc_conn {
     qc_net *net;
-    qc_peer *peer; /* outbound: always; inbound: once its hello arrived */
+    net_peer *peer; /* outbound: always; inbound: once its hello arrived */
     int fd;
     int outbound;
     int connecting;
@@ -114,7 +114,7 @@ struct qc_conn {
     qc_conn *next;           /* inbound list */
 };
 
-struct qc_peer {
+struct net_peer {
     qc_net *net;
     char *identifier, *host;
     int port;
@@ -125,7 +125,7 @@ struct qc_peer {
     ev_timer retry;
     double backoff;
     struct addrinfo *ai, *ai_cur; /* addresses of the dial in progress */
-    qc_peer *next;
+    net_peer *next;
 };
 
 /* One qc_net_join in flight: its own connection, outside the peer machinery. */
@@ -156,7 +156,7 @@ struct qc_net {
     int lfd;
     ev_io lw;
     qc_buf hello; /* this node's hello frame, sent first on every dial */
-    qc_peer *peers;
+    net_peer *peers;
     qc_conn *inbound;
     int n_strangers;
     qc_conn *cur; /* the inbound connection whose callback is running */
@@ -176,7 +176,7 @@ struct qc_net {
     unsigned logged_next;
 };
 
-static void peer_dial(qc_peer *p);
+static void peer_dial(net_peer *p);
 static void on_conn_read(struct ev_loop *loop, ev_io *w, int revents);
 static void on_conn_write(struct ev_loop *loop, ev_io *w, int revents);
 
@@ -209,16 +209,16 @@ static int sock_setup(int fd)
     return QC_OK;
 }
 
-static qc_peer *peer_by_id(const qc_net *n, uint64_t id)
+static net_peer *peer_by_id(const qc_net *n, uint64_t id)
 {
-    for (qc_peer *p = n->peers; p; p = p->next)
+    for (net_peer *p = n->peers; p; p = p->next)
         if (p->id == id) return p;
     return NULL;
 }
 
-static qc_peer *peer_by_name(const qc_net *n, const char *identifier)
+static net_peer *peer_by_name(const qc_net *n, const char *identifier)
 {
-    for (qc_peer *p = n->peers; p; p = p->next)
+    for (net_peer *p = n->peers; p; p = p->next)
         if (strcmp(p->identifier, identifier) == 0) return p;
     return NULL;
 }
@@ -259,7 +259,7 @@ static void log_forget(qc_net *n, const char *key)
 
 /* ---- connections ---- */
 
-static qc_conn *conn_new(qc_net *n, int fd, int outbound, qc_peer *p)
+static qc_conn *conn_new(qc_net *n, int fd, int outbound, net_peer *p)
 {
     qc_conn *c = calloc(1, sizeof *c);
     if (!c) return NULL;
@@ -378,7 +378,7 @@ static void conn_fail_later(qc_conn *c, int why)
 
 /* ---- link state and reconnects ---- */
 
-static void link_report(qc_peer *p, int up)
+static void link_report(net_peer *p, int up)
 {
     if (p->up == up) return;
     p->up = up;
@@ -388,7 +388,7 @@ static void link_report(qc_peer *p, int up)
     if (n->cb.on_link) n->cb.on_link(n->cb.ud, p->id, up);
 }
 
-static void retry_schedule(qc_peer *p)
+static void retry_schedule(net_peer *p)
 {
     qc_net *n = p->net;
     double delay = p->backoff * (0.75 + 0.5 * net_random(n));
@@ -398,7 +398,7 @@ static void retry_schedule(qc_peer *p)
     ev_timer_start(n->loop, &p->retry);
 }
 
-static void retry_now(qc_peer *p)
+static void retry_now(net_peer *p)
 {
     qc_net *n = p->net;
     p->backoff = NET_BACKOFF_MIN;
@@ -407,7 +407,7 @@ static void retry_now(qc_peer *p)
     ev_timer_start(n->loop, &p->retry);
 }
 
-static void dial_forget(qc_peer *p)
+static void dial_forget(net_peer *p)
 {
     if (p->ai) freeaddrinfo(p->ai);
     p->ai = p->ai_cur = NULL;
@@ -416,7 +416,7 @@ static void dial_forget(qc_peer *p)
 /* The outbound connection of p closed or failed: the link is down, dial
  * again after the backoff (from the start if the connection had been up
  * long enough to count as a success). */
-static void peer_down(qc_peer *p)
+static void peer_down(net_peer *p)
 {
     qc_conn *c = p->out;
     if (c) {
@@ -438,7 +438,7 @@ static void conn_close(qc_conn *c)
         return;
     }
     qc_net *n = c->net;
-    qc_peer *p = c->peer;
+    net_peer *p = c->peer;
     if (c->stranger) n->n_strangers--;
     inbound_unlink(n, c);
     conn_free(c);
@@ -474,7 +474,7 @@ static void auth_fail(qc_conn *c, int reason, const char *why)
 
 /* Closes other inbound connections of p quietly: the peer dialled again, so
  * they are stale and their close says nothing new about the link. */
-static void inbound_supersede(qc_net *n, qc_peer *p, qc_conn *keep)
+static void inbound_supersede(qc_net *n, net_peer *p, qc_conn *keep)
 {
     qc_conn **pp = &n->inbound;
     while (*pp) {
@@ -525,7 +525,7 @@ static int frame_hello(qc_conn *c, const uint8_t *payload, uint32_t len)
     qc_hello h;
     int rc = qc_wire_decode_hello(payload, len, &h);
     if (rc) return bad_frame(c, "malformed hello"), -1;
-    qc_peer *p = peer_by_name(n, h.identifier);
+    net_peer *p = peer_by_name(n, h.identifier);
     if (!p) return hello_stranger(c, &h);
     c->peer = p;
     ev_timer_stop(n->loop, &c->hello_timer);
@@ -746,7 +746,7 @@ static void conn_read_inbound(qc_conn *c)
 static void conn_challenged(qc_conn *c)
 {
     qc_net *n = c->net;
-    qc_peer *p = c->peer;
+    net_peer *p = c->peer;
     const uint8_t *h = c->in.data;
     uint8_t nonce_d[QC_WIRE_NONCE];
     qc_auth_random(nonce_d, sizeof nonce_d);
@@ -878,7 +878,7 @@ static void on_challenge_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     qc_conn *c = w->data;
-    qc_peer *p = c->peer;
+    net_peer *p = c->peer;
     qc_net *n = c->net;
     if (!n->auth) {
         c->awaiting = 0;
@@ -896,7 +896,7 @@ static void on_challenge_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void conn_established(qc_conn *c)
 {
-    qc_peer *p = c->peer;
+    net_peer *p = c->peer;
     qc_net *n = c->net;
     c->connecting = 0;
     c->opened = ev_now(n->loop);
@@ -922,7 +922,7 @@ static void conn_established(qc_conn *c)
 }
 
 /* The current address failed: try the next one, or back off. */
-static void dial_next(qc_peer *p, const char *why)
+static void dial_next(net_peer *p, const char *why)
 {
     if (p->out) {
         conn_free(p->out);
@@ -1001,7 +1001,7 @@ static int resolve(const char *host, int port, const char *who, struct addrinfo 
     return QC_OK;
 }
 
-static int dial_resolve(qc_peer *p)
+static int dial_resolve(net_peer *p)
 {
     int rc = resolve(p->host, p->port, p->identifier, &p->ai);
     p->ai_cur = p->ai;
@@ -1028,7 +1028,7 @@ fail:;
 }
 
 /* Starts a non-blocking connect to p->ai_cur. */
-static void peer_dial(qc_peer *p)
+static void peer_dial(net_peer *p)
 {
     qc_net *n = p->net;
     int fd, pending;
@@ -1054,7 +1054,7 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    qc_peer *p = w->data;
+    net_peer *p = w->data;
     if (p->out) return;
     dial_forget(p);
     if (dial_resolve(p)) {
@@ -1561,7 +1561,7 @@ int qc_net_new(struct ev_loop *loop, const qc_net_config *cfg, const qc_net_call
     return QC_OK;
 }
 
-static void peer_free(qc_peer *p)
+static void peer_free(net_peer *p)
 {
     ev_timer_stop(p->net->loop, &p->retry);
     if (p->out) conn_free(p->out);
@@ -1575,7 +1575,7 @@ void qc_net_free(qc_net *n)
 {
     if (!n) return;
     while (n->peers) {
-        qc_peer *p = n->peers;
+        net_peer *p = n->peers;
         n->peers = p->next;
         peer_free(p);
     }
@@ -1605,7 +1605,7 @@ int qc_net_add_peer(qc_net *n, const char *identifier, const char *host, int por
     size_t il = strlen(identifier);
     if (il == 0 || il > 255 || strcmp(identifier, n->identifier) == 0) return QC_EINVAL;
     if (peer_by_name(n, identifier)) return QC_EINVAL;
-    qc_peer *p = calloc(1, sizeof *p);
+    net_peer *p = calloc(1, sizeof *p);
     if (!p) return QC_ENOMEM;
     p->identifier = dup_str(identifier);
     p->host = dup_str(host);
@@ -1629,9 +1629,9 @@ int qc_net_add_peer(qc_net *n, const char *identifier, const char *host, int por
 
 int qc_net_remove_peer(qc_net *n, uint64_t id)
 {
-    qc_peer **pp = &n->peers;
+    net_peer **pp = &n->peers;
     while (*pp && (*pp)->id != id) pp = &(*pp)->next;
-    qc_peer *p = *pp;
+    net_peer *p = *pp;
     if (!p) return QC_ENOTFOUND;
     *pp = p->next;
     qc_conn **cp = &n->inbound;
@@ -1677,7 +1677,7 @@ static int stream_add(qc_conn *c, const qc_msg *m, size_t size)
 
 int qc_net_send(qc_net *n, const qc_msg *m)
 {
-    qc_peer *p = peer_by_id(n, m->to);
+    net_peer *p = peer_by_id(n, m->to);
     if (!p) return QC_ENOTFOUND;
     qc_conn *c = p->out;
     if (!p->up || !c || c->connecting || c->awaiting || c->failed) return QC_OK;
@@ -1714,7 +1714,7 @@ int qc_net_send_frame(qc_net *n, uint64_t peer, int type, const void *data, size
 {
     if (type != QC_FRAME_FORWARD && type != QC_FRAME_READ_INDEX && type != QC_FRAME_MEMBER)
         return QC_EINVAL; /* any other type would break the link as a bad frame */
-    qc_peer *p = peer_by_id(n, peer);
+    net_peer *p = peer_by_id(n, peer);
     if (!p) return QC_ENOTFOUND;
     qc_conn *c = p->out;
     if (!p->up || !c || c->connecting || c->awaiting || c->failed) return QC_EIO;
@@ -1739,7 +1739,7 @@ void qc_net_flush(qc_net *n, int timeout_ms)
         struct pollfd fds[64];
         qc_conn *conns[64];
         nfds_t k = 0;
-        for (qc_peer *p = n->peers; p && k < 64; p = p->next) {
+        for (net_peer *p = n->peers; p && k < 64; p = p->next) {
             qc_conn *c = p->out;
             if (!c || c->connecting || c->failed || c->out_off >= c->out.len) continue;
             fds[k].fd = c->fd;
@@ -1757,7 +1757,7 @@ void qc_net_flush(qc_net *n, int timeout_ms)
 
 int qc_net_link_up(const qc_net *n, uint64_t peer)
 {
-    const qc_peer *p = peer_by_id(n, peer);
+    const net_peer *p = peer_by_id(n, peer);
     return p && p->up;
 }
 

@@ -10,13 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The agent's headers reach raft.h, whose qc_event (the core's events) is
- * another type than the public header's: here it goes by another name. */
-#define qc_event qc_raft_event
 #include "agent.h"
 #include "common.h"
 #include "log.h"
-#undef qc_event
 
 #include <qcluster.h>
 

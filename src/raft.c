@@ -17,7 +17,7 @@
 
 #include "common.h"
 
-typedef struct qc_peer {
+typedef struct raft_peer {
     uint64_t id;
     uint64_t match, next;
     uint64_t acked_ctx;     /* newest request ctx this peer answered this term */
@@ -28,7 +28,7 @@ typedef struct qc_peer {
     int gone;      /* the peer closed its connection to us: it is not leading */
     int granted;   /* this campaign: 1 granted, -1 refused, 0 no answer */
     uint8_t flags; /* QC_MEMBER_... in the membership in effect */
-} qc_peer;
+} raft_peer;
 
 struct qc_raft {
     uint64_t id;
@@ -61,7 +61,7 @@ struct qc_raft {
 
     /* The membership in effect: the newest CONFIG entry in the log, else
      * base_conf (in effect at snap_index; index 0: the first start's peers). */
-    qc_peer peers[QC_RAFT_MAX_MEMBERS]; /* every member but this node */
+    raft_peer peers[QC_RAFT_MAX_MEMBERS]; /* every member but this node */
     size_t n_peers;
     int self_member;    /* this node is in it */
     uint8_t self_flags; /* and with these flags */
@@ -80,7 +80,7 @@ struct qc_raft {
 
     qc_msg *msgs;
     size_t n_msgs, cap_msgs;
-    qc_event *events;
+    qc_raft_event *events;
     size_t n_events, cap_events;
     int hs_dirty;
     int out_of_memory;
@@ -140,7 +140,7 @@ static int can_lead(const qc_raft *r)
     return r->conf_index > r->commit && conf_lets_lead(r, conf_entry_at(r, r->commit));
 }
 
-static qc_peer *find_peer(qc_raft *r, uint64_t id)
+static raft_peer *find_peer(qc_raft *r, uint64_t id)
 {
     for (size_t i = 0; i < r->n_peers; i++)
         if (r->peers[i].id == id) return &r->peers[i];
@@ -177,7 +177,7 @@ static void push_event(qc_raft *r, uint8_t type, uint8_t reason, uint64_t leader
 {
     if (r->n_events == r->cap_events) {
         size_t cap = r->cap_events ? r->cap_events * 2 : 8;
-        qc_event *e = realloc(r->events, cap * sizeof *e);
+        qc_raft_event *e = realloc(r->events, cap * sizeof *e);
         if (!e) {
             r->out_of_memory = 1;
             return;
@@ -185,7 +185,7 @@ static void push_event(qc_raft *r, uint8_t type, uint8_t reason, uint64_t leader
         r->events = e;
         r->cap_events = cap;
     }
-    r->events[r->n_events++] = (qc_event){
+    r->events[r->n_events++] = (qc_raft_event){
         .type = type, .reason = reason, .term = r->term, .leader = leader, .prev_leader = prev};
 }
 
@@ -307,7 +307,7 @@ static void log_compact(qc_raft *r, uint64_t i)
 /* Puts members m[0..n) in effect; peers that stay keep their progress. */
 static void conf_apply(qc_raft *r, const qc_member *m, size_t n, uint64_t index)
 {
-    qc_peer old[QC_RAFT_MAX_MEMBERS];
+    raft_peer old[QC_RAFT_MAX_MEMBERS];
     size_t n_old = r->n_peers;
     memcpy(old, r->peers, n_old * sizeof *old);
     r->n_peers = 0;
@@ -319,13 +319,13 @@ static void conf_apply(qc_raft *r, const qc_member *m, size_t n, uint64_t index)
             r->self_flags = m[i].flags;
             continue;
         }
-        qc_peer *p = &r->peers[r->n_peers++];
+        raft_peer *p = &r->peers[r->n_peers++];
         size_t k = 0;
         while (k < n_old && old[k].id != m[i].id) k++;
         if (k < n_old)
             *p = old[k];
         else
-            *p = (qc_peer){.id = m[i].id, .next = last_index(r) + 1, .probing = 1};
+            *p = (raft_peer){.id = m[i].id, .next = last_index(r) + 1, .probing = 1};
         p->flags = m[i].flags;
     }
 #ifdef QC_MUTANT_COUNT_REMOVED
@@ -386,7 +386,7 @@ static size_t conf_changes(const qc_raft *r, const qc_member *m, size_t n)
             kept += r->self_member;
             continue;
         }
-        const qc_peer *p = find_peer((qc_raft *)r, m[i].id);
+        const raft_peer *p = find_peer((qc_raft *)r, m[i].id);
         changes += !p || p->flags != m[i].flags;
         kept += p != NULL;
     }
@@ -461,7 +461,7 @@ uint64_t qc_raft_lease_until(const qc_raft *r)
     if (need == 0) return UINT64_MAX;
     uint64_t best[QC_RAFT_MAX_VOTERS / 2 + 1] = {0}; /* the need newest answers */
     for (size_t i = 0; i < r->n_peers; i++) {
-        const qc_peer *p = &r->peers[i];
+        const raft_peer *p = &r->peers[i];
         if (!is_voter(p->flags) || !p->link_up || !p->acked_ctx || p->acked_ctx < p->up_since)
             continue;
         uint64_t v = p->acked_ctx;
@@ -500,7 +500,7 @@ static int lease_allows(const qc_raft *r, const qc_msg *m, uint64_t now)
     if (now >= r->sticky_until) return 1;
     if (m->flags & QC_MSG_FLAG_TRANSFER) return m->type == QC_MSG_VOTE;
     if ((m->flags & QC_MSG_FLAG_FAST) && r->sticky_id && r->sticky_id != m->from) {
-        const qc_peer *holder = find_peer((qc_raft *)r, r->sticky_id);
+        const raft_peer *holder = find_peer((qc_raft *)r, r->sticky_id);
 #ifdef QC_MUTANT_FAST_NO_LINK_CHECK
         return holder != NULL;
 #endif
@@ -593,7 +593,7 @@ static void fast_pre_campaign(qc_raft *r, uint64_t now)
  * sent but not yet acknowledged to one peer. */
 #define MAX_BATCH_BYTES (1u << 20)
 
-static void send_snapshot(qc_raft *r, qc_peer *p, uint64_t now)
+static void send_snapshot(qc_raft *r, raft_peer *p, uint64_t now)
 {
     /* It may be large: one in flight per peer, resent after a timeout. */
     if (p->snapshot_sent && now < p->snapshot_sent + r->election_ms) return;
@@ -610,7 +610,7 @@ static void send_snapshot(qc_raft *r, qc_peer *p, uint64_t now)
 /* One AppendEntries to p from p->next on (none when there is nothing new
  * and this is not a heartbeat). Its entries are pointed to only in
  * qc_raft_ready(), as the log may still grow (and move) before that. */
-static void send_append(qc_raft *r, qc_peer *p, int heartbeat, uint64_t now)
+static void send_append(qc_raft *r, raft_peer *p, int heartbeat, uint64_t now)
 {
     if (p->next <= r->snap_index) {
         send_snapshot(r, p, now);
@@ -665,7 +665,7 @@ static void become_leader(qc_raft *r, uint64_t now)
     r->sticky_id = r->id;
     r->transferee = 0;
     for (size_t i = 0; i < r->n_peers; i++) {
-        qc_peer *p = &r->peers[i];
+        raft_peer *p = &r->peers[i];
         p->next = last_index(r) + 1;
         p->match = 0;
         p->probing = 1;
@@ -741,7 +741,7 @@ static void on_prevote(qc_raft *r, const qc_msg *m, uint64_t now)
     respond(r, m, QC_MSG_PREVOTE_RESP, !grant, grant ? m->term : r->term);
     /* We may not lead but hold entries a voter that may lacks: without us
      * it cannot win, so we win first, pass them on and hand over. */
-    const qc_peer *p = find_peer(r, m->from);
+    const raft_peer *p = find_peer(r, m->from);
     if (!grant && r->role == QC_ROLE_FOLLOWER && self_votes(r) && !can_lead(r) && p &&
         is_voter(p->flags) && !(p->flags & QC_MEMBER_NO_LEAD) &&
         !log_up_to_date(r, m->index, m->log_term) && now >= r->sticky_until)
@@ -941,7 +941,7 @@ static void on_prevote_resp(qc_raft *r, const qc_msg *m, uint64_t now)
         on_response_from_future(r, m, now);
         return;
     }
-    qc_peer *p = find_peer(r, m->from);
+    raft_peer *p = find_peer(r, m->from);
     if (!p || m->term != r->term + 1) return; /* stale answer */
     p->granted = m->reject ? -1 : 1;
     if (count_grants(r) >= quorum(r)) campaign(r, r->campaign_flags, now);
@@ -953,7 +953,7 @@ static void on_vote_resp(qc_raft *r, const qc_msg *m, uint64_t now)
         on_response_from_future(r, m, now);
         return;
     }
-    qc_peer *p = find_peer(r, m->from);
+    raft_peer *p = find_peer(r, m->from);
     if (m->term != r->term || !p) return;
     /* A grant that comes after we won still backs our lease. */
     if (!m->reject && m->ctx > p->acked_ctx && m->ctx <= now) p->acked_ctx = m->ctx;
@@ -964,7 +964,7 @@ static void on_vote_resp(qc_raft *r, const qc_msg *m, uint64_t now)
 
 /* The peer lacks what we sent after: back off to its hint, or to the last
  * entry of the conflicting term we hold, and probe from there. */
-static void on_append_refused(qc_raft *r, qc_peer *p, const qc_msg *m, uint64_t now)
+static void on_append_refused(qc_raft *r, raft_peer *p, const qc_msg *m, uint64_t now)
 {
     uint64_t next = m->index + 1;
     if (m->log_term) {
@@ -983,7 +983,7 @@ static void on_append_refused(qc_raft *r, qc_peer *p, const qc_msg *m, uint64_t 
     send_append(r, p, 1, now);
 }
 
-static void hand_over(qc_raft *r, qc_peer *target, uint64_t now);
+static void hand_over(qc_raft *r, raft_peer *target, uint64_t now);
 
 static void on_append_resp(qc_raft *r, const qc_msg *m, uint64_t now)
 {
@@ -991,7 +991,7 @@ static void on_append_resp(qc_raft *r, const qc_msg *m, uint64_t now)
         on_response_from_future(r, m, now);
         return;
     }
-    qc_peer *p = find_peer(r, m->from);
+    raft_peer *p = find_peer(r, m->from);
     if (r->role != QC_ROLE_LEADER || m->term != r->term || !p) return;
     /* Even a refusal shows the peer follows us, so it extends the lease. */
     if (m->ctx > p->acked_ctx && m->ctx <= now) p->acked_ctx = m->ctx;
@@ -1043,7 +1043,7 @@ int qc_raft_step(qc_raft *r, const qc_msg *m, uint64_t now)
     /* Requests count whatever our membership says (the Raft dissertation,
      * 4.1): we may be behind on it, or joining; answers from a node we do
      * not know of are ignored by their handlers. */
-    qc_peer *from = find_peer(r, m->from);
+    raft_peer *from = find_peer(r, m->from);
     /* It talks to us again: whatever closed before, it has not gone away. */
     if (from) from->gone = 0;
     /* A leader's lease may have lapsed while we were not looking (a frozen
@@ -1089,7 +1089,7 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
             return;
         }
         if (r->fast_deadline && now >= r->fast_deadline) {
-            const qc_peer *holder = find_peer(r, r->sticky_id);
+            const raft_peer *holder = find_peer(r, r->sticky_id);
             if (holder && holder->gone && r->role != QC_ROLE_CANDIDATE && can_lead(r))
                 pre_campaign(r, QC_MSG_FLAG_FAST, now);
             else
@@ -1101,7 +1101,7 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
 
 void qc_raft_link(qc_raft *r, uint64_t peer, int state, uint64_t now)
 {
-    qc_peer *p = find_peer(r, peer);
+    raft_peer *p = find_peer(r, peer);
     if (!p) return;
     if (state == QC_LINK_UP) {
         if (!p->link_up) p->up_since = now;
@@ -1128,11 +1128,11 @@ void qc_raft_link(qc_raft *r, uint64_t peer, int state, uint64_t now)
 }
 
 /* The reachable peer with the most of our log (then the freshest answer). */
-static qc_peer *best_transfer_target(qc_raft *r)
+static raft_peer *best_transfer_target(qc_raft *r)
 {
-    qc_peer *best = NULL;
+    raft_peer *best = NULL;
     for (size_t i = 0; i < r->n_peers; i++) {
-        qc_peer *p = &r->peers[i];
+        raft_peer *p = &r->peers[i];
         if (!p->link_up || !is_voter(p->flags) || (p->flags & QC_MEMBER_NO_LEAD)) continue;
         if (!best || p->match > best->match ||
             (p->match == best->match && p->acked_ctx > best->acked_ctx))
@@ -1142,7 +1142,7 @@ static qc_peer *best_transfer_target(qc_raft *r)
 }
 
 /* Steps down first, then tells the caught-up target to campaign at once. */
-static void hand_over(qc_raft *r, qc_peer *target, uint64_t now)
+static void hand_over(qc_raft *r, raft_peer *target, uint64_t now)
 {
     int reason = r->transfer_reason ? (int)r->transfer_reason : QC_DEMOTE_TRANSFER;
     r->transferee = 0;
@@ -1157,7 +1157,7 @@ static void hand_over(qc_raft *r, qc_peer *target, uint64_t now)
 static void hand_off(qc_raft *r, uint64_t now)
 {
     if (r->role != QC_ROLE_LEADER || r->transferee) return;
-    qc_peer *target = best_transfer_target(r);
+    raft_peer *target = best_transfer_target(r);
     if (!target) {
         become_follower(r, r->term, 0, QC_DEMOTE_SHUTDOWN, now);
         return;
@@ -1176,7 +1176,7 @@ int qc_raft_transfer(qc_raft *r, uint64_t peer, uint64_t now, int reason)
 {
     qc_raft_tick(r, now); /* a lapsed lease has nothing to hand over */
     if (r->role != QC_ROLE_LEADER) return QC_ENOTLEADER;
-    qc_peer *target = peer ? find_peer(r, peer) : best_transfer_target(r);
+    raft_peer *target = peer ? find_peer(r, peer) : best_transfer_target(r);
     if (!target) return QC_ENOTFOUND;
     if (!is_voter(target->flags) || (target->flags & QC_MEMBER_NO_LEAD)) return QC_EINVAL;
     if (!target->link_up) return QC_EBUSY;
@@ -1250,7 +1250,7 @@ size_t qc_raft_members(const qc_raft *r, qc_member *out)
 
 uint64_t qc_raft_match(const qc_raft *r, uint64_t peer)
 {
-    const qc_peer *p = find_peer((qc_raft *)r, peer);
+    const raft_peer *p = find_peer((qc_raft *)r, peer);
     return p && r->role == QC_ROLE_LEADER ? p->match : 0;
 }
 
@@ -1467,7 +1467,7 @@ int qc_raft_is_relay(const qc_raft *r) { return r->role == QC_ROLE_LEADER && r->
 
 int qc_raft_link_up(const qc_raft *r, uint64_t peer)
 {
-    const qc_peer *p = find_peer((qc_raft *)r, peer);
+    const raft_peer *p = find_peer((qc_raft *)r, peer);
     return p && p->link_up;
 }
 

@@ -117,7 +117,7 @@ typedef enum qc_demote_reason {
     QC_DEMOTE_SHUTDOWN,
 } qc_demote_reason;
 
-typedef struct qc_event {
+typedef struct qc_raft_event {
     uint8_t type;   /* qc_event_type */
     uint8_t reason; /* QC_EVENT_DEMOTED: qc_demote_reason; QC_EVENT_ELECTED: 1
                      * for a relay (see QC_MSG_FLAG_RELAY), never a leader to
@@ -125,7 +125,7 @@ typedef struct qc_event {
     uint64_t term;
     uint64_t leader;      /* 0 for none */
     uint64_t prev_leader; /* 0 for none */
-} qc_event;
+} qc_raft_event;
 
 typedef struct qc_ready {
     /* A snapshot received from the leader: install it (restore the state
@@ -149,7 +149,7 @@ typedef struct qc_ready {
     size_t n_committed;
     qc_msg *msgs;
     size_t n_msgs;
-    qc_event *events;
+    qc_raft_event *events;
     size_t n_events;
 } qc_ready;
 

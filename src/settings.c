@@ -7,11 +7,8 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
-/* json.h reaches raft.h, whose qc_event is not the public one (see node.c). */
-#define qc_event qc_raft_event
 #include "common.h"
 #include "json.h"
-#undef qc_event
 
 #include "settings.h"
 

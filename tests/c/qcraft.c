@@ -223,7 +223,7 @@ static int l_ready(lua_State *L)
     lua_createtable(L, (int)rd.n_events, 0);
     static const char *const types[] = {"?", "elected", "demoted", "leader", "campaign", "config"};
     for (size_t i = 0; i < rd.n_events; i++) {
-        const qc_event *e = &rd.events[i];
+        const qc_raft_event *e = &rd.events[i];
         lua_createtable(L, 0, 5);
         lua_pushstring(L, types[e->type <= QC_EVENT_CONFIG ? e->type : 0]);
         lua_setfield(L, -2, "type");

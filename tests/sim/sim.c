@@ -180,7 +180,7 @@ static int conf_lets_lead(const qc_entry *conf, uint64_t id)
     return 0;
 }
 
-static void record_event(sim *s, size_t i, const qc_event *e)
+static void record_event(sim *s, size_t i, const qc_raft_event *e)
 {
     if (e->type == QC_EVENT_ELECTED) {
         s->elections++;
