@@ -141,8 +141,7 @@ int qc_client_new(const char *api, const char *token, qc_client **out);
 void qc_client_free(qc_client *c);
 /* 1 when the agent leads, 0 when not; < 0 when it cannot be asked. */
 int qc_client_is_leader(qc_client *c);
-/* As qc_get_leader_info, through the agent; QC_EIO when unreachable. The
- * API's leader answer carries no priority: it is -1 here. */
+/* As qc_get_leader_info, through the agent; QC_EIO when unreachable. */
 int qc_client_get_leader_info(qc_client *c, qc_peer **out);
 /* Waits up to timeout seconds for the leader (or term) to differ from what
  * the agent knew at the call, on the API's long-poll (300 s at most); then

@@ -145,7 +145,8 @@ class QCluster:
             msg = v.get("error") if isinstance(v, dict) else None
             raise QClusterError("agent at {} answered HTTP {}: {}".format(self.api, status, msg))
         return Peer(v["identifier"], v.get("host"), v.get("port"), v.get("metadata"),
-                    role="leader", up=True, term=v.get("term"))
+                    role="leader", up=True, voter=True, priority=v.get("priority"),
+                    term=v.get("term"))
 
     def get_leader_info(self):
         """The leader the agent knows, as a Peer; None when no leader is

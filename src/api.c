@@ -415,6 +415,7 @@ static int leader_json(conn *c, yajl_gen g)
     qc_json_key_int(g, "port", p.port);
     qc_json_key(g, "metadata");
     qc_json_raw_object(g, p.metadata);
+    qc_json_key_int(g, "priority", p.priority);
     qc_json_key_int(g, "term", (long long)term_now(c->api));
     yajl_gen_map_close(g);
     return 200;

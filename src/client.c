@@ -367,14 +367,15 @@ static char *dup_str(yajl_val v, const char *key)
 }
 
 /* The Peer of a /v1/leader answer: what the API says, plus what being the
- * leader implies (role "leader", up, voter); the answer does not carry the
- * priority, which is -1. *out is the caller's, freed with qc_peer_free.
+ * leader implies (role "leader", up, voter); priority -1 from an agent too
+ * old to say. *out is the caller's, freed with qc_peer_free.
  * The strings come first and the struct last, so that a failure frees only
  * what this function made (and the CLI, which links this file without the
  * node, needs no qc_peer_free). */
 static int leader_peer(yajl_val v, qc_peer **out)
 {
     yajl_val port = qc_json_get(v, "port"), meta = qc_json_get(v, "metadata");
+    yajl_val priority = qc_json_get(v, "priority");
     if (!qc_json_get_str(v, "identifier") || !port || !YAJL_IS_INTEGER(port)) return QC_EINVAL;
     char *id = dup_str(v, "identifier"), *host = dup_str(v, "host"), *role = strdup("leader");
     char *mtext = NULL;
@@ -395,7 +396,9 @@ static int leader_peer(yajl_val v, qc_peer **out)
                    .role = role,
                    .up = 1,
                    .voter = 1,
-                   .priority = -1};
+                   .priority = priority && YAJL_IS_INTEGER(priority)
+                                   ? (int)YAJL_GET_INTEGER(priority)
+                                   : -1};
     *out = p;
     return QC_OK;
 }

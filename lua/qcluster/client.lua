@@ -109,7 +109,7 @@ local function leader_peer(v)
   if v.leader == cjson.null or type(v.identifier) ~= "string" then return nil end
   local meta = type(v.metadata) == "table" and v.metadata or {}
   return { identifier = v.identifier, host = v.host, port = v.port, metadata = meta,
-    term = v.term, role = "leader", up = true }
+    term = v.term, role = "leader", up = true, voter = true, priority = v.priority }
 end
 
 local function leader_at(self, path, timeout)
@@ -122,7 +122,7 @@ local function leader_at(self, path, timeout)
 end
 
 -- The leader the agent knows: a Peer {identifier, host, port, metadata,
--- term, role, up}; nil when no leader is known; nil and why on error.
+-- term, role, up, voter, priority}; nil when no leader is known; nil and why on error.
 function Client:get_leader_info()
   return leader_at(self, "/v1/leader")
 end

@@ -48,6 +48,7 @@ describe("the C client", function()
       assert.are.equal(c.base + li, t.port)
       assert.are.equal("leader", t.role)
       assert.are.equal(1, t.up)
+      assert.are.equal(1, t.priority) -- the default
       assert.matches('"server_port":' .. (c.base + 40 + li), t.metadata, 1, true)
       code, t = run(c.nodes[i].api, "is_leader")
       assert.are.equal(0, code, t.raw)

@@ -30,6 +30,7 @@ describe("the Lua client", function()
       assert.are.equal(c.base + 40 + li, p.metadata.server_port)
       assert.are.equal("leader", p.role)
       assert.is_true(p.up)
+      assert.are.equal(1, p.priority) -- the default
       assert.are.equal(i == li, cl:is_leader())
       local st = assert(cl:status())
       assert.are.equal(c.nodes[i].id, st.identifier)

@@ -135,6 +135,7 @@ class LeaderInfoTest(unittest.TestCase):
             self.assertEqual(c.base + 40 + self.li, leader.metadata["server_port"])
             self.assertEqual("leader", leader.role)
             self.assertTrue(leader.up)
+            self.assertEqual(1, leader.priority)  # the default
             self.assertEqual(i == self.li, cluster.is_leader())
 
     def test_status_and_members(self):

@@ -66,6 +66,7 @@ describe("qc_api", function()
     assert.are.equal(200, status)
     assert.are.equal("server_b", j.identifier)
     assert.are.equal(7002, j.port)
+    assert.are.equal(2, j.priority)
     -- metadata is embedded as an object, not a string
     assert.are.equal("table", type(j.metadata))
     assert.are.same({ "a", "b" }, j.metadata.tags)
