@@ -105,6 +105,9 @@ describe("the C client", function()
     local file
     bg, file = start(api, "wait 120", c.dir)
     assert.is_truthy(A.wait_for(function() return (A.read(file) or ""):match("waiting") end, 10))
+    -- "waiting" comes just before the client reads the term it waits on:
+    -- give that read time to happen before the leader goes
+    os.execute("sleep 1")
     A.signal(c, li, "KILL")
     local out = A.wait_for(function()
       local s = A.read(file) or ""
