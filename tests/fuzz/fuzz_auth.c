@@ -63,7 +63,7 @@
 #define MAX_EVENTS 128
 #define MAX_SPINS 64
 #define MUST_WITHIN 5.0 /* seconds for what must happen (the loopback under load) */
-#define CHALLENGE_LEN (QC_WIRE_HEADER + QC_WIRE_NONCE + QC_WIRE_TAG)
+#define HANDSHAKE_LEN (QC_WIRE_HEADER + QC_WIRE_NONCE + QC_WIRE_TAG) /* a CHALLENGE, an AUTH */
 #define M_BAD "qcluster_bad_frames_total"
 #define M_AUTH "qcluster_auth_failures_total"
 
@@ -503,9 +503,9 @@ static void recv_exact(int fd, qc_buf *b, size_t n)
 static void read_challenge(conn *c)
 {
     qc_buf b = {0};
-    recv_exact(c->fd, &b, CHALLENGE_LEN);
+    recv_exact(c->fd, &b, HANDSHAKE_LEN);
     FUZZ_CHECK(sealed(b.data, b.len, QC_FRAME_CHALLENGE, cluster_key, QC_AUTH_DIR_CHALLENGE, 0) ==
-               CHALLENGE_LEN);
+               HANDSHAKE_LEN);
     memcpy(c->nonce_a, b.data + QC_WIRE_HEADER, QC_WIRE_NONCE);
     qc_buf_free(&b);
 }
@@ -932,7 +932,7 @@ static int challenge_of(fuzz_in *in, qc_buf *b, uint8_t nonce[QC_WIRE_NONCE])
 static void dialer_auth(const qc_buf *b, size_t *off, const uint8_t nonce_a[QC_WIRE_NONCE],
                         uint8_t key[QC_AUTH_KEY])
 {
-    FUZZ_CHECK(b->len - *off >= CHALLENGE_LEN);
+    FUZZ_CHECK(b->len - *off >= HANDSHAKE_LEN);
     qc_auth_session(cluster_key, nonce_a, b->data + *off + QC_WIRE_HEADER, key);
     *off += sealed(b->data + *off, b->len - *off, QC_FRAME_AUTH, key, QC_AUTH_DIR_DIALER, 0);
 }
@@ -1006,7 +1006,7 @@ static void dialed(fuzz_in *in, size_t chunk)
     if (up && !n) {
         qc_buf b = {0};
         size_t off = 0;
-        recv_exact(c.fd, &b, CHALLENGE_LEN + hello_len + QC_WIRE_TAG);
+        recv_exact(c.fd, &b, HANDSHAKE_LEN + hello_len + QC_WIRE_TAG);
         dialer_auth(&b, &off, nonce, c.key);
         FUZZ_CHECK(sealed(b.data + off, b.len - off, QC_FRAME_HELLO, c.key, QC_AUTH_DIR_DIALER,
                           1) == hello_len + QC_WIRE_TAG);
@@ -1061,7 +1061,7 @@ static void joining(fuzz_in *in, size_t chunk)
     put(&c, out.data, out.len);
     if (good) {
         size_t off = 0;
-        recv_exact(c.fd, &b, CHALLENGE_LEN + QC_WIRE_HEADER + plen + QC_WIRE_TAG);
+        recv_exact(c.fd, &b, HANDSHAKE_LEN + QC_WIRE_HEADER + plen + QC_WIRE_TAG);
         dialer_auth(&b, &off, nonce, c.key);
         FUZZ_CHECK(sealed(b.data + off, b.len - off, QC_FRAME_JOIN, c.key, QC_AUTH_DIR_DIALER, 1) ==
                    QC_WIRE_HEADER + plen + QC_WIRE_TAG);
@@ -1083,7 +1083,7 @@ static void joining(fuzz_in *in, size_t chunk)
     if (answered)
         FUZZ_CHECK(J.answer.len == n &&
                    (!n || memcmp(J.answer.data, out.data + QC_WIRE_HEADER, n) == 0));
-    check_dialer_counters(!good && out.len >= CHALLENGE_LEN);
+    check_dialer_counters(!good && out.len >= HANDSHAKE_LEN);
     qc_buf_free(&b);
     qc_buf_free(&out);
     qc_buf_free(&J.answer);
