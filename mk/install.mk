@@ -10,7 +10,10 @@ INCLUDEDIR      ?= $(PREFIX)/include
 PKGCONFIGDIR    ?= $(LIBDIR)/pkgconfig
 LUA_LIBDIR      ?= $(PREFIX)/lib/lua/5.4
 LUA_SHAREDIR    ?= $(PREFIX)/share/lua/5.4
-PYTHON_DIR      ?= $(PREFIX)/lib/python3/dist-packages
+# Debian's Python reads /usr/lib/python3/dist-packages, and for any other
+# prefix lib/python3.N/dist-packages (N: the installed python3's).
+PYTHON_VERSION  ?= $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+PYTHON_DIR      ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/python3/dist-packages,$(PREFIX)/lib/python$(or $(PYTHON_VERSION),3)/dist-packages)
 MANDIR          ?= $(PREFIX)/share/man
 SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
 DOCDIR          ?= $(PREFIX)/share/doc/qcluster

@@ -56,9 +56,10 @@ t_install() {
 }
 
 # Every file the README's Install section lists, at its place.
+PYVER=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 EXPECTED="bin/qcluster lib/libqcluster.a lib/libqcluster.so.0 lib/libqcluster.so
 include/qcluster.h lib/pkgconfig/qcluster.pc lib/lua/5.4/qcluster.so
-share/lua/5.4/qcluster/client.lua lib/python3/dist-packages/qcluster.py
+share/lua/5.4/qcluster/client.lua lib/python$PYVER/dist-packages/qcluster.py
 share/man/man1/qcluster.1 lib/systemd/system/qcluster.service
 share/doc/qcluster/examples/qcluster.lua"
 t_files() {
@@ -203,11 +204,14 @@ EOF
 }
 
 t_python() {
-  PYTHONPATH="$P/lib/python3/dist-packages" python3 - "$P" "$api" <<'EOF'
+  pydir="$P/lib/python$PYVER/dist-packages"
+  PYTHONPATH="$pydir" /usr/bin/python3 - "$pydir" "$api" <<'EOF'
 import sys
 import qcluster
-P, api = sys.argv[1], sys.argv[2]
-assert qcluster.__file__ == P + "/lib/python3/dist-packages/qcluster.py", qcluster.__file__
+pydir, api = sys.argv[1], sys.argv[2]
+# where Debian's python3 looks for a /usr/local install
+assert pydir.endswith("/usr/local/lib/python%d.%d/dist-packages" % sys.version_info[:2]), pydir
+assert qcluster.__file__ == pydir + "/qcluster.py", qcluster.__file__
 leader = qcluster.QCluster(api=api).get_leader_info()
 assert leader is not None and leader.identifier == "solo", leader
 EOF
