@@ -275,6 +275,7 @@ static void respond(conn *c, int status, const char *ctype, const char *body, si
      * included, and no body (RFC 9110 9.3.2): a body would be read as the
      * next response. */
     size_t send = c->method == HTTP_HEAD ? 0 : len;
+    c->method = -1; /* answered: a parse error before the next request starts is no HEAD */
     char head[512];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
