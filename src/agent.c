@@ -1094,6 +1094,11 @@ int qc_agent_leader(qc_agent *a, qc_peer_info *out)
     return a->closed ? QC_ENOLEADER : view_leader(a, out);
 }
 
+uint64_t qc_agent_lease_until(qc_agent *a)
+{
+    return qc_agent_is_leader(a) ? qc_raft_lease_until(a->raft) : 0;
+}
+
 int qc_agent_stopped(const qc_agent *a) { return a->closed; }
 
 /* Lua configs may call the qcluster module: answer as a node that has not

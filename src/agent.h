@@ -62,6 +62,9 @@ int qc_agent_stopped(const qc_agent *a);
  * knows (QC_ENOLEADER when none; strings valid until the loop turns). */
 int qc_agent_is_leader(qc_agent *a);
 int qc_agent_leader(qc_agent *a, qc_peer_info *out);
+/* While it leads: when its lease ends (ms of qc_now_ms) unless renewed;
+ * else 0. What another thread may trust a copy of is_leader until. */
+uint64_t qc_agent_lease_until(qc_agent *a);
 
 /* Checks the config at path (and its hooks) without starting anything.
  * Returns 0 when valid, 2 (with the message on stderr) when not. */

@@ -50,6 +50,8 @@ struct qc_node {
     int stopped;
     int exit_code;
     int snap_is_leader;
+    uint64_t snap_lease_until; /* snap_is_leader holds until then only */
+    int snap_leader_is_self;
     qc_peer *snap_leader;
 };
 
@@ -134,9 +136,12 @@ static void snapshot(qc_node *n)
 {
     qc_peer_info li;
     int is_leader = qc_agent_is_leader(n->agent);
+    uint64_t lease_until = qc_agent_lease_until(n->agent);
     int has = qc_agent_leader(n->agent, &li) == QC_OK;
     pthread_mutex_lock(&n->lock);
     n->snap_is_leader = is_leader;
+    n->snap_lease_until = lease_until;
+    n->snap_leader_is_self = has && li.is_self;
     if (!has) {
         qc_peer_free(n->snap_leader);
         n->snap_leader = NULL;
@@ -162,12 +167,20 @@ static void on_refresh(struct ev_loop *loop, ev_check *w, int revents)
     snapshot(w->data);
 }
 
+/* Under lock: the copy says this node leads, and the lease it was taken
+ * under still holds: a loop thread stuck in a callback must not leave other
+ * threads acting as leader after another node may have been elected. */
+static int snap_leads(const qc_node *n)
+{
+    return n->snap_is_leader && qc_now_ms() < n->snap_lease_until;
+}
+
 int qc_is_leader(qc_node *n)
 {
     if (!n) return 0;
     if (on_loop_thread(n)) return qc_agent_is_leader(n->agent);
     pthread_mutex_lock(&n->lock);
-    int yes = n->snap_is_leader;
+    int yes = snap_leads(n);
     pthread_mutex_unlock(&n->lock);
     return yes;
 }
@@ -185,7 +198,7 @@ int qc_get_leader_info(qc_node *n, qc_peer **out)
     }
     pthread_mutex_lock(&n->lock);
     int rc = QC_ENOLEADER;
-    if (n->snap_leader) {
+    if (n->snap_leader && (!n->snap_leader_is_self || snap_leads(n))) {
         qc_peer_info li = {.identifier = n->snap_leader->identifier,
                            .host = n->snap_leader->host,
                            .port = n->snap_leader->port,

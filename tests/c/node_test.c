@@ -318,7 +318,11 @@ static int case_bad(const char *dir, int port)
 
 /* ---- three nodes in one process, each on its own thread ---- */
 
-static qc_node *trio_node(const char *dir, int port, int i)
+/* Node i of three on threads of their own; on_elected (NULL: none) gets
+ * &indexes[i]. */
+static const int indexes[3] = {0, 1, 2};
+
+static qc_node *trio_node(const char *dir, int port, int i, qc_event_fn *on_elected)
 {
     qc_settings *s = qc_settings_new();
     char id[16], data[64];
@@ -339,6 +343,8 @@ static qc_node *trio_node(const char *dir, int port, int i)
     if (rc == QC_OK) rc = qc_node_new_settings(s, &n, err, sizeof err);
     qc_settings_free(s);
     CHECK(rc == QC_OK, "node t%d: %s %s", i, qc_strerror(rc), err);
+    if (n && on_elected)
+        CHECK(qc_node_on(n, "on_elected", on_elected, (void *)&indexes[i]) == QC_OK, "on t%d", i);
     if (n) CHECK(qc_node_start_thread(n) == QC_OK, "start t%d", i);
     return n;
 }
@@ -379,7 +385,7 @@ static int wait_trio_leader(qc_node **nodes, int gone)
 static int case_trio(const char *dir, int port)
 {
     qc_node *nodes[3];
-    for (int i = 0; i < 3; i++) nodes[i] = trio_node(dir, port, i);
+    for (int i = 0; i < 3; i++) nodes[i] = trio_node(dir, port, i, NULL);
     if (!nodes[0] || !nodes[1] || !nodes[2]) return 1;
     int first = wait_trio_leader(nodes, -1);
     CHECK(first >= 0, "no agreed leader among three threads after 15 s");
@@ -393,20 +399,63 @@ static int case_trio(const char *dir, int port)
     return 0;
 }
 
+/* ---- a leader's loop stuck in a callback: other threads stop hearing "leader" ---- */
+
+static int stuck_elections; /* on_elected calls so far */
+static int stuck_node = -1; /* the node whose first on_elected sleeps, while it does */
+
+static void on_elected_sleep(qc_node *n, const qc_event *ev, void *arg)
+{
+    (void)n, (void)ev;
+    if (__atomic_fetch_add(&stuck_elections, 1, __ATOMIC_SEQ_CST) != 0) return;
+    __atomic_store_n(&stuck_node, *(const int *)arg, __ATOMIC_SEQ_CST);
+    sleep_ms(2500); /* the followers elect another meanwhile */
+    __atomic_store_n(&stuck_node, -1, __ATOMIC_SEQ_CST);
+}
+
+static int case_stuck(const char *dir, int port)
+{
+    qc_node *nodes[3];
+    for (int i = 0; i < 3; i++) nodes[i] = trio_node(dir, port, i, on_elected_sleep);
+    if (!nodes[0] || !nodes[1] || !nodes[2]) return 1;
+    int stuck = -1;
+    for (int waited = 0; stuck < 0 && waited < 15000; waited++) {
+        sleep_ms(1);
+        stuck = __atomic_load_n(&stuck_node, __ATOMIC_SEQ_CST);
+    }
+    CHECK(stuck >= 0, "no on_elected after 15 s");
+    if (stuck >= 0) {
+        CHECK(qc_is_leader(nodes[stuck]) == 1, "the copy did not say leader as on_elected began");
+        sleep_ms(1000); /* its loop is stuck: no renewal, the lease lapses */
+        CHECK(__atomic_load_n(&stuck_node, __ATOMIC_SEQ_CST) == stuck, "on_elected ended early");
+        CHECK(qc_is_leader(nodes[stuck]) == 0, "still leader from a copy past its lease");
+        qc_peer *p = NULL;
+        char self[16];
+        snprintf(self, sizeof self, "t%d", stuck);
+        if (qc_get_leader_info(nodes[stuck], &p) == QC_OK)
+            CHECK(strcmp(p->identifier, self) != 0, "names itself past its lease");
+        qc_peer_free(p);
+    }
+    CHECK(wait_trio_leader(nodes, -1) >= 0, "no agreed leader once the loop runs again");
+    for (int i = 0; i < 3; i++) qc_node_free(nodes[i]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 4) {
-        fprintf(stderr, "usage: node_test thread|loop|bad|trio DIR PORT\n");
+        fprintf(stderr, "usage: node_test thread|loop|bad|trio|stuck DIR PORT\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *c = argv[1], *dir = argv[2];
     int port = atoi(argv[3]);
-    int rc = strcmp(c, "thread") == 0 ? case_thread(dir, port)
-             : strcmp(c, "loop") == 0 ? case_loop(dir, port)
-             : strcmp(c, "bad") == 0  ? case_bad(dir, port)
-             : strcmp(c, "trio") == 0 ? case_trio(dir, port)
-                                      : 2;
+    int rc = strcmp(c, "thread") == 0  ? case_thread(dir, port)
+             : strcmp(c, "loop") == 0  ? case_loop(dir, port)
+             : strcmp(c, "bad") == 0   ? case_bad(dir, port)
+             : strcmp(c, "trio") == 0  ? case_trio(dir, port)
+             : strcmp(c, "stuck") == 0 ? case_stuck(dir, port)
+                                       : 2;
     if (rc == 2) {
         fprintf(stderr, "node_test: unknown case %s\n", c);
         return 2;

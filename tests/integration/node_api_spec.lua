@@ -32,6 +32,11 @@ describe("the in-process node (libqcluster)", function()
     expect_ok("loop")
   end)
 
+  it("in thread mode, while a callback holds the loop, other threads stop hearing 'leader' once "
+    .. "the lease lapses, and hear it again once the loop runs", function()
+    expect_ok("stuck")
+  end)
+
   it("runs three nodes of one cluster in one process, each on its own thread; stopping the leader "
     .. "hands over to another", function()
     expect_ok("trio")
