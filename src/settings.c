@@ -82,8 +82,10 @@ static int put_string(qc_settings *s, const char *key, const char *value)
 {
     yajl_gen g = yajl_gen_alloc(NULL);
     if (!g) return QC_ENOMEM;
-    char *json = qc_json_str(g, value) == QC_OK ? gen_text(g, NULL) : NULL;
+    int rc = qc_json_str(g, value);
+    char *json = rc == QC_OK ? gen_text(g, NULL) : NULL;
     yajl_gen_free(g);
+    if (rc != QC_OK) return rc;
     return json ? put(s, key, json) : QC_ENOMEM;
 }
 
@@ -109,18 +111,26 @@ int qc_settings_set_bool(qc_settings *s, const char *key, int value)
     return json ? put(s, key, json) : QC_ENOMEM;
 }
 
-/* 1 when text parses as JSON (an object when object is set). */
-static int valid_json(const char *text, int object)
+/* QC_OK when text is JSON that qc_settings_json can emit: it parses and
+ * nests no deeper than json.c's limit, checked by emitting it once with
+ * qc_json_val (so the limit lives in one place). QC_EINVAL when not,
+ * QC_ENOMEM when out of memory. */
+static int valid_json(const char *text)
 {
     yajl_val v = yajl_tree_parse(text, NULL, 0);
-    int ok = v && (!object || YAJL_IS_OBJECT(v));
+    if (!v) return QC_EINVAL;
+    yajl_gen g = yajl_gen_alloc(NULL);
+    int rc = g ? qc_json_val(g, v) : QC_ENOMEM;
+    if (g) yajl_gen_free(g);
     yajl_tree_free(v);
-    return ok;
+    return rc == QC_OK || rc == QC_ENOMEM ? rc : QC_EINVAL;
 }
 
 int qc_settings_set_json(qc_settings *s, const char *key, const char *json)
 {
-    if (!s || !key || !json || !valid_json(json, 0)) return QC_EINVAL;
+    if (!s || !key || !json) return QC_EINVAL;
+    int rc = valid_json(json);
+    if (rc != QC_OK) return rc;
     char *copy = strdup(json);
     return copy ? put(s, key, copy) : QC_ENOMEM;
 }
@@ -149,6 +159,8 @@ int qc_settings_add_peer(qc_settings *s, const char *identifier, const char *hos
     if (!s || !identifier || !host) return QC_EINVAL;
     yajl_val meta = NULL;
     if (metadata_json) {
+        int rc = valid_json(metadata_json);
+        if (rc != QC_OK) return rc;
         meta = yajl_tree_parse(metadata_json, NULL, 0);
         if (!YAJL_IS_OBJECT(meta)) {
             yajl_tree_free(meta);
@@ -158,6 +170,12 @@ int qc_settings_add_peer(qc_settings *s, const char *identifier, const char *hos
     char *json = peer_json(identifier, host, port, meta);
     yajl_tree_free(meta);
     if (!json) return QC_ENOMEM;
+    /* Metadata at the limit is one level too deep inside its peer. */
+    int rc = valid_json(json);
+    if (rc != QC_OK) {
+        free(json);
+        return rc;
+    }
     if (s->n_peers == s->cap_peers) {
         size_t cap = s->cap_peers ? s->cap_peers * 2 : 8;
         char **v = realloc(s->peers, cap * sizeof *v);
@@ -172,13 +190,26 @@ int qc_settings_add_peer(qc_settings *s, const char *identifier, const char *hos
     return QC_OK;
 }
 
-/* Emits JSON text (checked when it was set) as a value. */
+/* Emits JSON text (checked when it was set, so a parse that fails now ran
+ * out of memory) as a value. */
 static int emit_text(yajl_gen g, const char *text)
 {
     yajl_val v = yajl_tree_parse(text, NULL, 0);
-    int rc = v ? qc_json_val(g, v) : QC_EINVAL;
+    int rc = v ? qc_json_val(g, v) : QC_ENOMEM;
     yajl_tree_free(v);
     return rc;
+}
+
+/* Why the config could not be made: ENOMEM for allocation, otherwise a
+ * JSON error, reported as QC_EINVAL naming the key it came from. */
+static int json_fail(int rc, const char *key, char *err, size_t errlen)
+{
+    if (rc == QC_ENOMEM) {
+        snprintf(err, errlen, "settings: out of memory");
+        return QC_ENOMEM;
+    }
+    snprintf(err, errlen, "settings: %s: not JSON the loader takes (%s)", key, qc_strerror(rc));
+    return QC_EINVAL;
 }
 
 int qc_settings_json(const qc_settings *s, char **json, size_t *len, char *err, size_t errlen)
@@ -186,26 +217,24 @@ int qc_settings_json(const qc_settings *s, char **json, size_t *len, char *err, 
     *json = NULL;
     *len = 0;
     yajl_gen g = yajl_gen_alloc(NULL);
-    if (!g) {
-        snprintf(err, errlen, "settings: out of memory");
-        return QC_ENOMEM;
-    }
-    int bad = yajl_gen_map_open(g) != yajl_gen_status_ok;
-    for (size_t i = 0; i < s->n && !bad; i++) {
+    if (!g) return json_fail(QC_ENOMEM, "", err, errlen);
+    int rc = yajl_gen_map_open(g) == yajl_gen_status_ok ? QC_OK : QC_ENOMEM;
+    const char *key = "";
+    for (size_t i = 0; i < s->n && rc == QC_OK; i++) {
         if (s->n_peers && strcmp(s->items[i].key, "peers") == 0) continue;
-        bad |= qc_json_key(g, s->items[i].key) != QC_OK;
-        bad |= emit_text(g, s->items[i].json) != QC_OK;
+        key = s->items[i].key;
+        rc = qc_json_key(g, key);
+        if (rc == QC_OK) rc = emit_text(g, s->items[i].json);
     }
-    if (s->n_peers && !bad) {
-        bad |= qc_json_key(g, "peers") != QC_OK;
-        bad |= yajl_gen_array_open(g) != yajl_gen_status_ok;
-        for (size_t i = 0; i < s->n_peers && !bad; i++) bad |= emit_text(g, s->peers[i]) != QC_OK;
-        bad |= yajl_gen_array_close(g) != yajl_gen_status_ok;
+    if (s->n_peers && rc == QC_OK) {
+        key = "peers";
+        rc = qc_json_key(g, key);
+        if (rc == QC_OK && yajl_gen_array_open(g) != yajl_gen_status_ok) rc = QC_ENOMEM;
+        for (size_t i = 0; i < s->n_peers && rc == QC_OK; i++) rc = emit_text(g, s->peers[i]);
+        if (rc == QC_OK && yajl_gen_array_close(g) != yajl_gen_status_ok) rc = QC_ENOMEM;
     }
-    bad |= yajl_gen_map_close(g) != yajl_gen_status_ok;
-    if (!bad) *json = gen_text(g, len);
+    if (rc == QC_OK && yajl_gen_map_close(g) != yajl_gen_status_ok) rc = QC_ENOMEM;
+    if (rc == QC_OK && !(*json = gen_text(g, len))) rc = QC_ENOMEM;
     yajl_gen_free(g);
-    if (*json) return QC_OK;
-    snprintf(err, errlen, "settings: out of memory");
-    return QC_ENOMEM;
+    return rc == QC_OK ? QC_OK : json_fail(rc, key, err, errlen);
 }

@@ -10,7 +10,8 @@
 
 /* The config object of s as JSON text: every key set, and peers from
  * qc_settings_add_peer (which replace a peers key set otherwise). *json is
- * malloc'd (the caller frees it), *len its length. QC_OK or QC_ENOMEM, with
+ * malloc'd (the caller frees it), *len its length. QC_OK, QC_ENOMEM, or
+ * QC_EINVAL for a value the loader cannot take ("settings: KEY: ..."), with
  * a message in err. */
 int qc_settings_json(const qc_settings *s, char **json, size_t *len, char *err, size_t errlen);
 

@@ -266,6 +266,18 @@ static int case_loop(const char *dir, int port)
 
 /* ---- what is refused ---- */
 
+/* open repeated n times, "0", close repeated n times; a static buffer. */
+static const char *nested(const char *open, const char *close, int n)
+{
+    static char buf[1024];
+    size_t len = 0, lo = strlen(open), lc = strlen(close);
+    for (int i = 0; i < n && len + lo < sizeof buf; i++, len += lo) memcpy(buf + len, open, lo);
+    buf[len++] = '0';
+    for (int i = 0; i < n && len + lc < sizeof buf; i++, len += lc) memcpy(buf + len, close, lc);
+    buf[len] = '\0';
+    return buf;
+}
+
 static int case_bad(const char *dir, int port)
 {
     qc_node *n = (qc_node *)1;
@@ -289,6 +301,15 @@ static int case_bad(const char *dir, int port)
     CHECK(qc_settings_set_json(s, "metadata", "{bad") == QC_EINVAL, "bad JSON taken");
     CHECK(qc_settings_add_peer(s, "p", "127.0.0.1", 1, "[1]") == QC_EINVAL, "array metadata");
     CHECK(qc_settings_set_string(s, NULL, "x") == QC_EINVAL, "NULL key");
+    /* JSON deeper than the loader takes is refused when set, not later as
+     * "out of memory"; metadata at the limit is too deep inside its peer. */
+    CHECK(qc_settings_set_json(s, "metadata", nested("[", "]", 100)) == QC_EINVAL, "deep JSON");
+    CHECK(qc_settings_set_json(s, "metadata", nested("{\"a\":", "}", 60)) == QC_OK, "60 deep");
+    CHECK(qc_settings_add_peer(s, "p", "127.0.0.1", 1, nested("{\"a\":", "}", 66)) == QC_EINVAL,
+          "deep metadata");
+    CHECK(qc_settings_add_peer(s, "p", "127.0.0.1", 1, nested("{\"a\":", "}", 65)) == QC_EINVAL,
+          "metadata at the limit");
+    CHECK(qc_settings_set_json(s, "metadata", "{}") == QC_OK, "metadata replaced");
     /* Then fixed: peers from add_peer, values replaced. */
     CHECK(qc_settings_set_int(s, "listen_port", port) == QC_OK, "listen_port");
     CHECK(qc_settings_set_int(s, "api_port", 0) == QC_OK, "api_port");
