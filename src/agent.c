@@ -41,11 +41,27 @@ struct pending_transfer {
 /* The agent wants to stop (a signal, a disk failure, removal from the
  * cluster): its owner is told, and stops it from outside this turn. While
  * it stops, a second request cuts the hand-over short. */
+/* Breaks the stop's own ev_run, never another: the loop may be a
+ * program's, whose ev_run must go on. */
+static void stop_break(qc_agent *a)
+{
+    if (a->in_stop_run) ev_break(a->loop, EVBREAK_ONE);
+}
+
+/* Runs the loop until *done (an answer that may already have come). */
+static void stop_run(qc_agent *a, const int *done)
+{
+    if (*done) return;
+    a->in_stop_run = 1;
+    ev_run(a->loop, 0);
+    a->in_stop_run = 0;
+}
+
 void qc_agent_want_stop(qc_agent *a, const char *reason)
 {
     a->stop_reason = reason;
     if (a->stopping) {
-        ev_break(a->loop, EVBREAK_ONE);
+        stop_break(a);
         return;
     }
     if (a->stop_fn)
@@ -845,7 +861,8 @@ static void on_handover_done(void *arg, int rc)
 {
     qc_agent *a = arg;
     if (rc) qc_log(QC_LOG_WARN, "agent", "hand-over at stop did not complete: %s", qc_strerror(rc));
-    ev_break(a->loop, EVBREAK_ONE); /* only the stop's own ev_run: maybe a program's loop */
+    a->handover_done = 1;
+    stop_break(a);
 }
 
 /* A stopping leader hands over and stays until the successor is known (two
@@ -858,7 +875,7 @@ static void on_leave_at_stop(void *arg, int rc, const char *message)
         qc_log(QC_LOG_WARN, "member", "leaving at stop did not complete: %s",
                message ? message : qc_strerror(rc));
     a->leave_done = 1;
-    ev_break(a->loop, EVBREAK_ONE);
+    stop_break(a);
 }
 
 static void shutdown_agent(qc_agent *a)
@@ -868,13 +885,13 @@ static void shutdown_agent(qc_agent *a)
     if (a->cfg.leave_on_stop && !a->exit_code && qc_membership_is_member(a) && a->n_members &&
         strcmp(a->stop_reason ? a->stop_reason : "", "left the cluster") != 0) {
         qc_membership_start_leave(a, a->cfg.identifier, on_leave_at_stop, a);
-        if (!a->leave_done) ev_run(a->loop, 0);
+        stop_run(a, &a->leave_done);
     }
     while (a->member_waits)
         qc_membership_wait_finish(a, a->member_waits, QC_EBUSY, "the agent stopped");
     if (qc_raft_role(a->raft) == QC_ROLE_LEADER) {
         if (qc_agent_start_transfer(a, 0, QC_DEMOTE_SHUTDOWN, on_handover_done, a) == QC_OK)
-            ev_run(a->loop, 0);
+            stop_run(a, &a->handover_done);
         else
             qc_raft_step_down(a->raft, qc_now_ms(), QC_DEMOTE_SHUTDOWN);
     }

@@ -84,8 +84,10 @@ struct qc_agent {
     char *join_leader;        /* "host:port" a member said leads */
     char join_asked[300];     /* the address of the join in flight */
     uint64_t join_wait_until; /* accepted: wait for the log before asking again */
-    int leave_done;
-    int relaying; /* leading only as a relay (no hooks) */
+    int leave_done;           /* the leave at stop is answered */
+    int handover_done;        /* the hand-over at stop is answered */
+    int in_stop_run;          /* inside the stop's own ev_run: only it may be broken */
+    int relaying;             /* leading only as a relay (no hooks) */
     uint64_t preempt_since;
     int exit_code; /* non-zero: stopping after a failure */
     const char *stop_reason;
