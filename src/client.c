@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <yajl/yajl_tree.h>
 
@@ -52,13 +53,24 @@ const char *qc_http_default_api(const char *api)
 
 /* ---------- sockets ---------- */
 
-/* Waits up to ms for events on fd; 0 ready, -1 with errno (ETIMEDOUT on
- * timeout). */
-static int wait_fd(int fd, short events, int ms)
+/* A call's deadline, in ms of the monotonic clock. */
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until deadline (now_ms) for events on fd; 0 ready, -1 with errno
+ * (ETIMEDOUT once the deadline has passed). Each poll gets only the time
+ * left, so a peer that sends a byte now and then cannot stretch the call. */
+static int wait_fd(int fd, short events, long long deadline)
 {
     struct pollfd p = {.fd = fd, .events = events};
     for (;;) {
-        int n = poll(&p, 1, ms);
+        long long left = deadline - now_ms();
+        if (left < 0) left = 0;
+        int n = poll(&p, 1, (int)left);
         if (n > 0) return 0;
         if (n == 0) {
             errno = ETIMEDOUT;
@@ -68,7 +80,7 @@ static int wait_fd(int fd, short events, int ms)
     }
 }
 
-static int connect_one(const struct addrinfo *ai)
+static int connect_one(const struct addrinfo *ai, long long deadline)
 {
     int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
     if (fd < 0) return -1;
@@ -76,7 +88,7 @@ static int connect_one(const struct addrinfo *ai)
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) goto fail;
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) return fd;
     if (errno != EINPROGRESS) goto fail;
-    if (wait_fd(fd, POLLOUT, QC_HTTP_TIMEOUT_MS) != 0) goto fail;
+    if (wait_fd(fd, POLLOUT, deadline) != 0) goto fail;
     int err = 0;
     socklen_t el = sizeof err;
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0) goto fail;
@@ -90,7 +102,7 @@ fail:;
 }
 
 /* Connects to host:port; -1 with *why set (static text or strerror). */
-static int dial(const char *host, const char *port, const char **why)
+static int dial(const char *host, const char *port, long long deadline, const char **why)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *res = NULL;
@@ -101,14 +113,14 @@ static int dial(const char *host, const char *port, const char **why)
     }
     int fd = -1;
     errno = ECONNREFUSED;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) fd = connect_one(ai);
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) fd = connect_one(ai, deadline);
     if (fd < 0) *why = strerror(errno);
     freeaddrinfo(res);
     return fd;
 }
 
 /* MSG_NOSIGNAL: a program using the SDK must not die of SIGPIPE. */
-static int send_all(int fd, const void *buf, size_t n)
+static int send_all(int fd, const void *buf, size_t n, long long deadline)
 {
     const char *p = buf;
     while (n > 0) {
@@ -117,7 +129,7 @@ static int send_all(int fd, const void *buf, size_t n)
             p += w;
             n -= (size_t)w;
         } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (wait_fd(fd, POLLOUT, QC_HTTP_TIMEOUT_MS) != 0) return -1;
+            if (wait_fd(fd, POLLOUT, deadline) != 0) return -1;
         } else if (w < 0 && errno != EINTR) {
             return -1;
         }
@@ -203,9 +215,9 @@ static int on_complete(http_parser *p)
     return 0;
 }
 
-/* Reads and parses the answer until it is complete, the peer closes or it
- * stays silent for wait_ms. */
-static int read_response(int fd, qc_http_resp *r, int wait_ms, const char **why)
+/* Reads and parses the answer until it is complete, the peer closes or the
+ * deadline passes. */
+static int read_response(int fd, qc_http_resp *r, long long deadline, const char **why)
 {
     static const http_parser_settings s = {.on_header_field = on_header_field,
                                            .on_header_value = on_header_value,
@@ -219,7 +231,7 @@ static int read_response(int fd, qc_http_resp *r, int wait_ms, const char **why)
     while (!ps.complete) {
         ssize_t n = recv(fd, buf, sizeof buf, 0);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (wait_fd(fd, POLLIN, wait_ms) != 0) break;
+            if (wait_fd(fd, POLLIN, deadline) != 0) break;
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -272,15 +284,17 @@ int qc_http_call(const char *api, const qc_http_req *q, qc_http_resp *r, const c
     int fd = -1;
     size_t hl = 0;
     char *head = NULL;
+    /* One deadline for the whole call: connecting, sending and reading. */
+    long long deadline = now_ms() + (q->wait_ms > 0 ? q->wait_ms : QC_HTTP_TIMEOUT_MS);
     if (qc_http_split_hostport(api, host, sizeof host, &port) == 0) head = build_head(q, host, &hl);
-    if (!head || (fd = dial(host, port, why)) < 0) goto fail;
+    if (!head || (fd = dial(host, port, deadline, why)) < 0) goto fail;
     /* A refused body (413) may be cut short; its answer can still be read. */
-    if (send_all(fd, head, hl) != 0 ||
-        (send_all(fd, q->body, q->blen) != 0 && errno != EPIPE && errno != ECONNRESET)) {
+    if (send_all(fd, head, hl, deadline) != 0 ||
+        (send_all(fd, q->body, q->blen, deadline) != 0 && errno != EPIPE && errno != ECONNRESET)) {
         *why = strerror(errno);
         goto fail;
     }
-    if (read_response(fd, r, q->wait_ms, why) != 0) goto fail;
+    if (read_response(fd, r, deadline, why) != 0) goto fail;
     close(fd);
     free(head);
     return 0;
@@ -389,16 +403,15 @@ static int leader_peer(yajl_val v, qc_peer **out)
         free(mtext);
         return rc == QC_OK ? QC_ENOMEM : rc;
     }
-    *p = (qc_peer){.identifier = id,
-                   .host = host,
-                   .port = (int)YAJL_GET_INTEGER(port),
-                   .metadata = mtext,
-                   .role = role,
-                   .up = 1,
-                   .voter = 1,
-                   .priority = priority && YAJL_IS_INTEGER(priority)
-                                   ? (int)YAJL_GET_INTEGER(priority)
-                                   : -1};
+    *p = (qc_peer){
+        .identifier = id,
+        .host = host,
+        .port = (int)YAJL_GET_INTEGER(port),
+        .metadata = mtext,
+        .role = role,
+        .up = 1,
+        .voter = 1,
+        .priority = priority && YAJL_IS_INTEGER(priority) ? (int)YAJL_GET_INTEGER(priority) : -1};
     *out = p;
     return QC_OK;
 }
@@ -452,6 +465,6 @@ int qc_client_wait_for_leader_change(qc_client *c, double timeout, qc_peer **out
     if (rc != QC_OK) return rc;
     char path[96];
     snprintf(path, sizeof path, "/v1/leader?wait=%.3f&term=%llu", timeout, term);
-    /* Silence is expected while the agent holds the request. */
+    /* The agent holds the request up to timeout; then the usual bound. */
     return leader_at(c, path, (int)(timeout * 1000) + QC_HTTP_TIMEOUT_MS, out);
 }

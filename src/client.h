@@ -1,13 +1,13 @@
 /* The one blocking HTTP/1.1 client of the agent's API, shared by the CLI
  * (src/cli.c) and the C SDK (qc_client_* of include/qcluster.h): one request
- * a connection, bounded waits, http_parser for the answer. Internal to
+ * a connection, one deadline a call, http_parser for the answer. Internal to
  * libqcluster; it knows nothing of the API's paths. */
 #ifndef QC_CLIENT_H
 #define QC_CLIENT_H
 
 #include <stddef.h>
 
-#define QC_HTTP_TIMEOUT_MS 5000 /* connecting, sending, and an answer's silence */
+#define QC_HTTP_TIMEOUT_MS 5000 /* a whole call: connecting, sending, the answer */
 #define QC_HTTP_MAX_BODY (16 * 1024 * 1024)
 
 typedef struct qc_http_req {
@@ -17,7 +17,8 @@ typedef struct qc_http_req {
     const void *body;  /* NULL with blen 0: none */
     size_t blen;
     const char *token; /* sent as a bearer token; NULL or "": none */
-    int wait_ms;       /* longest silence while waiting for the answer */
+    int wait_ms;       /* the whole call's limit: connecting, sending and the
+                          complete answer; <= 0: QC_HTTP_TIMEOUT_MS */
 } qc_http_req;
 
 typedef struct qc_http_resp {

@@ -1,8 +1,10 @@
 -- The C client SDK (qc_client_* of libqcluster) through build/client_test
 -- against real agents: the leader every node names, no leader
 -- (QC_ENOLEADER and NULL), an agent that cannot be reached (QC_EIO), and the
--- long-poll ending once the leader is killed.
+-- long-poll ending once the leader is killed; a fake agent whose answer
+-- drips in for a minute, cut off at the client's bound.
 local A = require("agents")
+local bad_agent = require("bad_agent")
 
 local PROG = os.getenv("QC_CLIENT_TEST") or (A.root .. "/build/client_test")
 local ENOLEADER, EIO = -4, -3
@@ -25,11 +27,12 @@ local function start(api, args, dir)
 end
 
 describe("the C client", function()
-  local c, bg
+  local c, bg, fake
 
   after_each(function()
     if bg then os.execute("kill -KILL " .. bg .. " 2>/dev/null") end
-    bg = nil
+    if fake then os.execute("kill -KILL " .. fake .. " 2>/dev/null") end
+    bg, fake = nil, nil
     A.stop(c)
     c = nil
   end)
@@ -90,6 +93,23 @@ describe("the C client", function()
     code, t = run("no-port", "leader")
     assert.are.equal(1, code)
     assert.matches("new rc=%-2", t.raw)
+  end)
+
+  it("gives up with QC_EIO on an answer that drips in past its time limit", function()
+    c = A.cluster(1) -- only for its directory
+    local api
+    fake, api = bad_agent.start("drip")
+    local file
+    bg, file = start(api, "leader", c.dir)
+    -- the answer takes 60 s, a byte a second; the call's limit is 5 s
+    local out = A.wait_for(function()
+      local s = A.read(file) or ""
+      return s:match("rc=") and s
+    end, 20)
+    assert.is_truthy(out, "no answer within 20 s")
+    assert.matches("rc=" .. EIO .. " ", out .. " ", 1, true)
+    assert.is_truthy(A.wait_for(function() return not A.alive(bg) end, 10))
+    bg = nil
   end)
 
   it("waits on the long-poll until the leader is killed, and answers at the timeout", function()
