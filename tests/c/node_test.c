@@ -6,6 +6,7 @@
 #include <ev.h>
 #include <pthread.h>
 #include <qcluster.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -462,10 +463,99 @@ static int case_stuck(const char *dir, int port)
     return 0;
 }
 
+/* ---- loop mode: a stop whose leave fails at once leaves the program's loop running ---- */
+
+typedef struct leave_case {
+    qc_node *a;
+    int peer_pid, killed, stopped, ticks_after, ended;
+    ev_timer poll, tick, end, guard;
+} leave_case;
+
+static void leave_end(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    ((leave_case *)w->data)->ended = w == &((leave_case *)w->data)->end;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void leave_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    leave_case *lc = w->data;
+    if (lc->stopped) lc->ticks_after++;
+}
+
+/* Once b leads, it is killed; once a sees b's link down, the program stops
+ * a from a timer: its leave, sent to a leader it cannot reach, fails at once. */
+static void leave_poll(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    leave_case *lc = w->data;
+    qc_peer *p = NULL;
+    if (qc_get_leader_info(lc->a, &p) != QC_OK) return;
+    int up = p->up;
+    qc_peer_free(p);
+    if (!lc->killed) {
+        kill(lc->peer_pid, SIGKILL);
+        lc->killed = 1;
+        return;
+    }
+    if (up) return;
+    ev_timer_stop(loop, w);
+    qc_node_stop(lc->a);
+    lc->stopped = 1;
+    ev_timer_start(loop, &lc->end);
+}
+
+/* PORT: a's; the spec runs b (a qcluster agent on PORT+1 that may lead) and
+ * gives its pid in QC_PEER_PID. */
+static int case_leave(const char *dir, int port)
+{
+    const char *pid = getenv("QC_PEER_PID");
+    CHECK(pid && atoi(pid) > 0, "QC_PEER_PID not set");
+    if (!pid) return 1;
+    leave_case lc = {.peer_pid = atoi(pid)};
+    char peers[256];
+    snprintf(peers, sizeof peers,
+             "[{\"identifier\": \"b\", \"host\": \"127.0.0.1\", \"port\": %d}]", port + 1);
+    qc_settings *s = qc_settings_new();
+    int rc = s ? QC_OK : QC_ENOMEM;
+    if (rc == QC_OK) rc = qc_settings_set_string(s, "identifier", "a");
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "listen_port", port);
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "api_port", 0);
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "priority", 0); /* b leads */
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "election_timeout_ms", 3000);
+    if (rc == QC_OK) rc = qc_settings_set_bool(s, "leave_on_stop", 1);
+    if (rc == QC_OK) rc = qc_settings_set_string(s, "data_dir", path_in(dir, "data-a"));
+    if (rc == QC_OK) rc = qc_settings_set_json(s, "peers", peers);
+    char err[512] = "";
+    if (rc == QC_OK) rc = qc_node_new_settings(s, &lc.a, err, sizeof err);
+    qc_settings_free(s);
+    CHECK(rc == QC_OK, "node a: %s %s", qc_strerror(rc), err);
+    if (rc) return 1;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    CHECK(qc_node_start(lc.a, loop) == QC_OK, "start a on the program's loop");
+    ev_timer_init(&lc.poll, leave_poll, 0.02, 0.02);
+    ev_timer_init(&lc.tick, leave_tick, 0.05, 0.05);
+    ev_timer_init(&lc.end, leave_end, 1.0, 0);
+    ev_timer_init(&lc.guard, leave_end, 40.0, 0);
+    lc.poll.data = lc.tick.data = lc.end.data = lc.guard.data = &lc;
+    ev_timer_start(loop, &lc.poll);
+    ev_timer_start(loop, &lc.tick);
+    ev_timer_start(loop, &lc.guard);
+    ev_run(loop, 0);
+    CHECK(lc.stopped, "a never saw b lead and go within 40 s");
+    CHECK(!lc.stopped || (lc.ended && lc.ticks_after > 0),
+          "the program's ev_run ended with the node's stop (ticks after it: %d)", lc.ticks_after);
+    qc_node_free(lc.a);
+    ev_loop_destroy(loop);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 4) {
-        fprintf(stderr, "usage: node_test thread|loop|bad|trio|stuck DIR PORT\n");
+        fprintf(stderr, "usage: node_test thread|loop|bad|trio|stuck|leave DIR PORT\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -476,6 +566,7 @@ int main(int argc, char **argv)
              : strcmp(c, "bad") == 0   ? case_bad(dir, port)
              : strcmp(c, "trio") == 0  ? case_trio(dir, port)
              : strcmp(c, "stuck") == 0 ? case_stuck(dir, port)
+             : strcmp(c, "leave") == 0 ? case_leave(dir, port)
                                        : 2;
     if (rc == 2) {
         fprintf(stderr, "node_test: unknown case %s\n", c);
