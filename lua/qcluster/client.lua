@@ -16,16 +16,22 @@ local MAX_WAIT = 300
 
 -- socket.http sets its module-wide TIMEOUT on every socket it opens; this
 -- socket keeps the client's own instead, so two clients never share one.
-local function socket_with_timeout(seconds)
+-- The request gets `seconds` in all: before each operation the socket's
+-- total timeout is set to the time left, so an agent that sends a byte now
+-- and then cannot stretch the call (lua-socket's timeouts are per call).
+local function socket_with_deadline(seconds)
   return function()
     local s, err = socket.tcp()
     if not s then return nil, err end
-    s:settimeout(seconds)
+    local deadline = socket.gettime() + seconds
     return setmetatable({}, { __index = function(_, name)
       if name == "settimeout" then return function() return 1 end end
       local method = s[name]
       if type(method) ~= "function" then return method end
-      return function(_, ...) return method(s, ...) end
+      return function(_, ...)
+        s:settimeout(math.max(deadline - socket.gettime(), 0), "t")
+        return method(s, ...)
+      end
     end })
   end
 end
@@ -40,7 +46,8 @@ end
 
 -- opts.api: "HOST:PORT" (default $QCLUSTER_API, else 127.0.0.1:8001);
 -- opts.token: the agent's api_token, sent as a bearer token; opts.timeout:
--- seconds to connect and to wait for an answer (default 5).
+-- seconds a whole request may take, connecting to the last byte of the
+-- answer (default 5; a long-poll gets its wait on top).
 function M.new(opts)
   opts = opts or {}
   local api = opts.api
@@ -63,7 +70,7 @@ function Client:request(method, path, body, timeout)
   local ok, status, hdrs = http.request {
     url = "http://" .. self.api .. path, method = method, headers = headers,
     source = body and ltn12.source.string(body) or nil, sink = ltn12.sink.table(out),
-    create = socket_with_timeout(timeout or self.timeout),
+    create = socket_with_deadline(timeout or self.timeout),
   }
   if not ok then return nil, "cannot reach agent at " .. self.api .. ": " .. tostring(status) end
   return status, table.concat(out), hdrs

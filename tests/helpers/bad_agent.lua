@@ -1,7 +1,8 @@
 -- A fake agent that answers badly, for the client SDK specs: "drip" sends a
--- 200 whose 60-byte body comes one byte a second (each silence short, the
--- whole answer a minute long); "body" answers every request at once with
--- 200 and the given text. Serves one connection at a time, forever.
+-- 200 whose headers come one line a second for a minute (each silence, and
+-- each read of a line, short; the whole answer a minute long), then an
+-- empty body; "body" answers every request at once with 200 and the given
+-- text. Serves one connection at a time, forever.
 -- As a script: lua5.4 tests/helpers/bad_agent.lua MODE PORTFILE [TEXT]
 -- (it writes its port to PORTFILE once listening). As a module: start().
 local socket = require("socket")
@@ -21,11 +22,13 @@ local function serve(mode, portfile, text)
         local line = c:receive("*l")
       until not line or line == ""
       if mode == "drip" then
-        c:send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n")
-        for _ = 1, 60 do
-          if not c:send(" ") then break end
+        local ok = c:send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        for i = 1, 60 do
+          if not ok then break end
           socket.sleep(1)
+          ok = c:send("X-Drip: " .. i .. "\r\n")
         end
+        if ok then c:send("Content-Length: 0\r\n\r\n") end
       else
         c:send(string.format("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" ..
           "Content-Length: %d\r\nConnection: close\r\n\r\n%s", #text, text))

@@ -101,7 +101,7 @@ describe("the C client", function()
     fake, api = bad_agent.start("drip")
     local file
     bg, file = start(api, "leader", c.dir)
-    -- the answer takes 60 s, a byte a second; the call's limit is 5 s
+    -- the answer takes 60 s, a header line a second; the call's limit is 5 s
     local out = A.wait_for(function()
       local s = A.read(file) or ""
       return s:match("rc=") and s

@@ -1,18 +1,21 @@
 -- The Lua client SDK (lua/qcluster/client.lua) against real agents: the
 -- leader as every node names it, no leader, an agent that cannot be reached,
--- and the long-poll that sees the leader change.
+-- and the long-poll that sees the leader change; a fake agent whose answer
+-- drips in for a minute, cut off at the client's timeout.
 local A = require("agents")
+local bad_agent = require("bad_agent")
 local client = require("qcluster.client")
 
 -- A loopback port nobody listens on: a fresh cluster's unused API slot.
 local function dead_api(c) return "127.0.0.1:" .. (c.base + 39) end
 
 describe("the Lua client", function()
-  local c
+  local c, fake
 
   after_each(function()
+    if fake then os.execute("kill -KILL " .. fake .. " 2>/dev/null") end
     A.stop(c)
-    c = nil
+    c, fake = nil, nil
   end)
 
   it("names the leader every node agrees on, with its address and metadata", function()
@@ -66,6 +69,18 @@ describe("the Lua client", function()
     assert.is_string(err)
     assert.is_nil((cl:wait_for_leader_change(1)))
     assert.is_nil((cl:members()))
+  end)
+
+  it("gives up on an answer that drips in past its timeout", function()
+    local api
+    fake, api = bad_agent.start("drip")
+    local cl = assert(client.new { api = api, timeout = 2 })
+    local t0 = A.now()
+    local p, err = cl:get_leader_info()
+    assert.is_nil(p)
+    assert.matches("timeout", err)
+    -- the answer takes 60 s, a header line a second
+    assert.is_true(A.now() - t0 < 20, "returned after " .. (A.now() - t0) .. " s")
   end)
 
   it("takes its address from $QCLUSTER_API and refuses a bad one", function()
