@@ -76,8 +76,9 @@ function Client:request(method, path, body, timeout)
   return status, table.concat(out), hdrs
 end
 
--- GET path as JSON: the decoded answer and its status, or nil and why.
--- Statuses in `accept` are answers; any other is an error.
+-- GET path as JSON: the decoded answer (an object or a list, so a table)
+-- and its status, or nil and why. Statuses in `accept` are answers; any
+-- other is an error.
 function Client:get_json(path, accept, timeout)
   local status, body = self:request("GET", path, nil, timeout)
   if not status then return nil, body end
@@ -86,7 +87,8 @@ function Client:get_json(path, accept, timeout)
     local msg = type(v) == "table" and type(v.error) == "string" and v.error or body
     return nil, string.format("agent at %s answered HTTP %d: %s", self.api, status, msg)
   end
-  if v == nil then return nil, "bad answer from agent at " .. self.api end
+  -- a number, string or null is no answer a caller can index
+  if type(v) ~= "table" then return nil, "bad answer from agent at " .. self.api end
   return integers(v), status
 end
 

@@ -1,7 +1,8 @@
 -- The Lua client SDK (lua/qcluster/client.lua) against real agents: the
 -- leader as every node names it, no leader, an agent that cannot be reached,
 -- and the long-poll that sees the leader change; a fake agent whose answer
--- drips in for a minute, cut off at the client's timeout.
+-- drips in for a minute, cut off at the client's timeout, and one whose
+-- JSON is not an object.
 local A = require("agents")
 local bad_agent = require("bad_agent")
 local client = require("qcluster.client")
@@ -81,6 +82,32 @@ describe("the Lua client", function()
     assert.matches("timeout", err)
     -- the answer takes 60 s, a header line a second
     assert.is_true(A.now() - t0 < 20, "returned after " .. (A.now() - t0) .. " s")
+  end)
+
+  it("returns nil and a message when the agent answers JSON that is not an object", function()
+    for _, body in ipairs { "42", "null", '"x"', "true" } do
+      local api
+      fake, api = bad_agent.start("body", body)
+      local cl = assert(client.new { api = api, timeout = 2 })
+      local bad = "bad answer from agent at " .. api
+      local v, err = cl:status()
+      assert.is_nil(v, body)
+      assert.are.equal(bad, err, body)
+      v, err = cl:get_leader_info()
+      assert.is_nil(v, body)
+      assert.are.equal(bad, err, body)
+      v, err = cl:is_leader()
+      assert.is_nil(v, body)
+      assert.are.equal(bad, err, body)
+      v, err = cl:wait_for_leader_change(1)
+      assert.is_nil(v, body)
+      assert.are.equal(bad, err, body)
+      v, err = cl:members()
+      assert.is_nil(v, body)
+      assert.are.equal(bad, err, body)
+      os.execute("kill -KILL " .. fake)
+      fake = nil
+    end
   end)
 
   it("takes its address from $QCLUSTER_API and refuses a bad one", function()
