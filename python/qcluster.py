@@ -8,6 +8,8 @@ one request a connection.
 import http.client
 import json
 import os
+import socket
+import time
 
 __all__ = ["QCluster", "Peer", "QClusterError"]
 __version__ = "0.1.0"
@@ -51,6 +53,38 @@ class Peer:
             self.identifier, self.host, self.port, self.metadata, self.role, self.up)
 
 
+class _DeadlineSocket(socket.socket):
+    """A connected socket whose every read waits only for the time left
+    until deadline (time.monotonic()): http.client's timeout is per
+    operation, so an agent sending a byte now and then could stretch a call
+    without end."""
+
+    deadline = 0.0
+
+    def recv_into(self, buffer, nbytes=0, flags=0):
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("timed out")
+        self.settimeout(left)
+        return super().recv_into(buffer, nbytes, flags)
+
+
+class _Connection(http.client.HTTPConnection):
+    """An HTTPConnection whose whole request, connecting to the last byte of
+    the answer, ends by deadline."""
+
+    def __init__(self, host, port, deadline):
+        super().__init__(host, port, timeout=max(deadline - time.monotonic(), 0.001))
+        self.deadline = deadline
+
+    def connect(self):
+        super().connect()
+        plain = self.sock
+        self.sock = _DeadlineSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        self.sock.deadline = self.deadline
+        self.sock.settimeout(max(self.deadline - time.monotonic(), 0.001))
+
+
 def _split_api(api):
     """("host", port) of "HOST:PORT" or "[V6]:PORT"; ValueError otherwise."""
     host, sep, port = api.rpartition(":")
@@ -82,7 +116,8 @@ class QCluster:
     config (the original SDK's way) asks that node's API (api_host, api_port
     or listen_port + 1000). Without either: $QCLUSTER_API, else
     127.0.0.1:8001. token (or the config's api_token) is sent as a bearer
-    token; timeout bounds connecting and each answer, in seconds.
+    token; timeout bounds a whole request, connecting to the last byte of
+    the answer, in seconds (a long-poll gets its wait on top).
     """
 
     def __init__(self, api=None, token=None, timeout=5.0, **conf):
@@ -100,7 +135,7 @@ class QCluster:
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = "Bearer " + self.token
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
+        conn = _Connection(self.host, self.port, time.monotonic() + (timeout or self.timeout))
         try:
             conn.request("GET", path, headers=headers)
             resp = conn.getresponse()

@@ -9,9 +9,11 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -100,6 +102,55 @@ class Cluster:
         if not name:
             raise AssertionError("no agreed leader; logs in " + self.dir)
         return name
+
+
+class BadAgent:
+    """A fake agent on a loopback port that answers every request badly:
+    with body (bytes) at once, or when drip is set with a 200 whose headers
+    come one line a second for a minute, then an empty body. close() stops
+    it."""
+
+    def __init__(self, body=b"", drip=False):
+        self.body, self.drip = body, drip
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.api = "127.0.0.1:%d" % self.srv.getsockname()[1]
+        self.done = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.done.is_set():
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(c,), daemon=True).start()
+
+    def _answer(self, c):
+        try:
+            c.settimeout(5)
+            req = b""
+            while b"\r\n\r\n" not in req:
+                chunk = c.recv(4096)
+                if not chunk:
+                    return
+                req += chunk
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            for i in range(60 if self.drip else 0):
+                if self.done.wait(1):
+                    return
+                c.sendall(b"X-Drip: %d\r\n" % i)
+            body = b"" if self.drip else self.body
+            c.sendall(b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.done.set()
+        self.srv.close()
 
 
 def started(n, run=None):
@@ -208,6 +259,16 @@ class AddressTest(unittest.TestCase):
             cluster.is_leader()
         with self.assertRaises(QClusterError):
             cluster.wait_for_leader_change(timeout=1)
+
+    def test_an_answer_dripping_in_past_the_timeout_raises(self):
+        bad = BadAgent(drip=True)
+        self.addCleanup(bad.close)
+        cluster = QCluster(api=bad.api, timeout=2)
+        t0 = time.monotonic()
+        with self.assertRaisesRegex(QClusterError, "timed out"):
+            cluster.get_leader_info()
+        # the answer takes 60 s, a header line a second
+        self.assertLess(time.monotonic() - t0, 20)
 
     def test_address_from_config_environment_or_default(self):
         self.assertEqual("127.0.0.1:8001", QCluster(identifier="a", listen_port=7001).api)
