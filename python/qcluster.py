@@ -149,11 +149,18 @@ class QCluster:
         except ValueError as e:
             raise QClusterError("bad answer from agent at {}".format(self.api)) from e
 
-    def _get_ok(self, path):
+    def _bad_answer(self):
+        return QClusterError("bad answer from agent at {}".format(self.api))
+
+    def _get_ok(self, path, kind=dict):
+        """The decoded 200 answer of GET path, which must be a kind (a JSON
+        object, or a list); QClusterError otherwise."""
         status, v = self._get(path)
         if status != 200:
             msg = v.get("error") if isinstance(v, dict) else None
             raise QClusterError("agent at {} answered HTTP {}: {}".format(self.api, status, msg))
+        if not isinstance(v, kind):
+            raise self._bad_answer()
         return v
 
     def status(self):
@@ -164,9 +171,12 @@ class QCluster:
     def members(self):
         """Every member, this agent first, as a Peer with role, up, voter and
         priority (GET /v1/members)."""
+        members = self._get_ok("/v1/members", list)
+        if not all(isinstance(m, dict) for m in members):
+            raise self._bad_answer()
         return [Peer(m.get("identifier"), m.get("host"), m.get("port"), m.get("metadata"),
                      role=m.get("role"), up=m.get("up"), voter=m.get("voter"),
-                     priority=m.get("priority")) for m in self._get_ok("/v1/members")]
+                     priority=m.get("priority")) for m in members]
 
     def is_leader(self):
         """True when the agent this client asks is the leader."""
@@ -176,7 +186,9 @@ class QCluster:
         status, v = self._get(path, timeout)
         if status == 503:
             return None
-        if status != 200 or not isinstance(v, dict) or "identifier" not in v:
+        if status == 200 and not isinstance(v, dict):
+            raise self._bad_answer()
+        if status != 200 or "identifier" not in v:
             msg = v.get("error") if isinstance(v, dict) else None
             raise QClusterError("agent at {} answered HTTP {}: {}".format(self.api, status, msg))
         return Peer(v["identifier"], v.get("host"), v.get("port"), v.get("metadata"),

@@ -270,6 +270,21 @@ class AddressTest(unittest.TestCase):
         # the answer takes 60 s, a header line a second
         self.assertLess(time.monotonic() - t0, 20)
 
+    def test_an_answer_that_is_not_an_object_raises(self):
+        for body in (b"42", b"null", b'"x"', b"[1, 2]", b'{"a": 1}'):
+            bad = BadAgent(body=body)
+            self.addCleanup(bad.close)
+            cluster = QCluster(api=bad.api, timeout=2)
+            msg = "bad answer from agent at " + bad.api
+            calls = [cluster.status, cluster.is_leader, cluster.get_leader_info,
+                     cluster.members, lambda: cluster.wait_for_leader_change(timeout=1)]
+            if body.startswith(b"{"):
+                calls = [cluster.members]  # an object where a list belongs
+            for call in calls:
+                with self.subTest(body=body, call=call):
+                    with self.assertRaisesRegex(QClusterError, msg):
+                        call()
+
     def test_address_from_config_environment_or_default(self):
         self.assertEqual("127.0.0.1:8001", QCluster(identifier="a", listen_port=7001).api)
         self.assertEqual("10.0.0.1:9000",
