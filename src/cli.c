@@ -32,7 +32,7 @@ typedef struct opts {
     const char *cmd;
     const char *api;
     int json, help, stale, has_cas;
-    int wait_ms; /* longest silence while waiting for an answer */
+    int wait_ms; /* the whole call's limit: connecting, sending, the answer */
     int64_t cas;
     const char *args[CLI_MAX_ARGS];
     int nargs;
