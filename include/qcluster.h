@@ -127,8 +127,11 @@ int qc_get_leader_info(qc_node *n, qc_peer **out);
  * thread. From a callback, or on a loop another caller runs, it only asks:
  * the node stops at its loop's next turn. */
 int qc_node_stop(qc_node *n);
-/* Stops the node if running and frees it; NULL is allowed. Not from a
- * callback; in loop mode, from the loop's thread. */
+/* Stops the node if running and frees it; NULL is allowed. In loop mode,
+ * from the loop's thread. Called from a callback, or while a stop runs on
+ * the loop's thread (another watcher of the program's loop during a
+ * qc_node_stop), it only asks: the node is freed when that stop completes
+ * (one is asked for, at the loop's next turn, when none runs yet). */
 void qc_node_free(qc_node *n);
 
 /* ---- a client of an agent's HTTP API --------------------------------- */

@@ -40,6 +40,7 @@ struct qc_node {
     ev_check refresh;    /* the snapshot, after every loop turn */
     int in_callback;     /* loop thread only */
     int stopping;        /* loop thread only */
+    int free_pending;    /* loop thread only: qc_node_free came during a stop or callback */
     pthread_t thread;    /* thread mode */
     pthread_mutex_t lock;
     /* Under lock. */
@@ -365,13 +366,21 @@ static void finish(qc_node *n, int code)
     pthread_mutex_unlock(&n->lock);
 }
 
-/* Loop thread, outside the agent's processing and any callback. */
+static void node_destroy(qc_node *n);
+
+/* Loop thread, outside the agent's processing and any callback. A
+ * qc_node_free that came during the stop (from a callback, or another
+ * watcher of the program's loop run by the stop's nested ev_run) frees the
+ * node here, once nothing on the stack uses it: callers must not touch n
+ * after this returns. */
 static int stop_here(qc_node *n)
 {
     if (n->stopping) return QC_EBUSY;
     n->stopping = 1;
     int code = qc_agent_stop(n->agent, STOP_REASON);
     finish(n, code);
+    n->stopping = 0;
+    if (n->free_pending) node_destroy(n);
     return code;
 }
 
@@ -437,7 +446,7 @@ static void *thread_main(void *arg)
     qc_node *n = arg;
     set_loop_thread(n);
     ev_run(n->loop, 0);
-    stop_here(n);
+    stop_here(n); /* may free n (a callback freed it) */
     return NULL;
 }
 
@@ -514,13 +523,15 @@ int qc_node_stop(qc_node *n)
     return QC_OK;
 }
 
-void qc_node_free(qc_node *n)
+/* Frees n, stopped; on its own thread (a callback freed it) the thread
+ * detaches instead of joining itself. */
+static void node_destroy(qc_node *n)
 {
-    if (!n) return;
     pthread_mutex_lock(&n->lock);
-    int stopped = n->stopped;
+    int self = n->has_thread && pthread_equal(n->thread, pthread_self());
+    if (self) n->has_thread = 0;
     pthread_mutex_unlock(&n->lock);
-    if (!stopped && n->mode != MODE_RUN) qc_node_stop(n);
+    if (self) pthread_detach(pthread_self());
     join_thread(n);
     qc_agent_free(n->agent);
     if (n->own_loop) ev_loop_destroy(n->loop);
@@ -533,4 +544,21 @@ void qc_node_free(qc_node *n)
     qc_peer_free(n->snap_leader);
     pthread_mutex_destroy(&n->lock);
     free(n);
+}
+
+void qc_node_free(qc_node *n)
+{
+    if (!n) return;
+    if ((n->stopping || n->in_callback) && on_loop_thread(n)) {
+        /* The stop, or the callback, still runs on n: the stop frees it as
+         * it unwinds (one is asked for when only a callback runs). */
+        n->free_pending = 1;
+        if (!n->stopping) ask_stop(n);
+        return;
+    }
+    pthread_mutex_lock(&n->lock);
+    int stopped = n->stopped;
+    pthread_mutex_unlock(&n->lock);
+    if (!stopped && n->mode != MODE_RUN) qc_node_stop(n);
+    node_destroy(n);
 }

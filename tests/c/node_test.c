@@ -164,7 +164,9 @@ static int case_thread(const char *dir, int port)
         qc_peer_free(p);
     }
     const char *out = NULL;
-    for (waited = 0; !(out = read_file(path_in(dir, "exec.out"))) && waited < 5000; waited += 10)
+    /* not yet there, or opened and not yet written */
+    for (waited = 0; (!(out = read_file(path_in(dir, "exec.out"))) || !*out) && waited < 5000;
+         waited += 10)
         sleep_ms(10);
     CHECK(out && strcmp(out, "0 hi\n") == 0, "exec result %s", out ? out : "(none)");
     CHECK(qc_node_stop(n) == QC_OK, "qc_node_stop from the main thread");
@@ -552,10 +554,108 @@ static int case_leave(const char *dir, int port)
     return 0;
 }
 
+/* ---- loop mode: freed by another watcher while its stop runs ---- */
+
+typedef struct free_case {
+    qc_node *a, *b;
+    ev_timer poll, free_w, end, guard;
+    int stop_rc, stopped, freed_at_stop, ended;
+    recorder rec;
+} free_case;
+
+static void free_during_stop(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    free_case *fc = w->data;
+    fc->freed_at_stop = !fc->stopped; /* qc_node_stop has not returned */
+    qc_node_free(fc->a);
+}
+
+static void free_end(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    ((free_case *)w->data)->ended = 1;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+/* a leads: stop it from a program timer; its hand-over runs the loop
+ * nested, and another timer frees a meanwhile. */
+static void free_poll(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    free_case *fc = w->data;
+    if (!qc_is_leader(fc->a)) return;
+    ev_timer_stop(loop, w);
+    ev_timer_start(loop, &fc->free_w);
+    fc->stop_rc = qc_node_stop(fc->a);
+    fc->stopped = 1;
+    ev_timer_start(loop, &fc->end);
+}
+
+static qc_node *free_node(const char *dir, const char *id, int port, const char *peer, int pport,
+                          int prio)
+{
+    char peers[256], data[64];
+    snprintf(peers, sizeof peers,
+             "[{\"identifier\": \"%s\", \"host\": \"127.0.0.1\", \"port\": %d, \"priority\": %d}]",
+             peer, pport, !prio);
+    snprintf(data, sizeof data, "data-%s", id);
+    qc_settings *s = qc_settings_new();
+    int rc = s ? QC_OK : QC_ENOMEM;
+    if (rc == QC_OK) rc = qc_settings_set_string(s, "identifier", id);
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "listen_port", port);
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "api_port", 0);
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "priority", prio);
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "election_timeout_ms", 300);
+    if (rc == QC_OK) rc = qc_settings_set_bool(s, "leave_on_stop", prio);
+    if (rc == QC_OK) rc = qc_settings_set_string(s, "data_dir", path_in(dir, data));
+    if (rc == QC_OK) rc = qc_settings_set_json(s, "peers", peers);
+    char err[512] = "";
+    qc_node *n = NULL;
+    if (rc == QC_OK) rc = qc_node_new_settings(s, &n, err, sizeof err);
+    qc_settings_free(s);
+    CHECK(rc == QC_OK, "node %s: %s %s", id, qc_strerror(rc), err);
+    return rc == QC_OK ? n : NULL;
+}
+
+/* a on the program's loop (PORT), b on a thread (PORT+1). Under ASan a free
+ * that does not wait for the stop is a heap-use-after-free. */
+static int case_free(const char *dir, int port)
+{
+    free_case fc = {0};
+    pthread_mutex_init(&fc.rec.lock, NULL);
+    fc.a = free_node(dir, "a", port, "b", port + 1, 1); /* b never leads */
+    fc.b = free_node(dir, "b", port + 1, "a", port, 0);
+    if (!fc.a || !fc.b) return 1;
+    CHECK(qc_node_on(fc.a, NULL, on_any, &fc.rec) == QC_OK, "qc_node_on");
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    CHECK(qc_node_start_thread(fc.b) == QC_OK, "start b on its thread");
+    CHECK(qc_node_start(fc.a, loop) == QC_OK, "start a on the program's loop");
+    ev_timer_init(&fc.poll, free_poll, 0.05, 0.05);
+    ev_timer_init(&fc.free_w, free_during_stop, 0.1, 0);
+    ev_timer_init(&fc.end, free_end, 0.5, 0);
+    ev_timer_init(&fc.guard, free_end, 30.0, 0);
+    fc.poll.data = fc.free_w.data = fc.end.data = fc.guard.data = &fc;
+    ev_timer_start(loop, &fc.poll);
+    ev_timer_start(loop, &fc.guard);
+    ev_run(loop, 0);
+    CHECK(fc.stopped, "a never led within 30 s");
+    CHECK(fc.stop_rc == QC_OK, "qc_node_stop: %s", qc_strerror(fc.stop_rc));
+    CHECK(fc.freed_at_stop, "the free came after the stop, not during it");
+    CHECK(recorded(&fc.rec, "on_stop") >= 0, "a's on_stop never ran (freed mid-stop)");
+    CHECK(fc.ended, "the program's ev_run ended early");
+    qc_node_free(fc.b);
+    ev_loop_destroy(loop);
+    pthread_mutex_destroy(&fc.rec.lock);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 4) {
-        fprintf(stderr, "usage: node_test thread|loop|bad|trio|stuck|leave DIR PORT\n");
+        fprintf(stderr, "usage: node_test thread|loop|bad|trio|stuck|leave|free DIR PORT\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -567,6 +667,7 @@ int main(int argc, char **argv)
              : strcmp(c, "trio") == 0  ? case_trio(dir, port)
              : strcmp(c, "stuck") == 0 ? case_stuck(dir, port)
              : strcmp(c, "leave") == 0 ? case_leave(dir, port)
+             : strcmp(c, "free") == 0  ? case_free(dir, port)
                                        : 2;
     if (rc == 2) {
         fprintf(stderr, "node_test: unknown case %s\n", c);

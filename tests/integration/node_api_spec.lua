@@ -63,6 +63,11 @@ describe("the in-process node (libqcluster)", function()
     expect_ok("trio")
   end)
 
+  it("in loop mode, a node freed by another watcher of the program's loop while its stop hands "
+    .. "over is freed when the stop completes: on_stop still runs, the loop goes on", function()
+    expect_ok("free")
+  end)
+
   it("refuses a bad config or bad settings with QC_EINVAL and a message naming the file and key", function()
     expect_ok("bad")
   end)
