@@ -40,7 +40,7 @@ static const struct {
 typedef struct lmod {
     struct ev_loop *loop;
     lua_State *L;    /* the thread whose call runs the loop now; NULL: none */
-    int quiet;       /* > 0: hooks are skipped (finalizers run) */
+    int quiet;       /* > 0: signal functions are skipped (a finalizer runs) */
     int interrupted; /* a signal function ran: run() returns early */
     int fd;          /* the loop's backend fd, -1 when unknown */
     ev_timer wake;   /* bounds step(timeout) and run(seconds) */
@@ -52,8 +52,9 @@ typedef struct lcluster {
     qc_node *node;  /* owned; NULL once freed */
     lmod *m;        /* kept alive by the object's user value */
     int hooks_ref;  /* table of hook functions in the registry */
-    int anchor_ref; /* the object itself while it runs, so GC never stops it */
-    int stopped;
+    int anchor_ref; /* the object itself until it has stopped, so GC never frees it mid-stop */
+    int quiet;      /* > 0: its hooks are skipped (its finalizer runs) */
+    int stopped;    /* on_stop was delivered: the node has really stopped */
 } lcluster;
 
 /* ---- the loop ---------------------------------------------------------- */
@@ -234,14 +235,16 @@ static int call_hook(lua_State *L)
     return 0;
 }
 
-/* Every event of the node: runs the Lua hook of that name on the thread
- * that drives the loop. A hook that fails is logged; the node carries on. */
-static void on_event(qc_node *node, const qc_event *ev, void *arg)
+/* Drops the object's anchor: it may be collected once unreferenced. */
+static void release(lua_State *L, lcluster *c)
 {
-    (void)node;
-    lcluster *c = arg;
-    lua_State *L = c->m->L;
-    if (c->m->quiet || !L || c->hooks_ref == LUA_NOREF) return;
+    luaL_unref(L, LUA_REGISTRYINDEX, c->anchor_ref);
+    c->anchor_ref = LUA_NOREF;
+}
+
+/* Runs the Lua hook of ev's name, when there is one, on L. */
+static void run_hook(lua_State *L, lcluster *c, const qc_event *ev)
+{
     if (!lua_checkstack(L, 4)) {
         qc_log(QC_LOG_ERROR, "hook", "%s: out of Lua stack, skipped", ev->name);
         return;
@@ -252,6 +255,23 @@ static void on_event(qc_node *node, const qc_event *ev, void *arg)
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->hooks_ref);
     if (lua_pcall(L, 2, 0, 0) != LUA_OK) log_error(L, ev->name);
     lua_settop(L, top);
+}
+
+/* Every event of the node: runs the Lua hook of that name on the thread
+ * that drives the loop. A hook that fails is logged; the node carries on.
+ * on_stop is the node's last event: only once its hook has returned may
+ * the object be collected (nothing after it runs Lua or needs the object,
+ * while the stop that fired it still uses the node). */
+static void on_event(qc_node *node, const qc_event *ev, void *arg)
+{
+    (void)node;
+    lcluster *c = arg;
+    lua_State *L = c->m->L;
+    if (c->stopped) return;
+    if (!c->quiet && L && c->hooks_ref != LUA_NOREF) run_hook(L, c, ev);
+    if (strcmp(ev->name, "on_stop") != 0) return;
+    c->stopped = 1;
+    if (L) release(L, c); /* no L: the state closes, or the object is collected */
 }
 
 /* ---- the config -------------------------------------------------------- */
@@ -379,12 +399,6 @@ static lcluster *check_cluster(lua_State *L)
     return c;
 }
 
-static void release(lua_State *L, lcluster *c)
-{
-    luaL_unref(L, LUA_REGISTRYINDEX, c->anchor_ref);
-    c->anchor_ref = LUA_NOREF;
-}
-
 /* qcluster.new(config [, hooks]) -> cluster | nil, message. config: a
  * config file path, or a table of config-file keys with hook functions as
  * on_* keys or under `hooks`; hooks: more hook functions. The node starts
@@ -506,7 +520,10 @@ static int l_timeout(lua_State *L)
 }
 
 /* cluster:stop() -> true | nil, message: stops cleanly (a leader hands
- * over first); on_demoted and on_stop run before it returns. */
+ * over first); on_demoted and on_stop run before it returns. From a hook
+ * it only asks: the node stops at the loop's next turn, and the object
+ * stays (uncollectable, "running") until it has; stop() may be called
+ * again. */
 static int l_stop(lua_State *L)
 {
     lcluster *c = check_cluster(L);
@@ -514,12 +531,10 @@ static int l_stop(lua_State *L)
         lua_pushboolean(L, 1);
         return 1;
     }
-    c->stopped = 1;
     lua_State *outer = c->m->L;
     c->m->L = L;
-    int rc = qc_node_stop(c->node);
+    int rc = qc_node_stop(c->node); /* on_stop, when it stops here, releases c */
     c->m->L = outer;
-    release(L, c);
     if (rc != QC_OK) {
         luaL_pushfail(L);
         lua_pushstring(L, qc_strerror(rc));
@@ -533,9 +548,11 @@ static int l_stop(lua_State *L)
 static int l_gc(lua_State *L)
 {
     lcluster *c = luaL_checkudata(L, 1, CLUSTER_MT);
+    c->quiet++; /* other nodes' hooks still run */
     c->m->quiet++;
     qc_node_free(c->node);
     c->m->quiet--;
+    c->quiet--;
     c->node = NULL;
     luaL_unref(L, LUA_REGISTRYINDEX, c->hooks_ref);
     c->hooks_ref = LUA_NOREF;

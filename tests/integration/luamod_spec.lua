@@ -231,6 +231,50 @@ print("stop", c:stop(), c:is_leader())
     assert.matches("stop\ttrue\tfalse\n", out)
   end)
 
+  it("an object stopped from its own hook and dropped stays alive until it has really stopped",
+    function()
+      -- in a child process: before, a GC in on_stop freed the node mid-stop
+      local conf, drv = config1(), config1()
+      local script = specs[#specs].dir .. "/gc_stop.lua"
+      A.write(script, ([[
+package.cpath = "./build/lua/?.so;" .. package.cpath
+local qcluster = require("qcluster")
+local conf, drv = %s, %s
+local weak = setmetatable({}, { __mode = "v" })
+local seen, holder = {}, {}
+conf.on_elected = function()
+  seen.asked = holder.c:stop() -- from a hook: only asks
+  seen.state = tostring(holder.c)
+  holder.c = nil -- the program drops its only reference
+end
+conf.on_stop = function()
+  collectgarbage("collect")
+  collectgarbage("collect")
+  seen.alive = weak.c ~= nil
+  seen.stopped = true
+end
+holder.c = assert(qcluster.new(conf))
+weak.c = holder.c
+local driver = assert(qcluster.new(drv)) -- steps the shared loop
+for _ = 1, 500 do
+  if seen.stopped then break end
+  driver:step(0.02)
+end
+collectgarbage("collect")
+collectgarbage("collect")
+print("asked", seen.asked, seen.state)
+print("on_stop", seen.stopped, seen.alive)
+print("collected", weak.c == nil)
+print("driver", driver:stop())
+]]):format(A.lua_value(conf), A.lua_value(drv)))
+      local out, code = A.sh("lua5.4 " .. script)
+      assert.are.equal(0, code, out)
+      assert.matches("asked\ttrue\tqcluster.cluster %(running%)\n", out)
+      assert.matches("on_stop\ttrue\ttrue\n", out)
+      assert.matches("collected\ttrue\n", out)
+      assert.matches("driver\ttrue\n", out)
+    end)
+
   it("a host's poll loop drives a node through fd() and timeout()", function()
     local conf = config1()
     local c <close> = assert(qcluster.new(conf))
