@@ -718,18 +718,29 @@ static int conn_frames(qc_conn *c)
     return 0;
 }
 
-static void conn_read_inbound(qc_conn *c)
+/* Reads up to room more bytes into c->in. Returns how many (> 0); 0 when
+ * there is nothing to do (none there yet, or c closed for want of memory);
+ * -1 when the stream ended (errno 0) or failed. */
+static ssize_t conn_recv(qc_conn *c, size_t room)
 {
-    if (qc_buf_reserve(&c->in, NET_READ_CHUNK)) {
+    if (qc_buf_reserve(&c->in, room)) {
         qc_log(QC_LOG_ERROR, "net", "out of memory reading from %s", conn_name(c));
         conn_close(c);
-        return;
+        return 0;
     }
     ssize_t k = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
-    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-    if (k <= 0) {
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
+    if (k == 0) errno = 0;
+    return k == 0 ? -1 : k;
+}
+
+static void conn_read_inbound(qc_conn *c)
+{
+    ssize_t k = conn_recv(c, NET_READ_CHUNK);
+    if (k == 0) return;
+    if (k < 0) {
         qc_log(QC_LOG_DEBUG, "net", "inbound connection from %s closed: %s", conn_name(c),
-               k == 0 ? "end of stream" : strerror(errno));
+               errno ? strerror(errno) : "end of stream");
         qc_net *n = c->net;
         n->cur = c;
         if (c->peer && n->cb.on_peer_closed) n->cb.on_peer_closed(n->cb.ud, c->peer->id);
@@ -802,17 +813,12 @@ static void conn_check_challenge(qc_conn *c)
 /* With a secret: the acceptor sends one challenge and nothing after it. */
 static void conn_read_challenge(qc_conn *c)
 {
-    if (qc_buf_reserve(&c->in, 256)) {
-        qc_log(QC_LOG_ERROR, "net", "out of memory reading from %s", conn_name(c));
-        conn_close(c);
-        return;
-    }
-    ssize_t k = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
-    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-    if (k <= 0) {
+    ssize_t k = conn_recv(c, 256);
+    if (k == 0) return;
+    if (k < 0) {
         qc_log(QC_LOG_DEBUG, "net", "outbound connection to %s closed%s: %s", conn_name(c),
                c->awaiting ? " before its challenge" : "",
-               k == 0 ? "end of stream" : strerror(errno));
+               errno ? strerror(errno) : "end of stream");
         conn_close(c);
         return;
     }
