@@ -465,6 +465,34 @@ static int case_stuck(const char *dir, int port)
     return 0;
 }
 
+/* Node id of two (its peer on pport): priority prio (its peer's !prio),
+ * leave_on_stop leave, elections of election_ms; not started. */
+static qc_node *pair_node(const char *dir, const char *id, int port, const char *peer, int pport,
+                          int prio, int leave, int election_ms)
+{
+    char peers[256], data[64];
+    snprintf(peers, sizeof peers,
+             "[{\"identifier\": \"%s\", \"host\": \"127.0.0.1\", \"port\": %d, \"priority\": %d}]",
+             peer, pport, !prio);
+    snprintf(data, sizeof data, "data-%s", id);
+    qc_settings *s = qc_settings_new();
+    int rc = s ? QC_OK : QC_ENOMEM;
+    if (rc == QC_OK) rc = qc_settings_set_string(s, "identifier", id);
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "listen_port", port);
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "api_port", 0);
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "priority", prio);
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "election_timeout_ms", election_ms);
+    if (rc == QC_OK) rc = qc_settings_set_bool(s, "leave_on_stop", leave);
+    if (rc == QC_OK) rc = qc_settings_set_string(s, "data_dir", path_in(dir, data));
+    if (rc == QC_OK) rc = qc_settings_set_json(s, "peers", peers);
+    char err[512] = "";
+    qc_node *n = NULL;
+    if (rc == QC_OK) rc = qc_node_new_settings(s, &n, err, sizeof err);
+    qc_settings_free(s);
+    CHECK(rc == QC_OK, "node %s: %s %s", id, qc_strerror(rc), err);
+    return rc == QC_OK ? n : NULL;
+}
+
 /* ---- loop mode: a stop whose leave fails at once leaves the program's loop running ---- */
 
 typedef struct leave_case {
@@ -517,24 +545,8 @@ static int case_leave(const char *dir, int port)
     CHECK(pid && atoi(pid) > 0, "QC_PEER_PID not set");
     if (!pid) return 1;
     leave_case lc = {.peer_pid = atoi(pid)};
-    char peers[256];
-    snprintf(peers, sizeof peers,
-             "[{\"identifier\": \"b\", \"host\": \"127.0.0.1\", \"port\": %d}]", port + 1);
-    qc_settings *s = qc_settings_new();
-    int rc = s ? QC_OK : QC_ENOMEM;
-    if (rc == QC_OK) rc = qc_settings_set_string(s, "identifier", "a");
-    if (rc == QC_OK) rc = qc_settings_set_int(s, "listen_port", port);
-    if (rc == QC_OK) rc = qc_settings_set_int(s, "api_port", 0);
-    if (rc == QC_OK) rc = qc_settings_set_int(s, "priority", 0); /* b leads */
-    if (rc == QC_OK) rc = qc_settings_set_int(s, "election_timeout_ms", 3000);
-    if (rc == QC_OK) rc = qc_settings_set_bool(s, "leave_on_stop", 1);
-    if (rc == QC_OK) rc = qc_settings_set_string(s, "data_dir", path_in(dir, "data-a"));
-    if (rc == QC_OK) rc = qc_settings_set_json(s, "peers", peers);
-    char err[512] = "";
-    if (rc == QC_OK) rc = qc_node_new_settings(s, &lc.a, err, sizeof err);
-    qc_settings_free(s);
-    CHECK(rc == QC_OK, "node a: %s %s", qc_strerror(rc), err);
-    if (rc) return 1;
+    lc.a = pair_node(dir, "a", port, "b", port + 1, 0, 1, 3000); /* b leads */
+    if (!lc.a) return 1;
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     CHECK(qc_node_start(lc.a, loop) == QC_OK, "start a on the program's loop");
     ev_timer_init(&lc.poll, leave_poll, 0.02, 0.02);
@@ -594,40 +606,14 @@ static void free_poll(struct ev_loop *loop, ev_timer *w, int revents)
     ev_timer_start(loop, &fc->end);
 }
 
-static qc_node *free_node(const char *dir, const char *id, int port, const char *peer, int pport,
-                          int prio)
-{
-    char peers[256], data[64];
-    snprintf(peers, sizeof peers,
-             "[{\"identifier\": \"%s\", \"host\": \"127.0.0.1\", \"port\": %d, \"priority\": %d}]",
-             peer, pport, !prio);
-    snprintf(data, sizeof data, "data-%s", id);
-    qc_settings *s = qc_settings_new();
-    int rc = s ? QC_OK : QC_ENOMEM;
-    if (rc == QC_OK) rc = qc_settings_set_string(s, "identifier", id);
-    if (rc == QC_OK) rc = qc_settings_set_int(s, "listen_port", port);
-    if (rc == QC_OK) rc = qc_settings_set_int(s, "api_port", 0);
-    if (rc == QC_OK) rc = qc_settings_set_int(s, "priority", prio);
-    if (rc == QC_OK) rc = qc_settings_set_int(s, "election_timeout_ms", 300);
-    if (rc == QC_OK) rc = qc_settings_set_bool(s, "leave_on_stop", prio);
-    if (rc == QC_OK) rc = qc_settings_set_string(s, "data_dir", path_in(dir, data));
-    if (rc == QC_OK) rc = qc_settings_set_json(s, "peers", peers);
-    char err[512] = "";
-    qc_node *n = NULL;
-    if (rc == QC_OK) rc = qc_node_new_settings(s, &n, err, sizeof err);
-    qc_settings_free(s);
-    CHECK(rc == QC_OK, "node %s: %s %s", id, qc_strerror(rc), err);
-    return rc == QC_OK ? n : NULL;
-}
-
 /* a on the program's loop (PORT), b on a thread (PORT+1). Under ASan a free
  * that does not wait for the stop is a heap-use-after-free. */
 static int case_free(const char *dir, int port)
 {
     free_case fc = {0};
     pthread_mutex_init(&fc.rec.lock, NULL);
-    fc.a = free_node(dir, "a", port, "b", port + 1, 1); /* b never leads */
-    fc.b = free_node(dir, "b", port + 1, "a", port, 0);
+    fc.a = pair_node(dir, "a", port, "b", port + 1, 1, 1, 300); /* b never leads */
+    fc.b = pair_node(dir, "b", port + 1, "a", port, 0, 0, 300);
     if (!fc.a || !fc.b) return 1;
     CHECK(qc_node_on(fc.a, NULL, on_any, &fc.rec) == QC_OK, "qc_node_on");
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
