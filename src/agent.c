@@ -158,15 +158,7 @@ char *qc_agent_merge_metadata(const char *base, const char *over)
         err |= qc_json_val(g, o->u.object.values[i]) != 0;
     }
     err |= yajl_gen_map_close(g) != yajl_gen_status_ok;
-    const unsigned char *buf;
-    size_t len;
-    if (!err && yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok) {
-        out = malloc(len + 1);
-        if (out) {
-            memcpy(out, buf, len);
-            out[len] = 0;
-        }
-    }
+    if (!err) out = qc_json_gen_text(g, NULL);
 done:
     if (g) yajl_gen_free(g);
     yajl_tree_free(b);

@@ -365,13 +365,7 @@ static int cmd_members(const opts *o)
 /* The JSON text g holds; malloc'd, NULL when out of memory. Frees g. */
 static char *gen_text(yajl_gen g)
 {
-    const unsigned char *buf;
-    size_t len;
-    char *s = NULL;
-    if (yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok && (s = malloc(len + 1))) {
-        memcpy(s, buf, len);
-        s[len] = '\0';
-    }
+    char *s = qc_json_gen_text(g, NULL);
     yajl_gen_free(g);
     return s;
 }

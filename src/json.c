@@ -125,21 +125,25 @@ int qc_json_peer(yajl_gen g, const qc_peer_info *p, int with_state)
     return rc ? rc : gen_rc(yajl_gen_map_close(g));
 }
 
+char *qc_json_gen_text(yajl_gen g, size_t *len)
+{
+    const unsigned char *buf;
+    size_t n;
+    if (yajl_gen_get_buf(g, &buf, &n) != yajl_gen_status_ok) return NULL;
+    char *s = malloc(n + 1);
+    if (!s) return NULL;
+    memcpy(s, buf, n);
+    s[n] = '\0';
+    if (len) *len = n;
+    return s;
+}
+
 int qc_json_val_text(yajl_val v, char **out)
 {
     yajl_gen g = yajl_gen_alloc(NULL);
     if (!g) return QC_ENOMEM;
     int rc = qc_json_val(g, v);
-    const unsigned char *buf = NULL;
-    size_t len = 0;
-    if (!rc) rc = gen_rc(yajl_gen_get_buf(g, &buf, &len));
-    char *s = rc ? NULL : malloc(len + 1);
-    if (!rc && !s) rc = QC_ENOMEM;
-    if (!rc) {
-        memcpy(s, buf, len);
-        s[len] = '\0';
-        *out = s;
-    }
+    if (!rc && !(*out = qc_json_gen_text(g, NULL))) rc = QC_ENOMEM;
     yajl_gen_free(g);
     return rc;
 }

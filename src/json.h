@@ -52,6 +52,9 @@ int qc_json_b64_decode(const char *s, size_t n, uint8_t **out, size_t *olen);
 
 /* Compact JSON text of a tree value; *out is malloc'd, owned by the caller. */
 int qc_json_val_text(yajl_val v, char **out);
+/* What g has generated, as a malloc'd NUL-terminated string (its length in
+ * *len when len is set), or NULL when out of memory. */
+char *qc_json_gen_text(yajl_gen g, size_t *len);
 
 /* Tree lookups of one key in an object; NULL when absent or of another type. */
 const char *qc_json_get_str(yajl_val obj, const char *key);

@@ -64,26 +64,12 @@ nomem:
     return QC_ENOMEM;
 }
 
-/* The generator's text as a malloc'd string, or NULL. */
-static char *gen_text(yajl_gen g, size_t *len)
-{
-    const unsigned char *buf;
-    size_t n;
-    if (yajl_gen_get_buf(g, &buf, &n) != yajl_gen_status_ok) return NULL;
-    char *out = malloc(n + 1);
-    if (!out) return NULL;
-    memcpy(out, buf, n);
-    out[n] = '\0';
-    if (len) *len = n;
-    return out;
-}
-
 static int put_string(qc_settings *s, const char *key, const char *value)
 {
     yajl_gen g = yajl_gen_alloc(NULL);
     if (!g) return QC_ENOMEM;
     int rc = qc_json_str(g, value);
-    char *json = rc == QC_OK ? gen_text(g, NULL) : NULL;
+    char *json = rc == QC_OK ? qc_json_gen_text(g, NULL) : NULL;
     yajl_gen_free(g);
     if (rc != QC_OK) return rc;
     return json ? put(s, key, json) : QC_ENOMEM;
@@ -148,7 +134,7 @@ static char *peer_json(const char *identifier, const char *host, int port, yajl_
         err |= qc_json_val(g, meta) != QC_OK;
     }
     err |= yajl_gen_map_close(g) != yajl_gen_status_ok;
-    char *out = err ? NULL : gen_text(g, NULL);
+    char *out = err ? NULL : qc_json_gen_text(g, NULL);
     yajl_gen_free(g);
     return out;
 }
@@ -234,7 +220,7 @@ int qc_settings_json(const qc_settings *s, char **json, size_t *len, char *err, 
         if (rc == QC_OK && yajl_gen_array_close(g) != yajl_gen_status_ok) rc = QC_ENOMEM;
     }
     if (rc == QC_OK && yajl_gen_map_close(g) != yajl_gen_status_ok) rc = QC_ENOMEM;
-    if (rc == QC_OK && !(*json = gen_text(g, len))) rc = QC_ENOMEM;
+    if (rc == QC_OK && !(*json = qc_json_gen_text(g, len))) rc = QC_ENOMEM;
     yajl_gen_free(g);
     return rc == QC_OK ? QC_OK : json_fail(rc, key, err, errlen);
 }
