@@ -234,11 +234,18 @@ static int view_leader(void *ud, qc_peer_info *out)
     return peer_info(a, id, out) ? QC_OK : QC_ENOLEADER;
 }
 
+/* The members the lists name: one removed is gone for readers at once, even
+ * while the table keeps it to tell it so (a leave answered 200 shows). */
 static size_t view_peers(void *ud, qc_peer_info *out, size_t max)
 {
     qc_agent *a = ud;
-    for (size_t i = 0; i < a->n_members && i < max; i++) member_info(a, &a->members[i], &out[i]);
-    return a->n_members;
+    size_t n = 0;
+    for (size_t i = 0; i < a->n_members; i++) {
+        if (a->members[i].removed) continue;
+        if (n < max) member_info(a, &a->members[i], &out[n]);
+        n++;
+    }
+    return n;
 }
 
 static void refresh_metrics(void *ud)

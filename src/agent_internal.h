@@ -38,6 +38,7 @@ typedef struct member {
     uint64_t down_since; /* ms; 0 while up (reap_after) */
     int told_removed;    /* a leader told it it was removed */
     int tell_tries;
+    int removed; /* no list names it: hidden from reads, kept until dropped (told) */
 } member;
 
 /* A membership request of this node's API or Lua, answered once the

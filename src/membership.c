@@ -291,6 +291,7 @@ void qc_membership_sync(qc_agent *a)
             qc_log(QC_LOG_INFO, "member", "%s (%s:%d) is a member", r->identifier, r->host,
                    r->port);
         if (!m) continue;
+        m->removed = 0; /* named (again) */
         /* What the member says of itself (the list), merged over what our
          * own config's peers entry says of it. */
         const char *ours = "{}";
@@ -314,8 +315,36 @@ void qc_membership_sync(qc_agent *a)
             qc_raft_link(a->raft, a->members[i].id, QC_LINK_UP, now);
 }
 
+/* Whether the member list follows the lists yet: the applied one names this
+ * node, or the core counts it (a joining node may replay older lists). */
+static int follows_lists(const qc_agent *a)
+{
+    return qc_members_find(&a->applied, a->cfg.identifier) >= 0 || qc_membership_is_member(a);
+}
+
+/* Whether the list in effect (in_effect) or the applied one names m; with
+ * no applied list yet, everyone counts. */
+static int named(const qc_agent *a, const qc_members *in_effect, const member *m)
+{
+    return qc_members_find_id(in_effect, m->id) >= 0 ||
+           qc_members_find_id(&a->applied, m->id) >= 0 || !a->applied.n;
+}
+
+/* Marks the peers neither list names as removed, at once: reads stop
+ * showing them as soon as their removal applies (its requester is answered
+ * then), while forget_members keeps them until told. */
+static void mark_removed(qc_agent *a)
+{
+    qc_members ms;
+    if (!follows_lists(a) || qc_membership_list_in_effect(a, &ms) != QC_OK) return;
+    for (size_t i = 0; i < a->n_members; i++)
+        a->members[i].removed = !named(a, &ms, &a->members[i]);
+    qc_members_free(&ms);
+}
+
 /* Drops peers neither list names any more; a leader first tells each that
- * it was removed (it may never learn it from the log). */
+ * it was removed (it may never learn it from the log), and drops it a timer
+ * tick later, once the frame had time to leave. */
 static void forget_members(qc_agent *a)
 {
     qc_members ms;
@@ -323,8 +352,8 @@ static void forget_members(qc_agent *a)
     int leader = qc_raft_role(a->raft) == QC_ROLE_LEADER;
     for (size_t i = 0; i < a->n_members;) {
         member *m = &a->members[i];
-        if (qc_members_find_id(&ms, m->id) >= 0 || qc_members_find_id(&a->applied, m->id) >= 0 ||
-            !a->applied.n) {
+        m->removed = !named(a, &ms, m);
+        if (!m->removed) {
             i++;
             continue;
         }
@@ -386,6 +415,7 @@ void qc_membership_apply_list(qc_agent *a, const qc_entry *e)
     int is = qc_members_find(&ms, a->cfg.identifier) >= 0;
     qc_members_free(&a->applied);
     a->applied = ms;
+    mark_removed(a); /* before the waits settle: an answered leave shows */
     settle_member_waits(a);
     /* Removed, and not added back later in the log (a node that rejoined
      * under its name replays its own earlier leave). */
@@ -772,10 +802,9 @@ void qc_membership_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     }
     /* Joined once the applied list names us (an appended entry may yet be
      * undone by a new leader). */
-    if (qc_members_find(&a->applied, a->cfg.identifier) < 0) {
-        if (now >= a->join_wait_until) join_next(a);
-        if (!qc_membership_is_member(a)) return;
-    }
+    if (qc_members_find(&a->applied, a->cfg.identifier) < 0 && now >= a->join_wait_until)
+        join_next(a);
+    if (!follows_lists(a)) return;
     forget_members(a);
     if (qc_agent_view_is_leader(a)) {
         leader_duties(a, now);

@@ -243,6 +243,65 @@ describe("membership", function()
     assert.are_not.equal(200, A.http(api, "PUT", "/v1/kv/no-majority", "x", nil))
   end)
 
+  it("a membership write answered 200 shows at once in /v1/members on the node that answered", function()
+    c = A.cluster(3)
+    A.start_all(c)
+    local in_cluster = { node1 = true, node2 = true, node3 = true }
+    -- /v1/members on api names exactly the members of in_cluster
+    local function lists_exactly(api, what)
+      local t = members(api)
+      for id in pairs(in_cluster) do assert.is_truthy(t[id], what .. ": " .. id .. " missing") end
+      for id in pairs(t) do assert.is_truthy(in_cluster[id], what .. ": " .. id .. " still listed") end
+    end
+    for round = 1, 5 do
+      local leader = A.must_leader(c)
+      local li = A.index_of(c, leader)
+      local fi = li % 3 + 1 -- one of the first three that follows
+      while not in_cluster[c.nodes[fi].id] or fi == li do fi = fi % 3 + 1 end
+      -- two newcomers, each told to join with POST /v1/join
+      local new = {}
+      for _ = 1, 2 do
+        local i = A.add_node(c, { join = {} })
+        A.start(c, i)
+        assert.is_truthy(A.wait_for(function() return A.json(c.nodes[i].api, "/v1/status") end, 10))
+        local body = cjson.encode({ join = { "127.0.0.1:" .. c.nodes[li].port } })
+        local status, answer = A.http(c.nodes[i].api, "POST", "/v1/join", body)
+        assert.are.equal(200, status, answer)
+        in_cluster[c.nodes[i].id] = true
+        lists_exactly(c.nodes[i].api, "round " .. round .. ", " .. c.nodes[i].id .. " after its join")
+        new[#new + 1] = i
+      end
+      assert.is_truthy(all_see(c, function(t)
+        for _, i in ipairs(new) do
+          if not (t[c.nodes[i].id] and t[c.nodes[i].id].voter) then return false end
+        end
+        return true
+      end, 15), "round " .. round .. ": the newcomers vote")
+      -- metadata, through the log, on the leader and on a follower
+      for _, i in ipairs({ li, fi }) do
+        local status, answer = A.http(c.nodes[i].api, "PUT", "/v1/self/metadata",
+          cjson.encode({ round = round }))
+        assert.are.equal(200, status, answer)
+        local t = members(c.nodes[i].api)
+        assert.are.equal(round, t[c.nodes[i].id].metadata.round, c.nodes[i].id .. "'s own metadata")
+      end
+      -- one newcomer removed through the leader, the other through a follower
+      for k, at in ipairs({ li, fi }) do
+        local gone = c.nodes[new[k]].id
+        local status, answer = A.http(c.nodes[at].api, "POST", "/v1/leave",
+          cjson.encode({ identifier = gone }))
+        assert.are.equal(200, status, answer)
+        in_cluster[gone] = nil
+        lists_exactly(c.nodes[at].api, "round " .. round .. ", " .. c.nodes[at].id ..
+          " after the leave of " .. gone)
+      end
+      for _, i in ipairs(new) do
+        assert.is_truthy(exited(c, i), c.nodes[i].id .. " stopped once removed")
+        c.nodes[i].pid = nil
+      end
+    end
+  end)
+
   it("metadata set at run time reaches every node; a join under a live name is refused", function()
     c = A.cluster(3)
     A.start_all(c)
