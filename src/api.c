@@ -1350,6 +1350,24 @@ static int is_write(int method)
            method == HTTP_PATCH;
 }
 
+static int is_ows(char ch) { return ch == ' ' || ch == '\t'; }
+
+/* The token of "Bearer TOKEN": a field value excludes the whitespace around
+ * it (RFC 9110 5.5), and the scheme is followed by one or more spaces
+ * (11.4), so neither belongs to the token. 0 and *tok, *len; -1 when the
+ * value is no bearer credential. */
+static int bearer_token(const conn *c, const unsigned char **tok, size_t *len)
+{
+    const char *v = c->auth, *end = c->auth + c->auth_len;
+    while (v < end && is_ows(*v)) v++;
+    while (end > v && is_ows(end[-1])) end--;
+    if (end - v < 7 || strncasecmp(v, "Bearer", 6) != 0 || !is_ows(v[6])) return -1;
+    for (v += 7; v < end && is_ows(*v);) v++;
+    *tok = (const unsigned char *)v;
+    *len = (size_t)(end - v);
+    return 0;
+}
+
 /* Takes the same time whatever the given token and the real one hold:
  * every byte of a fixed span is compared, the lengths included, with no
  * early exit and no branch on their content. */
@@ -1357,10 +1375,11 @@ static int auth_ok(const conn *c)
 {
     const char *tok = c->api->token;
     if (!tok) return 1;
-    if (c->auth_over || c->auth_len < 7 || strncasecmp(c->auth, "Bearer ", 7) != 0) return 0;
-    const unsigned char *given = (const unsigned char *)c->auth + 7;
+    const unsigned char *given;
+    size_t gl;
+    if (c->auth_over || bearer_token(c, &given, &gl) != 0) return 0;
     const unsigned char *want = (const unsigned char *)tok;
-    size_t gl = c->auth_len - 7, tl = c->api->token_len, span = AUTH_MAX - 7;
+    size_t tl = c->api->token_len, span = AUTH_MAX - 7;
     volatile unsigned diff = (unsigned)(gl ^ tl);
     for (size_t i = 0; i < span; i++) {
         /* masks rather than branches: bytes past an end compare as 0 */

@@ -559,6 +559,22 @@ describe("qc_api write guard", function()
     end
   end)
 
+  it("takes the token with spaces or tabs around it, and after several spaces (RFC 9110 5.5, 11.4)", function()
+    local ok = { "Bearer " .. TOKEN .. " ", "Bearer " .. TOKEN .. "\t \t", "Bearer   " .. TOKEN,
+      "Bearer\t" .. TOKEN, " \tBearer " .. TOKEN .. "  " }
+    for _, v in ipairs(ok) do
+      local status = request(port, "PUT", "/v1/kv/trimmed", { body = "v", headers = { Authorization = v } })
+      assert.are.equal(200, status, string.format("%q", v))
+    end
+    -- whitespace is trimmed, nothing else: these stay wrong
+    local bad = { "Bearer " .. TOKEN .. " x", "Bearer " .. TOKEN:sub(1, -2) .. " " .. TOKEN:sub(-1),
+      "Bearer" .. TOKEN, "Bearer ", "Bearer  \t " }
+    for _, v in ipairs(bad) do
+      local status = request(port, "PUT", "/v1/kv/trimmed", { body = "v", headers = { Authorization = v } })
+      assert.are.equal(401, status, string.format("%q", v))
+    end
+  end)
+
   it("refuses an unauthenticated write before reading its body, even with 100-continue", function()
     local s = connect(port)
     assert(s:send("PUT /v1/kv/big HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1000000\r\n\r\n"))
