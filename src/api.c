@@ -34,6 +34,9 @@
 #define OUT_HIGH (256 * 1024)           /* stop parsing while this much output waits */
 #define LINGER_S 2.0
 #define PEERS_STACK 16
+/* Out of descriptors or memory, the listener stays readable: the accept
+ * watcher pauses this long instead of spinning on the failing accept. */
+#define ACCEPT_PAUSE_S 0.1
 
 typedef struct conn conn;
 
@@ -101,6 +104,8 @@ struct qc_api {
     size_t max_kv_body; /* largest PUT /v1/kv body taken */
     int fd;
     ev_io accept_w;
+    ev_timer accept_pause; /* restarts accept_w after a failed accept */
+    int starved;           /* pauses since the listener was last drained (logged once) */
     ev_prepare reaper;
     conn *conns, *zombies;
     int nconns;
@@ -1776,6 +1781,41 @@ static void conn_refuse(qc_api *a, int fd)
     close(fd);
 }
 
+/* accept failed for want of descriptors or memory: the pending connection
+ * stays queued and the listener readable, so trying again at once would
+ * spin. Pause the watcher, count each pause, log once an episode. */
+static int accept_starved(qc_api *a, int err)
+{
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return 0;
+    ev_io_stop(a->loop, &a->accept_w);
+    ev_timer_set(&a->accept_pause, ACCEPT_PAUSE_S, 0.);
+    ev_timer_start(a->loop, &a->accept_pause);
+    qc_metrics_add(a->metrics, "qcluster_accept_backoffs_total", "listener", "api", 1);
+    if (!a->starved)
+        qc_log(QC_LOG_WARN, "api",
+               "accept: %s: new connections wait (retried every %g s) until some close",
+               strerror(err), ACCEPT_PAUSE_S);
+    a->starved++;
+    return 1;
+}
+
+/* The queue of connections is drained: the episode is over. It ends here,
+ * not at the first accept that works, so that an agent hovering at its
+ * limit logs once rather than at every close. */
+static void accept_caught_up(qc_api *a)
+{
+    if (a->starved)
+        qc_log(QC_LOG_INFO, "api", "accepting connections again (after %d pauses)", a->starved);
+    a->starved = 0;
+}
+
+static void accept_pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    qc_api *a = w->data;
+    ev_io_start(loop, &a->accept_w);
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
@@ -1784,6 +1824,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     for (int i = 0; i < 64; i++) {
         int fd = accept(a->fd, NULL, NULL);
         if (fd < 0) {
+            if (accept_starved(a, errno)) return;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) accept_caught_up(a);
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
                 qc_log(QC_LOG_WARN, "api", "accept: %s", strerror(errno));
             return;
@@ -1866,6 +1908,9 @@ int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *
                        "API requests and connections turned away by a limit");
     qc_metrics_declare(metrics, "qcluster_api_connections", QC_METRIC_GAUGE,
                        "API connections open now");
+    qc_metrics_declare(metrics, "qcluster_accept_backoffs_total", QC_METRIC_COUNTER,
+                       "Pauses of a listener whose accept ran out of descriptors or memory");
+    qc_metrics_add(metrics, "qcluster_accept_backoffs_total", "listener", "api", 0);
     int rc = listen_on(host, port, &a->fd);
     if (rc) {
         free(a->token);
@@ -1874,6 +1919,8 @@ int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *
     }
     ev_io_init(&a->accept_w, accept_cb, a->fd, EV_READ);
     a->accept_w.data = a;
+    ev_init(&a->accept_pause, accept_pause_cb);
+    a->accept_pause.data = a;
     ev_prepare_init(&a->reaper, reap_cb);
     a->reaper.data = a;
     ev_io_start(loop, &a->accept_w);
@@ -1935,6 +1982,7 @@ void qc_api_free(qc_api *a)
     reap_all(a);
     ev_prepare_stop(a->loop, &a->reaper);
     ev_io_stop(a->loop, &a->accept_w);
+    ev_timer_stop(a->loop, &a->accept_pause);
     close(a->fd);
     free(a->token);
     free(a);

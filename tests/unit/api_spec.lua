@@ -591,3 +591,92 @@ describe("qc_api write guard", function()
     assert.are.equal(404, (request(port, "GET", "/v1/kv/nothing")))
   end)
 end)
+
+-- Out of descriptors (EMFILE), the listener stays readable; the API must
+-- pause its accept watcher rather than spin on the failing accept.
+describe("qc_api out of descriptors", function()
+  local FAKE = os.getenv("QC_API_FAKE") or "./build/api_fake"
+  local port, pid, log
+
+  after_each(function()
+    if pid then os.execute("kill " .. pid) end
+    pid = nil
+    if log then os.remove(log) end
+  end)
+
+  -- utime + stime of pid, in clock ticks (/proc/PID/stat fields 14, 15)
+  local function cpu_ticks()
+    local f = assert(io.open("/proc/" .. pid .. "/stat"))
+    local stat = f:read("*a")
+    f:close()
+    local fields = {}
+    for w in stat:match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = w end
+    return tonumber(fields[12]) + tonumber(fields[13]) -- after "pid (comm)"
+  end
+
+  local function ticks_per_second()
+    local p = assert(io.popen("getconf CLK_TCK"))
+    local n = tonumber(p:read("*l"))
+    p:close()
+    return n
+  end
+
+  local function log_lines(pattern)
+    local n = 0
+    for line in io.lines(log) do
+      if line:find(pattern, 1, true) then n = n + 1 end
+    end
+    return n
+  end
+
+  it("pauses accepting instead of spinning, logs once, counts it, and serves again", function()
+    port = 18000 + math.random(0, 9999)
+    log = os.tmpname()
+    -- 24 descriptors: a handful for the fake itself, the rest for clients
+    local p = assert(io.popen("sh -c 'ulimit -n 24 && exec " .. FAKE .. " " .. port ..
+      "' >/dev/null 2>" .. log .. " & echo $!"))
+    pid = assert(tonumber(p:read("*l")))
+    p:close()
+    local held
+    for _ = 1, 250 do
+      held = socket.connect("127.0.0.1", port)
+      if held then break end
+      socket.sleep(0.02)
+    end
+    assert.is_truthy(held, "api_fake did not start")
+    local clients = { held }
+    for i = 2, 40 do -- more than it has descriptors; the rest wait in the backlog
+      clients[i] = assert(socket.connect("127.0.0.1", port))
+    end
+    socket.sleep(0.3) -- it has hit the limit by now
+    local tck, c0, t0 = ticks_per_second(), cpu_ticks(), socket.gettime()
+    socket.sleep(1.5)
+    local busy = (cpu_ticks() - c0) / tck / (socket.gettime() - t0)
+    assert.is_true(busy < 0.2, "the fake used " .. busy .. " of a core while out of descriptors")
+    assert.are.equal(1, log_lines("Too many open files"))
+    local total = 0
+    for _ in io.lines(log) do total = total + 1 end
+    assert.is_true(total <= 3, total .. " log lines")
+    for _, s in ipairs(clients) do s:close() end
+    -- the queued connections are taken and closed, then it answers again
+    local status
+    for _ = 1, 50 do
+      local s = socket.connect("127.0.0.1", port)
+      if s then
+        s:settimeout(2)
+        s:send("GET /metrics HTTP/1.1\r\n\r\n")
+        local body
+        status, _, body = read_response(s)
+        s:close()
+        if status == 200 then
+          local n = tonumber(body:match('qcluster_accept_backoffs_total{listener="api"} (%d+)'))
+          assert.is_true(n and n >= 1, "backoffs: " .. tostring(n))
+          break
+        end
+      end
+      socket.sleep(0.1)
+    end
+    assert.are.equal(200, status)
+    assert.are.equal(1, log_lines("accepting connections again"))
+  end)
+end)
