@@ -12,6 +12,7 @@
 #include <http_parser.h>
 #include <limits.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,16 @@
 #define ACCEPT_PAUSE_S 0.1
 
 typedef struct conn conn;
+
+/* Who a connection counts against: an IPv4 address, an IPv6 /64 (one host
+ * usually holds a whole /64), or "local" (any other family). */
+typedef struct client_addr {
+    int family; /* AF_INET, AF_INET6 or 0 */
+    unsigned char bytes[8];
+} client_addr;
+
+/* Why a connection was over its budgets when it came (conn.over). */
+enum { OVER_NONE = 0, OVER_ALL, OVER_CLIENT };
 
 /* A request the view answers through a callback (transfer, membership, KV): it
  * outlives its connection until the callback fires, which frees it, or the
@@ -87,6 +98,14 @@ struct conn {
     ev_tstamp progress;  /* last answer byte sent, request in, or open */
     ev_tstamp req_start; /* first byte of the request under way; 0: none */
     ev_tstamp linger_start;
+    /* slots (see QC_API_MAX_CONNS in api.h) */
+    client_addr addr;
+    int counted;        /* holds a slot: counts in nslots and against its address */
+    int over;           /* OVER_*: came over a budget and waits to show the token */
+    int authed;         /* a request on it carried the valid token */
+    int hdr_done;       /* the request under way has all its headers */
+    unsigned long nreq; /* requests completed */
+    ev_tstamp opened;
     /* parked /v1/leader?wait */
     int parked, park_has_term;
     uint64_t park_term;
@@ -108,15 +127,19 @@ struct qc_api {
     int starved;           /* pauses since the listener was last drained (logged once) */
     ev_prepare reaper;
     conn *conns, *zombies;
-    int nconns;
-    int max_conns;
-    double idle_s, request_s;
+    int nconns;  /* open, the gauge */
+    int nslots;  /* holding a slot */
+    int nspare;  /* over a budget, waiting to show the token */
+    int nparked; /* parked long-polls */
+    int max_conns, max_per_client, max_longpolls, token_spare;
+    double idle_s, request_s, header_s;
 };
 
 enum { HDR_OTHER = 0, HDR_AUTH, HDR_EXPECT };
 
 static void conn_process(conn *c);
 static void conn_flush(conn *c);
+static int admit_late(conn *c);
 static void respond_error(conn *c, int status, const char *msg, const char *extra);
 
 /* qcluster_api_limit_total{limit=NAME}: a limit turned a client away. */
@@ -148,6 +171,7 @@ static void list_push(conn **head, conn *c)
 static void unpark(conn *c)
 {
     if (!c->parked) return;
+    c->api->nparked--;
     ev_timer_stop(c->api->loop, &c->wait);
     free(c->park_leader);
     c->park_leader = NULL;
@@ -170,6 +194,9 @@ static void conn_close(conn *c)
     close(c->fd);
     list_unlink(&a->conns, c);
     list_push(&a->zombies, c);
+    if (c->counted) a->nslots--;
+    if (c->over) a->nspare--;
+    c->counted = c->over = 0;
     a->nconns--;
     qc_metrics_set(a->metrics, "qcluster_api_connections", NULL, NULL, a->nconns);
     ev_prepare_start(a->loop, &a->reaper);
@@ -199,25 +226,45 @@ static void reap_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     ev_prepare_stop(loop, w);
 }
 
-/* Sets the connection's timer to the earliest deadline that applies:
- * lingering: LINGER_S after the half-close; busy (a long-poll or a view
- * callback pending): none, those end on their own; a request under way:
- * request_s after its first byte; an idle keep-alive connection, or an
- * answer the client does not read: idle_s after the last progress. Bytes
- * that start no request (blank lines) do not count as progress. */
+enum { DL_IDLE, DL_LINGER, DL_REQUEST, DL_HEADER };
+
+/* The earliest deadline that applies to c, and which (DL_*):
+ * lingering: LINGER_S after the half-close; a request under way: request_s
+ * after its first byte, and header_s for its headers; a new connection's
+ * first request: header_s after the connection; an idle keep-alive
+ * connection, or an answer the client does not read: idle_s after the last
+ * progress. Bytes that start no request (blank lines) are no progress. */
+static ev_tstamp deadline(const conn *c, int *kind)
+{
+    const qc_api *a = c->api;
+    *kind = DL_IDLE;
+    ev_tstamp at = c->progress + a->idle_s;
+    if (c->lingering) {
+        *kind = DL_LINGER;
+        return c->linger_start + LINGER_S;
+    }
+    if (c->req_start > 0 && c->req_start + a->request_s < at) {
+        *kind = DL_REQUEST;
+        at = c->req_start + a->request_s;
+    }
+    ev_tstamp from = c->req_start > 0 ? c->req_start : c->nreq == 0 ? c->opened : 0;
+    if (from > 0 && !c->hdr_done && from + a->header_s < at) {
+        *kind = DL_HEADER;
+        at = from + a->header_s;
+    }
+    return at;
+}
+
+/* Sets the connection's timer to its deadline; none while busy (a long-poll
+ * or a view callback pending): those end on their own. */
 static void timer_arm(conn *c)
 {
     qc_api *a = c->api;
     if (c->dead) return;
     ev_timer_stop(a->loop, &c->idle);
     if (c->busy && !c->lingering) return;
-    ev_tstamp at = c->progress + a->idle_s;
-    if (c->lingering) {
-        at = c->linger_start + LINGER_S;
-    } else if (c->req_start > 0 && c->req_start + a->request_s < at) {
-        at = c->req_start + a->request_s;
-    }
-    ev_tstamp left = at - ev_now(a->loop);
+    int kind;
+    ev_tstamp left = deadline(c, &kind) - ev_now(a->loop);
     ev_timer_set(&c->idle, left > 0 ? left : 0., 0.);
     ev_timer_start(a->loop, &c->idle);
 }
@@ -331,6 +378,8 @@ static void begin_linger(conn *c)
     }
     c->lingering = 1;
     c->linger_start = ev_now(c->api->loop);
+    if (c->counted) c->api->nslots--; /* answered for good: its slot is free */
+    c->counted = 0;
     ev_io_start(c->api->loop, &c->rio);
     timer_arm(c);
 }
@@ -579,9 +628,32 @@ static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
     park_answer(w->data);
 }
 
+/* The long-polls are all parked: one with the token answers the oldest
+ * parked one without it now (its answer is as valid, only earlier) and
+ * parks in its place; 1 when it did. */
+static int longpoll_room(conn *c)
+{
+    if (!c->authed) return 0;
+    conn *old = NULL;
+    for (conn *o = c->api->conns; o; o = o->next)
+        if (o->parked && !o->authed && !o->dead && (!old || o->progress < old->progress)) old = o;
+    if (!old) return 0;
+    unpark(old);
+    touch(old);
+    answer_leader(old);
+    /* its pipelined requests go on from the loop, not inside c's */
+    if (!old->dead) ev_feed_event(old->api->loop, &old->wio, EV_WRITE);
+    return 1;
+}
+
 static void park(conn *c, double wait, int has_term, uint64_t term)
 {
     qc_peer_info p;
+    if (c->api->nparked >= c->api->max_longpolls && !longpoll_room(c)) {
+        limit_hit(c->api, "longpolls"); /* answered as it is now, as without ?wait */
+        answer_leader(c);
+        return;
+    }
     if (leader_now(c->api, &p)) {
         c->park_leader = strdup(p.identifier);
         if (!c->park_leader) {
@@ -592,6 +664,7 @@ static void park(conn *c, double wait, int has_term, uint64_t term)
     c->park_has_term = has_term;
     c->park_term = term;
     c->parked = 1;
+    c->api->nparked++;
     c->busy = 1;
     ev_timer_set(&c->wait, wait, 0.);
     ev_timer_start(c->api->loop, &c->wait);
@@ -1474,6 +1547,158 @@ static void dispatch(conn *c)
     if (!c->busy) body_trim(c);
 }
 
+/* ---------- slots: who may hold a connection (see api.h) ---------- */
+
+static void addr_of(int fd, client_addr *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    memset(out, 0, sizeof *out);
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0) return; /* "local" */
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        out->family = AF_INET;
+        memcpy(out->bytes, &in->sin_addr, 4);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        int v4 = IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr);
+        out->family = v4 ? AF_INET : AF_INET6;
+        memcpy(out->bytes, in6->sin6_addr.s6_addr + (v4 ? 12 : 0), v4 ? 4 : 8);
+    }
+}
+
+static int same_addr(const client_addr *x, const client_addr *y)
+{
+    return x->family == y->family && memcmp(x->bytes, y->bytes, sizeof x->bytes) == 0;
+}
+
+static int addr_slots(const qc_api *a, const client_addr *addr)
+{
+    int n = 0;
+    for (const conn *c = a->conns; c; c = c->next) n += c->counted && same_addr(&c->addr, addr);
+    return n;
+}
+
+/* How readily c gives up its slot, 0 never: idle keep-alive ones first
+ * (unauthenticated before authenticated: closing one is ordinary HTTP);
+ * unless idle_only, then a request still arriving (or a new connection yet
+ * to send one: those only go for the token, the header deadline frees them
+ * otherwise), then a parked long-poll (answered now). Never one that showed
+ * the token, unless idle, nor a request the view is answering, nor one
+ * already closing. */
+static int victim_rank(const conn *c, int idle_only)
+{
+    if (!c->counted || c->dead || c->closing || c->lingering || c->pend) return 0;
+    if (!c->busy && c->req_start <= 0 && c->out_off >= c->out_len && c->nreq > 0)
+        return c->authed ? (idle_only ? 3 : 0) : 4;
+    if (idle_only || c->authed) return 0;
+    return c->parked ? 1 : c->busy ? 0 : 2;
+}
+
+/* The connection to give up its slot (of addr's when addr is not NULL):
+ * the best rank, then the longest without progress. */
+static conn *find_victim(qc_api *a, const client_addr *addr, int idle_only)
+{
+    conn *best = NULL;
+    int best_rank = 0;
+    for (conn *c = a->conns; c; c = c->next) {
+        int r = addr && !same_addr(&c->addr, addr) ? 0 : victim_rank(c, idle_only);
+        if (r > best_rank || (r > 0 && r == best_rank && c->progress < best->progress)) {
+            best = c;
+            best_rank = r;
+        }
+    }
+    return best;
+}
+
+/* Takes v's slot away: an idle connection closes; a request still arriving
+ * gets 503, a parked long-poll its answer now; then they close. */
+static void evict(conn *v)
+{
+    qc_api *a = v->api;
+    limit_hit(a, "evicted");
+    v->counted = 0;
+    a->nslots--;
+    v->keep_alive = 0;
+    if (v->parked) {
+        unpark(v);
+        answer_leader(v);
+    } else if (v->req_start > 0) {
+        v->req_start = 0;
+        respond_error(v, 503, "too many connections: this one was closed for another",
+                      "Retry-After: 1\r\n");
+    } else {
+        conn_close(v);
+    }
+}
+
+/* OVER_NONE when a connection from addr may hold a slot now, after making
+ * room (see victim_rank) where needed; else which budget is full. */
+static int room_for(qc_api *a, const client_addr *addr, int idle_only)
+{
+    conn *v;
+    if (addr_slots(a, addr) >= a->max_per_client) {
+        if (!(v = find_victim(a, addr, idle_only))) return OVER_CLIENT;
+        evict(v);
+    }
+    if (a->nslots >= a->max_conns) {
+        if (!(v = find_victim(a, NULL, idle_only))) return OVER_ALL;
+        evict(v);
+    }
+    return OVER_NONE;
+}
+
+static void over_message(const qc_api *a, int why, char *msg, size_t cap)
+{
+    if (why == OVER_CLIENT)
+        snprintf(msg, cap, "too many connections from this address (limit %d)", a->max_per_client);
+    else
+        snprintf(msg, cap, "too many connections (limit %d)", a->max_conns);
+}
+
+/* Answers 503 for budget why and closes; c gives up its spare place. */
+static void over_refused(conn *c, int why)
+{
+    qc_api *a = c->api;
+    char msg[128];
+    if (c->over) a->nspare--;
+    c->over = OVER_NONE;
+    c->keep_alive = 0;
+    over_message(a, why, msg, sizeof msg);
+    limit_hit(a, why == OVER_CLIENT ? "client_connections" : "connections");
+    respond_error(c, 503, msg, "Retry-After: 1\r\n");
+}
+
+/* c came over a budget and its headers are in: with the valid token it
+ * takes the slot of a connection without one; 0, or -1 (c->over says
+ * which budget is full). */
+static int admit_late(conn *c)
+{
+    qc_api *a = c->api;
+    if (!c->authed) return -1;
+    int over = room_for(a, &c->addr, 0);
+    if (over) {
+        c->over = over;
+        return -1;
+    }
+    a->nspare--;
+    c->over = OVER_NONE;
+    c->counted = 1;
+    a->nslots++;
+    return 0;
+}
+
+/* The spare places are all taken: the oldest gives its place up, so that
+ * connections held there cannot shut out a newcomer with the token. */
+static void spare_make_room(qc_api *a)
+{
+    if (a->nspare < a->token_spare) return;
+    conn *old = NULL;
+    for (conn *c = a->conns; c; c = c->next)
+        if (c->over && !c->dead && (!old || c->opened < old->opened)) old = c;
+    if (old) over_refused(old, old->over);
+}
+
 /* ---------- request parsing (http_parser callbacks) ---------- */
 
 static int hdr_count(conn *c, size_t n)
@@ -1493,7 +1718,7 @@ static int on_message_begin(http_parser *p)
     c->auth_over = 0;
     c->body_max = QC_API_MAX_BODY;
     body_trim(c);
-    c->field_done = c->url_overflow = c->expect_continue = c->err_status = 0;
+    c->field_done = c->url_overflow = c->expect_continue = c->err_status = c->hdr_done = 0;
     c->hdr_kind = HDR_OTHER;
     return 0;
 }
@@ -1557,6 +1782,12 @@ static int on_headers_complete(http_parser *p)
 {
     conn *c = p->data;
     c->method = (int)p->method;
+    c->hdr_done = 1;
+    if (c->api->token && c->auth_len > 0 && auth_ok(c)) c->authed = 1;
+    if (c->over && admit_late(c) != 0) {
+        c->err_status = 503; /* came over a budget and shows no token */
+        return -1;
+    }
     if (write_refused(c, (int)p->method)) {
         c->err_status = 401; /* before reading a body nobody may send */
         return -1;
@@ -1598,6 +1829,7 @@ static int on_message_complete(http_parser *p)
 {
     conn *c = p->data;
     c->req_start = 0;
+    c->nreq++;
     c->progress = ev_now(c->api->loop);
     c->method = (int)p->method;
     c->keep_alive = http_should_keep_alive(p);
@@ -1619,7 +1851,9 @@ static void parse_failed(conn *c)
 {
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     c->keep_alive = 0;
-    if (c->err_status == 401) {
+    if (c->err_status == 503) {
+        over_refused(c, c->over);
+    } else if (c->err_status == 401) {
         limit_hit(c->api, "auth");
         respond_error(c, 401, "missing or wrong bearer token", "WWW-Authenticate: Bearer\r\n");
     } else if (c->err_status == 413) {
@@ -1710,15 +1944,21 @@ static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     conn *c = w->data;
     qc_api *a = c->api;
     if (c->busy && !c->lingering) return; /* a parked request has its own timer */
+    int kind;
+    deadline(c, &kind);
     if (c->lingering || c->closing || c->out_off < c->out_len || c->req_start <= 0) {
-        if (!c->lingering && !c->closing) limit_hit(a, "idle");
+        if (!c->lingering && !c->closing)
+            limit_hit(a, kind == DL_HEADER ? "header_timeout" : "idle");
         conn_close(c);
         return;
     }
     /* The request did not arrive whole in time: say so, then close. */
     char msg[96];
-    snprintf(msg, sizeof msg, "request not received within %g s", a->request_s);
-    limit_hit(a, "request_timeout");
+    if (kind == DL_HEADER)
+        snprintf(msg, sizeof msg, "request headers not received within %g s", a->header_s);
+    else
+        snprintf(msg, sizeof msg, "request not received within %g s", a->request_s);
+    limit_hit(a, kind == DL_HEADER ? "header_timeout" : "request_timeout");
     c->keep_alive = 0;
     c->req_start = 0;
     respond_error(c, 408, msg, NULL);
@@ -1731,8 +1971,9 @@ static int set_nonblock(int fd)
     return fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ? -1 : 0;
 }
 
-/* Serves fd (non-blocking already); closes it when out of memory. */
-static int conn_open(qc_api *a, int fd)
+/* Serves fd (non-blocking already) from addr, in a slot or (over: the
+ * budget that is full) in a spare place; closes it when out of memory. */
+static int conn_open(qc_api *a, int fd, const client_addr *addr, int over)
 {
     conn *c = calloc(1, sizeof *c);
     if (!c) {
@@ -1743,6 +1984,14 @@ static int conn_open(qc_api *a, int fd)
     c->api = a;
     c->fd = fd;
     c->keep_alive = 1;
+    c->addr = *addr;
+    c->over = over;
+    c->counted = !over;
+    if (over)
+        a->nspare++;
+    else
+        a->nslots++;
+    c->opened = ev_now(a->loop);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     ev_io_init(&c->rio, read_cb, fd, EV_READ);
@@ -1758,20 +2007,20 @@ static int conn_open(qc_api *a, int fd)
     return QC_OK;
 }
 
-/* Over the connection limit: a short 503 if the socket takes it at once,
- * then close. What the client already sent is read first, so that the
- * close does not turn into a reset that could discard the answer. */
-static void conn_refuse(qc_api *a, int fd)
+/* Over a budget (why): a short 503 if the socket takes it at once, then
+ * close. What the client already sent is read first, so that the close
+ * does not turn into a reset that could discard the answer. */
+static void conn_refuse(qc_api *a, int fd, int why)
 {
-    char msg[160];
-    int body =
-        snprintf(msg, sizeof msg, "{\"error\":\"too many connections (limit %d)\"}", a->max_conns);
+    char text[128], msg[160];
+    over_message(a, why, text, sizeof text);
+    int body = snprintf(msg, sizeof msg, "{\"error\":\"%s\"}", text);
     char out[400];
     int n = snprintf(out, sizeof out,
                      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                      "Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
                      body, msg);
-    limit_hit(a, "connections");
+    limit_hit(a, why == OVER_CLIENT ? "client_connections" : "connections");
     char sink[4096];
     while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {
     }
@@ -1816,6 +2065,25 @@ static void accept_pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_io_start(loop, &a->accept_w);
 }
 
+/* Gives fd (accepted or adopted) a slot, a spare place while it may still
+ * show the token, or its 503. */
+static int conn_admit(qc_api *a, int fd)
+{
+    client_addr addr;
+    addr_of(fd, &addr);
+    int over = room_for(a, &addr, 1);
+    if (over && !a->token) {
+        conn_refuse(a, fd, over);
+        return QC_EBUSY;
+    }
+    if (set_nonblock(fd) != 0) {
+        close(fd);
+        return QC_EIO;
+    }
+    if (over) spare_make_room(a);
+    return conn_open(a, fd, &addr, over);
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
@@ -1830,15 +2098,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                 qc_log(QC_LOG_WARN, "api", "accept: %s", strerror(errno));
             return;
         }
-        if (a->nconns >= a->max_conns) {
-            conn_refuse(a, fd);
-            continue;
-        }
-        if (set_nonblock(fd) != 0) {
-            close(fd);
-            continue;
-        }
-        conn_open(a, fd);
+        conn_admit(a, fd);
     }
 }
 
@@ -1894,8 +2154,12 @@ int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *
     if (!a) return QC_ENOMEM;
     a->max_kv_body = QC_API_MAX_KV_BODY;
     a->max_conns = QC_API_MAX_CONNS;
+    a->max_per_client = QC_API_MAX_CONNS_PER_CLIENT;
+    a->max_longpolls = QC_API_MAX_LONGPOLLS;
+    a->token_spare = QC_API_TOKEN_SPARE;
     a->idle_s = QC_API_IDLE_TIMEOUT_S;
     a->request_s = QC_API_REQUEST_TIMEOUT_S;
+    a->header_s = QC_API_HEADER_TIMEOUT_S;
     a->loop = loop;
     a->view = view;
     a->metrics = metrics;
@@ -1932,22 +2196,18 @@ void qc_api_set_limits(qc_api *a, const qc_api_limits *limits)
 {
     if (!a || !limits) return;
     if (limits->max_conns > 0) a->max_conns = limits->max_conns;
+    if (limits->max_conns_per_client > 0) a->max_per_client = limits->max_conns_per_client;
+    if (limits->max_longpolls > 0) a->max_longpolls = limits->max_longpolls;
+    if (limits->token_spare > 0) a->token_spare = limits->token_spare;
     if (limits->idle_timeout_s > 0) a->idle_s = limits->idle_timeout_s;
     if (limits->request_timeout_s > 0) a->request_s = limits->request_timeout_s;
+    if (limits->header_timeout_s > 0) a->header_s = limits->header_timeout_s;
 }
 
 int qc_api_adopt(qc_api *a, int fd)
 {
     if (!a || fd < 0) return QC_EINVAL;
-    if (a->nconns >= a->max_conns) {
-        conn_refuse(a, fd);
-        return QC_EBUSY;
-    }
-    if (set_nonblock(fd) != 0) {
-        close(fd);
-        return QC_EIO;
-    }
-    return conn_open(a, fd);
+    return conn_admit(a, fd);
 }
 
 int qc_api_connections(const qc_api *a) { return a ? a->nconns : 0; }

@@ -25,10 +25,30 @@ typedef struct qc_api qc_api;
  * QC_API_MAX_URL bytes gets 414 (limit="url"). Both close the connection. */
 #define QC_API_MAX_HEADER 8192
 #define QC_API_MAX_URL 4096
-/* Connections open at once. One more is answered "503 too many
- * connections" with Connection: close and closed at once, before any of its
- * request is read (limit="connections"). */
+/* Connection slots. When all QC_API_MAX_CONNS are taken, a new connection
+ * first takes the slot of the oldest idle keep-alive connection (closed, as
+ * HTTP lets a server do; limit="evicted"). One client address (an IPv4
+ * address, an IPv6 /64) holds at most QC_API_MAX_CONNS_PER_CLIENT slots,
+ * so no single client can take them all (limit="client_connections"); its
+ * own idle connections make room likewise. With no room, a new connection
+ * is answered "503 too many connections" with Retry-After: 1 and
+ * Connection: close at once, before any of its request is read
+ * (limit="connections" or "client_connections") ... */
 #define QC_API_MAX_CONNS 512
+#define QC_API_MAX_CONNS_PER_CLIENT 128
+/* ... unless an api_token is set: then up to QC_API_TOKEN_SPARE such
+ * connections (the newest) wait for their first request's headers. One
+ * with the valid bearer token takes the slot of an unauthenticated
+ * connection (idle first, then one still sending its request, then a
+ * parked long-poll, answered now; oldest first), so a request with the
+ * token is never refused for slots taken by requests without it; the
+ * others get the 503. */
+#define QC_API_TOKEN_SPARE 32
+/* Parked /v1/leader?wait requests at once, so long-polls cannot take every
+ * slot. One more is answered at once, as without ?wait
+ * (limit="longpolls"); one with the valid token answers the oldest parked
+ * unauthenticated one now and parks instead. */
+#define QC_API_MAX_LONGPOLLS 256
 /* A keep-alive connection with no request under way (or whose client reads
  * nothing of its answer) for this long is closed (limit="idle"). */
 #define QC_API_IDLE_TIMEOUT_S 60.0
@@ -36,6 +56,10 @@ typedef struct qc_api qc_api;
  * first byte; else 408 and the connection closes (limit="request_timeout").
  * Slow clients cannot hold a connection by trickling bytes. */
 #define QC_API_REQUEST_TIMEOUT_S 30.0
+/* Its request line and headers within this long of its first byte, and a
+ * new connection's first request within this long of the connection: else
+ * 408 (or, with nothing sent, a plain close; limit="header_timeout"). */
+#define QC_API_HEADER_TIMEOUT_S 10.0
 #define QC_API_MAX_WAIT_S 300 /* longest ?wait= honoured */
 
 /* Writes (POST, PUT, DELETE) need the token when one is set: a wrong or
@@ -66,13 +90,13 @@ void qc_api_notify(qc_api *a);
 /* Overrides of the limits above, for tests (api_fake's QC_FAKE_API_* env);
  * a field at 0 keeps the default. Applies to connections accepted later. */
 typedef struct qc_api_limits {
-    int max_conns;
-    double idle_timeout_s, request_timeout_s;
+    int max_conns, max_conns_per_client, max_longpolls, token_spare;
+    double idle_timeout_s, request_timeout_s, header_timeout_s;
 } qc_api_limits;
 void qc_api_set_limits(qc_api *a, const qc_api_limits *limits);
 /* Serves fd, a connected stream socket (a socketpair in tests and the fuzz
  * target), as if it had been accepted; the API owns and closes it. 0;
- * QC_EBUSY over the connection limit (answered 503 and closed as above),
+ * QC_EBUSY over the connection limits (answered 503 and closed as above),
  * QC_EIO or QC_ENOMEM (fd closed). */
 int qc_api_adopt(qc_api *a, int fd);
 /* Connections open now (tests). */

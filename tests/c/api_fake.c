@@ -5,8 +5,9 @@
  * KV section for its special keys; none when QC_FAKE_NO_KV is set) and
  * answers membership requests (see that section; none when
  * QC_FAKE_NO_MEMBERS is set). The API's limits can be made small for the
- * specs: QC_FAKE_API_MAX_CONNS, QC_FAKE_API_IDLE_S, QC_FAKE_API_REQUEST_S
- * (see qc_api_set_limits).
+ * specs: QC_FAKE_API_MAX_CONNS, QC_FAKE_API_MAX_PER_CLIENT,
+ * QC_FAKE_API_MAX_LONGPOLLS, QC_FAKE_API_TOKEN_SPARE, QC_FAKE_API_IDLE_S,
+ * QC_FAKE_API_REQUEST_S, QC_FAKE_API_HEADER_S (see qc_api_set_limits).
  * Usage: api_fake PORT [TOKEN]. Never linked into the agent. */
 #include <signal.h>
 #include <stdio.h>
@@ -640,8 +641,12 @@ int main(int argc, char **argv)
         return 1;
     }
     qc_api_limits limits = {.max_conns = (int)env_number("QC_FAKE_API_MAX_CONNS"),
+                            .max_conns_per_client = (int)env_number("QC_FAKE_API_MAX_PER_CLIENT"),
+                            .max_longpolls = (int)env_number("QC_FAKE_API_MAX_LONGPOLLS"),
+                            .token_spare = (int)env_number("QC_FAKE_API_TOKEN_SPARE"),
                             .idle_timeout_s = env_number("QC_FAKE_API_IDLE_S"),
-                            .request_timeout_s = env_number("QC_FAKE_API_REQUEST_S")};
+                            .request_timeout_s = env_number("QC_FAKE_API_REQUEST_S"),
+                            .header_timeout_s = env_number("QC_FAKE_API_HEADER_S")};
     qc_api_set_limits(f.api, &limits);
     int sigs[] = {SIGUSR1, SIGUSR2, SIGTERM, SIGINT};
     ev_signal sw[4];

@@ -371,14 +371,49 @@ describe("qc_api limits", function()
     return tonumber(body:match('qcluster_api_limit_total{limit="' .. name .. '"} (%d+)')) or 0
   end
 
-  it("a connection over the limit gets 503 and is closed; the others are served", function()
-    start("QC_FAKE_API_MAX_CONNS=3")
+  -- Until the fake holds no connection but the one asking (start's probe
+  -- may still be open), so that the slots a spec fills are all its own.
+  local function settle()
+    for _ = 1, 100 do
+      local _, _, body = request(port, "GET", "/metrics", { headers = { Connection = "close" } })
+      if body:find("qcluster_api_connections 1\n", 1, true) then return end
+      socket.sleep(0.02)
+    end
+    error("connections left open")
+  end
+
+  local function start_plain(env) -- no api_token: nobody to make room for
+    port = 18000 + math.random(0, 9999)
+    pid = start_fake(port, nil, env)
+    settle()
+  end
+
+  -- A connection from a loopback address of our choice (127.0.0.0/8), so
+  -- that per-address budgets can be told apart.
+  local function connect_from(ip)
+    local s = socket.tcp()
+    assert(s:bind(ip, 0))
+    s:settimeout(5)
+    assert(s:connect("127.0.0.1", port))
+    return s
+  end
+
+  local function request_from(ip, method, path, headers)
+    local s = connect_from(ip)
+    assert(s:send(fake.format_request(method, path, { headers = headers, body = method == "PUT" and "v" or nil })))
+    local status, h, body = read_response(s)
+    s:close()
+    return status, h, body and cjson.decode(body)
+  end
+
+  it("with every slot held by a request under way, one more gets 503 at once and is closed", function()
+    start_plain("QC_FAKE_API_MAX_CONNS=3")
     local held = {}
     for i = 1, 3 do
       held[i] = connect(port)
-      assert(held[i]:send("GET /v1/status HTTP/1.1\r\n\r\n"))
-      assert.are.equal(200, (read_response(held[i])))
+      assert(held[i]:send("GET /v1/status HTTP/1.1\r\n"))
     end
+    socket.sleep(0.1)
     -- the fourth is answered at once, before it sends anything
     local extra = connect(port)
     local status, headers, body = read_response(extra)
@@ -389,10 +424,13 @@ describe("qc_api limits", function()
     assert.is_true((closed(extra)))
     extra:close()
     -- the held ones still work, and a freed slot takes a new client
-    assert(held[1]:send("GET /v1/members HTTP/1.1\r\n\r\n"))
-    assert.are.equal(200, (read_response(held[1])))
+    for i = 1, 3 do
+      assert(held[i]:send("\r\n"))
+      assert.are.equal(200, (read_response(held[i])))
+    end
     held[3]:close()
     socket.sleep(0.1)
+    assert(held[1]:send("GET /v1/status HTTP/1.1\r\n")) -- under way again
     local s = connect(port)
     assert(s:send("GET /metrics HTTP/1.1\r\n\r\n"))
     local st, _, text = read_response(s)
@@ -402,6 +440,131 @@ describe("qc_api limits", function()
     s:close()
     held[1]:close()
     held[2]:close()
+  end)
+
+  it("with every slot taken, the oldest idle keep-alive connection makes room", function()
+    start_plain("QC_FAKE_API_MAX_CONNS=3")
+    local held = {}
+    for i = 1, 3 do
+      held[i] = connect(port)
+      assert(held[i]:send("GET /v1/status HTTP/1.1\r\n\r\n"))
+      assert.are.equal(200, (read_response(held[i])))
+      socket.sleep(0.05)
+    end
+    assert.are.equal(200, (request(port, "GET", "/v1/members")))
+    assert.is_true((closed(held[1]))) -- the oldest idle one
+    assert(held[2]:send("GET /v1/status HTTP/1.1\r\n\r\n"))
+    assert.are.equal(200, (read_response(held[2])))
+    for i = 1, 3 do held[i]:close() end
+    assert.are.equal(1, limit_count("evicted"))
+  end)
+
+  it("one address holding many slowloris connections cannot take every slot", function()
+    start_plain("QC_FAKE_API_MAX_CONNS=20 QC_FAKE_API_MAX_PER_CLIENT=5")
+    local slow, refused = {}, 0
+    for i = 1, 30 do
+      slow[i] = connect_from("127.0.0.2")
+      slow[i]:send("GET /v1/sta")
+    end
+    for i = 6, 30 do -- over its address's budget: 503 at once
+      slow[i]:settimeout(2)
+      local status, _, body = read_response(slow[i])
+      if status == 503 then
+        refused = refused + 1
+        assert.are.equal("too many connections from this address (limit 5)", cjson.decode(body).error)
+      end
+    end
+    assert.are.equal(25, refused)
+    -- a polite client elsewhere is always served
+    for _ = 1, 20 do
+      assert.are.equal(200, (request_from("127.0.0.3", "GET", "/v1/status")))
+    end
+    for _, s in ipairs(slow) do s:close() end
+    assert.are.equal(25, limit_count("client_connections"))
+  end)
+
+  it("parked long-polls cannot take every slot: one over their budget is answered at once", function()
+    start_plain("QC_FAKE_API_MAX_CONNS=20 QC_FAKE_API_MAX_LONGPOLLS=5")
+    local polls = {}
+    for i = 1, 30 do
+      polls[i] = connect(port)
+      assert(polls[i]:send("GET /v1/leader?wait=30 HTTP/1.1\r\n\r\n"))
+      socket.sleep(0.01)
+    end
+    for _ = 1, 20 do
+      assert.are.equal(200, (request(port, "GET", "/v1/status")))
+    end
+    local answered, parked = 0, 0
+    for _, s in ipairs(polls) do
+      s:settimeout(0.3)
+      local status, _, body = read_response(s)
+      if status then
+        assert.are.equal(503, status) -- as without ?wait: no leader now
+        assert.are.equal(cjson.null, cjson.decode(body).leader)
+        answered = answered + 1
+      else
+        parked = parked + 1
+      end
+    end
+    assert.are.same({ 25, 5 }, { answered, parked })
+    assert.are.equal(25, limit_count("longpolls"))
+    -- a parked one still gets its change
+    signal(pid, "USR1")
+    local got = 0
+    for _, s in ipairs(polls) do
+      s:settimeout(2)
+      if read_response(s) == 200 then got = got + 1 end
+      s:close()
+    end
+    assert.are.equal(5, got)
+  end)
+
+  it("a request with the token is served while connections without it fill every slot", function()
+    start("QC_FAKE_API_MAX_CONNS=10 QC_FAKE_API_MAX_PER_CLIENT=4 QC_FAKE_API_TOKEN_SPARE=3")
+    settle()
+    local slow = {}
+    for a = 2, 6 do -- 5 addresses x 4: every slot, spare places too
+      for _ = 1, 4 do
+        local s = connect_from("127.0.0." .. a)
+        s:send("GET /v1/sta")
+        slow[#slow + 1] = s
+      end
+    end
+    socket.sleep(0.1)
+    local status, _, j = request_from("127.0.0.7", "GET", "/v1/status")
+    assert.are.equal(503, status)
+    assert.are.equal("too many connections (limit 10)", j.error)
+    assert.are.equal(200, (request_from("127.0.0.7", "PUT", "/v1/kv/k", auth(TOKEN))))
+    assert.are.equal(200, (request_from("127.0.0.7", "GET", "/v1/status", auth(TOKEN))))
+    -- an address at its own budget: the token makes room there too
+    status, _, j = request_from("127.0.0.2", "GET", "/v1/status")
+    assert.are.equal(503, status)
+    assert.are.equal("too many connections from this address (limit 4)", j.error)
+    assert.are.equal(200, (request_from("127.0.0.2", "GET", "/v1/status", auth(TOKEN))))
+    -- the connections that made room got a 503 in place of their answer
+    local evicted = 0
+    for _, s in ipairs(slow) do
+      s:settimeout(0.2)
+      local st = read_response(s)
+      if st == 503 then evicted = evicted + 1 end
+      s:close()
+    end
+    assert.is_true(evicted >= 3, evicted .. " evicted")
+  end)
+
+  it("a new connection must send its request headers in time", function()
+    start("QC_FAKE_API_HEADER_S=0.5")
+    local silent, partial = connect(port), connect(port)
+    assert(partial:send("GET /v1/status HTTP/1.1\r\nX-A: b\r\n"))
+    local t0 = socket.gettime()
+    local status, _, body = read_response(partial)
+    assert.are.equal(408, status)
+    assert.matches("request headers not received within 0.5 s", cjson.decode(body).error, 1, true)
+    assert.is_true((closed(silent)))
+    assert.is_true(socket.gettime() - t0 < 3)
+    silent:close()
+    partial:close()
+    assert.are.equal(2, limit_count("header_timeout"))
   end)
 
   it("a request whose headers do not arrive in time gets 408, trickling or not", function()
