@@ -461,6 +461,7 @@ static int leader_json(conn *c, yajl_gen g)
         yajl_gen_map_open(g);
         qc_json_key(g, "leader");
         yajl_gen_null(g);
+        qc_json_key_int(g, "term", (long long)term_now(c->api));
         yajl_gen_map_close(g);
         return 503;
     }

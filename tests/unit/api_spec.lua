@@ -61,6 +61,7 @@ describe("qc_api", function()
     local status, _, _, j = request(port, "GET", "/v1/leader")
     assert.are.equal(503, status)
     assert.are.equal(cjson.null, j.leader)
+    assert.are.equal("number", type(j.term)) -- every answer carries the term
     signal(pid, "USR1")
     status, _, _, j = request(port, "GET", "/v1/leader")
     assert.are.equal(200, status)
