@@ -8,6 +8,7 @@ local M = {}
 M.HOOKS = {
   "on_start", "on_elected", "on_demoted", "on_leader_change", "on_peer_up",
   "on_peer_down", "on_stop", "on_kv_change", "on_member_join", "on_member_leave",
+  "on_health_change",
 }
 
 -- Documented defaults (README). Keys left out here have no default.
@@ -34,6 +35,7 @@ local KEYS = {
   "snapshot_entries", "kv_max_key_bytes", "kv_max_value_bytes",
   "hooks", "log_level", "secret", "secret_file", "api_token", "role", "priority",
   "join", "preempt", "preempt_delay_ms", "max_voters", "leave_on_stop", "reap_after",
+  "checks",
 }
 
 local KNOWN, IS_HOOK = {}, {}
@@ -406,6 +408,125 @@ local function membership(c, out)
   end
 end
 
+-- ---- health checks (README "Health checks") ------------------------------
+
+M.CHECK_KINDS = { "exec", "http", "tcp", "ttl_ms", "lua" }
+local CHECK_NAMES = { "name", "exec", "http", "tcp", "ttl_ms", "lua", "interval_ms", "timeout_ms",
+  "rise", "fall" }
+local CHECK_KEYS = {}
+for _, k in ipairs(CHECK_NAMES) do CHECK_KEYS[k] = true end
+M.CHECK_DEFAULTS = { interval_ms = 1000, rise = 2, fall = 2 }
+local CHECK_MAX_MS = 86400000
+local CHECKS_MAX = 64
+
+-- "http://host[:port][/path]" -> host, port, path; raises naming key.
+local function http_url(key, v)
+  if type(v) ~= "string" then fail(key, 'expected a URL "http://host:port/path", got %s', describe(v)) end
+  if v:match("^[Hh][Tt][Tt][Pp][Ss]://") then
+    fail(key, "https is not supported by http checks, got %s (check a plain http port, or use"
+      .. " an exec check such as curl -fsS)", describe(v))
+  end
+  local hostport, path = v:match("^http://([^/?#]+)(.*)$")
+  if path == "" then path = "/" end
+  local h, p
+  if hostport then
+    h, p = split_host_port(hostport)
+    if not h and not hostport:find("[:%[%]%s%c]") then h, p = hostport, 80 end
+  end
+  if not h or path:sub(1, 1) ~= "/" or path:find("[%s%c]") or #v > 2048 then
+    fail(key, 'expected a URL "http://host:port/path", got %s', describe(v))
+  end
+  return h, p, path
+end
+
+-- The kind a check names, and its resolved fields into out.
+local function check_kind(key, t, out, json)
+  local kinds = {}
+  for _, k in ipairs(M.CHECK_KINDS) do
+    if t[k] ~= nil then kinds[#kinds + 1] = k end
+  end
+  if #kinds == 0 then
+    fail(key, "expected exactly one kind (exec, http, tcp, ttl_ms or lua), got none")
+  end
+  if #kinds > 1 then
+    fail(key .. "." .. kinds[2], "expected exactly one kind (exec, http, tcp, ttl_ms or lua),"
+      .. " got both %s and %s", kinds[1], kinds[2])
+  end
+  local kind = kinds[1]
+  local k, v = key .. "." .. kind, t[kind]
+  out.kind = kind == "ttl_ms" and "ttl" or kind
+  if kind == "exec" then
+    out.target = string_value(k, v, "a shell command")
+  elseif kind == "http" then
+    out.host, out.port, out.path = http_url(k, v)
+    out.target = v
+  elseif kind == "tcp" then
+    out.host, out.port = split_host_port(v)
+    if not out.host then fail(k, 'expected "host:port", got %s', describe(v)) end
+    out.target = v
+  elseif kind == "ttl_ms" then
+    out.ttl_ms = integer(k, v, 1, CHECK_MAX_MS)
+    out.target = tostring(out.ttl_ms)
+  else
+    -- A function (Lua config), or the name of one in the hooks file's
+    -- checks table (any config; checked once the hooks file is loaded).
+    if type(v) == "string" and v:match("^[%w_%.%-]+$") then
+      out.lua_name = v
+    elseif type(v) ~= "function" then
+      fail(k, "expected a function%s, or the name of a function in the hooks file's checks"
+        .. " table, got %s", json and " (needs a Lua config)" or "", describe(v))
+    end
+    out.lua = v
+    out.target = type(v) == "string" and v or "function"
+  end
+end
+
+local function check_entry(i, t, seen, json)
+  local key = ("checks[%d]"):format(i)
+  if type(t) ~= "table" then
+    fail(key, "expected a table {name, exec|http|tcp|ttl_ms|lua, interval_ms, timeout_ms,"
+      .. " rise, fall}, got %s", describe(t))
+  end
+  t = strip_null(t)
+  check_unknown(t, CHECK_KEYS, key .. ".", CHECK_NAMES)
+  local out = {}
+  local name = t.name
+  if type(name) ~= "string" or not name:match("^[%w_%.%-]+$") or #name > 64 then
+    fail(key .. ".name", "expected a name (1 to 64 letters, digits, '_', '-', '.'), got %s",
+      describe(name))
+  end
+  if seen[name] then
+    fail(key .. ".name", "expected a unique name, got %s (also checks[%d])", describe(name),
+      seen[name])
+  end
+  seen[name] = i
+  out.name = name
+  check_kind(key, t, out, json)
+  local d = M.CHECK_DEFAULTS
+  out.interval_ms = integer(key .. ".interval_ms", t.interval_ms == nil and d.interval_ms
+    or t.interval_ms, 10, CHECK_MAX_MS)
+  -- One run at a time: a run must end before the next one is due.
+  local timeout = t.timeout_ms == nil and out.interval_ms or t.timeout_ms
+  local ti = as_integer(timeout)
+  if ti == nil or ti < 1 or ti > out.interval_ms then
+    fail(key .. ".timeout_ms", "expected an integer 1..%d (at most interval_ms), got %s",
+      out.interval_ms, describe(timeout))
+  end
+  out.timeout_ms = ti
+  out.rise = integer(key .. ".rise", t.rise == nil and d.rise or t.rise, 1, 1000000)
+  out.fall = integer(key .. ".fall", t.fall == nil and d.fall or t.fall, 1, 1000000)
+  return out
+end
+
+local function checks(v, json)
+  local out, seen = {}, {}
+  for i, t in ipairs(list("checks", v, "checks {name, exec|http|tcp|ttl_ms|lua, ...}")) do
+    if i > CHECKS_MAX then fail("checks", "expected at most %d checks, got %d", CHECKS_MAX, #v) end
+    out[i] = check_entry(i, t, seen, json)
+  end
+  return out
+end
+
 local function inline_hooks(c, out, json)
   for _, name in ipairs(M.HOOKS) do
     local f = c[name]
@@ -451,6 +572,7 @@ local function check(raw, opts)
   out.log_level = one_of("log_level", c.log_level, { "debug", "info", "warn", "error" })
   secrets(c, out, dir)
   membership(c, out)
+  out.checks = checks(c.checks, opts.json)
   inline_hooks(c, out, opts.json)
   return out
 end
@@ -469,23 +591,49 @@ function M.check(raw, opts)
 end
 
 -- check_hooks(t) -> true, or nil and a message: a hooks file must return a
--- table whose keys are known hook names and whose values are functions.
+-- table whose keys are known hook names and whose values are functions, and
+-- optionally checks = {NAME = function(done) ... end} for lua checks.
 function M.check_hooks(t)
   local ok, err = pcall(function()
     if type(t) ~= "table" then
       fail(nil, "expected the hooks file to return a table of on_* functions, got %s",
         describe(t))
     end
-    check_unknown(t, IS_HOOK, "", M.HOOKS)
+    local known = setmetatable({ checks = true }, { __index = IS_HOOK })
+    check_unknown(t, known, "", M.HOOKS)
     for _, name in ipairs(M.HOOKS) do
       if t[name] ~= nil and type(t[name]) ~= "function" then
         fail(name, "expected a function, got %s", describe(t[name]))
+      end
+    end
+    if t.checks ~= nil then
+      if type(t.checks) ~= "table" then
+        fail("checks", "expected a table of check functions by name, got %s", describe(t.checks))
+      end
+      for _, k in ipairs(sorted_keys(t.checks)) do
+        if type(k) ~= "string" or type(t.checks[k]) ~= "function" then
+          fail("checks." .. key_name(k), "expected a function, got %s", describe(t.checks[k]))
+        end
       end
     end
   end)
   if ok then return true end
   if type(err) == "table" then return nil, err.msg end
   error(err, 0)
+end
+
+-- check_lua_checks(conf, hooks) -> true, or nil and a message: every lua
+-- check of the resolved config that names a function finds it in the hooks
+-- table's checks (hooks: the merged hooks table, maybe nil).
+function M.check_lua_checks(conf, hooks)
+  local fns = type(hooks) == "table" and type(hooks.checks) == "table" and hooks.checks or {}
+  for i, c in ipairs(type(conf) == "table" and conf.checks or {}) do
+    if c.lua_name and type(fns[c.lua_name]) ~= "function" then
+      return nil, ('checks[%d].lua: expected a function named %q in the hooks file\'s checks'
+        .. " table, got none"):format(i, c.lua_name)
+    end
+  end
+  return true
 end
 
 return M

@@ -273,6 +273,49 @@ static int copy_peers(lua_State *L, int t, qc_config *cfg, char *err, size_t err
     return rc;
 }
 
+static int check_kind(const char *kind)
+{
+    static const char *const names[] = {"exec", "http", "tcp", "ttl", "lua"};
+    for (size_t i = 0; kind && i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(kind, names[i]) == 0) return (int)i + QC_CHECK_EXEC;
+    return 0;
+}
+
+static int copy_check(lua_State *L, int e, qc_check_conf *k)
+{
+    lua_getfield(L, e, "kind");
+    k->kind = check_kind(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    int rc = dup_field(L, e, "name", &k->name);
+    if (rc == QC_OK) rc = dup_field(L, e, "target", &k->target);
+    if (rc == QC_OK) rc = dup_field(L, e, "host", &k->host);
+    if (rc == QC_OK) rc = dup_field(L, e, "path", &k->path);
+    k->port = int_field(L, e, "port");
+    k->ttl_ms = int_field(L, e, "ttl_ms");
+    k->interval_ms = int_field(L, e, "interval_ms");
+    k->timeout_ms = int_field(L, e, "timeout_ms");
+    k->rise = int_field(L, e, "rise");
+    k->fall = int_field(L, e, "fall");
+    return rc == QC_OK && (!k->name || !k->target || !k->kind) ? QC_EINVAL : rc;
+}
+
+static int copy_checks(lua_State *L, int t, qc_config *cfg)
+{
+    lua_getfield(L, t, "checks");
+    int ct = lua_gettop(L);
+    size_t n = lua_istable(L, ct) ? (size_t)lua_rawlen(L, ct) : 0;
+    int rc = QC_OK;
+    if (n && !(cfg->checks = calloc(n, sizeof *cfg->checks))) rc = QC_ENOMEM;
+    for (size_t i = 0; rc == QC_OK && i < n; i++) {
+        lua_rawgeti(L, ct, (lua_Integer)i + 1);
+        cfg->n_checks = i + 1;
+        rc = copy_check(L, lua_gettop(L), &cfg->checks[i]);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 static int copy_config(lua_State *L, int t, qc_config *cfg, char *err, size_t errlen)
 {
     static const struct {
@@ -313,6 +356,10 @@ static int copy_config(lua_State *L, int t, qc_config *cfg, char *err, size_t er
     int rc = json_field(L, t, "metadata", &cfg->metadata, err, errlen);
     if (rc == QC_OK) rc = copy_peers(L, t, cfg, err, errlen);
     if (rc == QC_OK) rc = copy_join(L, t, cfg);
+    if (rc == QC_OK) {
+        rc = copy_checks(L, t, cfg);
+        if (rc == QC_EINVAL) snprintf(err, errlen, "checks: the checker left a check incomplete");
+    }
     return rc;
 }
 
@@ -390,5 +437,12 @@ void qc_config_free(qc_config *cfg)
     free(cfg->api_token);
     for (size_t i = 0; i < cfg->n_join; i++) free(cfg->join[i]);
     free(cfg->join);
+    for (size_t i = 0; i < cfg->n_checks; i++) {
+        free(cfg->checks[i].name);
+        free(cfg->checks[i].target);
+        free(cfg->checks[i].host);
+        free(cfg->checks[i].path);
+    }
+    free(cfg->checks);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -19,6 +19,24 @@ typedef struct qc_peer_conf {
     int priority;   /* 0 never leads; 1 when not given */
 } qc_peer_conf;
 
+/* A health check (README "Health checks"): the kinds of lua/config.lua. */
+enum { QC_CHECK_EXEC = 1, QC_CHECK_HTTP, QC_CHECK_TCP, QC_CHECK_TTL, QC_CHECK_LUA };
+
+typedef struct qc_check_conf {
+    char *name;
+    int kind;     /* QC_CHECK_... */
+    char *target; /* exec: the command; http: the URL; tcp: "host:port"; ttl:
+                     ttl_ms as text; lua: the function's name or "function" */
+    char *host;   /* http, tcp: where to connect (NULL otherwise) */
+    int port;
+    char *path; /* http: the request target */
+    int ttl_ms; /* ttl */
+    int interval_ms, timeout_ms, rise, fall;
+    /* lua: the function is the resolved config's checks[i].lua (registry
+     * "qcluster.config"), or the hooks table's checks[target] when it names
+     * one. */
+} qc_check_conf;
+
 typedef struct qc_config {
     char *path; /* the config file as given */
     char *dir;  /* its directory: relative paths start here */
@@ -52,6 +70,8 @@ typedef struct qc_config {
     int join_set;          /* join was given, maybe empty: this node joins, never forms a cluster */
     int64_t reap_after_ms; /* remove a member down this long; 0: never */
     int leave_on_stop;     /* leave the cluster on SIGTERM */
+    qc_check_conf *checks; /* health checks, in config order */
+    size_t n_checks;
 } qc_config;
 
 /* Default timings (documented in the README). */

@@ -10,13 +10,10 @@
 #include <fcntl.h>
 #include <lauxlib.h>
 #include <lualib.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +21,7 @@
 #include "embedded.h"
 #include "log.h"
 #include "luajson.h"
+#include "spawn.h"
 
 extern char **environ;
 
@@ -33,8 +31,6 @@ extern char **environ;
 #define QC_CONFIG_BUDGET_MS 5000
 /* exec(): output kept per stream; the rest is read and dropped. */
 #define QC_EXEC_MAX_OUTPUT (1u << 20)
-/* exec(): after SIGKILL, how long to wait for the pipes to close. */
-#define QC_EXEC_GRACE_S 1.0
 /* Instructions between two looks at the clock while a hook runs. */
 #define QC_BUDGET_COUNT 1000
 
@@ -67,21 +63,11 @@ typedef struct job {
     char strings[]; /* every string the event carries */
 } job;
 
-typedef struct outbuf {
-    char *data;
-    size_t len, cap;
-} outbuf;
-
+/* A qcluster.exec call: its child (spawn.c) and its callback. */
 typedef struct qc_exec {
     struct qc_exec *prev, *next;
     qc_lua *h;
-    pid_t pid;
-    ev_child child; /* on libev's default loop, the only one where ev_child works */
-    ev_io pid_w;    /* elsewhere: the child's pidfd turns readable when it ends */
-    ev_io out_w, err_w;
-    ev_timer timer;
-    outbuf out, err;
-    int exited, wstatus, timed_out, killed;
+    qc_spawn *s;
     int fn_ref;
 } qc_exec;
 
@@ -141,6 +127,7 @@ struct qc_lua {
     uint64_t deadline_ms;
     int hook_timeout_ms;
     char *hooks_path;
+    char *config_path; /* for messages about the config's lua checks */
 };
 
 static qc_lua *host_of(lua_State *L) { return *(qc_lua **)lua_getextraspace(L); }
@@ -621,7 +608,7 @@ void qc_lua_drain(qc_lua *h)
 
 size_t qc_lua_pending(const qc_lua *h) { return h->pending; }
 
-/* ---- exec -------------------------------------------------------------- */
+/* ---- exec ----------------------------------------------------------- */
 
 static void exec_unlink(qc_exec *x)
 {
@@ -633,28 +620,13 @@ static void exec_unlink(qc_exec *x)
     if (x->next) x->next->prev = x->prev;
 }
 
-static void exec_close_fd(qc_exec *x, ev_io *w)
+/* The child ended (spawn.c): its callback, if any, goes on the queue with
+ * the output, which the job takes over. */
+static void exec_done(void *ud, qc_spawn_result *r)
 {
-    if (w->fd < 0) return;
-    ev_io_stop(x->h->loop, w);
-    close(w->fd);
-    ev_io_set(w, -1, EV_READ);
-}
-
-static void exec_finish(qc_exec *x)
-{
+    qc_exec *x = ud;
     qc_lua *h = x->h;
-    ev_timer_stop(h->loop, &x->timer);
     exec_unlink(x);
-    int status = 0, sig = 0;
-    if (WIFEXITED(x->wstatus)) {
-        status = WEXITSTATUS(x->wstatus);
-    } else if (WIFSIGNALED(x->wstatus)) {
-        sig = WTERMSIG(x->wstatus);
-        status = 128 + sig;
-    }
-    qc_log(QC_LOG_DEBUG, "hook", "exec: pid %d ended with status %d%s", (int)x->pid, status,
-           x->timed_out ? " (timed out)" : "");
     if (x->fn_ref != LUA_NOREF) {
         job *j = job_new("exec", 0);
         if (!j) {
@@ -663,164 +635,18 @@ static void exec_finish(qc_exec *x)
         } else {
             j->kind = JOB_EXEC;
             j->fn_ref = x->fn_ref;
-            j->status = status;
-            j->signal = sig;
-            j->timed_out = x->timed_out;
-            j->out = x->out.data;
-            j->out_len = x->out.len;
-            j->err = x->err.data;
-            j->err_len = x->err.len;
-            x->out.data = x->err.data = NULL;
+            j->status = r->status;
+            j->signal = r->signal;
+            j->timed_out = r->timed_out;
+            j->out = r->out;
+            j->out_len = r->out_len;
+            j->err = r->err;
+            j->err_len = r->err_len;
+            r->out = r->err = NULL;
             enqueue(h, j);
         }
     }
-    free(x->out.data);
-    free(x->err.data);
     free(x);
-}
-
-static void exec_maybe_finish(qc_exec *x)
-{
-    if (x->exited && x->out_w.fd < 0 && x->err_w.fd < 0) exec_finish(x);
-}
-
-static void outbuf_add(outbuf *b, const char *data, size_t n)
-{
-    if (b->len >= QC_EXEC_MAX_OUTPUT) return;
-    if (n > QC_EXEC_MAX_OUTPUT - b->len) n = QC_EXEC_MAX_OUTPUT - b->len;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n) cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d) return; /* keep what we have; the rest is dropped */
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, data, n);
-    b->len += n;
-}
-
-static void on_exec_io(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    qc_exec *x = w->data;
-    outbuf *b = w == &x->out_w ? &x->out : &x->err;
-    char buf[16384];
-    for (;;) {
-        ssize_t n = read(w->fd, buf, sizeof buf);
-        if (n > 0) {
-            outbuf_add(b, buf, (size_t)n);
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-        break; /* EOF or a real error: this stream is done */
-    }
-    exec_close_fd(x, w);
-    exec_maybe_finish(x);
-}
-
-static void on_exec_child(struct ev_loop *loop, ev_child *w, int revents)
-{
-    (void)revents;
-    qc_exec *x = w->data;
-    ev_child_stop(loop, w);
-    x->exited = 1;
-    x->wstatus = w->rstatus;
-    exec_maybe_finish(x);
-}
-
-/* Off the default loop (a node on a thread or on a program's own loop): a
- * pidfd says the child ended, and it is reaped by its pid. Another reaper
- * in the process (libev's default loop reaps every child) may take it
- * first; its status is then unknown and reported as 255. */
-static void on_exec_pidfd(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)revents;
-    qc_exec *x = w->data;
-    int st = 0;
-    pid_t r;
-    while ((r = waitpid(x->pid, &st, WNOHANG)) < 0 && errno == EINTR) {
-    }
-    if (r == 0) return; /* not ended yet */
-    ev_io_stop(loop, w);
-    close(w->fd);
-    ev_io_set(w, -1, EV_READ);
-    if (r < 0) {
-        qc_log(QC_LOG_WARN, "hook", "exec: pid %d was reaped elsewhere: its status is lost",
-               (int)x->pid);
-        st = 255 << 8;
-    }
-    x->exited = 1;
-    x->wstatus = st;
-    exec_maybe_finish(x);
-}
-
-/* Starts waiting for the child: ev_child on the default loop, a pidfd
- * elsewhere. 0, or -1 with errno when there is no pidfd to be had. */
-static int exec_watch_child(qc_lua *h, qc_exec *x)
-{
-    ev_io_init(&x->pid_w, on_exec_pidfd, -1, EV_READ);
-    x->pid_w.data = x;
-    if (ev_is_default_loop(h->loop)) {
-        ev_child_init(&x->child, on_exec_child, x->pid, 0);
-        ev_child_start(h->loop, &x->child);
-        return 0;
-    }
-    int fd = (int)syscall(SYS_pidfd_open, x->pid, 0);
-    if (fd < 0) return -1;
-    if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
-        close(fd);
-        return -1;
-    }
-    ev_io_set(&x->pid_w, fd, EV_READ);
-    ev_io_start(h->loop, &x->pid_w);
-    return 0;
-}
-
-/* Stops waiting for the child (kill_exec). */
-static void exec_unwatch_child(qc_lua *h, qc_exec *x)
-{
-    if (ev_is_default_loop(h->loop)) ev_child_stop(h->loop, &x->child);
-    if (x->pid_w.fd < 0) return;
-    ev_io_stop(h->loop, &x->pid_w);
-    close(x->pid_w.fd);
-    ev_io_set(&x->pid_w, -1, EV_READ);
-}
-
-static void on_exec_timeout(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)revents;
-    qc_exec *x = w->data;
-    if (!x->killed) {
-        x->killed = 1;
-        x->timed_out = 1;
-        qc_log(QC_LOG_WARN, "hook", "exec: pid %d ran past its timeout, killing it", (int)x->pid);
-        if (kill(-x->pid, SIGKILL) != 0) kill(x->pid, SIGKILL);
-        ev_timer_set(w, QC_EXEC_GRACE_S, 0.);
-        ev_timer_start(loop, w);
-        return;
-    }
-    /* Something outside the group still holds the pipes: stop reading. */
-    exec_close_fd(x, &x->out_w);
-    exec_close_fd(x, &x->err_w);
-    exec_maybe_finish(x);
-}
-
-static void exec_child(const char *cmd, char **envp, int in, int out, int err)
-{
-    sigset_t none;
-    (void)setpgid(0, 0); /* the parent does it too */
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    static const int sigs[] = {SIGPIPE, SIGINT,  SIGTERM, SIGHUP,
-                               SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2};
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) signal(sigs[i], SIG_DFL);
-    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) _exit(127);
-    char *argv[] = {"sh", "-c", (char *)cmd, NULL};
-    execve("/bin/sh", argv, envp);
-    _exit(127);
 }
 
 /* Builds the child's environment as a Lua userdata (char *[]), keeping the
@@ -880,24 +706,6 @@ static int exec_fail(lua_State *L, int ref, const char *what)
     return 2;
 }
 
-static void close_pair(int p[2])
-{
-    if (p[0] >= 0) close(p[0]);
-    if (p[1] >= 0) close(p[1]);
-}
-
-/* pipe2() is not POSIX; one thread, so setting FD_CLOEXEC after is safe. */
-static int cloexec_pipe(int p[2])
-{
-    if (pipe(p) != 0) return -1;
-    if (fcntl(p[0], F_SETFD, FD_CLOEXEC) == 0 && fcntl(p[1], F_SETFD, FD_CLOEXEC) == 0) return 0;
-    int e = errno;
-    close_pair(p);
-    p[0] = p[1] = -1;
-    errno = e;
-    return -1;
-}
-
 static int exec_timeout_opt(lua_State *L, int opts)
 {
     if (!opts || lua_getfield(L, opts, "timeout_ms") == LUA_TNIL) return QC_EXEC_DEFAULT_TIMEOUT_MS;
@@ -906,39 +714,6 @@ static int exec_timeout_opt(lua_State *L, int opts)
     if (!ok || ms <= 0 || ms > 86400000) luaL_error(L, "opts.timeout_ms: expected an integer > 0");
     lua_pop(L, 1);
     return (int)ms;
-}
-
-static int set_nonblock(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-}
-
-static void exec_start_watchers(qc_lua *h, qc_exec *x, int out_fd, int err_fd, int timeout_ms)
-{
-    x->h = h;
-    x->child.data = x->out_w.data = x->err_w.data = x->timer.data = x;
-    if (set_nonblock(out_fd) != 0 || set_nonblock(err_fd) != 0)
-        qc_log(QC_LOG_WARN, "hook", "exec: cannot make pipes non-blocking: %s", strerror(errno));
-    if (exec_watch_child(h, x) != 0) {
-        /* Unwatched, it could never be reaped: end it now (it only just
-         * started, so this wait is short). */
-        qc_log(QC_LOG_ERROR, "hook", "exec: cannot watch pid %d (pidfd_open: %s); killed",
-               (int)x->pid, strerror(errno));
-        if (kill(-x->pid, SIGKILL) != 0) kill(x->pid, SIGKILL);
-        while (waitpid(x->pid, &x->wstatus, 0) < 0 && errno == EINTR) {
-        }
-        x->exited = x->killed = 1;
-    }
-    ev_io_init(&x->out_w, on_exec_io, out_fd, EV_READ);
-    ev_io_start(h->loop, &x->out_w);
-    ev_io_init(&x->err_w, on_exec_io, err_fd, EV_READ);
-    ev_io_start(h->loop, &x->err_w);
-    ev_timer_init(&x->timer, on_exec_timeout, timeout_ms / 1000.0, 0.);
-    ev_timer_start(h->loop, &x->timer);
-    x->next = h->execs;
-    if (h->execs) h->execs->prev = x;
-    h->execs = x;
 }
 
 /* qcluster.exec(command [, opts] [, callback]) -> pid | nil, err */
@@ -967,37 +742,30 @@ static int l_exec(lua_State *L)
         lua_pushvalue(L, cb);
         ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    /* From here on nothing may raise: we own fds and memory. */
-    int po[2] = {-1, -1}, pe[2] = {-1, -1};
-    if (cloexec_pipe(po) != 0) return exec_fail(L, ref, "pipe");
-    if (cloexec_pipe(pe) != 0) {
-        close_pair(po);
-        return exec_fail(L, ref, "pipe");
+    /* From here on nothing may raise: we own the callback's reference. */
+    qc_exec *x = calloc(1, sizeof *x);
+    if (!x) {
+        errno = ENOMEM;
+        return exec_fail(L, ref, "alloc");
     }
-    int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    qc_exec *x = in >= 0 ? calloc(1, sizeof *x) : NULL;
-    pid_t pid = x ? fork() : -1;
-    if (pid == 0) exec_child(cmd, envp, in, po[1], pe[1]);
-    if (pid < 0) {
-        int e = in >= 0 && !x ? ENOMEM : errno;
-        const char *what = in < 0 ? "/dev/null" : !x ? "alloc" : "fork";
-        close_pair(po);
-        close_pair(pe);
-        if (in >= 0) close(in);
+    qc_spawn_opts so = {.cmd = cmd,
+                        .envp = envp,
+                        .timeout_ms = timeout_ms,
+                        .max_output = QC_EXEC_MAX_OUTPUT,
+                        .label = "exec"};
+    const char *what = "spawn";
+    if (qc_spawn_start(h->loop, &so, exec_done, x, &x->s, &what) != 0) {
+        int e = errno;
         free(x);
         errno = e;
         return exec_fail(L, ref, what);
     }
-    /* Also done in the child; whichever runs first wins, so a failure here
-     * (EACCES after the child's exec) is expected and harmless. */
-    (void)setpgid(pid, pid);
-    close(in);
-    close(po[1]);
-    close(pe[1]);
-    x->pid = pid;
+    x->h = h;
     x->fn_ref = ref;
-    exec_start_watchers(h, x, po[0], pe[0], timeout_ms);
-    lua_pushinteger(L, pid);
+    x->next = h->execs;
+    if (h->execs) h->execs->prev = x;
+    h->execs = x;
+    lua_pushinteger(L, qc_spawn_pid(x->s));
     return 1;
 }
 
@@ -1727,18 +1495,8 @@ int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, q
 
 static void kill_exec(qc_lua *h, qc_exec *x)
 {
-    if (kill(-x->pid, SIGKILL) != 0) kill(x->pid, SIGKILL);
-    exec_unwatch_child(h, x);
-    if (!x->exited) {
-        int st;
-        while (waitpid(x->pid, &st, 0) < 0 && errno == EINTR) {
-        }
-    }
-    exec_close_fd(x, &x->out_w);
-    exec_close_fd(x, &x->err_w);
-    ev_timer_stop(h->loop, &x->timer);
-    free(x->out.data);
-    free(x->err.data);
+    if (x->fn_ref != LUA_NOREF && h->L) luaL_unref(h->L, LUA_REGISTRYINDEX, x->fn_ref);
+    qc_spawn_cancel(x->s);
     free(x);
 }
 
@@ -1773,6 +1531,7 @@ void qc_lua_free(qc_lua *h)
     while (h->watches) watch_free(h, h->watches);
     lua_close(h->L);
     free(h->hooks_path);
+    free(h->config_path);
     free(h);
 }
 
@@ -1798,6 +1557,24 @@ static int push_config_module(lua_State *L, char *err, size_t errlen)
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, "qcluster.configmod");
     return QC_OK;
+}
+
+/* Every lua check that names a function finds it in the hooks table at
+ * tbl (mod: lua/config.lua's module); else the message in err. */
+static int lua_checks_ok(qc_lua *h, int mod, int tbl, char *err, size_t errlen)
+{
+    lua_State *L = h->L;
+    lua_getfield(L, mod, "check_lua_checks");
+    lua_getfield(L, LUA_REGISTRYINDEX, "qcluster.config");
+    lua_pushvalue(L, tbl);
+    int ok = lua_pcall(L, 2, 2, 0) == LUA_OK && lua_toboolean(L, -2);
+    if (!ok) {
+        const char *m = lua_tostring(L, -1);
+        snprintf(err, errlen, "%s: %s", h->config_path ? h->config_path : "config",
+                 m ? m : "bad lua check");
+    }
+    lua_pop(L, 2);
+    return ok ? QC_OK : QC_EINVAL;
 }
 
 /* Pushes a fresh hooks table: inline on_* of the config, then the file's. */
@@ -1827,6 +1604,11 @@ static int build_hooks(qc_lua *h, char *err, size_t errlen)
     }
     lua_settop(L, tbl);
     if (!h->hooks_path) {
+        int rc = lua_checks_ok(h, mod, tbl, err, errlen);
+        if (rc != QC_OK) {
+            lua_settop(L, top);
+            return rc;
+        }
         lua_remove(L, mod);
         return QC_OK;
     }
@@ -1873,6 +1655,10 @@ static int build_hooks(qc_lua *h, char *err, size_t errlen)
         lua_rawset(L, tbl);
     }
     lua_settop(L, tbl);
+    if (lua_checks_ok(h, mod, tbl, err, errlen) != QC_OK) {
+        lua_settop(L, top);
+        return QC_EINVAL;
+    }
     lua_remove(L, mod);
     return QC_OK;
 }
@@ -1894,8 +1680,10 @@ static int load_config(qc_lua *h, const char *path, const char *dir, const char 
     h->hook_timeout_ms =
         cfg->hook_timeout_ms > 0 ? cfg->hook_timeout_ms : QC_DEFAULT_HOOK_TIMEOUT_MS;
     free(h->hooks_path);
+    free(h->config_path);
     h->hooks_path = NULL;
-    if (cfg->hooks_path && !(h->hooks_path = strdup(cfg->hooks_path))) {
+    if (!(h->config_path = strdup(path)) ||
+        (cfg->hooks_path && !(h->hooks_path = strdup(cfg->hooks_path)))) {
         snprintf(err, errlen, "%s: out of memory", path);
         qc_config_free(cfg);
         return QC_ENOMEM;

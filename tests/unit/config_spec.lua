@@ -246,8 +246,44 @@ describe("config", function()
       { BASE .. "on_elected = 'x'", 'on_elected: expected a function, got "x"' },
       { BASE .. "on_elektd = print", "on_elektd: unknown hook (known: on_start, on_elected,"
         .. " on_demoted, on_leader_change, on_peer_up, on_peer_down, on_stop, on_kv_change,"
-        .. " on_member_join, on_member_leave)" },
+        .. " on_member_join, on_member_leave, on_health_change)" },
       { BASE .. "colour = 'red'", "colour: unknown key" },
+      { BASE .. "checks = {{name = 'a'}}", "checks[1]: expected exactly one kind (exec, http,"
+        .. " tcp, ttl_ms or lua), got none" },
+      { BASE .. "checks = {{name = 'a', exec = 'true', tcp = 'h:1'}}", "checks[1].tcp: expected"
+        .. " exactly one kind (exec, http, tcp, ttl_ms or lua), got both exec and tcp" },
+      { BASE .. "checks = {{name = 'a', http = 'https://h:1/'}}", 'checks[1].http: https is not'
+        .. ' supported by http checks, got "https://h:1/" (check a plain http port, or use an'
+        .. " exec check such as curl -fsS)" },
+      { BASE .. "checks = {{name = 'a', http = 'http://h:0/'}}",
+        'checks[1].http: expected a URL "http://host:port/path", got "http://h:0/"' },
+      { BASE .. "checks = {{name = 'a', http = 'http://h:1/a b'}}",
+        'checks[1].http: expected a URL "http://host:port/path", got "http://h:1/a b"' },
+      { BASE .. "checks = {{name = 'a', tcp = 'h'}}", 'checks[1].tcp: expected "host:port", got "h"' },
+      { BASE .. "checks = {{name = 'a', exec = 'x'}, {name = 'a', exec = 'y'}}",
+        'checks[2].name: expected a unique name, got "a" (also checks[1])' },
+      { BASE .. "checks = {{name = 'a b', exec = 'x'}}", "checks[1].name: expected a name (1 to 64"
+        .. " letters, digits, '_', '-', '.'), got \"a b\"" },
+      { BASE .. "checks = {{exec = 'x'}}", "checks[1].name: expected a name (1 to 64"
+        .. " letters, digits, '_', '-', '.'), got nothing" },
+      { BASE .. "checks = {{name = 'a', exec = 'x', rise = 0}}",
+        "checks[1].rise: expected an integer 1..1000000, got 0" },
+      { BASE .. "checks = {{name = 'a', exec = 'x', fall = 0}}",
+        "checks[1].fall: expected an integer 1..1000000, got 0" },
+      { BASE .. "checks = {{name = 'a', exec = 'x', interval_ms = 9}}",
+        "checks[1].interval_ms: expected an integer 10..86400000, got 9" },
+      { BASE .. "checks = {{name = 'a', exec = 'x', interval_ms = 100, timeout_ms = 101}}",
+        "checks[1].timeout_ms: expected an integer 1..100 (at most interval_ms), got 101" },
+      { BASE .. "checks = {{name = 'a', exec = 'x', fal = 1}}",
+        'checks[1].fal: unknown key (did you mean "fall"?)' },
+      { BASE .. "checks = {{name = 'a', ttl_ms = 0}}",
+        "checks[1].ttl_ms: expected an integer 1..86400000, got 0" },
+      { BASE .. "checks = {{name = 'a', lua = 5}}", "checks[1].lua: expected a function, or the"
+        .. " name of a function in the hooks file's checks table, got 5" },
+      { BASE .. "checks = {{name = 'a', lua = 'probe'}}", "checks[1].lua: expected a function"
+        .. ' named "probe" in the hooks file\'s checks table, got none' },
+      { BASE .. "checks = {name = 'a', exec = 'x'}",
+        "checks: expected a list of checks {name, exec|http|tcp|ttl_ms|lua, ...}, got a table" },
       { BASE .. "listen_hots = 'x'", 'listen_hots: unknown key (did you mean "listen_host"?)' },
       { BASE .. "'positional'", "[1]: unknown key" },
     }
