@@ -18,6 +18,7 @@
 #include "api.h"
 #include "common.h"
 #include "config.h"
+#include "health.h"
 #include "json.h"
 #include "log.h"
 #include "luahost.h"
@@ -383,6 +384,72 @@ static void view_kv_list(void *ud, const uint8_t *prefix, size_t plen, int stale
     qc_agent *a = ud;
     if (kv_unavailable(a, done, arg)) return;
     qc_replica_list(a->replica, a->raft, prefix, plen, stale, qc_now_ms(), each, done, arg);
+}
+
+/* ---- health ------------------------------------------------------------ */
+
+void qc_agent_health_changed(qc_agent *a, int healthy, const qc_check_info *check)
+{
+    a->healthy = healthy;
+    /* TODO(issue 13, core): hand it to the core here, once qc_raft_set_healthy
+     * is merged:
+     *     qc_raft_set_healthy(a->raft, healthy, qc_now_ms());
+     *     qc_agent_kick(a);
+     * (an unhealthy node stops standing for election; a leader hands over). */
+    qc_agent_fire(a, &(qc_hook_event){.hook = "on_health_change",
+                                      .has_health = 1,
+                                      .healthy = healthy,
+                                      .check = check->name,
+                                      .status = check->passing ? "passing" : "failing",
+                                      .output = check->output});
+}
+
+static void on_health_change(void *ud, int healthy, const qc_check_info *check)
+{
+    qc_agent_health_changed(ud, healthy, check);
+}
+
+/* A lua check's run goes through the Lua host's queue. */
+static int run_lua_check(void *ud, size_t index, uint64_t run)
+{
+    qc_agent *a = ud;
+    return a->lua ? qc_lua_run_check(a->lua, index, run) : QC_EINVAL;
+}
+
+static void on_lua_check_done(void *ud, size_t index, uint64_t run, int ok, const char *output,
+                              size_t len)
+{
+    qc_agent *a = ud;
+    qc_health_lua_done(a->health, index, run, ok, output, len);
+}
+
+static int start_health(qc_agent *a)
+{
+    qc_health_callbacks cb = {.ud = a, .on_change = on_health_change, .run_lua = run_lua_check};
+    int rc = qc_health_new(a->loop, a->cfg.checks, a->cfg.n_checks, &cb, a->metrics, &a->health);
+    if (rc != QC_OK) return rc;
+    qc_lua_set_check_done(a->lua, on_lua_check_done, a);
+    a->healthy = qc_health_healthy(a->health);
+    qc_health_start(a->health);
+    return QC_OK;
+}
+
+static int view_healthy(void *ud)
+{
+    qc_agent *a = ud;
+    return a->health ? a->healthy : a->cfg.n_checks == 0;
+}
+
+static size_t view_checks(void *ud, qc_check_info *out, size_t max)
+{
+    qc_agent *a = ud;
+    return qc_health_list(a->health, out, max);
+}
+
+static int view_check_report(void *ud, const char *name, int pass, const char *output, size_t len)
+{
+    qc_agent *a = ud;
+    return qc_health_report(a->health, name, pass, output, len);
 }
 
 /* ---- carrying out the core's outputs ---------------------------------- */
@@ -908,6 +975,9 @@ static void close_agent(qc_agent *a)
     if (a->closed) return;
     qc_replica_close(a->replica); /* answers whoever still waits */
     if (a->api) qc_api_free(a->api);
+    qc_health_free(a->health); /* before the Lua host: lua checks answer into it */
+    a->health = NULL;
+    if (a->lua) qc_lua_set_check_done(a->lua, NULL, NULL);
     if (a->net) qc_net_free(a->net);
     if (a->loop) {
         ev_timer_stop(a->loop, &a->raft_timer);
@@ -949,6 +1019,9 @@ static int init_agent(qc_agent *a, struct ev_loop *loop)
         .peers = view_peers,
         .transfer = view_transfer,
         .refresh_metrics = refresh_metrics,
+        .healthy = view_healthy,
+        .checks = view_checks,
+        .check_report = view_check_report,
         .kv_put = view_kv_put,
         .kv_delete = view_kv_delete,
         .kv_get = view_kv_get,
@@ -1066,6 +1139,7 @@ int qc_agent_start(qc_agent *a, struct ev_loop *loop, int signals)
     if (rc == QC_OK) rc = open_replica(a);
     if (rc == QC_OK) rc = start_raft(a);
     if (rc == QC_OK) rc = start_services(a);
+    if (rc == QC_OK) rc = start_health(a);
     if (rc != QC_OK) return rc;
     if (signals) start_signals(a);
     a->quiet_until = qc_raft_commit(a->raft); /* replayed changes fire no hooks again */

@@ -12,6 +12,7 @@
 #include "agent.h"
 #include "api.h"
 #include "config.h"
+#include "health.h"
 #include "luahost.h"
 #include "members.h"
 #include "metrics.h"
@@ -64,6 +65,8 @@ struct qc_agent {
     qc_raft *raft;
     qc_net *net;
     qc_api *api;
+    qc_health *health; /* this node's checks (NULL before the start) */
+    int healthy;       /* every check passes (always with none) */
     member *members;
     size_t n_members;
     uint64_t self_id;
@@ -124,6 +127,9 @@ void qc_agent_process(qc_agent *a);
 void qc_agent_kick(qc_agent *a);
 /* Queues a hook event for the Lua host (never runs it inline). */
 void qc_agent_fire(qc_agent *a, const qc_hook_event *ev);
+/* The node's health changed (health.c's runner): remembers it and fires
+ * on_health_change; check is the check whose change did it. */
+void qc_agent_health_changed(qc_agent *a, int healthy, const qc_check_info *check);
 /* A member's identifier for logs: "none", "?" when unknown. */
 const char *qc_agent_name_of(qc_agent *a, uint64_t id);
 /* Hands over to target (0: the best peer); done(arg, rc) once the new

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <yajl/yajl_tree.h>
 
 #include "client.h"
@@ -61,6 +62,11 @@ static const char usage_text[] =
     "  kv del KEY             delete KEY (exit 3 when missing); prints the revision\n"
     "  kv list [PREFIX]       KEY<TAB>REVISION<TAB>VALUE per key; what is not\n"
     "                         printable text is shown as base64:...\n"
+    "  checks                 this node's health checks: NAME KIND STATUS SINCE\n"
+    "                         OUTPUT (exit 1 when one is failing)\n"
+    "  checks pass|fail NAME [OUTPUT]\n"
+    "                         report a ttl_ms check's state, with OUTPUT kept\n"
+    "                         as its output (exit 3 when there is no such check)\n"
     "  version                print the version\n"
     "options:\n"
     "  --api HOST:PORT        the agent's API (default $QCLUSTER_API, else 127.0.0.1:8001)\n"
@@ -71,8 +77,8 @@ static const char usage_text[] =
     "  -h, --help             this text\n"
     "environment: QCLUSTER_API_TOKEN is sent as a bearer token when set.\n";
 
-static const char *const commands[] = {"status", "leader", "members", "transfer",
-                                       "join",   "leave",  "kv",      "version"};
+static const char *const commands[] = {"status", "leader", "members", "transfer", "join",
+                                       "leave",  "kv",     "checks",  "version"};
 
 /* The client's own options also count: "qcluster --json status" is a
  * client command line whose command comes later. */
@@ -777,6 +783,89 @@ static int cmd_kv(const opts *o)
     return usage_error("unknown kv command: %s", o->args[0]);
 }
 
+/* ---------- health checks ---------- */
+
+/* "passing"/"failing" rows; exit 1 when one is failing (or on a bad answer). */
+static int print_checks(yajl_val list)
+{
+    if (!YAJL_IS_ARRAY(list)) return -1;
+    size_t n = list->u.array.len, wn = 4, wk = 4;
+    int failing = 0;
+    for (size_t i = 0; i < n; i++) {
+        yajl_val k = list->u.array.values[i];
+        size_t l = strlen(str_or(k, "name", "?")), m = strlen(str_or(k, "kind", "?"));
+        if (l > wn) wn = l;
+        if (m > wk) wk = m;
+    }
+    printf("%-*s  %-*s  %-7s  %-19s  %s\n", (int)wn, "NAME", (int)wk, "KIND", "STATUS", "SINCE",
+           "OUTPUT");
+    for (size_t i = 0; i < n; i++) {
+        yajl_val k = list->u.array.values[i];
+        const char *status = str_or(k, "status", "?");
+        failing |= strcmp(status, "passing") != 0;
+        yajl_val since = qc_json_get(k, "since");
+        time_t t = since && YAJL_IS_NUMBER(since) ? (time_t)since->u.number.d : 0;
+        char when[32] = "?";
+        struct tm tm;
+        if (t && localtime_r(&t, &tm)) strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+        /* the output on one line: its first line only */
+        const char *out = str_or(k, "output", "");
+        printf("%-*s  %-*s  %-7s  %-19s  %.*s\n", (int)wn, str_or(k, "name", "?"), (int)wk,
+               str_or(k, "kind", "?"), status, when, (int)strcspn(out, "\r\n"), out);
+    }
+    return failing;
+}
+
+/* PUT /v1/checks/NAME/pass|fail with OUTPUT as the body. */
+static int checks_report(const opts *o, int pass)
+{
+    if (o->nargs < 2 || o->nargs > 3)
+        return usage_error("usage: checks %s NAME [OUTPUT]", pass ? "pass" : "fail");
+    const char *name = o->args[1], *out = o->nargs == 3 ? o->args[2] : "";
+    size_t nl = strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-");
+    if (!*name || name[nl] || nl > 64)
+        return usage_error("bad check name %s: expected letters, digits, '_', '-', '.'", name);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/checks/%s/%s", name, pass ? "pass" : "fail");
+    resp r;
+    if (http_call(o, "PUT", path, "text/plain", out, strlen(out), &r)) return EXIT_FAIL;
+    int code = r.status == 200 ? EXIT_OK : r.status == 404 ? EXIT_NONE : EXIT_FAIL;
+    if (o->json)
+        print_raw(&r);
+    else if (code == EXIT_OK)
+        printf("%s reported %s\n", name, pass ? "passing" : "failing");
+    else
+        report_error(o, &r, code);
+    free(r.body);
+    return code;
+}
+
+static int cmd_checks(const opts *o)
+{
+    if (o->nargs >= 1 && strcmp(o->args[0], "pass") == 0) return checks_report(o, 1);
+    if (o->nargs >= 1 && strcmp(o->args[0], "fail") == 0) return checks_report(o, 0);
+    if (o->nargs) return usage_error("checks takes pass or fail, or nothing: %s", o->args[0]);
+    resp r;
+    if (http_call(o, "GET", "/v1/checks", NULL, NULL, 0, &r)) return EXIT_FAIL;
+    int code = EXIT_OK;
+    yajl_val v = r.status == 200 ? parse_body(o, &r) : NULL;
+    if (r.status != 200) {
+        code = report_error(o, &r, EXIT_FAIL);
+    } else if (!v || !YAJL_IS_ARRAY(v)) {
+        code = EXIT_FAIL;
+    } else if (o->json) {
+        print_raw(&r);
+        for (size_t i = 0; i < v->u.array.len; i++)
+            if (strcmp(str_or(v->u.array.values[i], "status", "?"), "passing") != 0)
+                code = EXIT_FAIL;
+    } else if (print_checks(v) != 0) {
+        code = EXIT_FAIL;
+    }
+    yajl_tree_free(v);
+    free(r.body);
+    return code;
+}
+
 static int cmd_version(const opts *o)
 {
     if (o->nargs) return usage_error("version takes no argument: %s", o->args[0]);
@@ -794,7 +883,8 @@ static const struct {
     {"status", cmd_status},   {"leader", cmd_leader},
     {"members", cmd_members}, {"transfer", cmd_transfer},
     {"join", cmd_join},       {"leave", cmd_leave},
-    {"kv", cmd_kv},           {"version", cmd_version},
+    {"kv", cmd_kv},           {"checks", cmd_checks},
+    {"version", cmd_version},
 };
 
 int qc_cli_main(int argc, char **argv)

@@ -36,7 +36,8 @@ extern char **environ;
 
 /* JOB_KV and JOB_MEMBER carry the answer to a request handed to the view
  * (see qc_req); they differ only in the arguments their callback gets. */
-enum { JOB_HOOK, JOB_AFTER, JOB_EXEC, JOB_KV, JOB_MEMBER };
+/* JOB_CHECK runs a lua health check's function with a done callback. */
+enum { JOB_HOOK, JOB_AFTER, JOB_EXEC, JOB_KV, JOB_MEMBER, JOB_CHECK };
 
 typedef struct job {
     struct job *next;
@@ -59,6 +60,12 @@ typedef struct job {
     int fn_ref;                    /* JOB_AFTER, JOB_EXEC, JOB_KV, JOB_MEMBER: the callback */
     int status, signal, timed_out; /* JOB_KV, JOB_MEMBER: status is the answer's */
     char *out, *err;               /* JOB_EXEC: malloc'd output */
+    /* on_health_change (has_health): its fields; JOB_CHECK: which run of
+     * which check (check: its name) */
+    int has_health, healthy;
+    const char *check, *check_status, *check_output;
+    size_t check_index;
+    uint64_t check_run;
     size_t out_len, err_len;
     char strings[]; /* every string the event carries */
 } job;
@@ -121,7 +128,9 @@ struct qc_lua {
     uint64_t next_watch_id;
     unsigned file_gen, loading_gen; /* hooks-file loads; the one running */
     int running;
-    qc_lua_observer_fn *observer; /* the embedding program's callbacks */
+    qc_lua_observer_fn *observer;     /* the embedding program's callbacks */
+    qc_lua_check_done_fn *check_done; /* where lua checks' answers go */
+    void *check_ud;
     void *observer_ud;
     int armed, budget_ms, timed_out;
     uint64_t deadline_ms;
@@ -323,6 +332,32 @@ static void push_event(lua_State *L, const job *j)
         push_peer(L, &j->prev, 0);
         lua_setfield(L, -2, "previous_leader");
     }
+    if (j->has_health) {
+        lua_pushboolean(L, j->healthy);
+        lua_setfield(L, -2, "healthy");
+        lua_pushstring(L, j->check ? j->check : "");
+        lua_setfield(L, -2, "check");
+        lua_pushstring(L, j->check_status ? j->check_status : "");
+        lua_setfield(L, -2, "status");
+        lua_pushstring(L, j->check_output ? j->check_output : "");
+        lua_setfield(L, -2, "output");
+    }
+}
+
+/* done(ok [, output]) of a lua check's run (upvalues: the check's index
+ * and the run); answers after the first, or after the run ended, are
+ * ignored by the health runner. */
+static int l_check_done(lua_State *L)
+{
+    qc_lua *h = host_of(L);
+    size_t index = (size_t)lua_tointeger(L, lua_upvalueindex(1));
+    uint64_t run = (uint64_t)lua_tointeger(L, lua_upvalueindex(2));
+    size_t len = 0;
+    const char *out = NULL;
+    if (lua_type(L, 2) == LUA_TSTRING || lua_type(L, 2) == LUA_TNUMBER)
+        out = lua_tolstring(L, 2, &len);
+    if (h->check_done) h->check_done(h->check_ud, index, run, lua_toboolean(L, 1), out, len);
+    return 0;
 }
 
 static void push_exec_result(lua_State *L, const job *j)
@@ -395,10 +430,35 @@ static int call_job(lua_State *L)
         nargs = push_kv_result(L, j);
     else if (j->kind == JOB_MEMBER)
         nargs = push_member_result(L, j);
-    else
+    else if (j->kind == JOB_CHECK) {
+        lua_pushinteger(L, (lua_Integer)j->check_index);
+        lua_pushinteger(L, (lua_Integer)j->check_run);
+        lua_pushcclosure(L, l_check_done, 2);
+    } else
         nargs = 0;
     lua_call(L, nargs, 0);
     return 0;
+}
+
+/* Pushes a lua check's function: the resolved config's checks[i].lua, or
+ * when that names one, the hooks table's checks[name] (so SIGHUP reloads
+ * it); nil when there is none. */
+static void push_check_fn(lua_State *L, const job *j)
+{
+    int top = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, "qcluster.config");
+    if (lua_istable(L, -1) && lua_getfield(L, -1, "checks") == LUA_TTABLE &&
+        lua_rawgeti(L, -1, (lua_Integer)j->check_index + 1) == LUA_TTABLE &&
+        lua_getfield(L, -1, "lua") == LUA_TSTRING) {
+        const char *name = lua_tostring(L, -1);
+        if (lua_getfield(L, LUA_REGISTRYINDEX, "qcluster.hooks") == LUA_TTABLE &&
+            lua_getfield(L, -1, "checks") == LUA_TTABLE)
+            lua_getfield(L, -1, name);
+        else
+            lua_pushnil(L);
+    }
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
 }
 
 /* Pushes the function a job calls (w: that watch's instead of the hook),
@@ -415,6 +475,8 @@ static int push_job_fn(lua_State *L, const job *j, const qc_watch *w)
         lua_pushstring(L, j->hook);
         lua_rawget(L, -2);
         lua_remove(L, -2);
+    } else if (j->kind == JOB_CHECK) {
+        push_check_fn(L, j);
     } else {
         lua_rawgeti(L, LUA_REGISTRYINDEX, j->fn_ref);
     }
@@ -444,6 +506,10 @@ static void run_job(qc_lua *h, job *j, const qc_watch *w)
     lua_pushcfunction(L, msgh);
     if (!push_job_fn(L, j, w)) {
         lua_settop(L, top);
+        if (j->kind == JOB_CHECK && !w && h->check_done) {
+            static const char none[] = "no such Lua function";
+            h->check_done(h->check_ud, j->check_index, j->check_run, 0, none, sizeof none - 1);
+        }
         return; /* no such hook: skipped silently */
     }
     lua_pushcfunction(L, call_job);
@@ -469,6 +535,9 @@ static void run_job(qc_lua *h, job *j, const qc_watch *w)
             qc_log(QC_LOG_WARN, "hook", "%s stopped after %d ms: %s", label, h->budget_ms, msg);
         else
             qc_log(QC_LOG_ERROR, "hook", "%s failed: %s", label, msg);
+        /* A check whose function failed has failed (unless it answered). */
+        if (j->kind == JOB_CHECK && !w && h->check_done)
+            h->check_done(h->check_ud, j->check_index, j->check_run, 0, msg, strlen(msg));
     }
     lua_settop(L, top);
 }
@@ -503,7 +572,12 @@ static void observe(qc_lua *h, const job *j)
                         .value = j->value,
                         .vlen = j->vlen,
                         .has_value = j->has_value,
-                        .revision = j->revision};
+                        .revision = j->revision,
+                        .has_health = j->has_health,
+                        .healthy = j->healthy,
+                        .check = j->check,
+                        .status = j->check_status,
+                        .output = j->check_output};
     h->running = 1;
     h->observer(h->observer_ud, &ev);
     h->running = 0;
@@ -570,7 +644,8 @@ int qc_lua_fire(qc_lua *h, const qc_hook_event *ev)
     size_t klen = ev->key ? ev->klen : 0, vlen = ev->key && ev->has_value ? ev->vlen : 0;
     if (vlen && !ev->value) return QC_EINVAL;
     size_t extra = str_size(ev->reason) + peer_size(ev->self) + peer_size(ev->leader) +
-                   peer_size(ev->previous_leader) + peer_size(ev->peer);
+                   peer_size(ev->previous_leader) + peer_size(ev->peer) + str_size(ev->check) +
+                   str_size(ev->status) + str_size(ev->output);
     if (klen > SIZE_MAX - extra || vlen > SIZE_MAX - extra - klen) return QC_ETOOBIG;
     extra += klen + vlen;
     job *j = job_new(ev->hook, extra);
@@ -583,6 +658,11 @@ int qc_lua_fire(qc_lua *h, const qc_hook_event *ev)
     j->has_leader = put_peer(&cur, &j->leader, ev->leader);
     j->has_prev = put_peer(&cur, &j->prev, ev->previous_leader);
     j->has_peer = put_peer(&cur, &j->peer, ev->peer);
+    j->has_health = ev->has_health != 0;
+    j->healthy = ev->healthy != 0;
+    j->check = put_str(&cur, ev->check);
+    j->check_status = put_str(&cur, ev->status);
+    j->check_output = put_str(&cur, ev->output);
     if (ev->key) {
         /* Binary: copied by length, after the strings. */
         j->has_key = 1;
@@ -596,6 +676,23 @@ int qc_lua_fire(qc_lua *h, const qc_hook_event *ev)
         if (vlen) memcpy(cur, ev->value, vlen);
         j->revision = ev->revision;
     }
+    enqueue(h, j);
+    return QC_OK;
+}
+
+void qc_lua_set_check_done(qc_lua *h, qc_lua_check_done_fn *fn, void *ud)
+{
+    h->check_done = fn;
+    h->check_ud = ud;
+}
+
+int qc_lua_run_check(qc_lua *h, size_t index, uint64_t run)
+{
+    job *j = job_new("check", 0);
+    if (!j) return QC_ENOMEM;
+    j->kind = JOB_CHECK;
+    j->check_index = index;
+    j->check_run = run;
     enqueue(h, j);
     return QC_OK;
 }
@@ -1393,6 +1490,57 @@ static int l_log(lua_State *L)
     return 0;
 }
 
+/* qcluster.checks() -> {{name, kind, status, output, since}, ...}: this
+ * node's health checks ({} when it has none). */
+static int l_checks(lua_State *L)
+{
+    const qc_view *v = host_of(L)->view;
+    qc_check_info small[16], *cs = small;
+    size_t n = v && v->checks ? v->checks(v->ud, small, 16) : 0;
+    if (n > 16) {
+        cs = lua_newuserdatauv(L, n * sizeof *cs, 0);
+        size_t again = v->checks(v->ud, cs, n);
+        if (again < n) n = again;
+    }
+    lua_createtable(L, (int)(n > 64 ? 64 : n), 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_createtable(L, 0, 6);
+        lua_pushstring(L, cs[i].name);
+        lua_setfield(L, -2, "name");
+        lua_pushstring(L, cs[i].kind);
+        lua_setfield(L, -2, "kind");
+        lua_pushstring(L, cs[i].passing ? "passing" : "failing");
+        lua_setfield(L, -2, "status");
+        lua_pushstring(L, cs[i].output ? cs[i].output : "");
+        lua_setfield(L, -2, "output");
+        lua_pushnumber(L, cs[i].since);
+        lua_setfield(L, -2, "since");
+        lua_pushnumber(L, cs[i].duration);
+        lua_setfield(L, -2, "duration");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+/* check_pass/check_fail(name [, output]) -> true: a ttl check's report;
+ * raises for no such check or one that is not a ttl check. */
+static int check_report(lua_State *L, int pass, const char *fn)
+{
+    const char *name = luaL_checkstring(L, 1);
+    size_t len = 0;
+    const char *out = luaL_optlstring(L, 2, "", &len);
+    const qc_view *v = host_of(L)->view;
+    int rc = v && v->check_report ? v->check_report(v->ud, name, pass, out, len) : QC_ENOTFOUND;
+    if (rc == QC_ENOTFOUND) return luaL_error(L, "%s: no check named '%s'", fn, name);
+    if (rc == QC_EINVAL) return luaL_error(L, "%s: '%s' is not a ttl_ms check", fn, name);
+    if (rc != QC_OK) return luaL_error(L, "%s: %s", fn, qc_strerror(rc));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_check_pass(lua_State *L) { return check_report(L, 1, "check_pass"); }
+static int l_check_fail(lua_State *L) { return check_report(L, 0, "check_fail"); }
+
 static int l_no_exit(lua_State *L)
 {
     return luaL_error(L, "os.exit is not allowed inside the agent");
@@ -1409,6 +1557,9 @@ static const luaL_Reg qcluster_fns[] = {
     {"exec", l_exec},
     {"after", l_after},
     {"set_metadata", l_set_metadata},
+    {"checks", l_checks},
+    {"check_pass", l_check_pass},
+    {"check_fail", l_check_fail},
     {NULL, NULL},
 };
 

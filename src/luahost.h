@@ -64,6 +64,11 @@ typedef struct qc_hook_event {
     size_t vlen;
     int has_value;
     uint64_t revision;
+    /* on_health_change: has_health set makes the argument carry {healthy,
+     * check, status, output} (the check whose change made the node's
+     * health change, its status "passing"/"failing" and its output). */
+    int has_health, healthy;
+    const char *check, *status, *output;
 } qc_hook_event;
 
 /* Creates the state with the qcluster module (global and require-able).
@@ -96,6 +101,17 @@ int qc_lua_fire(qc_lua *h, const qc_hook_event *ev);
  * same order, outside the time budget; ev is valid during the call only. */
 typedef void qc_lua_observer_fn(void *ud, const qc_hook_event *ev);
 void qc_lua_set_observer(qc_lua *h, qc_lua_observer_fn *fn, void *ud);
+/* Lua health checks: qc_lua_run_check queues a call of check index's
+ * function (the config's checks[index + 1].lua, or the hooks file's
+ * checks[NAME] it names) with a done(ok [, output]) callback, through the
+ * hook queue under the hook budget (label "check"). Every done call, and a
+ * failure of the function (raised, out of time, missing) as ok = 0 with
+ * the message, goes to the fn set here with the index and run given; the
+ * receiver ignores all but the first. */
+typedef void qc_lua_check_done_fn(void *ud, size_t index, uint64_t run, int ok, const char *output,
+                                  size_t len);
+void qc_lua_set_check_done(qc_lua *h, qc_lua_check_done_fn *fn, void *ud);
+int qc_lua_run_check(qc_lua *h, size_t index, uint64_t run);
 /* Runs every queued hook now (used at stop, so on_stop runs last). */
 void qc_lua_drain(qc_lua *h);
 /* Number of hooks waiting (tests). */

@@ -17,8 +17,21 @@ typedef struct qc_peer_info {
     int up;               /* reachable now (self: always 1) */
     int voter;
     int is_self;
-    int priority;         /* 0 never leads; higher is preferred */
+    int priority; /* 0 never leads; higher is preferred */
 } qc_peer_info;
+
+/* One of this node's health checks as the API and Lua show it. Strings are
+ * valid until the loop turns; output is UTF-8 text without NUL. */
+typedef struct qc_check_info {
+    const char *name;
+    const char *kind;   /* "exec", "http", "tcp", "ttl", "lua" */
+    const char *target; /* the command, URL, address, ttl_ms or function name */
+    int passing;
+    const char *output; /* the last run's output (capped), "" when none */
+    double since;       /* wall-clock seconds of the last status change (or start) */
+    double duration;    /* seconds the last run took */
+    uint64_t timeouts;  /* runs stopped at timeout_ms */
+} qc_check_info;
 
 /* done(arg, rc, message) for a membership request: rc 0 once the change is
  * committed (or nothing needed changing); else a QC_E... code and a message
@@ -60,6 +73,14 @@ typedef struct qc_view {
     void (*transfer)(void *ud, const char *to, qc_transfer_done_fn *done, void *arg);
     /* Brings gauges up to date before /metrics renders. */
     void (*refresh_metrics)(void *ud);
+
+    /* Health (NULL until the agent provides it): whether every check of
+     * this node passes; its checks, up to max (returns how many there are);
+     * a ttl check's report (output: len bytes, any content): 0, QC_ENOTFOUND
+     * for no such check, QC_EINVAL when it is not a ttl check. */
+    int (*healthy)(void *ud);
+    size_t (*checks)(void *ud, qc_check_info *out, size_t max);
+    int (*check_report)(void *ud, const char *name, int pass, const char *output, size_t len);
 
     /* Membership (NULL until the agent provides it); each calls done once.
      * join: this node joins a running cluster through one of the members at
