@@ -260,8 +260,9 @@ static void start_exec(check *c)
 
 /* ---- tcp and http ---------------------------------------------------- */
 
-/* Resolves the check's address once (a name may block the loop that
- * once; an address never does). 0, or -1 with the reason in the output. */
+/* Resolves the check's address until that succeeds once (a name may block
+ * the loop meanwhile; an address never does). 0, or -1 with the reason in
+ * the output. */
 static int resolve(check *c)
 {
     if (c->addrlen) return 0;
@@ -273,8 +274,16 @@ static int resolve(check *c)
         set_outputf(c, "cannot resolve %s: %s", c->conf->host, gai_strerror(rc));
         return -1;
     }
-    memcpy(&c->addr, res->ai_addr, res->ai_addrlen);
-    c->addrlen = res->ai_addrlen;
+    /* "localhost" often gives ::1 first while services listen on
+     * 127.0.0.1: an IPv4 address wins when there is one. */
+    const struct addrinfo *pick = res;
+    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET) {
+            pick = ai;
+            break;
+        }
+    memcpy(&c->addr, pick->ai_addr, pick->ai_addrlen);
+    c->addrlen = pick->ai_addrlen;
     freeaddrinfo(res);
     return 0;
 }

@@ -146,6 +146,7 @@ describe("every kind of check", function()
         .. ' timeout_ms = 200, rise = 1, fall = 1 }'):format(hang_port),
       ('{ name = "tcp_open", tcp = "127.0.0.1:%d", %s }'):format(c.nodes[1].port, fast),
       ('{ name = "tcp_closed", tcp = "127.0.0.1:%d", %s }'):format(dead, fast),
+      ('{ name = "tcp_name", tcp = "localhost:%d", %s }'):format(c.nodes[1].port, fast),
       '{ name = "beat", ttl_ms = 400, interval_ms = 50, rise = 1, fall = 1 }',
       ('{ name = "flag", lua = "flag", %s }'):format(fast),
       '{ name = "silent", lua = "silent", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 1 }',
@@ -191,6 +192,8 @@ describe("every kind of check", function()
 
   it("tcp passes when a connection opens and fails when it is refused", function()
     wait_status(c, 1, "tcp_open", "passing")
+    assert.are.equal("connected to localhost:" .. c.nodes[1].port,
+      wait_status(c, 1, "tcp_name", "passing").output)
     local k = wait_status(c, 1, "tcp_closed", "failing")
     assert.is_truthy(A.wait_for(function()
       return checks(c, 1).tcp_closed.output:match("Connection refused")
@@ -252,7 +255,7 @@ describe("every kind of check", function()
     out, code = A.cli("checks --json", api)
     assert.are.equal(1, code)
     local list = cjson.decode(out)
-    assert.are.equal(12, #list)
+    assert.are.equal(13, #list)
     for _, k in ipairs(list) do
       assert.is_string(k.name)
       assert.is_truthy(k.status == "passing" or k.status == "failing")
