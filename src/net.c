@@ -38,10 +38,18 @@
  * nothing waits. */
 #define NET_STREAM_CAP (64u << 20)
 #define NET_READ_CHUNK 65536
-#define NET_HELLO_TIMEOUT 10.0 /* default: the handshake (challenge, hello) must end by then */
-#define NET_MAX_INBOUND 256    /* default: inbound connections open at once */
-#define NET_MAX_STRANGERS 16   /* stranger connections open at once; more are refused */
+/* Default handshake deadline: a real peer's challenge, AUTH and hello each
+ * take one round trip, so 2 s is ample even across regions and on a busy
+ * loop; a connection that says nothing holds its slot no longer. */
+#define NET_HELLO_TIMEOUT 2.0
+#define NET_MAX_INBOUND 256     /* default: inbound connections open at once */
+#define NET_MAX_UNIDENTIFIED 32 /* default: inbound connections not identified yet */
+#define NET_MAX_STRANGERS 16    /* stranger connections open at once; more are refused */
 #define NET_ADDR_LEN 64
+#define NET_PEER_ADDRS 4 /* addresses remembered per peer, to know its connections */
+/* Out of descriptors or memory, the listener stops this long: a
+ * level-triggered accept that fails would otherwise spin the loop. */
+#define NET_ACCEPT_PAUSE 0.1
 /* Without a secret: a peer that sent us a challenge last time gets this long
  * on the next connection to send another before the link counts as up, so
  * that a node with a secret does not flap our link at every retry. */
@@ -57,6 +65,11 @@ enum { FAIL_NONE = 0, FAIL_WRITE, FAIL_OVERFLOW };
 #define M_BAD "qcluster_bad_frames_total"
 #define M_AUTH "qcluster_auth_failures_total"
 #define M_DROP "qcluster_connections_dropped_total"
+#define M_BACKOFF "qcluster_accept_backoffs_total"
+
+/* Limits of inbound connections, each logged at most every
+ * NET_REFUSE_LOG_EVERY seconds. */
+enum { LIMIT_MAX_INBOUND = 1, LIMIT_UNIDENTIFIED, LIMIT_EVICTED, LIMIT_N };
 
 /* Why a connection failed, for logging each (peer or host, reason) once. */
 enum {
@@ -109,6 +122,10 @@ struct qc_conn {
     uint64_t seq_in, seq_out;     /* with a secret: the next frame's sequence numbers */
     uint8_t nonce[QC_WIRE_NONCE]; /* inbound with a secret: the challenge it was sent */
     uint8_t key[QC_AUTH_KEY];     /* with a secret: the session key */
+    /* inbound: not identified yet (no hello from a known peer): counted in
+     * the budget of unidentified connections */
+    int unidentified;
+    int member_addr; /* inbound: it comes from an address of a peer */
     char addr[NET_ADDR_LEN];
     char host[NET_ADDR_LEN]; /* inbound: the numeric address it came from */
     qc_conn *next;           /* inbound list */
@@ -125,6 +142,10 @@ struct net_peer {
     ev_timer retry;
     double backoff;
     struct addrinfo *ai, *ai_cur; /* addresses of the dial in progress */
+    /* what host resolved to last (ip_key form): its connections come from
+     * there, so strangers never crowd them out */
+    uint8_t ips[NET_PEER_ADDRS][16];
+    int n_ips;
     net_peer *next;
 };
 
@@ -155,6 +176,15 @@ struct qc_net {
     qc_metrics *metrics;
     int lfd;
     ev_io lw;
+    ev_timer accept_pause;    /* the listener rests after EMFILE and the like */
+    unsigned accept_backoffs; /* pauses in the current episode */
+    int backoff_logged;       /* the current episode was logged at WARN */
+    ev_tstamp backoff_log;    /* when an episode was last logged */
+    /* outbound sockets bind to the listening address (when it is one
+     * address, not a wildcard), so that peers see them come from the
+     * address they know this node by */
+    struct sockaddr_storage src;
+    socklen_t src_len;
     qc_buf hello; /* this node's hello frame, sent first on every dial */
     net_peer *peers;
     qc_conn *inbound;
@@ -166,8 +196,11 @@ struct qc_net {
     uint8_t key[QC_AUTH_KEY]; /* the cluster key derived from it */
     double hello_timeout;     /* seconds */
     int max_inbound, n_inbound;
-    uint64_t refused;      /* inbound connections refused since the last log of it */
-    ev_tstamp refused_log; /* when the inbound limit was last logged */
+    int max_unidentified, n_unidentified;
+    struct {
+        uint64_t n;   /* connections refused or evicted since the last log of it */
+        ev_tstamp at; /* when it was last logged */
+    } refused[LIMIT_N];
     struct {
         char key[128]; /* a peer's identifier or a host */
         int reason;    /* WHY_... */
@@ -207,6 +240,46 @@ static int sock_setup(int fd)
     /* TCP_NODELAY fails on non-TCP sockets only; that is not fatal */
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return QC_OK;
+}
+
+/* The address of sa as 16 bytes, IPv4 as v4-mapped IPv6, so that a peer
+ * resolved over IPv4 matches its connection on a dual-stack listener.
+ * QC_EINVAL for a family without one (a socketpair's). */
+static int ip_key(const struct sockaddr *sa, uint8_t key[16])
+{
+    if (sa->sa_family == AF_INET6) {
+        memcpy(key, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+        return QC_OK;
+    }
+    if (sa->sa_family != AF_INET) return QC_EINVAL;
+    memset(key, 0, 10);
+    key[10] = key[11] = 0xff;
+    memcpy(key + 12, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+    return QC_OK;
+}
+
+/* 1 for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */
+static int ip_loopback(const uint8_t key[16])
+{
+    static const uint8_t v6[16] = {[15] = 1}, v4[12] = {[10] = 0xff, [11] = 0xff};
+    return memcmp(key, v6, 16) == 0 || (memcmp(key, v4, 12) == 0 && key[12] == 127);
+}
+
+/* Remembers where p resolved to (the addresses of ai). */
+static void peer_note_addrs(net_peer *p, const struct addrinfo *ai)
+{
+    p->n_ips = 0;
+    for (; ai && p->n_ips < NET_PEER_ADDRS; ai = ai->ai_next)
+        if (ip_key(ai->ai_addr, p->ips[p->n_ips]) == QC_OK) p->n_ips++;
+}
+
+/* 1 when key is an address of a peer. */
+static int ip_is_member(const qc_net *n, const uint8_t key[16])
+{
+    for (const net_peer *p = n->peers; p; p = p->next)
+        for (int i = 0; i < p->n_ips; i++)
+            if (memcmp(p->ips[i], key, 16) == 0) return 1;
+    return 0;
 }
 
 static net_peer *peer_by_id(const qc_net *n, uint64_t id)
@@ -296,12 +369,20 @@ static void conn_free(qc_conn *c)
     free(c);
 }
 
+/* c leaves the inbound list: it no longer counts against any limit. */
+static void inbound_uncount(qc_net *n, const qc_conn *c)
+{
+    n->n_inbound--;
+    if (c->unidentified) n->n_unidentified--;
+    if (c->stranger) n->n_strangers--;
+}
+
 static void inbound_unlink(qc_net *n, qc_conn *c)
 {
     for (qc_conn **pp = &n->inbound; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
             *pp = c->next;
-            n->n_inbound--;
+            inbound_uncount(n, c);
             return;
         }
     }
@@ -439,7 +520,6 @@ static void conn_close(qc_conn *c)
     }
     qc_net *n = c->net;
     net_peer *p = c->peer;
-    if (c->stranger) n->n_strangers--;
     inbound_unlink(n, c);
     conn_free(c);
     /* the link is one thing: a connection from the peer closing takes ours
@@ -481,7 +561,7 @@ static void inbound_supersede(qc_net *n, net_peer *p, qc_conn *keep)
         qc_conn *c = *pp;
         if (c != keep && c->peer == p) {
             *pp = c->next;
-            n->n_inbound--;
+            inbound_uncount(n, c);
             conn_free(c);
         } else {
             pp = &c->next;
@@ -528,6 +608,10 @@ static int frame_hello(qc_conn *c, const uint8_t *payload, uint32_t len)
     net_peer *p = peer_by_name(n, h.identifier);
     if (!p) return hello_stranger(c, &h);
     c->peer = p;
+    if (c->unidentified) { /* a member's now: out of the strangers' budget */
+        c->unidentified = 0;
+        n->n_unidentified--;
+    }
     ev_timer_stop(n->loop, &c->hello_timer);
     inbound_supersede(n, p, c);
     /* the peer is back: dial it now rather than after our backoff */
@@ -1011,17 +1095,38 @@ static int dial_resolve(net_peer *p)
 {
     int rc = resolve(p->host, p->port, p->identifier, &p->ai);
     p->ai_cur = p->ai;
+    if (!rc) peer_note_addrs(p, p->ai);
     return rc;
+}
+
+/* Binds s to the listening address before it dials a, so that the peer sees
+ * this node come from the address it knows it by (several nodes on one host,
+ * a host with several addresses). Not when listening on a wildcard, nor
+ * from a loopback address to another host or the other way round; a
+ * failure only leaves the choice to the kernel. */
+static void dial_bind(const qc_net *n, int s, const struct addrinfo *a)
+{
+    uint8_t src[16], dst[16];
+    if (!n->src_len || n->src.ss_family != a->ai_family) return;
+    if (ip_key((const struct sockaddr *)&n->src, src) || ip_key(a->ai_addr, dst)) return;
+    if (ip_loopback(src) != ip_loopback(dst)) return;
+#ifdef IP_BIND_ADDRESS_NO_PORT
+    int one = 1; /* the port is picked at connect, per destination */
+    (void)setsockopt(s, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+#endif
+    if (bind(s, (const struct sockaddr *)&n->src, n->src_len) < 0)
+        qc_log(QC_LOG_DEBUG, "net", "cannot bind an outbound socket: %s", strerror(errno));
 }
 
 /* Opens a non-blocking socket and starts connecting it to a: QC_OK with *fd
  * and *pending (1 while the connect is in progress), or QC_EIO with errno
  * set and nothing left open. */
-static int dial_socket(const struct addrinfo *a, int *fd, int *pending)
+static int dial_socket(const qc_net *n, const struct addrinfo *a, int *fd, int *pending)
 {
     int s = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
     if (s < 0) return QC_EIO;
     if (sock_setup(s)) goto fail;
+    dial_bind(n, s, a);
     *pending = connect(s, a->ai_addr, a->ai_addrlen) != 0;
     if (*pending && errno != EINPROGRESS && errno != EINTR) goto fail;
     *fd = s;
@@ -1038,7 +1143,7 @@ static void peer_dial(net_peer *p)
 {
     qc_net *n = p->net;
     int fd, pending;
-    if (dial_socket(p->ai_cur, &fd, &pending)) {
+    if (dial_socket(n, p->ai_cur, &fd, &pending)) {
         dial_next(p, strerror(errno));
         return;
     }
@@ -1159,7 +1264,7 @@ static void join_dial(qc_join *j)
 {
     for (; j->ai_cur; j->ai_cur = j->ai_cur->ai_next) {
         int pending;
-        if (dial_socket(j->ai_cur, &j->fd, &pending)) {
+        if (dial_socket(j->net, j->ai_cur, &j->fd, &pending)) {
             qc_log(QC_LOG_DEBUG, "net", "cannot connect to %s:%d: %s", j->host, j->port,
                    strerror(errno));
             continue;
@@ -1385,53 +1490,148 @@ static int conn_challenge(qc_conn *c)
     return rc;
 }
 
-/* An inbound connection over max_inbound: closed at once, counted, and
- * logged at most every NET_REFUSE_LOG_EVERY seconds. */
-static void refuse_inbound(qc_net *n, int fd)
+/* Counts a connection closed at limit (LIMIT_...) and logs it at most every
+ * NET_REFUSE_LOG_EVERY seconds, with how many since the last log. */
+static void limit_hit(qc_net *n, int limit, const char *who)
 {
-    close(fd);
-    qc_metrics_add(n->metrics, M_DROP, "reason", "max_inbound", 1);
-    n->refused++;
+    static const char *const reason[LIMIT_N] = {NULL, "max_inbound", "unidentified", "evicted"};
+    qc_metrics_add(n->metrics, M_DROP, "reason", reason[limit], 1);
+    n->refused[limit].n++;
     ev_tstamp now = ev_now(n->loop);
-    if (n->refused_log > 0 && now - n->refused_log < NET_REFUSE_LOG_EVERY) return;
-    qc_log(QC_LOG_WARN, "net",
-           "refused %llu inbound connection(s): %d are open, the limit (max_inbound)",
-           (unsigned long long)n->refused, n->n_inbound);
-    n->refused = 0;
-    n->refused_log = now;
+    if (n->refused[limit].at > 0 && now - n->refused[limit].at < NET_REFUSE_LOG_EVERY) return;
+    unsigned long long k = (unsigned long long)n->refused[limit].n;
+    if (limit == LIMIT_MAX_INBOUND)
+        qc_log(QC_LOG_WARN, "net",
+               "refused %llu inbound connection(s): %d are open, the limit (max_inbound)", k,
+               n->n_inbound);
+    else if (limit == LIMIT_UNIDENTIFIED)
+        qc_log(QC_LOG_WARN, "net",
+               "refused %llu inbound connection(s): %d have not identified themselves yet, the "
+               "limit for those",
+               k, n->n_unidentified);
+    else
+        qc_log(QC_LOG_WARN, "net",
+               "closed %llu unidentified connection(s) (the last from %s) to make room for "
+               "connections from members' addresses",
+               k, who);
+    n->refused[limit].n = 0;
+    n->refused[limit].at = now;
 }
 
-static void conn_addr(qc_conn *c)
+/* Closes the oldest connection that has not identified itself and does not
+ * come from a member's address: a member's new connection needs its room.
+ * Returns 1 when there was one. */
+static int evict_stranger(qc_net *n)
+{
+    qc_conn *oldest = NULL; /* the list is newest first */
+    for (qc_conn *c = n->inbound; c; c = c->next)
+        if (c->unidentified && !c->member_addr && c != n->cur) oldest = c;
+    if (!oldest) return 0;
+    limit_hit(n, LIMIT_EVICTED, oldest->addr);
+    conn_close(oldest);
+    return 1;
+}
+
+/* Makes room for a new inbound connection: 0, or the LIMIT_... it is over.
+ * Strangers never lock out a member: a connection from a member's address
+ * takes the room of the oldest unidentified one from elsewhere. */
+static int inbound_room(qc_net *n, int member_addr)
+{
+    int limit = n->n_inbound >= n->max_inbound             ? LIMIT_MAX_INBOUND
+                : n->n_unidentified >= n->max_unidentified ? LIMIT_UNIDENTIFIED
+                                                           : 0;
+    if (limit && member_addr && evict_stranger(n)) return 0;
+    return limit;
+}
+
+/* The address fd comes from: text into addr and host ("?" when unknown),
+ * and *member_addr set when it is a peer's. */
+static void peer_address(qc_net *n, int fd, char *addr, char *host, int *member_addr)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    char host[INET6_ADDRSTRLEN], serv[8];
-    snprintf(c->addr, NET_ADDR_LEN, "?");
-    snprintf(c->host, NET_ADDR_LEN, "?");
-    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) < 0) return;
-    if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof host, serv, sizeof serv,
+    char h[INET6_ADDRSTRLEN], serv[8];
+    uint8_t key[16];
+    snprintf(addr, NET_ADDR_LEN, "?");
+    snprintf(host, NET_ADDR_LEN, "?");
+    *member_addr = 0;
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0) return;
+    *member_addr = ip_key((struct sockaddr *)&ss, key) == QC_OK && ip_is_member(n, key);
+    if (getnameinfo((struct sockaddr *)&ss, len, h, sizeof h, serv, sizeof serv,
                     NI_NUMERICHOST | NI_NUMERICSERV))
         return;
-    snprintf(c->addr, NET_ADDR_LEN, "%s:%s", host, serv);
-    snprintf(c->host, NET_ADDR_LEN, "%s", host);
+    snprintf(addr, NET_ADDR_LEN, "%s:%s", h, serv);
+    snprintf(host, NET_ADDR_LEN, "%s", h);
 }
 
+/* Out of descriptors or memory: the listener rests for NET_ACCEPT_PAUSE
+ * rather than spin on a connection it cannot take; counted, and logged once
+ * an episode (at most every NET_REFUSE_LOG_EVERY seconds). */
+static void accept_backoff(qc_net *n, int err)
+{
+    ev_io_stop(n->loop, &n->lw);
+    ev_timer_set(&n->accept_pause, NET_ACCEPT_PAUSE, 0.);
+    ev_timer_start(n->loop, &n->accept_pause);
+    qc_metrics_add(n->metrics, M_BACKOFF, "listener", "cluster", 1);
+    if (n->accept_backoffs++) return;
+    ev_tstamp now = ev_now(n->loop);
+    if (n->backoff_log > 0 && now - n->backoff_log < NET_REFUSE_LOG_EVERY) return;
+    n->backoff_log = now;
+    n->backoff_logged = 1;
+    qc_log(QC_LOG_WARN, "net",
+           "cluster listener: accept: %s; pausing it %.0f ms at a time until some close",
+           strerror(err), NET_ACCEPT_PAUSE * 1000);
+}
+
+static void on_accept_pause(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    qc_net *n = w->data;
+    ev_io_start(loop, &n->lw);
+}
+
+/* The backlog is empty: an episode of pauses, if any, is over. */
+static void accept_caught_up(qc_net *n)
+{
+    if (n->backoff_logged)
+        qc_log(QC_LOG_INFO, "net", "cluster listener: accepting again after %u pause(s)",
+               n->accept_backoffs);
+    n->accept_backoffs = 0;
+    n->backoff_logged = 0;
+}
+
+/* Takes one connection off the backlog. Returns 0 to go on, -1 when the
+ * backlog is empty or the listener paused. */
 static int accept_one(qc_net *n)
 {
     int fd = accept(n->lfd, NULL, NULL);
-    if (fd < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-            qc_log(QC_LOG_WARN, "net", "accept failed: %s", strerror(errno));
+    if (fd >= 0) {
+        (void)qc_net_adopt(n, fd);
+        return 0;
+    }
+    int err = errno;
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        accept_backoff(n, err);
         return -1;
     }
-    (void)qc_net_adopt(n, fd);
-    return 0;
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+        accept_caught_up(n);
+        return -1;
+    }
+    if (err == EINTR || err == ECONNABORTED) return 0;
+    qc_log(QC_LOG_WARN, "net", "accept failed: %s", strerror(err));
+    return -1;
 }
 
 int qc_net_adopt(qc_net *n, int fd)
 {
-    if (n->n_inbound >= n->max_inbound) {
-        refuse_inbound(n, fd);
+    char addr[NET_ADDR_LEN], host[NET_ADDR_LEN];
+    int member_addr;
+    peer_address(n, fd, addr, host, &member_addr);
+    int limit = inbound_room(n, member_addr);
+    if (limit) {
+        close(fd);
+        limit_hit(n, limit, addr);
         return QC_EBUSY;
     }
     qc_conn *c = sock_setup(fd) ? NULL : conn_new(n, fd, 0, NULL);
@@ -1440,10 +1640,14 @@ int qc_net_adopt(qc_net *n, int fd)
         close(fd);
         return QC_EIO;
     }
-    conn_addr(c);
+    memcpy(c->addr, addr, sizeof c->addr);
+    memcpy(c->host, host, sizeof c->host);
+    c->member_addr = member_addr;
+    c->unidentified = 1;
     c->next = n->inbound;
     n->inbound = c;
     n->n_inbound++;
+    n->n_unidentified++;
     ev_timer_init(&c->hello_timer, on_hello_timeout, n->hello_timeout, 0.);
     c->hello_timer.data = c;
     ev_timer_start(n->loop, &c->hello_timer);
@@ -1463,6 +1667,22 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
     qc_net *n = w->data;
     for (int i = 0; i < 64; i++)
         if (accept_one(n)) return;
+}
+
+/* Remembers the address fd listens on for dial_bind, unless a wildcard. */
+static void note_listen_addr(qc_net *n, int fd)
+{
+    static const uint8_t any4[16] = {[10] = 0xff, [11] = 0xff}, any6[16] = {0};
+    uint8_t key[16];
+    n->src_len = sizeof n->src;
+    if (getsockname(fd, (struct sockaddr *)&n->src, &n->src_len) < 0 ||
+        ip_key((struct sockaddr *)&n->src, key) || memcmp(key, any4, 16) == 0 ||
+        memcmp(key, any6, 16) == 0) {
+        n->src_len = 0;
+        return;
+    }
+    if (n->src.ss_family == AF_INET) ((struct sockaddr_in *)(void *)&n->src)->sin_port = 0;
+    if (n->src.ss_family == AF_INET6) ((struct sockaddr_in6 *)(void *)&n->src)->sin6_port = 0;
 }
 
 static int listen_on(qc_net *n, const char *host, int port)
@@ -1500,9 +1720,12 @@ static int listen_on(qc_net *n, const char *host, int port)
         return QC_EIO;
     }
     n->lfd = fd;
+    note_listen_addr(n, fd);
     ev_io_init(&n->lw, on_accept, fd, EV_READ);
     n->lw.data = n;
     ev_io_start(n->loop, &n->lw);
+    ev_timer_init(&n->accept_pause, on_accept_pause, NET_ACCEPT_PAUSE, 0.);
+    n->accept_pause.data = n;
     return QC_OK;
 }
 
@@ -1523,9 +1746,18 @@ static void metrics_declare(qc_metrics *m)
     qc_metrics_add(m, M_AUTH, NULL, NULL, 0);
     qc_metrics_declare(m, M_DROP, QC_METRIC_COUNTER,
                        "Cluster connections closed at a limit: max_inbound (too many open), "
-                       "handshake_timeout (no challenge, AUTH or hello in time).");
+                       "unidentified (too many not identified yet), evicted (an unidentified "
+                       "one closed to make room for a member's address), handshake_timeout (no "
+                       "challenge, AUTH or hello in time).");
     qc_metrics_add(m, M_DROP, "reason", "max_inbound", 0);
+    qc_metrics_add(m, M_DROP, "reason", "unidentified", 0);
+    qc_metrics_add(m, M_DROP, "reason", "evicted", 0);
     qc_metrics_add(m, M_DROP, "reason", "handshake_timeout", 0);
+    /* shared with the API's listener (listener="api"): declaring twice is harmless */
+    qc_metrics_declare(m, M_BACKOFF, QC_METRIC_COUNTER,
+                       "Times a listener paused accepting for lack of descriptors or memory "
+                       "(EMFILE, ENFILE, ENOBUFS, ENOMEM), by listener (api, cluster).");
+    qc_metrics_add(m, M_BACKOFF, "listener", "cluster", 0);
 }
 
 int qc_net_new(struct ev_loop *loop, const qc_net_config *cfg, const qc_net_callbacks *cb,
@@ -1534,7 +1766,8 @@ int qc_net_new(struct ev_loop *loop, const qc_net_config *cfg, const qc_net_call
     *out = NULL;
     if (!loop || !cfg || !cfg->identifier || cfg->listen_port < 0 || cfg->listen_port > 65535)
         return QC_EINVAL;
-    if ((cfg->secret && !cfg->secret[0]) || cfg->max_inbound < 0 || cfg->hello_timeout_ms < 0)
+    if ((cfg->secret && !cfg->secret[0]) || cfg->max_inbound < 0 || cfg->hello_timeout_ms < 0 ||
+        cfg->max_unidentified < 0)
         return QC_EINVAL;
     if (cfg->secret && qc_auth_init()) return QC_EIO;
     qc_net *n = calloc(1, sizeof *n);
@@ -1545,6 +1778,7 @@ int qc_net_new(struct ev_loop *loop, const qc_net_config *cfg, const qc_net_call
     }
     n->hello_timeout = cfg->hello_timeout_ms ? cfg->hello_timeout_ms / 1000.0 : NET_HELLO_TIMEOUT;
     n->max_inbound = cfg->max_inbound ? cfg->max_inbound : NET_MAX_INBOUND;
+    n->max_unidentified = cfg->max_unidentified ? cfg->max_unidentified : NET_MAX_UNIDENTIFIED;
     n->loop = loop;
     n->lfd = -1;
     n->metrics = metrics;
@@ -1597,12 +1831,27 @@ void qc_net_free(qc_net *n)
     }
     if (n->lfd >= 0) {
         ev_io_stop(n->loop, &n->lw);
+        ev_timer_stop(n->loop, &n->accept_pause);
         close(n->lfd);
     }
     qc_buf_free(&n->hello);
     free(n->identifier);
     qc_auth_wipe(n->key, sizeof n->key);
     free(n);
+}
+
+/* A numeric host is known as the peer's address at once (a name once it is
+ * first resolved, from the loop), so that its first connection is never
+ * taken for a stranger's. */
+static void note_numeric_addr(net_peer *p)
+{
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST;
+    if (getaddrinfo(p->host, NULL, &hints, &ai)) return;
+    peer_note_addrs(p, ai);
+    freeaddrinfo(ai);
 }
 
 int qc_net_add_peer(qc_net *n, const char *identifier, const char *host, int port)
@@ -1624,6 +1873,7 @@ int qc_net_add_peer(qc_net *n, const char *identifier, const char *host, int por
     p->net = n;
     p->port = port;
     p->id = qc_hash_id(identifier);
+    note_numeric_addr(p);
     p->backoff = NET_BACKOFF_MIN;
     ev_timer_init(&p->retry, on_retry, 0., 0.);
     p->retry.data = p;
@@ -1654,7 +1904,7 @@ int qc_net_remove_peer(qc_net *n, uint64_t id)
             continue;
         }
         *cp = c->next;
-        n->n_inbound--;
+        inbound_uncount(n, c);
         conn_free(c);
     }
     qc_log(QC_LOG_INFO, "net", "peer %s removed", p->identifier);

@@ -12,11 +12,18 @@
  * challenge verified. Without a secret the wire format is version 1 and no
  * challenge is sent; a node with a secret and one without never link.
  *
- * Limits: at most max_inbound inbound connections at once (more are closed
- * at accept); a connection must finish its handshake (challenge, AUTH,
+ * Limits: at most max_inbound inbound connections at once, and at most
+ * max_unidentified of them not identified yet (no hello from a known peer,
+ * after AUTH with a secret); more are closed at accept, except that one
+ * from a peer's address (as its host last resolved) closes the oldest
+ * unidentified connection from elsewhere instead, so strangers never lock a
+ * member out. A connection must finish its handshake (challenge, AUTH,
  * hello) within hello_timeout_ms; frames up to QC_WIRE_MAX_PAYLOAD; at most
  * 16 strangers at once; a slow peer's queue up to 16 MiB. Connections
- * closed at a limit are counted in qcluster_connections_dropped_total. */
+ * closed at a limit are counted in qcluster_connections_dropped_total.
+ * Out of descriptors or memory, the listener pauses 100 ms at a time
+ * (qcluster_accept_backoffs_total{listener="cluster"}). Outbound sockets
+ * bind to the listening address unless it is a wildcard. */
 #ifndef QC_NET_H
 #define QC_NET_H
 
@@ -71,7 +78,8 @@ typedef struct qc_net_config {
      * derived from it is kept; the caller still owns and wipes the text. */
     const char *secret;
     int max_inbound;      /* inbound connections open at once; 0: 256 */
-    int hello_timeout_ms; /* the handshake limit of a connection; 0: 10000 */
+    int max_unidentified; /* of those, not identified yet; 0: 32 */
+    int hello_timeout_ms; /* the handshake limit of a connection; 0: 2000 */
 } qc_net_config;
 
 /* Binds and listens at once (QC_EIO with errno set on failure; QC_EINVAL for
@@ -81,7 +89,7 @@ int qc_net_new(struct ev_loop *loop, const qc_net_config *cfg, const qc_net_call
 /* Takes fd, a connected stream socket, as an inbound connection, as if the
  * listening socket had accepted it (the fuzz target tests/fuzz/fuzz_auth.c
  * drives the acceptor's side over a socketpair through it). fd is net's from
- * the call on, also on failure: QC_EBUSY (over max_inbound), QC_EIO (it
+ * the call on, also on failure: QC_EBUSY (at a limit), QC_EIO (it
  * could not be set up, or its challenge not sent), else QC_OK. */
 int qc_net_adopt(qc_net *n, int fd);
 /* Stops every watcher, closes every socket, frees everything and zeroes the

@@ -11,12 +11,17 @@
  * NET_NODE_SECRET sets the cluster secret; NET_NODE_MAX_INBOUND and
  * NET_NODE_HELLO_TIMEOUT_MS the transport's limits. SIGUSR1 prints the
  * counters ("bad_frames N", "auth_failures N", "dropped max_inbound=N
- * handshake_timeout=N"). Used by tests/unit/net_spec.lua; it must never be part of the agent.
+ * handshake_timeout=N unidentified=N evicted=N", "accept_backoffs N").
+ * NET_NODE_HOST is the address to listen on (127.0.0.1); NET_NODE_NOFILE=N
+ * closes the descriptors it inherited and caps its own at N. Used by
+ * tests/unit/net_spec.lua; it must never be part of the agent.
  * Usage: net_node IDENTIFIER PORT [PEER_ID@HOST:PORT ...] */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "log.h"
@@ -158,11 +163,14 @@ static void print_counters(const node *nd)
            qc_metrics_get(nd->metrics, "qcluster_bad_frames_total", NULL, NULL));
     printf("auth_failures %.0f\n",
            qc_metrics_get(nd->metrics, "qcluster_auth_failures_total", NULL, NULL));
-    printf(
-        "dropped max_inbound=%.0f handshake_timeout=%.0f\n",
-        qc_metrics_get(nd->metrics, "qcluster_connections_dropped_total", "reason", "max_inbound"),
-        qc_metrics_get(nd->metrics, "qcluster_connections_dropped_total", "reason",
-                       "handshake_timeout"));
+    const char *drop = "qcluster_connections_dropped_total";
+    printf("dropped max_inbound=%.0f handshake_timeout=%.0f unidentified=%.0f evicted=%.0f\n",
+           qc_metrics_get(nd->metrics, drop, "reason", "max_inbound"),
+           qc_metrics_get(nd->metrics, drop, "reason", "handshake_timeout"),
+           qc_metrics_get(nd->metrics, drop, "reason", "unidentified"),
+           qc_metrics_get(nd->metrics, drop, "reason", "evicted"));
+    printf("accept_backoffs %.0f\n",
+           qc_metrics_get(nd->metrics, "qcluster_accept_backoffs_total", "listener", "cluster"));
     printf("sent %.0f received %.0f\n",
            qc_metrics_get(nd->metrics, "qcluster_messages_sent_total", "type", "append"),
            qc_metrics_get(nd->metrics, "qcluster_messages_received_total", "type", "append"));
@@ -320,6 +328,20 @@ static int run(node *nd, struct ev_loop *loop, int argc, char **argv)
     return 0;
 }
 
+/* NET_NODE_NOFILE: a small descriptor limit that means what the test says,
+ * whatever the test runner left open and let this process inherit. */
+static int limit_descriptors(void)
+{
+    const char *v = getenv("NET_NODE_NOFILE");
+    if (!v) return 0;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return -1;
+    rlim_t top = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 65536 ? 65536 : rl.rlim_cur;
+    for (rlim_t fd = 3; fd < top; fd++) close((int)fd);
+    rl.rlim_cur = rl.rlim_max = (rlim_t)atoi(v);
+    return setrlimit(RLIMIT_NOFILE, &rl);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -327,6 +349,10 @@ int main(int argc, char **argv)
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (limit_descriptors()) {
+        perror("NET_NODE_NOFILE");
+        return 1;
+    }
     const char *level = getenv("QC_LOG_LEVEL");
     if (level && qc_log_parse_level(level) >= 0) qc_log_set_level(qc_log_parse_level(level));
     node nd = {.self = qc_hash_id(argv[1])};

@@ -616,6 +616,9 @@ local function counters(p)
     t.auth = t.auth or tonumber(l:match("^auth_failures (%d+)"))
     t.max_inbound = t.max_inbound or tonumber(l:match("max_inbound=(%d+)"))
     t.timeout = t.timeout or tonumber(l:match("handshake_timeout=(%d+)"))
+    t.unidentified = t.unidentified or tonumber(l:match("unidentified=(%d+)"))
+    t.evicted = t.evicted or tonumber(l:match("evicted=(%d+)"))
+    t.backoffs = t.backoffs or tonumber(l:match("^accept_backoffs (%d+)"))
   end
   return t
 end
@@ -1001,4 +1004,113 @@ describe("net limits", function()
       must_see(b, "msg a 5", 2, #lines(b))
     end)
   end
+
+  -- Opens n connections to host:port from the address `from` and holds them;
+  -- returns those that connected.
+  local function hold(n, from, host, port)
+    local held = {}
+    for _ = 1, n do
+      local s = socket.tcp()
+      assert(s:bind(from, 0))
+      s:settimeout(1)
+      if s:connect(host, port) then held[#held + 1] = s else s:close() end
+    end
+    return held
+  end
+
+  local function release(held)
+    for _, s in ipairs(held) do s:close() end
+  end
+
+  for _, secret in ipairs({ false, true }) do
+    it("strangers holding every unidentified slot never lock out a member that comes back"
+       .. (secret and " (with a secret)" or ""), function()
+      local port = base_port()
+      -- peers on addresses of their own; the strangers come from 127.0.0.9
+      local env_a = { NET_NODE_HOST = "127.0.0.2", NET_NODE_HELLO_TIMEOUT_MS = "30000" }
+      local env_b = { NET_NODE_HOST = "127.0.0.3" }
+      if secret then env_a, env_b = with_secret(env_a), with_secret(env_b) end
+      local a = start("a", port, { "b@127.0.0.3:" .. (port + 1) }, env_a)
+      local b = start("b", port + 1, { "a@127.0.0.2:" .. port }, env_b)
+      must_see(a, "msg b 5")
+      must_see(b, "msg a 5")
+      signal(b, "KILL")
+      local down = must_see(a, "link b down")
+      -- they stay for the whole test: their handshake limit is 30 s here
+      local held = hold(300, "127.0.0.9", "127.0.0.2", port)
+      finally(function() release(held) end)
+      assert.is_true(#held >= 200, #held .. " connected")
+      local c = counters(a)
+      assert.is_true(c.unidentified + c.max_inbound > 0, "the strangers filled no limit")
+      local b2 = start("b", port + 1, { "a@127.0.0.2:" .. port }, env_b)
+      must_see(a, "hello b", 5, down)
+      must_see(a, "link b up", 5, down)
+      must_see(a, "msg b 5", 5, down)
+      must_see(b2, "msg a 5", 5)
+      c = counters(a)
+      assert.is_true(c.evicted >= 1, "nothing evicted")
+      assert.are.equal(0, c.bad)
+      -- the strangers b's connections made room for were the only ones
+      -- closed (their limit is 30 s here); more from elsewhere are refused
+      local open = 0
+      for _, s in ipairs(held) do
+        s:settimeout(0)
+        local _, err = s:receive("*a") -- a challenge may wait there
+        if err == "timeout" then open = open + 1 end
+      end
+      assert.is_true(open >= 20 and open <= 32 - c.evicted, open .. " strangers still held")
+      local more = hold(5, "127.0.0.9", "127.0.0.2", port)
+      finally(function() release(more) end)
+      socket.sleep(0.3)
+      local closed = 0
+      for _, s in ipairs(more) do
+        s:settimeout(0)
+        local _, err = s:receive("*a")
+        if err == "closed" then closed = closed + 1 end
+      end
+      assert.is_true(closed >= 5 - c.evicted, closed .. " of 5 refused")
+      assert.is_true(counters(a).unidentified > c.unidentified)
+    end)
+  end
+
+  -- utime + stime of pid, in clock ticks (100 a second on Linux)
+  local function cpu_ticks(pid)
+    local f = assert(io.open("/proc/" .. pid .. "/stat"))
+    local stat = f:read("a")
+    f:close()
+    local fields = {}
+    for x in stat:match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = x end
+    return tonumber(fields[12]) + tonumber(fields[13])
+  end
+
+  it("out of descriptors, the listener pauses instead of spinning, logs once and accepts "
+     .. "again once they close", function()
+    local port = base_port()
+    local a = start("a", port, { peer("b", port + 1) },
+                    { NET_NODE_HELLO_TIMEOUT_MS = "1000", NET_NODE_NOFILE = "24" })
+    local b = start("b", port + 1, { peer("a", port) })
+    must_see(a, "msg b 5")
+    must_see(b, "msg a 5")
+    local t0, cpu0 = socket.gettime(), cpu_ticks(a.pid)
+    local held = hold(80, "127.0.0.9", "127.0.0.1", port) -- more than a has descriptors for
+    finally(function() release(held) end)
+    local mark_b = #lines(b)
+    socket.sleep(1.5)
+    local ratio = (cpu_ticks(a.pid) - cpu0) / 100 / (socket.gettime() - t0)
+    assert.is_true(ratio < 0.3, string.format("a used %.2f of a core", ratio))
+    must_see(b, "msg a 5", 2, mark_b) -- a's loop still runs its timers
+    assert.is_true(counters(a).backoffs >= 1)
+    assert.are.equal(1, stderr_count(a, "cluster listener: accept: Too many open files", "WARN"))
+    assert.is_true(stderr_count(a, "accept") <= 2, stderr_count(a, "accept") .. " lines")
+    release(held)
+    -- room again: b restarts and a takes its new connection
+    signal(b, "KILL")
+    local down = must_see(a, "link b down")
+    local b2 = start("b", port + 1, { peer("a", port) })
+    must_see(a, "hello b", 5, down)
+    must_see(a, "msg b 5", 5, down)
+    must_see(b2, "msg a 5", 5)
+    must_see(a, "link b up", 5, down)
+    assert.is_true(stderr_count(a, "accept") <= 2, stderr_count(a, "accept") .. " lines")
+  end)
 end)
