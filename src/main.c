@@ -1,7 +1,9 @@
 /* qcluster: the agent and the command-line client in one binary, over
  * libqcluster. main only dispatches; every command lives in the library. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "agent.h"
 #include "cli.h"
@@ -20,6 +22,33 @@ static void usage(FILE *out)
           out);
 }
 
+/* Every cluster link, API client and exec hook takes descriptors, and 1024
+ * runs out: the agent raises its soft limit to the hard one and says what
+ * it has. Only this program does so; a library that raised its host
+ * program's limit would surprise it (embedders raise it themselves). */
+static void raise_descriptor_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        qc_log(QC_LOG_WARN, "agent", "cannot read the descriptor limit: %s", strerror(errno));
+        return;
+    }
+    rlim_t was = rl.rlim_cur;
+    if (rl.rlim_cur != rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+            qc_log(QC_LOG_WARN, "agent", "cannot raise the descriptor limit from %llu to %llu: %s",
+                   (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+            return;
+        }
+        qc_log(QC_LOG_INFO, "agent", "descriptor limit %llu (raised from %llu, the hard limit)",
+               (unsigned long long)rl.rlim_cur, (unsigned long long)was);
+        return;
+    }
+    qc_log(QC_LOG_INFO, "agent", "descriptor limit %llu (the hard limit)",
+           (unsigned long long)rl.rlim_cur);
+}
+
 /* qcluster agent CONFIG: the library's node, run in the foreground. Exit
  * codes: 0 after a clean stop, 2 for a bad config, 1 when it could not
  * start (or stopped after a failure). */
@@ -36,6 +65,7 @@ static int run_agent(const char *path)
         fprintf(stderr, "%s\n", err);
         return 2;
     }
+    raise_descriptor_limit();
     int code = qc_node_run(n);
     qc_node_free(n);
     return code;
