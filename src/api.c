@@ -2277,7 +2277,8 @@ int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *
     qc_metrics_declare(metrics, "qcluster_api_connections", QC_METRIC_GAUGE,
                        "API connections open now");
     qc_metrics_declare(metrics, "qcluster_accept_backoffs_total", QC_METRIC_COUNTER,
-                       "Pauses of a listener whose accept ran out of descriptors or memory");
+                       "Times a listener paused accepting for lack of descriptors or memory "
+                       "(EMFILE, ENFILE, ENOBUFS, ENOMEM), by listener (api, cluster).");
     qc_metrics_add(metrics, "qcluster_accept_backoffs_total", "listener", "api", 0);
     int rc = listen_on(host, port, &a->fd);
     if (rc) {
