@@ -563,6 +563,9 @@ static int addr_ok(const char *addr)
 int qc_join_answer_encode(const qc_join_answer *a, qc_buf *out)
 {
     if (a->leader && !addr_ok(a->leader)) return QC_EINVAL;
+    /* qc_json_str would repair it; the contract is to refuse. */
+    if (a->error && !qc_json_is_text((const uint8_t *)a->error, strlen(a->error)))
+        return QC_EINVAL;
     yajl_gen g = gen_new();
     if (!g) return QC_ENOMEM;
     int rc = gen_rc(yajl_gen_map_open(g));

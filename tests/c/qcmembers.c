@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "json.h"
 #include "members.h"
 
 #define LIST_MT "qcmembers.list"
@@ -488,6 +489,33 @@ static int l_config(lua_State *L)
     return 1;
 }
 
+/* qcmembers.is_utf8(bytes) -> boolean (qc_json_is_utf8). */
+static int l_is_utf8(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    lua_pushboolean(L, qc_json_is_utf8((const uint8_t *)s, n));
+    return 1;
+}
+
+/* qcmembers.check_utf8(json [, prefix [, first]]) -> true | nil, message
+ * (qc_json_check_utf8; first defaults to 0). */
+static int l_check_utf8(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    const char *prefix = luaL_optstring(L, 2, NULL);
+    int first = (int)luaL_optinteger(L, 3, 0);
+    char why[256];
+    if (qc_json_check_utf8(s, n, prefix, first, why, sizeof why) == QC_OK) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    return 2;
+}
+
 static const luaL_Reg list_methods[] = {
     {"put", l_put},         {"remove", l_remove}, {"find", l_find},          {"find_id", l_find_id},
     {"records", l_records}, {"copy", l_copy},     {"encode", l_list_encode}, {NULL, NULL},
@@ -512,6 +540,8 @@ static const luaL_Reg module_fns[] = {
     {"role_name", l_role_name},
     {"role_parse", l_role_parse},
     {"config", l_config},
+    {"is_utf8", l_is_utf8},
+    {"check_utf8", l_check_utf8},
     {NULL, NULL},
 };
 

@@ -111,6 +111,20 @@ describe("members", function()
         metadata = "{}", voting = false, flags = 0 } }, assert(qm.decode(data)))
     end)
 
+    it("reads a committed list whose metadata is not UTF-8 (an older agent took it) repaired", function()
+      -- Refusing it would part the list from the core's; every byte that
+      -- is not UTF-8 becomes U+FFFD, so nothing sent on is invalid UTF-8.
+      local data = entry({ "a" }, '[{"identifier":"a","host":"h","port":1,"voting":true,'
+        .. '"metadata":{"k":"x\xC0\xAFy","\xED\xA0\x80":"\xC3\xA9"}}]')
+      local got = assert(qm.decode(data))
+      local fffd = "\u{FFFD}"
+      assert.are.equal('{"k":"x' .. fffd:rep(2) .. 'y","' .. fffd:rep(3) .. '":"\u{E9}"}',
+        got[1].metadata)
+      assert.is_truthy(utf8.len(got[1].metadata))
+      -- and the leader can write the list on (its records validate)
+      assert.is_truthy(qm.encode(got))
+    end)
+
     it("keeps metadata byte-safe UTF-8 and big numbers as written", function()
       local meta = '{"name":"h\\u00e9llo \\"q\\" \\\\","big":123456789012345678901234567890}'
       local got = assert(qm.decode(assert(qm.encode({ rec("a", { metadata = meta }) }))))
