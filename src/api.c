@@ -799,18 +799,18 @@ static void xfer_done(void *arg, int rc)
     pending_settle(x, c);
 }
 
-/* Body: empty, or {"to": IDENTIFIER}. *to is malloc'd or NULL. */
-static int transfer_target(const conn *c, char **to)
+static int body_json(const conn *c, const char *prefix, yajl_val *out, char *why, size_t cap);
+static int body_failed(conn *c, int rc, const char *why, const char *expected);
+
+/* Body: empty, or {"to": IDENTIFIER}. *to is malloc'd or NULL; why as
+ * body_json's. */
+static int transfer_target(const conn *c, char **to, char *why, size_t cap)
 {
+    yajl_val v;
     *to = NULL;
-    if (c->body_len == 0) return 0;
-    char *text = malloc(c->body_len + 1);
-    if (!text) return QC_ENOMEM;
-    memcpy(text, c->body, c->body_len);
-    text[c->body_len] = '\0';
-    yajl_val v = yajl_tree_parse(text, NULL, 0);
-    free(text);
-    int rc = v && YAJL_IS_OBJECT(v) ? 0 : QC_EINVAL;
+    int rc = body_json(c, NULL, &v, why, cap);
+    if (rc || !v) return rc;
+    if (!YAJL_IS_OBJECT(v)) rc = QC_EINVAL;
     yajl_val t = rc ? NULL : qc_json_get(v, "to");
     if (t && !YAJL_IS_NULL(t)) {
         if (!YAJL_IS_STRING(t))
@@ -825,12 +825,9 @@ static int transfer_target(const conn *c, char **to)
 static void h_transfer(conn *c, const req *r)
 {
     (void)r;
-    char *to;
-    int rc = transfer_target(c, &to);
-    if (rc) {
-        respond_error(c, 400, "body must be {\"to\": IDENTIFIER} or empty", NULL);
-        return;
-    }
+    char *to, why[256];
+    int rc = transfer_target(c, &to, why, sizeof why);
+    if (body_failed(c, rc, why, "body must be {\"to\": IDENTIFIER} or empty")) return;
     pending *x = c->api->view->transfer ? pending_new(c) : NULL;
     if (!x) {
         free(to);
@@ -926,30 +923,27 @@ static void member_unavailable(conn *c)
 }
 
 /* The body as a JSON tree in *out (NULL when the body is empty). 0,
- * QC_EINVAL (not JSON, or a NUL byte that would hide the rest) or
- * QC_ENOMEM. The caller frees *out with yajl_tree_free. */
-static int body_json(const conn *c, yajl_val *out)
+ * QC_EINVAL (not JSON, a NUL byte that would hide the rest, or a string
+ * that is not UTF-8: then why names it under prefix, "metadata.k: text is
+ * not valid UTF-8") or QC_ENOMEM. The caller frees *out with
+ * yajl_tree_free. */
+static int body_json(const conn *c, const char *prefix, yajl_val *out, char *why, size_t cap)
 {
     *out = NULL;
+    why[0] = '\0';
     if (c->body_len == 0) return 0;
-    if (memchr(c->body, '\0', c->body_len)) return QC_EINVAL;
-    char *text = malloc(c->body_len + 1);
-    if (!text) return QC_ENOMEM;
-    memcpy(text, c->body, c->body_len);
-    text[c->body_len] = '\0';
-    *out = yajl_tree_parse(text, NULL, 0);
-    free(text);
-    return *out ? 0 : QC_EINVAL;
+    return qc_json_parse(c->body, c->body_len, prefix, out, why, cap);
 }
 
-/* Answers 400 (or 500) for a body_json failure; 1 when it did. */
-static int body_failed(conn *c, int rc, const char *expected)
+/* Answers 400 (or 500) for a body_json failure: why when body_json said
+ * what is wrong, else expected; 1 when it did. */
+static int body_failed(conn *c, int rc, const char *why, const char *expected)
 {
     if (rc == 0) return 0;
     if (rc == QC_ENOMEM)
         respond_error(c, 500, "out of memory", NULL);
     else
-        respond_error(c, 400, expected, NULL);
+        respond_error(c, 400, why[0] ? why : expected, NULL);
     return 1;
 }
 
@@ -1038,19 +1032,20 @@ static void h_join(conn *c, const req *r)
         return;
     }
     yajl_val body;
-    int rc = body_json(c, &body);
-    if (body_failed(c, rc, "body must be JSON: {\"join\": [\"HOST:PORT\", ...]}")) return;
+    char why[256];
+    int rc = body_json(c, NULL, &body, why, sizeof why);
+    if (body_failed(c, rc, why, "body must be JSON: {\"join\": [\"HOST:PORT\", ...]}")) return;
     join_call(c, body);
     yajl_tree_free(body); /* after the call: addrs point into it */
 }
 
 /* Body: empty, or {"identifier": ID} (null: this node). *id is malloc'd or
- * NULL. 0, QC_EINVAL or QC_ENOMEM. */
-static int leave_target(const conn *c, char **id)
+ * NULL. 0, QC_EINVAL or QC_ENOMEM; why as body_json's. */
+static int leave_target(const conn *c, char **id, char *why, size_t cap)
 {
     yajl_val body;
     *id = NULL;
-    int rc = body_json(c, &body);
+    int rc = body_json(c, NULL, &body, why, cap);
     if (rc || !body) return rc;
     yajl_val t = YAJL_IS_OBJECT(body) ? qc_json_get(body, "identifier") : NULL;
     if (!YAJL_IS_OBJECT(body) || (present(t) && (!YAJL_IS_STRING(t) || !*t->u.string)))
@@ -1070,9 +1065,9 @@ static void h_leave(conn *c, const req *r)
         member_unavailable(c);
         return;
     }
-    char *id;
-    int rc = leave_target(c, &id);
-    if (body_failed(c, rc, "body must be {\"identifier\": IDENTIFIER} or empty")) return;
+    char *id, why[256];
+    int rc = leave_target(c, &id, why, sizeof why);
+    if (body_failed(c, rc, why, "body must be {\"identifier\": IDENTIFIER} or empty")) return;
     pending *p = pending_new(c);
     if (!p) {
         free(id);
@@ -1096,8 +1091,8 @@ static void h_self_metadata(conn *c, const req *r)
         return;
     }
     yajl_val body;
-    char *text = NULL;
-    int rc = body_json(c, &body);
+    char *text = NULL, why[256];
+    int rc = body_json(c, "metadata", &body, why, sizeof why);
     if (!rc && (!body || !YAJL_IS_OBJECT(body))) rc = QC_EINVAL;
     if (!rc) rc = qc_json_val_text(body, &text);
     yajl_tree_free(body);
@@ -1105,7 +1100,7 @@ static void h_self_metadata(conn *c, const req *r)
         respond_error(c, 400, "metadata nests too deep", NULL);
         return;
     }
-    if (body_failed(c, rc, shape)) return;
+    if (body_failed(c, rc, why, shape)) return;
     pending *p = pending_new(c);
     if (!p) {
         free(text);

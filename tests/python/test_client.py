@@ -189,6 +189,41 @@ class LeaderInfoTest(unittest.TestCase):
             self.assertEqual(1, leader.priority)  # the default
             self.assertEqual(i == self.li, cluster.is_leader())
 
+    def test_metadata_that_is_not_utf8_is_refused_and_every_node_stays_readable(self):
+        # What yajl alone lets through (issue 12): once one node took it,
+        # every client of every node failed with "bad answer from agent".
+        import http.client
+        c, i = self.c, self.li
+        bad = [b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82",
+               b"\\ud800"]
+
+        def put(body):
+            host, port = c.api(i).split(":")
+            conn = http.client.HTTPConnection(host, int(port), timeout=5)
+            try:
+                conn.request("PUT", "/v1/self/metadata", body=body,
+                             headers={"Content-Type": "application/json"})
+                r = conn.getresponse()
+                return r.status, json.loads(r.read().decode("utf-8"))
+            finally:
+                conn.close()
+
+        for b in bad:
+            status, answer = put(b'{"server_port": %d, "k": "' % (c.base + 40 + i) + b + b'"}')
+            self.assertEqual(400, status, b)
+            self.assertEqual("metadata.k: text is not valid UTF-8", answer["error"], b)
+        # valid 2-, 3- and 4-byte text goes through and reads back as written
+        status, _ = put(('{"server_port": %d, "k": "\u00e9\u20ac\U0001F600"}'
+                         % (c.base + 40 + i)).encode("utf-8"))
+        self.assertEqual(200, status)
+        want = "\u00e9\u20ac\U0001F600"
+        for n in range(1, 4):
+            cluster = QCluster(api=c.api(n), timeout=2)
+            got = wait_for(lambda: [m for m in cluster.members()
+                                    if m.identifier == self.leader and m.metadata.get("k") == want])
+            self.assertTrue(got, "node%d never showed the new metadata" % n)
+            self.assertEqual(self.leader, cluster.get_leader_info().identifier)
+
     def test_status_and_members(self):
         cluster = QCluster(api=self.c.api(1))
         st = cluster.status()

@@ -246,6 +246,66 @@ describe("qc_api membership", function()
     end)
   end)
 
+  describe("JSON bodies whose text is not UTF-8 (RFC 3629)", function()
+    local NOT_UTF8 = ": text is not valid UTF-8"
+    -- What yajl alone lets through: overlong forms, surrogates, code points
+    -- past U+10FFFF, and escapes of lone surrogates (decoded to CESU or "?").
+    local BAD = {
+      { "overlong '/' (C0 AF)", "\xC0\xAF" },
+      { "overlong '/' in 3 bytes (E0 80 AF)", "\xE0\x80\xAF" },
+      { "a surrogate (ED A0 80)", "\xED\xA0\x80" },
+      { "past U+10FFFF (F4 90 80 80)", "\xF4\x90\x80\x80" },
+      { "a sequence cut short (E2 82)", "ok\xE2\x82" },
+      { "a lone high surrogate escape", "\\ud800" },
+      { "a high surrogate escape before a non-surrogate", "\\ud800\\u0041" },
+      { "a lone low surrogate escape", "x\\udc00" },
+    }
+
+    it("PUT /v1/self/metadata answers 400 naming the field, keeps the metadata, takes UTF-8", function()
+      assert.are.equal(200, (put_meta(port, '{"keep": true}')))
+      for _, case in ipairs(BAD) do
+        local status, _, _, j = put_meta(port, '{"a": {"k": [1, "' .. case[2] .. '"]}}')
+        assert.are.equal(400, status, case[1])
+        assert.are.equal("metadata.a.k[1]" .. NOT_UTF8, j.error, case[1])
+        status, _, _, j = put_meta(port, '{"zone": "' .. case[2] .. '"}')
+        assert.are.equal(400, status, case[1])
+        assert.are.equal("metadata.zone" .. NOT_UTF8, j.error, case[1])
+      end
+      local status, _, _, j = put_meta(port, '{"ok": 1, "\xC0\xAF": 2}')
+      assert.are.equal(400, status)
+      assert.are.equal("metadata: a key is not valid UTF-8", j.error)
+      assert.are.same({ keep = true }, self_of(port).metadata)
+      -- the member list stays UTF-8 for every client
+      local _, _, body = request(port, "GET", "/v1/members")
+      assert.is_truthy(utf8.len(body), body)
+      -- while 2-, 3- and 4-byte text and surrogate pairs go through
+      status = put_meta(port, '{"k": "\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80\xF4\x8F\xBF\xBF",'
+        .. ' "\xED\x9F\xBF": "\\ud83d\\ude00\\u00e9"}')
+      assert.are.equal(200, status)
+      assert.are.same({ k = "\u{E9}\u{20AC}\u{1F600}\u{10FFFF}", ["\u{D7FF}"] = "\u{1F600}\u{E9}" },
+        self_of(port).metadata)
+    end)
+
+    it("join, leave and transfer-leadership answer 400 naming the field", function()
+      for _, case in ipairs(BAD) do
+        local status, _, _, j = post(port, "/v1/join", '{"join": ["a:1", "h' .. case[2] .. ':7001"]}')
+        assert.are.equal(400, status, case[1])
+        assert.are.equal("join[1]" .. NOT_UTF8, j.error, case[1])
+        status, _, _, j = post(port, "/v1/join", '{"address": "' .. case[2] .. ':7001"}')
+        assert.are.equal(400, status, case[1])
+        assert.are.equal("address" .. NOT_UTF8, j.error, case[1])
+        status, _, _, j = post(port, "/v1/leave", '{"identifier": "' .. case[2] .. '"}')
+        assert.are.equal(400, status, case[1])
+        assert.are.equal("identifier" .. NOT_UTF8, j.error, case[1])
+        status, _, _, j = post(port, "/v1/transfer-leadership", '{"to": "' .. case[2] .. '"}')
+        assert.are.equal(400, status, case[1])
+        assert.are.equal("to" .. NOT_UTF8, j.error, case[1])
+      end
+      -- and the agent is still there
+      assert.are.equal(200, (request(port, "GET", "/v1/status")))
+    end)
+  end)
+
   it("wrong methods get 405 with Allow", function()
     for _, case in ipairs({
       { "GET", "/v1/join", "POST" }, { "PUT", "/v1/join", "POST" }, { "DELETE", "/v1/leave", "POST" },
