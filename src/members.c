@@ -52,11 +52,18 @@ static int scan_ok(const uint8_t *p, size_t n)
     return 1;
 }
 
-/* Parses p[0..n) into *out (caller frees with yajl_tree_free). */
-static int parse(const uint8_t *p, size_t n, yajl_val *out)
+/* Parses p[0..n) into *out (caller frees with yajl_tree_free). strict:
+ * every string must be UTF-8 (qc_json_check_utf8), for what a peer asks
+ * (JOIN and MEMBER frames) and metadata we keep. A committed list is read
+ * as it was written (an older agent took any bytes): refusing it would
+ * part the list from the core's; its metadata is re-emitted, repaired
+ * (meta_val, qc_json_str). */
+static int parse(const uint8_t *p, size_t n, int strict, yajl_val *out)
 {
     *out = NULL;
     if ((!p && n) || n > PARSE_MAX_BYTES || !scan_ok(p, n)) return QC_EINVAL;
+    if (strict && qc_json_check_utf8((const char *)p, n, NULL, 0, NULL, 0) != QC_OK)
+        return QC_EINVAL;
     char *text = malloc(n + 1);
     if (!text) return QC_ENOMEM;
     if (n) memcpy(text, p, n);
@@ -94,7 +101,7 @@ static int meta_val(yajl_val v, char **compact)
 static int meta_text(const char *text, char **compact)
 {
     yajl_val v;
-    int rc = parse((const uint8_t *)text, strlen(text), &v);
+    int rc = parse((const uint8_t *)text, strlen(text), 1, &v);
     if (rc == QC_OK) rc = meta_val(v, compact);
     yajl_tree_free(v);
     return rc;
@@ -290,7 +297,7 @@ int qc_member_rec_decode(const uint8_t *data, size_t len, qc_member_rec *out)
 {
     memset(out, 0, sizeof *out);
     yajl_val v;
-    int rc = parse(data, len, &v);
+    int rc = parse(data, len, 1, &v);
     if (rc == QC_OK) rc = rec_from_val(v, 1, out);
     yajl_tree_free(v);
     return rc;
@@ -382,7 +389,7 @@ int qc_members_decode(const uint8_t *data, size_t len, qc_members *out)
     size_t n, used;
     if (!data || qc_raft_conf_read(data, len, core, &n, &used) != QC_OK) return QC_EINVAL;
     yajl_val arr;
-    int rc = parse(data + used, len - used, &arr);
+    int rc = parse(data + used, len - used, 0, &arr);
     if (rc == QC_OK) rc = decode_list(arr, core, n, out);
     yajl_tree_free(arr);
     if (rc) qc_members_free(out);
@@ -502,7 +509,7 @@ int qc_member_request_decode(const uint8_t *data, size_t len, qc_member_request 
 {
     memset(out, 0, sizeof *out);
     yajl_val v;
-    int rc = parse(data, len, &v);
+    int rc = parse(data, len, 1, &v);
     if (rc == QC_OK && !YAJL_IS_OBJECT(v)) rc = QC_EINVAL;
     if (rc == QC_OK) {
         out->op = op_parse(qc_json_get_str(v, "op"));
@@ -564,8 +571,7 @@ int qc_join_answer_encode(const qc_join_answer *a, qc_buf *out)
 {
     if (a->leader && !addr_ok(a->leader)) return QC_EINVAL;
     /* qc_json_str would repair it; the contract is to refuse. */
-    if (a->error && !qc_json_is_text((const uint8_t *)a->error, strlen(a->error)))
-        return QC_EINVAL;
+    if (a->error && !qc_json_is_text((const uint8_t *)a->error, strlen(a->error))) return QC_EINVAL;
     yajl_gen g = gen_new();
     if (!g) return QC_ENOMEM;
     int rc = gen_rc(yajl_gen_map_open(g));
@@ -590,7 +596,7 @@ int qc_join_answer_decode(const uint8_t *data, size_t len, qc_join_answer *out)
 {
     memset(out, 0, sizeof *out);
     yajl_val v;
-    int rc = parse(data, len, &v);
+    int rc = parse(data, len, 0, &v); /* the leader's list, as committed */
     if (rc == QC_OK && !YAJL_IS_OBJECT(v)) rc = QC_EINVAL;
     yajl_val ok = rc ? NULL : qc_json_get(v, "ok");
     if (rc == QC_OK && !YAJL_IS_TRUE(ok) && !YAJL_IS_FALSE(ok)) rc = QC_EINVAL;

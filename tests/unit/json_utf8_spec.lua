@@ -1,6 +1,6 @@
 -- The one strict UTF-8 check (src/json.c: qc_json_is_utf8 on bytes,
 -- qc_json_check_utf8 on JSON text before yajl decodes it) through the
--- test-only module qcmembers.
+-- test-only module qcmembers, and the member payloads that peers send.
 -- Lua's own utf8.len (strict by default) is the independent oracle.
 package.cpath = "./build/?.so;" .. package.cpath
 local qm = require("qcmembers")
@@ -127,5 +127,22 @@ describe("qc_json_check_utf8", function()
       assert.is_true(ok == true or type(why) == "string", text)
       if not ok then assert.is_truthy(utf8.len(why), why) end
     end
+  end)
+end)
+
+describe("member payloads from peers", function()
+  local function record(meta)
+    return '{"identifier":"n","host":"h","port":9,"metadata":' .. meta .. "}"
+  end
+
+  it("a JOIN request or MEMBER update whose metadata is not UTF-8 is malformed", function()
+    for _, meta in ipairs({ '{"k":"\xC0\xAF"}', '{"k":"\xE0\x80\xAF"}', '{"k":"\xED\xA0\x80"}',
+      '{"k":"\xF4\x90\x80\x80"}', '{"k":"\\ud800"}', '{"k":"\\udc00"}', '{"\xC0\xAF":1}' }) do
+      assert.is_nil(qm.rec_decode(record(meta)), meta)
+      assert.is_nil(qm.request_decode('{"op":"update","id":1,"member":' .. record(meta) .. "}"),
+        meta)
+    end
+    local r = assert(qm.rec_decode(record('{"k":"\xC3\xA9\\ud83d\\ude00"}')))
+    assert.are.equal('{"k":"\xC3\xA9\xF0\x9F\x98\x80"}', r.metadata)
   end)
 end)
