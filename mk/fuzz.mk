@@ -24,10 +24,10 @@ FUZZ_MAIN_wal         := tests/fuzz/fuzz_wal.c
 FUZZ_SRCS_wal         := src/wal.c src/wire.c
 FUZZ_MAIN_config_json := tests/fuzz/fuzz_config.c
 FUZZ_DEFS_config_json := -DFUZZ_CONFIG_EXT='".json"'
-FUZZ_SRCS_config_json := src/config.c src/luajson.c build/embedded.c
+FUZZ_SRCS_config_json := src/config.c src/luajson.c src/json.c build/embedded.c
 FUZZ_MAIN_config_lua  := tests/fuzz/fuzz_config.c
 FUZZ_DEFS_config_lua  := -DFUZZ_CONFIG_EXT='".lua"'
-FUZZ_SRCS_config_lua  := src/config.c src/luajson.c build/embedded.c
+FUZZ_SRCS_config_lua  := src/config.c src/luajson.c src/json.c build/embedded.c
 FUZZ_MAIN_api         := tests/fuzz/fuzz_api.c
 FUZZ_SRCS_api         := src/api.c src/metrics.c src/json.c build/embedded.c
 FUZZ_MAIN_auth        := tests/fuzz/fuzz_auth.c

@@ -1,7 +1,7 @@
 # The Lua host's test driver (config checks and hook runs for the busted
 # specs). Links src/metrics.c when it exists, else the driver's own stub.
-LUAHOST_DRIVER_SRCS := src/config.c src/luahost.c src/luajson.c src/spawn.c src/common.c src/log.c \
-                       $(wildcard src/metrics.c)
+LUAHOST_DRIVER_SRCS := src/config.c src/luahost.c src/luajson.c src/json.c src/spawn.c src/common.c \
+                       src/log.c $(wildcard src/metrics.c)
 
 all: build/luahost_driver
 

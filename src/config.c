@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "embedded.h"
+#include "json.h"
 #include "log.h"
 #include "luajson.h"
 
@@ -78,14 +79,19 @@ static int read_file(const char *path, char **out, size_t *len, char *err, size_
     return QC_OK;
 }
 
-/* Pushes the value of JSON text; messages say "NAME:LINE: message". */
+/* Pushes the value of JSON text; messages say "NAME:LINE: message", or
+ * "NAME: key: message" when the decoder names the key (text that is not
+ * UTF-8). */
 static int decode_json(lua_State *L, const char *name, const char *text, size_t len, char *err,
                        size_t errlen)
 {
     char msg[256];
     int line = 1;
     int rc = qc_luajson_decode(L, text, len, &line, msg, sizeof msg);
-    if (rc != QC_OK) snprintf(err, errlen, "%s:%d: %s", name, line, msg);
+    if (rc != QC_OK && line > 0)
+        snprintf(err, errlen, "%s:%d: %s", name, line, msg);
+    else if (rc != QC_OK)
+        snprintf(err, errlen, "%s: %s", name, msg);
     return rc == QC_ENOMEM ? QC_ENOMEM : rc;
 }
 
@@ -180,6 +186,27 @@ static int dup_field(lua_State *L, int t, const char *key, char **out)
     return s && !*out ? QC_ENOMEM : QC_OK;
 }
 
+/* QC_EINVAL naming path when the value at idx is a string that is not
+ * UTF-8: hosts and addresses go out in JSON (status, member records, the
+ * record a joining node sends), and a Lua string may hold any bytes. */
+static int utf8_value(lua_State *L, int idx, const char *path, char *err, size_t errlen)
+{
+    size_t n;
+    const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &n) : NULL;
+    if (!s || qc_json_is_utf8((const uint8_t *)s, n)) return QC_OK;
+    snprintf(err, errlen, "%s: text is not valid UTF-8", path);
+    return QC_EINVAL;
+}
+
+static int utf8_field(lua_State *L, int t, const char *key, const char *path, char *err,
+                      size_t errlen)
+{
+    lua_getfield(L, t, key);
+    int rc = utf8_value(L, -1, path, err, errlen);
+    lua_pop(L, 1);
+    return rc;
+}
+
 static int int_field(lua_State *L, int t, const char *key)
 {
     lua_getfield(L, t, key);
@@ -188,11 +215,14 @@ static int int_field(lua_State *L, int t, const char *key)
     return v;
 }
 
-static int json_field(lua_State *L, int t, const char *key, char **out, char *err, size_t errlen)
+/* The value of key as JSON text; a message names path (a Lua config's
+ * strings may hold any bytes: metadata must be UTF-8). */
+static int json_field(lua_State *L, int t, const char *key, const char *path, char **out, char *err,
+                      size_t errlen)
 {
     size_t len;
     lua_getfield(L, t, key);
-    int rc = qc_luajson_encode(L, -1, out, &len, err, errlen);
+    int rc = qc_luajson_encode_at(L, -1, path, out, &len, err, errlen);
     lua_pop(L, 1);
     return rc;
 }
@@ -206,7 +236,7 @@ static int role_field(lua_State *L, int t)
     return role < 0 ? QC_MROLE_VOTER : role;
 }
 
-static int copy_join(lua_State *L, int t, qc_config *cfg)
+static int copy_join(lua_State *L, int t, qc_config *cfg, char *err, size_t errlen)
 {
     lua_getfield(L, t, "join");
     int jt = lua_gettop(L);
@@ -215,7 +245,14 @@ static int copy_join(lua_State *L, int t, qc_config *cfg)
     int rc = QC_OK;
     if (n && !(cfg->join = calloc(n, sizeof *cfg->join))) rc = QC_ENOMEM;
     for (size_t i = 0; rc == QC_OK && i < n; i++) {
+        char path[32];
+        snprintf(path, sizeof path, "join[%zu]", i + 1);
         lua_rawgeti(L, jt, (lua_Integer)i + 1);
+        rc = utf8_value(L, -1, path, err, errlen);
+        if (rc != QC_OK) {
+            lua_pop(L, 1);
+            break;
+        }
         const char *s = lua_tostring(L, -1);
         cfg->join[i] = s ? strdup(s) : NULL;
         if (!cfg->join[i]) rc = QC_ENOMEM;
@@ -261,9 +298,13 @@ static int copy_peers(lua_State *L, int t, qc_config *cfg, char *err, size_t err
         lua_rawgeti(L, pt, (lua_Integer)i + 1);
         int e = lua_gettop(L);
         cfg->n_peers = i + 1;
-        rc = dup_field(L, e, "identifier", &p->identifier);
+        char path[48];
+        snprintf(path, sizeof path, "peers[%zu].host", i + 1);
+        rc = utf8_field(L, e, "host", path, err, errlen);
+        if (rc == QC_OK) rc = dup_field(L, e, "identifier", &p->identifier);
         if (rc == QC_OK) rc = dup_field(L, e, "host", &p->host);
-        if (rc == QC_OK) rc = json_field(L, e, "metadata", &p->metadata, err, errlen);
+        snprintf(path, sizeof path, "peers[%zu].metadata", i + 1);
+        if (rc == QC_OK) rc = json_field(L, e, "metadata", path, &p->metadata, err, errlen);
         p->port = int_field(L, e, "port");
         p->role = role_field(L, e);
         p->priority = int_field(L, e, "priority");
@@ -353,9 +394,11 @@ static int copy_config(lua_State *L, int t, qc_config *cfg, char *err, size_t er
     cfg->max_voters = int_field(L, t, "max_voters");
     cfg->leave_on_stop = bool_field(L, t, "leave_on_stop");
     cfg->reap_after_ms = reap_ms(L, t);
-    int rc = json_field(L, t, "metadata", &cfg->metadata, err, errlen);
+    int rc = utf8_field(L, t, "listen_host", "listen_host", err, errlen);
+    if (rc == QC_OK) rc = utf8_field(L, t, "api_host", "api_host", err, errlen);
+    if (rc == QC_OK) rc = json_field(L, t, "metadata", "metadata", &cfg->metadata, err, errlen);
     if (rc == QC_OK) rc = copy_peers(L, t, cfg, err, errlen);
-    if (rc == QC_OK) rc = copy_join(L, t, cfg);
+    if (rc == QC_OK) rc = copy_join(L, t, cfg, err, errlen);
     if (rc == QC_OK) {
         rc = copy_checks(L, t, cfg);
         if (rc == QC_EINVAL) snprintf(err, errlen, "checks: the checker left a check incomplete");

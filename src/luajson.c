@@ -14,6 +14,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "common.h"
+#include "json.h"
 
 #define QC_JSON_MAX_DEPTH 64
 
@@ -137,6 +138,13 @@ int qc_luajson_decode(lua_State *L, const char *text, size_t len, int *line, cha
         snprintf(err, errlen, "NUL byte in JSON text");
         return QC_EINVAL;
     }
+    /* Before yajl: it passes overlong forms and surrogates, and decodes a
+     * lone surrogate escape into bytes that are not UTF-8. The message
+     * names the key, so no line. */
+    if (qc_json_check_utf8(text, len, NULL, 1, err, errlen) != QC_OK) {
+        if (line) *line = 0;
+        return QC_EINVAL;
+    }
     char *buf = malloc(len + 1);
     if (!buf) {
         snprintf(err, errlen, "out of memory");
@@ -190,6 +198,15 @@ static int enc_fail(lua_State *L, enc *e, const char *what)
 {
     if (e->plen) return luaL_error(L, "%s: %s", e->path, what);
     return luaL_error(L, "%s", what);
+}
+
+/* yajl_gen's own check lets overlong forms and surrogates through. */
+static void enc_string(lua_State *L, enc *e, const char *s, size_t len, int key)
+{
+    if (!qc_json_is_utf8((const unsigned char *)s, len))
+        enc_fail(L, e, key ? "a key is not valid UTF-8" : "text is not valid UTF-8");
+    if (yajl_gen_string(e->g, (const unsigned char *)s, len) != yajl_gen_status_ok)
+        enc_fail(L, e, "cannot write JSON");
 }
 
 static void enc_check(lua_State *L, enc *e, yajl_gen_status st)
@@ -258,7 +275,7 @@ static void enc_object(lua_State *L, enc *e, int idx, size_t n, int depth)
     qsort(keys, k, sizeof *keys, key_cmp);
     enc_check(L, e, yajl_gen_map_open(e->g));
     for (size_t i = 0; i < k; i++) {
-        enc_check(L, e, yajl_gen_string(e->g, (const unsigned char *)keys[i].s, keys[i].len));
+        enc_string(L, e, keys[i].s, keys[i].len, 1);
         size_t old = path_key(e, keys[i].s, keys[i].len);
         lua_pushlstring(L, keys[i].s, keys[i].len);
         lua_rawget(L, idx);
@@ -327,7 +344,7 @@ static void enc_value(lua_State *L, enc *e, int idx, int depth)
     case LUA_TNUMBER: enc_number(L, e, idx); break;
     case LUA_TSTRING:
         s = lua_tolstring(L, idx, &len);
-        enc_check(L, e, yajl_gen_string(e->g, (const unsigned char *)s, len));
+        enc_string(L, e, s, len, 0);
         break;
     case LUA_TTABLE: enc_table(L, e, idx, depth); break;
     case LUA_TLIGHTUSERDATA:
@@ -351,6 +368,12 @@ static int enc_protected(lua_State *L)
 
 int qc_luajson_encode(lua_State *L, int idx, char **out, size_t *len, char *err, size_t errlen)
 {
+    return qc_luajson_encode_at(L, idx, NULL, out, len, err, errlen);
+}
+
+int qc_luajson_encode_at(lua_State *L, int idx, const char *path, char **out, size_t *len,
+                         char *err, size_t errlen)
+{
     *out = NULL;
     *len = 0;
     idx = lua_absindex(L, idx);
@@ -361,6 +384,7 @@ int qc_luajson_encode(lua_State *L, int idx, char **out, size_t *len, char *err,
         return QC_ENOMEM;
     }
     e.path[0] = '\0';
+    if (path) path_set(&e, 0, snprintf(e.path, sizeof e.path, "%s", path));
     yajl_gen_config(e.g, yajl_gen_validate_utf8, 1);
     lua_pushcfunction(L, enc_protected);
     lua_pushlightuserdata(L, &e);
@@ -427,7 +451,10 @@ static int l_decode(lua_State *L)
     int line;
     if (qc_luajson_decode(L, text, len, &line, err, sizeof err) != QC_OK) {
         luaL_pushfail(L);
-        lua_pushfstring(L, "line %d: %s", line, err);
+        if (line > 0)
+            lua_pushfstring(L, "line %d: %s", line, err);
+        else
+            lua_pushstring(L, err);
         return 2;
     }
     return 1;

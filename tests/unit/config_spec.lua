@@ -342,6 +342,69 @@ describe("config", function()
         .. ' config), got "x"\n', err)
     end)
 
+    it("text that is not UTF-8 in a JSON config, as FILE: key: message", function()
+      local NOT_UTF8 = ": text is not valid UTF-8\n"
+      for _, text in ipairs({ "\xC0\xAF", "\xE0\x80\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80",
+        "cut \xE2\x82", "\\ud800", "\\udc00" }) do
+        local path = conf("c.json", '{"identifier": "a", "listen_port": 7001,\n'
+          .. ' "metadata": {"zone": "' .. text .. '"}}')
+        local rc, _, err = check(path)
+        assert.are.equal(2, rc, text)
+        assert.are.equal(path .. ": metadata.zone" .. NOT_UTF8, err)
+      end
+      local path = conf("c.json", '{"identifier": "a", "listen_port": 7001, "peers": [\n'
+        .. ' {"identifier": "b", "host": "h", "port": 2},\n'
+        .. ' {"identifier": "c", "host": "h", "port": 3, "metadata": {"tags": ["x", "\xC0\xAF"]}}]}')
+      local rc, _, err = check(path)
+      assert.are.equal(2, rc)
+      assert.are.equal(path .. ": peers[2].metadata.tags[2]" .. NOT_UTF8, err)
+      path = conf("c.json", '{"identifier": "a", "listen_port": 7001, "metadata": {"\xC0\xAF": 1}}')
+      rc, _, err = check(path)
+      assert.are.equal(2, rc)
+      assert.are.equal(path .. ": metadata: a key is not valid UTF-8\n", err)
+    end)
+
+    it("metadata, hosts and addresses that are not UTF-8 in a Lua config (any bytes)", function()
+      assert.are.equal("conf.lua: metadata.k: text is not valid UTF-8",
+        error_for(BASE .. 'metadata = {k = "\\xC0\\xAF"}'))
+      assert.are.equal("conf.lua: metadata.k: text is not valid UTF-8",
+        error_for(BASE .. 'metadata = {k = "\xED\xA0\x80"}'))
+      assert.are.equal("conf.lua: metadata.a.b[1]: text is not valid UTF-8",
+        error_for(BASE .. 'metadata = {a = {b = {"\\xF4\\x90\\x80\\x80"}}}'))
+      assert.are.equal("conf.lua: peers[1].metadata.k: text is not valid UTF-8",
+        error_for(BASE .. 'peers = {{identifier = "b", host = "h", port = 2,'
+          .. ' metadata = {k = "\\xE2\\x82"}}}'))
+      assert.are.equal("conf.lua: metadata: a key is not valid UTF-8",
+        error_for(BASE .. 'metadata = {["\\xC0\\xAF"] = 1}'))
+      -- hosts and addresses go out in JSON too
+      assert.are.equal("conf.lua: listen_host: text is not valid UTF-8",
+        error_for(BASE .. 'listen_host = "h\\xC0\\xAF"'))
+      assert.are.equal("conf.lua: api_host: text is not valid UTF-8",
+        error_for(BASE .. 'api_host = "h\\xED\\xA0\\x80"'))
+      assert.are.equal("conf.lua: peers[1].host: text is not valid UTF-8",
+        error_for(BASE .. 'peers = {{identifier = "b", host = "h\\xF4\\x90\\x80\\x80", port = 2}}'))
+      assert.are.equal("conf.lua: join[2]: text is not valid UTF-8",
+        error_for(BASE .. 'join = {"a:1", "h\\xC0\\xAF:2"}'))
+      -- valid 2-, 3- and 4-byte text passes
+      local rc, c = check(conf("conf.lua", "return {" .. BASE
+        .. 'metadata = {k = "\\u{E9}\\u{20AC}\\u{1F600}"}}'))
+      assert.are.equal(0, rc)
+      assert.are.equal("\u{E9}\u{20AC}\u{1F600}", c.metadata.k)
+    end)
+
+    it("bin/qcluster check refuses metadata that is not UTF-8 with exit code 2", function()
+      for _, case in ipairs({
+        { "c.json", '{"identifier": "a", "listen_port": 7001, "metadata": {"k": "\xC0\xAF"}}' },
+        { "c.lua", 'return {identifier = "a", listen_port = 7001, metadata = {k = "\\xC0\\xAF"}}' },
+      }) do
+        local path = conf(case[1], case[2])
+        local p = io.popen("bin/qcluster check " .. path .. " 2>&1; echo rc=$?")
+        local out = p:read("a")
+        p:close()
+        assert.are.equal(path .. ": metadata.k: text is not valid UTF-8\nrc=2\n", out)
+      end
+    end)
+
     it("a missing file, as FILE: message", function()
       local rc, _, err = check(dir .. "/none.lua")
       assert.are.equal(2, rc)

@@ -148,6 +148,46 @@ describe("qcluster.set_metadata", function()
     assert.is_nil(out:match("counter set_metadata"))
   end)
 
+  it("refuses text that is not UTF-8 (RFC 3629) naming the key, and sends nothing; json too", function()
+    local rc, out, err = run([[
+      local function try(t) print((select(2, pcall(qcluster.set_metadata, t, print)))) end
+      return {
+        on_start = function()
+          try({ k = "\xC0\xAF" })                 -- overlong '/'
+          try({ k = "\xE0\x80\xAF" })             -- overlong, 3 bytes
+          try({ a = { b = { "ok", "\xED\xA0\x80" } } }) -- a surrogate
+          try({ k = "\xF4\x90\x80\x80" })         -- past U+10FFFF
+          try({ k = "cut \xE2\x82" })
+          try({ a = { ["\xC0\xAF"] = 1 } })
+          print("meta", qcluster.json.encode(qcluster.self().metadata))
+          print(qcluster.json.encode({ a = { b = "\xED\xA0\x80" } }))
+          print(qcluster.json.decode('{"a": {"b": "\xC0\xAF"}}'))
+          print(qcluster.json.decode('{"a": [1, "\\udc00"]}'))
+          -- valid 2-, 3- and 4-byte text goes through
+          qcluster.set_metadata({ k = "\u{E9}\u{20AC}\u{1F600}" }, function(ok)
+            print("set", ok, qcluster.self().metadata.k == "\u{E9}\u{20AC}\u{1F600}")
+          end)
+        end,
+      }
+    ]], { "on_start", "run" })
+    assert.are.equal(0, rc, err)
+    local fn = "bad argument #1 to 'qcluster.set_metadata' "
+    local l = lines(out)
+    assert.are.equal(11, #l, out)
+    assert.matches(fn .. "%(k: text is not valid UTF%-8%)", l[1])
+    assert.matches(fn .. "%(k: text is not valid UTF%-8%)", l[2])
+    assert.matches(fn .. "%(a%.b%[2%]: text is not valid UTF%-8%)", l[3])
+    assert.matches(fn .. "%(k: text is not valid UTF%-8%)", l[4])
+    assert.matches(fn .. "%(k: text is not valid UTF%-8%)", l[5])
+    assert.matches(fn .. "%(a: a key is not valid UTF%-8%)", l[6])
+    assert.are.equal('meta\t{"zone":"z1"}', l[7])
+    -- qcluster.json in both directions, alike
+    assert.are.equal("nil\ta.b: text is not valid UTF-8", l[8])
+    assert.are.equal("nil\ta.b: text is not valid UTF-8", l[9])
+    assert.are.equal("nil\ta[2]: text is not valid UTF-8", l[10])
+    assert.are.equal("set\ttrue\ttrue", l[11])
+  end)
+
   it("raises 'membership is not available' when the agent has none", function()
     local rc, out, err = run([[
       return { on_start = function()
