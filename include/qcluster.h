@@ -56,7 +56,9 @@ struct ev_loop;
 typedef struct qc_node qc_node;
 
 /* Config values set in C instead of a file: the keys of a config file
- * (README "Configuration"). Checked when the node is created from them. */
+ * (README "Configuration"). Checked when the node is created from them;
+ * text (strings, and the strings in JSON) that is not UTF-8 is refused
+ * at once with QC_EINVAL. */
 typedef struct qc_settings qc_settings;
 
 qc_settings *qc_settings_new(void); /* NULL when out of memory */

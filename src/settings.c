@@ -78,6 +78,8 @@ static int put_string(qc_settings *s, const char *key, const char *value)
 int qc_settings_set_string(qc_settings *s, const char *key, const char *value)
 {
     if (!s || !key || !value) return QC_EINVAL;
+    /* Refused here rather than repaired by qc_json_str on the way out. */
+    if (!qc_json_is_utf8((const uint8_t *)value, strlen(value))) return QC_EINVAL;
     return put_string(s, key, value);
 }
 
@@ -97,16 +99,17 @@ int qc_settings_set_bool(qc_settings *s, const char *key, int value)
     return json ? put(s, key, json) : QC_ENOMEM;
 }
 
-/* QC_OK when text is JSON that qc_settings_json can emit: it parses and
- * nests no deeper than json.c's limit, checked by emitting it once with
- * qc_json_val (so the limit lives in one place). QC_EINVAL when not,
- * QC_ENOMEM when out of memory. */
+/* QC_OK when text is JSON that qc_settings_json can emit: it parses, its
+ * strings are UTF-8 (qc_json_parse) and it nests no deeper than json.c's
+ * limit, checked by emitting it once with qc_json_val (so the limit lives
+ * in one place). QC_EINVAL when not, QC_ENOMEM when out of memory. */
 static int valid_json(const char *text)
 {
-    yajl_val v = yajl_tree_parse(text, NULL, 0);
-    if (!v) return QC_EINVAL;
+    yajl_val v;
+    int rc = qc_json_parse(text, strlen(text), NULL, &v, NULL, 0);
+    if (rc != QC_OK) return rc;
     yajl_gen g = yajl_gen_alloc(NULL);
-    int rc = g ? qc_json_val(g, v) : QC_ENOMEM;
+    rc = g ? qc_json_val(g, v) : QC_ENOMEM;
     if (g) yajl_gen_free(g);
     yajl_tree_free(v);
     return rc == QC_OK || rc == QC_ENOMEM ? rc : QC_EINVAL;
@@ -143,6 +146,9 @@ int qc_settings_add_peer(qc_settings *s, const char *identifier, const char *hos
                          const char *metadata_json)
 {
     if (!s || !identifier || !host) return QC_EINVAL;
+    if (!qc_json_is_utf8((const uint8_t *)identifier, strlen(identifier)) ||
+        !qc_json_is_utf8((const uint8_t *)host, strlen(host)))
+        return QC_EINVAL;
     yajl_val meta = NULL;
     if (metadata_json) {
         int rc = valid_json(metadata_json);

@@ -312,6 +312,22 @@ static int case_bad(const char *dir, int port)
           "deep metadata");
     CHECK(qc_settings_add_peer(s, "p", "127.0.0.1", 1, nested("{\"a\":", "}", 65)) == QC_EINVAL,
           "metadata at the limit");
+    /* Text that is not UTF-8 (RFC 3629) is refused when set: peers and
+     * clients would get it in JSON. */
+    CHECK(qc_settings_set_json(s, "metadata",
+                               "{\"k\": \"\xC0\xAF"
+                               "\"}") == QC_EINVAL,
+          "overlong UTF-8 taken");
+    CHECK(qc_settings_set_json(s, "metadata", "{\"k\": \"\\ud800\"}") == QC_EINVAL,
+          "lone surrogate escape taken");
+    CHECK(qc_settings_add_peer(s, "p", "127.0.0.1", 1,
+                               "{\"k\": \"\xED\xA0\x80"
+                               "\"}") == QC_EINVAL,
+          "surrogate in peer metadata taken");
+    CHECK(qc_settings_add_peer(s, "p\xC0\xAF", "127.0.0.1", 1, NULL) == QC_EINVAL,
+          "peer identifier not UTF-8 taken");
+    CHECK(qc_settings_set_string(s, "listen_host", "h\xF4\x90\x80\x80") == QC_EINVAL,
+          "string not UTF-8 taken");
     CHECK(qc_settings_set_json(s, "metadata", "{}") == QC_OK, "metadata replaced");
     /* Then fixed: peers from add_peer, values replaced. */
     CHECK(qc_settings_set_int(s, "listen_port", port) == QC_OK, "listen_port");
