@@ -27,6 +27,7 @@ typedef struct raft_peer {
     int link_up;
     int gone;      /* the peer closed its connection to us: it is not leading */
     int granted;   /* this campaign: 1 granted, -1 refused, 0 no answer */
+    int health;    /* from its last message: 1 healthy, 0 unhealthy, -1 unknown */
     uint8_t flags; /* QC_MEMBER_... in the membership in effect */
 } raft_peer;
 
@@ -66,6 +67,7 @@ struct qc_raft {
     int self_member;    /* this node is in it */
     uint8_t self_flags; /* and with these flags */
     int no_lead;        /* this node's own config forbids it to lead */
+    int unhealthy;      /* this node's own health verdict (qc_raft_set_healthy) */
     uint64_t conf_index;
     qc_entry base_conf;           /* owns its data */
     qc_entry snap_msg_entries[2]; /* an InstallSnapshot's data slot and conf */
@@ -98,6 +100,12 @@ static uint64_t next_random(qc_raft *r)
 }
 
 static int is_voter(uint8_t flags) { return flags & QC_MEMBER_VOTER; }
+
+/* A peer the membership lets stand for election and take a transfer. */
+static int peer_may_lead(const raft_peer *p)
+{
+    return is_voter(p->flags) && !(p->flags & QC_MEMBER_NO_LEAD);
+}
 
 /* A flag only the COUNT_REMOVED planted bug sets (0 otherwise). */
 #ifdef QC_MUTANT_COUNT_REMOVED
@@ -325,7 +333,7 @@ static void conf_apply(qc_raft *r, const qc_member *m, size_t n, uint64_t index)
         if (k < n_old)
             *p = old[k];
         else
-            *p = (raft_peer){.id = m[i].id, .next = last_index(r) + 1, .probing = 1};
+            *p = (raft_peer){.id = m[i].id, .next = last_index(r) + 1, .probing = 1, .health = -1};
         p->flags = m[i].flags;
     }
 #ifdef QC_MUTANT_COUNT_REMOVED
@@ -448,6 +456,34 @@ static int log_up_to_date(const qc_raft *r, uint64_t index, uint64_t term)
     return 1;
 #endif
     return term > last_term(r) || (term == last_term(r) && index >= last_index(r));
+}
+
+/* ---- health ----------------------------------------------------------- */
+
+/* A healthy voter that may lead refuses an unhealthy candidate whose log is
+ * no more up to date than its own: it could win in the candidate's place.
+ * Others decide as before, so a cluster of unhealthy nodes still elects.
+ * A transfer is exempt: the leader that stepped down chose the target. */
+static int health_allows(const qc_raft *r, const qc_msg *m)
+{
+#ifdef QC_MUTANT_UNHEALTHY_VOTE
+    return 1;
+#endif
+    if (!(m->flags & QC_MSG_FLAG_UNHEALTHY) || (m->flags & QC_MSG_FLAG_TRANSFER)) return 1;
+    if (r->unhealthy || !can_lead(r)) return 1;
+    return m->log_term > last_term(r) || (m->log_term == last_term(r) && m->index > last_index(r));
+}
+
+/* An unhealthy node leaves the election to a healthy voter that may lead
+ * and that it reaches (it stands after two silent election timeouts). */
+static int health_defers(const qc_raft *r)
+{
+    if (!r->unhealthy) return 0;
+    for (size_t i = 0; i < r->n_peers; i++) {
+        const raft_peer *p = &r->peers[i];
+        if (p->health == 1 && p->link_up && !p->gone && peer_may_lead(p)) return 1;
+    }
+    return 0;
 }
 
 /* ---- the lease -------------------------------------------------------- */
@@ -585,7 +621,9 @@ static void pre_campaign(qc_raft *r, int flags, uint64_t now)
 /* The link to the lease holder closed: try to take over at once. */
 static void fast_pre_campaign(qc_raft *r, uint64_t now)
 {
-    if (r->role == QC_ROLE_LEADER || r->role == QC_ROLE_CANDIDATE || !can_lead(r)) return;
+    if (r->role == QC_ROLE_LEADER || r->role == QC_ROLE_CANDIDATE || !can_lead(r) ||
+        health_defers(r))
+        return;
     pre_campaign(r, QC_MSG_FLAG_FAST, now);
 }
 
@@ -654,6 +692,7 @@ static void send_new_entries(qc_raft *r, uint64_t now)
 }
 
 static void hand_off(qc_raft *r, uint64_t now);
+static void leave_unhealthy(qc_raft *r, uint64_t now);
 
 static void become_leader(qc_raft *r, uint64_t now)
 {
@@ -681,6 +720,7 @@ static void become_leader(qc_raft *r, uint64_t now)
     if (!r->relay) set_leader(r, r->id);
     send_heartbeats(r, now);
     if (r->relay) hand_off(r, now);
+    leave_unhealthy(r, now); /* it may have turned unhealthy while campaigning */
 }
 
 /* The newest index a majority (this node by what is on its disk) holds;
@@ -723,28 +763,35 @@ static qc_msg *respond(qc_raft *r, const qc_msg *req, uint8_t type, int reject, 
     return m;
 }
 
-static int rank_above(const qc_raft *r, uint64_t other) { return other > r->id; }
+/* Which of two fast pre-candidates goes on: a healthy one before an
+ * unhealthy one (which a healthy voter refuses), then the higher id. */
+static int rank_above(const qc_raft *r, const qc_msg *other)
+{
+    int other_healthy = !(other->flags & QC_MSG_FLAG_UNHEALTHY);
+    if (other_healthy != !r->unhealthy) return other_healthy;
+    return other->from > r->id;
+}
 
 static void on_prevote(qc_raft *r, const qc_msg *m, uint64_t now)
 {
-    int grant =
-        m->term > r->term && log_up_to_date(r, m->index, m->log_term) && lease_allows(r, m, now);
+    int grant = m->term > r->term && log_up_to_date(r, m->index, m->log_term) &&
+                lease_allows(r, m, now) && health_allows(r, m);
     /* Two nodes saw the leader's link close: only the higher rank goes on,
      * so the two do not split the vote between them. */
     if (grant && r->role == QC_ROLE_PRECANDIDATE && (r->campaign_flags & QC_MSG_FLAG_FAST)) {
-        grant = rank_above(r, m->from);
+        grant = rank_above(r, m);
         if (grant) {
             r->role = QC_ROLE_FOLLOWER;
             r->fast_deadline = now + r->fast_retry_ms; /* in case it fails */
         }
     }
-    respond(r, m, QC_MSG_PREVOTE_RESP, !grant, grant ? m->term : r->term);
+    qc_msg *resp = respond(r, m, QC_MSG_PREVOTE_RESP, !grant, grant ? m->term : r->term);
+    if (resp) resp->log_term = last_term(r);
     /* We may not lead but hold entries a voter that may lacks: without us
      * it cannot win, so we win first, pass them on and hand over. */
     const raft_peer *p = find_peer(r, m->from);
     if (!grant && r->role == QC_ROLE_FOLLOWER && self_votes(r) && !can_lead(r) && p &&
-        is_voter(p->flags) && !(p->flags & QC_MEMBER_NO_LEAD) &&
-        !log_up_to_date(r, m->index, m->log_term) && now >= r->sticky_until)
+        peer_may_lead(p) && !log_up_to_date(r, m->index, m->log_term) && now >= r->sticky_until)
         pre_campaign(r, 0, now);
 }
 
@@ -764,7 +811,7 @@ static void on_vote(qc_raft *r, const qc_msg *m, uint64_t now)
     }
     /* In a term whose leader we know, the only vote left is the one we cast. */
     int free_vote = r->vote == m->from || (r->vote == 0 && r->leader == 0);
-    int grant = free_vote && log_up_to_date(r, m->index, m->log_term);
+    int grant = free_vote && log_up_to_date(r, m->index, m->log_term) && health_allows(r, m);
 #ifdef QC_MUTANT_DOUBLE_VOTE
     grant = log_up_to_date(r, m->index, m->log_term) && r->role != QC_ROLE_LEADER;
 #endif
@@ -776,7 +823,8 @@ static void on_vote(qc_raft *r, const qc_msg *m, uint64_t now)
         r->sticky_id = m->from;
         r->sticky_until = now + r->election_ms;
     }
-    respond(r, m, QC_MSG_VOTE_RESP, !grant, r->term);
+    qc_msg *resp = respond(r, m, QC_MSG_VOTE_RESP, !grant, r->term);
+    if (resp) resp->log_term = last_term(r);
 }
 
 /* A message from the leader of our term: stay with it. */
@@ -1044,8 +1092,12 @@ int qc_raft_step(qc_raft *r, const qc_msg *m, uint64_t now)
      * 4.1): we may be behind on it, or joining; answers from a node we do
      * not know of are ignored by their handlers. */
     raft_peer *from = find_peer(r, m->from);
-    /* It talks to us again: whatever closed before, it has not gone away. */
-    if (from) from->gone = 0;
+    /* It talks to us again: whatever closed before, it has not gone away;
+     * and it says how healthy it is. */
+    if (from) {
+        from->gone = 0;
+        from->health = !(m->flags & QC_MSG_FLAG_UNHEALTHY);
+    }
     /* A leader's lease may have lapsed while we were not looking (a frozen
      * process): settle that before anything the message could cause. */
     qc_raft_tick(r, now);
@@ -1072,6 +1124,7 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
             }
         }
         if (!can_lead(r) || r->relay) hand_off(r, now);
+        leave_unhealthy(r, now);
         if (r->role != QC_ROLE_LEADER) return; /* it stepped down just now */
         if (now >= r->heartbeat_deadline) send_heartbeats(r, now);
         return;
@@ -1085,12 +1138,15 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
             /* A voter that may not lead stands as a relay only after two
              * silent rounds, when the voters that may lead seem stuck (one
              * may not know it was promoted, or lack entries we hold). */
-            if (can_lead(r) || (self_votes(r) && r->idle_rounds >= 2)) pre_campaign(r, 0, now);
+            /* So does an unhealthy node that knows a healthy one may lead. */
+            if ((can_lead(r) && !health_defers(r)) || (self_votes(r) && r->idle_rounds >= 2))
+                pre_campaign(r, 0, now);
             return;
         }
         if (r->fast_deadline && now >= r->fast_deadline) {
             const raft_peer *holder = find_peer(r, r->sticky_id);
-            if (holder && holder->gone && r->role != QC_ROLE_CANDIDATE && can_lead(r))
+            if (holder && holder->gone && r->role != QC_ROLE_CANDIDATE && can_lead(r) &&
+                !health_defers(r))
                 pre_campaign(r, QC_MSG_FLAG_FAST, now);
             else
                 r->fast_deadline = 0;
@@ -1127,15 +1183,20 @@ void qc_raft_link(qc_raft *r, uint64_t peer, int state, uint64_t now)
     if (newly_gone && peer == r->sticky_id && now < r->sticky_until) fast_pre_campaign(r, now);
 }
 
-/* The reachable peer with the most of our log (then the freshest answer). */
+/* Order of preference among transfer targets: known healthy, unknown, not. */
+static int health_rank(const raft_peer *p) { return p->health < 0 ? 1 : 2 * p->health; }
+
+/* The reachable peer that may lead, healthy first, with the most of our log
+ * (then the freshest answer). */
 static raft_peer *best_transfer_target(qc_raft *r)
 {
     raft_peer *best = NULL;
     for (size_t i = 0; i < r->n_peers; i++) {
         raft_peer *p = &r->peers[i];
-        if (!p->link_up || !is_voter(p->flags) || (p->flags & QC_MEMBER_NO_LEAD)) continue;
-        if (!best || p->match > best->match ||
-            (p->match == best->match && p->acked_ctx > best->acked_ctx))
+        if (!p->link_up || !peer_may_lead(p)) continue;
+        int rank = best ? health_rank(p) - health_rank(best) : 1;
+        if (rank > 0 || (rank == 0 && (p->match > best->match || (p->match == best->match &&
+                                                                  p->acked_ctx > best->acked_ctx))))
             best = p;
     }
     return best;
@@ -1151,6 +1212,21 @@ static void hand_over(qc_raft *r, raft_peer *target, uint64_t now)
     if (m) m->ctx = now;
 }
 
+/* Hands over to target once it holds our whole log: at once, or after
+ * catching it up (new proposals wait meanwhile; given up after an election
+ * timeout). */
+static void start_transfer(qc_raft *r, raft_peer *target, int reason, uint64_t now)
+{
+    r->transfer_reason = (uint64_t)reason;
+    if (target->match == last_index(r)) {
+        hand_over(r, target, now);
+        return;
+    }
+    r->transferee = target->id;
+    r->transfer_deadline = now + r->election_ms;
+    send_append(r, target, 1, now);
+}
+
 /* A leader that may not lead (a relay, or removed by the committed
  * membership) hands over to the best voter that may, once it caught up; it
  * steps down if there is none, or none caught up in an election timeout. */
@@ -1162,14 +1238,40 @@ static void hand_off(qc_raft *r, uint64_t now)
         become_follower(r, r->term, 0, QC_DEMOTE_SHUTDOWN, now);
         return;
     }
-    r->transfer_reason = r->relay ? QC_DEMOTE_TRANSFER : QC_DEMOTE_SHUTDOWN;
-    if (target->match == last_index(r)) {
-        hand_over(r, target, now);
-        return;
+    start_transfer(r, target, r->relay ? QC_DEMOTE_TRANSFER : QC_DEMOTE_SHUTDOWN, now);
+}
+
+/* An unhealthy leader hands over to the best reachable voter known to be
+ * healthy. With none it stays (a leader is better than none) and looks
+ * again on every tick: a peer's next answer may say it recovered. */
+static void leave_unhealthy(qc_raft *r, uint64_t now)
+{
+#ifdef QC_MUTANT_NO_UNHEALTHY_HANDOVER
+    return;
+#endif
+    if (r->role != QC_ROLE_LEADER || !r->unhealthy || r->relay) return;
+    if (r->transferee) {
+        const raft_peer *t = find_peer(r, r->transferee);
+        if (r->transfer_reason != QC_DEMOTE_UNHEALTHY || (t && t->health == 1)) return;
+        r->transferee = 0; /* the target turned unhealthy too: pick another */
     }
-    r->transferee = target->id;
-    r->transfer_deadline = now + r->election_ms;
-    send_append(r, target, 1, now);
+    raft_peer *target = best_transfer_target(r);
+    if (target && target->health == 1) start_transfer(r, target, QC_DEMOTE_UNHEALTHY, now);
+}
+
+void qc_raft_set_healthy(qc_raft *r, int healthy, uint64_t now)
+{
+    r->unhealthy = !healthy;
+    /* A hand-over for health that has not happened yet has no reason left. */
+    if (healthy && r->transferee && r->transfer_reason == QC_DEMOTE_UNHEALTHY) r->transferee = 0;
+    if (r->role == QC_ROLE_LEADER) qc_raft_tick(r, now); /* hands over if it must */
+}
+
+int qc_raft_peer_healthy(const qc_raft *r, uint64_t peer)
+{
+    if (peer == r->id) return !r->unhealthy;
+    const raft_peer *p = find_peer((qc_raft *)r, peer);
+    return p ? p->health : -1;
 }
 
 int qc_raft_transfer(qc_raft *r, uint64_t peer, uint64_t now, int reason)
@@ -1178,17 +1280,9 @@ int qc_raft_transfer(qc_raft *r, uint64_t peer, uint64_t now, int reason)
     if (r->role != QC_ROLE_LEADER) return QC_ENOTLEADER;
     raft_peer *target = peer ? find_peer(r, peer) : best_transfer_target(r);
     if (!target) return QC_ENOTFOUND;
-    if (!is_voter(target->flags) || (target->flags & QC_MEMBER_NO_LEAD)) return QC_EINVAL;
+    if (!peer_may_lead(target)) return QC_EINVAL;
     if (!target->link_up) return QC_EBUSY;
-    r->transfer_reason = (uint64_t)reason;
-    if (target->match == last_index(r)) {
-        hand_over(r, target, now);
-    } else {
-        /* Catch it up first; new proposals wait (QC_EBUSY) meanwhile. */
-        r->transferee = target->id;
-        r->transfer_deadline = now + r->election_ms;
-        send_append(r, target, 1, now);
-    }
+    start_transfer(r, target, reason, now);
     return r->out_of_memory ? QC_ENOMEM : QC_OK;
 }
 
@@ -1385,6 +1479,8 @@ void qc_raft_ready(qc_raft *r, qc_ready *out)
     r->snap_msg_entries[1] = r->base_conf;
     for (size_t i = 0; i < r->n_msgs; i++) {
         qc_msg *m = &r->msgs[i];
+        /* Health as it is when the messages leave. */
+        if (r->unhealthy) m->flags |= QC_MSG_FLAG_UNHEALTHY;
         if (m->type == QC_MSG_APPEND && m->n_entries) m->entries = entry_at(r, m->index + 1);
         if (m->type == QC_MSG_SNAPSHOT) {
             m->entries = r->snap_msg_entries;
@@ -1487,6 +1583,7 @@ const char *qc_raft_msg_name(int type)
 
 const char *qc_raft_reason_name(int reason)
 {
-    static const char *const names[] = {"?", "higher_term", "lost_quorum", "transfer", "shutdown"};
-    return reason >= 1 && reason <= QC_DEMOTE_SHUTDOWN ? names[reason] : "?";
+    static const char *const names[] = {"?",        "higher_term", "lost_quorum",
+                                        "transfer", "shutdown",    "unhealthy"};
+    return reason >= 1 && reason <= QC_DEMOTE_UNHEALTHY ? names[reason] : "?";
 }

@@ -42,6 +42,10 @@ typedef enum qc_msg_type {
  * the voters that may lead lacked won an election only to pass them on and
  * hand over. Followers take the entries but do not name it leader. */
 #define QC_MSG_FLAG_RELAY 0x4
+/* Set on every message a node sends while it is unhealthy (its own health
+ * verdict, qc_raft_set_healthy): peers learn its health from its traffic,
+ * without a log entry per change. */
+#define QC_MSG_FLAG_UNHEALTHY 0x8
 
 typedef struct qc_entry {
     uint64_t term;
@@ -87,8 +91,9 @@ typedef struct qc_msg {
     /* Requests: the sender's clock when sent. Responses echo it; the leader's
      * lease is built from the echoes it gets back. */
     uint64_t ctx;
-    /* Votes: last log index and term. Append: prev index and term.
-     * Append response: match index (accepted) or a hint (rejected). */
+    /* Votes: last log index and term; their responses: the voter's.
+     * Append: prev index and term. Append response: match index
+     * (accepted) or a hint (rejected). */
     uint64_t index;
     uint64_t log_term;
     uint64_t commit;
@@ -115,6 +120,7 @@ typedef enum qc_demote_reason {
     QC_DEMOTE_LOST_QUORUM,
     QC_DEMOTE_TRANSFER,
     QC_DEMOTE_SHUTDOWN,
+    QC_DEMOTE_UNHEALTHY, /* handed over because this node turned unhealthy */
 } qc_demote_reason;
 
 typedef struct qc_raft_event {
@@ -196,6 +202,19 @@ void qc_raft_link(qc_raft *r, uint64_t peer, int state, uint64_t now);
  * peer is unreachable or behind). The old
  * leader steps down before the target can win: there is never an overlap. */
 int qc_raft_transfer(qc_raft *r, uint64_t peer, uint64_t now, int reason);
+/* This node's own health verdict (1 healthy, 0 not; a new node is healthy).
+ * An unhealthy node stands for election only when it knows of no healthy
+ * voter that may lead and is reachable, or after two election timeouts
+ * without a leader; a healthy voter that may lead refuses it (pre-vote and
+ * vote, transfers excepted) unless its log is more up to date than the
+ * voter's own. An unhealthy leader hands over (QC_DEMOTE_UNHEALTHY) to a
+ * reachable voter known healthy, at once and on every tick until one is
+ * found and caught up; a transfer it started for this ends if it turns
+ * healthy again. Every message it sends says its health. */
+void qc_raft_set_healthy(qc_raft *r, int healthy, uint64_t now);
+/* Last known health of a member from the messages it sent (of this node:
+ * its own verdict): 1 healthy, 0 unhealthy, -1 never heard or not a member. */
+int qc_raft_peer_healthy(const qc_raft *r, uint64_t peer);
 
 /* Appends data as a new entry (leader only; copied). QC_ENOTLEADER,
  * QC_EBUSY during a transfer. *index: where it will commit, if it does. */

@@ -200,6 +200,23 @@ static int l_transfer(lua_State *L)
     return 1;
 }
 
+/* node:set_healthy(healthy, now): the node's own health verdict. */
+static int l_set_healthy(lua_State *L)
+{
+    qc_raft *r = check_node(L);
+    luaL_checktype(L, 2, LUA_TBOOLEAN);
+    qc_raft_set_healthy(r, lua_toboolean(L, 2), (uint64_t)luaL_checkinteger(L, 3));
+    return 0;
+}
+
+/* node:peer_healthy(peer) -> 1 healthy, 0 unhealthy, -1 unknown */
+static int l_peer_healthy(lua_State *L)
+{
+    qc_raft *r = check_node(L);
+    lua_pushinteger(L, qc_raft_peer_healthy(r, (uint64_t)luaL_checkinteger(L, 2)));
+    return 1;
+}
+
 /* Returns {hs = {...} or nil, msgs = {...}, events = {...}} and advances. */
 static int l_ready(lua_State *L)
 {
@@ -384,6 +401,8 @@ static const luaL_Reg node_methods[] = {
     {"tick", l_tick},
     {"link", l_link},
     {"transfer", l_transfer},
+    {"set_healthy", l_set_healthy},
+    {"peer_healthy", l_peer_healthy},
     {"ready", l_ready},
     {"role", l_role},
     {"term", l_term},
@@ -416,5 +435,7 @@ int luaopen_qcraft(lua_State *L)
     lua_setfield(L, -2, "FLAG_FAST");
     lua_pushinteger(L, QC_MSG_FLAG_TRANSFER);
     lua_setfield(L, -2, "FLAG_TRANSFER");
+    lua_pushinteger(L, QC_MSG_FLAG_UNHEALTHY);
+    lua_setfield(L, -2, "FLAG_UNHEALTHY");
     return 1;
 }

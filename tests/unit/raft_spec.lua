@@ -518,3 +518,194 @@ describe("raft relays", function()
     assert.are_not.equal(l, c:leader())
   end)
 end)
+
+describe("raft health", function()
+  local UNHEALTHY = qcraft.FLAG_UNHEALTHY
+
+  local function set_healthy(c, i, healthy)
+    c.nodes[i]:set_healthy(healthy, c.now)
+    c:process(i)
+  end
+
+  local function followers(c, l)
+    local t = {}
+    for i = 1, c.n do if i ~= l then t[#t + 1] = i end end
+    return t
+  end
+
+  it("an unhealthy follower is not elected while a healthy one can be", function()
+    for seed = 1, 10 do
+      local c = Cluster.new(3, { seed = seed })
+      local l = c:await_leader(2000)
+      local f = followers(c, l)
+      -- the higher id would win a race of fast pre-votes on rank alone
+      local h, u = f[1], f[2]
+      set_healthy(c, u, false)
+      c:advance(100)
+      local t0 = c.now
+      c:crash(l)
+      local nl = c:await_leader(2000)
+      assert.are.equal(h, nl, "seed " .. seed)
+      assert.is_true(c.now - t0 <= 50, "by the fast path: took " .. (c.now - t0) .. " ms")
+      c:advance(500, never_two_leaders)
+      assert.are.same({}, c:events_of(u, "elected"), "seed " .. seed)
+    end
+  end)
+
+  it("an unhealthy node that knows a healthy voter may lead leaves the election to it", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    local f = followers(c, l)
+    local h, u = f[1], f[2]
+    set_healthy(c, u, false)
+    c:advance(100)
+    c:crash(l)
+    assert.are.equal(h, c:await_leader(2000))
+    c:restart(l)
+    c:advance(200) -- u heard l healthy before, h healthy since
+    c.sent = {}
+    c:crash(h)
+    assert.are.equal(l, c:await_leader(2000))
+    c:advance(1000, never_two_leaders)
+    for _, m in ipairs(c.sent) do
+      assert.is_false(m.from == u and (m.type == "prevote" or m.type == "vote"),
+        "the unhealthy node stood for election")
+    end
+  end)
+
+  it("a healthy voter refuses an unhealthy candidate unless its log is further ahead", function()
+    local function answer(n, m)
+      n:step(m, 1000)
+      local msgs = n:ready().msgs
+      return msgs[#msgs]
+    end
+    for _, kind in ipairs({ "prevote", "vote" }) do
+      local n = qcraft.new { id = 1, peers = { 1, 2, 3 }, now = 0 }
+      local even = { type = kind, from = 2, to = 1, term = 1, ctx = 1000, flags = UNHEALTHY }
+      assert.is_true(answer(n, even).reject, kind .. " from an unhealthy peer, logs even")
+      local ahead = { type = kind, from = 2, to = 1, term = 1, ctx = 1000, flags = UNHEALTHY,
+        index = 3, log_term = 1 }
+      assert.is_false(answer(n, ahead).reject, kind .. " from an unhealthy peer further ahead")
+      assert.are.equal(0, n:peer_healthy(2))
+    end
+    local sick = qcraft.new { id = 1, peers = { 1, 2, 3 }, now = 0 }
+    sick:set_healthy(false, 0)
+    assert.is_false(answer(sick, { type = "vote", from = 2, to = 1, term = 1, ctx = 1000,
+      flags = UNHEALTHY }).reject, "an unhealthy voter votes as before")
+    local n = qcraft.new { id = 1, peers = { 1, 2, 3 }, now = 0 }
+    assert.is_false(answer(n, { type = "vote", from = 2, to = 1, term = 1, ctx = 1000,
+      flags = UNHEALTHY | qcraft.FLAG_TRANSFER }).reject, "a transfer the leader chose")
+  end)
+
+  it("an unhealthy leader hands over to a healthy caught-up voter within a heartbeat", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    c:clear_events()
+    local t0 = c.now
+    set_healthy(c, l, false)
+    c:advance(c.heartbeat, never_two_leaders)
+    local demoted = c:events_of(l, "demoted")
+    assert.are.equal(1, #demoted)
+    assert.are.equal("unhealthy", demoted[1].reason)
+    assert.is_true(demoted[1].at - t0 <= c.heartbeat)
+    local nl = c:leader()
+    assert.is_not_nil(nl)
+    assert.are_not.equal(l, nl)
+    assert.are.equal(0, c.nodes[nl]:peer_healthy(l), "the new leader knows why")
+    c:advance(1000, never_two_leaders)
+    assert.are.equal(nl, c:leader(), "it does not take leadership back")
+  end)
+
+  it("with no healthy voter it stays leader, and hands over once one turns healthy", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    local f = followers(c, l)
+    set_healthy(c, f[1], false)
+    set_healthy(c, f[2], false)
+    c:advance(100)
+    c:clear_events()
+    set_healthy(c, l, false)
+    c:advance(1000, never_two_leaders)
+    assert.are.equal(l, c:leader(), "a leader is better than none")
+    assert.are.same({}, c:events_of(l, "demoted"))
+    local t0 = c.now
+    set_healthy(c, f[2], true)
+    c:advance(c.heartbeat + 10, never_two_leaders)
+    local demoted = c:events_of(l, "demoted")
+    assert.are.equal(1, #demoted)
+    assert.are.equal("unhealthy", demoted[1].reason)
+    assert.is_true(demoted[1].at - t0 <= c.heartbeat + 2, "at the next answer of that peer")
+    assert.are.equal(f[2], c:leader())
+  end)
+
+  it("a hand-over for health stops when the leader recovers first", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    local f = followers(c, l)
+    for _, i in ipairs(f) do c:cut_link(l, i) end
+    for k = 1, 5 do c.nodes[l]:propose("x" .. k, c.now) end
+    c:process(l)
+    set_healthy(c, l, false) -- nobody caught up: a transfer waits
+    assert.is_true(c.nodes[l]:propose("y", c.now) < 0, "proposals wait during it")
+    set_healthy(c, l, true)
+    assert.are.equal(0, (c.nodes[l]:propose("z", c.now)), "recovered: no reason to leave")
+    for _, i in ipairs(f) do c:cut_link(l, i, false) end
+    c:clear_events()
+    c:advance(500, never_two_leaders)
+    assert.are.equal(l, c:leader())
+    assert.are.same({}, c:events_of(l, "demoted"))
+  end)
+
+  it("a cluster of unhealthy nodes still elects a leader, and again after a crash", function()
+    local c = Cluster.new(3)
+    for i = 1, 3 do set_healthy(c, i, false) end
+    local l = c:await_leader(3000)
+    assert.is_not_nil(l)
+    c:advance(100, never_two_leaders)
+    c:crash(l)
+    local nl = c:await_leader(3000)
+    assert.is_not_nil(nl)
+    assert.are_not.equal(l, nl)
+  end)
+
+  it("the leader learns a follower's health from answers to empty appends", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    local f = followers(c, l)
+    assert.are.equal(1, c.nodes[l]:peer_healthy(f[1]))
+    assert.are.equal(1, c.nodes[f[1]]:peer_healthy(l))
+    assert.are.equal(-1, c.nodes[l]:peer_healthy(99))
+    local last = c.nodes[l]:last_index()
+    set_healthy(c, f[1], false)
+    assert.is_false(c.nodes[f[1]]:peer_healthy(f[1]) == 1, "a node knows its own verdict")
+    c:advance(c.heartbeat + 5)
+    assert.are.equal(0, c.nodes[l]:peer_healthy(f[1]))
+    set_healthy(c, f[1], true)
+    c:advance(c.heartbeat + 5)
+    assert.are.equal(1, c.nodes[l]:peer_healthy(f[1]))
+    assert.are.equal(last, c.nodes[l]:last_index(), "no log entry for a change of health")
+    assert.are.equal(l, c:leader())
+  end)
+
+  it("a shutdown hand-over prefers a healthy peer over one further ahead", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    local f = followers(c, l)
+    set_healthy(c, f[1], false)
+    c:advance(c.heartbeat + 5)
+    c:cut_link(l, f[2]) -- the healthy one falls behind
+    for k = 1, 3 do c:propose("p" .. k) end
+    c:advance(10)
+    c:cut_link(l, f[2], false)
+    assert.is_true(c.nodes[l]:transfer(0, c.now, 4) == 0)
+    c:process(l)
+    c:clear_events()
+    c:advance(200, never_two_leaders)
+    assert.are.equal(f[2], c:leader())
+    assert.are.same({}, c:events_of(f[1], "elected"), "not even for a moment")
+  end)
+end)
