@@ -1250,13 +1250,17 @@ static void leave_unhealthy(qc_raft *r, uint64_t now)
     return;
 #endif
     if (r->role != QC_ROLE_LEADER || !r->unhealthy || r->relay) return;
-    if (r->transferee) {
-        const raft_peer *t = find_peer(r, r->transferee);
-        if (r->transfer_reason != QC_DEMOTE_UNHEALTHY || (t && t->health == 1)) return;
-        r->transferee = 0; /* the target turned unhealthy too: pick another */
-    }
     raft_peer *target = best_transfer_target(r);
-    if (target && target->health == 1) start_transfer(r, target, QC_DEMOTE_UNHEALTHY, now);
+    int healthy = target && target->health == 1;
+    if (r->transferee) {
+        if (r->transfer_reason != QC_DEMOTE_UNHEALTHY) return; /* another hand-over is under way */
+        const raft_peer *t = find_peer(r, r->transferee);
+        /* Go on catching up a target still healthy, unless another one
+         * (the first pick right after an election is a guess) holds all. */
+        if (t && t->health == 1 && !(healthy && target->match == last_index(r))) return;
+        r->transferee = 0;
+    }
+    if (healthy) start_transfer(r, target, QC_DEMOTE_UNHEALTHY, now);
 }
 
 void qc_raft_set_healthy(qc_raft *r, int healthy, uint64_t now)
