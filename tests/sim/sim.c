@@ -60,6 +60,7 @@ typedef struct node {
     uint64_t snap_conf, snap_conf_index; /* the membership kept with the snapshot */
     uint64_t sm_index, sm_hash;
     uint64_t last_from[MAX_NODES + 1]; /* link ordering: last delivery time from peer */
+    int unhealthy;                     /* its health verdict (kept across restarts) */
 } node;
 
 typedef struct sim {
@@ -95,7 +96,21 @@ typedef struct sim {
     int calm; /* no more faults: the liveness phase */
     uint64_t last_link[MAX_NODES + 1][MAX_NODES + 1];
     int told[MAX_NODES + 1][MAX_NODES + 1]; /* link state last given to a node's core */
+    /* Health flaps, drawn from their own stream: seeds without them run
+     * exactly as they did before flaps existed. */
+    rng hg;
+    int flaps;
+    double flap_rate; /* per ms */
+    uint64_t last_health_change;
+    /* How each node asked for votes in a term (CAND_...), with its log. */
+    uint8_t cand_flags[MAX_NODES + 1][MAX_TERMS];
+    uint64_t cand_index[MAX_NODES + 1][MAX_TERMS], cand_term[MAX_NODES + 1][MAX_TERMS];
+    uint8_t bad_grant[MAX_NODES + 1][MAX_TERMS]; /* a voter that had to refuse, but granted */
+    size_t sick_leader;                          /* unhealthy, with a healthy successor */
+    uint64_t sick_term, sick_since;
 } sim;
+
+enum { CAND_UNHEALTHY = 1, CAND_TRANSFER = 2 };
 
 static void trace(sim *s, const char *fmt, ...)
 {
@@ -152,9 +167,12 @@ static void check_terms(sim *s, size_t i)
                 nd->max_term_seen, term);
 }
 
+static void record_vote_health(sim *s, size_t i, const qc_msg *m);
+
 static void record_sent(sim *s, size_t i, const qc_msg *m)
 {
     node *nd = &s->nodes[i];
+    record_vote_health(s, i, m);
     if (m->term > nd->max_term_seen && m->type != QC_MSG_PREVOTE &&
         !(m->type == QC_MSG_PREVOTE_RESP && !m->reject))
         nd->max_term_seen = m->term;
@@ -180,6 +198,22 @@ static int conf_lets_lead(const qc_entry *conf, uint64_t id)
     return 0;
 }
 
+/* Whether node i's membership lets it lead: the one in effect or, while
+ * that is uncommitted, the committed one (a leader managing its own
+ * removal), as the core decides. */
+static int node_may_lead(sim *s, size_t i)
+{
+    qc_raft *r = s->nodes[i].r;
+    qc_entry cur, committed;
+    qc_raft_conf(r, &cur);
+    if (conf_lets_lead(&cur, i)) return 1;
+    return cur.index > qc_raft_commit(r) &&
+           qc_raft_conf_at(r, qc_raft_commit(r), &committed) == QC_OK &&
+           conf_lets_lead(&committed, i);
+}
+
+static void check_unhealthy_elected(sim *s, size_t i, uint64_t term);
+
 static void record_event(sim *s, size_t i, const qc_raft_event *e)
 {
     if (e->type == QC_EVENT_ELECTED) {
@@ -191,16 +225,8 @@ static void record_event(sim *s, size_t i, const qc_raft_event *e)
                     s->leader_of[e->term], i, e->term);
         s->leader_of[e->term] = i;
         check_leader_log(s, i);
-        /* By the membership in effect, or while that is uncommitted, by
-         * the committed one (a leader that manages its own removal). */
-        qc_raft *r = s->nodes[i].r;
-        qc_entry cur, committed;
-        qc_raft_conf(r, &cur);
-        int ok = conf_lets_lead(&cur, i);
-        if (!ok && cur.index > qc_raft_commit(r) &&
-            qc_raft_conf_at(r, qc_raft_commit(r), &committed) == QC_OK)
-            ok = conf_lets_lead(&committed, i);
-        if (!ok && !e->reason) /* a relay (reason 1) passes entries on only */
+        check_unhealthy_elected(s, i, e->term);
+        if (!node_may_lead(s, i) && !e->reason) /* a relay (reason 1) passes entries on only */
             violate(s, "only-leaders-lead",
                     "node %zu was elected in term %" PRIu64 " but may not lead", i, e->term);
     } else if (e->type == QC_EVENT_DEMOTED) {
@@ -313,6 +339,124 @@ static void check_leader_log(sim *s, size_t i)
             return;
         }
     }
+}
+
+/* ---- health ------------------------------------------------------------ */
+
+/* Votes for an unhealthy candidate: a healthy voter that may lead and whose
+ * log is as up to date as the candidate's could win in its place, so it must
+ * refuse (transfers excepted: the old leader chose). The voter's log is the
+ * one its answer reports; health is the sim's own truth, the same the core
+ * saw (a flap first carries out what was decided before it). */
+static void record_vote_health(sim *s, size_t i, const qc_msg *m)
+{
+    if (m->term >= MAX_TERMS) return;
+    if (m->type == QC_MSG_VOTE) {
+        s->cand_flags[i][m->term] =
+            (uint8_t)((s->nodes[i].unhealthy ? CAND_UNHEALTHY : 0) |
+                      (m->flags & QC_MSG_FLAG_TRANSFER ? CAND_TRANSFER : 0));
+        s->cand_index[i][m->term] = m->index;
+        s->cand_term[i][m->term] = m->log_term;
+        return;
+    }
+    if (m->type != QC_MSG_VOTE_RESP || m->reject || m->to > s->n) return;
+    size_t c = (size_t)m->to;
+    uint64_t ct = s->cand_term[c][m->term], ci = s->cand_index[c][m->term];
+    int ahead = ct > m->log_term || (ct == m->log_term && ci > m->index);
+    if (s->cand_flags[c][m->term] == CAND_UNHEALTHY && !s->nodes[i].unhealthy && !ahead &&
+        node_may_lead(s, i))
+        s->bad_grant[c][m->term] = (uint8_t)i;
+}
+
+/* unhealthy-elected: no unhealthy candidate wins with a vote it could only
+ * have had from a healthy voter that could have won itself. */
+static void check_unhealthy_elected(sim *s, size_t i, uint64_t term)
+{
+    if (term < MAX_TERMS && s->bad_grant[i][term])
+        violate(s, "unhealthy-elected",
+                "node %zu won term %" PRIu64 " asking while unhealthy, with the vote of healthy "
+                "node %u that may lead and whose log was as up to date",
+                i, term, s->bad_grant[i][term]);
+}
+
+static void process(sim *s, size_t i);
+static size_t acting_leader(sim *s);
+
+/* The agent's verdict changes. A paused agent runs no checks; a dead one
+ * gets it when it restarts. */
+static void set_health(sim *s, size_t i, int unhealthy)
+{
+    node *nd = &s->nodes[i];
+    if (nd->unhealthy == unhealthy || (nd->alive && nd->paused_until > s->now)) return;
+    s->last_health_change = s->now;
+    trace(s, "node %zu turns %s", i, unhealthy ? "unhealthy" : "healthy");
+    if (nd->alive) process(s, i); /* what it decided before goes out as it was */
+    nd->unhealthy = unhealthy;
+    if (!nd->alive) return;
+    qc_raft_set_healthy(nd->r, !unhealthy, local_now(s, nd));
+    process(s, i);
+    check_acting_leaders(s);
+}
+
+static void flap(sim *s)
+{
+    size_t leader = acting_leader(s);
+    size_t i = leader && chance(&s->hg, 0.5) ? leader : 1 + below(&s->hg, s->n);
+    set_health(s, i, !s->nodes[i].unhealthy);
+}
+
+/* When the network heals: all unhealthy, only the leader, none, or as is. */
+static void settle_health(sim *s)
+{
+    size_t leader = acting_leader(s);
+    size_t pick = leader ? leader : 1 + below(&s->hg, s->n);
+    int pattern = (int)below(&s->hg, 4);
+    for (size_t i = 1; pattern < 3 && i <= s->n; i++)
+        set_health(s, i, pattern == 0 || (pattern == 1 && i == pick));
+}
+
+/* A running healthy voter that may lead and holds leader l's whole log
+ * (once it did, the leader needs only a few round trips: proposals wait
+ * during a transfer). */
+static int healthy_successor(sim *s, size_t l)
+{
+    qc_raft *r = s->nodes[l].r;
+    qc_member m[QC_RAFT_MAX_MEMBERS];
+    size_t n = qc_raft_members(r, m);
+    for (size_t k = 0; k < n; k++) {
+        size_t v = (size_t)m[k].id;
+        if (v == l || v > s->n || !(m[k].flags & QC_MEMBER_VOTER) ||
+            (m[k].flags & QC_MEMBER_NO_LEAD))
+            continue;
+        node *nd = &s->nodes[v];
+        if (running(nd, s->now) && !nd->unhealthy &&
+            qc_raft_last_index(nd->r) >= qc_raft_last_index(r))
+            return 1;
+    }
+    return 0;
+}
+
+/* unhealthy-leader-stays (calm network): an unhealthy leader with a healthy,
+ * caught-up successor hands over within a bound, counted from the last
+ * change of anybody's health. */
+static void check_sick_leader(sim *s)
+{
+    size_t l = acting_leader(s);
+    int sick = l && s->nodes[l].unhealthy && healthy_successor(s, l);
+    uint64_t term = sick ? qc_raft_term(s->nodes[l].r) : 0;
+    if (!sick || l != s->sick_leader || term != s->sick_term ||
+        s->last_health_change >= s->sick_since) {
+        s->sick_leader = sick ? l : 0;
+        s->sick_term = term;
+        s->sick_since = s->now;
+        return;
+    }
+    uint64_t bound = 2ull * s->heartbeat + 10ull * s->max_delay;
+    if (s->now - s->sick_since > bound)
+        violate(s, "unhealthy-leader-stays",
+                "unhealthy node %zu still leads term %" PRIu64 " %" PRIu64
+                " ms after a healthy voter could take over",
+                l, term, s->now - s->sick_since);
 }
 
 /* ---- the network ------------------------------------------------------- */
@@ -588,6 +732,7 @@ static void start_node(sim *s, size_t i)
         if (qc_raft_set_base_conf(nd->r, &base)) exit(3);
     }
     if (qc_raft_restore(nd->r, nd->snap_index, nd->snap_term, entries, n)) exit(3);
+    if (nd->unhealthy) qc_raft_set_healthy(nd->r, 0, local_now(s, nd)); /* as the agent does */
     free(entries);
     free(confs);
     nd->sm_index = nd->snap_index;
@@ -762,6 +907,9 @@ static void propose(sim *s)
     size_t l = acting_leader(s);
     if (!l) return;
     node *nd = &s->nodes[l];
+    /* Once calm, clients write to healthy leaders only (as discovery with
+     * ?healthy=true does), so a successor can catch up. */
+    if (s->calm && nd->unhealthy) return;
     uint64_t id = ++s->next_id;
     uint8_t data[DATA_LEN];
     memcpy(data, &id, DATA_LEN);
@@ -791,14 +939,16 @@ static void deliver(sim *s)
         }
         node *nd = &s->nodes[m.to];
         if (s->trace)
-            trace(s, "%" PRIu64 " -> %" PRIu64 " %s term=%" PRIu64 "%s%s", m.from, m.to,
+            trace(s, "%" PRIu64 " -> %" PRIu64 " %s term=%" PRIu64 "%s%s%s", m.from, m.to,
                   qc_raft_msg_name(m.type), m.term, m.reject ? " reject" : "",
-                  m.flags & QC_MSG_FLAG_FAST ? " fast" : "");
+                  m.flags & QC_MSG_FLAG_FAST ? " fast" : "",
+                  m.flags & QC_MSG_FLAG_UNHEALTHY ? " unhealthy" : "");
         qc_raft_step(nd->r, &m, local_now(s, nd));
         free(m.entries);
         /* The agent carries out a loop turn's inputs together: batch
          * some, so the core sees several inputs per ready. */
-        if (!s->batching || chance(&s->g, 0.3)) process(s, m.to);
+        if (!s->batching || chance(&s->g, 0.3) || (s->flaps && m.type == QC_MSG_VOTE))
+            process(s, m.to); /* a vote's answer by the membership it was decided on */
         check_acting_leaders(s);
     }
 }
@@ -861,6 +1011,9 @@ static void setup(sim *s, uint64_t seed, int trace_on)
     s->batching = chance(&s->g, 0.5);
     s->churn = chance(&s->g, 0.5);
     s->first_members = s->churn && s->n == 5 && chance(&s->g, 0.5) ? 3 : s->n;
+    s->hg.s = seed * 0x9fb21c651e98df25ull + 3;
+    s->flaps = chance(&s->hg, 0.5);
+    s->flap_rate = 1.0 / (double)(s->election * (1 + below(&s->hg, 4)));
     n_link_events = 0;
     for (size_t i = 1; i <= s->n; i++) {
         node *nd = &s->nodes[i];
@@ -896,6 +1049,7 @@ static int run(sim *s, uint64_t seed, int trace_on, uint64_t duration_ms)
                 if (!s->nodes[i].alive) start_node(s, i);
                 s->nodes[i].paused_until = 0;
             }
+            if (s->flaps) settle_health(s); /* frozen until the liveness check */
             /* Transports reconnect: every link ends up, whatever the
              * faults left it at. */
             for (size_t i = 1; i <= s->n; i++)
@@ -905,6 +1059,8 @@ static int run(sim *s, uint64_t seed, int trace_on, uint64_t duration_ms)
             liveness_deadline = s->now + 10ull * 2 * s->election + 20 * s->max_delay;
         }
         if (chance(&s->g, fault_rate)) inject_fault(s, calm);
+        if (s->flaps && (!calm || s->now > liveness_deadline) && chance(&s->hg, s->flap_rate))
+            flap(s);
         if (chance(&s->g, 0.05)) propose(s);
         for (size_t i = 1; i <= s->n; i++)
             if (running(&s->nodes[i], s->now) &&
@@ -918,6 +1074,7 @@ static int run(sim *s, uint64_t seed, int trace_on, uint64_t duration_ms)
         if (liveness_deadline && s->now == liveness_deadline && !acting_leader(s))
             violate(s, "liveness", "no leader %" PRIu64 " ms after the network healed",
                     s->now - calm_from);
+        if (s->flaps && calm) check_sick_leader(s);
     }
     for (size_t i = 1; i <= s->n; i++) {
         qc_raft_free(s->nodes[i].r);
