@@ -391,11 +391,9 @@ static void view_kv_list(void *ud, const uint8_t *prefix, size_t plen, int stale
 void qc_agent_health_changed(qc_agent *a, int healthy, const qc_check_info *check)
 {
     a->healthy = healthy;
-    /* TODO(issue 13, core): hand it to the core here, once qc_raft_set_healthy
-     * is merged:
-     *     qc_raft_set_healthy(a->raft, healthy, qc_now_ms());
-     *     qc_agent_kick(a);
-     * (an unhealthy node stops standing for election; a leader hands over). */
+    /* An unhealthy node stops standing for election; a leader hands over. */
+    qc_raft_set_healthy(a->raft, healthy, qc_now_ms());
+    qc_agent_kick(a);
     qc_agent_fire(a, &(qc_hook_event){.hook = "on_health_change",
                                       .has_health = 1,
                                       .healthy = healthy,
@@ -430,6 +428,9 @@ static int start_health(qc_agent *a)
     if (rc != QC_OK) return rc;
     qc_lua_set_check_done(a->lua, on_lua_check_done, a);
     a->healthy = qc_health_healthy(a->health);
+    /* Checks start failing: the core must not stand this node for election
+     * before the first verdicts come in. */
+    qc_raft_set_healthy(a->raft, a->healthy, qc_now_ms());
     qc_health_start(a->health);
     return QC_OK;
 }
