@@ -751,22 +751,61 @@ static int setup_members(qc_agent *a)
     return QC_OK;
 }
 
-static int start_raft(qc_agent *a)
+/* A missing state file is a fresh start only while the log on disk holds
+ * nothing. Entries or a snapshot without it mean the state was lost: the
+ * node may have voted in a term it would vote in again, so it refuses.
+ * A fresh node writes its first state here, before its core exists: that
+ * is what lets "entries but no state" mean "lost" and nothing else. The
+ * core's first ready writes entries before the state (qc_agent_process),
+ * so without this a node killed between the two would be locked out; and
+ * a first start killed earlier leaves only the lock and the empty wal/
+ * and snap/ (a segment appears with its first entry), which start afresh.
+ * Not seen: a state lost while the log was still empty (a vote in the
+ * first election of a new cluster, before the first leader's entry). */
+static int fresh_hard_state(qc_agent *a, qc_hard_state *hs)
 {
-    qc_hard_state hs;
-    int rc = qc_store_load(a->store, &hs);
-    if (rc == QC_ECORRUPT) {
+    const char *dir = qc_store_dir(a->store);
+    uint64_t last = qc_replica_last_index(a->replica);
+    if (last) {
+        qc_log(QC_LOG_ERROR, "store",
+               "%s/state is missing but %s holds a log (up to index %llu): started "
+               "afresh, this node could vote twice in a term it took part in; refusing to "
+               "start (restore the state file, or remove the node's data_dir and start it "
+               "with join to rejoin as a new member)",
+               dir, dir, (unsigned long long)last);
+        return QC_ECORRUPT;
+    }
+    *hs = (qc_hard_state){0};
+    int rc = qc_store_save(a->store, hs);
+    if (rc != QC_OK)
+        qc_log(QC_LOG_ERROR, "store", "cannot write %s/state: %s", dir, strerror(errno));
+    return rc;
+}
+
+static int load_hard_state(qc_agent *a, qc_hard_state *hs)
+{
+    int rc = qc_store_load(a->store, hs);
+    if (rc == QC_OK) {
+        qc_log(QC_LOG_INFO, "store", "resuming at term %llu", (unsigned long long)hs->term);
+        return QC_OK;
+    }
+    if (rc == QC_ENOTFOUND) return fresh_hard_state(a, hs);
+    if (rc == QC_ECORRUPT)
         qc_log(QC_LOG_ERROR, "store",
                "%s/state is corrupt; refusing to start (restore it or "
                "remove the node's data_dir to rejoin as new)",
                qc_store_dir(a->store));
-        return rc;
-    }
-    if (rc != QC_OK && rc != QC_ENOTFOUND) {
+    else
         qc_log(QC_LOG_ERROR, "store", "cannot read %s/state: %s", qc_store_dir(a->store),
                strerror(errno));
-        return rc;
-    }
+    return rc;
+}
+
+static int start_raft(qc_agent *a)
+{
+    qc_hard_state hs;
+    int rc = load_hard_state(a, &hs);
+    if (rc != QC_OK) return rc;
     uint64_t ids[a->n_members + 1];
     ids[0] = a->self_id;
     for (size_t i = 0; i < a->n_members; i++) ids[i + 1] = a->members[i].id;
@@ -779,9 +818,7 @@ static int start_raft(qc_agent *a)
         .election_ms = (uint32_t)a->cfg.election_timeout_ms,
         .seed = qc_now_ms() ^ ((uint64_t)getpid() << 32),
     };
-    if (rc == QC_OK)
-        qc_log(QC_LOG_INFO, "store", "resuming at term %llu", (unsigned long long)hs.term);
-    rc = qc_raft_new(&rc_cfg, rc == QC_OK ? &hs : NULL, qc_now_ms(), &a->raft);
+    rc = qc_raft_new(&rc_cfg, &hs, qc_now_ms(), &a->raft);
     return rc ? rc : qc_replica_restore(a->replica, a->raft);
 }
 
