@@ -1,9 +1,10 @@
 /* Deterministic simulation of the real consensus core (src/raft.c, linked
  * as is): N nodes on a virtual clock and a simulated network, all driven by
  * one seed, with delays, drops, duplicates, reordering, partitions, crashes
- * that keep only what was made durable, pauses and clock-rate drift. Named
- * invariants are checked after every event; a failing seed prints the
- * command that replays it with a trace. No wall clock, no I/O but stdout. */
+ * that keep only what was made durable, the loss of a state file alone,
+ * pauses and clock-rate drift. Named invariants are checked after every
+ * event; a failing seed prints the command that replays it with a trace.
+ * No wall clock, no I/O but stdout. */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -50,7 +51,8 @@ typedef struct node {
     double rate;           /* local ms per real ms */
     uint64_t offset;
     qc_hard_state durable;
-    int has_durable;
+    int has_durable;        /* its state file exists */
+    int refused;            /* it lost its state file but not its log: it stays down */
     uint64_t max_term_seen; /* highest term this node ever revealed */
     /* What survives a crash: the log on disk (index -> term, id) and the
      * snapshot; and the state machine: a hash chain of applied entries. */
@@ -86,6 +88,11 @@ typedef struct sim {
     const char *violation;
     char detail[256];
     uint64_t elections, transfers, crashes;
+    /* State-file losses draw from a stream of their own: a seed where none
+     * happens runs exactly as it did before they were modelled. */
+    rng loss_g;
+    int lose_state; /* a node's state file may be lost (half the seeds without churn) */
+    uint64_t state_losses, refusals;
     uint64_t next_id, proposals, applied_max;
     /* Every (term, id) persisted at an index, and what was applied there. */
     uint64_t seen_term[MAX_LOG][SLOTS], seen_id[MAX_LOG][SLOTS];
@@ -678,9 +685,30 @@ static void crash(sim *s, size_t i)
         if (p != i) schedule_link(s, p, i, QC_LINK_GONE, s->now + below(&s->g, 3));
 }
 
+/* The agent's rule at start (start_raft in src/agent.c): a node whose state
+ * file is gone while its log or snapshot stays refuses to start and stays
+ * down; one with neither starts afresh and writes its first state at once. */
+static int refuses_to_start(sim *s, size_t i)
+{
+    node *nd = &s->nodes[i];
+    if (nd->has_durable || (!nd->log_last && !nd->snap_index)) return 0;
+#ifdef QC_MUTANT_STATE_LOSS_FRESH
+    (void)s;
+    return 0; /* starts at term 0 with its log, as the agent once did */
+#else
+    if (!nd->refused) {
+        s->refusals++;
+        trace(s, "node %zu refuses to start: its state is lost, its log is not", i);
+    }
+    nd->refused = 1;
+    return 1;
+#endif
+}
+
 static void start_node(sim *s, size_t i)
 {
     node *nd = &s->nodes[i];
+    if (refuses_to_start(s, i)) return;
     uint64_t ids[MAX_NODES];
     for (size_t k = 0; k < s->first_members; k++) ids[k] = k + 1;
     qc_raft_config cfg = {.id = i,
@@ -741,6 +769,13 @@ static void start_node(sim *s, size_t i)
     nd->paused_until = 0;
     if (nd->has_durable && nd->durable.term > nd->max_term_seen)
         nd->max_term_seen = nd->durable.term;
+    if (!nd->has_durable) {
+        /* A node without its state has forgotten its terms: whether that is
+         * safe is for one-vote-per-term and one-leader-per-term to say. */
+        nd->max_term_seen = 0;
+        nd->durable = (qc_hard_state){0};
+        nd->has_durable = 1;
+    }
     for (size_t p = 1; p <= s->n; p++) {
         if (p == i || !s->nodes[p].alive) continue;
         schedule_link(s, i, p, QC_LINK_UP, s->now + 1 + below(&s->g, 3));
@@ -802,6 +837,22 @@ static void partition(sim *s)
 
 static void change_membership(sim *s);
 
+/* A crash that also loses the node's state file (term, vote), not its log:
+ * a disk that dropped one file, a careless cleanup. Only without churn and
+ * once a seed: the node refuses to start and stays down for good, and the
+ * sim does not model its rejoining as a new member, so a fixed membership
+ * of 3 or 5 keeps the majority that liveness needs. In half those seeds
+ * only: the others keep every node for the faults that need them all. */
+static void maybe_lose_state(sim *s, size_t i)
+{
+    node *nd = &s->nodes[i];
+    if (!s->lose_state || s->state_losses || nd->alive || !chance(&s->loss_g, 0.5)) return;
+    nd->has_durable = 0;
+    nd->durable = (qc_hard_state){0};
+    s->state_losses++;
+    trace(s, "node %zu loses its state file (its log stays)", i);
+}
+
 static void inject_fault(sim *s, int calm)
 {
     if (calm) return;
@@ -836,7 +887,12 @@ static void inject_fault(sim *s, int calm)
         }
         trace(s, "links to leader %zu reset one way", leader);
         break;
-    case 0: crash(s, chance(&s->g, 0.5) && leader ? leader : i); break;
+    case 0: {
+        size_t who = chance(&s->g, 0.5) && leader ? leader : i;
+        crash(s, who);
+        maybe_lose_state(s, who);
+        break;
+    }
     case 1:
         if (!nd->alive) {
             trace(s, "node %zu restarts", i);
@@ -998,6 +1054,7 @@ static void setup(sim *s, uint64_t seed, int trace_on)
     memset(s, 0, sizeof *s);
     s->seed = seed;
     s->g.s = seed * 0x2545f4914f6cdd1dull + 1;
+    s->loss_g.s = seed * 0x9e3779b97f4a7c15ull + 7;
     s->trace = trace_on;
     s->n = below(&s->g, 2) ? 3 : 5;
     s->heartbeat = 10 + (uint32_t)below(&s->g, 41);
@@ -1014,6 +1071,7 @@ static void setup(sim *s, uint64_t seed, int trace_on)
     s->hg.s = seed * 0x9fb21c651e98df25ull + 3;
     s->flaps = chance(&s->hg, 0.5);
     s->flap_rate = 1.0 / (double)(s->election * (1 + below(&s->hg, 4)));
+    s->lose_state = !s->churn && chance(&s->loss_g, 0.5);
     n_link_events = 0;
     for (size_t i = 1; i <= s->n; i++) {
         node *nd = &s->nodes[i];
@@ -1123,7 +1181,7 @@ int main(int argc, char **argv)
         }
     }
     static sim s;
-    uint64_t passed = 0, failed = 0, elections = 0, applied = 0;
+    uint64_t passed = 0, failed = 0, elections = 0, applied = 0, losses = 0, refusals = 0;
     FILE *rf = regressions ? fopen(regressions, "r") : NULL;
     if (regressions && !rf) {
         perror(regressions);
@@ -1146,14 +1204,16 @@ int main(int argc, char **argv)
             passed++;
             elections += s.elections;
             applied += s.applied_max;
+            losses += s.state_losses;
+            refusals += s.refusals;
             continue;
         }
         failed++;
         if (report(&s, seed, expect_fail) && expect_fail) return 1;
     }
     printf("sim: %" PRIu64 " seeds from %" PRIu64 ", %" PRIu64 " elections, %" PRIu64
-           " entries applied\n",
-           seeds, first, elections, applied);
+           " entries applied, %" PRIu64 " state files lost, %" PRIu64 " starts refused\n",
+           seeds, first, elections, applied, losses, refusals);
     printf("%" PRIu64 " passed, %" PRIu64 " failed\n", passed, failed);
     return failed ? 1 : 0;
 }
