@@ -28,6 +28,7 @@
 #include "raft.h"
 #include "replica.h"
 #include "store.h"
+#include "wal.h"
 #include "wire.h"
 
 struct pending_transfer {
@@ -751,30 +752,31 @@ static int setup_members(qc_agent *a)
     return QC_OK;
 }
 
-/* A missing state file is a fresh start only while the log on disk holds
- * nothing. Entries or a snapshot without it mean the state was lost: the
- * node may have voted in a term it would vote in again, so it refuses.
- * A fresh node writes its first state here, before its core exists: that
- * is what lets "entries but no state" mean "lost" and nothing else. The
- * core's first ready writes entries before the state (qc_agent_process),
- * so without this a node killed between the two would be locked out; and
- * a first start killed earlier leaves only the lock and the empty wal/
- * and snap/ (a segment appears with its first entry), which start afresh.
- * Not seen: a state lost while the log was still empty (a vote in the
- * first election of a new cluster, before the first leader's entry). */
+/* A missing state file is a fresh start only in a data_dir where no agent
+ * got past its first state write: a fresh node writes its state (term 0)
+ * first, before qc_replica_open() creates wal/ and snap/, so wal/ or snap/
+ * without a state file mean the state was lost. Such a node may have
+ * voted, even with an empty log (in a new cluster's first elections),
+ * and started afresh it could vote twice in a term: it refuses. A first
+ * start killed before its state write leaves only the lock (and maybe
+ * state.tmp): that starts afresh. Writing the state first also closes a
+ * window: the core's first ready writes entries before the state
+ * (qc_agent_process), which would leave a log without a state file. */
 static int fresh_hard_state(qc_agent *a, qc_hard_state *hs)
 {
     const char *dir = qc_store_dir(a->store);
-    uint64_t last = qc_replica_last_index(a->replica);
-    if (last) {
+    int used = qc_wal_present(dir);
+    if (used == 1)
         qc_log(QC_LOG_ERROR, "store",
-               "%s/state is missing but %s holds a log (up to index %llu): started "
-               "afresh, this node could vote twice in a term it took part in; refusing to "
-               "start (restore the state file, or remove the node's data_dir and start it "
-               "with join to rejoin as a new member)",
-               dir, dir, (unsigned long long)last);
-        return QC_ECORRUPT;
-    }
+               "%s/state is missing but %s holds a log: this node ran before and, "
+               "started afresh, could vote twice in a term it took part in; refusing to start "
+               "(restore the state file, or remove the node's data_dir and start it with "
+               "join to rejoin as a new member)",
+               dir, dir);
+    else if (used < 0)
+        qc_log(QC_LOG_ERROR, "store", "cannot look into %s: %s", dir,
+               used == QC_EIO ? strerror(errno) : qc_strerror(used));
+    if (used) return used == 1 ? QC_ECORRUPT : used;
     *hs = (qc_hard_state){0};
     int rc = qc_store_save(a->store, hs);
     if (rc != QC_OK)
@@ -801,11 +803,8 @@ static int load_hard_state(qc_agent *a, qc_hard_state *hs)
     return rc;
 }
 
-static int start_raft(qc_agent *a)
+static int start_raft(qc_agent *a, const qc_hard_state *hs)
 {
-    qc_hard_state hs;
-    int rc = load_hard_state(a, &hs);
-    if (rc != QC_OK) return rc;
     uint64_t ids[a->n_members + 1];
     ids[0] = a->self_id;
     for (size_t i = 0; i < a->n_members; i++) ids[i + 1] = a->members[i].id;
@@ -818,7 +817,7 @@ static int start_raft(qc_agent *a)
         .election_ms = (uint32_t)a->cfg.election_timeout_ms,
         .seed = qc_now_ms() ^ ((uint64_t)getpid() << 32),
     };
-    rc = qc_raft_new(&rc_cfg, &hs, qc_now_ms(), &a->raft);
+    int rc = qc_raft_new(&rc_cfg, hs, qc_now_ms(), &a->raft);
     return rc ? rc : qc_replica_restore(a->replica, a->raft);
 }
 
@@ -1172,10 +1171,12 @@ int qc_agent_start(qc_agent *a, struct ev_loop *loop, int signals)
     a->started = 1;
     qc_log_set_level(a->cfg.log_level);
     log_secret(a);
+    qc_hard_state hs;
     int rc = open_store(a);
     if (rc == QC_OK) rc = setup_members(a);
+    if (rc == QC_OK) rc = load_hard_state(a, &hs); /* before the log: see fresh_hard_state */
     if (rc == QC_OK) rc = open_replica(a);
-    if (rc == QC_OK) rc = start_raft(a);
+    if (rc == QC_OK) rc = start_raft(a, &hs);
     if (rc == QC_OK) rc = start_services(a);
     if (rc == QC_OK) rc = start_health(a);
     if (rc != QC_OK) return rc;

@@ -548,5 +548,4 @@ void qc_replica_close(qc_replica *rp)
 }
 
 uint64_t qc_replica_applied(const qc_replica *rp) { return qc_kv_applied_index(rp->kv); }
-uint64_t qc_replica_last_index(const qc_replica *rp) { return qc_wal_last_index(rp->wal); }
 double qc_replica_last_sync(const qc_replica *rp) { return qc_wal_last_sync_seconds(rp->wal); }

@@ -69,9 +69,6 @@ void qc_replica_list(qc_replica *rp, qc_raft *r, const uint8_t *prefix, size_t p
 void qc_replica_read_point(qc_replica *rp, uint64_t id, int ok, uint64_t index);
 
 uint64_t qc_replica_applied(const qc_replica *rp);
-/* The last index the log on disk answers for (the snapshot's when no entry
- * follows it): 0 when it holds neither entries nor a snapshot. */
-uint64_t qc_replica_last_index(const qc_replica *rp);
 /* Seconds the last fsync of the log took (for the histogram). */
 double qc_replica_last_sync(const qc_replica *rp);
 

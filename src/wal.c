@@ -810,6 +810,24 @@ int qc_wal_open(const char *dir, const qc_wal_options *opt, qc_wal **out, qc_wal
     return QC_OK;
 }
 
+static int sub_present(const char *dir, const char *sub)
+{
+    char *path = join(dir, sub);
+    if (!path) return QC_ENOMEM;
+    struct stat st;
+    int rc = stat(path, &st) == 0 ? 1 : errno == ENOENT ? 0 : QC_EIO;
+    int saved = errno;
+    free(path);
+    errno = saved;
+    return rc;
+}
+
+int qc_wal_present(const char *dir)
+{
+    int rc = sub_present(dir, "wal");
+    return rc == 0 ? sub_present(dir, "snap") : rc;
+}
+
 void qc_wal_close(qc_wal *w)
 {
     if (!w) return;

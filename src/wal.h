@@ -47,6 +47,10 @@ typedef struct qc_wal_recovery {
  * free either way. *out is the caller's to qc_wal_close(). opt may be NULL. */
 int qc_wal_open(const char *dir, const qc_wal_options *opt, qc_wal **out, qc_wal_recovery *rec);
 
+/* Whether dir holds what qc_wal_open() creates (wal/ or snap/, even empty):
+ * 1 yes, 0 neither, QC_ENOMEM, QC_EIO (errno kept). Creates nothing. */
+int qc_wal_present(const char *dir);
+
 /* Closes the files and frees w (NULL is fine). Does not sync. */
 void qc_wal_close(qc_wal *w);
 

@@ -1,7 +1,8 @@
 -- A node whose state file (term, vote) is lost while its log stays must not
 -- start afresh at term 0: it could vote again in a term it voted in, and two
 -- leaders could win one term. It refuses with a clear error; wiped, it
--- rejoins as a new member. A first start that left no log starts as usual.
+-- rejoins as a new member. A first start killed before its first state
+-- write starts as usual.
 local A = require("agents")
 
 local function log_since(node, from)
@@ -89,19 +90,31 @@ describe("a node whose state file is lost", function()
   end)
 end)
 
-describe("a first start that left no log", function()
+describe("a data_dir without a state file", function()
   local c
 
   after_each(function() A.stop(c) end)
 
-  it("starts afresh from what a killed first start leaves (lock, empty wal/ and snap/)", function()
+  it("starts afresh from what a first start killed before its state write leaves", function()
     c = A.cluster(3)
     local dir = A.data_dir(c, 1)
-    assert.are.equal(0, select(2, A.sh("mkdir -p " .. dir .. "/wal " .. dir .. "/snap && touch "
-      .. dir .. "/lock " .. dir .. "/state.tmp")))
+    assert.are.equal(0, select(2, A.sh("mkdir -p " .. dir .. " && touch " .. dir .. "/lock "
+      .. dir .. "/state.tmp")))
     A.start_all(c)
     A.must_leader(c)
     assert.is_truthy(put(c, "k", "v"), "the cluster takes writes")
     assert.is_truthy(stale_sees(c.nodes[1].api, "k", "v"), "node1 takes part")
+  end)
+
+  it("is refused once an agent got past its state write, even with an empty log", function()
+    c = A.cluster(1)
+    local dir = A.data_dir(c, 1)
+    assert.are.equal(0, select(2, A.sh("mkdir -p " .. dir .. "/wal " .. dir .. "/snap")))
+    local code = A.run_once(c, 1, 15)
+    local log = A.read(c.nodes[1].log) or ""
+    assert.are_not.equal(137, code, "the agent started without its state (killed after 15 s)")
+    assert.are_not.equal(0, code, "the agent must exit non-zero; its log:\n" .. log)
+    assert.is_truthy(log:find(dir .. "/state is missing", 1, true), log)
+    assert.is_nil(A.read(dir .. "/state"), "a refused start wrote no state of its own")
   end)
 end)
