@@ -52,7 +52,8 @@ typedef struct node {
     uint64_t offset;
     qc_hard_state durable;
     int has_durable;        /* its state file exists */
-    int refused;            /* it lost its state file but not its log: it stays down */
+    int ran;                /* its data_dir holds wal/: it wrote a state file once */
+    int refused;            /* it lost its state file after that: it stays down */
     uint64_t max_term_seen; /* highest term this node ever revealed */
     /* What survives a crash: the log on disk (index -> term, id) and the
      * snapshot; and the state machine: a hash chain of applied entries. */
@@ -685,16 +686,17 @@ static void crash(sim *s, size_t i)
         if (p != i) schedule_link(s, p, i, QC_LINK_GONE, s->now + below(&s->g, 3));
 }
 
-/* The agent's rule at start (start_raft in src/agent.c): a node whose state
- * file is gone while its log or snapshot stays refuses to start and stays
- * down; one with neither starts afresh and writes its first state at once. */
+/* The agent's rule at start (fresh_hard_state in src/agent.c): a fresh node
+ * writes its first state before it creates its log, so a node whose state
+ * file is gone after that refuses to start and stays down, even with an
+ * empty log (it may have voted in the first elections). */
 static int refuses_to_start(sim *s, size_t i)
 {
     node *nd = &s->nodes[i];
-    if (nd->has_durable || (!nd->log_last && !nd->snap_index)) return 0;
+    if (nd->has_durable || !nd->ran) return 0;
 #ifdef QC_MUTANT_STATE_LOSS_FRESH
     (void)s;
-    return 0; /* starts at term 0 with its log, as the agent once did */
+    return 0; /* starts at term 0 with its log, as the agent did */
 #else
     if (!nd->refused) {
         s->refusals++;
@@ -776,6 +778,7 @@ static void start_node(sim *s, size_t i)
         nd->durable = (qc_hard_state){0};
         nd->has_durable = 1;
     }
+    nd->ran = 1;
     for (size_t p = 1; p <= s->n; p++) {
         if (p == i || !s->nodes[p].alive) continue;
         schedule_link(s, i, p, QC_LINK_UP, s->now + 1 + below(&s->g, 3));
