@@ -1825,6 +1825,9 @@ static int on_message_begin(http_parser *p)
 static int on_url(http_parser *p, const char *at, size_t n)
 {
     conn *c = p->data;
+    /* The method is whole once the URL starts: an answer given before the
+     * headers are (408, 431, 400) frames by it too, so a HEAD gets none. */
+    c->method = (int)p->method;
     if (hdr_count(c, n)) return -1;
     if (c->url_len + n > URL_MAX) {
         c->url_overflow = 1;

@@ -672,6 +672,22 @@ describe("qc_api limits", function()
     assert.matches("malformed request", body)
     s:close()
   end)
+
+  it("an answer before the headers are whole (431, 400) frames by the request line: HEAD's has no body", function()
+    start()
+    for _, case in ipairs { { 431, "X-Big: " .. string.rep("y", 9000) .. "\r\n\r\n" }, { 400, "X-a\1b: c\r\n\r\n" } } do
+      local s = connect(port)
+      assert(s:send("HEAD /v1/status HTTP/1.1\r\n" .. case[2]))
+      local status, headers = read_response(s, "head")
+      assert.are.equal(case[1], status)
+      assert.are.equal("close", headers["connection"])
+      assert.is_true(tonumber(headers["content-length"]) > 0)
+      -- nothing follows the headers: a body would read as the next response
+      local rest, _, partial = s:receive("*a")
+      assert.are.equal("", rest or partial)
+      s:close()
+    end
+  end)
 end)
 
 describe("qc_api write guard", function()
