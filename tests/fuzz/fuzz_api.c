@@ -13,7 +13,13 @@
  * Properties: no memory error or leak, and every byte the API sends parses
  * as HTTP/1.1 responses (http_parser in response mode), the last one whole;
  * an answer to HEAD has GET's Content-Length and no body (the harness parses
- * the input's requests too, to know which answers those are).
+ * the input's requests too, to know which answers those are). The API
+ * knows the method once its parser passed it some of the URL; whether it
+ * had, when it answers a request before its headers were whole, depends on
+ * where the reads split the input (a 400: http_parser hands over the URL
+ * read so far at the end of each read, but not at a parse error) or on
+ * timing (a 408), so a 400 or 408 to a HEAD may have its body or none, and
+ * nothing else after its headers. A 431 always comes after some URL.
  * Test-only. */
 #include <errno.h>
 #include <fcntl.h>
@@ -237,10 +243,15 @@ typedef struct client {
     int lenient; /* after qc_api_free: answers may be cut short */
     http_parser parser;
     int responses;
-    /* The method of each request in the input, in order, once its headers
-     * were whole (as the API knows it when it answers), else -1. */
+    /* The method of each request in the input, in order, once some of its
+     * URL was parsed (as the API knows it when it answers), else -1. */
     int methods[MAX_REQUESTS];
     size_t requests, answers;
+    /* After a 400 or 408 to a HEAD: its Content-Length, and the bytes that
+     * came after its headers (all of its body or none). */
+    int either;
+    unsigned long long either_len;
+    size_t tail;
 } client;
 
 static int on_request_begin(http_parser *p)
@@ -251,15 +262,17 @@ static int on_request_begin(http_parser *p)
     return 0;
 }
 
-static int on_request_headers(http_parser *p)
+static int on_request_url(http_parser *p, const char *at, size_t n)
 {
+    (void)at;
+    (void)n;
     client *cl = p->data;
     if (cl->requests <= MAX_REQUESTS) cl->methods[cl->requests - 1] = (int)p->method;
     return 0;
 }
 
 static const http_parser_settings request_settings = {.on_message_begin = on_request_begin,
-                                                      .on_headers_complete = on_request_headers};
+                                                      .on_url = on_request_url};
 
 /* Returns 1 (no body follows) for the answer to a HEAD request. Answers
  * come in the order of the requests; an interim one (100 Continue) comes
@@ -269,12 +282,21 @@ static int on_response_headers(http_parser *p)
     client *cl = p->data;
     if (p->status_code / 100 == 1) return 0;
     size_t k = cl->answers++;
-    return k < cl->requests && k < MAX_REQUESTS && cl->methods[k] == HTTP_HEAD;
+    int head = k < cl->requests && k < MAX_REQUESTS && cl->methods[k] == HTTP_HEAD;
+    if (head && (p->status_code == 400 || p->status_code == 408)) {
+        cl->either = 1;
+        cl->either_len = p->content_length;
+    }
+    return head;
 }
 
+/* Pauses after a 400 or 408 to a HEAD (they close the connection):
+ * client_read counts what follows. */
 static int on_response_complete(http_parser *p)
 {
-    ((client *)p->data)->responses++;
+    client *cl = p->data;
+    cl->responses++;
+    if (cl->either) http_parser_pause(p, 1);
     return 0;
 }
 
@@ -291,7 +313,19 @@ static void client_read(client *cl)
             if (errno != EAGAIN && errno != EWOULDBLOCK) cl->eof = 1; /* reset */
             return;
         }
+        if (cl->either && HTTP_PARSER_ERRNO(&cl->parser) == HPE_PAUSED) {
+            cl->tail += (size_t)n;
+            if (n == 0) {
+                FUZZ_CHECK(cl->lenient || cl->tail == 0 || cl->tail == cl->either_len);
+                cl->eof = 1;
+            }
+            continue;
+        }
         size_t k = http_parser_execute(&cl->parser, &response_settings, buf, (size_t)n);
+        if (HTTP_PARSER_ERRNO(&cl->parser) == HPE_PAUSED) {
+            cl->tail = (size_t)n - k; /* the rest of this read */
+            continue;
+        }
         if (cl->lenient) {
             if (n == 0) cl->eof = 1;
             continue;
@@ -347,6 +381,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     http_parser_init(&requests, HTTP_REQUEST);
     requests.data = &cl;
     (void)http_parser_execute(&requests, &request_settings, (const char *)in, left);
+    /* A parse error after the method (in the URL, say) hands over no URL,
+     * but the API, reading in pieces, may have had some: HEAD all the same. */
+    enum http_errno rerr = HTTP_PARSER_ERRNO(&requests);
+    if (rerr != HPE_OK && rerr != HPE_INVALID_METHOD && cl.requests > 0 &&
+        cl.requests <= MAX_REQUESTS && cl.methods[cl.requests - 1] < 0)
+        cl.methods[cl.requests - 1] = (int)requests.method;
 
     int spins = 0, hung_up = 0;
     while (spins++ < MAX_SPINS) {
