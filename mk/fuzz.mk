@@ -1,8 +1,11 @@
 # libFuzzer targets (tests/fuzz/, clang with libclang-rt; TOOLCHAIN.md 7).
-# `make fuzz` builds them, replays every seed and kept crash input, then runs
-# each target for FUZZ_SECONDS (default 30), through scripts/suite-fuzz.sh;
-# `make fuzz-build` only builds; `make fuzz-regress` only replays (seconds).
-# One target by hand: build/fuzz/fuzz_wire -max_total_time=60 tests/fuzz/corpus/wire
+# Through scripts/suite-fuzz.sh, each builds them and replays every seed and
+# kept crash input, then: `make fuzz-gate` (what make test runs) fuzzes each
+# target with a fixed seed for a fixed number of runs; `make fuzz` for
+# FUZZ_SECONDS (default 30) with fresh random seeds; `make fuzz-regress`
+# only replays (seconds). `make fuzz-build` only builds.
+# One target by hand (new inputs go to the first directory, not the repo):
+#   build/fuzz/fuzz_wire -max_total_time=60 build/fuzz/corpus/wire tests/fuzz/corpus/wire
 # No `all:` prerequisite here: the normal build does not need clang.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
@@ -46,12 +49,15 @@ build/fuzz:
 fuzz-build: $(FUZZ_BINS)
 
 fuzz:
-	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh scripts/suite-fuzz.sh
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh scripts/suite-fuzz.sh explore
+
+fuzz-gate:
+	@sh scripts/suite-fuzz.sh gate
 
 fuzz-regress:
-	@FUZZ_SECONDS=0 sh scripts/suite-fuzz.sh
+	@sh scripts/suite-fuzz.sh replay
 
-.PHONY: fuzz fuzz-build fuzz-regress
+.PHONY: fuzz fuzz-build fuzz-gate fuzz-regress
 
 # Regenerates the binary seeds (wire, members, kv, wal, auth) with the encoders.
 FUZZ_SEED_SRCS := tests/fuzz/mkseeds.c src/wire.c src/kv.c src/members.c src/json.c src/raft.c \
