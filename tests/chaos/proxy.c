@@ -278,7 +278,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: chaos-proxy CONTROL NAME=LISTEN_IP:PORT=TARGET_IP:PORT ...\n");
         return 2;
     }
-    srand((unsigned)getpid());
+    /* The run's CHAOS_SEED fixes the jitter draws too (one stream each:
+     * the control file names the node); a run by hand draws fresh ones. */
+    const char *seed = getenv("CHAOS_SEED");
+    unsigned mix = seed ? (unsigned)strtoul(seed, NULL, 10) : (unsigned)getpid();
+    for (const char *p = argv[1]; *p; p++) mix = mix * 31u + (unsigned char)*p;
+    srand(mix);
     struct pollfd pfd[MAX_LINKS + 2 * MAX_CONNS];
     int owner[MAX_LINKS + 2 * MAX_CONNS];
     while (!stopping) {

@@ -7,6 +7,11 @@
 -- it builds the namespaces, runs itself inside the hub namespace (--inside)
 -- and removes everything afterwards. It ends with "N passed, N failed" (one
 -- for each checker) and keeps the run's directory when anything failed.
+--
+-- CHAOS_SEED fixes what the nemesis, the clients and the proxies' jitter
+-- draw (a fresh one when unset; printed first, and with the replay command
+-- when anything failed). The run is real time, so the same seed gives the
+-- same choices, not the same interleaving.
 package.path = "./tests/chaos/?.lua;" .. package.path
 local socket = require("socket")
 local env = require("env")
@@ -22,6 +27,17 @@ local function parse_duration(s)
 end
 
 local summary -- a copy of what say() prints, kept in the run directory
+-- CHAOS_SEED, or a fresh one from /dev/urandom (the clock when unreadable).
+local function chaos_seed()
+  local s = tonumber(os.getenv("CHAOS_SEED") or "")
+  if s then return math.tointeger(s) or math.floor(s) end
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(3)
+  if f then f:close() end
+  if b and #b == 3 then return b:byte(1) * 65536 + b:byte(2) * 256 + b:byte(3) + 1 end
+  return math.floor(socket.gettime() * 1000) % 1000000 + 1
+end
+
 local function say(fmt, ...)
   local line = string.format(fmt, ...)
   io.write(line, "\n")
@@ -59,8 +75,9 @@ local function host_main()
   local ok, err = pcall(env.setup, NODES)
   local rc = 1
   if ok then
-    local _, _, c = os.execute(string.format("ip netns exec %s lua5.4 tests/chaos/run.lua --inside %s %s",
-      env.HUB, env.q(dir), tostring(duration)))
+    -- in the environment: the clients and proxies started inside draw from it too
+    local _, _, c = os.execute(string.format("CHAOS_SEED=%d ip netns exec %s lua5.4 tests/chaos/run.lua --inside %s %s",
+      chaos_seed(), env.HUB, env.q(dir), tostring(duration)))
     rc = c or 1
   else
     say("chaos: could not build the network: %s", tostring(err))
@@ -84,7 +101,7 @@ local function inside_main()
   local nemesis = require("nemesis")
   local dir, duration = arg[2], tonumber(arg[3])
   local root = env.sh("pwd"):gsub("%s+$", "")
-  local seed = tonumber(os.getenv("CHAOS_SEED") or "") or (os.time() % 1000000)
+  local seed = chaos_seed()
   math.randomseed(seed)
   local t_begin = socket.gettime()
   say("chaos: %d nodes in namespaces %s-n1..n%d on a bridge, %s of faults, seed %d", NODES, env.PREFIX,
@@ -361,6 +378,8 @@ local function inside_main()
   if failures > 0 then
     say("chaos: kept %s: history/*.jsonl (every operation), n*/agent.log, n*/leader.records (hooks), " ..
       "nemesis.jsonl (faults)", dir)
+    say("chaos: replay the same faults and client choices (real time: not the same interleaving): " ..
+      "CHAOS_SEED=%d make chaos DURATION=%s", seed, tostring(math.tointeger(duration) or duration))
   end
   say("%d passed, %d failed", #results - failures, failures)
   os.exit(failures == 0 and 0 or 1)
