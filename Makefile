@@ -1,5 +1,6 @@
 # QCluster build. `make` builds bin/qcluster; `make test` runs every suite
-# (dependencies and build included); `make deps` installs Debian packages.
+# (dependencies and build included) with fixed seeds; `make explore` looks
+# for new bugs with fresh ones; `make deps` installs Debian packages.
 PKGS      := lua5.4 yajl
 CFLAGS    ?= -O2 -g
 QC_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror \
@@ -48,6 +49,14 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	@sh scripts/test.sh
 
+# Fuzzing, the simulator and a chaos run (root; EXPLORE_CHAOS=0 skips it)
+# with fresh random seeds for about EXPLORE_TIME; prints how to replay what
+# it finds and exits non-zero then (scripts/explore.sh).
+EXPLORE_TIME ?= 5m
+explore: deps
+	@$(MAKE) --no-print-directory all
+	@EXPLORE_TIME=$(EXPLORE_TIME) sh scripts/explore.sh
+
 # Executables (agent, test programs, simulator) under ASan/UBSan; the Lua
 # modules stay plain, since lua5.4 itself is not instrumented. The library
 # they link is an instrumented copy of its own (QC_PIC, QC_LIB_A), so the
@@ -86,4 +95,4 @@ cluster: deps all
 clean:
 	rm -rf build bin
 
-.PHONY: all deps test test-asan coverage lint fmt cluster clean
+.PHONY: all deps test explore test-asan coverage lint fmt cluster clean
