@@ -1,14 +1,23 @@
 -- Node 3 of the redirect example: cluster port 7303, API 8303; its app
 -- answers on 9303 (server_port) and its nginx on 9313 (proxy_port).
+-- Its `app` check asks that application for a page every 500 ms: two failed
+-- answers in a row make the node unhealthy, and a leader that turns
+-- unhealthy hands leadership to a healthy node; two good answers in a row
+-- make it healthy again.
+local app_port = 9303
+
 return {
   identifier = "server_c",
   listen_host = "127.0.0.1",
   listen_port = 7303,
   api_port = 8303,
-  metadata = { server_port = 9303, proxy_port = 9313 },
+  metadata = { server_port = app_port, proxy_port = 9313 },
   peers = {
     { identifier = "server_a", host = "127.0.0.1", port = 7301, metadata = { server_port = 9301 } },
     { identifier = "server_b", host = "127.0.0.1", port = 7302, metadata = { server_port = 9302 } },
+  },
+  checks = {
+    { name = "app", http = "http://127.0.0.1:" .. app_port .. "/", interval_ms = 500, rise = 2, fall = 2 },
   },
   hooks = "hooks.lua",
 }

@@ -1,6 +1,8 @@
 -- examples/redirect as a user runs it (run.sh in a copy of the example): each
 -- node's nginx sends requests to the leader's application, also after the
--- leader's machine dies. Every process is ended by its PID (run/pids).
+-- leader's application dies (its `app` health check hands leadership over)
+-- and after the leader's machine dies. Every process is ended by its PID
+-- (run/pids, and the application this spec restarts).
 local A = require("agents")
 
 local PROXIES = { "127.0.0.1:9311", "127.0.0.1:9312", "127.0.0.1:9313" }
@@ -64,6 +66,25 @@ describe("examples/redirect", function()
     end, 15)
   end
 
+  -- Node i's view of its own health (GET /v1/status), or nil.
+  local function status_of(i)
+    return A.json(c.nodes[i].api, "/v1/status")
+  end
+
+  -- Starts node i's application again as run.sh does, in its place in
+  -- c.pids (so pid_of and the teardown find the new one).
+  local function restart_app(i)
+    local id = c.nodes[i].id
+    local p = io.popen(string.format("exec lua5.4 %s/app.lua %s %d >>%s/run/%s/app.log 2>&1 </dev/null & echo $!",
+      c.dir, id, 9300 + i, c.dir, id))
+    local pid = assert(tonumber(p:read("l")), "could not start the application of " .. id)
+    p:close()
+    for _, e in ipairs(c.pids) do
+      if e.id == id and e.kind == "app" then e.pid = pid end
+    end
+    return pid
+  end
+
   local function answers(live)
     local t = {}
     for _, i in ipairs(live) do t[#t + 1] = PROXIES[i] .. "=" .. tostring(through(i)) end
@@ -111,6 +132,44 @@ describe("examples/redirect", function()
     local li = A.index_of(c, A.must_leader(c, 15))
     assert.is_truthy(all_reach(li, { 1, 2, 3 }), "want " .. c.nodes[li].id .. ": " .. answers { 1, 2, 3 })
   end)
+
+  it("when the leader's application dies, its check hands leadership over and every proxy reaches a live one",
+    function()
+      local leader = A.must_leader(c, 15)
+      local li = A.index_of(c, leader)
+      assert.is_truthy(all_reach(li, { 1, 2, 3 }), "want " .. leader .. ": " .. answers { 1, 2, 3 })
+      -- Only the application dies; its agent and its nginx run on.
+      local app = pid_of(leader, "app")
+      os.execute("kill -KILL " .. app .. " 2>/dev/null")
+      assert.is_truthy(A.wait_for(function() return not A.alive(app) end, 10), "the application did not exit")
+      -- Every agent, the dead application's too, agrees on a new leader.
+      local new = A.wait_for(function()
+        local l = A.agreed_leader(c, 1)
+        return l ~= leader and l
+      end, 20)
+      assert.is_truthy(new, "leadership stayed with " .. leader .. ", whose application is dead: " ..
+        tostring(A.read(c.nodes[li].log)):sub(-1500))
+      local ni = A.index_of(c, new)
+      -- Every node's proxy, the old leader's included, reaches the new
+      -- leader's application, three rounds in a row.
+      assert.is_truthy(all_reach(ni, { 1, 2, 3 }), "want " .. new .. ": " .. answers { 1, 2, 3 })
+      -- The old leader's agent lives on as an unhealthy follower; it handed
+      -- over because of its health.
+      assert.is_true(A.alive(c.nodes[li].pid), "the agent of " .. leader .. " is still running")
+      local st = status_of(li)
+      assert.are.equal("follower", st and st.role)
+      assert.is_false(st.healthy)
+      assert.is_truthy((A.read(c.nodes[li].log) or ""):find("no longer leader in term %d+ %(unhealthy%)"))
+      -- The application comes back: two good answers make the node healthy
+      -- again, and it does not take leadership back (no preempt).
+      restart_app(li)
+      assert.is_truthy(A.wait_for(function()
+        local s = status_of(li)
+        return s and s.healthy == true
+      end, 15), leader .. " turns healthy again once its application answers")
+      assert.are.equal(new, A.must_leader(c, 5))
+      assert.is_truthy(all_reach(ni, { 1, 2, 3 }), "want " .. new .. ": " .. answers { 1, 2, 3 })
+    end)
 
   it("after the leader's machine dies, the survivors' nginx reach the new leader's application", function()
     local leader = A.must_leader(c, 15)
