@@ -280,7 +280,11 @@ int qc_json_parse(const char *p, size_t n, const char *prefix, yajl_val *out, ch
     /* yajl_tree reads a C string: a NUL byte would hide the rest. */
     if ((!p && n) || (n && memchr(p, '\0', n))) return QC_EINVAL;
     int rc = qc_json_check_utf8(p, n, prefix, 0, why, cap);
-    if (rc) return rc;
+    return rc ? rc : qc_json_tree(p, n, out);
+}
+
+int qc_json_tree(const char *p, size_t n, yajl_val *out)
+{
     char *text = malloc(n + 1);
     if (!text) return QC_ENOMEM;
     if (n) memcpy(text, p, n);

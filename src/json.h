@@ -73,6 +73,10 @@ int qc_json_check_utf8(const char *p, size_t n, const char *prefix, int first, c
  * UTF-8, QC_ENOMEM. */
 int qc_json_parse(const char *p, size_t n, const char *prefix, yajl_val *out, char *why,
                   size_t cap);
+/* yajl's tree of the n bytes at p (no NUL among them; nothing else
+ * checked) into *out, which the caller frees with yajl_tree_free.
+ * QC_EINVAL when it is not JSON, QC_ENOMEM. */
+int qc_json_tree(const char *p, size_t n, yajl_val *out);
 
 /* Compact JSON text of a tree value; *out is malloc'd, owned by the caller. */
 int qc_json_val_text(yajl_val v, char **out);

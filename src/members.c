@@ -64,13 +64,7 @@ static int parse(const uint8_t *p, size_t n, int strict, yajl_val *out)
     if ((!p && n) || n > PARSE_MAX_BYTES || !scan_ok(p, n)) return QC_EINVAL;
     if (strict && qc_json_check_utf8((const char *)p, n, NULL, 0, NULL, 0) != QC_OK)
         return QC_EINVAL;
-    char *text = malloc(n + 1);
-    if (!text) return QC_ENOMEM;
-    if (n) memcpy(text, p, n);
-    text[n] = '\0';
-    *out = yajl_tree_parse(text, NULL, 0);
-    free(text);
-    return *out ? QC_OK : QC_EINVAL;
+    return qc_json_tree((const char *)p, n, out);
 }
 
 static int depth_ok(yajl_val v, int depth)
