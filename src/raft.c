@@ -138,14 +138,18 @@ static int conf_lets_lead(const qc_raft *r, const qc_entry *conf)
 }
 
 /* Whether this node may stand for election: a voter allowed to lead. While
- * a change that removes it (or stops it leading) is not committed, it still
- * may, by the committed membership: it may be the only one holding that
- * change, and then only it can commit it (it steps aside once it did). */
+ * a change that removes it (or stops it leading) is not known committed, it
+ * still may, by the membership before that change: it may be the only one
+ * holding the change, and then only it can commit it (it steps aside once
+ * it did; the dissertation, 4.2.2). That membership is committed, since a
+ * leader appends a change only once the one before it committed. Our own
+ * commit index cannot tell it: it lags, and after a restart it is the one
+ * last persisted with a term or vote, maybe from before we were promoted. */
 static int can_lead(const qc_raft *r)
 {
     if (r->no_lead) return 0;
     if (self_votes(r) && !(r->self_flags & QC_MEMBER_NO_LEAD)) return 1;
-    return r->conf_index > r->commit && conf_lets_lead(r, conf_entry_at(r, r->commit));
+    return r->conf_index > r->commit && conf_lets_lead(r, conf_entry_at(r, r->conf_index - 1));
 }
 
 static raft_peer *find_peer(qc_raft *r, uint64_t id)

@@ -207,17 +207,19 @@ static int conf_lets_lead(const qc_entry *conf, uint64_t id)
 }
 
 /* Whether node i's membership lets it lead: the one in effect or, while
- * that is uncommitted, the committed one (a leader managing its own
- * removal), as the core decides. */
+ * that is not known committed, the one before it (a leader managing its own
+ * removal), as the core decides. The one before is committed: a leader
+ * appends a change only once the previous one committed. The node's own
+ * commit index cannot say which is committed: it lags, and after a restart
+ * it is the one last persisted with a term or vote. */
 static int node_may_lead(sim *s, size_t i)
 {
     qc_raft *r = s->nodes[i].r;
-    qc_entry cur, committed;
+    qc_entry cur, prev;
     qc_raft_conf(r, &cur);
     if (conf_lets_lead(&cur, i)) return 1;
-    return cur.index > qc_raft_commit(r) &&
-           qc_raft_conf_at(r, qc_raft_commit(r), &committed) == QC_OK &&
-           conf_lets_lead(&committed, i);
+    return cur.index > qc_raft_commit(r) && qc_raft_conf_at(r, cur.index - 1, &prev) == QC_OK &&
+           conf_lets_lead(&prev, i);
 }
 
 static void check_unhealthy_elected(sim *s, size_t i, uint64_t term);

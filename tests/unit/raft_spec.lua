@@ -473,6 +473,47 @@ describe("raft membership", function()
     local demoted = c:events_of(l, "demoted")
     assert.are.equal("shutdown", demoted[#demoted].reason)
   end)
+
+  it("a node that demoted itself stands again, after a restart, until the change commits",
+    function()
+      local c = Cluster.new(3)
+      local a = c:await_leader(2000)
+      c:advance(100)
+      local x = other(c, a)
+      local y = 6 - a - x
+      local function settle(i, members)
+        assert.are.equal(0, (c.nodes[i]:propose_config(members, c.now)))
+        c:process(i)
+        c:advance(100)
+      end
+      -- x a learner (committed), then a voter again, and at once x takes
+      -- over: it votes for itself (its hard state is written) before it
+      -- hears that its promotion committed
+      settle(a, conf(voter(a), { id = x }, voter(y)))
+      assert.are.equal(0, (c.nodes[a]:propose_config(conf(voter(a), voter(x), voter(y)), c.now)))
+      assert.are.equal(0, c.nodes[a]:transfer(x, c.now))
+      c:process(a)
+      c:advance(100)
+      assert.are.equal(x, c:leader())
+      settle(x, conf({ id = a }, voter(x), voter(y))) -- x and y the voters
+      -- x demotes itself, cut off: nobody that votes gets that change
+      c:isolate(x)
+      assert.are.equal(0, (c.nodes[x]:propose_config(conf({ id = a }, { id = x }, voter(y)), c.now)))
+      c:process(x)
+      c:advance(400)
+      assert.are_not.equal("leader", c.nodes[x]:role())
+      -- back with only its durable state: y needs x's vote, x's log is
+      -- ahead of y's, so x must stand (counting y's vote only) and commit it
+      c:crash(x)
+      c:restart(x)
+      c:heal()
+      c:clear_events()
+      assert.is_truthy(c:await_leader(3000), "no leader after the heal")
+      c:advance(2000, never_two_leaders)
+      assert.are.equal(y, c:leader())
+      assert.are.equal(1, #c:events_of(x, "elected"))
+      assert.are.equal("shutdown", c:events_of(x, "demoted")[1].reason)
+    end)
 end)
 
 describe("raft relays", function()
