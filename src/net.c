@@ -715,7 +715,8 @@ static int frame_dispatch(qc_conn *c, uint8_t type, const uint8_t *payload, uint
     case QC_FRAME_JOIN: return frame_join(c, payload, len);
     case QC_FRAME_FORWARD:
     case QC_FRAME_READ_INDEX:
-    case QC_FRAME_MEMBER: return frame_other(c, type, payload, len);
+    case QC_FRAME_MEMBER:
+    case QC_FRAME_HEALTH: return frame_other(c, type, payload, len);
     default: return bad_frame(c, "unexpected frame type"), -1;
     }
 }
@@ -1968,7 +1969,8 @@ int qc_net_send(qc_net *n, const qc_msg *m)
 
 int qc_net_send_frame(qc_net *n, uint64_t peer, int type, const void *data, size_t len)
 {
-    if (type != QC_FRAME_FORWARD && type != QC_FRAME_READ_INDEX && type != QC_FRAME_MEMBER)
+    if (type != QC_FRAME_FORWARD && type != QC_FRAME_READ_INDEX && type != QC_FRAME_MEMBER &&
+        type != QC_FRAME_HEALTH)
         return QC_EINVAL; /* any other type would break the link as a bad frame */
     net_peer *p = peer_by_id(n, peer);
     if (!p) return QC_ENOTFOUND;

@@ -50,7 +50,7 @@ typedef struct qc_net_callbacks {
      * stream or reset): its process died or its transport gave up on us.
      * Reported before the on_link(0) it also causes; may be NULL. */
     void (*on_peer_closed)(void *ud, uint64_t peer);
-    /* A FORWARD, READ_INDEX or MEMBER frame from a known peer; data valid
+    /* A FORWARD, READ_INDEX, MEMBER or HEALTH frame from a known peer; data valid
      * for the call. May be NULL. */
     void (*on_frame)(void *ud, uint64_t peer, int type, const uint8_t *data, size_t len);
     /* A node that is not a peer asks to join with payload: a connection
@@ -105,7 +105,7 @@ int qc_net_send(qc_net *n, const qc_msg *m);
  * call or later (no on_link(0)). Its next hello is a stranger's. Safe from
  * inside any callback. QC_ENOTFOUND when id is no peer. */
 int qc_net_remove_peer(qc_net *n, uint64_t id);
-/* Queues a FORWARD, READ_INDEX or MEMBER frame for peer. QC_ENOTFOUND (no
+/* Queues a FORWARD, READ_INDEX, MEMBER or HEALTH frame for peer. QC_ENOTFOUND (no
  * such peer), QC_EIO (its link is down: nothing was queued), QC_EINVAL
  * (another frame type), QC_ENOMEM. */
 int qc_net_send_frame(qc_net *n, uint64_t peer, int type, const void *data, size_t len);

@@ -241,7 +241,8 @@ int qc_wire_header(const uint8_t *buf, uint8_t *type, uint32_t *payload_len)
 {
     if (buf[0] != QC_WIRE_MAGIC0 || buf[1] != QC_WIRE_MAGIC1) return QC_EINVAL;
     if (buf[2] != QC_WIRE_VERSION) return QC_EINVAL;
-    if (buf[3] < QC_FRAME_HELLO || buf[3] > QC_FRAME_JOIN) return QC_EINVAL;
+    if ((buf[3] < QC_FRAME_HELLO || buf[3] > QC_FRAME_JOIN) && buf[3] != QC_FRAME_HEALTH)
+        return QC_EINVAL;
     uint32_t len = get_u32_at(buf + 4);
     if (len > QC_WIRE_MAX_PAYLOAD) return QC_ETOOBIG;
     *type = buf[3];
@@ -255,7 +256,7 @@ int qc_wire_header_v(const uint8_t *buf, uint8_t *version, uint8_t *type, uint32
     uint8_t v = buf[2], t = buf[3];
     if (v != QC_WIRE_VERSION && v != QC_WIRE_VERSION_AUTH) return QC_EINVAL;
     uint8_t max = v == QC_WIRE_VERSION ? QC_FRAME_JOIN : QC_FRAME_AUTH;
-    if (t < QC_FRAME_HELLO || t > max) return QC_EINVAL;
+    if ((t < QC_FRAME_HELLO || t > max) && t != QC_FRAME_HEALTH) return QC_EINVAL;
     uint32_t len = get_u32_at(buf + 4);
     if (len > QC_WIRE_MAX_PAYLOAD) return QC_ETOOBIG;
     *version = v;
@@ -326,6 +327,78 @@ int qc_wire_unpack_read_index(const uint8_t *payload, size_t len, qc_read_index 
     out->id = get_u64(&r);
     out->index = get_u64(&r);
     return r.bad || r.left || out->answer > 1 || out->ok > 1 ? QC_EINVAL : QC_OK;
+}
+
+/* ---- HEALTH payload ---- */
+
+/* A check's name as the config allows it: 1..QC_WIRE_HEALTH_NAME bytes of
+ * [A-Za-z0-9_.-] (so it is safe in JSON, Lua, a terminal and a label). */
+static int health_name_ok(const uint8_t *p, size_t n)
+{
+    if (n < 1 || n > QC_WIRE_HEALTH_NAME) return 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && c != '_' && c != '.' && c != '-') return 0;
+    }
+    return 1;
+}
+
+/* 0 when the checks' names are valid and distinct, the flags 0 or 1. */
+static int health_valid(const qc_wire_health *h)
+{
+    if (h->healthy > 1 || h->n_checks > QC_WIRE_HEALTH_CHECKS) return QC_EINVAL;
+    for (size_t i = 0; i < h->n_checks; i++) {
+        const char *name = h->checks[i].name;
+        size_t n = strnlen(name, QC_WIRE_HEALTH_NAME + 1);
+        if (!health_name_ok((const uint8_t *)name, n) || h->checks[i].passing > 1) return QC_EINVAL;
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(h->checks[k].name, name) == 0) return QC_EINVAL;
+    }
+    return QC_OK;
+}
+
+int qc_wire_encode_health(const qc_wire_health *h, qc_buf *out)
+{
+    if (health_valid(h)) return QC_EINVAL;
+    size_t need = 8 + 1 + 1;
+    for (size_t i = 0; i < h->n_checks; i++) need += 1 + strlen(h->checks[i].name) + 1;
+    int rc = qc_buf_reserve(out, need);
+    if (rc) return rc;
+    put_u64(out, h->seq);
+    put_u8(out, h->healthy);
+    put_u8(out, h->n_checks);
+    for (size_t i = 0; i < h->n_checks; i++) {
+        size_t n = strlen(h->checks[i].name);
+        put_u8(out, (uint8_t)n);
+        put_bytes(out, h->checks[i].name, n);
+        put_u8(out, h->checks[i].passing);
+    }
+    return QC_OK;
+}
+
+int qc_wire_decode_health(const uint8_t *payload, size_t len, qc_wire_health *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!payload && len) return QC_EINVAL;
+    reader r = {payload, len, 0};
+    out->seq = get_u64(&r);
+    out->healthy = get_u8(&r);
+    out->n_checks = get_u8(&r);
+    if (r.bad || out->n_checks > QC_WIRE_HEALTH_CHECKS) return QC_EINVAL;
+    for (size_t i = 0; i < out->n_checks; i++) {
+        uint8_t n = get_u8(&r);
+        const uint8_t *name = take(&r, n);
+        if (!name || !health_name_ok(name, n)) return QC_EINVAL;
+        memcpy(out->checks[i].name, name, n);
+        out->checks[i].name[n] = '\0';
+        out->checks[i].passing = get_u8(&r);
+    }
+    if (r.bad || r.left || health_valid(out)) {
+        memset(out, 0, sizeof *out);
+        return QC_EINVAL;
+    }
+    return QC_OK;
 }
 
 /* ---- decoders ---- */

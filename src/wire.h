@@ -50,7 +50,9 @@
  * change (the agent's payload). JOIN: a node that is not a member yet asks
  * a member to let it in, on a connection of its own; the member answers
  * with one JOIN frame on that same connection. CHALLENGE and AUTH open a
- * connection with a secret (above); they exist in version 2 only. */
+ * connection with a secret (above); they exist in version 2 only. HEALTH:
+ * a node tells a peer its health (README "Health checks"), so that every
+ * node knows every member's health without a log entry per flap. */
 enum {
     QC_FRAME_HELLO = 1,
     QC_FRAME_RAFT = 2,
@@ -61,6 +63,7 @@ enum {
     QC_FRAME_JOIN = 7,
     QC_FRAME_CHALLENGE = 8,
     QC_FRAME_AUTH = 9,
+    QC_FRAME_HEALTH = 10, /* both versions: after AUTH, so the enum could not stay dense */
 };
 
 typedef struct qc_hello {
@@ -99,14 +102,40 @@ void qc_wire_pack_read_index(const qc_read_index *ri, uint8_t out[QC_WIRE_READ_I
 /* QC_EINVAL unless payload is exactly one well-formed READ_INDEX. */
 int qc_wire_unpack_read_index(const uint8_t *payload, size_t len, qc_read_index *out);
 
+/* The payload of a HEALTH frame: the sender's health and its checks. seq
+ * grows with every frame a sender sends (a receiver ignores one not newer
+ * than the last it took). Encoded big-endian as seq (8 bytes), healthy (0
+ * or 1), the number of checks (at most QC_WIRE_HEALTH_CHECKS), then per
+ * check the name's length (1..QC_WIRE_HEALTH_NAME), the name ([A-Za-z0-9_.-],
+ * as the config allows) and passing (0 or 1): at most about 4 KiB. */
+#define QC_WIRE_HEALTH_CHECKS 64 /* as lua/config.lua allows */
+#define QC_WIRE_HEALTH_NAME 64
+typedef struct qc_wire_health_check {
+    char name[QC_WIRE_HEALTH_NAME + 1];
+    uint8_t passing;
+} qc_wire_health_check;
+typedef struct qc_wire_health {
+    uint64_t seq;
+    uint8_t healthy;
+    uint8_t n_checks;
+    qc_wire_health_check checks[QC_WIRE_HEALTH_CHECKS];
+} qc_wire_health;
+
+/* Appends h's payload (no header) to out. QC_EINVAL when h breaks a rule
+ * above (a bad name, a repeated one, too many checks); out is unchanged. */
+int qc_wire_encode_health(const qc_wire_health *h, qc_buf *out);
+/* QC_EINVAL unless payload is exactly one well-formed HEALTH payload. */
+int qc_wire_decode_health(const uint8_t *payload, size_t len, qc_wire_health *out);
+
 /* Appends a frame of type (FORWARD, READ_INDEX) carrying payload as it is. */
 int qc_wire_encode_frame(uint8_t type, const void *payload, size_t len, qc_buf *out);
 
-/* Parses the header in buf[0..QC_WIRE_HEADER). 0 and *type, *payload_len
- * when valid; QC_EINVAL (bad magic/version/type), QC_ETOOBIG (length). */
+/* Parses the header in buf[0..QC_WIRE_HEADER) of version 1. 0 and *type,
+ * *payload_len when valid (types HELLO to JOIN, and HEALTH); QC_EINVAL (bad
+ * magic/version/type), QC_ETOOBIG (length). */
 int qc_wire_header(const uint8_t *buf, uint8_t *type, uint32_t *payload_len);
 /* As qc_wire_header, for either version: *version is QC_WIRE_VERSION (types
- * HELLO to JOIN) or QC_WIRE_VERSION_AUTH (HELLO to AUTH). The tag of a
+ * HELLO to JOIN, and HEALTH) or QC_WIRE_VERSION_AUTH (HELLO to HEALTH). The tag of a
  * version-2 frame is not part of *payload_len. */
 int qc_wire_header_v(const uint8_t *buf, uint8_t *version, uint8_t *type, uint32_t *payload_len);
 /* Checks the payload's CRC against the header; 0 or QC_ECORRUPT. */

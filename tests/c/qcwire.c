@@ -195,6 +195,61 @@ static int l_decode_payload(lua_State *L)
     return decode_payload(L, type, s, len);
 }
 
+/* health_encode{seq=, healthy=, checks={{name, passing}, ...}}: a HEALTH
+ * payload, or nil and an error. */
+static int l_health_encode(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    qc_wire_health h = {0};
+    h.seq = (uint64_t)field_int(L, 1, "seq");
+    h.healthy = (uint8_t)field_int(L, 1, "healthy");
+    lua_getfield(L, 1, "checks");
+    lua_Integer n = lua_istable(L, -1) ? luaL_len(L, -1) : 0;
+    if (n > QC_WIRE_HEALTH_CHECKS) return push_error(L, "encode", QC_EINVAL);
+    h.n_checks = (uint8_t)n;
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, -1, i);
+        size_t len;
+        lua_getfield(L, -1, "name");
+        const char *name = luaL_checklstring(L, -1, &len);
+        if (len > QC_WIRE_HEALTH_NAME) return push_error(L, "encode", QC_EINVAL);
+        memcpy(h.checks[i - 1].name, name, len + 1);
+        lua_pop(L, 1);
+        h.checks[i - 1].passing = (uint8_t)field_int(L, -1, "passing");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    qc_buf b = {0};
+    return push_buf(L, &b, qc_wire_encode_health(&h, &b));
+}
+
+/* health_decode(payload): {seq, healthy, checks = {{name, passing}}}, or
+ * nil and an error. */
+static int l_health_decode(lua_State *L)
+{
+    size_t len;
+    const uint8_t *s = (const uint8_t *)luaL_checklstring(L, 1, &len);
+    qc_wire_health h;
+    int rc = qc_wire_decode_health(s, len, &h);
+    if (rc) return push_error(L, "health", rc);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)h.seq);
+    lua_setfield(L, -2, "seq");
+    lua_pushinteger(L, h.healthy);
+    lua_setfield(L, -2, "healthy");
+    lua_createtable(L, h.n_checks, 0);
+    for (int i = 0; i < h.n_checks; i++) {
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, h.checks[i].name);
+        lua_setfield(L, -2, "name");
+        lua_pushinteger(L, h.checks[i].passing);
+        lua_setfield(L, -2, "passing");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "checks");
+    return 1;
+}
+
 /* frame(type, payload): wraps any payload in a header with a valid CRC. */
 static int l_frame(lua_State *L)
 {
@@ -343,10 +398,20 @@ static int l_hash_id(lua_State *L)
 int luaopen_qcwire(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"encode", l_encode},   {"decode", l_decode},     {"decode_payload", l_decode_payload},
-        {"frame", l_frame},     {"header", l_header},     {"crc32c", l_crc32c},
-        {"hash_id", l_hash_id}, {"header_v", l_header_v}, {"key", l_key},
-        {"session", l_session}, {"seal", l_seal},         {"verify", l_verify},
+        {"encode", l_encode},
+        {"decode", l_decode},
+        {"decode_payload", l_decode_payload},
+        {"frame", l_frame},
+        {"header", l_header},
+        {"crc32c", l_crc32c},
+        {"hash_id", l_hash_id},
+        {"header_v", l_header_v},
+        {"key", l_key},
+        {"session", l_session},
+        {"seal", l_seal},
+        {"verify", l_verify},
+        {"health_encode", l_health_encode},
+        {"health_decode", l_health_decode},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);

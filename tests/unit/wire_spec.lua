@@ -159,6 +159,7 @@ describe("wire", function()
     assert_rejected(wire.decode(f:sub(1, 1) .. "X" .. f:sub(3)))
     assert_rejected(wire.decode(f:sub(1, 2) .. "\2" .. f:sub(4)))
     assert_rejected(wire.decode(f:sub(1, 3) .. "\8" .. f:sub(5))) -- 3-7: FORWARD, READ_INDEX, PART, MEMBER, JOIN
+    assert_rejected(wire.decode(f:sub(1, 3) .. "\11" .. f:sub(5))) -- 10: HEALTH
     assert_rejected(wire.decode(f:sub(1, 3) .. "\0" .. f:sub(5)))
   end)
 
@@ -187,6 +188,56 @@ describe("wire", function()
       if d then assert.are.equal("raft", d.kind) end
     end
   end)
+  describe("HEALTH payloads", function()
+    local sample = { seq = 1234567890123, healthy = 0, checks = {
+      { name = "web", passing = 1 }, { name = "db.primary-1_x", passing = 0 } } }
+
+    it("round-trip a node's health and its checks' statuses", function()
+      local p = assert(wire.health_encode(sample))
+      assert.are.equal(8 + 1 + 1 + (1 + 3 + 1) + (1 + 14 + 1), #p)
+      assert.are.same(sample, assert(wire.health_decode(p)))
+      local none = assert(wire.health_decode(assert(wire.health_encode({ seq = 1, healthy = 1 }))))
+      assert.are.same({ seq = 1, healthy = 1, checks = {} }, none)
+      local many = { seq = 2, healthy = 1, checks = {} }
+      for i = 1, 64 do many.checks[i] = { name = ("c%02d"):format(i) .. string.rep("x", 61), passing = 1 } end
+      assert.are.same(many, assert(wire.health_decode(assert(wire.health_encode(many)))))
+      many.checks[65] = { name = "one-more", passing = 1 }
+      assert_rejected(wire.health_encode(many))
+    end)
+
+    it("refuses what a sender could not have meant", function()
+      local p = assert(wire.health_encode(sample))
+      local function at(pos, byte) return p:sub(1, pos - 1) .. string.char(byte) .. p:sub(pos + 1) end
+      assert_rejected(wire.health_decode(""))
+      assert_rejected(wire.health_decode(p:sub(1, -2)))       -- cut short
+      assert_rejected(wire.health_decode(p .. "\0"))          -- a byte too many
+      assert_rejected(wire.health_decode(at(9, 2)))           -- healthy neither 0 nor 1
+      assert_rejected(wire.health_decode(at(10, 3)))          -- more checks than follow
+      assert_rejected(wire.health_decode(at(10, 65)))         -- over the limit
+      assert_rejected(wire.health_decode(at(11, 0)))          -- an empty name
+      assert_rejected(wire.health_decode(at(12, 0x20)))       -- a space in a name
+      assert_rejected(wire.health_decode(at(12, 0)))          -- a NUL in a name
+      assert_rejected(wire.health_decode(at(15, 7)))          -- passing neither 0 nor 1
+      local twice = p:sub(1, 9) .. "\2" .. "\3web\1\3web\0"
+      assert_rejected(wire.health_decode(twice))              -- the same check twice
+      local long = p:sub(1, 9) .. "\1" .. string.char(65) .. string.rep("a", 65) .. "\1"
+      assert_rejected(wire.health_decode(long))               -- a name over 64 bytes
+      assert_rejected(wire.health_encode({ seq = 1, healthy = 1, checks = { { name = "a b", passing = 1 } } }))
+      assert_rejected(wire.health_encode({ seq = 1, healthy = 3 }))
+      math.randomseed(4242)
+      for _ = 1, 3000 do
+        local t = {}
+        for i = 1, math.random(0, 60) do t[i] = string.char(math.random(0, 255)) end
+        local g = table.concat(t)
+        local v = wire.health_decode(g)
+        if v then assert.are.equal(g, wire.health_encode(v)) end
+        local q = at(math.random(1, #p), math.random(0, 255))
+        v = wire.health_decode(q)
+        if v then assert.are.equal(q, wire.health_encode(v)) end
+      end
+    end)
+  end)
+
   describe("version 2 (with a secret)", function()
     local function hex(s)
       return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
@@ -201,11 +252,11 @@ describe("wire", function()
     it("parses the headers of both versions; CHALLENGE and AUTH exist in version 2 only", function()
       local f = wire.frame(2, "x")
       assert.are.same({ 1, 2, 1 }, { wire.header_v(f) })
-      for t = 1, 9 do
+      for t = 1, 10 do -- 10: HEALTH, in both versions
         local v2 = "QC\2" .. string.char(t) .. string.pack(">I4I4", 5, 0)
         assert.are.same({ 2, t, 5 }, { wire.header_v(v2) })
         local v1 = "QC\1" .. string.char(t) .. string.pack(">I4I4", 5, 0)
-        if t <= 7 then
+        if t <= 7 or t == 10 then
           assert.are.same({ 1, t, 5 }, { wire.header_v(v1) })
         else
           assert_rejected(wire.header_v(v1))
@@ -214,7 +265,8 @@ describe("wire", function()
         -- the version-1 reader keeps refusing version 2
         assert_rejected(wire.header(v2))
       end
-      assert_rejected(wire.header_v("QC\2\10" .. string.pack(">I4I4", 0, 0)))
+      assert_rejected(wire.header_v("QC\2\11" .. string.pack(">I4I4", 0, 0)))
+      assert_rejected(wire.header_v("QC\1\11" .. string.pack(">I4I4", 0, 0)))
       assert_rejected(wire.header_v("QC\3\2" .. string.pack(">I4I4", 0, 0)))
       assert_rejected(wire.header_v("QC\2\0" .. string.pack(">I4I4", 0, 0)))
       local v, err = wire.header_v("QC\2\2" .. string.pack(">I4I4", wire.MAX_PAYLOAD + 1, 0))
