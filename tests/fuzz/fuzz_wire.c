@@ -5,7 +5,7 @@
  * before the check and bit 1 the right magic and version, so that mutations
  * reach the decoders instead of dying at the checksum.
  * Properties: no decoder reads out of bounds or leaks; whatever decodes
- * re-encodes to the same bytes (raft, hello, READ_INDEX) or to the same
+ * re-encodes to the same bytes (raft, hello, READ_INDEX, HEALTH) or to the same
  * values (MEMBER, JOIN). Test-only. */
 #include <stdlib.h>
 #include <string.h>
@@ -130,6 +130,18 @@ static void join_payload(const uint8_t *p, size_t len)
     qc_buf_free(&b);
 }
 
+/* HEALTH: decodes, and re-encodes to exactly those bytes. */
+static void health_payload(const uint8_t *p, size_t len)
+{
+    qc_wire_health h;
+    if (qc_wire_decode_health(p, len, &h) != QC_OK) return;
+    FUZZ_CHECK(h.healthy <= 1 && h.n_checks <= QC_WIRE_HEALTH_CHECKS);
+    qc_buf b = {0};
+    FUZZ_CHECK(qc_wire_encode_health(&h, &b) == QC_OK);
+    FUZZ_CHECK(b.len == len && memcmp(b.data, p, len) == 0);
+    qc_buf_free(&b);
+}
+
 /* PART: 0 to go on, -1 when the stream must be dropped (as net.c does). */
 static int part_payload(qc_buf *part, const uint8_t *p, size_t len)
 {
@@ -152,6 +164,7 @@ static int frame(qc_buf *part, uint8_t type, const uint8_t *p, size_t len)
     case QC_FRAME_READ_INDEX: read_index_payload(p, len); return 0;
     case QC_FRAME_MEMBER: member_payload(p, len); return 0;
     case QC_FRAME_JOIN: join_payload(p, len); return 0;
+    case QC_FRAME_HEALTH: health_payload(p, len); return 0;
     default: return -1;
     }
 }
@@ -177,7 +190,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint8_t type;
         uint32_t plen;
         if (qc_wire_header(h, &type, &plen) != QC_OK) break;
-        FUZZ_CHECK(type >= QC_FRAME_HELLO && type <= QC_FRAME_JOIN);
+        FUZZ_CHECK((type >= QC_FRAME_HELLO && type <= QC_FRAME_JOIN) || type == QC_FRAME_HEALTH);
         FUZZ_CHECK(plen <= QC_WIRE_MAX_PAYLOAD);
         if (len - off - QC_WIRE_HEADER < plen) break; /* the rest has not arrived */
         if (flags & 1) put_be32(h + 8, qc_crc32c(0, h + QC_WIRE_HEADER, plen));

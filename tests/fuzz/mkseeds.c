@@ -127,6 +127,19 @@ static void wire_seeds(qc_buf *members_data)
     ok(qc_join_answer_encode(&a, &p), "answer");
     ok(qc_wire_encode_frame(QC_FRAME_JOIN, p.data, p.len, &b), "join frame");
     seed("wire", "member_and_join", 1, b.data, b.len);
+    b.len = 0;
+    /* HEALTH: a healthy node with no checks, an unhealthy one with two */
+    p.len = 0;
+    ok(qc_wire_encode_health(&(qc_wire_health){.seq = 1, .healthy = 1}, &p), "health");
+    ok(qc_wire_encode_frame(QC_FRAME_HEALTH, p.data, p.len, &b), "health frame");
+    p.len = 0;
+    qc_wire_health h = {.seq = 2, .n_checks = 2};
+    strcpy(h.checks[0].name, "web");
+    h.checks[0].passing = 1;
+    strcpy(h.checks[1].name, "db.primary");
+    ok(qc_wire_encode_health(&h, &p), "health");
+    ok(qc_wire_encode_frame(QC_FRAME_HEALTH, p.data, p.len, &b), "health frame");
+    seed("wire", "health", 1, b.data, b.len);
     qc_members_free(&ms);
     qc_buf_free(&p);
     qc_buf_free(&cmd);
