@@ -94,6 +94,7 @@ void qc_agent_member_clear(member *m)
     free(m->host);
     free(m->conf_metadata);
     free(m->metadata);
+    free(m->checks);
     memset(m, 0, sizeof *m);
 }
 
@@ -120,6 +121,7 @@ static void member_info(qc_agent *a, const member *m, qc_peer_info *out)
         .voter = m->voting,
         .priority = m->priority,
     };
+    qc_peerhealth_info(a, m, out);
 }
 
 /* Fills out for id; returns NULL when id is nobody we know. */
@@ -223,6 +225,7 @@ static void self_info(qc_agent *a, qc_peer_info *out)
         .is_self = 1,
         .priority = a->cfg.priority,
     };
+    qc_peerhealth_self(a, out);
 }
 
 static void view_self(void *ud, qc_peer_info *out) { self_info(ud, out); }
@@ -395,6 +398,7 @@ void qc_agent_health_changed(qc_agent *a, int healthy, const qc_check_info *chec
     /* An unhealthy node stops standing for election; a leader hands over. */
     qc_raft_set_healthy(a->raft, healthy, qc_now_ms());
     qc_agent_kick(a);
+    qc_peerhealth_changed(a);
     qc_agent_fire(a, &(qc_hook_event){.hook = "on_health_change",
                                       .has_health = 1,
                                       .healthy = healthy,
@@ -407,6 +411,9 @@ static void on_health_change(void *ud, int healthy, const qc_check_info *check)
 {
     qc_agent_health_changed(ud, healthy, check);
 }
+
+/* A check's status changed, the node's health maybe not: peers see it. */
+static void on_check_change(void *ud) { qc_peerhealth_changed(ud); }
 
 /* A lua check's run goes through the Lua host's queue. */
 static int run_lua_check(void *ud, size_t index, uint64_t run)
@@ -424,7 +431,10 @@ static void on_lua_check_done(void *ud, size_t index, uint64_t run, int ok, cons
 
 static int start_health(qc_agent *a)
 {
-    qc_health_callbacks cb = {.ud = a, .on_change = on_health_change, .run_lua = run_lua_check};
+    qc_health_callbacks cb = {.ud = a,
+                              .on_change = on_health_change,
+                              .on_check = on_check_change,
+                              .run_lua = run_lua_check};
     int rc = qc_health_new(a->loop, a->cfg.checks, a->cfg.n_checks, &cb, a->metrics, &a->health);
     if (rc != QC_OK) return rc;
     qc_lua_set_check_done(a->lua, on_lua_check_done, a);
@@ -673,6 +683,7 @@ static void on_link(void *ud, uint64_t peer, int up)
     qc_log(up ? QC_LOG_INFO : QC_LOG_WARN, "net", "peer %s is %s", m->identifier,
            up ? "reachable" : "unreachable");
     qc_metrics_set(a->metrics, "qcluster_peer_up", "peer", m->identifier, up);
+    qc_peerhealth_link(a, m, up);
     qc_raft_link(a->raft, peer, up ? QC_LINK_UP : QC_LINK_DOWN, qc_now_ms());
     qc_peer_info p;
     member_info(a, m, &p);
@@ -897,6 +908,7 @@ static void on_frame(void *ud, uint64_t peer, int type, const uint8_t *data, siz
     if (type == QC_FRAME_FORWARD) on_forward(ud, peer, data, len);
     if (type == QC_FRAME_READ_INDEX) on_read_index(ud, peer, data, len);
     if (type == QC_FRAME_MEMBER) qc_membership_on_frame(ud, peer, data, len);
+    if (type == QC_FRAME_HEALTH) qc_peerhealth_on_frame(ud, peer, data, len);
 }
 
 static int open_replica(qc_agent *a)
@@ -1019,6 +1031,7 @@ static void close_agent(qc_agent *a)
     if (a->loop) {
         ev_timer_stop(a->loop, &a->raft_timer);
         ev_timer_stop(a->loop, &a->member_timer);
+        qc_peerhealth_stop(a);
         ev_prepare_stop(a->loop, &a->batch);
         ev_signal_stop(a->loop, &a->sig_term);
         ev_signal_stop(a->loop, &a->sig_int);
@@ -1180,6 +1193,7 @@ int qc_agent_start(qc_agent *a, struct ev_loop *loop, int signals)
     if (rc == QC_OK) rc = start_services(a);
     if (rc == QC_OK) rc = start_health(a);
     if (rc != QC_OK) return rc;
+    qc_peerhealth_start(a);
     if (signals) start_signals(a);
     a->quiet_until = qc_raft_commit(a->raft); /* replayed changes fire no hooks again */
     /* What was applied before the restart: the membership at the applied

@@ -1,7 +1,7 @@
-/* Private to the agent's two files: agent.c (the loop, raft I/O, transfers,
- * the views, the life cycle) and membership.c (the replicated member list
- * and what this node does for it). No other module includes it: they go
- * through agent.h and qc_view. Every function here runs on the loop thread. */
+/* Private to the agent's files: agent.c (the loop, raft I/O, transfers,
+ * the views, the life cycle), membership.c (the replicated member list
+ * and what this node does for it) and peerhealth.c (every member's health). No other module
+ * includes it: they go through agent.h and qc_view. Every function here runs on the loop thread. */
 #ifndef QC_AGENT_INTERNAL_H
 #define QC_AGENT_INTERNAL_H
 
@@ -40,6 +40,13 @@ typedef struct member {
     int told_removed;    /* a leader told it it was removed */
     int tell_tries;
     int removed; /* no list names it: hidden from reads, kept until dropped (told) */
+    /* Its health as its last HEALTH frame said (peerhealth.c); health_at
+     * is when that came (ms), 0 while unknown (never told, or its link
+     * went down since). */
+    int healthy;
+    uint64_t health_at, health_seq;
+    qc_peer_check *checks; /* owned, n_checks of them */
+    size_t n_checks;
 } member;
 
 /* A membership request of this node's API or Lua, answered once the
@@ -67,6 +74,12 @@ struct qc_agent {
     qc_api *api;
     qc_health *health; /* this node's checks (NULL before the start) */
     int healthy;       /* every check passes (always with none) */
+    /* Spreading it (peerhealth.c): a HEALTH frame to every peer on each
+     * change, on each new link and every election timeout. */
+    ev_timer health_timer;
+    uint64_t health_seq;                              /* the last frame's */
+    qc_wire_health health_out;                        /* what the last frame said */
+    qc_peer_check self_checks[QC_WIRE_HEALTH_CHECKS]; /* self_info's copy */
     member *members;
     size_t n_members;
     uint64_t self_id;
@@ -137,6 +150,26 @@ const char *qc_agent_name_of(qc_agent *a, uint64_t id);
  * called) when the core refused. */
 int qc_agent_start_transfer(qc_agent *a, uint64_t target, int reason, qc_transfer_done_fn *done,
                             void *arg);
+
+/* ---- peerhealth.c, for agent.c ------------------------------------------ */
+
+/* Starts the periodic HEALTH frames (the agent has started). */
+void qc_peerhealth_start(qc_agent *a);
+/* Stops them (the agent closes). */
+void qc_peerhealth_stop(qc_agent *a);
+/* This node's health or a check's status may have changed: every peer is
+ * told at once when what it was last told differs. */
+void qc_peerhealth_changed(qc_agent *a);
+/* The link to m came up (tell it now) or went down (its health is
+ * unknown until it tells again). */
+void qc_peerhealth_link(qc_agent *a, member *m, int up);
+/* A HEALTH frame from peer (net's on_frame): refused and counted when
+ * malformed, ignored when older than the last one taken. */
+void qc_peerhealth_on_frame(qc_agent *a, uint64_t peer, const uint8_t *data, size_t len);
+/* Fills p's healthy and checks for m as this node knows them now. */
+void qc_peerhealth_info(const qc_agent *a, const member *m, qc_peer_info *p);
+/* Fills p's healthy and checks for this node (checks copied into a). */
+void qc_peerhealth_self(qc_agent *a, qc_peer_info *p);
 
 /* ---- membership.c, for agent.c ------------------------------------------ */
 

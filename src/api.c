@@ -472,6 +472,7 @@ static int leader_json(conn *c, yajl_gen g)
     qc_json_key(g, "metadata");
     qc_json_raw_object(g, p.metadata);
     qc_json_key_int(g, "priority", p.priority);
+    qc_json_key_bool(g, "healthy", p.healthy);
     qc_json_key_int(g, "term", (long long)term_now(c->api));
     yajl_gen_map_close(g);
     return 200;
@@ -523,10 +524,27 @@ static void h_status(conn *c, const req *r)
     yajl_gen_free(g);
 }
 
+static int query_get(const req *r, const char *name, char *out, size_t cap);
+
+/* ?healthy=true|false: 1 or 0; -1 for every member; -2 for anything else. */
+static int healthy_filter(const req *r)
+{
+    char v[8];
+    int has = query_get(r, "healthy", v, sizeof v);
+    if (has == 0) return -1;
+    if (has > 0 && strcmp(v, "true") == 0) return 1;
+    if (has > 0 && strcmp(v, "false") == 0) return 0;
+    return -2;
+}
+
 static void h_members(conn *c, const req *r)
 {
-    (void)r;
     qc_api *a = c->api;
+    int want = healthy_filter(r);
+    if (want == -2) {
+        respond_error(c, 400, "healthy must be true or false", NULL);
+        return;
+    }
     yajl_gen g = yajl_gen_alloc(NULL);
     if (!g) {
         conn_close(c);
@@ -537,10 +555,13 @@ static void h_members(conn *c, const req *r)
     if (!self.role && a->view->role) self.role = a->view->role(a->view->ud);
     self.up = 1;
     self.is_self = 1;
+    /* Before the agent provides health, this node is as healthy as it says. */
+    if (a->view->healthy) self.healthy = a->view->healthy(a->view->ud);
     yajl_gen_array_open(g);
-    qc_json_peer(g, &self, 1);
+    if (want < 0 || !self.healthy == !want) qc_json_peer(g, &self, 1);
     size_t n = peers_now(a, buf, &list);
-    for (size_t i = 0; i < n; i++) qc_json_peer(g, &list[i], 1);
+    for (size_t i = 0; i < n; i++)
+        if (want < 0 || !list[i].healthy == !want) qc_json_peer(g, &list[i], 1);
     if (list != buf) free(list);
     yajl_gen_array_close(g);
     respond_json_gen(c, 200, g, NULL);

@@ -48,8 +48,9 @@ static const char usage_text[] =
     "  check CONFIG           validate a config and exit\n"
     "  status                 this agent's view: role, term, leader, peers\n"
     "  leader                 the leader (exit 3 when none is known)\n"
-    "  members                every member: role, reachability, voter, priority,\n"
-    "                         address, metadata\n"
+    "  members                every member: role, reachability, health (no:\n"
+    "                         and its failing checks), voter, priority, address,\n"
+    "                         metadata\n"
     "  transfer [IDENTIFIER]  hand leadership to that peer, or the best one\n"
     "                         (exit 3 when there is no such peer)\n"
     "  join HOST:PORT [HOST:PORT ...]\n"
@@ -315,7 +316,31 @@ static int cmd_leader(const opts *o)
     return get_and_print(o, "/v1/leader", print_leader, 503, "no leader");
 }
 
-enum { COL_ID, COL_ROLE, COL_UP, COL_VOTER, COL_PRIORITY, COL_ADDR, COL_META, NCOLS };
+enum { COL_ID, COL_ROLE, COL_UP, COL_HEALTH, COL_VOTER, COL_PRIORITY, COL_ADDR, COL_META, NCOLS };
+
+/* "yes", "no", or "no:" and the failing checks' names ("no:web,db"); a
+ * name that is not printable text shows as "?". */
+static const char *health_cell(yajl_val p, char *tmp, size_t cap)
+{
+    if (is_true(p, "healthy")) return "yes";
+    yajl_val checks = qc_json_get(p, "checks");
+    size_t len = (size_t)snprintf(tmp, cap, "no");
+    const char *sep = ":";
+    for (size_t i = 0; checks && YAJL_IS_ARRAY(checks) && i < checks->u.array.len; i++) {
+        yajl_val k = checks->u.array.values[i];
+        const char *name = qc_json_get_str(k, "name"), *st = qc_json_get_str(k, "status");
+        if (!st || strcmp(st, "passing") == 0) continue;
+        if (!name || !qc_json_is_printable((const uint8_t *)name, strlen(name))) name = "?";
+        int k_len = snprintf(tmp + len, cap - len, "%s%s", sep, name);
+        if (k_len < 0 || (size_t)k_len >= cap - len) { /* too long: cut, and say so */
+            snprintf(tmp + cap - 4, 4, "...");
+            break;
+        }
+        len += (size_t)k_len;
+        sep = ",";
+    }
+    return tmp;
+}
 
 /* One table cell; *buf is a malloc'd string or NULL when cell is static. */
 static const char *member_cell(yajl_val p, int col, char *tmp, size_t cap, char **buf)
@@ -325,6 +350,7 @@ static const char *member_cell(yajl_val p, int col, char *tmp, size_t cap, char 
     case COL_ID: return str_or(p, "identifier", "?");
     case COL_ROLE: return str_or(p, "role", "?");
     case COL_UP: return is_true(p, "up") ? "yes" : "no";
+    case COL_HEALTH: return health_cell(p, tmp, cap);
     case COL_VOTER: return is_true(p, "voter") ? "yes" : "no";
     case COL_PRIORITY: return num_text(qc_json_get(p, "priority"));
     case COL_ADDR:
@@ -337,8 +363,8 @@ static const char *member_cell(yajl_val p, int col, char *tmp, size_t cap, char 
 /* The answer must be an array of members. */
 static int print_members(yajl_val list)
 {
-    static const char *const heads[NCOLS] = {"IDENTIFIER", "ROLE",    "UP",      "VOTER",
-                                             "PRIORITY",   "ADDRESS", "METADATA"};
+    static const char *const heads[NCOLS] = {"IDENTIFIER", "ROLE",     "UP",      "HEALTH",
+                                             "VOTER",      "PRIORITY", "ADDRESS", "METADATA"};
     if (!YAJL_IS_ARRAY(list)) return -1;
     size_t w[NCOLS], n = list->u.array.len;
     char tmp[300], *buf;

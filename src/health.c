@@ -195,6 +195,7 @@ static void result(check *c, int pass)
     int was = h->healthy;
     h->healthy = all_passing(h);
     publish(c);
+    if (changed && h->cb.on_check) h->cb.on_check(h->cb.ud);
     if (!changed || was == h->healthy) return;
     qc_log(h->healthy ? QC_LOG_INFO : QC_LOG_WARN, "health", "this node is now %s",
            h->healthy ? "healthy" : "unhealthy");

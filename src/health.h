@@ -28,10 +28,15 @@ typedef void qc_health_change_fn(void *ud, int healthy, const qc_check_info *che
  * it cannot be started (the run then fails at once). */
 typedef int qc_health_lua_fn(void *ud, size_t index, uint64_t run);
 
+/* A check's status changed (the node's health maybe not: then before
+ * on_change). Same rules as qc_health_change_fn. */
+typedef void qc_health_check_fn(void *ud);
+
 typedef struct qc_health_callbacks {
     void *ud;
     qc_health_change_fn *on_change;
-    qc_health_lua_fn *run_lua; /* NULL: lua checks fail */
+    qc_health_check_fn *on_check; /* NULL: not told */
+    qc_health_lua_fn *run_lua;    /* NULL: lua checks fail */
 } qc_health_callbacks;
 
 /* Creates the runner for n checks (the array and its strings must outlive

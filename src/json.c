@@ -401,6 +401,20 @@ int qc_json_raw_object(yajl_gen g, const char *text)
     return rc;
 }
 
+/* "checks": [{"name", "status"}] as the member last told (empty: unknown). */
+static int peer_checks(yajl_gen g, const qc_peer_info *p)
+{
+    int rc = qc_json_key(g, "checks");
+    if (!rc) rc = gen_rc(yajl_gen_array_open(g));
+    for (size_t i = 0; !rc && p->checks && i < p->n_checks; i++) {
+        rc = gen_rc(yajl_gen_map_open(g));
+        if (!rc) rc = qc_json_key_str(g, "name", p->checks[i].name);
+        if (!rc) rc = qc_json_key_str(g, "status", p->checks[i].passing ? "passing" : "failing");
+        if (!rc) rc = gen_rc(yajl_gen_map_close(g));
+    }
+    return rc ? rc : gen_rc(yajl_gen_array_close(g));
+}
+
 int qc_json_peer(yajl_gen g, const qc_peer_info *p, int with_state)
 {
     int rc = gen_rc(yajl_gen_map_open(g));
@@ -414,6 +428,8 @@ int qc_json_peer(yajl_gen g, const qc_peer_info *p, int with_state)
         if (!rc) rc = qc_json_key_bool(g, "up", p->up);
         if (!rc) rc = qc_json_key_bool(g, "voter", p->voter);
         if (!rc) rc = qc_json_key_int(g, "priority", p->priority);
+        if (!rc) rc = qc_json_key_bool(g, "healthy", p->healthy);
+        if (!rc) rc = peer_checks(g, p);
     }
     return rc ? rc : gen_rc(yajl_gen_map_close(g));
 }

@@ -28,8 +28,8 @@ int qc_json_key(yajl_gen g, const char *key);
 int qc_json_val(yajl_gen g, yajl_val v);
 /* Parses text and emits it; text that is not a JSON object becomes {}. */
 int qc_json_raw_object(yajl_gen g, const char *text);
-/* A Peer {identifier, host, port, metadata}; with_state adds role, up, voter
- * and priority. */
+/* A Peer {identifier, host, port, metadata}; with_state adds role, up, voter,
+ * priority, healthy and checks ([{name, status}]). */
 int qc_json_peer(yajl_gen g, const qc_peer_info *p, int with_state);
 
 /* A KV entry {"key", "value", "revision"}. When the key or the value is not

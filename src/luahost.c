@@ -208,12 +208,12 @@ static void push_metadata(lua_State *L, const char *text)
     lua_newtable(L); /* the view's metadata is always an object; be safe */
 }
 
-/* A Peer table; extended adds the member's state: up, role, voter and
- * priority. */
+/* A Peer table (with healthy, as this node knows it); extended adds the
+ * member's state: up, role, voter and priority. */
 static void push_peer(lua_State *L, const qc_peer_info *p, int extended)
 {
     luaL_checkstack(L, 4, NULL);
-    lua_createtable(L, 0, extended ? 8 : 4);
+    lua_createtable(L, 0, extended ? 9 : 5);
     lua_pushstring(L, p->identifier ? p->identifier : "");
     lua_setfield(L, -2, "identifier");
     lua_pushstring(L, p->host ? p->host : "");
@@ -222,6 +222,8 @@ static void push_peer(lua_State *L, const qc_peer_info *p, int extended)
     lua_setfield(L, -2, "port");
     push_metadata(L, p->metadata);
     lua_setfield(L, -2, "metadata");
+    lua_pushboolean(L, p->healthy);
+    lua_setfield(L, -2, "healthy");
     if (!extended) return;
     lua_pushboolean(L, p->up);
     lua_setfield(L, -2, "up");
@@ -263,6 +265,8 @@ static int put_peer(char **cur, qc_peer_info *dst, const qc_peer_info *src)
     dst->host = put_str(cur, src->host);
     dst->metadata = put_str(cur, src->metadata);
     dst->role = put_str(cur, src->role);
+    dst->checks = NULL; /* not part of hook events: they would outlive them */
+    dst->n_checks = 0;
     return 1;
 }
 

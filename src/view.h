@@ -8,6 +8,13 @@
 
 #include "kv.h" /* QC_KV_... statuses */
 
+/* A member's check as its HEALTH frames tell it (README "Health checks"). */
+#define QC_PEER_CHECK_NAME 64 /* the longest name the config allows */
+typedef struct qc_peer_check {
+    char name[QC_PEER_CHECK_NAME + 1];
+    int passing;
+} qc_peer_check;
+
 typedef struct qc_peer_info {
     const char *identifier;
     const char *host;
@@ -18,6 +25,11 @@ typedef struct qc_peer_info {
     int voter;
     int is_self;
     int priority; /* 0 never leads; higher is preferred */
+    /* Known healthy: self by its own checks; another member when it told
+     * this node so recently over a live link (unknown counts as not). */
+    int healthy;
+    const qc_peer_check *checks; /* its checks as last told; NULL when unknown */
+    size_t n_checks;
 } qc_peer_info;
 
 /* One of this node's health checks as the API and Lua show it. Strings are

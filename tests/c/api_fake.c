@@ -56,11 +56,15 @@ typedef struct fake {
     struct member_op *mslow, **mslow_tail;
 } fake;
 
+/* server_a (self) and server_b are healthy, server_c is down and so
+ * of unknown health (not healthy), with the checks it last told. */
+static const qc_peer_check a_checks[] = {{"web", 1}, {"disk.free", 1}};
+static const qc_peer_check c_checks[] = {{"web", 0}};
 static const qc_peer_info members[] = {
-    {"server_a", "localhost", 7001, "{}", "follower", 1, 1, 1, 1},
+    {"server_a", "localhost", 7001, "{}", "follower", 1, 1, 1, 1, 1, a_checks, 2},
     {"server_b", "localhost", 7002, "{\"server_port\":8002,\"tags\":[\"a\",\"b\"]}", "leader", 1, 1,
-     0, 2},
-    {"server_c", "localhost", 7003, "not json", "follower", 0, 1, 0, 0},
+     0, 2, 1, NULL, 0},
+    {"server_c", "localhost", 7003, "not json", "follower", 0, 1, 0, 0, 0, c_checks, 1},
 };
 
 static int f_is_leader(void *ud)

@@ -68,6 +68,7 @@ describe("qc_api", function()
     assert.are.equal("server_b", j.identifier)
     assert.are.equal(7002, j.port)
     assert.are.equal(2, j.priority)
+    assert.is_true(j.healthy) -- the leader's health as this node knows it
     -- metadata is embedded as an object, not a string
     assert.are.equal("table", type(j.metadata))
     assert.are.same({ "a", "b" }, j.metadata.tags)
@@ -89,6 +90,30 @@ describe("qc_api", function()
       assert.is_number(m.priority)
     end
     assert.are.same({ 1, 2, 0 }, { j[1].priority, j[2].priority, j[3].priority })
+  end)
+
+  it("GET /v1/members carries each member's health and checks; ?healthy= filters", function()
+    local status, _, _, j = request(port, "GET", "/v1/members")
+    assert.are.equal(200, status)
+    assert.are.same({ true, true, false }, { j[1].healthy, j[2].healthy, j[3].healthy })
+    assert.are.same({ { name = "web", status = "passing" }, { name = "disk.free", status = "passing" } },
+      j[1].checks)
+    assert.are.same({ { name = "web", status = "failing" } }, j[3].checks)
+    -- an empty list is a JSON list, not an object
+    local _, _, body = request(port, "GET", "/v1/members")
+    assert.matches('"identifier":"server_b".-"checks":%[%]', body)
+    local _, _, _, h = request(port, "GET", "/v1/members?healthy=true")
+    assert.are.same({ "server_a", "server_b" }, { h[1].identifier, h[2].identifier, h[3] })
+    local _, _, _, u = request(port, "GET", "/v1/members?healthy=false")
+    assert.are.same({ "server_c" }, { u[1].identifier, u[2] })
+    for _, q in ipairs({ "healthy=yes", "healthy", "healthy=", "healthy=truex" }) do
+      local st, _, _, e = request(port, "GET", "/v1/members?" .. q)
+      assert.are.equal(400, st, q)
+      assert.matches("healthy must be true or false", e.error)
+    end
+    local st, _, _, l = request(port, "GET", "/v1/status")
+    assert.are.equal(200, st)
+    assert.are.same({ true, false }, { l.peers[1].healthy, l.peers[2].healthy })
   end)
 
   it("a long-poll returns as soon as the leader changes", function()

@@ -85,10 +85,11 @@ describe("qcluster CLI", function()
     local lines = {}
     for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
     assert.are.equal(4, #lines)
-    assert.matches("^IDENTIFIER%s+ROLE%s+UP%s+VOTER%s+PRIORITY%s+ADDRESS%s+METADATA$", lines[1])
-    assert.matches("^server_a%s+follower%s+yes%s+yes%s+1%s+localhost:7001%s+{}$", lines[2])
-    assert.matches("^server_b%s+follower%s+yes%s+yes%s+2%s+localhost:7002%s+{", lines[3])
-    assert.matches("^server_c%s+follower%s+no%s+yes%s+0%s+localhost:7003", lines[4])
+    assert.matches("^IDENTIFIER%s+ROLE%s+UP%s+HEALTH%s+VOTER%s+PRIORITY%s+ADDRESS%s+METADATA$", lines[1])
+    assert.matches("^server_a%s+follower%s+yes%s+yes%s+yes%s+1%s+localhost:7001%s+{}$", lines[2])
+    assert.matches("^server_b%s+follower%s+yes%s+yes%s+yes%s+2%s+localhost:7002%s+{", lines[3])
+    -- not healthy: its failing checks follow
+    assert.matches("^server_c%s+follower%s+no%s+no:web%s+yes%s+0%s+localhost:7003", lines[4])
     -- columns line up
     assert.are.equal(lines[1]:find("PRIORITY"), lines[4]:find("0 "))
     assert.are.equal(lines[1]:find("ADDRESS"), lines[2]:find("localhost"))
