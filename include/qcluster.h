@@ -45,6 +45,8 @@ typedef struct qc_peer {
     int up;         /* reachable now */
     int voter;
     int priority;   /* 0 never leads */
+    int healthy;    /* its health checks pass, as the node asked knows it
+                       (README "Health checks"); unknown counts as not */
 } qc_peer;
 
 /* Frees p and its strings; NULL is allowed. */
@@ -96,6 +98,12 @@ typedef struct qc_event {
     const uint8_t *value;            /* NULL for a delete */
     size_t vlen;
     uint64_t revision;
+    /* on_health_change: this node's health now, and the check whose change
+     * did it (its status, "passing" or "failing", and its output). */
+    int healthy;
+    const char *check; /* NULL for other events */
+    const char *status;
+    const char *output;
 } qc_event;
 typedef void qc_event_fn(qc_node *node, const qc_event *ev, void *arg);
 
@@ -152,6 +160,26 @@ int qc_client_get_leader_info(qc_client *c, qc_peer **out);
  * the agent knew at the call, on the API's long-poll (300 s at most); then
  * answers as qc_client_get_leader_info. */
 int qc_client_wait_for_leader_change(qc_client *c, double timeout, qc_peer **out);
+
+/* One of the agent's health checks (GET /v1/checks). */
+typedef struct qc_check {
+    char *name;
+    char *kind; /* "exec", "http", "tcp", "ttl", "lua" */
+    int passing;
+    char *output; /* its last run's output (capped) */
+    double since; /* wall-clock seconds of its last change of status */
+} qc_check;
+/* The agent's checks: *out, *n of them (free with qc_client_checks_free).
+ * QC_EIO when it cannot be asked, QC_EINVAL for an answer that is not a
+ * list of checks. */
+int qc_client_checks(qc_client *c, qc_check **out, size_t *n);
+void qc_client_checks_free(qc_check *list, size_t n);
+/* A ttl check's report (PUT /v1/checks/NAME/pass|fail), output kept as
+ * its output (NULL: none). QC_ENOTFOUND no such check; QC_EINVAL not a ttl
+ * check, or a name the config could not have; QC_EIO otherwise (refused,
+ * unreachable). */
+int qc_client_check_pass(qc_client *c, const char *name, const char *output);
+int qc_client_check_fail(qc_client *c, const char *name, const char *output);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@ one request a connection.
 import http.client
 import json
 import os
+import re
 import socket
 import time
 
@@ -19,6 +20,9 @@ DEFAULT_API = "127.0.0.1:8001"
 MAX_WAIT = 300
 
 
+_CHECK_NAME = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
+
+
 class QClusterError(Exception):
     """The agent could not be asked, or answered with an error."""
 
@@ -26,10 +30,12 @@ class QClusterError(Exception):
 class Peer:
     """A member of the cluster as in the original SDK (host, port,
     identifier, metadata), plus role and up; term for a leader, voter and
-    priority for a member. What the answer did not say is None."""
+    priority for a member; healthy (its health checks pass, as the agent
+    asked knows it) and, for a member, checks (a list of {"name",
+    "status"}). What the answer did not say is None."""
 
     def __init__(self, identifier, host, port, metadata=None, role=None, up=None, term=None,
-                 voter=None, priority=None):
+                 voter=None, priority=None, healthy=None, checks=None):
         self.identifier = identifier
         self.host = host
         self.port = port
@@ -39,6 +45,8 @@ class Peer:
         self.term = term
         self.voter = voter
         self.priority = priority
+        self.healthy = healthy
+        self.checks = checks
 
     def __eq__(self, other):
         if not isinstance(other, Peer):
@@ -49,8 +57,9 @@ class Peer:
         return hash((self.identifier, self.host, self.port))
 
     def __repr__(self):
-        return "Peer(identifier={!r}, host={!r}, port={!r}, metadata={!r}, role={!r}, up={!r})".format(
-            self.identifier, self.host, self.port, self.metadata, self.role, self.up)
+        return ("Peer(identifier={!r}, host={!r}, port={!r}, metadata={!r}, role={!r}, up={!r}, "
+                "healthy={!r})").format(self.identifier, self.host, self.port, self.metadata,
+                                        self.role, self.up, self.healthy)
 
 
 class _DeadlineSocket(socket.socket):
@@ -132,12 +141,16 @@ class QCluster:
     def _get(self, path, timeout=None):
         """(status, decoded JSON) of GET path; QClusterError when the agent
         cannot be asked or the answer is not JSON."""
+        return self._call("GET", path, None, timeout)
+
+    def _call(self, method, path, body, timeout=None):
+        """(status, decoded JSON) of method path with body (bytes or None)."""
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = "Bearer " + self.token
         conn = _Connection(self.host, self.port, time.monotonic() + (timeout or self.timeout))
         try:
-            conn.request("GET", path, headers=headers)
+            conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
             status, body = resp.status, resp.read()
         except (OSError, http.client.HTTPException) as e:
@@ -168,15 +181,48 @@ class QCluster:
         leader, peers, commit_index."""
         return self._get_ok("/v1/status")
 
-    def members(self):
-        """Every member, this agent first, as a Peer with role, up, voter and
-        priority (GET /v1/members)."""
-        members = self._get_ok("/v1/members", list)
+    def members(self, healthy=None):
+        """Every member, this agent first, as a Peer with role, up, voter,
+        priority, healthy and checks (GET /v1/members); healthy=True (or
+        False) lists only the members known healthy (or not), for
+        discovery."""
+        if healthy not in (None, True, False):
+            raise ValueError("healthy must be True, False or None")
+        query = "" if healthy is None else "?healthy=" + ("true" if healthy else "false")
+        members = self._get_ok("/v1/members" + query, list)
         if not all(isinstance(m, dict) for m in members):
             raise self._bad_answer()
         return [Peer(m.get("identifier"), m.get("host"), m.get("port"), m.get("metadata"),
                      role=m.get("role"), up=m.get("up"), voter=m.get("voter"),
-                     priority=m.get("priority")) for m in members]
+                     priority=m.get("priority"), healthy=m.get("healthy"),
+                     checks=m.get("checks")) for m in members]
+
+    def checks(self):
+        """This agent's health checks (GET /v1/checks): a list of dicts with
+        name, kind, status ("passing" or "failing"), output and since."""
+        checks = self._get_ok("/v1/checks", list)
+        if not all(isinstance(k, dict) for k in checks):
+            raise self._bad_answer()
+        return checks
+
+    def _report(self, name, verdict, output):
+        if not isinstance(name, str) or not _CHECK_NAME.match(name):
+            raise ValueError("bad check name {!r}".format(name))
+        body = (output or "").encode("utf-8") if not isinstance(output, bytes) else output
+        status, v = self._call("PUT", "/v1/checks/{}/{}".format(name, verdict), body)
+        if status != 200:
+            msg = v.get("error") if isinstance(v, dict) else None
+            raise QClusterError("agent at {} answered HTTP {}: {}".format(self.api, status, msg))
+
+    def check_pass(self, name, output=None):
+        """Reports a pass of the ttl check name (PUT /v1/checks/NAME/pass);
+        output is kept as its output. QClusterError when refused (no such
+        check: HTTP 404; not a ttl check: 409; no token: 401)."""
+        self._report(name, "pass", output)
+
+    def check_fail(self, name, output=None):
+        """Reports a failure of the ttl check name, as check_pass."""
+        self._report(name, "fail", output)
 
     def is_leader(self):
         """True when the agent this client asks is the leader."""
@@ -193,7 +239,7 @@ class QCluster:
             raise QClusterError("agent at {} answered HTTP {}: {}".format(self.api, status, msg))
         return Peer(v["identifier"], v.get("host"), v.get("port"), v.get("metadata"),
                     role="leader", up=True, voter=True, priority=v.get("priority"),
-                    term=v.get("term"))
+                    term=v.get("term"), healthy=v.get("healthy"))
 
     def get_leader_info(self):
         """The leader the agent knows, as a Peer; None when no leader is

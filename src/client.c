@@ -389,7 +389,7 @@ static char *dup_str(yajl_val v, const char *key)
 static int leader_peer(yajl_val v, qc_peer **out)
 {
     yajl_val port = qc_json_get(v, "port"), meta = qc_json_get(v, "metadata");
-    yajl_val priority = qc_json_get(v, "priority");
+    yajl_val priority = qc_json_get(v, "priority"), healthy;
     if (!qc_json_get_str(v, "identifier") || !port || !YAJL_IS_INTEGER(port)) return QC_EINVAL;
     char *id = dup_str(v, "identifier"), *host = dup_str(v, "host"), *role = strdup("leader");
     char *mtext = NULL;
@@ -403,15 +403,16 @@ static int leader_peer(yajl_val v, qc_peer **out)
         free(mtext);
         return rc == QC_OK ? QC_ENOMEM : rc;
     }
-    *p = (qc_peer){
-        .identifier = id,
-        .host = host,
-        .port = (int)YAJL_GET_INTEGER(port),
-        .metadata = mtext,
-        .role = role,
-        .up = 1,
-        .voter = 1,
-        .priority = priority && YAJL_IS_INTEGER(priority) ? (int)YAJL_GET_INTEGER(priority) : -1};
+    *p = (qc_peer){.identifier = id,
+                   .host = host,
+                   .port = (int)YAJL_GET_INTEGER(port),
+                   .metadata = mtext,
+                   .role = role,
+                   .up = 1,
+                   .voter = 1,
+                   .priority =
+                       priority && YAJL_IS_INTEGER(priority) ? (int)YAJL_GET_INTEGER(priority) : -1,
+                   .healthy = (healthy = qc_json_get(v, "healthy")) && YAJL_IS_TRUE(healthy)};
     *out = p;
     return QC_OK;
 }
@@ -467,4 +468,96 @@ int qc_client_wait_for_leader_change(qc_client *c, double timeout, qc_peer **out
     snprintf(path, sizeof path, "/v1/leader?wait=%.3f&term=%llu", timeout, term);
     /* The agent holds the request up to timeout; then the usual bound. */
     return leader_at(c, path, (int)(timeout * 1000) + QC_HTTP_TIMEOUT_MS, out);
+}
+
+/* ---------- health checks ---------- */
+
+void qc_client_checks_free(qc_check *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++) {
+        free(list[i].name);
+        free(list[i].kind);
+        free(list[i].output);
+    }
+    free(list);
+}
+
+/* One check of a /v1/checks answer into *k; QC_EINVAL when it is not one. */
+static int check_from(yajl_val v, qc_check *k)
+{
+    const char *name = qc_json_get_str(v, "name"), *status = qc_json_get_str(v, "status");
+    yajl_val since = qc_json_get(v, "since");
+    if (!name || !status || (since && !YAJL_IS_NUMBER(since))) return QC_EINVAL;
+    k->name = strdup(name);
+    k->kind = dup_str(v, "kind");
+    k->output = dup_str(v, "output");
+    k->passing = strcmp(status, "passing") == 0;
+    k->since = since ? YAJL_GET_DOUBLE(since) : 0;
+    return k->name && k->kind && k->output ? QC_OK : QC_ENOMEM;
+}
+
+int qc_client_checks(qc_client *c, qc_check **out, size_t *n)
+{
+    if (!c || !out || !n) return QC_EINVAL;
+    *out = NULL;
+    *n = 0;
+    int status = 0;
+    yajl_val v;
+    int rc = get_json(c, "/v1/checks", QC_HTTP_TIMEOUT_MS, &status, &v);
+    if (rc == QC_OK && status != 200) rc = QC_EIO;
+    if (rc == QC_OK && !YAJL_IS_ARRAY(v)) rc = QC_EINVAL;
+    size_t len = rc == QC_OK ? v->u.array.len : 0;
+    qc_check *list = rc == QC_OK ? calloc(len ? len : 1, sizeof *list) : NULL;
+    if (rc == QC_OK && !list) rc = QC_ENOMEM;
+    for (size_t i = 0; rc == QC_OK && i < len; i++) rc = check_from(v->u.array.values[i], &list[i]);
+    yajl_tree_free(v);
+    if (rc != QC_OK) {
+        qc_client_checks_free(list, len);
+        return rc;
+    }
+    *out = list;
+    *n = len;
+    return QC_OK;
+}
+
+/* A name as the config allows it ([A-Za-z0-9_.-], 1..64 bytes), so that
+ * it goes into the path as it is. */
+static int check_name_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n < 1 || n > 64) return 0;
+    return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
+}
+
+static int check_report(qc_client *c, const char *name, int pass, const char *output)
+{
+    if (!c || !check_name_ok(name)) return QC_EINVAL;
+    char path[128];
+    snprintf(path, sizeof path, "/v1/checks/%s/%s", name, pass ? "pass" : "fail");
+    qc_http_req q = {.method = "PUT",
+                     .path = path,
+                     .ctype = "text/plain",
+                     .body = output,
+                     .blen = output ? strlen(output) : 0,
+                     .token = c->token};
+    qc_http_resp r;
+    const char *why;
+    if (qc_http_call(c->api, &q, &r, &why) != 0) return QC_EIO;
+    free(r.body);
+    switch (r.status) {
+    case 200: return QC_OK;
+    case 404: return QC_ENOTFOUND;
+    case 409: return QC_EINVAL;
+    default: return QC_EIO;
+    }
+}
+
+int qc_client_check_pass(qc_client *c, const char *name, const char *output)
+{
+    return check_report(c, name, 1, output);
+}
+
+int qc_client_check_fail(qc_client *c, const char *name, const char *output)
+{
+    return check_report(c, name, 0, output);
 }

@@ -83,6 +83,7 @@ static qc_peer *peer_copy(const qc_peer_info *in)
     p->up = in->up;
     p->voter = in->voter;
     p->priority = in->priority;
+    p->healthy = in->healthy;
     if (p->identifier && p->host && p->metadata && p->role) return p;
     qc_peer_free(p);
     return NULL;
@@ -93,9 +94,9 @@ static int str_same(const char *a, const char *b) { return strcmp(a, b ? b : "")
 static int peer_same(const qc_peer *p, const qc_peer_info *in)
 {
     return p->port == in->port && p->up == in->up && p->voter == in->voter &&
-           p->priority == in->priority && str_same(p->identifier, in->identifier) &&
-           str_same(p->host, in->host) && str_same(p->metadata, in->metadata) &&
-           str_same(p->role, in->role);
+           p->priority == in->priority && p->healthy == in->healthy &&
+           str_same(p->identifier, in->identifier) && str_same(p->host, in->host) &&
+           str_same(p->metadata, in->metadata) && str_same(p->role, in->role);
 }
 
 /* A borrowed view of in as a qc_peer, valid while in is. */
@@ -109,7 +110,8 @@ static const qc_peer *peer_view(qc_peer *out, const qc_peer_info *in)
                      .role = (char *)in->role,
                      .up = in->up,
                      .voter = in->voter,
-                     .priority = in->priority};
+                     .priority = in->priority,
+                     .healthy = in->healthy};
     return out;
 }
 
@@ -207,7 +209,8 @@ int qc_get_leader_info(qc_node *n, qc_peer **out)
                            .role = n->snap_leader->role,
                            .up = n->snap_leader->up,
                            .voter = n->snap_leader->voter,
-                           .priority = n->snap_leader->priority};
+                           .priority = n->snap_leader->priority,
+                           .healthy = n->snap_leader->healthy};
         *out = peer_copy(&li);
         rc = *out ? QC_OK : QC_ENOMEM;
     }
@@ -218,8 +221,9 @@ int qc_get_leader_info(qc_node *n, qc_peer **out)
 /* ---- callbacks ------------------------------------------------------------ */
 
 static const char *const event_names[] = {
-    "on_start",     "on_elected", "on_demoted",   "on_leader_change", "on_peer_up",
-    "on_peer_down", "on_stop",    "on_kv_change", "on_member_join",   "on_member_leave",
+    "on_start",       "on_elected",      "on_demoted",       "on_leader_change",
+    "on_peer_up",     "on_peer_down",    "on_stop",          "on_kv_change",
+    "on_member_join", "on_member_leave", "on_health_change",
 };
 
 static int known_event(const char *name)
@@ -264,7 +268,11 @@ static void on_hook_event(void *ud, const qc_hook_event *he)
                    .klen = he->key ? he->klen : 0,
                    .value = he->key && he->has_value ? he->value : NULL,
                    .vlen = he->key && he->has_value ? he->vlen : 0,
-                   .revision = he->revision};
+                   .revision = he->revision,
+                   .healthy = he->has_health && he->healthy,
+                   .check = he->has_health ? he->check : NULL,
+                   .status = he->has_health ? he->status : NULL,
+                   .output = he->has_health ? he->output : NULL};
     n->in_callback++;
     for (callback *c = n->callbacks; c; c = c->next)
         if (!c->name || strcmp(c->name, he->hook) == 0) c->fn(n, &ev, c->arg);

@@ -100,10 +100,39 @@ function Client:status()
   return self:get_json("/v1/status", OK)
 end
 
--- Every member with role, up, voter, priority, as GET /v1/members.
-function Client:members()
-  return self:get_json("/v1/members", OK)
+-- Every member with role, up, voter, priority, healthy and checks, as GET
+-- /v1/members; opts.healthy = true (or false) lists only the members known
+-- healthy (or not), for discovery.
+function Client:members(opts)
+  local healthy
+  if type(opts) == "table" then healthy = opts.healthy end
+  if healthy ~= nil and type(healthy) ~= "boolean" then return nil, "healthy must be a boolean" end
+  return self:get_json("/v1/members" .. (healthy == nil and "" or "?healthy=" .. tostring(healthy)), OK)
 end
+
+-- This agent's health checks, as GET /v1/checks: a list of {name, kind,
+-- status ("passing" or "failing"), output, since}.
+function Client:checks()
+  return self:get_json("/v1/checks", OK)
+end
+
+-- A ttl check's report: true, or nil and why (no such check, not a ttl
+-- check, refused, unreachable). output: kept as the check's output.
+local function report(self, name, verdict, output)
+  if type(name) ~= "string" or not name:match("^[%w_%.%-]+$") or #name > 64 then
+    return nil, "bad check name " .. tostring(name)
+  end
+  if output ~= nil and type(output) ~= "string" then return nil, "output must be a string" end
+  local status, body = self:request("PUT", "/v1/checks/" .. name .. "/" .. verdict, output or "")
+  if not status then return nil, body end
+  if status == 200 then return true end
+  local v = cjson.decode(body)
+  local msg = type(v) == "table" and type(v.error) == "string" and v.error or body
+  return nil, string.format("agent at %s answered HTTP %d: %s", self.api, status, msg)
+end
+
+function Client:check_pass(name, output) return report(self, name, "pass", output) end
+function Client:check_fail(name, output) return report(self, name, "fail", output) end
 
 -- true when the agent leads, false when not; nil and why when it cannot be asked.
 function Client:is_leader()
@@ -118,7 +147,8 @@ local function leader_peer(v)
   if v.leader == cjson.null or type(v.identifier) ~= "string" then return nil end
   local meta = type(v.metadata) == "table" and v.metadata or {}
   return { identifier = v.identifier, host = v.host, port = v.port, metadata = meta,
-    term = v.term, role = "leader", up = true, voter = true, priority = v.priority }
+    term = v.term, role = "leader", up = true, voter = true, priority = v.priority,
+    healthy = v.healthy == true }
 end
 
 local function leader_at(self, path, timeout)
@@ -131,7 +161,7 @@ local function leader_at(self, path, timeout)
 end
 
 -- The leader the agent knows: a Peer {identifier, host, port, metadata,
--- term, role, up, voter, priority}; nil when no leader is known; nil and why on error.
+-- term, role, up, voter, priority, healthy}; nil when no leader is known; nil and why on error.
 function Client:get_leader_info()
   return leader_at(self, "/v1/leader")
 end

@@ -1,7 +1,8 @@
 /* Test-only: drives the C client SDK (qc_client_* of libqcluster) for
  * tests/integration/client_c_spec.lua, one call a run, printing what came
  * back as one line of key=value. Never linked into the agent.
- * Usage: client_test API|- leader | is_leader | wait SECONDS  (-: api NULL) */
+ * Usage: client_test API|- leader | is_leader | wait SECONDS | checks |
+ *        pass NAME [OUTPUT] | fail NAME [OUTPUT]  (-: api NULL) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +16,31 @@ static void print_peer(int rc, const qc_peer *p)
         return;
     }
     printf("rc=%d (%s) identifier=%s host=%s port=%d role=%s up=%d voter=%d priority=%d "
-           "metadata=%s\n",
+           "healthy=%d metadata=%s\n",
            rc, qc_strerror(rc), p->identifier, p->host, p->port, p->role, p->up, p->voter,
-           p->priority, p->metadata);
+           p->priority, p->healthy, p->metadata);
+}
+
+/* checks: one line a check, "check NAME KIND passing=N since=S output=O";
+ * pass|fail NAME [OUTPUT]: "rc=N". */
+static int run_checks(qc_client *c, int argc, char **argv)
+{
+    if (strcmp(argv[2], "checks") == 0) {
+        qc_check *list = (qc_check *)1;
+        size_t n = 99;
+        int rc = qc_client_checks(c, &list, &n);
+        printf("rc=%d (%s) n=%zu\n", rc, qc_strerror(rc), n);
+        for (size_t i = 0; rc == QC_OK && i < n; i++)
+            printf("check %s %s passing=%d since=%.0f output=%s\n", list[i].name, list[i].kind,
+                   list[i].passing, list[i].since, list[i].output);
+        if (rc == QC_OK) qc_client_checks_free(list, n);
+        return 0;
+    }
+    const char *output = argc > 4 ? argv[4] : NULL;
+    int rc = strcmp(argv[2], "pass") == 0 ? qc_client_check_pass(c, argv[3], output)
+                                          : qc_client_check_fail(c, argv[3], output);
+    printf("rc=%d (%s)\n", rc, qc_strerror(rc));
+    return 0;
 }
 
 static int run(qc_client *c, int argc, char **argv)
@@ -29,6 +52,9 @@ static int run(qc_client *c, int argc, char **argv)
         printf("is_leader=%d\n", rc);
         return rc < 0;
     }
+    if (strcmp(argv[2], "checks") == 0 ||
+        ((strcmp(argv[2], "pass") == 0 || strcmp(argv[2], "fail") == 0) && argc >= 4))
+        return run_checks(c, argc, argv);
     if (strcmp(argv[2], "leader") == 0) {
         rc = qc_client_get_leader_info(c, &p);
     } else if (strcmp(argv[2], "wait") == 0 && argc == 4) {

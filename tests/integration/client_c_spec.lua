@@ -52,6 +52,7 @@ describe("the C client", function()
       assert.are.equal("leader", t.role)
       assert.are.equal(1, t.up)
       assert.are.equal(1, t.priority) -- the default
+      assert.are.equal(1, t.healthy) -- no checks: healthy
       assert.matches('"server_port":' .. (c.base + 40 + li), t.metadata, 1, true)
       code, t = run(c.nodes[i].api, "is_leader")
       assert.are.equal(0, code, t.raw)
@@ -61,6 +62,48 @@ describe("the C client", function()
     local code, t = run("-", "leader", "QCLUSTER_API=" .. c.nodes[1].api)
     assert.are.equal(0, code, t.raw)
     assert.are.equal(leader, t.identifier)
+  end)
+
+  it("lists the agent's checks and reports a ttl check's pass and fail", function()
+    c = A.cluster(1, { extra = { api_token = "tok", checks = {
+      { name = "beat", ttl_ms = 60000, interval_ms = 50, rise = 1, fall = 1 },
+      { name = "ok", exec = "echo fine", interval_ms = 50, rise = 1, fall = 1 },
+    } } })
+    A.start_all(c)
+    A.must_leader(c, 15)
+    local api = c.nodes[1].api
+    local tok = "QC_TOKEN=tok"
+    local code, t = run(api, "pass beat 'all good'", tok)
+    assert.are.equal(0, code, t.raw)
+    assert.are.equal(0, t.rc, t.raw)
+    assert.is_truthy(A.wait_for(function()
+      local _, l = run(api, "checks")
+      return l.raw:find("check beat ttl passing=1 since=%d+ output=all good") and l.raw:find(
+        "check ok exec passing=1") and l.rc == 0 and l.n == 2
+    end, 10), "both checks should pass")
+    t = select(2, run(api, "leader"))
+    assert.are.equal(1, t.healthy)
+    t = select(2, run(api, "fail beat down", tok))
+    assert.are.equal(0, t.rc, t.raw)
+    assert.is_truthy(A.wait_for(function()
+      local _, l = run(api, "checks")
+      return l.raw:find("check beat ttl passing=0 since=%d+ output=down")
+    end, 10))
+    -- the leader's health as its node knows it: it led unhealthy (nobody else)
+    assert.is_truthy(A.wait_for(function()
+      local _, l = run(api, "leader")
+      return l.healthy == 0
+    end, 10))
+    t = select(2, run(api, "pass nope", tok))
+    assert.are.equal(-5, t.rc, t.raw) -- QC_ENOTFOUND
+    t = select(2, run(api, "pass ok", tok))
+    assert.are.equal(-2, t.rc, t.raw) -- QC_EINVAL: not a ttl check
+    t = select(2, run(api, "pass 'a/b'", tok))
+    assert.are.equal(-2, t.rc, t.raw) -- QC_EINVAL: no check can be named so
+    t = select(2, run(api, "pass beat")) -- without the token
+    assert.are.equal(EIO, t.rc, t.raw)
+    t = select(2, run("127.0.0.1:1", "checks"))
+    assert.are.equal(EIO, t.rc, t.raw)
   end)
 
   it("answers QC_ENOLEADER and NULL when no leader is known", function()

@@ -44,6 +44,54 @@ describe("the Lua client", function()
     end
   end)
 
+  it("reports ttl checks, lists checks, and discovers only healthy members", function()
+    c = A.cluster(2, { extra = { api_token = "tok", heartbeat_ms = 50, election_timeout_ms = 300,
+      checks = { { name = "beat", ttl_ms = 60000, interval_ms = 50, rise = 1, fall = 1 } } } })
+    A.start_all(c)
+    A.must_leader(c, 15)
+    local c1 = assert(client.new { api = c.nodes[1].api, token = "tok" })
+    local c2 = assert(client.new { api = c.nodes[2].api, token = "tok" })
+    assert.is_true(c1:check_pass("beat", "one ok"))
+    assert.is_true(c2:check_pass("beat"))
+    local function healthy_names(cl)
+      local list = assert(cl:members { healthy = true })
+      local names = {}
+      for _, m in ipairs(list) do names[#names + 1] = m.identifier end
+      table.sort(names)
+      return table.concat(names, " ")
+    end
+    assert.is_truthy(A.wait_for(function() return healthy_names(c1) == "node1 node2" end, 10),
+      "both should be healthy")
+    local k = assert(c1:checks())
+    assert.are.same({ "beat", "ttl", "passing", "one ok" }, { k[1].name, k[1].kind, k[1].status, k[1].output })
+    assert.is_number(k[1].since)
+    assert.is_true(c2:check_fail("beat", "gone"))
+    assert.is_truthy(A.wait_for(function() return healthy_names(c1) == "node1" end, 10),
+      "node2 should no longer be discovered")
+    local all = assert(c1:members())
+    local by = {}
+    for _, m in ipairs(all) do by[m.identifier] = m end
+    assert.is_false(by.node2.healthy)
+    assert.are.same({ { name = "beat", status = "failing" } }, by.node2.checks)
+    local unhealthy = assert(c1:members { healthy = false })
+    assert.are.same({ "node2" }, { unhealthy[1].identifier, unhealthy[2] })
+    local p = assert(c1:get_leader_info())
+    assert.is_boolean(p.healthy)
+    -- errors come back as nil and a message
+    local ok, err = c1:check_pass("nope")
+    assert.is_nil(ok)
+    assert.matches("HTTP 404", err)
+    ok, err = c1:check_pass("a/b")
+    assert.is_nil(ok)
+    assert.matches("bad check name", err)
+    ok, err = assert(client.new { api = c.nodes[1].api }):check_pass("beat")
+    assert.is_nil(ok)
+    assert.matches("HTTP 401", err)
+    ok, err = c1:members { healthy = "yes" }
+    assert.is_nil(ok)
+    assert.matches("healthy must be a boolean", err)
+  end)
+
   it("returns nil without an error when no leader is known", function()
     c = A.cluster(3)
     A.start(c, 1) -- alone of three: no quorum, no leader

@@ -48,7 +48,7 @@ class Cluster:
     """n agents: node1..nodeN on cluster ports base+i and API ports
     base+20+i, with metadata {"server_port": base+40+i}."""
 
-    def __init__(self, n):
+    def __init__(self, n, extra=None):
         self.base = _BASES.pop()
         self.dir = tempfile.mkdtemp(prefix="qc-py-")
         self.n = n
@@ -60,6 +60,7 @@ class Cluster:
             self.confs[i] = {"identifier": "node%d" % i, "listen_host": "127.0.0.1",
                              "listen_port": self.base + i, "api_port": self.base + 20 + i,
                              "metadata": {"server_port": self.base + 40 + i}, "peers": peers}
+            self.confs[i].update(extra or {})
             with open(self.path(i), "w") as f:
                 json.dump(self.confs[i], f)
 
@@ -153,8 +154,8 @@ class BadAgent:
         self.srv.close()
 
 
-def started(n, run=None):
-    c = Cluster(n)
+def started(n, run=None, extra=None):
+    c = Cluster(n, extra)
     try:
         for i in run or range(1, n + 1):
             c.start(i)
@@ -238,6 +239,44 @@ class LeaderInfoTest(unittest.TestCase):
     def test_wait_ends_at_the_timeout_with_the_same_leader(self):
         leader = QCluster(api=self.c.api(1)).wait_for_leader_change(timeout=0.3)
         self.assertEqual(self.leader, leader.identifier)
+
+
+class HealthTest(unittest.TestCase):
+    def setUp(self):
+        self.c = started(2, extra={
+            "api_token": "tok", "heartbeat_ms": 50, "election_timeout_ms": 300,
+            "checks": [{"name": "beat", "ttl_ms": 60000, "interval_ms": 50, "rise": 1, "fall": 1}]})
+        self.addCleanup(self.c.stop)
+
+    def test_reports_lists_checks_and_discovers_only_healthy_members(self):
+        c = self.c
+        c.agreed_leader()
+        c1 = QCluster(api=c.api(1), token="tok")
+        c2 = QCluster(api=c.api(2), token="tok")
+        c1.check_pass("beat", "one ok")
+        c2.check_pass("beat")
+
+        def healthy_names(cl):
+            return sorted(m.identifier for m in cl.members(healthy=True))
+        self.assertTrue(wait_for(lambda: healthy_names(c1) == ["node1", "node2"]))
+        [k] = c1.checks()
+        self.assertEqual(("beat", "ttl", "passing", "one ok"),
+                         (k["name"], k["kind"], k["status"], k["output"]))
+        c2.check_fail("beat", "gone")
+        self.assertTrue(wait_for(lambda: healthy_names(c1) == ["node1"]))
+        by = {m.identifier: m for m in c1.members()}
+        self.assertIs(False, by["node2"].healthy)
+        self.assertEqual([{"name": "beat", "status": "failing"}], by["node2"].checks)
+        self.assertEqual(["node2"], [m.identifier for m in c1.members(healthy=False)])
+        self.assertIn(c1.get_leader_info().healthy, (True, False))
+        with self.assertRaisesRegex(QClusterError, "HTTP 404"):
+            c1.check_pass("nope")
+        with self.assertRaisesRegex(QClusterError, "HTTP 401"):
+            QCluster(api=c.api(1)).check_fail("beat")
+        with self.assertRaises(ValueError):
+            c1.check_pass("a/b")
+        with self.assertRaises(ValueError):
+            c1.members(healthy="yes")
 
 
 class FailoverTest(unittest.TestCase):
