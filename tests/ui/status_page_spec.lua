@@ -70,6 +70,8 @@ local PAGE_STATE = [[(() => {
     injected: document.getElementById('injected') !== null,
     rows: [...document.querySelectorAll('#members tr')].map(tr =>
       ({ id: tr.dataset.id, cells: [...tr.cells].map(td => td.textContent) })),
+    checks: [...document.querySelectorAll('#checks tr')].map(tr =>
+      ({ name: tr.dataset.name, cells: [...tr.cells].map(td => td.textContent) })),
     transitions: [...document.querySelectorAll('#transitions li')].map(li =>
       ({ to: li.dataset.to, term: li.dataset.term, text: li.textContent })),
   };
@@ -105,7 +107,10 @@ describe("the status page in headless Chromium", function()
 
   setup(function()
     assert(A.sh("command -v chromium") ~= "", "chromium is not installed (make deps)")
-    c = A.cluster(3, { extra = { metadata = { note = '<b id="injected">html</b>' } } })
+    -- each node's check fails while "<its events file>.down" exists
+    c = A.cluster(3, { extra = { metadata = { note = '<b id="injected">html</b>' },
+      checks = { { name = "alive", exec = 'test ! -e "$QC_EVENTS.down" || { echo down; exit 1; }',
+        interval_ms = 100, rise = 1, fall = 1 } } } })
     A.start_all(c)
     leader = A.must_leader(c, WAIT)
     fi = A.index_of(c, leader) % 3 + 1
@@ -128,12 +133,12 @@ describe("the status page in headless Chromium", function()
     for i = 1, 3 do
       local cells = row(s, c.nodes[i].id)
       assert.is_truthy(cells, c.nodes[i].id)
-      -- identifier, address, role, reachable, voter, priority, metadata
+      -- identifier, address, role, reachable, health, voter, priority, metadata
       assert.are.equal("127.0.0.1:" .. c.nodes[i].port, cells[2])
       assert.are.equal(c.nodes[i].id == leader and "leader" or "follower", cells[3])
       assert.are.equal("up", cells[4])
-      assert.are.equal("yes", cells[5])
-      assert.are.equal("1", cells[6])
+      assert.are.equal("yes", cells[6])
+      assert.are.equal("1", cells[7])
     end
     local first = transition_to(s, leader)
     assert.is_truthy(first, "no transition to " .. leader)
@@ -142,7 +147,37 @@ describe("the status page in headless Chromium", function()
   it("shows metadata as text, never as HTML", function()
     local s = wait_page(b, "the members", function(s) return #s.rows == 3 end)
     assert.is_false(s.injected)
-    assert.is_truthy(row(s, c.nodes[fi].id)[7]:find('note=<b id="injected">html</b>', 1, true))
+    assert.is_truthy(row(s, c.nodes[fi].id)[8]:find('note=<b id="injected">html</b>', 1, true))
+  end)
+
+  it("shows each member's health and, for its own node, a failing check's output", function()
+    local s = wait_page(b, "three healthy members and the passing check", function(s)
+      local ok = #s.rows == 3 and #s.checks == 1 and s.checks[1].cells[3] == "passing"
+      for _, r in ipairs(s.rows) do ok = ok and r.cells[5] == "healthy" end
+      return ok
+    end)
+    assert.are.same({ "alive", "exec", "passing" },
+      { s.checks[1].cells[1], s.checks[1].cells[2], s.checks[1].cells[3] })
+    assert.are.equal("", s.checks[1].cells[5]) -- a passing check's output is not shown
+    -- this page's own node and the other follower turn unhealthy (the
+    -- leader stays healthy, so leadership stays where the next case needs it)
+    local other = 6 - fi - A.index_of(c, leader)
+    A.write(c.nodes[fi].events .. ".down", "")
+    A.write(c.nodes[other].events .. ".down", "")
+    s = wait_page(b, "both unhealthy, with the failing output", function(st)
+      local mine, theirs = row(st, c.nodes[fi].id), row(st, c.nodes[other].id)
+      return mine and theirs and mine[5] == "unhealthy: alive" and theirs[5] == "unhealthy: alive"
+        and st.checks[1] and st.checks[1].cells[3] == "failing"
+    end)
+    assert.matches("^down\n", s.checks[1].cells[5]) -- the command's output, then why
+    os.remove(c.nodes[fi].events .. ".down")
+    os.remove(c.nodes[other].events .. ".down")
+    wait_page(b, "everyone healthy again", function(st)
+      for _, r in ipairs(st.rows) do
+        if r.cells[5] ~= "healthy" then return false end
+      end
+      return #st.rows == 3
+    end)
   end)
 
   it("the same page instance shows the new leader and the transition after the leader is killed",
