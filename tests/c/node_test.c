@@ -78,7 +78,10 @@ static void on_any(qc_node *node, const qc_event *ev, void *arg)
     recorder *r = arg;
     pthread_mutex_lock(&r->lock);
     if (strcmp(ev->name, "on_start") == 0) r->start_thread = pthread_self();
-    if (r->n < 64)
+    if (r->n < 64 && ev->check) /* on_health_change: "name:healthy:check:status" */
+        snprintf(r->names[r->n++], sizeof r->names[0], "%s:%d:%s:%s", ev->name, ev->healthy,
+                 ev->check, ev->status ? ev->status : "?");
+    else if (r->n < 64)
         snprintf(r->names[r->n++], sizeof r->names[0], "%s%s%s", ev->name, ev->reason ? ":" : "",
                  ev->reason ? ev->reason : "");
     pthread_mutex_unlock(&r->lock);
@@ -108,14 +111,14 @@ static void check_order(recorder *r)
     CHECK(elected > 0 && elected < n - 1, "on_elected at %d of %d", elected, n);
 }
 
-static void write_config(const char *dir, int port, const char *hooks)
+static void write_config(const char *dir, int port, const char *hooks, const char *extra)
 {
     char text[2048];
     snprintf(text, sizeof text,
              "return {identifier = \"solo\", listen_port = %d, api_port = 0,\n"
              "  election_timeout_ms = 300, heartbeat_ms = 50, hooks = \"hooks.lua\",\n"
-             "  metadata = {server_port = 8002}}\n",
-             port);
+             "  metadata = {server_port = 8002}%s}\n",
+             port, extra);
     write_file(path_in(dir, "node.lua"), text);
     write_file(path_in(dir, "hooks.lua"), hooks);
 }
@@ -136,7 +139,10 @@ static int case_thread(const char *dir, int port)
              "  end)\n"
              "end}\n",
              path_in(dir, "exec.out"));
-    write_config(dir, port, hooks);
+    /* a check whose first pass makes the node healthy: on_health_change */
+    write_config(dir, port, hooks,
+                 ",\n  checks = {{name = \"ok\", exec = \"true\", interval_ms = 50, rise = 1, "
+                 "fall = 1}}");
     recorder rec = {.lock = PTHREAD_MUTEX_INITIALIZER};
     qc_node *n;
     char err[512];
@@ -144,6 +150,8 @@ static int case_thread(const char *dir, int port)
     CHECK(rc == QC_OK, "qc_node_new: %s", err);
     if (rc) return 1;
     CHECK(qc_node_on(n, NULL, on_any, &rec) == QC_OK, "qc_node_on");
+    recorder health = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    CHECK(qc_node_on(n, "on_health_change", on_any, &health) == QC_OK, "qc_node_on health");
     CHECK(qc_is_leader(n) == 0, "leader before it started");
     CHECK(qc_node_start_thread(n) == QC_OK, "qc_node_start_thread");
     CHECK(qc_node_on(n, "on_stop", on_any, &rec) == QC_EBUSY, "qc_node_on after start");
@@ -173,6 +181,7 @@ static int case_thread(const char *dir, int port)
     CHECK(!pthread_equal(rec.start_thread, pthread_self()), "callbacks ran on the main thread");
     check_order(&rec);
     CHECK(recorded(&rec, "on_stop:stopped by the program") >= 0, "on_stop reason");
+    CHECK(recorded(&health, "on_health_change:1:ok:passing") == 0, "no on_health_change event");
     CHECK(qc_is_leader(n) == 0, "leader after stop");
     p = NULL;
     CHECK(qc_get_leader_info(n, &p) == QC_ENOLEADER && !p, "a leader after stop");
