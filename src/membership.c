@@ -758,7 +758,10 @@ static void maybe_preempt(qc_agent *a, uint64_t now)
     member *best = NULL;
     for (size_t i = 0; i < a->n_members; i++) {
         member *m = &a->members[i];
-        if (!m->up || !m->voting || m->role != QC_MROLE_VOTER || m->priority <= a->cfg.priority ||
+        /* Only to a healthy member: an unhealthy one would hand back at
+         * once, and leadership would bounce between the two. */
+        if (!m->up || m->removed || !m->voting || m->role != QC_MROLE_VOTER ||
+            m->priority <= a->cfg.priority || qc_raft_peer_healthy(a->raft, m->id) != 1 ||
             qc_raft_match(a->raft, m->id) < qc_raft_last_index(a->raft))
             continue;
         if (!best || m->priority > best->priority) best = m;

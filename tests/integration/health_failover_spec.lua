@@ -11,15 +11,18 @@ local function set_flag(c, i, on)
   if on then A.write(flag(c, i), "") else os.remove(flag(c, i)) end
 end
 
--- A 3-node cluster whose node i is healthy while flag i exists.
-local function health_cluster()
-  local c = A.cluster(3, { hooks = A.recording_hooks,
-    extra = { heartbeat_ms = 50, election_timeout_ms = 300 } })
+-- A 3-node cluster whose node i is healthy while flag i exists; extra:
+-- more keys for every node, first: keys for node1 only.
+local function health_cluster(extra, first)
+  local keys = { heartbeat_ms = 50, election_timeout_ms = 300 }
+  for k, v in pairs(extra or {}) do keys[k] = v end
+  local c = A.cluster(3, { hooks = A.recording_hooks, extra = keys })
   for i = 1, 3 do
     local path = c.nodes[i].config
+    local own = i == 1 and first or ""
     local text = A.read(path):gsub("^return {", string.format(
-      "return {checks = {{name = \"svc\", exec = \"test -e %s\", interval_ms = 50, rise = 1, fall = 2}}, ",
-      flag(c, i)), 1)
+      "return {%schecks = {{name = \"svc\", exec = \"test -e %s\", interval_ms = 50, rise = 1, fall = 2}}, ",
+      own, flag(c, i)), 1)
     A.write(path, text)
     set_flag(c, i, true)
   end
@@ -113,5 +116,36 @@ describe("leadership follows health", function()
     local well = i % 3 + 1
     set_flag(c, well, true)
     assert.are.equal(c.nodes[well].id, leader_other_than(c, old))
+  end)
+end)
+
+describe("preempt and health", function()
+  local c
+  after_each(function() A.stop(c) end)
+
+  it("a preferred node takes leadership back only once it is healthy", function()
+    c = health_cluster({ preempt = true, preempt_delay_ms = 100 }, "priority = 2, ")
+    for i = 1, 3 do assert.is_true(wait_healthy(c, i, true), "node" .. i .. " healthy") end
+    assert.are.equal("node1", A.wait_for(function()
+      local l = A.agreed_leader(c, 0.5)
+      return l == "node1" and l
+    end, 10))
+    set_flag(c, 1, false)
+    local new = leader_other_than(c, "node1")
+    assert.is_truthy(new, "leadership left the unhealthy preferred node")
+    -- While it stays unhealthy, preempt must not hand it back (a hand-back
+    -- would bounce: it hands over again at once, being unhealthy).
+    A.sleep(1.5)
+    assert.are.equal(new, A.must_leader(c))
+    local back = 0
+    for _, l in ipairs(A.events(c, 1)) do
+      if l:match("^elected ") then back = back + 1 end
+    end
+    assert.are.equal(1, back, "node1 was elected once, at the start")
+    set_flag(c, 1, true)
+    assert.are.equal("node1", A.wait_for(function()
+      local l = A.agreed_leader(c, 0.5)
+      return l == "node1" and l
+    end, 10))
   end)
 end)
