@@ -58,9 +58,25 @@ typedef struct fake {
 
 static fake F;
 
-static const qc_peer_info PEER = {"server_b", "localhost", 7002, "{\"a\":[1,2]}", "leader", 1,
-                                  1,          0,           2};
-static const qc_peer_info SELF = {"server_a", "localhost", 7001, "{}", "follower", 1, 1, 1, 1};
+static const qc_peer_info PEER = {.identifier = "server_b",
+                                  .host = "localhost",
+                                  .port = 7002,
+                                  .metadata = "{\"a\":[1,2]}",
+                                  .role = "leader",
+                                  .up = 1,
+                                  .voter = 1,
+                                  .priority = 2,
+                                  .healthy = 1};
+static const qc_peer_info SELF = {.identifier = "server_a",
+                                  .host = "localhost",
+                                  .port = 7001,
+                                  .metadata = "{}",
+                                  .role = "follower",
+                                  .up = 1,
+                                  .voter = 1,
+                                  .is_self = 1,
+                                  .priority = 1,
+                                  .healthy = 1};
 
 static int v_is_leader(void *ud)
 {
