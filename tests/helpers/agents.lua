@@ -44,13 +44,41 @@ function M.wait_for(fn, timeout)
   return nil
 end
 
--- A base port no other spec of this run is likely to use.
+-- This process's pid: spec files run side by side (scripts/test.sh), and
+-- two that start in the same second must not draw the same ports.
+local function own_pid()
+  local f = io.open("/proc/self/stat")
+  local pid = f and tonumber(f:read("l"):match("^(%d+)"))
+  if f then f:close() end
+  return pid or 0
+end
+
+-- True when nothing listens on, nor holds, the TCP ports base+1..base+59 of
+-- 127.0.0.1 (cluster ports base+i, APIs base+20+i, services base+40+i).
+local function ports_free(base)
+  for port = base + 1, base + 59 do
+    local s = socket.tcp()
+    s:setoption("reuseaddr", true)
+    local ok = s:bind("127.0.0.1", port)
+    s:close()
+    if not ok then return false end
+  end
+  return true
+end
+
+-- A base port no other spec of this run uses now: drawn at random (ports
+-- only, never a seed of the behaviour under test), and probed free.
 local port_seq = 0
 function M.base_port()
-  math.randomseed(os.time() + port_seq + tonumber(tostring(os.clock()):gsub("%.", ""), 10))
   port_seq = port_seq + 1
-  -- below the ephemeral range (32768+), where outbound sockets would collide
-  return 20000 + math.random(0, 230) * 50
+  math.randomseed(os.time() * 1000 + own_pid() * 7 + port_seq)
+  local base
+  for _ = 1, 50 do
+    -- below the ephemeral range (32768+), where outbound sockets would collide
+    base = 20000 + math.random(0, 230) * 50
+    if ports_free(base) then return base end
+  end
+  return base
 end
 
 local function lua_value(v, indent)
