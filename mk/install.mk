@@ -1,5 +1,5 @@
 # `make install` / `make uninstall`: the binary, libqcluster (static, shared,
-# header, pkg-config file), the Lua module and client, the Python client, the
+# header, pkg-config file), the Lua module and client, the Python package, the
 # man page, an example systemd unit and config. PREFIX (default /usr/local)
 # is where they run from; DESTDIR stages them elsewhere (packaging, tests).
 # Paths with spaces or colons are not supported.
@@ -32,7 +32,11 @@ INSTALL_FILES := \
   $(PKGCONFIGDIR)/qcluster.pc:build/install/qcluster.pc:644 \
   $(LUA_LIBDIR)/qcluster.so:build/lua/qcluster.so:755 \
   $(LUA_SHAREDIR)/qcluster/client.lua:lua/qcluster/client.lua:644 \
-  $(PYTHON_DIR)/qcluster.py:python/qcluster.py:644 \
+  $(PYTHON_DIR)/qcluster/__init__.py:python/qcluster/__init__.py:644 \
+  $(PYTHON_DIR)/qcluster/_client.py:python/qcluster/_client.py:644 \
+  $(PYTHON_DIR)/qcluster/_lib.py:python/qcluster/_lib.py:644 \
+  $(PYTHON_DIR)/qcluster/_node.py:python/qcluster/_node.py:644 \
+  $(PYTHON_DIR)/qcluster/py.typed:python/qcluster/py.typed:644 \
   $(MANDIR)/man1/qcluster.1:docs/qcluster.1:644 \
   $(SYSTEMD_UNITDIR)/qcluster.service:build/install/qcluster.service:644 \
   $(DOCDIR)/examples/qcluster.lua:dist/qcluster.lua:644
@@ -65,7 +69,7 @@ uninstall:
 	  echo "rm -f $(DESTDIR)$${f%%:*}"; rm -f "$(DESTDIR)$${f%%:*}" || exit 1; \
 	done
 	rm -f "$(DESTDIR)$(LIBDIR)/libqcluster.so"
-	rmdir "$(DESTDIR)$(LUA_SHAREDIR)/qcluster" "$(DESTDIR)$(DOCDIR)/examples" \
+	rmdir "$(DESTDIR)$(LUA_SHAREDIR)/qcluster" "$(DESTDIR)$(PYTHON_DIR)/qcluster" "$(DESTDIR)$(DOCDIR)/examples" \
 	  "$(DESTDIR)$(DOCDIR)" 2>/dev/null || true
 
 .PHONY: install uninstall

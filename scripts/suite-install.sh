@@ -59,7 +59,7 @@ t_install() {
 PYVER=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 EXPECTED="bin/qcluster lib/libqcluster.a lib/libqcluster.so.0 lib/libqcluster.so
 include/qcluster.h lib/pkgconfig/qcluster.pc lib/lua/5.4/qcluster.so
-share/lua/5.4/qcluster/client.lua lib/python$PYVER/dist-packages/qcluster.py
+share/lua/5.4/qcluster/client.lua lib/python$PYVER/dist-packages/qcluster/__init__.py
 share/man/man1/qcluster.1 lib/systemd/system/qcluster.service
 share/doc/qcluster/examples/qcluster.lua"
 t_files() {
@@ -205,15 +205,25 @@ EOF
 
 t_python() {
   pydir="$P/lib/python$PYVER/dist-packages"
-  PYTHONPATH="$pydir" /usr/bin/python3 - "$pydir" "$api" <<'EOF'
+  PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$pydir" /usr/bin/python3 - "$pydir" "$api" <<'EOF'
 import sys
 import qcluster
 pydir, api = sys.argv[1], sys.argv[2]
 # where Debian's python3 looks for a /usr/local install
 assert pydir.endswith("/usr/local/lib/python%d.%d/dist-packages" % sys.version_info[:2]), pydir
-assert qcluster.__file__ == pydir + "/qcluster.py", qcluster.__file__
-leader = qcluster.QCluster(api=api).get_leader_info()
+assert qcluster.__file__ == pydir + "/qcluster/__init__.py", qcluster.__file__
+leader = qcluster.Client(api=api).get_leader_info()
 assert leader is not None and leader.identifier == "solo", leader
+# the embedded node finds the installed libqcluster (PREFIX/lib) by itself
+import socket, tempfile, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+with tempfile.TemporaryDirectory() as d, \
+        qcluster.QCluster(identifier="py", listen_host="127.0.0.1", listen_port=port,
+                          data_dir=d) as node:
+    deadline = time.monotonic() + 10
+    while not node.is_leader() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert node.is_leader(), "the embedded solo node does not lead"
 EOF
 }
 

@@ -1,4 +1,4 @@
-"""The Python client SDK (python/qcluster.py) against real agents: each test
+"""The Python client SDK (python/qcluster/_client.py: qcluster.Client) against real agents: each test
 class starts its own bin/qcluster agents on 127.0.0.1 with random ports and
 original-format JSON configs in a temp dir, and ends them by PID.
 Run: PYTHONPATH=python python3 -m unittest -v tests/python/test_client.py
@@ -20,7 +20,7 @@ import unittest
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "python"))
 
-from qcluster import QCluster, Peer, QClusterError  # noqa: E402
+from qcluster import Client, Peer, QClusterError  # noqa: E402
 
 QCLUSTER = os.environ.get("QC_BIN", os.path.join(ROOT, "bin", "qcluster"))
 
@@ -94,7 +94,7 @@ class Cluster:
             names = set()
             for i in self.procs:
                 try:
-                    leader = QCluster(api=self.api(i), timeout=2).get_leader_info()
+                    leader = Client(api=self.api(i), timeout=2).get_leader_info()
                 except QClusterError:
                     return None
                 names.add(leader.identifier if leader else None)
@@ -177,7 +177,7 @@ class LeaderInfoTest(unittest.TestCase):
         c = self.c
         for i in range(1, 4):
             # the original SDK's way: the node's own config as keyword arguments
-            cluster = QCluster(**c.confs[i])
+            cluster = Client(**c.confs[i])
             self.assertEqual(c.api(i), cluster.api)
             leader = cluster.get_leader_info()
             self.assertIsInstance(leader, Peer)
@@ -219,14 +219,14 @@ class LeaderInfoTest(unittest.TestCase):
         self.assertEqual(200, status)
         want = "\u00e9\u20ac\U0001F600"
         for n in range(1, 4):
-            cluster = QCluster(api=c.api(n), timeout=2)
+            cluster = Client(api=c.api(n), timeout=2)
             got = wait_for(lambda: [m for m in cluster.members()
                                     if m.identifier == self.leader and m.metadata.get("k") == want])
             self.assertTrue(got, "node%d never showed the new metadata" % n)
             self.assertEqual(self.leader, cluster.get_leader_info().identifier)
 
     def test_status_and_members(self):
-        cluster = QCluster(api=self.c.api(1))
+        cluster = Client(api=self.c.api(1))
         st = cluster.status()
         self.assertEqual("node1", st["identifier"])
         self.assertEqual(self.leader, st["leader"]["identifier"])
@@ -237,7 +237,7 @@ class LeaderInfoTest(unittest.TestCase):
         self.assertTrue(all(m.up for m in members))
 
     def test_wait_ends_at_the_timeout_with_the_same_leader(self):
-        leader = QCluster(api=self.c.api(1)).wait_for_leader_change(timeout=0.3)
+        leader = Client(api=self.c.api(1)).wait_for_leader_change(timeout=0.3)
         self.assertEqual(self.leader, leader.identifier)
 
 
@@ -251,8 +251,8 @@ class HealthTest(unittest.TestCase):
     def test_reports_lists_checks_and_discovers_only_healthy_members(self):
         c = self.c
         c.agreed_leader()
-        c1 = QCluster(api=c.api(1), token="tok")
-        c2 = QCluster(api=c.api(2), token="tok")
+        c1 = Client(api=c.api(1), token="tok")
+        c2 = Client(api=c.api(2), token="tok")
         c1.check_pass("beat", "one ok")
         c2.check_pass("beat")
 
@@ -272,7 +272,7 @@ class HealthTest(unittest.TestCase):
         with self.assertRaisesRegex(QClusterError, "HTTP 404"):
             c1.check_pass("nope")
         with self.assertRaisesRegex(QClusterError, "HTTP 401"):
-            QCluster(api=c.api(1)).check_fail("beat")
+            Client(api=c.api(1)).check_fail("beat")
         with self.assertRaises(ValueError):
             c1.check_pass("a/b")
         with self.assertRaises(ValueError):
@@ -289,7 +289,7 @@ class FailoverTest(unittest.TestCase):
         leader = c.agreed_leader()
         li = int(leader[len("node"):])
         fi = li % 3 + 1
-        cluster = QCluster(api=c.api(fi))
+        cluster = Client(api=c.api(fi))
         # the term read before the kill is the baseline: a follower that
         # notices before the wait begins is no race
         term = cluster.status()["term"]
@@ -308,7 +308,7 @@ class NoLeaderTest(unittest.TestCase):
         self.addCleanup(self.c.stop)
 
     def test_no_leader_is_none(self):
-        cluster = QCluster(api=self.c.api(1))
+        cluster = Client(api=self.c.api(1))
 
         def answers():
             try:
@@ -326,7 +326,7 @@ class AddressTest(unittest.TestCase):
         # nothing listens on the API port of a cluster that was never started
         c = Cluster(1)
         self.addCleanup(c.stop)
-        cluster = QCluster(api=c.api(1), timeout=2)
+        cluster = Client(api=c.api(1), timeout=2)
         with self.assertRaisesRegex(QClusterError, "cannot reach agent at " + c.api(1)):
             cluster.get_leader_info()
         with self.assertRaises(QClusterError):
@@ -337,7 +337,7 @@ class AddressTest(unittest.TestCase):
     def test_an_answer_dripping_in_past_the_timeout_raises(self):
         bad = BadAgent(drip=True)
         self.addCleanup(bad.close)
-        cluster = QCluster(api=bad.api, timeout=2)
+        cluster = Client(api=bad.api, timeout=2)
         t0 = time.monotonic()
         with self.assertRaisesRegex(QClusterError, "timed out"):
             cluster.get_leader_info()
@@ -348,7 +348,7 @@ class AddressTest(unittest.TestCase):
         for body in (b"42", b"null", b'"x"', b"[1, 2]", b'{"a": 1}'):
             bad = BadAgent(body=body)
             self.addCleanup(bad.close)
-            cluster = QCluster(api=bad.api, timeout=2)
+            cluster = Client(api=bad.api, timeout=2)
             msg = "bad answer from agent at " + bad.api
             calls = [cluster.status, cluster.is_leader, cluster.get_leader_info,
                      cluster.members, lambda: cluster.wait_for_leader_change(timeout=1)]
@@ -360,20 +360,20 @@ class AddressTest(unittest.TestCase):
                         call()
 
     def test_address_from_config_environment_or_default(self):
-        self.assertEqual("127.0.0.1:8001", QCluster(identifier="a", listen_port=7001).api)
+        self.assertEqual("127.0.0.1:8001", Client(identifier="a", listen_port=7001).api)
         self.assertEqual("10.0.0.1:9000",
-                         QCluster(listen_port=7001, api_host="10.0.0.1", api_port=9000).api)
-        self.assertEqual("127.0.0.1:7", QCluster(api="127.0.0.1:7", listen_port=7001).api)
+                         Client(listen_port=7001, api_host="10.0.0.1", api_port=9000).api)
+        self.assertEqual("127.0.0.1:7", Client(api="127.0.0.1:7", listen_port=7001).api)
         with self.assertRaises(ValueError):
-            QCluster(listen_port=7001, api_port=0)
+            Client(listen_port=7001, api_port=0)
         with self.assertRaises(ValueError):
-            QCluster(api="no-port")
+            Client(api="no-port")
         saved = os.environ.get("QCLUSTER_API")
         try:
             os.environ["QCLUSTER_API"] = "127.0.0.2:8123"
-            self.assertEqual("127.0.0.2:8123", QCluster().api)
+            self.assertEqual("127.0.0.2:8123", Client().api)
             del os.environ["QCLUSTER_API"]
-            self.assertEqual("127.0.0.1:8001", QCluster().api)
+            self.assertEqual("127.0.0.1:8001", Client().api)
         finally:
             if saved is not None:
                 os.environ["QCLUSTER_API"] = saved

@@ -1,8 +1,9 @@
-"""QCluster client SDK for Python: asks a QCluster agent, over its HTTP API,
-who leads the cluster. Mirrors the original QCluster SDK (is_leader,
-get_leader_info returning a Peer or None) for programs that run beside an
-agent; the agent itself is the C binary. Standard library only, blocking,
-one request a connection.
+"""qcluster.Client: asks a separately run QCluster agent, over its HTTP API,
+who leads the cluster. The same calls as the original QCluster SDK
+(is_leader, get_leader_info returning a Peer or None) for programs that run
+beside an agent rather than being a peer themselves (that is
+qcluster.QCluster). Standard library only, blocking, one request a
+connection; never loads libqcluster.
 """
 
 import http.client
@@ -12,8 +13,7 @@ import re
 import socket
 import time
 
-__all__ = ["QCluster", "Peer", "QClusterError"]
-__version__ = "0.1.0"
+__all__ = ["Client", "Peer", "QClusterError"]
 
 DEFAULT_API = "127.0.0.1:8001"
 # The agent holds a long-poll at most this long (src/api.h QC_API_MAX_WAIT_S).
@@ -24,7 +24,9 @@ _CHECK_NAME = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
 
 
 class QClusterError(Exception):
-    """The agent could not be asked, or answered with an error."""
+    """What QCluster could not do: a bad config (naming the key), the
+    library not found, an agent that could not be asked or answered with an
+    error."""
 
 
 class Peer:
@@ -118,11 +120,11 @@ def _api_from_conf(conf):
     return "{}:{}".format(conf.get("api_host") or "127.0.0.1", int(port))
 
 
-class QCluster:
+class Client:
     """A client of one agent's API.
 
-    QCluster(api="HOST:PORT") asks that agent; QCluster(**conf) with a node's
-    config (the original SDK's way) asks that node's API (api_host, api_port
+    Client(api="HOST:PORT") asks that agent; Client(**conf) with a node's
+    config asks that node's API (api_host, api_port
     or listen_port + 1000). Without either: $QCLUSTER_API, else
     127.0.0.1:8001. token (or the config's api_token) is sent as a bearer
     token; timeout bounds a whole request, connecting to the last byte of
