@@ -173,7 +173,9 @@ class QCluster:
             rc = lib.qc_node_start_thread(node)
         if rc != 0:
             lib.qc_node_free(node)
-            raise QClusterError("cannot start the node: {}".format(
+            # The node's log (stderr) names the cause: a port in use, a
+            # data_dir another node holds, ...
+            raise QClusterError("cannot start the node: {} (its log above says why)".format(
                 _text(lib.qc_strerror(rc))))
         self._node = node
         with _live_lock:
