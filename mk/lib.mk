@@ -58,9 +58,13 @@ build/embedded_c: examples/embedded_c/embedded_c.c build/libqcluster.so \
 	  $$(PKG_CONFIG_PATH=build pkg-config --libs qcluster) -lev -pthread $(LDFLAGS)
 
 # C tests of the in-process node API (tests/integration/node_api_spec.lua).
-build/node_test: tests/c/node_test.c $(QC_LIB_A) include/qcluster.h
-	$(CC) $(QC_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $< $(QC_LIB_A) -o $@ \
-	  $(QC_LDLIBS) $(LDLIBS)
+# tests/c/fd_birth.c looks at each descriptor the library creates as the
+# call that creates it returns: these are the calls it wraps.
+FD_BIRTH_WRAP := $(foreach f,socket accept accept4 pipe pipe2 open openat fopen opendir,-Wl,--wrap=$(f))
+build/node_test: tests/c/node_test.c tests/c/fd_birth.c tests/c/fd_birth.h $(QC_LIB_A) \
+                 include/qcluster.h
+	$(CC) $(QC_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $(FD_BIRTH_WRAP) tests/c/node_test.c \
+	  tests/c/fd_birth.c $(QC_LIB_A) -o $@ $(QC_LDLIBS) $(LDLIBS)
 
 $(QC_PIC):
 	mkdir -p $@

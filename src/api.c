@@ -5,6 +5,7 @@
  * It reads the agent only through qc_view and must never block, never
  * let one client hurt another, and never touch a closed connection:
  * closed connections are only freed from the loop (see reap_cb). */
+#define _GNU_SOURCE /* accept4 */
 #include "api.h"
 
 #include <errno.h>
@@ -2087,12 +2088,9 @@ static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     respond_error(c, 408, msg, NULL);
 }
 
-static int set_nonblock(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
-    return fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ? -1 : 0;
-}
+/* Sockets are born non-blocking and close-on-exec: set afterwards, a fork
+ * in another thread of the program could hand them to its child between. */
+#define SOCK_FLAGS (SOCK_NONBLOCK | SOCK_CLOEXEC)
 
 /* Serves fd (non-blocking already) from addr, in a slot or (over: the
  * budget that is full) in a spare place; closes it when out of memory. */
@@ -2199,10 +2197,6 @@ static int conn_admit(qc_api *a, int fd)
         conn_refuse(a, fd, over);
         return QC_EBUSY;
     }
-    if (set_nonblock(fd) != 0) {
-        close(fd);
-        return QC_EIO;
-    }
     if (over) spare_make_room(a);
     return conn_open(a, fd, &addr, over);
 }
@@ -2213,7 +2207,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     qc_api *a = w->data;
     for (int i = 0; i < 64; i++) {
-        int fd = accept(a->fd, NULL, NULL);
+        int fd = accept4(a->fd, NULL, NULL, SOCK_FLAGS);
         if (fd < 0) {
             if (accept_starved(a, errno)) return;
             if (errno == EAGAIN || errno == EWOULDBLOCK) accept_caught_up(a);
@@ -2241,15 +2235,14 @@ static int listen_on(const char *host, int port, int *out)
     }
     int fd = -1, err = 0;
     for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_FLAGS, ai->ai_protocol);
         if (fd < 0) {
             err = errno;
             continue;
         }
         int one = 1;
         if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-            bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0 ||
-            set_nonblock(fd) != 0) {
+            bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0) {
             err = errno;
             close(fd);
             fd = -1;
@@ -2331,6 +2324,12 @@ void qc_api_set_limits(qc_api *a, const qc_api_limits *limits)
 int qc_api_adopt(qc_api *a, int fd)
 {
     if (!a || fd < 0) return QC_EINVAL;
+    /* born elsewhere: made what accept4 would have made it */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        close(fd);
+        return QC_EIO;
+    }
     return conn_admit(a, fd);
 }
 

@@ -82,10 +82,9 @@ static int wait_fd(int fd, short events, long long deadline)
 
 static int connect_one(const struct addrinfo *ai, long long deadline)
 {
-    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    /* Close-on-exec from birth: the program may fork in another thread. */
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
     if (fd < 0) return -1;
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) goto fail;
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) return fd;
     if (errno != EINPROGRESS) goto fail;
     if (wait_fd(fd, POLLOUT, deadline) != 0) goto fail;

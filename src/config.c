@@ -41,7 +41,7 @@ static char *dir_of(const char *path)
 /* Reads a whole file into a malloc'd, NUL-terminated buffer. */
 static int read_file(const char *path, char **out, size_t *len, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = fopen(path, "rbe"); /* e: close-on-exec, the program may fork */
     if (!f) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return QC_EIO;
@@ -107,17 +107,40 @@ static int load_json(lua_State *L, const char *path, char *err, size_t errlen)
     return rc;
 }
 
+/* What luaL_loadfilex skips before the chunk: a UTF-8 byte order mark,
+ * then a first line starting with '#' (its newline stays: line numbers
+ * do not move). */
+static size_t chunk_start(const char *text, size_t len)
+{
+    size_t at = len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+    if (at < len && text[at] == '#') {
+        const char *nl = memchr(text + at, '\n', len - at);
+        at = nl ? (size_t)(nl - text) : len;
+    }
+    return at;
+}
+
+int qc_config_loadfile(lua_State *L, const char *path)
+{
+    char err[512], *text;
+    size_t len;
+    int rc = read_file(path, &text, &len, err, sizeof err);
+    if (rc != QC_OK) {
+        lua_pushstring(L, err);
+        return rc == QC_ENOMEM ? LUA_ERRMEM : LUA_ERRFILE;
+    }
+    size_t at = chunk_start(text, len);
+    const char *name = lua_pushfstring(L, "@%s", path);
+    /* Text only: Lua does not check binary chunks, a bad one crashes it. */
+    int st = luaL_loadbufferx(L, text + at, len - at, name, "t");
+    free(text);
+    lua_remove(L, -2);
+    return st;
+}
+
 static int load_lua(lua_State *L, const char *path, char *err, size_t errlen)
 {
-    /* Checked first so the message has the "FILE: message" shape. */
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return QC_EIO;
-    }
-    fclose(f);
-    /* Text only: Lua does not check binary chunks, a bad one crashes it. */
-    int st = luaL_loadfilex(L, path, "t");
+    int st = qc_config_loadfile(L, path);
     if (st == LUA_OK) st = lua_pcall(L, 0, 1, 0);
     if (st == LUA_OK) return QC_OK;
     const char *m = lua_tostring(L, -1);

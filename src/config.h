@@ -92,5 +92,11 @@ int qc_config_load(lua_State *L, const char *path, qc_config *cfg, char *err, si
 int qc_config_load_json(lua_State *L, const char *name, const char *dir, const char *json,
                         size_t len, qc_config *cfg, char *err, size_t errlen);
 void qc_config_free(qc_config *cfg);
+/* luaL_loadfilex(L, path, "t") with the file opened close-on-exec (Lua's
+ * own fopen is not, and a program embedding a node may fork in another
+ * thread while it reads): pushes the chunk, named "@path", and returns
+ * LUA_OK, or pushes "PATH: cannot open: reason" or the syntax error and
+ * returns LUA_ERRFILE, LUA_ERRMEM or LUA_ERRSYNTAX. */
+int qc_config_loadfile(lua_State *L, const char *path);
 
 #endif

@@ -1767,20 +1767,13 @@ static int build_hooks(qc_lua *h, char *err, size_t errlen)
         lua_remove(L, mod);
         return QC_OK;
     }
-    FILE *f = fopen(h->hooks_path, "rb"); /* for a "FILE: message" error */
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s", h->hooks_path, strerror(errno));
-        lua_settop(L, top);
-        return QC_EIO;
-    }
-    fclose(f);
     lua_pushcfunction(L, msgh);
     /* Watches the file makes while it loads belong to this load: they
      * replace the previous load's when it succeeds, and go when it fails. */
     unsigned gen = ++h->file_gen;
     h->loading_gen = gen;
     arm(h, h->hook_timeout_ms);
-    int st = luaL_loadfilex(L, h->hooks_path, "t"); /* a binary chunk could crash Lua */
+    int st = qc_config_loadfile(L, h->hooks_path); /* text only, close-on-exec */
     if (st == LUA_OK) st = lua_pcall(L, 0, 1, tbl + 1);
     disarm(h);
     h->loading_gen = 0;

@@ -7,6 +7,7 @@
  * never interpret consensus or a join's payload, block the loop
  * (qc_net_flush aside), buffer much for a connection that has not proved
  * itself, or let one bad connection harm any other. */
+#define _GNU_SOURCE /* accept4 */
 #include "net.h"
 
 #include <arpa/inet.h>
@@ -231,14 +232,25 @@ static char *dup_str(const char *s)
     return d;
 }
 
-static int sock_setup(int fd)
+/* Sockets net creates are born non-blocking and close-on-exec (SOCK_FLAGS,
+ * accept4): set afterwards, a fork in another thread of the program (a
+ * Python subprocess) could hand them to its child in between. */
+#define SOCK_FLAGS (SOCK_NONBLOCK | SOCK_CLOEXEC)
+
+static void sock_nodelay(int fd)
 {
     int one = 1;
+    /* TCP_NODELAY fails on non-TCP sockets only; that is not fatal */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+/* For a descriptor from outside (qc_net_adopt): whatever it was born with. */
+static int sock_setup(int fd)
+{
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return QC_EIO;
     if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) return QC_EIO;
-    /* TCP_NODELAY fails on non-TCP sockets only; that is not fatal */
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    sock_nodelay(fd);
     return QC_OK;
 }
 
@@ -1124,9 +1136,9 @@ static void dial_bind(const qc_net *n, int s, const struct addrinfo *a)
  * set and nothing left open. */
 static int dial_socket(const qc_net *n, const struct addrinfo *a, int *fd, int *pending)
 {
-    int s = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    int s = socket(a->ai_family, a->ai_socktype | SOCK_FLAGS, a->ai_protocol);
     if (s < 0) return QC_EIO;
-    if (sock_setup(s)) goto fail;
+    sock_nodelay(s);
     dial_bind(n, s, a);
     *pending = connect(s, a->ai_addr, a->ai_addrlen) != 0;
     if (*pending && errno != EINPROGRESS && errno != EINTR) goto fail;
@@ -1605,7 +1617,7 @@ static void accept_caught_up(qc_net *n)
  * backlog is empty or the listener paused. */
 static int accept_one(qc_net *n)
 {
-    int fd = accept(n->lfd, NULL, NULL);
+    int fd = accept4(n->lfd, NULL, NULL, SOCK_FLAGS);
     if (fd >= 0) {
         (void)qc_net_adopt(n, fd);
         return 0;
@@ -1702,12 +1714,13 @@ static int listen_on(qc_net *n, const char *host, int port)
     }
     int fd = -1, err = 0, one = 1;
     for (const struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_FLAGS, a->ai_protocol);
         if (fd < 0) {
             err = errno;
             continue;
         }
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 || sock_setup(fd) ||
+        sock_nodelay(fd);
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
             bind(fd, a->ai_addr, a->ai_addrlen) < 0 || listen(fd, 128) < 0) {
             err = errno;
             close(fd);

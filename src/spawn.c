@@ -3,6 +3,7 @@
  * child reaped through ev_child (default loop) or a pidfd (any other loop),
  * SIGKILL of the whole group at the timeout. It never waits on the loop,
  * except for the reaping of a child it has just SIGKILLed (cancel). */
+#define _GNU_SOURCE /* pipe2 */
 #include "spawn.h"
 
 #include <errno.h>
@@ -178,12 +179,9 @@ static int watch_child(qc_spawn *s)
         ev_child_start(s->loop, &s->child);
         return 0;
     }
+    /* The kernel makes every pidfd close-on-exec. */
     int fd = (int)syscall(SYS_pidfd_open, s->pid, 0);
     if (fd < 0) return -1;
-    if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
-        close(fd);
-        return -1;
-    }
     ev_io_set(&s->pid_w, fd, EV_READ);
     ev_io_start(s->loop, &s->pid_w);
     return 0;
@@ -218,6 +216,11 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     maybe_finish(s);
 }
 
+/* fd as the child's descriptor to: dup2 makes a copy without close-on-exec,
+ * but is a no-op when the pipe already was born as to (the program closed
+ * its standard descriptors), so the flag is cleared then. */
+static int child_fd(int fd, int to) { return fd == to ? fcntl(to, F_SETFD, 0) : dup2(fd, to); }
+
 static void child_main(const char *cmd, char *const *envp, int in, int out, int err)
 {
     sigset_t none;
@@ -227,7 +230,7 @@ static void child_main(const char *cmd, char *const *envp, int in, int out, int 
     static const int sigs[] = {SIGPIPE, SIGINT,  SIGTERM, SIGHUP,
                                SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2};
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) signal(sigs[i], SIG_DFL);
-    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) _exit(127);
+    if (child_fd(in, 0) < 0 || child_fd(out, 1) < 0 || child_fd(err, 2) < 0) _exit(127);
     char *argv[] = {"sh", "-c", (char *)cmd, NULL};
     execve("/bin/sh", argv, envp ? envp : environ);
     _exit(127);
@@ -240,17 +243,12 @@ static void close_pair(int p[2])
     p[0] = p[1] = -1;
 }
 
-/* pipe2() is not POSIX; the agent forks only from its loop thread, so
- * setting FD_CLOEXEC right after is safe. */
-static int cloexec_pipe(int p[2])
-{
-    if (pipe(p) != 0) return -1;
-    if (fcntl(p[0], F_SETFD, FD_CLOEXEC) == 0 && fcntl(p[1], F_SETFD, FD_CLOEXEC) == 0) return 0;
-    int e = errno;
-    close_pair(p);
-    errno = e;
-    return -1;
-}
+/* Close-on-exec from birth: the program embedding a node may fork in
+ * another thread (a Python subprocess) at any moment; a child that
+ * inherited the write end would hold the pipe open, and the hook's exec
+ * would not end before that child did. The child gets its end by
+ * child_fd. */
+static int cloexec_pipe(int p[2]) { return pipe2(p, O_CLOEXEC); }
 
 static int set_nonblock(int fd)
 {

@@ -3,7 +3,12 @@
  * PORT: a free cluster port on 127.0.0.1). Prints "FAIL file:line: what"
  * for each failed check and "ok CASE" at the end; exits 1 on any failure.
  * Run by tests/integration/node_api_spec.lua, which ends it on a hang. */
+#define _GNU_SOURCE /* pipe2 */
+#include <dirent.h>
+#include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <qcluster.h>
 #include <signal.h>
@@ -11,8 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "fd_birth.h"
 
 static int failures;
 
@@ -663,10 +672,179 @@ static int case_free(const char *dir, int port)
     return 0;
 }
 
+/* ---- a thread that forks and execs while nodes run: nothing leaks ---- */
+
+/* `node_test fds`: what the exec'd child holds, "N target" a line. */
+static int list_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return 1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] == '.' || fd == dirfd(d)) continue;
+        char path[64], target[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        target[n > 0 ? n : 0] = '\0';
+        printf("%d %s\n", fd, target);
+    }
+    closedir(d);
+    return 0;
+}
+
+/* Forks, execs `node_test fds` as a program's subprocess would, and reads
+ * what the child holds into out. 0, or -1 when that could not be done. */
+static int child_fds(char *out, size_t len)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* async-signal-safe only: other threads held locks at the fork */
+        if (dup2(p[1], 1) < 0) _exit(127);
+        char *argv[] = {"node_test", "fds", NULL};
+        execv("/proc/self/exe", argv);
+        _exit(127);
+    }
+    close(p[1]);
+    size_t n = 0;
+    ssize_t got = 0;
+    while (pid > 0 && n + 1 < len &&
+           ((got = read(p[0], out + n, len - n - 1)) > 0 || errno == EINTR))
+        if (got > 0) n += (size_t)got;
+    out[n] = '\0';
+    close(p[0]);
+    int st = 0;
+    while (pid > 0 && waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    return pid > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+/* Connects to the nodes' API ports and hangs up, over and over, so that
+ * they accept while the forks happen. */
+typedef struct knocker {
+    int port;
+    int stop;
+    int done;
+} knocker;
+
+static void *knock(void *arg)
+{
+    knocker *k = arg;
+    for (int i = 0; !__atomic_load_n(&k->stop, __ATOMIC_SEQ_CST); i++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)(k->port + i % 3)),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        /* reset, not closed: thousands of TIME_WAITs would hold ports */
+        struct linger reset = {.l_onoff = 1, .l_linger = 0};
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
+            __atomic_fetch_add(&k->done, 1, __ATOMIC_SEQ_CST);
+        if (fd >= 0) (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+        if (fd >= 0) close(fd);
+        sleep_ms(2);
+    }
+    return NULL;
+}
+
+/* Node i of three with an API, a check that execs every 10 ms (pipes, a
+ * child) and a fourth peer that never answers (a socket each redial). */
+static qc_node *busy_node(const char *dir, int port, int i)
+{
+    qc_settings *s = qc_settings_new();
+    char id[16], data[64];
+    snprintf(id, sizeof id, "t%d", i);
+    snprintf(data, sizeof data, "data-%d", i);
+    int rc = s ? QC_OK : QC_ENOMEM;
+    if (rc == QC_OK) rc = qc_settings_set_string(s, "identifier", id);
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "listen_port", port + i);
+    if (rc == QC_OK) rc = qc_settings_set_int(s, "api_port", port + 10 + i);
+    if (rc == QC_OK) rc = qc_settings_set_string(s, "data_dir", path_in(dir, data));
+    if (rc == QC_OK)
+        rc = qc_settings_set_json(
+            s, "checks", "[{\"name\": \"busy\", \"exec\": \"true\", \"interval_ms\": 10}]");
+    for (int j = 0; j < 4 && rc == QC_OK; j++) {
+        char pid[16];
+        snprintf(pid, sizeof pid, "t%d", j);
+        if (j != i) rc = qc_settings_add_peer(s, pid, "127.0.0.1", port + j, NULL);
+    }
+    qc_node *n = NULL;
+    char err[512] = "";
+    if (rc == QC_OK) rc = qc_node_new_settings(s, &n, err, sizeof err);
+    qc_settings_free(s);
+    CHECK(rc == QC_OK, "node t%d: %s %s", i, qc_strerror(rc), err);
+    if (n) CHECK(qc_node_start_thread(n) == QC_OK, "start t%d", i);
+    return n;
+}
+
+/* Whether text (child_fds' lines) lists descriptor fd. */
+static int lists_fd(const char *text, int fd)
+{
+    for (const char *line = text; *line; line++) {
+        if (atoi(line) == fd) return 1;
+        if (!(line = strchr(line, '\n'))) break;
+    }
+    return 0;
+}
+
+/* Whether every descriptor the child listed in fds is one of base's. */
+static int only_inherited(const char *fds, const char *base, int round)
+{
+    int ok = 1;
+    for (const char *line = fds; *line; line++) {
+        const char *end = strchr(line, '\n');
+        int len = end ? (int)(end - line) : (int)strlen(line);
+        if (!lists_fd(base, atoi(line))) {
+            CHECK(0, "fork %d: the child inherited fd %.*s", round, len, line);
+            ok = 0;
+        }
+        if (!end) break;
+        line = end;
+    }
+    return ok;
+}
+
+#define FORK_ROUNDS 400
+
+static int case_fork(const char *dir, int port)
+{
+    /* What any child inherits from whoever ran this test (never the library's). */
+    static char base[4096], fds[4096];
+    const char *what;
+    int born_before = fd_birth_misses(&what);
+    CHECK(child_fds(base, sizeof base) == 0, "cannot fork and exec node_test fds");
+    qc_node *nodes[3];
+    for (int i = 0; i < 3; i++) nodes[i] = busy_node(dir, port, i);
+    if (!nodes[0] || !nodes[1] || !nodes[2]) return 1;
+    CHECK(wait_trio_leader(nodes, -1) >= 0, "no agreed leader among three threads after 15 s");
+    knocker k = {.port = port + 10};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, knock, &k) == 0, "pthread_create");
+    int leaks = 0;
+    for (int round = 0; round < FORK_ROUNDS && leaks < 5; round++) {
+        int rc = child_fds(fds, sizeof fds);
+        CHECK(rc == 0, "fork %d: cannot fork and exec node_test fds", round);
+        if (rc != 0) break;
+        leaks += !only_inherited(fds, base, round);
+    }
+    __atomic_store_n(&k.stop, 1, __ATOMIC_SEQ_CST);
+    pthread_join(t, NULL);
+    CHECK(k.done > 0, "no API connection was accepted meanwhile");
+    CHECK(wait_trio_leader(nodes, -1) >= 0, "no agreed leader after the forks");
+    for (int i = 0; i < 3; i++) qc_node_free(nodes[i]);
+    /* The fork above sees a descriptor that lacks close-on-exec only when
+     * it falls in the window; fd_birth.c sees every one, at birth. */
+    int born = fd_birth_misses(&what) - born_before;
+    CHECK(born == 0, "%d descriptors were born without close-on-exec (%s)", born, what);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "fds") == 0) return list_fds();
     if (argc != 4) {
-        fprintf(stderr, "usage: node_test thread|loop|bad|trio|stuck|leave|free DIR PORT\n");
+        fprintf(stderr, "usage: node_test thread|loop|bad|trio|stuck|leave|free|fork DIR PORT\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -679,6 +857,7 @@ int main(int argc, char **argv)
              : strcmp(c, "stuck") == 0 ? case_stuck(dir, port)
              : strcmp(c, "leave") == 0 ? case_leave(dir, port)
              : strcmp(c, "free") == 0  ? case_free(dir, port)
+             : strcmp(c, "fork") == 0  ? case_fork(dir, port)
                                        : 2;
     if (rc == 2) {
         fprintf(stderr, "node_test: unknown case %s\n", c);

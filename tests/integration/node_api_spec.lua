@@ -1,7 +1,8 @@
 -- libqcluster's in-process node from C (tests/c/node_test.c, one case a
 -- run): thread mode asked and stopped from another thread, loop mode on a
 -- program's loop built from settings and stopped by a callback, three nodes
--- in one process, and what the API refuses. Each run is bounded by timeout(1), which ends it by PID.
+-- in one process, forks from another thread, and what the API refuses.
+-- Each run is bounded by timeout(1), which ends it by PID.
 local agents = require("tests.helpers.agents")
 
 -- setup(dir, port), when given, starts what the case needs beside it and
@@ -66,6 +67,12 @@ describe("the in-process node (libqcluster)", function()
   it("in loop mode, a node freed by another watcher of the program's loop while its stop hands "
     .. "over is freed when the stop completes: on_stop still runs, the loop goes on", function()
     expect_ok("free")
+  end)
+
+  it("while three nodes run on their threads (API, exec checks, redials), a child that another "
+    .. "thread forks and execs inherits none of their descriptors; each is close-on-exec from "
+    .. "its birth", function()
+    expect_ok("fork")
   end)
 
   it("refuses a bad config or bad settings with QC_EINVAL and a message naming the file and key", function()
