@@ -557,7 +557,9 @@ static void node_destroy(qc_node *n)
 void qc_node_free(qc_node *n)
 {
     if (!n) return;
-    if ((n->stopping || n->in_callback) && on_loop_thread(n)) {
+    /* stopping and in_callback are the loop thread's: read there only (from
+     * another thread, reading them raced with the callbacks). */
+    if (on_loop_thread(n) && (n->stopping || n->in_callback)) {
         /* The stop, or the callback, still runs on n: the stop frees it as
          * it unwinds (one is asked for when only a callback runs). */
         n->free_pending = 1;

@@ -31,7 +31,7 @@ static int failures;
             printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
             printf(__VA_ARGS__);                                                                   \
             putchar('\n');                                                                         \
-            failures++;                                                                            \
+            __atomic_fetch_add(&failures, 1, __ATOMIC_SEQ_CST);                                    \
         }                                                                                          \
     } while (0)
 
@@ -65,8 +65,8 @@ static void sleep_ms(int ms)
 
 static char *path_in(const char *dir, const char *name)
 {
-    static char bufs[4][1024];
-    static int next;
+    static _Thread_local char bufs[4][1024]; /* nodes are made on several threads */
+    static _Thread_local int next;
     char *p = bufs[next++ % 4];
     snprintf(p, sizeof bufs[0], "%s/%s", dir, name);
     return p;
@@ -457,6 +457,39 @@ static int case_trio(const char *dir, int port)
     return 0;
 }
 
+/* ---- three nodes made and started on three threads at once ---- */
+
+typedef struct spread_arg {
+    const char *dir;
+    int port, i;
+    qc_node *node;
+} spread_arg;
+
+static void *spread_start(void *arg)
+{
+    spread_arg *a = arg;
+    a->node = trio_node(a->dir, a->port, a->i, NULL);
+    return NULL;
+}
+
+/* As a program's threads may each make a node: the first uses of the
+ * library's shared state (the CRC table) come from all of them at once. */
+static int case_spread(const char *dir, int port)
+{
+    spread_arg args[3];
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) {
+        args[i] = (spread_arg){.dir = dir, .port = port, .i = i};
+        CHECK(pthread_create(&t[i], NULL, spread_start, &args[i]) == 0, "pthread_create");
+    }
+    for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+    qc_node *nodes[3] = {args[0].node, args[1].node, args[2].node};
+    if (!nodes[0] || !nodes[1] || !nodes[2]) return 1;
+    CHECK(wait_trio_leader(nodes, -1) >= 0, "no agreed leader among three threads after 15 s");
+    for (int i = 0; i < 3; i++) qc_node_free(nodes[i]);
+    return 0;
+}
+
 /* ---- a leader's loop stuck in a callback: other threads stop hearing "leader" ---- */
 
 static int stuck_elections; /* on_elected calls so far */
@@ -844,21 +877,23 @@ int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "fds") == 0) return list_fds();
     if (argc != 4) {
-        fprintf(stderr, "usage: node_test thread|loop|bad|trio|stuck|leave|free|fork DIR PORT\n");
+        fprintf(stderr,
+                "usage: node_test thread|loop|bad|trio|spread|stuck|leave|free|fork DIR PORT\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *c = argv[1], *dir = argv[2];
     int port = atoi(argv[3]);
-    int rc = strcmp(c, "thread") == 0  ? case_thread(dir, port)
-             : strcmp(c, "loop") == 0  ? case_loop(dir, port)
-             : strcmp(c, "bad") == 0   ? case_bad(dir, port)
-             : strcmp(c, "trio") == 0  ? case_trio(dir, port)
-             : strcmp(c, "stuck") == 0 ? case_stuck(dir, port)
-             : strcmp(c, "leave") == 0 ? case_leave(dir, port)
-             : strcmp(c, "free") == 0  ? case_free(dir, port)
-             : strcmp(c, "fork") == 0  ? case_fork(dir, port)
-                                       : 2;
+    int rc = strcmp(c, "thread") == 0   ? case_thread(dir, port)
+             : strcmp(c, "loop") == 0   ? case_loop(dir, port)
+             : strcmp(c, "bad") == 0    ? case_bad(dir, port)
+             : strcmp(c, "trio") == 0   ? case_trio(dir, port)
+             : strcmp(c, "stuck") == 0  ? case_stuck(dir, port)
+             : strcmp(c, "leave") == 0  ? case_leave(dir, port)
+             : strcmp(c, "free") == 0   ? case_free(dir, port)
+             : strcmp(c, "fork") == 0   ? case_fork(dir, port)
+             : strcmp(c, "spread") == 0 ? case_spread(dir, port)
+                                        : 2;
     if (rc == 2) {
         fprintf(stderr, "node_test: unknown case %s\n", c);
         return 2;

@@ -64,6 +64,11 @@ describe("the in-process node (libqcluster)", function()
     expect_ok("trio")
   end)
 
+  it("runs three nodes made and started on three threads at once, which agree on a leader",
+    function()
+      expect_ok("spread")
+    end)
+
   it("in loop mode, a node freed by another watcher of the program's loop while its stop hands "
     .. "over is freed when the stop completes: on_stop still runs, the loop goes on", function()
     expect_ok("free")
