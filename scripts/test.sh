@@ -33,7 +33,7 @@ for suite in ${SUITES:-unit integration}; do
   passed=$((passed + p))
   failed=$((failed + f))
 done
-for extra in ${EXTRA_SUITES-sim mutants fuzz chaos python ui install}; do
+for extra in ${EXTRA_SUITES-sim mutants fuzz chaos python ui install tsan}; do
   [ -x "scripts/suite-$extra.sh" ] || continue
   echo "== $extra"
   out=$(sh "scripts/suite-$extra.sh" 2>&1)
