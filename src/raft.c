@@ -1142,8 +1142,12 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
             /* A voter that may not lead stands as a relay only after two
              * silent rounds, when the voters that may lead seem stuck (one
              * may not know it was promoted, or lack entries we hold). */
-            /* So does an unhealthy node that knows a healthy one may lead. */
-            if ((can_lead(r) && !health_defers(r)) || (self_votes(r) && r->idle_rounds >= 2))
+            /* So does an unhealthy node that knows a healthy one may lead,
+             * voter or not: one that stands only by the membership before
+             * its own uncommitted removal may hold entries that healthy
+             * one lacks, and then refuses it. */
+            if ((can_lead(r) && (!health_defers(r) || r->idle_rounds >= 2)) ||
+                (self_votes(r) && r->idle_rounds >= 2))
                 pre_campaign(r, 0, now);
             return;
         }

@@ -514,6 +514,39 @@ describe("raft membership", function()
       assert.are.equal(1, #c:events_of(x, "elected"))
       assert.are.equal("shutdown", c:events_of(x, "demoted")[1].reason)
     end)
+
+  it("an unhealthy node that demoted itself stands after two silent rounds all the same",
+    function()
+      local c = Cluster.new(3)
+      local a = c:await_leader(2000)
+      c:advance(100)
+      local x = other(c, a)
+      local y = 6 - a - x
+      assert.are.equal(0, c.nodes[a]:transfer(x, c.now))
+      c:process(a)
+      c:advance(100)
+      assert.are.equal(x, c:leader())
+      assert.are.equal(0, (c.nodes[x]:propose_config(conf({ id = a }, voter(x), voter(y)), c.now)))
+      c:process(x)
+      c:advance(100)
+      -- x demotes itself, cut off: y, the only voter left, lacks that entry
+      c:isolate(x)
+      assert.are.equal(0, (c.nodes[x]:propose_config(conf({ id = a }, { id = x }, voter(y)), c.now)))
+      c:process(x)
+      c:advance(400)
+      assert.are_not.equal("leader", c.nodes[x]:role())
+      -- x turns unhealthy and hears y, healthy, ask for votes: x leaves the
+      -- election to y but refuses it (its log is ahead); after two silent
+      -- rounds x must stand (counting y's vote only) and commit its change
+      c.nodes[x]:set_healthy(false, c.now)
+      c:process(x)
+      c:heal()
+      c:clear_events()
+      assert.is_truthy(c:await_leader(3000), "no leader after the heal")
+      c:advance(2000, never_two_leaders)
+      assert.are.equal(y, c:leader())
+      assert.are.equal(1, #c:events_of(x, "elected"))
+    end)
 end)
 
 describe("raft relays", function()
