@@ -116,6 +116,10 @@ typedef struct sim {
     uint8_t bad_grant[MAX_NODES + 1][MAX_TERMS]; /* a voter that had to refuse, but granted */
     size_t sick_leader;                          /* unhealthy, with a healthy successor */
     uint64_t sick_term, sick_since;
+    /* Until when (real ms) a transfer the sim asked for may still run: it
+     * goes first (README: a transfer to an unhealthy peer is still done)
+     * and gives up after an election timeout by the leader's clock. */
+    uint64_t transfer_until;
 } sim;
 
 enum { CAND_UNHEALTHY = 1, CAND_TRANSFER = 2 };
@@ -448,14 +452,15 @@ static int healthy_successor(sim *s, size_t l)
 
 /* unhealthy-leader-stays (calm network): an unhealthy leader with a healthy,
  * caught-up successor hands over within a bound, counted from the last
- * change of anybody's health. */
+ * change of anybody's health, or from when a transfer the sim asked for
+ * gave up (that one goes first, even to an unhealthy peer). */
 static void check_sick_leader(sim *s)
 {
     size_t l = acting_leader(s);
     int sick = l && s->nodes[l].unhealthy && healthy_successor(s, l);
     uint64_t term = sick ? qc_raft_term(s->nodes[l].r) : 0;
     if (!sick || l != s->sick_leader || term != s->sick_term ||
-        s->last_health_change >= s->sick_since) {
+        s->last_health_change >= s->sick_since || s->now < s->transfer_until) {
         s->sick_leader = sick ? l : 0;
         s->sick_term = term;
         s->sick_since = s->now;
@@ -919,7 +924,11 @@ static void inject_fault(sim *s, int calm)
             uint64_t to = chance(&s->g, 0.5) ? 0 : 1 + below(&s->g, s->n);
             int rc = qc_raft_transfer(ld->r, to, local_now(s, ld), 0);
             trace(s, "node %zu transfers to %" PRIu64 ": %d", leader, to, rc);
-            if (!rc) s->transfers++;
+            if (!rc) {
+                s->transfers++;
+                s->transfer_until =
+                    s->now + s->election + s->election * QC_RAFT_DRIFT_PERMILLE / 1000 + 1;
+            }
             process(s, leader);
         }
         break;
