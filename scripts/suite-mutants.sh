@@ -7,7 +7,7 @@ passed=0
 failed=0
 for m in "$@"; do
   [ -x "build/sim-$m" ] || make -s --no-print-directory "build/sim-$m" || { failed=$((failed + 1)); continue; }
-  out=$("build/sim-$m" --seeds "${MUTANT_SEEDS:-5000}" --expect-fail | tail -n 1)
+  out=$("build/sim-$m" --seeds "${MUTANT_SEEDS:-20000}" --expect-fail | tail -n 1)
   case "$out" in
     "caught by "*) echo "mutant $m: $out"; passed=$((passed + 1)) ;;
     *) echo "mutant $m: NOT CAUGHT ($out)"; failed=$((failed + 1)) ;;
