@@ -1055,6 +1055,10 @@ static void on_append_resp(qc_raft *r, const qc_msg *m, uint64_t now)
     p->snapshot_sent = 0;
     if (m->index > p->match) {
         p->match = m->index;
+        /* A relay's target that gains entries is on its way: a far one
+         * needs more than an election timeout, and every new relay term
+         * costs two silent rounds. */
+        if (r->relay && r->transferee == p->id) r->transfer_deadline = now + r->election_ms;
         maybe_commit(r);
         if (r->role != QC_ROLE_LEADER) return; /* it handed over just now */
     }
@@ -1115,7 +1119,10 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
     switch (r->role) {
     case QC_ROLE_LEADER:
 #ifndef QC_MUTANT_NO_CHECK_QUORUM
-        if (!qc_raft_is_leader(r, now) && now >= lease_grace(r)) {
+        /* A relay leads nobody (no lease of its own) but needs a majority
+         * answering all the same, like any leader. */
+        if (!(r->relay ? now < qc_raft_lease_until(r) : qc_raft_is_leader(r, now)) &&
+            now >= lease_grace(r)) {
             become_follower(r, r->term, 0, QC_DEMOTE_LOST_QUORUM, now);
             return;
         }

@@ -129,6 +129,8 @@ static int l_new(lua_State *L)
         .fast_retry_ms = (uint32_t)field_u64(L, 1, "fast_retry", 5),
         .seed = field_u64(L, 1, "seed", 1),
         .no_lead = (int)field_u64(L, 1, "no_lead", 0),
+        .max_batch = (uint32_t)field_u64(L, 1, "max_batch", 0),
+        .max_inflight = (uint32_t)field_u64(L, 1, "max_inflight", 0),
     };
     qc_hard_state hs = {0};
     int has_hs = 0;

@@ -19,6 +19,7 @@ function Cluster.new(n, opts)
     logs = {}, applied = {}, snaps = {},
     heartbeat = opts.heartbeat or 50, election = opts.election or 300,
     seed = opts.seed or 1, latency = opts.latency or 1, sent = {},
+    max_batch = opts.max_batch, max_inflight = opts.max_inflight,
   }, Cluster)
   for i = 1, n do
     self.events[i] = {}
@@ -39,6 +40,7 @@ function Cluster:start(i)
   self.nodes[i] = qcraft.new {
     id = i, peers = range(self.n), heartbeat = self.heartbeat, election = self.election,
     seed = self.seed, hs = self.hs[i], now = self.now,
+    max_batch = self.max_batch, max_inflight = self.max_inflight,
   }
   -- recover: the durable snapshot point and the log after it
   local snap = self.snaps[i] or { index = 0, term = 0 }

@@ -562,6 +562,38 @@ describe("raft relays", function()
     assert.are.equal(2, m:leader(), "an ordinary append does name its sender")
   end)
 
+  it("a relay goes on catching a server up while it gains entries, past an election timeout",
+    function()
+      -- one entry per round trip of 40 ms: 40 entries take longer than
+      -- an election timeout (300 ms) to pass on
+      local c = Cluster.new(3, { latency = 20, max_batch = 1, max_inflight = 1 })
+      local l = c:await_leader(3000)
+      c:advance(200)
+      local w = other(c, l)
+      local s = 6 - l - w
+      local members = {}
+      for i = 1, 3 do members[i] = { id = i, voter = true, no_lead = i == w } end
+      assert.are.equal(0, (c.nodes[l]:propose_config(members, c.now)))
+      c:process(l)
+      c:advance(300)
+      -- the server s misses 40 entries the witness w holds; the leader dies
+      c:cut_link(l, s, true)
+      for k = 1, 40 do
+        c.nodes[l]:propose("x" .. k, c.now)
+        c:process(l)
+        c:advance(45)
+      end
+      c:advance(300)
+      c:crash(l)
+      c:clear_events()
+      local new = c:await_leader(20000)
+      assert.are.equal(s, new)
+      local relayed = c:events_of(w, "elected")
+      assert.are.equal(1, #relayed, "the witness stood as a relay once")
+      assert.is_true(relayed[1].relay)
+      assert.are.equal("transfer", c:events_of(w, "demoted")[1].reason)
+    end)
+
   it("a leader that removes itself sends nothing as leader once it stepped down", function()
     local c = Cluster.new(3)
     local l = c:await_leader(2000)
