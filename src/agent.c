@@ -1207,8 +1207,13 @@ int qc_agent_start(qc_agent *a, struct ev_loop *loop, int signals)
     double every = a->cfg.election_timeout_ms / 3000.0;
     ev_timer_set(&a->member_timer, 0., every); /* a joining node asks at once */
     ev_timer_start(a->loop, &a->member_timer);
-    qc_log(QC_LOG_INFO, "agent", "%s listening on %s:%d (api %s:%d), %zu peers", a->cfg.identifier,
-           a->cfg.listen_host, a->cfg.listen_port, a->cfg.api_host, a->cfg.api_port, a->n_members);
+    char api[QC_MEMBER_HOST_MAX + 16];
+    if (a->cfg.api_port)
+        snprintf(api, sizeof api, "api %s:%d", a->cfg.api_host, a->cfg.api_port);
+    else
+        snprintf(api, sizeof api, "api off");
+    qc_log(QC_LOG_INFO, "agent", "%s listening on %s:%d (%s), %zu peers", a->cfg.identifier,
+           a->cfg.listen_host, a->cfg.listen_port, api, a->n_members);
     qc_peer_info self;
     self_info(a, &self);
     qc_agent_fire(a, &(qc_hook_event){.hook = "on_start", .self = &self});
