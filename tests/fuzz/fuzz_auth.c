@@ -336,7 +336,7 @@ static void model_frame(model *M, const wframe *f, const uint8_t nonce_d[QC_WIRE
         M->state_at_unknown = M->state;
         return;
     }
-    if (f->type < QC_FRAME_HELLO || f->type > QC_FRAME_AUTH) {
+    if (f->type < QC_FRAME_HELLO || f->type > QC_FRAME_HEALTH) {
         model_close(M, 1, 0);
         return;
     }
