@@ -13,6 +13,7 @@ trap 'rm -rf "$work"' EXIT
 for suite in ${SUITES:-unit integration}; do
   [ -d "tests/$suite" ] || continue
   echo "== $suite"
+  start=$(date +%s)
   rm -f "$work"/*
   # shellcheck disable=SC2016
   wc -l tests/"$suite"/*_spec.lua | grep -v ' total$' | sort -rn | awk '{print $2}' |
@@ -29,16 +30,18 @@ for suite in ${SUITES:-unit integration}; do
     f=1
     echo "$suite: busted failed for $(tr '\n' ' ' <"$work/busted-failed")"
   fi
-  echo "$suite: $p passed, $f failed"
+  echo "$suite: $p passed, $f failed ($(($(date +%s) - start)) s)"
   passed=$((passed + p))
   failed=$((failed + f))
 done
 for extra in ${EXTRA_SUITES-sim mutants fuzz chaos python ui install tsan}; do
   [ -x "scripts/suite-$extra.sh" ] || continue
   echo "== $extra"
+  start=$(date +%s)
   out=$(sh "scripts/suite-$extra.sh" 2>&1)
   rc=$?
   echo "$out"
+  echo "$extra: $(($(date +%s) - start)) s"
   line=$(echo "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -n 1)
   p=${line%% passed*}
   f=${line#*passed, }
