@@ -27,12 +27,13 @@ M.DEFAULTS = {
   preempt_delay_ms = 5000,
   max_voters = 5,
   leave_on_stop = false,
+  exec_max = 64,
 }
 
 local KEYS = {
   "identifier", "listen_host", "listen_port", "peers", "metadata", "api_host",
   "api_port", "data_dir", "heartbeat_ms", "election_timeout_ms", "hook_timeout_ms",
-  "snapshot_entries", "kv_max_key_bytes", "kv_max_value_bytes",
+  "exec_max", "snapshot_entries", "kv_max_key_bytes", "kv_max_value_bytes",
   "hooks", "log_level", "secret", "secret_file", "api_token", "role", "priority",
   "join", "preempt", "preempt_delay_ms", "max_voters", "leave_on_stop", "reap_after",
   "checks",
@@ -355,6 +356,8 @@ local function timing(c, out)
   local hook = c.hook_timeout_ms
   if hook == nil then hook = math.max(1, i // 3) end
   out.hook_timeout_ms = integer("hook_timeout_ms", hook, 1, 3600000)
+  -- each exec child holds a process and three descriptors: bound them
+  out.exec_max = integer("exec_max", c.exec_max, 1, 10000)
   out.snapshot_entries = integer("snapshot_entries", c.snapshot_entries, 1, 1000000000)
   out.kv_max_key_bytes = integer("kv_max_key_bytes", c.kv_max_key_bytes, 1, 65536)
   -- a write a follower forwards travels in one frame (8 MiB): keep a value

@@ -52,6 +52,7 @@ typedef struct qc_config {
     int heartbeat_ms;
     int election_timeout_ms;
     int hook_timeout_ms;
+    int exec_max;         /* qcluster.exec children running at once */
     int snapshot_entries; /* applied entries between snapshots */
     int kv_max_key;       /* bytes */
     int kv_max_value;     /* bytes */
@@ -78,6 +79,7 @@ typedef struct qc_config {
 #define QC_DEFAULT_HEARTBEAT_MS 50
 #define QC_DEFAULT_ELECTION_TIMEOUT_MS 300
 #define QC_DEFAULT_HOOK_TIMEOUT_MS 100 /* election_timeout_ms / 3 */
+#define QC_DEFAULT_EXEC_MAX 64
 
 /* Loads and checks path inside L (the caller's state; the Lua config may use
  * the qcluster module). On success fills *cfg (caller frees with

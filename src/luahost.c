@@ -33,6 +33,13 @@ extern char **environ;
 #define QC_EXEC_MAX_OUTPUT (1u << 20)
 /* Instructions between two looks at the clock while a hook runs. */
 #define QC_BUDGET_COUNT 1000
+/* Hook error lines: at most QC_ERRLOG_MAX per hook label and window of
+ * QC_ERRLOG_WINDOW_MS; the rest are counted and the count logged once the
+ * window is over (or at the host's end), so that a hook failing on every
+ * event cannot flood the log. */
+#define QC_ERRLOG_MAX 5
+#define QC_ERRLOG_WINDOW_MS 10000
+#define QC_ERRLOG_LABELS 16
 
 /* JOB_KV and JOB_MEMBER carry the answer to a request handed to the view
  * (see qc_req); they differ only in the arguments their callback gets. */
@@ -69,6 +76,14 @@ typedef struct job {
     size_t out_len, err_len;
     char strings[]; /* every string the event carries */
 } job;
+
+/* The error lines of one hook label in the current window. */
+typedef struct qc_errlog {
+    char label[40];
+    uint64_t since_ms; /* the window's start; 0: slot unused */
+    unsigned logged;
+    unsigned long suppressed;
+} qc_errlog;
 
 /* A qcluster.exec call: its child (spawn.c) and its callback. */
 typedef struct qc_exec {
@@ -122,6 +137,8 @@ struct qc_lua {
     job *head, *tail;
     size_t pending;
     qc_exec *execs;
+    int n_execs, exec_max; /* exec children running; at most exec_max */
+    qc_errlog errlog[QC_ERRLOG_LABELS];
     qc_after *afters;
     qc_req *reqs;
     qc_watch *watches, *watches_tail;
@@ -194,6 +211,54 @@ static void one_line(char *dst, size_t n, const char *src)
         }
     }
     dst[j] = '\0';
+}
+
+/* ---- rate-limited error lines ------------------------------------------ */
+
+static void errlog_flush(qc_errlog *e)
+{
+    if (e->suppressed)
+        qc_log(QC_LOG_WARN, "hook", "%s: %lu more error lines suppressed (at most %d per %d s)",
+               e->label, e->suppressed, QC_ERRLOG_MAX, QC_ERRLOG_WINDOW_MS / 1000);
+    e->suppressed = 0;
+}
+
+/* The slot of label: its own, a free one, or the one whose window started
+ * first (its suppressed count is logged before it is reused). */
+static qc_errlog *errlog_slot(qc_lua *h, const char *label)
+{
+    qc_errlog *oldest = &h->errlog[0];
+    for (int i = 0; i < QC_ERRLOG_LABELS; i++) {
+        qc_errlog *e = &h->errlog[i];
+        if (e->since_ms && strncmp(e->label, label, sizeof e->label - 1) == 0) return e;
+        if (!e->since_ms) {
+            oldest = e;
+            break;
+        }
+        if (e->since_ms < oldest->since_ms) oldest = e;
+    }
+    errlog_flush(oldest);
+    memset(oldest, 0, sizeof *oldest);
+    snprintf(oldest->label, sizeof oldest->label, "%s", label);
+    return oldest;
+}
+
+/* Whether an error line of label may be logged now; counts it if not. */
+static int errlog_allow(qc_lua *h, const char *label)
+{
+    qc_errlog *e = errlog_slot(h, label);
+    uint64_t now = qc_now_ms();
+    if (!e->since_ms || now - e->since_ms >= QC_ERRLOG_WINDOW_MS) {
+        errlog_flush(e);
+        e->since_ms = now ? now : 1;
+        e->logged = 0;
+    }
+    if (e->logged < QC_ERRLOG_MAX) {
+        e->logged++;
+        return 1;
+    }
+    e->suppressed++;
+    return 0;
 }
 
 /* ---- pushing values ---------------------------------------------------- */
@@ -375,6 +440,10 @@ static void push_exec_result(lua_State *L, const job *j)
     lua_setfield(L, -2, "stderr");
     lua_pushboolean(L, j->timed_out);
     lua_setfield(L, -2, "timed_out");
+    if (j->reason) { /* it never started */
+        lua_pushstring(L, j->reason);
+        lua_setfield(L, -2, "error");
+    }
     if (j->signal) {
         lua_pushinteger(L, j->signal);
         lua_setfield(L, -2, "signal");
@@ -534,11 +603,18 @@ static void run_job(qc_lua *h, job *j, const qc_watch *w)
         char msg[900];
         const char *m = lua_tostring(L, -1);
         one_line(msg, sizeof msg, m ? m : "error in error handling");
-        if (h->metrics) qc_metrics_add(h->metrics, "qcluster_hook_errors_total", "hook", label, 1);
-        if (h->timed_out)
-            qc_log(QC_LOG_WARN, "hook", "%s stopped after %d ms: %s", label, h->budget_ms, msg);
-        else
-            qc_log(QC_LOG_ERROR, "hook", "%s failed: %s", label, msg);
+        if (h->metrics) {
+            qc_metrics_add(h->metrics, "qcluster_hook_errors_total", "hook", label, 1);
+            if (h->timed_out)
+                qc_metrics_add(h->metrics, "qcluster_hook_overruns_total", "hook", label, 1);
+        }
+        /* Past the rate limit the line is only counted (see errlog_flush). */
+        if (errlog_allow(h, label)) {
+            if (h->timed_out)
+                qc_log(QC_LOG_WARN, "hook", "%s stopped after %d ms: %s", label, h->budget_ms, msg);
+            else
+                qc_log(QC_LOG_ERROR, "hook", "%s failed: %s", label, msg);
+        }
         /* A check whose function failed has failed (unless it answered). */
         if (j->kind == JOB_CHECK && !w && h->check_done)
             h->check_done(h->check_ud, j->check_index, j->check_run, 0, msg, strlen(msg));
@@ -728,6 +804,7 @@ static void exec_done(void *ud, qc_spawn_result *r)
     qc_exec *x = ud;
     qc_lua *h = x->h;
     exec_unlink(x);
+    h->n_execs--;
     if (x->fn_ref != LUA_NOREF) {
         job *j = job_new("exec", 0);
         if (!j) {
@@ -817,6 +894,30 @@ static int exec_timeout_opt(lua_State *L, int opts)
     return (int)ms;
 }
 
+/* An exec refused before it started (exec_max reached): nil, message, and
+ * the callback (ref, taken over) gets {status = -1, error = message}
+ * through the queue, so a hook that only looks at its callback sees it. */
+static int exec_refuse(lua_State *L, int ref, const char *msg)
+{
+    qc_lua *h = host_of(L);
+    if (ref != LUA_NOREF) {
+        job *j = job_new("exec", str_size(msg));
+        if (!j) {
+            luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        } else {
+            char *cur = j->strings + str_size("exec");
+            j->kind = JOB_EXEC;
+            j->fn_ref = ref;
+            j->status = -1;
+            j->reason = put_str(&cur, msg);
+            enqueue(h, j);
+        }
+    }
+    luaL_pushfail(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
 /* qcluster.exec(command [, opts] [, callback]) -> pid | nil, err */
 static int l_exec(lua_State *L)
 {
@@ -844,6 +945,11 @@ static int l_exec(lua_State *L)
         ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     /* From here on nothing may raise: we own the callback's reference. */
+    if (h->n_execs >= h->exec_max) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "exec: %d commands already running (exec_max)", h->n_execs);
+        return exec_refuse(L, ref, msg);
+    }
     qc_exec *x = calloc(1, sizeof *x);
     if (!x) {
         errno = ENOMEM;
@@ -863,6 +969,7 @@ static int l_exec(lua_State *L)
     }
     x->h = h;
     x->fn_ref = ref;
+    h->n_execs++;
     x->next = h->execs;
     if (h->execs) h->execs->prev = x;
     h->execs = x;
@@ -1603,6 +1710,8 @@ static void declare_metrics(qc_metrics *m)
                        "Lua hook calls run, by hook.");
     qc_metrics_declare(m, "qcluster_hook_errors_total", QC_METRIC_COUNTER,
                        "Lua hook calls that failed or ran out of time, by hook.");
+    qc_metrics_declare(m, "qcluster_hook_overruns_total", QC_METRIC_COUNTER,
+                       "Hook calls that ran past hook_timeout_ms, by hook.");
     qc_metrics_declare(m, "qcluster_hook_duration_seconds", QC_METRIC_HISTOGRAM,
                        "Time spent in Lua hook calls.");
 }
@@ -1641,6 +1750,7 @@ int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, q
     h->view = view;
     h->metrics = metrics;
     h->hook_timeout_ms = QC_DEFAULT_HOOK_TIMEOUT_MS;
+    h->exec_max = QC_DEFAULT_EXEC_MAX;
     h->next_watch_id = 1;
     if (loop) qc_lua_attach(h, loop);
     declare_metrics(metrics);
@@ -1652,6 +1762,7 @@ static void kill_exec(qc_lua *h, qc_exec *x)
 {
     if (x->fn_ref != LUA_NOREF && h->L) luaL_unref(h->L, LUA_REGISTRYINDEX, x->fn_ref);
     qc_spawn_cancel(x->s);
+    h->n_execs--;
     free(x);
 }
 
@@ -1684,6 +1795,7 @@ void qc_lua_free(qc_lua *h)
     for (qc_req *r = h->reqs; r; r = r->next) r->h = NULL;
     h->reqs = NULL;
     while (h->watches) watch_free(h, h->watches);
+    for (int i = 0; i < QC_ERRLOG_LABELS; i++) errlog_flush(&h->errlog[i]);
     lua_close(h->L);
     free(h->hooks_path);
     free(h->config_path);
@@ -1827,6 +1939,7 @@ static int load_config(qc_lua *h, const char *path, const char *dir, const char 
     if (rc != QC_OK) return rc;
     h->hook_timeout_ms =
         cfg->hook_timeout_ms > 0 ? cfg->hook_timeout_ms : QC_DEFAULT_HOOK_TIMEOUT_MS;
+    h->exec_max = cfg->exec_max > 0 ? cfg->exec_max : QC_DEFAULT_EXEC_MAX;
     free(h->hooks_path);
     free(h->config_path);
     h->hooks_path = NULL;

@@ -519,8 +519,10 @@ static void print_counters(qc_lua *h, qc_metrics *m)
     for (int i = 0; hook_names[i]; i++) {
         double runs = qc_metrics_get(m, "qcluster_hook_runs_total", "hook", hook_names[i]);
         double errs = qc_metrics_get(m, "qcluster_hook_errors_total", "hook", hook_names[i]);
+        double over = qc_metrics_get(m, "qcluster_hook_overruns_total", "hook", hook_names[i]);
         if (runs > 0 || errs > 0)
-            printf("counter %s runs=%.0f errors=%.0f\n", hook_names[i], runs, errs);
+            printf("counter %s runs=%.0f errors=%.0f overruns=%.0f\n", hook_names[i], runs, errs,
+                   over);
     }
 }
 
@@ -671,6 +673,7 @@ static int build_output(lua_State *L)
     set_int(L, "heartbeat_ms", c->heartbeat_ms);
     set_int(L, "election_timeout_ms", c->election_timeout_ms);
     set_int(L, "hook_timeout_ms", c->hook_timeout_ms);
+    set_int(L, "exec_max", c->exec_max);
     set_str(L, "hooks", c->hooks_path);
     set_str(L, "log_level", qc_log_level_name(c->log_level));
     set_str(L, "secret", c->secret ? "(set)" : NULL);

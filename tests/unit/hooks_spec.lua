@@ -167,6 +167,32 @@ describe("hooks", function()
     assert.matches("counter on_peer_down runs=1 errors=1", out)
   end)
 
+  it("that fail on every event log a bounded number of lines and count the rest", function()
+    local events = {}
+    for i = 1, 50 do events[i] = "on_peer_up" end
+    events[#events + 1] = "on_stop"
+    local rc, out, err = run_hooks([[
+      return { on_peer_up = function() error("boom") end,
+               on_stop = function() print("still here") end }
+    ]], events)
+    assert.are.equal(0, rc)
+    assert.are.same({ "still here" }, lines(out))
+    local n = select(2, err:gsub("on_peer_up failed", ""))
+    assert.are.equal(5, n)
+    assert.matches("on_peer_up: 45 more error lines suppressed", err)
+    assert.matches("counter on_peer_up runs=50 errors=50", out)
+  end)
+
+  it("that run past their budget are counted as overruns", function()
+    local rc, out = run_hooks([[
+      return { on_peer_up = function() while true do end end,
+               on_peer_down = function() error("not an overrun") end }
+    ]], { "on_peer_up", "on_peer_down" })
+    assert.are.equal(0, rc)
+    assert.matches("counter on_peer_up runs=1 errors=1 overruns=1", out)
+    assert.matches("counter on_peer_down runs=1 errors=1 overruns=0", out)
+  end)
+
   it("cannot end the agent with os.exit", function()
     local rc, out, err = run_hooks([[
       return { on_start = function() os.exit(3) end, on_stop = function() print("alive") end }
@@ -262,6 +288,41 @@ describe("qcluster.exec", function()
     assert.are.equal(0, rc)
     assert.matches("exec stopped after 200 ms", err)
     assert.are.same({ "after ran" }, lines(out))
+  end)
+
+  it("runs at most exec_max commands at once; the next calls fail to their callbacks",
+    function()
+    local log = dir .. "/running"
+    local rc, out, err = run_hooks(([[
+      local ok, refused, returned = 0, 0, 0
+      return { on_start = function()
+        for _ = 1, 200 do
+          local pid, e = qcluster.exec("echo + >> %s; sleep 0.5; echo - >> %s", function(r)
+            if r.error then
+              assert(r.status == -1 and r.error:find("exec_max"), r.error)
+              refused = refused + 1
+            else
+              ok = ok + 1
+            end
+            if ok + refused == 200 then
+              print("ok", ok, "refused", refused, "returned nil", returned)
+              -- a finished command frees its slot
+              qcluster.exec("true", function(r2) print("after", r2.status, r2.error) end)
+            end
+          end)
+          if pid == nil then returned = returned + 1; assert(e:find("exec_max"), e) end
+        end
+      end }
+    ]]):format(log, log), { "on_start" })
+    assert.are.equal(0, rc, err)
+    assert.are.same({ "ok\t64\trefused\t136\treturned nil\t136", "after\t0\tnil" }, lines(out))
+    -- never more than 64 at once, as the children themselves saw it
+    local running, most = 0, 0
+    for c in driver.slurp(log):gmatch("[+-]") do
+      running = running + (c == "+" and 1 or -1)
+      if running > most then most = running end
+    end
+    assert.is_true(most > 0 and most <= 64, "most at once: " .. most)
   end)
 
   it("rejects bad arguments with an error in the hook", function()
