@@ -33,7 +33,7 @@ M.DEFAULTS = {
 local KEYS = {
   "identifier", "listen_host", "listen_port", "peers", "metadata", "api_host",
   "api_port", "data_dir", "heartbeat_ms", "election_timeout_ms", "hook_timeout_ms",
-  "exec_max", "snapshot_entries", "kv_max_key_bytes", "kv_max_value_bytes",
+  "hook_stuck_ms", "exec_max", "snapshot_entries", "kv_max_key_bytes", "kv_max_value_bytes",
   "hooks", "log_level", "secret", "secret_file", "api_token", "role", "priority",
   "join", "preempt", "preempt_delay_ms", "max_voters", "leave_on_stop", "reap_after",
   "checks",
@@ -356,6 +356,12 @@ local function timing(c, out)
   local hook = c.hook_timeout_ms
   if hook == nil then hook = math.max(1, i // 3) end
   out.hook_timeout_ms = integer("hook_timeout_ms", hook, 1, 3600000)
+  -- A hook running this long (blocked in C: Lua stops at hook_timeout_ms)
+  -- makes the node unhealthy, so a leader hands over: a few election
+  -- timeouts, so that the cluster never waits on a hook for long.
+  local stuck = c.hook_stuck_ms
+  if stuck == nil then stuck = 3 * i end
+  out.hook_stuck_ms = integer("hook_stuck_ms", stuck, 1, 3600000)
   -- each exec child holds a process and three descriptors: bound them
   out.exec_max = integer("exec_max", c.exec_max, 1, 10000)
   out.snapshot_entries = integer("snapshot_entries", c.snapshot_entries, 1, 1000000000)

@@ -392,8 +392,12 @@ static void view_kv_list(void *ud, const uint8_t *prefix, size_t plen, int stale
 
 /* ---- health ------------------------------------------------------------ */
 
-void qc_agent_health_changed(qc_agent *a, int healthy, const qc_check_info *check)
+/* The node's health is its checks' verdict and no stuck hook: applies a
+ * change of it (check: what changed it, for on_health_change). */
+static void apply_health(qc_agent *a, const qc_check_info *check)
 {
+    int healthy = a->checks_healthy && !a->hook_stuck;
+    if (healthy == a->healthy) return;
     a->healthy = healthy;
     /* An unhealthy node stops standing for election; a leader hands over. */
     qc_raft_set_healthy(a->raft, healthy, qc_now_ms());
@@ -405,6 +409,25 @@ void qc_agent_health_changed(qc_agent *a, int healthy, const qc_check_info *chec
                                       .check = check->name,
                                       .status = check->passing ? "passing" : "failing",
                                       .output = check->output});
+}
+
+void qc_agent_health_changed(qc_agent *a, int healthy, const qc_check_info *check)
+{
+    a->checks_healthy = healthy;
+    apply_health(a, check);
+}
+
+/* A hook stuck past hook_stuck_ms makes the node unhealthy until it
+ * returns (README "Hooks"): a leader whose fail-over routine hangs hands
+ * leadership over like one whose check fails. */
+static void on_hook_stuck(void *ud, int stuck, const char *hook)
+{
+    qc_agent *a = ud;
+    char out[96];
+    snprintf(out, sizeof out, "%s %s", hook, stuck ? "is stuck" : "returned");
+    qc_check_info c = {.name = "hook", .kind = "hook", .passing = !stuck, .output = out};
+    a->hook_stuck = stuck;
+    apply_health(a, &c);
 }
 
 static void on_health_change(void *ud, int healthy, const qc_check_info *check)
@@ -438,7 +461,9 @@ static int start_health(qc_agent *a)
     int rc = qc_health_new(a->loop, a->cfg.checks, a->cfg.n_checks, &cb, a->metrics, &a->health);
     if (rc != QC_OK) return rc;
     qc_lua_set_check_done(a->lua, on_lua_check_done, a);
-    a->healthy = qc_health_healthy(a->health);
+    qc_lua_set_stuck(a->lua, on_hook_stuck, a);
+    a->checks_healthy = qc_health_healthy(a->health);
+    a->healthy = a->checks_healthy && !a->hook_stuck;
     /* Checks start failing: the core must not stand this node for election
      * before the first verdicts come in. */
     qc_raft_set_healthy(a->raft, a->healthy, qc_now_ms());
@@ -1027,6 +1052,7 @@ static void close_agent(qc_agent *a)
     qc_health_free(a->health); /* before the Lua host: lua checks answer into it */
     a->health = NULL;
     if (a->lua) qc_lua_set_check_done(a->lua, NULL, NULL);
+    if (a->lua) qc_lua_set_stuck(a->lua, NULL, NULL);
     if (a->net) qc_net_free(a->net);
     if (a->loop) {
         ev_timer_stop(a->loop, &a->raft_timer);

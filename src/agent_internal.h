@@ -72,8 +72,10 @@ struct qc_agent {
     qc_raft *raft;
     qc_net *net;
     qc_api *api;
-    qc_health *health; /* this node's checks (NULL before the start) */
-    int healthy;       /* every check passes (always with none) */
+    qc_health *health;  /* this node's checks (NULL before the start) */
+    int healthy;        /* every check passes (always with none) and no hook is stuck */
+    int checks_healthy; /* the checks' verdict alone */
+    int hook_stuck;     /* a hook has run past hook_stuck_ms (luahost.c) */
     /* Spreading it (peerhealth.c): a HEALTH frame to every peer on each
      * change, on each new link and every election timeout. */
     ev_timer health_timer;

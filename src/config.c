@@ -404,6 +404,7 @@ static int copy_config(lua_State *L, int t, qc_config *cfg, char *err, size_t er
     cfg->election_timeout_ms = int_field(L, t, "election_timeout_ms");
     cfg->hook_timeout_ms = int_field(L, t, "hook_timeout_ms");
     cfg->exec_max = int_field(L, t, "exec_max");
+    cfg->hook_stuck_ms = int_field(L, t, "hook_stuck_ms");
     cfg->snapshot_entries = int_field(L, t, "snapshot_entries");
     cfg->kv_max_key = int_field(L, t, "kv_max_key_bytes");
     cfg->kv_max_value = int_field(L, t, "kv_max_value_bytes");

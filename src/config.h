@@ -53,6 +53,7 @@ typedef struct qc_config {
     int election_timeout_ms;
     int hook_timeout_ms;
     int exec_max;         /* qcluster.exec children running at once */
+    int hook_stuck_ms;    /* a hook running this long makes the node unhealthy */
     int snapshot_entries; /* applied entries between snapshots */
     int kv_max_key;       /* bytes */
     int kv_max_value;     /* bytes */

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,8 +75,29 @@ typedef struct job {
     size_t check_index;
     uint64_t check_run;
     size_t out_len, err_len;
+    /* JOB_HOOK: the node as of the event (qc_lua_fire): its term, and the
+     * leader then (has_snap_leader); see l_term, l_is_leader, l_leader. */
+    uint64_t snap_term;
+    int has_snap_leader;
+    qc_peer_info snap_leader;
     char strings[]; /* every string the event carries */
 } job;
+
+/* What one step of a job did (on the Lua thread), for the loop thread to
+ * count, log and pass on (account). One step is out at a time. */
+typedef struct step_res {
+    const char *label; /* the hook, or "kv_watch" */
+    int ran;           /* a function ran */
+    int no_stack;      /* out of Lua stack: nothing ran */
+    int missing_check; /* a JOB_CHECK whose function does not exist */
+    int rc, timed_out, budget_ms;
+    double dt;
+    int observe;  /* the job's own step: the observer sees the event */
+    int finished; /* the job leaves the queue */
+    char msg[900];
+} step_res;
+
+enum { CALL_NONE, CALL_POSTED, CALL_DONE };
 
 /* The error lines of one hook label in the current window. */
 typedef struct qc_errlog {
@@ -151,19 +173,72 @@ struct qc_lua {
     void *observer_ud;
     int armed, budget_ms, timed_out;
     uint64_t deadline_ms;
-    int hook_timeout_ms;
+    int hook_timeout_ms, hook_stuck_ms;
+
+    /* The Lua thread (README "Hooks"): the loop thread owns the queue and
+     * hands one step at a time (current) to it; the Lua thread touches the
+     * lua_State only while a step is out (busy), the loop thread only
+     * while none is, or while the Lua thread waits in l_proxy. */
+    job *current;      /* the job whose step runs (either thread) */
+    step_res res;      /* that step's outcome */
+    int busy;          /* loop side: a step is out at the Lua thread */
+    int has_thread;    /* thread started */
+    int thread_failed; /* could not start: steps run inline */
+    int ref_held;      /* ev_ref while busy: the loop waits for the step */
+    pthread_t thread;
+    ev_async async;    /* Lua thread -> loop: a step ended or a call waits */
+    ev_timer watchdog; /* past hook_timeout_ms, then past hook_stuck_ms */
+    uint64_t busy_since;
+    const char *cur_label;
+    int overran, stuck; /* the step out was counted as an overrun / is stuck */
+    qc_lua_stuck_fn *stuck_fn;
+    void *stuck_ud;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* Under mu. */
+    int handed;        /* a step waits for the Lua thread */
+    int step_done;     /* the Lua thread ended its step */
+    int quit;          /* the Lua thread is to end */
+    int orphaned;      /* freed while stuck: the Lua thread frees itself */
+    int call_state;    /* CALL_...: a module function for the loop thread */
+    lua_State *call_L; /* the coroutine that called it */
+    int call_status;
+    char what[160]; /* the last C function a hook called, for the watchdog */
     char *hooks_path;
     char *config_path; /* for messages about the config's lua checks */
 };
 
 static qc_lua *host_of(lua_State *L) { return *(qc_lua **)lua_getextraspace(L); }
+static int l_proxy(lua_State *L);
+static void watch_free(qc_lua *h, struct qc_watch *w);
+static uint64_t live_term(const qc_view *v);
 
 /* ---- the time budget --------------------------------------------------- */
 
+/* A call of a C function: remembered (name and caller's line), so that
+ * the watchdog can say where a hook that blocks in C is stuck. */
+static void note_c_call(qc_lua *h, lua_State *L, lua_Debug *ar)
+{
+    if (!lua_getinfo(L, "Sn", ar) || strcmp(ar->what, "C") != 0) return;
+    char buf[sizeof h->what];
+    lua_Debug caller;
+    if (lua_getstack(L, 1, &caller) && lua_getinfo(L, "Sl", &caller) && caller.currentline > 0)
+        snprintf(buf, sizeof buf, "%s() at %s:%d", ar->name ? ar->name : "?", caller.short_src,
+                 caller.currentline);
+    else
+        snprintf(buf, sizeof buf, "%s()", ar->name ? ar->name : "?");
+    pthread_mutex_lock(&h->mu);
+    memcpy(h->what, buf, sizeof buf);
+    pthread_mutex_unlock(&h->mu);
+}
+
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
-    (void)ar;
     qc_lua *h = host_of(L);
+    if (ar->event == LUA_HOOKCALL) {
+        if (h->has_thread) note_c_call(h, L, ar);
+        return;
+    }
     if (!h->armed || qc_now_ms() < h->deadline_ms) return;
     h->timed_out = 1;
     /* Fire on every instruction from now on, so a Lua-level pcall that
@@ -178,7 +253,7 @@ static void arm(qc_lua *h, int ms)
     h->budget_ms = ms;
     h->timed_out = 0;
     h->deadline_ms = qc_now_ms() + (uint64_t)ms;
-    lua_sethook(h->L, budget_hook, LUA_MASKCOUNT, QC_BUDGET_COUNT);
+    lua_sethook(h->L, budget_hook, LUA_MASKCOUNT | LUA_MASKCALL, QC_BUDGET_COUNT);
 }
 
 static void disarm(qc_lua *h)
@@ -361,7 +436,8 @@ static void enqueue(qc_lua *h, job *j)
         h->head = j;
     h->tail = j;
     h->pending++;
-    if (h->loop) ev_idle_start(h->loop, &h->idle);
+    /* While a step is out, its end starts the next (step_ended). */
+    if (h->loop && !h->busy) ev_idle_start(h->loop, &h->idle);
 }
 
 static void push_event(lua_State *L, const job *j)
@@ -507,6 +583,8 @@ static int call_job(lua_State *L)
         lua_pushinteger(L, (lua_Integer)j->check_index);
         lua_pushinteger(L, (lua_Integer)j->check_run);
         lua_pushcclosure(L, l_check_done, 2);
+        lua_pushliteral(L, "done");
+        lua_pushcclosure(L, l_proxy, 2); /* it answers into the health runner */
     } else
         nargs = 0;
     lua_call(L, nargs, 0);
@@ -566,60 +644,72 @@ static double mono_seconds(void)
 }
 
 /* Runs a job's function, or watch w's for that job's event, under the
- * budget; counts and logs it under the job's label ("kv_watch" for w). */
-static void run_job(qc_lua *h, job *j, const qc_watch *w)
+ * budget, on whichever thread runs the step; the outcome goes to r for
+ * account() on the loop thread (metrics and the log are the loop's). */
+static void run_job(qc_lua *h, job *j, const qc_watch *w, step_res *r)
 {
     lua_State *L = h->L;
-    const char *label = w ? "kv_watch" : j->hook;
+    r->label = w ? "kv_watch" : j->hook;
     int top = lua_gettop(L);
     if (!lua_checkstack(L, 8)) {
-        qc_log(QC_LOG_ERROR, "hook", "%s: out of Lua stack, skipped", label);
+        r->no_stack = 1;
         return;
     }
     lua_pushcfunction(L, msgh);
     if (!push_job_fn(L, j, w)) {
         lua_settop(L, top);
-        if (j->kind == JOB_CHECK && !w && h->check_done) {
-            static const char none[] = "no such Lua function";
-            h->check_done(h->check_ud, j->check_index, j->check_run, 0, none, sizeof none - 1);
-        }
+        r->missing_check = j->kind == JOB_CHECK && !w;
         return; /* no such hook: skipped silently */
     }
     lua_pushcfunction(L, call_job);
     lua_insert(L, -2);
     lua_pushlightuserdata(L, j);
-    h->running = 1;
     double t0 = mono_seconds();
     arm(h, h->hook_timeout_ms);
     int rc = lua_pcall(L, 2, 0, top + 1);
     disarm(h);
-    double dt = mono_seconds() - t0;
-    h->running = 0;
-    if (h->metrics) {
-        qc_metrics_add(h->metrics, "qcluster_hook_runs_total", "hook", label, 1);
-        qc_metrics_observe(h->metrics, "qcluster_hook_duration_seconds", dt);
-    }
+    r->dt = mono_seconds() - t0;
+    r->ran = 1;
+    r->rc = rc;
+    r->timed_out = h->timed_out;
+    r->budget_ms = h->budget_ms;
     if (rc != LUA_OK) {
-        char msg[900];
         const char *m = lua_tostring(L, -1);
-        one_line(msg, sizeof msg, m ? m : "error in error handling");
-        if (h->metrics) {
-            qc_metrics_add(h->metrics, "qcluster_hook_errors_total", "hook", label, 1);
-            if (h->timed_out)
-                qc_metrics_add(h->metrics, "qcluster_hook_overruns_total", "hook", label, 1);
-        }
-        /* Past the rate limit the line is only counted (see errlog_flush). */
-        if (errlog_allow(h, label)) {
-            if (h->timed_out)
-                qc_log(QC_LOG_WARN, "hook", "%s stopped after %d ms: %s", label, h->budget_ms, msg);
-            else
-                qc_log(QC_LOG_ERROR, "hook", "%s failed: %s", label, msg);
-        }
-        /* A check whose function failed has failed (unless it answered). */
-        if (j->kind == JOB_CHECK && !w && h->check_done)
-            h->check_done(h->check_ud, j->check_index, j->check_run, 0, msg, strlen(msg));
+        one_line(r->msg, sizeof r->msg, m ? m : "error in error handling");
     }
     lua_settop(L, top);
+}
+
+/* Loop thread: counts and logs a step's outcome (see run_job). An overrun
+ * the watchdog already counted (h->overran) is not counted twice. */
+static void account(qc_lua *h, const job *j, const step_res *r)
+{
+    static const char none[] = "no such Lua function";
+    if (r->no_stack) qc_log(QC_LOG_ERROR, "hook", "%s: out of Lua stack, skipped", r->label);
+    if (r->missing_check && h->check_done)
+        h->check_done(h->check_ud, j->check_index, j->check_run, 0, none, sizeof none - 1);
+    if (!r->ran) return;
+    if (h->metrics) {
+        qc_metrics_add(h->metrics, "qcluster_hook_runs_total", "hook", r->label, 1);
+        qc_metrics_observe(h->metrics, "qcluster_hook_duration_seconds", r->dt);
+    }
+    if (r->rc == LUA_OK) return;
+    if (h->metrics && !h->overran) {
+        qc_metrics_add(h->metrics, "qcluster_hook_errors_total", "hook", r->label, 1);
+        if (r->timed_out)
+            qc_metrics_add(h->metrics, "qcluster_hook_overruns_total", "hook", r->label, 1);
+    }
+    /* Past the rate limit the line is only counted (see errlog_flush). */
+    if (errlog_allow(h, r->label)) {
+        if (r->timed_out)
+            qc_log(QC_LOG_WARN, "hook", "%s stopped after %d ms: %s", r->label, r->budget_ms,
+                   r->msg);
+        else
+            qc_log(QC_LOG_ERROR, "hook", "%s failed: %s", r->label, r->msg);
+    }
+    /* A check whose function failed has failed (unless it answered). */
+    if (j->kind == JOB_CHECK && strcmp(r->label, "kv_watch") != 0 && h->check_done)
+        h->check_done(h->check_ud, j->check_index, j->check_run, 0, r->msg, strlen(r->msg));
 }
 
 static int watch_matches(const qc_watch *w, const job *j)
@@ -663,51 +753,333 @@ static void observe(qc_lua *h, const job *j)
     h->running = 0;
 }
 
+void qc_lua_set_stuck(qc_lua *h, qc_lua_stuck_fn *fn, void *ud)
+{
+    h->stuck_fn = fn;
+    h->stuck_ud = ud;
+}
+
 void qc_lua_set_observer(qc_lua *h, qc_lua_observer_fn *fn, void *ud)
 {
     h->observer = fn;
     h->observer_ud = ud;
 }
 
-/* Runs one step of the first job: the job itself, or for an on_kv_change
- * event the hook and then each matching watch, one step per call so that
- * the loop turns in between. The job leaves the queue after its last step. */
-static void run_next(qc_lua *h)
+/* Runs one step of job j (either thread; the Lua state is this thread's
+ * for the step): the job itself, or for an on_kv_change event the hook and
+ * then each matching watch, one step each, so that the loop turns in
+ * between. r says whether the job is finished. */
+static void step(qc_lua *h, job *j, step_res *r)
 {
-    job *j = h->head;
-    if (!j || h->running) return;
+    memset(r, 0, sizeof *r);
+    r->finished = 1;
     if (j->has_key) {
         if (!j->started) {
             /* Watches made from here on (even by this hook) are later. */
             j->started = 1;
             j->watch_limit = h->next_watch_id;
-            run_job(h, j, NULL);
-            observe(h, j);
+            run_job(h, j, NULL, r);
+            r->observe = 1;
         } else {
             const qc_watch *w = next_watch(h, j);
             if (w) {
                 j->watch_after = w->id;
-                run_job(h, j, w);
+                run_job(h, j, w, r);
             }
         }
-        if (next_watch(h, j)) return;
+        if (next_watch(h, j)) r->finished = 0;
     } else {
-        run_job(h, j, NULL);
-        observe(h, j);
+        run_job(h, j, NULL, r);
+        r->observe = 1;
     }
-    /* Jobs queued while it ran went in behind it. */
-    h->head = j->next;
-    if (!h->head) h->tail = NULL;
-    h->pending--;
-    job_free(h, j);
+}
+
+/* Loop thread, the Lua thread idle: the step of h->current is over. */
+static void finish_step(qc_lua *h)
+{
+    job *j = h->current;
+    h->current = NULL;
+    account(h, j, &h->res);
+    if (h->res.observe) observe(h, j);
+    if (h->res.finished) {
+        /* Jobs queued while it ran went in behind it. */
+        h->head = j->next;
+        if (!h->head) h->tail = NULL;
+        h->pending--;
+        job_free(h, j);
+    }
+    if (h->head && h->loop) ev_idle_start(h->loop, &h->idle);
+}
+
+/* Runs the first job's next step on this thread (drain, or no thread). */
+static void run_inline(qc_lua *h)
+{
+    h->current = h->head;
+    h->running = 1;
+    step(h, h->current, &h->res);
+    h->running = 0;
+    finish_step(h);
+}
+
+/* ---- the Lua thread ------------------------------------------------------ */
+
+static int on_lua_thread(qc_lua *h)
+{
+    return h->has_thread && pthread_equal(pthread_self(), h->thread);
+}
+
+/* Frees what a host freed while its hook was stuck left to the Lua thread
+ * (the state and the watches); see qc_lua_free. */
+static void orphan_free(qc_lua *h)
+{
+    if (h->current) {
+        free(h->current->out);
+        free(h->current->err);
+        free(h->current);
+    }
+    while (h->watches) watch_free(h, h->watches);
+    lua_close(h->L);
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+    free(h);
+}
+
+static void *lua_thread_main(void *arg)
+{
+    qc_lua *h = arg;
+    pthread_mutex_lock(&h->mu);
+    for (;;) {
+        while (!h->handed && !h->quit) pthread_cond_wait(&h->cv, &h->mu);
+        if (h->quit) break;
+        h->handed = 0;
+        pthread_mutex_unlock(&h->mu);
+        step(h, h->current, &h->res);
+        pthread_mutex_lock(&h->mu);
+        if (h->orphaned) break;
+        h->step_done = 1;
+        pthread_cond_broadcast(&h->cv); /* a drain may wait for it */
+        ev_async_send(h->loop, &h->async);
+    }
+    int orphaned = h->orphaned;
+    pthread_mutex_unlock(&h->mu);
+    if (orphaned) orphan_free(h);
+    return NULL;
+}
+
+/* Starts the Lua thread. Its signal mask is the loop thread's: libev's
+ * handlers may run on either thread (they only flag the loop), and what a
+ * hook starts with os.execute or io.popen inherits the mask, which must not
+ * block what the agent itself would receive. 0, or -1 (steps then run
+ * inline, as before there was a thread). */
+static int start_thread(qc_lua *h)
+{
+    int rc = pthread_create(&h->thread, NULL, lua_thread_main, h);
+    if (rc != 0) {
+        qc_log(QC_LOG_ERROR, "hook", "cannot start the Lua thread (%s): hooks run on the loop",
+               strerror(rc));
+        return -1;
+    }
+    h->has_thread = 1;
+    return 0;
+}
+
+static void watchdog_arm(qc_lua *h, int ms)
+{
+    ev_timer_stop(h->loop, &h->watchdog);
+    ev_timer_set(&h->watchdog, ms > 0 ? ms / 1000.0 : 0.001, 0.);
+    ev_timer_start(h->loop, &h->watchdog);
+}
+
+/* Loop thread: hands the first job's next step to the Lua thread. */
+static void dispatch(qc_lua *h)
+{
+    if (h->busy || h->running || !h->head) return;
+    if (!h->has_thread && (h->thread_failed || start_thread(h) != 0)) {
+        h->thread_failed = 1;
+        run_inline(h);
+        return;
+    }
+    job *j = h->head;
+    h->current = j;
+    h->cur_label = j->has_key && j->started ? "kv_watch" : j->hook;
+    h->busy = 1;
+    h->overran = 0;
+    h->busy_since = qc_now_ms();
+    ev_idle_stop(h->loop, &h->idle); /* nothing to do until the step ends */
+    if (!h->ref_held) {
+        ev_ref(h->loop); /* the loop waits for the step, as it did inline */
+        h->ref_held = 1;
+    }
+    /* A Lua overrun stops itself at the budget; the watchdog is for C. */
+    int grace = h->hook_timeout_ms / 4 > 20 ? h->hook_timeout_ms / 4 : 20;
+    watchdog_arm(h, h->hook_timeout_ms + grace);
+    pthread_mutex_lock(&h->mu);
+    h->what[0] = '\0';
+    h->handed = 1;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Loop thread: the Lua thread's step is over. */
+static void step_ended(qc_lua *h)
+{
+    h->busy = 0;
+    ev_timer_stop(h->loop, &h->watchdog);
+    if (h->ref_held) {
+        ev_unref(h->loop);
+        h->ref_held = 0;
+    }
+    if (h->stuck) {
+        h->stuck = 0;
+        qc_log(QC_LOG_INFO, "hook", "%s returned after %llu ms", h->cur_label,
+               (unsigned long long)(qc_now_ms() - h->busy_since));
+        if (h->stuck_fn) h->stuck_fn(h->stuck_ud, 0, h->cur_label);
+    }
+    finish_step(h);
+}
+
+/* Loop thread: runs a module function the Lua thread posted (l_proxy),
+ * on its coroutine, while that thread waits. */
+static void run_call(qc_lua *h)
+{
+    lua_State *L = h->call_L; /* its stack: the function (l_proxy put it first), the arguments */
+    h->running = 1;
+    h->call_status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    h->running = 0;
+}
+
+/* Loop thread: a call the Lua thread waits for, and/or its ended step. */
+static void service(qc_lua *h)
+{
+    pthread_mutex_lock(&h->mu);
+    if (h->call_state == CALL_POSTED) {
+        pthread_mutex_unlock(&h->mu);
+        run_call(h);
+        pthread_mutex_lock(&h->mu);
+        h->call_state = CALL_DONE;
+        pthread_cond_broadcast(&h->cv);
+    }
+    int done = h->step_done;
+    h->step_done = 0;
+    pthread_mutex_unlock(&h->mu);
+    if (done) step_ended(h);
+}
+
+static void on_async(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    service(w->data);
+}
+
+/* Past hook_timeout_ms: counted and logged once as an overrun (a Lua one
+ * would have stopped itself: this one is in C). Past hook_stuck_ms: the
+ * node turns unhealthy (stuck_fn) until the hook returns. */
+static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_lua *h = w->data;
+    if (!h->busy) return;
+    uint64_t ran = qc_now_ms() - h->busy_since;
+    char what[sizeof h->what];
+    pthread_mutex_lock(&h->mu);
+    memcpy(what, h->what, sizeof what);
+    pthread_mutex_unlock(&h->mu);
+    if (!h->overran) {
+        h->overran = 1;
+        if (h->metrics) {
+            qc_metrics_add(h->metrics, "qcluster_hook_errors_total", "hook", h->cur_label, 1);
+            qc_metrics_add(h->metrics, "qcluster_hook_overruns_total", "hook", h->cur_label, 1);
+        }
+        qc_log(QC_LOG_WARN, "hook",
+               "%s still running after %llu ms (budget %d ms), blocked in a C call%s%s",
+               h->cur_label, (unsigned long long)ran, h->hook_timeout_ms,
+               what[0] ? ": last called " : "", what);
+    }
+    if ((int64_t)ran < h->hook_stuck_ms) {
+        watchdog_arm(h, h->hook_stuck_ms - (int)ran);
+        return;
+    }
+    if (h->stuck) return;
+    h->stuck = 1;
+    qc_log(QC_LOG_WARN, "hook",
+           "%s stuck for %llu ms (hook_stuck_ms %d): this node is unhealthy "
+           "until it returns%s%s",
+           h->cur_label, (unsigned long long)ran, h->hook_stuck_ms, what[0] ? "; last called " : "",
+           what);
+    if (h->stuck_fn) h->stuck_fn(h->stuck_ud, 1, h->cur_label);
+}
+
+/* Any qcluster function that touches the loop's side (the view, timers,
+ * children, requests) runs there: on the Lua thread it is posted to the
+ * loop thread, which runs it on this coroutine while this thread waits
+ * (upvalue 1: the function). Errors come back as errors. */
+/* An error of a function l_proxy ran (on top): it ran from C, so its
+ * luaL_error had no position and luaL_argerror no name; both are put back
+ * as a direct call would have had them (the name is upvalue 2). */
+static int proxied_error(lua_State *L)
+{
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        const char *m = lua_tostring(L, -1);
+        const char *q = strncmp(m, "bad argument #", 14) == 0 ? strstr(m, " to '?'") : NULL;
+        lua_Debug ar;
+        const char *name = lua_tostring(L, lua_upvalueindex(2));
+        if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name) name = ar.name;
+        if (q) {
+            lua_pushlstring(L, m, (size_t)(q - m));
+            lua_pushfstring(L, " to '%s'%s", name, q + 7);
+            lua_concat(L, 2);
+            lua_replace(L, -2);
+        }
+        luaL_where(L, 1);
+        lua_insert(L, -2);
+        lua_concat(L, 2);
+    }
+    return lua_error(L);
+}
+
+static int l_proxy(lua_State *L)
+{
+    qc_lua *h = host_of(L);
+    lua_pushvalue(L, lua_upvalueindex(1)); /* the function itself, with its upvalues */
+    lua_insert(L, 1);
+    if (!on_lua_thread(h)) {
+        if (lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0) != LUA_OK) return proxied_error(L);
+        return lua_gettop(L);
+    }
+    pthread_mutex_lock(&h->mu);
+    if (h->orphaned) {
+        pthread_mutex_unlock(&h->mu);
+        return luaL_error(L, "the agent has stopped");
+    }
+    h->call_L = L;
+    h->call_state = CALL_POSTED;
+    ev_async_send(h->loop, &h->async);
+    while (h->call_state != CALL_DONE && !h->orphaned) pthread_cond_wait(&h->cv, &h->mu);
+    int done = h->call_state == CALL_DONE;
+    int st = h->call_status;
+    h->call_state = CALL_NONE;
+    pthread_mutex_unlock(&h->mu);
+    if (!done) return luaL_error(L, "the agent has stopped");
+    if (st != LUA_OK) return proxied_error(L);
+    return lua_gettop(L);
+}
+
+/* Pushes f wrapped in l_proxy; name is what argument errors call it. */
+static void push_proxied(lua_State *L, lua_CFunction f, const char *name)
+{
+    lua_pushcfunction(L, f);
+    lua_pushstring(L, name);
+    lua_pushcclosure(L, l_proxy, 2);
 }
 
 static void on_check(struct ev_loop *loop, ev_check *w, int revents)
 {
-    (void)revents;
     qc_lua *h = w->data;
-    run_next(h);
-    if (!h->head) ev_idle_stop(loop, &h->idle);
+    (void)revents;
+    dispatch(h);
+    if (!h->head || h->busy) ev_idle_stop(loop, &h->idle);
 }
 
 static void on_idle(struct ev_loop *loop, ev_idle *w, int revents)
@@ -723,9 +1095,15 @@ int qc_lua_fire(qc_lua *h, const qc_hook_event *ev)
     if (!ev || !ev->hook) return QC_EINVAL;
     size_t klen = ev->key ? ev->klen : 0, vlen = ev->key && ev->has_value ? ev->vlen : 0;
     if (vlen && !ev->value) return QC_EINVAL;
-    size_t extra = str_size(ev->reason) + peer_size(ev->self) + peer_size(ev->leader) +
-                   peer_size(ev->previous_leader) + peer_size(ev->peer) + str_size(ev->check) +
-                   str_size(ev->status) + str_size(ev->output);
+    /* The node as of the event: hooks answer term() and, once the node has
+     * moved on, is_leader() and get_leader_info() from it. */
+    qc_peer_info snap_leader = {0};
+    const qc_view *v = h->view;
+    int has_snap_leader = v && v->leader && v->leader(v->ud, &snap_leader) == QC_OK;
+    size_t extra = (has_snap_leader ? peer_size(&snap_leader) : 0) + str_size(ev->reason) +
+                   peer_size(ev->self) + peer_size(ev->leader) + peer_size(ev->previous_leader) +
+                   peer_size(ev->peer) + str_size(ev->check) + str_size(ev->status) +
+                   str_size(ev->output);
     if (klen > SIZE_MAX - extra || vlen > SIZE_MAX - extra - klen) return QC_ETOOBIG;
     extra += klen + vlen;
     job *j = job_new(ev->hook, extra);
@@ -738,6 +1116,8 @@ int qc_lua_fire(qc_lua *h, const qc_hook_event *ev)
     j->has_leader = put_peer(&cur, &j->leader, ev->leader);
     j->has_prev = put_peer(&cur, &j->prev, ev->previous_leader);
     j->has_peer = put_peer(&cur, &j->peer, ev->peer);
+    j->snap_term = live_term(v);
+    j->has_snap_leader = has_snap_leader && put_peer(&cur, &j->snap_leader, &snap_leader);
     j->has_health = ev->has_health != 0;
     j->healthy = ev->healthy != 0;
     j->check = put_str(&cur, ev->check);
@@ -777,15 +1157,52 @@ int qc_lua_run_check(qc_lua *h, size_t index, uint64_t run)
     return QC_OK;
 }
 
+/* Loop thread: waits (at most until deadline) for the step out at the Lua
+ * thread, serving its calls meanwhile. */
+static void wait_step(qc_lua *h, uint64_t deadline)
+{
+    while (h->busy) {
+        pthread_mutex_lock(&h->mu);
+        while (h->call_state != CALL_POSTED && !h->step_done) {
+            uint64_t now = qc_now_ms();
+            if (now >= deadline) break;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t ns = (uint64_t)ts.tv_nsec + (deadline - now) * 1000000u;
+            ts.tv_sec += (time_t)(ns / 1000000000u);
+            ts.tv_nsec = (long)(ns % 1000000000u);
+            pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+        }
+        int ready = h->call_state == CALL_POSTED || h->step_done;
+        pthread_mutex_unlock(&h->mu);
+        if (!ready) return;
+        service(h);
+    }
+}
+
 void qc_lua_drain(qc_lua *h)
 {
-    while (h->head && !h->running) run_next(h);
+    if (h->busy) wait_step(h, qc_now_ms() + (uint64_t)h->hook_stuck_ms);
+    if (h->busy) {
+        qc_log(QC_LOG_WARN, "hook", "%s still running at stop: %zu queued hook calls not run",
+               h->cur_label, h->pending > 0 ? h->pending - 1 : 0);
+        return;
+    }
+    while (h->head && !h->running) run_inline(h);
     if (h->loop) ev_idle_stop(h->loop, &h->idle);
 }
 
 size_t qc_lua_pending(const qc_lua *h) { return h->pending; }
 
 /* ---- exec ----------------------------------------------------------- */
+
+/* Drops a callback's reference from the loop thread (out of memory paths):
+ * while a step is out the state is the Lua thread's, and the slot is left
+ * (a small leak, on a path that is already failing). */
+static void drop_ref(qc_lua *h, int ref)
+{
+    if (!h->busy && h->L) luaL_unref(h->L, LUA_REGISTRYINDEX, ref);
+}
 
 static void exec_unlink(qc_exec *x)
 {
@@ -809,7 +1226,7 @@ static void exec_done(void *ud, qc_spawn_result *r)
         job *j = job_new("exec", 0);
         if (!j) {
             qc_log(QC_LOG_ERROR, "hook", "exec: out of memory, callback dropped");
-            luaL_unref(h->L, LUA_REGISTRYINDEX, x->fn_ref);
+            drop_ref(h, x->fn_ref);
         } else {
             j->kind = JOB_EXEC;
             j->fn_ref = x->fn_ref;
@@ -998,7 +1415,7 @@ static void on_after(struct ev_loop *loop, ev_timer *w, int revents)
     job *j = job_new("after", 0);
     if (!j) {
         qc_log(QC_LOG_ERROR, "hook", "after: out of memory, callback dropped");
-        luaL_unref(h->L, LUA_REGISTRYINDEX, a->fn_ref);
+        drop_ref(h, a->fn_ref);
     } else {
         j->kind = JOB_AFTER;
         j->fn_ref = a->fn_ref;
@@ -1102,7 +1519,7 @@ static void req_answer(qc_req *r, int status, uint64_t revision, const char *mes
     job *j = job_new(r->label, keep_msg ? str_size(message) : 0);
     if (!j) {
         qc_log(QC_LOG_ERROR, "hook", "%s: out of memory, callback dropped", r->label);
-        luaL_unref(h->L, LUA_REGISTRYINDEX, r->fn_ref);
+        drop_ref(h, r->fn_ref);
     } else {
         char *cur = j->strings + str_size(r->label);
         j->kind = r->kind;
@@ -1451,6 +1868,26 @@ static const luaL_Reg kv_fns[] = {
     {"delete", l_kv_delete}, {"watch", l_kv_watch}, {NULL, NULL},
 };
 
+/* Functions that stay on the thread that runs hooks: they touch nothing of
+ * the loop's (watches are the Lua side's; the log is thread-safe). */
+static int runs_in_place(lua_CFunction f);
+
+/* Pushes a table of fns, each behind l_proxy unless runs_in_place (prefix:
+ * "qcluster." or "qcluster.kv.", for argument errors). */
+static void push_lib(lua_State *L, const luaL_Reg *fns, const char *prefix)
+{
+    lua_newtable(L);
+    for (; fns->name; fns++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s%s", prefix, fns->name);
+        if (runs_in_place(fns->func))
+            lua_pushcfunction(L, fns->func);
+        else
+            push_proxied(L, fns->func, name);
+        lua_setfield(L, -2, fns->name);
+    }
+}
+
 /* Pushes the qcluster.kv table; sets up the metatables it needs. */
 static void open_kv(lua_State *L)
 {
@@ -1466,7 +1903,7 @@ static void open_kv(lua_State *L)
     lua_pushcfunction(L, l_watch_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
-    luaL_newlib(L, kv_fns);
+    push_lib(L, kv_fns, "qcluster.kv.");
 }
 
 /* ---- membership -------------------------------------------------------- */
@@ -1527,23 +1964,55 @@ static int l_set_metadata(lua_State *L)
 
 /* ---- the rest of the qcluster module ----------------------------------- */
 
+/* The hook event being handled, when it is one (its snapshot), else NULL. */
+static const job *event_of(const qc_lua *h)
+{
+    const job *j = h->current;
+    return j && j->kind == JOB_HOOK ? j : NULL;
+}
+
+static uint64_t live_term(const qc_view *v) { return v && v->term ? v->term(v->ud) : 0; }
+
+/* Whether the node moved to another term since the event being handled. */
+static int event_stale(const qc_lua *h)
+{
+    const job *j = event_of(h);
+    return j && live_term(h->view) != j->snap_term;
+}
+
+/* is_leader(): leads now, in the event's term when a hook runs (so a
+ * late hook of an older term never sees itself leading). */
 static int l_is_leader(lua_State *L)
 {
-    const qc_view *v = host_of(L)->view;
-    lua_pushboolean(L, v && v->is_leader && v->is_leader(v->ud));
+    qc_lua *h = host_of(L);
+    const qc_view *v = h->view;
+    lua_pushboolean(L, v && v->is_leader && v->is_leader(v->ud) && !event_stale(h));
     return 1;
 }
 
+/* term(): the term as of the event a hook handles; now for callbacks. */
 static int l_term(lua_State *L)
 {
-    const qc_view *v = host_of(L)->view;
-    lua_pushinteger(L, v && v->term ? (lua_Integer)v->term(v->ud) : 0);
+    qc_lua *h = host_of(L);
+    const job *j = event_of(h);
+    lua_pushinteger(L, (lua_Integer)(j ? j->snap_term : live_term(h->view)));
     return 1;
 }
 
+/* get_leader_info(): the leader now, or the leader as of the event when
+ * the node has moved to another term since. */
 static int l_leader(lua_State *L)
 {
-    const qc_view *v = host_of(L)->view;
+    qc_lua *h = host_of(L);
+    const qc_view *v = h->view;
+    if (event_stale(h)) {
+        const job *j = event_of(h);
+        if (j->has_snap_leader)
+            push_peer(L, &j->snap_leader, 0);
+        else
+            lua_pushnil(L);
+        return 1;
+    }
     qc_peer_info p = {0};
     if (!v || !v->leader || v->leader(v->ud, &p) != 0) {
         lua_pushnil(L);
@@ -1674,6 +2143,8 @@ static const luaL_Reg qcluster_fns[] = {
     {NULL, NULL},
 };
 
+static int runs_in_place(lua_CFunction f) { return f == l_now || f == l_log || f == l_kv_watch; }
+
 /* Runs under lua_pcall: standard libraries and the qcluster module. */
 static int open_all(lua_State *L)
 {
@@ -1683,7 +2154,7 @@ static int open_all(lua_State *L)
     lua_pushcfunction(L, l_no_exit);
     lua_setfield(L, -2, "exit");
     lua_pop(L, 1);
-    luaL_newlib(L, qcluster_fns);
+    push_lib(L, qcluster_fns, "qcluster.");
     open_kv(L);
     lua_setfield(L, -2, "kv");
     lua_newtable(L);
@@ -1726,6 +2197,12 @@ void qc_lua_attach(qc_lua *h, struct ev_loop *loop)
     ev_unref(loop); /* the check alone must not keep the loop running */
     ev_idle_init(&h->idle, on_idle);
     h->idle.data = h;
+    ev_async_init(&h->async, on_async);
+    h->async.data = h;
+    ev_async_start(loop, &h->async);
+    ev_unref(loop); /* nor the async: a step out holds a reference itself */
+    ev_timer_init(&h->watchdog, on_watchdog, 1., 0.);
+    h->watchdog.data = h;
     if (h->head) ev_idle_start(loop, &h->idle);
     for (qc_after *a = h->afters; a; a = a->next) ev_timer_start(loop, &a->w);
 }
@@ -1735,8 +2212,19 @@ int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, q
     *out = NULL;
     qc_lua *h = calloc(1, sizeof *h);
     if (!h) return QC_ENOMEM;
+    if (pthread_mutex_init(&h->mu, NULL) != 0) {
+        free(h);
+        return QC_ENOMEM;
+    }
+    if (pthread_cond_init(&h->cv, NULL) != 0) {
+        pthread_mutex_destroy(&h->mu);
+        free(h);
+        return QC_ENOMEM;
+    }
     h->L = luaL_newstate();
     if (!h->L) {
+        pthread_cond_destroy(&h->cv);
+        pthread_mutex_destroy(&h->mu);
         free(h);
         return QC_ENOMEM;
     }
@@ -1744,6 +2232,8 @@ int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, q
     lua_pushcfunction(h->L, open_all);
     if (lua_pcall(h->L, 0, 0, 0) != LUA_OK) {
         lua_close(h->L);
+        pthread_cond_destroy(&h->cv);
+        pthread_mutex_destroy(&h->mu);
         free(h);
         return QC_ENOMEM;
     }
@@ -1751,6 +2241,7 @@ int qc_lua_new(struct ev_loop *loop, const qc_view *view, qc_metrics *metrics, q
     h->metrics = metrics;
     h->hook_timeout_ms = QC_DEFAULT_HOOK_TIMEOUT_MS;
     h->exec_max = QC_DEFAULT_EXEC_MAX;
+    h->hook_stuck_ms = 3 * QC_DEFAULT_ELECTION_TIMEOUT_MS;
     h->next_watch_id = 1;
     if (loop) qc_lua_attach(h, loop);
     declare_metrics(metrics);
@@ -1766,6 +2257,32 @@ static void kill_exec(qc_lua *h, qc_exec *x)
     free(x);
 }
 
+/* Ends the Lua thread. 0, or -1 when its step is stuck: it is left to
+ * free the state and h when the hook returns (orphan_free), and h->L is
+ * no longer this thread's to touch. */
+static void free_loop_side(qc_lua *h, job *keep);
+
+static int stop_thread(qc_lua *h)
+{
+    if (!h->has_thread) return 0;
+    pthread_mutex_lock(&h->mu);
+    if (h->busy) {
+        h->orphaned = 1;
+        pthread_cond_broadcast(&h->cv);
+        pthread_mutex_unlock(&h->mu);
+        pthread_detach(h->thread);
+        qc_log(QC_LOG_WARN, "hook", "%s still running: its thread is left behind until it returns",
+               h->cur_label);
+        return -1;
+    }
+    h->quit = 1;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    pthread_join(h->thread, NULL);
+    h->has_thread = 0;
+    return 0;
+}
+
 void qc_lua_free(qc_lua *h)
 {
     if (!h) return;
@@ -1773,7 +2290,42 @@ void qc_lua_free(qc_lua *h)
         ev_ref(h->loop);
         ev_check_stop(h->loop, &h->check);
         ev_idle_stop(h->loop, &h->idle);
+        ev_ref(h->loop);
+        ev_async_stop(h->loop, &h->async);
+        ev_timer_stop(h->loop, &h->watchdog);
+        if (h->ref_held) ev_unref(h->loop);
+        h->ref_held = 0;
     }
+    int orphan = stop_thread(h) != 0;
+    if (orphan) {
+        /* Everything but the state, the watches and the job out is freed
+         * here, without touching the state (references are dropped with
+         * it); the Lua thread frees the rest. */
+        lua_State *L = h->L;
+        h->L = NULL;
+        job *cur = h->current;
+        free_loop_side(h, cur);
+        h->L = L;
+        h->current = cur;
+        pthread_mutex_lock(&h->mu);
+        h->quit = 1; /* the thread frees it all once the hook returns */
+        pthread_cond_broadcast(&h->cv);
+        pthread_mutex_unlock(&h->mu);
+        return;
+    }
+    free_loop_side(h, NULL);
+    while (h->watches) watch_free(h, h->watches);
+    lua_close(h->L);
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}
+
+/* The loop's side of qc_lua_free: children, timers, jobs but keep,
+ * requests, paths. References into the state are dropped only while
+ * h->L is set. */
+static void free_loop_side(qc_lua *h, job *keep)
+{
     while (h->execs) {
         qc_exec *x = h->execs;
         h->execs = x->next;
@@ -1788,18 +2340,17 @@ void qc_lua_free(qc_lua *h)
     while (h->head) {
         job *j = h->head;
         h->head = j->next;
-        job_free(h, j);
+        if (j != keep) job_free(h, j);
     }
+    h->tail = NULL;
     /* Requests in flight belong to the view until their done: detach them,
      * so that a late done only frees its record (see qc_req). */
     for (qc_req *r = h->reqs; r; r = r->next) r->h = NULL;
     h->reqs = NULL;
-    while (h->watches) watch_free(h, h->watches);
     for (int i = 0; i < QC_ERRLOG_LABELS; i++) errlog_flush(&h->errlog[i]);
-    lua_close(h->L);
     free(h->hooks_path);
     free(h->config_path);
-    free(h);
+    h->hooks_path = h->config_path = NULL;
 }
 
 /* ---- loading ----------------------------------------------------------- */
@@ -1928,7 +2479,7 @@ static int load_config(qc_lua *h, const char *path, const char *dir, const char 
                        qc_config *cfg, char *err, size_t errlen)
 {
     if (err && errlen) err[0] = '\0';
-    if (h->running) {
+    if (h->running || h->busy) {
         snprintf(err, errlen, "%s: cannot load while a hook runs", path);
         return QC_EBUSY;
     }
@@ -1940,6 +2491,10 @@ static int load_config(qc_lua *h, const char *path, const char *dir, const char 
     h->hook_timeout_ms =
         cfg->hook_timeout_ms > 0 ? cfg->hook_timeout_ms : QC_DEFAULT_HOOK_TIMEOUT_MS;
     h->exec_max = cfg->exec_max > 0 ? cfg->exec_max : QC_DEFAULT_EXEC_MAX;
+    h->hook_stuck_ms = cfg->hook_stuck_ms > 0
+                           ? cfg->hook_stuck_ms
+                           : 3 * (cfg->election_timeout_ms > 0 ? cfg->election_timeout_ms
+                                                               : QC_DEFAULT_ELECTION_TIMEOUT_MS);
     free(h->hooks_path);
     free(h->config_path);
     h->hooks_path = NULL;
@@ -1972,7 +2527,7 @@ int qc_lua_load_json(qc_lua *h, const char *name, const char *dir, const char *j
 int qc_lua_reload_hooks(qc_lua *h, char *err, size_t errlen)
 {
     if (err && errlen) err[0] = '\0';
-    if (h->running) {
+    if (h->running || h->busy) {
         snprintf(err, errlen, "cannot reload while a hook runs");
         return QC_EBUSY;
     }

@@ -101,6 +101,10 @@ int qc_lua_fire(qc_lua *h, const qc_hook_event *ev);
  * same order, outside the time budget; ev is valid during the call only. */
 typedef void qc_lua_observer_fn(void *ud, const qc_hook_event *ev);
 void qc_lua_set_observer(qc_lua *h, qc_lua_observer_fn *fn, void *ud);
+/* Called on the loop thread when a hook (label hook) has run past
+ * hook_stuck_ms (stuck 1), and again when it returns (stuck 0). */
+typedef void qc_lua_stuck_fn(void *ud, int stuck, const char *hook);
+void qc_lua_set_stuck(qc_lua *h, qc_lua_stuck_fn *fn, void *ud);
 /* Lua health checks: qc_lua_run_check queues a call of check index's
  * function (the config's checks[index + 1].lua, or the hooks file's
  * checks[NAME] it names) with a done(ok [, output]) callback, through the

@@ -674,6 +674,7 @@ static int build_output(lua_State *L)
     set_int(L, "election_timeout_ms", c->election_timeout_ms);
     set_int(L, "hook_timeout_ms", c->hook_timeout_ms);
     set_int(L, "exec_max", c->exec_max);
+    set_int(L, "hook_stuck_ms", c->hook_stuck_ms);
     set_str(L, "hooks", c->hooks_path);
     set_str(L, "log_level", qc_log_level_name(c->log_level));
     set_str(L, "secret", c->secret ? "(set)" : NULL);

@@ -43,7 +43,7 @@ describe("config", function()
       data_dir = dir .. "/qcluster-data/a", heartbeat_ms = 50, election_timeout_ms = 300,
       hook_timeout_ms = 100, log_level = "info", dir = dir, role = "voter", priority = 1,
       preempt = false, preempt_delay_ms = 5000, max_voters = 5,
-      leave_on_stop = false, exec_max = 64,
+      leave_on_stop = false, exec_max = 64, hook_stuck_ms = 900,
     }, c)
   end)
 
@@ -201,6 +201,7 @@ describe("config", function()
       { BASE .. "hook_timeout_ms = 'fast'",
         'hook_timeout_ms: expected an integer 1..3600000, got "fast"' },
       { BASE .. "exec_max = 0", "exec_max: expected an integer 1..10000, got 0" },
+      { BASE .. "hook_stuck_ms = 0", "hook_stuck_ms: expected an integer 1..3600000, got 0" },
       { BASE .. "hooks = 5", "hooks: expected a file name, got 5" },
       { BASE .. "log_level = 'verbose'",
         'log_level: expected one of "debug", "info", "warn", "error", got "verbose"' },
