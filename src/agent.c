@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
@@ -664,9 +665,24 @@ static void on_raft_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- transport callbacks ---------------------------------------------- */
 
+/* A follower's view of the leader's heartbeats: the gap since its last
+ * APPEND, at debug level (scripts/bench/hooks measures jitter from it). */
+static void note_append(qc_agent *a, const qc_msg *m)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    if (a->append_from == m->from)
+        qc_log(QC_LOG_DEBUG, "raft", "append from %s %.3f ms after the last",
+               qc_agent_name_of(a, m->from), (double)(us - a->append_us) / 1000.0);
+    a->append_from = m->from;
+    a->append_us = us;
+}
+
 static void on_msg(void *ud, const qc_msg *m)
 {
     qc_agent *a = ud;
+    if (m->type == QC_MSG_APPEND) note_append(a, m);
     int rc = qc_raft_step(a->raft, m, qc_now_ms());
     if (rc && rc != QC_ENOMEM)
         qc_log(QC_LOG_DEBUG, "raft", "dropped %s from %s: %s", qc_raft_msg_name(m->type),

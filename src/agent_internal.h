@@ -76,6 +76,9 @@ struct qc_agent {
     int healthy;        /* every check passes (always with none) and no hook is stuck */
     int checks_healthy; /* the checks' verdict alone */
     int hook_stuck;     /* a hook has run past hook_stuck_ms (luahost.c) */
+    /* The last APPEND from the leader (scripts/bench/hooks reads the gaps
+     * between them from the debug log). */
+    uint64_t append_from, append_us;
     /* Spreading it (peerhealth.c): a HEALTH frame to every peer on each
      * change, on each new link and every election timeout. */
     ev_timer health_timer;
