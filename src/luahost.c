@@ -890,10 +890,27 @@ static void watchdog_arm(qc_lua *h, int ms)
     ev_timer_start(h->loop, &h->watchdog);
 }
 
-/* Loop thread: hands the first job's next step to the Lua thread. */
+/* Loop thread, the Lua thread idle: whether j's next step runs any Lua
+ * (a hook, callback, check or watch function). */
+static int job_has_fn(qc_lua *h, const job *j)
+{
+    if (j->has_key && (j->started || next_watch(h, j))) return 1;
+    if (!lua_checkstack(h->L, 4)) return 1; /* run_job reports it */
+    int has = push_job_fn(h->L, j, NULL);
+    if (has) lua_pop(h->L, 1);
+    return has;
+}
+
+/* Loop thread: hands the first job's next step to the Lua thread. A step
+ * with no Lua to run (an event no hook handles: only the observer sees it)
+ * runs here, so a host with no hooks never starts the thread. */
 static void dispatch(qc_lua *h)
 {
     if (h->busy || h->running || !h->head) return;
+    if (!job_has_fn(h, h->head)) {
+        run_inline(h);
+        return;
+    }
     if (!h->has_thread && (h->thread_failed || start_thread(h) != 0)) {
         h->thread_failed = 1;
         run_inline(h);

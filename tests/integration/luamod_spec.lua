@@ -113,6 +113,13 @@ describe("lua module qcluster: in-process nodes", function()
     assert.are.equal(clusters[li]:get_leader_info().identifier, name)
   end)
 
+  it("start no thread: their hooks run on this thread, inside step", function()
+    assert(sole_leader(), "no leader")
+    assert.is_truthy(find(1, "on_start"))
+    local tasks = A.sh("ls /proc/" .. A.sh("echo $PPID"):gsub("%s+$", "") .. "/task | wc -l")
+    assert.are.equal(1, tonumber(tasks))
+  end)
+
   it("hooks run with the agent's argument shapes", function()
     local li = assert(sole_leader(), "no leader")
     local function names_li(ev) return ev.leader and ev.leader.identifier == "node" .. li end
