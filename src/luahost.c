@@ -210,6 +210,7 @@ struct qc_lua {
 
 static qc_lua *host_of(lua_State *L) { return *(qc_lua **)lua_getextraspace(L); }
 static int l_proxy(lua_State *L);
+static int on_lua_thread(qc_lua *h);
 static void watch_free(qc_lua *h, struct qc_watch *w);
 static uint64_t live_term(const qc_view *v);
 
@@ -236,7 +237,8 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     qc_lua *h = host_of(L);
     if (ar->event == LUA_HOOKCALL) {
-        if (h->has_thread) note_c_call(h, L, ar);
+        /* Not the loop thread's proxied calls: those never block. */
+        if (on_lua_thread(h)) note_c_call(h, L, ar);
         return;
     }
     if (!h->armed || qc_now_ms() < h->deadline_ms) return;

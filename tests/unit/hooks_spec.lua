@@ -313,7 +313,7 @@ describe("qcluster.exec", function()
           if pid == nil then returned = returned + 1; assert(e:find("exec_max"), e) end
         end
       end }
-    ]]):format(log, log), { "on_start" })
+    ]]):format(log, log), { "on_start" }, "hook_timeout_ms = 20000,") -- 200 forks: slow builds
     assert.are.equal(0, rc, err)
     assert.are.same({ "ok\t64\trefused\t136\treturned nil\t136", "after\t0\tnil" }, lines(out))
     -- never more than 64 at once, as the children themselves saw it
@@ -338,6 +338,17 @@ end)
 describe("stopping the host", function()
   before_each(function() dir = driver.tmpdir() end)
   after_each(function() driver.rmdir(dir) end)
+
+  it("leaves a hook blocked in C behind instead of waiting for it", function()
+    local rc, out, err = run_hooks([[
+      return { on_start = function() os.execute("sleep 3"); print("returned") end }
+    ]], { "on_start", "wait:300", "stop" })
+    assert.are.equal(0, rc, err)
+    assert.is_nil(out:match("returned"))
+    assert.matches("on_start still running: its thread is left behind until it returns", err)
+    assert.matches("on_start still running after %d+ ms %(budget 200 ms%), blocked in a C call:"
+      .. " last called execute%(%) at [^\n]*hooks.lua:1", err)
+  end)
 
   it("kills running commands and drops timers and queued hooks", function()
     local pidfile = dir .. "/pid"
