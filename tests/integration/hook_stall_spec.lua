@@ -123,7 +123,10 @@ local function stall(block)
       return now and now ~= leader and now
     end, 10)
     assert(moved, "leadership stayed on the stuck node")
-    assert.matches("stuck for %d+ ms", A.read(c.nodes[li].log))
+    local log = A.read(c.nodes[li].log)
+    assert.matches("stuck for %d+ ms", log)
+    -- handed over because unhealthy (on_demoted waits behind the hook)
+    assert.matches("no longer leader in term %d+ %(unhealthy%)", log)
     return c, li
   end)
   if not ok then
