@@ -34,7 +34,7 @@ struct qc_node {
     qc_agent *agent;
     struct ev_loop *loop; /* set when it starts */
     int mode;
-    int own_loop;        /* thread mode made it: destroyed with the node */
+    int own_loop;        /* thread or run mode made it: destroyed with the node */
     callback *callbacks; /* in registration order */
     ev_async wake;       /* a stop was asked: by the agent or another thread */
     ev_check refresh;    /* the snapshot, after every loop turn */
@@ -486,8 +486,13 @@ int qc_node_start_thread(qc_node *n)
 int qc_node_run(qc_node *n)
 {
     if (!n) return 1;
-    struct ev_loop *loop = ev_default_loop(0);
+    /* A loop of its own, not libev's default one: the default loop reaps
+     * every child on SIGCHLD, and would take the exit status of a child a
+     * hook waits for (os.execute, io.popen) on the Lua thread. Children of
+     * qcluster.exec are waited for through a pidfd here. */
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     if (!loop) return 1;
+    n->own_loop = 1; /* destroyed with the node, as in thread mode */
     set_loop_thread(n);
     if (start_on(n, loop, MODE_RUN, 1) != QC_OK) return 1;
     ev_run(loop, 0);
