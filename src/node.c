@@ -1,8 +1,10 @@
 /* libqcluster's in-process node (include/qcluster.h): the agent on the
  * program's loop, on a thread of its own, or run as the qcluster binary
  * does; C callbacks for the hook events; a snapshot of the leader that any
- * thread may read. The agent itself stays one-threaded and lock-free: only
- * the snapshot and the stop request cross threads, under n->lock. */
+ * thread may read. The agent's loop stays single-owner and lock-free (its
+ * hooks run on the Lua host's thread, which talks to it through its queue,
+ * src/luahost.c): here only the snapshot and the stop request cross
+ * threads, under n->lock. */
 #include <errno.h>
 #include <ev.h>
 #include <pthread.h>
