@@ -380,22 +380,38 @@ static int case_bad(const char *dir, int port)
  * &indexes[i]. */
 static const int indexes[3] = {0, 1, 2};
 
-static qc_node *trio_node(const char *dir, int port, int i, qc_event_fn *on_elected)
+/* Settings of node ti: its identifier, ports (listen port+i, API api_port)
+ * and data_dir under dir; *rc QC_OK or why not. NULL when out of memory. */
+static qc_settings *node_settings(const char *dir, int port, int i, int api_port, int *rc)
 {
     qc_settings *s = qc_settings_new();
     char id[16], data[64];
     snprintf(id, sizeof id, "t%d", i);
     snprintf(data, sizeof data, "data-%d", i);
-    int rc = s ? QC_OK : QC_ENOMEM;
-    if (rc == QC_OK) rc = qc_settings_set_string(s, "identifier", id);
-    if (rc == QC_OK) rc = qc_settings_set_int(s, "listen_port", port + i);
-    if (rc == QC_OK) rc = qc_settings_set_int(s, "api_port", 0);
-    if (rc == QC_OK) rc = qc_settings_set_string(s, "data_dir", path_in(dir, data));
-    for (int j = 0; j < 3 && rc == QC_OK; j++) {
+    *rc = s ? QC_OK : QC_ENOMEM;
+    if (*rc == QC_OK) *rc = qc_settings_set_string(s, "identifier", id);
+    if (*rc == QC_OK) *rc = qc_settings_set_int(s, "listen_port", port + i);
+    if (*rc == QC_OK) *rc = qc_settings_set_int(s, "api_port", api_port);
+    if (*rc == QC_OK) *rc = qc_settings_set_string(s, "data_dir", path_in(dir, data));
+    return s;
+}
+
+/* Adds peers t0..t(n-1) but ti, at port+j, with metadata (NULL: none). */
+static int add_peers(qc_settings *s, int port, int i, int n, const char *metadata)
+{
+    int rc = QC_OK;
+    for (int j = 0; j < n && rc == QC_OK; j++) {
         char pid[16];
         snprintf(pid, sizeof pid, "t%d", j);
-        if (j != i) rc = qc_settings_add_peer(s, pid, "127.0.0.1", port + j, "{\"slot\": 1}");
+        if (j != i) rc = qc_settings_add_peer(s, pid, "127.0.0.1", port + j, metadata);
     }
+    return rc;
+}
+
+/* Makes node ti from s (freed here; rc: how making s went), registers
+ * on_elected when given, and starts it on its own thread. */
+static qc_node *start_from(qc_settings *s, int rc, int i, qc_event_fn *on_elected)
+{
     qc_node *n = NULL;
     char err[512] = "";
     if (rc == QC_OK) rc = qc_node_new_settings(s, &n, err, sizeof err);
@@ -405,6 +421,14 @@ static qc_node *trio_node(const char *dir, int port, int i, qc_event_fn *on_elec
         CHECK(qc_node_on(n, "on_elected", on_elected, (void *)&indexes[i]) == QC_OK, "on t%d", i);
     if (n) CHECK(qc_node_start_thread(n) == QC_OK, "start t%d", i);
     return n;
+}
+
+static qc_node *trio_node(const char *dir, int port, int i, qc_event_fn *on_elected)
+{
+    int rc;
+    qc_settings *s = node_settings(dir, port, i, 0, &rc);
+    if (rc == QC_OK) rc = add_peers(s, port, i, 3, "{\"slot\": 1}");
+    return start_from(s, rc, i, on_elected);
 }
 
 /* The one node of three (skipping gone) that leads and that the others
@@ -785,30 +809,13 @@ static void *knock(void *arg)
  * child) and a fourth peer that never answers (a socket each redial). */
 static qc_node *busy_node(const char *dir, int port, int i)
 {
-    qc_settings *s = qc_settings_new();
-    char id[16], data[64];
-    snprintf(id, sizeof id, "t%d", i);
-    snprintf(data, sizeof data, "data-%d", i);
-    int rc = s ? QC_OK : QC_ENOMEM;
-    if (rc == QC_OK) rc = qc_settings_set_string(s, "identifier", id);
-    if (rc == QC_OK) rc = qc_settings_set_int(s, "listen_port", port + i);
-    if (rc == QC_OK) rc = qc_settings_set_int(s, "api_port", port + 10 + i);
-    if (rc == QC_OK) rc = qc_settings_set_string(s, "data_dir", path_in(dir, data));
+    int rc;
+    qc_settings *s = node_settings(dir, port, i, port + 10 + i, &rc);
     if (rc == QC_OK)
         rc = qc_settings_set_json(
             s, "checks", "[{\"name\": \"busy\", \"exec\": \"true\", \"interval_ms\": 10}]");
-    for (int j = 0; j < 4 && rc == QC_OK; j++) {
-        char pid[16];
-        snprintf(pid, sizeof pid, "t%d", j);
-        if (j != i) rc = qc_settings_add_peer(s, pid, "127.0.0.1", port + j, NULL);
-    }
-    qc_node *n = NULL;
-    char err[512] = "";
-    if (rc == QC_OK) rc = qc_node_new_settings(s, &n, err, sizeof err);
-    qc_settings_free(s);
-    CHECK(rc == QC_OK, "node t%d: %s %s", i, qc_strerror(rc), err);
-    if (n) CHECK(qc_node_start_thread(n) == QC_OK, "start t%d", i);
-    return n;
+    if (rc == QC_OK) rc = add_peers(s, port, i, 4, NULL);
+    return start_from(s, rc, i, NULL);
 }
 
 /* Whether text (child_fds' lines) lists descriptor fd. */
