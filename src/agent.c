@@ -400,6 +400,7 @@ static void apply_health(qc_agent *a, const qc_check_info *check)
     int healthy = a->checks_healthy && !a->hook_stuck;
     if (healthy == a->healthy) return;
     a->healthy = healthy;
+    qc_metrics_set(a->metrics, "qcluster_healthy", NULL, NULL, healthy);
     /* An unhealthy node stops standing for election; a leader hands over. */
     qc_raft_set_healthy(a->raft, healthy, qc_now_ms());
     qc_agent_kick(a);
@@ -465,6 +466,7 @@ static int start_health(qc_agent *a)
     qc_lua_set_stuck(a->lua, on_hook_stuck, a);
     a->checks_healthy = qc_health_healthy(a->health);
     a->healthy = a->checks_healthy && !a->hook_stuck;
+    qc_metrics_set(a->metrics, "qcluster_healthy", NULL, NULL, a->healthy);
     /* Checks start failing: the core must not stand this node for election
      * before the first verdicts come in. */
     qc_raft_set_healthy(a->raft, a->healthy, qc_now_ms());
@@ -764,6 +766,11 @@ static void declare_metrics(qc_metrics *m)
     qc_metrics_declare(m, "qcluster_elections_total", QC_METRIC_COUNTER,
                        "Elections this node started as a candidate");
     qc_metrics_declare(m, "qcluster_peer_up", QC_METRIC_GAUGE, "1 when the peer is reachable");
+    /* The node's verdict (checks and stuck hooks), not the checks' alone:
+     * the same as /v1/status says, which is what alerts watch. */
+    qc_metrics_declare(
+        m, "qcluster_healthy", QC_METRIC_GAUGE,
+        "1 when the node is healthy: every health check passes and no hook is stuck");
     qc_metrics_declare(m, "qcluster_store_errors_total", QC_METRIC_COUNTER,
                        "Failed writes of the durable state");
     qc_metrics_declare(m, "qcluster_commit_index", QC_METRIC_GAUGE,

@@ -143,7 +143,6 @@ static void publish(check *c)
     qc_metrics_set(h->metrics, "qcluster_check_passing", "check", c->conf->name, c->passing);
     qc_metrics_set(h->metrics, "qcluster_check_duration_seconds", "check", c->conf->name,
                    c->duration);
-    qc_metrics_set(h->metrics, "qcluster_healthy", NULL, NULL, h->healthy);
 }
 
 /* A check starts failing; its first pass makes it pass; after that fall
@@ -459,15 +458,12 @@ static void on_every(struct ev_loop *loop, ev_timer *w, int revents)
 static void declare_metrics(qc_health *h)
 {
     qc_metrics *m = h->metrics;
-    qc_metrics_declare(m, "qcluster_healthy", QC_METRIC_GAUGE,
-                       "1 when every health check of this node passes");
     qc_metrics_declare(m, "qcluster_check_passing", QC_METRIC_GAUGE,
                        "1 when the health check passes, by check");
     qc_metrics_declare(m, "qcluster_check_duration_seconds", QC_METRIC_GAUGE,
                        "Time the last run of the health check took, by check");
     qc_metrics_declare(m, "qcluster_check_timeouts_total", QC_METRIC_COUNTER,
                        "Runs of the health check stopped at timeout_ms, by check");
-    qc_metrics_set(m, "qcluster_healthy", NULL, NULL, h->healthy);
     for (size_t i = 0; i < h->n; i++) {
         publish(&h->checks[i]);
         qc_metrics_add(m, "qcluster_check_timeouts_total", "check", h->checks[i].conf->name, 0);

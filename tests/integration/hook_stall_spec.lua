@@ -155,11 +155,18 @@ describe("a hook blocked in a C call", function()
     function()
     local li
     c, li = stall([[io.popen("exec sleep 4"):read("a")]])
+    -- qcluster_healthy (what QClusterNodeUnhealthy watches) says what
+    -- /v1/status says: 0 while the hook is stuck, 1 once it returned
+    assert(A.wait_for(function()
+      local st = A.json(c.nodes[li].api, "/v1/status")
+      return st and st.healthy == false and metric(c.nodes[li].api, "qcluster_healthy") == 0
+    end, 2), "qcluster_healthy stayed 1 on the node with a stuck hook")
     -- the queued on_demoted runs once the read returns; health comes back
     assert(A.wait_for(function()
       local st = A.json(c.nodes[li].api, "/v1/status")
       return st and st.healthy == true
     end, 15), "the node did not turn healthy again")
+    assert.are.equal(1, metric(c.nodes[li].api, "qcluster_healthy"))
     local ev = A.events(c, li)
     assert.is_not_nil(has(ev, "^(demoted %d+ unhealthy)$"))
     -- the hook answered from its event: the term it was elected in, and
