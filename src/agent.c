@@ -559,15 +559,6 @@ static void handle_event(qc_agent *a, const qc_raft_event *e)
     }
 }
 
-/* The hard state must be on disk before any message that depends on it
- * leaves. 0 when it could not be written. */
-static int persist_hard_state(qc_agent *a, const qc_ready *rd)
-{
-    if (!rd->hard_state_changed) return 1;
-    qc_hard_state hs = rd->hs;
-    return qc_store_save(a->store, &hs) == QC_OK;
-}
-
 static void arm_timer(qc_agent *a)
 {
     uint64_t deadline = qc_raft_next_deadline(a->raft);
@@ -590,9 +581,123 @@ static void disk_failed(qc_agent *a)
     qc_agent_want_stop(a, "disk failure");
 }
 
-static void send_all(qc_agent *a, const qc_ready *rd)
+/* Messages of one ready that wait for the writes handed out up to seq
+ * (deep copies: the core's memory moves on meanwhile). */
+typedef struct held_msgs {
+    struct held_msgs *next;
+    uint64_t seq;
+    size_t n;
+    qc_msg *msgs; /* one block with their entries and data */
+} held_msgs;
+
+/* Keeps rd's messages until write seq is durable. Out of memory they are
+ * dropped, as a lossy network would: raft sends again. */
+static void hold_msgs(qc_agent *a, const qc_ready *rd, uint64_t seq)
 {
-    for (size_t i = 0; i < rd->n_msgs; i++) qc_net_send(a->net, &rd->msgs[i]);
+    size_t bytes = sizeof(held_msgs) + rd->n_msgs * sizeof(qc_msg);
+    for (size_t i = 0; i < rd->n_msgs; i++)
+        for (uint32_t k = 0; k < rd->msgs[i].n_entries; k++)
+            bytes += sizeof(qc_entry) + rd->msgs[i].entries[k].len;
+    held_msgs *h = malloc(bytes);
+    if (!h) {
+        qc_log(QC_LOG_ERROR, "agent", "out of memory: %zu messages dropped", rd->n_msgs);
+        return;
+    }
+    *h = (held_msgs){.seq = seq, .n = rd->n_msgs, .msgs = (qc_msg *)(h + 1)};
+    uint8_t *p = (uint8_t *)(h->msgs + rd->n_msgs);
+    for (size_t i = 0; i < rd->n_msgs; i++) {
+        const qc_msg *m = &rd->msgs[i];
+        h->msgs[i] = *m;
+        if (!m->n_entries) continue;
+        qc_entry *e = (qc_entry *)p;
+        p += m->n_entries * sizeof *e;
+        for (uint32_t k = 0; k < m->n_entries; k++) {
+            e[k] = m->entries[k];
+            e[k].data = p;
+            if (e[k].len) memcpy(p, m->entries[k].data, e[k].len);
+            p += e[k].len;
+        }
+        h->msgs[i].entries = e;
+    }
+    if (a->held_tail)
+        a->held_tail->next = h;
+    else
+        a->held = h;
+    a->held_tail = h;
+}
+
+static void send_all(qc_agent *a, const qc_msg *msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) qc_net_send(a->net, &msgs[i]);
+}
+
+/* Frees the held messages, sending those whose writes are durable (all:
+ * none sent, at close). */
+static void release_held(qc_agent *a, int send)
+{
+    while (a->held && (!send || a->held->seq <= a->durable_seq)) {
+        held_msgs *h = a->held;
+        if (send) send_all(a, h->msgs, h->n);
+        a->held = h->next;
+        if (!a->held) a->held_tail = NULL;
+        free(h);
+    }
+}
+
+/* Takes the writer's progress: fsync times to the histogram, then the
+ * messages that waited leave. *index, *term: the newest durable entry for
+ * qc_raft_persisted (never inside a ready). -1 when a write failed. */
+static int writes_done(qc_agent *a, uint64_t *index, uint64_t *term)
+{
+    qc_walq_progress p;
+    qc_replica_progress(a->replica, &p);
+    for (size_t i = 0; i < p.n_syncs; i++)
+        qc_metrics_observe(a->metrics, "qcluster_fsync_duration_seconds", p.syncs[i]);
+    if (p.failed) {
+        errno = p.err;
+        return -1;
+    }
+    a->durable_seq = p.seq;
+    release_held(a, 1);
+    *index = p.index;
+    *term = p.term;
+    return 0;
+}
+
+/* The writer thread's ev_async: writes became durable (or failed). */
+static void on_durable(void *ud)
+{
+    qc_agent *a = ud;
+    if (a->exit_code) return;
+    uint64_t index = 0, term = 0;
+    if (writes_done(a, &index, &term) != 0) {
+        disk_failed(a);
+        return;
+    }
+    if (index) qc_raft_persisted(a->raft, index, term);
+    qc_agent_process(a);
+}
+
+/* Hands rd's writes to the writer thread and sends its messages: at once
+ * when the core allows it (a leader's appends) or nothing is in flight,
+ * else once the writes so far are durable, never before messages held
+ * earlier. A snapshot is installed first, once the writer drained (the log
+ * restarts after it); *index, *term then say what that made durable. */
+static int carry_out(qc_agent *a, const qc_ready *rd, uint64_t *index, uint64_t *term)
+{
+    if (rd->has_snapshot) {
+        qc_replica_drain(a->replica);
+        if (writes_done(a, index, term) != 0 || qc_replica_persist(a->replica, rd) == QC_EIO)
+            return -1;
+    }
+    uint64_t seq;
+    if (qc_replica_submit(a->replica, rd, &seq) != QC_OK) return -1;
+    if (seq) a->write_seq = seq;
+    if (!a->held && (rd->msgs_early || a->durable_seq == a->write_seq))
+        send_all(a, rd->msgs, rd->n_msgs);
+    else if (rd->n_msgs)
+        hold_msgs(a, rd, a->write_seq);
+    return 0;
 }
 
 void qc_agent_process(qc_agent *a)
@@ -601,21 +706,12 @@ void qc_agent_process(qc_agent *a)
     while (qc_raft_has_ready(a->raft)) {
         qc_ready rd;
         qc_raft_ready(a->raft, &rd);
-        /* A leader may send its new entries while it writes them (it counts
-         * itself only once they are on disk); everything else, votes above
-         * all, leaves only after the write. */
-        int early =
-            qc_raft_role(a->raft) == QC_ROLE_LEADER && !rd.hard_state_changed && !rd.has_snapshot;
         qc_replica_prepare(a->replica, &rd);
-        if (early) send_all(a, &rd);
-        if (qc_replica_persist(a->replica, &rd) == QC_EIO || !persist_hard_state(a, &rd)) {
+        uint64_t drained = 0, drained_term = 0;
+        if (carry_out(a, &rd, &drained, &drained_term) != 0) {
             disk_failed(a);
             return;
         }
-        if (rd.n_entries)
-            qc_metrics_observe(a->metrics, "qcluster_fsync_duration_seconds",
-                               qc_replica_last_sync(a->replica));
-        if (!early) send_all(a, &rd);
         qc_replica_apply(a->replica, a->raft, &rd, qc_now_ms());
         if (rd.has_snapshot) qc_membership_apply_list(a, rd.snapshot_conf);
         for (size_t i = 0; i < rd.n_committed; i++)
@@ -632,6 +728,7 @@ void qc_agent_process(qc_agent *a)
         }
         if (n) memcpy(events, rd.events, n * sizeof *events);
         qc_raft_advance(a->raft);
+        if (drained) qc_raft_persisted(a->raft, drained, drained_term);
         qc_replica_maybe_snapshot(a->replica, a->raft);
         for (size_t i = 0; i < n; i++) handle_event(a, &events[i]);
         if (events != few) free(events);
@@ -963,6 +1060,8 @@ static int open_replica(qc_agent *a)
 {
     char err[512];
     qc_replica_config rc = {.dir = a->cfg.data_dir,
+                            .store = a->store,
+                            .on_durable = on_durable,
                             .self_id = a->self_id,
                             .request_timeout_s = 5,
                             .snapshot_every = (uint64_t)a->cfg.snapshot_entries,
@@ -1071,6 +1170,7 @@ static void close_agent(qc_agent *a)
 {
     if (a->closed) return;
     qc_replica_close(a->replica); /* answers whoever still waits */
+    release_held(a, 0);
     if (a->api) qc_api_free(a->api);
     qc_health_free(a->health); /* before the Lua host: lua checks answer into it */
     a->health = NULL;

@@ -94,6 +94,10 @@ struct qc_agent {
     ev_signal sig_term, sig_int, sig_hup;
     pending_transfer *transfers;
     qc_replica *replica;
+    /* Writes handed to the writer thread (walq.h): the newest one's number
+     * and the newest durable; messages that wait for a write, oldest first. */
+    uint64_t write_seq, durable_seq;
+    struct held_msgs *held, *held_tail;
     /* Membership: the list of the newest applied CONFIG entry, this node's
      * own metadata as it wants it known, requests waiting on the list. */
     qc_members applied;

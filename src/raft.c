@@ -45,9 +45,10 @@ struct qc_raft {
     qc_entry *log;
     size_t n_log, cap_log;
     uint64_t snap_index, snap_term;
-    uint64_t stable;                      /* entries up to here are on disk */
+    uint64_t handed;                      /* entries up to here went out in a ready to write */
+    uint64_t stable;                      /* entries up to here are on disk (qc_raft_persisted) */
     uint64_t applied;                     /* entries up to here were handed out to apply */
-    uint64_t ready_stable, ready_applied; /* what the current ready hands out */
+    uint64_t ready_handed, ready_applied; /* what the current ready hands out */
     int broadcast;                        /* new entries wait to be sent */
     uint64_t last_now;                    /* time of the last proposal, for the broadcast */
     uint64_t now_seen;                    /* the newest time any input brought */
@@ -289,6 +290,7 @@ static int log_append(qc_raft *r, uint64_t term, uint32_t type, const void *data
 static void log_truncate(qc_raft *r, uint64_t i)
 {
     while (last_index(r) >= i && r->n_log) free(r->log[--r->n_log].data);
+    if (r->handed >= i) r->handed = i - 1;
     if (r->stable >= i) r->stable = i - 1;
     if (r->conf_index >= i) conf_recompute(r); /* its CONFIG entry is gone */
 }
@@ -733,7 +735,11 @@ static void maybe_commit(qc_raft *r)
 {
     uint64_t best[QC_RAFT_MAX_MEMBERS];
     size_t n = 0;
+#ifdef QC_MUTANT_COUNT_SELF_UNSTABLE
+    if (self_votes(r)) best[n++] = r->handed; /* planted bug: before it is on disk */
+#else
     if (self_votes(r)) best[n++] = r->stable;
+#endif
     for (size_t i = 0; i < r->n_peers; i++)
         if (is_voter(r->peers[i].flags)) best[n++] = r->peers[i].match;
     if (n < quorum(r)) return;
@@ -973,7 +979,7 @@ static void on_snapshot(qc_raft *r, const qc_msg *m, uint64_t now)
     base.data = conf_copy;
     set_base_conf(r, base);
     conf_apply(r, members, n_members, base.index);
-    r->commit = r->applied = r->stable = m->index;
+    r->commit = r->applied = r->stable = r->handed = m->index;
     free(r->snapshot);
     r->snapshot = copy;
     r->snapshot_len = copy ? data->len : 0;
@@ -1393,7 +1399,7 @@ int qc_raft_restore(qc_raft *r, uint64_t snap_index, uint64_t snap_term, const q
         int rc = log_append(r, entries[i].term, entries[i].type, entries[i].data, entries[i].len);
         if (rc) return rc;
     }
-    r->stable = last_index(r);
+    r->stable = r->handed = last_index(r);
     r->applied = snap_index;
     r->commit = r->recovered_commit > snap_index ? r->recovered_commit : snap_index;
     if (r->commit > last_index(r)) r->commit = last_index(r);
@@ -1483,10 +1489,17 @@ void qc_raft_free(qc_raft *r)
     free(r);
 }
 
+/* Committed entries may be applied once they are on this node's disk too:
+ * the state machine (and any snapshot of it) never runs ahead of the log. */
+static uint64_t applicable(const qc_raft *r)
+{
+    return r->commit < r->stable ? r->commit : r->stable;
+}
+
 int qc_raft_has_ready(const qc_raft *r)
 {
     return r->hs_dirty || r->n_msgs || r->n_events || r->broadcast || r->snapshot_pending ||
-           r->stable < last_index(r) || r->applied < r->commit;
+           r->handed < last_index(r) || r->applied < applicable(r);
 }
 
 void qc_raft_ready(qc_raft *r, qc_ready *out)
@@ -1506,10 +1519,16 @@ void qc_raft_ready(qc_raft *r, qc_ready *out)
             m->n_entries = 2;
         }
     }
-    r->ready_stable = last_index(r);
-    r->ready_applied = r->commit;
+    r->ready_handed = last_index(r);
+    r->ready_applied = applicable(r);
     *out = (qc_ready){
         .hard_state_changed = r->hs_dirty,
+        /* A leader's appends and heartbeats depend on nothing new on disk
+         * (its term was durable before it could win; it counts its own
+         * entries only once qc_raft_persisted says so): they may go while
+         * the entries are written. Anything else, votes and a follower's
+         * acknowledgements above all, waits for the write. */
+        .msgs_early = r->role == QC_ROLE_LEADER && !r->hs_dirty && !r->snapshot_pending,
         .hs = {.term = r->term, .vote = r->vote, .commit = r->commit},
         .msgs = r->msgs,
         .n_msgs = r->n_msgs,
@@ -1524,10 +1543,10 @@ void qc_raft_ready(qc_raft *r, qc_ready *out)
         out->snapshot_conf = &r->base_conf;
         out->has_snapshot = 1;
     }
-    if (r->stable < r->ready_stable) {
-        uint64_t from = r->stable + 1 > r->snap_index + 1 ? r->stable + 1 : r->snap_index + 1;
+    if (r->handed < r->ready_handed) {
+        uint64_t from = r->handed + 1 > r->snap_index + 1 ? r->handed + 1 : r->snap_index + 1;
         out->entries = entry_at(r, from);
-        out->n_entries = (size_t)(r->ready_stable - from + 1);
+        out->n_entries = (size_t)(r->ready_handed - from + 1);
     }
     if (r->applied < r->ready_applied) {
         uint64_t from = r->applied + 1;
@@ -1548,9 +1567,18 @@ void qc_raft_advance(qc_raft *r)
         r->snapshot_len = 0;
         r->snapshot_pending = 0;
     }
-    if (r->ready_stable > r->stable && r->ready_stable <= last_index(r))
-        r->stable = r->ready_stable;
+    if (r->ready_handed > r->handed && r->ready_handed <= last_index(r))
+        r->handed = r->ready_handed;
     if (r->ready_applied > r->applied) r->applied = r->ready_applied;
+}
+
+void qc_raft_persisted(qc_raft *r, uint64_t index, uint64_t term)
+{
+    /* A write of entries the log has replaced since (a conflict, a
+     * snapshot) proves nothing about what is there now: same index and
+     * term is the same entry and the same log before it (log matching). */
+    if (index <= r->stable || index > r->handed || term_at(r, index) != term) return;
+    r->stable = index;
     /* Our own copy is on disk now: it counts for the commit. */
     if (r->role == QC_ROLE_LEADER) maybe_commit(r);
 }
@@ -1574,6 +1602,7 @@ uint64_t qc_raft_commit(const qc_raft *r) { return r->commit; }
 uint64_t qc_raft_last_index(const qc_raft *r) { return last_index(r); }
 uint64_t qc_raft_last_term(const qc_raft *r) { return last_term(r); }
 uint64_t qc_raft_applied(const qc_raft *r) { return r->applied; }
+uint64_t qc_raft_stable(const qc_raft *r) { return r->stable; }
 uint64_t qc_raft_snapshot_index(const qc_raft *r) { return r->snap_index; }
 uint64_t qc_raft_term_at(const qc_raft *r, uint64_t index) { return term_at(r, index); }
 uint64_t qc_raft_vote(const qc_raft *r) { return r->vote; }

@@ -3,7 +3,9 @@
  * It must never touch a socket, a clock, a file, Lua or global state: time
  * comes in as now_ms, randomness from cfg.seed, and everything it wants done
  * comes out of qc_raft_ready() for the caller to carry out in this order:
- * persist the hard state (fsync), send the messages, then run the events. */
+ * hand the entries and hard state to be written, send the messages (those
+ * not msgs_early only once every write handed out so far is durable), then
+ * run the events. Writes complete later: qc_raft_persisted() says so. */
 #ifndef QC_RAFT_H
 #define QC_RAFT_H
 
@@ -144,15 +146,21 @@ typedef struct qc_ready {
     /* The CONFIG entry in effect at snapshot_index: keep it with the
      * snapshot and hand it back through qc_raft_set_base_conf() at start. */
     const qc_entry *snapshot_conf;
-    /* Append to the durable log and fsync before sending (an entry whose
-     * index the log already holds replaces it and everything after). */
+    /* Append to the durable log (an entry whose index the log already
+     * holds replaces it and everything after), in the order of the readies,
+     * then tell qc_raft_persisted() once it is on disk (fsync). */
     const qc_entry *entries;
     size_t n_entries;
-    int hard_state_changed; /* persist hs (fsync) before sending anything */
+    int hard_state_changed; /* write hs durably, after the entries above */
     qc_hard_state hs;
-    /* Committed entries to apply in order, after the persisting above. */
+    /* Committed entries to apply in order: all are on this node's disk. */
     const qc_entry *committed;
     size_t n_committed;
+    /* 1: msgs may leave at once, before this ready's writes are durable (a
+     * leader's appends). 0: they leave only once this ready's writes and
+     * every earlier one are durable (votes, a follower's answers), and
+     * after any message an earlier ready held back. */
+    int msgs_early;
     qc_msg *msgs;
     size_t n_msgs;
     qc_raft_event *events;
@@ -261,6 +269,11 @@ int qc_raft_step_down(qc_raft *r, uint64_t now, int reason);
 int qc_raft_has_ready(const qc_raft *r);
 void qc_raft_ready(qc_raft *r, qc_ready *out);
 void qc_raft_advance(qc_raft *r);
+/* The entries handed out up to index, the last of them of term term, are
+ * durable (written and fsynced, in order). Until then a leader does not
+ * count itself for their commit and nobody applies them. A write the log
+ * replaced since (index/term no longer match) is ignored. */
+void qc_raft_persisted(qc_raft *r, uint64_t index, uint64_t term);
 
 /* The next time qc_raft_tick() has work to do. */
 uint64_t qc_raft_next_deadline(const qc_raft *r);
@@ -274,6 +287,8 @@ uint64_t qc_raft_commit(const qc_raft *r);
 uint64_t qc_raft_last_index(const qc_raft *r);
 uint64_t qc_raft_last_term(const qc_raft *r);
 uint64_t qc_raft_applied(const qc_raft *r);
+/* The newest index known durable on this node (qc_raft_persisted). */
+uint64_t qc_raft_stable(const qc_raft *r);
 uint64_t qc_raft_snapshot_index(const qc_raft *r);
 /* Term of the entry at index (0 when the log does not hold it). */
 uint64_t qc_raft_term_at(const qc_raft *r, uint64_t index);

@@ -15,6 +15,7 @@
 #include "common.h"
 #include "log.h"
 #include "wal.h"
+#include "walq.h"
 
 typedef struct waiter {
     struct waiter *next;
@@ -40,6 +41,7 @@ struct qc_replica {
     struct ev_loop *loop;
     qc_replica_config cfg;
     qc_wal *wal;
+    qc_walq *walq; /* writes entries and hard state off the loop */
     qc_kv *kv;
     qc_wal_recovery rec; /* until restore hands it to the core */
     uint8_t *snap;       /* the newest snapshot's KV data, for followers that need it */
@@ -410,9 +412,23 @@ int qc_replica_persist(qc_replica *rp, const qc_ready *rd)
         qc_log(QC_LOG_INFO, "store", "installed the leader's snapshot at %llu (%zu bytes)",
                (unsigned long long)rd->snapshot_index, rd->snapshot_len);
     }
-    if (!rd->n_entries) return QC_OK;
-    if (qc_wal_append(rp->wal, rd->entries, rd->n_entries) != QC_OK) return QC_EIO;
-    return qc_wal_sync(rp->wal) == QC_OK ? QC_OK : QC_EIO;
+    return QC_OK;
+}
+
+int qc_replica_submit(qc_replica *rp, const qc_ready *rd, uint64_t *seq)
+{
+    *seq = 0;
+    if (!rd->n_entries && !rd->hard_state_changed) return QC_OK;
+    int rc = qc_walq_submit(rp->walq, rd->entries, rd->n_entries,
+                            rd->hard_state_changed ? &rd->hs : NULL, seq);
+    return rc == QC_ENOMEM ? QC_ENOMEM : rc ? QC_EIO : QC_OK;
+}
+
+void qc_replica_drain(qc_replica *rp) { qc_walq_drain(rp->walq); }
+
+void qc_replica_progress(qc_replica *rp, qc_walq_progress *out)
+{
+    qc_walq_progress_get(rp->walq, out);
 }
 
 void qc_replica_prepare(qc_replica *rp, qc_ready *rd)
@@ -499,6 +515,8 @@ int qc_replica_open(struct ev_loop *loop, const qc_replica_config *cfg, qc_repli
     qc_kv_config kc = {.max_key = cfg->max_key, .max_value = cfg->max_value};
     int rc = qc_kv_new(&kc, &rp->kv);
     if (rc == QC_OK) rc = qc_wal_open(cfg->dir, NULL, &rp->wal, &rp->rec);
+    if (rc == QC_OK)
+        rc = qc_walq_new(loop, rp->wal, cfg->store, cfg->on_durable, cfg->ud, &rp->walq);
     if (rc != QC_OK) {
         snprintf(err, errlen, "%s", rp->rec.error[0] ? rp->rec.error : qc_strerror(rc));
         qc_replica_close(rp);
@@ -539,6 +557,7 @@ void qc_replica_close(qc_replica *rp)
 {
     if (!rp) return;
     while (rp->waiting) answer(rp->waiting, QC_EBUSY, 0);
+    qc_walq_free(rp->walq); /* writes out what it holds first */
     if (rp->wal) qc_wal_close(rp->wal);
     qc_wal_recovery_free(&rp->rec);
     qc_kv_free(rp->kv);
@@ -548,4 +567,3 @@ void qc_replica_close(qc_replica *rp)
 }
 
 uint64_t qc_replica_applied(const qc_replica *rp) { return qc_kv_applied_index(rp->kv); }
-double qc_replica_last_sync(const qc_replica *rp) { return qc_wal_last_sync_seconds(rp->wal); }

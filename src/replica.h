@@ -1,8 +1,8 @@
-/* The replicated state of a node: the write-ahead log, the KV state machine
- * and its snapshots, and the client requests waiting on them. The agent
- * hands it each qc_ready; it persists (fsync) before anything is sent,
- * applies what committed, and answers waiting writes and reads. It never
- * decides anything about the log: the consensus core does. */
+/* The replicated state of a node: the write-ahead log (written by its
+ * writer thread, walq.h), the KV state machine and its snapshots, and the
+ * client requests waiting on them. The agent hands it each qc_ready; it
+ * queues the writes, applies what committed, and answers waiting writes and
+ * reads. It never decides anything about the log: the consensus core does. */
 #ifndef QC_REPLICA_H
 #define QC_REPLICA_H
 
@@ -11,7 +11,9 @@
 
 #include "kv.h"
 #include "raft.h"
+#include "store.h"
 #include "view.h"
+#include "walq.h"
 
 typedef struct qc_replica qc_replica;
 
@@ -20,7 +22,11 @@ typedef void qc_replica_change_fn(void *ud, const uint8_t *key, size_t klen, con
                                   size_t vlen, int has_value, uint64_t revision);
 
 typedef struct qc_replica_config {
-    const char *dir;           /* the node's data_dir */
+    const char *dir; /* the node's data_dir */
+    qc_store *store; /* where the writer thread saves the hard state */
+    /* Runs on the loop when queued writes became durable or failed: read
+     * qc_replica_progress() (ud below). */
+    void (*on_durable)(void *ud);
     uint64_t self_id;          /* origin of this node's proposals */
     uint64_t snapshot_every;   /* entries applied between snapshots; 0: 10000 */
     size_t max_key, max_value; /* KV limits; 0: the defaults */
@@ -43,9 +49,18 @@ void qc_replica_close(qc_replica *rp);
 /* Gives the recovered log to a fresh core (right after qc_raft_new). */
 int qc_replica_restore(qc_replica *rp, qc_raft *r);
 
-/* Persists rd's snapshot and entries (one fsync). QC_EIO: the disk failed
- * and nothing may be sent; the node must stop. */
+/* Installs rd's snapshot durably, at once (drain the writer first: the log
+ * restarts after it). QC_EIO: the disk failed and nothing may be sent; the
+ * node must stop. */
 int qc_replica_persist(qc_replica *rp, const qc_ready *rd);
+/* Queues rd's entries and hard state for the writer thread, after the
+ * snapshot (*seq: the write's number, 0 when there was nothing to write).
+ * QC_EIO once a write failed, QC_ENOMEM. */
+int qc_replica_submit(qc_replica *rp, const qc_ready *rd, uint64_t *seq);
+/* Blocks until every queued write is durable (or failed). */
+void qc_replica_drain(qc_replica *rp);
+/* How far the writes are durable (qc_walq_progress_get). */
+void qc_replica_progress(qc_replica *rp, qc_walq_progress *out);
 /* Attaches the snapshot to outgoing snapshot messages. */
 void qc_replica_prepare(qc_replica *rp, qc_ready *rd);
 /* Applies rd's committed entries and marks whoever waited on them. */
@@ -69,7 +84,5 @@ void qc_replica_list(qc_replica *rp, qc_raft *r, const uint8_t *prefix, size_t p
 void qc_replica_read_point(qc_replica *rp, uint64_t id, int ok, uint64_t index);
 
 uint64_t qc_replica_applied(const qc_replica *rp);
-/* Seconds the last fsync of the log took (for the histogram). */
-double qc_replica_last_sync(const qc_replica *rp);
 
 #endif

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,9 @@ struct qc_wal {
     int failed, failed_errno; /* a write or fsync failed: refuse until reopened */
     double last_sync;
     qc_buf buf; /* records encoded but not yet written to the last segment */
+    /* Serialises the changes: the writer thread appends and syncs while the
+     * loop (or a snapshot worker) saves snapshots and compacts. */
+    pthread_mutex_t lock;
 };
 
 enum { REC_OK = 0, REC_SHORT, REC_MAGIC, REC_LENGTH, REC_CRC, REC_FIELD };
@@ -757,6 +761,10 @@ static int wal_new(const char *dir, const qc_wal_options *opt, qc_wal **out, qc_
 {
     qc_wal *w = calloc(1, sizeof *w);
     if (!w) return QC_ENOMEM;
+    if (pthread_mutex_init(&w->lock, NULL) != 0) {
+        free(w);
+        return QC_ENOMEM;
+    }
     *out = w;
     w->wal_fd = w->snap_fd = w->fd = -1;
     w->segment_size = opt && opt->segment_size ? opt->segment_size : QC_WAL_SEGMENT_SIZE;
@@ -839,6 +847,7 @@ void qc_wal_close(qc_wal *w)
     free(w->wal_path);
     free(w->snap_path);
     qc_buf_free(&w->buf);
+    pthread_mutex_destroy(&w->lock);
     free(w);
 }
 
@@ -958,7 +967,7 @@ static int truncate_after(qc_wal *w, uint64_t index)
     return rc;
 }
 
-int qc_wal_append(qc_wal *w, const qc_entry *entries, size_t n)
+static int append_locked(qc_wal *w, const qc_entry *entries, size_t n)
 {
     if (w->failed) return wal_refuse(w);
     if (n == 0) return QC_OK;
@@ -974,7 +983,15 @@ int qc_wal_append(qc_wal *w, const qc_entry *entries, size_t n)
     return rc;
 }
 
-int qc_wal_truncate(qc_wal *w, uint64_t index)
+int qc_wal_append(qc_wal *w, const qc_entry *entries, size_t n)
+{
+    pthread_mutex_lock(&w->lock);
+    int rc = append_locked(w, entries, n);
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
+static int truncate_locked(qc_wal *w, uint64_t index)
 {
     if (w->failed) return wal_refuse(w);
     if (index < w->snap_index) return QC_EINVAL;
@@ -982,7 +999,15 @@ int qc_wal_truncate(qc_wal *w, uint64_t index)
     return truncate_after(w, index);
 }
 
-int qc_wal_sync(qc_wal *w)
+int qc_wal_truncate(qc_wal *w, uint64_t index)
+{
+    pthread_mutex_lock(&w->lock);
+    int rc = truncate_locked(w, index);
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
+static int sync_locked(qc_wal *w)
 {
     if (w->failed) return wal_refuse(w);
     int rc = flush(w);
@@ -994,6 +1019,14 @@ int qc_wal_sync(qc_wal *w)
     w->last_sync = mono_seconds() - t0;
     w->dirty = w->dir_dirty = 0;
     return QC_OK;
+}
+
+int qc_wal_sync(qc_wal *w)
+{
+    pthread_mutex_lock(&w->lock);
+    int rc = sync_locked(w);
+    pthread_mutex_unlock(&w->lock);
+    return rc;
 }
 
 /* ---- snapshots and compaction ---- */
@@ -1027,7 +1060,8 @@ static int snap_prune(qc_wal *w)
     return rc;
 }
 
-int qc_wal_save_snapshot(qc_wal *w, uint64_t index, uint64_t term, const void *data, size_t len)
+static int save_snapshot_locked(qc_wal *w, uint64_t index, uint64_t term, const void *data,
+                                size_t len)
 {
     if (w->failed) return wal_refuse(w);
     if (index == 0 || index < w->snap_index || (len && !data)) return QC_EINVAL;
@@ -1050,7 +1084,15 @@ int qc_wal_save_snapshot(qc_wal *w, uint64_t index, uint64_t term, const void *d
     return snap_prune(w);
 }
 
-int qc_wal_compact(qc_wal *w, uint64_t index)
+int qc_wal_save_snapshot(qc_wal *w, uint64_t index, uint64_t term, const void *data, size_t len)
+{
+    pthread_mutex_lock(&w->lock);
+    int rc = save_snapshot_locked(w, index, term, data, len);
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
+static int compact_locked(qc_wal *w, uint64_t index)
 {
     if (w->failed) return wal_refuse(w);
     if (index > w->snap_index) return QC_EINVAL;
@@ -1064,6 +1106,14 @@ int qc_wal_compact(qc_wal *w, uint64_t index)
         removed = 1;
     }
     if (!rc && removed && do_sync(w, w->wal_fd, 1) != 0) return wal_fail(w);
+    return rc;
+}
+
+int qc_wal_compact(qc_wal *w, uint64_t index)
+{
+    pthread_mutex_lock(&w->lock);
+    int rc = compact_locked(w, index);
+    pthread_mutex_unlock(&w->lock);
     return rc;
 }
 

@@ -1,8 +1,10 @@
 /* The write-ahead log of raft entries and the state-machine snapshots, under
  * one directory: dir/wal/<first index>.seg segments and dir/snap/ snapshots.
- * Pure POSIX file I/O: no event loop, no Lua, no global state, no locking
- * (the store's lock on data_dir keeps a second agent out). It must never
- * report a sync done before the data is on disk, nor skip a bad record. */
+ * Pure POSIX file I/O: no event loop, no Lua, no global state (the store's
+ * lock on data_dir keeps a second agent out). Append, sync, truncate,
+ * save_snapshot and compact each hold the log's mutex: the writer thread
+ * (walq.h) and the loop may call them at once. It must never report a sync
+ * done before the data is on disk, nor skip a bad record. */
 #ifndef QC_WAL_H
 #define QC_WAL_H
 

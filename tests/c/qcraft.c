@@ -259,6 +259,8 @@ static int l_ready(lua_State *L)
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     lua_setfield(L, -2, "events");
+    lua_pushboolean(L, rd.msgs_early);
+    lua_setfield(L, -2, "msgs_early");
     push_entries(L, "entries", rd.entries, rd.n_entries);
     push_entries(L, "committed", rd.committed, rd.n_committed);
     if (rd.has_snapshot) {
@@ -362,6 +364,16 @@ static int l_read_index(lua_State *L)
 
 GETTER(last_index, qc_raft_last_index(r))
 GETTER(applied, qc_raft_applied(r))
+GETTER(stable, qc_raft_stable(r))
+GETTER(has_ready, qc_raft_has_ready(r))
+
+/* node:persisted(index, term): the writes handed out up to there are durable. */
+static int l_persisted(lua_State *L)
+{
+    qc_raft_persisted(check_node(L), (uint64_t)luaL_checkinteger(L, 2),
+                      (uint64_t)luaL_checkinteger(L, 3));
+    return 0;
+}
 
 static int l_step_down(lua_State *L)
 {
@@ -400,6 +412,9 @@ static const luaL_Reg node_methods[] = {
     {"read_index", l_read_index},
     {"last_index", l_last_index},
     {"applied", l_applied},
+    {"stable", l_stable},
+    {"has_ready", l_has_ready},
+    {"persisted", l_persisted},
     {"tick", l_tick},
     {"link", l_link},
     {"transfer", l_transfer},

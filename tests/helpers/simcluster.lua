@@ -16,7 +16,7 @@ function Cluster.new(n, opts)
   opts = opts or {}
   local self = setmetatable({
     n = n, now = 0, nodes = {}, hs = {}, events = {}, queue = {}, cut = {},
-    logs = {}, applied = {}, snaps = {},
+    logs = {}, applied = {}, snaps = {}, writes = {}, held = {},
     heartbeat = opts.heartbeat or 50, election = opts.election or 300,
     seed = opts.seed or 1, latency = opts.latency or 1, sent = {},
     max_batch = opts.max_batch, max_inflight = opts.max_inflight,
@@ -25,6 +25,7 @@ function Cluster.new(n, opts)
     self.events[i] = {}
     self.cut[i] = {}
     self.logs[i] = {}    -- the durable log: index -> entry
+    self.writes[i] = {}  -- handed out, not yet durable: {entries, hs, msgs}
     self.applied[i] = {} -- what the state machine applied, in order
     self:start(i)
   end
@@ -54,11 +55,56 @@ function Cluster:start(i)
   assert(self.nodes[i]:restore(snap.index, snap.term, entries) == 0)
 end
 
--- Carries out node i's outputs: persist, then send, then record events.
-function Cluster:process(i)
+local function send(self, m)
+  self.sent[#self.sent + 1] = m
+  if not self.cut[m.from][m.to] then
+    m.at = self.now + self.latency
+    self.queue[#self.queue + 1] = m
+  end
+end
+
+-- Makes node i's writes durable in order, as the agent's writer thread
+-- does: the entries, then the hard state, then qc_raft_persisted, then the
+-- messages that waited for them.
+local function write_out(self, i)
   local node = self.nodes[i]
-  if not node then return end
-  self.snapshot_source = self.snapshot_source or {}
+  local log = self.logs[i]
+  for _, w in ipairs(self.writes[i]) do
+    for _, e in ipairs(w.entries) do
+      -- an entry the log holds already replaces it and all after it
+      for k = e.index, math.huge do
+        if not log[k] then break end
+        log[k] = nil
+      end
+      log[e.index] = e
+    end
+    if w.hs then self.hs[i] = w.hs end
+    local last = w.entries[#w.entries]
+    if last then node:persisted(last.index, last.term) end
+    for _, m in ipairs(w.msgs) do send(self, m) end
+  end
+  self.writes[i] = {}
+end
+
+-- Holds node i's writes (true) until Cluster:release(i): they are not
+-- durable meanwhile, and the messages that wait for them stay unsent.
+function Cluster:hold(i, value)
+  self.held[i] = value ~= false or nil
+end
+
+function Cluster:release(i)
+  self.held[i] = nil
+  if self.nodes[i] then
+    write_out(self, i)
+    self:process(i)
+  end
+end
+
+-- Carries out one ready of node i: the entries and hard state go to be
+-- written, messages leave at once when the core lets them (msgs_early)
+-- and nothing waits before them, else after the write; then the events.
+local function process_one(self, i)
+  local node = self.nodes[i]
   local rd = node:ready()
   if rd.snapshot then
     local snap = self.snapshot_source[rd.snapshot.data]
@@ -67,35 +113,40 @@ function Cluster:process(i)
     self.applied[i] = {}
     for k = 1, rd.snapshot.index do self.applied[i][k] = snap[k] end
   end
-  local log = self.logs[i]
-  for _, e in ipairs(rd.entries) do
-    -- an entry the log holds already replaces it and all after it
-    for k = e.index, math.huge do
-      if not log[k] then break end
-      log[k] = nil
-    end
-    log[e.index] = e
-  end
-  if rd.hs then self.hs[i] = rd.hs end
   for _, e in ipairs(rd.committed) do
     local a = self.applied[i]
     assert(e.index == #a + 1, "applied out of order")
     a[e.index] = e.term .. ":" .. e.data
   end
+  local writes = self.writes[i]
+  local waiting = false
+  for _, w in ipairs(writes) do waiting = waiting or #w.msgs > 0 end
+  local early = rd.msgs_early and not waiting
+  local w = { entries = rd.entries, hs = rd.hs, msgs = {} }
   for _, m in ipairs(rd.msgs) do
     if m.type == "snapshot" then
       -- entries[1] carries the data (we fill it in), [2] the membership
       m.entries[1].data = self.snaps[i].key
     end
-    self.sent[#self.sent + 1] = m
-    if not self.cut[m.from][m.to] then
-      m.at = self.now + self.latency
-      self.queue[#self.queue + 1] = m
-    end
+    if early then send(self, m) else w.msgs[#w.msgs + 1] = m end
   end
+  writes[#writes + 1] = w
   for _, e in ipairs(rd.events) do
     e.at = self.now
     table.insert(self.events[i], e)
+  end
+end
+
+-- Carries out node i's outputs until it has none (writes complete at once
+-- unless held).
+function Cluster:process(i)
+  local node = self.nodes[i]
+  if not node then return end
+  self.snapshot_source = self.snapshot_source or {}
+  for _ = 1, 100 do
+    if not node:has_ready() then break end
+    process_one(self, i)
+    if not self.held[i] then write_out(self, i) end
   end
 end
 
@@ -209,6 +260,8 @@ function Cluster:crash(i)
   self.nodes[i]:close()
   self.nodes[i] = nil
   self.applied[i] = {}
+  self.writes[i] = {} -- what was not durable yet is lost, unsent
+  self.held[i] = nil
   for j = 1, self.n do
     if j ~= i then self:link(j, i, "gone") end
   end

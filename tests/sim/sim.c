@@ -44,8 +44,24 @@ typedef struct inflight {
     qc_msg m;
 } inflight;
 
+/* A write handed to the node's writer thread (src/walq.c in the agent):
+ * durable at `at` (real ms), in order; the messages that waited for it
+ * leave then. A crash before loses it and them. */
+typedef struct pending_write {
+    uint64_t at;
+    int has_hs;
+    qc_hard_state hs;
+    size_t n;                    /* entries */
+    uint64_t *index, *term, *id; /* one block */
+    qc_msg *msgs;                /* deep copies (the network's layout) */
+    size_t n_msgs;
+} pending_write;
+
 typedef struct node {
     qc_raft *r;
+    pending_write *writes; /* FIFO */
+    size_t n_writes, cap_writes;
+    size_t held; /* writes among them holding messages */
     int alive;
     uint64_t paused_until; /* real ms; 0: running */
     double rate;           /* local ms per real ms */
@@ -184,7 +200,6 @@ static void record_vote_health(sim *s, size_t i, const qc_msg *m);
 static void record_sent(sim *s, size_t i, const qc_msg *m)
 {
     node *nd = &s->nodes[i];
-    record_vote_health(s, i, m);
     if (m->term > nd->max_term_seen && m->type != QC_MSG_PREVOTE &&
         !(m->type == QC_MSG_PREVOTE_RESP && !m->reject))
         nd->max_term_seen = m->term;
@@ -476,6 +491,27 @@ static void check_sick_leader(sim *s)
 
 /* ---- the network ------------------------------------------------------- */
 
+/* A copy of m owning its entries (one block: the entries, then their
+ * data; free(out->entries) frees it). */
+static int copy_msg(const qc_msg *m, qc_msg *out)
+{
+    *out = *m;
+    if (!m->n_entries) return 0;
+    size_t bytes = m->n_entries * sizeof(qc_entry);
+    for (uint32_t k = 0; k < m->n_entries; k++) bytes += m->entries[k].len;
+    qc_entry *e = malloc(bytes);
+    if (!e) return -1;
+    uint8_t *data = (uint8_t *)(e + m->n_entries);
+    for (uint32_t k = 0; k < m->n_entries; k++) {
+        e[k] = m->entries[k];
+        e[k].data = data;
+        if (e[k].len) memcpy(data, m->entries[k].data, e[k].len);
+        data += e[k].len;
+    }
+    out->entries = e;
+    return 0;
+}
+
 static void enqueue(sim *s, const qc_msg *m, uint64_t at)
 {
     if (s->n_net == MAX_INFLIGHT) return; /* a full network drops */
@@ -483,21 +519,8 @@ static void enqueue(sim *s, const qc_msg *m, uint64_t at)
     /* TCP keeps order on a link unless the sim reorders on purpose. */
     if (!chance(&s->g, 0.05) && at < to->last_from[m->from]) at = to->last_from[m->from];
     to->last_from[m->from] = at;
-    qc_msg copy = *m;
-    if (m->n_entries) { /* one block: the entries, then their data */
-        size_t bytes = m->n_entries * sizeof(qc_entry);
-        for (uint32_t k = 0; k < m->n_entries; k++) bytes += m->entries[k].len;
-        qc_entry *e = malloc(bytes);
-        if (!e) return;
-        uint8_t *data = (uint8_t *)(e + m->n_entries);
-        for (uint32_t k = 0; k < m->n_entries; k++) {
-            e[k] = m->entries[k];
-            e[k].data = data;
-            if (e[k].len) memcpy(data, m->entries[k].data, e[k].len);
-            data += e[k].len;
-        }
-        copy.entries = e;
-    }
+    qc_msg copy;
+    if (copy_msg(m, &copy)) return;
     s->net[s->n_net++] = (inflight){.at = at, .m = copy};
 }
 
@@ -535,17 +558,118 @@ static void install_snapshot(sim *s, size_t i, const qc_ready *rd)
                 i, nd->snap_index);
 }
 
-static void persist_entries(sim *s, size_t i, const qc_ready *rd)
+static void free_write(pending_write *w)
+{
+    free(w->index);
+    for (size_t k = 0; k < w->n_msgs; k++) free(w->msgs[k].entries);
+    free(w->msgs);
+}
+
+static void drop_writes(node *nd)
+{
+    for (size_t k = 0; k < nd->n_writes; k++) free_write(&nd->writes[k]);
+    nd->n_writes = 0;
+    nd->held = 0;
+}
+
+/* Hands rd's entries and hard state to the node's writer, durable after a
+ * delay drawn from the seed, never before an earlier write. */
+static pending_write *submit_write(sim *s, size_t i, const qc_ready *rd)
 {
     node *nd = &s->nodes[i];
-    for (size_t k = 0; k < rd->n_entries; k++) {
-        const qc_entry *e = &rd->entries[k];
-        if (e->index >= MAX_LOG) continue;
-        nd->log_term[e->index] = e->term;
-        nd->log_id[e->index] = entry_id(e);
-        nd->log_last = e->index; /* an older tail after it is gone */
-        check_persisted(s, i, e->index, e->term, entry_id(e));
+    if (nd->n_writes == nd->cap_writes) {
+        size_t cap = nd->cap_writes ? 2 * nd->cap_writes : 8;
+        pending_write *w = realloc(nd->writes, cap * sizeof *w);
+        if (!w) exit(3);
+        nd->writes = w;
+        nd->cap_writes = cap;
     }
+    pending_write *w = &nd->writes[nd->n_writes++];
+    memset(w, 0, sizeof *w);
+    uint64_t after = nd->n_writes > 1 ? nd->writes[nd->n_writes - 2].at : 0;
+    w->at = s->now + below(&s->g, 1 + s->max_delay);
+    if (w->at < after) w->at = after;
+    w->has_hs = rd->hard_state_changed;
+    w->hs = rd->hs;
+    w->n = rd->n_entries;
+    if (w->n) {
+        w->index = malloc(3 * w->n * sizeof *w->index);
+        if (!w->index) exit(3);
+        w->term = w->index + w->n;
+        w->id = w->term + w->n;
+        for (size_t k = 0; k < w->n; k++) {
+            w->index[k] = rd->entries[k].index;
+            w->term[k] = rd->entries[k].term;
+            w->id[k] = entry_id(&rd->entries[k]);
+        }
+    }
+    return w;
+}
+
+/* Keeps rd's messages in w until it is durable. */
+static void hold_msgs(node *nd, pending_write *w, const qc_ready *rd)
+{
+    if (!rd->n_msgs) return;
+    qc_msg *msgs = realloc(w->msgs, (w->n_msgs + rd->n_msgs) * sizeof *msgs);
+    if (!msgs) exit(3);
+    w->msgs = msgs;
+    if (!w->n_msgs) nd->held++;
+    for (size_t k = 0; k < rd->n_msgs; k++)
+        if (copy_msg(&rd->msgs[k], &w->msgs[w->n_msgs++])) exit(3);
+}
+
+/* The oldest write is on disk: the log and state file say so, then its
+ * messages leave. index, term: its newest entry, if it had any. */
+static void write_done(sim *s, size_t i, uint64_t *index, uint64_t *term)
+{
+    node *nd = &s->nodes[i];
+    pending_write w = nd->writes[0];
+    memmove(nd->writes, nd->writes + 1, --nd->n_writes * sizeof *nd->writes);
+    for (size_t k = 0; k < w.n; k++) {
+        if (w.index[k] >= MAX_LOG) continue;
+        nd->log_term[w.index[k]] = w.term[k];
+        nd->log_id[w.index[k]] = w.id[k];
+        nd->log_last = w.index[k]; /* an older tail after it is gone */
+        check_persisted(s, i, w.index[k], w.term[k], w.id[k]);
+    }
+    if (w.n) {
+        *index = w.index[w.n - 1];
+        *term = w.term[w.n - 1];
+    }
+#ifndef QC_MUTANT_SEND_BEFORE_PERSIST
+    if (w.has_hs) {
+        nd->durable = w.hs;
+        nd->has_durable = 1;
+    }
+#endif
+    if (w.n_msgs) nd->held--;
+    for (size_t k = 0; k < w.n_msgs; k++) {
+        record_sent(s, i, &w.msgs[k]);
+        send_msg(s, &w.msgs[k]);
+    }
+    free_write(&w);
+}
+
+/* Completes the node's writes due by now (all: every one, as the agent
+ * drains its writer before installing a snapshot); tells the core unless
+ * it is in the middle of a ready (tell 0: the caller does after advance). */
+static void finish_writes(sim *s, size_t i, int all, int tell, uint64_t *index, uint64_t *term)
+{
+    node *nd = &s->nodes[i];
+    int done = 0;
+    while (nd->alive && nd->n_writes && (all || nd->writes[0].at <= s->now)) {
+        write_done(s, i, index, term);
+        done = 1;
+    }
+    if (!done || !tell) return;
+    if (*index) qc_raft_persisted(nd->r, *index, *term);
+    process(s, i);
+}
+
+static void writes_due(sim *s, size_t i)
+{
+    uint64_t index = 0, term = 0;
+    if (running(&s->nodes[i], s->now)) finish_writes(s, i, 0, 1, &index, &term);
 }
 
 static void apply_committed(sim *s, size_t i, const qc_ready *rd)
@@ -580,27 +704,23 @@ static void compact(sim *s, size_t i)
     trace(s, "node %zu compacts up to %" PRIu64, i, index);
 }
 
-/* Carries the node's outputs out: persist, then send, then events. A crash
- * may strike before the persist (all lost) or before the sends. */
+/* Carries the node's outputs out as the agent does: the writes go to its
+ * writer (durable later, see writes_due), messages leave at once when the
+ * core allows it and nothing waits before them, else with their write;
+ * then the events. A crash may strike before the sends. */
 static void process(sim *s, size_t i)
 {
     node *nd = &s->nodes[i];
     while (nd->alive && qc_raft_has_ready(nd->r)) {
         qc_ready rd;
         qc_raft_ready(nd->r, &rd);
-        if ((rd.hard_state_changed || rd.n_entries) && !s->calm && chance(&s->g, 0.0005)) {
-            trace(s, "node %zu crashes before persisting", i);
-            crash(s, i);
-            return;
+        uint64_t drained = 0, drained_term = 0;
+        if (rd.has_snapshot) { /* the writer drains first: the log restarts after it */
+            finish_writes(s, i, 1, 0, &drained, &drained_term);
+            install_snapshot(s, i, &rd);
         }
-        if (rd.has_snapshot) install_snapshot(s, i, &rd);
-        persist_entries(s, i, &rd);
-        if (rd.hard_state_changed) {
-#ifndef QC_MUTANT_SEND_BEFORE_PERSIST
-            nd->durable = rd.hs;
-            nd->has_durable = 1;
-#endif
-        }
+        pending_write *w = NULL;
+        if (rd.hard_state_changed || rd.n_entries) w = submit_write(s, i, &rd);
         if (rd.n_msgs && !s->calm && chance(&s->g, 0.0005)) {
             trace(s, "node %zu crashes before sending", i);
             crash(s, i);
@@ -614,13 +734,25 @@ static void process(sim *s, size_t i)
                 m->entries[0].data = snap_data;
                 m->entries[0].len = DATA_LEN;
             }
-            record_sent(s, i, m);
-            send_msg(s, m);
+            /* By the health it was decided on: it may leave after a flap. */
+            record_vote_health(s, i, m);
+        }
+        int early = (rd.msgs_early && !nd->held) || !nd->n_writes;
+#ifdef QC_MUTANT_SEND_BEFORE_PERSIST
+        early = 1; /* planted bug: votes and answers leave before their write */
+#endif
+        if (early) {
+            for (size_t k = 0; k < rd.n_msgs; k++) {
+                record_sent(s, i, &rd.msgs[k]);
+                send_msg(s, &rd.msgs[k]);
+            }
+        } else {
+            hold_msgs(nd, w ? w : &nd->writes[nd->n_writes - 1], &rd);
         }
         apply_committed(s, i, &rd);
 #ifdef QC_MUTANT_SEND_BEFORE_PERSIST
-        if (rd.hard_state_changed && !chance(&s->g, 0.3)) {
-            nd->durable = rd.hs;
+        if (w && w->has_hs && !chance(&s->g, 0.3)) {
+            nd->durable = w->hs;
             nd->has_durable = 1;
         }
 #endif
@@ -630,6 +762,7 @@ static void process(sim *s, size_t i)
             conf_changed |= rd.events[k].type == QC_EVENT_CONFIG;
         }
         qc_raft_advance(nd->r);
+        if (drained) qc_raft_persisted(nd->r, drained, drained_term);
         /* New members start with no link: tell the core what the
          * transport knows, as the agent does. */
         for (size_t p = 1; conf_changed && p <= s->n; p++)
@@ -684,6 +817,8 @@ static void crash(sim *s, size_t i)
     qc_raft_free(nd->r);
     nd->r = NULL;
     nd->alive = 0;
+    if (nd->n_writes) trace(s, "node %zu loses %zu writes in flight", i, nd->n_writes);
+    drop_writes(nd);
     nd->paused_until = 0;
     s->crashes++;
     /* Its in-flight messages stay (the kernel sends them); messages to it die. */
@@ -1008,6 +1143,12 @@ static void deliver(sim *s)
             continue;
         }
         node *nd = &s->nodes[m.to];
+        /* A write may complete before or after a message arrives. */
+        if (chance(&s->g, 0.5)) writes_due(s, (size_t)m.to);
+        if (!nd->alive) {
+            free(m.entries);
+            continue;
+        }
         if (s->trace)
             trace(s, "%" PRIu64 " -> %" PRIu64 " %s term=%" PRIu64 "%s%s%s", m.from, m.to,
                   qc_raft_msg_name(m.type), m.term, m.reject ? " reject" : "",
@@ -1140,6 +1281,7 @@ static int run(sim *s, uint64_t seed, int trace_on, uint64_t duration_ms)
                 compact(s, i);
         fire_links(s);
         deliver(s);
+        for (size_t i = 1; i <= s->n; i++) writes_due(s, i);
         tick_all(s);
         for (size_t i = 1; i <= s->n; i++) /* the end of a loop turn */
             if (running(&s->nodes[i], s->now)) process(s, (size_t)i);
@@ -1150,6 +1292,8 @@ static int run(sim *s, uint64_t seed, int trace_on, uint64_t duration_ms)
     }
     for (size_t i = 1; i <= s->n; i++) {
         qc_raft_free(s->nodes[i].r);
+        drop_writes(&s->nodes[i]);
+        free(s->nodes[i].writes);
         free(s->nodes[i].log_term);
         free(s->nodes[i].log_id);
     }

@@ -1,0 +1,247 @@
+/* The WAL's writer thread (see walq.h). The loop thread only queues and
+ * reads progress under the mutex; the thread alone writes the log and the
+ * state file while it runs. Every write is durable before it is reported,
+ * and a failure is final: a failed fsync may have dropped pages, so
+ * nothing after it is written or reported durable. */
+#include "walq.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+typedef struct batch {
+    struct batch *next;
+    uint64_t seq;
+    int has_hs;
+    qc_hard_state hs;
+    size_t n;
+    qc_entry *entries; /* one block with their data */
+} batch;
+
+struct qc_walq {
+    struct ev_loop *loop;
+    ev_async async;
+    qc_wal *wal;
+    qc_store *store;
+    qc_walq_done_fn *done;
+    void *ud;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t work, idle;
+    /* Under mu. */
+    batch *head, *tail;
+    int busy, stop;
+    uint64_t next_seq, done_seq, index, term;
+    int failed, err;
+    double syncs[QC_WALQ_SYNCS];
+    size_t n_syncs;
+};
+
+static void free_batches(batch *b)
+{
+    while (b) {
+        batch *next = b->next;
+        free(b->entries);
+        free(b);
+        b = next;
+    }
+}
+
+/* Writes the batches: entries in order, one fsync, then the newest hard
+ * state. Fills *last with the newest entry written; 0 or QC_E... */
+static int write_batches(qc_walq *q, const batch *b, qc_entry *last, double *sync)
+{
+    const qc_hard_state *hs = NULL;
+    int rc = QC_OK, any = 0;
+    for (; b && !rc; b = b->next) {
+        if (b->n) {
+            rc = qc_wal_append(q->wal, b->entries, b->n);
+            *last = b->entries[b->n - 1];
+            any = 1;
+        }
+        if (b->has_hs) hs = &b->hs;
+    }
+    if (!rc && any) {
+        rc = qc_wal_sync(q->wal);
+        *sync = qc_wal_last_sync_seconds(q->wal);
+    }
+    if (!rc && hs) rc = qc_store_save(q->store, hs);
+    if (rc && !errno) errno = EIO;
+    return rc;
+}
+
+static void report(qc_walq *q, uint64_t seq, int rc, const qc_entry *last, double sync)
+{
+    pthread_mutex_lock(&q->mu);
+    if (rc) {
+        q->failed = 1;
+        q->err = errno;
+    } else {
+        q->done_seq = seq;
+        if (last->index) {
+            q->index = last->index;
+            q->term = last->term;
+        }
+        if (sync >= 0 && q->n_syncs < QC_WALQ_SYNCS) q->syncs[q->n_syncs++] = sync;
+    }
+    q->busy = 0;
+    pthread_cond_broadcast(&q->idle);
+    pthread_mutex_unlock(&q->mu);
+    ev_async_send(q->loop, &q->async);
+}
+
+static void *writer_main(void *arg)
+{
+    qc_walq *q = arg;
+    for (;;) {
+        pthread_mutex_lock(&q->mu);
+        while (!q->head && !q->stop) pthread_cond_wait(&q->work, &q->mu);
+        batch *todo = q->head;
+        int failed = q->failed;
+        q->head = q->tail = NULL;
+        q->busy = todo != NULL;
+        pthread_mutex_unlock(&q->mu);
+        if (!todo) return NULL; /* stopping, all written */
+        uint64_t seq = todo->seq;
+        for (const batch *b = todo; b; b = b->next) seq = b->seq;
+        qc_entry last = {0};
+        double sync = -1;
+        errno = 0;
+        int rc = failed ? QC_EIO : write_batches(q, todo, &last, &sync);
+        free_batches(todo);
+        report(q, seq, rc, &last, sync);
+    }
+}
+
+static void on_async(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_walq *q = w->data;
+    q->done(q->ud);
+}
+
+int qc_walq_new(struct ev_loop *loop, qc_wal *wal, qc_store *store, qc_walq_done_fn *done, void *ud,
+                qc_walq **out)
+{
+    qc_walq *q = calloc(1, sizeof *q);
+    if (!q) return QC_ENOMEM;
+    *q = (qc_walq){.loop = loop, .wal = wal, .store = store, .done = done, .ud = ud};
+    if (pthread_mutex_init(&q->mu, NULL) != 0) {
+        free(q);
+        return QC_ENOMEM;
+    }
+    if (pthread_cond_init(&q->work, NULL) != 0 || pthread_cond_init(&q->idle, NULL) != 0) {
+        pthread_mutex_destroy(&q->mu);
+        free(q); /* a cond that did init holds nothing on Linux */
+        return QC_ENOMEM;
+    }
+    ev_async_init(&q->async, on_async);
+    q->async.data = q;
+    ev_async_start(loop, &q->async);
+    ev_unref(loop); /* it does not keep the loop alive on its own */
+    int err = pthread_create(&q->thread, NULL, writer_main, q);
+    if (err) {
+        ev_ref(loop);
+        ev_async_stop(loop, &q->async);
+        pthread_cond_destroy(&q->work);
+        pthread_cond_destroy(&q->idle);
+        pthread_mutex_destroy(&q->mu);
+        free(q);
+        errno = err;
+        return QC_EIO;
+    }
+    *out = q;
+    return QC_OK;
+}
+
+void qc_walq_free(qc_walq *q)
+{
+    if (!q) return;
+    pthread_mutex_lock(&q->mu);
+    q->stop = 1;
+    pthread_cond_signal(&q->work);
+    pthread_mutex_unlock(&q->mu);
+    pthread_join(q->thread, NULL);
+    ev_ref(q->loop);
+    ev_async_stop(q->loop, &q->async);
+    free_batches(q->head);
+    pthread_cond_destroy(&q->work);
+    pthread_cond_destroy(&q->idle);
+    pthread_mutex_destroy(&q->mu);
+    free(q);
+}
+
+/* A batch owning a copy of the entries (one block: entries, then data). */
+static batch *new_batch(const qc_entry *entries, size_t n, const qc_hard_state *hs)
+{
+    batch *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    if (hs) {
+        b->has_hs = 1;
+        b->hs = *hs;
+    }
+    if (!n) return b;
+    size_t bytes = n * sizeof *entries;
+    for (size_t i = 0; i < n; i++) bytes += entries[i].len;
+    b->entries = malloc(bytes);
+    if (!b->entries) {
+        free(b);
+        return NULL;
+    }
+    uint8_t *data = (uint8_t *)(b->entries + n);
+    for (size_t i = 0; i < n; i++) {
+        b->entries[i] = entries[i];
+        b->entries[i].data = data;
+        if (entries[i].len) memcpy(data, entries[i].data, entries[i].len);
+        data += entries[i].len;
+    }
+    b->n = n;
+    return b;
+}
+
+int qc_walq_submit(qc_walq *q, const qc_entry *entries, size_t n, const qc_hard_state *hs,
+                   uint64_t *seq)
+{
+    batch *b = new_batch(entries, n, hs);
+    if (!b) return QC_ENOMEM;
+    pthread_mutex_lock(&q->mu);
+    int failed = q->failed;
+    if (!failed) {
+        b->seq = *seq = ++q->next_seq;
+        if (q->tail)
+            q->tail->next = b;
+        else
+            q->head = b;
+        q->tail = b;
+        pthread_cond_signal(&q->work);
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (!failed) return QC_OK;
+    free_batches(b);
+    return QC_EIO;
+}
+
+void qc_walq_drain(qc_walq *q)
+{
+    pthread_mutex_lock(&q->mu);
+    while ((q->head || q->busy) && !q->failed) pthread_cond_wait(&q->idle, &q->mu);
+    pthread_mutex_unlock(&q->mu);
+}
+
+void qc_walq_progress_get(qc_walq *q, qc_walq_progress *out)
+{
+    pthread_mutex_lock(&q->mu);
+    out->seq = q->done_seq;
+    out->index = q->index;
+    out->term = q->term;
+    out->failed = q->failed;
+    out->err = q->err;
+    out->n_syncs = q->n_syncs;
+    memcpy(out->syncs, q->syncs, q->n_syncs * sizeof *q->syncs);
+    q->n_syncs = 0;
+    pthread_mutex_unlock(&q->mu);
+}

@@ -1,0 +1,50 @@
+/* The WAL's writer thread: takes batches of entries and hard states from
+ * the loop, writes everything queued meanwhile with one fsync (group
+ * commit), then the newest hard state, and hands back how far it is
+ * durable through an ev_async. It decides nothing about what may be sent:
+ * the loop holds back what must wait (raft.h, msgs_early). */
+#ifndef QC_WALQ_H
+#define QC_WALQ_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "raft.h"
+#include "store.h"
+#include "wal.h"
+
+typedef struct qc_walq qc_walq;
+
+/* Called on the loop thread when writes became durable or failed. */
+typedef void qc_walq_done_fn(void *ud);
+
+/* fsync durations handed back per call of qc_walq_progress (older ones
+ * are dropped once this many wait). */
+#define QC_WALQ_SYNCS 64
+
+typedef struct qc_walq_progress {
+    uint64_t seq;                /* every write up to this one is durable */
+    uint64_t index, term;        /* the newest entry written so far (0: none) */
+    int failed;                  /* a write or fsync failed: nothing more is written */
+    int err;                     /* its errno */
+    double syncs[QC_WALQ_SYNCS]; /* seconds of the log fsyncs since the last call */
+    size_t n_syncs;
+} qc_walq_progress;
+
+/* Starts the thread over wal and store (borrowed; they must outlive q).
+ * done runs on loop's thread. QC_ENOMEM, QC_EIO. */
+int qc_walq_new(struct ev_loop *loop, qc_wal *wal, qc_store *store, qc_walq_done_fn *done, void *ud,
+                qc_walq **out);
+/* Writes out what is queued, stops the thread and frees q (NULL is fine). */
+void qc_walq_free(qc_walq *q);
+/* Queues n entries (copied) and hs (NULL: unchanged) as one write; *seq is
+ * its number (writes complete in that order). QC_ENOMEM, QC_EIO after a
+ * failure. */
+int qc_walq_submit(qc_walq *q, const qc_entry *entries, size_t n, const qc_hard_state *hs,
+                   uint64_t *seq);
+/* Blocks until every queued write is durable or failed. */
+void qc_walq_drain(qc_walq *q);
+/* What completed (see qc_walq_progress); takes the fsync durations. */
+void qc_walq_progress_get(qc_walq *q, qc_walq_progress *out);
+
+#endif
