@@ -3,14 +3,21 @@
  * log is on disk before a message leaves, entries are applied only once
  * committed, and a read waits until what was committed when it came in
  * has been applied. */
+#define _GNU_SOURCE /* pipe2, NSIG */
 #include "replica.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "log.h"
@@ -37,6 +44,19 @@ typedef struct waiter {
 
 enum { WAIT_WRITE = 1, WAIT_GET, WAIT_LIST };
 
+/* A background snapshot: a forked child writes the file; the loop learns
+ * the outcome from a pipe (one byte on success, end of file either way). */
+typedef struct snap_job {
+    pid_t pid; /* 0: none running */
+    ev_io pipe_w;
+    uint64_t index, term;
+    int done, ok;    /* the child finished; the file is durable */
+    double retry_at; /* after a failure: no new one before (ev_now) */
+    double backoff;  /* seconds to the next retry after a failure */
+    double started;  /* ev_time() at the fork, for the log */
+    double fork_s;   /* how long the loop spent forking */
+} snap_job;
+
 struct qc_replica {
     struct ev_loop *loop;
     qc_replica_config cfg;
@@ -44,10 +64,16 @@ struct qc_replica {
     qc_walq *walq; /* writes entries and hard state off the loop */
     qc_kv *kv;
     qc_wal_recovery rec; /* until restore hands it to the core */
-    uint8_t *snap;       /* the newest snapshot's KV data, for followers that need it */
+    /* The newest snapshot, for followers that need it: its file mapped
+     * read-only (the page cache holds it, not our heap), the KV data and
+     * the membership kept with it pointing into the mapping. */
+    qc_wal_map snap_map;
+    const uint8_t *snap;
     size_t snap_len;
     uint64_t snap_index, snap_term;
-    qc_entry snap_conf; /* the membership kept with it (owns its data; none: len 0) */
+    qc_entry snap_conf; /* none: len 0 */
+    uint64_t snap_next; /* take the next one once this much is applied */
+    snap_job job;       /* the one background snapshot (pid 0: none) */
     uint64_t next_request;
     waiter *waiting;
 };
@@ -332,22 +358,25 @@ static uint64_t get_be(const uint8_t *p, int bytes)
     return v;
 }
 
-/* Saves kv with conf as the snapshot at index (durable once it returns 0). */
-static int save_snapshot(qc_replica *rp, uint64_t index, uint64_t term, const qc_entry *conf,
-                         const uint8_t *kv, size_t kv_len)
+/* The envelope before the KV data: head (SNAP_HEAD bytes) and conf. */
+static void snap_head(uint8_t *head, const qc_entry *conf)
 {
-    size_t len = SNAP_HEAD + conf->len + kv_len;
-    uint8_t *buf = malloc(len);
-    if (!buf) return QC_ENOMEM;
-    memcpy(buf, SNAP_MAGIC, 4);
-    put_be(buf + 4, conf->len, 4);
-    put_be(buf + 8, conf->index, 8);
-    put_be(buf + 16, conf->term, 8);
-    if (conf->len) memcpy(buf + SNAP_HEAD, conf->data, conf->len);
-    if (kv_len) memcpy(buf + SNAP_HEAD + conf->len, kv, kv_len);
-    int rc = qc_wal_save_snapshot(rp->wal, index, term, buf, len);
-    free(buf);
-    return rc;
+    memcpy(head, SNAP_MAGIC, 4);
+    put_be(head + 4, conf->len, 4);
+    put_be(head + 8, conf->index, 8);
+    put_be(head + 16, conf->term, 8);
+}
+
+/* Writes kv with conf as the file of the snapshot at index (durable once
+ * it returns 0), without copying either. Touches nothing of the loop's:
+ * the forked child calls it too. */
+static int write_snapshot(const qc_wal *w, uint64_t index, uint64_t term, const qc_entry *conf,
+                          const uint8_t *kv, size_t kv_len)
+{
+    uint8_t head[SNAP_HEAD];
+    snap_head(head, conf);
+    struct iovec parts[3] = {{head, SNAP_HEAD}, {conf->data, conf->len}, {(void *)kv, kv_len}};
+    return qc_wal_write_snapshot(w, index, term, parts, 3);
 }
 
 /* Splits a snapshot file's data into its membership and KV data (pointers
@@ -372,45 +401,57 @@ static int split_snapshot(const uint8_t *data, size_t len, qc_entry *conf, const
     return QC_OK;
 }
 
-/* Keeps copies of a snapshot for followers; QC_ENOMEM keeps the older one. */
-static int keep_snapshot(qc_replica *rp, uint64_t index, uint64_t term, const qc_entry *conf,
-                         const uint8_t *data, size_t len)
+/* Maps the snapshot file at index for followers that need it, in place of
+ * the older one. Failing (QC_EIO, QC_ECORRUPT, QC_ENOMEM) keeps the older
+ * one: followers get that, and the core asks again later. */
+static int keep_snapshot(qc_replica *rp, uint64_t index, uint64_t term)
 {
-    uint8_t *copy = len ? malloc(len) : NULL;
-    uint8_t *conf_copy = conf->len ? malloc(conf->len) : NULL;
-    if ((len && !copy) || (conf->len && !conf_copy)) {
-        free(copy);
-        free(conf_copy);
-        return QC_ENOMEM; /* keep the older one: followers get that */
-    }
-    if (len) memcpy(copy, data, len);
-    if (conf->len) memcpy(conf_copy, conf->data, conf->len);
-    free(rp->snap);
-    free(rp->snap_conf.data);
-    rp->snap = copy;
-    rp->snap_len = len;
+    qc_wal_map m;
+    int rc = qc_wal_map_snapshot(rp->wal, index, term, &m);
+    qc_entry conf;
+    const uint8_t *kv;
+    size_t kv_len;
+    if (rc == QC_OK && (rc = split_snapshot(m.data, m.len, &conf, &kv, &kv_len)) != QC_OK)
+        qc_wal_unmap_snapshot(&m);
+    if (rc) return rc;
+    qc_wal_unmap_snapshot(&rp->snap_map);
+    rp->snap_map = m;
+    rp->snap = kv;
+    rp->snap_len = kv_len;
     rp->snap_index = index;
     rp->snap_term = term;
-    rp->snap_conf = *conf;
-    rp->snap_conf.data = conf_copy;
+    rp->snap_conf = conf;
+    return QC_OK;
+}
+
+static uint64_t next_point(const qc_replica *rp, uint64_t last);
+
+/* A snapshot from the leader: the state machine becomes it, and it is
+ * durable before anything that depends on it is acknowledged (the caller
+ * sends this ready's messages only after we return). */
+static int install_snapshot(qc_replica *rp, const qc_ready *rd)
+{
+    if (qc_kv_restore(rp->kv, rd->snapshot, rd->snapshot_len) != QC_OK) {
+        qc_log(QC_LOG_ERROR, "store", "the leader's snapshot at %llu is corrupt; ignoring it",
+               (unsigned long long)rd->snapshot_index);
+        return QC_ECORRUPT;
+    }
+    int rc = write_snapshot(rp->wal, rd->snapshot_index, rd->snapshot_term, rd->snapshot_conf,
+                            rd->snapshot, rd->snapshot_len);
+    if (rc == QC_OK) rc = qc_wal_add_snapshot(rp->wal, rd->snapshot_index, rd->snapshot_term);
+    if (rc != QC_OK) return QC_EIO;
+    keep_snapshot(rp, rd->snapshot_index, rd->snapshot_term);
+    rp->snap_next = next_point(rp, rd->snapshot_index);
+    qc_log(QC_LOG_INFO, "store", "installed the leader's snapshot at %llu (%zu bytes)",
+           (unsigned long long)rd->snapshot_index, rd->snapshot_len);
     return QC_OK;
 }
 
 int qc_replica_persist(qc_replica *rp, const qc_ready *rd)
 {
     if (rd->has_snapshot) {
-        if (qc_kv_restore(rp->kv, rd->snapshot, rd->snapshot_len) != QC_OK) {
-            qc_log(QC_LOG_ERROR, "store", "the leader's snapshot at %llu is corrupt; ignoring it",
-                   (unsigned long long)rd->snapshot_index);
-            return QC_ECORRUPT;
-        }
-        if (save_snapshot(rp, rd->snapshot_index, rd->snapshot_term, rd->snapshot_conf,
-                          rd->snapshot, rd->snapshot_len) != QC_OK)
-            return QC_EIO;
-        keep_snapshot(rp, rd->snapshot_index, rd->snapshot_term, rd->snapshot_conf, rd->snapshot,
-                      rd->snapshot_len);
-        qc_log(QC_LOG_INFO, "store", "installed the leader's snapshot at %llu (%zu bytes)",
-               (unsigned long long)rd->snapshot_index, rd->snapshot_len);
+        int rc = install_snapshot(rp, rd);
+        if (rc) return rc;
     }
     return QC_OK;
 }
@@ -440,7 +481,7 @@ void qc_replica_prepare(qc_replica *rp, qc_ready *rd)
         m->entries[0] = (qc_entry){.term = rp->snap_term,
                                    .index = rp->snap_index,
                                    .len = (uint32_t)rp->snap_len,
-                                   .data = rp->snap};
+                                   .data = (uint8_t *)rp->snap};
         if (rp->snap_conf.len) m->entries[1] = rp->snap_conf;
         m->index = rp->snap_index;
         m->log_term = rp->snap_term;
@@ -470,30 +511,177 @@ void qc_replica_apply(qc_replica *rp, qc_raft *r, const qc_ready *rd, uint64_t n
     settle_reads(rp, r, now);
 }
 
-void qc_replica_maybe_snapshot(qc_replica *rp, qc_raft *r)
+/* ---- background snapshots ----------------------------------------------
+ *
+ * A snapshot is taken by a forked child, as Redis's BGSAVE does: fork()
+ * gives it a copy-on-write view of the store as it is at the applied
+ * index, and the loop goes on applying while the child serialises that
+ * view and writes and fsyncs the file. The loop's part is the fork (page
+ * tables: about a millisecond per GB) and, later, the install. A thread
+ * would need an immutable copy (as long to make as to serialise) or a
+ * persistent tree.
+ *
+ * Only the forking thread exists in the child; the others (the Lua host,
+ * health checks, a program embedding the node) may have held locks at the
+ * fork, which stay held there. So the child touches no lock: no log, no
+ * stdio, no Lua, no libev; it reads the tree (only the loop changes it, and
+ * the loop is the thread that forked, between two changes), calls malloc
+ * (glibc takes its locks across fork()) and the WAL's write half, which
+ * changes nothing in the WAL, and _exit()s. It dies with the thread that
+ * forked it (PR_SET_PDEATHSIG), so a killed agent leaves a temp file, which
+ * the next start removes, and no child holding data_dir's lock. */
+
+#define SNAP_RETRY_MIN_S 1.0
+#define SNAP_RETRY_MAX_S 60.0
+
+/* Where this node takes its next snapshot after one at last: the first
+ * index at least half an interval on that is congruent to the node's own
+ * offset, derived from its id. Nodes of one cluster thus snapshot at
+ * different points (a cluster never pauses together), deterministically. */
+uint64_t qc_replica_snapshot_point(uint64_t self_id, uint64_t every, uint64_t last)
 {
-    uint64_t applied = qc_kv_applied_index(rp->kv);
-    if (applied < rp->snap_index + rp->cfg.snapshot_every) return;
-    uint64_t term = qc_raft_term_at(r, applied);
-    qc_entry conf;
+    if (every < 2) return last + 1;
+    uint64_t z = self_id + 0x9e3779b97f4a7c15ull; /* splitmix64: spread close ids */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    uint64_t offset = (z ^ (z >> 31)) % every;
+    uint64_t base = last + every / 2 + 1;
+    return base + (offset + every - base % every) % every;
+}
+
+static uint64_t next_point(const qc_replica *rp, uint64_t last)
+{
+    return qc_replica_snapshot_point(rp->cfg.self_id, rp->cfg.snapshot_every, last);
+}
+
+/* In the child: serialise the view, write the file, report, exit. */
+static void snap_child(qc_replica *rp, int fd, pid_t parent, uint64_t index, uint64_t term,
+                       const qc_entry *conf)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1); /* the parent went before prctl */
+    /* Inherited handlers would run the loop's code here: the defaults. */
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
     qc_buf data = {0};
-    if (!term || qc_raft_conf_at(r, applied, &conf) != QC_OK ||
-        qc_kv_snapshot(rp->kv, &data) != QC_OK) {
-        qc_buf_free(&data);
+    int ok = qc_kv_snapshot(rp->kv, &data) == QC_OK &&
+             write_snapshot(rp->wal, index, term, conf, data.data, data.len) == QC_OK;
+    if (ok && write(fd, "", 1) != 1) ok = 0;
+    _exit(ok ? 0 : 1);
+}
+
+static void on_snap_pipe(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    qc_replica *rp = w->data;
+    char c;
+    ssize_t n = read(w->fd, &c, 1);
+    if (n < 0 && errno == EINTR) return;
+    if (n == 1) rp->job.ok = 1;
+    if (n == 1) return; /* the end of file follows as it exits */
+    ev_io_stop(loop, w);
+    close(w->fd);
+    /* It closed the pipe exiting: a zombie at once, or a moment later. */
+    while (waitpid(rp->job.pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    rp->job.pid = 0;
+    rp->job.done = 1;
+}
+
+/* Forks the child for a snapshot at index. 0 or QC_EIO (nothing started). */
+static int snap_start(qc_replica *rp, uint64_t index, uint64_t term, const qc_entry *conf)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return QC_EIO;
+    pid_t parent = getpid();
+    double t0 = ev_time();
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        snap_child(rp, fds[1], parent, index, term, conf);
+    }
+    int saved = errno;
+    close(fds[1]);
+    if (pid < 0) {
+        close(fds[0]);
+        errno = saved;
+        return QC_EIO;
+    }
+    rp->job = (snap_job){.pid = pid,
+                         .index = index,
+                         .term = term,
+                         .backoff = rp->job.backoff,
+                         .started = t0,
+                         .fork_s = ev_time() - t0};
+    ev_io_init(&rp->job.pipe_w, on_snap_pipe, fds[0], EV_READ);
+    rp->job.pipe_w.data = rp;
+    ev_io_start(rp->loop, &rp->job.pipe_w);
+    return QC_OK;
+}
+
+/* The child finished: on success the file is the newest snapshot, and the
+ * log before it goes (raft's memory, then the WAL's segments, in one
+ * call each); on failure the next try waits a while. */
+static void snap_finish(qc_replica *rp, qc_raft *r)
+{
+    snap_job *j = &rp->job;
+    j->done = 0;
+    double took = ev_time() - j->started;
+    if (!j->ok) {
+        j->backoff = j->backoff ? j->backoff * 2 : SNAP_RETRY_MIN_S;
+        if (j->backoff > SNAP_RETRY_MAX_S) j->backoff = SNAP_RETRY_MAX_S;
+        j->retry_at = ev_now(rp->loop) + j->backoff;
+        qc_log(QC_LOG_WARN, "store",
+               "background snapshot at %llu failed (the child exited without it); "
+               "trying again in %.0f s",
+               (unsigned long long)j->index, j->backoff);
         return;
     }
-    /* The core may free conf's data as it compacts: keep ours first (and
-     * never pair this data with an older membership). */
-    if (keep_snapshot(rp, applied, term, &conf, data.data, data.len) == QC_OK &&
-        save_snapshot(rp, applied, term, &rp->snap_conf, data.data, data.len) == QC_OK &&
-        qc_raft_compact(r, applied) == QC_OK && qc_wal_compact(rp->wal, applied) == QC_OK) {
-        qc_log(QC_LOG_INFO, "store", "snapshot at %llu (%zu bytes); log compacted",
-               (unsigned long long)applied, data.len);
-    } else {
-        qc_log(QC_LOG_WARN, "store", "snapshot at %llu failed: %s", (unsigned long long)applied,
-               strerror(errno));
+    j->backoff = 0;
+    if (j->index <= rp->snap_index) return; /* a newer one came from the leader */
+    rp->snap_next = next_point(rp, j->index);
+    if (qc_wal_add_snapshot(rp->wal, j->index, j->term) != QC_OK ||
+        keep_snapshot(rp, j->index, j->term) != QC_OK || qc_raft_compact(r, j->index) != QC_OK ||
+        qc_wal_compact(rp->wal, j->index) != QC_OK) {
+        qc_log(QC_LOG_WARN, "store", "snapshot at %llu written but not installed: %s",
+               (unsigned long long)j->index, strerror(errno));
+        return;
     }
-    qc_buf_free(&data);
+    qc_log(QC_LOG_INFO, "store",
+           "snapshot at %llu (%zu bytes, %.0f ms in the background, %.2f ms to fork); "
+           "log compacted",
+           (unsigned long long)j->index, rp->snap_len, took * 1000, j->fork_s * 1000);
+}
+
+/* Ends a running child (its temp file goes at the next start). */
+static void snap_stop(qc_replica *rp)
+{
+    if (!rp->job.pid) return;
+    ev_io_stop(rp->loop, &rp->job.pipe_w);
+    close(rp->job.pipe_w.fd);
+    kill(rp->job.pid, SIGKILL);
+    while (waitpid(rp->job.pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    rp->job.pid = 0;
+}
+
+void qc_replica_maybe_snapshot(qc_replica *rp, qc_raft *r)
+{
+    if (rp->job.done) snap_finish(rp, r);
+    if (rp->job.pid || ev_now(rp->loop) < rp->job.retry_at) return;
+    uint64_t applied = qc_kv_applied_index(rp->kv);
+    if (applied < rp->snap_next || applied <= rp->snap_index) return;
+    uint64_t term = qc_raft_term_at(r, applied);
+    qc_entry conf;
+    if (!term || qc_raft_conf_at(r, applied, &conf) != QC_OK) return;
+    if (snap_start(rp, applied, term, &conf) != QC_OK) {
+        qc_log(QC_LOG_WARN, "store", "cannot start a snapshot at %llu: %s",
+               (unsigned long long)applied, strerror(errno));
+        rp->job.retry_at = ev_now(rp->loop) + SNAP_RETRY_MIN_S;
+    }
 }
 
 /* ---- life cycle --------------------------------------------------------- */
@@ -534,8 +722,8 @@ int qc_replica_open(struct ev_loop *loop, const qc_replica_config *cfg, qc_repli
         qc_replica_close(rp);
         return QC_ECORRUPT;
     }
-    if (rp->rec.snap_index)
-        keep_snapshot(rp, rp->rec.snap_index, rp->rec.snap_term, &conf, kv, kv_len);
+    if (rp->rec.snap_index) keep_snapshot(rp, rp->rec.snap_index, rp->rec.snap_term);
+    rp->snap_next = next_point(rp, rp->rec.snap_index);
     *out = rp;
     return QC_OK;
 }
@@ -557,12 +745,12 @@ void qc_replica_close(qc_replica *rp)
 {
     if (!rp) return;
     while (rp->waiting) answer(rp->waiting, QC_EBUSY, 0);
+    snap_stop(rp);
     qc_walq_free(rp->walq); /* writes out what it holds first */
     if (rp->wal) qc_wal_close(rp->wal);
     qc_wal_recovery_free(&rp->rec);
     qc_kv_free(rp->kv);
-    free(rp->snap);
-    free(rp->snap_conf.data);
+    qc_wal_unmap_snapshot(&rp->snap_map);
     free(rp);
 }
 

@@ -68,8 +68,15 @@ void qc_replica_apply(qc_replica *rp, qc_raft *r, const qc_ready *rd, uint64_t n
 /* Answers the requests marked (after qc_raft_advance: an answer may bring
  * the next request, which the core must take outside its ready). */
 void qc_replica_deliver(qc_replica *rp);
-/* Takes a snapshot and compacts when enough was applied (after advance). */
+/* After advance: installs a finished background snapshot (compacting the
+ * core's log and the WAL), or starts one in a forked child once this node's
+ * next snapshot point is applied (see qc_replica_snapshot_point). One at a
+ * time; a failed one is logged and tried again later. */
 void qc_replica_maybe_snapshot(qc_replica *rp, qc_raft *r);
+/* The index at which a node takes its next snapshot after one at last,
+ * every entries apart on average but offset by a function of its id, so
+ * that the nodes of a cluster snapshot at different points. */
+uint64_t qc_replica_snapshot_point(uint64_t self_id, uint64_t every, uint64_t last);
 
 /* Client requests (the qc_view KV functions). */
 void qc_replica_write(qc_replica *rp, qc_raft *r, int op, const uint8_t *key, size_t klen,

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -204,7 +206,7 @@ static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
     return 0;
 }
 
-static int do_sync(qc_wal *w, int fd, int is_dir)
+static int do_sync(const qc_wal *w, int fd, int is_dir)
 {
     if (w->sync) return w->sync(fd, w->sync_arg);
     return is_dir ? fsync(fd) : fdatasync(fd);
@@ -1031,18 +1033,71 @@ int qc_wal_sync(qc_wal *w)
 
 /* ---- snapshots and compaction ---- */
 
-static int snap_write(qc_wal *w, const char *tmp, const uint8_t *h, const void *data, size_t len)
+/* Writes the header and parts to tmp and fsyncs it; 0 or -1 with errno. */
+static int snap_write(const qc_wal *w, const char *tmp, const uint8_t *h, const struct iovec *parts,
+                      int n)
 {
     int fd = openat(w->snap_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return wal_fail(w);
-    int bad = pwrite_all(fd, h, SNAP_HEADER, 0) != 0 ||
-              (len && pwrite_all(fd, data, len, SNAP_HEADER) != 0) || do_sync(w, fd, 0) != 0;
+    if (fd < 0) return -1;
+    uint64_t off = SNAP_HEADER;
+    int bad = pwrite_all(fd, h, SNAP_HEADER, 0) != 0;
+    for (int i = 0; i < n && !bad; i++) {
+        bad = parts[i].iov_len && pwrite_all(fd, parts[i].iov_base, parts[i].iov_len, off) != 0;
+        off += parts[i].iov_len;
+    }
+    bad = bad || do_sync(w, fd, 0) != 0;
     int saved = errno;
     if (close(fd) != 0 && !bad) bad = 1, saved = errno;
-    if (!bad) return QC_OK;
+    if (!bad) return 0;
     unlinkat(w->snap_fd, tmp, 0);
     errno = saved;
-    return wal_fail(w);
+    return -1;
+}
+
+/* fsyncs snap/ through a descriptor of its own: an error the fsync reports
+ * is then also reported to the loop's descriptor, even when this runs in a
+ * forked child that shares that descriptor's error cursor. */
+static int snap_dir_sync(const qc_wal *w)
+{
+    int fd = openat(w->snap_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = do_sync(w, fd, 1);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+int qc_wal_write_snapshot(const qc_wal *w, uint64_t index, uint64_t term, const struct iovec *parts,
+                          int n)
+{
+    if (w->failed) return wal_refuse(w);
+    size_t len = 0;
+    for (int i = 0; i < n; i++) {
+        if (parts[i].iov_len && !parts[i].iov_base) return QC_EINVAL;
+        len += parts[i].iov_len;
+        if (len > QC_WAL_MAX_SNAPSHOT) return QC_ETOOBIG;
+    }
+    if (index == 0) return QC_EINVAL;
+    uint8_t h[SNAP_HEADER];
+    put_u32(h, SNAP_MAGIC);
+    put_u64(h + 4, index);
+    put_u64(h + 12, term);
+    put_u64(h + 20, len);
+    uint32_t crc = qc_crc32c(0, h, 28);
+    for (int i = 0; i < n; i++) crc = qc_crc32c(crc, parts[i].iov_base, parts[i].iov_len);
+    put_u32(h + 28, crc);
+    char tmp[NAME_LEN], name[NAME_LEN];
+    snap_name(tmp, index, term, ".tmp");
+    snap_name(name, index, term, "");
+    if (snap_write(w, tmp, h, parts, n) != 0) return QC_EIO;
+    if (renameat(w->snap_fd, tmp, w->snap_fd, name) != 0) {
+        int saved = errno;
+        unlinkat(w->snap_fd, tmp, 0);
+        errno = saved;
+        return QC_EIO;
+    }
+    return snap_dir_sync(w) == 0 ? QC_OK : QC_EIO;
 }
 
 /* Removes all but the newest QC_WAL_SNAP_KEEP. Not fsynced: an old snapshot
@@ -1060,28 +1115,69 @@ static int snap_prune(qc_wal *w)
     return rc;
 }
 
+static int add_snapshot_locked(qc_wal *w, uint64_t index, uint64_t term)
+{
+    if (w->failed) return wal_refuse(w);
+    if (index == 0 || index < w->snap_index) return QC_EINVAL;
+    w->snap_index = index;
+    w->snap_term = term;
+    return snap_prune(w);
+}
+
+int qc_wal_add_snapshot(qc_wal *w, uint64_t index, uint64_t term)
+{
+    pthread_mutex_lock(&w->lock);
+    int rc = add_snapshot_locked(w, index, term);
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
 static int save_snapshot_locked(qc_wal *w, uint64_t index, uint64_t term, const void *data,
                                 size_t len)
 {
     if (w->failed) return wal_refuse(w);
     if (index == 0 || index < w->snap_index || (len && !data)) return QC_EINVAL;
-    if (len > QC_WAL_MAX_SNAPSHOT) return QC_ETOOBIG;
-    uint8_t h[SNAP_HEADER];
-    put_u32(h, SNAP_MAGIC);
-    put_u64(h + 4, index);
-    put_u64(h + 12, term);
-    put_u64(h + 20, len);
-    put_u32(h + 28, qc_crc32c(qc_crc32c(0, h, 28), data, len));
-    char tmp[NAME_LEN], name[NAME_LEN];
-    snap_name(tmp, index, term, ".tmp");
+    struct iovec part = {.iov_base = (void *)data, .iov_len = len};
+    int rc = qc_wal_write_snapshot(w, index, term, &part, 1);
+    /* On the loop a failed write or fsync stops the node, as for the log. */
+    if (rc == QC_EIO) return wal_fail(w);
+    return rc ? rc : add_snapshot_locked(w, index, term);
+}
+
+int qc_wal_map_snapshot(const qc_wal *w, uint64_t index, uint64_t term, qc_wal_map *out)
+{
+    char name[NAME_LEN];
     snap_name(name, index, term, "");
-    int rc = snap_write(w, tmp, h, data, len);
+    int fd = openat(w->snap_fd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return QC_EIO;
+    struct stat st;
+    uint8_t h[SNAP_HEADER];
+    snap_ref r = {.index = index, .term = term};
+    int rc = QC_OK;
+    if (fstat(fd, &st) != 0 || pread_all(fd, h, SNAP_HEADER, 0) != 0)
+        rc = QC_EIO;
+    else if ((uint64_t)st.st_size < SNAP_HEADER || snap_header_problem(h, &r, (uint64_t)st.st_size))
+        rc = QC_ECORRUPT;
+    void *map = NULL;
+    if (rc == QC_OK && (size_t)st.st_size > SNAP_HEADER) {
+        map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) rc = QC_EIO;
+    }
+    int saved = errno;
+    close(fd);
+    errno = saved;
     if (rc) return rc;
-    if (renameat(w->snap_fd, tmp, w->snap_fd, name) != 0) return wal_fail(w);
-    if (do_sync(w, w->snap_fd, 1) != 0) return wal_fail(w);
-    w->snap_index = index;
-    w->snap_term = term;
-    return snap_prune(w);
+    *out = (qc_wal_map){.map = map,
+                        .map_len = map ? (size_t)st.st_size : 0,
+                        .data = map ? (const uint8_t *)map + SNAP_HEADER : NULL,
+                        .len = map ? (size_t)st.st_size - SNAP_HEADER : 0};
+    return QC_OK;
+}
+
+void qc_wal_unmap_snapshot(qc_wal_map *m)
+{
+    if (m->map) munmap(m->map, m->map_len);
+    *m = (qc_wal_map){0};
 }
 
 int qc_wal_save_snapshot(qc_wal *w, uint64_t index, uint64_t term, const void *data, size_t len)

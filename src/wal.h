@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "raft.h"
 
@@ -80,8 +81,36 @@ int qc_wal_truncate(qc_wal *w, uint64_t index);
 /* Durably writes snap/<index>-<term>.snap (temp file, fsync, rename, fsync
  * of the directory) from data (borrowed), keeping the newest QC_WAL_SNAP_KEEP.
  * index must not go below the current snapshot's. When index is past the
- * last entry the log continues at index+1. QC_EINVAL, QC_ETOOBIG, QC_EIO. */
+ * last entry the log continues at index+1. QC_EINVAL, QC_ETOOBIG, QC_EIO
+ * (w then refuses every write, as after a failed qc_wal_sync). */
 int qc_wal_save_snapshot(qc_wal *w, uint64_t index, uint64_t term, const void *data, size_t len);
+
+/* The first half of qc_wal_save_snapshot, for a background snapshot: writes
+ * the file from parts (borrowed, concatenated) durably, but changes nothing
+ * in w, so it may run in a forked child or on another thread while the loop
+ * uses w. A failure removes the temp file (a crash leaves it for the next
+ * qc_wal_open to remove) and leaves w usable: the caller may try again.
+ * QC_EINVAL, QC_ETOOBIG, QC_EIO (errno kept). */
+int qc_wal_write_snapshot(const qc_wal *w, uint64_t index, uint64_t term, const struct iovec *parts,
+                          int n);
+/* The second half, on the loop: the file qc_wal_write_snapshot wrote is the
+ * newest snapshot (the log may now be compacted up to index); older files
+ * are pruned. QC_EINVAL when index is below the current snapshot's. */
+int qc_wal_add_snapshot(qc_wal *w, uint64_t index, uint64_t term);
+
+/* A snapshot file mapped read-only: data/len are its data (after the
+ * header, not checked against the CRC: for sending what this node wrote). */
+typedef struct qc_wal_map {
+    void *map;
+    size_t map_len;
+    const uint8_t *data;
+    size_t len;
+} qc_wal_map;
+/* Maps snap/<index>-<term>.snap; QC_EIO, QC_ECORRUPT (header disagrees).
+ * Release with qc_wal_unmap_snapshot (a zeroed map is fine). Deleting the
+ * file does not end the mapping. */
+int qc_wal_map_snapshot(const qc_wal *w, uint64_t index, uint64_t term, qc_wal_map *out);
+void qc_wal_unmap_snapshot(qc_wal_map *m);
 
 /* Deletes the segments whose entries are all <= index, keeping the one that
  * holds index+1. index must be covered by a snapshot, else QC_EINVAL. */
