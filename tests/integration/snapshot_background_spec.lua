@@ -1,0 +1,139 @@
+-- Snapshots are taken in the background by a forked child of the agent
+-- (src/replica.c): the node keeps answering while the child writes, a write
+-- made meanwhile is not in that snapshot but survives in the log, a child
+-- that dies is survived and retried, and the nodes of a cluster snapshot at
+-- different points. The tests find the child as the agent's child process
+-- named like it, and freeze or kill it by its PID.
+local A = require("agents")
+
+local function children(pid)
+  local f = io.open(string.format("/proc/%d/task/%d/children", pid, pid))
+  if not f then return {} end
+  local out = {}
+  for c in f:read("a"):gmatch("%d+") do
+    local comm = A.read("/proc/" .. c .. "/comm") or ""
+    if comm:match("^qcluster") then out[#out + 1] = tonumber(c) end
+  end
+  f:close()
+  return out
+end
+
+-- Big values, so that a snapshot takes the child a while to write.
+local function value(k) return string.rep("v", 300000) .. k end
+
+-- Writes key1, key2... (from k[1] on) until the node has a snapshot child
+-- (forked before the answer to the write that reached the snapshot point),
+-- and freezes it. Returns its PID (nil when none came within 100 writes).
+local function write_until_child(api, pid, k)
+  for _ = 1, 100 do
+    k[1] = k[1] + 1
+    assert.are.equal(200, (A.kv_put(api, "key" .. k[1], value(k[1]))))
+    for _, c in ipairs(children(pid)) do
+      if os.execute("kill -STOP " .. c .. " 2>/dev/null") then return c end
+    end
+  end
+end
+
+local function snap_files(c, i)
+  local out = A.sh("ls " .. A.data_dir(c, i) .. "/snap")
+  local files = {}
+  for name in out:gmatch("%S+") do files[#files + 1] = name end
+  return files
+end
+
+describe("background snapshots", function()
+  local c
+
+  after_each(function() A.stop(c) end)
+
+  it("a write during a snapshot is not in it but survives, and the node restarts from it", function()
+    c = A.cluster(1, { extra = { snapshot_entries = 20 } })
+    A.start_all(c)
+    A.must_leader(c)
+    local api, pid, k = c.nodes[1].api, c.nodes[1].pid, { 0 }
+    local child = write_until_child(api, pid, k)
+    assert.is_truthy(child, "a snapshot child appeared")
+    -- the node answers while its snapshot is frozen half-way
+    local status, put = A.kv_put(api, "during", "written meanwhile")
+    assert.are.equal(200, status)
+    local rev = put.revision
+    local s2, body = A.kv_get(api, "during")
+    assert.are.equal(200, s2)
+    assert.are.equal("written meanwhile", body)
+    os.execute("kill -CONT " .. child)
+    assert.is_truthy(A.wait_for(function() return #children(pid) == 0 end, 10), "the child finished")
+    -- the snapshot it wrote stops before the write made meanwhile
+    local newest = 0
+    for _, name in ipairs(snap_files(c, 1)) do
+      assert.is_nil(name:find("%.tmp$"), "no temp file left: " .. name)
+      newest = math.max(newest, tonumber(name:sub(1, 16), 16) or 0)
+    end
+    assert.is_true(newest > 0, "a snapshot was written")
+    assert.is_true(newest < rev, "snapshot " .. newest .. " before write " .. rev)
+    A.signal(c, 1, "KILL")
+    local mark = #(A.read(c.nodes[1].log) or "")
+    A.start(c, 1)
+    A.must_leader(c)
+    local log = (A.read(c.nodes[1].log) or ""):sub(mark + 1)
+    local from = tonumber(log:match("log recovered: snapshot at (%d+)"))
+    assert.are.equal(newest, from, "restarted from the background snapshot")
+    assert.is_truthy(A.wait_for(function()
+      local s3, b3 = A.kv_get(api, "during")
+      return s3 == 200 and b3 == "written meanwhile"
+    end, 10), "the write made during the snapshot survived (from the log)")
+    for i = 1, k[1] do
+      local s4, b4 = A.kv_get(api, "key" .. i)
+      assert.are.equal(200, s4, "key" .. i)
+      assert.is_true(value(i) == b4, "key" .. i .. " intact")
+    end
+  end)
+
+  it("a snapshot child that dies is logged, survived and retried", function()
+    c = A.cluster(1, { extra = { snapshot_entries = 20 } })
+    A.start_all(c)
+    A.must_leader(c)
+    local api, pid, k = c.nodes[1].api, c.nodes[1].pid, { 0 }
+    local child = write_until_child(api, pid, k)
+    assert.is_truthy(child, "a snapshot child appeared")
+    os.execute("kill -KILL " .. child) -- frozen: it dies without its file
+    assert.is_truthy(A.wait_for(function()
+      k[1] = k[1] + 1
+      assert.are.equal(200, (A.kv_put(api, "key" .. k[1], value(k[1]))))
+      return (A.read(c.nodes[1].log) or ""):find("background snapshot at %d+ failed")
+    end, 10), "the failure was logged")
+    assert.is_true(A.alive(pid), "the agent still runs")
+    -- it tries again (after a second) and that one is installed
+    local mark = #(A.read(c.nodes[1].log) or "")
+    assert.is_truthy(A.wait_for(function()
+      k[1] = k[1] + 1
+      assert.are.equal(200, (A.kv_put(api, "key" .. k[1], value(k[1]))))
+      return (A.read(c.nodes[1].log) or ""):sub(mark + 1):find("log compacted", 1, true)
+    end, 15), "a later snapshot was installed")
+    A.signal(c, 1, "KILL")
+    A.start(c, 1)
+    A.must_leader(c)
+    for i = 1, k[1] do
+      local s, b = A.kv_get(api, "key" .. i)
+      assert.are.equal(200, s, "key" .. i)
+      assert.is_true(value(i) == b, "key" .. i .. " intact")
+    end
+  end)
+
+  it("the nodes of a cluster snapshot at different points", function()
+    c = A.cluster(3, { extra = { snapshot_entries = 100 } })
+    A.start_all(c)
+    local leader = A.must_leader(c)
+    local api = c.nodes[A.index_of(c, leader)].api
+    for k = 1, 400 do assert.are.equal(200, (A.kv_put(api, "k" .. k, "v"))) end
+    local firsts = {}
+    for i = 1, 3 do
+      assert.is_truthy(A.wait_for(function()
+        return (A.read(c.nodes[i].log) or ""):match("snapshot at (%d+) %(")
+      end, 10), "node" .. i .. " took a snapshot")
+      firsts[i] = tonumber((A.read(c.nodes[i].log)):match("snapshot at (%d+) %("))
+    end
+    assert.are_not.equal(firsts[1], firsts[2])
+    assert.are_not.equal(firsts[1], firsts[3])
+    assert.are_not.equal(firsts[2], firsts[3])
+  end)
+end)
