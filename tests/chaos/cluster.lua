@@ -51,6 +51,7 @@ return {
   identifier = %q, listen_host = %q, listen_port = %d, api_host = %q, api_port = %d,
   peers = {%s},
   hooks = "hooks.lua", data_dir = "data",
+  snapshot_entries = 300, -- snapshots (in a forked child) every few seconds of the run
 }
 ]], node.name, node.addr, env.CLUSTER_PORT, node.addr, env.API_PORT, table.concat(peers, ", ")))
     env.write(node.proxy_ctl, "")

@@ -175,6 +175,48 @@ faults["crash-all"] = function(self)
   end
 end
 
+-- The agent's snapshot child (a forked qcluster, src/replica.c), if any.
+local function snapshot_child(pid)
+  local f = io.open(string.format("/proc/%d/task/%d/children", pid, pid))
+  if not f then return nil end
+  local list = f:read("a")
+  f:close()
+  for c in list:gmatch("%d+") do
+    if (env.read("/proc/" .. c .. "/comm") or ""):match("^qcluster") then return tonumber(c) end
+  end
+end
+
+-- kill -9 in the middle of a background snapshot: of the agent (the child
+-- dies with it; restarted when the fault heals) or, a third of the time,
+-- of the child alone (the agent retries later). The victim is the first
+-- running node seen with a snapshot child within 8 s (nodes snapshot at
+-- staggered points); with none seen, a random node's agent all the same.
+faults["snapshot-crash"] = function(self)
+  local i, child
+  local deadline = socket.gettime() + 8
+  while not child and socket.gettime() < deadline do
+    for j = 1, self.c.n do
+      local node = self.c.nodes[j]
+      if node.state == "up" and node.pid then
+        child = snapshot_child(node.pid)
+        if child then
+          i = j
+          break
+        end
+      end
+    end
+    if not child then socket.sleep(0.002) end
+  end
+  if child and math.random() < 1 / 3 then
+    env.kill(child, "KILL")
+    self:note("snapshot-crash", { node = "n" .. i, child = child, what = "child" })
+    return function() end
+  end
+  i = i or self:target(0.5)
+  self:note("snapshot-crash", { node = "n" .. i, child = child, what = child and "agent" or "agent (no child seen)" })
+  return self:kill_nodes({ i })
+end
+
 -- Not a fault: a clean hand-over (the old leader steps down, then the
 -- new one is elected), which the one-leader checker must also see.
 faults["transfer"] = function(self)
@@ -240,9 +282,10 @@ faults["delay"] = function(self)
 end
 
 M.KINDS = { "partition-halves", "isolate-leader", "one-way", "bridge", "kill", "crash-all", "pause", "loss",
-  "delay", "transfer" }
+  "delay", "transfer", "snapshot-crash" }
 local WEIGHTS = { ["partition-halves"] = 1, ["isolate-leader"] = 1, ["one-way"] = 1, bridge = 0.7,
-  kill = 1.3, ["crash-all"] = 0.3, pause = 1.3, loss = 0.8, delay = 0.8, transfer = 0.4 }
+  kill = 1.3, ["crash-all"] = 0.3, pause = 1.3, loss = 0.8, delay = 0.8, transfer = 0.4,
+  ["snapshot-crash"] = 0.8 }
 
 -- CHAOS_FAULTS=kill,pause narrows the menu (names as in M.KINDS).
 local function menu()
@@ -280,7 +323,8 @@ function M:run(stop)
   while socket.gettime() + 2 < stop do
     local kind = choose()
     local heals = { faults[kind](self) }
-    if kind ~= "loss" and kind ~= "delay" and kind ~= "transfer" and math.random() < 0.25 then
+    if kind ~= "loss" and kind ~= "delay" and kind ~= "transfer" and kind ~= "snapshot-crash"
+      and math.random() < 0.25 then
       local extra = math.random() < 0.5 and "loss" or "delay"
       table.insert(heals, 1, faults[extra](self))
       self.counts["combined"] = (self.counts["combined"] or 0) + 1
