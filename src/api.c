@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <yajl/yajl_gen.h>
@@ -27,6 +28,7 @@
 #include "embedded.h"
 #include "json.h"
 #include "log.h"
+#include "members.h" /* QC_MEMBER_ID_MAX */
 
 #define IN_CAP 16384                    /* unparsed request bytes kept per connection */
 #define HDR_MAX QC_API_MAX_HEADER       /* request line plus headers */
@@ -39,6 +41,9 @@
 /* Out of descriptors or memory, the listener stays readable: the accept
  * watcher pauses this long instead of spinning on the failing accept. */
 #define ACCEPT_PAUSE_S 0.1
+/* Thousands of long-poll clients may connect at once (after a restart, or
+ * all reconnecting after a change); the kernel caps it at somaxconn. */
+#define LISTEN_BACKLOG 4096
 
 typedef struct conn conn;
 
@@ -107,8 +112,8 @@ struct conn {
     int hdr_done;       /* the request under way has all its headers */
     unsigned long nreq; /* requests completed */
     ev_tstamp opened;
-    /* parked /v1/leader?wait */
-    int parked, park_has_term;
+    /* parked /v1/leader?wait: what its client knows (see struct known) */
+    int parked, park_has_term, park_has_leader;
     uint64_t park_term;
     char *park_leader;
     pending *pend;
@@ -127,11 +132,14 @@ struct qc_api {
     ev_timer accept_pause; /* restarts accept_w after a failed accept */
     int starved;           /* pauses since the listener was last drained (logged once) */
     ev_prepare reaper;
-    conn *conns, *zombies;
+    /* Parked long-polls live on their own list, so that walks over the
+     * connections that hold slots (addr_slots, find_victim) stay short
+     * and a change walks only the parked ones. */
+    conn *conns, *parked, *zombies;
     int nconns;  /* open, the gauge */
     int nslots;  /* holding a slot */
     int nspare;  /* over a budget, waiting to show the token */
-    int nparked; /* parked long-polls */
+    int nparked; /* parked long-polls (none holds a slot) */
     int max_conns, max_per_client, max_longpolls, token_spare;
     double idle_s, request_s, header_s;
 };
@@ -142,6 +150,9 @@ static void conn_process(conn *c);
 static void conn_flush(conn *c);
 static int admit_late(conn *c);
 static void respond_error(conn *c, int status, const char *msg, const char *extra);
+static int pct_decode(const char *s, size_t n, uint8_t *out, size_t *len);
+static void slot_leave(conn *c);
+static void slot_back(conn *c);
 
 /* qcluster_api_limit_total{limit=NAME}: a limit turned a client away. */
 static void limit_hit(const qc_api *a, const char *name)
@@ -169,15 +180,19 @@ static void list_push(conn **head, conn *c)
     *head = c;
 }
 
+/* Back on the connection list, holding no slot yet (see slot_back). */
 static void unpark(conn *c)
 {
     if (!c->parked) return;
-    c->api->nparked--;
-    ev_timer_stop(c->api->loop, &c->wait);
+    qc_api *a = c->api;
+    a->nparked--;
+    ev_timer_stop(a->loop, &c->wait);
     free(c->park_leader);
     c->park_leader = NULL;
     c->parked = 0;
     c->busy = 0;
+    list_unlink(&a->parked, c);
+    list_push(&a->conns, c);
 }
 
 /* Stops everything and hands the memory to the reaper; safe to call twice. */
@@ -628,18 +643,33 @@ static int same_id(const char *a, const char *b)
     return strcmp(a, b) == 0;
 }
 
-static int park_changed(conn *c)
+/* What a long-poll's client says it knows: held while it still holds. */
+typedef struct known {
+    int has_term, has_leader;
+    uint64_t term;
+    const char *leader; /* NULL: no leader ("none") */
+} known;
+
+/* 1 when the leader or the term now differs from what k says. */
+static int known_differs(const qc_api *a, const known *k)
 {
     qc_peer_info p;
-    const char *now = leader_now(c->api, &p) ? p.identifier : NULL;
-    if (c->park_has_term && term_now(c->api) != c->park_term) return 1;
-    return !same_id(now, c->park_leader);
+    if (k->has_term && term_now(a) != k->term) return 1;
+    if (!k->has_leader) return 0;
+    return !same_id(leader_now(a, &p) ? p.identifier : NULL, k->leader);
+}
+
+static int park_changed(conn *c)
+{
+    known k = {c->park_has_term, c->park_has_leader, c->park_term, c->park_leader};
+    return known_differs(c->api, &k);
 }
 
 /* The wait ended or the state changed: answer and go on with the input. */
 static void park_answer(conn *c)
 {
     unpark(c);
+    slot_back(c);
     touch(c);
     answer_leader(c);
     conn_process(c);
@@ -654,15 +684,17 @@ static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* The long-polls are all parked: one with the token answers the oldest
  * parked one without it now (its answer is as valid, only earlier) and
- * parks in its place; 1 when it did. */
+ * parks in its place; 1 when it did. Walks every parked one, but only
+ * when the budget is full and the newcomer has the token. */
 static int longpoll_room(conn *c)
 {
     if (!c->authed) return 0;
     conn *old = NULL;
-    for (conn *o = c->api->conns; o; o = o->next)
-        if (o->parked && !o->authed && !o->dead && (!old || o->progress < old->progress)) old = o;
+    for (conn *o = c->api->parked; o; o = o->next)
+        if (!o->authed && !o->dead && (!old || o->progress < old->progress)) old = o;
     if (!old) return 0;
     unpark(old);
+    slot_back(old);
     touch(old);
     answer_leader(old);
     /* its pipelined requests go on from the loop, not inside c's */
@@ -670,51 +702,79 @@ static int longpoll_room(conn *c)
     return 1;
 }
 
-static void park(conn *c, double wait, int has_term, uint64_t term)
+/* Parks c until k no longer holds or wait seconds pass. A parked request
+ * leaves its connection slot: it counts only against max_longpolls. */
+static void park(conn *c, double wait, const known *k)
 {
-    qc_peer_info p;
-    if (c->api->nparked >= c->api->max_longpolls && !longpoll_room(c)) {
-        limit_hit(c->api, "longpolls"); /* answered as it is now, as without ?wait */
+    qc_api *a = c->api;
+    if (a->nparked >= a->max_longpolls && !longpoll_room(c)) {
+        limit_hit(a, "longpolls"); /* answered as it is now, as without ?wait */
         answer_leader(c);
         return;
     }
-    if (leader_now(c->api, &p)) {
-        c->park_leader = strdup(p.identifier);
-        if (!c->park_leader) {
-            answer_leader(c);
-            return;
-        }
+    c->park_leader = NULL;
+    if (k->has_leader && k->leader && !(c->park_leader = strdup(k->leader))) {
+        answer_leader(c);
+        return;
     }
-    c->park_has_term = has_term;
-    c->park_term = term;
+    c->park_has_term = k->has_term;
+    c->park_has_leader = k->has_leader;
+    c->park_term = k->term;
     c->parked = 1;
-    c->api->nparked++;
     c->busy = 1;
+    a->nparked++;
+    slot_leave(c);
+    list_unlink(&a->conns, c);
+    list_push(&a->parked, c);
     ev_timer_set(&c->wait, wait, 0.);
-    ev_timer_start(c->api->loop, &c->wait);
+    ev_timer_start(a->loop, &c->wait);
+}
+
+/* ?leader=ID or ?leader=none (percent-decoded): 1 with k->leader set (NULL
+ * for none, else into buf), 0 when absent, -1 when malformed. */
+static int query_leader(const req *r, char *buf, size_t cap, known *k)
+{
+    const char *v;
+    size_t vl, n;
+    if (!query_find(r, "leader", &v, &vl)) return 0;
+    if (vl == 0 || vl >= cap || pct_decode(v, vl, (uint8_t *)buf, &n) != 0 || memchr(buf, '\0', n))
+        return -1;
+    buf[n] = '\0';
+    k->leader = strcmp(buf, "none") == 0 ? NULL : buf;
+    return 1;
 }
 
 static void h_leader(conn *c, const req *r)
 {
-    char ws[32], ts[32];
+    char ws[32], ts[32], ls[QC_MEMBER_ID_MAX + 1];
     double wait = 0;
-    uint64_t term = 0;
+    known k = {0};
     int has_wait = query_get(r, "wait", ws, sizeof ws);
-    int has_term = query_get(r, "term", ts, sizeof ts);
+    k.has_term = query_get(r, "term", ts, sizeof ts);
+    k.has_leader = query_leader(r, ls, sizeof ls, &k);
     if (has_wait < 0 || (has_wait && parse_double(ws, &wait) != 0)) {
         respond_error(c, 400, "wait must be a number of seconds", NULL);
         return;
     }
-    if (has_term < 0 || (has_term && parse_u64(ts, &term) != 0)) {
+    if (k.has_term < 0 || (k.has_term && parse_u64(ts, &k.term) != 0)) {
         respond_error(c, 400, "term must be a non-negative integer", NULL);
         return;
     }
+    if (k.has_leader < 0) {
+        respond_error(c, 400, "leader must be an identifier or none", NULL);
+        return;
+    }
+    if (!k.has_term && !k.has_leader) { /* neither: held until the leader changes */
+        qc_peer_info p;
+        k.has_leader = 1;
+        k.leader = leader_now(c->api, &p) ? p.identifier : NULL;
+    }
     if (wait > QC_API_MAX_WAIT_S) wait = QC_API_MAX_WAIT_S;
-    if (!has_wait || wait <= 0 || (has_term && term_now(c->api) != term)) {
+    if (!has_wait || wait <= 0 || known_differs(c->api, &k)) {
         answer_leader(c);
         return;
     }
-    park(c, wait, has_term, term);
+    park(c, wait, &k);
 }
 
 /* ---------- requests the view answers later (struct pending) ---------- */
@@ -1704,16 +1764,16 @@ static int addr_slots(const qc_api *a, const client_addr *addr)
  * (unauthenticated before authenticated: closing one is ordinary HTTP);
  * unless idle_only, then a request still arriving (or a new connection yet
  * to send one: those only go for the token, the header deadline frees them
- * otherwise), then a parked long-poll (answered now). Never one that showed
- * the token, unless idle, nor a request the view is answering, nor one
- * already closing. */
+ * otherwise). Never one that showed the token, unless idle, nor a request
+ * the view is answering, nor one already closing. Parked long-polls hold
+ * no slot (see park). */
 static int victim_rank(const conn *c, int idle_only)
 {
     if (!c->counted || c->dead || c->closing || c->lingering || c->pend) return 0;
     if (!c->busy && c->req_start <= 0 && c->out_off >= c->out_len && c->nreq > 0)
         return c->authed ? (idle_only ? 3 : 0) : 4;
     if (idle_only || c->authed) return 0;
-    return c->parked ? 1 : c->busy ? 0 : 2;
+    return c->busy ? 0 : 2;
 }
 
 /* The connection to give up its slot (of addr's when addr is not NULL):
@@ -1733,7 +1793,7 @@ static conn *find_victim(qc_api *a, const client_addr *addr, int idle_only)
 }
 
 /* Takes v's slot away: an idle connection closes; a request still arriving
- * gets 503, a parked long-poll its answer now; then they close. */
+ * gets 503, then closes. */
 static void evict(conn *v)
 {
     qc_api *a = v->api;
@@ -1741,15 +1801,37 @@ static void evict(conn *v)
     v->counted = 0;
     a->nslots--;
     v->keep_alive = 0;
-    if (v->parked) {
-        unpark(v);
-        answer_leader(v);
-    } else if (v->req_start > 0) {
+    if (v->req_start > 0) {
         v->req_start = 0;
         respond_error(v, 503, "too many connections: this one was closed for another",
                       "Retry-After: 1\r\n");
     } else {
         conn_close(v);
+    }
+}
+
+/* A long-poll parks: its slot (or spare place) is free for others. */
+static void slot_leave(conn *c)
+{
+    qc_api *a = c->api;
+    if (c->counted) a->nslots--;
+    if (c->over) a->nspare--;
+    c->counted = c->over = 0;
+}
+
+/* A parked long-poll is answered: it keeps its connection if a slot is
+ * free (none is taken from another), else its answer says close. So a
+ * change answered to many polls never turns into evictions; a client
+ * whose connection closed simply opens a new one for its next poll. */
+static void slot_back(conn *c)
+{
+    qc_api *a = c->api;
+    if (c->counted || c->dead) return;
+    if (a->nslots < a->max_conns && addr_slots(a, &c->addr) < a->max_per_client) {
+        c->counted = 1;
+        a->nslots++;
+    } else {
+        c->keep_alive = 0;
     }
 }
 
@@ -2125,6 +2207,10 @@ static int conn_open(qc_api *a, int fd, const client_addr *addr, int over)
     qc_metrics_set(a->metrics, "qcluster_api_connections", NULL, NULL, a->nconns);
     ev_io_start(a->loop, &c->rio);
     touch(c);
+    /* Read at once: in a burst the request came with the connection and
+     * waits in its socket, so a long-poll parks (and leaves its slot)
+     * before the next connection is accepted, not an iteration later. */
+    read_cb(a->loop, &c->rio, EV_READ);
     return QC_OK;
 }
 
@@ -2242,7 +2328,7 @@ static int listen_on(const char *host, int port, int *out)
         }
         int one = 1;
         if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-            bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0) {
+            bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
             err = errno;
             close(fd);
             fd = -1;
@@ -2258,6 +2344,24 @@ static int listen_on(const char *host, int port, int *out)
     return QC_OK;
 }
 
+/* QC_API_MAX_LONGPOLLS, or fewer when the descriptor limit would run out
+ * first (see api.h): past it, polls would wait in the listen backlog with
+ * every other request, where a poll over its budget is answered now. */
+static int longpolls_default(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return QC_API_MAX_LONGPOLLS;
+    long long room =
+        (long long)rl.rlim_cur - QC_API_MAX_CONNS - QC_API_TOKEN_SPARE - QC_API_FD_RESERVE;
+    if (room >= QC_API_MAX_LONGPOLLS) return QC_API_MAX_LONGPOLLS;
+    if (room < 16) room = 16;
+    qc_log(QC_LOG_INFO, "api",
+           "long-polls limited to %lld by the descriptor limit %llu (raise it for up to %d)", room,
+           (unsigned long long)rl.rlim_cur, QC_API_MAX_LONGPOLLS);
+    return (int)room;
+}
+
 int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *view,
                qc_metrics *metrics, const char *token, qc_api **out)
 {
@@ -2271,7 +2375,7 @@ int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *
     a->max_kv_body = QC_API_MAX_KV_BODY;
     a->max_conns = QC_API_MAX_CONNS;
     a->max_per_client = QC_API_MAX_CONNS_PER_CLIENT;
-    a->max_longpolls = QC_API_MAX_LONGPOLLS;
+    a->max_longpolls = longpolls_default();
     a->token_spare = QC_API_TOKEN_SPARE;
     a->idle_s = QC_API_IDLE_TIMEOUT_S;
     a->request_s = QC_API_REQUEST_TIMEOUT_S;
@@ -2343,25 +2447,28 @@ void qc_api_set_max_value(qc_api *a, size_t bytes)
 void qc_api_notify(qc_api *a)
 {
     if (!a) return;
+    /* park_answer moves c to a->conns (or parks it again, at the head of
+     * a->parked, behind this walk): next is saved first. Nothing it does
+     * unparks another: each answer frees a long-poll place before any
+     * pipelined request may take one, so longpoll_room never runs here. */
     conn *next;
-    for (conn *c = a->conns; c; c = next) {
-        next = c->next; /* c may close; closed ones stay readable until reaped */
-        if (c->parked && !c->dead && park_changed(c)) park_answer(c);
+    for (conn *c = a->parked; c; c = next) {
+        next = c->next;
+        if (!c->dead && park_changed(c)) park_answer(c);
     }
 }
 
 void qc_api_free(qc_api *a)
 {
     if (!a) return;
-    while (a->conns) {
-        conn *c = a->conns;
-        if (c->parked) {
-            unpark(c);
-            c->keep_alive = 0;
-            answer_leader(c); /* one try; the socket closes right after */
-        }
+    while (a->parked) {
+        conn *c = a->parked;
+        unpark(c);
+        c->keep_alive = 0;
+        answer_leader(c); /* one try; the socket closes right after */
         conn_close(c);
     }
+    while (a->conns) conn_close(a->conns);
     reap_all(a);
     ev_prepare_stop(a->loop, &a->reaper);
     ev_io_stop(a->loop, &a->accept_w);

@@ -39,16 +39,24 @@ typedef struct qc_api qc_api;
 /* ... unless an api_token is set: then up to QC_API_TOKEN_SPARE such
  * connections (the newest) wait for their first request's headers. One
  * with the valid bearer token takes the slot of an unauthenticated
- * connection (idle first, then one still sending its request, then a
- * parked long-poll, answered now; oldest first), so a request with the
- * token is never refused for slots taken by requests without it; the
- * others get the 503. */
+ * connection (idle first, then one still sending its request; oldest
+ * first), so a request with the token is never refused for slots taken by
+ * requests without it; the others get the 503. A new connection's request
+ * is read as soon as it is accepted, so a burst of long-polls parks (and
+ * frees its slots) as fast as it is accepted. */
 #define QC_API_TOKEN_SPARE 32
-/* Parked /v1/leader?wait requests at once, so long-polls cannot take every
- * slot. One more is answered at once, as without ?wait
- * (limit="longpolls"); one with the valid token answers the oldest parked
- * unauthenticated one now and parks instead. */
-#define QC_API_MAX_LONGPOLLS 256
+/* Parked /v1/leader?wait requests at once. A parked request holds no slot
+ * above, from any address: long-polls are limited only by this budget (a
+ * host with many watchers, or a proxy, may hold them all). One more is
+ * answered at once, as without ?wait (limit="longpolls"); one with the
+ * valid token answers the oldest parked unauthenticated one now and parks
+ * instead. Answered, a long-poll keeps its connection if a slot is free,
+ * else its answer carries Connection: close. The default shrinks to what
+ * the descriptor limit (RLIMIT_NOFILE) leaves after the slots and
+ * QC_API_FD_RESERVE, so that parked polls never take the descriptors
+ * ordinary requests need; the agent raises that limit to its hard limit. */
+#define QC_API_MAX_LONGPOLLS 16384
+#define QC_API_FD_RESERVE 256 /* peers, WAL, hooks' children, listeners */
 /* A keep-alive connection with no request under way (or whose client reads
  * nothing of its answer) for this long is closed (limit="idle"). */
 #define QC_API_IDLE_TIMEOUT_S 60.0

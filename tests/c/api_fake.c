@@ -1,6 +1,8 @@
 /* Test-only: serves qc_api on 127.0.0.1:PORT over a fake qc_view that the
  * specs drive with signals. SIGUSR1 toggles "leader known" (and bumps the
- * term), SIGUSR2 bumps the term only; both call qc_api_notify. SIGTERM or
+ * term), SIGUSR2 bumps the term only, SIGHUP toggles "leader known" in the
+ * same term (a node learns a term before its leader); each calls
+ * qc_api_notify. SIGTERM or
  * SIGINT stops it cleanly. It holds a small in-memory KV store (see the
  * KV section for its special keys; none when QC_FAKE_NO_KV is set) and
  * answers membership requests (see that section; none when
@@ -560,6 +562,9 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     } else if (w->signum == SIGUSR2) {
         f->term++;
         qc_api_notify(f->api);
+    } else if (w->signum == SIGHUP) {
+        f->leader_known = !f->leader_known;
+        qc_api_notify(f->api);
     } else {
         ev_break(loop, EVBREAK_ALL);
     }
@@ -652,9 +657,9 @@ int main(int argc, char **argv)
                             .request_timeout_s = env_number("QC_FAKE_API_REQUEST_S"),
                             .header_timeout_s = env_number("QC_FAKE_API_HEADER_S")};
     qc_api_set_limits(f.api, &limits);
-    int sigs[] = {SIGUSR1, SIGUSR2, SIGTERM, SIGINT};
-    ev_signal sw[4];
-    for (int i = 0; i < 4; i++) {
+    int sigs[] = {SIGUSR1, SIGUSR2, SIGHUP, SIGTERM, SIGINT};
+    ev_signal sw[5];
+    for (int i = 0; i < 5; i++) {
         ev_signal_init(&sw[i], on_signal, sigs[i]);
         sw[i].data = &f;
         ev_signal_start(f.loop, &sw[i]);

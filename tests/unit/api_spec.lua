@@ -141,6 +141,91 @@ describe("qc_api", function()
     assert.are.equal(3, cjson.decode(body).term)
   end)
 
+  -- Held or answered: a poll's answer within a short read timeout, or nil.
+  local function poll(query, timeout)
+    local s = connect(port)
+    assert(s:send("GET /v1/leader?" .. query .. " HTTP/1.1\r\nHost: t\r\n\r\n"))
+    s:settimeout(timeout or 0.4)
+    local status, _, body = read_response(s)
+    return s, status, body and cjson.decode(body)
+  end
+
+  it("a long-poll is answered at once when the client knows another leader or term", function()
+    signal(pid, "USR1") -- server_b leads in term 2
+    for _, q in ipairs({ "term=2&leader=none", "term=2&leader=server_c", "term=1&leader=server_b",
+                         "leader=none", "leader=server_c" }) do
+      local s, status, j = poll("wait=10&" .. q, 5)
+      s:close()
+      assert.are.equal(200, status, q)
+      assert.are.same({ "server_b", 2 }, { j.identifier, j.term }, q)
+    end
+    signal(pid, "HUP") -- no leader, still term 2
+    local s, status, j = poll("wait=10&term=2&leader=server_b", 5)
+    s:close()
+    assert.are.equal(503, status)
+    assert.are.same({ cjson.null, 2 }, { j.leader, j.term })
+  end)
+
+  it("a long-poll with term and leader is held until either differs", function()
+    signal(pid, "USR1") -- server_b leads in term 2
+    local s, status = poll("wait=10&term=2&leader=server_b")
+    assert.is_nil(status)
+    signal(pid, "HUP") -- the leader is lost, the term stays
+    s:settimeout(5)
+    local st, _, body = read_response(s)
+    s:close()
+    assert.are.equal(503, st)
+    assert.are.same({ cjson.null, 2 }, { cjson.decode(body).leader, cjson.decode(body).term })
+    -- what the 503 said (none in term 2) is held until a leader is known
+    s, status = poll("wait=10&term=2&leader=none")
+    assert.is_nil(status)
+    signal(pid, "HUP") -- server_b is known in term 2: same term, a leader now
+    s:settimeout(5)
+    st, _, body = read_response(s)
+    s:close()
+    assert.are.equal(200, st)
+    assert.are.same({ "server_b", 2 }, { cjson.decode(body).identifier, cjson.decode(body).term })
+    -- and a new term with the same leader ends the wait too
+    s, status = poll("wait=10&term=2&leader=server_b")
+    assert.is_nil(status)
+    signal(pid, "USR2")
+    s:settimeout(5)
+    st, _, body = read_response(s)
+    s:close()
+    assert.are.equal(200, st)
+    assert.are.equal(3, cjson.decode(body).term)
+  end)
+
+  it("a long-poll with leader and no term ignores a new term with the same leader", function()
+    signal(pid, "USR1") -- server_b leads in term 2
+    local s, status = poll("wait=10&leader=server_b")
+    assert.is_nil(status)
+    signal(pid, "USR2") -- term 3, same leader: still held
+    s:settimeout(0.4)
+    assert.is_nil((read_response(s)))
+    signal(pid, "HUP")
+    s:settimeout(5)
+    local st, _, body = read_response(s)
+    s:close()
+    assert.are.equal(503, st)
+    assert.are.equal(3, cjson.decode(body).term)
+  end)
+
+  it("a long-poll with term and no leader waits for the term alone", function()
+    signal(pid, "USR2") -- term 2, no leader
+    local s, status = poll("wait=10&term=2")
+    assert.is_nil(status)
+    signal(pid, "HUP") -- a leader in the same term: the term alone decides
+    s:settimeout(0.4)
+    assert.is_nil((read_response(s)))
+    signal(pid, "USR2")
+    s:settimeout(5)
+    local st, _, body = read_response(s)
+    s:close()
+    assert.are.equal(200, st)
+    assert.are.equal(3, cjson.decode(body).term)
+  end)
+
   it("a long-poll with an old term answers at once", function()
     local t0 = socket.gettime()
     local status = request(port, "GET", "/v1/leader?wait=10&term=0")
@@ -182,9 +267,15 @@ describe("qc_api", function()
     assert.are.equal(200, (request(port, "GET", "/v1/leader")))
   end)
 
-  it("rejects a bad wait or term with 400", function()
+  it("rejects a bad wait, term or leader with 400", function()
     assert.are.equal(400, (request(port, "GET", "/v1/leader?wait=abc")))
     assert.are.equal(400, (request(port, "GET", "/v1/leader?wait=1&term=-3")))
+    for _, l in ipairs({ "", "%zz", "a%00b", string.rep("x", 300) }) do
+      local status, _, _, j = request(port, "GET", "/v1/leader?wait=1&term=1&leader=" .. l)
+      assert.are.equal(400, status, l)
+      assert.are.equal("leader must be an identifier or none", j.error)
+    end
+    assert.are.equal(503, (request(port, "GET", "/v1/leader?wait=0&leader=server%5Fb")))
   end)
 
   it("serves several requests on one connection, pipelined too", function()
@@ -543,6 +634,33 @@ describe("qc_api limits", function()
       s:close()
     end
     assert.are.equal(5, got)
+  end)
+
+  it("parked long-polls hold no slot: many from one address are held, answered, and others served", function()
+    start_plain("QC_FAKE_API_MAX_CONNS=4 QC_FAKE_API_MAX_PER_CLIENT=2")
+    local polls = {}
+    for i = 1, 20 do
+      polls[i] = connect_from("127.0.0.2")
+      assert(polls[i]:send("GET /v1/leader?wait=30&term=1&leader=none HTTP/1.1\r\n\r\n"))
+    end
+    for _ = 1, 5 do -- the slots are all free, for this address too
+      assert.are.equal(200, (request_from("127.0.0.2", "GET", "/v1/status")))
+      assert.are.equal(200, (request(port, "GET", "/v1/status")))
+    end
+    assert.are.same({ 0, 0, 0 },
+      { limit_count("connections"), limit_count("client_connections"), limit_count("longpolls") })
+    signal(pid, "USR1")
+    local kept = 0
+    for _, s in ipairs(polls) do
+      local status, headers, body = read_response(s)
+      assert.are.equal(200, status)
+      assert.are.equal("server_b", cjson.decode(body).identifier)
+      -- keep-alive only while a slot is free for its address
+      if headers["connection"] == "keep-alive" then kept = kept + 1 end
+      s:close()
+    end
+    assert.are.equal(2, kept)
+    assert.are.equal(0, limit_count("evicted"))
   end)
 
   it("a request with the token is served while connections without it fill every slot", function()
