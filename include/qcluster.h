@@ -156,9 +156,12 @@ void qc_client_free(qc_client *c);
 int qc_client_is_leader(qc_client *c);
 /* As qc_get_leader_info, through the agent; QC_EIO when unreachable. */
 int qc_client_get_leader_info(qc_client *c, qc_peer **out);
-/* Waits up to timeout seconds for the leader (or term) to differ from what
- * the agent knew at the call, on the API's long-poll (300 s at most); then
- * answers as qc_client_get_leader_info. */
+/* Waits up to timeout seconds for the leader or the term to differ from
+ * what this client's last leader answer said (get_leader_info or a wait;
+ * on the first call, the leader now), on the API's long-poll (300 s at
+ * most); then answers as qc_client_get_leader_info. A loop of calls never
+ * misses a change: after QC_ENOLEADER the next call returns a leader
+ * elected meanwhile at once. */
 int qc_client_wait_for_leader_change(qc_client *c, double timeout, qc_peer **out);
 
 /* One of the agent's health checks (GET /v1/checks). */

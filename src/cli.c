@@ -552,29 +552,6 @@ static int cmd_leave(const opts *o)
 
 /* ---------- kv ---------- */
 
-static int url_safe(unsigned char ch, int keep_slash)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           ch == '-' || ch == '.' || ch == '_' || ch == '~' || (keep_slash && ch == '/');
-}
-
-/* Appends s percent-encoded (all but unreserved characters and "/") at o. */
-static char *url_encode(char *o, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (url_safe(*p, 1)) {
-            *o++ = (char)*p;
-        } else {
-            *o++ = '%';
-            *o++ = hex[*p >> 4];
-            *o++ = hex[*p & 15];
-        }
-    }
-    *o = '\0';
-    return o;
-}
-
 /* /v1/kv/KEY[?cas=N|?stale], or the listing /v1/kv/?prefix=P[&stale] when
  * key is NULL; malloc'd (the caller frees it), NULL when out of memory. */
 static char *kv_url(const opts *o, const char *key, const char *prefix)
@@ -583,7 +560,7 @@ static char *kv_url(const opts *o, const char *key, const char *prefix)
     char *url = malloc(strlen(text) * 3 + 64);
     if (!url) return NULL;
     char *e = stpcpy(url, key ? "/v1/kv/" : "/v1/kv/?prefix=");
-    e = url_encode(e, text);
+    e = qc_http_url_encode(e, text);
     if (o->stale) stpcpy(e, key ? "?stale" : "&stale");
     if (o->has_cas) sprintf(e, "?cas=%lld", (long long)o->cas);
     return url;

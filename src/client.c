@@ -307,9 +307,37 @@ fail:
 
 /* ---------- the SDK ---------- */
 
+static int url_safe(unsigned char ch, int keep_slash)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '-' || ch == '.' || ch == '_' || ch == '~' || (keep_slash && ch == '/');
+}
+
+char *qc_http_url_encode(char *o, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (url_safe(*p, 1)) {
+            *o++ = (char)*p;
+        } else {
+            *o++ = '%';
+            *o++ = hex[*p >> 4];
+            *o++ = hex[*p & 15];
+        }
+    }
+    *o = '\0';
+    return o;
+}
+
 struct qc_client {
     char *api;
     char *token; /* NULL: none */
+    /* What the last leader answer said (term and leader; NULL: none), which
+     * the next wait_for_leader_change waits to see differ: a change between
+     * two calls is never missed. */
+    int known;
+    unsigned long long known_term;
+    char *known_leader;
 };
 
 int qc_client_new(const char *api, const char *token, qc_client **out)
@@ -337,6 +365,7 @@ void qc_client_free(qc_client *c)
     if (!c) return;
     free(c->api);
     free(c->token);
+    free(c->known_leader);
     free(c);
 }
 
@@ -416,6 +445,25 @@ static int leader_peer(yajl_val v, qc_peer **out)
     return QC_OK;
 }
 
+/* Keeps what a /v1/leader answer said (its term, the leader or none) as
+ * the client's knowledge; an answer without a term is not kept. */
+static void remember(qc_client *c, yajl_val v, int has_leader)
+{
+    yajl_val t = qc_json_get(v, "term"), lid = qc_json_get(v, "identifier");
+    if (!t || !YAJL_IS_INTEGER(t) || YAJL_GET_INTEGER(t) < 0) return;
+    const char *text = has_leader && YAJL_IS_STRING(lid) ? YAJL_GET_STRING(lid) : NULL;
+    if (has_leader && !text) return;
+    char *id = NULL;
+    if (text && !(id = strdup(text))) {
+        c->known = 0; /* out of memory: the next wait asks afresh */
+        return;
+    }
+    free(c->known_leader);
+    c->known_leader = id;
+    c->known_term = (unsigned long long)YAJL_GET_INTEGER(t);
+    c->known = 1;
+}
+
 /* GET path (a /v1/leader form) and the Peer of its answer. */
 static int leader_at(qc_client *c, const char *path, int wait_ms, qc_peer **out)
 {
@@ -430,6 +478,7 @@ static int leader_at(qc_client *c, const char *path, int wait_ms, qc_peer **out)
         rc = QC_EIO;
     else if (rc == QC_OK)
         rc = leader_peer(v, out);
+    if (rc == QC_OK || rc == QC_ENOLEADER) remember(c, v, rc == QC_OK);
     yajl_tree_free(v);
     return rc;
 }
@@ -439,34 +488,31 @@ int qc_client_get_leader_info(qc_client *c, qc_peer **out)
     return leader_at(c, "/v1/leader", QC_HTTP_TIMEOUT_MS, out);
 }
 
-/* The agent's term now: the baseline a long-poll waits to see change, so a
- * change between two calls is not missed. */
-static int term_now(qc_client *c, unsigned long long *term)
-{
-    int status = 0;
-    yajl_val v;
-    int rc = get_json(c, "/v1/status", QC_HTTP_TIMEOUT_MS, &status, &v);
-    yajl_val t = qc_json_get(v, "term");
-    if (rc == QC_OK && status != 200) rc = QC_EIO;
-    if (rc == QC_OK && (!t || !YAJL_IS_INTEGER(t) || YAJL_GET_INTEGER(t) < 0)) rc = QC_EINVAL;
-    if (rc == QC_OK) *term = (unsigned long long)YAJL_GET_INTEGER(t);
-    yajl_tree_free(v);
-    return rc;
-}
-
 int qc_client_wait_for_leader_change(qc_client *c, double timeout, qc_peer **out)
 {
     if (!c || !out || !(timeout >= 0)) return QC_EINVAL;
     *out = NULL;
     /* The agent holds a long-poll at most QC_API_MAX_WAIT_S (300 s). */
     if (timeout > 300) timeout = 300;
-    unsigned long long term;
-    int rc = term_now(c, &term);
-    if (rc != QC_OK) return rc;
-    char path[96];
-    snprintf(path, sizeof path, "/v1/leader?wait=%.3f&term=%llu", timeout, term);
+    if (!c->known) { /* nothing returned yet: the baseline is the leader now */
+        int status = 0;
+        yajl_val v;
+        int rc = get_json(c, "/v1/leader", QC_HTTP_TIMEOUT_MS, &status, &v);
+        if (rc == QC_OK && (status == 200 || status == 503)) remember(c, v, status == 200);
+        yajl_tree_free(v);
+        if (rc != QC_OK) return rc;
+        if (!c->known) return QC_EIO; /* an answer without a term */
+    }
+    const char *id = c->known_leader ? c->known_leader : "none";
+    char *path = malloc(strlen(id) * 3 + 96);
+    if (!path) return QC_ENOMEM;
+    char *e =
+        path + sprintf(path, "/v1/leader?wait=%.3f&term=%llu&leader=", timeout, c->known_term);
+    qc_http_url_encode(e, id);
     /* The agent holds the request up to timeout; then the usual bound. */
-    return leader_at(c, path, (int)(timeout * 1000) + QC_HTTP_TIMEOUT_MS, out);
+    int rc = leader_at(c, path, (int)(timeout * 1000) + QC_HTTP_TIMEOUT_MS, out);
+    free(path);
+    return rc;
 }
 
 /* ---------- health checks ---------- */

@@ -41,4 +41,8 @@ const char *qc_http_default_api(const char *api);
  * with *why (static text or strerror) and nothing to free. */
 int qc_http_call(const char *api, const qc_http_req *q, qc_http_resp *r, const char **why);
 
+/* Writes s percent-encoded (all but unreserved characters and "/") at o,
+ * which has room for 3 * strlen(s) + 1 bytes; returns the end (its NUL). */
+char *qc_http_url_encode(char *o, const char *s);
+
 #endif

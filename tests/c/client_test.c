@@ -1,11 +1,12 @@
 /* Test-only: drives the C client SDK (qc_client_* of libqcluster) for
  * tests/integration/client_c_spec.lua, one call a run, printing what came
  * back as one line of key=value. Never linked into the agent.
- * Usage: client_test API|- leader | is_leader | wait SECONDS | checks |
- *        pass NAME [OUTPUT] | fail NAME [OUTPUT]  (-: api NULL) */
+ * Usage: client_test API|- leader | is_leader | wait SECONDS | loop SECONDS |
+ *        checks | pass NAME [OUTPUT] | fail NAME [OUTPUT]  (-: api NULL) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <qcluster.h>
 
@@ -43,6 +44,34 @@ static int run_checks(qc_client *c, int argc, char **argv)
     return 0;
 }
 
+/* loop SECONDS: waits for a leader change again and again on one client,
+ * one line each, until a call names a leader other than the first call's
+ * baseline (the leader when it started). Between calls it sleeps 300 ms,
+ * as a program handling each answer would: a change then must not be
+ * missed. */
+static int run_loop(qc_client *c, double timeout)
+{
+    qc_peer *first = NULL;
+    int rc = qc_client_get_leader_info(c, &first);
+    if (rc != QC_OK) {
+        print_peer(rc, first);
+        return 1;
+    }
+    fprintf(stderr, "waiting\n");
+    for (int i = 0; i < 20; i++) {
+        qc_peer *p = NULL;
+        rc = qc_client_wait_for_leader_change(c, timeout, &p);
+        print_peer(rc, p);
+        fflush(stdout);
+        int done = p && strcmp(p->identifier, first->identifier) != 0;
+        qc_peer_free(p);
+        if (done) break;
+        nanosleep(&(struct timespec){0, 300 * 1000 * 1000}, NULL);
+    }
+    qc_peer_free(first);
+    return 0;
+}
+
 static int run(qc_client *c, int argc, char **argv)
 {
     qc_peer *p = (qc_peer *)1; /* the call must set it, also to NULL */
@@ -55,6 +84,7 @@ static int run(qc_client *c, int argc, char **argv)
     if (strcmp(argv[2], "checks") == 0 ||
         ((strcmp(argv[2], "pass") == 0 || strcmp(argv[2], "fail") == 0) && argc >= 4))
         return run_checks(c, argc, argv);
+    if (strcmp(argv[2], "loop") == 0 && argc == 4) return run_loop(c, strtod(argv[3], NULL));
     if (strcmp(argv[2], "leader") == 0) {
         rc = qc_client_get_leader_info(c, &p);
     } else if (strcmp(argv[2], "wait") == 0 && argc == 4) {

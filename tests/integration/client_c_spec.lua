@@ -182,4 +182,30 @@ describe("the C client", function()
     assert.is_truthy(A.wait_for(function() return not A.alive(bg) end, 10))
     bg = nil
   end)
+
+  it("a loop of waits across a leader kill gets the new leader, never the wait's timeout", function()
+    c = A.cluster(3)
+    A.start_all(c)
+    local leader = A.must_leader(c, 15)
+    local li = A.index_of(c, leader)
+    local file
+    bg, file = start(c.nodes[li % 3 + 1].api, "loop 60", c.dir)
+    assert.is_truthy(A.wait_for(function() return (A.read(file) or ""):match("waiting") end, 10))
+    os.execute("sleep 0.5") -- the first wait is parked
+    A.signal(c, li, "KILL")
+    -- each call returns as soon as what it knows is out of date: "none"
+    -- while the survivors elect, then the new leader; a missed change would
+    -- wait out the 60 s
+    assert.is_truthy(A.wait_for(function() return not A.alive(bg) end, 30), A.read(file))
+    bg = nil
+    local lines = {}
+    for line in (A.read(file) or ""):gmatch("rc=[^\n]*") do lines[#lines + 1] = line end
+    assert.is_true(#lines >= 1, A.read(file))
+    for i = 1, #lines - 1 do
+      assert.matches("rc=" .. ENOLEADER .. " ", lines[i], 1, true)
+    end
+    local last = lines[#lines]
+    assert.matches("rc=0 ", last, 1, true)
+    assert.is_nil(last:match("identifier=" .. leader .. " "), last)
+  end)
 end)
