@@ -151,13 +151,29 @@ local function leader_peer(v)
     healthy = v.healthy == true }
 end
 
+-- Keeps what a /v1/leader answer said (its term, the leader or none): the
+-- next wait_for_leader_change waits for that to differ.
+local function remember(self, v, peer)
+  if math.type(v.term) ~= "integer" or v.term < 0 then return end
+  self.known = { term = v.term, leader = peer and peer.identifier or "none" }
+end
+
 local function leader_at(self, path, timeout)
   local v, status = self:get_json(path, LEADER, timeout)
   if not v then return nil, status end
-  if status == 503 then return nil end
+  if status == 503 then
+    remember(self, v, nil)
+    return nil
+  end
   local peer = leader_peer(v)
   if not peer then return nil, "bad answer from agent at " .. self.api end
+  remember(self, v, peer)
   return peer
+end
+
+-- An identifier for a query: all but unreserved characters percent-encoded.
+local function query_value(s)
+  return (s:gsub("[^%w%-%._~]", function(ch) return string.format("%%%02X", ch:byte()) end))
 end
 
 -- The leader the agent knows: a Peer {identifier, host, port, metadata,
@@ -167,20 +183,29 @@ function Client:get_leader_info()
 end
 
 -- Waits up to timeout seconds (at most 300) for the leader or the term to
--- differ from what the agent knows now (or from term, when given: a term
--- read earlier, so a change since then ends the wait at once), on the API's
--- long-poll; then answers as get_leader_info.
+-- differ from what this client's last leader answer said (get_leader_info
+-- or a wait; on the first call, the leader now), on the API's long-poll;
+-- then answers as get_leader_info. A loop of calls never misses a change:
+-- after nil (no leader), the next call returns a leader elected meanwhile
+-- at once. With term (a term read earlier), it waits for the term alone to
+-- differ from it.
 function Client:wait_for_leader_change(timeout, term)
   timeout = timeout or MAX_WAIT
   if type(timeout) ~= "number" or timeout < 0 then return nil, "timeout must be a number >= 0" end
   if timeout > MAX_WAIT then timeout = MAX_WAIT end
-  if term == nil then
-    local st, err = self:status()
-    if not st then return nil, err end
-    term = st.term
+  local query
+  if term ~= nil then
+    if math.type(term) ~= "integer" or term < 0 then return nil, "term must be an integer >= 0" end
+    query = string.format("term=%d", term)
+  else
+    if not self.known then
+      local _, err = leader_at(self, "/v1/leader")
+      if err then return nil, err end
+      if not self.known then return nil, "bad answer from agent at " .. self.api end
+    end
+    query = string.format("term=%d&leader=%s", self.known.term, query_value(self.known.leader))
   end
-  if math.type(term) ~= "integer" or term < 0 then return nil, "term must be an integer >= 0" end
-  local path = string.format("/v1/leader?wait=%.3f&term=%d", timeout, term)
+  local path = string.format("/v1/leader?wait=%.3f&%s", timeout, query)
   return leader_at(self, path, timeout + self.timeout)
 end
 

@@ -191,4 +191,32 @@ describe("the Lua client", function()
     end, 15)
     assert.is_truthy(next_leader)
   end)
+
+  it("a loop of waits across a leader kill gets the new leader, never the wait's timeout", function()
+    c = A.cluster(3)
+    A.start_all(c)
+    local leader = A.must_leader(c, 15)
+    local li = A.index_of(c, leader)
+    local cl = assert(client.new { api = c.nodes[li % 3 + 1].api, timeout = 5 })
+    assert.are.equal(leader, assert(cl:get_leader_info()).identifier)
+    A.signal(c, li, "KILL")
+    -- each call returns as soon as what the last one said is out of date:
+    -- nil while the survivors elect, then the new leader. The caller
+    -- handles each answer for a while first (the sleep): a leader elected
+    -- meanwhile must not make the next call wait out its 60 s.
+    local got
+    for _ = 1, 20 do
+      local t0 = A.now()
+      local p, err = cl:wait_for_leader_change(60)
+      assert.is_nil(err)
+      assert.is_true(A.now() - t0 < 30, "the call waited out its wait")
+      if p then
+        got = p
+        break
+      end
+      A.sleep(0.3)
+    end
+    assert.is_truthy(got)
+    assert.is_not.equal(leader, got.identifier)
+  end)
 end)
