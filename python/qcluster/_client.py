@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import time
+import urllib.parse
 
 __all__ = ["Client", "Peer", "QClusterError"]
 
@@ -139,6 +140,7 @@ class Client:
         if not timeout or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         self.timeout = float(timeout)
+        self._known = None  # (term, leader identifier or None) last answered
 
     def _get(self, path, timeout=None):
         """(status, decoded JSON) of GET path; QClusterError when the agent
@@ -230,15 +232,24 @@ class Client:
         """True when the agent this client asks is the leader."""
         return self.status().get("role") == "leader"
 
+    def _remember(self, v, identifier):
+        # What this leader answer said (its term, the leader or none): the
+        # next wait_for_leader_change waits for that to differ.
+        term = v.get("term") if isinstance(v, dict) else None
+        if isinstance(term, int) and not isinstance(term, bool) and term >= 0:
+            self._known = (term, identifier)
+
     def _leader(self, path, timeout=None):
         status, v = self._get(path, timeout)
         if status == 503:
+            self._remember(v, None)
             return None
         if status == 200 and not isinstance(v, dict):
             raise self._bad_answer()
         if status != 200 or "identifier" not in v:
             msg = v.get("error") if isinstance(v, dict) else None
             raise QClusterError("agent at {} answered HTTP {}: {}".format(self.api, status, msg))
+        self._remember(v, v["identifier"])
         return Peer(v["identifier"], v.get("host"), v.get("port"), v.get("metadata"),
                     role="leader", up=True, voter=True, priority=v.get("priority"),
                     term=v.get("term"), healthy=v.get("healthy"))
@@ -250,13 +261,24 @@ class Client:
 
     def wait_for_leader_change(self, timeout=MAX_WAIT, term=None):
         """Waits up to timeout seconds (at most 300) for the leader or the
-        term to differ from what the agent knows now (or from term, a term
-        read earlier, so a change since then ends the wait at once), on the
-        API's long-poll; then answers as get_leader_info()."""
+        term to differ from what this client's last leader answer said
+        (get_leader_info() or a wait; on the first call, the leader now),
+        on the API's long-poll; then answers as get_leader_info(). A loop of
+        calls never misses a change: after None (no leader), the next call
+        returns a leader elected meanwhile at once. With term (a term read
+        earlier), it waits for the term alone to differ from it."""
         timeout = min(float(timeout), MAX_WAIT)
         if timeout < 0:
             raise ValueError("timeout must be >= 0")
-        if term is None:
-            term = self.status().get("term", 0)
-        path = "/v1/leader?wait={:.3f}&term={:d}".format(timeout, int(term))
+        if term is not None:
+            query = "term={:d}".format(int(term))
+        else:
+            if self._known is None:
+                self._leader("/v1/leader")
+            if self._known is None:
+                raise self._bad_answer()
+            known_term, leader = self._known
+            query = "term={:d}&leader={}".format(
+                known_term, urllib.parse.quote(leader if leader is not None else "none", safe=""))
+        path = "/v1/leader?wait={:.3f}&{}".format(timeout, query)
         return self._leader(path, timeout + self.timeout)

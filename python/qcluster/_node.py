@@ -144,6 +144,9 @@ class QCluster:
         self._use = threading.Lock()
         self._callbacks: Dict[str, List[Callable[[Event], Any]]] = {}
         self._waiters: List[Tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]] = []
+        # The leader last returned (1-tuple; None inside: no leader), which
+        # wait_for_leader_change waits to see differ; None: nothing yet.
+        self._known: Optional[Tuple[Optional[str]]] = None
         self._changes = 0
         self._queue: "queue.SimpleQueue[Optional[Tuple[Callable[[Event], Any], Event]]]" = \
             queue.SimpleQueue()
@@ -230,6 +233,11 @@ class QCluster:
         it takes QCluster communication), identifier (its unique string
         identifier) and metadata (a dictionary supplied by the
         configuration); QCluster adds role, up, voter, priority, healthy."""
+        p = self._leader_now()
+        self._known = (p.identifier if p else None,)
+        return p
+
+    def _leader_now(self) -> Optional[Peer]:
         out = ctypes.POINTER(_lib.CPeer)()
         with self._use:
             node = self._node
@@ -241,25 +249,31 @@ class QCluster:
             self._lib.qc_peer_free(out)
 
     async def wait_for_leader_change(self, timeout: Optional[float] = None) -> Optional[Peer]:
-        """Waits, without blocking the asyncio loop, for the next change of
-        leader this node sees (on_leader_change) or for timeout seconds
-        (None: no limit) or for the node to stop; then answers as
-        get_leader_info()."""
+        """Waits, without blocking the asyncio loop, until the leader this
+        node knows differs from the one this QCluster last returned
+        (get_leader_info() or a wait; on the first call, the leader now),
+        or for timeout seconds (None: no limit) or for the node to stop;
+        then answers as get_leader_info(). A loop of calls never misses a
+        change: after None, a leader elected meanwhile comes back at once."""
         loop = asyncio.get_running_loop()
         fut: "asyncio.Future[None]" = loop.create_future()
         with self._lock:
             running = self._node is not None
             if running:
                 self._waiters.append((loop, fut))
-        if running:
-            try:
+        # Compared after the waiter is in: a change from here on wakes it.
+        p = self._leader_now()
+        if self._known is None:
+            self._known = (p.identifier if p else None,)
+        try:
+            if running and self._known == (p.identifier if p else None,):
                 await asyncio.wait_for(fut, timeout)
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                with self._lock:
-                    if (loop, fut) in self._waiters:
-                        self._waiters.remove((loop, fut))
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                if (loop, fut) in self._waiters:
+                    self._waiters.remove((loop, fut))
         return self.get_leader_info()
 
     # ---- callbacks -----------------------------------------------------

@@ -301,6 +301,28 @@ class FailoverTest(unittest.TestCase):
             cluster.get_leader_info()))
         self.assertIsNotNone(new)
 
+    def test_a_loop_of_waits_gets_the_new_leader_never_the_timeout(self):
+        c = self.c
+        leader = c.agreed_leader()
+        li = int(leader[len("node"):])
+        cluster = Client(api=c.api(li % 3 + 1))
+        self.assertEqual(leader, cluster.get_leader_info().identifier)
+        c.kill(li)
+        # Each call returns as soon as what the last one said is out of
+        # date: None while the survivors elect, then the new leader. The
+        # caller handles each answer for a while (the sleep): a leader
+        # elected meanwhile must not make the next call wait out its 60 s.
+        got = None
+        for _ in range(20):
+            t0 = time.monotonic()
+            got = cluster.wait_for_leader_change(timeout=60)
+            self.assertLess(time.monotonic() - t0, 30, "the call waited out its wait")
+            if got is not None:
+                break
+            time.sleep(0.3)
+        self.assertIsNotNone(got)
+        self.assertNotEqual(leader, got.identifier)
+
 
 class NoLeaderTest(unittest.TestCase):
     def setUp(self):

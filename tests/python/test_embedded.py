@@ -269,6 +269,24 @@ class InProcessTest(unittest.TestCase):
         self.assertNotEqual(got[0][2], threading.get_ident())
         self.assertTrue(n.is_leader())
 
+    def test_wait_returns_a_change_made_since_the_last_answer_at_once(self):
+        ns = [self.node(i) for i in (1, 2, 3)]
+        lead = wait_for(lambda: self.leader_of(ns))
+        self.assertIsNotNone(lead)
+        f = next(n for n in ns if n is not lead)
+        self.assertEqual(lead.identifier, wait_for(f.get_leader_info).identifier)
+        learned = []
+        f.on("on_leader_change", lambda ev: learned.append(ev.leader and ev.leader.identifier))
+        lead.stop()  # hands over: the change happens between two calls
+        rest = [n for n in ns if n is not lead]
+        new = wait_for(lambda: self.leader_of(rest))
+        self.assertIsNotNone(new)
+        self.assertTrue(wait_for(lambda: new.identifier in learned))  # f knows it now
+        t0 = time.monotonic()
+        got = asyncio.run(f.wait_for_leader_change(timeout=60))
+        self.assertLess(time.monotonic() - t0, 30, "the call waited for the next change")
+        self.assertEqual(new.identifier, got.identifier)
+
     def test_wait_for_leader_change_does_not_block_the_loop(self):
         ticks = []
 
