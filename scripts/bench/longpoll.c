@@ -1,0 +1,157 @@
+/* Load client of scripts/bench/longpoll (not part of the build or the
+ * tests): holds N long-polls on one agent's API and records, for each, the
+ * wall-clock time it learned a leader other than OLD. Each poll says what
+ * it knows (term and leader) as the SDKs do; an answer that still names no
+ * new leader (503 while the survivors elect) is asked again at once on a
+ * new connection with what that answer said. epoll, one thread: select()
+ * and luasocket stop at 1024 descriptors.
+ * Usage: longpoll HOST PORT N TERM OLD WAIT SOURCES OUT
+ *   SOURCES: how many source addresses 127.0.0.2... to spread the polls
+ *   over. Prints "parked" on stderr once every request is sent, then
+ *   writes one line a poll to OUT: the wall-clock seconds it learned the
+ *   new leader, or "-" when it did not within WAIT + 5 s. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct poll_s {
+    int fd;
+    char in[2048];
+    size_t len;
+    double learned; /* 0: not yet */
+} poll_s;
+
+static const char *host, *old;
+static int port, nsrc;
+static double wait_s;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Opens a connection from 127.0.0.(2 + i % nsrc) and sends the poll. */
+static int poll_open(int ep, poll_s *p, int i, unsigned long long term, const char *leader)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in src = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(0x7f000002u + (unsigned)(i % nsrc));
+    dst.sin_port = htons((unsigned short)port);
+    inet_pton(AF_INET, host, &dst.sin_addr);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0 ||
+        connect(fd, (struct sockaddr *)&dst, sizeof dst) != 0) {
+        close(fd);
+        return -1;
+    }
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET /v1/leader?wait=%.0f&term=%llu&leader=%s HTTP/1.1\r\nHost: b\r\n"
+                     "Connection: close\r\n\r\n",
+                     wait_s, term, leader);
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (unsigned)i};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        close(fd);
+        return -1;
+    }
+    p->fd = fd;
+    p->len = 0;
+    return 0;
+}
+
+/* A whole answer is in: 1 when it names a leader other than old; else
+ * *term and leader (none or its identifier) to ask again with. */
+static int answer(const poll_s *p, unsigned long long *term, char *leader, size_t cap)
+{
+    const char *body = strstr(p->in, "\r\n\r\n");
+    const char *t = body ? strstr(body, "\"term\":") : NULL;
+    const char *id = body ? strstr(body, "\"identifier\":\"") : NULL;
+    *term = t ? strtoull(t + 7, NULL, 10) : 0;
+    snprintf(leader, cap, "none");
+    if (!id) return 0;
+    id += 14;
+    const char *end = strchr(id, '"');
+    if (!end || (size_t)(end - id) >= cap) return 0;
+    memcpy(leader, id, (size_t)(end - id));
+    leader[end - id] = '\0';
+    return strcmp(leader, old) != 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 9) {
+        fprintf(stderr, "usage: longpoll HOST PORT N TERM OLD WAIT SOURCES OUT\n");
+        return 2;
+    }
+    host = argv[1];
+    port = atoi(argv[2]);
+    int n = atoi(argv[3]);
+    unsigned long long term0 = strtoull(argv[4], NULL, 10);
+    old = argv[5];
+    wait_s = atof(argv[6]);
+    nsrc = atoi(argv[7]) > 0 ? atoi(argv[7]) : 1;
+    poll_s *polls = calloc((size_t)n, sizeof *polls);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (!polls || ep < 0) return 1;
+    for (int i = 0; i < n; i++) {
+        if (poll_open(ep, &polls[i], i, term0, old) != 0) {
+            fprintf(stderr, "poll %d: %s\n", i, strerror(errno));
+            return 1;
+        }
+    }
+    fprintf(stderr, "parked\n");
+    int left = n;
+    double deadline = now_s() + wait_s + 5;
+    struct epoll_event evs[256];
+    while (left > 0 && now_s() < deadline) {
+        int k = epoll_wait(ep, evs, 256, 100);
+        double at = now_s();
+        for (int e = 0; e < k; e++) {
+            poll_s *p = &polls[evs[e].data.u32];
+            ssize_t r = read(p->fd, p->in + p->len, sizeof p->in - 1 - p->len);
+            if (r > 0) {
+                p->len += (size_t)r;
+                p->in[p->len] = '\0';
+                continue; /* Connection: close: the answer ends at EOF */
+            }
+            if (r < 0 && errno == EAGAIN) continue;
+            close(p->fd);
+            unsigned long long t;
+            char lead[256];
+            if (answer(p, &t, lead, sizeof lead)) {
+                p->learned = at;
+                left--;
+            } else if (poll_open(ep, p, (int)evs[e].data.u32, t, lead) != 0) {
+                left--; /* could not ask again: counted as not learned */
+            }
+        }
+    }
+    FILE *out = fopen(argv[8], "w");
+    if (!out) return 1;
+    for (int i = 0; i < n; i++)
+        if (polls[i].learned > 0)
+            fprintf(out, "%.6f\n", polls[i].learned);
+        else
+            fprintf(out, "-\n");
+    fclose(out);
+    return 0;
+}
