@@ -2,7 +2,7 @@
 # Installs the Debian packages the build and the tests need; quiet and quick
 # when they are all there already.
 set -e
-PKGS="build-essential pkg-config lua5.4 liblua5.4-dev libev-dev libyajl-dev libhttp-parser-dev
+PKGS="redis-server redis-sentinel redis-tools build-essential pkg-config lua5.4 liblua5.4-dev libev-dev libyajl-dev libhttp-parser-dev
 libsodium-dev lua-busted lua-check lua-cjson lua-socket lua-system curl iproute2 nftables gcovr cppcheck procps
 clang libclang-rt-14-dev clang-format nginx-light iputils-arping man-db groff-base
 chromium python3-websocket python3 python3-venv python3-setuptools python3-wheel python3-aiohttp
