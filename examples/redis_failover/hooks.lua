@@ -220,7 +220,8 @@ end
 --    was superseded, or a fresh one) hold nothing acknowledged that a
 --    replica lacks. Ties go to this node's own.
 -- 3. When another copy is better, replicate from it until this node's has
---    as much, then promote: REPLICAOF NO ONE, unfence. Then point the others
+--    as much (a replica is made a fenced master first, so that it serves
+--    a sync), then promote: REPLICAOF NO ONE, unfence. Then point the others
 --    at it and publish redis_primary_term in this node's metadata.
 function promote(term)
   if not leading(term) or promoting == term or promoted_term == term then return end
@@ -253,9 +254,16 @@ function promote(term)
     local deadline = qcluster.now() + CATCHUP_MS / 1000
     if own.role == "slave" and same(own, best) then return catch_up(term, me, best_info.offset, deadline, from) end
     log("info", "catching up from %s first", from)
-    redis(me, { replicaof(best) }, function(out, err)
-      if not out then return retry(term, "REPLICAOF " .. best.id .. ": " .. tostring(err)) end
-      catch_up(term, me, best_info.offset, deadline, from)
+    -- A replica whose master is gone serves no sync (NOMASTERLINK): make
+    -- it a master first, one that takes no write (it was fenced above).
+    local prepare = best_info.role == "slave" and { { "REPLICAOF", "NO", "ONE" } } or {}
+    redis(best, #prepare > 0 and prepare or { { "PING" } }, function(ok, e)
+      if not ok then return retry(term, "REPLICAOF NO ONE on " .. best.id .. ": " .. tostring(e)) end
+      if not leading(term) then return stop(term) end
+      redis(me, { replicaof(best) }, function(out, err)
+        if not out then return retry(term, "REPLICAOF " .. best.id .. ": " .. tostring(err)) end
+        catch_up(term, me, best_info.offset, deadline, from)
+      end)
     end)
   end)
 end

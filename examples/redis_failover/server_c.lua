@@ -2,8 +2,8 @@
 -- Ports come from REDIS_FAILOVER_BASE (default 7500): cluster base+3, API
 -- base+13, this node's redis-server base+23 (metadata.redis_port, which the
 -- hooks and clients read). Durable state under REDIS_FAILOVER_DIR.
--- Checks: `redis` opens a connection every 50 ms (a dead Redis fails it at
--- once), `redis_ping` asks PING every 500 ms (a hung Redis accepts
+-- Checks: `redis` opens a connection every 50 ms (a dead Redis refuses it:
+-- three in a row fail it), `redis_ping` asks PING every second (a hung Redis accepts
 -- connections but never answers). An unhealthy leader hands over.
 local base = tonumber(os.getenv("REDIS_FAILOVER_BASE")) or 7500
 local dir = os.getenv("REDIS_FAILOVER_DIR") or "/tmp/qcluster-redis-failover"
@@ -21,9 +21,9 @@ return {
     { identifier = "server_b", host = "127.0.0.1", port = base + 2, metadata = { redis_port = base + 22 } },
   },
   checks = {
-    { name = "redis", tcp = "127.0.0.1:" .. redis_port, interval_ms = 50, rise = 2, fall = 1 },
-    { name = "redis_ping", exec = "redis-cli -p " .. redis_port .. " ping | grep -q PONG", interval_ms = 500,
-      timeout_ms = 400, rise = 2, fall = 2 },
+    { name = "redis", tcp = "127.0.0.1:" .. redis_port, interval_ms = 50, rise = 2, fall = 3 },
+    { name = "redis_ping", exec = "redis-cli -p " .. redis_port .. " ping | grep -q PONG", interval_ms = 1000,
+      rise = 2, fall = 3 },
   },
   hooks = "hooks.lua",
 }
