@@ -283,7 +283,7 @@ end
 -- that is a master and points it at the leader's once that is the primary;
 -- a leader whose Redis came back empty (a replica of port 0, as run.sh
 -- starts every Redis) promotes again, catching up first.
-local looking
+local looking, last_note
 
 local function reconcile()
   local me = self_redis()
@@ -309,13 +309,17 @@ local function reconcile()
     if target and not (i.role == "slave" and same(i, target)) then commands[#commands + 1] = replicaof(target) end
     if #commands == 0 then return end
     redis(me, commands, function(out, err)
+      local note
       if not out then
-        log("warn", "own Redis: %s", tostring(err))
+        note = "own Redis: " .. tostring(err)
       elseif target then
-        log("info", "own Redis now replicates from %s (%s:%d)", target.id, target.host, target.port)
+        note = string.format("own Redis now replicates from %s (%s:%d)", target.id, target.host, target.port)
       else
-        log("info", "own Redis fenced: a master while no promoted leader is known")
+        note = "own Redis fenced: a master while no promoted leader is known"
       end
+      -- The fence is renewed on every look; say so once.
+      if note ~= last_note then log(out and "info" or "warn", "%s", note) end
+      last_note = note
     end)
   end)
 end
