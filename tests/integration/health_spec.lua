@@ -74,7 +74,9 @@ describe("an exec check", function()
 
   setup(function()
     c = A.cluster(1, { hooks = hooks(), extra = { checks = {
-      { name = "step", exec = "sh step.sh", interval_ms = 50, rise = 2, fall = 3 },
+      -- 250 ms, not less: the timeout is the interval, and a shell
+      -- started on a loaded machine can take longer than 50 ms
+      { name = "step", exec = "sh step.sh", interval_ms = 250, rise = 2, fall = 3 },
     } } })
     A.write(c.dir .. "/step.sh", ([[
 n=$(cat count 2>/dev/null || echo 0); n=$((n + 1)); echo $n > count
@@ -88,7 +90,7 @@ r=$(printf %%s %s | cut -c$n); [ "$r" != F ]
 
   it("starts failing, passes at its first pass, then fails after fall failures and comes"
     .. " back after rise passes", function()
-    assert.is_truthy(A.wait_for(function() return #A.events(c, 1) >= 3 end, 10),
+    assert.is_truthy(A.wait_for(function() return #A.events(c, 1) >= 3 end, 20),
       "expected three health changes, got: " .. table.concat(A.events(c, 1), "; "))
     A.sleep(0.3) -- no further change may come
     assert.are.same({

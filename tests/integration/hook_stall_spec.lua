@@ -1,8 +1,8 @@
 -- A hook blocked in a C call never stalls consensus (README "Hooks"), on
 -- real agents: each blocking on_elected below (regex backtracking in
--- string.find, io.read on a pipe nobody writes before it ends, os.execute
--- of a sleep, a lua-socket connect to a 127.0.0.1 listener whose backlog
--- is full) blocks once, on the first leader. Until hook_stuck_ms passes
+-- string.find, io.read on a FIFO the test writes to once it has looked,
+-- os.execute of a sleep, a lua-socket connect to a 127.0.0.1 listener whose
+-- backlog is full) blocks once, on the first leader. Until hook_stuck_ms passes
 -- that leader keeps leading, no node starts an election, and every API
 -- answers reads; the overrun is counted; then the stuck leader turns
 -- unhealthy and hands over (on_demoted "unhealthy").
@@ -153,14 +153,23 @@ describe("a hook blocked in a C call", function()
 
   it("(io.read on a pipe) does not stall consensus; the node is healthy once it returns",
     function()
+    -- a FIFO the test writes to only once it has seen the node stuck: a
+    -- fixed sleep could end before a loaded machine got that far
+    local fifo = os.tmpname()
+    os.remove(fifo)
+    assert(os.execute("mkfifo " .. fifo))
     local li
-    c, li = stall([[io.popen("exec sleep 4"):read("a")]])
+    c, li = stall(([[io.open(%q, "r"):read("a")]]):format(fifo))
     -- qcluster_healthy (what QClusterNodeUnhealthy watches) says what
     -- /v1/status says: 0 while the hook is stuck, 1 once it returned
-    assert(A.wait_for(function()
+    local stuck = A.wait_for(function()
       local st = A.json(c.nodes[li].api, "/v1/status")
       return st and st.healthy == false and metric(c.nodes[li].api, "qcluster_healthy") == 0
-    end, 2), "qcluster_healthy stayed 1 on the node with a stuck hook")
+    end, 10)
+    local w = io.open(fifo, "w") -- the hook's read returns at our close
+    w:close()
+    os.remove(fifo)
+    assert(stuck, "qcluster_healthy stayed 1 on the node with a stuck hook")
     -- the queued on_demoted runs once the read returns; health comes back
     assert(A.wait_for(function()
       local st = A.json(c.nodes[li].api, "/v1/status")
