@@ -18,6 +18,7 @@ M.DEFAULTS = {
   heartbeat_ms = 50,
   election_timeout_ms = 300,
   log_level = "info",
+  log_format = "text",
   snapshot_entries = 10000,
   kv_max_key_bytes = 1024,
   kv_max_value_bytes = 1048576,
@@ -34,7 +35,7 @@ local KEYS = {
   "identifier", "listen_host", "listen_port", "peers", "metadata", "api_host",
   "api_port", "data_dir", "heartbeat_ms", "election_timeout_ms", "hook_timeout_ms",
   "hook_stuck_ms", "exec_max", "snapshot_entries", "kv_max_key_bytes", "kv_max_value_bytes",
-  "hooks", "log_level", "secret", "secret_file", "api_token", "role", "priority",
+  "hooks", "log_level", "log_format", "secret", "secret_file", "api_token", "role", "priority",
   "join", "preempt", "preempt_delay_ms", "max_voters", "leave_on_stop", "reap_after",
   "checks",
 }
@@ -579,6 +580,7 @@ local function check(raw, opts)
   timing(c, out)
   if c.hooks ~= nil then out.hooks = join_path(dir, string_value("hooks", c.hooks, "a file name")) end
   out.log_level = one_of("log_level", c.log_level, { "debug", "info", "warn", "error" })
+  out.log_format = one_of("log_format", c.log_format, { "text", "json" })
   secrets(c, out, dir)
   membership(c, out)
   out.checks = checks(c.checks, opts.json)

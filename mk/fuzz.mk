@@ -13,7 +13,7 @@ FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefin
                 -fno-sanitize-recover=all
 FUZZ_TARGETS := wire members kv wal config_json config_lua api auth
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
-FUZZ_BASE    := tests/fuzz/fuzz_util.c src/common.c src/log.c
+FUZZ_BASE    := tests/fuzz/fuzz_util.c src/common.c src/log.c src/json.c
 FUZZ_HDRS    := tests/fuzz/fuzz.h $(wildcard src/*.h)
 
 # Per target: its main file (plus defines) and the sources under test.
@@ -39,7 +39,7 @@ FUZZ_SRCS_auth        := src/net.c src/auth.c src/wire.c src/metrics.c src/raft.
 define FUZZ_RULE
 build/fuzz/fuzz_$(1): $(FUZZ_MAIN_$(1)) $(FUZZ_SRCS_$(1)) $(FUZZ_BASE) $(FUZZ_HDRS) | build/fuzz
 	$$(FUZZ_CC) $$(QC_CFLAGS) $$(FUZZ_CFLAGS) $(FUZZ_DEFS_$(1)) $(FUZZ_MAIN_$(1)) \
-	  $(FUZZ_SRCS_$(1)) $$(FUZZ_BASE) -o $$@ $$(QC_LDLIBS)
+	  $(sort $(FUZZ_SRCS_$(1)) $(FUZZ_BASE)) -o $$@ $$(QC_LDLIBS)
 endef
 $(foreach t,$(FUZZ_TARGETS),$(eval $(call FUZZ_RULE,$(t))))
 

@@ -1,6 +1,6 @@
 # Rules of the net and wire modules: the test-only Lua codec module and the
 # net_node test program. No default target here; only `all:` prerequisites.
-NET_TEST_SRCS := src/net.c src/wire.c src/auth.c src/common.c src/log.c \
+NET_TEST_SRCS := src/net.c src/wire.c src/auth.c src/common.c src/log.c src/json.c \
                  $(wildcard src/metrics.c src/raft.c)
 
 all: build/qcwire.so build/net_node
@@ -15,5 +15,5 @@ build/qcwire.so: $(QCWIRE_SRCS) src/wire.h src/auth.h src/raft.h src/common.h | 
 # Test-only program running one qc_net (tests/unit/net_spec.lua).
 build/net_node: tests/c/net_node.c $(NET_TEST_SRCS) src/net.h src/wire.h src/auth.h src/metrics.h \
                 | build
-	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) tests/c/net_node.c $(NET_TEST_SRCS) -o $@ -lev -lsodium \
+	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) tests/c/net_node.c $(NET_TEST_SRCS) -o $@ -lev -lsodium -lyajl \
 	  -lm $(LDLIBS)

@@ -412,6 +412,10 @@ static int copy_config(lua_State *L, int t, qc_config *cfg, char *err, size_t er
     const char *level = lua_tostring(L, -1);
     cfg->log_level = level ? qc_log_parse_level(level) : QC_LOG_INFO;
     lua_pop(L, 1);
+    lua_getfield(L, t, "log_format");
+    const char *format = lua_tostring(L, -1);
+    cfg->log_format = format ? qc_log_parse_format(format) : QC_LOG_TEXT;
+    lua_pop(L, 1);
     cfg->role = role_field(L, t);
     cfg->priority = int_field(L, t, "priority");
     cfg->preempt = bool_field(L, t, "preempt");

@@ -59,6 +59,7 @@ typedef struct qc_config {
     int kv_max_value;     /* bytes */
     char *hooks_path;     /* resolved against dir; NULL when none */
     int log_level;        /* QC_LOG_... */
+    int log_format;       /* QC_LOG_TEXT or QC_LOG_JSON */
     char *secret;         /* NULL when none */
     char *api_token;      /* NULL when none */
     /* Membership. */

@@ -150,6 +150,7 @@ typedef struct qc_watch {
 } qc_watch;
 
 struct qc_lua {
+    char log_node[65]; /* the loop thread's name in log records, for the Lua thread's */
     lua_State *L;
     struct ev_loop *loop;
     const qc_view *view;
@@ -687,7 +688,8 @@ static void run_job(qc_lua *h, job *j, const qc_watch *w, step_res *r)
 static void account(qc_lua *h, const job *j, const step_res *r)
 {
     static const char none[] = "no such Lua function";
-    if (r->no_stack) qc_log(QC_LOG_ERROR, "hook", "%s: out of Lua stack, skipped", r->label);
+    const qc_log_fields lf = {.hook = r->label};
+    if (r->no_stack) qc_logf(QC_LOG_ERROR, "hook", &lf, "%s: out of Lua stack, skipped", r->label);
     if (r->missing_check && h->check_done)
         h->check_done(h->check_ud, j->check_index, j->check_run, 0, none, sizeof none - 1);
     if (!r->ran) return;
@@ -704,10 +706,10 @@ static void account(qc_lua *h, const job *j, const step_res *r)
     /* Past the rate limit the line is only counted (see errlog_flush). */
     if (errlog_allow(h, r->label)) {
         if (r->timed_out)
-            qc_log(QC_LOG_WARN, "hook", "%s stopped after %d ms: %s", r->label, r->budget_ms,
-                   r->msg);
+            qc_logf(QC_LOG_WARN, "hook", &lf, "%s stopped after %d ms: %s", r->label, r->budget_ms,
+                    r->msg);
         else
-            qc_log(QC_LOG_ERROR, "hook", "%s failed: %s", r->label, r->msg);
+            qc_logf(QC_LOG_ERROR, "hook", &lf, "%s failed: %s", r->label, r->msg);
     }
     /* A check whose function failed has failed (unless it answered). */
     if (j->kind == JOB_CHECK && strcmp(r->label, "kv_watch") != 0 && h->check_done)
@@ -849,6 +851,7 @@ static void orphan_free(qc_lua *h)
 static void *lua_thread_main(void *arg)
 {
     qc_lua *h = arg;
+    qc_log_set_node(h->log_node);
     pthread_mutex_lock(&h->mu);
     for (;;) {
         while (!h->handed && !h->quit) pthread_cond_wait(&h->cv, &h->mu);
@@ -875,6 +878,7 @@ static void *lua_thread_main(void *arg)
  * inline, as before there was a thread). */
 static int start_thread(qc_lua *h)
 {
+    snprintf(h->log_node, sizeof h->log_node, "%s", qc_log_node());
     int rc = pthread_create(&h->thread, NULL, lua_thread_main, h);
     if (rc != 0) {
         qc_log(QC_LOG_ERROR, "hook", "cannot start the Lua thread (%s): hooks run on the loop",

@@ -33,6 +33,7 @@ typedef struct callback {
 } callback;
 
 struct qc_node {
+    char log_node[65]; /* its name in log records, for its loop thread's */
     qc_agent *agent;
     struct ev_loop *loop; /* set when it starts */
     int mode;
@@ -455,6 +456,7 @@ static void *thread_main(void *arg)
 {
     qc_node *n = arg;
     set_loop_thread(n);
+    qc_log_set_node(n->log_node);
     ev_run(n->loop, 0);
     stop_here(n); /* may free n (a callback freed it) */
     return NULL;
@@ -473,6 +475,7 @@ int qc_node_start_thread(qc_node *n)
      * and start errors come back to the caller. */
     int rc = start_on(n, loop, MODE_THREAD, 0);
     if (rc != QC_OK) return rc;
+    snprintf(n->log_node, sizeof n->log_node, "%s", qc_log_node()); /* the agent set it */
     pthread_mutex_lock(&n->lock);
     int err = pthread_create(&n->thread, NULL, thread_main, n);
     n->has_thread = err == 0;

@@ -575,6 +575,8 @@ static int run_hooks(struct ev_loop *loop, int argc, char **argv)
         return 2;
     }
     qc_log_set_level(cfg.log_level);
+    qc_log_set_format(cfg.log_format); /* as the agent does when it starts */
+    qc_log_set_node(cfg.identifier);
     f.cfg = &cfg;
     int rc = 0, stop = 0;
     for (int i = 3; i < argc && rc == 0; i++) {
@@ -677,6 +679,7 @@ static int build_output(lua_State *L)
     set_int(L, "hook_stuck_ms", c->hook_stuck_ms);
     set_str(L, "hooks", c->hooks_path);
     set_str(L, "log_level", qc_log_level_name(c->log_level));
+    set_str(L, "log_format", c->log_format == QC_LOG_JSON ? "json" : "text");
     set_str(L, "secret", c->secret ? "(set)" : NULL);
     set_str(L, "api_token", c->api_token ? "(set)" : NULL);
     set_str(L, "dir", c->dir);

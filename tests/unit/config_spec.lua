@@ -41,7 +41,7 @@ describe("config", function()
       identifier = "a", listen_host = "127.0.0.1", listen_port = 7001, peers = {},
       metadata = {}, api_host = "127.0.0.1", api_port = 8001,
       data_dir = dir .. "/qcluster-data/a", heartbeat_ms = 50, election_timeout_ms = 300,
-      hook_timeout_ms = 100, log_level = "info", dir = dir, role = "voter", priority = 1,
+      hook_timeout_ms = 100, log_level = "info", log_format = "text", dir = dir, role = "voter", priority = 1,
       preempt = false, preempt_delay_ms = 5000, max_voters = 5,
       leave_on_stop = false, exec_max = 64, hook_stuck_ms = 900,
     }, c)
@@ -205,6 +205,7 @@ describe("config", function()
       { BASE .. "hooks = 5", "hooks: expected a file name, got 5" },
       { BASE .. "log_level = 'verbose'",
         'log_level: expected one of "debug", "info", "warn", "error", got "verbose"' },
+      { BASE .. "log_format = 'xml'", 'log_format: expected one of "text", "json", got "xml"' },
       { BASE .. "secret = ''", 'secret: expected a non-empty string, got ""' },
       { BASE .. "api_token = true", "api_token: expected a non-empty string, got true" },
       { BASE .. "role = 'boss'",
