@@ -401,6 +401,8 @@ static void apply_health(qc_agent *a, const qc_check_info *check)
     if (healthy == a->healthy) return;
     a->healthy = healthy;
     qc_metrics_set(a->metrics, "qcluster_healthy", NULL, NULL, healthy);
+    qc_agenthistory_note(a, healthy ? "healthy" : "unhealthy", a->cfg.identifier,
+                         a->hook_stuck ? "hook_stuck" : "checks");
     /* An unhealthy node stops standing for election; a leader hands over. */
     qc_raft_set_healthy(a->raft, healthy, qc_now_ms());
     qc_agent_kick(a);
@@ -514,21 +516,24 @@ static void handle_event(qc_agent *a, const qc_raft_event *e)
     self_info(a, &self);
     const qc_peer_info *lp = peer_info(a, e->leader, &leader);
     const qc_peer_info *pp = peer_info(a, e->prev_leader, &prev);
+    const qc_log_fields lf = {.has_term = 1, .term = e->term, .leader = lp ? lp->identifier : ""};
+    qc_agenthistory_raft(a, e);
     switch (e->type) {
     case QC_EVENT_CAMPAIGN:
         qc_metrics_add(a->metrics, "qcluster_elections_total", NULL, NULL, 1);
-        qc_log(QC_LOG_INFO, "raft", "starting an election for term %llu",
-               (unsigned long long)e->term);
+        qc_logf(QC_LOG_INFO, "raft", &lf, "starting an election for term %llu",
+                (unsigned long long)e->term);
         return;
     case QC_EVENT_CONFIG: qc_membership_sync(a); return;
     case QC_EVENT_ELECTED:
         if (e->reason) { /* a relay: passes entries on and hands over, no hooks */
             a->relaying = 1;
-            qc_log(QC_LOG_INFO, "raft", "relaying the log in term %llu, then handing over",
-                   (unsigned long long)e->term);
+            qc_logf(QC_LOG_INFO, "raft", &lf, "relaying the log in term %llu, then handing over",
+                    (unsigned long long)e->term);
             return;
         }
-        qc_log(QC_LOG_INFO, "raft", "elected leader for term %llu", (unsigned long long)e->term);
+        qc_logf(QC_LOG_INFO, "raft", &lf, "elected leader for term %llu",
+                (unsigned long long)e->term);
         qc_agent_fire(
             a, &(qc_hook_event){
                    .hook = "on_elected", .term = e->term, .self = &self, .previous_leader = pp});
@@ -538,8 +543,8 @@ static void handle_event(qc_agent *a, const qc_raft_event *e)
             a->relaying = 0;
             return;
         }
-        qc_log(QC_LOG_INFO, "raft", "no longer leader in term %llu (%s)",
-               (unsigned long long)e->term, qc_raft_reason_name(e->reason));
+        qc_logf(QC_LOG_INFO, "raft", &lf, "no longer leader in term %llu (%s)",
+                (unsigned long long)e->term, qc_raft_reason_name(e->reason));
         qc_agent_fire(a, &(qc_hook_event){.hook = "on_demoted",
                                           .term = e->term,
                                           .reason = qc_raft_reason_name(e->reason),
@@ -547,8 +552,8 @@ static void handle_event(qc_agent *a, const qc_raft_event *e)
         return;
     case QC_EVENT_LEADER:
         qc_metrics_add(a->metrics, "qcluster_leader_changes_total", NULL, NULL, 1);
-        qc_log(QC_LOG_INFO, "raft", "leader is %s (term %llu)", qc_agent_name_of(a, e->leader),
-               (unsigned long long)e->term);
+        qc_logf(QC_LOG_INFO, "raft", &lf, "leader is %s (term %llu)",
+                qc_agent_name_of(a, e->leader), (unsigned long long)e->term);
         qc_agent_fire(a, &(qc_hook_event){.hook = "on_leader_change",
                                           .term = e->term,
                                           .leader = lp,
@@ -782,6 +787,7 @@ static void on_msg(void *ud, const qc_msg *m)
 {
     qc_agent *a = ud;
     if (m->type == QC_MSG_APPEND) note_append(a, m);
+    qc_agenthistory_msg(a, m);
     int rc = qc_raft_step(a->raft, m, qc_now_ms());
     if (rc && rc != QC_ENOMEM)
         qc_log(QC_LOG_DEBUG, "raft", "dropped %s from %s: %s", qc_raft_msg_name(m->type),
@@ -810,6 +816,7 @@ static void on_hello(void *ud, uint64_t peer, const char *metadata)
 static void on_peer_closed(void *ud, uint64_t peer)
 {
     qc_agent *a = ud;
+    qc_agenthistory_closed(a, peer);
     qc_raft_link(a->raft, peer, QC_LINK_GONE, qc_now_ms());
     qc_agent_kick(a);
 }
@@ -820,8 +827,10 @@ static void on_link(void *ud, uint64_t peer, int up)
     member *m = qc_agent_member_by_id(a, peer);
     if (!m) return;
     m->up = up;
-    qc_log(up ? QC_LOG_INFO : QC_LOG_WARN, "net", "peer %s is %s", m->identifier,
-           up ? "reachable" : "unreachable");
+    qc_logf(up ? QC_LOG_INFO : QC_LOG_WARN, "net", &(qc_log_fields){.peer = m->identifier},
+            "peer %s is %s", m->identifier, up ? "reachable" : "unreachable");
+    qc_agenthistory_note(a, up ? "peer_up" : "peer_down", m->identifier,
+                         up ? "reachable" : "unreachable");
     qc_metrics_set(a->metrics, "qcluster_peer_up", "peer", m->identifier, up);
     qc_peerhealth_link(a, m, up);
     qc_raft_link(a->raft, peer, up ? QC_LINK_UP : QC_LINK_DOWN, qc_now_ms());
@@ -1221,6 +1230,7 @@ static int init_agent(qc_agent *a, struct ev_loop *loop)
         .healthy = view_healthy,
         .checks = view_checks,
         .check_report = view_check_report,
+        .history = qc_agenthistory_view,
         .kv_put = view_kv_put,
         .kv_delete = view_kv_delete,
         .kv_get = view_kv_get,
@@ -1284,11 +1294,21 @@ void qc_agent_set_observer(qc_agent *a, qc_lua_observer_fn *fn, void *ud)
     if (a->lua) qc_lua_set_observer(a->lua, fn, ud);
 }
 
+/* The config's log settings, from the load on: what the process logs
+ * before the agent starts (the descriptor limit) is in its format too. */
+static void apply_log_config(const qc_agent *a)
+{
+    qc_log_set_level(a->cfg.log_level);
+    qc_log_set_format(a->cfg.log_format);
+    qc_log_set_node(a->cfg.identifier);
+}
+
 int qc_agent_load(qc_agent *a, const char *path, char *err, size_t errlen)
 {
     if (a->cfg_loaded || a->closed) return QC_EBUSY;
     int rc = qc_lua_load(a->lua, path, &a->cfg, err, errlen);
     a->cfg_loaded = rc == QC_OK;
+    if (a->cfg_loaded) apply_log_config(a);
     return rc;
 }
 
@@ -1298,6 +1318,7 @@ int qc_agent_load_json(qc_agent *a, const char *name, const char *dir, const cha
     if (a->cfg_loaded || a->closed) return QC_EBUSY;
     int rc = qc_lua_load_json(a->lua, name, dir, json, len, &a->cfg, err, errlen);
     a->cfg_loaded = rc == QC_OK;
+    if (a->cfg_loaded) apply_log_config(a);
     return rc;
 }
 
@@ -1329,9 +1350,9 @@ int qc_agent_start(qc_agent *a, struct ev_loop *loop, int signals)
     if (!a->cfg_loaded || a->started || a->closed) return QC_EINVAL;
     if (!a->loop && !(a->loop = loop ? loop : ev_default_loop(0))) return QC_EIO;
     if (loop && loop != a->loop) return QC_EINVAL;
+    apply_log_config(a); /* on this thread, before the Lua thread starts: it takes it on */
     qc_lua_attach(a->lua, a->loop);
     a->started = 1;
-    qc_log_set_level(a->cfg.log_level);
     log_secret(a);
     qc_hard_state hs;
     int rc = open_store(a);

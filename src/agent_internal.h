@@ -1,6 +1,7 @@
 /* Private to the agent's files: agent.c (the loop, raft I/O, transfers,
  * the views, the life cycle), membership.c (the replicated member list
- * and what this node does for it) and peerhealth.c (every member's health). No other module
+ * and what this node does for it), peerhealth.c (every member's health)
+ * and agenthistory.c (the history of leader changes). No other module
  * includes it: they go through agent.h and qc_view. Every function here runs on the loop thread. */
 #ifndef QC_AGENT_INTERNAL_H
 #define QC_AGENT_INTERNAL_H
@@ -13,6 +14,7 @@
 #include "api.h"
 #include "config.h"
 #include "health.h"
+#include "history.h"
 #include "luahost.h"
 #include "members.h"
 #include "metrics.h"
@@ -23,6 +25,16 @@
 #include "view.h"
 
 typedef struct pending_transfer pending_transfer; /* agent.c's */
+
+/* agenthistory.c's: the history and what explains the next change. */
+typedef struct agent_history {
+    qc_history log;
+    const char *why;        /* set by ELECTED or DEMOTED for the LEADER event after */
+    uint64_t last_term;     /* of the last transition recorded */
+    uint64_t transfer_term; /* a vote of a hand-over was seen for this term */
+    uint64_t closed_peer;   /* the leader closed its connection (not yet recorded) */
+    uint64_t preempt_term;  /* a preempting hand-over was started in this term */
+} agent_history;
 
 /* A peer: from the config's peers until the replicated member list rules. */
 typedef struct member {
@@ -122,6 +134,7 @@ struct qc_agent {
     qc_agent_turn_fn *turn_fn; /* told after each processing turn */
     void *turn_ud;
     int started, running, stopping, closed;
+    agent_history history;
 };
 
 /* ---- agent.c, for membership.c ------------------------------------------ */
@@ -179,6 +192,21 @@ void qc_peerhealth_on_frame(qc_agent *a, uint64_t peer, const uint8_t *data, siz
 void qc_peerhealth_info(const qc_agent *a, const member *m, qc_peer_info *p);
 /* Fills p's healthy and checks for this node (checks copied into a). */
 void qc_peerhealth_self(qc_agent *a, qc_peer_info *p);
+
+/* ---- agenthistory.c, for agent.c, membership.c and peerhealth.c --------- */
+
+/* A core event (before the agent acts on it): a LEADER event is recorded
+ * with its reason; ELECTED and DEMOTED give that reason. */
+void qc_agenthistory_raft(qc_agent *a, const qc_raft_event *e);
+/* A message from a peer (before the core takes it): a hand-over's vote. */
+void qc_agenthistory_msg(qc_agent *a, const qc_msg *m);
+/* A peer closed its connection (proof that it left). */
+void qc_agenthistory_closed(qc_agent *a, uint64_t peer);
+/* Records an event ("peer_down", "peer_up", "unhealthy", "healthy") about
+ * peer (an identifier); reason a static string. */
+void qc_agenthistory_note(qc_agent *a, const char *event, const char *peer, const char *reason);
+/* qc_view's history (ud: the agent). */
+size_t qc_agenthistory_view(void *ud, int with_events, qc_history_entry *out, size_t max);
 
 /* ---- membership.c, for agent.c ------------------------------------------ */
 

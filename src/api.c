@@ -1541,6 +1541,59 @@ static void h_checks(conn *c, const req *r)
     }
 }
 
+/* One history entry (README "Fail-over history and logs"): the contract's
+ * fields, and for an event what it is and whom it is about. */
+static int history_entry(yajl_gen g, const qc_history_entry *e)
+{
+    char num[40];
+    int len = snprintf(num, sizeof num, "%.3f", e->time); /* milliseconds, as "since" */
+    int rc = yajl_gen_map_open(g) != yajl_gen_status_ok;
+    rc |= qc_json_key(g, "time") || yajl_gen_number(g, num, (size_t)len) != yajl_gen_status_ok;
+    rc |= qc_json_key_int(g, "term", (long long)e->term);
+    rc |= qc_json_key_str(g, "leader", e->leader[0] ? e->leader : NULL);
+    rc |= qc_json_key_str(g, "previous_leader", e->previous_leader[0] ? e->previous_leader : NULL);
+    rc |= qc_json_key_str(g, "reason", e->reason);
+    if (e->event) {
+        rc |= qc_json_key_str(g, "event", e->event);
+        rc |= qc_json_key_str(g, "peer", e->peer);
+    }
+    rc |= yajl_gen_map_close(g) != yajl_gen_status_ok;
+    return rc ? QC_ENOMEM : QC_OK;
+}
+
+/* GET /v1/history: the transitions this node recorded, oldest first;
+ * ?events=true adds the health and reachability events among them. */
+static void h_history(conn *c, const req *r)
+{
+    const qc_view *v = c->api->view;
+    char flag[8];
+    int has = query_get(r, "events", flag, sizeof flag);
+    int events = has > 0 && strcmp(flag, "true") == 0;
+    if (has != 0 && !events && !(has > 0 && strcmp(flag, "false") == 0)) {
+        respond_error(c, 400, "events must be true or false", NULL);
+        return;
+    }
+    size_t max = 2 * QC_HISTORY_MAX, n = 0;
+    qc_history_entry *list = v->history ? malloc(max * sizeof *list) : NULL;
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if ((v->history && !list) || !g) {
+        free(list);
+        if (g) yajl_gen_free(g);
+        respond_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    if (list) n = v->history(v->ud, events, list, max);
+    int rc = yajl_gen_array_open(g) != yajl_gen_status_ok;
+    for (size_t i = 0; i < n && !rc; i++) rc = history_entry(g, &list[i]);
+    rc |= yajl_gen_array_close(g) != yajl_gen_status_ok;
+    if (rc)
+        respond_error(c, 500, "out of memory", NULL);
+    else
+        respond_json_gen(c, 200, g, NULL);
+    yajl_gen_free(g);
+    free(list);
+}
+
 static void h_metrics(conn *c, const req *r)
 {
     (void)r;
@@ -1597,6 +1650,7 @@ static const struct route {
     {"/v1/kv", METHOD(HTTP_GET) | METHOD(HTTP_PUT) | METHOD(HTTP_DELETE), "GET, PUT, DELETE", h_kv,
      1},
     {"/v1/checks", METHOD(HTTP_GET) | METHOD(HTTP_PUT), "GET, PUT", h_checks, 1},
+    {"/v1/history", METHOD(HTTP_GET), "GET", h_history, 0},
     {"/metrics", METHOD(HTTP_GET), "GET", h_metrics, 0},
     {"/ui", METHOD(HTTP_GET) | METHOD(HTTP_HEAD), "GET, HEAD", h_ui, 0},
 };

@@ -68,6 +68,8 @@ static const char usage_text[] =
     "  checks pass|fail NAME [OUTPUT]\n"
     "                         report a ttl_ms check's state, with OUTPUT kept\n"
     "                         as its output (exit 3 when there is no such check)\n"
+    "  history                the last leader changes this agent knows, oldest\n"
+    "                         first: TIME term TERM: FROM -> TO (REASON)\n"
     "  version                print the version\n"
     "options:\n"
     "  --api HOST:PORT        the agent's API (default $QCLUSTER_API, else 127.0.0.1:8001)\n"
@@ -79,7 +81,7 @@ static const char usage_text[] =
     "environment: QCLUSTER_API_TOKEN is sent as a bearer token when set.\n";
 
 static const char *const commands[] = {"status", "leader", "members", "transfer", "join",
-                                       "leave",  "kv",     "checks",  "version"};
+                                       "leave",  "kv",     "checks",  "history",  "version"};
 
 /* The client's own options also count: "qcluster --json status" is a
  * client command line whose command comes later. */
@@ -869,6 +871,33 @@ static int cmd_checks(const opts *o)
     return code;
 }
 
+/* ---------- history ---------- */
+
+/* "2026-12-07 14:50:09.123 term 3: node1 -> none (leader_down)", local time. */
+static int print_history(yajl_val list)
+{
+    if (!YAJL_IS_ARRAY(list)) return -1;
+    for (size_t i = 0; i < list->u.array.len; i++) {
+        yajl_val e = list->u.array.values[i];
+        yajl_val t = qc_json_get(e, "time");
+        double secs = t && YAJL_IS_NUMBER(t) ? t->u.number.d : 0;
+        time_t whole = (time_t)secs;
+        char when[32] = "?";
+        struct tm tm;
+        if (whole && localtime_r(&whole, &tm))
+            strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+        printf("%s.%03d term %s: %s -> %s (%s)\n", when, (int)((secs - (double)whole) * 1000),
+               num_text(qc_json_get(e, "term")), str_or(e, "previous_leader", "none"),
+               str_or(e, "leader", "none"), str_or(e, "reason", "?"));
+    }
+    return 0;
+}
+
+static int cmd_history(const opts *o)
+{
+    return get_and_print(o, "/v1/history", print_history, 0, NULL);
+}
+
 static int cmd_version(const opts *o)
 {
     if (o->nargs) return usage_error("version takes no argument: %s", o->args[0]);
@@ -887,7 +916,7 @@ static const struct {
     {"members", cmd_members}, {"transfer", cmd_transfer},
     {"join", cmd_join},       {"leave", cmd_leave},
     {"kv", cmd_kv},           {"checks", cmd_checks},
-    {"version", cmd_version},
+    {"history", cmd_history}, {"version", cmd_version},
 };
 
 int qc_cli_main(int argc, char **argv)

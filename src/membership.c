@@ -774,8 +774,10 @@ static void maybe_preempt(qc_agent *a, uint64_t now)
     if (now - a->preempt_since < (uint64_t)a->cfg.preempt_delay_ms || a->transfers) return;
     qc_log(QC_LOG_INFO, "member", "%s has a higher priority (%d): handing leadership over",
            best->identifier, best->priority);
-    if (qc_agent_start_transfer(a, best->id, QC_DEMOTE_TRANSFER, transfer_ignore, NULL) == QC_OK)
+    if (qc_agent_start_transfer(a, best->id, QC_DEMOTE_TRANSFER, transfer_ignore, NULL) == QC_OK) {
         a->preempt_since = 0;
+        a->history.preempt_term = qc_raft_term(a->raft); /* the history says "preempt" */
+    }
 }
 
 /* This node's own record in the list: ask for a change when it differs

@@ -158,9 +158,11 @@ void qc_peerhealth_on_frame(qc_agent *a, uint64_t peer, const uint8_t *data, siz
         qc_log(QC_LOG_ERROR, "health", "out of memory taking the health of %s", m->identifier);
         return;
     }
+    if (known ? was != m->healthy : !m->healthy)
+        qc_agenthistory_note(a, m->healthy ? "healthy" : "unhealthy", m->identifier, "peer_said");
     if (known && was != m->healthy)
-        qc_log(QC_LOG_INFO, "health", "%s says it is %s", m->identifier,
-               m->healthy ? "healthy" : "unhealthy");
+        qc_logf(QC_LOG_INFO, "health", &(qc_log_fields){.peer = m->identifier}, "%s says it is %s",
+                m->identifier, m->healthy ? "healthy" : "unhealthy");
 }
 
 void qc_peerhealth_info(const qc_agent *a, const member *m, qc_peer_info *p)

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "history.h"
 #include "kv.h" /* QC_KV_... statuses */
 
 /* A member's check as its HEALTH frames tell it (README "Health checks"). */
@@ -93,6 +94,11 @@ typedef struct qc_view {
     int (*healthy)(void *ud);
     size_t (*checks)(void *ud, qc_check_info *out, size_t max);
     int (*check_report)(void *ud, const char *name, int pass, const char *output, size_t len);
+
+    /* The history (NULL until the agent provides it): up to max entries
+     * into out, oldest first, with or without events (qc_history_list);
+     * returns how many were copied. */
+    size_t (*history)(void *ud, int with_events, qc_history_entry *out, size_t max);
 
     /* Membership (NULL until the agent provides it); each calls done once.
      * join: this node joins a running cluster through one of the members at
