@@ -1,6 +1,9 @@
 -- The status page in headless Chromium against a live three-node cluster:
 -- one page instance, opened on a follower, follows a fail-over (the leader
--- killed with SIGKILL), escapes metadata, and says when its agent is gone.
+-- killed with SIGKILL), escapes metadata, draws the leadership timeline
+-- from GET /v1/history (also after a reload; its layout checked by element
+-- geometry and by the colours of a screenshot), and says when its agent is
+-- gone. QC_UI_SCREENSHOT=FILE keeps the timeline's screenshot (README).
 -- Chromium runs in a session of its own and is ended by its process group.
 local A = require("agents")
 local cjson = require("cjson.safe")
@@ -88,6 +91,61 @@ local function wait_page(b, what, pred)
   if ok then return last end
   error(string.format("the page never showed %s; last state: %s %s", what,
     last and cjson.encode(last) or "none", err or ""), 2)
+end
+
+-- The timeline as drawn: leadership spans (consecutive bars of one leader
+-- merged) in time order, with the geometry the layout checks need.
+local TIMELINE = [[(() => {
+  const svg = document.querySelector('#timeline svg');
+  if (!svg) return null;
+  const W = +svg.getAttribute('width');
+  const num = (e, a) => +e.getAttribute(a);
+  const bars = [...svg.querySelectorAll('rect.bar')].map(e => ({
+    cls: e.getAttribute('class'), leader: e.dataset.leader || null, x: num(e, 'x'),
+    y: num(e, 'y'), w: num(e, 'width'), h: num(e, 'height') }));
+  const leads = bars.filter(b => b.leader).sort((a, b) => a.x - b.x);
+  const spans = [];
+  for (const b of leads) {
+    const last = spans[spans.length - 1];
+    if (last && last.leader === b.leader && Math.abs(last.x + last.w - b.x) < 1) last.w = b.x + b.w - last.x;
+    else spans.push({ leader: b.leader, x: b.x, y: b.y, w: b.w, h: b.h });
+  }
+  const names = [...svg.querySelectorAll('text.name')].map(t => {
+    const r = t.getBBox(); return { name: t.textContent, right: r.x + r.width, y: r.y, h: r.height };
+  });
+  const box = document.getElementById('timeline');
+  return {
+    mark: window.__qcMark || null, width: W, box: box.clientWidth,
+    overflow: box.scrollWidth > box.clientWidth,
+    left: Math.min(...bars.map(b => b.x)), right: Math.max(...bars.map(b => b.x + b.w)),
+    spans, names, follow: bars.filter(b => b.cls === 'bar follow' && b.w >= 6),
+    terms: svg.querySelectorAll('line.term').length,
+    reasons: [...document.querySelectorAll('#transitions li')].map(li => li.dataset.reason),
+  };
+})()]]
+
+local function wait_timeline(b, what, pred)
+  local last, err
+  local ok = A.wait_for(function()
+    last, err = eval(b, TIMELINE)
+    return last and last ~= cjson.null and pred(last)
+  end, WAIT)
+  if ok then return last end
+  error(string.format("the timeline never showed %s; last: %s %s", what,
+    last and cjson.encode(last) or "none", err or ""), 2)
+end
+
+local function span_names(t)
+  local out = {}
+  for i, sp in ipairs(t.spans) do out[i] = sp.leader end
+  return out
+end
+
+local function near(rgb, want)
+  for i = 1, 3 do
+    if math.abs(rgb[i] - want[i]) > 40 then return false end
+  end
+  return true
 end
 
 local function row(state, id)
@@ -207,4 +265,103 @@ describe("the status page in headless Chromium", function()
     assert.are.equal(shown, s.leader)
     assert.are.equal(3, #s.rows)
   end)
+end)
+
+-- A cluster of its own, without checks: its history holds only what the
+-- case does to it.
+describe("the status page's leadership timeline in headless Chromium", function()
+  local c, b, leader, page_node
+
+  setup(function()
+    assert(A.sh("command -v chromium") ~= "", "chromium is not installed (make deps)")
+    c = A.cluster(3)
+    A.start_all(c)
+    leader = A.must_leader(c, WAIT)
+    -- on a follower: its agent sees both fail-overs
+    page_node = A.index_of(c, leader) % 3 + 1
+    b = chromium_start("http://" .. c.nodes[page_node].api .. "/ui")
+  end)
+
+  teardown(function()
+    chromium_stop(b)
+    A.stop(c)
+  end)
+
+  it("draws three leadership spans with the right names after two fail-overs, also after a reload",
+    function()
+      -- the first fail-over: the leader killed
+      assert.is_true(A.signal(c, A.index_of(c, leader), "KILL"))
+      local second = A.must_leader(c, WAIT)
+      assert.are_not.equal(leader, second)
+      local third
+      for i = 1, 3 do
+        if c.nodes[i].id ~= leader and c.nodes[i].id ~= second then third = c.nodes[i].id end
+      end
+      local status, body = A.http(c.nodes[A.index_of(c, second)].api, "POST",
+        "/v1/transfer-leadership", cjson.encode({ to = third }))
+      assert.are.equal(200, status, body)
+      assert.are.equal(third, A.must_leader(c, WAIT))
+      -- The spans are the leaders of the page's agent's history: three,
+      -- unless the loaded machine made a lease lapse in between (then the
+      -- extra election is in the history, and drawn too).
+      local api = c.nodes[page_node].api
+      local function shows_three(t)
+        local want = {}
+        for _, e in ipairs(A.json(api, "/v1/history") or {}) do
+          if e.leader ~= cjson.null and e.leader ~= want[#want] then want[#want + 1] = e.leader end
+        end
+        local got = span_names(t)
+        return #got >= 3 and got[1] == leader and got[#got - 1] == second and got[#got] == third
+          and table.concat(got, " ") == table.concat(want, " ")
+      end
+      assert.are.equal("m2", eval(b, "window.__qcMark = 'm2'"))
+      wait_timeline(b, "three spans " .. leader .. " " .. second .. " " .. third, function(x)
+        return x.mark == "m2" and shows_three(x)
+      end)
+      -- built from the agent's history, not from what this page saw
+      assert.is_true(eval(b, "setTimeout(() => location.reload(), 0), true"))
+      local t = wait_timeline(b, "the same spans after the reload", function(x)
+        return (x.mark == nil or x.mark == cjson.null) and shows_three(x)
+      end)
+      -- the reasons: the leader's connection closed, then a hand-over
+      local reasons = " " .. table.concat(t.reasons, " ") .. " "
+      assert.is_truthy(reasons:find(" leader_down ", 1, true), reasons)
+      assert.is_truthy(reasons:find(" transfer ", 1, true), reasons)
+      -- layout: fits its box, names left of the bars, spans in order, terms marked
+      assert.is_false(t.overflow)
+      assert.is_true(t.width <= t.box and t.width >= 480, cjson.encode(t))
+      assert.is_true(t.right <= t.width and t.left >= 100, cjson.encode(t))
+      assert.are.equal(3, #t.names)
+      for _, n in ipairs(t.names) do assert.is_true(n.right < t.left, cjson.encode(n)) end
+      for i = 2, #t.spans do
+        assert.is_true(t.spans[i].x >= t.spans[i - 1].x + t.spans[i - 1].w - 1)
+      end
+      assert.is_true(t.terms >= 3)
+      -- what Chromium paints: leader spans in the accent colour, followers grey
+      local points, kinds = {}, {}
+      for _, sp in ipairs(t.spans) do
+        if sp.w >= 4 then
+          points[#points + 1], kinds[#kinds + 1] = { sp.x + sp.w / 2, sp.y + 1.5 }, "lead"
+        end
+      end
+      assert.is_true(#points >= 2, "spans too narrow to sample: " .. cjson.encode(t.spans))
+      local f = t.follow[1]
+      points[#points + 1], kinds[#kinds + 1] = { f.x + f.w / 2, f.y + f.h / 2 }, "follow"
+      local png = b.dir .. "/timeline.png"
+      local clip = [[(() => { const r = document.querySelector('#timeline svg').getBoundingClientRect();
+        return { x: r.x + scrollX, y: r.y + scrollY, width: r.width, height: r.height }; })()]]
+      local out, code = A.sh("/usr/bin/python3 " .. CDP .. " " .. shq(b.ws) .. " --png " .. shq(png) ..
+        " " .. shq(clip) .. " " .. shq(cjson.encode(points)))
+      assert.are.equal(0, code, out)
+      local shot = cjson.decode(out)
+      assert.are.same({ t.width, math.floor(eval(b, clip).height + 0.5) }, { shot.width, shot.height })
+      for i, rgb in ipairs(shot.points) do
+        local want_rgb = kinds[i] == "lead" and { 0x0b, 0x6b, 0xcb } or { 0xdd, 0xe1, 0xe5 }
+        assert.is_true(near(rgb, want_rgb), kinds[i] .. " at " .. cjson.encode(points[i]) ..
+          " is " .. cjson.encode(rgb))
+      end
+      if os.getenv("QC_UI_SCREENSHOT") then
+        os.execute("cp " .. shq(png) .. " " .. shq(os.getenv("QC_UI_SCREENSHOT")))
+      end
+    end)
 end)
