@@ -36,7 +36,7 @@ describe("the status page at /ui", function()
     assert.is_nil(body:find("<script[^>]+src"))
     assert.is_nil(body:find("<link[^>]+stylesheet"))
     assert.is_nil(body:find("innerHTML", 1, true))
-    for _, path in ipairs({ "/v1/status", "/v1/members", "/v1/leader" }) do
+    for _, path in ipairs({ "/v1/status", "/v1/members", "/v1/leader", "/v1/history" }) do
       assert.is_truthy(body:find(path, 1, true), path)
     end
   end)
