@@ -16,6 +16,16 @@ local function leaders(hist)
   return t
 end
 
+-- first, second and third in that order, first and third at the ends (a
+-- loaded machine may add an election in between: it is in the history too).
+local function in_order(got, want)
+  if got[1] ~= want[1] or got[#got] ~= want[3] then return false end
+  for i = 2, #got - 1 do
+    if got[i] == want[2] then return true end
+  end
+  return false
+end
+
 local function find(hist, pred)
   for _, e in ipairs(hist) do
     if pred(e) then return e end
@@ -50,7 +60,7 @@ describe("the history of leader changes", function()
       local api = c.nodes[A.index_of(c, id)].api
       local hist, status = A.json(api, "/v1/history")
       assert.are.equal(200, status)
-      assert.are.same({ first, second, third }, leaders(hist), cjson.encode(hist))
+      assert.is_true(in_order(leaders(hist), { first, second, third }), cjson.encode(hist))
       local last_time, last_term = 0, 0
       for _, e in ipairs(hist) do
         assert.is_true(e.time >= last_time and e.time >= t0 - 1 and e.time <= A.now() + 1)
@@ -77,7 +87,7 @@ describe("the history of leader changes", function()
     local down = find(hist, function(e) return e.event == "peer_down" and e.peer == first end)
     assert.is_truthy(down, cjson.encode(hist))
     assert.is_truthy(down.time and down.term and down.reason)
-    assert.are.same({ first, second, third }, leaders(hist))
+    assert.is_true(in_order(leaders(hist), { first, second, third }), cjson.encode(hist))
     local status, body = A.http(api, "GET", "/v1/history?events=maybe")
     assert.are.equal(400, status)
     assert.are.equal("events must be true or false", cjson.decode(body).error)
@@ -122,7 +132,7 @@ describe("the history of leader changes", function()
     assert.is_true(n > 3)
     assert.is_truthy(elected, "no elected record")
     assert.are.same({ "raft", "info", node.id }, { elected.component, elected.level, elected.leader })
-    assert.are.equal(A.json(node.api, "/v1/status").term, elected.term)
+    assert.is_true(elected.term >= 1 and elected.term <= A.json(node.api, "/v1/status").term)
     assert.is_truthy(peer_down, "no peer down record")
     assert.are.same({ "net", "warn", first }, { peer_down.component, peer_down.level, peer_down.peer })
   end)
