@@ -168,7 +168,7 @@ describe("the status page in headless Chromium", function()
     -- each node's check fails while "<its events file>.down" exists
     c = A.cluster(3, { extra = { metadata = { note = '<b id="injected">html</b>' },
       checks = { { name = "alive", exec = 'test ! -e "$QC_EVENTS.down" || { echo down; exit 1; }',
-        interval_ms = 100, rise = 1, fall = 1 } } } })
+        interval_ms = 300, rise = 1, fall = 1 } } } })
     A.start_all(c)
     leader = A.must_leader(c, WAIT)
     fi = A.index_of(c, leader) % 3 + 1
