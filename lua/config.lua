@@ -35,7 +35,8 @@ local KEYS = {
   "identifier", "listen_host", "listen_port", "peers", "metadata", "api_host",
   "api_port", "data_dir", "heartbeat_ms", "election_timeout_ms", "hook_timeout_ms",
   "hook_stuck_ms", "exec_max", "snapshot_entries", "kv_max_key_bytes", "kv_max_value_bytes",
-  "hooks", "log_level", "log_format", "secret", "secret_file", "api_token", "role", "priority",
+  "hooks", "log_level", "log_format", "secret", "secret_file", "secret_previous",
+  "secret_previous_file", "api_token", "role", "priority",
   "join", "preempt", "preempt_delay_ms", "max_voters", "leave_on_stop", "reap_after",
   "checks",
 }
@@ -329,17 +330,30 @@ end
 -- /dev/zero), refused before it is read whole.
 local SECRET_MAX = 4096
 
-local function read_secret(path)
+local function read_secret(path, key)
+  key = key or "secret_file"
   local f, err = io.open(path, "rb")
-  if not f then fail("secret_file", "cannot read %s", err) end
+  if not f then fail(key, "cannot read %s", err) end
   local s = f:read(SECRET_MAX + 1)
   f:close()
   if s and #s > SECRET_MAX then
-    fail("secret_file", "expected at most %d bytes, got a larger file %s", SECRET_MAX, path)
+    fail(key, "expected at most %d bytes, got a larger file %s", SECRET_MAX, path)
   end
   s = s and s:gsub("[\r\n]+$", "")
-  if not s or s == "" then fail("secret_file", "expected a non-empty file, got %s empty", path) end
+  if not s or s == "" then fail(key, "expected a non-empty file, got %s empty", path) end
   return s
+end
+
+-- One key given inline (name) or in a file (name .. "_file"), or nil.
+local function one_secret(c, out, dir, name)
+  local file = name .. "_file"
+  if c[name] ~= nil and c[file] ~= nil then
+    fail(file, "expected either %s or %s, got both", name, file)
+  end
+  if c[name] ~= nil then return string_value(name, c[name]) end
+  if c[file] == nil then return nil end
+  out[file] = join_path(dir, string_value(file, c[file], "a file name"))
+  return read_secret(out[file], file)
 end
 
 local function timing(c, out)
@@ -386,14 +400,19 @@ local function api(c, out)
 end
 
 local function secrets(c, out, dir)
-  if c.secret ~= nil and c.secret_file ~= nil then
-    fail("secret_file", "expected either secret or secret_file, got both")
+  out.secret = one_secret(c, out, dir, "secret")
+  -- A rotation moves from secret_previous to secret: without a secret there
+  -- is nothing to rotate to, and the same key twice is a rotation not made
+  -- (the new key was not put in), so both are refused rather than guessed.
+  local prev = one_secret(c, out, dir, "secret_previous")
+  local key = c.secret_previous_file ~= nil and "secret_previous_file" or "secret_previous"
+  if prev ~= nil and out.secret == nil then
+    fail(key, "expected secret or secret_file too (the key rotated to), got none")
   end
-  if c.secret ~= nil then out.secret = string_value("secret", c.secret) end
-  if c.secret_file ~= nil then
-    out.secret_file = join_path(dir, string_value("secret_file", c.secret_file, "a file name"))
-    out.secret = read_secret(out.secret_file)
+  if prev ~= nil and prev == out.secret then
+    fail(key, "expected a key other than secret (the one rotated away from), got the same")
   end
+  out.secret_previous = prev
   if c.api_token ~= nil then out.api_token = string_value("api_token", c.api_token) end
 end
 

@@ -1096,7 +1096,8 @@ static int start_services(qc_agent *a)
         .metadata = a->cfg.metadata,
         .listen_host = a->cfg.listen_host,
         .listen_port = a->cfg.listen_port,
-        .secret = a->cfg.secret, /* net keeps only a key derived from it */
+        .secret = a->cfg.secret, /* net keeps only keys derived from them */
+        .secret_previous = a->cfg.secret_previous,
     };
     qc_net_callbacks cb = {.ud = a,
                            .on_msg = on_msg,
@@ -1326,14 +1327,22 @@ static void log_secret(const qc_agent *a)
 {
     if (!a->cfg.secret)
         qc_log(QC_LOG_WARN, "agent",
-               "no secret set: cluster traffic is not authenticated, and any node that "
-               "reaches the cluster port can take part; set secret or secret_file");
+               "no secret set: cluster traffic is neither encrypted nor authenticated, and any "
+               "node that reaches the cluster port can take part; set secret or secret_file");
     else if (strlen(a->cfg.secret) < 16)
         qc_log(QC_LOG_WARN, "agent",
-               "the secret is shorter than 16 characters: anyone who sees cluster traffic can "
-               "test guesses of it offline; use a long random one");
+               "the secret is shorter than 16 characters: anyone who reaches the cluster port "
+               "can test guesses of it offline; use a long random one");
     else
-        qc_log(QC_LOG_INFO, "agent", "cluster frames are authenticated with the secret");
+        qc_log(QC_LOG_INFO, "agent", "cluster traffic is encrypted and authenticated");
+    if (a->cfg.secret_previous && strlen(a->cfg.secret_previous) < 16)
+        qc_log(QC_LOG_WARN, "agent",
+               "secret_previous is shorter than 16 characters: anyone who reaches the cluster "
+               "port can test guesses of it offline; finish the rotation soon");
+    else if (a->cfg.secret_previous)
+        qc_log(QC_LOG_INFO, "agent",
+               "secret rotation: connections under secret_previous are taken too; drop it once "
+               "every node has the new secret");
 }
 
 static int open_store(qc_agent *a)

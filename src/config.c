@@ -392,6 +392,7 @@ static int copy_config(lua_State *L, int t, qc_config *cfg, char *err, size_t er
         {"data_dir", offsetof(qc_config, data_dir)},
         {"hooks", offsetof(qc_config, hooks_path)},
         {"secret", offsetof(qc_config, secret)},
+        {"secret_previous", offsetof(qc_config, secret_previous)},
         {"api_token", offsetof(qc_config, api_token)},
     };
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
@@ -483,6 +484,15 @@ int qc_config_load_json(lua_State *L, const char *name, const char *dir, const c
     return load_checked(L, name, dir, json, len, cfg, err, errlen);
 }
 
+/* Zeroes a key's text before it is freed. */
+static void wipe_free(char *key)
+{
+    if (!key) return;
+    volatile char *s = key;
+    while (*s) *s++ = '\0';
+    free(key);
+}
+
 void qc_config_free(qc_config *cfg)
 {
     if (!cfg) return;
@@ -500,12 +510,9 @@ void qc_config_free(qc_config *cfg)
     free(cfg->api_host);
     free(cfg->data_dir);
     free(cfg->hooks_path);
-    if (cfg->secret) {
-        /* The key should not linger in freed memory. */
-        volatile char *s = cfg->secret;
-        while (*s) *s++ = '\0';
-        free(cfg->secret);
-    }
+    /* The keys should not linger in freed memory. */
+    wipe_free(cfg->secret);
+    wipe_free(cfg->secret_previous);
     free(cfg->api_token);
     for (size_t i = 0; i < cfg->n_join; i++) free(cfg->join[i]);
     free(cfg->join);

@@ -52,16 +52,17 @@ typedef struct qc_config {
     int heartbeat_ms;
     int election_timeout_ms;
     int hook_timeout_ms;
-    int exec_max;         /* qcluster.exec children running at once */
-    int hook_stuck_ms;    /* a hook running this long makes the node unhealthy */
-    int snapshot_entries; /* applied entries between snapshots */
-    int kv_max_key;       /* bytes */
-    int kv_max_value;     /* bytes */
-    char *hooks_path;     /* resolved against dir; NULL when none */
-    int log_level;        /* QC_LOG_... */
-    int log_format;       /* QC_LOG_TEXT or QC_LOG_JSON */
-    char *secret;         /* NULL when none */
-    char *api_token;      /* NULL when none */
+    int exec_max;          /* qcluster.exec children running at once */
+    int hook_stuck_ms;     /* a hook running this long makes the node unhealthy */
+    int snapshot_entries;  /* applied entries between snapshots */
+    int kv_max_key;        /* bytes */
+    int kv_max_value;      /* bytes */
+    char *hooks_path;      /* resolved against dir; NULL when none */
+    int log_level;         /* QC_LOG_... */
+    int log_format;        /* QC_LOG_TEXT or QC_LOG_JSON */
+    char *secret;          /* NULL when none */
+    char *secret_previous; /* NULL when none; never without secret */
+    char *api_token;       /* NULL when none */
     /* Membership. */
     int role;             /* QC_MROLE_... this node asks to be */
     int priority;         /* 0 never leads; higher is preferred */

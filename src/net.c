@@ -2,8 +2,9 @@
  * per peer (non-blocking connect, hello first, backoff with jitter), inbound
  * connections that must open with a hello from a known peer or, from a
  * stranger, with a hello and one JOIN; and the joiner's side of a JOIN. With
- * a secret every connection first runs the challenge of wire.h and every
- * frame carries a tag (auth.h). It frames, checks and counts bytes; it must
+ * a secret every connection first runs the handshake of wire.h (an
+ * ephemeral key exchange bound to the secret) and every frame after it is
+ * encrypted and authenticated (auth.h). It frames, checks and counts bytes; it must
  * never interpret consensus or a join's payload, block the loop
  * (qc_net_flush aside), buffer much for a connection that has not proved
  * itself, or let one bad connection harm any other. */
@@ -77,7 +78,8 @@ enum {
     WHY_NO_SECRET_THERE = 1, /* the other node has no secret, this one has */
     WHY_NO_SECRET_HERE,      /* the other node has a secret, this one has none */
     WHY_OTHER_SECRET,        /* its challenge or AUTH does not verify */
-    WHY_BAD_TAG,             /* a frame after AUTH does not verify */
+    WHY_BAD_TAG,             /* a frame after AUTH does not open */
+    WHY_OLD_VERSION,         /* version-2 frames: a node from before encryption */
     WHY_PROTOCOL,            /* not the handshake of wire.h */
     WHY_TIMEOUT,             /* the handshake did not end in time */
 };
@@ -119,10 +121,10 @@ struct qc_conn {
      * yet); without: waiting to see whether a peer that wanted a secret
      * still sends a challenge */
     int awaiting;
-    int authed;                   /* inbound with a secret: its AUTH verified */
-    uint64_t seq_in, seq_out;     /* with a secret: the next frame's sequence numbers */
-    uint8_t nonce[QC_WIRE_NONCE]; /* inbound with a secret: the challenge it was sent */
-    uint8_t key[QC_AUTH_KEY];     /* with a secret: the session key */
+    int authed;               /* inbound with a secret: its AUTH verified */
+    uint64_t seq_in, seq_out; /* with a secret: the next frame's sequence numbers */
+    qc_auth_kx kx;            /* inbound with a secret: its ephemeral key pair, until AUTH */
+    uint8_t key_in[QC_AUTH_KEY], key_out[QC_AUTH_KEY]; /* with a secret: session keys */
     /* inbound: not identified yet (no hello from a known peer): counted in
      * the budget of unidentified connections */
     int unidentified;
@@ -162,8 +164,8 @@ struct qc_join {
     ev_timer start, timeout;
     qc_buf out, in;
     size_t out_off;
-    int awaiting;             /* with a secret: the member's challenge has not come yet */
-    uint8_t key[QC_AUTH_KEY]; /* with a secret: the session key */
+    int awaiting; /* with a secret: the member's challenge has not come yet */
+    uint8_t key_in[QC_AUTH_KEY], key_out[QC_AUTH_KEY]; /* with a secret: session keys */
     qc_net_join_fn *done;
     void *arg;
     qc_join *next;
@@ -193,9 +195,13 @@ struct qc_net {
     qc_conn *cur; /* the inbound connection whose callback is running */
     qc_join *joins;
     uint64_t rng;
-    int auth;                 /* a secret is set: frames are sealed and checked */
-    uint8_t key[QC_AUTH_KEY]; /* the cluster key derived from it */
-    double hello_timeout;     /* seconds */
+    int auth; /* a secret is set: frames are sealed and opened */
+    /* the cluster keys derived from the secret and, during a rotation, the
+     * previous one: a connection is taken under either, dialled under the
+     * first one the acceptor's challenge names */
+    uint8_t keys[2][QC_AUTH_KEY];
+    int n_keys;
+    double hello_timeout; /* seconds */
     int max_inbound, n_inbound;
     int max_unidentified, n_unidentified;
     struct {
@@ -363,7 +369,9 @@ static qc_conn *conn_new(qc_net *n, int fd, int outbound, net_peer *p)
 static void conn_free(qc_conn *c)
 {
     struct ev_loop *loop = c->net->loop;
-    qc_auth_wipe(c->key, sizeof c->key);
+    qc_auth_wipe(c->key_in, sizeof c->key_in);
+    qc_auth_wipe(c->key_out, sizeof c->key_out);
+    qc_auth_wipe(&c->kx, sizeof c->kx);
     ev_io_stop(loop, &c->rw);
     ev_io_stop(loop, &c->ww);
     ev_timer_stop(loop, &c->hello_timer);
@@ -406,7 +414,7 @@ static int conn_seal(qc_conn *c, size_t start)
 {
     if (!c->net->auth) return QC_OK;
     uint8_t dir = c->outbound ? QC_AUTH_DIR_DIALER : QC_AUTH_DIR_ACCEPTOR;
-    int rc = qc_auth_seal(&c->out, start, c->key, dir, c->seq_out);
+    int rc = qc_auth_seal(&c->out, start, QC_WIRE_HEADER, c->key_out, dir, c->seq_out);
     if (rc) {
         c->out.len = start;
         return rc;
@@ -744,35 +752,58 @@ static int frame_admit(qc_conn *c, uint8_t version, uint8_t type, uint32_t plen)
                          "an authenticated frame: it has a secret and this node has none"),
                -1;
     }
-    if (version != QC_WIRE_VERSION_AUTH)
+    if (version == QC_WIRE_VERSION_AUTH)
+        return auth_fail(c, WHY_OLD_VERSION,
+                         "a version-2 frame: it runs a QCluster from before encrypted links; "
+                         "upgrade it"),
+               -1;
+    if (version != QC_WIRE_VERSION_SEALED)
         return auth_fail(c, WHY_NO_SECRET_THERE,
                          "a frame without a tag: it has no secret (or runs an older version) "
                          "and this node has one"),
                -1;
-    if (!c->authed && (type != QC_FRAME_AUTH || plen != QC_WIRE_NONCE))
+    if (!c->authed && (type != QC_FRAME_AUTH || plen != QC_WIRE_KX))
         return auth_fail(c, WHY_PROTOCOL, "a frame before AUTH"), -1;
     if (c->authed && (type == QC_FRAME_AUTH || type == QC_FRAME_CHALLENGE))
         return auth_fail(c, WHY_PROTOCOL, "a second AUTH or a CHALLENGE"), -1;
     return 0;
 }
 
-/* Checks the tag after the frame at h (header, plen bytes of payload); the
- * AUTH frame first sets up the session key from its nonce and the challenge.
+/* The AUTH frame at h: the session keys from the dialer's public key, our
+ * ephemeral key pair (wiped now) and whichever cluster key opens the AUTH.
  * Returns -1 when c was closed. */
-static int frame_verify(qc_conn *c, const uint8_t *h, uint8_t type, uint32_t plen)
+static int frame_auth(qc_conn *c, uint8_t *h)
 {
     qc_net *n = c->net;
-    size_t len = QC_WIRE_HEADER + plen;
-    if (type == QC_FRAME_AUTH) qc_auth_session(n->key, c->nonce, h + QC_WIRE_HEADER, c->key);
-    if (qc_auth_verify(c->key, QC_AUTH_DIR_DIALER, c->seq_in, h, len, h + len)) {
-        if (!c->authed)
-            return auth_fail(c, WHY_OTHER_SECRET,
-                             "its AUTH does not verify: it has a different secret, or it "
-                             "replays another connection"),
-                   -1;
-        return auth_fail(c, WHY_BAD_TAG, "a frame with a bad tag (tampered, replayed or lost)"), -1;
+    size_t len = QC_WIRE_HEADER + QC_WIRE_KX;
+    uint8_t shared[QC_AUTH_SHARED];
+    int rc = qc_auth_kx_shared(0, &c->kx, h + QC_WIRE_HEADER, shared);
+    qc_auth_wipe(&c->kx, sizeof c->kx);
+    if (rc) return auth_fail(c, WHY_PROTOCOL, "its AUTH carries a bad public key"), -1;
+    for (int i = 0; i < n->n_keys && !c->authed; i++) {
+        qc_auth_session_keys(n->keys[i], shared, c->key_in, c->key_out);
+        if (qc_auth_open(c->key_in, QC_AUTH_DIR_DIALER, 0, len, h, len, h + len)) continue;
+        c->authed = 1;
+        if (i) qc_log(QC_LOG_DEBUG, "net", "%s authenticated with the previous secret", c->addr);
     }
-    c->authed = 1;
+    qc_auth_wipe(shared, sizeof shared);
+    if (!c->authed)
+        return auth_fail(c, WHY_OTHER_SECRET,
+                         "its AUTH does not verify: it has a different secret, or it "
+                         "replays another connection"),
+               -1;
+    c->seq_in = 1;
+    return 0;
+}
+
+/* Opens the frame at h (header, plen bytes of payload, MAC) in place; the
+ * AUTH frame first sets up the session keys. Returns -1 when c was closed. */
+static int frame_verify(qc_conn *c, uint8_t *h, uint8_t type, uint32_t plen)
+{
+    size_t len = QC_WIRE_HEADER + plen;
+    if (type == QC_FRAME_AUTH) return frame_auth(c, h);
+    if (qc_auth_open(c->key_in, QC_AUTH_DIR_DIALER, c->seq_in, QC_WIRE_HEADER, h, len, h + len))
+        return auth_fail(c, WHY_BAD_TAG, "a frame with a bad tag (tampered, replayed or lost)"), -1;
     c->seq_in++;
     return 0;
 }
@@ -781,9 +812,9 @@ static int frame_verify(qc_conn *c, const uint8_t *h, uint8_t type, uint32_t ple
 static int conn_frames(qc_conn *c)
 {
     qc_net *n = c->net;
-    size_t off = 0, tag = n->auth ? QC_WIRE_TAG : 0;
+    size_t off = 0, tag = n->auth ? QC_WIRE_MAC : 0;
     while (c->in.len - off >= QC_WIRE_HEADER) {
-        const uint8_t *h = c->in.data + off;
+        uint8_t *h = c->in.data + off;
         uint8_t version, type;
         uint32_t plen;
         int rc = qc_wire_header_v(h, &version, &type, &plen);
@@ -796,7 +827,9 @@ static int conn_frames(qc_conn *c)
         if (frame_admit(c, version, type, plen)) return -1;
         if (c->in.len - off - QC_WIRE_HEADER < plen + tag) break;
         if (n->auth && frame_verify(c, h, type, plen)) return -1;
-        if (qc_wire_check(h, h + QC_WIRE_HEADER, plen)) return bad_frame(c, "bad checksum"), -1;
+        /* a sealed frame has no CRC: its MAC checked more */
+        if (!n->auth && qc_wire_check(h, h + QC_WIRE_HEADER, plen))
+            return bad_frame(c, "bad checksum"), -1;
         off += QC_WIRE_HEADER + plen + tag;
         if (type == QC_FRAME_AUTH) continue;
         n->cur = c;
@@ -849,22 +882,93 @@ static void conn_read_inbound(qc_conn *c)
     conn_frames(c);
 }
 
-/* With a secret: the challenge at the start of c->in verified, so AUTH and
- * the hello go out, sealed, and the link is up. */
-static void conn_challenged(qc_conn *c)
+/* With a secret, the dialer's side of the handshake: checks the CHALLENGE at
+ * the start of buf (avail bytes) against each of n's cluster keys in turn,
+ * makes the session keys (key_out for the dialer's frames, key_in for the
+ * acceptor's) and appends the sealed AUTH to out. Returns the challenge's
+ * length, 0 while it is incomplete, or -1 with *reason and *why set. */
+static long challenge_answer(const qc_net *n, const uint8_t *buf, size_t avail, qc_buf *out,
+                             uint8_t key_out[QC_AUTH_KEY], uint8_t key_in[QC_AUTH_KEY], int *reason,
+                             const char **why)
+{
+    if (avail < QC_WIRE_HEADER) return 0;
+    uint8_t version, type;
+    uint32_t plen;
+    int rc = qc_wire_header_v(buf, &version, &type, &plen);
+    *reason = WHY_PROTOCOL;
+    *why = "it sent something else than a challenge";
+    if (!rc && version == QC_WIRE_VERSION_AUTH && type == QC_FRAME_CHALLENGE) {
+        *reason = WHY_OLD_VERSION;
+        *why = "a version-2 challenge: it runs a QCluster from before encrypted links; upgrade it";
+        return -1;
+    }
+    if (rc || version != QC_WIRE_VERSION_SEALED || type != QC_FRAME_CHALLENGE ||
+        (plen != QC_WIRE_KX + QC_WIRE_TAG && plen != QC_WIRE_KX + 2 * QC_WIRE_TAG))
+        return -1;
+    if (avail < QC_WIRE_HEADER + plen) return 0;
+    const uint8_t *pk_a = buf + QC_WIRE_HEADER, *tags = pk_a + QC_WIRE_KX;
+    int found = -1;
+    for (int k = 0; k < n->n_keys && found < 0; k++)
+        for (uint32_t t = 0; t < (plen - QC_WIRE_KX) / QC_WIRE_TAG && found < 0; t++)
+            if (!qc_auth_check_tag(n->keys[k], QC_AUTH_DIR_CHALLENGE, 0, pk_a, QC_WIRE_KX,
+                                   tags + t * QC_WIRE_TAG))
+                found = k;
+    *reason = WHY_OTHER_SECRET;
+    *why = "its challenge does not verify: it has a different secret";
+    if (found < 0) return -1;
+    qc_auth_kx kx;
+    uint8_t shared[QC_AUTH_SHARED];
+    qc_auth_kx_keypair(&kx);
+    rc = qc_auth_kx_shared(1, &kx, pk_a, shared);
+    if (!rc) qc_auth_session_keys(n->keys[found], shared, key_out, key_in);
+    qc_auth_wipe(shared, sizeof shared);
+    size_t start = out->len;
+    if (!rc) rc = qc_wire_encode_frame(QC_FRAME_AUTH, kx.pk, QC_WIRE_KX, out);
+    qc_auth_wipe(&kx, sizeof kx);
+    if (!rc)
+        rc = qc_auth_seal(out, start, QC_WIRE_HEADER + QC_WIRE_KX, key_out, QC_AUTH_DIR_DIALER, 0);
+    if (rc == QC_ECORRUPT) {
+        *reason = WHY_PROTOCOL;
+        *why = "its challenge carries a bad public key";
+    } else if (rc) {
+        *reason = WHY_PROTOCOL;
+        *why = "out of memory answering it";
+    }
+    if (rc) {
+        out->len = start;
+        return -1;
+    }
+    if (found) qc_log(QC_LOG_DEBUG, "net", "challenge verified with the previous secret");
+    return (long)(QC_WIRE_HEADER + plen);
+}
+
+/* With a secret: looks for the acceptor's CHALLENGE, the only frame it ever
+ * sends on a peer connection; once it verified, AUTH and the hello go out,
+ * sealed, and the link is up. */
+static void conn_check_challenge(qc_conn *c)
 {
     qc_net *n = c->net;
     net_peer *p = c->peer;
-    const uint8_t *h = c->in.data;
-    uint8_t nonce_d[QC_WIRE_NONCE];
-    qc_auth_random(nonce_d, sizeof nonce_d);
-    qc_auth_session(n->key, h + QC_WIRE_HEADER, nonce_d, c->key);
-    c->in.len = 0;
+    int reason;
+    const char *why;
     size_t start = c->out.len;
-    int rc = qc_wire_encode_frame(QC_FRAME_AUTH, nonce_d, sizeof nonce_d, &c->out);
-    if (!rc) rc = conn_seal(c, start);
+    long k =
+        challenge_answer(n, c->in.data, c->in.len, &c->out, c->key_out, c->key_in, &reason, &why);
+    if (k == 0) return;
+    if (k > 0 && c->in.len > (size_t)k) {
+        reason = WHY_PROTOCOL;
+        why = "it sent more than a challenge";
+        k = -1;
+    }
+    if (k < 0) {
+        c->out.len = start;
+        auth_fail(c, reason, why);
+        return;
+    }
+    c->in.len = 0;
+    c->seq_out = 1;
     start = c->out.len;
-    if (!rc) rc = qc_buf_append(&c->out, n->hello.data, n->hello.len);
+    int rc = qc_buf_append(&c->out, n->hello.data, n->hello.len);
     if (!rc) rc = conn_seal(c, start);
     if (rc) {
         qc_log(QC_LOG_ERROR, "net", "out of memory connecting to %s", p->identifier);
@@ -877,34 +981,6 @@ static void conn_challenged(qc_conn *c)
     ev_io_start(n->loop, &c->ww); /* AUTH and the hello go out when writable */
     qc_log(QC_LOG_DEBUG, "net", "challenge from %s verified", p->identifier);
     link_report(p, 1);
-}
-
-/* With a secret: looks for the acceptor's CHALLENGE, the only frame it ever
- * sends on a peer connection. */
-static void conn_check_challenge(qc_conn *c)
-{
-    qc_net *n = c->net;
-    if (c->in.len < QC_WIRE_HEADER) return;
-    const uint8_t *h = c->in.data;
-    uint8_t version, type;
-    uint32_t plen;
-    int rc = qc_wire_header_v(h, &version, &type, &plen);
-    if (rc || version != QC_WIRE_VERSION_AUTH || type != QC_FRAME_CHALLENGE ||
-        plen != QC_WIRE_NONCE) {
-        auth_fail(c, WHY_PROTOCOL, "it sent something else than a challenge");
-        return;
-    }
-    size_t len = QC_WIRE_HEADER + QC_WIRE_NONCE;
-    if (c->in.len < len + QC_WIRE_TAG) return;
-    if (c->in.len > len + QC_WIRE_TAG) {
-        auth_fail(c, WHY_PROTOCOL, "it sent more than a challenge");
-        return;
-    }
-    if (qc_auth_verify(n->key, QC_AUTH_DIR_CHALLENGE, 0, h, len, h + len)) {
-        auth_fail(c, WHY_OTHER_SECRET, "its challenge does not verify: it has a different secret");
-        return;
-    }
-    conn_challenged(c);
 }
 
 /* With a secret: the acceptor sends one challenge and nothing after it. */
@@ -931,7 +1007,8 @@ static void conn_read_challenge(qc_conn *c)
 static int looks_like_challenge(const uint8_t *buf, size_t k)
 {
     return k >= 4 && buf[0] == QC_WIRE_MAGIC0 && buf[1] == QC_WIRE_MAGIC1 &&
-           buf[2] == QC_WIRE_VERSION_AUTH && buf[3] == QC_FRAME_CHALLENGE;
+           (buf[2] == QC_WIRE_VERSION_AUTH || buf[2] == QC_WIRE_VERSION_SEALED) &&
+           buf[3] == QC_FRAME_CHALLENGE;
 }
 
 /* Peers never send on our outbound connection but, with a secret, its
@@ -1208,7 +1285,8 @@ static void join_stop(qc_join *j)
 static void join_free(qc_join *j)
 {
     join_stop(j);
-    qc_auth_wipe(j->key, sizeof j->key);
+    qc_auth_wipe(j->key_in, sizeof j->key_in);
+    qc_auth_wipe(j->key_out, sizeof j->key_out);
     qc_buf_free(&j->in);
     qc_buf_free(&j->out);
     free(j->host);
@@ -1232,7 +1310,8 @@ static void join_finish(qc_join *j, int rc, const uint8_t *answer, size_t len)
     /* done may start joins or free n: j is out of their reach, and is not
      * touched through n afterwards */
     j->done(j->arg, rc, answer, len);
-    qc_auth_wipe(j->key, sizeof j->key);
+    qc_auth_wipe(j->key_in, sizeof j->key_in);
+    qc_auth_wipe(j->key_out, sizeof j->key_out);
     qc_buf_free(&j->in);
     qc_buf_free(&j->out);
     free(j->host);
@@ -1337,28 +1416,20 @@ static void join_bad(qc_join *j, int auth, const char *why)
  * the challenge is incomplete or when it was answered. */
 static int join_challenge(qc_join *j)
 {
-    qc_net *n = j->net;
-    if (j->in.len < QC_WIRE_HEADER) return 0;
-    const uint8_t *h = j->in.data;
-    uint8_t version, type;
-    uint32_t plen;
-    int rc = qc_wire_header_v(h, &version, &type, &plen);
-    if (rc || version != QC_WIRE_VERSION_AUTH || type != QC_FRAME_CHALLENGE ||
-        plen != QC_WIRE_NONCE)
-        return join_bad(j, 1, "no challenge: does the member run without a secret?"), -1;
-    size_t len = QC_WIRE_HEADER + QC_WIRE_NONCE;
-    if (j->in.len < len + QC_WIRE_TAG) return 0;
-    if (qc_auth_verify(n->key, QC_AUTH_DIR_CHALLENGE, 0, h, len, h + len))
-        return join_bad(j, 1, "its challenge does not verify: it has a different secret"), -1;
-    uint8_t nonce_d[QC_WIRE_NONCE];
-    qc_auth_random(nonce_d, sizeof nonce_d);
-    qc_auth_session(n->key, h + QC_WIRE_HEADER, nonce_d, j->key);
     qc_buf out = {0};
-    rc = qc_wire_encode_frame(QC_FRAME_AUTH, nonce_d, sizeof nonce_d, &out);
-    if (!rc) rc = qc_auth_seal(&out, 0, j->key, QC_AUTH_DIR_DIALER, 0);
+    int reason;
+    const char *why;
+    long k =
+        challenge_answer(j->net, j->in.data, j->in.len, &out, j->key_out, j->key_in, &reason, &why);
+    if (k == 0) return 0;
+    if (k < 0) {
+        if (reason == WHY_PROTOCOL && strcmp(why, "it sent something else than a challenge") == 0)
+            why = "no challenge: does the member run without a secret?";
+        return join_bad(j, 1, why), -1;
+    }
     size_t start = out.len;
-    if (!rc) rc = qc_buf_append(&out, j->out.data, j->out.len);
-    if (!rc) rc = qc_auth_seal(&out, start, j->key, QC_AUTH_DIR_DIALER, 1);
+    int rc = qc_buf_append(&out, j->out.data, j->out.len);
+    if (!rc) rc = qc_auth_seal(&out, start, QC_WIRE_HEADER, j->key_out, QC_AUTH_DIR_DIALER, 1);
     if (rc) {
         qc_buf_free(&out);
         qc_log(QC_LOG_ERROR, "net", "out of memory joining through %s:%d", j->host, j->port);
@@ -1368,8 +1439,8 @@ static int join_challenge(qc_join *j)
     qc_buf_free(&j->out);
     j->out = out;
     j->out_off = 0;
-    j->in.len -= len + QC_WIRE_TAG;
-    memmove(j->in.data, j->in.data + len + QC_WIRE_TAG, j->in.len);
+    j->in.len -= (size_t)k;
+    memmove(j->in.data, j->in.data + k, j->in.len);
     j->awaiting = 0;
     return join_flush(j);
 }
@@ -1382,7 +1453,7 @@ static const char *join_header_problem(const qc_join *j, const uint8_t *h, uint3
     int secret = j->net->auth;
     uint8_t version, type;
     int rc = qc_wire_header_v(h, &version, &type, plen);
-    *auth = !rc && version != (secret ? QC_WIRE_VERSION_AUTH : QC_WIRE_VERSION);
+    *auth = !rc && version != (secret ? QC_WIRE_VERSION_SEALED : QC_WIRE_VERSION);
     if (*auth && type == QC_FRAME_CHALLENGE)
         return "it sent a challenge: it has a secret and this node has none";
     if (*auth) return secret ? "an answer without a tag" : "an authenticated answer";
@@ -1395,7 +1466,7 @@ static const char *join_header_problem(const qc_join *j, const uint8_t *h, uint3
 static void join_answer(qc_join *j)
 {
     if (j->in.len < QC_WIRE_HEADER) return;
-    const uint8_t *h = j->in.data;
+    uint8_t *h = j->in.data;
     uint32_t plen;
     int auth;
     const char *why = join_header_problem(j, h, &plen, &auth);
@@ -1403,12 +1474,12 @@ static void join_answer(qc_join *j)
         join_bad(j, auth, why);
         return;
     }
-    size_t tag = j->net->auth ? QC_WIRE_TAG : 0;
+    size_t tag = j->net->auth ? QC_WIRE_MAC : 0;
     if (j->in.len - QC_WIRE_HEADER < plen + tag) return;
     size_t len = QC_WIRE_HEADER + plen;
-    if (tag && qc_auth_verify(j->key, QC_AUTH_DIR_ACCEPTOR, 0, h, len, h + len))
+    if (tag && qc_auth_open(j->key_in, QC_AUTH_DIR_ACCEPTOR, 0, QC_WIRE_HEADER, h, len, h + len))
         join_bad(j, 1, "an answer with a bad tag");
-    else if (qc_wire_check(h, h + QC_WIRE_HEADER, plen))
+    else if (!tag && qc_wire_check(h, h + QC_WIRE_HEADER, plen))
         join_bad(j, 0, "bad checksum");
     else
         join_finish(j, QC_OK, h + QC_WIRE_HEADER, plen);
@@ -1491,15 +1562,25 @@ static void on_hello_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     conn_close(c);
 }
 
-/* Sends a new inbound connection its CHALLENGE; QC_OK or an error (c is
- * left to the caller to close). */
+/* Sends a new inbound connection its CHALLENGE: a fresh ephemeral public
+ * key and its tag under each cluster key; QC_OK or an error (c is left to
+ * the caller to close). */
 static int conn_challenge(qc_conn *c)
 {
     qc_net *n = c->net;
-    qc_auth_random(c->nonce, sizeof c->nonce);
-    int rc = qc_wire_encode_frame(QC_FRAME_CHALLENGE, c->nonce, sizeof c->nonce, &c->out);
-    if (!rc) rc = qc_auth_seal(&c->out, 0, n->key, QC_AUTH_DIR_CHALLENGE, 0);
-    if (!rc) rc = conn_flush(c);
+    uint8_t p[QC_WIRE_KX + 2 * QC_WIRE_TAG];
+    qc_auth_kx_keypair(&c->kx);
+    memcpy(p, c->kx.pk, QC_WIRE_KX);
+    for (int i = 0; i < n->n_keys; i++)
+        qc_auth_tag(n->keys[i], QC_AUTH_DIR_CHALLENGE, 0, c->kx.pk, QC_WIRE_KX,
+                    p + QC_WIRE_KX + (size_t)i * QC_WIRE_TAG);
+    size_t plen = QC_WIRE_KX + (size_t)n->n_keys * QC_WIRE_TAG;
+    int rc = qc_wire_encode_frame(QC_FRAME_CHALLENGE, p, plen, &c->out);
+    if (!rc) {
+        c->out.data[2] = QC_WIRE_VERSION_SEALED;
+        memset(c->out.data + 8, 0, 4); /* no CRC in version 3 */
+        rc = conn_flush(c);
+    }
     return rc;
 }
 
@@ -1783,12 +1864,17 @@ int qc_net_new(struct ev_loop *loop, const qc_net_config *cfg, const qc_net_call
     if ((cfg->secret && !cfg->secret[0]) || cfg->max_inbound < 0 || cfg->hello_timeout_ms < 0 ||
         cfg->max_unidentified < 0)
         return QC_EINVAL;
+    if (cfg->secret_previous && (!cfg->secret || !cfg->secret_previous[0])) return QC_EINVAL;
     if (cfg->secret && qc_auth_init()) return QC_EIO;
     qc_net *n = calloc(1, sizeof *n);
     if (!n) return QC_ENOMEM;
     if (cfg->secret) {
         n->auth = 1;
-        qc_auth_derive(cfg->secret, strlen(cfg->secret), n->key);
+        qc_auth_derive(cfg->secret, strlen(cfg->secret), n->keys[n->n_keys++]);
+    }
+    if (cfg->secret_previous && strcmp(cfg->secret_previous, cfg->secret) != 0) {
+        const char *old = cfg->secret_previous;
+        qc_auth_derive(old, strlen(old), n->keys[n->n_keys++]);
     }
     n->hello_timeout = cfg->hello_timeout_ms ? cfg->hello_timeout_ms / 1000.0 : NET_HELLO_TIMEOUT;
     n->max_inbound = cfg->max_inbound ? cfg->max_inbound : NET_MAX_INBOUND;
@@ -1850,7 +1936,7 @@ void qc_net_free(qc_net *n)
     }
     qc_buf_free(&n->hello);
     free(n->identifier);
-    qc_auth_wipe(n->key, sizeof n->key);
+    qc_auth_wipe(n->keys, sizeof n->keys);
     free(n);
 }
 

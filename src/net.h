@@ -4,13 +4,18 @@
  * It frames and counts bytes; it never interprets consensus.
  *
  * With a secret, every connection (peer links and joins alike) opens with
- * the challenge described in wire.h and every frame carries a tag bound to
- * the connection, so that frames from a node with another secret or none,
- * tampered frames and replayed frames or connections are refused: closed,
- * counted in qcluster_bad_frames_total and qcluster_auth_failures_total,
- * and logged once per peer or host. The link to a peer is up only once its
- * challenge verified. Without a secret the wire format is version 1 and no
- * challenge is sent; a node with a secret and one without never link.
+ * the handshake described in wire.h (ephemeral X25519 keys, tagged and
+ * mixed with the cluster key) and every frame after it is encrypted and
+ * authenticated under keys of that connection alone, so that frames from a
+ * node with another secret or none, tampered frames and replayed frames or
+ * connections are refused: closed, counted in qcluster_bad_frames_total and
+ * qcluster_auth_failures_total, and logged once per peer or host; and so
+ * that recorded traffic stays unreadable even to a later holder of the
+ * secret. With a previous secret too, connections under either are taken,
+ * and a dial uses the first of the two that the acceptor's challenge names.
+ * The link to a peer is up only once its challenge verified. Without a
+ * secret the wire format is version 1 and no challenge is sent; a node with
+ * a secret and one without never link.
  *
  * Limits: at most max_inbound inbound connections at once, and at most
  * max_unidentified of them not identified yet (no hello from a known peer,
@@ -77,6 +82,9 @@ typedef struct qc_net_config {
     /* The shared cluster secret (non-empty), or NULL for none. Only a key
      * derived from it is kept; the caller still owns and wipes the text. */
     const char *secret;
+    /* The secret a rotation moves away from, or NULL: taken alongside
+     * secret (never without it); the same as secret is as none. */
+    const char *secret_previous;
     int max_inbound;      /* inbound connections open at once; 0: 256 */
     int max_unidentified; /* of those, not identified yet; 0: 32 */
     int hello_timeout_ms; /* the handshake limit of a connection; 0: 2000 */

@@ -284,9 +284,13 @@ int qc_wire_header_v(const uint8_t *buf, uint8_t *version, uint8_t *type, uint32
 {
     if (buf[0] != QC_WIRE_MAGIC0 || buf[1] != QC_WIRE_MAGIC1) return QC_EINVAL;
     uint8_t v = buf[2], t = buf[3];
-    if (v != QC_WIRE_VERSION && v != QC_WIRE_VERSION_AUTH) return QC_EINVAL;
+    if (v != QC_WIRE_VERSION && v != QC_WIRE_VERSION_AUTH && v != QC_WIRE_VERSION_SEALED)
+        return QC_EINVAL;
     uint8_t max = v == QC_WIRE_VERSION ? QC_FRAME_JOIN : QC_FRAME_AUTH;
     if ((t < QC_FRAME_HELLO || t > max) && t != QC_FRAME_HEALTH) return QC_EINVAL;
+    /* version 3 has no CRC (its MAC checks more): the field is 0, so that no
+     * byte of a CHALLENGE, which only its key's tag covers, goes unchecked */
+    if (v == QC_WIRE_VERSION_SEALED && get_u32_at(buf + 8) != 0) return QC_EINVAL;
     uint32_t len = get_u32_at(buf + 4);
     if (len > QC_WIRE_MAX_PAYLOAD) return QC_ETOOBIG;
     *version = v;

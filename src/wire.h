@@ -4,21 +4,32 @@
  * no sockets, no allocation beyond what the caller frees.
  *
  * Without a secret every frame is version 1: header and payload, nothing
- * more. With a secret (src/auth.h) every frame is version 2: the same
- * 12-byte header (version byte 2) and payload, then a QC_WIRE_TAG-byte tag,
- * keyed BLAKE2b over (direction, sequence number, header, payload). A
- * connection then opens so:
- *   acceptor -> dialer: CHALLENGE, payload a fresh random nonce (N_a),
- *                       tagged under the cluster key (direction 'C', seq 0)
- *   dialer -> acceptor: AUTH, payload the dialer's own nonce (N_d), tagged
- *                       under the session key K = H(cluster key; N_a, N_d)
- *                       as direction 'D' seq 0; then its frames as today
- *                       (HELLO, RAFT, ... or one JOIN), seq 1, 2, ...
- *   acceptor -> dialer: the JOIN answer, if any, direction 'A' seq 0.
- * Sequence numbers are counted by both sides, never sent. A frame whose tag
- * does not verify (other secret, tampered, replayed, reordered, or from
- * another connection) closes the connection. Version 1 and version 2 never
- * mix: a node with a secret and one without never talk. */
+ * more. With a secret (src/auth.h) every frame after the handshake is
+ * version 3, sealed: the same 12-byte header (version byte 3, CRC field 0)
+ * in clear as associated data, the payload encrypted with
+ * XChaCha20-Poly1305-IETF under a key of the connection and the direction
+ * and a sequence number both sides count (never sent) as nonce, then a
+ * QC_WIRE_MAC-byte MAC. A connection opens so:
+ *   acceptor -> dialer: CHALLENGE (version 3), payload its ephemeral X25519
+ *                       public key pk_a, then one QC_WIRE_TAG-byte tag of
+ *                       pk_a per cluster key it takes (the current secret's,
+ *                       then the previous one's): keyed BLAKE2b, 'C', seq 0
+ *   dialer -> acceptor: AUTH, payload its own ephemeral public key pk_d, in
+ *                       clear but sealed whole (all of it associated data,
+ *                       nothing encrypted) as direction 'D' seq 0 under the
+ *                       session key of the dialer's frames: crypto_kx of the
+ *                       two key pairs, mixed with the cluster key whose tag
+ *                       the dialer verified (auth.h); the acceptor finds
+ *                       which of its keys by trying each. Then the dialer's
+ *                       frames (HELLO, RAFT, ... or one JOIN), seq 1, 2, ...
+ *   acceptor -> dialer: the JOIN answer, if any, under the acceptor's
+ *                       session key, direction 'A' seq 0.
+ * Both sides wipe their ephemeral secret keys as soon as the session keys
+ * are made. A frame that does not open (other secret, tampered, replayed,
+ * reordered, or from another connection) closes the connection. Version 2
+ * (authenticated frames in clear, before encryption) is recognized only to
+ * say so. Versions never mix: a node with a secret and one without never
+ * talk. */
 #ifndef QC_WIRE_H
 #define QC_WIRE_H
 
@@ -30,10 +41,12 @@
 #define QC_WIRE_MAGIC0 'Q'
 #define QC_WIRE_MAGIC1 'C'
 #define QC_WIRE_VERSION 1
-#define QC_WIRE_VERSION_AUTH 2 /* a frame followed by its tag */
+#define QC_WIRE_VERSION_AUTH 2   /* older nodes' tagged frames: recognized, refused */
+#define QC_WIRE_VERSION_SEALED 3 /* an encrypted frame followed by its MAC */
 #define QC_WIRE_HEADER 12
-#define QC_WIRE_TAG 32                 /* bytes of tag after the payload of a version-2 frame */
-#define QC_WIRE_NONCE 32               /* the payload of CHALLENGE and AUTH */
+#define QC_WIRE_TAG 32                 /* bytes of a CHALLENGE's tag (a version-2 frame's) */
+#define QC_WIRE_MAC 16                 /* bytes of MAC after a version-3 frame */
+#define QC_WIRE_KX 32                  /* an ephemeral X25519 public key */
 #define QC_WIRE_MAX_PAYLOAD (8u << 20) /* 8 MiB: the frame size limit */
 /* A raft message larger than QC_WIRE_PART_MAX (a big snapshot, say) travels
  * as a run of PART frames of at most that much of its payload each, the last
@@ -50,7 +63,7 @@
  * change (the agent's payload). JOIN: a node that is not a member yet asks
  * a member to let it in, on a connection of its own; the member answers
  * with one JOIN frame on that same connection. CHALLENGE and AUTH open a
- * connection with a secret (above); they exist in version 2 only. HEALTH:
+ * connection with a secret (above); they exist in versions 2 and 3 only. HEALTH:
  * a node tells a peer its health (README "Health checks"), so that every
  * node knows every member's health without a log entry per flap. */
 enum {
@@ -134,9 +147,10 @@ int qc_wire_encode_frame(uint8_t type, const void *payload, size_t len, qc_buf *
  * *payload_len when valid (types HELLO to JOIN, and HEALTH); QC_EINVAL (bad
  * magic/version/type), QC_ETOOBIG (length). */
 int qc_wire_header(const uint8_t *buf, uint8_t *type, uint32_t *payload_len);
-/* As qc_wire_header, for either version: *version is QC_WIRE_VERSION (types
- * HELLO to JOIN, and HEALTH) or QC_WIRE_VERSION_AUTH (HELLO to HEALTH). The tag of a
- * version-2 frame is not part of *payload_len. */
+/* As qc_wire_header, for any version: *version is QC_WIRE_VERSION (types
+ * HELLO to JOIN, and HEALTH), QC_WIRE_VERSION_AUTH or QC_WIRE_VERSION_SEALED
+ * (HELLO to HEALTH). The tag or MAC after the payload is not part of
+ * *payload_len. */
 int qc_wire_header_v(const uint8_t *buf, uint8_t *version, uint8_t *type, uint32_t *payload_len);
 /* Checks the payload's CRC against the header; 0 or QC_ECORRUPT. */
 int qc_wire_check(const uint8_t *header, const uint8_t *payload, uint32_t len);

@@ -1,8 +1,8 @@
 /* Test-only Lua module over the wire codec (src/wire.c) and frame sealing
  * (src/auth.c): encode a message or hello table to a frame string, decode
  * frames or bare payloads back to tables (nil plus an error on malformed
- * input), derive keys and seal or verify version-2 frames, so that specs can
- * speak the authenticated protocol by hand. It must never be linked into the
+ * input), derive keys, make key exchanges, and seal or open version-3
+ * frames, so that specs can speak the encrypted protocol by hand. It must never be linked into the
  * agent, and holds no state between calls. */
 #include <lauxlib.h>
 #include <lua.h>
@@ -330,22 +330,57 @@ static int l_key(lua_State *L)
     return 1;
 }
 
-/* session(key, nonce_a, nonce_d): a connection's session key. */
-static int l_session(lua_State *L)
+/* tag(key, dir, seq, data): a CHALLENGE's tag of data. */
+static int l_tag(lua_State *L)
 {
     const uint8_t *key = check_key(L, 1);
-    size_t la, ld;
-    const char *na = luaL_checklstring(L, 2, &la);
-    const char *nd = luaL_checklstring(L, 3, &ld);
-    if (la != QC_WIRE_NONCE || ld != QC_WIRE_NONCE)
-        return luaL_error(L, "a nonce is %d bytes", QC_WIRE_NONCE);
-    uint8_t out[QC_AUTH_KEY];
-    qc_auth_session(key, (const uint8_t *)na, (const uint8_t *)nd, out);
-    lua_pushlstring(L, (const char *)out, sizeof out);
+    uint8_t dir = check_dir(L, 2);
+    uint64_t seq = (uint64_t)luaL_checkinteger(L, 3);
+    size_t len;
+    const char *d = luaL_checklstring(L, 4, &len);
+    uint8_t tag[QC_WIRE_TAG];
+    qc_auth_tag(key, dir, seq, (const uint8_t *)d, len, tag);
+    lua_pushlstring(L, (const char *)tag, sizeof tag);
     return 1;
 }
 
-/* seal(frame, key, dir, seq): the version-2 form of a whole version-1 frame. */
+/* kx_keypair(): a fresh ephemeral key pair, public then secret. */
+static int l_kx_keypair(lua_State *L)
+{
+    if (qc_auth_init()) return luaL_error(L, "sodium_init failed");
+    qc_auth_kx kx;
+    qc_auth_kx_keypair(&kx);
+    lua_pushlstring(L, (const char *)kx.pk, sizeof kx.pk);
+    lua_pushlstring(L, (const char *)kx.sk, sizeof kx.sk);
+    return 2;
+}
+
+/* session(key, dialer, pk, sk, peer_pk): the session keys of a connection,
+ * the dialer's frames' then the acceptor's; nil and an error for a bad
+ * public key. */
+static int l_session(lua_State *L)
+{
+    const uint8_t *key = check_key(L, 1);
+    int dialer = lua_toboolean(L, 2);
+    qc_auth_kx kx;
+    size_t lp, ls, lq;
+    const char *pk = luaL_checklstring(L, 3, &lp), *sk = luaL_checklstring(L, 4, &ls);
+    const char *peer = luaL_checklstring(L, 5, &lq);
+    if (lp != QC_WIRE_KX || ls != QC_WIRE_KX || lq != QC_WIRE_KX)
+        return luaL_error(L, "a kx key is %d bytes", QC_WIRE_KX);
+    memcpy(kx.pk, pk, QC_WIRE_KX);
+    memcpy(kx.sk, sk, QC_WIRE_KX);
+    uint8_t shared[QC_AUTH_SHARED], kd[QC_AUTH_KEY], ka[QC_AUTH_KEY];
+    int rc = qc_auth_kx_shared(dialer, &kx, (const uint8_t *)peer, shared);
+    if (rc) return push_error(L, "kx", rc);
+    qc_auth_session_keys(key, shared, kd, ka);
+    lua_pushlstring(L, (const char *)kd, sizeof kd);
+    lua_pushlstring(L, (const char *)ka, sizeof ka);
+    return 2;
+}
+
+/* seal(frame, key, dir, seq [, ad]): the version-3 form of a whole version-1
+ * frame (ad: the bytes in clear, the header by default). */
 static int l_seal(lua_State *L)
 {
     size_t len;
@@ -353,32 +388,41 @@ static int l_seal(lua_State *L)
     const uint8_t *key = check_key(L, 2);
     uint8_t dir = check_dir(L, 3);
     uint64_t seq = (uint64_t)luaL_checkinteger(L, 4);
+    size_t ad = (size_t)luaL_optinteger(L, 5, QC_WIRE_HEADER);
     qc_buf b = {0};
     int rc = qc_buf_append(&b, f, len);
-    if (!rc) rc = qc_auth_seal(&b, 0, key, dir, seq);
+    if (!rc) rc = qc_auth_seal(&b, 0, ad, key, dir, seq);
     return push_buf(L, &b, rc);
 }
 
-/* verify(frame, key, dir, seq): true when frame is one whole version-2 frame
- * whose tag is right for (dir, seq) under key; else nil and an error. */
-static int l_verify(lua_State *L)
+/* open(frame, key, dir, seq [, ad]): the header and decrypted payload of
+ * one whole version-3 frame sealed for (dir, seq) under key; else nil and
+ * an error. */
+static int l_open(lua_State *L)
 {
     size_t len;
     const uint8_t *f = (const uint8_t *)luaL_checklstring(L, 1, &len);
     const uint8_t *key = check_key(L, 2);
     uint8_t dir = check_dir(L, 3);
     uint64_t seq = (uint64_t)luaL_checkinteger(L, 4);
-    if (len < QC_WIRE_HEADER + QC_WIRE_TAG) return push_error(L, "length", QC_EINVAL);
+    size_t ad = (size_t)luaL_optinteger(L, 5, QC_WIRE_HEADER);
+    if (len < QC_WIRE_HEADER + QC_WIRE_MAC) return push_error(L, "length", QC_EINVAL);
     uint8_t version, type;
     uint32_t plen;
     int rc = qc_wire_header_v(f, &version, &type, &plen);
     if (rc) return push_error(L, "header", rc);
-    if (version != QC_WIRE_VERSION_AUTH) return push_error(L, "version", QC_EINVAL);
-    if (len != QC_WIRE_HEADER + plen + QC_WIRE_TAG) return push_error(L, "length", QC_EINVAL);
-    rc = qc_auth_verify(key, dir, seq, f, QC_WIRE_HEADER + plen, f + QC_WIRE_HEADER + plen);
-    if (rc) return push_error(L, "tag", rc);
-    lua_pushboolean(L, 1);
-    return 1;
+    if (version != QC_WIRE_VERSION_SEALED) return push_error(L, "version", QC_EINVAL);
+    if (len != QC_WIRE_HEADER + plen + QC_WIRE_MAC) return push_error(L, "length", QC_EINVAL);
+    qc_buf b = {0};
+    rc = qc_buf_append(&b, f, len);
+    if (!rc)
+        rc = qc_auth_open(key, dir, seq, ad, b.data, len - QC_WIRE_MAC, b.data + len - QC_WIRE_MAC);
+    if (rc) {
+        qc_buf_free(&b);
+        return push_error(L, "mac", rc);
+    }
+    b.len -= QC_WIRE_MAC;
+    return push_buf(L, &b, QC_OK);
 }
 
 static int l_crc32c(lua_State *L)
@@ -408,8 +452,10 @@ int luaopen_qcwire(lua_State *L)
         {"header_v", l_header_v},
         {"key", l_key},
         {"session", l_session},
+        {"tag", l_tag},
+        {"kx_keypair", l_kx_keypair},
         {"seal", l_seal},
-        {"verify", l_verify},
+        {"open", l_open},
         {"health_encode", l_health_encode},
         {"health_decode", l_health_decode},
         {NULL, NULL},
@@ -423,9 +469,13 @@ int luaopen_qcwire(lua_State *L)
     lua_setfield(L, -2, "MSG_TYPE_MAX");
     lua_pushinteger(L, QC_WIRE_TAG);
     lua_setfield(L, -2, "TAG");
-    lua_pushinteger(L, QC_WIRE_NONCE);
-    lua_setfield(L, -2, "NONCE");
+    lua_pushinteger(L, QC_WIRE_MAC);
+    lua_setfield(L, -2, "MAC");
+    lua_pushinteger(L, QC_WIRE_KX);
+    lua_setfield(L, -2, "KX");
     lua_pushinteger(L, QC_WIRE_VERSION_AUTH);
     lua_setfield(L, -2, "VERSION_AUTH");
+    lua_pushinteger(L, QC_WIRE_VERSION_SEALED);
+    lua_setfield(L, -2, "VERSION_SEALED");
     return 1;
 }

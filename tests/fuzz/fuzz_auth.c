@@ -1,20 +1,21 @@
-/* libFuzzer target: the authenticated (version-2) cluster transport. Each
+/* libFuzzer target: the encrypted (version-3) cluster transport. Each
  * input runs a fresh qc_net with a secret against a harness that knows the
  * secret (it seals and checks through src/auth.c) and plays the other node,
  * honest or not. First byte, flags; bit 0 and bit 4 pick the mode:
  *  1. (bit 0 clear, bit 4 clear) a stranger without the key dials in: the
  *     harness reads the CHALLENGE of an inbound connection (one end of a
  *     socketpair, qc_net_adopt) and writes the rest of the input as it is.
- *  2. (bit 0 set) a dialer with the key: it answers with an AUTH (its nonce
- *     fixed, or from the input with bit 4) and sends frames built from the
+ *  2. (bit 0 set) a dialer with the key: it answers with an AUTH (its
+ *     ephemeral key pair from a fixed seed, or from the input's with bit 4)
+ *     and sends frames built from the
  *     input, one op each (op byte: bits 0-2 kind, 3-4 variant, 5-7
  *     mutation): a hello from the peer or from anyone, a raft message whole
  *     or in PART frames, FORWARD / READ_INDEX / MEMBER, JOIN, any type with
  *     any payload, or raw unsealed bytes, each sealed with the session key,
  *     direction and sequence number a dialer uses unless its mutation flips
  *     a bit of its body, tag or header, replays an earlier frame, seals it
- *     with another sequence number, direction or key (or a wrong CRC under a
- *     good tag), or holds it back behind the next. Bit 5: the agent removes
+ *     with another sequence number, direction or key (another connection's,
+ *     the cluster's, the acceptor's), or holds it back behind the next. Bit 5: the agent removes
  *     the peer at its first FORWARD / READ_INDEX / MEMBER; bit 6: a second
  *     connection replays every byte of the first; bit 7: no joins taken.
  *  3. (bit 0 clear, bit 4 set, bit 5 clear) the net dials its peer, a TCP
@@ -42,6 +43,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sodium.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -63,7 +65,9 @@
 #define MAX_EVENTS 128
 #define MAX_SPINS 64
 #define MUST_WITHIN 5.0 /* seconds for what must happen (the loopback under load) */
-#define HANDSHAKE_LEN (QC_WIRE_HEADER + QC_WIRE_NONCE + QC_WIRE_TAG) /* a CHALLENGE, an AUTH */
+#define CHALLENGE_LEN (QC_WIRE_HEADER + QC_WIRE_KX + QC_WIRE_TAG) /* one cluster key */
+#define AUTH_AD (QC_WIRE_HEADER + QC_WIRE_KX)                     /* AUTH: all of it in clear */
+#define AUTH_LEN (AUTH_AD + QC_WIRE_MAC)
 #define M_BAD "qcluster_bad_frames_total"
 #define M_AUTH "qcluster_auth_failures_total"
 
@@ -86,13 +90,13 @@ typedef struct events {
 
 /* One frame as it went out on the wire. */
 typedef struct wframe {
-    qc_buf bytes; /* header, payload, tag */
+    qc_buf bytes; /* header, payload, MAC */
+    qc_buf plain; /* its payload before sealing (none for raw bytes) */
     uint8_t type;
     uint32_t plen;
     uint64_t seq;
     int good;    /* sealed in the dialer's direction under the session key */
     int flipped; /* a bit of its payload or tag flipped */
-    int bad_crc; /* a wrong CRC, sealed under a good tag */
     int header;  /* a bit of its header flipped */
     int raw;     /* bytes sent unsealed */
 } wframe;
@@ -101,8 +105,10 @@ typedef struct conn {
     int fd, eof;
     int tcp; /* the harness's end of a TCP connection (modes 3, 4), else a socketpair's */
     size_t chunk;
-    uint8_t nonce_a[QC_WIRE_NONCE], nonce_d[QC_WIRE_NONCE], key[QC_AUTH_KEY];
-    uint64_t seq; /* the next frame's sequence number */
+    uint8_t pk_a[QC_WIRE_KX];                     /* the acceptor's ephemeral key */
+    qc_auth_kx kx;                                /* the dialer's */
+    uint8_t key[QC_AUTH_KEY], key_a[QC_AUTH_KEY]; /* the dialer's frames', the acceptor's */
+    uint64_t seq;                                 /* the next frame's sequence number */
     wframe sent[MAX_WIRE];
     size_t n_sent;
     qc_buf all;  /* every byte sent */
@@ -328,7 +334,7 @@ static void model_dispatch(model *M, uint8_t type, const uint8_t *p, size_t len)
 }
 
 /* A frame sent: header, admission, tag, checksum, then its type's rule. */
-static void model_frame(model *M, const wframe *f, const uint8_t nonce_d[QC_WIRE_NONCE])
+static void model_frame(model *M, const wframe *f, const uint8_t pk_d[QC_WIRE_KX])
 {
     if (M->state == S_CLOSED || M->unknown) return;
     if (f->header || f->raw) {
@@ -342,22 +348,18 @@ static void model_frame(model *M, const wframe *f, const uint8_t nonce_d[QC_WIRE
     }
     int pre = M->state == S_PRE;
     int handshake = f->type == QC_FRAME_AUTH || f->type == QC_FRAME_CHALLENGE;
-    if (pre ? f->type != QC_FRAME_AUTH || f->plen != QC_WIRE_NONCE : handshake) {
+    if (pre ? f->type != QC_FRAME_AUTH || f->plen != QC_WIRE_KX : handshake) {
         model_close(M, 1, 1);
         return;
     }
-    const uint8_t *p = f->bytes.data + QC_WIRE_HEADER;
+    const uint8_t *p = f->plain.data;
     int ok = f->good && !f->flipped && f->seq == M->seq_in;
-    if (pre) ok = ok && memcmp(p, nonce_d, QC_WIRE_NONCE) == 0;
+    if (pre) ok = ok && memcmp(p, pk_d, QC_WIRE_KX) == 0;
     if (!ok) {
         model_close(M, 1, 1);
         return;
     }
     M->seq_in++;
-    if (f->bad_crc) {
-        model_close(M, 1, 0);
-        return;
-    }
     if (pre)
         M->state = S_NONE;
     else
@@ -457,22 +459,21 @@ static int closed_by_net(const conn *c)
     return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
 }
 
-/* Checks the frame at h (avail bytes): version 2, of type want, its CRC
- * and its tag under key for (dir, seq) right. Returns its length, tag
- * included. */
-static size_t sealed(const uint8_t *h, size_t avail, uint8_t want, const uint8_t *key, uint8_t dir,
-                     uint64_t seq)
+/* Checks the frame at h (avail bytes): version 3, of type want, sealed
+ * under key for (dir, seq) with ad bytes in clear; opens it in place.
+ * Returns its length, MAC included. */
+static size_t sealed(uint8_t *h, size_t avail, uint8_t want, const uint8_t *key, uint8_t dir,
+                     uint64_t seq, size_t ad)
 {
     uint8_t version, type;
     uint32_t plen;
     FUZZ_CHECK(avail >= QC_WIRE_HEADER);
     FUZZ_CHECK(qc_wire_header_v(h, &version, &type, &plen) == QC_OK);
-    FUZZ_CHECK(version == QC_WIRE_VERSION_AUTH && type == want);
+    FUZZ_CHECK(version == QC_WIRE_VERSION_SEALED && type == want);
     size_t len = QC_WIRE_HEADER + plen;
-    FUZZ_CHECK(avail >= len + QC_WIRE_TAG);
-    FUZZ_CHECK(qc_wire_check(h, h + QC_WIRE_HEADER, plen) == QC_OK);
-    FUZZ_CHECK(qc_auth_verify(key, dir, seq, h, len, h + len) == QC_OK);
-    return len + QC_WIRE_TAG;
+    FUZZ_CHECK(avail >= len + QC_WIRE_MAC);
+    FUZZ_CHECK(qc_auth_open(key, dir, seq, ad, h, len, h + len) == QC_OK);
+    return len + QC_WIRE_MAC;
 }
 
 typedef struct reading {
@@ -498,15 +499,21 @@ static void recv_exact(int fd, qc_buf *b, size_t n)
     FUZZ_CHECK(wait_until(read_some, &r, MUST_WITHIN));
 }
 
-/* The CHALLENGE opens every inbound connection, sealed under the cluster
- * key, and it comes at once. */
+/* The CHALLENGE opens every inbound connection, an ephemeral key tagged
+ * under the cluster key, and it comes at once. */
 static void read_challenge(conn *c)
 {
     qc_buf b = {0};
-    recv_exact(c->fd, &b, HANDSHAKE_LEN);
-    FUZZ_CHECK(sealed(b.data, b.len, QC_FRAME_CHALLENGE, cluster_key, QC_AUTH_DIR_CHALLENGE, 0) ==
-               HANDSHAKE_LEN);
-    memcpy(c->nonce_a, b.data + QC_WIRE_HEADER, QC_WIRE_NONCE);
+    uint8_t version, type;
+    uint32_t plen;
+    recv_exact(c->fd, &b, CHALLENGE_LEN);
+    FUZZ_CHECK(qc_wire_header_v(b.data, &version, &type, &plen) == QC_OK);
+    FUZZ_CHECK(version == QC_WIRE_VERSION_SEALED && type == QC_FRAME_CHALLENGE);
+    FUZZ_CHECK(plen == QC_WIRE_KX + QC_WIRE_TAG);
+    const uint8_t *pk = b.data + QC_WIRE_HEADER;
+    FUZZ_CHECK(qc_auth_check_tag(cluster_key, QC_AUTH_DIR_CHALLENGE, 0, pk, QC_WIRE_KX,
+                                 pk + QC_WIRE_KX) == QC_OK);
+    memcpy(c->pk_a, pk, QC_WIRE_KX);
     qc_buf_free(&b);
 }
 
@@ -534,10 +541,15 @@ static void conn_hang_up(conn *c)
 
 static void conn_free(conn *c)
 {
-    for (size_t i = 0; i < c->n_sent; i++) qc_buf_free(&c->sent[i].bytes);
+    for (size_t i = 0; i < c->n_sent; i++) {
+        qc_buf_free(&c->sent[i].bytes);
+        qc_buf_free(&c->sent[i].plain);
+    }
     qc_buf_free(&c->all);
     qc_buf_free(&c->back);
     qc_auth_wipe(c->key, sizeof c->key);
+    qc_auth_wipe(c->key_a, sizeof c->key_a);
+    qc_auth_wipe(&c->kx, sizeof c->kx);
     if (c->fd >= 0) close(c->fd);
 }
 
@@ -546,7 +558,7 @@ static void send_frame(conn *c, model *M, wframe *f)
     FUZZ_CHECK(c->n_sent < MAX_WIRE);
     c->sent[c->n_sent++] = *f;
     put(c, f->bytes.data, f->bytes.len);
-    model_frame(M, f, c->nonce_d);
+    model_frame(M, f, c->kx.pk);
 }
 
 static void flip(qc_buf *b, size_t from, size_t to, uint16_t bit)
@@ -568,11 +580,14 @@ static void seal(conn *c, wframe *f, int mut, fuzz_in *in)
         case 0: seq = c->seq; break; /* one ahead: a frame lost */
         case 1: dir = QC_AUTH_DIR_ACCEPTOR, f->good = 0; break;
         case 2: key = cluster_key, f->good = 0; break;
-        default: f->bytes.data[8] ^= 1, f->bad_crc = 1; break;
+        default: key = c->key_a, f->good = 0; break; /* the other direction's key */
         }
     }
     f->seq = seq;
-    FUZZ_CHECK(qc_auth_seal(&f->bytes, 0, key, dir, seq) == QC_OK);
+    /* AUTH's public key travels in clear, covered by the MAC */
+    size_t ad = f->type == QC_FRAME_AUTH && f->plen == QC_WIRE_KX ? AUTH_AD : QC_WIRE_HEADER;
+    FUZZ_CHECK(qc_buf_append(&f->plain, f->bytes.data + QC_WIRE_HEADER, f->plen) == QC_OK);
+    FUZZ_CHECK(qc_auth_seal(&f->bytes, 0, ad, key, dir, seq) == QC_OK);
     if (mut == MUT_FLIP_BODY) {
         flip(&f->bytes, QC_WIRE_HEADER, f->bytes.len, fuzz_u16(in));
         f->flipped = 1;
@@ -722,8 +737,9 @@ static void emit(conn *c, model *M, wframe *f, int mut, held *hd)
 static void replay(conn *c, model *M, size_t i, held *hd)
 {
     wframe f = c->sent[i];
-    f.bytes = (qc_buf){0};
+    f.bytes = f.plain = (qc_buf){0};
     FUZZ_CHECK(qc_buf_append(&f.bytes, c->sent[i].bytes.data, c->sent[i].bytes.len) == QC_OK);
+    FUZZ_CHECK(qc_buf_append(&f.plain, c->sent[i].plain.data, c->sent[i].plain.len) == QC_OK);
     emit(c, M, &f, 0, hd);
 }
 
@@ -749,18 +765,29 @@ static void session_op(conn *c, model *M, fuzz_in *in, held *hd)
 }
 
 /* A dialer with the key: AUTH (maybe mutated), then the input's ops. */
-static void session(conn *c, model *M, fuzz_in *in, int own_nonce)
+/* An ephemeral key pair from a seed of the input (n bytes, the rest fill):
+ * the same input makes the same keys. */
+static void kx_of(fuzz_in *in, int from_input, uint8_t fill, qc_auth_kx *kx)
 {
-    memset(c->nonce_d, 0x5a, sizeof c->nonce_d);
-    if (own_nonce) {
+    uint8_t seed[crypto_kx_SEEDBYTES];
+    memset(seed, fill, sizeof seed);
+    if (from_input) {
         size_t n;
-        const uint8_t *p = fuzz_bytes(in, QC_WIRE_NONCE, &n);
-        memcpy(c->nonce_d, p, n);
+        const uint8_t *p = fuzz_bytes(in, sizeof seed, &n);
+        memcpy(seed, p, n);
     }
-    qc_auth_session(cluster_key, c->nonce_a, c->nonce_d, c->key);
+    FUZZ_CHECK(crypto_kx_seed_keypair(kx->pk, kx->sk, seed) == 0);
+}
+
+static void session(conn *c, model *M, fuzz_in *in, int own_key)
+{
+    uint8_t shared[QC_AUTH_SHARED];
+    kx_of(in, own_key, 0x5a, &c->kx);
+    FUZZ_CHECK(qc_auth_kx_shared(1, &c->kx, c->pk_a, shared) == QC_OK);
+    qc_auth_session_keys(cluster_key, shared, c->key, c->key_a);
     held hd = {0};
     wframe a = {0};
-    FUZZ_CHECK(qc_wire_encode_frame(QC_FRAME_AUTH, c->nonce_d, QC_WIRE_NONCE, &a.bytes) == 0);
+    FUZZ_CHECK(qc_wire_encode_frame(QC_FRAME_AUTH, c->kx.pk, QC_WIRE_KX, &a.bytes) == 0);
     note_header(&a);
     int mut = fuzz_u8(in) >> 5;
     if (mut == MUT_REPLAY) mut = 0; /* nothing to replay yet */
@@ -784,10 +811,11 @@ static void check_back(const conn *c, const model *M)
         FUZZ_CHECK(c->back.len == 0);
         return;
     }
-    const uint8_t *h = c->back.data;
-    size_t len = sealed(h, c->back.len, QC_FRAME_JOIN, c->key, QC_AUTH_DIR_ACCEPTOR, 0);
+    uint8_t *h = c->back.data;
+    size_t len =
+        sealed(h, c->back.len, QC_FRAME_JOIN, c->key_a, QC_AUTH_DIR_ACCEPTOR, 0, QC_WIRE_HEADER);
     FUZZ_CHECK(c->back.len == len);
-    FUZZ_CHECK(len == QC_WIRE_HEADER + M->answer.len + QC_WIRE_TAG);
+    FUZZ_CHECK(len == QC_WIRE_HEADER + M->answer.len + QC_WIRE_MAC);
     FUZZ_CHECK(memcmp(h + QC_WIRE_HEADER, M->answer.data, M->answer.len) == 0);
 }
 
@@ -833,7 +861,7 @@ static void finish(conn *c, model *M)
 }
 
 /* Every byte of the first connection on a second one: its AUTH was bound to
- * the first challenge, so nothing gets through. */
+ * the first challenge's ephemeral key, so nothing gets through. */
 static void replay_connection(const conn *first, size_t chunk)
 {
     unsigned bad0 = counter(M_BAD), auth0 = counter(M_AUTH);
@@ -906,35 +934,41 @@ static void drain_listener(void)
     }
 }
 
-/* The CHALLENGE a member sends, as the input says (how & 7): 0-3 as it
- * should be, 4 a bit flipped, 5 under another cluster's key, 6 in another
+/* The CHALLENGE a member sends, as the input says (how & 7), with its
+ * ephemeral key pair kx (seeded from the input): 0-3 as it should be, 4 a
+ * bit flipped, 5 tagged under another cluster's key, 6 in another
  * direction or with sequence number 1, 7 none at all. Returns 1 when it is
  * the right one. */
-static int challenge_of(fuzz_in *in, qc_buf *b, uint8_t nonce[QC_WIRE_NONCE])
+static int challenge_of(fuzz_in *in, qc_buf *b, qc_auth_kx *kx)
 {
     uint8_t how = fuzz_u8(in);
-    size_t n;
-    const uint8_t *p = fuzz_bytes(in, QC_WIRE_NONCE, &n);
-    memset(nonce, 0xa5, QC_WIRE_NONCE);
-    memcpy(nonce, p, n);
+    kx_of(in, 1, 0xa5, kx);
     int kind = how & 7;
     if (kind == 7) return 0;
-    FUZZ_CHECK(qc_wire_encode_frame(QC_FRAME_CHALLENGE, nonce, QC_WIRE_NONCE, b) == QC_OK);
+    uint8_t p[QC_WIRE_KX + QC_WIRE_TAG];
     const uint8_t *key = kind == 5 ? other_key : cluster_key;
     uint8_t dir = kind == 6 && !(how & 8) ? QC_AUTH_DIR_DIALER : QC_AUTH_DIR_CHALLENGE;
-    FUZZ_CHECK(qc_auth_seal(b, 0, key, dir, kind == 6 && (how & 8)) == QC_OK);
+    memcpy(p, kx->pk, QC_WIRE_KX);
+    qc_auth_tag(key, dir, kind == 6 && (how & 8), kx->pk, QC_WIRE_KX, p + QC_WIRE_KX);
+    FUZZ_CHECK(qc_wire_encode_frame(QC_FRAME_CHALLENGE, p, sizeof p, b) == QC_OK);
+    b->data[2] = QC_WIRE_VERSION_SEALED;
+    memset(b->data + 8, 0, 4);
     if (kind == 4) flip(b, 0, b->len, fuzz_u16(in));
     return kind < 4;
 }
 
-/* The dialer's AUTH at b->data[*off]: its nonce and the acceptor's make the
- * session key, under which it is sealed (seq 0). */
-static void dialer_auth(const qc_buf *b, size_t *off, const uint8_t nonce_a[QC_WIRE_NONCE],
-                        uint8_t key[QC_AUTH_KEY])
+/* The dialer's AUTH at b->data[*off]: its public key and the acceptor's key
+ * pair kx make the session keys (key for the dialer's frames, key_a for
+ * the acceptor's), under which it is sealed whole (seq 0). */
+static void dialer_auth(qc_buf *b, size_t *off, const qc_auth_kx *kx, uint8_t key[QC_AUTH_KEY],
+                        uint8_t key_a[QC_AUTH_KEY])
 {
-    FUZZ_CHECK(b->len - *off >= HANDSHAKE_LEN);
-    qc_auth_session(cluster_key, nonce_a, b->data + *off + QC_WIRE_HEADER, key);
-    *off += sealed(b->data + *off, b->len - *off, QC_FRAME_AUTH, key, QC_AUTH_DIR_DIALER, 0);
+    uint8_t shared[QC_AUTH_SHARED];
+    FUZZ_CHECK(b->len - *off >= AUTH_LEN);
+    FUZZ_CHECK(qc_auth_kx_shared(0, kx, b->data + *off + QC_WIRE_HEADER, shared) == QC_OK);
+    qc_auth_session_keys(cluster_key, shared, key, key_a);
+    *off +=
+        sealed(b->data + *off, b->len - *off, QC_FRAME_AUTH, key, QC_AUTH_DIR_DIALER, 0, AUTH_AD);
 }
 
 /* Counters after a dialer-side run: one failure at most, and exactly one
@@ -972,10 +1006,11 @@ static void link_sends(fuzz_in *in, conn *c)
             FUZZ_CHECK(qc_net_send_frame(H.net, peer_id, type, p, n) == QC_OK);
             FUZZ_CHECK(qc_wire_encode_frame(type, p, n, &want) == QC_OK);
         }
-        recv_exact(c->fd, &b, want.len + QC_WIRE_TAG);
-        FUZZ_CHECK(sealed(b.data, b.len, want.data[3], c->key, QC_AUTH_DIR_DIALER,
-                          2 + (uint64_t)i) == b.len);
-        want.data[2] = QC_WIRE_VERSION_AUTH; /* the rest as version 1 has it */
+        recv_exact(c->fd, &b, want.len + QC_WIRE_MAC);
+        FUZZ_CHECK(sealed(b.data, b.len, want.data[3], c->key, QC_AUTH_DIR_DIALER, 2 + (uint64_t)i,
+                          QC_WIRE_HEADER) == b.len);
+        want.data[2] = QC_WIRE_VERSION_SEALED; /* the rest as version 1 has it, but the CRC */
+        memset(want.data + 8, 0, 4);
         FUZZ_CHECK(memcmp(b.data, want.data, want.len) == 0);
         qc_buf_free(&want);
         qc_buf_free(&b);
@@ -989,8 +1024,7 @@ static void dialed(fuzz_in *in, size_t chunk)
 {
     conn c = {.fd = accept_dialer(), .chunk = chunk, .tcp = 1};
     qc_buf out = {0};
-    uint8_t nonce[QC_WIRE_NONCE];
-    int good = challenge_of(in, &out, nonce);
+    int good = challenge_of(in, &out, &c.kx);
     size_t challenge = out.len, n;
     const uint8_t *extra = take(in, 255, &n);
     FUZZ_CHECK(qc_buf_append(&out, extra, n) == QC_OK);
@@ -1006,10 +1040,10 @@ static void dialed(fuzz_in *in, size_t chunk)
     if (up && !n) {
         qc_buf b = {0};
         size_t off = 0;
-        recv_exact(c.fd, &b, HANDSHAKE_LEN + hello_len + QC_WIRE_TAG);
-        dialer_auth(&b, &off, nonce, c.key);
-        FUZZ_CHECK(sealed(b.data + off, b.len - off, QC_FRAME_HELLO, c.key, QC_AUTH_DIR_DIALER,
-                          1) == hello_len + QC_WIRE_TAG);
+        recv_exact(c.fd, &b, AUTH_LEN + hello_len + QC_WIRE_MAC);
+        dialer_auth(&b, &off, &c.kx, c.key, c.key_a);
+        FUZZ_CHECK(sealed(b.data + off, b.len - off, QC_FRAME_HELLO, c.key, QC_AUTH_DIR_DIALER, 1,
+                          QC_WIRE_HEADER) == hello_len + QC_WIRE_MAC);
         qc_buf_free(&b);
         link_sends(in, &c);
     }
@@ -1039,7 +1073,7 @@ static int answer_of(fuzz_in *in, const uint8_t *key, const uint8_t *p, size_t n
     FUZZ_CHECK(qc_wire_encode_frame(QC_FRAME_JOIN, p, n, b) == QC_OK);
     if (kind == 7) return 0;
     uint8_t dir = kind == 5 ? QC_AUTH_DIR_DIALER : QC_AUTH_DIR_ACCEPTOR;
-    FUZZ_CHECK(qc_auth_seal(b, 0, key, dir, kind == 6) == QC_OK);
+    FUZZ_CHECK(qc_auth_seal(b, 0, QC_WIRE_HEADER, key, dir, kind == 6) == QC_OK);
     if (kind == 4) flip(b, 0, b->len, fuzz_u16(in));
     return kind < 4;
 }
@@ -1056,19 +1090,19 @@ static void joining(fuzz_in *in, size_t chunk)
     FUZZ_CHECK(J.calls == 0); /* never from inside the call */
     conn c = {.fd = accept_dialer(), .chunk = chunk, .tcp = 1};
     qc_buf out = {0}, b = {0};
-    uint8_t nonce[QC_WIRE_NONCE];
-    int good = challenge_of(in, &out, nonce), answered = 0;
+    const uint8_t *p = NULL;
+    int good = challenge_of(in, &out, &c.kx), answered = 0;
     put(&c, out.data, out.len);
     if (good) {
         size_t off = 0;
-        recv_exact(c.fd, &b, HANDSHAKE_LEN + QC_WIRE_HEADER + plen + QC_WIRE_TAG);
-        dialer_auth(&b, &off, nonce, c.key);
-        FUZZ_CHECK(sealed(b.data + off, b.len - off, QC_FRAME_JOIN, c.key, QC_AUTH_DIR_DIALER, 1) ==
-                   QC_WIRE_HEADER + plen + QC_WIRE_TAG);
-        FUZZ_CHECK(memcmp(b.data + off + QC_WIRE_HEADER, payload, plen) == 0);
-        const uint8_t *p = take(in, 255, &n);
+        recv_exact(c.fd, &b, AUTH_LEN + QC_WIRE_HEADER + plen + QC_WIRE_MAC);
+        dialer_auth(&b, &off, &c.kx, c.key, c.key_a);
+        FUZZ_CHECK(sealed(b.data + off, b.len - off, QC_FRAME_JOIN, c.key, QC_AUTH_DIR_DIALER, 1,
+                          QC_WIRE_HEADER) == QC_WIRE_HEADER + plen + QC_WIRE_MAC);
+        FUZZ_CHECK(plen == 0 || memcmp(b.data + off + QC_WIRE_HEADER, payload, plen) == 0);
+        p = take(in, 255, &n);
         out.len = 0;
-        answered = answer_of(in, c.key, p, n, &out);
+        answered = answer_of(in, c.key_a, p, n, &out);
         put(&c, out.data, out.len);
     }
     /* a right answer, or a whole wrong challenge, must be taken before the
@@ -1080,10 +1114,8 @@ static void joining(fuzz_in *in, size_t chunk)
     FUZZ_CHECK(wait_until(join_reported, NULL, MUST_WITHIN));
     FUZZ_CHECK(J.calls == 1);
     FUZZ_CHECK(J.rc == (answered ? QC_OK : QC_EIO));
-    if (answered)
-        FUZZ_CHECK(J.answer.len == n &&
-                   (!n || memcmp(J.answer.data, out.data + QC_WIRE_HEADER, n) == 0));
-    check_dialer_counters(!good && out.len >= HANDSHAKE_LEN);
+    if (answered) FUZZ_CHECK(J.answer.len == n && (!n || memcmp(J.answer.data, p, n) == 0));
+    check_dialer_counters(!good && out.len >= CHALLENGE_LEN);
     qc_buf_free(&b);
     qc_buf_free(&out);
     qc_buf_free(&J.answer);

@@ -489,7 +489,7 @@ static void auth_seeds(void)
     op(&b, OP_HELLO_PEER, 0, 0);
     str(&b, "{}");
     op(&b, OP_RAW, 0, 0);
-    bytes(&b, "QC\2\2\0\0\0\0\0\0\0\0", 12, 1);
+    bytes(&b, "QC\3\2\0\0\0\0\0\0\0\0", 12, 1);
     auth_seed("raw_after_auth", 1, &b);
     auth_tampered();
     /* strangers without the key: a node with no secret, a forged AUTH */
@@ -498,8 +498,9 @@ static void auth_seeds(void)
     auth_seed("no_secret_hello", 0, &b);
     b.len = 0;
     ok(qc_wire_encode_frame(QC_FRAME_AUTH, "0123456789abcdef0123456789abcdef", 32, &b), "auth");
-    ok(qc_buf_append(&b, "a tag that is not the right one.", 32), "tag");
-    b.data[2] = QC_WIRE_VERSION_AUTH;
+    ok(qc_buf_append(&b, "not the right MAC", 16), "mac");
+    b.data[2] = QC_WIRE_VERSION_SEALED;
+    memset(b.data + 8, 0, 4);
     auth_seed("forged_auth", 0, &b);
     auth_seed("forged_auth_bytewise", 1 << 1, &b);
     qc_buf_free(&b);

@@ -569,41 +569,56 @@ local function random_bytes(n)
   return table.concat(t)
 end
 
--- Reads one whole version-2 frame (header, payload, tag) from s, raw.
+-- Reads one whole version-3 frame (header, payload, MAC) from s, raw; a
+-- CHALLENGE has no MAC.
 local function read_sealed(s)
   local h, err = s:receive(wire.HEADER)
   if not h then return nil, err end
-  local version, _, len = wire.header_v(h)
+  local version, type, len = wire.header_v(h)
   if not version then return nil, len end
-  local rest, rerr = s:receive(len + wire.TAG)
+  local rest, rerr = s:receive(len + (type == 8 and 0 or wire.MAC))
   if not rest then return nil, rerr end
   return h .. rest
 end
 
+-- The key index (1: the first) whose tag a CHALLENGE frame carries, or nil.
+local function challenge_key(ch, key)
+  local pk = ch:sub(wire.HEADER + 1, wire.HEADER + wire.KX)
+  local tag = wire.tag(key, "C", 0, pk)
+  for i = 0, (#ch - wire.HEADER - wire.KX) // wire.TAG - 1 do
+    local at = wire.HEADER + wire.KX + i * wire.TAG
+    if ch:sub(at + 1, at + wire.TAG) == tag then return i + 1 end
+  end
+  return nil
+end
+
 -- Dials port as a node with secret would: reads and checks the challenge
--- (unless told not to), sends AUTH. The returned connection seals what it
--- sends (conn:send) with the session key and its own sequence numbers.
+-- (unless told not to), makes the session keys with an ephemeral key pair
+-- of its own and sends AUTH. The returned connection seals what it sends
+-- (conn:send) with the session key and its own sequence numbers.
 local function auth_dial(port, secret, unchecked)
   local s = assert(socket.connect("127.0.0.1", port))
   s:settimeout(2)
   local key = wire.key(secret or SECRET)
   local ch = assert(read_sealed(s))
-  assert.are.equal(8, select(2, wire.header_v(ch)))
-  assert(unchecked or wire.verify(ch, key, "C", 0))
-  local na = ch:sub(wire.HEADER + 1, wire.HEADER + wire.NONCE)
-  local nd = random_bytes(wire.NONCE)
-  local conn = { s = s, key = wire.session(key, na, nd), seq = 0, sent = {} }
-  function conn:seal(frame)
-    local f = wire.seal(frame, self.key, "D", self.seq)
+  local version, type = wire.header_v(ch)
+  assert(version == 3 and type == 8, "a version-3 CHALLENGE")
+  assert(unchecked or challenge_key(ch, key))
+  local pk_a = ch:sub(wire.HEADER + 1, wire.HEADER + wire.KX)
+  local pk, sk = wire.kx_keypair()
+  local kd, ka = assert(wire.session(key, true, pk, sk, pk_a))
+  local conn = { s = s, key = kd, key_a = ka, seq = 0, sent = {} }
+  function conn:seal(frame, ad)
+    local f = wire.seal(frame, self.key, "D", self.seq, ad)
     self.seq = self.seq + 1
     return f
   end
-  function conn:send(frame)
-    local f = self:seal(frame)
+  function conn:send(frame, ad)
+    local f = self:seal(frame, ad)
     self.sent[#self.sent + 1] = f
     return self.s:send(f)
   end
-  assert(conn:send(wire.frame(9, nd)))
+  assert(conn:send(wire.frame(9, pk), wire.HEADER + wire.KX))
   return conn
 end
 
@@ -679,9 +694,9 @@ describe("net with a secret", function()
     local s = assert(socket.connect("127.0.0.1", port))
     s:settimeout(1)
     local ch = assert(read_sealed(s))
-    assert.are.same({ 2, 8, 32 }, { wire.header_v(ch) })
-    assert.is_true(wire.verify(ch, wire.key(SECRET), "C", 0))
-    assert.is_falsy(wire.verify(ch, wire.key("other"), "C", 0))
+    assert.are.same({ 3, 8, wire.KX + wire.TAG }, { wire.header_v(ch) })
+    assert.are.equal(1, challenge_key(ch, wire.key(SECRET)))
+    assert.is_nil(challenge_key(ch, wire.key("other")))
     s:close()
   end)
 
@@ -786,16 +801,21 @@ describe("net with a secret", function()
     assert.are.equal(0, counters(a).auth)
     conn.s:close()
     local cases = {
-      function() return hello("b") end, -- a frame without its tag after AUTH
+      function() return hello("b") end, -- a frame without its MAC after AUTH
       function(c) c.seq = c.seq + 1; return c:seal(hello("b")) end, -- a sequence number skipped
       function(c) return c:seal(hello("b")) .. c.sent[#c.sent] end, -- AUTH replayed inside
       function(c) local f = c:seal(wire.frame(3, "fwd")); return f .. f end, -- replayed inside
-      function(c) -- a tag under another connection's key
-        local other = wire.session(wire.key(SECRET), random_bytes(32), random_bytes(32))
+      function(c) -- sealed under another connection's key
+        local pk, sk = wire.kx_keypair()
+        local other = wire.session(wire.key(SECRET), true, pk, sk, (wire.kx_keypair()))
         return wire.seal(hello("b"), other, "D", c.seq)
       end,
       function(c) return wire.seal(hello("b"), c.key, "A", c.seq) end, -- the wrong direction
-      function(c) return c:seal(wire.frame(8, random_bytes(32))) end, -- a CHALLENGE from the dialer
+      function(c) return wire.seal(hello("b"), c.key_a, "D", c.seq) end, -- the acceptor's key
+      function(c) return c:seal(wire.frame(8, random_bytes(64))) end, -- a CHALLENGE from the dialer
+      function(c) -- a frame of the older, tagged-only version 2
+        return "QC\2\1" .. string.pack(">I4I4", 0, 0) .. random_bytes(32)
+      end,
     }
     for n, make in ipairs(cases) do
       local c = auth_dial(port)
@@ -807,8 +827,9 @@ describe("net with a secret", function()
     -- before AUTH: frames without a tag, a big frame announced, a wrong key
     local pre = {
       hello("b"),
-      "QC\2\2" .. string.pack(">I4I4", wire.MAX_PAYLOAD, 0), -- never waits for 8 MiB
-      "QC\2\9" .. string.pack(">I4I4", 33, 0), -- an AUTH of the wrong size
+      "QC\3\2" .. string.pack(">I4I4", wire.MAX_PAYLOAD, 0), -- never waits for 8 MiB
+      "QC\3\9" .. string.pack(">I4I4", 33, 0), -- an AUTH of the wrong size
+      "QC\3\9" .. string.pack(">I4I4", 32, 0) .. random_bytes(48), -- an AUTH of nobody's
     }
     for i, g in ipairs(pre) do
       local s = assert(socket.connect("127.0.0.1", port))
@@ -922,8 +943,9 @@ describe("net with a secret", function()
     assert(conn:send(hello("g")))
     assert(conn:send(wire.frame(7, "by hand")))
     local answer = assert(read_sealed(conn.s))
-    assert.is_true(wire.verify(answer, conn.key, "A", 0))
-    assert.are.equal("welcome g", answer:sub(wire.HEADER + 1, -wire.TAG - 1))
+    assert.is_nil(answer:find("welcome", 1, true)) -- encrypted
+    local opened = assert(wire.open(answer, conn.key_a, "A", 0))
+    assert.are.equal("welcome g", opened:sub(wire.HEADER + 1))
     expect_closed(conn.s)
     assert.are.equal(1, counters(a).auth) -- e's unauthenticated JOIN
   end)

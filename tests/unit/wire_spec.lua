@@ -238,7 +238,7 @@ describe("wire", function()
     end)
   end)
 
-  describe("version 2 (with a secret)", function()
+  describe("version 3 (with a secret)", function()
     local function hex(s)
       return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
     end
@@ -249,12 +249,16 @@ describe("wire", function()
     end
     local key = wire.key("s3cret")
 
-    it("parses the headers of both versions; CHALLENGE and AUTH exist in version 2 only", function()
+    it("parses the headers of every version; CHALLENGE and AUTH exist with a secret only", function()
       local f = wire.frame(2, "x")
       assert.are.same({ 1, 2, 1 }, { wire.header_v(f) })
-      for t = 1, 10 do -- 10: HEALTH, in both versions
-        local v2 = "QC\2" .. string.char(t) .. string.pack(">I4I4", 5, 0)
-        assert.are.same({ 2, t, 5 }, { wire.header_v(v2) })
+      for t = 1, 10 do -- 10: HEALTH, in every version
+        for _, v in ipairs({ 2, 3 }) do
+          local h = "QC" .. string.char(v, t) .. string.pack(">I4I4", 5, 0)
+          assert.are.same({ v, t, 5 }, { wire.header_v(h) })
+          -- the version-1 reader keeps refusing them
+          assert_rejected(wire.header(h))
+        end
         local v1 = "QC\1" .. string.char(t) .. string.pack(">I4I4", 5, 0)
         if t <= 7 or t == 10 then
           assert.are.same({ 1, t, 5 }, { wire.header_v(v1) })
@@ -262,67 +266,84 @@ describe("wire", function()
           assert_rejected(wire.header_v(v1))
           assert_rejected(wire.header(v1))
         end
-        -- the version-1 reader keeps refusing version 2
-        assert_rejected(wire.header(v2))
       end
-      assert_rejected(wire.header_v("QC\2\11" .. string.pack(">I4I4", 0, 0)))
+      assert_rejected(wire.header_v("QC\3\11" .. string.pack(">I4I4", 0, 0)))
       assert_rejected(wire.header_v("QC\1\11" .. string.pack(">I4I4", 0, 0)))
-      assert_rejected(wire.header_v("QC\3\2" .. string.pack(">I4I4", 0, 0)))
-      assert_rejected(wire.header_v("QC\2\0" .. string.pack(">I4I4", 0, 0)))
-      local v, err = wire.header_v("QC\2\2" .. string.pack(">I4I4", wire.MAX_PAYLOAD + 1, 0))
+      assert_rejected(wire.header_v("QC\4\2" .. string.pack(">I4I4", 0, 0)))
+      assert_rejected(wire.header_v("QC\3\0" .. string.pack(">I4I4", 0, 0)))
+      local v, err = wire.header_v("QC\3\2" .. string.pack(">I4I4", wire.MAX_PAYLOAD + 1, 0))
       assert.is_nil(v)
       assert.matches("too big", err)
-      assert_rejected(wire.header_v("QC\2"))
+      assert_rejected(wire.header_v("QC\3"))
     end)
 
-    it("derives keys and tags exactly as documented (keyed BLAKE2b-256)", function()
+    it("derives cluster keys and challenge tags exactly as documented (keyed BLAKE2b-256)", function()
       -- computed independently with Python's hashlib.blake2b
       assert.are.equal("6156fa2657a6f29fd107d391d1cbfaf828dc2f23aa72916ecd7e4cee16914b49", hex(key))
-      local na, nd = bytes(0, 32), bytes(32, 32)
-      assert.are.equal("ead07d93b63bf917770cce1bd7698e29464550923e2ace940eddb9c17f9395ed",
-                       hex(wire.session(key, na, nd)))
-      local challenge = "QC\1\8" .. string.pack(">I4I4", 32, 0) .. na
-      local sealed = wire.seal(challenge, key, "C", 0)
-      assert.are.equal(12 + 32 + wire.TAG, #sealed)
-      assert.are.equal("QC\2\8", sealed:sub(1, 4))
-      assert.are.equal(challenge:sub(5, 44), sealed:sub(5, 44))
-      assert.are.equal("2f1a8c2c17abced4ed0080e4327de4428114de62cfef46eff2df3554769c898d",
-                       hex(sealed:sub(-wire.TAG)))
-    end)
-
-    it("different secrets give different keys; a session key depends on both nonces", function()
+      assert.are.equal("8483c9d7ed72f2e8a35e7d687ee7a5d615dbdcb6933ec3047a13562be246799a",
+                       hex(wire.tag(key, "C", 0, bytes(0, 32))))
       assert.are_not.equal(key, wire.key("s3cret "))
       assert.are_not.equal(key, wire.key("S3cret"))
       assert.are.equal(key, wire.key("s3cret"))
-      local na, nd = bytes(0, 32), bytes(32, 32)
-      local k = wire.session(key, na, nd)
-      assert.are_not.equal(k, wire.session(key, nd, na))
-      assert.are_not.equal(k, wire.session(key, na, bytes(33, 32)))
-      assert.are_not.equal(k, wire.session(key, bytes(1, 32), nd))
-      assert.are_not.equal(k, wire.session(wire.key("other"), na, nd))
     end)
 
-    it("a sealed frame verifies only under its key, direction and sequence number", function()
-      local k = wire.session(key, bytes(0, 32), bytes(32, 32))
-      local f = wire.seal(wire.encode(sample_msg(5)), k, "D", 7)
-      assert.is_true(wire.verify(f, k, "D", 7))
-      assert_rejected(wire.verify(f, k, "D", 6))
-      assert_rejected(wire.verify(f, k, "D", 8))
-      assert_rejected(wire.verify(f, k, "A", 7))
-      assert_rejected(wire.verify(f, k, "C", 7))
-      assert_rejected(wire.verify(f, key, "D", 7))
-      -- every single flipped bit anywhere, header, payload or tag, is caught
-      for pos = 1, #f, 7 do
+    it("both sides of a key exchange make the same session keys, which need the secret and "
+       .. "both ephemeral keys", function()
+      local pk_d, sk_d = wire.kx_keypair()
+      local pk_a, sk_a = wire.kx_keypair()
+      local kd, ka = wire.session(key, true, pk_d, sk_d, pk_a)
+      local kd2, ka2 = wire.session(key, false, pk_a, sk_a, pk_d)
+      assert.are.equal(kd, kd2)
+      assert.are.equal(ka, ka2)
+      assert.are_not.equal(kd, ka)
+      assert.are.equal(32, #kd)
+      -- another secret, or another key pair on either side: other keys
+      assert.are_not.equal(kd, (wire.session(wire.key("other"), true, pk_d, sk_d, pk_a)))
+      local pk_x, sk_x = wire.kx_keypair()
+      assert.are_not.equal(kd, (wire.session(key, true, pk_x, sk_x, pk_a)))
+      assert.are_not.equal(kd, (wire.session(key, false, pk_x, sk_x, pk_d)))
+      -- the key pairs are fresh each time
+      assert.are_not.equal(pk_d, pk_a)
+      -- a public key of low order (all zeroes) is refused
+      assert.is_nil(wire.session(key, true, pk_d, sk_d, string.rep("\0", 32)))
+    end)
+
+    it("a sealed frame is encrypted and opens only under its key, direction and sequence number",
+       function()
+      local pk_d, sk_d = wire.kx_keypair()
+      local pk_a = wire.kx_keypair()
+      local k = wire.session(key, true, pk_d, sk_d, pk_a)
+      local plain = wire.frame(3, "a distinctive value 0123456789")
+      local f = wire.seal(plain, k, "D", 7)
+      assert.are.equal(#plain + wire.MAC, #f)
+      assert.are.equal("QC\3\3", f:sub(1, 4))
+      assert.are.equal(plain:sub(5, 8), f:sub(5, 8)) -- the length, in clear
+      assert.are.equal("\0\0\0\0", f:sub(9, 12)) -- no CRC of the plaintext
+      assert.is_nil(f:find("distinctive", 1, true))
+      assert.are.equal(plain:sub(13), assert(wire.open(f, k, "D", 7)):sub(13))
+      assert_rejected(wire.open(f, k, "D", 6))
+      assert_rejected(wire.open(f, k, "D", 8))
+      assert_rejected(wire.open(f, k, "A", 7))
+      assert_rejected(wire.open(f, k, "C", 7))
+      assert_rejected(wire.open(f, key, "D", 7))
+      -- every single flipped bit anywhere, header, payload or MAC, is caught
+      for pos = 1, #f, 3 do
         local b = f:byte(pos)
         for bit = 0, 7, 3 do
           local bad = f:sub(1, pos - 1) .. string.char(b ~ (1 << bit)) .. f:sub(pos + 1)
-          assert_rejected(wire.verify(bad, k, "D", 7))
+          assert_rejected(wire.open(bad, k, "D", 7))
         end
       end
       -- as is a truncation, an extension, or a frame left in version 1
-      assert_rejected(wire.verify(f:sub(1, -2), k, "D", 7))
-      assert_rejected(wire.verify(f .. "\0", k, "D", 7))
-      assert_rejected(wire.verify(wire.encode(sample_msg(5)) .. f:sub(-wire.TAG), k, "D", 7))
+      assert_rejected(wire.open(f:sub(1, -2), k, "D", 7))
+      assert_rejected(wire.open(f .. "\0", k, "D", 7))
+      assert_rejected(wire.open(plain .. f:sub(-wire.MAC), k, "D", 7))
+      -- AUTH's form: the whole frame associated data, its public key in clear
+      local auth = wire.seal(wire.frame(9, pk_d), k, "D", 0, wire.HEADER + wire.KX)
+      assert.are.equal(pk_d, auth:sub(wire.HEADER + 1, wire.HEADER + wire.KX))
+      assert.is_truthy(wire.open(auth, k, "D", 0, wire.HEADER + wire.KX))
+      local forged = auth:sub(1, wire.HEADER) .. pk_a .. auth:sub(-wire.MAC)
+      assert_rejected(wire.open(forged, k, "D", 0, wire.HEADER + wire.KX))
     end)
   end)
 end)
