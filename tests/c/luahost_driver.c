@@ -681,6 +681,7 @@ static int build_output(lua_State *L)
     set_str(L, "log_level", qc_log_level_name(c->log_level));
     set_str(L, "log_format", c->log_format == QC_LOG_JSON ? "json" : "text");
     set_str(L, "secret", c->secret ? "(set)" : NULL);
+    set_str(L, "secret_previous", c->secret_previous ? "(set)" : NULL);
     set_str(L, "api_token", c->api_token ? "(set)" : NULL);
     set_str(L, "dir", c->dir);
     lua_createtable(L, (int)c->n_peers, 0);

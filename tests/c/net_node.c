@@ -8,7 +8,8 @@
  * start ("join answer RC PAYLOAD"; NET_NODE_JOIN_TIMEOUT_MS, default 2000).
  * NET_NODE_REMOVE_IN=msg|hello|closed|link removes a peer from inside that
  * callback of the first peer on the command line ("removed B in msg: ok").
- * NET_NODE_SECRET sets the cluster secret; NET_NODE_MAX_INBOUND and
+ * NET_NODE_SECRET sets the cluster secret (NET_NODE_SECRET_PREVIOUS the
+ * previous one, during a rotation); NET_NODE_MAX_INBOUND and
  * NET_NODE_HELLO_TIMEOUT_MS the transport's limits. SIGUSR1 prints the
  * counters ("bad_frames N", "auth_failures N", "dropped max_inbound=N
  * handshake_timeout=N unidentified=N evicted=N", "accept_backoffs N").
@@ -283,6 +284,7 @@ static int run(node *nd, struct ev_loop *loop, int argc, char **argv)
                          .listen_host = getenv("NET_NODE_HOST"),
                          .listen_port = atoi(argv[2]),
                          .secret = getenv("NET_NODE_SECRET"),
+                         .secret_previous = getenv("NET_NODE_SECRET_PREVIOUS"),
                          .max_inbound = max_inbound ? atoi(max_inbound) : 0,
                          .hello_timeout_ms = hello_timeout ? atoi(hello_timeout) : 0};
     const char *joins = getenv("NET_NODE_JOINS");

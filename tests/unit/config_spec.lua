@@ -122,6 +122,34 @@ describe("config", function()
     assert.are.equal(0, (check(conf("conf.lua", "return {" .. BASE .. 'secret_file = "max"}'))))
   end)
 
+  it("takes secret_previous (or secret_previous_file) beside secret, never alone or the same",
+     function()
+    driver.write(dir .. "/old", "old-k3y\n")
+    local rc, c = check(conf("conf.lua", "return {" .. BASE
+      .. 'secret = "new-k3y", secret_previous = "old-k3y"}'))
+    assert.are.equal(0, rc)
+    assert.are.equal("(set)", c.secret_previous)
+    rc, c = check(conf("conf.lua", "return {" .. BASE
+      .. 'secret = "new-k3y", secret_previous_file = "old"}'))
+    assert.are.equal(0, rc)
+    assert.are.equal("(set)", c.secret_previous)
+    rc, c = check(conf("conf.lua", "return {" .. BASE .. 'secret = "new-k3y"}'))
+    assert.are.equal(0, rc)
+    assert.is_nil(c.secret_previous)
+    assert.are.equal("conf.lua: secret_previous: expected secret or secret_file too (the key "
+      .. "rotated to), got none", error_for(BASE .. 'secret_previous = "old-k3y"'))
+    assert.are.equal("conf.lua: secret_previous: expected a key other than secret (the one "
+      .. "rotated away from), got the same", error_for(BASE .. 'secret = "k", secret_previous = "k"'))
+    assert.are.equal("conf.lua: secret_previous_file: expected a key other than secret (the one "
+      .. "rotated away from), got the same",
+      error_for(BASE .. 'secret = "old-k3y", secret_previous_file = "old"'))
+    assert.are.equal("conf.lua: secret_previous_file: expected either secret_previous or "
+      .. "secret_previous_file, got both",
+      error_for(BASE .. 'secret = "x", secret_previous = "y", secret_previous_file = "old"'))
+    assert.matches("^conf.lua: secret_previous: expected a non%-empty string",
+      error_for(BASE .. 'secret = "x", secret_previous = ""'))
+  end)
+
   it("round-trips metadata through JSON text", function()
     local meta = 'metadata = {s = "h\\195\\169llo \\"q\\"", i = 42, f = 0.1, neg = -3,'
       .. ' yes = true, no = false, list = {1, "two", {three = 3}}, nested = {a = {b = {}}}}'

@@ -950,6 +950,42 @@ describe("net with a secret", function()
     assert.are.equal(1, counters(a).auth) -- e's unauthenticated JOIN
   end)
 
+  it("with a previous secret, nodes on either secret link both ways; others are refused",
+     function()
+    local port = base_port()
+    local both = { NET_NODE_SECRET = "new", NET_NODE_SECRET_PREVIOUS = "old" }
+    local a = start("a", port, { peer("o", port + 1), peer("n", port + 2) }, both)
+    local o = start("o", port + 1, { peer("a", port) }, with_secret({}, "old"))
+    local n = start("n", port + 2, { peer("a", port) }, with_secret({}, "new"))
+    for _, pair in ipairs({ { a, "o" }, { a, "n" }, { o, "a" }, { n, "a" } }) do
+      must_see(pair[1], "link " .. pair[2] .. " up")
+      must_see(pair[1], "msg " .. pair[2] .. " 5")
+    end
+    for _, p in ipairs({ a, o, n }) do assert.are.equal(0, counters(p).auth) end
+    -- the challenge names both keys, the current one first
+    local s = assert(socket.connect("127.0.0.1", port))
+    s:settimeout(2)
+    local ch = assert(read_sealed(s))
+    s:close()
+    assert.are.equal(wire.KX + 2 * wire.TAG, select(3, wire.header_v(ch)))
+    assert.are.equal(1, challenge_key(ch, wire.key("new")))
+    assert.are.equal(2, challenge_key(ch, wire.key("old")))
+    -- by hand: AUTH under the previous secret is taken, an unknown one is not
+    local conn = auth_dial(port, "old")
+    assert(conn:send(hello("o")))
+    must_see(a, "hello o", 2, #lines(a))
+    conn.s:close()
+    local bad = auth_dial(port, "unknown", true)
+    expect_closed(bad.s)
+    assert.are.equal(1, counters(a).auth)
+    -- a node with a third secret never links with any of them
+    local x = start("x", port + 3, { peer("a", port) }, with_secret({}, "third"))
+    must_see(x, "ready x")
+    socket.sleep(1.5)
+    assert.are.equal(0, count_lines(x, "link a up"))
+    assert.is_true(counters(x).auth >= 1)
+  end)
+
   it("a connection that never finishes its handshake is closed at the limit and counted", function()
     local port = base_port()
     local a = start("a", port, {}, with_secret({ NET_NODE_HELLO_TIMEOUT_MS = "300" }))
