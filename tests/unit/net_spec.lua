@@ -813,7 +813,7 @@ describe("net with a secret", function()
       function(c) return wire.seal(hello("b"), c.key, "A", c.seq) end, -- the wrong direction
       function(c) return wire.seal(hello("b"), c.key_a, "D", c.seq) end, -- the acceptor's key
       function(c) return c:seal(wire.frame(8, random_bytes(64))) end, -- a CHALLENGE from the dialer
-      function(c) -- a frame of the older, tagged-only version 2
+      function() -- a frame of the older, tagged-only version 2
         return "QC\2\1" .. string.pack(">I4I4", 0, 0) .. random_bytes(32)
       end,
     }
