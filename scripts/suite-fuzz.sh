@@ -14,8 +14,8 @@
 #     of one seed differ), so a run of the same code tries the same inputs:
 #     exactly for wire, members, kv and wal; config_json and config_lua
 #     (liblua seeds its string hashes from the clock), api (a 1 us request
-#     timeout) and auth (libsodium's random nonces) have some runs that
-#     depend on the clock;
+#     timeout) and auth (the acceptor's random ephemeral keys) have some
+#     runs that depend on the clock;
 #   replay (make fuzz-regress): the replays only;
 #   explore (make fuzz, make explore): fuzzes each target for FUZZ_SECONDS
 #     (default 30) with a fresh random seed, the corpus kept between local
