@@ -50,12 +50,14 @@ function M:others(i)
   return t
 end
 
--- The leader (or a random running node when none is known).
+-- The leader (or a random running node when none is known; any node when
+-- none runs: a delay combined with crash-all still needs one).
 function M:target(leader_bias)
   local l = self.c:leader()
   if l and math.random() < leader_bias then return l, true end
   local up = {}
   for i = 1, self.c.n do if self.c.nodes[i].state == "up" then up[#up + 1] = i end end
+  if #up == 0 then return math.random(self.c.n), false end
   return up[math.random(#up)], false
 end
 
