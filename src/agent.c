@@ -649,9 +649,11 @@ static void release_held(qc_agent *a, int send)
     }
 }
 
-/* Takes the writer's progress: fsync times to the histogram, then the
- * messages that waited leave. *index, *term: the newest durable entry for
- * qc_raft_persisted (never inside a ready). -1 when a write failed. */
+/* Takes the writer's progress: fsync times to the histogram, the leader's
+ * snapshots installed meanwhile into the state machine, then the messages
+ * that waited leave. *index, *term: the newest durable entry for
+ * qc_raft_persisted. -1 when a write failed (errno set), -2 when an
+ * install did (logged). Outside a ready only. */
 static int writes_done(qc_agent *a, uint64_t *index, uint64_t *term)
 {
     qc_walq_progress p;
@@ -662,6 +664,7 @@ static int writes_done(qc_agent *a, uint64_t *index, uint64_t *term)
         errno = p.err;
         return -1;
     }
+    if (qc_replica_installed(a->replica, a->raft, p.seq, qc_now_ms()) != QC_OK) return -2;
     a->durable_seq = p.seq;
     release_held(a, 1);
     *index = p.index;
@@ -675,27 +678,30 @@ static void on_durable(void *ud)
     qc_agent *a = ud;
     if (a->exit_code) return;
     uint64_t index = 0, term = 0;
-    if (writes_done(a, &index, &term) != 0) {
+    int rc = writes_done(a, &index, &term);
+    if (rc == -2) {
+        a->exit_code = 1;
+        qc_agent_want_stop(a, "snapshot install failed");
+        return;
+    }
+    if (rc != 0) {
         disk_failed(a);
         return;
     }
     if (index) qc_raft_persisted(a->raft, index, term);
+    qc_replica_deliver(a->replica); /* reads the installs settled */
     qc_agent_process(a);
 }
 
-/* Hands rd's writes to the writer thread and sends its messages: at once
- * when the core allows it (a leader's appends) or nothing is in flight,
- * else once the writes so far are durable, never before messages held
- * earlier. A snapshot is installed first, once the writer drained (the log
- * restarts after it); *index, *term then say what that made durable. */
-static int carry_out(qc_agent *a, const qc_ready *rd, uint64_t *index, uint64_t *term)
+/* Hands rd's writes to the writer thread, a snapshot's install first, and
+ * sends its messages: at once when the core allows it (a leader's appends)
+ * or nothing is in flight, else once the writes so far are durable, never
+ * before messages held earlier. */
+static int carry_out(qc_agent *a, const qc_ready *rd)
 {
-    if (rd->has_snapshot) {
-        qc_replica_drain(a->replica);
-        if (writes_done(a, index, term) != 0 || qc_replica_persist(a->replica, rd) == QC_EIO)
-            return -1;
-    }
     uint64_t seq;
+    if (qc_replica_persist(a->replica, a->raft, rd, &seq) != QC_OK) return -1;
+    if (seq) a->write_seq = seq;
     if (qc_replica_submit(a->replica, rd, &seq) != QC_OK) return -1;
     if (seq) a->write_seq = seq;
     if (!a->held && (rd->msgs_early || a->durable_seq == a->write_seq))
@@ -712,8 +718,7 @@ void qc_agent_process(qc_agent *a)
         qc_ready rd;
         qc_raft_ready(a->raft, &rd);
         qc_replica_prepare(a->replica, &rd);
-        uint64_t drained = 0, drained_term = 0;
-        if (carry_out(a, &rd, &drained, &drained_term) != 0) {
+        if (carry_out(a, &rd) != 0) {
             disk_failed(a);
             return;
         }
@@ -733,7 +738,6 @@ void qc_agent_process(qc_agent *a)
         }
         if (n) memcpy(events, rd.events, n * sizeof *events);
         qc_raft_advance(a->raft);
-        if (drained) qc_raft_persisted(a->raft, drained, drained_term);
         qc_replica_maybe_snapshot(a->replica, a->raft);
         for (size_t i = 0; i < n; i++) handle_event(a, &events[i]);
         if (events != few) free(events);

@@ -1572,6 +1572,14 @@ void qc_raft_advance(qc_raft *r)
     if (r->ready_applied > r->applied) r->applied = r->ready_applied;
 }
 
+uint8_t *qc_raft_take_snapshot(qc_raft *r)
+{
+    if (!r->snapshot_pending) return NULL;
+    uint8_t *data = r->snapshot;
+    r->snapshot = NULL; /* advance frees nothing; snapshot_len stays for the ready */
+    return data;
+}
+
 void qc_raft_persisted(qc_raft *r, uint64_t index, uint64_t term)
 {
     /* A write of entries the log has replaced since (a conflict, a

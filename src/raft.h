@@ -269,6 +269,10 @@ int qc_raft_step_down(qc_raft *r, uint64_t now, int reason);
 int qc_raft_has_ready(const qc_raft *r);
 void qc_raft_ready(qc_raft *r, qc_ready *out);
 void qc_raft_advance(qc_raft *r);
+/* Takes the data of the current ready's snapshot (the caller's to free();
+ * NULL when none): rd->snapshot stays valid, for as long as the caller
+ * keeps it, instead of until advance. */
+uint8_t *qc_raft_take_snapshot(qc_raft *r);
 /* The entries handed out up to index, the last of them of term term, are
  * durable (written and fsynced, in order). Until then a leader does not
  * count itself for their commit and nobody applies them. A write the log

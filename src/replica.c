@@ -71,9 +71,11 @@ struct qc_replica {
     const uint8_t *snap;
     size_t snap_len;
     uint64_t snap_index, snap_term;
-    qc_entry snap_conf; /* none: len 0 */
-    uint64_t snap_next; /* take the next one once this much is applied */
-    snap_job job;       /* the one background snapshot (pid 0: none) */
+    qc_entry snap_conf;           /* none: len 0 */
+    uint64_t snap_next;           /* take the next one once this much is applied */
+    snap_job job;                 /* the one background snapshot (pid 0: none) */
+    struct install_job *installs; /* the leader's snapshots queued, oldest first */
+    const char *install_hold;     /* QC_TEST_INSTALL_HOLD (install_hold) */
     uint64_t next_request;
     waiter *waiting;
 };
@@ -426,33 +428,142 @@ static int keep_snapshot(qc_replica *rp, uint64_t index, uint64_t term)
 
 static uint64_t next_point(const qc_replica *rp, uint64_t last);
 
-/* A snapshot from the leader: the state machine becomes it, and it is
- * durable before anything that depends on it is acknowledged (the caller
- * sends this ready's messages only after we return). */
-static int install_snapshot(qc_replica *rp, const qc_ready *rd)
+/* ---- installing the leader's snapshot ------------------------------------
+ *
+ * Off the loop, as a job of the WAL's writer thread, in its turn among the
+ * log writes: the entries after the snapshot are written only after it, and
+ * the messages that depend on it (the answer to the leader, later append
+ * answers) wait for its sequence number like any write's (agent.c). The
+ * thread parses the data into a fresh store and writes the file; the loop
+ * swaps the store in once the job is durable (qc_replica_installed). Until
+ * then the loop serves the old store: the core applies nothing after the
+ * snapshot before the writes after it are durable, and a read that needs
+ * the snapshot's index waits for the swap. */
+
+typedef struct install_job {
+    struct install_job *next;
+    qc_replica *rp;
+    uint64_t seq, index, term;
+    uint8_t *data; /* the KV data, taken from the core */
+    size_t len;
+    qc_entry conf; /* the membership at index; data owned */
+    qc_kv *kv;     /* the thread's result */
+    int status;    /* QC_OK, or why kv is not it (QC_ECORRUPT, QC_ENOMEM) */
+    double queued; /* ev_time() when queued, for the log */
+} install_job;
+
+static void install_free(install_job *j)
 {
-    if (qc_kv_restore(rp->kv, rd->snapshot, rd->snapshot_len) != QC_OK) {
-        qc_log(QC_LOG_ERROR, "store", "the leader's snapshot at %llu is corrupt; ignoring it",
-               (unsigned long long)rd->snapshot_index);
-        return QC_ECORRUPT;
-    }
-    int rc = write_snapshot(rp->wal, rd->snapshot_index, rd->snapshot_term, rd->snapshot_conf,
-                            rd->snapshot, rd->snapshot_len);
-    if (rc == QC_OK) rc = qc_wal_add_snapshot(rp->wal, rd->snapshot_index, rd->snapshot_term);
-    if (rc != QC_OK) return QC_EIO;
-    keep_snapshot(rp, rd->snapshot_index, rd->snapshot_term);
-    rp->snap_next = next_point(rp, rd->snapshot_index);
-    qc_log(QC_LOG_INFO, "store", "installed the leader's snapshot at %llu (%zu bytes)",
-           (unsigned long long)rd->snapshot_index, rd->snapshot_len);
+    qc_kv_free(j->kv);
+    free(j->data);
+    free(j->conf.data);
+    free(j);
+}
+
+/* Test hook: while the file QC_TEST_INSTALL_HOLD names exists (at most a
+ * minute), an install waits before it starts, so a spec can see the loop
+ * serve meanwhile. */
+static void install_hold(const char *path)
+{
+    if (!path) return;
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    for (int i = 0; i < 6000 && access(path, F_OK) == 0; i++) nanosleep(&tick, NULL);
+}
+
+/* On the writer thread: parse into a fresh store, then the file, durably,
+ * and the WAL restarts after it (a log that disagrees with the snapshot is
+ * dropped, as Raft says). Touches only the job and the WAL. */
+static int install_run(void *arg)
+{
+    install_job *j = arg;
+    qc_replica *rp = j->rp;
+    install_hold(rp->install_hold);
+    qc_kv_config kc = {.max_key = rp->cfg.max_key, .max_value = rp->cfg.max_value};
+    j->status = qc_kv_new(&kc, &j->kv);
+    if (j->status == QC_OK) j->status = qc_kv_restore(j->kv, j->data, j->len);
+    if (j->status != QC_OK) return QC_OK; /* the loop stops the node; the disk is untouched */
+    if (write_snapshot(rp->wal, j->index, j->term, &j->conf, j->data, j->len) != QC_OK ||
+        qc_wal_truncate(rp->wal, j->index) != QC_OK ||
+        qc_wal_add_snapshot(rp->wal, j->index, j->term) != QC_OK ||
+        qc_wal_compact(rp->wal, j->index) != QC_OK)
+        return QC_EIO;
     return QC_OK;
 }
 
-int qc_replica_persist(qc_replica *rp, const qc_ready *rd)
+/* Queues the install of rd's snapshot; *seq is its write's number. */
+static int install_snapshot(qc_replica *rp, qc_raft *r, const qc_ready *rd, uint64_t *seq)
 {
-    if (rd->has_snapshot) {
-        int rc = install_snapshot(rp, rd);
-        if (rc) return rc;
+    install_job *j = calloc(1, sizeof *j);
+    if (!j) return QC_ENOMEM;
+    *j = (install_job){.rp = rp,
+                       .index = rd->snapshot_index,
+                       .term = rd->snapshot_term,
+                       .len = rd->snapshot_len,
+                       .conf = *rd->snapshot_conf,
+                       .queued = ev_time()};
+    j->conf.data = NULL;
+    if (j->conf.len && !(j->conf.data = malloc(j->conf.len))) {
+        install_free(j);
+        return QC_ENOMEM;
     }
+    if (j->conf.len) memcpy(j->conf.data, rd->snapshot_conf->data, j->conf.len);
+    j->data = qc_raft_take_snapshot(r);
+    int rc = qc_walq_submit_job(rp->walq, install_run, j, &j->seq);
+    if (rc) {
+        install_free(j);
+        return rc;
+    }
+    *seq = j->seq;
+    qc_log(QC_LOG_INFO, "store",
+           "installing the leader's snapshot at %llu (%zu bytes) in the background",
+           (unsigned long long)j->index, j->len);
+    install_job **tail = &rp->installs;
+    while (*tail) tail = &(*tail)->next;
+    *tail = j;
+    return QC_OK;
+}
+
+int qc_replica_persist(qc_replica *rp, qc_raft *r, const qc_ready *rd, uint64_t *seq)
+{
+    *seq = 0;
+    if (!rd->has_snapshot) return QC_OK;
+    int rc = install_snapshot(rp, r, rd, seq);
+    return rc == QC_ENOMEM ? QC_ENOMEM : rc ? QC_EIO : QC_OK;
+}
+
+/* The job is durable: its store replaces ours. */
+static void install_finish(qc_replica *rp, install_job *j)
+{
+    qc_kv *old = rp->kv;
+    rp->kv = j->kv;
+    j->kv = old; /* freed with the job */
+    keep_snapshot(rp, j->index, j->term);
+    rp->snap_next = next_point(rp, j->index);
+    qc_log(QC_LOG_INFO, "store",
+           "installed the leader's snapshot at %llu (%zu bytes, %.0f ms in the background)",
+           (unsigned long long)j->index, j->len, (ev_time() - j->queued) * 1000);
+}
+
+int qc_replica_installed(qc_replica *rp, qc_raft *r, uint64_t seq, uint64_t now)
+{
+    int any = 0;
+    while (rp->installs && rp->installs->seq <= seq) {
+        install_job *j = rp->installs;
+        rp->installs = j->next;
+        int rc = j->status;
+        if (rc == QC_OK)
+            install_finish(rp, j);
+        else
+            qc_log(QC_LOG_ERROR, "store",
+                   "cannot install the leader's snapshot at %llu: %s; stopping this node "
+                   "(nothing is lost: restarted, it asks for the snapshot again)",
+                   (unsigned long long)j->index,
+                   rc == QC_ECORRUPT ? "its data is corrupt" : qc_strerror(rc));
+        install_free(j);
+        if (rc) return rc;
+        any = 1;
+    }
+    if (any) settle_reads(rp, r, now);
     return QC_OK;
 }
 
@@ -465,11 +576,12 @@ int qc_replica_submit(qc_replica *rp, const qc_ready *rd, uint64_t *seq)
     return rc == QC_ENOMEM ? QC_ENOMEM : rc ? QC_EIO : QC_OK;
 }
 
-void qc_replica_drain(qc_replica *rp) { qc_walq_drain(rp->walq); }
-
 void qc_replica_progress(qc_replica *rp, qc_walq_progress *out)
 {
     qc_walq_progress_get(rp->walq, out);
+    /* Entries written before a pending install may be dropped by it: they
+     * prove nothing until it is done (it resets the walq's newest entry). */
+    if (rp->installs && out->seq < rp->installs->seq) out->index = out->term = 0;
 }
 
 void qc_replica_prepare(qc_replica *rp, qc_ready *rd)
@@ -670,6 +782,9 @@ static void snap_stop(qc_replica *rp)
 
 void qc_replica_maybe_snapshot(qc_replica *rp, qc_raft *r)
 {
+    /* The store is about to be replaced: a snapshot of ours (or the
+     * install of one that finished) waits, and is then older than it. */
+    if (rp->installs) return;
     if (rp->job.done) snap_finish(rp, r);
     if (rp->job.pid || ev_now(rp->loop) < rp->job.retry_at) return;
     uint64_t applied = qc_kv_applied_index(rp->kv);
@@ -699,6 +814,7 @@ int qc_replica_open(struct ev_loop *loop, const qc_replica_config *cfg, qc_repli
         rp->next_request = (uint64_t)time(NULL) << 24;
     rp->next_request &= (1ull << 62) - 1; /* room to count up */
     if (!rp->cfg.snapshot_every) rp->cfg.snapshot_every = 10000;
+    rp->install_hold = getenv("QC_TEST_INSTALL_HOLD");
     if (rp->cfg.request_timeout_s <= 0) rp->cfg.request_timeout_s = 5;
     qc_kv_config kc = {.max_key = cfg->max_key, .max_value = cfg->max_value};
     int rc = qc_kv_new(&kc, &rp->kv);
@@ -747,6 +863,11 @@ void qc_replica_close(qc_replica *rp)
     while (rp->waiting) answer(rp->waiting, QC_EBUSY, 0);
     snap_stop(rp);
     qc_walq_free(rp->walq); /* writes out what it holds first */
+    while (rp->installs) {
+        struct install_job *j = rp->installs;
+        rp->installs = j->next;
+        install_free(j);
+    }
     if (rp->wal) qc_wal_close(rp->wal);
     qc_wal_recovery_free(&rp->rec);
     qc_kv_free(rp->kv);

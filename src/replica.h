@@ -49,16 +49,20 @@ void qc_replica_close(qc_replica *rp);
 /* Gives the recovered log to a fresh core (right after qc_raft_new). */
 int qc_replica_restore(qc_replica *rp, qc_raft *r);
 
-/* Installs rd's snapshot durably, at once (drain the writer first: the log
- * restarts after it). QC_EIO: the disk failed and nothing may be sent; the
- * node must stop. */
-int qc_replica_persist(qc_replica *rp, const qc_ready *rd);
+/* Queues the install of rd's snapshot (taken from the core) on the writer
+ * thread, before rd's writes; *seq: its write's number (0: no snapshot).
+ * Messages that depend on it wait for seq like any write's. QC_ENOMEM,
+ * QC_EIO once a write failed. */
+int qc_replica_persist(qc_replica *rp, qc_raft *r, const qc_ready *rd, uint64_t *seq);
+/* Writes up to seq are durable: the installs among them replace the state
+ * machine (call before qc_raft_persisted for them, outside a ready). An
+ * install that could not parse the leader's data: QC_ECORRUPT or
+ * QC_ENOMEM, logged; the node must stop. */
+int qc_replica_installed(qc_replica *rp, qc_raft *r, uint64_t seq, uint64_t now);
 /* Queues rd's entries and hard state for the writer thread, after the
  * snapshot (*seq: the write's number, 0 when there was nothing to write).
  * QC_EIO once a write failed, QC_ENOMEM. */
 int qc_replica_submit(qc_replica *rp, const qc_ready *rd, uint64_t *seq);
-/* Blocks until every queued write is durable (or failed). */
-void qc_replica_drain(qc_replica *rp);
 /* How far the writes are durable (qc_walq_progress_get). */
 void qc_replica_progress(qc_replica *rp, qc_walq_progress *out);
 /* Attaches the snapshot to outgoing snapshot messages. */

@@ -15,6 +15,8 @@
 typedef struct batch {
     struct batch *next;
     uint64_t seq;
+    qc_walq_job_fn *job; /* a job instead of a write (qc_walq_submit_job) */
+    void *job_arg;
     int has_hs;
     qc_hard_state hs;
     size_t n;
@@ -73,7 +75,9 @@ static int write_batches(qc_walq *q, const batch *b, qc_entry *last, double *syn
     return rc;
 }
 
-static void report(qc_walq *q, uint64_t seq, int rc, const qc_entry *last, double sync)
+/* Publishes that everything up to seq is durable (or that it failed);
+ * idle: nothing of the taken batches is left to do. */
+static void report(qc_walq *q, uint64_t seq, int rc, const qc_entry *last, double sync, int idle)
 {
     pthread_mutex_lock(&q->mu);
     if (rc) {
@@ -87,10 +91,34 @@ static void report(qc_walq *q, uint64_t seq, int rc, const qc_entry *last, doubl
         }
         if (sync >= 0 && q->n_syncs < QC_WALQ_SYNCS) q->syncs[q->n_syncs++] = sync;
     }
-    q->busy = 0;
+    if (idle) q->busy = 0;
     pthread_cond_broadcast(&q->idle);
     pthread_mutex_unlock(&q->mu);
     ev_async_send(q->loop, &q->async);
+}
+
+/* Cuts todo after its first job, or before it: a run of writes shares one
+ * fsync, a job runs alone, in order. Returns the rest. */
+static batch *take_step(batch *todo)
+{
+    batch *b = todo;
+    if (!b->job)
+        while (b->next && !b->next->job) b = b->next;
+    batch *rest = b->next;
+    b->next = NULL;
+    return rest;
+}
+
+/* Runs a job: the log may have changed under it (a snapshot restarts it),
+ * so nothing written before it counts as the newest entry any more. */
+static int run_job(qc_walq *q, const batch *b)
+{
+    int rc = b->job(b->job_arg);
+    pthread_mutex_lock(&q->mu);
+    q->index = q->term = 0;
+    pthread_mutex_unlock(&q->mu);
+    if (rc && !errno) errno = EIO;
+    return rc;
 }
 
 static void *writer_main(void *arg)
@@ -105,14 +133,21 @@ static void *writer_main(void *arg)
         q->busy = todo != NULL;
         pthread_mutex_unlock(&q->mu);
         if (!todo) return NULL; /* stopping, all written */
-        uint64_t seq = todo->seq;
-        for (const batch *b = todo; b; b = b->next) seq = b->seq;
-        qc_entry last = {0};
-        double sync = -1;
-        errno = 0;
-        int rc = failed ? QC_EIO : write_batches(q, todo, &last, &sync);
-        free_batches(todo);
-        report(q, seq, rc, &last, sync);
+        while (todo) {
+            batch *rest = take_step(todo);
+            uint64_t seq = todo->seq;
+            for (const batch *b = todo; b; b = b->next) seq = b->seq;
+            qc_entry last = {0};
+            double sync = -1;
+            errno = 0;
+            int rc = failed      ? QC_EIO
+                     : todo->job ? run_job(q, todo)
+                                 : write_batches(q, todo, &last, &sync);
+            if (rc) failed = 1;
+            free_batches(todo);
+            report(q, seq, rc, &last, sync, rest == NULL);
+            todo = rest;
+        }
     }
 }
 
@@ -203,11 +238,9 @@ static batch *new_batch(const qc_entry *entries, size_t n, const qc_hard_state *
     return b;
 }
 
-int qc_walq_submit(qc_walq *q, const qc_entry *entries, size_t n, const qc_hard_state *hs,
-                   uint64_t *seq)
+/* Queues b (taken) as the next write; QC_EIO (b freed) after a failure. */
+static int enqueue(qc_walq *q, batch *b, uint64_t *seq)
 {
-    batch *b = new_batch(entries, n, hs);
-    if (!b) return QC_ENOMEM;
     pthread_mutex_lock(&q->mu);
     int failed = q->failed;
     if (!failed) {
@@ -223,6 +256,23 @@ int qc_walq_submit(qc_walq *q, const qc_entry *entries, size_t n, const qc_hard_
     if (!failed) return QC_OK;
     free_batches(b);
     return QC_EIO;
+}
+
+int qc_walq_submit(qc_walq *q, const qc_entry *entries, size_t n, const qc_hard_state *hs,
+                   uint64_t *seq)
+{
+    batch *b = new_batch(entries, n, hs);
+    if (!b) return QC_ENOMEM;
+    return enqueue(q, b, seq);
+}
+
+int qc_walq_submit_job(qc_walq *q, qc_walq_job_fn *job, void *arg, uint64_t *seq)
+{
+    batch *b = calloc(1, sizeof *b);
+    if (!b) return QC_ENOMEM;
+    b->job = job;
+    b->job_arg = arg;
+    return enqueue(q, b, seq);
 }
 
 void qc_walq_drain(qc_walq *q)

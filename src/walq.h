@@ -42,6 +42,14 @@ void qc_walq_free(qc_walq *q);
  * failure. */
 int qc_walq_submit(qc_walq *q, const qc_entry *entries, size_t n, const qc_hard_state *hs,
                    uint64_t *seq);
+/* A job for the writer thread, run in its turn among the writes (after
+ * every write queued before it is durable, before any queued after): 0, or
+ * QC_EIO (errno set), which fails the writer as a failed write does. */
+typedef int qc_walq_job_fn(void *arg);
+/* Queues job(arg) (arg stays the caller's; the job has run once *seq is
+ * durable). The newest entry written (qc_walq_progress) starts again from
+ * none after it. QC_ENOMEM, QC_EIO after a failure (job never runs). */
+int qc_walq_submit_job(qc_walq *q, qc_walq_job_fn *job, void *arg, uint64_t *seq);
 /* Blocks until every queued write is durable or failed. */
 void qc_walq_drain(qc_walq *q);
 /* What completed (see qc_walq_progress); takes the fsync durations. */

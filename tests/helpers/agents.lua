@@ -150,8 +150,9 @@ end
 
 function M.start(c, i)
   local node = c.nodes[i]
-  local cmd = string.format("cd %s && QC_EVENTS=%s exec %s/bin/qcluster agent %s >>%s 2>&1 & echo $!",
-    c.dir, node.events, M.root, node.config, node.log)
+  -- node.env: "NAME=value ..." set for this node's agent (test knobs)
+  local cmd = string.format("cd %s && %sQC_EVENTS=%s exec %s/bin/qcluster agent %s >>%s 2>&1 & echo $!",
+    c.dir, node.env and (node.env .. " ") or "", node.events, M.root, node.config, node.log)
   local p = io.popen(cmd)
   node.pid = tonumber(p:read("l"))
   p:close()

@@ -64,7 +64,7 @@ describe("snapshots", function()
       return status == 200 and body == "v"
     end, 20), "the follower caught up")
     local log = A.read(c.nodes[fi].log):sub(mark + 1)
-    local size = tonumber(log:match("installed the leader's snapshot at %d+ %((%d+) bytes%)"))
+    local size = tonumber(log:match("installed the leader's snapshot at %d+ %((%d+) bytes"))
     assert.is_truthy(size and size > 12000000, "installed a snapshot of " .. tostring(size))
     for k = 1, 12 do
       local status, body = A.http(follower, "GET", "/v1/kv/big" .. k .. "?stale")

@@ -1,0 +1,128 @@
+-- A follower installs the leader's snapshot off its loop: stopped while
+-- the log moved past the leader's compaction, it catches up through a
+-- snapshot of 20,000 keys while a writer keeps writing, keeps answering
+-- requests while the install is held half-way (QC_TEST_INSTALL_HOLD), and
+-- ends with the same data as every other node.
+local A = require("agents")
+local socket = require("socket")
+
+local KEYS = 20000
+local FILLER = string.rep("x", 100)
+
+-- Reads one HTTP response from s: status, body.
+local function read_response(s)
+  local line = assert(s:receive("*l"))
+  local status = tonumber(line:match("^HTTP/1%.1 (%d+)"))
+  local len = 0
+  while true do
+    local h = assert(s:receive("*l"))
+    if h == "" then break end
+    local n = h:lower():match("^content%-length:%s*(%d+)")
+    if n then len = tonumber(n) end
+  end
+  local body = len > 0 and assert(s:receive(len)) or ""
+  return status, body
+end
+
+-- PUTs name..i = value(i) for i in [from, to] to api, pipelined 100 at a
+-- time on one connection; every answer must be 200.
+local function put_range(api, name, from, to)
+  local host, port = api:match("^(.*):(%d+)$")
+  local s = socket.tcp()
+  s:settimeout(15)
+  assert(s:connect(host, tonumber(port)))
+  for first = from, to, 100 do
+    local last = math.min(first + 99, to)
+    local reqs = {}
+    for i = first, last do
+      local v = name .. i .. FILLER
+      reqs[#reqs + 1] = string.format("PUT /v1/kv/%s%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s",
+        name, i, #v, v)
+    end
+    assert(s:send(table.concat(reqs)))
+    for i = first, last do
+      local status, body = read_response(s)
+      assert(status == 200, string.format("PUT %s%d: %s %s", name, i, tostring(status), body))
+    end
+  end
+  s:close()
+end
+
+local function log_has(c, i, text, from)
+  return ((A.read(c.nodes[i].log) or ""):sub((from or 0) + 1)):find(text, 1, true) ~= nil
+end
+
+describe("installing the leader's snapshot", function()
+  local c, hold
+
+  setup(function()
+    c = A.cluster(3, { extra = { snapshot_entries = 2000 } })
+    hold = c.dir .. "/hold"
+    for i = 1, 3 do c.nodes[i].env = "QC_TEST_INSTALL_HOLD=" .. hold end
+    A.start_all(c)
+  end)
+
+  teardown(function()
+    os.remove(hold)
+    A.stop(c)
+  end)
+
+  it("a follower stopped past compaction catches up by a 20k-key snapshot while writes go on,"
+    .. " answering requests during the install", function()
+    local leader = A.must_leader(c, 15)
+    local li = A.index_of(c, leader)
+    local fi = li % 3 + 1
+    local api, follower = c.nodes[li].api, c.nodes[fi].api
+    A.signal(c, fi, "STOP")
+    put_range(api, "k", 1, KEYS)
+    assert.is_truthy(log_has(c, li, "log compacted"), "the leader compacted its log")
+    local mark = #(A.read(c.nodes[fi].log) or "")
+    A.write(hold, "")
+    A.signal(c, fi, "CONT")
+    -- the writer keeps writing while the follower receives the snapshot
+    local w = 0
+    local queued = A.wait_for(function()
+      put_range(api, "w", w + 1, w + 50)
+      w = w + 50
+      return log_has(c, fi, "installing the leader's snapshot at", mark)
+    end, 30)
+    assert.is_truthy(queued, "the follower queued the install")
+    -- held: the loop still answers, from the store it had before
+    for _ = 1, 5 do
+      put_range(api, "w", w + 1, w + 50)
+      w = w + 50
+      local st = A.json(follower, "/v1/status")
+      assert.are.equal(c.nodes[fi].id, st and st.identifier)
+      assert.are.equal(404, (A.kv_get(follower, "k1", "?stale")))
+    end
+    assert.is_falsy(log_has(c, fi, "installed the leader's snapshot", mark),
+      "the install waited for the hold")
+    os.remove(hold)
+    local installed = A.wait_for(function()
+      put_range(api, "w", w + 1, w + 50)
+      w = w + 50
+      return log_has(c, fi, "installed the leader's snapshot", mark)
+    end, 30)
+    assert.is_truthy(installed, "the follower installed the snapshot once released")
+    put_range(api, "w", w + 1, w + 200)
+    w = w + 200
+    -- every node ends with the same keys, values and revisions
+    local want = KEYS + w
+    local bodies
+    local same = A.wait_for(function()
+      bodies = {}
+      for i = 1, 3 do
+        local status, body = A.http(c.nodes[i].api, "GET", "/v1/kv?prefix=&stale")
+        if status ~= 200 then return false end
+        bodies[i] = body
+      end
+      return bodies[1] == bodies[2] and bodies[2] == bodies[3]
+    end, 30)
+    assert.is_truthy(same, "the three nodes hold the same data")
+    local list = require("cjson").decode(bodies[fi])
+    assert.are.equal(want, #list)
+    local status, value = A.kv_get(follower, "k1", "?stale")
+    assert.are.equal(200, status)
+    assert.are.equal("k1" .. FILLER, value)
+  end)
+end)
