@@ -368,6 +368,64 @@ describe("a runaway check command", function()
   end)
 end)
 
+describe("a tcp check on a loop that runs late", function()
+  local c, listener, filler
+
+  -- The agent is stopped while its check's connect is in flight, and
+  -- resumed past the check's deadline once the kernel has completed the
+  -- connect: the answer and the deadline are then ready together.
+  -- listen(0) with one connection queued drops the check's SYN; its
+  -- retransmission (after about 1 s) gets in once that one is accepted.
+  setup(function()
+    listener = assert(socket.tcp())
+    assert(listener:bind("127.0.0.1", 0))
+    assert(listener:listen(0))
+    local _, port = listener:getsockname()
+    filler = assert(socket.connect("127.0.0.1", port))
+    c = A.cluster(1, { hooks = hooks(), extra = { checks = {
+      { name = "late", tcp = "127.0.0.1:" .. port, interval_ms = 60000, timeout_ms = 3000,
+        rise = 1, fall = 1 },
+    } } })
+    c.port = port
+    A.start_all(c)
+  end)
+
+  teardown(function()
+    A.stop(c)
+    if filler then filler:close() end
+    if listener then listener:close() end
+  end)
+
+  local function connect_state()
+    local out = A.sh(("ss -Htn state all dst 127.0.0.1:%d"):format(c.port))
+    local states = {}
+    for st in out:gmatch("(%S+)%s+%d+%s+%d+") do states[#states + 1] = st end
+    return table.concat(states, " ")
+  end
+
+  it("takes the connection that opened before its deadline", function()
+    -- the first run starts with the agent: its SYN waits beside the filler
+    assert.is_truthy(A.wait_for(function() return connect_state():match("SYN%-SENT") end, 10),
+      connect_state())
+    local t0 = A.now()
+    A.signal(c, 1, "STOP")
+    local accepted = assert(listener:accept())
+    assert.is_truthy(A.wait_for(function()
+      return not connect_state():match("SYN%-SENT")
+    end, 5), "the check's connect did not complete: " .. connect_state())
+    A.sleep(math.max(0, t0 + 3.5 - A.now())) -- past the deadline
+    A.signal(c, 1, "CONT")
+    local k = A.wait_for(function()
+      local by = checks(c, 1)
+      return by and by.late.output ~= "not run yet" and by.late
+    end, 10)
+    accepted:close()
+    assert.is_truthy(k)
+    assert.are.equal("connected to 127.0.0.1:" .. c.port, k.output)
+    assert.are.equal("passing", k.status)
+  end)
+end)
+
 describe("qcluster check", function()
   local dir
 
