@@ -441,7 +441,7 @@ end
 
 M.CHECK_KINDS = { "exec", "http", "tcp", "ttl_ms", "lua" }
 local CHECK_NAMES = { "name", "exec", "http", "tcp", "ttl_ms", "lua", "interval_ms", "timeout_ms",
-  "rise", "fall" }
+  "rise", "fall", "retry_ms" }
 local CHECK_KEYS = {}
 for _, k in ipairs(CHECK_NAMES) do CHECK_KEYS[k] = true end
 M.CHECK_DEFAULTS = { interval_ms = 1000, rise = 2, fall = 2 }
@@ -544,6 +544,16 @@ local function check_entry(i, t, seen, json)
   out.timeout_ms = ti
   out.rise = integer(key .. ".rise", t.rise == nil and d.rise or t.rise, 1, 1000000)
   out.fall = integer(key .. ".fall", t.fall == nil and d.fall or t.fall, 1, 1000000)
+  -- How soon a run follows one that disagreed with the status (HAProxy's
+  -- fastinter): a refused connect is confirmed in milliseconds, while
+  -- timeouts still take fall times timeout_ms.
+  local retry = t.retry_ms == nil and out.interval_ms or t.retry_ms
+  local ri = as_integer(retry)
+  if ri == nil or ri < 1 or ri > out.interval_ms then
+    fail(key .. ".retry_ms", "expected an integer 1..%d (at most interval_ms), got %s",
+      out.interval_ms, describe(retry))
+  end
+  out.retry_ms = ri
   return out
 end
 

@@ -360,6 +360,7 @@ static int copy_check(lua_State *L, int e, qc_check_conf *k)
     k->timeout_ms = int_field(L, e, "timeout_ms");
     k->rise = int_field(L, e, "rise");
     k->fall = int_field(L, e, "fall");
+    k->retry_ms = int_field(L, e, "retry_ms");
     return rc == QC_OK && (!k->name || !k->target || !k->kind) ? QC_EINVAL : rc;
 }
 

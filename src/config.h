@@ -31,7 +31,7 @@ typedef struct qc_check_conf {
     int port;
     char *path; /* http: the request target */
     int ttl_ms; /* ttl */
-    int interval_ms, timeout_ms, rise, fall;
+    int interval_ms, timeout_ms, rise, fall, retry_ms;
     /* lua: the function is the resolved config's checks[i].lua (registry
      * "qcluster.config"), or the hooks table's checks[target] when it names
      * one. */

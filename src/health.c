@@ -175,6 +175,20 @@ static void stop_io(check *c)
     ev_io_set(&c->io, -1, EV_WRITE);
 }
 
+/* While a check is changing (failures that have not reached fall yet on a
+ * passing check, passes short of rise on a failing one that passed before)
+ * the next run starts retry_ms after this one, not at the interval. */
+static void schedule_next(check *c)
+{
+    const qc_check_conf *k = c->conf;
+    int changing = c->passing ? c->fails > 0 : c->ever_passed && c->passes > 0;
+    if (!changing || k->retry_ms <= 0 || k->retry_ms >= k->interval_ms || !ev_is_active(&c->every))
+        return;
+    ev_timer_stop(c->h->loop, &c->every);
+    ev_timer_set(&c->every, k->retry_ms / 1000.0, k->interval_ms / 1000.0);
+    ev_timer_start(c->h->loop, &c->every);
+}
+
 /* Ends the run under way with its result (output already set). */
 static void result(check *c, int pass)
 {
@@ -184,6 +198,7 @@ static void result(check *c, int pass)
     stop_io(c);
     c->duration = (double)(qc_now_ms() - c->started_ms) / 1000.0;
     int changed = apply_result(c, pass);
+    schedule_next(c);
     if (changed) {
         c->since = qc_wall_time();
         /* one log line: the output's first line */

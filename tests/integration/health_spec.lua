@@ -105,6 +105,44 @@ r=$(printf %%s %s | cut -c$n); [ "$r" != F ]
   end)
 end)
 
+describe("a check with retry_ms", function()
+  local c
+
+  -- Runs pass, then fail from the second run on, then pass from the fifth
+  -- on; each run appends its start time (ms) to runs.
+  setup(function()
+    c = A.cluster(1, { hooks = hooks(), extra = { checks = {
+      { name = "flip", exec = "sh flip.sh", interval_ms = 4000, retry_ms = 20, rise = 2, fall = 3 },
+    } } })
+    A.write(c.dir .. "/flip.sh", [[
+n=$(($(cat runs 2>/dev/null | wc -l) + 1))
+echo $(($(date +%s%N) / 1000000)) >> runs
+echo "run $n"
+case $n in 2|3|4) exit 1;; esac
+]])
+    A.start_all(c)
+  end)
+
+  teardown(function() A.stop(c) end)
+
+  it("runs again retry_ms after a result that disagrees with the status, else at the interval",
+    function()
+    assert.is_truthy(A.wait_for(function() return #A.events(c, 1) >= 3 end, 30),
+      "expected three health changes, got: " .. table.concat(A.events(c, 1), "; "))
+    assert.are.same({
+      "health true flip passing run 1",
+      "health false flip failing run 4|(exit status 1)", -- runs 2, 3, 4 fail: fall 3
+      "health true flip passing run 6", -- runs 5, 6 pass: rise 2
+    }, A.events(c, 1))
+    local at = {}
+    for ms in (A.read(c.dir .. "/runs") or ""):gmatch("%d+") do at[#at + 1] = tonumber(ms) end
+    -- which schedule each run followed: retry_ms (20) or interval_ms (4000)
+    local gaps = {}
+    for i = 2, 6 do gaps[#gaps + 1] = at[i] - at[i - 1] < 2000 and "retry" or "interval" end
+    assert.are.same({ "interval", "retry", "retry", "interval", "retry" }, gaps)
+  end)
+end)
+
 describe("every kind of check", function()
   local c, hang, api
 
@@ -449,6 +487,10 @@ describe("qcluster check", function()
       .. " got 0" },
     { "{ name = 'a', exec = 'x', interval_ms = 5 }",
       "checks[1].interval_ms: expected an integer 10..86400000, got 5" },
+    { "{ name = 'a', exec = 'x', interval_ms = 100, retry_ms = 200 }",
+      "checks[1].retry_ms: expected an integer 1..100 (at most interval_ms), got 200" },
+    { "{ name = 'a', exec = 'x', retry_ms = 0 }",
+      "checks[1].retry_ms: expected an integer 1..1000 (at most interval_ms), got 0" },
     { "{ name = 'a', exec = 'x', timout_ms = 5 }",
       'checks[1].timout_ms: unknown key (did you mean "timeout_ms"?)' },
   }

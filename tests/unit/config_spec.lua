@@ -305,6 +305,8 @@ describe("config", function()
         "checks[1].interval_ms: expected an integer 10..86400000, got 9" },
       { BASE .. "checks = {{name = 'a', exec = 'x', interval_ms = 100, timeout_ms = 101}}",
         "checks[1].timeout_ms: expected an integer 1..100 (at most interval_ms), got 101" },
+      { BASE .. "checks = {{name = 'a', exec = 'x', interval_ms = 100, retry_ms = 101}}",
+        "checks[1].retry_ms: expected an integer 1..100 (at most interval_ms), got 101" },
       { BASE .. "checks = {{name = 'a', exec = 'x', fal = 1}}",
         'checks[1].fal: unknown key (did you mean "fall"?)' },
       { BASE .. "checks = {{name = 'a', ttl_ms = 0}}",
