@@ -197,10 +197,8 @@ end
 -- Writes until it gets one acknowledged write of key (or deadline, in
 -- seconds of socket.gettime()); returns the time it was acknowledged.
 function M.write_until_acked(w, key, deadline)
-  local trace = os.getenv("CLIENT_TRACE") and socket.gettime()
   while socket.gettime() < deadline do
-    local r, err = M.write_once(w, key, key)
-    if trace then io.stderr:write(string.format("%.0f ms %s %s\n", (socket.gettime() - trace) * 1000, r, err)) end
+    local r = M.write_once(w, key, key)
     if r == "acked" then return socket.gettime() end
     socket.sleep(M.POLL_S)
   end

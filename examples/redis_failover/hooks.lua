@@ -36,9 +36,11 @@ local function self_redis()
   return redis_of(qcluster.self())
 end
 
--- Every Redis of the cluster, this node's first.
-local function all_redis()
-  local t = { self_redis() }
+-- Every Redis of the cluster, this node's first (me: this node's, when the
+-- caller has it: each qcluster call from a hook is a trip to the agent's
+-- loop thread, and a fail-over waits on them).
+local function all_redis(me)
+  local t = { me or self_redis() }
   for _, p in ipairs(qcluster.peers()) do
     local r = redis_of(p)
     if r then t[#t + 1] = r end
@@ -52,15 +54,14 @@ end
 
 -- Runs commands (each a list of words) on one Redis in one connection, in
 -- order; cb(out) with redis-cli's output, or cb(nil, why) when the Redis
--- could not be reached or an answer was an error.
+-- could not be reached or an answer was an error. The shell execs redis-cli
+-- with the commands in a here-document: one process start, not two (a
+-- fail-over waits on two rounds of these).
 local function redis(r, commands, cb)
   local lines = {}
-  for _, c in ipairs(commands) do lines[#lines + 1] = table.concat(c, " ") end
-  local cmd = string.format("printf '%%s\\n' %s | redis-cli -h %s -p %d", table.concat((function()
-    local q = {}
-    for i, l in ipairs(lines) do q[i] = quote(l) end
-    return q
-  end)(), " "), quote(r.host), r.port)
+  for _, c in ipairs(commands) do lines[#lines + 1] = table.concat(c, " ") .. "\n" end
+  local cmd = string.format("exec redis-cli -h %s -p %d <<'REDIS_COMMANDS'\n%sREDIS_COMMANDS\n", quote(r.host),
+    r.port, table.concat(lines))
   qcluster.exec(cmd, { timeout_ms = REDIS_TIMEOUT_MS }, function(res)
     local out = res.stdout or ""
     if res.status ~= 0 or res.timed_out then
@@ -135,6 +136,7 @@ local function leading(term)
 end
 
 local promote -- forward
+local every_redis -- all_redis() as the promotion under way found it
 
 -- Starts the promotion over a little later (a Redis did not answer, the
 -- catch-up took too long). A node that no longer leads stops here.
@@ -153,7 +155,7 @@ end
 -- answer are left to their own agents (which follow the leader's metadata).
 local function repoint_others(term, me)
   local others = {}
-  for _, r in ipairs(all_redis()) do
+  for _, r in ipairs(every_redis) do
     if r.id ~= me.id then others[#others + 1] = r end
   end
   each(others, function(r, done)
@@ -231,14 +233,15 @@ function promote(term)
     return
   end
   promoting = term
-  each(all_redis(), function(r, done)
+  every_redis = all_redis(me)
+  each(every_redis, function(r, done)
     info(r, r.id == me.id and {} or { fence_command() }, function(i) done(i or false) end)
   end, function(infos)
     if not leading(term) then return stop(term) end
     local own = infos[me.id]
     if not own then return retry(term, "own Redis does not answer") end
     local best, best_info = me, own
-    for _, r in ipairs(all_redis()) do
+    for _, r in ipairs(every_redis) do
       local i = infos[r.id]
       if r.id ~= me.id and i and (i.role == "slave" or i.replid == own.replid) then
         -- On a tie, the Redis this node already replicates from wins.

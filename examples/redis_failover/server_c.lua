@@ -2,9 +2,12 @@
 -- Ports come from REDIS_FAILOVER_BASE (default 7500): cluster base+3, API
 -- base+13, this node's redis-server base+23 (metadata.redis_port, which the
 -- hooks and clients read). Durable state under REDIS_FAILOVER_DIR.
--- Checks: `redis` opens a connection every 50 ms (a dead Redis refuses it:
--- three in a row fail it), `redis_ping` asks PING every second (a hung Redis accepts
--- connections but never answers). An unhealthy leader hands over.
+-- Checks: `redis` opens a connection every 20 ms; once one fails, the next
+-- come 2 ms apart (retry_ms), so a dead Redis (connect refused at once) fails
+-- it in three refusals, a few ms, while a slow connect must time out three
+-- times in a row. `redis_ping` asks PING every second (a hung Redis accepts
+-- connections but never answers): three answers missing 500 ms, 100 ms
+-- apart, fail it. An unhealthy leader hands over.
 local base = tonumber(os.getenv("REDIS_FAILOVER_BASE")) or 7500
 local dir = os.getenv("REDIS_FAILOVER_DIR") or "/tmp/qcluster-redis-failover"
 local redis_port = base + 23
@@ -21,9 +24,9 @@ return {
     { identifier = "server_b", host = "127.0.0.1", port = base + 2, metadata = { redis_port = base + 22 } },
   },
   checks = {
-    { name = "redis", tcp = "127.0.0.1:" .. redis_port, interval_ms = 50, rise = 2, fall = 3 },
+    { name = "redis", tcp = "127.0.0.1:" .. redis_port, interval_ms = 20, retry_ms = 2, rise = 2, fall = 3 },
     { name = "redis_ping", exec = "redis-cli -p " .. redis_port .. " ping | grep -q PONG", interval_ms = 1000,
-      rise = 2, fall = 3 },
+      timeout_ms = 500, retry_ms = 100, rise = 2, fall = 3 },
   },
   hooks = "hooks.lua",
 }
