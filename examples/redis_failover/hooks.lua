@@ -153,13 +153,13 @@ end
 
 -- Every other Redis now replicates from this node's. Those that did not
 -- answer are left to their own agents (which follow the leader's metadata).
-local function repoint_others(term, me)
+local function repoint_others(me)
   local others = {}
   for _, r in ipairs(every_redis) do
     if r.id ~= me.id then others[#others + 1] = r end
   end
+  -- The caller has just checked that this node leads in term.
   each(others, function(r, done)
-    if not leading(term) then return done() end
     redis(r, { replicaof(me) }, function(out, err)
       if not out then log("warn", "%s:%d does not follow yet: %s", r.host, r.port, tostring(err)) end
       done()
@@ -167,9 +167,11 @@ local function repoint_others(term, me)
   end, function() end)
 end
 
+local own_metadata -- this node's metadata as the promotion under way found it
+
 local function publish(term)
   local m = {}
-  for k, v in pairs(qcluster.self().metadata or {}) do m[k] = v end
+  for k, v in pairs(own_metadata or {}) do m[k] = v end
   m.redis_primary_term = term
   qcluster.set_metadata(m, function(ok, err)
     if not ok then log("warn", "could not publish the primary for term %d: %s", term, tostring(err)) end
@@ -190,7 +192,7 @@ local function promote_now(term, me)
     end
     promoted_term = term
     log("info", "primary in term %d at %s:%d (offset %d)", term, me.host, me.port, i.offset)
-    repoint_others(term, me)
+    repoint_others(me)
     publish(term)
   end)
 end
@@ -227,13 +229,14 @@ end
 --    at it and publish redis_primary_term in this node's metadata.
 function promote(term)
   if not leading(term) or promoting == term or promoted_term == term then return end
-  local me = self_redis()
+  local self = qcluster.self()
+  local me = redis_of(self)
   if not me then
     log("error", "metadata.redis_port is not set: this node cannot promote a Redis")
     return
   end
   promoting = term
-  every_redis = all_redis(me)
+  own_metadata, every_redis = self.metadata, all_redis(me)
   each(every_redis, function(r, done)
     info(r, r.id == me.id and {} or { fence_command() }, function(i) done(i or false) end)
   end, function(infos)
