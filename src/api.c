@@ -44,6 +44,19 @@
 /* Thousands of long-poll clients may connect at once (after a restart, or
  * all reconnecting after a change); the kernel caps it at somaxconn. */
 #define LISTEN_BACKLOG 4096
+/* Units of client work (a connection accepted, a request read, a parked
+ * poll answered) done in one loop turn. Past it the rest waits for the
+ * next turns (struct qc_api, drain_cb): thousands of polls woken or
+ * asking again at once never hold the loop for long, and peer messages
+ * and the raft timer, at a higher priority, run between the batches. */
+#define TURN_BUDGET 256
+/* Every API watcher runs below the agent's (peers, raft timer, the WAL's
+ * completions: the default priority) within a loop turn. */
+#define API_PRI EV_MINPRI
+/* A connection's input, request target and Authorization value: allocated
+ * while a request is read, given back when the connection parks or idles
+ * with nothing buffered, so a parked long-poll costs well under 1 KiB. */
+#define BUFS_SIZE (IN_CAP + URL_MAX + 1 + AUTH_MAX + 1)
 
 typedef struct conn conn;
 
@@ -76,15 +89,15 @@ struct conn {
     ev_io rio, wio;
     ev_timer idle, wait;
     http_parser parser;
-    char in[IN_CAP];
+    char *in; /* IN_CAP bytes, NULL when nothing is buffered (see bufs_get) */
     size_t in_len, in_off;
     /* the request being parsed */
-    char url[URL_MAX + 1];
+    char *url; /* URL_MAX + 1 bytes, in in's block */
     size_t url_len, hdr_bytes;
     char field[32];
     size_t field_len;
     int field_done, hdr_kind, url_overflow;
-    char auth[AUTH_MAX + 1];
+    char *auth; /* AUTH_MAX + 1 bytes, in in's block */
     size_t auth_len;
     int auth_over; /* the Authorization value was longer than AUTH_MAX */
     int expect_continue;
@@ -116,8 +129,12 @@ struct conn {
     int parked, park_has_term, park_has_leader;
     uint64_t park_term;
     char *park_leader;
+    int expired; /* parked: its wait ended, answered by the next drain */
     pending *pend;
     conn *next, *prev;
+    conn **home;         /* the list it is on (conns, parked, unchecked, zombies) */
+    int deferred;        /* its read waits on the drain queue (rio stopped) */
+    conn *dnext, *dprev; /* the drain queue */
 };
 
 struct qc_api {
@@ -136,6 +153,15 @@ struct qc_api {
      * connections that hold slots (addr_slots, find_victim) stay short
      * and a change walks only the parked ones. */
     conn *conns, *parked, *zombies;
+    /* Parked polls not checked since the last change (qc_api_notify) or
+     * whose wait ended, and connections whose read waits for a turn with
+     * budget left: both served by drain_cb, TURN_BUDGET a turn, reads
+     * first (oldest first). */
+    conn *unchecked, *dhead, *dtail;
+    ev_check drain_w;
+    ev_idle spin_w; /* keeps the loop from blocking while work waits */
+    unsigned turn_iter;
+    int turn_used;
     int nconns;  /* open, the gauge */
     int nslots;  /* holding a slot */
     int nspare;  /* over a budget, waiting to show the token */
@@ -162,22 +188,110 @@ static void limit_hit(const qc_api *a, const char *name)
 
 /* ---------- connection lifecycle ---------- */
 
-static void list_unlink(conn **head, conn *c)
+static void list_unlink(conn *c)
 {
+    if (!c->home) return;
     if (c->prev)
         c->prev->next = c->next;
     else
-        *head = c->next;
+        *c->home = c->next;
     if (c->next) c->next->prev = c->prev;
     c->next = c->prev = NULL;
+    c->home = NULL;
 }
 
 static void list_push(conn **head, conn *c)
 {
+    list_unlink(c);
     c->prev = NULL;
     c->next = *head;
     if (*head) (*head)->prev = c;
     *head = c;
+    c->home = head;
+}
+
+/* 1 when this loop turn may do one more unit of client work (see
+ * TURN_BUDGET); the count starts again with each turn. */
+static int turn_take(qc_api *a)
+{
+    unsigned it = ev_iteration(a->loop);
+    if (it != a->turn_iter) {
+        a->turn_iter = it;
+        a->turn_used = 0;
+    }
+    if (a->turn_used >= TURN_BUDGET) return 0;
+    a->turn_used++;
+    return 1;
+}
+
+/* Work waits for drain_cb: run it at the end of this turn and the next
+ * ones, without blocking in between, until none is left. */
+static void drain_wake(qc_api *a)
+{
+    ev_check_start(a->loop, &a->drain_w);
+    ev_idle_start(a->loop, &a->spin_w);
+}
+
+static void dq_unlink(conn *c)
+{
+    qc_api *a = c->api;
+    if (!c->deferred) return;
+    if (c->dprev)
+        c->dprev->dnext = c->dnext;
+    else
+        a->dhead = c->dnext;
+    if (c->dnext)
+        c->dnext->dprev = c->dprev;
+    else
+        a->dtail = c->dprev;
+    c->dnext = c->dprev = NULL;
+    c->deferred = 0;
+}
+
+/* c's input waits for a turn with budget left, behind the others. */
+static void defer_read(conn *c)
+{
+    qc_api *a = c->api;
+    ev_io_stop(a->loop, &c->rio);
+    if (c->deferred) return;
+    c->deferred = 1;
+    c->dnext = NULL;
+    c->dprev = a->dtail;
+    if (a->dtail)
+        a->dtail->dnext = c;
+    else
+        a->dhead = c;
+    a->dtail = c;
+    drain_wake(a);
+}
+
+/* The buffers a request is read into; QC_ENOMEM. */
+static int bufs_get(conn *c)
+{
+    if (c->in) return QC_OK;
+    char *b = malloc(BUFS_SIZE);
+    if (!b) return QC_ENOMEM;
+    c->in = b;
+    c->url = b + IN_CAP;
+    c->auth = c->url + URL_MAX + 1;
+    c->url[0] = c->auth[0] = '\0';
+    return QC_OK;
+}
+
+/* Between requests with nothing buffered (parked, idle): the buffers go
+ * back, and the output buffer too once flushed. */
+static void bufs_drop(conn *c)
+{
+    if (c->in && c->in_len == 0 && c->req_start <= 0) {
+        free(c->in);
+        c->in = c->url = c->auth = NULL;
+        c->url_len = c->auth_len = 0;
+    }
+    if (c->out && c->out_len == 0) {
+        free(c->out);
+        c->out = NULL;
+        c->out_cap = 0;
+    }
 }
 
 /* Back on the connection list, holding no slot yet (see slot_back). */
@@ -191,7 +305,7 @@ static void unpark(conn *c)
     c->park_leader = NULL;
     c->parked = 0;
     c->busy = 0;
-    list_unlink(&a->parked, c);
+    c->expired = 0;
     list_push(&a->conns, c);
 }
 
@@ -207,8 +321,8 @@ static void conn_close(conn *c)
     ev_io_stop(a->loop, &c->rio);
     ev_io_stop(a->loop, &c->wio);
     ev_timer_stop(a->loop, &c->idle);
+    dq_unlink(c);
     close(c->fd);
-    list_unlink(&a->conns, c);
     list_push(&a->zombies, c);
     if (c->counted) a->nslots--;
     if (c->over) a->nspare--;
@@ -220,6 +334,7 @@ static void conn_close(conn *c)
 
 static void conn_free(conn *c)
 {
+    free(c->in);
     free(c->body);
     free(c->out);
     free(c);
@@ -229,7 +344,7 @@ static void reap_all(qc_api *a)
 {
     while (a->zombies) {
         conn *c = a->zombies;
-        list_unlink(&a->zombies, c);
+        list_unlink(c);
         conn_free(c);
     }
 }
@@ -675,11 +790,16 @@ static void park_answer(conn *c)
     conn_process(c);
 }
 
+/* The wait ended: answered by the drain, with the budget, since thousands
+ * of polls parked together end together. */
 static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    park_answer(w->data);
+    conn *c = w->data;
+    c->expired = 1;
+    list_push(&c->api->unchecked, c);
+    drain_wake(c->api);
 }
 
 /* The long-polls are all parked: one with the token answers the oldest
@@ -689,9 +809,10 @@ static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static int longpoll_room(conn *c)
 {
     if (!c->authed) return 0;
-    conn *old = NULL;
-    for (conn *o = c->api->parked; o; o = o->next)
-        if (!o->authed && !o->dead && (!old || o->progress < old->progress)) old = o;
+    conn *old = NULL, *lists[2] = {c->api->parked, c->api->unchecked};
+    for (int l = 0; l < 2; l++)
+        for (conn *o = lists[l]; o; o = o->next)
+            if (!o->authed && !o->dead && (!old || o->progress < old->progress)) old = o;
     if (!old) return 0;
     unpark(old);
     slot_back(old);
@@ -724,7 +845,6 @@ static void park(conn *c, double wait, const known *k)
     c->busy = 1;
     a->nparked++;
     slot_leave(c);
-    list_unlink(&a->conns, c);
     list_push(&a->parked, c);
     ev_timer_set(&c->wait, wait, 0.);
     ev_timer_start(a->loop, &c->wait);
@@ -2158,11 +2278,14 @@ static void conn_process(conn *c)
         if (c->out_len == 0) conn_close(c);
         return;
     }
-    /* Read on while parked (to notice a hang-up) unless the buffer is full. */
-    if (!c->eof && !c->closing && c->in_len < IN_CAP)
-        ev_io_start(c->api->loop, &c->rio);
-    else if (!c->lingering)
+    if (c->parked) bufs_drop(c);
+    /* Read on while parked (to notice a hang-up) unless the buffer is full
+     * or the read waits for the drain. */
+    if (!c->eof && !c->closing && c->in_len < IN_CAP) {
+        if (!c->deferred) ev_io_start(c->api->loop, &c->rio);
+    } else if (!c->lingering) {
         ev_io_stop(c->api->loop, &c->rio);
+    }
     timer_arm(c);
 }
 
@@ -2176,13 +2299,11 @@ static void linger_read(conn *c)
         conn_close(c);
 }
 
-static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void conn_read(conn *c)
 {
-    (void)loop;
-    (void)revents;
-    conn *c = w->data;
-    if (c->lingering) {
-        linger_read(c);
+    if (bufs_get(c) != QC_OK) {
+        qc_log(QC_LOG_WARN, "api", "out of memory for a request");
+        conn_close(c);
         return;
     }
     ssize_t n = read(c->fd, c->in + c->in_len, IN_CAP - c->in_len);
@@ -2194,6 +2315,56 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (n == 0) c->eof = 1;
     c->in_len += (size_t)n;
     conn_process(c); /* arms the timer: reads alone are no progress */
+}
+
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn *c = w->data;
+    if (c->lingering) {
+        linger_read(c);
+        return;
+    }
+    if (c->api->dhead || !turn_take(c->api)) { /* others wait already, or the turn is spent */
+        defer_read(c);
+        return;
+    }
+    conn_read(c);
+}
+
+/* At the end of a loop turn, after the peers' input: deferred reads, then
+ * parked polls to check, as far as the turn's budget goes. */
+static void drain_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+    (void)revents;
+    qc_api *a = w->data;
+    while (a->dhead && turn_take(a)) {
+        conn *c = a->dhead;
+        dq_unlink(c);
+        ev_io_start(loop, &c->rio);
+        conn_read(c);
+    }
+    while (a->unchecked) {
+        conn *c = a->unchecked;
+        if (!c->expired && !park_changed(c)) {
+            list_push(&a->parked, c); /* still holds: checking it is cheap */
+            continue;
+        }
+        if (!turn_take(a)) break;
+        park_answer(c);
+    }
+    if (!a->dhead && !a->unchecked) {
+        ev_check_stop(loop, &a->drain_w);
+        ev_idle_stop(loop, &a->spin_w);
+    }
+}
+
+static void spin_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
 }
 
 /* The deadline timer_arm set has passed. */
@@ -2255,6 +2426,10 @@ static int conn_open(qc_api *a, int fd, const client_addr *addr, int over)
     ev_io_init(&c->wio, write_cb, fd, EV_WRITE);
     ev_init(&c->idle, idle_cb);
     ev_init(&c->wait, wait_cb);
+    ev_set_priority(&c->rio, API_PRI);
+    ev_set_priority(&c->wio, API_PRI);
+    ev_set_priority(&c->idle, API_PRI);
+    ev_set_priority(&c->wait, API_PRI);
     c->rio.data = c->wio.data = c->idle.data = c->wait.data = c;
     list_push(&a->conns, c);
     a->nconns++;
@@ -2264,7 +2439,7 @@ static int conn_open(qc_api *a, int fd, const client_addr *addr, int over)
     /* Read at once: in a burst the request came with the connection and
      * waits in its socket, so a long-poll parks (and leaves its slot)
      * before the next connection is accepted, not an iteration later. */
-    read_cb(a->loop, &c->rio, EV_READ);
+    conn_read(c);
     return QC_OK;
 }
 
@@ -2346,7 +2521,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     qc_api *a = w->data;
-    for (int i = 0; i < 64; i++) {
+    /* Reads waiting first; the listener stays readable meanwhile. */
+    for (int i = 0; i < 64 && !a->dhead && turn_take(a); i++) {
         int fd = accept4(a->fd, NULL, NULL, SOCK_FLAGS);
         if (fd < 0) {
             if (accept_starved(a, errno)) return;
@@ -2457,7 +2633,14 @@ int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *
         return rc;
     }
     ev_io_init(&a->accept_w, accept_cb, a->fd, EV_READ);
+    ev_set_priority(&a->accept_w, API_PRI);
     a->accept_w.data = a;
+    ev_check_init(&a->drain_w, drain_cb);
+    ev_set_priority(&a->drain_w, API_PRI);
+    a->drain_w.data = a;
+    ev_idle_init(&a->spin_w, spin_cb);
+    ev_set_priority(&a->spin_w, API_PRI);
+    a->spin_w.data = a;
     ev_init(&a->accept_pause, accept_pause_cb);
     a->accept_pause.data = a;
     ev_prepare_init(&a->reaper, reap_cb);
@@ -2501,22 +2684,17 @@ void qc_api_set_max_value(qc_api *a, size_t bytes)
 void qc_api_notify(qc_api *a)
 {
     if (!a) return;
-    /* park_answer moves c to a->conns (or parks it again, at the head of
-     * a->parked, behind this walk): next is saved first. Nothing it does
-     * unparks another: each answer frees a long-poll place before any
-     * pipelined request may take one, so longpoll_room never runs here. */
-    conn *next;
-    for (conn *c = a->parked; c; c = next) {
-        next = c->next;
-        if (!c->dead && park_changed(c)) park_answer(c);
-    }
+    /* Every parked poll is checked again, by the drain: thousands of
+     * answers never run inside the caller (the agent's raft output). */
+    while (a->parked) list_push(&a->unchecked, a->parked);
+    if (a->unchecked) drain_wake(a);
 }
 
 void qc_api_free(qc_api *a)
 {
     if (!a) return;
-    while (a->parked) {
-        conn *c = a->parked;
+    while (a->parked || a->unchecked) {
+        conn *c = a->parked ? a->parked : a->unchecked;
         unpark(c);
         c->keep_alive = 0;
         answer_leader(c); /* one try; the socket closes right after */
@@ -2524,6 +2702,8 @@ void qc_api_free(qc_api *a)
     }
     while (a->conns) conn_close(a->conns);
     reap_all(a);
+    ev_check_stop(a->loop, &a->drain_w);
+    ev_idle_stop(a->loop, &a->spin_w);
     ev_prepare_stop(a->loop, &a->reaper);
     ev_io_stop(a->loop, &a->accept_w);
     ev_timer_stop(a->loop, &a->accept_pause);
