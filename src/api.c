@@ -130,6 +130,7 @@ struct conn {
     uint64_t park_term;
     char *park_leader;
     int expired; /* parked: its wait ended, answered by the next drain */
+    int held;    /* answered long-poll kept in the long-poll budget (see api.h) */
     pending *pend;
     conn *next, *prev;
     conn **home;         /* the list it is on (conns, parked, unchecked, zombies) */
@@ -153,6 +154,8 @@ struct qc_api {
      * connections that hold slots (addr_slots, find_victim) stay short
      * and a change walks only the parked ones. */
     conn *conns, *parked, *zombies;
+    conn *held; /* answered long-polls waiting for their client's next poll */
+    int nheld;
     /* Parked polls not checked since the last change (qc_api_notify) or
      * whose wait ended, and connections whose read waits for a turn with
      * budget left: both served by drain_cb, TURN_BUDGET a turn, reads
@@ -179,6 +182,10 @@ static void respond_error(conn *c, int status, const char *msg, const char *extr
 static int pct_decode(const char *s, size_t n, uint8_t *out, size_t *len);
 static void slot_leave(conn *c);
 static void slot_back(conn *c);
+static void hold_back(conn *c);
+static int room_for(qc_api *a, const client_addr *addr, int idle_only);
+static void over_refused(conn *c, int why);
+static int held_to_slot(conn *c);
 
 /* qcluster_api_limit_total{limit=NAME}: a limit turned a client away. */
 static void limit_hit(const qc_api *a, const char *name)
@@ -294,6 +301,15 @@ static void bufs_drop(conn *c)
     }
 }
 
+/* Out of the long-poll budget, holding no slot yet. */
+static void unhold(conn *c)
+{
+    if (!c->held) return;
+    c->held = 0;
+    c->api->nheld--;
+    list_push(&c->api->conns, c);
+}
+
 /* Back on the connection list, holding no slot yet (see slot_back). */
 static void unpark(conn *c)
 {
@@ -316,6 +332,7 @@ static void conn_close(conn *c)
     qc_api *a = c->api;
     c->dead = 1;
     unpark(c);
+    unhold(c);
     if (c->pend) c->pend->c = NULL;
     c->pend = NULL;
     ev_io_stop(a->loop, &c->rio);
@@ -369,7 +386,7 @@ static ev_tstamp deadline(const conn *c, int *kind)
 {
     const qc_api *a = c->api;
     *kind = DL_IDLE;
-    ev_tstamp at = c->progress + a->idle_s;
+    ev_tstamp at = c->progress + (c->held ? QC_API_LONGPOLL_GRACE_S : a->idle_s);
     if (c->lingering) {
         *kind = DL_LINGER;
         return c->linger_start + LINGER_S;
@@ -784,7 +801,7 @@ static int park_changed(conn *c)
 static void park_answer(conn *c)
 {
     unpark(c);
-    slot_back(c);
+    hold_back(c);
     touch(c);
     answer_leader(c);
     conn_process(c);
@@ -815,11 +832,25 @@ static int longpoll_room(conn *c)
             if (!o->authed && !o->dead && (!old || o->progress < old->progress)) old = o;
     if (!old) return 0;
     unpark(old);
-    slot_back(old);
+    hold_back(old);
     touch(old);
     answer_leader(old);
     /* its pipelined requests go on from the loop, not inside c's */
     if (!old->dead) ev_feed_event(old->api->loop, &old->wio, EV_WRITE);
+    return 1;
+}
+
+/* The long-poll budget is full: the connection kept the longest after
+ * its answer closes (as any idle keep-alive one may), making room; 1 when
+ * one did. Walks them all, but only when the budget is full. */
+static int held_room(qc_api *a)
+{
+    conn *old = NULL;
+    for (conn *o = a->held; o; o = o->next)
+        if (!o->busy && o->req_start <= 0 && (!old || o->progress < old->progress)) old = o;
+    if (!old) return 0;
+    limit_hit(a, "evicted");
+    conn_close(old);
     return 1;
 }
 
@@ -828,7 +859,8 @@ static int longpoll_room(conn *c)
 static void park(conn *c, double wait, const known *k)
 {
     qc_api *a = c->api;
-    if (a->nparked >= a->max_longpolls && !longpoll_room(c)) {
+    if (!c->held && a->nparked + a->nheld >= a->max_longpolls && !held_room(a) &&
+        !longpoll_room(c)) {
         limit_hit(a, "longpolls"); /* answered as it is now, as without ?wait */
         answer_leader(c);
         return;
@@ -838,6 +870,7 @@ static void park(conn *c, double wait, const known *k)
         answer_leader(c);
         return;
     }
+    unhold(c); /* parked instead, in the same budget */
     c->park_has_term = k->has_term;
     c->park_has_leader = k->has_leader;
     c->park_term = k->term;
@@ -1884,6 +1917,7 @@ static void dispatch(conn *c)
         return;
     }
     const struct route *rt = route_find(&r);
+    if (c->held && (!rt || rt->fn != h_leader) && held_to_slot(c) != 0) return;
     if (!rt) {
         respond_error(c, 404, "no such path", NULL);
         return;
@@ -2007,6 +2041,38 @@ static void slot_back(conn *c)
     } else {
         c->keep_alive = 0;
     }
+}
+
+/* An answered long-poll whose client keeps the connection stays in the
+ * long-poll budget, holding no slot, for QC_API_LONGPOLL_GRACE_S (its
+ * next poll parks at once, with no new connection); else as slot_back. */
+static void hold_back(conn *c)
+{
+    qc_api *a = c->api;
+    if (c->dead || c->counted) return;
+    if (!c->keep_alive) {
+        slot_back(c);
+        return;
+    }
+    c->held = 1;
+    a->nheld++;
+    list_push(&a->held, c);
+}
+
+/* A held connection's request other than GET /v1/leader needs a slot, as
+ * a new connection would: 0 when it has one, else it was answered 503. */
+static int held_to_slot(conn *c)
+{
+    qc_api *a = c->api;
+    unhold(c);
+    int over = room_for(a, &c->addr, 1);
+    if (over) {
+        over_refused(c, over);
+        return -1;
+    }
+    c->counted = 1;
+    a->nslots++;
+    return 0;
 }
 
 /* OVER_NONE when a connection from addr may hold a slot now, after making
@@ -2377,6 +2443,14 @@ static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (c->busy && !c->lingering) return; /* a parked request has its own timer */
     int kind;
     deadline(c, &kind);
+    if (c->held && kind == DL_IDLE && !c->closing && c->out_off >= c->out_len) {
+        unhold(c); /* its grace ended: an ordinary connection if a slot is free */
+        slot_back(c);
+        if (c->counted) {
+            touch(c);
+            return;
+        }
+    }
     if (c->lingering || c->closing || c->out_off < c->out_len || c->req_start <= 0) {
         if (!c->lingering && !c->closing)
             limit_hit(a, kind == DL_HEADER ? "header_timeout" : "idle");
@@ -2700,6 +2774,7 @@ void qc_api_free(qc_api *a)
         answer_leader(c); /* one try; the socket closes right after */
         conn_close(c);
     }
+    while (a->held) conn_close(a->held);
     while (a->conns) conn_close(a->conns);
     reap_all(a);
     ev_check_stop(a->loop, &a->drain_w);

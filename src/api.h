@@ -50,12 +50,18 @@ typedef struct qc_api qc_api;
  * host with many watchers, or a proxy, may hold them all). One more is
  * answered at once, as without ?wait (limit="longpolls"); one with the
  * valid token answers the oldest parked unauthenticated one now and parks
- * instead. Answered, a long-poll keeps its connection if a slot is free,
- * else its answer carries Connection: close. The default shrinks to what
+ * instead. Answered, a long-poll keeps its connection (unless its client
+ * said close) in this budget, still holding no slot, for
+ * QC_API_LONGPOLL_GRACE_S: its next GET /v1/leader is served on it at
+ * once; another request there needs a slot as a new connection does (else
+ * 503, limit="connections"); when the grace ends it takes a free slot or
+ * closes. With the budget full, the one kept the longest closes for a new
+ * poll (limit="evicted"). The default shrinks to what
  * the descriptor limit (RLIMIT_NOFILE) leaves after the slots and
  * QC_API_FD_RESERVE, so that parked polls never take the descriptors
  * ordinary requests need; the agent raises that limit to its hard limit. */
 #define QC_API_MAX_LONGPOLLS 16384
+#define QC_API_LONGPOLL_GRACE_S 5.0
 #define QC_API_FD_RESERVE 256 /* peers, WAL, hooks' children, listeners */
 /* A keep-alive connection with no request under way (or whose client reads
  * nothing of its answer) for this long is closed (limit="idle"). */

@@ -650,16 +650,32 @@ describe("qc_api limits", function()
     assert.are.same({ 0, 0, 0 },
       { limit_count("connections"), limit_count("client_connections"), limit_count("longpolls") })
     signal(pid, "USR1")
-    local kept = 0
+    local kept, term = 0, nil
     for _, s in ipairs(polls) do
       local status, headers, body = read_response(s)
       assert.are.equal(200, status)
       assert.are.equal("server_b", cjson.decode(body).identifier)
-      -- keep-alive only while a slot is free for its address
+      term = math.tointeger(cjson.decode(body).term)
+      -- kept alive, outside the slots (4, 2 for this address)
       if headers["connection"] == "keep-alive" then kept = kept + 1 end
-      s:close()
     end
-    assert.are.equal(2, kept)
+    assert.are.equal(20, kept)
+    -- each client's next poll parks on the same connection ...
+    for _, s in ipairs(polls) do
+      assert(s:send(string.format("GET /v1/leader?wait=30&term=%d&leader=server_b HTTP/1.1\r\n\r\n", term)))
+    end
+    socket.sleep(0.2)
+    signal(pid, "USR1") -- no leader, next term
+    for _, s in ipairs(polls) do
+      local status, headers, body = read_response(s)
+      assert.are.equal(503, status)
+      assert.are.equal(term + 1, math.tointeger(cjson.decode(body).term))
+      assert.are.equal("keep-alive", headers["connection"])
+    end
+    -- ... and another request on one takes a slot as a new connection would
+    assert(polls[1]:send("GET /v1/status HTTP/1.1\r\n\r\n"))
+    assert.are.equal(200, (read_response(polls[1])))
+    for _, s in ipairs(polls) do s:close() end
     assert.are.equal(0, limit_count("evicted"))
   end)
 
