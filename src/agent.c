@@ -743,6 +743,12 @@ void qc_agent_process(qc_agent *a)
         if (events != few) free(events);
         qc_replica_deliver(a->replica);
     }
+    /* The term can change with no leader event (a vote granted, a campaign
+     * of this node): long-polls are held on the term too. */
+    if (a->api && qc_raft_term(a->raft) != a->api_term) {
+        a->api_term = qc_raft_term(a->raft);
+        qc_api_notify(a->api);
+    }
     arm_timer(a);
     if (a->turn_fn) a->turn_fn(a->turn_ud);
 }

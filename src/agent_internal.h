@@ -84,6 +84,7 @@ struct qc_agent {
     qc_raft *raft;
     qc_net *net;
     qc_api *api;
+    uint64_t api_term; /* the term long-polls were last told of (qc_api_notify) */
     qc_health *health;  /* this node's checks (NULL before the start) */
     int healthy;        /* every check passes (always with none) and no hook is stuck */
     int checks_healthy; /* the checks' verdict alone */
