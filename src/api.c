@@ -2367,6 +2367,10 @@ static void linger_read(conn *c)
 
 static void conn_read(conn *c)
 {
+    if (c->lingering) {
+        linger_read(c);
+        return;
+    }
     if (bufs_get(c) != QC_OK) {
         qc_log(QC_LOG_WARN, "api", "out of memory for a request");
         conn_close(c);
@@ -2388,10 +2392,8 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     conn *c = w->data;
-    if (c->lingering) {
-        linger_read(c);
-        return;
-    }
+    /* a linger's read counts too: thousands of answered polls whose
+     * clients close at once end in as many reads and closes */
     if (c->api->dhead || !turn_take(c->api)) { /* others wait already, or the turn is spent */
         defer_read(c);
         return;
