@@ -5,9 +5,11 @@
  * new leader (503 while the survivors elect) is asked again at once on a
  * new connection with what that answer said. epoll, one thread: select()
  * and luasocket stop at 1024 descriptors.
- * Usage: longpoll HOST PORT N TERM OLD WAIT SOURCES OUT
+ * Usage: longpoll HOST PORT N TERM OLD WAIT SOURCES OUT [keep]
  *   SOURCES: how many source addresses 127.0.0.2... to spread the polls
- *   over. Prints "parked" on stderr once every request is sent, then
+ *   over. keep: keep-alive, each poll asks again on its connection while
+ *   the answer says keep-alive (default: Connection: close, a new
+ *   connection each time, as the SDKs do). Prints "parked" on stderr once every request is sent, then
  *   writes one line a poll to OUT: the wall-clock seconds it learned the
  *   new leader, or "-" when it did not within WAIT + 5 s. */
 #define _GNU_SOURCE
@@ -32,7 +34,7 @@ typedef struct poll_s {
 } poll_s;
 
 static const char *host, *old;
-static int port, nsrc;
+static int port, nsrc, keep;
 static double wait_s;
 
 static double now_s(void)
@@ -40,6 +42,15 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int poll_send(int fd, unsigned long long term, const char *leader)
+{
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET /v1/leader?wait=%.0f&term=%llu&leader=%s HTTP/1.1\r\nHost: b\r\n%s\r\n",
+                     wait_s, term, leader, keep ? "" : "Connection: close\r\n");
+    return write(fd, req, (size_t)n) == n ? 0 : -1;
 }
 
 /* Opens a connection from 127.0.0.(2 + i % nsrc) and sends the poll. */
@@ -58,12 +69,7 @@ static int poll_open(int ep, poll_s *p, int i, unsigned long long term, const ch
         close(fd);
         return -1;
     }
-    char req[512];
-    int n = snprintf(req, sizeof req,
-                     "GET /v1/leader?wait=%.0f&term=%llu&leader=%s HTTP/1.1\r\nHost: b\r\n"
-                     "Connection: close\r\n\r\n",
-                     wait_s, term, leader);
-    if (write(fd, req, (size_t)n) != n) {
+    if (poll_send(fd, term, leader) != 0) {
         close(fd);
         return -1;
     }
@@ -98,8 +104,8 @@ static int answer(const poll_s *p, unsigned long long *term, char *leader, size_
 
 int main(int argc, char **argv)
 {
-    if (argc != 9) {
-        fprintf(stderr, "usage: longpoll HOST PORT N TERM OLD WAIT SOURCES OUT\n");
+    if (argc != 9 && argc != 10) {
+        fprintf(stderr, "usage: longpoll HOST PORT N TERM OLD WAIT SOURCES OUT [keep]\n");
         return 2;
     }
     host = argv[1];
@@ -109,6 +115,7 @@ int main(int argc, char **argv)
     old = argv[5];
     wait_s = atof(argv[6]);
     nsrc = atoi(argv[7]) > 0 ? atoi(argv[7]) : 1;
+    keep = argc == 10 && strcmp(argv[9], "keep") == 0;
     poll_s *polls = calloc((size_t)n, sizeof *polls);
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (!polls || ep < 0) return 1;
@@ -131,7 +138,22 @@ int main(int argc, char **argv)
             if (r > 0) {
                 p->len += (size_t)r;
                 p->in[p->len] = '\0';
-                continue; /* Connection: close: the answer ends at EOF */
+                const char *body = strstr(p->in, "\r\n\r\n");
+                const char *cl = strcasestr(p->in, "content-length:");
+                if (!keep || !body || !cl || p->len < (size_t)(body + 4 - p->in) + strtoul(cl + 15, NULL, 10))
+                    continue; /* Connection: close: the answer ends at EOF */
+                if (strcasestr(p->in, "connection: close")) continue;
+                unsigned long long t;
+                char lead[256];
+                if (answer(p, &t, lead, sizeof lead)) {
+                    p->learned = at;
+                    left--;
+                    close(p->fd);
+                } else {
+                    p->len = 0;
+                    if (poll_send(p->fd, t, lead) != 0) left--;
+                }
+                continue;
             }
             if (r < 0 && errno == EAGAIN) continue;
             close(p->fd);
