@@ -1,7 +1,7 @@
 # QCluster build. `make` builds bin/qcluster; `make test` runs every suite
 # (dependencies and build included) with fixed seeds; `make explore` looks
 # for new bugs with fresh ones; `make deps` installs Debian packages.
-PKGS      := lua5.4 yajl
+PKGS      := lua5.4 yajl openssl
 CFLAGS    ?= -O2 -g
 QC_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror \
              -Iinclude -Isrc -Ibuild $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

@@ -38,7 +38,7 @@ local KEYS = {
   "hooks", "log_level", "log_format", "secret", "secret_file", "secret_previous",
   "secret_previous_file", "api_token", "role", "priority",
   "join", "preempt", "preempt_delay_ms", "max_voters", "leave_on_stop", "reap_after",
-  "checks",
+  "checks", "api_tls_cert", "api_tls_key", "api_tls_client_ca",
 }
 
 local KNOWN, IS_HOOK = {}, {}
@@ -416,6 +416,23 @@ local function secrets(c, out, dir)
   if c.api_token ~= nil then out.api_token = string_value("api_token", c.api_token) end
 end
 
+-- TLS on the API: PEM file names, relative to the config. The agent reads
+-- and checks the files themselves (src/tls.c), so `qcluster check` says
+-- which one is unreadable, not PEM, or does not match.
+local function api_tls(c, out, dir)
+  for _, k in ipairs({ "api_tls_cert", "api_tls_key", "api_tls_client_ca" }) do
+    if c[k] ~= nil then out[k] = join_path(dir, string_value(k, c[k], "a file name")) end
+  end
+  if (out.api_tls_cert == nil) ~= (out.api_tls_key == nil) then
+    local missing = out.api_tls_cert == nil and "api_tls_cert" or "api_tls_key"
+    fail(missing, "expected a PEM file name (api_tls_cert and api_tls_key go together), got nothing")
+  end
+  if out.api_tls_client_ca ~= nil and out.api_tls_cert == nil then
+    fail("api_tls_client_ca", "expected api_tls_cert and api_tls_key too (client certificates"
+      .. " are asked for over TLS only)")
+  end
+end
+
 local function membership(c, out)
   out.role = one_of("role", c.role, ROLES)
   out.priority = integer("priority", c.priority, 0, PRIORITY_MAX)
@@ -611,6 +628,7 @@ local function check(raw, opts)
   out.log_level = one_of("log_level", c.log_level, { "debug", "info", "warn", "error" })
   out.log_format = one_of("log_format", c.log_format, { "text", "json" })
   secrets(c, out, dir)
+  api_tls(c, out, dir)
   membership(c, out)
   out.checks = checks(c.checks, opts.json)
   inline_hooks(c, out, opts.json)

@@ -32,7 +32,7 @@ FUZZ_MAIN_config_lua  := tests/fuzz/fuzz_config.c
 FUZZ_DEFS_config_lua  := -DFUZZ_CONFIG_EXT='".lua"'
 FUZZ_SRCS_config_lua  := src/config.c src/luajson.c src/json.c build/embedded.c
 FUZZ_MAIN_api         := tests/fuzz/fuzz_api.c
-FUZZ_SRCS_api         := src/api.c src/metrics.c src/json.c build/embedded.c
+FUZZ_SRCS_api         := src/api.c src/tls.c src/metrics.c src/json.c build/embedded.c
 FUZZ_MAIN_auth        := tests/fuzz/fuzz_auth.c
 FUZZ_SRCS_auth        := src/net.c src/auth.c src/wire.c src/metrics.c src/raft.c
 

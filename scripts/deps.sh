@@ -6,7 +6,7 @@ PKGS="redis-server redis-sentinel redis-tools build-essential pkg-config lua5.4 
 libsodium-dev lua-busted lua-check lua-cjson lua-socket lua-system curl iproute2 nftables gcovr cppcheck procps
 clang libclang-rt-14-dev clang-format nginx-light iputils-arping man-db groff-base
 chromium python3-websocket python3 python3-venv python3-setuptools python3-wheel python3-aiohttp
-prometheus lua-yaml"
+prometheus lua-yaml libssl-dev openssl lua-sec"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

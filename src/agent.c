@@ -860,6 +860,23 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     qc_agent_want_stop(a, w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* The API's certificate, key and client CA read again from the same files
+ * (a renewed certificate): new connections get them, open ones keep theirs. */
+static void reload_api_tls(qc_agent *a)
+{
+    const qc_config *c = &a->cfg;
+    qc_tls *t;
+    char err[512];
+    if (!a->api || !c->api_tls_cert) return;
+    if (qc_tls_server_new(c->api_tls_cert, c->api_tls_key, c->api_tls_client_ca, &t, err,
+                          sizeof err) != QC_OK) {
+        qc_log(QC_LOG_ERROR, "agent", "API certificates not reloaded, the old ones stay: %s", err);
+        return;
+    }
+    qc_api_set_tls(a->api, t);
+    qc_log(QC_LOG_INFO, "agent", "API certificates reloaded");
+}
+
 static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
@@ -870,6 +887,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
         qc_log(QC_LOG_INFO, "agent", "hooks reloaded");
     else
         qc_log(QC_LOG_ERROR, "agent", "hooks not reloaded, the old ones stay: %s", err);
+    reload_api_tls(a);
 }
 
 static void declare_metrics(qc_metrics *m)
@@ -1127,6 +1145,8 @@ static int start_services(qc_agent *a)
                    a->cfg.api_token, &a->api) != QC_OK)
         return QC_EIO;
     qc_api_set_max_value(a->api, (size_t)a->cfg.kv_max_value);
+    if (a->api_tls) qc_api_set_tls(a->api, a->api_tls);
+    a->api_tls = NULL;
     return QC_OK;
 }
 
@@ -1192,6 +1212,7 @@ static void close_agent(qc_agent *a)
     qc_replica_close(a->replica); /* answers whoever still waits */
     release_held(a, 0);
     if (a->api) qc_api_free(a->api);
+    qc_tls_free(a->api_tls);
     qc_health_free(a->health); /* before the Lua host: lua checks answer into it */
     a->health = NULL;
     if (a->lua) qc_lua_set_check_done(a->lua, NULL, NULL);
@@ -1314,10 +1335,25 @@ static void apply_log_config(const qc_agent *a)
     qc_log_set_node(a->cfg.identifier);
 }
 
+/* A loaded config's API certificates, read now so that `qcluster check` and
+ * a start refuse bad ones ("FILE: api_tls_key: PATH: why"); the config is
+ * dropped then. */
+static int load_api_tls(qc_agent *a, int rc, char *err, size_t errlen)
+{
+    if (rc != QC_OK || !a->cfg.api_tls_cert) return rc;
+    char why[448];
+    rc = qc_tls_server_new(a->cfg.api_tls_cert, a->cfg.api_tls_key, a->cfg.api_tls_client_ca,
+                           &a->api_tls, why, sizeof why);
+    if (rc == QC_OK) return QC_OK;
+    snprintf(err, errlen, "%s: %s", a->cfg.path, why);
+    qc_config_free(&a->cfg);
+    return rc;
+}
+
 int qc_agent_load(qc_agent *a, const char *path, char *err, size_t errlen)
 {
     if (a->cfg_loaded || a->closed) return QC_EBUSY;
-    int rc = qc_lua_load(a->lua, path, &a->cfg, err, errlen);
+    int rc = load_api_tls(a, qc_lua_load(a->lua, path, &a->cfg, err, errlen), err, errlen);
     a->cfg_loaded = rc == QC_OK;
     if (a->cfg_loaded) apply_log_config(a);
     return rc;
@@ -1328,6 +1364,7 @@ int qc_agent_load_json(qc_agent *a, const char *name, const char *dir, const cha
 {
     if (a->cfg_loaded || a->closed) return QC_EBUSY;
     int rc = qc_lua_load_json(a->lua, name, dir, json, len, &a->cfg, err, errlen);
+    rc = load_api_tls(a, rc, err, errlen);
     a->cfg_loaded = rc == QC_OK;
     if (a->cfg_loaded) apply_log_config(a);
     return rc;

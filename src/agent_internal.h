@@ -85,6 +85,7 @@ struct qc_agent {
     qc_net *net;
     qc_api *api;
     uint64_t api_term; /* the term long-polls were last told of (qc_api_notify) */
+    qc_tls *api_tls;    /* made at load (the files checked), handed to api at start */
     qc_health *health;  /* this node's checks (NULL before the start) */
     int healthy;        /* every check passes (always with none) and no hook is stuck */
     int checks_healthy; /* the checks' verdict alone */

@@ -29,6 +29,7 @@
 #include "json.h"
 #include "log.h"
 #include "members.h" /* QC_MEMBER_ID_MAX */
+#include "tls.h"
 
 #define IN_CAP 16384                    /* unparsed request bytes kept per connection */
 #define HDR_MAX QC_API_MAX_HEADER       /* request line plus headers */
@@ -86,6 +87,9 @@ typedef struct pending {
 struct conn {
     qc_api *api;
     int fd;
+    qc_tls_conn *tls; /* NULL: plain HTTP */
+    int tls_seen;     /* the first byte was looked at (see conn_sniff) */
+    int tls_swap;     /* TLS_READ_WANTS_WRITE, TLS_WRITE_WANTS_READ */
     ev_io rio, wio;
     ev_timer idle, wait;
     http_parser parser;
@@ -146,6 +150,7 @@ struct qc_api {
     size_t token_len;
     size_t max_kv_body; /* largest PUT /v1/kv body taken */
     int fd;
+    qc_tls *tls; /* api_tls_*: every connection speaks TLS; NULL: plain HTTP */
     ev_io accept_w;
     ev_timer accept_pause; /* restarts accept_w after a failed accept */
     int starved;           /* pauses since the listener was last drained (logged once) */
@@ -174,6 +179,10 @@ struct qc_api {
 };
 
 enum { HDR_OTHER = 0, HDR_AUTH, HDR_EXPECT };
+
+/* A TLS read that must wait for the socket to be writable, or a write for
+ * it to be readable (conn.tls_swap). */
+enum { TLS_READ_WANTS_WRITE = 1, TLS_WRITE_WANTS_READ = 2 };
 
 static void conn_process(conn *c);
 static void conn_flush(conn *c);
@@ -339,6 +348,8 @@ static void conn_close(conn *c)
     ev_io_stop(a->loop, &c->wio);
     ev_timer_stop(a->loop, &c->idle);
     dq_unlink(c);
+    qc_tls_conn_free(c->tls);
+    c->tls = NULL;
     close(c->fd);
     list_push(&a->zombies, c);
     if (c->counted) a->nslots--;
@@ -520,6 +531,7 @@ static void respond_error(conn *c, int status, const char *msg, const char *extr
  * it reads our answer instead of a reset, then close. */
 static void begin_linger(conn *c)
 {
+    if (!c->eof) qc_tls_close_notify(c->tls);
     if (c->eof || shutdown(c->fd, SHUT_WR) != 0) {
         conn_close(c);
         return;
@@ -532,20 +544,79 @@ static void begin_linger(conn *c)
     timer_arm(c);
 }
 
+/* ---------- the transport: the socket, or TLS over it ---------- */
+
+enum { IO_OK, IO_AGAIN, IO_EOF, IO_FAIL };
+
+/* A TLS session failed or was refused: counted by reason, logged at a
+ * bounded rate (a scanner must not flood the log). */
+static void tls_failed(conn *c)
+{
+    char detail[200];
+    const char *reason = qc_tls_conn_failure(c->tls, detail, sizeof detail);
+    qc_metrics_add(c->api->metrics, "qcluster_api_tls_failures_total", "reason", reason, 1);
+    qc_tls_log_failure(c->api->tls, reason, detail);
+}
+
+/* What a TLS call's outcome means here; a WANT the other way round starts
+ * that watcher and remembers why (tls_swap). */
+static int tls_io(conn *c, int r, int swap)
+{
+    switch (r) {
+    case QC_TLS_DONE: return IO_OK;
+    case QC_TLS_CLOSED: return IO_EOF;
+    case QC_TLS_FAILED: tls_failed(c); return IO_FAIL;
+    default: break;
+    }
+    int usual = swap == TLS_READ_WANTS_WRITE ? QC_TLS_WANT_READ : QC_TLS_WANT_WRITE;
+    if (r != usual) c->tls_swap |= swap;
+    ev_io_start(c->api->loop, r == QC_TLS_WANT_WRITE ? &c->wio : &c->rio);
+    return IO_AGAIN;
+}
+
+/* Reads into buf: IO_OK with *got > 0, IO_AGAIN, IO_EOF or IO_FAIL. */
+static int conn_recv(conn *c, char *buf, size_t cap, size_t *got)
+{
+    *got = 0;
+    if (c->tls) return tls_io(c, qc_tls_read(c->tls, buf, cap, got), TLS_READ_WANTS_WRITE);
+    ssize_t n = read(c->fd, buf, cap);
+    if (n > 0) *got = (size_t)n;
+    if (n >= 0) return n > 0 ? IO_OK : IO_EOF;
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? IO_AGAIN : IO_FAIL;
+}
+
+/* Writes from buf: IO_OK with *sent (maybe 0 after EINTR), IO_AGAIN with
+ * the right watcher started, or IO_FAIL. */
+static int conn_send(conn *c, const char *buf, size_t len, size_t *sent)
+{
+    *sent = 0;
+    if (c->tls) {
+        int r = tls_io(c, qc_tls_write(c->tls, buf, len, sent), TLS_WRITE_WANTS_READ);
+        return r == IO_EOF ? IO_FAIL : r;
+    }
+    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+    if (n > 0) *sent = (size_t)n;
+    if (n > 0 || (n < 0 && errno == EINTR)) return IO_OK;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        ev_io_start(c->api->loop, &c->wio);
+        return IO_AGAIN;
+    }
+    return IO_FAIL;
+}
+
 static void conn_flush(conn *c)
 {
     while (!c->dead && c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-        if (n > 0) {
-            c->out_off += (size_t)n;
-            touch(c);
+        size_t n;
+        int r = conn_send(c, c->out + c->out_off, c->out_len - c->out_off, &n);
+        if (r == IO_OK) {
+            if (n) {
+                c->out_off += n;
+                touch(c);
+            }
             continue;
         }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            ev_io_start(c->api->loop, &c->wio);
-            return;
-        }
+        if (r == IO_AGAIN) return;
         conn_close(c);
         return;
     }
@@ -555,11 +626,19 @@ static void conn_flush(conn *c)
     if (c->closing && !c->busy && !c->lingering) begin_linger(c);
 }
 
+static void conn_read(conn *c);
+
 static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
     conn *c = w->data;
+    if (c->tls_swap & TLS_READ_WANTS_WRITE) { /* a TLS read waited for this */
+        c->tls_swap &= ~TLS_READ_WANTS_WRITE;
+        conn_flush(c);
+        if (!c->dead) conn_read(c);
+        return;
+    }
     conn_flush(c);
     if (!c->dead && c->out_len == 0) conn_process(c);
 }
@@ -2348,7 +2427,11 @@ static void conn_process(conn *c)
     /* Read on while parked (to notice a hang-up) unless the buffer is full
      * or the read waits for the drain. */
     if (!c->eof && !c->closing && c->in_len < IN_CAP) {
-        if (!c->deferred) ev_io_start(c->api->loop, &c->rio);
+        if (!c->deferred) {
+            ev_io_start(c->api->loop, &c->rio);
+            /* Bytes TLS decrypted already: the socket will not signal them. */
+            if (qc_tls_pending(c->tls)) ev_feed_event(c->api->loop, &c->rio, EV_READ);
+        }
     } else if (!c->lingering) {
         ev_io_stop(c->api->loop, &c->rio);
     }
@@ -2365,10 +2448,43 @@ static void linger_read(conn *c)
         conn_close(c);
 }
 
+/* On the TLS port, the first byte tells a TLS client from one speaking
+ * plain HTTP, which gets a plain 400 it can read (as nginx's 497) and a
+ * close. 1 when the connection reads on as TLS, else 0. */
+static int conn_sniff(conn *c)
+{
+    int r = qc_tls_sniff(c->fd);
+    if (r == QC_EBUSY) return 0;
+    if (r < 0) {
+        conn_close(c);
+        return 0;
+    }
+    c->tls_seen = 1;
+    if (r == 1) return 1;
+    qc_tls_conn_free(c->tls);
+    c->tls = NULL;
+    qc_metrics_add(c->api->metrics, "qcluster_api_tls_failures_total", "reason", "plain_http", 1);
+    qc_tls_log_failure(c->api->tls, "plain_http", "a plain HTTP request on the HTTPS port");
+    c->keep_alive = 0;
+    respond_error(c, 400, "this port speaks HTTPS: use https:// and the agent's CA certificate",
+                  NULL);
+    return 0;
+}
+
 static void conn_read(conn *c)
 {
+    if (c->tls_swap & TLS_WRITE_WANTS_READ) { /* a TLS write waited for this */
+        c->tls_swap &= ~TLS_WRITE_WANTS_READ;
+        conn_flush(c);
+        if (c->dead) return;
+    }
     if (c->lingering) {
         linger_read(c);
+        return;
+    }
+    if (c->tls && !c->tls_seen && !conn_sniff(c)) return;
+    if (c->in_len >= IN_CAP) { /* woken for a TLS write only: the input waits */
+        ev_io_stop(c->api->loop, &c->rio);
         return;
     }
     if (bufs_get(c) != QC_OK) {
@@ -2376,14 +2492,15 @@ static void conn_read(conn *c)
         conn_close(c);
         return;
     }
-    ssize_t n = read(c->fd, c->in + c->in_len, IN_CAP - c->in_len);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-    if (n < 0 || (n == 0 && c->busy)) { /* gone, maybe while parked */
+    size_t n;
+    int r = conn_recv(c, c->in + c->in_len, IN_CAP - c->in_len, &n);
+    if (r == IO_AGAIN) return;
+    if (r == IO_FAIL || (r == IO_EOF && c->busy)) { /* gone, maybe while parked */
         conn_close(c);
         return;
     }
-    if (n == 0) c->eof = 1;
-    c->in_len += (size_t)n;
+    if (r == IO_EOF) c->eof = 1;
+    c->in_len += n;
     conn_process(c); /* arms the timer: reads alone are no progress */
 }
 
@@ -2480,8 +2597,9 @@ static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static int conn_open(qc_api *a, int fd, const client_addr *addr, int over)
 {
     conn *c = calloc(1, sizeof *c);
-    if (!c) {
+    if (!c || (a->tls && qc_tls_conn_new(a->tls, fd, NULL, &c->tls) != QC_OK)) {
         qc_log(QC_LOG_WARN, "api", "out of memory for a connection");
+        free(c);
         close(fd);
         return QC_ENOMEM;
     }
@@ -2584,7 +2702,9 @@ static int conn_admit(qc_api *a, int fd)
     client_addr addr;
     addr_of(fd, &addr);
     int over = room_for(a, &addr, 1);
-    if (over && !a->token) {
+    /* Over TLS a plain 503 cannot be read: the connection waits in a spare
+     * place for its handshake and headers, as it would for the token. */
+    if (over && !a->token && !a->tls) {
         conn_refuse(a, fd, over);
         return QC_EBUSY;
     }
@@ -2698,6 +2818,9 @@ int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *
                        "API requests and connections turned away by a limit");
     qc_metrics_declare(metrics, "qcluster_api_connections", QC_METRIC_GAUGE,
                        "API connections open now");
+    qc_metrics_declare(metrics, "qcluster_api_tls_failures_total", QC_METRIC_COUNTER,
+                       "API connections refused at TLS, by reason (plain_http, no_client_cert, "
+                       "bad_client_cert, handshake, protocol)");
     qc_metrics_declare(metrics, "qcluster_accept_backoffs_total", QC_METRIC_COUNTER,
                        "Times a listener paused accepting for lack of descriptors or memory "
                        "(EMFILE, ENFILE, ENOBUFS, ENOMEM), by listener (api, cluster).");
@@ -2785,6 +2908,15 @@ void qc_api_free(qc_api *a)
     ev_io_stop(a->loop, &a->accept_w);
     ev_timer_stop(a->loop, &a->accept_pause);
     close(a->fd);
+    qc_tls_free(a->tls);
     free(a->token);
     free(a);
+}
+
+void qc_api_set_tls(qc_api *a, qc_tls *tls)
+{
+    if (!a->tls && tls)
+        qc_metrics_add(a->metrics, "qcluster_api_tls_failures_total", "reason", "handshake", 0);
+    qc_tls_free(a->tls);
+    a->tls = tls;
 }

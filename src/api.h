@@ -9,6 +9,7 @@
 #include <ev.h>
 
 #include "metrics.h"
+#include "tls.h"
 #include "view.h"
 
 typedef struct qc_api qc_api;
@@ -93,6 +94,11 @@ typedef struct qc_api qc_api;
  * request then. */
 int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *view,
                qc_metrics *metrics, const char *token, qc_api **out);
+/* Serves HTTPS only from now on (or on, with new certificates: connections
+ * open keep theirs): takes tls, a qc_tls_server_new context, and frees the
+ * one it had. A plain HTTP request gets a plain 400 and a close; a refused
+ * handshake is counted in qcluster_api_tls_failures_total{reason}. */
+void qc_api_set_tls(qc_api *a, qc_tls *tls);
 /* Answers parked requests, closes every connection, frees everything. */
 void qc_api_free(qc_api *a);
 /* The largest KV value the store takes: PUT bodies up to it (and a margin)

@@ -395,6 +395,9 @@ static int copy_config(lua_State *L, int t, qc_config *cfg, char *err, size_t er
         {"secret", offsetof(qc_config, secret)},
         {"secret_previous", offsetof(qc_config, secret_previous)},
         {"api_token", offsetof(qc_config, api_token)},
+        {"api_tls_cert", offsetof(qc_config, api_tls_cert)},
+        {"api_tls_key", offsetof(qc_config, api_tls_key)},
+        {"api_tls_client_ca", offsetof(qc_config, api_tls_client_ca)},
     };
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         char **field = (char **)(void *)((char *)cfg + strs[i].off);
@@ -515,6 +518,9 @@ void qc_config_free(qc_config *cfg)
     wipe_free(cfg->secret);
     wipe_free(cfg->secret_previous);
     free(cfg->api_token);
+    free(cfg->api_tls_cert);
+    free(cfg->api_tls_key);
+    free(cfg->api_tls_client_ca);
     for (size_t i = 0; i < cfg->n_join; i++) free(cfg->join[i]);
     free(cfg->join);
     for (size_t i = 0; i < cfg->n_checks; i++) {

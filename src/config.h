@@ -63,6 +63,9 @@ typedef struct qc_config {
     char *secret;          /* NULL when none */
     char *secret_previous; /* NULL when none; never without secret */
     char *api_token;       /* NULL when none */
+    /* TLS on the API: PEM files resolved against dir; NULL when none (cert
+     * and key come together; client_ca only with them). */
+    char *api_tls_cert, *api_tls_key, *api_tls_client_ca;
     /* Membership. */
     int role;             /* QC_MROLE_... this node asks to be */
     int priority;         /* 0 never leads; higher is preferred */

@@ -10,6 +10,8 @@
  * specs: QC_FAKE_API_MAX_CONNS, QC_FAKE_API_MAX_PER_CLIENT,
  * QC_FAKE_API_MAX_LONGPOLLS, QC_FAKE_API_TOKEN_SPARE, QC_FAKE_API_IDLE_S,
  * QC_FAKE_API_REQUEST_S, QC_FAKE_API_HEADER_S (see qc_api_set_limits).
+ * QC_FAKE_API_TLS_CERT and QC_FAKE_API_TLS_KEY (PEM files) make it serve
+ * HTTPS, QC_FAKE_API_TLS_CLIENT_CA too with client certificates.
  * Usage: api_fake PORT [TOKEN]. Never linked into the agent. */
 #include <signal.h>
 #include <stdio.h>
@@ -579,6 +581,22 @@ static double env_number(const char *name)
     return v && *v && !*end && d > 0 ? d : 0;
 }
 
+/* HTTPS when QC_FAKE_API_TLS_CERT and _KEY name PEM files. */
+static int use_tls(qc_api *api)
+{
+    const char *cert = getenv("QC_FAKE_API_TLS_CERT"), *key = getenv("QC_FAKE_API_TLS_KEY");
+    if (!cert || !key) return QC_OK;
+    qc_tls *t;
+    char err[512];
+    int rc = qc_tls_server_new(cert, key, getenv("QC_FAKE_API_TLS_CLIENT_CA"), &t, err, sizeof err);
+    if (rc != QC_OK) {
+        fprintf(stderr, "api_fake: %s\n", err);
+        return rc;
+    }
+    qc_api_set_tls(api, t);
+    return QC_OK;
+}
+
 static void fill_metrics(qc_metrics *m)
 {
     qc_metrics_declare(m, "qcluster_term", QC_METRIC_GAUGE, "Current term.");
@@ -657,6 +675,11 @@ int main(int argc, char **argv)
                             .request_timeout_s = env_number("QC_FAKE_API_REQUEST_S"),
                             .header_timeout_s = env_number("QC_FAKE_API_HEADER_S")};
     qc_api_set_limits(f.api, &limits);
+    if (use_tls(f.api) != QC_OK) {
+        qc_api_free(f.api);
+        qc_metrics_free(f.metrics);
+        return 1;
+    }
     int sigs[] = {SIGUSR1, SIGUSR2, SIGHUP, SIGTERM, SIGINT};
     ev_signal sw[5];
     for (int i = 0; i < 5; i++) {
