@@ -148,9 +148,18 @@ void qc_node_free(qc_node *n);
 
 typedef struct qc_client qc_client;
 
-/* api: "HOST:PORT" (NULL: $QCLUSTER_API, else 127.0.0.1:8001); token: the
- * agent's api_token for writes (NULL: none). */
+/* api: "HOST:PORT", or "https://HOST:PORT" for an agent with api_tls_cert
+ * (NULL: $QCLUSTER_API, else 127.0.0.1:8001); token: the agent's api_token
+ * for writes (NULL: none). The TLS files start as $QCLUSTER_CACERT,
+ * $QCLUSTER_CERT and $QCLUSTER_KEY say (see qc_client_set_tls). */
 int qc_client_new(const char *api, const char *token, qc_client **out);
+/* For https:// addresses: cacert, the PEM CA file the agent's certificate
+ * must chain to (NULL: the system's CAs); cert and key, this client's PEM
+ * certificate and key for an agent with api_tls_client_ca (both or
+ * neither; NULL: none). The agent's certificate and name (or address) are
+ * always verified. QC_OK; QC_EINVAL (cert without key); QC_ENOMEM. A file
+ * that cannot be used makes the calls fail (QC_EIO). */
+int qc_client_set_tls(qc_client *c, const char *cacert, const char *cert, const char *key);
 void qc_client_free(qc_client *c);
 /* 1 when the agent leads, 0 when not; < 0 when it cannot be asked. */
 int qc_client_is_leader(qc_client *c);

@@ -1,8 +1,8 @@
 # Client SDKs (README "Client SDKs"). The CLI shares src/client.c's HTTP
 # client, so build/qcli (mk/api.mk) links it too: added here, since the
 # prerequisites of api.mk's rule are read before this file.
-QCLI_SRCS += src/client.c
-build/qcli: src/client.c src/client.h
+QCLI_SRCS += src/client.c src/tls.c
+build/qcli: src/client.c src/client.h src/tls.c src/tls.h
 
 # The C SDK's test program (tests/integration/client_c_spec.lua), linked with
 # the static library as node_test is; lib.mk, which sets QC_LIB_A, is read

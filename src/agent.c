@@ -1433,9 +1433,10 @@ int qc_agent_start(qc_agent *a, struct ev_loop *loop, int signals)
     double every = a->cfg.election_timeout_ms / 3000.0;
     ev_timer_set(&a->member_timer, 0., every); /* a joining node asks at once */
     ev_timer_start(a->loop, &a->member_timer);
-    char api[QC_MEMBER_HOST_MAX + 16];
+    char api[QC_MEMBER_HOST_MAX + 32];
     if (a->cfg.api_port)
-        snprintf(api, sizeof api, "api %s:%d", a->cfg.api_host, a->cfg.api_port);
+        snprintf(api, sizeof api, "api %s%s:%d", a->cfg.api_tls_cert ? "https://" : "",
+                 a->cfg.api_host, a->cfg.api_port);
     else
         snprintf(api, sizeof api, "api off");
     qc_log(QC_LOG_INFO, "agent", "%s listening on %s:%d (%s), %zu peers", a->cfg.identifier,

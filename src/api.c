@@ -90,6 +90,7 @@ struct conn {
     qc_tls_conn *tls; /* NULL: plain HTTP */
     int tls_seen;     /* the first byte was looked at (see conn_sniff) */
     int tls_swap;     /* TLS_READ_WANTS_WRITE, TLS_WRITE_WANTS_READ */
+    int tls_refused;  /* the session failed: its alert goes out, then a close */
     ev_io rio, wio;
     ev_timer idle, wait;
     http_parser parser;
@@ -554,6 +555,7 @@ static void tls_failed(conn *c)
 {
     char detail[200];
     const char *reason = qc_tls_conn_failure(c->tls, detail, sizeof detail);
+    c->tls_refused = 1;
     qc_metrics_add(c->api->metrics, "qcluster_api_tls_failures_total", "reason", reason, 1);
     qc_tls_log_failure(c->api->tls, reason, detail);
 }
@@ -2495,6 +2497,13 @@ static void conn_read(conn *c)
     size_t n;
     int r = conn_recv(c, c->in + c->in_len, IN_CAP - c->in_len, &n);
     if (r == IO_AGAIN) return;
+    if (r == IO_FAIL && c->tls_refused && !c->busy) {
+        /* Closing now, with the client's request unread, would reset the
+         * connection and could drop the alert that says why. */
+        c->closing = 1;
+        begin_linger(c);
+        return;
+    }
     if (r == IO_FAIL || (r == IO_EOF && c->busy)) { /* gone, maybe while parked */
         conn_close(c);
         return;

@@ -32,6 +32,7 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_NONE = 3 };
 typedef struct opts {
     const char *cmd;
     const char *api;
+    qc_http_tls tls; /* --cacert, --cert, --key (or $QCLUSTER_CACERT, ...) */
     int json, help, stale, has_cas;
     int wait_ms; /* the whole call's limit: connecting, sending, the answer */
     int64_t cas;
@@ -42,7 +43,7 @@ typedef struct opts {
 typedef qc_http_resp resp;
 
 static const char usage_text[] =
-    "usage: qcluster COMMAND [ARGS] [--api HOST:PORT] [--json]\n"
+    "usage: qcluster COMMAND [ARGS] [--api [https://]HOST:PORT] [--json]\n"
     "commands:\n"
     "  agent CONFIG           run the agent in the foreground\n"
     "  check CONFIG           validate a config and exit\n"
@@ -72,7 +73,13 @@ static const char usage_text[] =
     "                         first: TIME term TERM: FROM -> TO (REASON)\n"
     "  version                print the version\n"
     "options:\n"
-    "  --api HOST:PORT        the agent's API (default $QCLUSTER_API, else 127.0.0.1:8001)\n"
+    "  --api HOST:PORT        the agent's API (default $QCLUSTER_API, else 127.0.0.1:8001);\n"
+    "                         https://HOST:PORT for an agent with api_tls_cert\n"
+    "  --cacert FILE          https: the PEM CA file the agent's certificate must chain\n"
+    "                         to (default $QCLUSTER_CACERT, else the system's CAs)\n"
+    "  --cert FILE, --key FILE\n"
+    "                         https: this client's PEM certificate and key, for an\n"
+    "                         agent with api_tls_client_ca ($QCLUSTER_CERT, $QCLUSTER_KEY)\n"
     "  --json                 print the API's JSON answer as it is\n"
     "  --cas N                kv put/del: only if KEY's revision is N (0: only if absent);\n"
     "                         exit 1 and the current revision when it is not\n"
@@ -83,6 +90,18 @@ static const char usage_text[] =
 static const char *const commands[] = {"status", "leader", "members", "transfer", "join",
                                        "leave",  "kv",     "checks",  "history",  "version"};
 
+/* Which TLS option name is (maybe with =FILE): 0 --cacert, 1 --cert,
+ * 2 --key; -1 none of them. */
+static int tls_option(const char *name)
+{
+    static const char *const names[] = {"--cacert", "--cert", "--key"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(names[i]);
+        if (strncmp(name, names[i], n) == 0 && (name[n] == '\0' || name[n] == '=')) return i;
+    }
+    return -1;
+}
+
 /* The client's own options also count: "qcluster --json status" is a
  * client command line whose command comes later. */
 int qc_cli_is_command(const char *name)
@@ -90,7 +109,7 @@ int qc_cli_is_command(const char *name)
     if (!name) return 0;
     if (strcmp(name, "--json") == 0 || strcmp(name, "--api") == 0 ||
         strncmp(name, "--api=", 6) == 0 || strcmp(name, "--stale") == 0 ||
-        strcmp(name, "--cas") == 0 || strncmp(name, "--cas=", 6) == 0)
+        strcmp(name, "--cas") == 0 || strncmp(name, "--cas=", 6) == 0 || tls_option(name) >= 0)
         return 1;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(name, commands[i]) == 0) return 1;
@@ -125,6 +144,18 @@ static int parse_cas(const char *s, opts *o)
     return EXIT_OK;
 }
 
+/* --cacert, --cert and --key, else the environment's; cert and key go
+ * together. */
+static int tls_defaults(opts *o)
+{
+    if (!o->tls.cacert) o->tls.cacert = getenv("QCLUSTER_CACERT");
+    if (!o->tls.cert) o->tls.cert = getenv("QCLUSTER_CERT");
+    if (!o->tls.key) o->tls.key = getenv("QCLUSTER_KEY");
+    if ((o->tls.cert && *o->tls.cert) != (o->tls.key && *o->tls.key))
+        return usage_error("--cert and --key go together (or QCLUSTER_CERT and QCLUSTER_KEY)");
+    return EXIT_OK;
+}
+
 /* Options may come anywhere; the first other word is the command. */
 static int parse_opts(int argc, char **argv, opts *o)
 {
@@ -150,6 +181,17 @@ static int parse_opts(int argc, char **argv, opts *o)
             o->api = argv[++i];
         } else if (strncmp(a, "--api=", 6) == 0) {
             o->api = a + 6;
+        } else if (tls_option(a) >= 0) {
+            const char *eq = strchr(a, '=');
+            if (!eq && i + 1 >= argc) return usage_error("%s needs a file name", a);
+            int which = tls_option(a);
+            const char *v = eq ? eq + 1 : argv[++i];
+            if (which == 0)
+                o->tls.cacert = v;
+            else if (which == 1)
+                o->tls.cert = v;
+            else
+                o->tls.key = v;
         } else if (strcmp(a, "--stale") == 0) {
             o->stale = 1;
         } else if (strcmp(a, "--cas") == 0 || strncmp(a, "--cas=", 6) == 0) {
@@ -165,8 +207,8 @@ static int parse_opts(int argc, char **argv, opts *o)
     char host[256];
     const char *port;
     if (qc_http_split_hostport(o->api, host, sizeof host, &port) != 0)
-        return usage_error("bad --api %s: expected HOST:PORT", o->api);
-    return EXIT_OK;
+        return usage_error("bad --api %s: expected HOST:PORT or https://HOST:PORT", o->api);
+    return tls_defaults(o);
 }
 
 /* One request (ctype NULL: JSON); 0 with *r filled, else prints the
@@ -180,7 +222,8 @@ static int http_call(const opts *o, const char *method, const char *path, const 
                      .body = body,
                      .blen = blen,
                      .token = getenv("QCLUSTER_API_TOKEN"),
-                     .wait_ms = o->wait_ms};
+                     .wait_ms = o->wait_ms,
+                     .tls = &o->tls};
     const char *why;
     if (qc_http_call(o->api, &q, r, &why) == 0) return 0;
     fprintf(stderr, "qcluster: cannot reach agent at %s: %s\n", o->api, why);

@@ -21,13 +21,25 @@
 
 #include "common.h"
 #include "json.h"
+#include "tls.h"
 
 #include <qcluster.h>
 
 /* ---------- addresses ---------- */
 
+/* api past its scheme, if it has one. */
+static const char *past_scheme(const char *api)
+{
+    if (strncasecmp(api, "https://", 8) == 0) return api + 8;
+    if (strncasecmp(api, "http://", 7) == 0) return api + 7;
+    return api;
+}
+
+int qc_http_is_https(const char *api) { return strncasecmp(api, "https://", 8) == 0; }
+
 int qc_http_split_hostport(const char *api, char *host, size_t cap, const char **port)
 {
+    api = past_scheme(api);
     const char *colon = strrchr(api, ':');
     if (!colon || colon == api || !colon[1]) return -1;
     const char *h = api;
@@ -118,22 +130,96 @@ static int dial(const char *host, const char *port, long long deadline, const ch
     return fd;
 }
 
+/* A connection: the socket, and TLS over it for an https:// address. */
+typedef struct chan {
+    int fd;
+    qc_tls_conn *tls;
+    char *err; /* the caller's qc_http_resp.error: why TLS failed */
+    size_t errcap;
+} chan;
+
+/* A TLS failure as errno EPROTO, its sentence in ch->err. */
+static int tls_error(chan *ch)
+{
+    char detail[200];
+    qc_tls_conn_failure(ch->tls, detail, sizeof detail);
+    snprintf(ch->err, ch->errcap, "%s", detail);
+    errno = EPROTO;
+    return -1;
+}
+
+/* Waits until deadline for what a TLS call wants (QC_TLS_WANT_*); else
+ * what its outcome r means: -1 with errno. */
+static int tls_wait(chan *ch, int r, long long deadline)
+{
+    if (r == QC_TLS_WANT_READ || r == QC_TLS_WANT_WRITE)
+        return wait_fd(ch->fd, r == QC_TLS_WANT_READ ? POLLIN : POLLOUT, deadline);
+    if (r == QC_TLS_FAILED) return tls_error(ch);
+    errno = ECONNRESET; /* QC_TLS_CLOSED */
+    return -1;
+}
+
+static int chan_handshake(chan *ch, long long deadline)
+{
+    for (;;) {
+        int r = qc_tls_handshake(ch->tls);
+        if (r == QC_TLS_DONE) return 0;
+        if (r == QC_TLS_CLOSED) {
+            snprintf(ch->err, ch->errcap, "the agent closed the connection in the TLS handshake");
+            errno = EPROTO;
+            return -1;
+        }
+        if (tls_wait(ch, r, deadline) != 0) return -1;
+    }
+}
+
+/* Writes some of buf: the count, or -1 with errno (EAGAIN: wait). */
+static ssize_t chan_write(chan *ch, const void *buf, size_t n, long long deadline)
+{
+    if (!ch->tls) return send(ch->fd, buf, n, MSG_NOSIGNAL);
+    size_t w;
+    int r = qc_tls_write(ch->tls, buf, n, &w);
+    if (r == QC_TLS_DONE) return (ssize_t)w;
+    return tls_wait(ch, r, deadline) == 0 ? 0 : -1;
+}
+
 /* MSG_NOSIGNAL: a program using the SDK must not die of SIGPIPE. */
-static int send_all(int fd, const void *buf, size_t n, long long deadline)
+static int send_all(chan *ch, const void *buf, size_t n, long long deadline)
 {
     const char *p = buf;
     while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        ssize_t w = chan_write(ch, p, n, deadline);
         if (w > 0) {
             p += w;
             n -= (size_t)w;
         } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (wait_fd(fd, POLLOUT, deadline) != 0) return -1;
+            if (wait_fd(ch->fd, POLLOUT, deadline) != 0) return -1;
         } else if (w < 0 && errno != EINTR) {
             return -1;
         }
     }
     return 0;
+}
+
+/* Reads up to cap bytes, waiting until deadline: the count (0 at the end),
+ * or -1 with errno (ETIMEDOUT; EPROTO with ch->err set). */
+static ssize_t chan_read(chan *ch, char *buf, size_t cap, long long deadline)
+{
+    for (;;) {
+        if (ch->tls) {
+            size_t got;
+            int r = qc_tls_read(ch->tls, buf, cap, &got);
+            if (r == QC_TLS_DONE) return (ssize_t)got;
+            if (r == QC_TLS_CLOSED) return 0;
+            if (tls_wait(ch, r, deadline) != 0) return -1;
+            continue;
+        }
+        ssize_t n = recv(ch->fd, buf, cap, 0);
+        if (n >= 0) return n;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+        if (wait_fd(ch->fd, POLLIN, deadline) != 0) return -1;
+    }
 }
 
 /* ---------- reading the answer ---------- */
@@ -216,7 +302,7 @@ static int on_complete(http_parser *p)
 
 /* Reads and parses the answer until it is complete, the peer closes or the
  * deadline passes. */
-static int read_response(int fd, qc_http_resp *r, long long deadline, const char **why)
+static int read_response(chan *ch, qc_http_resp *r, long long deadline, const char **why)
 {
     static const http_parser_settings s = {.on_header_field = on_header_field,
                                            .on_header_value = on_header_value,
@@ -228,12 +314,7 @@ static int read_response(int fd, qc_http_resp *r, long long deadline, const char
     p.data = &ps;
     char buf[8192];
     while (!ps.complete) {
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (wait_fd(fd, POLLIN, deadline) != 0) break;
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
+        ssize_t n = chan_read(ch, buf, sizeof buf, deadline);
         if (n < 0) break;
         size_t used = http_parser_execute(&p, &s, buf, (size_t)n);
         if (HTTP_PARSER_ERRNO(&p) != HPE_OK || used != (size_t)n) {
@@ -243,7 +324,9 @@ static int read_response(int fd, qc_http_resp *r, long long deadline, const char
         if (n == 0) break;
     }
     if (ps.complete) return 0;
-    *why = errno == ETIMEDOUT ? "timed out" : "connection closed before an answer";
+    *why = errno == ETIMEDOUT ? "timed out"
+           : errno == EPROTO  ? r->error
+                              : "connection closed before an answer";
     return -1;
 }
 
@@ -274,32 +357,56 @@ static char *build_head(const qc_http_req *q, const char *host, size_t *len)
     return h;
 }
 
+/* TLS over ch's socket for an https:// address: the context from q's
+ * files, the server's certificate checked against host. 0, or -1 with *why. */
+static int start_tls(chan *ch, const qc_http_req *q, const char *host, long long deadline,
+                     const char **why)
+{
+    const qc_http_tls none = {0}, *t = q->tls ? q->tls : &none;
+    qc_tls *ctx;
+    *why = ch->err;
+    if (qc_tls_client_new(t->cacert, t->cert, t->key, &ctx, ch->err, ch->errcap) != QC_OK)
+        return -1;
+    int rc = qc_tls_conn_new(ctx, ch->fd, host, &ch->tls);
+    qc_tls_free(ctx); /* the session holds what it needs */
+    if (rc != QC_OK) {
+        *why = "out of memory";
+        return -1;
+    }
+    if (chan_handshake(ch, deadline) == 0) return 0;
+    if (errno != EPROTO) *why = errno == ETIMEDOUT ? "timed out" : strerror(errno);
+    return -1;
+}
+
 int qc_http_call(const char *api, const qc_http_req *q, qc_http_resp *r, const char **why)
 {
     char host[256];
     const char *port = NULL;
     memset(r, 0, sizeof *r);
     *why = "request too large";
-    int fd = -1;
+    chan ch = {.fd = -1, .err = r->error, .errcap = sizeof r->error};
     size_t hl = 0;
     char *head = NULL;
     /* One deadline for the whole call: connecting, sending and reading. */
     long long deadline = now_ms() + (q->wait_ms > 0 ? q->wait_ms : QC_HTTP_TIMEOUT_MS);
     if (qc_http_split_hostport(api, host, sizeof host, &port) == 0) head = build_head(q, host, &hl);
-    if (!head || (fd = dial(host, port, deadline, why)) < 0) goto fail;
+    if (!head || (ch.fd = dial(host, port, deadline, why)) < 0) goto fail;
+    if (qc_http_is_https(api) && start_tls(&ch, q, host, deadline, why) != 0) goto fail;
     /* A refused body (413) may be cut short; its answer can still be read. */
-    if (send_all(fd, head, hl, deadline) != 0 ||
-        (send_all(fd, q->body, q->blen, deadline) != 0 && errno != EPIPE && errno != ECONNRESET)) {
-        *why = strerror(errno);
+    if (send_all(&ch, head, hl, deadline) != 0 ||
+        (send_all(&ch, q->body, q->blen, deadline) != 0 && errno != EPIPE && errno != ECONNRESET)) {
+        *why = errno == EPROTO ? r->error : strerror(errno);
         goto fail;
     }
-    if (read_response(fd, r, deadline, why) != 0) goto fail;
-    close(fd);
+    if (read_response(&ch, r, deadline, why) != 0) goto fail;
+    qc_tls_conn_free(ch.tls);
+    close(ch.fd);
     free(head);
     return 0;
 fail:
     free(head);
-    if (fd >= 0) close(fd);
+    qc_tls_conn_free(ch.tls);
+    if (ch.fd >= 0) close(ch.fd);
     free(r->body);
     r->body = NULL;
     return -1;
@@ -338,7 +445,28 @@ struct qc_client {
     int known;
     unsigned long long known_term;
     char *known_leader;
+    char *cacert, *cert, *key; /* https:// (NULL: none); tls points at them */
+    qc_http_tls tls;
 };
+
+/* s copied into *field (NULL or "": none); QC_ENOMEM. */
+static int set_str(char **field, const char *s)
+{
+    char *v = s && *s ? strdup(s) : NULL;
+    if (s && *s && !v) return QC_ENOMEM;
+    free(*field);
+    *field = v;
+    return QC_OK;
+}
+
+int qc_client_set_tls(qc_client *c, const char *cacert, const char *cert, const char *key)
+{
+    if (!c || (cert && *cert) != (key && *key)) return QC_EINVAL;
+    if (set_str(&c->cacert, cacert) || set_str(&c->cert, cert) || set_str(&c->key, key))
+        return QC_ENOMEM;
+    c->tls = (qc_http_tls){.cacert = c->cacert, .cert = c->cert, .key = c->key};
+    return QC_OK;
+}
 
 int qc_client_new(const char *api, const char *token, qc_client **out)
 {
@@ -356,6 +484,14 @@ int qc_client_new(const char *api, const char *token, qc_client **out)
         qc_client_free(c);
         return QC_ENOMEM;
     }
+    /* As the CLI: the environment gives the TLS files until set otherwise. */
+    const char *cert = getenv("QCLUSTER_CERT"), *key = getenv("QCLUSTER_KEY");
+    int rc = qc_client_set_tls(c, getenv("QCLUSTER_CACERT"), cert && key ? cert : NULL,
+                               cert && key ? key : NULL);
+    if (rc != QC_OK) {
+        qc_client_free(c);
+        return rc;
+    }
     *out = c;
     return QC_OK;
 }
@@ -366,6 +502,9 @@ void qc_client_free(qc_client *c)
     free(c->api);
     free(c->token);
     free(c->known_leader);
+    free(c->cacert);
+    free(c->cert);
+    free(c->key);
     free(c);
 }
 
@@ -375,7 +514,8 @@ void qc_client_free(qc_client *c)
  * answer is not JSON. */
 static int get_json(qc_client *c, const char *path, int wait_ms, int *status, yajl_val *v)
 {
-    qc_http_req q = {.method = "GET", .path = path, .token = c->token, .wait_ms = wait_ms};
+    qc_http_req q = {
+        .method = "GET", .path = path, .token = c->token, .wait_ms = wait_ms, .tls = &c->tls};
     qc_http_resp r;
     const char *why;
     *v = NULL;
@@ -584,7 +724,8 @@ static int check_report(qc_client *c, const char *name, int pass, const char *ou
                      .ctype = "text/plain",
                      .body = output,
                      .blen = output ? strlen(output) : 0,
-                     .token = c->token};
+                     .token = c->token,
+                     .tls = &c->tls};
     qc_http_resp r;
     const char *why;
     if (qc_http_call(c->api, &q, &r, &why) != 0) return QC_EIO;

@@ -261,6 +261,10 @@ static void failed(qc_tls_conn *s)
     if (why == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
         s->reason = "no_client_cert";
         snprintf(s->detail, sizeof s->detail, "%s: the client sent no certificate", stage);
+    } else if (why == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED) {
+        s->reason = "no_client_cert";
+        snprintf(s->detail, sizeof s->detail, "%s: the server requires a client certificate (%s)",
+                 stage, text);
     } else if (why == SSL_R_CERTIFICATE_VERIFY_FAILED) {
         long v = SSL_get_verify_result(s->ssl);
         s->reason = s->server ? "bad_client_cert" : "bad_server_cert";

@@ -2,6 +2,7 @@
 -- an agent (hooks have the agent's own `qcluster` module instead). Blocking,
 -- one request a connection, on lua-socket and lua-cjson. Every call returns
 -- its result, or nil and a message; it never raises for a failed request.
+-- https:// addresses need lua-sec (Debian lua-sec), loaded only for them.
 local socket = require("socket")
 local http = require("socket.http")
 local ltn12 = require("ltn12")
@@ -19,17 +20,70 @@ local MAX_WAIT = 300
 -- The request gets `seconds` in all: before each operation the socket's
 -- total timeout is set to the time left, so an agent that sends a byte now
 -- and then cannot stretch the call (lua-socket's timeouts are per call).
-local function socket_with_deadline(seconds)
+-- The agent's certificate must name the host asked for: an IP address
+-- SAN equal to it, or a DNS SAN equal to it (a "*." one covers one label).
+-- LuaSec checks the chain only.
+local function names_host(cert, host)
+  local san = (cert:extensions() or {})["2.5.29.17"] or {}
+  host = host:lower()
+  for _, ip in ipairs(san.iPAddress or {}) do
+    if ip:lower() == host then return true end
+  end
+  for _, dns in ipairs(san.dNSName or {}) do
+    dns = dns:lower()
+    if dns == host then return true end
+    local rest = dns:match("^%*(%..+%..+)$")
+    if rest and host:match("^[^.]+(%..+)$") == rest then return true end
+  end
+  return false
+end
+
+-- TLS over the connected socket s to host: the wrapped socket, or nil and why.
+local function start_tls(s, host, tls, left)
+  local ssl = require("ssl")
+  local w, err = ssl.wrap(s, tls)
+  if not w then return nil, err end
+  if not host:match("^[%d.]+$") and not host:find(":", 1, true) then w:sni(host) end
+  w:settimeout(left(), "t")
+  local ok, herr = w:dohandshake()
+  if not ok then return nil, "TLS handshake failed: " .. tostring(herr) end
+  local verified, why = w:getpeerverification()
+  if not verified then
+    return nil, "the agent's certificate is not trusted: " .. tostring(why and why[0] or why)
+  end
+  if not names_host(w:getpeercertificate(), host) then
+    return nil, "the agent's certificate does not name " .. host
+  end
+  return w
+end
+
+local function socket_with_deadline(seconds, tls)
   return function()
     local s, err = socket.tcp()
     if not s then return nil, err end
     local deadline = socket.gettime() + seconds
-    return setmetatable({}, { __index = function(_, name)
+    local function left() return math.max(deadline - socket.gettime(), 0) end
+    local proxy = {}
+    if tls then -- https: the handshake follows the connect, in the same time
+      proxy.connect = function(_, host, port)
+        s:settimeout(left(), "t")
+        local ok, cerr = s:connect(host, port)
+        if not ok then return nil, cerr end
+        local w, terr = start_tls(s, host, tls, left)
+        if not w then
+          s:close()
+          return nil, terr
+        end
+        s = w
+        return 1
+      end
+    end
+    return setmetatable(proxy, { __index = function(_, name)
       if name == "settimeout" then return function() return 1 end end
       local method = s[name]
       if type(method) ~= "function" then return method end
       return function(_, ...)
-        s:settimeout(math.max(deadline - socket.gettime(), 0), "t")
+        s:settimeout(left(), "t")
         return method(s, ...)
       end
     end })
@@ -44,7 +98,29 @@ local function integers(v)
   return v
 end
 
--- opts.api: "HOST:PORT" (default $QCLUSTER_API, else 127.0.0.1:8001);
+-- LuaSec's parameters for https (TLS 1.2 or later, the peer verified); nil
+-- and why when lua-sec is missing or cert comes without key.
+local function tls_params(opts)
+  local function pick(v, env)
+    if v == nil or v == "" then v = os.getenv(env) end
+    if v == "" then return nil end
+    return v
+  end
+  local cacert = pick(opts.cacert, "QCLUSTER_CACERT")
+  local cert, key = pick(opts.cert, "QCLUSTER_CERT"), pick(opts.key, "QCLUSTER_KEY")
+  if (cert == nil) ~= (key == nil) then return nil, "cert and key go together" end
+  if not pcall(require, "ssl") then return nil, "https needs lua-sec (Debian lua-sec)" end
+  return { mode = "client", protocol = "any", verify = "peer", cafile = cacert,
+    capath = cacert == nil and "/etc/ssl/certs" or nil, certificate = cert, key = key,
+    options = { "all", "no_sslv2", "no_sslv3", "no_tlsv1", "no_tlsv1_1" } }
+end
+
+-- opts.api: "HOST:PORT" (default $QCLUSTER_API, else 127.0.0.1:8001), or
+-- "https://HOST:PORT" for an agent with api_tls_cert: its certificate must
+-- chain to opts.cacert (a PEM file; default $QCLUSTER_CACERT, else the
+-- system's CAs) and name the host; opts.cert and opts.key (default
+-- $QCLUSTER_CERT, $QCLUSTER_KEY) are this client's certificate and key, for
+-- an agent with api_tls_client_ca;
 -- opts.token: the agent's api_token, sent as a bearer token; opts.timeout:
 -- seconds a whole request may take, connecting to the last byte of the
 -- answer (default 5; a long-poll gets its wait on top).
@@ -53,12 +129,24 @@ function M.new(opts)
   local api = opts.api
   if api == nil or api == "" then api = os.getenv("QCLUSTER_API") end
   if api == nil or api == "" then api = "127.0.0.1:8001" end
-  if type(api) ~= "string" or not api:match("^.+:%d+$") then
-    return nil, "bad api " .. tostring(api) .. ": expected HOST:PORT"
+  local scheme, hostport = "http", api
+  if type(api) == "string" and api:lower():match("^https?://") then
+    scheme, hostport = api:match("^(%a+)://(.*)$")
+    scheme = scheme:lower()
+  end
+  if type(api) ~= "string" or not hostport:match("^.+:%d+$") then
+    return nil, "bad api " .. tostring(api) .. ": expected HOST:PORT or https://HOST:PORT"
   end
   local timeout = opts.timeout or 5
   if type(timeout) ~= "number" or timeout <= 0 then return nil, "timeout must be a positive number" end
-  return setmetatable({ api = api, token = opts.token, timeout = timeout }, Client)
+  local self = { api = api, base = scheme .. "://" .. hostport, token = opts.token,
+    timeout = timeout }
+  if scheme == "https" then
+    local tls, err = tls_params(opts)
+    if not tls then return nil, err end
+    self.tls = tls
+  end
+  return setmetatable(self, Client)
 end
 
 -- One request: status, body, headers; or nil and why.
@@ -68,9 +156,9 @@ function Client:request(method, path, body, timeout)
   if self.token and self.token ~= "" then headers.authorization = "Bearer " .. self.token end
   if body then headers["content-length"] = #body end
   local ok, status, hdrs = http.request {
-    url = "http://" .. self.api .. path, method = method, headers = headers,
+    url = self.base .. path, method = method, headers = headers,
     source = body and ltn12.source.string(body) or nil, sink = ltn12.sink.table(out),
-    create = socket_with_deadline(timeout or self.timeout),
+    create = socket_with_deadline(timeout or self.timeout, self.tls),
   }
   if not ok then return nil, "cannot reach agent at " .. self.api .. ": " .. tostring(status) end
   return status, table.concat(out), hdrs

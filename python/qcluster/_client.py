@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import time
 import urllib.parse
 
@@ -65,7 +66,7 @@ class Peer:
                                         self.role, self.up, self.healthy)
 
 
-class _DeadlineSocket(socket.socket):
+class _Deadline:
     """A connected socket whose every read waits only for the time left
     until deadline (time.monotonic()): http.client's timeout is per
     operation, so an agent sending a byte now and then could stretch a call
@@ -81,29 +82,67 @@ class _DeadlineSocket(socket.socket):
         return super().recv_into(buffer, nbytes, flags)
 
 
+class _DeadlineSocket(_Deadline, socket.socket):
+    """A plain connection with a deadline."""
+
+
+class _DeadlineSSLSocket(_Deadline, ssl.SSLSocket):
+    """A TLS connection with a deadline."""
+
+
+def _tls_context(cacert, cert, key):
+    """The SSLContext of an https:// client: TLS 1.2 or later, the agent's
+    certificate verified against cacert (None: the system's CAs) and its
+    name checked; cert and key (both or neither) for an agent with
+    api_tls_client_ca. QClusterError when a file cannot be used."""
+    if bool(cert) != bool(key):
+        raise ValueError("cert and key go together")
+    try:
+        ctx = ssl.create_default_context(cafile=cacert or None)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cert:
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise QClusterError("cannot use the TLS files (cacert {!r}, cert {!r}, key {!r}): {}"
+                            .format(cacert, cert, key, e)) from e
+    ctx.sslsocket_class = _DeadlineSSLSocket
+    return ctx
+
+
 class _Connection(http.client.HTTPConnection):
     """An HTTPConnection whose whole request, connecting to the last byte of
     the answer, ends by deadline."""
 
-    def __init__(self, host, port, deadline):
+    def __init__(self, host, port, deadline, tls=None):
         super().__init__(host, port, timeout=max(deadline - time.monotonic(), 0.001))
         self.deadline = deadline
+        self.tls = tls
 
     def connect(self):
         super().connect()
         plain = self.sock
-        self.sock = _DeadlineSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        left = max(self.deadline - time.monotonic(), 0.001)
+        if self.tls is not None:  # the handshake runs within the same deadline
+            plain.settimeout(left)
+            self.sock = self.tls.wrap_socket(plain, server_hostname=self.host)
+        else:
+            self.sock = _DeadlineSocket(plain.family, plain.type, plain.proto,
+                                        fileno=plain.detach())
         self.sock.deadline = self.deadline
         self.sock.settimeout(max(self.deadline - time.monotonic(), 0.001))
 
 
 def _split_api(api):
-    """("host", port) of "HOST:PORT" or "[V6]:PORT"; ValueError otherwise."""
+    """("host", port) of "HOST:PORT" or "[V6]:PORT", maybe after http:// or
+    https://; ValueError otherwise."""
+    scheme, found, rest = api.partition("://")
+    if found and scheme.lower() in ("http", "https"):
+        api = rest
     host, sep, port = api.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not sep or not host or not port.isdigit():
-        raise ValueError("bad api {!r}: expected HOST:PORT".format(api))
+        raise ValueError("bad api {!r}: expected HOST:PORT or https://HOST:PORT".format(api))
     return host, int(port)
 
 
@@ -130,12 +169,24 @@ class Client:
     127.0.0.1:8001. token (or the config's api_token) is sent as a bearer
     token; timeout bounds a whole request, connecting to the last byte of
     the answer, in seconds (a long-poll gets its wait on top).
+
+    api="https://HOST:PORT" asks an agent with api_tls_cert over TLS: its
+    certificate must chain to cacert (a PEM file; default $QCLUSTER_CACERT,
+    else the system's CAs) and name HOST; cert and key (default
+    $QCLUSTER_CERT, $QCLUSTER_KEY) are this client's certificate and key,
+    for an agent with api_tls_client_ca.
     """
 
-    def __init__(self, api=None, token=None, timeout=5.0, **conf):
+    def __init__(self, api=None, token=None, timeout=5.0, cacert=None, cert=None, key=None,
+                 **conf):
         api = api or _api_from_conf(conf) or os.environ.get("QCLUSTER_API") or DEFAULT_API
         self.host, self.port = _split_api(api)
         self.api = api
+        self.tls = None
+        if api.lower().startswith("https://"):
+            env = os.environ.get
+            self.tls = _tls_context(cacert or env("QCLUSTER_CACERT"),
+                                    cert or env("QCLUSTER_CERT"), key or env("QCLUSTER_KEY"))
         self.token = token if token is not None else conf.get("api_token")
         if not timeout or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
@@ -152,7 +203,8 @@ class Client:
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = "Bearer " + self.token
-        conn = _Connection(self.host, self.port, time.monotonic() + (timeout or self.timeout))
+        conn = _Connection(self.host, self.port, time.monotonic() + (timeout or self.timeout),
+                           self.tls)
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()

@@ -2,7 +2,9 @@
  * tests/integration/client_c_spec.lua, one call a run, printing what came
  * back as one line of key=value. Never linked into the agent.
  * Usage: client_test API|- leader | is_leader | wait SECONDS | loop SECONDS |
- *        checks | pass NAME [OUTPUT] | fail NAME [OUTPUT]  (-: api NULL) */
+ *        checks | pass NAME [OUTPUT] | fail NAME [OUTPUT]  (-: api NULL)
+ * QC_TLS_CACERT, QC_TLS_CERT, QC_TLS_KEY: given to qc_client_set_tls when
+ * one is set (the SDK reads QCLUSTER_CACERT, ... itself). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +112,12 @@ int main(int argc, char **argv)
     int rc = qc_client_new(strcmp(argv[1], "-") == 0 ? NULL : argv[1], getenv("QC_TOKEN"), &c);
     if (rc != QC_OK) {
         printf("new rc=%d (%s)\n", rc, qc_strerror(rc));
+        return 1;
+    }
+    const char *ca = getenv("QC_TLS_CACERT"), *cert = getenv("QC_TLS_CERT");
+    if ((ca || cert) && (rc = qc_client_set_tls(c, ca, cert, getenv("QC_TLS_KEY"))) != QC_OK) {
+        printf("set_tls rc=%d (%s)\n", rc, qc_strerror(rc));
+        qc_client_free(c);
         return 1;
     }
     int code = run(c, argc, argv);

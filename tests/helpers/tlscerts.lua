@@ -2,7 +2,8 @@
 -- test time in a directory of the spec's (no network, fixed validity): a CA,
 -- a server certificate for 127.0.0.1 and localhost, a client certificate
 -- the CA signed, and a second CA with a client certificate of its own (one
--- the first CA never signed).
+-- the first CA never signed), and a server certificate of the CA for an
+-- address and name that are not 127.0.0.1's.
 local M = {}
 
 local function run(cmd)
@@ -43,8 +44,11 @@ function M.make(dir)
     "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
   leaf(dir, "client", "client", "ca", "extendedKeyUsage=clientAuth\n")
   leaf(dir, "stranger", "stranger", "otherca", "extendedKeyUsage=clientAuth\n")
+  -- the CA's, but for another address and name
+  leaf(dir, "elsewhere", "elsewhere.test", "ca",
+    "subjectAltName=IP:127.0.0.9,DNS:elsewhere.test\nextendedKeyUsage=serverAuth\n")
   local t = {}
-  for _, n in ipairs({ "ca", "otherca", "server", "client", "stranger" }) do
+  for _, n in ipairs({ "ca", "otherca", "server", "client", "stranger", "elsewhere" }) do
     t[n] = dir .. "/" .. n .. ".pem"
     t[n .. "_key"] = dir .. "/" .. n .. ".key"
   end

@@ -26,7 +26,7 @@ local function one_node(extra)
   local conf = A.read(c.nodes[1].config):gsub("\n$", "")
   -- the files exist only now: point the config at them
   local keys = { api_tls_cert = pem.server, api_tls_key = pem.server_key }
-  for k, v in pairs(extra or {}) do keys[k] = pem[v] or v end
+  for k, v in pairs(extra or {}) do keys[k] = pem[v] or v end -- extra names pem's files
   A.write(c.nodes[1].config, conf:gsub("^return {", "return {" .. A.lua_value(keys):sub(2, -2)
     .. ", ") .. "\n")
   return c, pem
@@ -39,6 +39,52 @@ local function up(c, pem, extra)
     return body:match("\n200$")
   end, 15)
 end
+
+-- The leader's identifier as each client reads it from https://api with
+-- the TLS files of t (cacert, cert, key; nil: none), or false and its error
+-- (KEY_err). dir: where the Python script goes.
+local ASK_PY = [[
+import sys, qcluster
+try:
+    client = qcluster.Client(api=sys.argv[1], cacert=sys.argv[2] or None,
+                             cert=sys.argv[3] or None, key=sys.argv[4] or None)
+    print("leader=" + client.get_leader_info().identifier)
+except qcluster.QClusterError as e:
+    print("error", e)
+]]
+
+local function ask_each_client(dir, api, t)
+  local url = "https://" .. api
+  local res = {}
+  -- the CLI
+  local args = ""
+  for k, v in pairs(t) do args = args .. " --" .. k .. " " .. v end
+  local out, code = A.cli("leader" .. args, url)
+  res.cli = code == 0 and out:match("^(%S+)") or false
+  res.cli_err = out
+  -- the C SDK: qc_client_set_tls
+  local env = string.format("QC_TLS_CACERT=%s QC_TLS_CERT=%s QC_TLS_KEY=%s", t.cacert or "",
+    t.cert or "", t.key or "")
+  out = sh(string.format("%s %s/build/client_test %s leader", env, A.root, url))
+  res.c = out:match("rc=0 .- identifier=(%S+)") or false
+  res.c_err = out
+  -- the Lua client
+  local client = require("qcluster.client")
+  local cl, err = client.new({ api = url, cacert = t.cacert, cert = t.cert, key = t.key })
+  local peer
+  if cl then peer, err = cl:get_leader_info() end
+  res.lua = peer and peer.identifier or false
+  res.lua_err = err
+  -- the Python client
+  A.write(dir .. "/ask.py", ASK_PY)
+  out = sh(string.format("PYTHONPATH=%s/python /usr/bin/python3 %s/ask.py %s '%s' '%s' '%s'", A.root,
+    dir, url, t.cacert or "", t.cert or "", t.key or ""))
+  res.python = out:match("leader=(%S+)") or false
+  res.python_err = out
+  return res
+end
+
+local CLIENTS = { "cli", "c", "lua", "python" }
 
 describe("the API over TLS", function()
   local c, pem
@@ -178,5 +224,51 @@ describe("the API over TLS", function()
       return (A.read(c.nodes[1].log) or ""):find("API certificates not reloaded", 1, true)
     end, 5))
     assert.are.equal("qcluster test otherca", issuer())
+  end)
+
+  it("each client asks over https with the CA and its certificate; without either it fails",
+    function()
+      c, pem = one_node({ api_tls_client_ca = "ca" })
+      A.start(c, 1)
+      assert.is_truthy(up(c, pem, "--cert " .. pem.client .. " --key " .. pem.client_key),
+        A.read(c.nodes[1].log))
+      local api = c.nodes[1].api
+      local res = ask_each_client(c.dir, api, { cacert = pem.ca, cert = pem.client, key = pem.client_key })
+      for _, k in ipairs(CLIENTS) do
+        assert.are.equal("node1", res[k], k .. ": " .. tostring(res[k .. "_err"]))
+      end
+      -- by name too: the certificate names localhost
+      res = ask_each_client(c.dir, api:gsub("127.0.0.1", "localhost"),
+        { cacert = pem.ca, cert = pem.client, key = pem.client_key })
+      for _, k in ipairs(CLIENTS) do
+        assert.are.equal("node1", res[k], k .. ": " .. tostring(res[k .. "_err"]))
+      end
+      -- no client certificate: refused at the handshake
+      res = ask_each_client(c.dir, api, { cacert = pem.ca })
+      for _, k in ipairs(CLIENTS) do
+        assert.is_false(res[k], k .. " was served without a certificate")
+      end
+      assert.is_truthy(res.cli_err:find("requires a client certificate", 1, true), res.cli_err)
+      -- no CA: the agent's certificate cannot be verified
+      res = ask_each_client(c.dir, api, { cert = pem.client, key = pem.client_key })
+      for _, k in ipairs(CLIENTS) do
+        assert.is_false(res[k], k .. " trusted an unknown CA")
+      end
+      assert.is_truthy(res.cli_err:find("certificate not trusted", 1, true), res.cli_err)
+    end)
+
+  it("each client refuses a certificate that does not name the address it asked", function()
+    c, pem = one_node({ api_tls_cert = "elsewhere", api_tls_key = "elsewhere_key" })
+    A.start(c, 1)
+    assert.is_truthy(A.wait_for(function()
+      local body = curl(c.nodes[1].api, "/v1/leader", "-k")
+      return body:match("\n200$")
+    end, 15), A.read(c.nodes[1].log))
+    local res = ask_each_client(c.dir, c.nodes[1].api, { cacert = pem.ca })
+    for _, k in ipairs(CLIENTS) do
+      assert.is_false(res[k], k .. " took a certificate for another address")
+    end
+    local _, code = curl(c.nodes[1].api, "/v1/leader", "--cacert " .. pem.ca)
+    assert.are.equal(60, code)
   end)
 end)
