@@ -150,6 +150,18 @@ describe("config", function()
       error_for(BASE .. 'secret = "x", secret_previous = ""'))
   end)
 
+  it("takes api_tls_cert and api_tls_key together, api_tls_client_ca only with them", function()
+    local together = "expected a PEM file name (api_tls_cert and api_tls_key go together), got nothing"
+    assert.are.equal("conf.lua: api_tls_key: " .. together,
+      error_for(BASE .. 'api_tls_cert = "c.pem"'))
+    assert.are.equal("conf.lua: api_tls_cert: " .. together,
+      error_for(BASE .. 'api_tls_key = "k.pem"'))
+    assert.matches("^conf.lua: api_tls_client_ca: expected api_tls_cert and api_tls_key too",
+      error_for(BASE .. 'api_tls_client_ca = "ca.pem"'))
+    assert.are.equal("conf.lua: api_tls_cert: expected a file name, got 42",
+      error_for(BASE .. 'api_tls_cert = 42, api_tls_key = "k.pem"'))
+  end)
+
   it("round-trips metadata through JSON text", function()
     local meta = 'metadata = {s = "h\\195\\169llo \\"q\\"", i = 42, f = 0.1, neg = -3,'
       .. ' yes = true, no = false, list = {1, "two", {three = 3}}, nested = {a = {b = {}}}}'
