@@ -13,15 +13,17 @@ local WAIT = 30 -- seconds: the page polls every second; the machine may be slow
 
 local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
--- Starts Chromium on url; returns {pid, dir, ws} once the page's DevTools
--- socket is known, or raises with Chromium's log.
-local function chromium_start(url)
+-- Starts Chromium on url (flags: more command-line flags); returns {pid,
+-- dir, ws} once the page's DevTools socket is known, or raises with
+-- Chromium's log.
+local function chromium_start(url, flags)
   local b = { dir = (A.sh("mktemp -d /tmp/qc-chromium-XXXXXX"):gsub("%s+$", "")) }
   local p = io.popen(string.format(
     "setsid chromium --headless=new --no-sandbox --disable-gpu --no-first-run " ..
     "--no-default-browser-check --disable-extensions --disable-background-networking " ..
     "--disable-sync --remote-debugging-address=127.0.0.1 --remote-debugging-port=0 " ..
-    "--user-data-dir=%s/profile %s >%s/chromium.log 2>&1 & echo $!", b.dir, shq(url), b.dir))
+    "--user-data-dir=%s/profile %s %s >%s/chromium.log 2>&1 & echo $!", b.dir, flags or "",
+    shq(url), b.dir))
   b.pid = tonumber(p:read("l"))
   p:close()
   local port = A.wait_for(function()
@@ -364,4 +366,35 @@ describe("the status page's leadership timeline in headless Chromium", function(
         os.execute("cp " .. shq(png) .. " " .. shq(os.getenv("QC_UI_SCREENSHOT")))
       end
     end)
+end)
+
+-- api_tls_cert: the same page over HTTPS, its requests on the page's scheme.
+describe("the status page over HTTPS in headless Chromium", function()
+  local c, b
+
+  teardown(function()
+    chromium_stop(b)
+    A.stop(c)
+  end)
+
+  it("shows the node and its leader when served over HTTPS", function()
+    c = A.cluster(1)
+    local pem = require("tlscerts").make(c.dir)
+    local conf = A.read(c.nodes[1].config):gsub("^return {", string.format(
+      "return {api_tls_cert = %q, api_tls_key = %q, ", pem.server, pem.server_key))
+    A.write(c.nodes[1].config, conf)
+    A.start(c, 1)
+    assert.is_truthy(A.wait_for(function()
+      local _, code = A.sh(string.format("curl -sf -o /dev/null --cacert %s https://%s/v1/leader",
+        pem.ca, c.nodes[1].api))
+      return code == 0
+    end, WAIT), A.read(c.nodes[1].log))
+    -- the throwaway CA is in no trust store Chromium reads
+    b = chromium_start("https://" .. c.nodes[1].api .. "/ui", "--ignore-certificate-errors")
+    local s = wait_page(b, "the leader over HTTPS", function(st)
+      return st.leader == "node1" and #st.rows == 1
+    end)
+    assert.are.equal("node1", s.self)
+    assert.is_false(s.unreachable)
+  end)
 end)
