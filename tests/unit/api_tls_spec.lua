@@ -26,9 +26,9 @@ describe("qc_api over TLS", function()
     if dir and not os.getenv("QC_KEEP") then os.execute("rm -rf " .. dir) end
   end)
 
-  local function start(env)
+  local function start(env, token)
     port = 18000 + math.random(0, 9999)
-    pid = fake.start(port, nil, string.format("QC_FAKE_API_TLS_CERT=%s QC_FAKE_API_TLS_KEY=%s %s",
+    pid = fake.start(port, token, string.format("QC_FAKE_API_TLS_CERT=%s QC_FAKE_API_TLS_KEY=%s %s",
       pem.server, pem.server_key, env or ""))
   end
 
@@ -109,5 +109,40 @@ describe("qc_api over TLS", function()
     assert.is_truthy(body:match("\n200$"), body)
     body = curl("/v1/kv/big")
     assert.are.equal(204800 + 4, #body)
+  end)
+
+  it("holds a long-poll over TLS until the leader changes", function()
+    start()
+    local out = dir .. "/longpoll.out"
+    local p = io.popen(string.format("curl -sS -m 20 --cacert %s -w '\\n%%{http_code}' "
+      .. "'https://127.0.0.1:%d/v1/leader?wait=15&term=1' >%s 2>&1 & echo $!", pem.ca, port, out))
+    local curl_pid = tonumber(p:read("l"))
+    p:close()
+    -- parked: no answer yet
+    socket.sleep(0.5)
+    assert.are.equal("", sh("cat " .. out))
+    os.execute("kill -USR1 " .. pid) -- a leader: the term moves on
+    local answer
+    for _ = 1, 100 do
+      answer = sh("cat " .. out)
+      if answer:match("\n%d%d%d$") then break end
+      socket.sleep(0.05)
+    end
+    os.execute("kill " .. curl_pid .. " 2>/dev/null")
+    assert.is_truthy(answer:match("\n200$"), answer)
+    assert.is_truthy(answer:match('"identifier":"server_b"'), answer)
+  end)
+
+  it("serves a request with the token over TLS when the slots are all taken", function()
+    start("QC_FAKE_API_MAX_CONNS=2", "s3cret")
+    assert.is_truthy(fake_settled(), "connections left open")
+    local held = {}
+    for i = 1, 2 do held[i] = assert(socket.connect("127.0.0.1", port)) end
+    socket.sleep(0.2)
+    local body = curl("/v1/status")
+    assert.is_truthy(body:match("\n503$"), body)
+    body = curl("/v1/status", "-H 'Authorization: Bearer s3cret'")
+    assert.is_truthy(body:match("\n200$"), body)
+    for _, s in ipairs(held) do s:close() end
   end)
 end)
