@@ -148,8 +148,8 @@ def _split_api(api):
 
 def _api_from_conf(conf):
     """The API address a node's config gives: api_host (127.0.0.1) and
-    api_port (listen_port + 1000), as the agent reads them; None when the
-    config says nothing of either."""
+    api_port (listen_port + 1000), as the agent reads them, https:// with
+    api_tls_cert; None when the config says nothing of either."""
     if "api_port" not in conf and "listen_port" not in conf:
         return None
     port = conf.get("api_port")
@@ -157,7 +157,8 @@ def _api_from_conf(conf):
         port = int(conf["listen_port"]) + 1000
     if int(port) == 0:
         raise ValueError("the node's API is off (api_port = 0)")
-    return "{}:{}".format(conf.get("api_host") or "127.0.0.1", int(port))
+    scheme = "https://" if conf.get("api_tls_cert") else ""  # it serves HTTPS only then
+    return "{}{}:{}".format(scheme, conf.get("api_host") or "127.0.0.1", int(port))
 
 
 class Client:

@@ -386,6 +386,10 @@ class AddressTest(unittest.TestCase):
         self.assertEqual("10.0.0.1:9000",
                          Client(listen_port=7001, api_host="10.0.0.1", api_port=9000).api)
         self.assertEqual("127.0.0.1:7", Client(api="127.0.0.1:7", listen_port=7001).api)
+        # a node with api_tls_cert serves HTTPS only
+        self.assertEqual("https://127.0.0.1:8001",
+                         Client(listen_port=7001, api_tls_cert="c.pem", api_tls_key="k.pem").api)
+        self.assertEqual("127.0.0.1", Client(api="https://127.0.0.1:8001").host)
         with self.assertRaises(ValueError):
             Client(listen_port=7001, api_port=0)
         with self.assertRaises(ValueError):
