@@ -237,6 +237,15 @@ describe("the API over TLS", function()
       for _, k in ipairs(CLIENTS) do
         assert.are.equal("node1", res[k], k .. ": " .. tostring(res[k .. "_err"]))
       end
+      -- the CLI and the C SDK take the files from the environment too
+      local env = string.format("QCLUSTER_CACERT=%s QCLUSTER_CERT=%s QCLUSTER_KEY=%s", pem.ca,
+        pem.client, pem.client_key)
+      local out, code = sh(string.format("%s %s/bin/qcluster leader --api https://%s", env, A.root,
+        api))
+      assert.are.equal(0, code, out)
+      assert.is_truthy(out:match("^node1 "), out)
+      out = sh(string.format("%s %s/build/client_test https://%s leader", env, A.root, api))
+      assert.is_truthy(out:match("rc=0 .- identifier=node1"), out)
       -- by name too: the certificate names localhost
       res = ask_each_client(c.dir, api:gsub("127.0.0.1", "localhost"),
         { cacert = pem.ca, cert = pem.client, key = pem.client_key })
