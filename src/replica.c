@@ -370,15 +370,17 @@ static void snap_head(uint8_t *head, const qc_entry *conf)
 }
 
 /* Writes kv with conf as the file of the snapshot at index (durable once
- * it returns 0), without copying either. Touches nothing of the loop's:
- * the forked child calls it too. */
-static int write_snapshot(const qc_wal *w, uint64_t index, uint64_t term, const qc_entry *conf,
-                          const uint8_t *kv, size_t kv_len)
+ * it returns 0), without copying either. install (on the loop): it becomes
+ * the WAL's snapshot too (qc_wal_save_snapshot). Else only the file, which
+ * touches nothing of the loop's: the forked child calls it so. */
+static int write_snapshot(qc_wal *w, int install, uint64_t index, uint64_t term,
+                          const qc_entry *conf, const uint8_t *kv, size_t kv_len)
 {
     uint8_t head[SNAP_HEAD];
     snap_head(head, conf);
     struct iovec parts[3] = {{head, SNAP_HEAD}, {conf->data, conf->len}, {(void *)kv, kv_len}};
-    return qc_wal_write_snapshot(w, index, term, parts, 3);
+    return install ? qc_wal_save_snapshot(w, index, term, parts, 3)
+                   : qc_wal_write_snapshot(w, index, term, parts, 3);
 }
 
 /* Splits a snapshot file's data into its membership and KV data (pointers
@@ -482,9 +484,10 @@ static int install_run(void *arg)
     j->status = qc_kv_new(&kc, &j->kv);
     if (j->status == QC_OK) j->status = qc_kv_restore(j->kv, j->data, j->len);
     if (j->status != QC_OK) return QC_OK; /* the loop stops the node; the disk is untouched */
-    if (write_snapshot(rp->wal, j->index, j->term, &j->conf, j->data, j->len) != QC_OK ||
-        qc_wal_truncate(rp->wal, j->index) != QC_OK ||
-        qc_wal_add_snapshot(rp->wal, j->index, j->term) != QC_OK ||
+    /* The save cuts a log of another history from index on before the file
+     * lands, so that a crash at any point restarts the node from a log
+     * that continues its snapshot. */
+    if (write_snapshot(rp->wal, 1, j->index, j->term, &j->conf, j->data, j->len) != QC_OK ||
         qc_wal_compact(rp->wal, j->index) != QC_OK)
         return QC_EIO;
     return QC_OK;
@@ -680,7 +683,7 @@ static void snap_child(qc_replica *rp, int fd, pid_t parent, uint64_t index, uin
     pthread_sigmask(SIG_SETMASK, &none, NULL);
     qc_buf data = {0};
     int ok = qc_kv_snapshot(rp->kv, &data) == QC_OK &&
-             write_snapshot(rp->wal, index, term, conf, data.data, data.len) == QC_OK;
+             write_snapshot(rp->wal, 0, index, term, conf, data.data, data.len) == QC_OK;
     if (ok && write(fd, "", 1) != 1) ok = 0;
     _exit(ok ? 0 : 1);
 }

@@ -1115,10 +1115,23 @@ static int snap_prune(qc_wal *w)
     return rc;
 }
 
+/* A snapshot the log holds another entry for at index (a leader's, that a
+ * follower whose log diverged installs) replaces the log from index on:
+ * those entries are of another history, so never committed, and left
+ * after the snapshot they would come back at the next start (refused
+ * there when of a lower term). Durable when it returns 0. */
+static int cut_other_history(qc_wal *w, uint64_t index, uint64_t term)
+{
+    uint64_t t = index > w->snap_index ? term_at(w, index) : 0;
+    return t && t != term ? truncate_after(w, index - 1) : QC_OK;
+}
+
 static int add_snapshot_locked(qc_wal *w, uint64_t index, uint64_t term)
 {
     if (w->failed) return wal_refuse(w);
     if (index == 0 || index < w->snap_index) return QC_EINVAL;
+    int rc = cut_other_history(w, index, term);
+    if (rc) return rc;
     w->snap_index = index;
     w->snap_term = term;
     return snap_prune(w);
@@ -1132,13 +1145,16 @@ int qc_wal_add_snapshot(qc_wal *w, uint64_t index, uint64_t term)
     return rc;
 }
 
-static int save_snapshot_locked(qc_wal *w, uint64_t index, uint64_t term, const void *data,
-                                size_t len)
+static int save_snapshot_locked(qc_wal *w, uint64_t index, uint64_t term, const struct iovec *parts,
+                                int n)
 {
     if (w->failed) return wal_refuse(w);
-    if (index == 0 || index < w->snap_index || (len && !data)) return QC_EINVAL;
-    struct iovec part = {.iov_base = (void *)data, .iov_len = len};
-    int rc = qc_wal_write_snapshot(w, index, term, &part, 1);
+    if (index == 0 || index < w->snap_index) return QC_EINVAL;
+    /* Before the file: a crash between the two must not leave the other
+     * history after a snapshot that is already on disk. */
+    int rc = cut_other_history(w, index, term);
+    if (rc) return rc;
+    rc = qc_wal_write_snapshot(w, index, term, parts, n);
     /* On the loop a failed write or fsync stops the node, as for the log. */
     if (rc == QC_EIO) return wal_fail(w);
     return rc ? rc : add_snapshot_locked(w, index, term);
@@ -1180,10 +1196,10 @@ void qc_wal_unmap_snapshot(qc_wal_map *m)
     *m = (qc_wal_map){0};
 }
 
-int qc_wal_save_snapshot(qc_wal *w, uint64_t index, uint64_t term, const void *data, size_t len)
+int qc_wal_save_snapshot(qc_wal *w, uint64_t index, uint64_t term, const struct iovec *parts, int n)
 {
     pthread_mutex_lock(&w->lock);
-    int rc = save_snapshot_locked(w, index, term, data, len);
+    int rc = save_snapshot_locked(w, index, term, parts, n);
     pthread_mutex_unlock(&w->lock);
     return rc;
 }

@@ -79,11 +79,14 @@ int qc_wal_sync(qc_wal *w);
 int qc_wal_truncate(qc_wal *w, uint64_t index);
 
 /* Durably writes snap/<index>-<term>.snap (temp file, fsync, rename, fsync
- * of the directory) from data (borrowed), keeping the newest QC_WAL_SNAP_KEEP.
- * index must not go below the current snapshot's. When index is past the
- * last entry the log continues at index+1. QC_EINVAL, QC_ETOOBIG, QC_EIO
+ * of the directory) from parts (borrowed, concatenated), keeping the newest
+ * QC_WAL_SNAP_KEEP. index must not go below the current snapshot's. When
+ * index is past the last entry the log continues at index+1; when the log
+ * holds another entry at index (a leader's snapshot over a diverged log),
+ * it is durably cut from index on first. QC_EINVAL, QC_ETOOBIG, QC_EIO
  * (w then refuses every write, as after a failed qc_wal_sync). */
-int qc_wal_save_snapshot(qc_wal *w, uint64_t index, uint64_t term, const void *data, size_t len);
+int qc_wal_save_snapshot(qc_wal *w, uint64_t index, uint64_t term, const struct iovec *parts,
+                         int n);
 
 /* The first half of qc_wal_save_snapshot, for a background snapshot: writes
  * the file from parts (borrowed, concatenated) durably, but changes nothing
@@ -94,8 +97,9 @@ int qc_wal_save_snapshot(qc_wal *w, uint64_t index, uint64_t term, const void *d
 int qc_wal_write_snapshot(const qc_wal *w, uint64_t index, uint64_t term, const struct iovec *parts,
                           int n);
 /* The second half, on the loop: the file qc_wal_write_snapshot wrote is the
- * newest snapshot (the log may now be compacted up to index); older files
- * are pruned. QC_EINVAL when index is below the current snapshot's. */
+ * newest snapshot (the log may now be compacted up to index; cut from index
+ * on when it holds another entry there, as qc_wal_save_snapshot does); older
+ * files are pruned. QC_EINVAL when index is below the current snapshot's. */
 int qc_wal_add_snapshot(qc_wal *w, uint64_t index, uint64_t term);
 
 /* A snapshot file mapped read-only: data/len are its data (after the

@@ -179,7 +179,8 @@ static int l_save_snapshot(lua_State *L)
     uint64_t term = (uint64_t)luaL_checkinteger(L, 3);
     size_t len = 0;
     const char *data = luaL_optlstring(L, 4, "", &len);
-    return push_rc(L, qc_wal_save_snapshot(l->w, index, term, data, len));
+    struct iovec part = {.iov_base = (void *)data, .iov_len = len};
+    return push_rc(L, qc_wal_save_snapshot(l->w, index, term, &part, 1));
 }
 
 static int l_compact(lua_State *L)

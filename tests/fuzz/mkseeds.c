@@ -252,7 +252,8 @@ static void wal_seeds(const qc_buf *members_data)
         ok(qc_wal_append(w, &e, 1), "append");
     }
     ok(qc_wal_sync(w), "sync");
-    ok(qc_wal_save_snapshot(w, 4, 1, "snapshot state", 14), "snapshot");
+    struct iovec part = {.iov_base = "snapshot state", .iov_len = 14};
+    ok(qc_wal_save_snapshot(w, 4, 1, &part, 1), "snapshot");
     uint64_t firsts[16];
     size_t nseg = 0;
     /* the segments are named by their first index; find them */

@@ -449,6 +449,50 @@ describe("wal", function()
       w2:close()
     end)
 
+    -- A follower installs a leader's snapshot that its log disagrees with at
+    -- the snapshot's index: its entries from that index on are of another
+    -- history. Left after the snapshot, a crash before the next append
+    -- made the node refuse to start (a lower term) or take that history
+    -- back (a higher one).
+    it("a snapshot the log disagrees with cuts the log from its index", function()
+      fill(1, 30) -- term 1
+      local w = open()
+      assert(w:save_snapshot(20, 3, "the leader's state at 20"))
+      w:close()
+      local w2, rec = open()
+      assert.are.equal(20, rec.snap_index)
+      assert.are.same({}, rec.entries)
+      assert.are.equal(20, w2:info().last)
+      assert(w2:append(make_entries(21, 22, 3)))
+      assert(w2:sync())
+      w2:close()
+      local _, rec3 = open()
+      assert_entries(rec3.entries, 21, 22, function() return 3 end)
+    end)
+
+    it("a later-term history after a disagreeing snapshot is cut too", function()
+      local w = open()
+      assert(w:append(make_entries(1, 10, 1)))
+      assert(w:append(make_entries(11, 30, 5)))
+      assert(w:sync())
+      assert(w:save_snapshot(20, 3, "the leader's state at 20"))
+      w:close()
+      local _, rec = open()
+      assert.are.equal(20, rec.snap_index)
+      assert.are.same({}, rec.entries)
+    end)
+
+    it("entries after a snapshot the log agrees with are kept", function()
+      fill(1, 30)
+      local w = open()
+      assert(w:save_snapshot(20, 1, "state at 20"))
+      w:close()
+      local _, rec = open()
+      assert.are.equal(20, rec.snap_index)
+      assert_entries(rec.entries, 21, 30)
+      assert.are.equal("", rec.note)
+    end)
+
     it("compaction beyond the snapshot is refused", function()
       fill(1, 10)
       local w = open()
