@@ -669,12 +669,36 @@ static uint64_t next_point(const qc_replica *rp, uint64_t last)
     return qc_replica_snapshot_point(rp->cfg.self_id, rp->cfg.snapshot_every, last);
 }
 
+/* Closes the descriptors from..to (close_range, else one by one). */
+static void close_span(unsigned from, unsigned to)
+{
+    if (from > to || close_range(from, to, 0) == 0) return;
+    long max = sysconf(_SC_OPEN_MAX);
+    for (unsigned fd = from; fd <= to && (long)fd < max; fd++) close((int)fd);
+}
+
+/* Closes every descriptor but the standard ones, a and b. The child shares
+ * the agent's open files, close-on-exec or not: holding a socket, it kept
+ * a connection the agent closed open at the other end (a peer, an API
+ * client) until it ended, and it held data_dir's lock. */
+static void close_all_but(int a, int b)
+{
+    unsigned keep[2] = {(unsigned)(a < b ? a : b), (unsigned)(a < b ? b : a)}, from = 3;
+    for (int i = 0; i < 2; i++) {
+        if (keep[i] < from) continue;
+        close_span(from, keep[i] - 1);
+        from = keep[i] + 1;
+    }
+    close_span(from, ~0u);
+}
+
 /* In the child: serialise the view, write the file, report, exit. */
 static void snap_child(qc_replica *rp, int fd, pid_t parent, uint64_t index, uint64_t term,
                        const qc_entry *conf)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(1); /* the parent went before prctl */
+    close_all_but(fd, qc_wal_snapshot_dir_fd(rp->wal));
     /* Inherited handlers would run the loop's code here: the defaults. */
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);

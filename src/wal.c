@@ -1244,3 +1244,5 @@ uint64_t qc_wal_snapshot_index(const qc_wal *w) { return w->snap_index; }
 double qc_wal_last_sync_seconds(const qc_wal *w) { return w->last_sync; }
 
 size_t qc_wal_segment_count(const qc_wal *w) { return w->n_segs; }
+
+int qc_wal_snapshot_dir_fd(const qc_wal *w) { return w->snap_fd; }

@@ -133,4 +133,8 @@ double qc_wal_last_sync_seconds(const qc_wal *w);
 /* Segment files on disk, for metrics and tests. */
 size_t qc_wal_segment_count(const qc_wal *w);
 
+/* The descriptor of snap/: the only one qc_wal_write_snapshot uses, for a
+ * forked child that closes every other. */
+int qc_wal_snapshot_dir_fd(const qc_wal *w);
+
 #endif

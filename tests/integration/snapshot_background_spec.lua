@@ -5,6 +5,7 @@
 -- different points. The tests find the child as the agent's child process
 -- named like it, and freeze or kill it by its PID.
 local A = require("agents")
+local socket = require("socket")
 
 local function children(pid)
   local f = io.open(string.format("/proc/%d/task/%d/children", pid, pid))
@@ -117,6 +118,43 @@ describe("background snapshots", function()
       assert.are.equal(200, s, "key" .. i)
       assert.is_true(value(i) == b, "key" .. i .. " intact")
     end
+  end)
+
+  -- A forked child shares the agent's descriptors: while it held them, a
+  -- connection the agent closed stayed open at the other end (a peer, an
+  -- API client), and data_dir's lock outlived a killed agent.
+  it("a connection the agent closes ends while its snapshot child runs", function()
+    c = A.cluster(1, { extra = { snapshot_entries = 20 } })
+    A.start_all(c)
+    A.must_leader(c)
+    local api, pid, k = c.nodes[1].api, c.nodes[1].pid, { 0 }
+    -- a kept-alive API connection, open before the fork
+    local conn = socket.tcp()
+    conn:settimeout(10)
+    assert(conn:connect("127.0.0.1", c.base + 21))
+    assert(conn:send("GET /v1/status HTTP/1.1\r\nHost: a\r\n\r\n"))
+    local len
+    repeat
+      local line = assert(conn:receive("*l"))
+      len = len or tonumber(line:lower():match("^content%-length:%s*(%d+)"))
+    until line == ""
+    assert(conn:receive(len))
+    local child = write_until_child(api, pid, k)
+    assert.is_truthy(child, "a snapshot child appeared")
+    -- frozen right after the fork, it had no time to close anything yet:
+    -- let it on a little at a time (never past its write, 300 KB values)
+    local function sockets()
+      return tonumber((A.sh("ls -l /proc/" .. child .. "/fd 2>/dev/null | grep -c socket:")))
+    end
+    for _ = 1, 20 do
+      if sockets() == 0 then break end
+      os.execute("kill -CONT " .. child .. "; kill -STOP " .. child)
+    end
+    conn:shutdown("send") -- the agent closes its end when it reads this
+    local _, err = conn:receive("*a")
+    conn:close()
+    os.execute("kill -CONT " .. child)
+    assert.are.equal("closed", err, "the agent's close reached the client")
   end)
 
   it("the nodes of a cluster snapshot at different points", function()
