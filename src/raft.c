@@ -153,6 +153,28 @@ static int can_lead(const qc_raft *r)
     return r->conf_index > r->commit && conf_lets_lead(r, conf_entry_at(r, r->conf_index - 1));
 }
 
+/* Whether conf makes this node a voter. */
+static int conf_votes(const qc_raft *r, const qc_entry *conf)
+{
+    qc_member m[QC_RAFT_MAX_MEMBERS];
+    size_t n, used;
+    if (qc_raft_conf_read(conf->data, conf->len, m, &n, &used)) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (m[i].id == r->id) return is_voter(m[i].flags);
+    return 0;
+}
+
+/* Whether this node may stand for election at all, if only as a relay
+ * (can_lead says whether it may lead): a voter, or one by the membership
+ * before a change not known committed, for the reason can_lead gives. A
+ * change that makes it a non-voter may be held by it alone, with the
+ * voters lacking it refused for that: then it must stand to pass it on. */
+static int may_stand(const qc_raft *r)
+{
+    if (self_votes(r)) return 1;
+    return r->conf_index > r->commit && conf_votes(r, conf_entry_at(r, r->conf_index - 1));
+}
+
 static raft_peer *find_peer(qc_raft *r, uint64_t id)
 {
     for (size_t i = 0; i < r->n_peers; i++)
@@ -800,7 +822,7 @@ static void on_prevote(qc_raft *r, const qc_msg *m, uint64_t now)
     /* We may not lead but hold entries a voter that may lacks: without us
      * it cannot win, so we win first, pass them on and hand over. */
     const raft_peer *p = find_peer(r, m->from);
-    if (!grant && r->role == QC_ROLE_FOLLOWER && self_votes(r) && !can_lead(r) && p &&
+    if (!grant && r->role == QC_ROLE_FOLLOWER && may_stand(r) && !can_lead(r) && p &&
         peer_may_lead(p) && !log_up_to_date(r, m->index, m->log_term) && now >= r->sticky_until)
         pre_campaign(r, 0, now);
 }
@@ -1160,7 +1182,7 @@ void qc_raft_tick(qc_raft *r, uint64_t now)
              * its own uncommitted removal may hold entries that healthy
              * one lacks, and then refuses it. */
             if ((can_lead(r) && (!health_defers(r) || r->idle_rounds >= 2)) ||
-                (self_votes(r) && r->idle_rounds >= 2))
+                (may_stand(r) && r->idle_rounds >= 2))
                 pre_campaign(r, 0, now);
             return;
         }

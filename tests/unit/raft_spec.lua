@@ -547,6 +547,37 @@ describe("raft membership", function()
       assert.are.equal(y, c:leader())
       assert.are.equal(1, #c:events_of(x, "elected"))
     end)
+
+  it("a witness that alone holds the change making it a learner stands as a relay", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    local x = other(c, l)
+    local y = 6 - l - x
+    local function step(members)
+      assert.are.equal(0, (c.nodes[l]:propose_config(members, c.now)))
+      c:process(l)
+      c:advance(200)
+    end
+    step(conf(voter(l), voter(x)))
+    c:crash(y)
+    step(conf(voter(l), { id = x, voter = true, no_lead = true }))
+    -- l makes x a learner: x writes the change, l crashes before it did.
+    -- By its log l is the only voter; x, ahead, refuses l's pre-votes and
+    -- may not lead by the membership before the change.
+    c:hold(l)
+    assert.are.equal(0, (c.nodes[l]:propose_config(conf(voter(l), { id = x, no_lead = true }),
+      c.now)))
+    c:process(l)
+    c:advance(20)
+    c:crash(l)
+    c:restart(l)
+    c:clear_events()
+    assert.is_truthy(c:await_leader(3000), "no leader after the restart")
+    c:advance(2000, never_two_leaders)
+    assert.are.equal(l, c:leader())
+    for _, e in ipairs(c:events_of(x, "elected")) do assert.is_true(e.relay, "only as a relay") end
+  end)
 end)
 
 describe("raft relays", function()
