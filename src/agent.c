@@ -673,22 +673,29 @@ static int writes_done(qc_agent *a, uint64_t *index, uint64_t *term)
 }
 
 /* The writer thread's ev_async: writes became durable (or failed). */
-static void on_durable(void *ud)
+/* Takes the writer's progress into the core (outside a ready); -1 when the
+ * node stops for a failed write or install. */
+static int take_writes(qc_agent *a)
 {
-    qc_agent *a = ud;
-    if (a->exit_code) return;
     uint64_t index = 0, term = 0;
     int rc = writes_done(a, &index, &term);
     if (rc == -2) {
         a->exit_code = 1;
         qc_agent_want_stop(a, "snapshot install failed");
-        return;
+        return -1;
     }
     if (rc != 0) {
         disk_failed(a);
-        return;
+        return -1;
     }
     if (index) qc_raft_persisted(a->raft, index, term);
+    return 0;
+}
+
+static void on_durable(void *ud)
+{
+    qc_agent *a = ud;
+    if (a->exit_code || take_writes(a) != 0) return;
     qc_replica_deliver(a->replica); /* reads the installs settled */
     qc_agent_process(a);
 }
@@ -696,14 +703,23 @@ static void on_durable(void *ud)
 /* Hands rd's writes to the writer thread, a snapshot's install first, and
  * sends its messages: at once when the core allows it (a leader's appends)
  * or nothing is in flight, else once the writes so far are durable, never
- * before messages held earlier. */
-static int carry_out(qc_agent *a, const qc_ready *rd)
+ * before messages held earlier. A new term or vote is made durable before
+ * this returns (*drained set; the caller takes the progress once outside
+ * the ready): a node that wins alone (the only voter) leads in this very
+ * ready, and its messages in the next ones may leave early; hooks see only
+ * durable transitions. Term changes are rare: the wait costs one fsync per
+ * election, not per write. */
+static int carry_out(qc_agent *a, const qc_ready *rd, int *drained)
 {
     uint64_t seq;
     if (qc_replica_persist(a->replica, a->raft, rd, &seq) != QC_OK) return -1;
     if (seq) a->write_seq = seq;
     if (qc_replica_submit(a->replica, rd, &seq) != QC_OK) return -1;
     if (seq) a->write_seq = seq;
+    if (rd->hard_state_changed) {
+        qc_replica_drain(a->replica);
+        *drained = 1;
+    }
     if (!a->held && (rd->msgs_early || a->durable_seq == a->write_seq))
         send_all(a, rd->msgs, rd->n_msgs);
     else if (rd->n_msgs)
@@ -718,7 +734,8 @@ void qc_agent_process(qc_agent *a)
         qc_ready rd;
         qc_raft_ready(a->raft, &rd);
         qc_replica_prepare(a->replica, &rd);
-        if (carry_out(a, &rd) != 0) {
+        int drained = 0;
+        if (carry_out(a, &rd, &drained) != 0) {
             disk_failed(a);
             return;
         }
@@ -738,6 +755,10 @@ void qc_agent_process(qc_agent *a)
         }
         if (n) memcpy(events, rd.events, n * sizeof *events);
         qc_raft_advance(a->raft);
+        if (drained && take_writes(a) != 0) {
+            if (events != few) free(events);
+            return;
+        }
         qc_replica_maybe_snapshot(a->replica, a->raft);
         for (size_t i = 0; i < n; i++) handle_event(a, &events[i]);
         if (events != few) free(events);

@@ -726,6 +726,14 @@ static void process(sim *s, size_t i)
             crash(s, i);
             return;
         }
+#ifndef QC_MUTANT_SEND_BEFORE_PERSIST
+        /* A new term or vote: the agent waits until it is durable (a node
+         * that wins alone leads in this very ready). */
+        if (rd.hard_state_changed) {
+            finish_writes(s, i, 1, 0, &drained, &drained_term);
+            w = NULL;
+        }
+#endif
         uint8_t snap_data[DATA_LEN];
         memcpy(snap_data, &nd->snap_hash, DATA_LEN);
         for (size_t k = 0; k < rd.n_msgs; k++) {
