@@ -95,10 +95,35 @@ static const uint32_t crc_table[256] = {
     0xBE2DA0A5u, 0x4C4623A6u, 0x5F16D052u, 0xAD7D5351u,
 };
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define QC_CRC32C_HW 1
+/* The same CRC with SSE4.2's crc32 instruction (the Castagnoli polynomial,
+ * reflected, no inversion), eight bytes at a time: the table walk costs a
+ * dependent load per byte, a tenth of a leader's CPU per put (every entry is
+ * summed for the WAL and for each follower's frame, and checked again on
+ * arrival). */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
+                                                            size_t len)
+{
+    uint64_t c = crc;
+    for (; len >= 8; p += 8, len -= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8); /* little-endian: p[0] is summed first, as below */
+        c = __builtin_ia32_crc32di(c, v);
+    }
+    crc = (uint32_t)c;
+    while (len--) crc = __builtin_ia32_crc32qi(crc, *p++);
+    return crc;
+}
+#endif
+
 uint32_t qc_crc32c(uint32_t crc, const void *data, size_t len)
 {
     const uint8_t *p = data;
     crc = ~crc;
+#ifdef QC_CRC32C_HW
+    if (__builtin_cpu_supports("sse4.2")) return ~crc32c_hw(crc, p, len);
+#endif
     while (len--) crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
     return ~crc;
 }

@@ -34,6 +34,27 @@ describe("wire", function()
     assert.are.equal(0, wire.crc32c(""))
   end)
 
+  it("computes CRC-32C of every length and offset as the bitwise definition does", function()
+    -- the reflected polynomial one bit at a time, the slowest, plainest form
+    local function reference(s)
+      local crc = 0xFFFFFFFF
+      for i = 1, #s do
+        crc = crc ~ s:byte(i)
+        for _ = 1, 8 do crc = (crc >> 1) ~ ((crc & 1) * 0x82F63B78) end
+      end
+      return crc ~ 0xFFFFFFFF
+    end
+    local bytes = {}
+    for i = 1, 80 do bytes[i] = string.char((i * 151 + 7) % 256) end
+    local data = table.concat(bytes)
+    for from = 1, 9 do
+      for len = 0, #data - from + 1 do
+        local s = data:sub(from, from + len - 1)
+        assert.are.equal(reference(s), wire.crc32c(s), string.format("offset %d length %d", from, len))
+      end
+    end
+  end)
+
   it("round-trips every message type with entries", function()
     for mtype = 1, wire.MSG_TYPE_MAX do
       local m = sample_msg(mtype)
