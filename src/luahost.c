@@ -907,16 +907,16 @@ static int job_has_fn(qc_lua *h, const job *j)
     return has;
 }
 
-/* Loop thread: hands the first job's next step to the Lua thread. A step
- * with no Lua to run (an event no hook handles: only the observer sees it)
- * runs here, so a host with no hooks never starts the thread. */
+/* Loop thread: hands the first job's next step to the Lua thread. Steps
+ * with no Lua to run (events no hook handles: only the observer sees them)
+ * run here, so a host with no hooks never starts the thread; all those
+ * queued run in this turn, as one per turn cost a loop turn (an epoll_wait
+ * and every check watcher) per applied put. */
 static void dispatch(qc_lua *h)
 {
+    size_t queued = h->pending; /* not those the observer fires meanwhile */
+    while (queued-- && h->head && !h->busy && !h->running && !job_has_fn(h, h->head)) run_inline(h);
     if (h->busy || h->running || !h->head) return;
-    if (!job_has_fn(h, h->head)) {
-        run_inline(h);
-        return;
-    }
     if (!h->has_thread && (h->thread_failed || start_thread(h) != 0)) {
         h->thread_failed = 1;
         run_inline(h);
