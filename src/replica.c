@@ -24,8 +24,16 @@
 #include "wal.h"
 #include "walq.h"
 
-typedef struct waiter {
-    struct waiter *next;
+typedef struct waiter waiter;
+
+/* A doubly linked list of waiters, in the order they joined it. */
+typedef struct wlist {
+    waiter *head, *tail;
+} wlist;
+
+struct waiter {
+    waiter *prev, *next;
+    wlist *on; /* the list it is on */
     qc_replica *rp;
     int kind;            /* WAIT_WRITE, WAIT_GET, WAIT_LIST */
     uint64_t request_id; /* writes */
@@ -36,11 +44,10 @@ typedef struct waiter {
     qc_kv_done_fn *done;
     void *arg;
     ev_timer timer;
-    int remote;  /* a follower's read: the index comes from the leader */
-    int settled; /* answered by qc_replica_deliver(), outside the core's ready */
-    int status;
+    int remote; /* a follower's read: the index comes from the leader */
+    int status; /* once settled: answered by qc_replica_deliver(), outside the core's ready */
     uint64_t revision;
-} waiter;
+};
 
 enum { WAIT_WRITE = 1, WAIT_GET, WAIT_LIST };
 
@@ -77,19 +84,56 @@ struct qc_replica {
     struct install_job *installs; /* the leader's snapshots queued, oldest first */
     const char *install_hold;     /* QC_TEST_INSTALL_HOLD (install_hold) */
     uint64_t next_request;
-    waiter *waiting;
+    /* Per put, settling and answering take and remove one waiter among
+     * as many as there are connections: lists by kind, not one list
+     * scanned per entry and per answer. Writes are in request order, the
+     * order their entries commit in (mostly: at the head). */
+    wlist writes, reads;
+    wlist settled; /* for qc_replica_deliver(), in the order settled */
 };
 
 /* ---- waiters ------------------------------------------------------------ */
 
-/* Takes w off the waiting list; the caller answers and frees it. */
+static void wlist_remove(waiter *w)
+{
+    wlist *l = w->on;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        l->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        l->tail = w->prev;
+    w->prev = w->next = NULL;
+    w->on = NULL;
+}
+
+static void wlist_append(wlist *l, waiter *w)
+{
+    w->prev = l->tail;
+    w->next = NULL;
+    if (l->tail)
+        l->tail->next = w;
+    else
+        l->head = w;
+    l->tail = w;
+    w->on = l;
+}
+
+/* Marks w answerable by qc_replica_deliver(). */
+static void settle(waiter *w, int status, uint64_t revision)
+{
+    w->status = status;
+    w->revision = revision;
+    wlist_remove(w);
+    wlist_append(&w->rp->settled, w);
+}
+
+/* Takes w off its list; the caller answers and frees it. */
 static void unlink_waiter(qc_replica *rp, waiter *w)
 {
-    for (waiter **p = &rp->waiting; *p; p = &(*p)->next) {
-        if (*p != w) continue;
-        *p = w->next;
-        break;
-    }
+    wlist_remove(w);
     ev_timer_stop(rp->loop, &w->timer);
 }
 
@@ -114,11 +158,11 @@ static waiter *wait_for(qc_replica *rp, int kind, qc_kv_done_fn *done, void *arg
 {
     waiter *w = calloc(1, sizeof *w);
     if (!w) return NULL;
-    *w = (waiter){.next = rp->waiting, .rp = rp, .kind = kind, .done = done, .arg = arg};
+    *w = (waiter){.rp = rp, .kind = kind, .done = done, .arg = arg};
     ev_timer_init(&w->timer, on_timeout, rp->cfg.request_timeout_s, 0);
     w->timer.data = w;
     ev_timer_start(rp->loop, &w->timer);
-    rp->waiting = w;
+    wlist_append(kind == WAIT_WRITE ? &rp->writes : &rp->reads, w);
     return w;
 }
 
@@ -182,31 +226,25 @@ static int read_point(qc_raft *r, uint64_t now, uint64_t *index)
 static void settle_reads(qc_replica *rp, qc_raft *r, uint64_t now)
 {
     uint64_t applied = qc_kv_applied_index(rp->kv);
-    for (waiter *w = rp->waiting; w; w = w->next) {
-        if (w->kind == WAIT_WRITE || w->settled) continue;
+    waiter *next;
+    for (waiter *w = rp->reads.head; w; w = next) {
+        next = w->next; /* settle() moves w to the settled list */
         if (w->remote) {
-            if (w->index && w->index <= applied) {
-                w->settled = 1;
-                w->status = QC_KV_OK;
-            }
+            if (w->index && w->index <= applied) settle(w, QC_KV_OK, 0);
             continue;
         }
         int rc = w->index ? QC_OK : read_point(r, now, &w->index);
-        if (rc == QC_ENOTLEADER) {
-            w->settled = 1;
-            w->status = QC_ENOTLEADER;
-        } else if (rc == QC_OK && w->index <= applied) {
-            w->settled = 1;
-            w->status = QC_KV_OK;
-        }
+        if (rc == QC_ENOTLEADER)
+            settle(w, QC_ENOTLEADER, 0);
+        else if (rc == QC_OK && w->index <= applied)
+            settle(w, QC_KV_OK, 0);
     }
 }
 
 void qc_replica_deliver(qc_replica *rp)
 {
     for (;;) {
-        waiter *w = rp->waiting;
-        while (w && !w->settled) w = w->next;
+        waiter *w = rp->settled.head;
         if (!w) return;
         if (w->kind == WAIT_WRITE || w->status != QC_KV_OK) {
             answer(w, w->status, w->revision);
@@ -264,17 +302,13 @@ static void read_request(qc_replica *rp, qc_raft *r, int kind, const uint8_t *ke
 
 void qc_replica_read_point(qc_replica *rp, uint64_t id, int ok, uint64_t index)
 {
-    for (waiter *w = rp->waiting; w; w = w->next) {
-        if (!w->remote || w->request_id != id || w->settled) continue;
+    for (waiter *w = rp->reads.head; w; w = w->next) {
+        if (!w->remote || w->request_id != id) continue;
         if (!ok) {
-            w->settled = 1;
-            w->status = QC_ENOTLEADER;
+            settle(w, QC_ENOTLEADER, 0);
         } else {
             w->index = index ? index : 1;
-            if (w->index <= qc_kv_applied_index(rp->kv)) {
-                w->settled = 1;
-                w->status = QC_KV_OK;
-            }
+            if (w->index <= qc_kv_applied_index(rp->kv)) settle(w, QC_KV_OK, 0);
         }
         break;
     }
@@ -330,11 +364,9 @@ void qc_replica_write(qc_replica *rp, qc_raft *r, int op, const uint8_t *key, si
 static void settle_write(qc_replica *rp, const qc_kv_result *res)
 {
     if (res->origin != rp->cfg.self_id) return;
-    for (waiter *w = rp->waiting; w; w = w->next) {
-        if (w->kind != WAIT_WRITE || w->request_id != res->request_id) continue;
-        w->settled = 1;
-        w->status = res->status;
-        w->revision = res->revision;
+    for (waiter *w = rp->writes.head; w; w = w->next) {
+        if (w->request_id != res->request_id) continue;
+        settle(w, res->status, res->revision);
         return;
     }
 }
@@ -889,7 +921,9 @@ int qc_replica_restore(qc_replica *rp, qc_raft *r)
 void qc_replica_close(qc_replica *rp)
 {
     if (!rp) return;
-    while (rp->waiting) answer(rp->waiting, QC_EBUSY, 0);
+    wlist *lists[] = {&rp->settled, &rp->writes, &rp->reads};
+    for (size_t i = 0; i < sizeof lists / sizeof *lists; i++)
+        while (lists[i]->head) answer(lists[i]->head, QC_EBUSY, 0);
     snap_stop(rp);
     qc_walq_free(rp->walq); /* writes out what it holds first */
     while (rp->installs) {
