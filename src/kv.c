@@ -98,6 +98,17 @@ static void tree_free(kv_node *t)
     }
 }
 
+/* The link that points to key's node, or NULL's link where it would go. */
+static kv_node **find_link(kv_node **link, const uint8_t *key, size_t klen)
+{
+    while (*link) {
+        int c = key_cmp(key, klen, (*link)->data, (*link)->klen);
+        if (c == 0) break;
+        link = c < 0 ? &(*link)->l : &(*link)->r;
+    }
+    return link;
+}
+
 static const kv_node *find(const kv_node *t, const uint8_t *key, size_t klen)
 {
     while (t) {
@@ -153,24 +164,15 @@ static kv_node *balance(kv_node *n)
     return n;
 }
 
-/* Inserts n; a node with the same key is swapped out (same place, same
- * shape) and returned through *old for the caller to free. Cannot fail. */
-static kv_node *tree_insert(kv_node *t, kv_node *n, kv_node **old)
+/* Inserts n, whose key the tree does not hold. Cannot fail. */
+static kv_node *tree_insert(kv_node *t, kv_node *n)
 {
     if (!t) return n;
-    int c = key_cmp(n->data, n->klen, t->data, t->klen);
-    if (c == 0) {
-        n->l = t->l;
-        n->r = t->r;
-        n->h = t->h;
-        *old = t;
-        return n;
-    }
-    if (c < 0)
-        t->l = tree_insert(t->l, n, old);
+    if (key_cmp(n->data, n->klen, t->data, t->klen) < 0)
+        t->l = tree_insert(t->l, n);
     else
-        t->r = tree_insert(t->r, n, old);
-    return *old ? t : balance(t);
+        t->r = tree_insert(t->r, n);
+    return balance(t);
 }
 
 static kv_node *remove_min(kv_node *t, kv_node **min)
@@ -329,21 +331,45 @@ static int cas_holds(int64_t cas, const kv_node *cur)
     return cas == QC_KV_CAS_NONE || (uint64_t)cas == (cur ? cur->rev : 0);
 }
 
+/* Puts c's value in the node at *link (same key): in place when it has
+ * the same size, else in a new node that takes its place in the tree. An
+ * update thus walks the tree once and, mostly, allocates nothing. */
+static kv_node *replace(kv_node **link, const qc_kv_cmd *c, uint64_t rev)
+{
+    kv_node *cur = *link;
+    if (cur->vlen == c->vlen) {
+        if (c->vlen) memcpy(cur->data + cur->klen, c->value, c->vlen);
+        cur->rev = rev;
+        return cur;
+    }
+    kv_node *n = node_new(c->key, c->klen, c->value, c->vlen, rev);
+    if (!n) return NULL;
+    n->l = cur->l;
+    n->r = cur->r;
+    n->h = cur->h;
+    *link = n;
+    free(cur);
+    return n;
+}
+
 static int apply_put(qc_kv *kv, const qc_kv_cmd *c, qc_kv_result *res)
 {
-    const kv_node *cur = find(kv->root, c->key, c->klen);
+    kv_node **link = find_link(&kv->root, c->key, c->klen);
+    const kv_node *cur = *link;
     if (!cas_holds(c->cas, cur)) {
         res->revision = cur ? cur->rev : 0;
         return consume(kv, res, QC_KV_CONFLICT, &kv->conflicts);
     }
-    kv_node *n = node_new(c->key, c->klen, c->value, c->vlen, res->index);
-    if (!n) return QC_ENOMEM;
-    kv_node *old = NULL;
-    kv->root = tree_insert(kv->root, n, &old);
-    if (old) {
-        kv->bytes -= (uint64_t)old->klen + old->vlen;
-        free(old);
+    kv_node *n;
+    if (cur) {
+        uint64_t was = (uint64_t)cur->klen + cur->vlen;
+        n = replace(link, c, res->index);
+        if (!n) return QC_ENOMEM;
+        kv->bytes -= was;
     } else {
+        n = node_new(c->key, c->klen, c->value, c->vlen, res->index);
+        if (!n) return QC_ENOMEM;
+        kv->root = tree_insert(kv->root, n);
         kv->keys++;
     }
     kv->bytes += (uint64_t)n->klen + n->vlen;
