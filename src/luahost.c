@@ -615,6 +615,20 @@ static void push_check_fn(lua_State *L, const job *j)
     lua_settop(L, top + 1);
 }
 
+/* Pushes the hooks file's value named hook (0 and nothing pushed when
+ * there are no hooks). */
+static int push_hook(lua_State *L, const char *hook)
+{
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "qcluster.hooks") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_pushstring(L, hook);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+    return 1;
+}
+
 /* Pushes the function a job calls (w: that watch's instead of the hook),
  * or nothing (returns 0). */
 static int push_job_fn(lua_State *L, const job *j, const qc_watch *w)
@@ -622,13 +636,7 @@ static int push_job_fn(lua_State *L, const job *j, const qc_watch *w)
     if (w) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, w->fn_ref);
     } else if (j->kind == JOB_HOOK) {
-        if (lua_getfield(L, LUA_REGISTRYINDEX, "qcluster.hooks") != LUA_TTABLE) {
-            lua_pop(L, 1);
-            return 0;
-        }
-        lua_pushstring(L, j->hook);
-        lua_rawget(L, -2);
-        lua_remove(L, -2);
+        if (!push_hook(L, j->hook)) return 0;
     } else if (j->kind == JOB_CHECK) {
         push_check_fn(L, j);
     } else {
@@ -716,9 +724,14 @@ static void account(qc_lua *h, const job *j, const step_res *r)
         h->check_done(h->check_ud, j->check_index, j->check_run, 0, r->msg, strlen(r->msg));
 }
 
+static int watch_covers(const qc_watch *w, const uint8_t *key, size_t klen)
+{
+    return w->plen <= klen && (w->plen == 0 || memcmp(w->prefix, key, w->plen) == 0);
+}
+
 static int watch_matches(const qc_watch *w, const job *j)
 {
-    return w->plen <= j->klen && (w->plen == 0 || memcmp(w->prefix, j->key, w->plen) == 0);
+    return watch_covers(w, j->key, j->klen);
 }
 
 /* The next watch (by id) that j's change still has to run, or NULL. */
@@ -1113,11 +1126,30 @@ static void on_idle(struct ev_loop *loop, ev_idle *w, int revents)
     (void)revents;
 }
 
+/* Loop thread: a key change that no observer, hook or watch would see,
+ * were it queued now. Known only while nothing is queued or running: a
+ * job ahead of it could define a hook or make a watch; the Lua state is
+ * the loop's to read then. */
+static int kv_unheard(qc_lua *h, const qc_hook_event *ev)
+{
+    if (h->observer || h->head || h->busy || h->running || !h->L) return 0;
+    for (const qc_watch *w = h->watches; w; w = w->next)
+        if (watch_covers(w, ev->key, ev->klen)) return 0;
+    if (!lua_checkstack(h->L, 4)) return 0;
+    int top = lua_gettop(h->L);
+    int hook = push_hook(h->L, ev->hook) && lua_isfunction(h->L, -1);
+    lua_settop(h->L, top);
+    return !hook;
+}
+
 int qc_lua_fire(qc_lua *h, const qc_hook_event *ev)
 {
     if (!ev || !ev->hook) return QC_EINVAL;
     size_t klen = ev->key ? ev->klen : 0, vlen = ev->key && ev->has_value ? ev->vlen : 0;
     if (vlen && !ev->value) return QC_EINVAL;
+    /* One per applied put: not queued (copied, dispatched, freed) for
+     * nobody. */
+    if (ev->key && kv_unheard(h, ev)) return QC_OK;
     /* The node as of the event: hooks answer term() and, once the node has
      * moved on, is_leader() and get_leader_info() from it. */
     qc_peer_info snap_leader = {0};

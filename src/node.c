@@ -298,7 +298,6 @@ static int node_alloc(qc_node **out)
         free(n);
         return rc;
     }
-    qc_agent_set_observer(n->agent, on_hook_event, n);
     *out = n;
     return QC_OK;
 }
@@ -435,6 +434,10 @@ static int start_on(qc_node *n, struct ev_loop *loop, int mode, int signals)
     ev_unref(loop);
     qc_agent_set_stop_fn(n->agent, on_agent_wants_stop, n);
     qc_agent_set_turn_fn(n->agent, on_turn, n);
+    /* Callbacks are all registered by now (qc_node_on refuses later ones);
+     * without any, no observer: the Lua host then need not queue the key
+     * changes nobody handles. */
+    if (n->callbacks) qc_agent_set_observer(n->agent, on_hook_event, n);
     int rc = qc_agent_start(n->agent, loop, signals);
     if (rc != QC_OK) {
         finish(n, qc_agent_stop(n->agent, STOP_REASON));
