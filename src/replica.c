@@ -874,7 +874,7 @@ int qc_replica_open(struct ev_loop *loop, const qc_replica_config *cfg, qc_repli
     if (getrandom(&rp->next_request, sizeof rp->next_request, 0) != sizeof rp->next_request)
         rp->next_request = (uint64_t)time(NULL) << 24;
     rp->next_request &= (1ull << 62) - 1; /* room to count up */
-    if (!rp->cfg.snapshot_every) rp->cfg.snapshot_every = 10000;
+    if (!rp->cfg.snapshot_every) rp->cfg.snapshot_every = 100000;
     rp->install_hold = getenv("QC_TEST_INSTALL_HOLD");
     if (rp->cfg.request_timeout_s <= 0) rp->cfg.request_timeout_s = 5;
     qc_kv_config kc = {.max_key = cfg->max_key, .max_value = cfg->max_value};

@@ -28,7 +28,7 @@ typedef struct qc_replica_config {
      * qc_replica_progress() (ud below). */
     void (*on_durable)(void *ud);
     uint64_t self_id;          /* origin of this node's proposals */
-    uint64_t snapshot_every;   /* entries applied between snapshots; 0: 10000 */
+    uint64_t snapshot_every;   /* entries applied between snapshots; 0: 100000 */
     size_t max_key, max_value; /* KV limits; 0: the defaults */
     double request_timeout_s;  /* a write or read not answered by then: QC_EBUSY */
     qc_replica_change_fn *on_change;
