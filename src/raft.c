@@ -597,6 +597,18 @@ static size_t count_grants(const qc_raft *r)
 
 static void become_leader(qc_raft *r, uint64_t now);
 
+static void send_vote_request(qc_raft *r, const raft_peer *p, uint8_t type, uint64_t term,
+                              uint64_t now)
+{
+    qc_msg *m = push_msg(r, type, p->id);
+    if (!m) return;
+    m->term = term;
+    m->flags = (uint8_t)r->campaign_flags;
+    m->ctx = now;
+    m->index = last_index(r);
+    m->log_term = last_term(r);
+}
+
 static void send_vote_requests(qc_raft *r, uint8_t type, uint64_t term, uint64_t now)
 {
     for (size_t i = 0; i < r->n_peers; i++) {
@@ -604,13 +616,7 @@ static void send_vote_requests(qc_raft *r, uint8_t type, uint64_t term, uint64_t
 #ifndef QC_MUTANT_COUNT_NON_VOTERS
         if (!is_voter(r->peers[i].flags) && !(r->peers[i].flags & MUTANT_REMOVED)) continue;
 #endif
-        qc_msg *m = push_msg(r, type, r->peers[i].id);
-        if (!m) return;
-        m->term = term;
-        m->flags = (uint8_t)r->campaign_flags;
-        m->ctx = now;
-        m->index = last_index(r);
-        m->log_term = last_term(r);
+        send_vote_request(r, &r->peers[i], type, term, now);
     }
 }
 
@@ -808,6 +814,8 @@ static void on_prevote(qc_raft *r, const qc_msg *m, uint64_t now)
 {
     int grant = m->term > r->term && log_up_to_date(r, m->index, m->log_term) &&
                 lease_allows(r, m, now) && health_allows(r, m);
+    raft_peer *p = find_peer(r, m->from);
+    int ask_again = 0;
     /* Two nodes saw the leader's link close: only the higher rank goes on,
      * so the two do not split the vote between them. */
     if (grant && r->role == QC_ROLE_PRECANDIDATE && (r->campaign_flags & QC_MSG_FLAG_FAST)) {
@@ -816,12 +824,19 @@ static void on_prevote(qc_raft *r, const qc_msg *m, uint64_t now)
             r->role = QC_ROLE_FOLLOWER;
             r->fast_deadline = now + r->fast_retry_ms; /* in case it fails */
         }
+        /* It refused our pre-vote before it saw the leader go; now it
+         * would grant it (it ranks us above): ask again at once rather
+         * than both waiting for the retry. */
+        ask_again = !grant && p && p->granted < 0;
     }
     qc_msg *resp = respond(r, m, QC_MSG_PREVOTE_RESP, !grant, grant ? m->term : r->term);
     if (resp) resp->log_term = last_term(r);
+    if (ask_again) {
+        p->granted = 0;
+        send_vote_request(r, p, QC_MSG_PREVOTE, r->term + 1, now);
+    }
     /* We may not lead but hold entries a voter that may lacks: without us
      * it cannot win, so we win first, pass them on and hand over. */
-    const raft_peer *p = find_peer(r, m->from);
     if (!grant && r->role == QC_ROLE_FOLLOWER && may_stand(r) && !can_lead(r) && p &&
         peer_may_lead(p) && !log_up_to_date(r, m->index, m->log_term) && now >= r->sticky_until)
         pre_campaign(r, 0, now);
@@ -1022,8 +1037,15 @@ static void on_prevote_resp(qc_raft *r, const qc_msg *m, uint64_t now)
         return;
     }
     raft_peer *p = find_peer(r, m->from);
-    if (!p || m->term != r->term + 1) return; /* stale answer */
-    p->granted = m->reject ? -1 : 1;
+    if (!p) return;
+    /* A refusal carries the refuser's term (not above ours here), so it
+     * may be from an earlier round of this term: it never undoes a grant. */
+    if (m->reject) {
+        if (!p->granted) p->granted = -1;
+        return;
+    }
+    if (m->term != r->term + 1) return; /* stale answer */
+    p->granted = 1;
     if (count_grants(r) >= quorum(r)) campaign(r, r->campaign_flags, now);
 }
 

@@ -19,7 +19,7 @@ function Cluster.new(n, opts)
     logs = {}, applied = {}, snaps = {}, writes = {}, held = {},
     heartbeat = opts.heartbeat or 50, election = opts.election or 300,
     seed = opts.seed or 1, latency = opts.latency or 1, sent = {},
-    max_batch = opts.max_batch, max_inflight = opts.max_inflight,
+    max_batch = opts.max_batch, max_inflight = opts.max_inflight, fast_retry = opts.fast_retry,
   }, Cluster)
   for i = 1, n do
     self.events[i] = {}
@@ -41,7 +41,7 @@ function Cluster:start(i)
   self.nodes[i] = qcraft.new {
     id = i, peers = range(self.n), heartbeat = self.heartbeat, election = self.election,
     seed = self.seed, hs = self.hs[i], now = self.now,
-    max_batch = self.max_batch, max_inflight = self.max_inflight,
+    max_batch = self.max_batch, max_inflight = self.max_inflight, fast_retry = self.fast_retry,
   }
   -- recover: the durable snapshot point and the log after it
   local snap = self.snaps[i] or { index = 0, term = 0 }
@@ -242,9 +242,10 @@ function Cluster:link(at, peer, up)
   end
 end
 
--- kill -9: the process is gone; peers see their links close, after what it
--- had sent already (TCP delivers data before the close).
-function Cluster:crash(i)
+-- kill -9 before any peer sees its links close (the caller tells them
+-- with link(j, i, "gone"), in the order it wants): what it had sent
+-- already arrives first (TCP delivers data before the close).
+function Cluster:kill(i)
   local rest = {}
   for _, m in ipairs(self.queue) do
     if m.from == i then
@@ -262,6 +263,11 @@ function Cluster:crash(i)
   self.applied[i] = {}
   self.writes[i] = {} -- what was not durable yet is lost, unsent
   self.held[i] = nil
+end
+
+-- kill -9: the process is gone; peers see their links close at once.
+function Cluster:crash(i)
+  self:kill(i)
   for j = 1, self.n do
     if j ~= i then self:link(j, i, "gone") end
   end

@@ -232,6 +232,70 @@ describe("raft fast fail-over", function()
       assert.is_true(c.now - t0 <= 30, "seed " .. seed .. " took " .. (c.now - t0) .. " ms")
     end
   end)
+
+  -- The retry of a refused fast pre-vote is set far out (100 ms), so a
+  -- leader elected within a few milliseconds never waited for it.
+  local RETRY = 100
+
+  -- Kills the leader of a settled cluster; its survivors see the close one
+  -- after another, gap ms apart, in the order given (ids, or "up"/"down":
+  -- by id). Returns the old leader, the survivors in that order, and the
+  -- time the last of them saw the close.
+  local function staggered_crash(n, order, gap, seed)
+    local c = Cluster.new(n, { fast_retry = RETRY, seed = seed })
+    local l = c:await_leader(3000)
+    c:advance(100)
+    local rest = {}
+    for i = 1, n do
+      if i ~= l then rest[#rest + 1] = i end
+    end
+    if order == "down" then table.sort(rest, function(x, y) return x > y end) end
+    c:kill(l)
+    c.sent = {}
+    for k, i in ipairs(rest) do
+      if k > 1 then c:advance(gap) end
+      c:link(i, l, "gone")
+    end
+    return c, l, rest
+  end
+
+  local function refused_prevotes(c, from)
+    local n = 0
+    for _, m in ipairs(c.sent) do
+      if m.type == "prevote_resp" and m.to == from and m.reject then n = n + 1 end
+    end
+    return n
+  end
+
+  it("two survivors that see the close in either order elect without a retry", function()
+    for _, order in ipairs({ "up", "down" }) do
+      for seed = 1, 6 do -- seeds move the first leader around
+        local c, l, rest = staggered_crash(3, order, 3, seed)
+        local t0 = c.now
+        local nl = c:await_leader(2 * RETRY)
+        local what = order .. " seed " .. seed
+        assert.is_not_nil(nl, what)
+        assert.are_not.equal(l, nl)
+        -- the first survivor's pre-vote was refused: the other still
+        -- honoured the leader's lease when it came
+        assert.is_true(refused_prevotes(c, rest[1]) >= 1, what)
+        assert.is_true(c.now - t0 < 10, what .. ": took " .. (c.now - t0) .. " ms after the close")
+        c:advance(300, never_two_leaders)
+      end
+    end
+  end)
+
+  it("five survivors seeing the close highest id first settle without a retry", function()
+    for seed = 1, 6 do
+      local c, l = staggered_crash(5, "down", 2, seed)
+      local t0 = c.now
+      local nl = c:await_leader(2 * RETRY)
+      assert.is_not_nil(nl, "seed " .. seed)
+      assert.are_not.equal(l, nl)
+      assert.is_true(c.now - t0 < 10, "seed " .. seed .. ": took " .. (c.now - t0) .. " ms")
+      c:advance(300, never_two_leaders)
+    end
+  end)
 end)
 
 describe("raft leadership transfer", function()
