@@ -801,10 +801,14 @@ static qc_msg *respond(qc_raft *r, const qc_msg *req, uint8_t type, int reject, 
     return m;
 }
 
-/* Which of two fast pre-candidates goes on: a healthy one before an
- * unhealthy one (which a healthy voter refuses), then the higher id. */
+/* Which of two fast pre-candidates goes on: the more up-to-date log (the
+ * one holding it would refuse the other), then a healthy one before an
+ * unhealthy one (which a healthy voter refuses), then the higher id. Both
+ * ends rank alike, so the one below grants the one above. */
 static int rank_above(const qc_raft *r, const qc_msg *other)
 {
+    if (other->log_term != last_term(r)) return other->log_term > last_term(r);
+    if (other->index != last_index(r)) return other->index > last_index(r);
     int other_healthy = !(other->flags & QC_MSG_FLAG_UNHEALTHY);
     if (other_healthy != !r->unhealthy) return other_healthy;
     return other->from > r->id;
