@@ -138,6 +138,13 @@ static int conf_lets_lead(const qc_raft *r, const qc_entry *conf)
     return 0;
 }
 
+/* Whether the newest membership lets this node lead: a voter not told
+ * never to. */
+static int leads_by_newest(const qc_raft *r)
+{
+    return !r->no_lead && self_votes(r) && !(r->self_flags & QC_MEMBER_NO_LEAD);
+}
+
 /* Whether this node may stand for election: a voter allowed to lead. While
  * a change that removes it (or stops it leading) is not known committed, it
  * still may, by the membership before that change: it may be the only one
@@ -149,7 +156,7 @@ static int conf_lets_lead(const qc_raft *r, const qc_entry *conf)
 static int can_lead(const qc_raft *r)
 {
     if (r->no_lead) return 0;
-    if (self_votes(r) && !(r->self_flags & QC_MEMBER_NO_LEAD)) return 1;
+    if (leads_by_newest(r)) return 1;
     return r->conf_index > r->commit && conf_lets_lead(r, conf_entry_at(r, r->conf_index - 1));
 }
 
@@ -1363,7 +1370,7 @@ int qc_raft_propose(qc_raft *r, const void *data, size_t len, uint64_t now, uint
 {
     qc_raft_tick(r, now);
     if (r->role != QC_ROLE_LEADER) return QC_ENOTLEADER;
-    if (r->transferee) return QC_EBUSY;
+    if (r->transferee || !leads_by_newest(r)) return QC_EBUSY;
     if (len > UINT32_MAX) return QC_ETOOBIG;
     if (log_append(r, r->term, QC_ENTRY_DATA, data, (uint32_t)len) != QC_OK) return QC_ENOMEM;
     r->broadcast = 1;

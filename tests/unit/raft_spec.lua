@@ -661,6 +661,27 @@ describe("raft membership", function()
     assert.are.equal(l, c:leader())
     for _, e in ipairs(c:events_of(x, "elected")) do assert.is_true(e.relay, "only as a relay") end
   end)
+
+  it("a leader only by the membership before its own demotion takes no proposals", function()
+    -- Seed 70646853: what it takes, the voter it hands over to must catch
+    -- up on first; taken faster than they reached that voter, they kept it
+    -- from ever leading.
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    c:advance(100)
+    local x = other(c, l)
+    local y = 6 - l - x
+    local node = c.nodes[l]
+    assert.are.equal(0, (node:propose_config(conf({ id = l, voter = true, no_lead = true }, voter(x),
+      voter(y)), c.now)))
+    assert.is_true(node:propose("x", c.now) < 0, "refused while the change is in flight")
+    c:process(l)
+    c:advance(1000, never_two_leaders)
+    local nl = c:leader()
+    assert.is_truthy(nl)
+    assert.are_not.equal(l, nl)
+    assert.are.equal(0, (c.nodes[nl]:propose("y", c.now)))
+  end)
 end)
 
 describe("raft relays", function()
