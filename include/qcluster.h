@@ -113,6 +113,13 @@ typedef void qc_event_fn(qc_node *node, const qc_event *ev, void *arg);
  * qc_ function, qc_node_stop included. Register before starting. */
 int qc_node_on(qc_node *n, const char *name, qc_event_fn *fn, void *arg);
 
+/* Before starting: on (the default), the node writes and fsyncs its log on
+ * a writer thread of its own; off, on its loop's thread, inside the loop's
+ * turns (the loop waits for each fsync), so that a node on the program's
+ * loop starts no thread for it (README "Lua module"). QC_EBUSY once
+ * started. */
+int qc_node_set_wal_thread(qc_node *n, int on);
+
 /* Starts the node on the program's loop (NULL: libev's default loop); the
  * program then runs that loop, on the thread that called this. Installs no
  * signal handler. */

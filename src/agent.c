@@ -1120,6 +1120,7 @@ static int open_replica(qc_agent *a)
     qc_replica_config rc = {.dir = a->cfg.data_dir,
                             .store = a->store,
                             .on_durable = on_durable,
+                            .threadless = a->wal_threadless,
                             .self_id = a->self_id,
                             .request_timeout_s = 5,
                             .snapshot_every = (uint64_t)a->cfg.snapshot_entries,
@@ -1341,6 +1342,8 @@ void qc_agent_set_turn_fn(qc_agent *a, qc_agent_turn_fn *fn, void *ud)
     a->turn_fn = fn;
     a->turn_ud = ud;
 }
+
+void qc_agent_set_wal_thread(qc_agent *a, int on) { a->wal_threadless = !on; }
 
 void qc_agent_set_observer(qc_agent *a, qc_lua_observer_fn *fn, void *ud)
 {

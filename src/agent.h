@@ -33,6 +33,9 @@ void qc_agent_set_stop_fn(qc_agent *a, qc_agent_stop_fn *fn, void *ud);
  * into the agent's processing (it may read qc_agent_is_leader/leader). */
 typedef void qc_agent_turn_fn(void *ud);
 void qc_agent_set_turn_fn(qc_agent *a, qc_agent_turn_fn *fn, void *ud);
+/* Before the start; on (the default): the WAL is written and fsynced on a
+ * writer thread; off: on the loop's thread, inside its turns (walq.h). */
+void qc_agent_set_wal_thread(qc_agent *a, int on);
 /* Every hook event goes to fn too (see qc_lua_set_observer). */
 void qc_agent_set_observer(qc_agent *a, qc_lua_observer_fn *fn, void *ud);
 

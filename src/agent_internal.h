@@ -135,6 +135,7 @@ struct qc_agent {
     void *stop_ud;
     qc_agent_turn_fn *turn_fn; /* told after each processing turn */
     void *turn_ud;
+    int wal_threadless; /* no WAL writer thread (qc_agent_set_wal_thread) */
     int started, running, stopping, closed;
     agent_history history;
 };

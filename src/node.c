@@ -447,6 +447,14 @@ static int start_on(qc_node *n, struct ev_loop *loop, int mode, int signals)
     return QC_OK;
 }
 
+int qc_node_set_wal_thread(qc_node *n, int on)
+{
+    if (!n) return QC_EINVAL;
+    if (n->mode != MODE_NONE) return QC_EBUSY;
+    qc_agent_set_wal_thread(n->agent, on);
+    return QC_OK;
+}
+
 int qc_node_start(qc_node *n, struct ev_loop *loop)
 {
     if (!n) return QC_EINVAL;

@@ -881,7 +881,8 @@ int qc_replica_open(struct ev_loop *loop, const qc_replica_config *cfg, qc_repli
     int rc = qc_kv_new(&kc, &rp->kv);
     if (rc == QC_OK) rc = qc_wal_open(cfg->dir, NULL, &rp->wal, &rp->rec);
     if (rc == QC_OK)
-        rc = qc_walq_new(loop, rp->wal, cfg->store, cfg->on_durable, cfg->ud, &rp->walq);
+        rc = qc_walq_new(loop, rp->wal, cfg->store, cfg->threadless, cfg->on_durable, cfg->ud,
+                         &rp->walq);
     if (rc != QC_OK) {
         snprintf(err, errlen, "%s", rp->rec.error[0] ? rp->rec.error : qc_strerror(rc));
         qc_replica_close(rp);

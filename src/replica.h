@@ -27,6 +27,7 @@ typedef struct qc_replica_config {
     /* Runs on the loop when queued writes became durable or failed: read
      * qc_replica_progress() (ud below). */
     void (*on_durable)(void *ud);
+    int threadless;            /* no writer thread: the loop writes and fsyncs (walq.h) */
     uint64_t self_id;          /* origin of this node's proposals */
     uint64_t snapshot_every;   /* entries applied between snapshots; 0: 100000 */
     size_t max_key, max_value; /* KV limits; 0: the defaults */

@@ -1,8 +1,14 @@
-/* The WAL's writer thread (see walq.h). The loop thread only queues and
- * reads progress under the mutex; the thread alone writes the log and the
- * state file while it runs. Every write is durable before it is reported,
- * and a failure is final: a failed fsync may have dropped pages, so
- * nothing after it is written or reported durable. */
+/* The WAL's writer (see walq.h): on a thread of its own, or threadless, on
+ * the loop's thread inside each submit. The loop thread only queues and
+ * reads progress under the mutex; the writer alone writes the log and the
+ * state file. Both modes take the same steps and report through the same
+ * ev_async, so the loop sees one order: a write or job reported durable
+ * after everything queued before it, messages held until then (agent.c).
+ * Threadless, a submit returns once its write is fsynced, and the loop
+ * learns it at its next turn as it would from the thread; it is for hosts
+ * that must stay on one thread (the Lua module). Every write is durable
+ * before it is reported, and a failure is final: a failed fsync may have
+ * dropped pages, so nothing after it is written or reported durable. */
 #include "walq.h"
 
 #include <errno.h>
@@ -30,6 +36,7 @@ struct qc_walq {
     qc_store *store;
     qc_walq_done_fn *done;
     void *ud;
+    int threaded; /* a writer thread runs (else submits write at once) */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t work, idle;
@@ -121,33 +128,42 @@ static int run_job(qc_walq *q, const batch *b)
     return rc;
 }
 
+/* Takes what is queued and writes it, step by step, reporting each. */
+static void write_queued(qc_walq *q)
+{
+    pthread_mutex_lock(&q->mu);
+    batch *todo = q->head;
+    int failed = q->failed;
+    q->head = q->tail = NULL;
+    q->busy = todo != NULL;
+    pthread_mutex_unlock(&q->mu);
+    while (todo) {
+        batch *rest = take_step(todo);
+        uint64_t seq = todo->seq;
+        for (const batch *b = todo; b; b = b->next) seq = b->seq;
+        qc_entry last = {0};
+        double sync = -1;
+        errno = 0;
+        int rc = failed      ? QC_EIO
+                 : todo->job ? run_job(q, todo)
+                             : write_batches(q, todo, &last, &sync);
+        if (rc) failed = 1;
+        free_batches(todo);
+        report(q, seq, rc, &last, sync, rest == NULL);
+        todo = rest;
+    }
+}
+
 static void *writer_main(void *arg)
 {
     qc_walq *q = arg;
     for (;;) {
         pthread_mutex_lock(&q->mu);
         while (!q->head && !q->stop) pthread_cond_wait(&q->work, &q->mu);
-        batch *todo = q->head;
-        int failed = q->failed;
-        q->head = q->tail = NULL;
-        q->busy = todo != NULL;
+        int done = !q->head; /* stopping, all written */
         pthread_mutex_unlock(&q->mu);
-        if (!todo) return NULL; /* stopping, all written */
-        while (todo) {
-            batch *rest = take_step(todo);
-            uint64_t seq = todo->seq;
-            for (const batch *b = todo; b; b = b->next) seq = b->seq;
-            qc_entry last = {0};
-            double sync = -1;
-            errno = 0;
-            int rc = failed      ? QC_EIO
-                     : todo->job ? run_job(q, todo)
-                                 : write_batches(q, todo, &last, &sync);
-            if (rc) failed = 1;
-            free_batches(todo);
-            report(q, seq, rc, &last, sync, rest == NULL);
-            todo = rest;
-        }
+        if (done) return NULL;
+        write_queued(q);
     }
 }
 
@@ -159,8 +175,8 @@ static void on_async(struct ev_loop *loop, ev_async *w, int revents)
     q->done(q->ud);
 }
 
-int qc_walq_new(struct ev_loop *loop, qc_wal *wal, qc_store *store, qc_walq_done_fn *done, void *ud,
-                qc_walq **out)
+int qc_walq_new(struct ev_loop *loop, qc_wal *wal, qc_store *store, int threadless,
+                qc_walq_done_fn *done, void *ud, qc_walq **out)
 {
     qc_walq *q = calloc(1, sizeof *q);
     if (!q) return QC_ENOMEM;
@@ -178,7 +194,8 @@ int qc_walq_new(struct ev_loop *loop, qc_wal *wal, qc_store *store, qc_walq_done
     q->async.data = q;
     ev_async_start(loop, &q->async);
     ev_unref(loop); /* it does not keep the loop alive on its own */
-    int err = pthread_create(&q->thread, NULL, writer_main, q);
+    int err = threadless ? 0 : pthread_create(&q->thread, NULL, writer_main, q);
+    q->threaded = !threadless;
     if (err) {
         ev_ref(loop);
         ev_async_stop(loop, &q->async);
@@ -196,11 +213,13 @@ int qc_walq_new(struct ev_loop *loop, qc_wal *wal, qc_store *store, qc_walq_done
 void qc_walq_free(qc_walq *q)
 {
     if (!q) return;
-    pthread_mutex_lock(&q->mu);
-    q->stop = 1;
-    pthread_cond_signal(&q->work);
-    pthread_mutex_unlock(&q->mu);
-    pthread_join(q->thread, NULL);
+    if (q->threaded) {
+        pthread_mutex_lock(&q->mu);
+        q->stop = 1;
+        pthread_cond_signal(&q->work);
+        pthread_mutex_unlock(&q->mu);
+        pthread_join(q->thread, NULL);
+    }
     ev_ref(q->loop);
     ev_async_stop(q->loop, &q->async);
     free_batches(q->head);
@@ -238,7 +257,8 @@ static batch *new_batch(const qc_entry *entries, size_t n, const qc_hard_state *
     return b;
 }
 
-/* Queues b (taken) as the next write; QC_EIO (b freed) after a failure. */
+/* Queues b (taken) as the next write, and threadless writes it at once;
+ * QC_EIO (b freed) after a failure. */
 static int enqueue(qc_walq *q, batch *b, uint64_t *seq)
 {
     pthread_mutex_lock(&q->mu);
@@ -253,9 +273,12 @@ static int enqueue(qc_walq *q, batch *b, uint64_t *seq)
         pthread_cond_signal(&q->work);
     }
     pthread_mutex_unlock(&q->mu);
-    if (!failed) return QC_OK;
-    free_batches(b);
-    return QC_EIO;
+    if (failed) {
+        free_batches(b);
+        return QC_EIO;
+    }
+    if (!q->threaded) write_queued(q); /* its failure is reported as the thread's */
+    return QC_OK;
 }
 
 int qc_walq_submit(qc_walq *q, const qc_entry *entries, size_t n, const qc_hard_state *hs,

@@ -1,7 +1,9 @@
 /* The WAL's writer thread: takes batches of entries and hard states from
  * the loop, writes everything queued meanwhile with one fsync (group
  * commit), then the newest hard state, and hands back how far it is
- * durable through an ev_async. It decides nothing about what may be sent:
+ * durable through an ev_async. Threadless, each submit writes and fsyncs
+ * on the caller's (the loop's) thread before it returns, and reports
+ * through the same ev_async. It decides nothing about what may be sent:
  * the loop holds back what must wait (raft.h, msgs_early). */
 #ifndef QC_WALQ_H
 #define QC_WALQ_H
@@ -31,10 +33,11 @@ typedef struct qc_walq_progress {
     size_t n_syncs;
 } qc_walq_progress;
 
-/* Starts the thread over wal and store (borrowed; they must outlive q).
- * done runs on loop's thread. QC_ENOMEM, QC_EIO. */
-int qc_walq_new(struct ev_loop *loop, qc_wal *wal, qc_store *store, qc_walq_done_fn *done, void *ud,
-                qc_walq **out);
+/* Starts the thread over wal and store (borrowed; they must outlive q);
+ * threadless: none, the writes happen inside the submits. done runs on
+ * loop's thread, from the loop, never inside a submit. QC_ENOMEM, QC_EIO. */
+int qc_walq_new(struct ev_loop *loop, qc_wal *wal, qc_store *store, int threadless,
+                qc_walq_done_fn *done, void *ud, qc_walq **out);
 /* Writes out what is queued, stops the thread and frees q (NULL is fine). */
 void qc_walq_free(qc_walq *q);
 /* Queues n entries (copied) and hs (NULL: unchanged) as one write; *seq is
@@ -42,7 +45,7 @@ void qc_walq_free(qc_walq *q);
  * failure. */
 int qc_walq_submit(qc_walq *q, const qc_entry *entries, size_t n, const qc_hard_state *hs,
                    uint64_t *seq);
-/* A job for the writer thread, run in its turn among the writes (after
+/* A job for the writer (thread), run in its turn among the writes (after
  * every write queued before it is durable, before any queued after): 0, or
  * QC_EIO (errno set), which fails the writer as a failed write does. */
 typedef int qc_walq_job_fn(void *arg);
