@@ -426,6 +426,8 @@ static int l_new(lua_State *L)
     lua_pushvalue(L, 5);
     c->hooks_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     int rc = qc_node_on(c->node, NULL, on_event, c);
+    /* No writer thread: the log is written and fsynced inside step/run. */
+    if (rc == QC_OK) rc = qc_node_set_wal_thread(c->node, 0);
     if (rc == QC_OK) rc = qc_node_start(c->node, m->loop);
     if (rc != QC_OK) {
         luaL_pushfail(L);

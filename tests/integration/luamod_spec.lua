@@ -163,6 +163,79 @@ describe("lua module qcluster: in-process nodes", function()
   end)
 end)
 
+describe("lua module qcluster: the log written on the host's thread", function()
+  local c, pid
+
+  teardown(function()
+    if pid then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+    A.stop(c)
+  end)
+
+  -- Node 3 runs in a child (to read its log and count its threads) while
+  -- nodes 1 and 2 are agents: joining after the leader compacted, it needs
+  -- the leader's snapshot, installed as a job of its WAL writer.
+  it("a node catches up by the leader's snapshot and goes on writing, inside run, with no thread",
+    function()
+      c = A.cluster(3, { extra = { snapshot_entries = 50 } })
+      A.start(c, 1)
+      A.start(c, 2)
+      local li = A.index_of(c, A.must_leader(c, 15))
+      local api = c.nodes[li].api
+      for i = 1, 300 do assert.are.equal(200, (A.kv_put(api, "k" .. i, "v" .. i))) end
+      assert.is_truthy(A.wait_for(function()
+        return (A.read(c.nodes[li].log) or ""):find("log compacted", 1, true)
+      end, 10), "the leader compacted its log")
+      local conf = dofile(c.nodes[3].config)
+      conf.data_dir = A.data_dir(c, 3)
+      conf.log_level = "info"
+      local done, out, script = c.dir .. "/done", c.dir .. "/node3.out", c.dir .. "/node3.lua"
+      A.write(script, ([[
+package.cpath = "./build/lua/?.so;" .. package.cpath
+local qcluster = require("qcluster")
+local conf, done = %s, %q
+local self = io.open("/proc/self/stat"):read("l"):match("^(%%d+)")
+local function tasks()
+  local p = io.popen("ls /proc/" .. self .. "/task | wc -l")
+  local n = tonumber(p:read("l"))
+  p:close()
+  return n
+end
+local c = assert(qcluster.new(conf))
+local most, deadline = tasks(), os.time() + 60
+repeat
+  c:run(0.05)
+  most = math.max(most, tasks())
+  local f = io.open(done)
+  if f then f:close() end
+until f or os.time() > deadline
+print("most tasks", most)
+print("stop", c:stop())
+]]):format(A.lua_value(conf), done))
+      local p = io.popen(string.format("cd %s && exec lua5.4 %s >%s 2>&1 & echo $!", A.root, script, out))
+      pid = tonumber(p:read("l"))
+      p:close()
+      local got = A.wait_for(function()
+        local status, value = A.kv_get(c.nodes[3].api, "k300", "?stale")
+        return status == 200 and value
+      end, 30)
+      assert.are.equal("v300", got, A.read(out))
+      for i = 1, 20 do assert.are.equal(200, (A.kv_put(api, "w" .. i, "x" .. i))) end
+      got = A.wait_for(function()
+        local status, value = A.kv_get(c.nodes[3].api, "w20", "?stale")
+        return status == 200 and value
+      end, 15)
+      assert.are.equal("x20", got, A.read(out))
+      assert.are.equal(200, (A.kv_get(c.nodes[3].api, "k1", "?stale")))
+      A.write(done, "")
+      assert.is_truthy(A.wait_for(function() return not A.alive(pid) end, 15), "node 3 ended")
+      pid = nil
+      local text = A.read(out)
+      assert.matches("installed the leader's snapshot at", text)
+      assert.matches("most tasks\t1\n", text)
+      assert.matches("stop\ttrue\n", text)
+    end)
+end)
+
 describe("lua module qcluster: configs and errors", function()
   local specs = {}
 
