@@ -1,12 +1,12 @@
 """The Python client SDK (python/qcluster/_client.py: qcluster.Client) against real agents: each test
-class starts its own bin/qcluster agents on 127.0.0.1 with random ports and
+class starts its own bin/qcluster agents on 127.0.0.1 on ports reserved
+by ports.py (free, and taken by no other run at once), with
 original-format JSON configs in a temp dir, and ends them by PID.
 Run: PYTHONPATH=python python3 -m unittest -v tests/python/test_client.py
 """
 
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -21,6 +21,9 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "python"))
 
 from qcluster import Client, Peer, QClusterError  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ports  # noqa: E402
 
 QCLUSTER = os.environ.get("QC_BIN", os.path.join(ROOT, "bin", "qcluster"))
 
@@ -38,18 +41,12 @@ def wait_for(fn, timeout=15.0):
         time.sleep(0.02)
 
 
-# Cluster port bases, one a cluster of this run: below the ephemeral range
-# (32768+) and clear of the busted specs' (tests/helpers/agents.lua, up to 31545).
-_BASES = [31600 + 50 * k for k in range(8)]
-random.shuffle(_BASES)
-
-
 class Cluster:
     """n agents: node1..nodeN on cluster ports base+i and API ports
     base+20+i, with metadata {"server_port": base+40+i}."""
 
     def __init__(self, n, extra=None):
-        self.base = _BASES.pop()
+        self.base = ports.reserve()  # released by stop()
         self.dir = tempfile.mkdtemp(prefix="qc-py-")
         self.n = n
         self.procs = {}
@@ -85,6 +82,7 @@ class Cluster:
     def stop(self):
         for i in list(self.procs):
             self.kill(i)
+        self.base.release()
         if not os.environ.get("QC_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
 

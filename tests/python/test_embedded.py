@@ -3,7 +3,8 @@ libqcluster): the original README's Bare Minimum program run three times as
 three processes, kill -9 of the leader, stop() handing over, bad configs,
 callbacks in order, is_leader() while the node's thread is busy, the library
 missing, and the aiohttp redirect example across a fail-over. Ports are
-random bases on 127.0.0.1; every process started here is ended by its PID.
+bases on 127.0.0.1 reserved by ports.py (free, and taken by no other run at
+once); every process started here is ended by its PID.
 
 Run: PYTHONPATH=python python3 -m unittest -v tests/python/test_embedded.py
 (with QC_PY_INSTALLED=1 the installed package is used, as
@@ -14,10 +15,10 @@ import asyncio
 import http.client
 import json
 import os
-import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,13 +33,10 @@ if not os.environ.get("QC_PY_INSTALLED"):
 import qcluster  # noqa: E402
 from qcluster import QCluster, QClusterError  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ports  # noqa: E402
+
 EXAMPLES = os.path.join(ROOT, "examples", "python")
-
-# Cluster port bases, one a cluster: below the ephemeral range and clear of
-# the busted specs' and test_client.py's (31600..31950).
-_BASES = [32000 + 50 * k for k in range(14)]
-random.shuffle(_BASES)
-
 
 def wait_for(fn, timeout=15.0):
     """Polls fn every 20 ms until it returns something truthy; that value,
@@ -85,7 +83,7 @@ class Programs:
     (stdout and stderr) collected line by line."""
 
     def __init__(self, script, configs, python=sys.executable):
-        self.base = _BASES.pop()
+        self.base = ports.reserve()  # released by stop()
         self.dir = tempfile.mkdtemp(prefix="qc-pyemb-")
         self.procs, self.lines, self.paths, self.readers = {}, {}, {}, {}
         for name in configs:
@@ -118,6 +116,7 @@ class Programs:
     def stop(self):
         for ident in list(self.procs):
             self.kill(ident)
+        self.base.release()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def output(self, ident):
@@ -178,7 +177,8 @@ class InProcessTest(unittest.TestCase):
     """Nodes of one cluster in this process."""
 
     def setUp(self):
-        self.base = _BASES.pop()
+        self.base = ports.reserve()
+        self.addCleanup(self.base.release)  # last: after the nodes stopped
         self.dir = tempfile.mkdtemp(prefix="qc-pyemb-")
         self.addCleanup(shutil.rmtree, self.dir, True)
         self.nodes = []
@@ -355,7 +355,8 @@ return hooks
 
 class BadConfigTest(unittest.TestCase):
     def setUp(self):
-        self.base = _BASES.pop()
+        self.base = ports.reserve()
+        self.addCleanup(self.base.release)  # last: after the nodes stopped
         self.dir = tempfile.mkdtemp(prefix="qc-pyemb-")
         self.addCleanup(shutil.rmtree, self.dir, True)
 
@@ -387,6 +388,33 @@ class BadConfigTest(unittest.TestCase):
             self.assertIn("nothing: no such event", str(cm.exception))
             self.assertTrue(wait_for(n.is_leader))
         self.assertFalse(n.is_leader())
+
+
+class PortsTest(unittest.TestCase):
+    """ports.reserve(): two runs at once used to take their bases from one
+    fixed list, and a node of one failed to start on a port of the other's
+    ("Address already in use"). A base another run holds, or one with a
+    port bound, is never handed out."""
+
+    def test_a_held_or_bound_base_is_skipped(self):
+        held = [ports.reserve() for _ in range(3)]
+        for b in held:
+            self.addCleanup(b.release)
+        x, y, z = (int(b) for b in held)
+        # x stays held (its lock file taken, as by another run); y is free of
+        # locks but a port of it is bound; z is free.
+        held[1].release()
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", y + 21))
+        s.listen(1)
+        held[2].release()
+        got = ports.reserve([x, y, z])
+        self.addCleanup(got.release)
+        self.assertEqual(z, got)
+        with self.assertRaises(RuntimeError):
+            ports.reserve([x, y, z])  # z is held now too
 
 
 class LibraryMissingTest(unittest.TestCase):
