@@ -131,6 +131,10 @@ int qc_node_start_thread(qc_node *n);
 /* Runs the node as the qcluster binary does: the default loop, SIGTERM and
  * SIGINT stop it, SIGHUP reloads hooks. Returns the exit code. */
 int qc_node_run(qc_node *n);
+/* Why a start above failed, as the node's log said it ("net: cannot listen
+ * on 127.0.0.1:7001: Address already in use"; the error code's text when
+ * the log said nothing); "" when none failed. Valid until n is freed. */
+const char *qc_node_error(const qc_node *n);
 
 /* 1 when this node leads and its lease holds, else 0. Safe from any thread. */
 int qc_is_leader(qc_node *n);

@@ -26,7 +26,8 @@ static const int priorities[] = {7, 6, 4, 3};
 #define NODE_NAME 65 /* identifiers are at most 64 bytes (lua/config.lua) */
 static _Thread_local char node_here[NODE_NAME];
 static char node_first[NODE_NAME];
-static _Atomic int node_first_state; /* 0 unset, 1 being written, 2 set */
+static _Atomic int node_first_state;       /* 0 unset, 1 being written, 2 set */
+static _Thread_local char last_error[256]; /* qc_log_last_error */
 
 void qc_log_set_level(int level) { threshold = level; }
 
@@ -108,9 +109,24 @@ static size_t json_line(char *out, size_t cap, const char *stamp, int level, con
     return len;
 }
 
+const char *qc_log_last_error(void) { return last_error; }
+
+void qc_log_clear_error(void) { last_error[0] = '\0'; }
+
+static void keep_error(const char *component, const char *fmt, va_list ap)
+{
+    int w = snprintf(last_error, sizeof last_error, "%s: ", component);
+    if (w < 0 || (size_t)w >= sizeof last_error) return;
+    va_list cp;
+    va_copy(cp, ap);
+    vsnprintf(last_error + w, sizeof last_error - (size_t)w, fmt, cp);
+    va_end(cp);
+}
+
 static void vlog(int level, const char *component, const qc_log_fields *f, const char *fmt,
                  va_list ap)
 {
+    if (level >= QC_LOG_ERROR) keep_error(component, fmt, ap);
     if (level < threshold) return;
     struct timespec ts;
     struct tm tm;

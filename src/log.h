@@ -39,6 +39,11 @@ const char *qc_log_node(void);
 /* Whether stderr is the journal: JOURNAL_STREAM names stderr's device and
  * inode (sd_journal_stream_fd(3)). Looked at once, on the first record. */
 int qc_log_to_journal(void);
+/* This thread's last error record since qc_log_clear_error, printed or
+ * not ("component: message"; "" when none): for a caller that must say why
+ * a call that logs its failures failed. */
+const char *qc_log_last_error(void);
+void qc_log_clear_error(void);
 void qc_log(int level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The same with fields (NULL: none). */

@@ -44,6 +44,7 @@ struct qc_node {
     int in_callback;     /* loop thread only */
     int stopping;        /* loop thread only */
     int free_pending;    /* loop thread only: qc_node_free came during a stop or callback */
+    char error[256];     /* why the start failed (qc_node_error) */
     pthread_t thread;    /* thread mode */
     pthread_mutex_t lock;
     /* Under lock. */
@@ -438,14 +439,20 @@ static int start_on(qc_node *n, struct ev_loop *loop, int mode, int signals)
      * without any, no observer: the Lua host then need not queue the key
      * changes nobody handles. */
     if (n->callbacks) qc_agent_set_observer(n->agent, on_hook_event, n);
+    qc_log_clear_error();
     int rc = qc_agent_start(n->agent, loop, signals);
     if (rc != QC_OK) {
+        /* What the agent logged on this thread says why; the code does not. */
+        snprintf(n->error, sizeof n->error, "%s",
+                 *qc_log_last_error() ? qc_log_last_error() : qc_strerror(rc));
         finish(n, qc_agent_stop(n->agent, STOP_REASON));
         return rc;
     }
     snapshot(n);
     return QC_OK;
 }
+
+const char *qc_node_error(const qc_node *n) { return n ? n->error : ""; }
 
 int qc_node_set_wal_thread(qc_node *n, int on)
 {
@@ -492,6 +499,7 @@ int qc_node_start_thread(qc_node *n)
     n->has_thread = err == 0;
     pthread_mutex_unlock(&n->lock);
     if (err) {
+        snprintf(n->error, sizeof n->error, "cannot start the node's thread: %s", strerror(err));
         errno = err;
         stop_here(n); /* right here instead: the loop never ran */
         return QC_EIO;

@@ -64,6 +64,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "qc_node_new_settings": (ctypes.c_int, [vp, ctypes.POINTER(vp), cp, ctypes.c_size_t]),
         "qc_node_on": (ctypes.c_int, [vp, cp, EVENT_FN, vp]),
         "qc_node_start_thread": (ctypes.c_int, [vp]),
+        "qc_node_error": (cp, [vp]),
         "qc_is_leader": (ctypes.c_int, [vp]),
         "qc_get_leader_info": (ctypes.c_int, [vp, ctypes.POINTER(ctypes.POINTER(CPeer))]),
         "qc_peer_free": (None, [ctypes.POINTER(CPeer)]),

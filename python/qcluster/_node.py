@@ -175,11 +175,11 @@ class QCluster:
         if rc == 0:
             rc = lib.qc_node_start_thread(node)
         if rc != 0:
+            # What the node logged: a port in use, a data_dir another node
+            # holds, ... (read before the node is freed)
+            why = _text(lib.qc_node_error(node) or lib.qc_strerror(rc))
             lib.qc_node_free(node)
-            # The node's log (stderr) names the cause: a port in use, a
-            # data_dir another node holds, ...
-            raise QClusterError("cannot start the node: {} (its log above says why)".format(
-                _text(lib.qc_strerror(rc))))
+            raise QClusterError("cannot start the node: {}".format(why))
         self._node = node
         with _live_lock:
             _live.add(self)

@@ -431,7 +431,8 @@ static int l_new(lua_State *L)
     if (rc == QC_OK) rc = qc_node_start(c->node, m->loop);
     if (rc != QC_OK) {
         luaL_pushfail(L);
-        lua_pushfstring(L, "qcluster.new: cannot start the node: %s", qc_strerror(rc));
+        lua_pushfstring(L, "qcluster.new: cannot start the node: %s",
+                        *qc_node_error(c->node) ? qc_node_error(c->node) : qc_strerror(rc));
         return 2;
     }
     lua_pushvalue(L, 4);

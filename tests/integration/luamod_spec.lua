@@ -263,6 +263,16 @@ describe("lua module qcluster: configs and errors", function()
     assert.matches("missing.lua", err)
   end)
 
+  it("a start that fails says why", function()
+    local conf = config1()
+    local s = assert(socket.bind("127.0.0.1", conf.listen_port)) -- its cluster port
+    local c, err = qcluster.new(conf)
+    s:close()
+    assert.is_nil(c)
+    assert.matches("qcluster.new: cannot start the node: net: cannot listen on 127.0.0.1:"
+      .. conf.listen_port .. ": Address already in use", err, 1, true)
+  end)
+
   it("hooks must be known names and functions", function()
     local conf = config1()
     local c, err = qcluster.new(conf, { on_elcted = function() end })

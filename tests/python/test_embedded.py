@@ -259,6 +259,18 @@ class InProcessTest(unittest.TestCase):
         self.assertTrue(all(g[1] for g in got), "a callback ran off the loop's thread")
         self.assertEqual(tasks, [("on_elected", True)])
 
+    def test_a_start_that_fails_says_why(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(s.close)
+        # as the node binds: an earlier test's connections may linger there
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.base + 1))  # node1's cluster port
+        s.listen(1)
+        with self.assertRaises(QClusterError) as cm:
+            self.node(1, peers=[])
+        self.assertIn("cannot start the node: net: cannot listen on 127.0.0.1:%d: "
+                      "Address already in use" % (self.base + 1), str(cm.exception))
+
     def test_callbacks_on_a_thread_without_a_loop(self):
         got = []
         n = self.node(1, peers=[],
