@@ -551,26 +551,24 @@ local function check_entry(i, t, seen, json)
   local d = M.CHECK_DEFAULTS
   out.interval_ms = integer(key .. ".interval_ms", t.interval_ms == nil and d.interval_ms
     or t.interval_ms, 10, CHECK_MAX_MS)
-  -- One run at a time: a run must end before the next one is due.
-  local timeout = t.timeout_ms == nil and out.interval_ms or t.timeout_ms
-  local ti = as_integer(timeout)
-  if ti == nil or ti < 1 or ti > out.interval_ms then
-    fail(key .. ".timeout_ms", "expected an integer 1..%d (at most interval_ms), got %s",
-      out.interval_ms, describe(timeout))
+  -- t[field], at most the interval (the interval when unset).
+  local function within_interval(field)
+    local v = t[field] == nil and out.interval_ms or t[field]
+    local n = as_integer(v)
+    if n == nil or n < 1 or n > out.interval_ms then
+      fail(key .. "." .. field, "expected an integer 1..%d (at most interval_ms), got %s",
+        out.interval_ms, describe(v))
+    end
+    return n
   end
-  out.timeout_ms = ti
+  -- One run at a time: a run must end before the next one is due.
+  out.timeout_ms = within_interval("timeout_ms")
   out.rise = integer(key .. ".rise", t.rise == nil and d.rise or t.rise, 1, 1000000)
   out.fall = integer(key .. ".fall", t.fall == nil and d.fall or t.fall, 1, 1000000)
   -- How soon a run follows one that disagreed with the status (HAProxy's
   -- fastinter): a refused connect is confirmed in milliseconds, while
   -- timeouts still take fall times timeout_ms.
-  local retry = t.retry_ms == nil and out.interval_ms or t.retry_ms
-  local ri = as_integer(retry)
-  if ri == nil or ri < 1 or ri > out.interval_ms then
-    fail(key .. ".retry_ms", "expected an integer 1..%d (at most interval_ms), got %s",
-      out.interval_ms, describe(retry))
-  end
-  out.retry_ms = ri
+  out.retry_ms = within_interval("retry_ms")
   return out
 end
 
