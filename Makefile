@@ -9,37 +9,40 @@ QC_LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lhttp_parser -
 SAN       := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
 BUSTED    := lua5.4 /usr/bin/busted
 
-SRCS      := $(wildcard src/*.c)
-OBJS      := $(SRCS:src/%.c=build/obj/%.o) build/obj/embedded.o
+# src/ holds one folder per layer (README "Layout and development"); main.c
+# is the program over them.
+SRCS      := $(wildcard src/*/*.c) src/main.c
 LUA_SRCS  := $(wildcard lua/*.lua)
 # The pure core and what it needs: linked into the agent and the test modules.
-CORE_SRCS := src/raft.c src/common.c
+CORE_SRCS := src/core/raft.c src/base/common.c
+# Header dependencies come from the compiler: -MMD -MP where one source makes
+# one object, and DEPEND (a rule's first line) where one command compiles
+# several sources, which -MMD cannot record (each source overwrites the file).
+DEPFLAGS  := -MMD -MP
+DEPEND     = @$(CC) $(QC_CFLAGS) $(CPPFLAGS) -MM -MP -MT $@ $(filter %.c,$^) >$@.d
 
 all: bin/qcluster build/qcraft.so
 
 -include mk/*.mk
+-include $(shell find build -name '*.d' 2>/dev/null)
 
 # The binary is main() over the library (mk/lib.mk): one implementation.
-bin/qcluster: build/obj/main.o $(QC_LIB_A) | bin
-	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) build/obj/main.o $(QC_LIB_A) -o $@ \
-	  $(QC_LDLIBS) $(LDLIBS)
-
-build/obj/%.o: src/%.c $(wildcard src/*.h) include/qcluster.h | build/obj
-	$(CC) $(QC_CFLAGS) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+bin/qcluster: src/main.c $(QC_LIB_A) | bin
+	$(CC) $(QC_CFLAGS) $(DEPFLAGS) -MF build/main.d -MT $@ $(CFLAGS) $(LDFLAGS) src/main.c \
+	  $(QC_LIB_A) -o $@ $(QC_LDLIBS) $(LDLIBS)
 
 # lua/*.lua and the status page are compiled into the binary so it runs from anywhere.
 EMBED_SRCS := $(LUA_SRCS) ui/index.html
 build/embedded.c: $(EMBED_SRCS) scripts/embed.lua | build
 	lua5.4 scripts/embed.lua $(EMBED_SRCS) > $@
 
-build/obj/embedded.o: build/embedded.c | build/obj
-	$(CC) $(QC_CFLAGS) $(CFLAGS) -c $< -o $@
 
 # Test-only Lua module wrapping the pure core (tests/c/qcraft.c).
-build/qcraft.so: tests/c/qcraft.c $(CORE_SRCS) src/raft.h | build
+build/qcraft.so: tests/c/qcraft.c $(CORE_SRCS) | build
+	$(DEPEND)
 	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) -fPIC -shared tests/c/qcraft.c $(CORE_SRCS) -o $@
 
-bin build build/obj:
+bin build:
 	mkdir -p $@
 
 deps:
@@ -78,7 +81,7 @@ coverage: deps
 	$(MAKE) build/qcraft.so build/sim -B CFLAGS='-O0 -g --coverage' LDFLAGS='--coverage'
 	$(BUSTED) -o TAP tests/unit/raft_spec.lua | tail -n 1
 	build/sim --seeds $(SEEDS) | tail -n 1
-	gcovr -r . --filter src/raft.c --txt --fail-under-line 95 build
+	gcovr -r . --filter src/core/raft.c --txt --fail-under-line 95 build
 	$(MAKE) build/qcraft.so build/sim -B
 
 lint:
@@ -87,7 +90,7 @@ lint:
 	luacheck --std lua54+busted --codes lua tests examples scripts --exclude-files 'tests/fuzz/corpus/**'
 
 fmt:
-	clang-format -i src/*.c src/*.h tests/c/*.c tests/sim/*.c
+	clang-format -i src/*/*.[ch] src/main.c include/*.h tests/c/*.c tests/sim/*.c
 
 cluster: deps all
 	bash scripts/cluster.sh examples/bare_minimum

@@ -9,29 +9,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "qcluster_errors.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define QCLUSTER_VERSION "0.1.0"
-
-/* Every function that can fail returns 0 or one of these; qc_strerror()
- * names them. */
-enum {
-    QC_OK = 0,
-    QC_ENOMEM = -1,     /* allocation failed */
-    QC_EINVAL = -2,     /* bad argument or malformed input */
-    QC_EIO = -3,        /* system call failed; errno tells more */
-    QC_ENOLEADER = -4,  /* no leader is known */
-    QC_ENOTFOUND = -5,  /* no such peer, key, ... */
-    QC_ETOOBIG = -6,    /* input over a size limit */
-    QC_EBUSY = -7,      /* an operation of that kind is in progress */
-    QC_ECORRUPT = -8,   /* durable data failed its check */
-    QC_ENOTLEADER = -9, /* operation needs the leader */
-};
-
-/* Static text for a QC_E... code. */
-const char *qc_strerror(int code);
 
 /* A member of the cluster, as in the original QCluster SDK (host, port,
  * identifier, metadata) with what QCluster adds. Every string is owned by

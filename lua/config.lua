@@ -1,6 +1,6 @@
 -- Checks a node's config table and fills in every default (see the contract's
 -- config table). Pure apart from reading secret_file: it never starts
--- anything. src/config.c runs the embedded copy; the unit specs require it.
+-- anything. src/lua/config.c runs the embedded copy; the unit specs require it.
 -- Errors come back as "key: expected ..., got ..." for the caller to prefix
 -- with the file name.
 local M = {}
@@ -50,7 +50,7 @@ local PEER_KEYS = {
 }
 local PEER_NAMES = { "identifier", "host", "port", "metadata", "role", "priority" }
 local ROLES = { "voter", "witness", "learner" }
--- A member's priority: 0 never leads, higher is preferred (src/members.h).
+-- A member's priority: 0 never leads, higher is preferred (src/core/members.h).
 local PRIORITY_MAX = 1000000
 -- reap_after in seconds: ten years keeps its milliseconds well inside 64 bits.
 local REAP_MAX = 315360000
@@ -296,7 +296,7 @@ local function peers(c, own)
 end
 
 -- "host:port" or "[v6]:port" -> host (brackets dropped), port; nil when
--- malformed. The same rules as qc_member_split_addr in src/members.c.
+-- malformed. The same rules as qc_member_split_addr in src/core/members.c.
 local function split_host_port(s)
   if type(s) ~= "string" then return nil end
   local h, digits = s:match("^(.+):(%d+)$")
@@ -417,7 +417,7 @@ local function secrets(c, out, dir)
 end
 
 -- TLS on the API: PEM file names, relative to the config. The agent reads
--- and checks the files themselves (src/tls.c), so `qcluster check` says
+-- and checks the files themselves (src/net/tls.c), so `qcluster check` says
 -- which one is unreadable, not PEM, or does not match.
 local function api_tls(c, out, dir)
   for _, k in ipairs({ "api_tls_cert", "api_tls_key", "api_tls_client_ca" }) do

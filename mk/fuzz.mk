@@ -13,31 +13,31 @@ FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefin
                 -fno-sanitize-recover=all
 FUZZ_TARGETS := wire members kv wal config_json config_lua api auth
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
-FUZZ_BASE    := tests/fuzz/fuzz_util.c src/common.c src/log.c src/json.c
-FUZZ_HDRS    := tests/fuzz/fuzz.h $(wildcard src/*.h)
+FUZZ_BASE    := tests/fuzz/fuzz_util.c src/base/common.c src/base/log.c src/base/json.c
 
 # Per target: its main file (plus defines) and the sources under test.
 FUZZ_MAIN_wire        := tests/fuzz/fuzz_wire.c
-FUZZ_SRCS_wire        := src/wire.c src/kv.c src/members.c src/json.c src/raft.c
+FUZZ_SRCS_wire        := src/core/wire.c src/core/kv.c src/core/members.c src/base/json.c src/core/raft.c
 FUZZ_MAIN_members     := tests/fuzz/fuzz_members.c
-FUZZ_SRCS_members     := src/members.c src/json.c src/raft.c src/wire.c
+FUZZ_SRCS_members     := src/core/members.c src/base/json.c src/core/raft.c src/core/wire.c
 FUZZ_MAIN_kv          := tests/fuzz/fuzz_kv.c
-FUZZ_SRCS_kv          := src/kv.c src/wire.c
+FUZZ_SRCS_kv          := src/core/kv.c src/core/wire.c
 FUZZ_MAIN_wal         := tests/fuzz/fuzz_wal.c
-FUZZ_SRCS_wal         := src/wal.c src/wire.c
+FUZZ_SRCS_wal         := src/store/wal.c src/core/wire.c
 FUZZ_MAIN_config_json := tests/fuzz/fuzz_config.c
 FUZZ_DEFS_config_json := -DFUZZ_CONFIG_EXT='".json"'
-FUZZ_SRCS_config_json := src/config.c src/luajson.c src/json.c build/embedded.c
+FUZZ_SRCS_config_json := src/lua/config.c src/lua/luajson.c src/base/json.c build/embedded.c
 FUZZ_MAIN_config_lua  := tests/fuzz/fuzz_config.c
 FUZZ_DEFS_config_lua  := -DFUZZ_CONFIG_EXT='".lua"'
-FUZZ_SRCS_config_lua  := src/config.c src/luajson.c src/json.c build/embedded.c
+FUZZ_SRCS_config_lua  := src/lua/config.c src/lua/luajson.c src/base/json.c build/embedded.c
 FUZZ_MAIN_api         := tests/fuzz/fuzz_api.c
-FUZZ_SRCS_api         := src/api.c src/tls.c src/metrics.c src/json.c build/embedded.c
+FUZZ_SRCS_api         := src/api/api.c src/net/tls.c src/base/metrics.c src/base/json.c build/embedded.c
 FUZZ_MAIN_auth        := tests/fuzz/fuzz_auth.c
-FUZZ_SRCS_auth        := src/net.c src/auth.c src/wire.c src/metrics.c src/raft.c
+FUZZ_SRCS_auth        := src/net/net.c src/net/auth.c src/core/wire.c src/base/metrics.c src/core/raft.c
 
 define FUZZ_RULE
-build/fuzz/fuzz_$(1): $(FUZZ_MAIN_$(1)) $(FUZZ_SRCS_$(1)) $(FUZZ_BASE) $(FUZZ_HDRS) | build/fuzz
+build/fuzz/fuzz_$(1): $(FUZZ_MAIN_$(1)) $(FUZZ_SRCS_$(1)) $(FUZZ_BASE) | build/fuzz
+	$$(DEPEND)
 	$$(FUZZ_CC) $$(QC_CFLAGS) $$(FUZZ_CFLAGS) $(FUZZ_DEFS_$(1)) $(FUZZ_MAIN_$(1)) \
 	  $(sort $(FUZZ_SRCS_$(1)) $(FUZZ_BASE)) -o $$@ $$(QC_LDLIBS)
 endef
@@ -60,9 +60,10 @@ fuzz-regress:
 .PHONY: fuzz fuzz-build fuzz-gate fuzz-regress
 
 # Regenerates the binary seeds (wire, members, kv, wal, auth) with the encoders.
-FUZZ_SEED_SRCS := tests/fuzz/mkseeds.c src/wire.c src/kv.c src/members.c src/json.c src/raft.c \
-                  src/wal.c src/common.c
-build/fuzz/mkseeds: $(FUZZ_SEED_SRCS) $(FUZZ_HDRS) | build/fuzz
+FUZZ_SEED_SRCS := tests/fuzz/mkseeds.c src/core/wire.c src/core/kv.c src/core/members.c src/base/json.c src/core/raft.c \
+                  src/store/wal.c src/base/common.c
+build/fuzz/mkseeds: $(FUZZ_SEED_SRCS) | build/fuzz
+	$(DEPEND)
 	$(CC) $(QC_CFLAGS) $(CFLAGS) $(FUZZ_SEED_SRCS) -o $@ $(QC_LDLIBS)
 
 fuzz-seeds: build/fuzz/mkseeds

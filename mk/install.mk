@@ -29,6 +29,7 @@ INSTALL_FILES := \
   $(LIBDIR)/libqcluster.a:build/libqcluster.a:644 \
   $(LIBDIR)/libqcluster.so.0:build/libqcluster.so.0:755 \
   $(INCLUDEDIR)/qcluster.h:include/qcluster.h:644 \
+  $(INCLUDEDIR)/qcluster_errors.h:include/qcluster_errors.h:644 \
   $(PKGCONFIGDIR)/qcluster.pc:build/install/qcluster.pc:644 \
   $(LUA_LIBDIR)/qcluster.so:build/lua/qcluster.so:755 \
   $(LUA_SHAREDIR)/qcluster/client.lua:lua/qcluster/client.lua:644 \

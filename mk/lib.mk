@@ -7,7 +7,7 @@ PREFIX      ?= /usr/local
 # Where the objects and the static library go (test-asan sets both apart).
 QC_PIC      ?= build/pic
 QC_LIB_A    ?= build/libqcluster.a
-LIB_SRCS    := $(filter-out src/main.c,$(SRCS))
+LIB_SRCS    := $(filter-out src/main.c src/sdk/qcluster_module.c,$(SRCS))
 LIB_OBJS    := $(LIB_SRCS:src/%.c=$(QC_PIC)/%.o) $(QC_PIC)/embedded.o
 LIB_PC_LIBS := -lev -lhttp_parser -lsodium -lm -pthread
 QC_LDLIBS   += -pthread
@@ -15,11 +15,13 @@ QC_LDLIBS   += -pthread
 all: $(QC_LIB_A) build/libqcluster.so build/qcluster.pc build/qcluster-uninstalled.pc \
      examples build/node_test
 
-$(QC_PIC)/%.o: src/%.c $(wildcard src/*.h) include/qcluster.h | $(QC_PIC)
-	$(CC) $(QC_CFLAGS) $(CPPFLAGS) $(CFLAGS) -fPIC -c $< -o $@
+$(QC_PIC)/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(QC_CFLAGS) $(DEPFLAGS) $(CPPFLAGS) $(CFLAGS) -fPIC -c $< -o $@
 
-$(QC_PIC)/embedded.o: build/embedded.c | $(QC_PIC)
-	$(CC) $(QC_CFLAGS) $(CFLAGS) -fPIC -c $< -o $@
+$(QC_PIC)/embedded.o: build/embedded.c
+	@mkdir -p $(@D)
+	$(CC) $(QC_CFLAGS) $(DEPFLAGS) $(CFLAGS) -fPIC -c $< -o $@
 
 $(QC_LIB_A): $(LIB_OBJS)
 	rm -f $@
@@ -46,7 +48,7 @@ build/qcluster-uninstalled.pc: mk/qcluster.pc.in Makefile mk/lib.mk | build
 	    -e 's|@VERSION@|$(QC_VERSION_NUM)|' \
 	    -e 's|@PKGS@|$(PKGS) libsodium|' -e 's|@LIBS_PRIVATE@|$(LIB_PC_LIBS)|' $< > $@
 
-QC_VERSION_NUM := $(shell sed -n 's/^\#define QCLUSTER_VERSION "\(.*\)"/\1/p' include/qcluster.h)
+QC_VERSION_NUM := $(shell sed -n 's/^\#define QCLUSTER_VERSION "\(.*\)"/\1/p' include/qcluster_errors.h)
 
 # examples/embedded_c, built as a user would: pkg-config over this tree.
 examples: build/embedded_c
@@ -61,12 +63,9 @@ build/embedded_c: examples/embedded_c/embedded_c.c build/libqcluster.so \
 # tests/c/fd_birth.c looks at each descriptor the library creates as the
 # call that creates it returns: these are the calls it wraps.
 FD_BIRTH_WRAP := $(foreach f,socket accept accept4 pipe pipe2 open openat fopen opendir,-Wl,--wrap=$(f))
-build/node_test: tests/c/node_test.c tests/c/fd_birth.c tests/c/fd_birth.h $(QC_LIB_A) \
-                 include/qcluster.h
+build/node_test: tests/c/node_test.c tests/c/fd_birth.c $(QC_LIB_A)
+	$(DEPEND)
 	$(CC) $(QC_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $(FD_BIRTH_WRAP) tests/c/node_test.c \
 	  tests/c/fd_birth.c $(QC_LIB_A) -o $@ $(QC_LDLIBS) $(LDLIBS)
-
-$(QC_PIC):
-	mkdir -p $@
 
 .PHONY: examples

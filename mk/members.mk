@@ -1,15 +1,13 @@
-# Rules of the member list codec (src/members.c): the test-only Lua module
+# Rules of the member list codec (src/core/members.c): the test-only Lua module
 # build/qcmembers.so for tests/unit/members_spec.lua, which also loads
-# configs through src/config.c for tests/unit/config_spec.lua. No default
+# configs through src/lua/config.c for tests/unit/config_spec.lua. No default
 # target here; only `all:` prerequisites.
-MEMBERS_TEST_SRCS := src/members.c src/json.c src/wire.c src/raft.c src/common.c \
-                     src/config.c src/luajson.c src/log.c
-MEMBERS_TEST_HDRS := src/members.h src/json.h src/wire.h src/raft.h src/common.h \
-                     src/config.h src/luajson.h src/log.h src/embedded.h src/view.h src/kv.h
+MEMBERS_TEST_SRCS := src/core/members.c src/base/json.c src/core/wire.c src/core/raft.c src/base/common.c \
+                     src/lua/config.c src/lua/luajson.c src/base/log.c
 
 all: build/qcmembers.so
 
-build/qcmembers.so: tests/c/qcmembers.c $(MEMBERS_TEST_SRCS) $(MEMBERS_TEST_HDRS) \
-                    build/embedded.c | build
+build/qcmembers.so: tests/c/qcmembers.c $(MEMBERS_TEST_SRCS) build/embedded.c | build
+	$(DEPEND)
 	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) -fPIC -shared tests/c/qcmembers.c \
 	  $(MEMBERS_TEST_SRCS) build/embedded.c -o $@ $(shell pkg-config --libs yajl) -lm

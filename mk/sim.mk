@@ -1,7 +1,7 @@
 # The deterministic simulator of the consensus core (tests/sim/sim.c) and its
 # planted bugs. `make sim` runs SEEDS seeds (default 2000) or replays SEED
 # with TRACE=1; `make sim-mutants` proves each planted bug is caught.
-SIM_SRCS := tests/sim/sim.c src/raft.c src/common.c
+SIM_SRCS := tests/sim/sim.c src/core/raft.c src/base/common.c
 MUTANTS  := DOUBLE_VOTE SEND_BEFORE_PERSIST NO_CHECK_QUORUM NO_STICKINESS LOWER_TERM \
             FAST_NO_LINK_CHECK FAST_ON_DOWN COMMIT_OLD_TERM APPLY_UNCOMMITTED \
             VOTE_NO_LOG_CHECK NO_CONSISTENCY_CHECK TWO_CHANGES COUNT_NON_VOTERS \
@@ -11,10 +11,12 @@ SEEDS    ?= 2000
 
 all: build/sim
 
-build/sim: $(SIM_SRCS) src/raft.h | build
+build/sim: $(SIM_SRCS) | build
+	$(DEPEND)
 	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) $(SIM_SRCS) -o $@
 
-build/sim-%: $(SIM_SRCS) src/raft.h | build
+build/sim-%: $(SIM_SRCS) | build
+	$(DEPEND)
 	$(CC) $(QC_CFLAGS) -O2 -DQC_MUTANT_$* $(SIM_SRCS) -o $@
 
 sim: build/sim

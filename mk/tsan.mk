@@ -6,13 +6,15 @@
 TSAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
 TSAN_OBJS  := $(LIB_SRCS:src/%.c=build/tsan/%.o) build/tsan/embedded.o
 
-build/tsan/%.o: src/%.c $(wildcard src/*.h) include/qcluster.h | build/tsan
-	$(CC) $(QC_CFLAGS) $(CPPFLAGS) $(TSAN_FLAGS) -c $< -o $@
+build/tsan/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(QC_CFLAGS) $(DEPFLAGS) $(CPPFLAGS) $(TSAN_FLAGS) -c $< -o $@
 
 build/tsan/embedded.o: build/embedded.c | build/tsan
-	$(CC) $(QC_CFLAGS) $(TSAN_FLAGS) -c $< -o $@
+	$(CC) $(QC_CFLAGS) $(DEPFLAGS) $(TSAN_FLAGS) -c $< -o $@
 
-build/tsan/node_test: tests/c/node_test.c tests/c/fd_birth.c tests/c/fd_birth.h $(TSAN_OBJS)
+build/tsan/node_test: tests/c/node_test.c tests/c/fd_birth.c $(TSAN_OBJS)
+	$(DEPEND)
 	$(CC) $(QC_CFLAGS) $(CPPFLAGS) $(TSAN_FLAGS) $(FD_BIRTH_WRAP) tests/c/node_test.c \
 	  tests/c/fd_birth.c $(TSAN_OBJS) -o $@ $(QC_LDLIBS) $(LDLIBS)
 

@@ -1,8 +1,9 @@
-# Rules of the write-ahead log: the test-only Lua module over src/wal.c
+# Rules of the write-ahead log: the test-only Lua module over src/store/wal.c
 # (tests/unit/wal_spec.lua, scripts/bench/wal). No default target here.
-WAL_TEST_SRCS := src/wal.c src/wire.c src/common.c
+WAL_TEST_SRCS := src/store/wal.c src/core/wire.c src/base/common.c
 
 all: build/qcwal.so
 
-build/qcwal.so: tests/c/qcwal.c $(WAL_TEST_SRCS) src/wal.h src/wire.h src/raft.h src/common.h | build
+build/qcwal.so: tests/c/qcwal.c $(WAL_TEST_SRCS) | build
+	$(DEPEND)
 	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) -fPIC -shared tests/c/qcwal.c $(WAL_TEST_SRCS) -o $@

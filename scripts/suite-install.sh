@@ -58,7 +58,7 @@ t_install() {
 # Every file the README's Install section lists, at its place.
 PYVER=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 EXPECTED="bin/qcluster lib/libqcluster.a lib/libqcluster.so.0 lib/libqcluster.so
-include/qcluster.h lib/pkgconfig/qcluster.pc lib/lua/5.4/qcluster.so
+include/qcluster.h include/qcluster_errors.h lib/pkgconfig/qcluster.pc lib/lua/5.4/qcluster.so
 share/lua/5.4/qcluster/client.lua lib/python$PYVER/dist-packages/qcluster/__init__.py
 share/man/man1/qcluster.1 lib/systemd/system/qcluster.service
 share/doc/qcluster/examples/qcluster.lua"
@@ -90,7 +90,7 @@ t_pc() {
 }
 
 t_version() {
-  want=$(sed -n 's/^#define QCLUSTER_VERSION "\(.*\)"/\1/p' "$P/include/qcluster.h")
+  want=$(sed -n 's/^#define QCLUSTER_VERSION "\(.*\)"/\1/p' "$P/include/qcluster_errors.h")
   out=$("$P/bin/qcluster" version) || return 1
   [ "$out" = "qcluster $want" ] || { say "version: '$out', header says $want"; return 1; }
 }

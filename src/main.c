@@ -5,10 +5,10 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "agent.h"
-#include "cli.h"
-#include "common.h"
-#include "log.h"
+#include "agent/agent.h"
+#include "cli/cli.h"
+#include "base/common.h"
+#include "base/log.h"
 
 #include <qcluster.h>
 

@@ -12,7 +12,7 @@ local M = {}
 local Client = {}
 Client.__index = Client
 
--- The agent holds a long-poll at most this long (src/api.h QC_API_MAX_WAIT_S).
+-- The agent holds a long-poll at most this long (src/api/api.h QC_API_MAX_WAIT_S).
 local MAX_WAIT = 300
 
 -- socket.http sets its module-wide TIMEOUT on every socket it opens; this

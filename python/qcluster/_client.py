@@ -18,7 +18,7 @@ import urllib.parse
 __all__ = ["Client", "Peer", "QClusterError"]
 
 DEFAULT_API = "127.0.0.1:8001"
-# The agent holds a long-poll at most this long (src/api.h QC_API_MAX_WAIT_S).
+# The agent holds a long-poll at most this long (src/api/api.h QC_API_MAX_WAIT_S).
 MAX_WAIT = 300
 
 

@@ -18,10 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
-#include "common.h"
-#include "metrics.h"
-#include "view.h"
+#include "api/api.h"
+#include "base/common.h"
+#include "base/metrics.h"
+#include "core/view.h"
 
 /* A key of the fake store; the store is an array kept in bytewise order. */
 typedef struct kv_ent {

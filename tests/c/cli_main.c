@@ -3,7 +3,7 @@
  * Usage: qcli COMMAND [ARGS...]. Never linked into the agent. */
 #include <stdio.h>
 
-#include "cli.h"
+#include "cli/cli.h"
 
 int main(int argc, char **argv)
 {

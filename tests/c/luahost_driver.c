@@ -25,67 +25,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "config.h"
-#include "log.h"
-#include "luahost.h"
-#include "luajson.h"
-#include "metrics.h"
-
-#ifdef QC_DRIVER_METRICS_STUB
-/* Until src/metrics.c exists: counters only, enough for the counters here. */
-typedef struct stub_series {
-    char key[160];
-    double v;
-} stub_series;
-struct qc_metrics {
-    stub_series s[256];
-    size_t n;
-};
-qc_metrics *qc_metrics_new(void) { return calloc(1, sizeof(qc_metrics)); }
-void qc_metrics_free(qc_metrics *m) { free(m); }
-int qc_metrics_declare(qc_metrics *m, const char *n, int t, const char *h)
-{
-    (void)m, (void)n, (void)t, (void)h;
-    return 0;
-}
-static double *stub_find(qc_metrics *m, const char *name, const char *lv)
-{
-    char key[160];
-    snprintf(key, sizeof key, "%s{%s}", name, lv ? lv : "");
-    for (size_t i = 0; i < m->n; i++)
-        if (strcmp(m->s[i].key, key) == 0) return &m->s[i].v;
-    if (m->n == 256) return NULL;
-    snprintf(m->s[m->n].key, sizeof m->s[m->n].key, "%s", key);
-    return &m->s[m->n++].v;
-}
-void qc_metrics_add(qc_metrics *m, const char *n, const char *ln, const char *lv, double by)
-{
-    (void)ln;
-    double *v = m ? stub_find(m, n, lv) : NULL;
-    if (v) *v += by;
-}
-void qc_metrics_set(qc_metrics *m, const char *n, const char *ln, const char *lv, double x)
-{
-    (void)ln;
-    double *v = m ? stub_find(m, n, lv) : NULL;
-    if (v) *v = x;
-}
-void qc_metrics_observe(qc_metrics *m, const char *n, double s) { (void)m, (void)n, (void)s; }
-double qc_metrics_get(const qc_metrics *m, const char *n, const char *ln, const char *lv)
-{
-    (void)ln;
-    double *v = m ? stub_find((qc_metrics *)m, n, lv) : NULL;
-    return v ? *v : 0;
-}
-int qc_metrics_render(const qc_metrics *m, char **out, size_t *len)
-{
-    (void)m;
-    *out = NULL;
-    *len = 0;
-    return 0;
-}
-#endif
+#include "base/common.h"
+#include "lua/config.h"
+#include "base/log.h"
+#include "lua/luahost.h"
+#include "lua/luajson.h"
+#include "base/metrics.h"
 
 /* ---- a fake view: this node leads, every peer is up ------------------- */
 

@@ -24,11 +24,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "common.h"
-#include "log.h"
-#include "metrics.h"
-#include "net.h"
-#include "wire.h"
+#include "base/common.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "net/net.h"
+#include "core/wire.h"
 
 #define MAX_PEERS 16
 #define MAX_JOINS 8

@@ -1,4 +1,4 @@
-/* Test-only Lua module over the key-value state machine (src/kv.c): stores
+/* Test-only Lua module over the key-value state machine (src/core/kv.c): stores
  * as userdata, the command codec, apply, reads, snapshots and counters, plus
  * an apply loop in C for scripts/bench/kv_apply. Never linked into the
  * agent; holds no state outside its userdata. */
@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "common.h"
-#include "kv.h"
+#include "base/common.h"
+#include "core/kv.h"
 
 #define STORE_MT "qckv.store"
 

@@ -1,4 +1,4 @@
-/* Test-only Lua module over the member list codec (src/members.c): CONFIG
+/* Test-only Lua module over the member list codec (src/core/members.c): CONFIG
  * entry data, member lists as userdata, the MEMBER and JOIN payloads, the
  * core's reading of a member list, and the C side of the config's
  * membership keys (qc_config_load). Never linked into the agent. */
@@ -7,10 +7,10 @@
 #include <lualib.h>
 #include <string.h>
 
-#include "common.h"
-#include "config.h"
-#include "json.h"
-#include "members.h"
+#include "base/common.h"
+#include "lua/config.h"
+#include "base/json.h"
+#include "core/members.h"
 
 #define LIST_MT "qcmembers.list"
 
@@ -430,7 +430,7 @@ static int l_role_parse(lua_State *L)
     return 1;
 }
 
-/* ---- the config's membership keys, as src/config.c copies them --------- */
+/* ---- the config's membership keys, as src/lua/config.c copies them --------- */
 
 static void push_config(lua_State *L, const qc_config *c)
 {

@@ -5,7 +5,7 @@
 #include <lua.h>
 #include <string.h>
 
-#include "raft.h"
+#include "core/raft.h"
 
 #define NODE_MT "qcraft.node"
 

@@ -1,4 +1,4 @@
-/* Test-only Lua module over the write-ahead log (src/wal.c): open a WAL and
+/* Test-only Lua module over the write-ahead log (src/store/wal.c): open a WAL and
  * get its recovery as a table, append, sync, truncate, snapshot, compact,
  * and make the next fsyncs fail. Never linked into the agent; the only state
  * is in each WAL's userdata. */
@@ -8,8 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common.h"
-#include "wal.h"
+#include "base/common.h"
+#include "store/wal.h"
 
 #define QCWAL_MT "qcwal.wal"
 

@@ -1,5 +1,5 @@
-/* Test-only Lua module over the wire codec (src/wire.c) and frame sealing
- * (src/auth.c): encode a message or hello table to a frame string, decode
+/* Test-only Lua module over the wire codec (src/core/wire.c) and frame sealing
+ * (src/net/auth.c): encode a message or hello table to a frame string, decode
  * frames or bare payloads back to tables (nil plus an error on malformed
  * input), derive keys, make key exchanges, and seal or open version-3
  * frames, so that specs can speak the encrypted protocol by hand. It must never be linked into the
@@ -8,9 +8,9 @@
 #include <lua.h>
 #include <string.h>
 
-#include "auth.h"
-#include "common.h"
-#include "wire.h"
+#include "net/auth.h"
+#include "base/common.h"
+#include "core/wire.h"
 
 static lua_Integer field_int(lua_State *L, int idx, const char *name)
 {

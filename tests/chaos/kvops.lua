@@ -30,7 +30,7 @@ local function read_result(res)
 end
 
 -- Classifies an HTTP answer to a compare-and-set write. A 503 means the
--- node neither proposed nor forwarded it (src/replica.c answers it before
+-- node neither proposed nor forwarded it (src/store/replica.c answers it before
 -- anything is sent), so it did not happen; a 504 or a lost answer may have.
 local function cas_result(res)
   local s = res.status

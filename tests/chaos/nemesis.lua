@@ -177,7 +177,7 @@ faults["crash-all"] = function(self)
   end
 end
 
--- The agent's snapshot child (a forked qcluster, src/replica.c), if any.
+-- The agent's snapshot child (a forked qcluster, src/store/replica.c), if any.
 local function snapshot_child(pid)
   local f = io.open(string.format("/proc/%d/task/%d/children", pid, pid))
   if not f then return nil end

@@ -1,7 +1,7 @@
 -- Regression of a bug the chaos run found (scripts/chaos-repro.sh
 -- request_ids; fixed in 90c0ce8, and run by scripts/suite-chaos.sh): a node
 -- numbered the writes it proposes or forwards from 1 again at every start
--- (src/replica.c, next_request), and settles a waiting write with the
+-- (src/store/replica.c, next_request), and settles a waiting write with the
 -- result of any applied entry that carries its own origin and that number.
 -- After a restart it applies its old entries again, so a write it took
 -- before it had caught up was answered with an old entry's result: a

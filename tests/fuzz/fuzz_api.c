@@ -28,12 +28,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "api.h"
-#include "common.h"
+#include "api/api.h"
+#include "base/common.h"
 #include "fuzz.h"
-#include "log.h"
-#include "metrics.h"
-#include "view.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "core/view.h"
 
 #define TOKEN "t"
 #define MAX_SPINS 400

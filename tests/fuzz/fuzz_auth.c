@@ -1,6 +1,6 @@
 /* libFuzzer target: the encrypted (version-3) cluster transport. Each
  * input runs a fresh qc_net with a secret against a harness that knows the
- * secret (it seals and checks through src/auth.c) and plays the other node,
+ * secret (it seals and checks through src/net/auth.c) and plays the other node,
  * honest or not. First byte, flags; bit 0 and bit 4 pick the mode:
  *  1. (bit 0 clear, bit 4 clear) a stranger without the key dials in: the
  *     harness reads the CHALLENGE of an inbound connection (one end of a
@@ -49,13 +49,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "auth.h"
-#include "common.h"
+#include "net/auth.h"
+#include "base/common.h"
 #include "fuzz.h"
-#include "log.h"
-#include "metrics.h"
-#include "net.h"
-#include "wire.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "net/net.h"
+#include "core/wire.h"
 
 #define SECRET "the fuzzed cluster's shared secret"
 #define SELF "server_a"

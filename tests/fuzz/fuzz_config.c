@@ -14,10 +14,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "common.h"
-#include "config.h"
+#include "base/common.h"
+#include "lua/config.h"
 #include "fuzz.h"
-#include "log.h"
+#include "base/log.h"
 
 #ifndef FUZZ_CONFIG_EXT
 #define FUZZ_CONFIG_EXT ".json"

@@ -13,9 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "fuzz.h"
-#include "kv.h"
+#include "core/kv.h"
+#include "core/wire.h" /* qc_crc32c */
 
 #define MAX_KEY 16
 #define MAX_VALUE 64

@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "fuzz.h"
-#include "members.h"
-#include "raft.h"
+#include "core/members.h"
+#include "core/raft.h"
 
 static int same_str(const char *a, const char *b)
 {

@@ -15,10 +15,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "fuzz.h"
-#include "wal.h"
-#include "wire.h" /* qc_crc32c */
+#include "store/wal.h"
+#include "core/wire.h" /* qc_crc32c */
 
 #define WAL_MAGIC 0x51435731u  /* wal.c's "QCW1" */
 #define SNAP_MAGIC 0x51435331u /* wal.c's "QCS1" */

@@ -10,11 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "fuzz.h"
-#include "kv.h"
-#include "members.h"
-#include "wire.h"
+#include "core/kv.h"
+#include "core/members.h"
+#include "core/wire.h"
 
 #define PART_LIMIT (1u << 20) /* the harness's cap; net.c takes QC_WIRE_MAX_MESSAGE */
 

@@ -8,12 +8,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "common.h"
-#include "kv.h"
-#include "members.h"
-#include "raft.h"
-#include "wal.h"
-#include "wire.h"
+#include "base/common.h"
+#include "core/kv.h"
+#include "core/members.h"
+#include "core/raft.h"
+#include "store/wal.h"
+#include "core/wire.h"
 
 static const char *root = "tests/fuzz/corpus";
 

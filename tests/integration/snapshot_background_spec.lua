@@ -1,5 +1,5 @@
 -- Snapshots are taken in the background by a forked child of the agent
--- (src/replica.c): the node keeps answering while the child writes, a write
+-- (src/store/replica.c): the node keeps answering while the child writes, a write
 -- made meanwhile is not in that snapshot but survives in the log, a child
 -- that dies is survived and retried, and the nodes of a cluster snapshot at
 -- different points. The tests find the child as the agent's child process

@@ -1,4 +1,4 @@
-/* Deterministic simulation of the real consensus core (src/raft.c, linked
+/* Deterministic simulation of the real consensus core (src/core/raft.c, linked
  * as is): N nodes on a virtual clock and a simulated network, all driven by
  * one seed, with delays, drops, duplicates, reordering, partitions, crashes
  * that keep only what was made durable, the loss of a state file alone,
@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "raft.h"
+#include "base/common.h"
+#include "core/raft.h"
 
 #define MAX_NODES 7
 #define MAX_INFLIGHT 20000
@@ -44,7 +44,7 @@ typedef struct inflight {
     qc_msg m;
 } inflight;
 
-/* A write handed to the node's writer thread (src/walq.c in the agent):
+/* A write handed to the node's writer thread (src/store/walq.c in the agent):
  * durable at `at` (real ms), in order; the messages that waited for it
  * leave then. A crash before loses it and them. */
 typedef struct pending_write {
@@ -836,7 +836,7 @@ static void crash(sim *s, size_t i)
         if (p != i) schedule_link(s, p, i, QC_LINK_GONE, s->now + below(&s->g, 3));
 }
 
-/* The agent's rule at start (fresh_hard_state in src/agent.c): a fresh node
+/* The agent's rule at start (fresh_hard_state in src/agent/agent.c): a fresh node
  * writes its first state before it creates its log, so a node whose state
  * file is gone after that refuses to start and stays down, even with an
  * empty log (it may have voted in the first elections). */

@@ -1,4 +1,4 @@
--- The HTTP API (src/api.c) against build/api_fake, a fake agent view driven
+-- The HTTP API (src/api/api.c) against build/api_fake, a fake agent view driven
 -- by signals: SIGUSR1 toggles "leader known" and bumps the term, SIGUSR2
 -- bumps the term only. Raw sockets so keep-alive, pipelining and garbage
 -- can be tested byte by byte.
@@ -463,7 +463,7 @@ describe("qc_api without a token", function()
   end)
 end)
 
--- Limits (src/api.h): the real values are long, so api_fake takes small
+-- Limits (src/api/api.h): the real values are long, so api_fake takes small
 -- ones from QC_FAKE_API_* for these specs.
 describe("qc_api limits", function()
   local port, pid

@@ -1,4 +1,4 @@
--- The API's TLS connection layer (src/api.c over src/tls.c) against
+-- The API's TLS connection layer (src/api/api.c over src/net/tls.c) against
 -- build/api_fake serving HTTPS (QC_FAKE_API_TLS_*), with small limits: the
 -- header deadline cuts a slow handshake, the connection budget answers a
 -- TLS client with a 503 it can read, pipelined and large requests cross

@@ -1,4 +1,4 @@
--- The command-line client (src/cli.c through build/qcli) against
+-- The command-line client (src/cli/cli.c through build/qcli) against
 -- build/api_fake: output, --json, --api/$QCLUSTER_API, the bearer token
 -- from $QCLUSTER_API_TOKEN, the kv commands, join and leave, and the exit
 -- codes 0/1/2/3 of the contract.

@@ -1,4 +1,4 @@
--- The config loader and checker (src/config.c + lua/config.lua) through
+-- The config loader and checker (src/lua/config.c + lua/config.lua) through
 -- build/luahost_driver: defaults, the original JSON format, every kind of
 -- bad value with its exact message, syntax errors with FILE:LINE.
 package.cpath = "./build/?.so;" .. package.cpath

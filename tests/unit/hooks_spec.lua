@@ -1,4 +1,4 @@
--- The Lua host (src/luahost.c) through build/luahost_driver: hooks run in
+-- The Lua host (src/lua/luahost.c) through build/luahost_driver: hooks run in
 -- event order, failing and runaway hooks are stopped and counted, exec and
 -- after callbacks come back through the same queue, reload is safe.
 local driver = require("driver")

@@ -1,4 +1,4 @@
--- The one strict UTF-8 check (src/json.c: qc_json_is_utf8 on bytes,
+-- The one strict UTF-8 check (src/base/json.c: qc_json_is_utf8 on bytes,
 -- qc_json_check_utf8 on JSON text before yajl decodes it) through the
 -- test-only module qcmembers, and the member payloads that peers send.
 -- Lua's own utf8.len (strict by default) is the independent oracle.

@@ -1,4 +1,4 @@
--- The key-value state machine (src/kv.c) through the test-only module qckv:
+-- The key-value state machine (src/core/kv.c) through the test-only module qckv:
 -- commands, cas, limits, malformed input, snapshots and determinism.
 package.cpath = "./build/?.so;" .. package.cpath
 local qckv = require("qckv")
@@ -27,7 +27,7 @@ local function random_bytes(r, n)
   return table.concat(t)
 end
 
--- CRC-32C as src/wire.c computes it, to forge snapshots with a valid sum.
+-- CRC-32C as src/core/wire.c computes it, to forge snapshots with a valid sum.
 local crc_table = {}
 for i = 0, 255 do
   local c = i

@@ -1,4 +1,4 @@
--- Log records (src/log.c) through build/luahost_driver: log_format = "json"
+-- Log records (src/base/log.c) through build/luahost_driver: log_format = "json"
 -- writes one JSON object a line with ts, level, node, component, msg (and
 -- hook where it applies), strings escaped; text stays the default; when
 -- stderr is the journal (JOURNAL_STREAM), each line starts with <priority>.

@@ -1,4 +1,4 @@
--- qcluster.kv and on_kv_change in the Lua host (src/luahost.c), through
+-- qcluster.kv and on_kv_change in the Lua host (src/lua/luahost.c), through
 -- build/luahost_driver and its fake KV: reads are local and synchronous,
 -- writes answer later through the hook queue, every applied change runs
 -- on_kv_change and then the matching watches.

@@ -1,4 +1,4 @@
--- Membership in the Lua host (src/luahost.c), through build/luahost_driver
+-- Membership in the Lua host (src/lua/luahost.c), through build/luahost_driver
 -- and its fake view: qcluster.set_metadata answers through the hook queue
 -- like kv.put, on_member_join/on_member_leave get the Peer, and Peers that
 -- carry state (peers(), self(), hook arguments) carry the priority.

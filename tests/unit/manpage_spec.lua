@@ -115,17 +115,17 @@ describe("man page qcluster(1)", function()
   end)
 
   it("documents every function of the qcluster module", function()
-    local fns = names_in("src/luahost.c", "qcluster_fns%[%] = (%b{})", '{"([%w_]+)",')
-    assert.is_true(#fns >= 10, "src/luahost.c's qcluster_fns no longer parses")
-    for f in read("src/luahost.c"):gmatch('{"([%w_]+)", l_kv_[%w_]+}') do
+    local fns = names_in("src/lua/luahost.c", "qcluster_fns%[%] = (%b{})", '{"([%w_]+)",')
+    assert.is_true(#fns >= 10, "src/lua/luahost.c's qcluster_fns no longer parses")
+    for f in read("src/lua/luahost.c"):gmatch('{"([%w_]+)", l_kv_[%w_]+}') do
       fns[#fns + 1] = "kv." .. f
     end
     assert.are.same({}, undocumented("HOOKS", fns, present))
   end)
 
   it("documents every command and its exit status", function()
-    local cmds = names_in("src/cli.c", "commands%[%] = (%b{})", '"([%w_]+)"')
-    assert.is_true(#cmds >= 8, "src/cli.c's commands[] no longer parses")
+    local cmds = names_in("src/cli/cli.c", "commands%[%] = (%b{})", '"([%w_]+)"')
+    assert.is_true(#cmds >= 8, "src/cli/cli.c's commands[] no longer parses")
     cmds[#cmds + 1] = "agent"
     cmds[#cmds + 1] = "check"
     assert.are.same({}, undocumented("COMMANDS", cmds, present))
@@ -134,11 +134,11 @@ describe("man page qcluster(1)", function()
 
   it("names every option of the client's usage text and every environment variable", function()
     local opts = {}
-    for o in read("src/cli.c"):gmatch('\n%s*"  %-%-([%w-]+)') do opts[#opts + 1] = o end
-    assert.is_true(#opts >= 4, "src/cli.c's usage text no longer parses")
+    for o in read("src/cli/cli.c"):gmatch('\n%s*"  %-%-([%w-]+)') do opts[#opts + 1] = o end
+    assert.is_true(#opts >= 4, "src/cli/cli.c's usage text no longer parses")
     assert.are.same({}, undocumented("OPTIONS", opts, present))
     local vars = {}
-    local ls = assert(io.popen("ls src/*.c"))
+    local ls = assert(io.popen("ls src/*/*.c src/main.c"))
     for f in ls:lines() do
       for v in read(f):gmatch('getenv%("(QCLUSTER_[%w_]+)"%)') do vars[#vars + 1] = v end
     end
@@ -147,9 +147,9 @@ describe("man page qcluster(1)", function()
     assert.are.same({}, undocumented("ENVIRONMENT", vars, present))
   end)
 
-  it("carries the version of include/qcluster.h", function()
-    local v = read("include/qcluster.h"):match('#define QCLUSTER_VERSION "([^"]+)"')
-    assert.is_truthy(v, "no QCLUSTER_VERSION in include/qcluster.h")
+  it("carries the version of include/qcluster_errors.h", function()
+    local v = read("include/qcluster_errors.h"):match('#define QCLUSTER_VERSION "([^"]+)"')
+    assert.is_truthy(v, "no QCLUSTER_VERSION in include/qcluster_errors.h")
     assert.are.equal(v, page:match('\n%.TH QCLUSTER 1 %S+ "QCluster ([^"]+)"'))
   end)
 end)

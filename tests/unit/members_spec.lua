@@ -1,4 +1,4 @@
--- The replicated member list (src/members.c) through the test-only module
+-- The replicated member list (src/core/members.c) through the test-only module
 -- qcmembers: CONFIG entry data and the core's reading of it, list edits,
 -- limits, the MEMBER and JOIN payloads, and malformed or random input.
 package.cpath = "./build/?.so;" .. package.cpath

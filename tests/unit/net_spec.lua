@@ -1,4 +1,4 @@
--- The cluster transport (src/net.c) through real build/net_node processes on
+-- The cluster transport (src/net/net.c) through real build/net_node processes on
 -- loopback: links, messages, fast down detection, bad frames, joins from
 -- strangers and removed peers.
 package.cpath = "./build/?.so;" .. package.cpath

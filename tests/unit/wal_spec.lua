@@ -1,4 +1,4 @@
--- The write-ahead log (src/wal.c) through the test-only module qcwal: round
+-- The write-ahead log (src/store/wal.c) through the test-only module qcwal: round
 -- trips, segments, conflict truncation, torn tails, corruption, snapshots,
 -- compaction and failed fsyncs. Every test works in its own temp directory.
 package.cpath = "./build/?.so;" .. package.cpath

@@ -1,4 +1,4 @@
--- The cluster wire codec (src/wire.c) through the test-only module qcwire.
+-- The cluster wire codec (src/core/wire.c) through the test-only module qcwire.
 package.cpath = "./build/?.so;" .. package.cpath
 local wire = require("qcwire")
 

@@ -1,0 +1,24 @@
+/* Durable state in data_dir: the hard state (term, vote, commit) written
+ * atomically (temp file, fsync, rename, fsync of the directory) and a lock
+ * that keeps two agents off one data_dir. It must never report a write
+ * done before it is on disk. */
+#ifndef QC_STORE_H
+#define QC_STORE_H
+
+#include "core/raft.h"
+
+typedef struct qc_store qc_store;
+
+/* Creates dir (and parents) if needed, takes its lock. QC_EBUSY when another
+ * process holds it, QC_EIO otherwise (errno tells). */
+int qc_store_open(const char *dir, qc_store **out);
+void qc_store_close(qc_store *s);
+/* Reads the hard state: 0 and *hs, QC_ENOTFOUND when fresh, QC_ECORRUPT
+ * when the file fails its check (never silently reset). */
+int qc_store_load(qc_store *s, qc_hard_state *hs);
+/* Durably replaces the hard state; 0 once it is on disk, else QC_EIO. */
+int qc_store_save(qc_store *s, const qc_hard_state *hs);
+/* Path of the data directory (owned by the store). */
+const char *qc_store_dir(const qc_store *s);
+
+#endif
