@@ -31,7 +31,7 @@ FUZZ_MAIN_config_lua  := tests/fuzz/fuzz_config.c
 FUZZ_DEFS_config_lua  := -DFUZZ_CONFIG_EXT='".lua"'
 FUZZ_SRCS_config_lua  := src/lua/config.c src/lua/luajson.c src/base/json.c build/embedded.c
 FUZZ_MAIN_api         := tests/fuzz/fuzz_api.c
-FUZZ_SRCS_api         := src/api/api.c src/net/tls.c src/base/metrics.c src/base/json.c build/embedded.c
+FUZZ_SRCS_api         := $(wildcard src/api/*.c) src/net/tls.c src/base/metrics.c src/base/json.c build/embedded.c
 FUZZ_MAIN_auth        := tests/fuzz/fuzz_auth.c
 FUZZ_SRCS_auth        := src/net/net.c src/net/auth.c src/core/wire.c src/base/metrics.c src/core/raft.c
 

@@ -1,12 +1,15 @@
 /* The HTTP/1.1 API on the agent's libev loop: http_parser reads requests,
  * yajl writes JSON, long-polls are parked connections with a timer, and
  * transfers, membership changes and KV requests wait for the view's
- * callback (struct pending).
+ * callback (struct pending). The routes of membership, the KV store and
+ * the health checks are in routes_*.c, which reach this file only through
+ * api_int.h's api_server.
  * It reads the agent only through qc_view and must never block, never
  * let one client hurt another, and never touch a closed connection:
  * closed connections are only freed from the loop (see reap_cb). */
 #define _GNU_SOURCE /* accept4 */
 #include "api/api.h"
+#include "api/api_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,7 +37,6 @@
 #define IN_CAP 16384                    /* unparsed request bytes kept per connection */
 #define HDR_MAX QC_API_MAX_HEADER       /* request line plus headers */
 #define HDR_LINE 4                      /* ": " and CRLF, counted for each header */
-#define URL_MAX QC_API_MAX_URL          /* a 1 KiB binary key, percent-encoded, fits */
 #define AUTH_MAX (QC_API_MAX_TOKEN + 7) /* "Bearer " and the token */
 #define OUT_HIGH (256 * 1024)           /* stop parsing while this much output waits */
 #define LINGER_S 2.0
@@ -59,126 +61,6 @@
  * with nothing buffered, so a parked long-poll costs well under 1 KiB. */
 #define BUFS_SIZE (IN_CAP + URL_MAX + 1 + AUTH_MAX + 1)
 
-typedef struct conn conn;
-
-/* Who a connection counts against: an IPv4 address, an IPv6 /64 (one host
- * usually holds a whole /64), or "local" (any other family). */
-typedef struct client_addr {
-    int family; /* AF_INET, AF_INET6 or 0 */
-    unsigned char bytes[8];
-} client_addr;
-
-/* Why a connection was over its budgets when it came (conn.over). */
-enum { OVER_NONE = 0, OVER_ALL, OVER_CLIENT };
-
-/* A request the view answers through a callback (transfer, membership, KV): it
- * outlives its connection until the callback fires, which frees it, or the
- * handler frees it when the callback fired inside the view call. */
-typedef struct pending {
-    conn *c;  /* NULL once the connection is gone */
-    int sync; /* still inside the view call */
-    int fired;
-    char *to;       /* transfer: the target (NULL: the best peer); leave: who */
-    int op;         /* KV: KV_GET, ... */
-    yajl_gen list;  /* KV list: the array being built */
-    int list_error; /* KV list: emitting failed */
-} pending;
-
-struct conn {
-    qc_api *api;
-    int fd;
-    qc_tls_conn *tls; /* NULL: plain HTTP */
-    int tls_seen;     /* the first byte was looked at (see conn_sniff) */
-    int tls_swap;     /* TLS_READ_WANTS_WRITE, TLS_WRITE_WANTS_READ */
-    int tls_refused;  /* the session failed: its alert goes out, then a close */
-    ev_io rio, wio;
-    ev_timer idle, wait;
-    http_parser parser;
-    char *in; /* IN_CAP bytes, NULL when nothing is buffered (see bufs_get) */
-    size_t in_len, in_off;
-    /* the request being parsed */
-    char *url; /* URL_MAX + 1 bytes, in in's block */
-    size_t url_len, hdr_bytes;
-    char field[32];
-    size_t field_len;
-    int field_done, hdr_kind, url_overflow;
-    char *auth; /* AUTH_MAX + 1 bytes, in in's block */
-    size_t auth_len;
-    int auth_over; /* the Authorization value was longer than AUTH_MAX */
-    int expect_continue;
-    char *body;
-    size_t body_len, body_cap, body_max;
-    int err_status; /* set by a callback that rejects the request */
-    int method, keep_alive;
-    /* output */
-    char *out;
-    size_t out_len, out_off, out_cap;
-    /* lifecycle */
-    int busy;    /* parked or transfer pending: parse nothing more */
-    int closing; /* last response queued */
-    int lingering, eof, dead;
-    /* the connection's timer (idle) runs to the earliest deadline; see
-     * timer_arm */
-    ev_tstamp progress;  /* last answer byte sent, request in, or open */
-    ev_tstamp req_start; /* first byte of the request under way; 0: none */
-    ev_tstamp linger_start;
-    /* slots (see QC_API_MAX_CONNS in api.h) */
-    client_addr addr;
-    int counted;        /* holds a slot: counts in nslots and against its address */
-    int over;           /* OVER_*: came over a budget and waits to show the token */
-    int authed;         /* a request on it carried the valid token */
-    int hdr_done;       /* the request under way has all its headers */
-    unsigned long nreq; /* requests completed */
-    ev_tstamp opened;
-    /* parked /v1/leader?wait: what its client knows (see struct known) */
-    int parked, park_has_term, park_has_leader;
-    uint64_t park_term;
-    char *park_leader;
-    int expired; /* parked: its wait ended, answered by the next drain */
-    int held;    /* answered long-poll kept in the long-poll budget (see api.h) */
-    pending *pend;
-    conn *next, *prev;
-    conn **home;         /* the list it is on (conns, parked, unchecked, zombies) */
-    int deferred;        /* its read waits on the drain queue (rio stopped) */
-    conn *dnext, *dprev; /* the drain queue */
-};
-
-struct qc_api {
-    struct ev_loop *loop;
-    const qc_view *view;
-    qc_metrics *metrics;
-    char *token;
-    size_t token_len;
-    size_t max_kv_body; /* largest PUT /v1/kv body taken */
-    int fd;
-    qc_tls *tls; /* api_tls_*: every connection speaks TLS; NULL: plain HTTP */
-    ev_io accept_w;
-    ev_timer accept_pause; /* restarts accept_w after a failed accept */
-    int starved;           /* pauses since the listener was last drained (logged once) */
-    ev_prepare reaper;
-    /* Parked long-polls live on their own list, so that walks over the
-     * connections that hold slots (addr_slots, find_victim) stay short
-     * and a change walks only the parked ones. */
-    conn *conns, *parked, *zombies;
-    conn *held; /* answered long-polls waiting for their client's next poll */
-    int nheld;
-    /* Parked polls not checked since the last change (qc_api_notify) or
-     * whose wait ended, and connections whose read waits for a turn with
-     * budget left: both served by drain_cb, TURN_BUDGET a turn, reads
-     * first (oldest first). */
-    conn *unchecked, *dhead, *dtail;
-    ev_check drain_w;
-    ev_idle spin_w; /* keeps the loop from blocking while work waits */
-    unsigned turn_iter;
-    int turn_used;
-    int nconns;  /* open, the gauge */
-    int nslots;  /* holding a slot */
-    int nspare;  /* over a budget, waiting to show the token */
-    int nparked; /* parked long-polls (none holds a slot) */
-    int max_conns, max_per_client, max_longpolls, token_spare;
-    double idle_s, request_s, header_s;
-};
-
 enum { HDR_OTHER = 0, HDR_AUTH, HDR_EXPECT };
 
 /* A TLS read that must wait for the socket to be writable, or a write for
@@ -189,7 +71,6 @@ static void conn_process(conn *c);
 static void conn_flush(conn *c);
 static int admit_late(conn *c);
 static void respond_error(conn *c, int status, const char *msg, const char *extra);
-static int pct_decode(const char *s, size_t n, uint8_t *out, size_t *len);
 static void slot_leave(conn *c);
 static void slot_back(conn *c);
 static void hold_back(conn *c);
@@ -677,12 +558,6 @@ static void self_now(const qc_api *a, qc_peer_info *out)
 
 /* ---------- handlers ---------- */
 
-typedef struct req {
-    const char *path;
-    const char *query;
-    size_t path_len, query_len;
-} req;
-
 static int leader_json(conn *c, yajl_gen g)
 {
     qc_peer_info p;
@@ -832,32 +707,12 @@ static void h_members(conn *c, const req *r)
     yajl_gen_free(g);
 }
 
-/* Finds name or name=value in the query: 1 with the raw value, else 0. */
-static int query_find(const req *r, const char *name, const char **val, size_t *vlen)
-{
-    if (!r->query) return 0; /* no query: NULL + 0 would be undefined */
-    size_t nl = strlen(name);
-    const char *q = r->query, *end = r->query + r->query_len;
-    while (q && q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *stop = amp ? amp : end;
-        if ((size_t)(stop - q) >= nl && memcmp(q, name, nl) == 0 &&
-            (q + nl == stop || q[nl] == '=')) {
-            *val = q + nl == stop ? stop : q + nl + 1;
-            *vlen = (size_t)(stop - *val);
-            return 1;
-        }
-        q = amp ? amp + 1 : NULL;
-    }
-    return 0;
-}
-
 /* Finds name=value in a query string; value copied into out (cap bytes). */
 static int query_get(const req *r, const char *name, char *out, size_t cap)
 {
     const char *v;
     size_t vl;
-    if (!query_find(r, name, &v, &vl)) return 0;
+    if (!api_query_find(r, name, &v, &vl)) return 0;
     if (vl >= cap) return -1;
     memcpy(out, v, vl);
     out[vl] = '\0';
@@ -870,17 +725,6 @@ static int parse_double(const char *s, double *out)
     errno = 0;
     double v = strtod(s, &end);
     if (!*s || *end || errno || !(v >= 0)) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_u64(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    if (*s < '0' || *s > '9') return -1;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end || errno) return -1;
     *out = v;
     return 0;
 }
@@ -1005,8 +849,9 @@ static int query_leader(const req *r, char *buf, size_t cap, known *k)
 {
     const char *v;
     size_t vl, n;
-    if (!query_find(r, "leader", &v, &vl)) return 0;
-    if (vl == 0 || vl >= cap || pct_decode(v, vl, (uint8_t *)buf, &n) != 0 || memchr(buf, '\0', n))
+    if (!api_query_find(r, "leader", &v, &vl)) return 0;
+    if (vl == 0 || vl >= cap || api_pct_decode(v, vl, (uint8_t *)buf, &n) != 0 ||
+        memchr(buf, '\0', n))
         return -1;
     buf[n] = '\0';
     k->leader = strcmp(buf, "none") == 0 ? NULL : buf;
@@ -1025,7 +870,7 @@ static void h_leader(conn *c, const req *r)
         respond_error(c, 400, "wait must be a number of seconds", NULL);
         return;
     }
-    if (k.has_term < 0 || (k.has_term && parse_u64(ts, &k.term) != 0)) {
+    if (k.has_term < 0 || (k.has_term && api_parse_u64(ts, &k.term) != 0)) {
         respond_error(c, 400, "term must be a non-negative integer", NULL);
         return;
     }
@@ -1061,6 +906,7 @@ static pending *pending_new(conn *c)
     pending *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->c = c;
+    p->srv = c->api->srv;
     p->sync = 1;
     c->pend = p;
     c->busy = 1;
@@ -1190,88 +1036,7 @@ static void h_transfer(conn *c, const req *r)
     pending_called(x);
 }
 
-/* ---------- membership: /v1/join, /v1/leave, /v1/self/metadata ----------
- * Each waits for the view's qc_member_done_fn (struct pending, as a
- * transfer does). Addresses, identifiers and metadata text handed to the
- * view live only during its call. */
-
-#define JOIN_MAX 32       /* addresses in one join */
-#define JOIN_HOST_MAX 255 /* a DNS name's limit */
-
-/* How a membership failure becomes HTTP; the agent's message is the error
- * text when it gives one, else msg:
- *   QC_EINVAL     409  the change was refused (identifier in use, ...)
- *   QC_ENOTFOUND  404  no such member
- *   QC_ENOLEADER  503  no leader to commit it (QC_ENOTLEADER likewise)
- *   QC_EBUSY      504  timed out, or another change is in progress
- *   QC_ETOOBIG    413  e.g. metadata over the agent's limit
- *   anything else 500 */
-static const struct {
-    int rc, http;
-    const char *msg;
-} member_errors[] = {
-    {QC_EINVAL, 409, "the change was refused"},
-    {QC_ENOTFOUND, 404, "no such member"},
-    {QC_ENOLEADER, 503, "no leader"},
-    {QC_ENOTLEADER, 503, "no leader"},
-    {QC_EBUSY, 504, "timed out"},
-    {QC_ETOOBIG, 413, "too large"},
-};
-
-static void member_ok(conn *c, const char *message)
-{
-    yajl_gen g = yajl_gen_alloc(NULL);
-    if (!g) {
-        conn_close(c);
-        return;
-    }
-    yajl_gen_map_open(g);
-    qc_json_key_bool(g, "ok", 1);
-    if (message && *message) qc_json_key_str(g, "message", message);
-    yajl_gen_map_close(g);
-    respond_json_gen(c, 200, g, NULL);
-    yajl_gen_free(g);
-}
-
-/* p->to: the identifier of a leave, for a 404 without a message. */
-static void member_answer(conn *c, const pending *p, int rc, const char *message)
-{
-    if (rc == 0) {
-        member_ok(c, message);
-        return;
-    }
-    int has_msg = message && *message;
-    for (size_t i = 0; i < sizeof member_errors / sizeof member_errors[0]; i++) {
-        if (member_errors[i].rc != rc) continue;
-        char msg[300];
-        if (!has_msg && rc == QC_ENOTFOUND && p->to)
-            snprintf(msg, sizeof msg, "no such member: %.256s", p->to);
-        else
-            snprintf(msg, sizeof msg, "%s", member_errors[i].msg);
-        respond_error(c, member_errors[i].http, has_msg ? message : msg, NULL);
-        return;
-    }
-    char msg[300];
-    snprintf(msg, sizeof msg, "membership change failed: %.256s",
-             has_msg  ? message
-             : rc < 0 ? qc_strerror(rc)
-                      : "unknown status");
-    respond_error(c, 500, msg, NULL);
-}
-
-static void member_done(void *arg, int rc, const char *message)
-{
-    pending *p = arg;
-    if (p->fired) return; /* done() must fire once; ignore a second call */
-    conn *c = pending_fire(p);
-    if (c) member_answer(c, p, rc, message);
-    pending_settle(p, c);
-}
-
-static void member_unavailable(conn *c)
-{
-    respond_error(c, 501, "membership is not available", NULL);
-}
+/* ---------- the request's body, for transfers and the routes ---------- */
 
 /* The body as a JSON tree in *out (NULL when the body is empty). 0,
  * QC_EINVAL (not JSON, a NUL byte that would hide the rest, or a string
@@ -1298,512 +1063,7 @@ static int body_failed(conn *c, int rc, const char *why, const char *expected)
     return 1;
 }
 
-static int present(yajl_val v) { return v && !YAJL_IS_NULL(v); }
-
-/* HOST:PORT or [V6]:PORT: a host of printable characters without spaces,
- * a decimal port from 1 to 65535. */
-static int address_ok(const char *s)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s) return 0;
-    size_t hl = (size_t)(colon - s);
-    if (hl > JOIN_HOST_MAX + 2 || (s[0] == '[' && (hl < 3 || s[hl - 1] != ']'))) return 0;
-    for (const char *h = s; h < colon; h++)
-        if ((unsigned char)*h <= ' ' || (unsigned char)*h == 0x7f) return 0;
-    const char *p = colon + 1;
-    long port = 0;
-    if (!*p || strlen(p) > 5) return 0;
-    for (; *p; p++) {
-        if (*p < '0' || *p > '9') return 0;
-        port = port * 10 + (*p - '0');
-    }
-    return port >= 1 && port <= 65535;
-}
-
-/* {"join": ["HOST:PORT", ...]} or {"address": "HOST:PORT"}: the addresses
- * (pointers into body) in addrs, how many in *n. NULL, or why not (in why). */
-static const char *join_addresses(yajl_val body, const char **addrs, size_t *n, char *why,
-                                  size_t cap)
-{
-    static const char shape[] =
-        "body must be {\"join\": [\"HOST:PORT\", ...]} or {\"address\": \"HOST:PORT\"}";
-    yajl_val list = qc_json_get(body, "join"), one = qc_json_get(body, "address");
-    *n = 0;
-    if (!body || !YAJL_IS_OBJECT(body) || present(list) == present(one)) return shape;
-    if (present(one)) {
-        if (!YAJL_IS_STRING(one)) return shape;
-        addrs[(*n)++] = one->u.string;
-    } else {
-        if (!YAJL_IS_ARRAY(list) || list->u.array.len == 0) return shape;
-        if (list->u.array.len > JOIN_MAX) {
-            snprintf(why, cap, "at most %d addresses to join through", JOIN_MAX);
-            return why;
-        }
-        for (size_t i = 0; i < list->u.array.len; i++) {
-            yajl_val a = list->u.array.values[i];
-            if (!YAJL_IS_STRING(a)) return "every address must be a string \"HOST:PORT\"";
-            addrs[(*n)++] = a->u.string;
-        }
-    }
-    for (size_t i = 0; i < *n; i++) {
-        if (address_ok(addrs[i])) continue;
-        snprintf(why, cap, "bad address \"%.100s\": expected HOST:PORT, port 1 to 65535", addrs[i]);
-        return why;
-    }
-    return NULL;
-}
-
-/* Hands the addresses in body to the view, or answers 400. */
-static void join_call(conn *c, yajl_val body)
-{
-    const qc_view *v = c->api->view;
-    const char *addrs[JOIN_MAX];
-    size_t n;
-    char why[200];
-    const char *bad = join_addresses(body, addrs, &n, why, sizeof why);
-    if (bad) {
-        respond_error(c, 400, bad, NULL);
-        return;
-    }
-    pending *p = pending_new(c);
-    if (!p) {
-        respond_error(c, 500, "out of memory", NULL);
-        return;
-    }
-    v->join(v->ud, addrs, n, member_done, p);
-    pending_called(p);
-}
-
-/* POST /v1/join: this node joins a running cluster through those members. */
-static void h_join(conn *c, const req *r)
-{
-    (void)r;
-    if (!c->api->view->join) {
-        member_unavailable(c);
-        return;
-    }
-    yajl_val body;
-    char why[256];
-    int rc = body_json(c, NULL, &body, why, sizeof why);
-    if (body_failed(c, rc, why, "body must be JSON: {\"join\": [\"HOST:PORT\", ...]}")) return;
-    join_call(c, body);
-    yajl_tree_free(body); /* after the call: addrs point into it */
-}
-
-/* Body: empty, or {"identifier": ID} (null: this node). *id is malloc'd or
- * NULL. 0, QC_EINVAL or QC_ENOMEM; why as body_json's. */
-static int leave_target(const conn *c, char **id, char *why, size_t cap)
-{
-    yajl_val body;
-    *id = NULL;
-    int rc = body_json(c, NULL, &body, why, cap);
-    if (rc || !body) return rc;
-    yajl_val t = YAJL_IS_OBJECT(body) ? qc_json_get(body, "identifier") : NULL;
-    if (!YAJL_IS_OBJECT(body) || (present(t) && (!YAJL_IS_STRING(t) || !*t->u.string)))
-        rc = QC_EINVAL;
-    else if (present(t) && !(*id = strdup(t->u.string)))
-        rc = QC_ENOMEM;
-    yajl_tree_free(body);
-    return rc;
-}
-
-/* POST /v1/leave: removes a member (none named: this node). */
-static void h_leave(conn *c, const req *r)
-{
-    (void)r;
-    const qc_view *v = c->api->view;
-    if (!v->leave) {
-        member_unavailable(c);
-        return;
-    }
-    char *id, why[256];
-    int rc = leave_target(c, &id, why, sizeof why);
-    if (body_failed(c, rc, why, "body must be {\"identifier\": IDENTIFIER} or empty")) return;
-    pending *p = pending_new(c);
-    if (!p) {
-        free(id);
-        respond_error(c, 500, "out of memory", NULL);
-        return;
-    }
-    p->to = id;
-    v->leave(v->ud, id, member_done, p);
-    pending_called(p);
-}
-
-/* PUT /v1/self/metadata: the body (a JSON object) becomes this node's
- * metadata, handed to the view as compact JSON text. */
-static void h_self_metadata(conn *c, const req *r)
-{
-    (void)r;
-    static const char shape[] = "body must be a JSON object";
-    const qc_view *v = c->api->view;
-    if (!v->set_metadata) {
-        member_unavailable(c);
-        return;
-    }
-    yajl_val body;
-    char *text = NULL, why[256];
-    int rc = body_json(c, "metadata", &body, why, sizeof why);
-    if (!rc && (!body || !YAJL_IS_OBJECT(body))) rc = QC_EINVAL;
-    if (!rc) rc = qc_json_val_text(body, &text);
-    yajl_tree_free(body);
-    if (rc == QC_ETOOBIG) {
-        respond_error(c, 400, "metadata nests too deep", NULL);
-        return;
-    }
-    if (body_failed(c, rc, why, shape)) return;
-    pending *p = pending_new(c);
-    if (!p) {
-        free(text);
-        respond_error(c, 500, "out of memory", NULL);
-        return;
-    }
-    v->set_metadata(v->ud, text, member_done, p);
-    free(text);
-    pending_called(p);
-}
-
-/* ---------- the key-value store: /v1/kv ----------
- * KEY (the path after /v1/kv/) and ?prefix= are percent-decoded, so any
- * byte is reachable (%00, %FF); "+" is a plain "+". Values travel raw. */
-
-enum { KV_GET, KV_PUT, KV_DELETE, KV_LIST };
-
-/* How a KV answer that is not QC_KV_OK becomes HTTP. */
-static const struct {
-    int status, http;
-    const char *msg;
-} kv_errors[] = {
-    {QC_KV_NOTFOUND, 404, "key not found"},
-    {QC_KV_TOOBIG, 413, "key or value too large"},
-    {QC_ETOOBIG, 413, "key or value too large"},
-    {QC_KV_INVALID, 400, "invalid key-value request"},
-    {QC_EINVAL, 400, "invalid key-value request"},
-    {QC_ENOLEADER, 503, "no leader"},
-    {QC_ENOTLEADER, 503, "not the leader: send it to the leader (GET /v1/leader)"},
-    {QC_EIO, 503, "this node cannot write"},
-    {QC_EBUSY, 504, "timed out"},
-};
-
-/* 409 carries the key's current revision (0: absent) for the next cas. */
-static void kv_conflict(conn *c, uint64_t revision)
-{
-    yajl_gen g = yajl_gen_alloc(NULL);
-    if (!g) {
-        conn_close(c);
-        return;
-    }
-    yajl_gen_map_open(g);
-    qc_json_key_str(g, "error", "revision mismatch");
-    qc_json_key_int(g, "revision", (long long)revision);
-    yajl_gen_map_close(g);
-    respond_json_gen(c, 409, g, NULL);
-    yajl_gen_free(g);
-}
-
-static void kv_error(conn *c, const qc_kv_answer *ans)
-{
-    if (ans->status == QC_KV_CONFLICT) {
-        kv_conflict(c, ans->revision);
-        return;
-    }
-    for (size_t i = 0; i < sizeof kv_errors / sizeof kv_errors[0]; i++)
-        if (kv_errors[i].status == ans->status) {
-            respond_error(c, kv_errors[i].http, kv_errors[i].msg, NULL);
-            return;
-        }
-    char msg[128];
-    snprintf(msg, sizeof msg, "key-value request failed: %s",
-             ans->status < 0 ? qc_strerror(ans->status) : "unknown status");
-    respond_error(c, 500, msg, NULL);
-}
-
-/* Every write's answer: printed as yajl would, without a generator's two
- * allocations per answer. */
-static void kv_revision(conn *c, uint64_t revision)
-{
-    char body[40];
-    int n = snprintf(body, sizeof body, "{\"revision\":%llu}", (unsigned long long)revision);
-    respond(c, 200, "application/json", body, (size_t)n, NULL);
-}
-
-static void kv_answer(conn *c, pending *p, const qc_kv_answer *ans)
-{
-    if (ans->status != QC_KV_OK) {
-        kv_error(c, ans);
-        return;
-    }
-    if (p->op == KV_GET) {
-        char rev[64];
-        snprintf(rev, sizeof rev, "X-QCluster-Revision: %llu\r\n",
-                 (unsigned long long)ans->revision);
-        const char *v = ans->value ? (const char *)ans->value : "";
-        respond(c, 200, "application/octet-stream", v, ans->value ? ans->vlen : 0, rev);
-    } else if (p->op == KV_LIST) {
-        if (p->list_error || yajl_gen_array_close(p->list) != yajl_gen_status_ok)
-            respond_error(c, 500, "out of memory", NULL);
-        else
-            respond_json_gen(c, 200, p->list, NULL);
-    } else {
-        kv_revision(c, ans->revision);
-    }
-}
-
-static void kv_done(void *arg, const qc_kv_answer *ans)
-{
-    pending *p = arg;
-    if (p->fired) return; /* done() must fire once; ignore a second call */
-    conn *c = pending_fire(p);
-    if (c) kv_answer(c, p, ans);
-    pending_settle(p, c);
-}
-
-static int kv_each(void *arg, const uint8_t *key, size_t klen, const uint8_t *value, size_t vlen,
-                   uint64_t revision)
-{
-    pending *p = arg;
-    if (!p->c || p->fired || p->list_error) return 1; /* nobody to tell: stop */
-    if (qc_json_kv(p->list, key, klen, value, vlen, revision) != 0) p->list_error = 1;
-    return p->list_error;
-}
-
-static int hex_digit(char ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decodes s[0..n) into out (room for n bytes): 0 and *len, or -1 on
- * a broken escape. */
-static int pct_decode(const char *s, size_t n, uint8_t *out, size_t *len)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] != '%') {
-            out[o++] = (uint8_t)s[i];
-            continue;
-        }
-        if (i + 2 >= n) return -1;
-        int h = hex_digit(s[i + 1]), l = hex_digit(s[i + 2]);
-        if (h < 0 || l < 0) return -1;
-        out[o++] = (uint8_t)(h << 4 | l);
-        i += 2;
-    }
-    *len = o;
-    return 0;
-}
-
-/* ?cas=N: 0 and *cas (QC_KV_CAS_NONE when absent), or -1 when malformed. */
-static int kv_cas(const req *r, int64_t *cas)
-{
-    const char *v;
-    size_t vl;
-    char text[24];
-    uint64_t n;
-    *cas = QC_KV_CAS_NONE;
-    if (!query_find(r, "cas", &v, &vl)) return 0;
-    if (vl == 0 || vl >= sizeof text) return -1;
-    memcpy(text, v, vl);
-    text[vl] = '\0';
-    if (parse_u64(text, &n) != 0 || n > INT64_MAX) return -1;
-    *cas = (int64_t)n;
-    return 0;
-}
-
-static int kv_stale(const req *r)
-{
-    const char *v;
-    size_t vl;
-    return query_find(r, "stale", &v, &vl);
-}
-
-static void kv_unavailable(conn *c)
-{
-    respond_error(c, 501, "the key-value store is not available on this node", NULL);
-}
-
-static void kv_list(conn *c, const req *r)
-{
-    const qc_view *v = c->api->view;
-    if (!v->kv_list) {
-        kv_unavailable(c);
-        return;
-    }
-    const char *raw = "";
-    size_t rl = 0, plen = 0;
-    uint8_t prefix[URL_MAX];
-    query_find(r, "prefix", &raw, &rl);
-    if (pct_decode(raw, rl, prefix, &plen) != 0) {
-        respond_error(c, 400, "bad percent-encoding in the prefix", NULL);
-        return;
-    }
-    yajl_gen g = yajl_gen_alloc(NULL);
-    pending *p = g ? pending_new(c) : NULL;
-    if (!p) {
-        if (g) yajl_gen_free(g);
-        respond_error(c, 500, "out of memory", NULL);
-        return;
-    }
-    p->op = KV_LIST;
-    p->list = g;
-    yajl_gen_array_open(g);
-    v->kv_list(v->ud, prefix, plen, kv_stale(r), kv_each, kv_done, p);
-    pending_called(p);
-}
-
-static void kv_call(conn *c, const req *r, const uint8_t *key, size_t klen)
-{
-    const qc_view *v = c->api->view;
-    int op = c->method == HTTP_GET ? KV_GET : c->method == HTTP_PUT ? KV_PUT : KV_DELETE;
-    if ((op == KV_GET && !v->kv_get) || (op == KV_PUT && !v->kv_put) ||
-        (op == KV_DELETE && !v->kv_delete)) {
-        kv_unavailable(c);
-        return;
-    }
-    int64_t cas = QC_KV_CAS_NONE;
-    if (op != KV_GET && kv_cas(r, &cas) != 0) {
-        respond_error(c, 400, "cas must be a non-negative integer", NULL);
-        return;
-    }
-    pending *p = pending_new(c);
-    if (!p) {
-        respond_error(c, 500, "out of memory", NULL);
-        return;
-    }
-    p->op = op;
-    const uint8_t *body = (const uint8_t *)c->body;
-    if (op == KV_GET)
-        v->kv_get(v->ud, key, klen, kv_stale(r), kv_done, p);
-    else if (op == KV_PUT)
-        v->kv_put(v->ud, key, klen, c->body_len ? body : (const uint8_t *)"", c->body_len, cas,
-                  kv_done, p);
-    else
-        v->kv_delete(v->ud, key, klen, cas, kv_done, p);
-    pending_called(p);
-}
-
-/* /v1/kv/KEY (GET, PUT, DELETE); /v1/kv and /v1/kv/ (GET: the listing). */
-static void h_kv(conn *c, const req *r)
-{
-    static const char base[] = "/v1/kv";
-    const char *k = r->path + sizeof base - 1;
-    size_t kn = r->path_len - (sizeof base - 1), klen;
-    if (kn > 0) k++, kn--; /* the "/" */
-    uint8_t key[URL_MAX];
-    if (pct_decode(k, kn, key, &klen) != 0) {
-        respond_error(c, 400, "bad percent-encoding in the key", NULL);
-        return;
-    }
-    if (klen > 0)
-        kv_call(c, r, key, klen);
-    else if (c->method == HTTP_GET)
-        kv_list(c, r);
-    else
-        respond_error(c, 400, "empty key", NULL);
-}
-
-/* ---------- health checks: /v1/checks ---------- */
-
-#define CHECKS_STACK 16
-
-static void checks_json(yajl_gen g, const qc_check_info *k)
-{
-    yajl_gen_map_open(g);
-    qc_json_key_str(g, "name", k->name);
-    qc_json_key_str(g, "kind", k->kind);
-    qc_json_key_str(g, "status", k->passing ? "passing" : "failing");
-    qc_json_key_str(g, "output", k->output ? k->output : "");
-    /* milliseconds are all the clocks behind them promise */
-    char num[40];
-    int n = snprintf(num, sizeof num, "%.3f", k->since);
-    qc_json_key(g, "since");
-    yajl_gen_number(g, num, (size_t)n);
-    n = snprintf(num, sizeof num, "%.3f", k->duration);
-    qc_json_key(g, "duration");
-    yajl_gen_number(g, num, (size_t)n);
-    yajl_gen_map_close(g);
-}
-
-/* GET /v1/checks: this node's checks, in config order. */
-static void checks_list(conn *c)
-{
-    const qc_view *v = c->api->view;
-    qc_check_info buf[CHECKS_STACK], *list = buf;
-    size_t n = v->checks(v->ud, buf, CHECKS_STACK);
-    if (n > CHECKS_STACK) {
-        list = calloc(n, sizeof *list);
-        if (!list) {
-            respond_error(c, 500, "out of memory", NULL);
-            return;
-        }
-        size_t m = v->checks(v->ud, list, n);
-        if (m < n) n = m;
-    }
-    yajl_gen g = yajl_gen_alloc(NULL);
-    if (!g) {
-        if (list != buf) free(list);
-        respond_error(c, 500, "out of memory", NULL);
-        return;
-    }
-    yajl_gen_array_open(g);
-    for (size_t i = 0; i < n; i++) checks_json(g, &list[i]);
-    yajl_gen_array_close(g);
-    if (list != buf) free(list);
-    respond_json_gen(c, 200, g, NULL);
-    yajl_gen_free(g);
-}
-
-/* PUT /v1/checks/NAME/pass|fail: a ttl check's report; the body (any
- * bytes, maybe none) is kept as its output. */
-static void checks_report(conn *c, const char *rest, size_t n)
-{
-    const qc_view *v = c->api->view;
-    const char *slash = memchr(rest, '/', n);
-    size_t nl = slash ? (size_t)(slash - rest) : 0;
-    const char *verb = slash ? slash + 1 : "";
-    size_t vl = slash ? n - nl - 1 : 0;
-    int pass = vl == 4 && memcmp(verb, "pass", 4) == 0;
-    if (!slash || nl == 0 || nl > 64 || (!pass && !(vl == 4 && memcmp(verb, "fail", 4) == 0))) {
-        respond_error(c, 404, "expected /v1/checks/NAME/pass or /v1/checks/NAME/fail", NULL);
-        return;
-    }
-    char name[65];
-    memcpy(name, rest, nl);
-    name[nl] = '\0';
-    int rc = v->check_report(v->ud, name, pass, c->body ? c->body : "", c->body_len);
-    if (rc == QC_ENOTFOUND) {
-        respond_error(c, 404, "no such check", NULL);
-    } else if (rc == QC_EINVAL) {
-        respond_error(c, 409, "not a ttl_ms check: only those take reports", NULL);
-    } else if (rc != QC_OK) {
-        respond_error(c, 500, qc_strerror(rc), NULL);
-    } else {
-        static const char ok[] = "{\"ok\":true}";
-        respond(c, 200, "application/json", ok, sizeof ok - 1, NULL);
-    }
-}
-
-static void h_checks(conn *c, const req *r)
-{
-    static const char base[] = "/v1/checks";
-    const qc_view *v = c->api->view;
-    if (!v->checks || !v->check_report) {
-        respond_error(c, 501, "health checks are not available", NULL);
-        return;
-    }
-    size_t n = r->path_len - (sizeof base - 1);
-    if (c->method == HTTP_GET && n == 0) {
-        checks_list(c);
-    } else if (c->method == HTTP_PUT && n > 1) {
-        checks_report(c, r->path + sizeof base, n - 1);
-    } else if (c->method == HTTP_GET) {
-        respond_error(c, 404, "no such path", NULL);
-    } else {
-        respond_error(c, 405, "method not allowed", "Allow: GET\r\n");
-    }
-}
+/* ---------- history, metrics, the status page; the route table ---------- */
 
 /* One history entry (README "Fail-over history and logs"): the contract's
  * fields, and for an event what it is and whom it is about. */
@@ -1893,6 +1153,20 @@ static void h_ui(conn *c, const req *r)
     respond(c, 200, "text/html; charset=utf-8", page, len, ui_headers);
 }
 
+/* What the routes in their own files call (api_int.h). */
+static const api_server server = {
+    .respond = respond,
+    .respond_json_gen = respond_json_gen,
+    .respond_error = respond_error,
+    .conn_close = conn_close,
+    .pending_new = pending_new,
+    .pending_fire = pending_fire,
+    .pending_settle = pending_settle,
+    .pending_called = pending_called,
+    .body_json = body_json,
+    .body_failed = body_failed,
+};
+
 typedef void handler_fn(conn *c, const req *r);
 
 #define METHOD(m) (1u << (m))
@@ -1908,12 +1182,12 @@ static const struct route {
     {"/v1/leader", METHOD(HTTP_GET), "GET", h_leader, 0},
     {"/v1/members", METHOD(HTTP_GET), "GET", h_members, 0},
     {"/v1/transfer-leadership", METHOD(HTTP_POST), "POST", h_transfer, 0},
-    {"/v1/join", METHOD(HTTP_POST), "POST", h_join, 0},
-    {"/v1/leave", METHOD(HTTP_POST), "POST", h_leave, 0},
-    {"/v1/self/metadata", METHOD(HTTP_PUT), "PUT", h_self_metadata, 0},
-    {"/v1/kv", METHOD(HTTP_GET) | METHOD(HTTP_PUT) | METHOD(HTTP_DELETE), "GET, PUT, DELETE", h_kv,
-     1},
-    {"/v1/checks", METHOD(HTTP_GET) | METHOD(HTTP_PUT), "GET, PUT", h_checks, 1},
+    {"/v1/join", METHOD(HTTP_POST), "POST", api_h_join, 0},
+    {"/v1/leave", METHOD(HTTP_POST), "POST", api_h_leave, 0},
+    {"/v1/self/metadata", METHOD(HTTP_PUT), "PUT", api_h_self_metadata, 0},
+    {"/v1/kv", METHOD(HTTP_GET) | METHOD(HTTP_PUT) | METHOD(HTTP_DELETE), "GET, PUT, DELETE",
+     api_h_kv, 1},
+    {"/v1/checks", METHOD(HTTP_GET) | METHOD(HTTP_PUT), "GET, PUT", api_h_checks, 1},
     {"/v1/history", METHOD(HTTP_GET), "GET", h_history, 0},
     {"/metrics", METHOD(HTTP_GET), "GET", h_metrics, 0},
     {"/ui", METHOD(HTTP_GET) | METHOD(HTTP_HEAD), "GET, HEAD", h_ui, 0},
@@ -2847,6 +2121,7 @@ int qc_api_new(struct ev_loop *loop, const char *host, int port, const qc_view *
     a->header_s = QC_API_HEADER_TIMEOUT_S;
     a->loop = loop;
     a->view = view;
+    a->srv = &server;
     a->metrics = metrics;
     if (token && *token && !(a->token = strdup(token))) {
         free(a);

@@ -1,4 +1,4 @@
--- The /v1/kv routes of the HTTP API (src/api/api.c) against build/api_fake and
+-- The /v1/kv routes of the HTTP API (src/api/routes_kv.c) against build/api_fake and
 -- its in-memory store. Its special keys: "slow..." writes answer 0.5 s
 -- later, "down..." answers no leader (reads only when not stale),
 -- "readonly..." cannot write, "timeout..." times out, "broken..." fails.

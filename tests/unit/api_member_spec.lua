@@ -1,4 +1,4 @@
--- The membership routes of the HTTP API (src/api/api.c): POST /v1/join,
+-- The membership routes of the HTTP API (src/api/routes_members.c): POST /v1/join,
 -- POST /v1/leave and PUT /v1/self/metadata against build/api_fake. Its
 -- fake view answers by name: a join through "refuse:..." is refused,
 -- "noleader:..." finds no leader, "timeout:..." times out, "missing:..."
