@@ -2,8 +2,9 @@
  * server (api.c: connections, parsing, dispatch, output) shares with the
  * route files (routes_members.c, routes_kv.c, routes_checks.c): the
  * connection, the request, a request the view answers later (struct
- * pending), the server's state, and api_server, the server's functions the
- * routes call. The server names the routes in its route table; the routes
+ * pending), the server's state, api_server, the server's functions the
+ * routes call, and query.c's helpers for the request target, which both
+ * sides use. The server names the routes in its route table; the routes
  * reach the server only through api_server, never by name, so that no two
  * files call each other (scripts/check-layers.lua). */
 #ifndef QC_API_INT_H
