@@ -1,6 +1,7 @@
 # The Lua host's test driver (config checks and hook runs for the busted
 # specs).
-LUAHOST_DRIVER_SRCS := src/lua/config.c src/lua/luahost.c src/lua/luajson.c src/base/json.c \
+LUAHOST_DRIVER_SRCS := src/lua/config.c src/lua/luahost.c src/lua/luahost_exec.c src/lua/luahost_kv.c \
+                       src/lua/luahost_module.c src/lua/luahost_load.c src/lua/luajson.c src/base/json.c \
                        src/base/spawn.c src/base/common.c src/base/log.c src/base/metrics.c
 
 all: build/luahost_driver
