@@ -33,7 +33,9 @@ FUZZ_SRCS_config_lua  := src/lua/config.c src/lua/luajson.c src/base/json.c buil
 FUZZ_MAIN_api         := tests/fuzz/fuzz_api.c
 FUZZ_SRCS_api         := $(wildcard src/api/*.c) src/net/tls.c src/base/metrics.c src/base/json.c build/embedded.c
 FUZZ_MAIN_auth        := tests/fuzz/fuzz_auth.c
-FUZZ_SRCS_auth        := src/net/net.c src/net/auth.c src/core/wire.c src/base/metrics.c src/core/raft.c
+FUZZ_SRCS_auth        := src/net/net.c src/net/net_dial.c src/net/net_join.c src/net/net_accept.c \
+                         src/net/net_setup.c src/net/auth.c src/core/wire.c src/base/metrics.c \
+                         src/core/raft.c
 
 define FUZZ_RULE
 build/fuzz/fuzz_$(1): $(FUZZ_MAIN_$(1)) $(FUZZ_SRCS_$(1)) $(FUZZ_BASE) | build/fuzz

@@ -1,7 +1,8 @@
 # Rules of the net and wire modules: the test-only Lua codec module and the
 # net_node test program. No default target here; only `all:` prerequisites.
-NET_TEST_SRCS := src/net/net.c src/core/wire.c src/net/auth.c src/base/common.c src/base/log.c src/base/json.c \
-                 src/base/metrics.c src/core/raft.c
+NET_TEST_SRCS := src/net/net.c src/net/net_dial.c src/net/net_join.c src/net/net_accept.c \
+                 src/net/net_setup.c src/core/wire.c src/net/auth.c src/base/common.c \
+                 src/base/log.c src/base/json.c src/base/metrics.c src/core/raft.c
 
 all: build/qcwire.so build/net_node
 
