@@ -2,7 +2,7 @@
  * the order raft.h demands (persist, then send, then hooks and metrics),
  * answering the API and the Lua host through qc_view. Glue, not logic: it
  * never decides anything about leadership itself, and leaves the member list
- * to membership.c (agent_internal.h is all the two share). */
+ * to membership.c, which it drives as that module's host (membership.h). */
 #include "agent/agent.h"
 
 #include <errno.h>
@@ -12,25 +12,82 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <yajl/yajl_gen.h>
-#include <yajl/yajl_tree.h>
 
-#include "agent/agent_internal.h"
+#include "agent/agenthistory.h"
+#include "agent/health.h"
+#include "agent/membership.h"
+#include "agent/peerhealth.h"
 #include "api/api.h"
 #include "base/common.h"
-#include "lua/config.h"
-#include "agent/health.h"
-#include "base/json.h"
 #include "base/log.h"
-#include "lua/luahost.h"
-#include "core/members.h"
 #include "base/metrics.h"
-#include "net/net.h"
+#include "core/members.h"
 #include "core/raft.h"
+#include "core/wire.h"
+#include "lua/config.h"
+#include "lua/luahost.h"
+#include "net/net.h"
 #include "store/replica.h"
 #include "store/store.h"
 #include "store/wal.h"
-#include "core/wire.h"
+
+typedef struct pending_transfer pending_transfer;
+
+struct qc_agent {
+    struct ev_loop *loop;
+    qc_config cfg;
+    int cfg_loaded;
+    qc_metrics *metrics;
+    qc_lua *lua;
+    qc_store *store;
+    qc_raft *raft;
+    qc_net *net;
+    qc_api *api;
+    uint64_t api_term;  /* the term long-polls were last told of (qc_api_notify) */
+    qc_tls *api_tls;    /* made at load (the files checked), handed to api at start */
+    qc_health *health;  /* this node's checks (NULL before the start) */
+    int healthy;        /* every check passes (always with none) and no hook is stuck */
+    int checks_healthy; /* the checks' verdict alone */
+    int hook_stuck;     /* a hook has run past hook_stuck_ms (luahost.c) */
+    /* The last APPEND from the leader (scripts/bench/hooks reads the gaps
+     * between them from the debug log). */
+    uint64_t append_from, append_us;
+    qc_peerhealth peerhealth; /* every member's health, spread to the peers */
+    qc_membership *members;   /* the member table and list, driven as its host */
+    uint64_t self_id;
+    qc_view view;
+    ev_timer raft_timer;
+    ev_timer member_timer; /* qc_membership_tick */
+    ev_prepare batch;      /* runs qc_agent_process() once a loop turn's input is all in */
+    ev_signal sig_term, sig_int, sig_hup;
+    pending_transfer *transfers;
+    qc_replica *replica;
+    /* Writes handed to the writer thread (walq.h): the newest one's number
+     * and the newest durable; messages that wait for a write, oldest first. */
+    uint64_t write_seq, durable_seq;
+    struct held_msgs *held, *held_tail;
+    int leave_done;    /* the leave at stop is answered */
+    int handover_done; /* the hand-over at stop is answered */
+    int in_stop_run;   /* inside the stop's own ev_run: only it may be broken */
+    int relaying;      /* leading only as a relay (no hooks) */
+    int exit_code;     /* non-zero: stopping after a failure */
+    const char *stop_reason;
+    qc_agent_stop_fn *stop_fn; /* who stops it when it wants to stop */
+    void *stop_ud;
+    qc_agent_turn_fn *turn_fn; /* told after each processing turn */
+    void *turn_ud;
+    int wal_threadless; /* no WAL writer thread (qc_agent_set_wal_thread) */
+    int started, running, stopping, closed;
+    qc_agenthistory history;
+};
+
+/* Used before their definitions (the file reads top-down by concern). */
+static void qc_agent_process(qc_agent *a);
+static void qc_agent_kick(qc_agent *a);
+static void qc_agent_fire(qc_agent *a, const qc_hook_event *ev);
+static const char *qc_agent_name_of(qc_agent *a, uint64_t id);
+static int qc_agent_start_transfer(qc_agent *a, uint64_t target, int reason,
+                                   qc_transfer_done_fn *done, void *arg);
 
 struct pending_transfer {
     struct pending_transfer *next;
@@ -60,7 +117,7 @@ static void stop_run(qc_agent *a, const int *done)
     a->in_stop_run = 0;
 }
 
-void qc_agent_want_stop(qc_agent *a, const char *reason)
+static void qc_agent_want_stop(qc_agent *a, const char *reason)
 {
     a->stop_reason = reason;
     if (a->stopping) {
@@ -75,54 +132,27 @@ void qc_agent_want_stop(qc_agent *a, const char *reason)
 
 /* ---- members and peers ------------------------------------------------ */
 
-member *qc_agent_member_by_id(qc_agent *a, uint64_t id)
+static uint64_t qc_agent_leader_id(const qc_agent *a)
 {
-    for (size_t i = 0; i < a->n_members; i++)
-        if (a->members[i].id == id) return &a->members[i];
-    return NULL;
+    return a->raft ? qc_raft_leader(a->raft) : 0;
 }
-
-member *qc_agent_member_by_name(qc_agent *a, const char *identifier)
-{
-    for (size_t i = 0; i < a->n_members; i++)
-        if (strcmp(a->members[i].identifier, identifier) == 0) return &a->members[i];
-    return NULL;
-}
-
-void qc_agent_member_clear(member *m)
-{
-    free(m->identifier);
-    free(m->host);
-    free(m->conf_metadata);
-    free(m->metadata);
-    free(m->checks);
-    memset(m, 0, sizeof *m);
-}
-
-uint64_t qc_agent_leader_id(const qc_agent *a) { return a->raft ? qc_raft_leader(a->raft) : 0; }
 
 static void self_info(qc_agent *a, qc_peer_info *out);
 
-/* The role name of a member that does not lead now. */
-const char *qc_agent_rest_role(int role, int voting)
-{
-    if (!voting || role == QC_MROLE_LEARNER) return "learner";
-    return role == QC_MROLE_WITNESS ? "witness" : "follower";
-}
-
-static void member_info(qc_agent *a, const member *m, qc_peer_info *out)
+static void member_info(qc_agent *a, const qc_peer *m, qc_peer_info *out)
 {
     *out = (qc_peer_info){
         .identifier = m->identifier,
         .host = m->host,
         .port = m->port,
         .metadata = m->metadata ? m->metadata : m->conf_metadata,
-        .role = qc_agent_leader_id(a) == m->id ? "leader" : qc_agent_rest_role(m->role, m->voting),
+        .role =
+            qc_agent_leader_id(a) == m->id ? "leader" : qc_membership_rest_role(m->role, m->voting),
         .up = m->up,
         .voter = m->voting,
         .priority = m->priority,
     };
-    qc_peerhealth_info(a, m, out);
+    qc_peerhealth_info(&a->peerhealth, m, out);
 }
 
 /* Fills out for id; returns NULL when id is nobody we know. */
@@ -133,47 +163,15 @@ static const qc_peer_info *peer_info(qc_agent *a, uint64_t id, qc_peer_info *out
         self_info(a, out);
         return out;
     }
-    member *m = qc_agent_member_by_id(a, id);
+    const qc_peer *m = qc_membership_by_id(a->members, id);
     if (!m) return NULL;
     member_info(a, m, out);
     return out;
 }
 
-/* base's keys overridden by over's: "A peer's metadata is what the peer
- * announces for itself, merged over what this node's peers entry says." */
-char *qc_agent_merge_metadata(const char *base, const char *over)
-{
-    yajl_val b = yajl_tree_parse(base, NULL, 0);
-    yajl_val o = yajl_tree_parse(over, NULL, 0);
-    char *out = NULL;
-    yajl_gen g = yajl_gen_alloc(NULL);
-    if (!g || !YAJL_IS_OBJECT(o)) goto done;
-    /* Any failure (too deep, out of memory) refuses the whole text. */
-    int err = yajl_gen_map_open(g) != yajl_gen_status_ok;
-    if (YAJL_IS_OBJECT(b)) {
-        for (size_t i = 0; i < b->u.object.len; i++) {
-            const char *k = b->u.object.keys[i];
-            if (qc_json_get(o, k)) continue;
-            err |= qc_json_key(g, k) != 0;
-            err |= qc_json_val(g, b->u.object.values[i]) != 0;
-        }
-    }
-    for (size_t i = 0; i < o->u.object.len; i++) {
-        err |= qc_json_key(g, o->u.object.keys[i]) != 0;
-        err |= qc_json_val(g, o->u.object.values[i]) != 0;
-    }
-    err |= yajl_gen_map_close(g) != yajl_gen_status_ok;
-    if (!err) out = qc_json_gen_text(g, NULL);
-done:
-    if (g) yajl_gen_free(g);
-    yajl_tree_free(b);
-    yajl_tree_free(o);
-    return out;
-}
-
 /* ---- the view (API and Lua) ------------------------------------------- */
 
-int qc_agent_view_is_leader(void *ud)
+static int qc_agent_view_is_leader(void *ud)
 {
     qc_agent *a = ud;
     return a->raft && qc_raft_is_leader(a->raft, qc_now_ms());
@@ -186,14 +184,10 @@ static uint64_t view_term(void *ud)
 }
 
 /* Whether this node votes in the membership in effect. */
-int qc_agent_self_voting(const qc_agent *a)
+static int qc_agent_self_voting(const qc_agent *a)
 {
     if (!a->raft) return a->cfg.role != QC_MROLE_LEARNER;
-    qc_member m[QC_RAFT_MAX_MEMBERS];
-    size_t n = qc_raft_members(a->raft, m);
-    for (size_t i = 0; i < n; i++)
-        if (m[i].id == a->self_id) return (m[i].flags & QC_MEMBER_VOTER) != 0;
-    return 0;
+    return qc_membership_self_voting(a->members);
 }
 
 static const char *view_role(void *ud)
@@ -202,7 +196,7 @@ static const char *view_role(void *ud)
     if (qc_agent_view_is_leader(a)) return "leader";
     qc_role r = a->raft ? qc_raft_role(a->raft) : QC_ROLE_FOLLOWER;
     if ((r == QC_ROLE_CANDIDATE || r == QC_ROLE_PRECANDIDATE) && !a->relaying) return "candidate";
-    return qc_agent_rest_role(a->cfg.role, qc_agent_self_voting(a));
+    return qc_membership_rest_role(a->cfg.role, qc_agent_self_voting(a));
 }
 
 static uint64_t view_commit(void *ud)
@@ -217,16 +211,14 @@ static void self_info(qc_agent *a, qc_peer_info *out)
         .identifier = a->cfg.identifier ? a->cfg.identifier : "",
         .host = a->cfg.listen_host ? a->cfg.listen_host : "",
         .port = a->cfg.listen_port,
-        .metadata = a->self_metadata  ? a->self_metadata
-                    : a->cfg.metadata ? a->cfg.metadata
-                                      : "{}",
+        .metadata = a->members ? qc_membership_self_metadata(a->members) : "{}",
         .role = view_role(a),
         .up = 1,
         .voter = qc_agent_self_voting(a),
         .is_self = 1,
         .priority = a->cfg.priority,
     };
-    qc_peerhealth_self(a, out);
+    qc_peerhealth_self(&a->peerhealth, out);
 }
 
 static void view_self(void *ud, qc_peer_info *out) { self_info(ud, out); }
@@ -246,9 +238,10 @@ static size_t view_peers(void *ud, qc_peer_info *out, size_t max)
 {
     qc_agent *a = ud;
     size_t n = 0;
-    for (size_t i = 0; i < a->n_members; i++) {
-        if (a->members[i].removed) continue;
-        if (n < max) member_info(a, &a->members[i], &out[n]);
+    for (size_t i = 0; a->members && i < qc_membership_count(a->members); i++) {
+        const qc_peer *m = qc_membership_at(a->members, i);
+        if (m->removed) continue;
+        if (n < max) member_info(a, m, &out[n]);
         n++;
     }
     return n;
@@ -262,9 +255,10 @@ static void refresh_metrics(void *ud)
     qc_metrics_set(a->metrics, "qcluster_commit_index", NULL, NULL, (double)view_commit(a));
     qc_metrics_set(a->metrics, "qcluster_applied_index", NULL, NULL,
                    a->replica ? (double)qc_replica_applied(a->replica) : 0);
-    for (size_t i = 0; i < a->n_members; i++)
-        qc_metrics_set(a->metrics, "qcluster_peer_up", "peer", a->members[i].identifier,
-                       a->members[i].up);
+    for (size_t i = 0; a->members && i < qc_membership_count(a->members); i++) {
+        const qc_peer *m = qc_membership_at(a->members, i);
+        qc_metrics_set(a->metrics, "qcluster_peer_up", "peer", m->identifier, m->up);
+    }
 }
 
 static void transfer_finish(qc_agent *a, pending_transfer *t, int rc)
@@ -300,8 +294,8 @@ static void settle_transfers(qc_agent *a, uint64_t leader)
 /* Hands over to target (0: the best peer); done(arg, rc) runs once the new
  * leader is known or after two election timeouts. Returns non-zero (and
  * never calls done) when the core refused. */
-int qc_agent_start_transfer(qc_agent *a, uint64_t target, int reason, qc_transfer_done_fn *done,
-                            void *arg)
+static int qc_agent_start_transfer(qc_agent *a, uint64_t target, int reason,
+                                   qc_transfer_done_fn *done, void *arg)
 {
     pending_transfer *t = calloc(1, sizeof *t);
     if (!t) return QC_ENOMEM;
@@ -331,7 +325,7 @@ static void view_transfer(void *ud, const char *to, qc_transfer_done_fn *done, v
             done(arg, qc_agent_view_is_leader(a) ? QC_OK : QC_ENOTLEADER);
             return;
         }
-        member *m = qc_agent_member_by_name(a, to);
+        const qc_peer *m = qc_membership_by_name(a->members, to);
         if (!m) {
             done(arg, QC_ENOTFOUND);
             return;
@@ -401,12 +395,12 @@ static void apply_health(qc_agent *a, const qc_check_info *check)
     if (healthy == a->healthy) return;
     a->healthy = healthy;
     qc_metrics_set(a->metrics, "qcluster_healthy", NULL, NULL, healthy);
-    qc_agenthistory_note(a, healthy ? "healthy" : "unhealthy", a->cfg.identifier,
+    qc_agenthistory_note(&a->history, healthy ? "healthy" : "unhealthy", a->cfg.identifier,
                          a->hook_stuck ? "hook_stuck" : "checks");
     /* An unhealthy node stops standing for election; a leader hands over. */
     qc_raft_set_healthy(a->raft, healthy, qc_now_ms());
     qc_agent_kick(a);
-    qc_peerhealth_changed(a);
+    qc_peerhealth_changed(&a->peerhealth);
     qc_agent_fire(a, &(qc_hook_event){.hook = "on_health_change",
                                       .has_health = 1,
                                       .healthy = healthy,
@@ -415,7 +409,7 @@ static void apply_health(qc_agent *a, const qc_check_info *check)
                                       .output = check->output});
 }
 
-void qc_agent_health_changed(qc_agent *a, int healthy, const qc_check_info *check)
+static void qc_agent_health_changed(qc_agent *a, int healthy, const qc_check_info *check)
 {
     a->checks_healthy = healthy;
     apply_health(a, check);
@@ -440,7 +434,11 @@ static void on_health_change(void *ud, int healthy, const qc_check_info *check)
 }
 
 /* A check's status changed, the node's health maybe not: peers see it. */
-static void on_check_change(void *ud) { qc_peerhealth_changed(ud); }
+static void on_check_change(void *ud)
+{
+    qc_agent *a = ud;
+    qc_peerhealth_changed(&a->peerhealth);
+}
 
 /* A lua check's run goes through the Lua host's queue. */
 static int run_lua_check(void *ud, size_t index, uint64_t run)
@@ -502,12 +500,9 @@ void qc_agent_fire(qc_agent *a, const qc_hook_event *ev)
         qc_log(QC_LOG_ERROR, "agent", "cannot queue hook %s: out of memory", ev->hook);
 }
 
-const char *qc_agent_name_of(qc_agent *a, uint64_t id)
+static const char *qc_agent_name_of(qc_agent *a, uint64_t id)
 {
-    if (!id) return "none";
-    if (id == a->self_id) return a->cfg.identifier;
-    member *m = qc_agent_member_by_id(a, id);
-    return m ? m->identifier : "?";
+    return qc_membership_name_of(a->members, id);
 }
 
 static void handle_event(qc_agent *a, const qc_raft_event *e)
@@ -517,14 +512,14 @@ static void handle_event(qc_agent *a, const qc_raft_event *e)
     const qc_peer_info *lp = peer_info(a, e->leader, &leader);
     const qc_peer_info *pp = peer_info(a, e->prev_leader, &prev);
     const qc_log_fields lf = {.has_term = 1, .term = e->term, .leader = lp ? lp->identifier : ""};
-    qc_agenthistory_raft(a, e);
+    qc_agenthistory_raft(&a->history, e, a->relaying);
     switch (e->type) {
     case QC_EVENT_CAMPAIGN:
         qc_metrics_add(a->metrics, "qcluster_elections_total", NULL, NULL, 1);
         qc_logf(QC_LOG_INFO, "raft", &lf, "starting an election for term %llu",
                 (unsigned long long)e->term);
         return;
-    case QC_EVENT_CONFIG: qc_membership_sync(a); return;
+    case QC_EVENT_CONFIG: qc_membership_sync(a->members); return;
     case QC_EVENT_ELECTED:
         if (e->reason) { /* a relay: passes entries on and hands over, no hooks */
             a->relaying = 1;
@@ -727,7 +722,7 @@ static int carry_out(qc_agent *a, const qc_ready *rd, int *drained)
     return 0;
 }
 
-void qc_agent_process(qc_agent *a)
+static void qc_agent_process(qc_agent *a)
 {
     if (a->exit_code) return;
     while (qc_raft_has_ready(a->raft)) {
@@ -740,10 +735,10 @@ void qc_agent_process(qc_agent *a)
             return;
         }
         qc_replica_apply(a->replica, a->raft, &rd, qc_now_ms());
-        if (rd.has_snapshot) qc_membership_apply_list(a, rd.snapshot_conf);
+        if (rd.has_snapshot) qc_membership_apply_list(a->members, rd.snapshot_conf);
         for (size_t i = 0; i < rd.n_committed; i++)
             if (rd.committed[i].type == QC_ENTRY_CONFIG)
-                qc_membership_apply_list(a, &rd.committed[i]);
+                qc_membership_apply_list(a->members, &rd.committed[i]);
         /* Events refer to state the core holds now: copy them out first,
          * since hooks never run inline but transfers may settle inline. */
         size_t n = rd.n_events;
@@ -784,7 +779,7 @@ static void on_batch(struct ev_loop *loop, ev_prepare *w, int revents)
 /* Input reached the core: carry its outputs out at the end of this loop
  * turn, so that every message and request of the turn shares one fsync
  * (group commit) and one batch of messages. */
-void qc_agent_kick(qc_agent *a)
+static void qc_agent_kick(qc_agent *a)
 {
     if (!ev_is_active(&a->batch)) ev_prepare_start(a->loop, &a->batch);
 }
@@ -818,7 +813,7 @@ static void on_msg(void *ud, const qc_msg *m)
 {
     qc_agent *a = ud;
     if (m->type == QC_MSG_APPEND) note_append(a, m);
-    qc_agenthistory_msg(a, m);
+    qc_agenthistory_msg(&a->history, m);
     int rc = qc_raft_step(a->raft, m, qc_now_ms());
     if (rc && rc != QC_ENOMEM)
         qc_log(QC_LOG_DEBUG, "raft", "dropped %s from %s: %s", qc_raft_msg_name(m->type),
@@ -829,25 +824,14 @@ static void on_msg(void *ud, const qc_msg *m)
 static void on_hello(void *ud, uint64_t peer, const char *metadata)
 {
     qc_agent *a = ud;
-    member *m = qc_agent_member_by_id(a, peer);
-    qc_entry conf;
-    qc_raft_conf(a->raft, &conf);
-    if (!m || conf.index) return; /* the replicated list says what it announced */
-    char *merged = qc_agent_merge_metadata(m->conf_metadata, metadata);
-    if (!merged) {
-        qc_log(QC_LOG_WARN, "agent", "ignoring metadata announced by %s: not a JSON object",
-               m->identifier);
-        return;
-    }
-    free(m->metadata);
-    m->metadata = merged;
+    qc_membership_on_hello(a->members, peer, metadata);
 }
 
 /* Proof the peer left (its process died or it closed on us): the fast path. */
 static void on_peer_closed(void *ud, uint64_t peer)
 {
     qc_agent *a = ud;
-    qc_agenthistory_closed(a, peer);
+    qc_agenthistory_closed(&a->history, peer);
     qc_raft_link(a->raft, peer, QC_LINK_GONE, qc_now_ms());
     qc_agent_kick(a);
 }
@@ -855,15 +839,14 @@ static void on_peer_closed(void *ud, uint64_t peer)
 static void on_link(void *ud, uint64_t peer, int up)
 {
     qc_agent *a = ud;
-    member *m = qc_agent_member_by_id(a, peer);
+    qc_peer *m = qc_membership_link(a->members, peer, up);
     if (!m) return;
-    m->up = up;
     qc_logf(up ? QC_LOG_INFO : QC_LOG_WARN, "net", &(qc_log_fields){.peer = m->identifier},
             "peer %s is %s", m->identifier, up ? "reachable" : "unreachable");
-    qc_agenthistory_note(a, up ? "peer_up" : "peer_down", m->identifier,
+    qc_agenthistory_note(&a->history, up ? "peer_up" : "peer_down", m->identifier,
                          up ? "reachable" : "unreachable");
     qc_metrics_set(a->metrics, "qcluster_peer_up", "peer", m->identifier, up);
-    qc_peerhealth_link(a, m, up);
+    qc_peerhealth_link(&a->peerhealth, m, up);
     qc_raft_link(a->raft, peer, up ? QC_LINK_UP : QC_LINK_DOWN, qc_now_ms());
     qc_peer_info p;
     member_info(a, m, &p);
@@ -939,31 +922,167 @@ static void declare_metrics(qc_metrics *m)
     qc_metrics_add(m, "qcluster_store_errors_total", NULL, NULL, 0);
 }
 
+/* ---- membership's host (membership.h) ----------------------------------- */
+
+static uint64_t mh_now(void *ud)
+{
+    (void)ud;
+    return qc_now_ms();
+}
+
+static void mh_conf(void *ud, qc_entry *out) { qc_raft_conf(((qc_agent *)ud)->raft, out); }
+
+static size_t mh_core_members(void *ud, qc_member *out)
+{
+    return qc_raft_members(((qc_agent *)ud)->raft, out);
+}
+
+static int mh_raft_leader(void *ud)
+{
+    return qc_raft_role(((qc_agent *)ud)->raft) == QC_ROLE_LEADER;
+}
+
+static uint64_t mh_leader(void *ud) { return qc_agent_leader_id(ud); }
+
+static uint64_t mh_commit(void *ud) { return qc_raft_commit(((qc_agent *)ud)->raft); }
+
+static uint64_t mh_last_index(void *ud) { return qc_raft_last_index(((qc_agent *)ud)->raft); }
+
+static uint64_t mh_match(void *ud, uint64_t peer)
+{
+    return qc_raft_match(((qc_agent *)ud)->raft, peer);
+}
+
+static int mh_peer_healthy(void *ud, uint64_t peer)
+{
+    return qc_raft_peer_healthy(((qc_agent *)ud)->raft, peer);
+}
+
+static int mh_propose(void *ud, const uint8_t *data, size_t len)
+{
+    qc_agent *a = ud;
+    int rc = qc_raft_propose_config(a->raft, data, len, qc_now_ms(), NULL);
+    if (rc == QC_OK) qc_agent_kick(a);
+    return rc;
+}
+
+static void mh_link(void *ud, uint64_t peer, int up)
+{
+    qc_agent *a = ud;
+    qc_raft_link(a->raft, peer, up ? QC_LINK_UP : QC_LINK_DOWN, qc_now_ms());
+}
+
+static int mh_send(void *ud, uint64_t peer, const uint8_t *data, size_t len)
+{
+    return qc_net_send_frame(((qc_agent *)ud)->net, peer, QC_FRAME_MEMBER, data, len);
+}
+
+static int mh_add_peer(void *ud, const char *identifier, const char *host, int port)
+{
+    return qc_net_add_peer(((qc_agent *)ud)->net, identifier, host, port);
+}
+
+static void mh_remove_peer(void *ud, uint64_t peer)
+{
+    qc_net_remove_peer(((qc_agent *)ud)->net, peer);
+}
+
+static int mh_link_up(void *ud, uint64_t peer)
+{
+    return qc_net_link_up(((qc_agent *)ud)->net, peer);
+}
+
+static int mh_join(void *ud, const char *host, int port, const uint8_t *payload, size_t len,
+                   int timeout_ms, qc_net_join_fn *done, void *arg)
+{
+    return qc_net_join(((qc_agent *)ud)->net, host, port, payload, len, timeout_ms, done, arg);
+}
+
+static void mh_fire(void *ud, const qc_hook_event *ev) { qc_agent_fire(ud, ev); }
+
+static void mh_want_stop(void *ud, const char *reason) { qc_agent_want_stop(ud, reason); }
+
+static int mh_transfer(void *ud, uint64_t target, int reason, qc_transfer_done_fn *done, void *arg)
+{
+    return qc_agent_start_transfer(ud, target, reason, done, arg);
+}
+
+static int mh_transferring(void *ud) { return ((qc_agent *)ud)->transfers != NULL; }
+
+static void mh_preempting(void *ud) { qc_agenthistory_preempting(&((qc_agent *)ud)->history); }
+
+static const qc_membership_host membership_host = {
+    .now = mh_now,
+    .conf = mh_conf,
+    .core_members = mh_core_members,
+    .raft_leader = mh_raft_leader,
+    .lease_leader = qc_agent_view_is_leader,
+    .leader = mh_leader,
+    .commit = mh_commit,
+    .last_index = mh_last_index,
+    .match = mh_match,
+    .peer_healthy = mh_peer_healthy,
+    .propose = mh_propose,
+    .link = mh_link,
+    .send = mh_send,
+    .add_peer = mh_add_peer,
+    .remove_peer = mh_remove_peer,
+    .link_up = mh_link_up,
+    .join = mh_join,
+    .fire = mh_fire,
+    .want_stop = mh_want_stop,
+    .transfer = mh_transfer,
+    .transferring = mh_transferring,
+    .preempting = mh_preempting,
+};
+
+static void on_member_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_agent *a = w->data;
+    qc_membership_tick(a->members);
+    qc_agent_process(a);
+}
+
+static void view_join(void *ud, const char *const *addresses, size_t n, qc_member_done_fn *done,
+                      void *arg)
+{
+    qc_agent *a = ud;
+    if (a->members)
+        qc_membership_join(a->members, addresses, n, done, arg);
+    else
+        done(arg, QC_ENOLEADER, "the agent has not started");
+}
+
+static void view_leave(void *ud, const char *identifier, qc_member_done_fn *done, void *arg)
+{
+    qc_agent *a = ud;
+    if (a->members)
+        qc_membership_leave(a->members, identifier, done, arg);
+    else
+        done(arg, QC_ENOLEADER, "the agent has not started");
+}
+
+static void view_set_metadata(void *ud, const char *json, qc_member_done_fn *done, void *arg)
+{
+    qc_agent *a = ud;
+    if (a->members)
+        qc_membership_set_metadata(a->members, json, done, arg);
+    else
+        done(arg, QC_ENOLEADER, "the agent has not started");
+}
+
+static size_t view_history(void *ud, int with_events, qc_history_entry *out, size_t max)
+{
+    qc_agent *a = ud;
+    return qc_agenthistory_list(&a->history, with_events, out, max);
+}
+
 static int setup_members(qc_agent *a)
 {
     a->self_id = qc_hash_id(a->cfg.identifier);
-    a->members = calloc(QC_RAFT_MAX_MEMBERS, sizeof *a->members);
-    if (!a->members) return QC_ENOMEM;
-    /* A node that joins learns its peers from the cluster, not the config. */
-    for (size_t i = 0; i < a->cfg.n_peers && !a->cfg.join_set; i++) {
-        const qc_peer_conf *pc = &a->cfg.peers[i];
-        member *m = &a->members[a->n_members++];
-        m->identifier = strdup(pc->identifier);
-        m->host = strdup(pc->host);
-        m->port = pc->port;
-        m->conf_metadata = strdup(pc->metadata ? pc->metadata : "{}");
-        m->role = pc->role;
-        m->priority = pc->priority;
-        m->voting = 1; /* the first start's membership: every peer votes */
-        m->id = qc_hash_id(pc->identifier);
-        if (!m->identifier || !m->host || !m->conf_metadata) return QC_ENOMEM;
-        if (m->id == a->self_id || qc_agent_member_by_id(a, m->id) != m) {
-            qc_log(QC_LOG_ERROR, "agent", "identifier %s collides with another: rename it",
-                   pc->identifier);
-            return QC_EINVAL;
-        }
-    }
-    return QC_OK;
+    return qc_membership_setup(a->members, a->loop);
 }
 
 /* A missing state file is a fresh start only in a data_dir where no agent
@@ -1019,19 +1138,21 @@ static int load_hard_state(qc_agent *a, qc_hard_state *hs)
 
 static int start_raft(qc_agent *a, const qc_hard_state *hs)
 {
-    uint64_t ids[a->n_members + 1];
+    size_t n = qc_membership_count(a->members);
+    uint64_t ids[n + 1];
     ids[0] = a->self_id;
-    for (size_t i = 0; i < a->n_members; i++) ids[i + 1] = a->members[i].id;
+    for (size_t i = 0; i < n; i++) ids[i + 1] = qc_membership_at(a->members, i)->id;
     qc_raft_config rc_cfg = {
         .id = a->self_id,
         .peers = ids,
-        .n_peers = a->cfg.join_set ? 0 : a->n_members + 1,
+        .n_peers = a->cfg.join_set ? 0 : n + 1,
         .no_lead = a->cfg.role != QC_MROLE_VOTER || a->cfg.priority == 0,
         .heartbeat_ms = (uint32_t)a->cfg.heartbeat_ms,
         .election_ms = (uint32_t)a->cfg.election_timeout_ms,
         .seed = qc_now_ms() ^ ((uint64_t)getpid() << 32),
     };
     int rc = qc_raft_new(&rc_cfg, hs, qc_now_ms(), &a->raft);
+    a->history.raft = a->raft;
     return rc ? rc : qc_replica_restore(a->replica, a->raft);
 }
 
@@ -1108,10 +1229,19 @@ static void on_forward(qc_agent *a, uint64_t peer, const uint8_t *data, size_t l
 
 static void on_frame(void *ud, uint64_t peer, int type, const uint8_t *data, size_t len)
 {
-    if (type == QC_FRAME_FORWARD) on_forward(ud, peer, data, len);
-    if (type == QC_FRAME_READ_INDEX) on_read_index(ud, peer, data, len);
-    if (type == QC_FRAME_MEMBER) qc_membership_on_frame(ud, peer, data, len);
-    if (type == QC_FRAME_HEALTH) qc_peerhealth_on_frame(ud, peer, data, len);
+    qc_agent *a = ud;
+    if (type == QC_FRAME_FORWARD) on_forward(a, peer, data, len);
+    if (type == QC_FRAME_READ_INDEX) on_read_index(a, peer, data, len);
+    if (type == QC_FRAME_MEMBER) qc_membership_on_frame(a->members, peer, data, len);
+    if (type == QC_FRAME_HEALTH) qc_peerhealth_on_frame(&a->peerhealth, peer, data, len);
+}
+
+/* A node that is not a member asks to join. */
+static void on_join(void *ud, const char *identifier, const char *host_seen, const uint8_t *payload,
+                    size_t len, qc_buf *answer)
+{
+    qc_agent *a = ud;
+    qc_membership_on_join(a->members, identifier, host_seen, payload, len, answer);
 }
 
 static int open_replica(qc_agent *a)
@@ -1155,11 +1285,11 @@ static int start_services(qc_agent *a)
                            .on_link = on_link,
                            .on_peer_closed = on_peer_closed,
                            .on_frame = on_frame,
-                           .on_join = qc_membership_on_join};
+                           .on_join = on_join};
     /* net and api log why they cannot listen themselves. */
     if (qc_net_new(a->loop, &nc, &cb, a->metrics, &a->net) != QC_OK) return QC_EIO;
-    for (size_t i = 0; i < a->n_members; i++) {
-        member *m = &a->members[i];
+    for (size_t i = 0; i < qc_membership_count(a->members); i++) {
+        const qc_peer *m = qc_membership_at(a->members, i);
         if (qc_net_add_peer(a->net, m->identifier, m->host, m->port) != QC_OK) return QC_ENOMEM;
     }
     if (a->cfg.api_port == 0) return QC_OK;
@@ -1206,13 +1336,13 @@ static void shutdown_agent(qc_agent *a)
 {
     a->stopping = 1;
     /* leave_on_stop: out of the cluster first (a leader hands over). */
-    if (a->cfg.leave_on_stop && !a->exit_code && qc_membership_is_member(a) && a->n_members &&
+    if (a->cfg.leave_on_stop && !a->exit_code && qc_membership_is_member(a->members) &&
+        qc_membership_count(a->members) &&
         strcmp(a->stop_reason ? a->stop_reason : "", "left the cluster") != 0) {
-        qc_membership_start_leave(a, a->cfg.identifier, on_leave_at_stop, a);
+        qc_membership_leave(a->members, NULL, on_leave_at_stop, a);
         stop_run(a, &a->leave_done);
     }
-    while (a->member_waits)
-        qc_membership_wait_finish(a, a->member_waits, QC_EBUSY, "the agent stopped");
+    qc_membership_cancel_waits(a->members, QC_EBUSY, "the agent stopped");
     if (qc_raft_role(a->raft) == QC_ROLE_LEADER) {
         if (qc_agent_start_transfer(a, 0, QC_DEMOTE_SHUTDOWN, on_handover_done, a) == QC_OK)
             stop_run(a, &a->handover_done);
@@ -1243,7 +1373,7 @@ static void close_agent(qc_agent *a)
     if (a->loop) {
         ev_timer_stop(a->loop, &a->raft_timer);
         ev_timer_stop(a->loop, &a->member_timer);
-        qc_peerhealth_stop(a);
+        qc_peerhealth_stop(&a->peerhealth);
         ev_prepare_stop(a->loop, &a->batch);
         ev_signal_stop(a->loop, &a->sig_term);
         ev_signal_stop(a->loop, &a->sig_int);
@@ -1252,11 +1382,7 @@ static void close_agent(qc_agent *a)
     if (a->lua) qc_lua_free(a->lua);
     qc_raft_free(a->raft);
     qc_store_close(a->store);
-    for (size_t i = 0; i < a->n_members; i++) qc_agent_member_clear(&a->members[i]);
-    free(a->members);
-    qc_members_free(&a->applied);
-    free(a->self_metadata);
-    free(a->join_leader);
+    qc_membership_free(a->members);
     if (a->cfg_loaded) qc_config_free(&a->cfg);
     qc_metrics_free(a->metrics);
     /* Only what a closed agent still answers with stays (watchers are off). */
@@ -1284,15 +1410,21 @@ static int init_agent(qc_agent *a, struct ev_loop *loop)
         .healthy = view_healthy,
         .checks = view_checks,
         .check_report = view_check_report,
-        .history = qc_agenthistory_view,
+        .history = view_history,
         .kv_put = view_kv_put,
         .kv_delete = view_kv_delete,
         .kv_get = view_kv_get,
         .kv_list = view_kv_list,
-        .join = qc_membership_view_join,
-        .leave = qc_membership_view_leave,
-        .set_metadata = qc_membership_view_set_metadata,
+        .join = view_join,
+        .leave = view_leave,
+        .set_metadata = view_set_metadata,
     };
+    a->peerhealth =
+        (qc_peerhealth){.ud = a, .self_healthy = view_healthy, .self_checks = view_checks};
+    qc_membership_host host = membership_host;
+    host.ud = a;
+    if (qc_membership_new(&a->cfg, &host, &a->members) != QC_OK) return QC_ENOMEM;
+    a->history.members = a->members;
     a->metrics = qc_metrics_new();
     if (!a->metrics) return QC_ENOMEM;
     declare_metrics(a->metrics);
@@ -1300,7 +1432,7 @@ static int init_agent(qc_agent *a, struct ev_loop *loop)
     a->raft_timer.data = a;
     ev_prepare_init(&a->batch, on_batch);
     a->batch.data = a;
-    ev_init(&a->member_timer, qc_membership_on_timer);
+    ev_init(&a->member_timer, on_member_timer);
     a->member_timer.data = a;
     /* Never started unless asked, but close_agent stops them all. */
     ev_signal_init(&a->sig_term, on_stop_signal, SIGTERM);
@@ -1443,17 +1575,20 @@ int qc_agent_start(qc_agent *a, struct ev_loop *loop, int signals)
     if (rc == QC_OK) rc = start_services(a);
     if (rc == QC_OK) rc = start_health(a);
     if (rc != QC_OK) return rc;
-    qc_peerhealth_start(a);
+    a->peerhealth.loop = a->loop;
+    a->peerhealth.net = a->net;
+    a->peerhealth.members = a->members;
+    a->peerhealth.history = &a->history;
+    a->peerhealth.metrics = a->metrics;
+    a->peerhealth.period_ms = (uint64_t)a->cfg.election_timeout_ms;
+    qc_peerhealth_start(&a->peerhealth);
     if (signals) start_signals(a);
-    a->quiet_until = qc_raft_commit(a->raft); /* replayed changes fire no hooks again */
-    /* What was applied before the restart: the membership at the applied
-     * index (the config's peers when no list is in the log yet). */
+    /* Replayed changes fire no hooks again. What was applied before the
+     * restart: the membership at the applied index (the config's peers
+     * when no list is in the log yet). */
     qc_entry conf;
     int at_applied = qc_raft_conf_at(a->raft, qc_raft_applied(a->raft), &conf) == QC_OK;
-    if (at_applied && conf.index)
-        qc_members_decode(conf.data, conf.len, &a->applied);
-    else if (at_applied)
-        qc_membership_list_in_effect(a, &a->applied);
+    qc_membership_begin(a->members, qc_raft_commit(a->raft), at_applied ? &conf : NULL);
     double every = a->cfg.election_timeout_ms / 3000.0;
     ev_timer_set(&a->member_timer, 0., every); /* a joining node asks at once */
     ev_timer_start(a->loop, &a->member_timer);
@@ -1464,7 +1599,7 @@ int qc_agent_start(qc_agent *a, struct ev_loop *loop, int signals)
     else
         snprintf(api, sizeof api, "api off");
     qc_log(QC_LOG_INFO, "agent", "%s listening on %s:%d (%s), %zu peers", a->cfg.identifier,
-           a->cfg.listen_host, a->cfg.listen_port, api, a->n_members);
+           a->cfg.listen_host, a->cfg.listen_port, api, qc_membership_count(a->members));
     qc_peer_info self;
     self_info(a, &self);
     qc_agent_fire(a, &(qc_hook_event){.hook = "on_start", .self = &self});

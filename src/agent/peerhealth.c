@@ -4,15 +4,14 @@
  * timeout, and keeps what each peer last said. It decides nothing: what it
  * knows only shows in the views (API, Lua, CLI); leadership follows each
  * node's own verdict in the core. */
+#include "agent/peerhealth.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/agent_internal.h"
 #include "base/common.h"
 #include "base/log.h"
-#include "net/net.h"
-#include "core/wire.h"
 
 _Static_assert(QC_PEER_CHECK_NAME == QC_WIRE_HEALTH_NAME, "a check's name fits both");
 
@@ -21,16 +20,14 @@ _Static_assert(QC_PEER_CHECK_NAME == QC_WIRE_HEALTH_NAME, "a check's name fits b
  * link to us broken one way) is not trusted for long. */
 #define STALE_PERIODS 3
 
-static uint64_t period_ms(const qc_agent *a) { return (uint64_t)a->cfg.election_timeout_ms; }
-
 /* This node's health as a HEALTH payload's fields (seq not set). */
-static void self_health(qc_agent *a, qc_wire_health *h)
+static void self_health(qc_peerhealth *ph, qc_wire_health *h)
 {
     qc_check_info info[QC_WIRE_HEALTH_CHECKS];
-    size_t n = a->health ? qc_health_list(a->health, info, QC_WIRE_HEALTH_CHECKS) : 0;
+    size_t n = ph->self_checks(ph->ud, info, QC_WIRE_HEALTH_CHECKS);
     if (n > QC_WIRE_HEALTH_CHECKS) n = QC_WIRE_HEALTH_CHECKS; /* the config allows no more */
     memset(h, 0, sizeof *h);
-    h->healthy = a->health ? a->healthy != 0 : a->cfg.n_checks == 0;
+    h->healthy = ph->self_healthy(ph->ud) != 0;
     h->n_checks = (uint8_t)n;
     for (size_t i = 0; i < n; i++) {
         snprintf(h->checks[i].name, sizeof h->checks[i].name, "%s", info[i].name);
@@ -38,22 +35,22 @@ static void self_health(qc_agent *a, qc_wire_health *h)
     }
 }
 
-static void send_to(qc_agent *a, const member *m, const qc_buf *payload)
+static void send_to(qc_peerhealth *ph, const qc_peer *m, const qc_buf *payload)
 {
     if (!m->up || m->removed) return;
-    int rc = qc_net_send_frame(a->net, m->id, QC_FRAME_HEALTH, payload->data, payload->len);
+    int rc = qc_net_send_frame(ph->net, m->id, QC_FRAME_HEALTH, payload->data, payload->len);
     if (rc && rc != QC_EIO) /* EIO: the link just went down; it is told when it is back */
         qc_log(QC_LOG_DEBUG, "health", "cannot tell %s this node's health: %s", m->identifier,
                qc_strerror(rc));
 }
 
 /* Sends this node's health now, to one member or (to NULL) every one. */
-static void send_health(qc_agent *a, const member *to)
+static void send_health(qc_peerhealth *ph, const qc_peer *to)
 {
-    if (!a->net) return;
+    if (!ph->net) return;
     qc_wire_health h;
-    self_health(a, &h);
-    h.seq = ++a->health_seq;
+    self_health(ph, &h);
+    h.seq = ++ph->seq;
     qc_buf payload = {0};
     int rc = qc_wire_encode_health(&h, &payload);
     if (rc) {
@@ -61,9 +58,10 @@ static void send_health(qc_agent *a, const member *to)
         qc_buf_free(&payload);
         return;
     }
-    a->health_out = h;
-    if (to) send_to(a, to, &payload);
-    for (size_t i = 0; !to && i < a->n_members; i++) send_to(a, &a->members[i], &payload);
+    ph->out = h;
+    if (to) send_to(ph, to, &payload);
+    for (size_t i = 0; !to && i < qc_membership_count(ph->members); i++)
+        send_to(ph, qc_membership_at(ph->members, i), &payload);
     qc_buf_free(&payload);
 }
 
@@ -74,20 +72,23 @@ static void on_health_timer(struct ev_loop *loop, ev_timer *w, int revents)
     send_health(w->data, NULL);
 }
 
-void qc_peerhealth_start(qc_agent *a)
+void qc_peerhealth_start(qc_peerhealth *ph)
 {
     /* Above any number an earlier run of this node sent (frames are far
      * rarer than microseconds), so that peers take the new run's frames
      * even if they never saw the old run's link go down. */
-    a->health_seq = (uint64_t)(qc_wall_time() * 1e6);
-    double every = (double)period_ms(a) / 1000.0;
-    ev_timer_init(&a->health_timer, on_health_timer, every, every);
-    a->health_timer.data = a;
-    ev_timer_start(a->loop, &a->health_timer);
-    send_health(a, NULL);
+    ph->seq = (uint64_t)(qc_wall_time() * 1e6);
+    double every = (double)ph->period_ms / 1000.0;
+    ev_timer_init(&ph->timer, on_health_timer, every, every);
+    ph->timer.data = ph;
+    ev_timer_start(ph->loop, &ph->timer);
+    send_health(ph, NULL);
 }
 
-void qc_peerhealth_stop(qc_agent *a) { ev_timer_stop(a->loop, &a->health_timer); }
+void qc_peerhealth_stop(qc_peerhealth *ph)
+{
+    if (ph->loop) ev_timer_stop(ph->loop, &ph->timer);
+}
 
 static int same_health(const qc_wire_health *x, const qc_wire_health *y)
 {
@@ -99,14 +100,14 @@ static int same_health(const qc_wire_health *x, const qc_wire_health *y)
     return 1;
 }
 
-void qc_peerhealth_changed(qc_agent *a)
+void qc_peerhealth_changed(qc_peerhealth *ph)
 {
     qc_wire_health h;
-    self_health(a, &h);
-    if (!same_health(&h, &a->health_out)) send_health(a, NULL);
+    self_health(ph, &h);
+    if (!same_health(&h, &ph->out)) send_health(ph, NULL);
 }
 
-static void forget(member *m)
+static void forget(qc_peer *m)
 {
     free(m->checks);
     m->checks = NULL;
@@ -116,16 +117,16 @@ static void forget(member *m)
     m->health_seq = 0;
 }
 
-void qc_peerhealth_link(qc_agent *a, member *m, int up)
+void qc_peerhealth_link(qc_peerhealth *ph, qc_peer *m, int up)
 {
     if (up)
-        send_health(a, m);
+        send_health(ph, m);
     else
         forget(m);
 }
 
 /* Takes h as what m says now. QC_ENOMEM leaves m as it was. */
-static int take(member *m, const qc_wire_health *h)
+static int take(qc_peer *m, const qc_wire_health *h)
 {
     qc_peer_check *checks = NULL;
     if (h->n_checks && !(checks = calloc(h->n_checks, sizeof *checks))) return QC_ENOMEM;
@@ -142,13 +143,13 @@ static int take(member *m, const qc_wire_health *h)
     return QC_OK;
 }
 
-void qc_peerhealth_on_frame(qc_agent *a, uint64_t peer, const uint8_t *data, size_t len)
+void qc_peerhealth_on_frame(qc_peerhealth *ph, uint64_t peer, const uint8_t *data, size_t len)
 {
-    member *m = qc_agent_member_by_id(a, peer);
+    qc_peer *m = qc_membership_by_id(ph->members, peer);
     if (!m) return;
     qc_wire_health h;
     if (qc_wire_decode_health(data, len, &h) != QC_OK) {
-        qc_metrics_add(a->metrics, "qcluster_bad_frames_total", NULL, NULL, 1);
+        qc_metrics_add(ph->metrics, "qcluster_bad_frames_total", NULL, NULL, 1);
         qc_log(QC_LOG_WARN, "health", "dropped a malformed health frame from %s", m->identifier);
         return;
     }
@@ -159,29 +160,31 @@ void qc_peerhealth_on_frame(qc_agent *a, uint64_t peer, const uint8_t *data, siz
         return;
     }
     if (known ? was != m->healthy : !m->healthy)
-        qc_agenthistory_note(a, m->healthy ? "healthy" : "unhealthy", m->identifier, "peer_said");
+        qc_agenthistory_note(ph->history, m->healthy ? "healthy" : "unhealthy", m->identifier,
+                             "peer_said");
     if (known && was != m->healthy)
         qc_logf(QC_LOG_INFO, "health", &(qc_log_fields){.peer = m->identifier}, "%s says it is %s",
                 m->identifier, m->healthy ? "healthy" : "unhealthy");
 }
 
-void qc_peerhealth_info(const qc_agent *a, const member *m, qc_peer_info *p)
+void qc_peerhealth_info(const qc_peerhealth *ph, const qc_peer *m, qc_peer_info *p)
 {
-    int known = m->up && m->health_at && qc_now_ms() - m->health_at <= STALE_PERIODS * period_ms(a);
+    int known =
+        m->up && m->health_at && qc_now_ms() - m->health_at <= STALE_PERIODS * ph->period_ms;
     p->healthy = known && m->healthy;
     p->checks = known ? m->checks : NULL;
     p->n_checks = known ? m->n_checks : 0;
 }
 
-void qc_peerhealth_self(qc_agent *a, qc_peer_info *p)
+void qc_peerhealth_self(qc_peerhealth *ph, qc_peer_info *p)
 {
     qc_wire_health h;
-    self_health(a, &h);
+    self_health(ph, &h);
     for (size_t i = 0; i < h.n_checks; i++) {
-        memcpy(a->self_checks[i].name, h.checks[i].name, sizeof a->self_checks[i].name);
-        a->self_checks[i].passing = h.checks[i].passing;
+        memcpy(ph->self_copy[i].name, h.checks[i].name, sizeof ph->self_copy[i].name);
+        ph->self_copy[i].passing = h.checks[i].passing;
     }
     p->healthy = h.healthy;
-    p->checks = a->self_checks;
+    p->checks = ph->self_copy;
     p->n_checks = h.n_checks;
 }
