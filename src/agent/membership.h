@@ -63,7 +63,7 @@ typedef struct qc_membership_host {
     int (*lease_leader)(void *ud);
     uint64_t (*leader)(void *ud);
     /* The commit index, the last log index, peer's match index (leader
-     * only), whether the core last heard peer is healthy (1), and the term. */
+     * only), and whether the core last heard peer is healthy (1). */
     uint64_t (*commit)(void *ud);
     uint64_t (*last_index)(void *ud);
     uint64_t (*match)(void *ud, uint64_t peer);
@@ -178,7 +178,5 @@ void qc_membership_set_metadata(qc_membership *ms, const char *json, qc_member_d
                                 void *arg);
 /* Answers every request still waiting with rc and message (the agent stops). */
 void qc_membership_cancel_waits(qc_membership *ms, int rc, const char *message);
-/* Whether a request still waits. */
-int qc_membership_waiting(const qc_membership *ms);
 
 #endif
