@@ -84,7 +84,8 @@ coverage: deps
 	gcovr -r . --filter src/core/raft.c --txt --fail-under-line 95 build
 	$(MAKE) build/qcraft.so build/sim -B
 
-lint:
+lint: $(QC_LIB_A)
+	lua5.4 scripts/check-layers.lua $(QC_PIC)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --suppress=missingIncludeSystem -Isrc src tests/c tests/sim tests/chaos
 	luacheck --std lua54+busted --codes lua tests examples scripts --exclude-files 'tests/fuzz/corpus/**'

@@ -60,6 +60,11 @@ describe("the layer checker", function()
     assert.matches("no cycles", out)
   end)
 
+  it("passes the real tree (make test builds it first)", function()
+    local ok, out = sh("lua5.4 " .. CHECKER .. " build/pic")
+    assert.is_true(ok, out)
+  end)
+
   it("refuses an include from a higher layer", function()
     local ok, out = check({
       ["src/agent/agent.h"] = "int agent_fn(void);\n",
