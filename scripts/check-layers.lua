@@ -118,7 +118,11 @@ for line in nm:lines() do
   local obj, kind, sym = line:match("^(.-%.o):%s*%x*%s+(%a)%s+(%S+)$")
   if obj then
     local module = obj:sub(#objdir + 2):gsub("%.o$", "")
-    if module ~= "embedded" then
+    -- only objects of today's sources: a build from before a file moved
+    -- leaves its old object behind
+    local source = io.open("src/" .. module .. ".c")
+    if source then source:close() end
+    if source then
       modules[module] = true
       uses[module] = uses[module] or {}
       if kind == "U" then
