@@ -9,9 +9,14 @@
  *   SOURCES: how many source addresses 127.0.0.2... to spread the polls
  *   over. keep: keep-alive, each poll asks again on its connection while
  *   the answer says keep-alive (default: Connection: close, a new
- *   connection each time, as the SDKs do). Prints "parked" on stderr once every request is sent, then
- *   writes one line a poll to OUT: the wall-clock seconds it learned the
- *   new leader, or "-" when it did not within WAIT + 5 s. */
+ *   connection each time, as the SDKs do).
+ * Prints "parked" on stderr once every request is sent, then writes one
+ * line a poll to OUT: the wall-clock seconds it learned the new leader, or
+ * "-" when it did not within WAIT + 5 s; and on stderr "asked_again N"
+ * (answers that named no new leader yet, asked again) and "cpu_ms N" (the
+ * CPU time it used after "parked": it shares the cores with the agent it
+ * measures). A poll has learned when a whole answer (by its
+ * Content-Length) names the new leader. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,12 +42,21 @@ typedef struct poll_s {
 static const char *host, *old;
 static int port, nsrc, keep;
 static double wait_s;
+static long asked_again; /* answers that named no new leader yet */
 
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+           (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 static int poll_send(int fd, unsigned long long term, const char *leader)
@@ -74,7 +89,7 @@ static int poll_open(int ep, poll_s *p, int i, unsigned long long term, const ch
         return -1;
     }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (unsigned)i};
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.u32 = (unsigned)i};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
         close(fd);
         return -1;
@@ -102,6 +117,52 @@ static int answer(const poll_s *p, unsigned long long *term, char *leader, size_
     return strcmp(leader, old) != 0;
 }
 
+/* 1 when p->in holds a whole answer: its headers and Content-Length bytes. */
+static int whole(const poll_s *p)
+{
+    const char *body = strstr(p->in, "\r\n\r\n");
+    const char *cl = strcasestr(p->in, "content-length:");
+    return body && cl && p->len >= (size_t)(body + 4 - p->in) + strtoul(cl + 15, NULL, 10);
+}
+
+/* Poll i's socket is watched again (EPOLLONESHOT: only while it goes on). */
+static int rearm(int ep, const poll_s *p, unsigned i)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.u32 = i};
+    return epoll_ctl(ep, EPOLL_CTL_MOD, p->fd, &ev);
+}
+
+/* Poll i's socket is readable. A whole answer naming the new leader ends
+ * the poll; its socket is closed only when the client exits, after the
+ * measurement, so that closing thousands does not hold up reading the
+ * next answers (the client shares the cores with the agent). Another
+ * answer asks again, on the same connection when it is kept alive. 1 when
+ * the poll is over (learned, or could not ask again), else 0. */
+static int poll_ready(int ep, poll_s *polls, unsigned i, double at)
+{
+    poll_s *p = &polls[i];
+    unsigned long long t;
+    char lead[256];
+    ssize_t r = read(p->fd, p->in + p->len, sizeof p->in - 1 - p->len);
+    if (r > 0) {
+        p->len += (size_t)r;
+        p->in[p->len] = '\0';
+    }
+    int eof = r == 0 || (r < 0 && errno != EAGAIN);
+    if (!eof && !whole(p)) return rearm(ep, p, i) != 0; /* the rest is on its way */
+    if (answer(p, &t, lead, sizeof lead)) {
+        p->learned = at;
+        return 1;
+    }
+    asked_again++;
+    if (keep && !eof && !strcasestr(p->in, "connection: close")) {
+        p->len = 0;
+        return poll_send(p->fd, t, lead) != 0 || rearm(ep, p, i) != 0;
+    }
+    close(p->fd);
+    return poll_open(ep, p, (int)i, t, lead) != 0; /* could not ask again: not learned */
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 9 && argc != 10) {
@@ -126,47 +187,16 @@ int main(int argc, char **argv)
         }
     }
     fprintf(stderr, "parked\n");
+    double cpu0 = cpu_s();
     int left = n;
     double deadline = now_s() + wait_s + 5;
     struct epoll_event evs[256];
     while (left > 0 && now_s() < deadline) {
         int k = epoll_wait(ep, evs, 256, 100);
         double at = now_s();
-        for (int e = 0; e < k; e++) {
-            poll_s *p = &polls[evs[e].data.u32];
-            ssize_t r = read(p->fd, p->in + p->len, sizeof p->in - 1 - p->len);
-            if (r > 0) {
-                p->len += (size_t)r;
-                p->in[p->len] = '\0';
-                const char *body = strstr(p->in, "\r\n\r\n");
-                const char *cl = strcasestr(p->in, "content-length:");
-                if (!keep || !body || !cl || p->len < (size_t)(body + 4 - p->in) + strtoul(cl + 15, NULL, 10))
-                    continue; /* Connection: close: the answer ends at EOF */
-                if (strcasestr(p->in, "connection: close")) continue;
-                unsigned long long t;
-                char lead[256];
-                if (answer(p, &t, lead, sizeof lead)) {
-                    p->learned = at;
-                    left--;
-                    close(p->fd);
-                } else {
-                    p->len = 0;
-                    if (poll_send(p->fd, t, lead) != 0) left--;
-                }
-                continue;
-            }
-            if (r < 0 && errno == EAGAIN) continue;
-            close(p->fd);
-            unsigned long long t;
-            char lead[256];
-            if (answer(p, &t, lead, sizeof lead)) {
-                p->learned = at;
-                left--;
-            } else if (poll_open(ep, p, (int)evs[e].data.u32, t, lead) != 0) {
-                left--; /* could not ask again: counted as not learned */
-            }
-        }
+        for (int e = 0; e < k; e++) left -= poll_ready(ep, polls, evs[e].data.u32, at);
     }
+    fprintf(stderr, "asked_again %ld\ncpu_ms %.0f\n", asked_again, (cpu_s() - cpu0) * 1000);
     FILE *out = fopen(argv[8], "w");
     if (!out) return 1;
     for (int i = 0; i < n; i++)
@@ -175,5 +205,8 @@ int main(int argc, char **argv)
         else
             fprintf(out, "-\n");
     fclose(out);
+    /* The sockets close at exit: the agent's work for that (a read and a
+     * close each) comes after the bench has taken its figures. */
+    sleep(1);
     return 0;
 }

@@ -44,6 +44,7 @@ struct qc_agent {
     qc_net *net;
     qc_api *api;
     uint64_t api_term;  /* the term long-polls were last told of (qc_api_notify) */
+    uint64_t api_lead;  /* and the leader the view named then (0: none) */
     qc_tls *api_tls;    /* made at load (the files checked), handed to api at start */
     qc_health *health;  /* this node's checks (NULL before the start) */
     int healthy;        /* every check passes (always with none) and no hook is stuck */
@@ -223,13 +224,17 @@ static void self_info(qc_agent *a, qc_peer_info *out)
 
 static void view_self(void *ud, qc_peer_info *out) { self_info(ud, out); }
 
+/* The leader readers are told of, 0 for none: a leader whose lease lapsed,
+ * or a new one yet to gather it, must not name itself. */
+static uint64_t view_leader_id(qc_agent *a)
+{
+    uint64_t id = qc_agent_leader_id(a);
+    return id == a->self_id && !qc_agent_view_is_leader(a) ? 0 : id;
+}
+
 static int view_leader(void *ud, qc_peer_info *out)
 {
-    qc_agent *a = ud;
-    /* A leader whose lease lapsed must not name itself. */
-    uint64_t id = qc_agent_leader_id(a);
-    if (id == a->self_id && !qc_agent_view_is_leader(a)) return QC_ENOLEADER;
-    return peer_info(a, id, out) ? QC_OK : QC_ENOLEADER;
+    return peer_info(ud, view_leader_id(ud), out) ? QC_OK : QC_ENOLEADER;
 }
 
 /* The members the lists name: one removed is gone for readers at once, even
@@ -759,10 +764,15 @@ static void qc_agent_process(qc_agent *a)
         if (events != few) free(events);
         qc_replica_deliver(a->replica);
     }
-    /* The term can change with no leader event (a vote granted, a campaign
-     * of this node): long-polls are held on the term too. */
-    if (a->api && qc_raft_term(a->raft) != a->api_term) {
+    /* Long-polls are held on the term and the leader the view names, and
+     * either can change with no leader event: the term with a vote granted
+     * or a campaign of this node, the leader when this node, elected, gathers
+     * its lease (or it lapses). Untold, polls parked on "no leader" in
+     * between waited out their wait on the new leader itself. */
+    uint64_t vl = view_leader_id(a);
+    if (a->api && (qc_raft_term(a->raft) != a->api_term || vl != a->api_lead)) {
         a->api_term = qc_raft_term(a->raft);
+        a->api_lead = vl;
         qc_api_notify(a->api);
     }
     arm_timer(a);

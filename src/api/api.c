@@ -354,29 +354,44 @@ static const char *status_text(int status)
     }
 }
 
-/* Queues one response and starts writing it. extra: more header lines. */
-static void respond(conn *c, int status, const char *ctype, const char *body, size_t len,
-                    const char *extra)
+/* The status line and headers of a response with a body of len bytes
+ * into head (cap bytes): their length, or -1 when they do not fit. */
+static int response_head(char *head, size_t cap, int status, const char *ctype, size_t len,
+                         int closing, const char *extra)
 {
-    if (c->dead) return;
+    int n = snprintf(head, cap,
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\nConnection: %s\r\n%s\r\n",
+                     status, status_text(status), ctype, len, closing ? "close" : "keep-alive",
+                     extra ? extra : "");
+    return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
+/* An answer closes its connection: the client asked, or the request
+ * cannot be trusted to end where the parser says. */
+static void answer_closes(conn *c, int status)
+{
     /* err_status: the parser gave up on this request (e.g. a body over the
      * limit), so the rest of the input cannot be trusted. */
     if (!c->keep_alive || c->err_status || status == 400 || status == 408 || status == 414 ||
         status == 431)
         c->closing = 1;
+}
+
+/* Queues one response and starts writing it. extra: more header lines. */
+static void respond(conn *c, int status, const char *ctype, const char *body, size_t len,
+                    const char *extra)
+{
+    if (c->dead) return;
+    answer_closes(c, status);
     /* An answer to HEAD has the headers of the answer to GET, Content-Length
      * included, and no body (RFC 9110 9.3.2): a body would be read as the
      * next response. */
     size_t send = c->method == HTTP_HEAD ? 0 : len;
     c->method = -1; /* answered: a parse error before the next request starts is no HEAD */
     char head[512];
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\nConnection: %s\r\n%s\r\n",
-                     status, status_text(status), ctype, len, c->closing ? "close" : "keep-alive",
-                     extra ? extra : "");
-    if (n < 0 || (size_t)n >= sizeof head || out_append(c, head, (size_t)n) ||
-        out_append(c, body, send)) {
+    int n = response_head(head, sizeof head, status, ctype, len, c->closing, extra);
+    if (n < 0 || out_append(c, head, (size_t)n) || out_append(c, body, send)) {
         conn_close(c);
         return;
     }
@@ -409,10 +424,26 @@ static void respond_error(conn *c, int status, const char *msg, const char *extr
     yajl_gen_free(g);
 }
 
-/* After the last response is out: half-close, drain the peer briefly so
- * it reads our answer instead of a reset, then close. */
+/* 1 when c's answer under way is its last and c closes as soon as it is
+ * out, with no linger: the client said it sends nothing more and all it
+ * sent was read, so a close cannot draw a reset. Thousands of long-polls
+ * answered together so close without a linger each (a shutdown, a
+ * wake-up, a read, a close), and their FIN goes in the answer's segment. */
+static int closes_at_once(const conn *c)
+{
+    return !c->tls && c->closing && !c->busy && c->client_close && !c->err_status &&
+           c->in_off >= c->in_len;
+}
+
+/* After the last response is out: close at once when closes_at_once, else
+ * half-close, drain the peer briefly so it reads our answer instead of a
+ * reset, then close. */
 static void begin_linger(conn *c)
 {
+    if (closes_at_once(c)) {
+        conn_close(c);
+        return;
+    }
     if (!c->eof) qc_tls_close_notify(c->tls);
     if (c->eof || shutdown(c->fd, SHUT_WR) != 0) {
         conn_close(c);
@@ -477,7 +508,8 @@ static int conn_send(conn *c, const char *buf, size_t len, size_t *sent)
         int r = tls_io(c, qc_tls_write(c->tls, buf, len, sent), TLS_WRITE_WANTS_READ);
         return r == IO_EOF ? IO_FAIL : r;
     }
-    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+    /* MSG_MORE: the close right after adds its FIN to this segment */
+    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL | (closes_at_once(c) ? MSG_MORE : 0));
     if (n > 0) *sent = (size_t)n;
     if (n > 0 || (n < 0 && errno == EINTR)) return IO_OK;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -558,14 +590,14 @@ static void self_now(const qc_api *a, qc_peer_info *out)
 
 /* ---------- handlers ---------- */
 
-static int leader_json(conn *c, yajl_gen g)
+static int leader_json(const qc_api *a, yajl_gen g)
 {
     qc_peer_info p;
-    if (!leader_now(c->api, &p)) {
+    if (!leader_now(a, &p)) {
         yajl_gen_map_open(g);
         qc_json_key(g, "leader");
         yajl_gen_null(g);
-        qc_json_key_int(g, "term", (long long)term_now(c->api));
+        qc_json_key_int(g, "term", (long long)term_now(a));
         yajl_gen_map_close(g);
         return 503;
     }
@@ -577,7 +609,7 @@ static int leader_json(conn *c, yajl_gen g)
     qc_json_raw_object(g, p.metadata);
     qc_json_key_int(g, "priority", p.priority);
     qc_json_key_bool(g, "healthy", p.healthy);
-    qc_json_key_int(g, "term", (long long)term_now(c->api));
+    qc_json_key_int(g, "term", (long long)term_now(a));
     yajl_gen_map_close(g);
     return 200;
 }
@@ -589,7 +621,7 @@ static void answer_leader(conn *c)
         conn_close(c);
         return;
     }
-    int status = leader_json(c, g);
+    int status = leader_json(c->api, g);
     respond_json_gen(c, status, g, NULL);
     yajl_gen_free(g);
 }
@@ -742,6 +774,13 @@ typedef struct known {
     const char *leader; /* NULL: no leader ("none") */
 } known;
 
+/* 1 when term and leader (NULL: none) differ from what k says. */
+static int differs(uint64_t term, const char *leader, const known *k)
+{
+    if (k->has_term && term != k->term) return 1;
+    return k->has_leader && !same_id(leader, k->leader);
+}
+
 /* 1 when the leader or the term now differs from what k says. */
 static int known_differs(const qc_api *a, const known *k)
 {
@@ -751,19 +790,97 @@ static int known_differs(const qc_api *a, const known *k)
     return !same_id(leader_now(a, &p) ? p.identifier : NULL, k->leader);
 }
 
-static int park_changed(conn *c)
+/* Builds a->shared from the view now: QC_ENOMEM, or QC_EINVAL when the
+ * leader's identifier is too long to keep (answers are then built one by
+ * one, as before). */
+static int shared_build(qc_api *a)
 {
-    known k = {c->park_has_term, c->park_has_leader, c->park_term, c->park_leader};
-    return known_differs(c->api, &k);
+    shared_answer *sa = &a->shared;
+    qc_peer_info p;
+    sa->valid = 0;
+    sa->term = term_now(a);
+    sa->has_leader = leader_now(a, &p);
+    if (sa->has_leader && strlen(p.identifier) >= sizeof sa->leader) return QC_EINVAL;
+    if (sa->has_leader) strcpy(sa->leader, p.identifier);
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g) return QC_ENOMEM;
+    int rc = QC_OK, status = sa->status = leader_json(a, g);
+    const unsigned char *body;
+    size_t len;
+    if (yajl_gen_get_buf(g, &body, &len) != yajl_gen_status_ok) rc = QC_ENOMEM;
+    for (int keep = 0; keep < 2 && rc == QC_OK; keep++) {
+        char head[512];
+        int n = response_head(head, sizeof head, status, "application/json", len, !keep, NULL);
+        size_t need = (size_t)n + len;
+        if (n < 0) {
+            rc = QC_EINVAL;
+            break;
+        }
+        if (need > sa->cap[keep]) {
+            char *t = realloc(sa->text[keep], need);
+            if (!t) {
+                rc = QC_ENOMEM;
+                break;
+            }
+            sa->text[keep] = t;
+            sa->cap[keep] = need;
+        }
+        memcpy(sa->text[keep], head, (size_t)n);
+        memcpy(sa->text[keep] + n, body, len);
+        sa->len[keep] = need;
+    }
+    yajl_gen_free(g);
+    sa->valid = rc == QC_OK;
+    return rc;
 }
 
-/* The wait ended or the state changed: answer and go on with the input. */
+/* Answers c with a->shared, as answer_leader would: one send from the
+ * shared bytes, whatever the socket does not take now kept in c->out. */
+static void shared_send(conn *c)
+{
+    const shared_answer *sa = &c->api->shared;
+    answer_closes(c, sa->status);
+    c->method = -1;
+    const char *t = sa->text[!c->closing];
+    size_t len = sa->len[!c->closing], sent = 0;
+    if (conn_send(c, t, len, &sent) == IO_FAIL) {
+        conn_close(c);
+        return;
+    }
+    if (sent < len && out_append(c, t + sent, len - sent) != QC_OK) {
+        conn_close(c);
+        return;
+    }
+    conn_flush(c); /* the rest, if any; a closing answer closes */
+}
+
+/* 1 when the view differs from what parked c knows: as a->shared holds
+ * it, built once a drain pass (the view is asked only if that fails). */
+static int park_changed(qc_api *a, const conn *c)
+{
+    known k = {c->park_has_term, c->park_has_leader, c->park_term, c->park_leader};
+    shared_answer *sa = &a->shared;
+    if (!sa->valid && !sa->tried) {
+        sa->tried = 1;
+        if (shared_build(a) == QC_ENOMEM)
+            qc_log(QC_LOG_WARN, "api", "out of memory: long-polls answered one by one");
+    }
+    if (!sa->valid) return known_differs(a, &k);
+    return differs(sa->term, sa->has_leader ? sa->leader : NULL, &k);
+}
+
+/* The wait ended or the state changed: answer (from a->shared when it
+ * fits c: plain HTTP, GET, nothing else queued) and go on with the input. */
 static void park_answer(conn *c)
 {
     unpark(c);
     hold_back(c);
     touch(c);
-    answer_leader(c);
+    if (c->api->shared.valid && !c->tls && c->method == HTTP_GET && c->out_len == 0 &&
+        !c->err_status)
+        shared_send(c);
+    else
+        answer_leader(c);
     conn_process(c);
 }
 
@@ -1412,10 +1529,10 @@ static void slot_leave(conn *c)
     c->counted = c->over = 0;
 }
 
-/* A parked long-poll is answered: it keeps its connection if a slot is
- * free (none is taken from another), else its answer says close. So a
- * change answered to many polls never turns into evictions; a client
- * whose connection closed simply opens a new one for its next poll. */
+/* A held long-poll's grace ended: it keeps its connection if a slot is
+ * free (none is taken from another), else it closes. So a change answered
+ * to many polls never turns into evictions; a client whose connection
+ * closed simply opens a new one for its next poll. */
 static void slot_back(conn *c)
 {
     qc_api *a = c->api;
@@ -1430,15 +1547,13 @@ static void slot_back(conn *c)
 
 /* An answered long-poll whose client keeps the connection stays in the
  * long-poll budget, holding no slot, for QC_API_LONGPOLL_GRACE_S (its
- * next poll parks at once, with no new connection); else as slot_back. */
+ * next poll parks at once, with no new connection). One that closes after
+ * its answer takes no slot: it would give it back at once, and finding
+ * one walks the connections (thousands, for as many answers). */
 static void hold_back(conn *c)
 {
     qc_api *a = c->api;
-    if (c->dead || c->counted) return;
-    if (!c->keep_alive) {
-        slot_back(c);
-        return;
-    }
+    if (c->dead || c->counted || !c->keep_alive) return;
     c->held = 1;
     a->nheld++;
     list_push(&a->held, c);
@@ -1664,6 +1779,7 @@ static int on_message_complete(http_parser *p)
     c->progress = ev_now(c->api->loop);
     c->method = (int)p->method;
     c->keep_alive = http_should_keep_alive(p);
+    c->client_close = !c->keep_alive;
     http_parser_pause(p, 1);
     return 0;
 }
@@ -1843,15 +1959,19 @@ static void drain_cb(struct ev_loop *loop, ev_check *w, int revents)
         ev_io_start(loop, &c->rio);
         conn_read(c);
     }
+    /* The view as this pass finds it, built once (park_changed): not per
+     * poll. A change within the pass (qc_api_notify) builds it again. */
+    a->shared.valid = a->shared.tried = 0;
     while (a->unchecked) {
         conn *c = a->unchecked;
-        if (!c->expired && !park_changed(c)) {
+        if (!c->expired && !park_changed(a, c)) {
             list_push(&a->parked, c); /* still holds: checking it is cheap */
             continue;
         }
         if (!turn_take(a)) break;
         park_answer(c);
     }
+    a->shared.valid = 0; /* only within the pass: the view moves on */
     if (!a->dhead && !a->unchecked) {
         ev_check_stop(loop, &a->drain_w);
         ev_idle_stop(loop, &a->spin_w);
@@ -2197,6 +2317,7 @@ void qc_api_set_max_value(qc_api *a, size_t bytes)
 void qc_api_notify(qc_api *a)
 {
     if (!a) return;
+    a->shared.valid = a->shared.tried = 0; /* a drain pass under way looks again */
     /* Every parked poll is checked again, by the drain: thousands of
      * answers never run inside the caller (the agent's raft output). */
     while (a->parked) list_push(&a->unchecked, a->parked);
@@ -2223,6 +2344,8 @@ void qc_api_free(qc_api *a)
     ev_timer_stop(a->loop, &a->accept_pause);
     close(a->fd);
     qc_tls_free(a->tls);
+    free(a->shared.text[0]);
+    free(a->shared.text[1]);
     free(a->token);
     free(a);
 }

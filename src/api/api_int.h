@@ -17,6 +17,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "api/api.h"
+#include "core/members.h" /* QC_MEMBER_ID_MAX */
 
 #define URL_MAX QC_API_MAX_URL /* a 1 KiB binary key, percent-encoded, fits */
 
@@ -74,6 +75,7 @@ struct conn {
     size_t body_len, body_cap, body_max;
     int err_status; /* set by a callback that rejects the request */
     int method, keep_alive;
+    int client_close; /* the request said it is the last (Connection: close, HTTP/1.0) */
     /* output */
     char *out;
     size_t out_len, out_off, out_cap;
@@ -107,6 +109,20 @@ struct conn {
     conn *dnext, *dprev; /* the drain queue */
 };
 
+/* GET /v1/leader's answer as one drain pass found the view (see
+ * drain_cb): the parked polls it wakes get these very bytes, one send
+ * each, with no JSON built nor memory taken per answer. */
+typedef struct shared_answer {
+    int valid; /* built in this pass and no change since (qc_api_notify) */
+    int tried; /* building it was tried since (it failed when not valid) */
+    uint64_t term;
+    int has_leader;
+    char leader[QC_MEMBER_ID_MAX + 1];
+    int status;    /* 200, or 503 with no leader */
+    char *text[2]; /* the whole response: [0] closes, [1] keeps alive */
+    size_t len[2], cap[2];
+} shared_answer;
+
 struct qc_api {
     struct ev_loop *loop;
     const qc_view *view;
@@ -134,6 +150,7 @@ struct qc_api {
     conn *unchecked, *dhead, *dtail;
     ev_check drain_w;
     ev_idle spin_w; /* keeps the loop from blocking while work waits */
+    shared_answer shared;
     unsigned turn_iter;
     int turn_used;
     int nconns;  /* open, the gauge */

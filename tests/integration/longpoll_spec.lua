@@ -54,4 +54,37 @@ describe("long-polls on a follower", function()
     assert.are.equal(cjson.null, body.leader)
     assert.is_true(math.tointeger(body.term) > term)
   end)
+
+  it("polls on a node that takes over learn it leads, asking again as the SDKs do", function()
+    c = A.cluster(3)
+    A.start_all(c)
+    local leader = A.must_leader(c, 15)
+    local li = A.index_of(c, leader)
+    local xi = li % 3 + 1
+    local st = A.json(c.nodes[xi].api, "/v1/status")
+    local term = math.tointeger(st.term)
+    local polls = {}
+    for i = 1, 5 do
+      polls[i] = poll_send(c.nodes[xi].api, string.format("wait=30&term=%d&leader=%s", term, leader))
+    end
+    A.sleep(0.3) -- parked
+    -- handed to xi in the background: the polls are asked again while xi
+    -- campaigns, is elected and gathers the answers that let it say it leads
+    os.execute(string.format("%s/bin/qcluster transfer %s --api %s >/dev/null 2>&1 &",
+      A.root, c.nodes[xi].id, c.nodes[li].api))
+    local t0 = socket.gettime()
+    for i = 1, 5 do
+      local s, status, body = polls[i]
+      repeat
+        status, body = poll_read(s, 40)
+        if status ~= 200 then -- no leader yet: ask again with what it said
+          s = poll_send(c.nodes[xi].api, string.format("wait=30&term=%d&leader=none",
+            math.tointeger(body.term)))
+        end
+      until status == 200
+      assert.are.equal(c.nodes[xi].id, body.identifier)
+    end
+    -- learned as soon as xi leads, not when the waits end
+    assert.is_true(socket.gettime() - t0 < 10, "the polls waited " .. (socket.gettime() - t0) .. " s")
+  end)
 end)

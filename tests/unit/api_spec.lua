@@ -256,6 +256,29 @@ describe("qc_api", function()
     s:close()
   end)
 
+  it("polls woken together get the very answer a plain GET gets, keep-alive or close", function()
+    local polls = {}
+    for i = 1, 6 do
+      polls[i] = connect(port)
+      assert(polls[i]:send("GET /v1/leader?wait=30 HTTP/1.1\r\nHost: t\r\n" ..
+        (i % 2 == 0 and "Connection: close\r\n" or "") .. "\r\n"))
+    end
+    socket.sleep(0.2)
+    signal(pid, "USR1")
+    local ka = connect(port)
+    assert(ka:send("GET /v1/leader HTTP/1.1\r\nHost: t\r\n\r\n"))
+    local want = { keep = { read_response(ka) } }
+    ka:close()
+    want.close = { request(port, "GET", "/v1/leader", { headers = { Connection = "close" } }) }
+    assert.are.equal(200, want.keep[1])
+    assert.are.equal("close", want.close[2].connection)
+    for i, s in ipairs(polls) do
+      local w = i % 2 == 0 and want.close or want.keep
+      assert.are.same({ w[1], w[2], w[3] }, { read_response(s) })
+      s:close()
+    end
+  end)
+
   it("clients that hang up while parked are cleaned up and others are served", function()
     for _ = 1, 20 do
       local s = connect(port)
@@ -677,6 +700,29 @@ describe("qc_api limits", function()
     assert.are.equal(200, (read_response(polls[1])))
     for _, s in ipairs(polls) do s:close() end
     assert.are.equal(0, limit_count("evicted"))
+  end)
+
+  it("polls that said Connection: close close when answered, before their clients close", function()
+    start_plain()
+    local polls = {}
+    for i = 1, 10 do
+      polls[i] = connect(port)
+      assert(polls[i]:send("GET /v1/leader?wait=30 HTTP/1.1\r\nConnection: close\r\n\r\n"))
+    end
+    socket.sleep(0.2)
+    signal(pid, "USR1")
+    for _, s in ipairs(polls) do
+      local status, headers, body = read_response(s)
+      assert.are.equal(200, status)
+      assert.are.equal("server_b", cjson.decode(body).identifier)
+      assert.are.equal("close", headers["connection"])
+      assert.is_true((closed(s)))
+    end
+    -- every client still holds its end open: the agent holds none of them,
+    -- only the connection asking
+    local _, _, body = request(port, "GET", "/metrics", { headers = { Connection = "close" } })
+    assert.truthy(body:find("qcluster_api_connections 1\n", 1, true))
+    for _, s in ipairs(polls) do s:close() end
   end)
 
   it("a request with the token is served while connections without it fill every slot", function()
