@@ -41,7 +41,8 @@ struct qc_membership {
     /* The list of the newest applied CONFIG entry, this node's own
      * metadata as it wants it known, requests waiting on the list. */
     qc_members applied;
-    uint64_t quiet_until; /* no member hooks for entries replayed at start */
+    uint64_t applied_index; /* the index of that entry; 0: nothing applied yet */
+    uint64_t quiet_until;   /* no member hooks for entries replayed at start */
     char *self_metadata;
     request_wait *waits;
     int joining;              /* a join request is in flight */
@@ -131,6 +132,7 @@ int qc_membership_setup(qc_membership *mb, struct ev_loop *loop)
 void qc_membership_begin(qc_membership *mb, uint64_t quiet_until, const qc_entry *conf)
 {
     mb->quiet_until = quiet_until;
+    mb->applied_index = conf ? conf->index : 0;
     if (conf && conf->index)
         qc_members_decode(conf->data, conf->len, &mb->applied);
     else if (conf)
@@ -653,6 +655,7 @@ void qc_membership_apply_list(qc_membership *mb, const qc_entry *e)
     int is = qc_members_find(&ms, mb->cfg->identifier) >= 0;
     qc_members_free(&mb->applied);
     mb->applied = ms;
+    mb->applied_index = e->index;
     mark_removed(mb); /* before the waits settle: an answered leave shows */
     settle_waits(mb);
     /* Removed, and not added back later in the log (a node that rejoined
@@ -688,11 +691,16 @@ static void on_wait_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     wait_finish(mw->mb, mw, QC_EBUSY, "timed out waiting for the change to commit");
 }
 
-/* Whether the applied list shows w done. */
+/* Whether the applied list shows w done. Only once it is the newest list
+ * in the log: a restarted node replays older lists first, and one from
+ * before it joined does not name it, which is no leave. */
 static int wait_met(const qc_membership *mb, const request_wait *w)
 {
     int at = qc_members_find(&mb->applied, w->identifier);
+    qc_entry newest;
+    mb->host.conf(mb->host.ud, &newest);
     if (!mb->applied.n) return 0; /* no list yet: nothing to tell by */
+    if (mb->applied_index < newest.index) return 0;
     switch (w->op) {
     case QC_MEMBER_OP_LEAVE: return at < 0;
     case QC_MEMBER_OP_UPDATE:

@@ -584,27 +584,51 @@ static int l_conf(lua_State *L)
     return 1;
 }
 
-/* f:begin(quiet_until): the core started; the list applied is the entry
- * in effect (the config's peers when there is none). */
+/* f:begin(quiet_until [, at]): the core started; the list applied is the
+ * entry in effect (the config's peers when there is none), or with at = 0
+ * nothing applied yet (a restart with no snapshot: entries replay later). */
 static int l_begin(lua_State *L)
 {
     fake *f = check_fake(L);
     f->L = L;
     qc_entry e;
     h_conf(f, &e);
+    if (!lua_isnoneornil(L, 3)) {
+        if (luaL_checkinteger(L, 3) != 0) return luaL_argerror(L, 3, "only 0 (nothing applied)");
+        e = (qc_entry){.type = QC_ENTRY_CONFIG};
+    }
     qc_membership_begin(f->mb, (uint64_t)luaL_optinteger(L, 2, 0), &e);
     return 0;
 }
 
-/* f:apply(): the newest CONFIG entry (f:conf or a proposal) was applied. */
+/* f:apply(): the newest CONFIG entry (f:conf or a proposal) was applied.
+ * f:apply(list, index): an older entry holding list, at index, was applied
+ * (a restarted node replays its log); the newest stays as it is. */
 static int l_apply(lua_State *L)
 {
     fake *f = check_fake(L);
     f->L = L;
     qc_entry e;
     h_conf(f, &e);
+    qc_members ms;
+    qc_buf buf = {0};
+    if (!lua_isnoneornil(L, 2)) {
+        uint64_t index = (uint64_t)luaL_checkinteger(L, 3); /* before anything is allocated */
+        int rc = list_of(L, 2, &ms);
+        if (rc == QC_OK) {
+            rc = qc_members_encode(&ms, &buf);
+            qc_members_free(&ms);
+        }
+        if (rc) {
+            qc_buf_free(&buf);
+            return luaL_error(L, "bad list: %s", qc_strerror(rc));
+        }
+        e = (qc_entry){
+            .index = index, .type = QC_ENTRY_CONFIG, .data = buf.data, .len = (uint32_t)buf.len};
+    }
     if (f->commit < e.index) f->commit = e.index;
     qc_membership_apply_list(f->mb, &e);
+    qc_buf_free(&buf);
     return 0;
 }
 

@@ -219,6 +219,56 @@ describe("membership through a fake host", function()
       assert.equals("left the cluster", stops[1].reason)
     end)
 
+    -- A joined "a" restarted with its data and no snapshot: its log holds the
+    -- list from before it joined (b, c) at 1 and the one naming it at 2;
+    -- nothing is applied yet, b leads.
+    local function restarted()
+      local m = assert(qm.new({ identifier = "a", port = 7001, join = { "127.0.0.1:7002" } }))
+      local before = m:conf({ B, C })
+      m:conf({ A, B, C })
+      m:core({ now = 1000, leader = "b", leads = false })
+      m:begin(0, 0)
+      m:sync()
+      m:link("b", true)
+      m:link("c", true)
+      m:calls()
+      return m, before
+    end
+
+    it("a stop during the replay of a list from before the node joined is not taken as left", function()
+      local m, before = restarted()
+      m:apply({ B, C }, before) -- replayed: it does not name a, and is not the newest
+      m:leave()
+      local calls = m:calls()
+      assert.same({}, only(calls, "done"))
+      assert.same({}, only(calls, "want_stop"))
+      local sent = only(calls, "send")
+      assert.equals(1, #sent)
+      assert.equals("leave", sent[1].op)
+      assert.equals("a", sent[1].rec.identifier)
+      m:apply() -- the newest list, naming a, replayed: still a member
+      assert.same({}, only(m:calls(), "done"))
+      m:conf({ B, C }) -- the leader removed a
+      m:apply()
+      calls = m:calls()
+      local done = only(calls, "done")
+      assert.equals(1, #done)
+      assert.equals(0, done[1].rc)
+      assert.equals("left the cluster", only(calls, "want_stop")[1].reason)
+    end)
+
+    it("a leave asked before the replay is not answered by an older list either", function()
+      local m, before = restarted()
+      m:leave()
+      m:apply({ B, C }, before)
+      m:apply()
+      local calls = m:calls()
+      assert.same({}, only(calls, "done"))
+      assert.same({}, only(calls, "want_stop"))
+      m:tick(1100) -- asked again until it is in
+      assert.equals(1, #only(m:calls(), "send"))
+    end)
+
     it("leaving a member nobody knows is answered at once, not found", function()
       local m = node({ leads = false }) -- not even asked of the leader
       m:leave("zz")
