@@ -83,6 +83,8 @@ struct qc_replica {
     snap_job job;                 /* the one background snapshot (pid 0: none) */
     struct install_job *installs; /* the leader's snapshots queued, oldest first */
     const char *install_hold;     /* QC_TEST_INSTALL_HOLD (install_hold) */
+    const char *sync_hold;        /* QC_TEST_SYNC_HOLD (sync_hold) */
+    pid_t pid;                    /* the agent's, for sync_hold */
     uint64_t next_request;
     /* Per put, settling and answering take and remove one waiter among
      * as many as there are connections: lists by kind, not one list
@@ -796,8 +798,8 @@ static int snap_start(qc_replica *rp, uint64_t index, uint64_t term, const qc_en
 }
 
 /* The child finished: on success the file is the newest snapshot, and the
- * log before it goes (raft's memory, then the WAL's segments, in one
- * call each); on failure the next try waits a while. */
+ * log before it goes (raft's memory on the loop, the WAL's segments on its
+ * writer thread); on failure the next try waits a while. */
 static void snap_finish(qc_replica *rp, qc_raft *r)
 {
     snap_job *j = &rp->job;
@@ -816,9 +818,9 @@ static void snap_finish(qc_replica *rp, qc_raft *r)
     j->backoff = 0;
     if (j->index <= rp->snap_index) return; /* a newer one came from the leader */
     rp->snap_next = next_point(rp, j->index);
-    if (qc_wal_add_snapshot(rp->wal, j->index, j->term) != QC_OK ||
-        keep_snapshot(rp, j->index, j->term) != QC_OK || qc_raft_compact(r, j->index) != QC_OK ||
-        qc_wal_compact(rp->wal, j->index) != QC_OK) {
+    if (keep_snapshot(rp, j->index, j->term) != QC_OK ||
+        qc_walq_submit_compact(rp->walq, j->index, j->term) != QC_OK ||
+        qc_raft_compact(r, j->index) != QC_OK) {
         qc_log(QC_LOG_WARN, "store", "snapshot at %llu written but not installed: %s",
                (unsigned long long)j->index, strerror(errno));
         return;
@@ -862,6 +864,23 @@ void qc_replica_maybe_snapshot(qc_replica *rp, qc_raft *r)
 
 /* ---- life cycle --------------------------------------------------------- */
 
+/* Test hook: while the file QC_TEST_SYNC_HOLD names exists (at most a
+ * minute), the agent's fsyncs of its log wait first, holding the log's
+ * lock as a slow disk does; FILE.held says one waits. A snapshot child
+ * (another pid) never waits. */
+static int sync_hold(int fd, void *arg)
+{
+    qc_replica *rp = arg;
+    if (getpid() == rp->pid && access(rp->sync_hold, F_OK) == 0) {
+        char held[4096];
+        snprintf(held, sizeof held, "%s.held", rp->sync_hold);
+        int m = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (m >= 0) close(m);
+        install_hold(rp->sync_hold);
+    }
+    return fsync(fd);
+}
+
 int qc_replica_open(struct ev_loop *loop, const qc_replica_config *cfg, qc_replica **out, char *err,
                     size_t errlen)
 {
@@ -876,10 +895,13 @@ int qc_replica_open(struct ev_loop *loop, const qc_replica_config *cfg, qc_repli
     rp->next_request &= (1ull << 62) - 1; /* room to count up */
     if (!rp->cfg.snapshot_every) rp->cfg.snapshot_every = 100000;
     rp->install_hold = getenv("QC_TEST_INSTALL_HOLD");
+    rp->sync_hold = getenv("QC_TEST_SYNC_HOLD");
+    rp->pid = getpid();
+    qc_wal_options wo = {.sync = sync_hold, .sync_arg = rp};
     if (rp->cfg.request_timeout_s <= 0) rp->cfg.request_timeout_s = 5;
     qc_kv_config kc = {.max_key = cfg->max_key, .max_value = cfg->max_value};
     int rc = qc_kv_new(&kc, &rp->kv);
-    if (rc == QC_OK) rc = qc_wal_open(cfg->dir, NULL, &rp->wal, &rp->rec);
+    if (rc == QC_OK) rc = qc_wal_open(cfg->dir, rp->sync_hold ? &wo : NULL, &rp->wal, &rp->rec);
     if (rc == QC_OK)
         rc = qc_walq_new(loop, rp->wal, cfg->store, cfg->threadless, cfg->on_durable, cfg->ud,
                          &rp->walq);

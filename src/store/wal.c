@@ -341,7 +341,7 @@ static int seg_unlink_last(qc_wal *w)
     return QC_OK;
 }
 
-/* Drops the first segment's file; the directory fsync is the caller's. */
+/* Drops the first segment's file (see compact_locked for the directory). */
 static int seg_unlink_first(qc_wal *w)
 {
     char name[NAME_LEN];
@@ -462,6 +462,7 @@ typedef struct snap_list {
     snap_ref *v;
     size_t n, cap;
     qc_wal *w;
+    int drop_tmp; /* at recovery only: later a snapshot child may be writing one */
 } snap_list;
 
 static int snap_collect(const char *name, void *arg)
@@ -469,6 +470,7 @@ static int snap_collect(const char *name, void *arg)
     snap_list *l = arg;
     snap_ref r;
     if (ends_with(name, ".snap.tmp")) { /* a save that never finished */
+        if (!l->drop_tmp) return QC_OK;
         if (unlinkat(l->w->snap_fd, name, 0) != 0 && errno != ENOENT) return QC_EIO;
         return QC_OK;
     }
@@ -490,11 +492,12 @@ static int cmp_snap_desc(const void *a, const void *b)
     return x->term < y->term ? 1 : x->term > y->term ? -1 : 0;
 }
 
-/* The snapshots on disk, newest first. */
-static int snap_list_load(qc_wal *w, snap_list *l)
+/* The snapshots on disk, newest first; drop_tmp: and remove temp files. */
+static int snap_list_load(qc_wal *w, snap_list *l, int drop_tmp)
 {
     memset(l, 0, sizeof *l);
     l->w = w;
+    l->drop_tmp = drop_tmp;
     int rc = list_dir(w->snap_path, snap_collect, l);
     if (rc) {
         free(l->v);
@@ -565,7 +568,7 @@ static int snap_read(qc_wal *w, const snap_ref *r, qc_wal_recovery *rec, const c
 static int recover_snapshot(qc_wal *w, qc_wal_recovery *rec)
 {
     snap_list l;
-    int rc = snap_list_load(w, &l);
+    int rc = snap_list_load(w, &l, 1);
     if (rc == QC_EIO) return fail_msg(rec, rc, "%s: list: %s", w->snap_path, strerror(errno));
     if (rc) return rc;
     char first_bad[NAME_LEN] = "";
@@ -1105,7 +1108,7 @@ int qc_wal_write_snapshot(const qc_wal *w, uint64_t index, uint64_t term, const 
 static int snap_prune(qc_wal *w)
 {
     snap_list l;
-    int rc = snap_list_load(w, &l);
+    int rc = snap_list_load(w, &l, 0);
     for (size_t i = QC_WAL_SNAP_KEEP; i < l.n && !rc; i++) {
         char name[NAME_LEN];
         snap_name(name, l.v[i].index, l.v[i].term, "");
@@ -1208,16 +1211,17 @@ static int compact_locked(qc_wal *w, uint64_t index)
 {
     if (w->failed) return wal_refuse(w);
     if (index > w->snap_index) return QC_EINVAL;
-    int rc = flush(w), removed = 0;
+    int rc = flush(w);
+    /* No directory fsync: a segment whose unlink a crash undoes is wholly
+     * covered by the snapshot, which recovery passes over, and the next
+     * segment's creation syncs the directory anyway. */
     while (!rc && w->n_segs) {
         const wal_seg *s = &w->segs[0];
         int whole = w->n_segs > 1 ? w->segs[1].first <= index + 1
                                   : seg_end(s) <= index && s->first <= index;
         if (!whole) break;
         rc = seg_unlink_first(w);
-        removed = 1;
     }
-    if (!rc && removed && do_sync(w, w->wal_fd, 1) != 0) return wal_fail(w);
     return rc;
 }
 

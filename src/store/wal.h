@@ -117,7 +117,8 @@ int qc_wal_map_snapshot(const qc_wal *w, uint64_t index, uint64_t term, qc_wal_m
 void qc_wal_unmap_snapshot(qc_wal_map *m);
 
 /* Deletes the segments whose entries are all <= index, keeping the one that
- * holds index+1. index must be covered by a snapshot, else QC_EINVAL. */
+ * holds index+1. index must be covered by a snapshot, else QC_EINVAL. Not
+ * fsynced: a segment that comes back after a crash is passed over. */
 int qc_wal_compact(qc_wal *w, uint64_t index);
 
 /* The first and last index the log answers for: first is past the snapshot

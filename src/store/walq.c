@@ -23,6 +23,8 @@ typedef struct batch {
     uint64_t seq;
     qc_walq_job_fn *job; /* a job instead of a write (qc_walq_submit_job) */
     void *job_arg;
+    int compact; /* a compaction instead (qc_walq_submit_compact) */
+    uint64_t snap_index, snap_term;
     int has_hs;
     qc_hard_state hs;
     size_t n;
@@ -104,13 +106,16 @@ static void report(qc_walq *q, uint64_t seq, int rc, const qc_entry *last, doubl
     ev_async_send(q->loop, &q->async);
 }
 
-/* Cuts todo after its first job, or before it: a run of writes shares one
- * fsync, a job runs alone, in order. Returns the rest. */
+static int runs_alone(const batch *b) { return b->job || b->compact; }
+
+/* Cuts todo after its first job or compaction, or before it: a run of
+ * writes shares one fsync, the others run alone, in order. Returns the
+ * rest. */
 static batch *take_step(batch *todo)
 {
     batch *b = todo;
-    if (!b->job)
-        while (b->next && !b->next->job) b = b->next;
+    if (!runs_alone(b))
+        while (b->next && !runs_alone(b->next)) b = b->next;
     batch *rest = b->next;
     b->next = NULL;
     return rest;
@@ -125,6 +130,18 @@ static int run_job(qc_walq *q, const batch *b)
     q->index = q->term = 0;
     pthread_mutex_unlock(&q->mu);
     if (rc && !errno) errno = EIO;
+    return rc;
+}
+
+/* Makes the snapshot the log's and drops the entries it covers. Only a
+ * failed disk fails the writer: without memory the log keeps its older
+ * segments until the next snapshot, which is harmless. */
+static int run_compact(qc_walq *q, const batch *b)
+{
+    int rc = qc_wal_add_snapshot(q->wal, b->snap_index, b->snap_term);
+    if (rc == QC_OK) rc = qc_wal_compact(q->wal, b->snap_index);
+    if (rc != QC_EIO) return QC_OK;
+    if (!errno) errno = EIO;
     return rc;
 }
 
@@ -144,9 +161,10 @@ static void write_queued(qc_walq *q)
         qc_entry last = {0};
         double sync = -1;
         errno = 0;
-        int rc = failed      ? QC_EIO
-                 : todo->job ? run_job(q, todo)
-                             : write_batches(q, todo, &last, &sync);
+        int rc = failed          ? QC_EIO
+                 : todo->job     ? run_job(q, todo)
+                 : todo->compact ? run_compact(q, todo)
+                                 : write_batches(q, todo, &last, &sync);
         if (rc) failed = 1;
         free_batches(todo);
         report(q, seq, rc, &last, sync, rest == NULL);
@@ -296,6 +314,17 @@ int qc_walq_submit_job(qc_walq *q, qc_walq_job_fn *job, void *arg, uint64_t *seq
     b->job = job;
     b->job_arg = arg;
     return enqueue(q, b, seq);
+}
+
+int qc_walq_submit_compact(qc_walq *q, uint64_t index, uint64_t term)
+{
+    batch *b = calloc(1, sizeof *b);
+    if (!b) return QC_ENOMEM;
+    b->compact = 1;
+    b->snap_index = index;
+    b->snap_term = term;
+    uint64_t seq;
+    return enqueue(q, b, &seq);
 }
 
 void qc_walq_drain(qc_walq *q)

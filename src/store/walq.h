@@ -53,6 +53,14 @@ typedef int qc_walq_job_fn(void *arg);
  * durable). The newest entry written (qc_walq_progress) starts again from
  * none after it. QC_ENOMEM, QC_EIO after a failure (job never runs). */
 int qc_walq_submit_job(qc_walq *q, qc_walq_job_fn *job, void *arg, uint64_t *seq);
+/* Queues the install of the snapshot file at index (written and durable,
+ * qc_wal_write_snapshot) as the log's snapshot, then the compaction of the
+ * log up to it (qc_wal_add_snapshot, qc_wal_compact), after the writes
+ * queued before it. Off the loop: both take the log's lock, which the
+ * writer holds across its fsyncs, and unlink files. The newest entry
+ * written stays as it is. QC_ENOMEM, QC_EIO after a failure; a failed
+ * disk then fails the writer as a failed write does. */
+int qc_walq_submit_compact(qc_walq *q, uint64_t index, uint64_t term);
 /* Blocks until every queued write is durable or failed. */
 void qc_walq_drain(qc_walq *q);
 /* What completed (see qc_walq_progress); takes the fsync durations. */

@@ -428,6 +428,18 @@ describe("wal", function()
       w:close()
     end)
 
+    -- Pruning runs on the writer thread while the next snapshot's forked
+    -- child may be writing its temp file: it failed, its file removed.
+    it("a save leaves a temp file alone: a snapshot child may be writing it", function()
+      fill(1, 10)
+      local tmp = string.format("%016x-%016x.snap.tmp", 9, 1)
+      local w = open()
+      write_file(dir .. "/snap/" .. tmp, "half")
+      assert(w:save_snapshot(5, 1, "s5"))
+      assert.are.same({ string.format("%016x-%016x.snap", 5, 1), tmp }, ls(dir .. "/snap"))
+      w:close()
+    end)
+
     it("a snapshot past the log's end moves the log on to its next index", function()
       fill(1, 10)
       local w = open()
