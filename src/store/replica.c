@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -796,6 +797,13 @@ static int snap_start(qc_replica *rp, uint64_t index, uint64_t term, const qc_en
         errno = saved;
         return QC_EIO;
     }
+    /* The child takes 100 to 300 ms of CPU per snapshot at 100k keys:
+     * at the lowest priority it runs on what the loops leave. Not
+     * SCHED_IDLE, which a busy machine may starve for ever while the
+     * log grows. From here, so that it holds from the child's start. */
+    if (setpriority(PRIO_PROCESS, (id_t)pid, 19) != 0)
+        qc_log(QC_LOG_WARN, "store", "cannot lower the snapshot child's priority: %s",
+               strerror(errno));
     rp->job = (snap_job){.pid = pid,
                          .index = index,
                          .term = term,

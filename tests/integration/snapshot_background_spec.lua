@@ -232,6 +232,22 @@ describe("background snapshots", function()
     end
   end)
 
+  -- The child serialises and writes the whole store (100 to 300 ms of CPU
+  -- at 100k keys) on the cores the loops need: it yields them.
+  it("a snapshot child runs at the lowest CPU priority", function()
+    c = A.cluster(1, { extra = { snapshot_entries = 20 } })
+    A.start_all(c)
+    A.must_leader(c)
+    local child = write_until_child(c.nodes[1].api, c.nodes[1].pid, { 0 })
+    assert.is_truthy(child, "a snapshot child appeared")
+    -- field 19 of /proc/PID/stat, 17 after "pid (comm)"
+    local rest = (A.read("/proc/" .. child .. "/stat") or ""):match("%) (.*)$")
+    os.execute("kill -CONT " .. child)
+    local f = {}
+    for x in (rest or ""):gmatch("%S+") do f[#f + 1] = x end
+    assert.are.equal("19", f[17], "its nice value")
+  end)
+
   it("the nodes of a cluster snapshot at different points", function()
     c = A.cluster(3, { extra = { snapshot_entries = 100 } })
     A.start_all(c)
