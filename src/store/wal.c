@@ -40,6 +40,12 @@ typedef struct wal_seg {
     size_t n, cap;
 } wal_seg;
 
+/* A file a compaction or a prune dropped, for qc_wal_empty_trash. */
+typedef struct trash_item {
+    int in_snap; /* snap/, else wal/ */
+    char name[NAME_LEN];
+} trash_item;
+
 struct qc_wal {
     char *wal_path, *snap_path;
     int wal_fd, snap_fd; /* the directories, for fsync */
@@ -53,7 +59,9 @@ struct qc_wal {
     int dirty, dir_dirty;
     int failed, failed_errno; /* a write or fsync failed: refuse until reopened */
     double last_sync;
-    qc_buf buf; /* records encoded but not yet written to the last segment */
+    qc_buf buf;        /* records encoded but not yet written to the last segment */
+    trash_item *trash; /* files no longer part of the log, still to unlink */
+    size_t n_trash, cap_trash;
     /* Serialises the changes: the writer thread appends and syncs while the
      * loop (or a snapshot worker) saves snapshots and compacts. */
     pthread_mutex_t lock;
@@ -341,13 +349,32 @@ static int seg_unlink_last(qc_wal *w)
     return QC_OK;
 }
 
-/* Drops the first segment's file (see compact_locked for the directory). */
+/* Hands a file that is no longer part of the log to qc_wal_empty_trash;
+ * without memory for that, unlinks it now. */
+static int trash_add(qc_wal *w, int in_snap, const char *name)
+{
+    if (w->n_trash == w->cap_trash) {
+        size_t cap = w->cap_trash ? w->cap_trash * 2 : 8;
+        trash_item *v = realloc(w->trash, cap * sizeof *v);
+        if (!v) {
+            int rc = unlinkat(in_snap ? w->snap_fd : w->wal_fd, name, 0);
+            return rc == 0 || errno == ENOENT ? QC_OK : wal_fail(w);
+        }
+        w->trash = v, w->cap_trash = cap;
+    }
+    trash_item *t = &w->trash[w->n_trash++];
+    t->in_snap = in_snap;
+    snprintf(t->name, sizeof t->name, "%s", name);
+    return QC_OK;
+}
+
+/* Drops the first segment from the log; its file goes to the trash. */
 static int seg_unlink_first(qc_wal *w)
 {
     char name[NAME_LEN];
     seg_name(name, w->segs[0].first);
     if (w->n_segs == 1) close_current(w);
-    if (unlinkat(w->wal_fd, name, 0) != 0 && errno != ENOENT) return wal_fail(w);
+    if (trash_add(w, 0, name) != QC_OK) return QC_EIO;
     seg_free(&w->segs[0]);
     memmove(w->segs, w->segs + 1, (w->n_segs - 1) * sizeof *w->segs);
     w->n_segs--;
@@ -844,6 +871,7 @@ int qc_wal_present(const char *dir)
 void qc_wal_close(qc_wal *w)
 {
     if (!w) return;
+    qc_wal_empty_trash(w); /* a failure leaves files that are passed over */
     close_current(w);
     if (w->wal_fd >= 0) close(w->wal_fd);
     if (w->snap_fd >= 0) close(w->snap_fd);
@@ -854,6 +882,22 @@ void qc_wal_close(qc_wal *w)
     qc_buf_free(&w->buf);
     pthread_mutex_destroy(&w->lock);
     free(w);
+}
+
+int qc_wal_empty_trash(qc_wal *w)
+{
+    pthread_mutex_lock(&w->lock);
+    trash_item *t = w->trash;
+    size_t n = w->n_trash;
+    w->trash = NULL;
+    w->n_trash = w->cap_trash = 0;
+    pthread_mutex_unlock(&w->lock);
+    int rc = QC_OK;
+    for (size_t i = 0; i < n; i++)
+        if (unlinkat(t[i].in_snap ? w->snap_fd : w->wal_fd, t[i].name, 0) != 0 && errno != ENOENT)
+            rc = QC_EIO;
+    free(t);
+    return rc;
 }
 
 /* ---- appending ---- */
@@ -1103,8 +1147,8 @@ int qc_wal_write_snapshot(const qc_wal *w, uint64_t index, uint64_t term, const 
     return snap_dir_sync(w) == 0 ? QC_OK : QC_EIO;
 }
 
-/* Removes all but the newest QC_WAL_SNAP_KEEP. Not fsynced: an old snapshot
- * that comes back after a crash is only passed over. */
+/* Drops all but the newest QC_WAL_SNAP_KEEP to the trash. Not fsynced: an
+ * old snapshot that comes back after a crash is only passed over. */
 static int snap_prune(qc_wal *w)
 {
     snap_list l;
@@ -1112,7 +1156,7 @@ static int snap_prune(qc_wal *w)
     for (size_t i = QC_WAL_SNAP_KEEP; i < l.n && !rc; i++) {
         char name[NAME_LEN];
         snap_name(name, l.v[i].index, l.v[i].term, "");
-        if (unlinkat(w->snap_fd, name, 0) != 0 && errno != ENOENT) rc = wal_fail(w);
+        rc = trash_add(w, 1, name);
     }
     free(l.v);
     return rc;

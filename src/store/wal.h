@@ -116,10 +116,16 @@ typedef struct qc_wal_map {
 int qc_wal_map_snapshot(const qc_wal *w, uint64_t index, uint64_t term, qc_wal_map *out);
 void qc_wal_unmap_snapshot(qc_wal_map *m);
 
-/* Deletes the segments whose entries are all <= index, keeping the one that
- * holds index+1. index must be covered by a snapshot, else QC_EINVAL. Not
- * fsynced: a segment that comes back after a crash is passed over. */
+/* Drops the segments whose entries are all <= index, keeping the one that
+ * holds index+1. index must be covered by a snapshot, else QC_EINVAL. Their
+ * files (and the snapshots a save pruned) wait for qc_wal_empty_trash. */
 int qc_wal_compact(qc_wal *w, uint64_t index);
+/* Unlinks the files compactions and prunes dropped, holding the log's lock
+ * only to take the list: deleting a 64 MiB segment took 40 to 150 ms, which
+ * no write should wait for. Not fsynced: a file that comes back after a
+ * crash is passed over at start and dropped again later. QC_EIO when an
+ * unlink failed (the file stays, harmlessly). qc_wal_close empties it too. */
+int qc_wal_empty_trash(qc_wal *w);
 
 /* The first and last index the log answers for: first is past the snapshot
  * (first > last when no entry is held); last counts the snapshot. */

@@ -40,11 +40,13 @@ struct qc_walq {
     void *ud;
     int threaded; /* a writer thread runs (else submits write at once) */
     pthread_t thread;
+    pthread_t reaper; /* deletes the files compactions dropped (qc_wal_empty_trash) */
     pthread_mutex_t mu;
-    pthread_cond_t work, idle;
+    pthread_cond_t work, idle, reap;
     /* Under mu. */
     batch *head, *tail;
     int busy, stop;
+    int reap_pending; /* the WAL's trash may hold files */
     uint64_t next_seq, done_seq, index, term;
     int failed, err;
     double syncs[QC_WALQ_SYNCS];
@@ -121,6 +123,20 @@ static batch *take_step(batch *todo)
     return rest;
 }
 
+/* Has the files a job or compaction dropped deleted: by the reaper thread,
+ * so that the next writes wait for none of it; threadless, at once. */
+static void empty_trash(qc_walq *q)
+{
+    if (!q->threaded) {
+        qc_wal_empty_trash(q->wal); /* a file it could not unlink is harmless */
+        return;
+    }
+    pthread_mutex_lock(&q->mu);
+    q->reap_pending = 1;
+    pthread_cond_signal(&q->reap);
+    pthread_mutex_unlock(&q->mu);
+}
+
 /* Runs a job: the log may have changed under it (a snapshot restarts it),
  * so nothing written before it counts as the newest entry any more. */
 static int run_job(qc_walq *q, const batch *b)
@@ -129,6 +145,7 @@ static int run_job(qc_walq *q, const batch *b)
     pthread_mutex_lock(&q->mu);
     q->index = q->term = 0;
     pthread_mutex_unlock(&q->mu);
+    empty_trash(q); /* an install prunes older snapshots */
     if (rc && !errno) errno = EIO;
     return rc;
 }
@@ -140,6 +157,7 @@ static int run_compact(qc_walq *q, const batch *b)
 {
     int rc = qc_wal_add_snapshot(q->wal, b->snap_index, b->snap_term);
     if (rc == QC_OK) rc = qc_wal_compact(q->wal, b->snap_index);
+    empty_trash(q);
     if (rc != QC_EIO) return QC_OK;
     if (!errno) errno = EIO;
     return rc;
@@ -185,6 +203,42 @@ static void *writer_main(void *arg)
     }
 }
 
+static void *reaper_main(void *arg)
+{
+    qc_walq *q = arg;
+    for (;;) {
+        pthread_mutex_lock(&q->mu);
+        while (!q->reap_pending && !q->stop) pthread_cond_wait(&q->reap, &q->mu);
+        int go = q->reap_pending;
+        q->reap_pending = 0;
+        pthread_mutex_unlock(&q->mu);
+        if (!go) return NULL; /* stopping: qc_wal_close empties what is left */
+        qc_wal_empty_trash(q->wal);
+    }
+}
+
+/* Stops the writer (after it wrote what is queued) and the reaper. */
+static void stop_threads(qc_walq *q, int reaper)
+{
+    pthread_mutex_lock(&q->mu);
+    q->stop = 1;
+    pthread_cond_signal(&q->work);
+    pthread_cond_signal(&q->reap);
+    pthread_mutex_unlock(&q->mu);
+    pthread_join(q->thread, NULL);
+    if (reaper) pthread_join(q->reaper, NULL);
+}
+
+/* 0, or pthread_create's error with no thread left running. */
+static int start_threads(qc_walq *q)
+{
+    int err = pthread_create(&q->thread, NULL, writer_main, q);
+    if (err) return err;
+    err = pthread_create(&q->reaper, NULL, reaper_main, q);
+    if (err) stop_threads(q, 0);
+    return err;
+}
+
 static void on_async(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)loop;
@@ -203,7 +257,8 @@ int qc_walq_new(struct ev_loop *loop, qc_wal *wal, qc_store *store, int threadle
         free(q);
         return QC_ENOMEM;
     }
-    if (pthread_cond_init(&q->work, NULL) != 0 || pthread_cond_init(&q->idle, NULL) != 0) {
+    if (pthread_cond_init(&q->work, NULL) != 0 || pthread_cond_init(&q->idle, NULL) != 0 ||
+        pthread_cond_init(&q->reap, NULL) != 0) {
         pthread_mutex_destroy(&q->mu);
         free(q); /* a cond that did init holds nothing on Linux */
         return QC_ENOMEM;
@@ -212,13 +267,14 @@ int qc_walq_new(struct ev_loop *loop, qc_wal *wal, qc_store *store, int threadle
     q->async.data = q;
     ev_async_start(loop, &q->async);
     ev_unref(loop); /* it does not keep the loop alive on its own */
-    int err = threadless ? 0 : pthread_create(&q->thread, NULL, writer_main, q);
+    int err = threadless ? 0 : start_threads(q);
     q->threaded = !threadless;
     if (err) {
         ev_ref(loop);
         ev_async_stop(loop, &q->async);
         pthread_cond_destroy(&q->work);
         pthread_cond_destroy(&q->idle);
+        pthread_cond_destroy(&q->reap);
         pthread_mutex_destroy(&q->mu);
         free(q);
         errno = err;
@@ -231,18 +287,13 @@ int qc_walq_new(struct ev_loop *loop, qc_wal *wal, qc_store *store, int threadle
 void qc_walq_free(qc_walq *q)
 {
     if (!q) return;
-    if (q->threaded) {
-        pthread_mutex_lock(&q->mu);
-        q->stop = 1;
-        pthread_cond_signal(&q->work);
-        pthread_mutex_unlock(&q->mu);
-        pthread_join(q->thread, NULL);
-    }
+    if (q->threaded) stop_threads(q, 1);
     ev_ref(q->loop);
     ev_async_stop(q->loop, &q->async);
     free_batches(q->head);
     pthread_cond_destroy(&q->work);
     pthread_cond_destroy(&q->idle);
+    pthread_cond_destroy(&q->reap);
     pthread_mutex_destroy(&q->mu);
     free(q);
 }

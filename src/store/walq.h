@@ -3,8 +3,10 @@
  * commit), then the newest hard state, and hands back how far it is
  * durable through an ev_async. Threadless, each submit writes and fsyncs
  * on the caller's (the loop's) thread before it returns, and reports
- * through the same ev_async. It decides nothing about what may be sent:
- * the loop holds back what must wait (raft.h, msgs_early). */
+ * through the same ev_async. A second thread deletes the files that
+ * compactions drop (qc_wal_empty_trash), so that no write waits for the
+ * unlinks. It decides nothing about what may be sent: the loop holds back
+ * what must wait (raft.h, msgs_early). */
 #ifndef QC_WALQ_H
 #define QC_WALQ_H
 
@@ -33,7 +35,7 @@ typedef struct qc_walq_progress {
     size_t n_syncs;
 } qc_walq_progress;
 
-/* Starts the thread over wal and store (borrowed; they must outlive q);
+/* Starts the threads over wal and store (borrowed; they must outlive q);
  * threadless: none, the writes happen inside the submits. done runs on
  * loop's thread, from the loop, never inside a submit. QC_ENOMEM, QC_EIO. */
 int qc_walq_new(struct ev_loop *loop, qc_wal *wal, qc_store *store, int threadless,

@@ -189,6 +189,8 @@ static int l_compact(lua_State *L)
     return push_rc(L, qc_wal_compact(l->w, (uint64_t)luaL_checkinteger(L, 2)));
 }
 
+static int l_empty_trash(lua_State *L) { return push_rc(L, qc_wal_empty_trash(check_wal(L)->w)); }
+
 static int l_fail_sync(lua_State *L)
 {
     check_wal(L)->fail_sync = lua_toboolean(L, 2);
@@ -223,6 +225,7 @@ static const luaL_Reg wal_methods[] = {
     {"truncate", l_truncate},
     {"save_snapshot", l_save_snapshot},
     {"compact", l_compact},
+    {"empty_trash", l_empty_trash},
     {"fail_sync", l_fail_sync},
     {"info", l_info},
     {"close", l_close},
