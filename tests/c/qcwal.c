@@ -220,16 +220,11 @@ static int l_close(lua_State *L)
 }
 
 static const luaL_Reg wal_methods[] = {
-    {"append", l_append},
-    {"sync", l_sync},
-    {"truncate", l_truncate},
-    {"save_snapshot", l_save_snapshot},
-    {"compact", l_compact},
-    {"empty_trash", l_empty_trash},
-    {"fail_sync", l_fail_sync},
-    {"info", l_info},
-    {"close", l_close},
-    {NULL, NULL},
+    {"append", l_append},       {"sync", l_sync},
+    {"truncate", l_truncate},   {"save_snapshot", l_save_snapshot},
+    {"compact", l_compact},     {"empty_trash", l_empty_trash},
+    {"fail_sync", l_fail_sync}, {"info", l_info},
+    {"close", l_close},         {NULL, NULL},
 };
 
 int luaopen_qcwal(lua_State *L)
