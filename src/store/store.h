@@ -1,7 +1,8 @@
-/* Durable state in data_dir: the hard state (term, vote, commit) written
- * atomically (temp file, fsync, rename, fsync of the directory) and a lock
- * that keeps two agents off one data_dir. It must never report a write
- * done before it is on disk. */
+/* Durable state in data_dir: the hard state (term, vote, commit), saved
+ * in place into the older of two slots with one fdatasync (the file is
+ * written whole, through a rename, only the first time), and a lock that
+ * keeps two agents off one data_dir. It must never report a write done
+ * before it is on disk. */
 #ifndef QC_STORE_H
 #define QC_STORE_H
 
@@ -13,10 +14,12 @@ typedef struct qc_store qc_store;
  * process holds it, QC_EIO otherwise (errno tells). */
 int qc_store_open(const char *dir, qc_store **out);
 void qc_store_close(qc_store *s);
-/* Reads the hard state: 0 and *hs, QC_ENOTFOUND when fresh, QC_ECORRUPT
- * when the file fails its check (never silently reset). */
+/* Reads the hard state, the newest valid slot: 0 and *hs, QC_ENOTFOUND
+ * when fresh, QC_ECORRUPT when no slot passes its check (never silently
+ * reset). Saves go in place only after a load found the two-slot file. */
 int qc_store_load(qc_store *s, qc_hard_state *hs);
-/* Durably replaces the hard state; 0 once it is on disk, else QC_EIO. */
+/* Durably replaces the hard state; 0 once it is on disk, else QC_EIO. A
+ * save torn by a crash leaves the state before it. */
 int qc_store_save(qc_store *s, const qc_hard_state *hs);
 /* Path of the data directory (owned by the store). */
 const char *qc_store_dir(const qc_store *s);

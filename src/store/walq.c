@@ -1,9 +1,11 @@
 /* The WAL's writer (see walq.h): on a thread of its own, or threadless, on
  * the loop's thread inside each submit. The loop thread only queues and
  * reads progress under the mutex; the writer alone writes the log and the
- * state file. Both modes take the same steps and report through the same
- * ev_async, so the loop sees one order: a write or job reported durable
- * after everything queued before it, messages held until then (agent.c).
+ * state file, but for a drain that finds it idle: the loop, about to wait
+ * anyway, writes the queue itself (one batch list at a time either way).
+ * Both modes take the same steps and report through the same ev_async, so
+ * the loop sees one order: a write or job reported durable after
+ * everything queued before it, messages held until then (agent.c).
  * Threadless, a submit returns once its write is fsynced, and the loop
  * learns it at its next turn as it would from the thread; it is for hosts
  * that must stay on one thread (the Lua module). Every write is durable
@@ -168,9 +170,13 @@ static void write_queued(qc_walq *q)
 {
     pthread_mutex_lock(&q->mu);
     batch *todo = q->head;
+    if (!todo) { /* a draining loop took it: busy is its own */
+        pthread_mutex_unlock(&q->mu);
+        return;
+    }
     int failed = q->failed;
     q->head = q->tail = NULL;
-    q->busy = todo != NULL;
+    q->busy = 1;
     pthread_mutex_unlock(&q->mu);
     while (todo) {
         batch *rest = take_step(todo);
@@ -380,6 +386,14 @@ int qc_walq_submit_compact(qc_walq *q, uint64_t index, uint64_t term)
 
 void qc_walq_drain(qc_walq *q)
 {
+    /* The writer idle: waking it and waiting for it to wake us costs two
+     * thread switches, each up to a scheduler slice on a busy machine,
+     * on the election path (a new term or vote is drained). Only the loop
+     * queues, so nothing is queued behind what this takes. */
+    pthread_mutex_lock(&q->mu);
+    int help = q->threaded && q->head && !q->busy;
+    pthread_mutex_unlock(&q->mu);
+    if (help) write_queued(q);
     pthread_mutex_lock(&q->mu);
     while ((q->head || q->busy) && !q->failed) pthread_cond_wait(&q->idle, &q->mu);
     pthread_mutex_unlock(&q->mu);

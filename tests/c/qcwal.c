@@ -1,17 +1,24 @@
 /* Test-only Lua module over the write-ahead log (src/store/wal.c): open a WAL and
  * get its recovery as a table, append, sync, truncate, snapshot, compact,
- * and make the next fsyncs fail. Never linked into the agent; the only state
- * is in each WAL's userdata. */
+ * and make the next fsyncs fail; over the hard state (src/store/store.c);
+ * and which thread runs the writer's work when the loop drains
+ * (src/store/walq.c). Never linked into the agent; the only state is in
+ * each WAL's userdata. */
 #include <errno.h>
+#include <ev.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "base/common.h"
+#include "store/store.h"
 #include "store/wal.h"
+#include "store/walq.h"
 
 #define QCWAL_MT "qcwal.wal"
+#define QCSTORE_MT "qcwal.store"
 
 typedef struct lwal {
     qc_wal *w;
@@ -38,6 +45,7 @@ static const char *code_name(int rc)
     case QC_EIO: return "EIO";
     case QC_ETOOBIG: return "ETOOBIG";
     case QC_ECORRUPT: return "ECORRUPT";
+    case QC_ENOTFOUND: return "ENOTFOUND";
     default: return "E?";
     }
 }
@@ -219,6 +227,104 @@ static int l_close(lua_State *L)
     return 0;
 }
 
+/* ---- the hard state (src/store.c) ---- */
+
+static qc_store **check_store(lua_State *L)
+{
+    qc_store **st = luaL_checkudata(L, 1, QCSTORE_MT);
+    if (!*st) luaL_error(L, "store is closed");
+    return st;
+}
+
+/* qcwal.store(dir) -> store | nil, msg, code (takes dir's lock) */
+static int l_store(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    qc_store **st = lua_newuserdatauv(L, sizeof *st, 0);
+    *st = NULL;
+    luaL_setmetatable(L, QCSTORE_MT);
+    int rc = qc_store_open(dir, st);
+    return rc ? push_fail(L, rc, NULL) : 1;
+}
+
+/* store:load() -> {term, vote, commit} | nil, msg, code */
+static int l_store_load(lua_State *L)
+{
+    qc_hard_state hs;
+    int rc = qc_store_load(*check_store(L), &hs);
+    if (rc) return push_fail(L, rc, NULL);
+    lua_createtable(L, 0, 3);
+    set_int(L, "term", (lua_Integer)hs.term);
+    set_int(L, "vote", (lua_Integer)hs.vote);
+    set_int(L, "commit", (lua_Integer)hs.commit);
+    return 1;
+}
+
+/* store:save(term, vote, commit) -> true | nil, msg, code */
+static int l_store_save(lua_State *L)
+{
+    qc_store **st = check_store(L);
+    qc_hard_state hs = {.term = (uint64_t)luaL_checkinteger(L, 2),
+                        .vote = (uint64_t)luaL_checkinteger(L, 3),
+                        .commit = (uint64_t)luaL_checkinteger(L, 4)};
+    return push_rc(L, qc_store_save(*st, &hs));
+}
+
+static int l_store_close(lua_State *L)
+{
+    qc_store **st = luaL_checkudata(L, 1, QCSTORE_MT);
+    qc_store_close(*st);
+    *st = NULL;
+    return 0;
+}
+
+/* ---- the writer's drain (src/walq.c) ---- */
+
+static int probe_job(void *arg)
+{
+    *(pthread_t *)arg = pthread_self();
+    return 0;
+}
+
+static void no_progress(void *ud) { (void)ud; }
+
+/* qcwal.drain_runs_here(n) -> jobs run, of them on this thread: n jobs,
+ * each queued to a threaded writer that is idle and drained at once. */
+static int l_drain_runs_here(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 1);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    if (!loop) return luaL_error(L, "no event loop");
+    qc_walq *q;
+    if (qc_walq_new(loop, NULL, NULL, 0, no_progress, NULL, &q) != QC_OK) {
+        ev_loop_destroy(loop);
+        return luaL_error(L, "no writer thread");
+    }
+    lua_Integer ran = 0, here = 0;
+    for (lua_Integer i = 0; i < n; i++) {
+        pthread_t on = pthread_self();
+        uint64_t seq;
+        if (qc_walq_submit_job(q, probe_job, &on, &seq) != QC_OK) break;
+        qc_walq_drain(q);
+        qc_walq_progress p;
+        qc_walq_progress_get(q, &p);
+        ran += p.seq == seq && !p.failed;
+        here += pthread_equal(on, pthread_self()) != 0;
+    }
+    qc_walq_free(q);
+    ev_loop_destroy(loop);
+    lua_pushinteger(L, ran);
+    lua_pushinteger(L, here);
+    return 2;
+}
+
+static const luaL_Reg store_methods[] = {
+    {"load", l_store_load},
+    {"save", l_store_save},
+    {"close", l_store_close},
+    {NULL, NULL},
+};
+
 static const luaL_Reg wal_methods[] = {
     {"append", l_append},       {"sync", l_sync},
     {"truncate", l_truncate},   {"save_snapshot", l_save_snapshot},
@@ -235,9 +341,19 @@ int luaopen_qcwal(lua_State *L)
     lua_pushcfunction(L, l_close);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
-    lua_createtable(L, 0, 2);
+    luaL_newmetatable(L, QCSTORE_MT);
+    luaL_newlib(L, store_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_store_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 4);
+    lua_pushcfunction(L, l_drain_runs_here);
+    lua_setfield(L, -2, "drain_runs_here");
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "open");
+    lua_pushcfunction(L, l_store);
+    lua_setfield(L, -2, "store");
     lua_pushinteger(L, QC_WAL_SEGMENT_SIZE);
     lua_setfield(L, -2, "SEGMENT_SIZE");
     return 1;
