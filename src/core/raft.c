@@ -25,10 +25,11 @@ typedef struct raft_peer {
     int probing;            /* next is a guess: one append at a time until it matches */
     uint64_t snapshot_sent; /* when a snapshot went to it (0: none in flight) */
     int link_up;
-    int gone;      /* the peer closed its connection to us: it is not leading */
-    int granted;   /* this campaign: 1 granted, -1 refused, 0 no answer */
-    int health;    /* from its last message: 1 healthy, 0 unhealthy, -1 unknown */
-    uint8_t flags; /* QC_MEMBER_... in the membership in effect */
+    int gone;            /* the peer closed its connection to us: it is not leading */
+    int granted;         /* this campaign: 1 granted, -1 refused, 0 no answer */
+    int health;          /* from its last message: 1 healthy, 0 unhealthy, -1 unknown */
+    uint8_t flags;       /* QC_MEMBER_... in the membership in effect */
+    qc_msg refused_fast; /* its fast pre-vote we last refused (type 0: none) */
 } raft_peer;
 
 struct qc_raft {
@@ -821,11 +822,24 @@ static int rank_above(const qc_raft *r, const qc_msg *other)
     return other->from > r->id;
 }
 
+static int prevote_allowed(const qc_raft *r, const qc_msg *m, uint64_t now)
+{
+    return m->term > r->term && log_up_to_date(r, m->index, m->log_term) &&
+           lease_allows(r, m, now) && health_allows(r, m);
+}
+
 static void on_prevote(qc_raft *r, const qc_msg *m, uint64_t now)
 {
-    int grant = m->term > r->term && log_up_to_date(r, m->index, m->log_term) &&
-                lease_allows(r, m, now) && health_allows(r, m);
+    int grant = prevote_allowed(r, m, now);
     raft_peer *p = find_peer(r, m->from);
+    /* Refused, maybe only because the leader's link has not closed here
+     * yet: kept, to grant it when it does (grant_refused_fast). */
+    if (p) p->refused_fast.type = 0;
+    if (p && !grant && (m->flags & QC_MSG_FLAG_FAST)) {
+        p->refused_fast = *m;
+        p->refused_fast.n_entries = 0;
+        p->refused_fast.entries = NULL;
+    }
     int ask_again = 0;
     /* Two nodes saw the leader's link close: only the higher rank goes on,
      * so the two do not split the vote between them. */
@@ -851,6 +865,30 @@ static void on_prevote(qc_raft *r, const qc_msg *m, uint64_t now)
     if (!grant && r->role == QC_ROLE_FOLLOWER && may_stand(r) && !can_lead(r) && p &&
         peer_may_lead(p) && !log_up_to_date(r, m->index, m->log_term) && now >= r->sticky_until)
         pre_campaign(r, 0, now);
+}
+
+/* The link to the lease holder closed here after we refused a survivor's
+ * fast pre-vote for lack of that proof: grant it now if it ranks above us
+ * (or we may not stand), rather than stand ourselves and have it refuse
+ * us and ask again, a round trip later. A grant after a refusal counts
+ * (on_prevote_resp). Returns whether it granted any. */
+static int grant_refused_fast(qc_raft *r, uint64_t now)
+{
+    int granted = 0;
+    int stands = can_lead(r) && !health_defers(r);
+    for (size_t i = 0; i < r->n_peers; i++) {
+        qc_msg m = r->peers[i].refused_fast;
+        r->peers[i].refused_fast.type = 0;
+        if (m.type != QC_MSG_PREVOTE || (stands && !rank_above(r, &m)) ||
+            !prevote_allowed(r, &m, now))
+            continue;
+        qc_msg *resp = respond(r, &m, QC_MSG_PREVOTE_RESP, 0, m.term);
+        if (resp) resp->log_term = last_term(r);
+        granted = 1;
+    }
+    /* In case it fails: our own fast pre-vote, later. */
+    if (granted && stands) r->fast_deadline = now + r->fast_retry_ms;
+    return granted;
 }
 
 static void on_vote(qc_raft *r, const qc_msg *m, uint64_t now)
@@ -891,6 +929,8 @@ static void follow(qc_raft *r, uint64_t leader, uint64_t now)
     reset_election(r, now);
     r->idle_rounds = 0;
     if (!leader) return; /* a relay: no leader to name nor lease to honour */
+    /* The leader lives: pre-votes refused for want of its close are moot. */
+    for (size_t i = 0; i < r->n_peers; i++) r->peers[i].refused_fast.type = 0;
     set_leader(r, leader);
     r->sticky_id = leader;
     r->sticky_until = now + r->election_ms;
@@ -1256,7 +1296,9 @@ void qc_raft_link(qc_raft *r, uint64_t peer, int state, uint64_t now)
 #ifdef QC_MUTANT_FAST_ON_DOWN
     newly_gone = newly_gone || state == QC_LINK_DOWN;
 #endif
-    if (newly_gone && peer == r->sticky_id && now < r->sticky_until) fast_pre_campaign(r, now);
+    if (newly_gone && peer == r->sticky_id && now < r->sticky_until &&
+        (r->role != QC_ROLE_FOLLOWER || !grant_refused_fast(r, now)))
+        fast_pre_campaign(r, now);
 }
 
 /* Order of preference among transfer targets: known healthy, unknown, not. */

@@ -285,6 +285,29 @@ describe("raft fast fail-over", function()
     end
   end)
 
+  it("a survivor grants the fast pre-vote it refused once it sees the close itself", function()
+    for seed = 1, 6 do
+      -- the higher id (the higher rank, logs alike) sees the close first
+      local c, l, rest = staggered_crash(3, "down", 3, seed)
+      local hi, lo = rest[1], rest[2]
+      local what = "seed " .. seed
+      assert.is_true(refused_prevotes(c, hi) >= 1, what .. ": refused before its close")
+      local nl = c:await_leader(2 * RETRY)
+      assert.are.equal(hi, nl, what)
+      local own, granted = 0, 0
+      for _, m in ipairs(c.sent) do
+        if m.from == lo and m.type == "prevote" then own = own + 1 end
+        if m.from == lo and m.to == hi and m.type == "prevote_resp" and not m.reject then
+          granted = granted + 1
+        end
+      end
+      assert.are.equal(0, own, what .. ": the lower rank stood itself")
+      assert.are.equal(1, granted, what)
+      assert.are_not.equal(l, nl)
+      c:advance(300, never_two_leaders)
+    end
+  end)
+
   it("the survivor with the longer log goes on fast, whatever its id", function()
     for seed = 1, 6 do
       local c = Cluster.new(3, { seed = seed })
