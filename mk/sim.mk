@@ -8,16 +8,18 @@ MUTANTS  := DOUBLE_VOTE SEND_BEFORE_PERSIST NO_CHECK_QUORUM NO_STICKINESS LOWER_
             COUNT_REMOVED UNHEALTHY_VOTE NO_UNHEALTHY_HANDOVER STATE_LOSS_FRESH \
             COUNT_SELF_UNSTABLE
 SEEDS    ?= 2000
+# qc_assert failures in the core are reported as the seed's (tests/sim/sim.c).
+SIM_LDFLAGS := -Wl,--wrap=qc_assert_fail
 
 all: build/sim
 
 build/sim: $(SIM_SRCS) | build
 	$(DEPEND)
-	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) $(SIM_SRCS) -o $@
+	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) $(SIM_LDFLAGS) $(SIM_SRCS) -o $@
 
 build/sim-%: $(SIM_SRCS) | build
 	$(DEPEND)
-	$(CC) $(QC_CFLAGS) -O2 -DQC_MUTANT_$* $(SIM_SRCS) -o $@
+	$(CC) $(QC_CFLAGS) -O2 -DQC_MUTANT_$* $(SIM_LDFLAGS) $(SIM_SRCS) -o $@
 
 sim: build/sim
 	@if [ -n "$(SEED)" ]; then build/sim --seed $(SEED) $(if $(TRACE),--trace); \

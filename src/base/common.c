@@ -1,9 +1,13 @@
-/* Shared basics: error texts, clocks, the identifier hash, buffers. */
+/* Shared basics: error texts, clocks, the identifier hash, buffers, the
+ * failure of an invariant. */
 #include "base/common.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "base/assert.h"
 
 const char *qc_strerror(int code)
 {
@@ -20,6 +24,13 @@ const char *qc_strerror(int code)
     case QC_ENOTLEADER: return "not the leader";
     default: return "unknown error";
     }
+}
+
+_Noreturn void qc_assert_fail(const char *file, int line, const char *cond)
+{
+    /* stderr is unbuffered: the line is out before abort() ends us. */
+    fprintf(stderr, "qcluster: %s:%d: invariant failed: %s\n", file, line, cond);
+    abort();
 }
 
 uint64_t qc_now_ms(void)

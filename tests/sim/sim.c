@@ -1319,6 +1319,20 @@ static int report(sim *s, uint64_t seed, int expect_fail)
     return 1;
 }
 
+/* A qc_assert that failed in the core (mk/sim.mk links this in its place,
+ * -Wl,--wrap=qc_assert_fail): the seed cannot go on, so it is reported as
+ * a violated invariant, with its replay command, and the run ends. */
+static sim *current;
+static int current_expect_fail;
+
+_Noreturn void __wrap_qc_assert_fail(const char *file, int line, const char *cond);
+_Noreturn void __wrap_qc_assert_fail(const char *file, int line, const char *cond)
+{
+    violate(current, "qc_assert", "%s:%d: %s", file, line, cond);
+    report(current, current->seed, current_expect_fail);
+    exit(1);
+}
+
 int main(int argc, char **argv)
 {
     const char *regressions = NULL;
@@ -1347,6 +1361,8 @@ int main(int argc, char **argv)
         }
     }
     static sim s;
+    current = &s;
+    current_expect_fail = expect_fail;
     uint64_t passed = 0, failed = 0, elections = 0, applied = 0, losses = 0, refusals = 0;
     FILE *rf = regressions ? fopen(regressions, "r") : NULL;
     if (regressions && !rf) {
