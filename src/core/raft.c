@@ -1197,6 +1197,7 @@ static handler_fn *const handlers[QC_MSG_TYPE_MAX + 1] = {
 int qc_raft_step(qc_raft *r, const qc_msg *m, uint64_t now)
 {
     if (m->type < 1 || m->type > QC_MSG_TYPE_MAX || m->to != r->id) return QC_EINVAL;
+    if (m->term > QC_RAFT_MAX_TERM) return QC_EINVAL;
     /* Requests count whatever our membership says (the Raft dissertation,
      * 4.1): we may be behind on it, or joining; answers from a node we do
      * not know of are ignored by their handlers. */
@@ -1530,6 +1531,7 @@ int qc_raft_new(const qc_raft_config *cfg, const qc_hard_state *hs, uint64_t now
 {
     if (!cfg->id || !cfg->heartbeat_ms || cfg->election_ms < 2 || cfg->n_peers > QC_RAFT_MAX_VOTERS)
         return QC_EINVAL;
+    if (hs && hs->term > QC_RAFT_MAX_TERM) return QC_EINVAL;
     qc_member members[QC_RAFT_MAX_VOTERS];
     size_t n = 0;
     for (size_t i = 0; i < cfg->n_peers; i++) {

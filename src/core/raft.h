@@ -188,13 +188,19 @@ typedef struct qc_raft_config {
  * leader's clock, which ends before any voter's stickiness does. */
 #define QC_RAFT_DRIFT_PERMILLE 50
 
+/* The highest term a message or hard state may carry (QC_EINVAL above): no
+ * cluster counts that far, and campaigns from near 2^64 would wrap to 0. */
+#define QC_RAFT_MAX_TERM ((uint64_t)INT64_MAX)
+
 /* Creates a node from its durable state hs (NULL: fresh) at time now.
  * A restarted node treats itself as having just heard from a leader, so it
- * cannot vote away a lease it helped grant before the crash. */
+ * cannot vote away a lease it helped grant before the crash. QC_EINVAL for
+ * a term above QC_RAFT_MAX_TERM. */
 int qc_raft_new(const qc_raft_config *cfg, const qc_hard_state *hs, uint64_t now, qc_raft **out);
 void qc_raft_free(qc_raft *r);
 
-/* Inputs. Each may queue outputs; collect them with qc_raft_ready(). */
+/* Inputs. Each may queue outputs; collect them with qc_raft_ready(). A
+ * message of a term above QC_RAFT_MAX_TERM is refused (QC_EINVAL). */
 int qc_raft_step(qc_raft *r, const qc_msg *m, uint64_t now);
 void qc_raft_tick(qc_raft *r, uint64_t now);
 /* Link states the transport reports. DOWN: a connection to or from the peer

@@ -997,3 +997,34 @@ describe("raft health", function()
     assert.are.same({}, c:events_of(f[1], "elected"), "not even for a moment")
   end)
 end)
+
+describe("raft terms", function()
+  -- 2^64 - 1, the last term (a Lua integer wraps to -1 there), and 2^63,
+  -- the first above QC_RAFT_MAX_TERM (math.mininteger as a Lua integer).
+  local LAST_TERM, FIRST_REFUSED = -1, math.mininteger
+
+  it("a message of a term above QC_RAFT_MAX_TERM is refused: campaigns would wrap it", function()
+    local node = qcraft.new { id = 1, peers = { 1 }, now = 0 }
+    node:tick(1000)
+    assert.are.equal("leader", node:role())
+    local term = node:term()
+    for _, t in ipairs({ LAST_TERM, FIRST_REFUSED }) do
+      local rc = node:step({ type = "append", from = 2, to = 1, term = t, ctx = 1001 }, 1001)
+      assert.are_not.equal(0, rc)
+    end
+    assert.are.equal(term, node:term())
+    assert.are.equal("leader", node:role())
+    -- Had it been taken, the next election would have wrapped the term to 0.
+    for now = 1002, 5000, 50 do node:tick(now) end
+    assert.are.equal("leader", node:role())
+    assert.are.equal(term, node:term())
+  end)
+
+  it("a hard state of a term above QC_RAFT_MAX_TERM is refused", function()
+    for _, t in ipairs({ LAST_TERM, FIRST_REFUSED }) do
+      assert.has_error(function() qcraft.new { id = 1, peers = { 1 }, now = 0, hs = { term = t } } end)
+    end
+    local node = qcraft.new { id = 1, peers = { 1 }, now = 0, hs = { term = math.maxinteger } }
+    assert.are.equal(math.maxinteger, node:term())
+  end)
+end)
