@@ -1033,7 +1033,8 @@ static void on_snapshot(qc_raft *r, const qc_msg *m, uint64_t now)
         resp->index = r->commit;
         return;
     }
-    if (term_at(r, m->index) == m->log_term) { /* we hold it: just commit */
+    /* We hold it: just commit (term_at is 0 past the log too). */
+    if (m->index <= last_index(r) && term_at(r, m->index) == m->log_term) {
         r->commit = m->index;
         resp->index = m->index;
         return;

@@ -1028,3 +1028,17 @@ describe("raft terms", function()
     assert.are.equal(math.maxinteger, node:term())
   end)
 end)
+
+describe("raft snapshots from a faulty leader", function()
+  it("a snapshot of term 0 past the log commits nothing the log does not hold", function()
+    local node = qcraft.new { id = 3, peers = { 1, 2, 3 }, now = 0 }
+    local rc = node:step({ type = "snapshot", from = 2, to = 3, term = 5, index = 100, log_term = 0,
+                           ctx = 10 }, 10)
+    assert.are.equal(0, rc)
+    assert.are.equal(0, node:commit())
+    local rd = node:ready()
+    local resp = rd.msgs[#rd.msgs]
+    assert.are.equal("append_resp", resp.type)
+    assert.is_true(resp.reject)
+  end)
+end)
