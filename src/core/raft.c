@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/assert.h"
 #include "base/common.h"
 
 typedef struct raft_peer {
@@ -296,6 +297,8 @@ static void conf_recompute(qc_raft *r);
  * effect at once. */
 static int log_append(qc_raft *r, uint64_t term, uint32_t type, const void *data, uint32_t len)
 {
+    /* A leader's entries are of its term (its no-op commits what came before). */
+    qc_assert(r->role != QC_ROLE_LEADER || term == r->term);
     if (r->n_log == r->cap_log) {
         size_t cap = r->cap_log ? r->cap_log * 2 : 64;
         qc_entry *e = realloc(r->log, cap * sizeof *e);
@@ -449,6 +452,7 @@ static void set_leader(qc_raft *r, uint64_t leader)
 static void set_term(qc_raft *r, uint64_t term)
 {
     if (term == r->term) return;
+    qc_assert(term > r->term); /* a term never goes back */
     r->term = term;
     r->vote = 0;
     r->hs_dirty = 1;
@@ -912,6 +916,7 @@ static void on_vote(qc_raft *r, const qc_msg *m, uint64_t now)
     grant = log_up_to_date(r, m->index, m->log_term) && r->role != QC_ROLE_LEADER;
 #endif
     if (grant) {
+        qc_assert(r->vote == 0 || r->vote == m->from); /* one vote per term */
         r->vote = m->from;
         r->hs_dirty = 1;
         reset_election(r, now);
@@ -1211,8 +1216,11 @@ int qc_raft_step(qc_raft *r, const qc_msg *m, uint64_t now)
     }
     /* A leader's lease may have lapsed while we were not looking (a frozen
      * process): settle that before anything the message could cause. */
+    uint64_t term = r->term, commit = r->commit;
     qc_raft_tick(r, now);
     handlers[m->type](r, m, now);
+    /* Whatever a message says, what was committed stays committed. */
+    qc_assert(r->term >= term && r->commit >= commit);
     return r->out_of_memory ? QC_ENOMEM : QC_OK;
 }
 
@@ -1602,8 +1610,20 @@ int qc_raft_has_ready(const qc_raft *r)
            r->handed < last_index(r) || r->applied < applicable(r);
 }
 
+/* The log's cursors stay in order whatever came in: what is applied is
+ * committed and on disk, what is on disk was handed out, all in the log. */
+static void assert_log_cursors(const qc_raft *r)
+{
+    qc_assert(r->snap_index <= r->applied && r->applied <= r->commit);
+    qc_assert(r->applied <= r->stable && r->stable <= r->handed);
+    qc_assert(r->commit <= last_index(r) && r->handed <= last_index(r));
+    if (r->role != QC_ROLE_LEADER) return;
+    for (size_t i = 0; i < r->n_peers; i++) qc_assert(r->peers[i].match <= last_index(r));
+}
+
 void qc_raft_ready(qc_raft *r, qc_ready *out)
 {
+    assert_log_cursors(r);
     if (r->broadcast && r->role == QC_ROLE_LEADER) send_new_entries(r, r->last_now);
     /* An InstallSnapshot carries the caller's data in entries[0] (which
      * the caller fills in) and the membership at the snapshot in [1]. */

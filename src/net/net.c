@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "base/assert.h"
 #include "base/common.h"
 #include "base/log.h"
 #include "core/wire.h"
@@ -204,7 +205,11 @@ static void inbound_unlink(qc_net *n, qc_conn *c)
  * one queued) with c's next sequence number; without, does nothing. */
 static int conn_seal(qc_conn *c, size_t start)
 {
+    /* The encoders bound every frame: a bigger one would break the link. */
+    qc_assert(c->out.len - start <= QC_WIRE_HEADER + QC_WIRE_MAX_PAYLOAD);
     if (!c->net->auth) return QC_OK;
+    /* The dialer's AUTH took sequence 0 of its key: 0 again repeats a nonce. */
+    qc_assert(!c->outbound || c->seq_out > 0);
     uint8_t dir = c->outbound ? QC_AUTH_DIR_DIALER : QC_AUTH_DIR_ACCEPTOR;
     int rc = qc_auth_seal(&c->out, start, QC_WIRE_HEADER, c->key_out, dir, c->seq_out);
     if (rc) {

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/assert.h"
 #include "base/common.h"
 #include "core/wire.h"
 
@@ -953,6 +954,8 @@ static int append_one(qc_wal *w, const qc_entry *e)
         if (rc) return rc;
     }
     wal_seg *s = seg_last(w);
+    /* Record k of a segment is index first + k: lookups and cuts count on it. */
+    qc_assert(s->first + s->n == e->index);
     rc = seg_add(s, s->size + w->buf.len, e->term);
     if (rc) return rc;
     rc = rec_encode(&w->buf, e);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/assert.h"
 #include "base/common.h"
 
 typedef struct batch {
@@ -97,6 +98,10 @@ static void report(qc_walq *q, uint64_t seq, int rc, const qc_entry *last, doubl
         q->failed = 1;
         q->err = errno;
     } else {
+        /* Durable in order, never back, never past what was queued; and
+         * no entry counts durable before an fsync covered it. */
+        qc_assert(seq > q->done_seq && seq <= q->next_seq);
+        qc_assert(!last->index || sync >= 0);
         q->done_seq = seq;
         if (last->index) {
             q->index = last->index;
