@@ -21,6 +21,10 @@ build/sim-%: $(SIM_SRCS) | build
 	$(DEPEND)
 	$(CC) $(QC_CFLAGS) -O2 -DQC_MUTANT_$* $(SIM_LDFLAGS) $(SIM_SRCS) -o $@
 
+# The mutants' dependency files, which the Makefile includes, are no
+# mutants to build: without this, build/sim-% tried to make each of them.
+build/sim-%.d: ;
+
 sim: build/sim
 	@if [ -n "$(SEED)" ]; then build/sim --seed $(SEED) $(if $(TRACE),--trace); \
 	else build/sim --seeds $(SEEDS) --regressions tests/sim/regression-seeds; fi
