@@ -297,8 +297,10 @@ static void conf_recompute(qc_raft *r);
  * effect at once. */
 static int log_append(qc_raft *r, uint64_t term, uint32_t type, const void *data, uint32_t len)
 {
-    /* A leader's entries are of its term (its no-op commits what came before). */
+    /* A leader's entries are of its term (its no-op commits what came before);
+     * terms never go down along the log (inputs are checked for it). */
     qc_assert(r->role != QC_ROLE_LEADER || term == r->term);
+    qc_assert(term >= last_term(r));
     if (r->n_log == r->cap_log) {
         size_t cap = r->cap_log ? r->cap_log * 2 : 64;
         qc_entry *e = realloc(r->log, cap * sizeof *e);
@@ -976,6 +978,25 @@ static qc_msg *accept_leader(qc_raft *r, const qc_msg *m, uint64_t now)
     return respond(r, m, QC_MSG_APPEND_RESP, 0, r->term);
 }
 
+/* Whether a correct leader could have sent m's entries: terms from the
+ * previous entry's up to the message's, never going down, and memberships
+ * that read. */
+static int entries_valid(const qc_msg *m)
+{
+    uint64_t term = m->log_term;
+    for (uint32_t k = 0; k < m->n_entries; k++) {
+        const qc_entry *e = &m->entries[k];
+        qc_member members[QC_RAFT_MAX_MEMBERS];
+        size_t n_members, used;
+        if (e->term < term || e->term > m->term) return 0;
+        if (e->type == QC_ENTRY_CONFIG &&
+            qc_raft_conf_read(e->data, e->len, members, &n_members, &used))
+            return 0;
+        term = e->term;
+    }
+    return 1;
+}
+
 static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
 {
 #ifdef QC_MUTANT_LOWER_TERM
@@ -999,17 +1020,14 @@ static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
         reject_hint(r, prev, resp);
         return;
     }
+    if (!entries_valid(m)) {
+        resp->reject = 1; /* never from a correct leader: take nothing from it */
+        resp->index = last_index(r);
+        return;
+    }
     for (uint32_t k = 0; k < m->n_entries; k++) {
         const qc_entry *e = &m->entries[k];
         uint64_t index = prev + 1 + k;
-        qc_member members[QC_RAFT_MAX_MEMBERS];
-        size_t n_members, used;
-        if (e->type == QC_ENTRY_CONFIG &&
-            qc_raft_conf_read(e->data, e->len, members, &n_members, &used)) {
-            resp->reject = 1; /* never from a correct leader: take nothing from it */
-            resp->index = last_index(r);
-            return;
-        }
         if (index <= last_index(r)) {
             if (term_at(r, index) == e->term) continue;
             log_truncate(r, index); /* a conflict: never below commit (prev >= commit) */
@@ -1502,7 +1520,8 @@ int qc_raft_restore(qc_raft *r, uint64_t snap_index, uint64_t snap_term, const q
     r->snap_index = snap_index;
     r->snap_term = snap_term;
     for (size_t i = 0; i < n; i++) {
-        if (entries[i].index != snap_index + 1 + i) return QC_EINVAL;
+        if (entries[i].index != snap_index + 1 + i || entries[i].term < last_term(r))
+            return QC_EINVAL;
         int rc = log_append(r, entries[i].term, entries[i].type, entries[i].data, entries[i].len);
         if (rc) return rc;
     }

@@ -1042,3 +1042,33 @@ describe("raft snapshots from a faulty leader", function()
     assert.is_true(resp.reject)
   end)
 end)
+
+describe("raft appends from a faulty leader", function()
+  -- Entries whose terms go down, or pass the message's own term, come from
+  -- no correct leader: the follower takes none of them (the WAL would
+  -- refuse such a log and stop the node).
+  local cases = {
+    { "terms going down", { { term = 5, data = "a" }, { term = 3, data = "b" } } },
+    { "a term above the message's", { { term = 5, data = "a" }, { term = 6, data = "b" } } },
+    { "a term below the previous entry's", { { term = 1, data = "a" } }, 2 },
+  }
+  for _, case in ipairs(cases) do
+    it("an append with " .. case[1] .. " is refused, and nothing of it taken", function()
+      local node = qcraft.new { id = 3, peers = { 1, 2, 3 }, now = 0 }
+      local prev_term = case[3] or 0
+      if prev_term > 0 then -- one good entry of that term first
+        node:step({ type = "append", from = 2, to = 3, term = 5, index = 0, log_term = 0,
+                    entries = { { term = prev_term, data = "p" } }, ctx = 10 }, 10)
+        node:ready()
+      end
+      local last = node:last_index()
+      node:step({ type = "append", from = 2, to = 3, term = 5, index = last, log_term = prev_term,
+                  entries = case[2], ctx = 20 }, 20)
+      local rd = node:ready()
+      local resp = rd.msgs[#rd.msgs]
+      assert.are.equal("append_resp", resp.type)
+      assert.is_true(resp.reject)
+      assert.are.equal(last, node:last_index())
+    end)
+  end
+end)
