@@ -957,7 +957,7 @@ static void reject_hint(qc_raft *r, uint64_t prev, qc_msg *resp)
     }
     uint64_t t = term_at(r, prev);
     uint64_t first = prev;
-    while (first - 1 > r->commit && term_at(r, first - 1) == t) first--;
+    while (first > r->commit + 1 && term_at(r, first - 1) == t) first--; /* first - 1 wraps at 0 */
     resp->index = first;
     resp->log_term = t;
 }

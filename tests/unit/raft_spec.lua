@@ -1072,3 +1072,21 @@ describe("raft appends from a faulty leader", function()
     end)
   end
 end)
+
+describe("raft refusals", function()
+  it("an append refused at index 0 of an empty log answers at once", function()
+    -- In a child with a time limit: the refusal's hint once walked the
+    -- whole 64-bit index space down from 2^64 - 1 (a node stuck for good).
+    local script = [[
+      package.cpath = "./build/?.so;" .. package.cpath
+      local node = require("qcraft").new { id = 3, peers = { 1, 2, 3 }, now = 0 }
+      node:step({ type = "append", from = 2, to = 3, term = 1, index = 0, log_term = 5, ctx = 1 }, 1)
+      local resp = node:ready().msgs[1]
+      io.write(resp.type, " ", tostring(resp.reject), " ", resp.index)
+    ]]
+    local p = assert(io.popen("timeout 20 lua5.4 -e '" .. script:gsub("'", "'\\''") .. "'; echo \" rc=$?\""))
+    local out = p:read("a")
+    p:close()
+    assert.are.equal("append_resp true 0 rc=0\n", out)
+  end)
+end)
