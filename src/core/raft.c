@@ -1067,7 +1067,9 @@ static void on_snapshot(qc_raft *r, const qc_msg *m, uint64_t now)
     const qc_entry *conf = m->n_entries >= 2 ? &m->entries[1] : NULL;
     qc_member members[QC_RAFT_MAX_MEMBERS];
     size_t n_members, used;
-    if (!conf || conf->index > m->index ||
+    /* From no correct leader: a snapshot of a term above its own, or no
+     * membership that reads. */
+    if (m->log_term > m->term || !conf || conf->index > m->index ||
         qc_raft_conf_read(conf->data, conf->len, members, &n_members, &used)) {
         resp->reject = 1;
         resp->index = last_index(r);

@@ -1090,3 +1090,19 @@ describe("raft refusals", function()
     assert.are.equal("append_resp true 0 rc=0\n", out)
   end)
 end)
+
+describe("raft snapshots of a term above the message's", function()
+  it("are refused: the node would lead below its own last term", function()
+    local conf = string.pack(">BB", 1, 3)
+    for id = 1, 3 do conf = conf .. string.pack(">I8B", id, 1) end -- voters
+    local node = qcraft.new { id = 3, peers = { 1, 2, 3 }, now = 0 }
+    node:step({ type = "snapshot", from = 2, to = 3, term = 2, index = 10, log_term = 9, ctx = 1,
+                entries = { { term = 9, index = 10, data = "" },
+                            { term = 9, index = 10, type = 2, data = conf } } }, 1)
+    local resp = node:ready().msgs[1]
+    assert.are.equal("append_resp", resp.type)
+    assert.is_true(resp.reject)
+    assert.are.equal(0, node:commit())
+    assert.are.equal(0, node:last_index())
+  end)
+end)
