@@ -11,7 +11,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=all
-FUZZ_TARGETS := wire members kv wal config_json config_lua api auth
+FUZZ_TARGETS := wire members kv wal config_json config_lua api auth raft
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 FUZZ_BASE    := tests/fuzz/fuzz_util.c src/base/common.c src/base/log.c src/base/json.c
 
@@ -32,6 +32,8 @@ FUZZ_DEFS_config_lua  := -DFUZZ_CONFIG_EXT='".lua"'
 FUZZ_SRCS_config_lua  := src/lua/config.c src/lua/luajson.c src/base/json.c build/embedded.c
 FUZZ_MAIN_api         := tests/fuzz/fuzz_api.c
 FUZZ_SRCS_api         := $(wildcard src/api/*.c) src/net/tls.c src/base/metrics.c src/base/json.c build/embedded.c
+FUZZ_MAIN_raft        := tests/fuzz/fuzz_raft.c
+FUZZ_SRCS_raft        := src/core/raft.c
 FUZZ_MAIN_auth        := tests/fuzz/fuzz_auth.c
 FUZZ_SRCS_auth        := src/net/net.c src/net/net_dial.c src/net/net_join.c src/net/net_accept.c \
                          src/net/net_setup.c src/net/auth.c src/core/wire.c src/base/metrics.c \

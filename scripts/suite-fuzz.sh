@@ -12,7 +12,7 @@
 #     ones go to build/fuzz/gate/TARGET, emptied first), without address
 #     randomisation and without comparison-guided mutation (both made runs
 #     of one seed differ), so a run of the same code tries the same inputs:
-#     exactly for wire, members, kv and wal; config_json and config_lua
+#     exactly for wire, members, kv, wal and raft; config_json and config_lua
 #     (liblua seeds its string hashes from the clock), api (a 1 us request
 #     timeout) and auth (the acceptor's random ephemeral keys) have some
 #     runs that depend on the clock;
@@ -41,7 +41,7 @@ cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 [ "$cpus" -gt 4 ] 2>/dev/null && cpus=4
 JOBS=${FUZZ_JOBS:-${cpus:-2}}
 [ "$JOBS" -ge 1 ] 2>/dev/null || JOBS=1
-TARGETS=${FUZZ_TARGETS:-"wire members kv wal config_json config_lua api auth"}
+TARGETS=${FUZZ_TARGETS:-"wire members kv wal config_json config_lua api auth raft"}
 OUT=build/fuzz
 mkdir -p "$OUT"
 passed=0
@@ -71,7 +71,7 @@ dict() {
 
 # The gate's runs of each target: 25 to 55 s on one core of a busy
 # machine each (runs per second measured with -seed=1 from the
-# repository's corpus), about 2 minutes for the eight, two at a time. A count, not a
+# repository's corpus), about 2 minutes for the nine, two at a time. A count, not a
 # time: a time bound would try a different number of inputs on a busy
 # machine.
 runs() {
