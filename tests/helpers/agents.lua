@@ -163,9 +163,17 @@ function M.start_all(c)
   for i = 1, c.n do M.start(c, i) end
 end
 
+-- False once pid has exited. An exited agent is a zombie until its reaper
+-- collects it: the agents are children of a shell that exited, so that is
+-- PID 1, which may take seconds (kill -0 still succeeds on a zombie). A
+-- zombie holds no port, file nor lock any more, so it counts as gone.
 function M.alive(pid)
-  local _, code = M.sh("kill -0 " .. pid)
-  return code == 0
+  local f = io.open(string.format("/proc/%d/stat", pid))
+  if not f then return false end
+  local stat = f:read("a") or ""
+  f:close()
+  local state = stat:match("^%d+ %b() (%S)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
 end
 
 -- Sends sig to node i and waits for it to exit; returns true when it did.
@@ -215,7 +223,9 @@ function M.json(api, path)
   return cjson.decode(body), status
 end
 
--- The identifier every live node names as leader, once they all agree.
+-- The identifier every live node names as leader, once they all agree. A
+-- node of c that was stopped (pid nil) does not count as that leader: just
+-- after its kill the others still name it, until they time it out.
 function M.agreed_leader(c, timeout)
   return M.wait_for(function()
     local name
@@ -227,6 +237,8 @@ function M.agreed_leader(c, timeout)
         name = v.identifier
       end
     end
+    local li = name and M.index_of(c, name)
+    if li and not c.nodes[li].pid then return nil end
     return name
   end, timeout or 10)
 end
