@@ -365,7 +365,13 @@ static int l_read_index(lua_State *L)
 GETTER(last_index, qc_raft_last_index(r))
 GETTER(applied, qc_raft_applied(r))
 GETTER(stable, qc_raft_stable(r))
-GETTER(has_ready, qc_raft_has_ready(r))
+
+/* A boolean: 0 is true in Lua, and Cluster:process loops while it holds. */
+static int l_has_ready(lua_State *L)
+{
+    lua_pushboolean(L, qc_raft_has_ready(check_node(L)));
+    return 1;
+}
 
 /* node:persisted(index, term): the writes handed out up to there are durable. */
 static int l_persisted(lua_State *L)
