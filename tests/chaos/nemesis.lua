@@ -303,7 +303,14 @@ local function menu()
   return t
 end
 
-local function choose()
+-- The first faults of a run are every kind of the menu once, in an order
+-- drawn from the seed, so that a run of that many faults has had them all
+-- (the gate's short run counts on it); then kinds drawn by weight.
+function M:choose()
+  if not self.first_round then
+    self.first_round = shuffle({ table.unpack(menu()) })
+  end
+  if #self.first_round > 0 then return table.remove(self.first_round) end
   local kinds, total = menu(), 0
   for _, k in ipairs(kinds) do total = total + WEIGHTS[k] end
   local r = math.random() * total
@@ -323,7 +330,7 @@ end
 -- 1 to 3 s of calm between them.
 function M:run(stop)
   while socket.gettime() + 2 < stop do
-    local kind = choose()
+    local kind = self:choose()
     local heals = { faults[kind](self) }
     if kind ~= "loss" and kind ~= "delay" and kind ~= "transfer" and kind ~= "snapshot-crash"
       and math.random() < 0.25 then
