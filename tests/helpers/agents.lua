@@ -172,7 +172,7 @@ function M.alive(pid)
   if not f then return false end
   local stat = f:read("a") or ""
   f:close()
-  local state = stat:match("^%d+ %b() (%S)")
+  local state = stat:match("^.*%) (%S)") -- after the last ")": a name may hold one
   return state ~= nil and state ~= "Z" and state ~= "X"
 end
 
