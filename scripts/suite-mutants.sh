@@ -1,16 +1,17 @@
 #!/bin/sh
 # Every planted bug (build/sim-NAME) must be caught by an invariant within
 # MUTANT_SEEDS seeds; a mutant that survives means the simulator is blind.
-# Without arguments: make sim-mutants (every mutant of mk/sim.mk). Each
-# mutant is built and run as one job, MUTANT_JOBS at a time (default: the
-# CPUs, at most 4): most are caught within a few seeds, COMMIT_OLD_TERM
-# only after thousands (about 20 s), so the others go on beside it. The
-# results are reported in the order given.
+# Without arguments: make sim-mutants (every mutant of mk/sim.mk), which
+# builds them MUTANT_JOBS at a time (default: the CPUs, at most 4), then
+# runs them here as many at a time: most are caught within a few seeds,
+# COMMIT_OLD_TERM only after thousands (about 20 s), so the others go on
+# beside it. A mutant not built yet is built in its job. The results are
+# reported in the order given.
 cd "$(dirname "$0")/.." || exit 2
-[ $# -gt 0 ] || exec make -s --no-print-directory sim-mutants
 jobs=${MUTANT_JOBS:-$(nproc 2>/dev/null || echo 1)}
 [ "$jobs" -ge 1 ] 2>/dev/null || jobs=1
 [ "$jobs" -le 4 ] || jobs=4
+[ $# -gt 0 ] || MUTANT_JOBS=$jobs exec make -s --no-print-directory -j"$jobs" sim-mutants
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # shellcheck disable=SC2016 # $1, $2 belong to the job's shell
