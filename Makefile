@@ -84,14 +84,19 @@ coverage: deps
 	gcovr -r . --filter src/core/raft.c --txt --fail-under-line 95 build
 	$(MAKE) build/qcraft.so build/sim -B
 
+# The C that `make fmt` formats and `make lint` checks is formatted.
+FMT_FILES = $(wildcard src/*/*.[ch] src/main.c include/*.h tests/c/*.c tests/sim/*.c tests/fuzz/*.c)
+
 lint: $(QC_LIB_A)
 	lua5.4 scripts/check-layers.lua $(QC_PIC)
+	@echo "clang-format --dry-run --Werror (make fmt's files)"
+	@clang-format --dry-run --Werror $(FMT_FILES)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --suppress=missingIncludeSystem -Isrc src tests/c tests/sim tests/chaos
 	luacheck --std lua54+busted --codes lua tests examples scripts --exclude-files 'tests/fuzz/corpus/**'
 
 fmt:
-	clang-format -i src/*/*.[ch] src/main.c include/*.h tests/c/*.c tests/sim/*.c
+	clang-format -i $(FMT_FILES)
 
 cluster: deps all
 	bash scripts/cluster.sh examples/bare_minimum

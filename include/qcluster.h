@@ -20,15 +20,15 @@ extern "C" {
  * the qc_peer; free the whole with qc_peer_free(). */
 typedef struct qc_peer {
     char *identifier;
-    char *host;     /* where it takes cluster traffic */
+    char *host; /* where it takes cluster traffic */
     int port;
     char *metadata; /* a JSON object as text, never NULL */
     char *role;     /* "leader", "follower", "candidate", "witness", "learner" */
     int up;         /* reachable now */
     int voter;
-    int priority;   /* 0 never leads */
-    int healthy;    /* its health checks pass, as the node asked knows it
-                       (README "Health checks"); unknown counts as not */
+    int priority; /* 0 never leads */
+    int healthy;  /* its health checks pass, as the node asked knows it
+                     (README "Health checks"); unknown counts as not */
 } qc_peer;
 
 /* Frees p and its strings; NULL is allowed. */
@@ -68,16 +68,16 @@ int qc_node_new_settings(const qc_settings *s, qc_node **out, char *err, size_t 
 /* One event, with the same name and fields as the Lua hook's argument
  * (README "Hooks"). Valid only during the callback. */
 typedef struct qc_event {
-    const char *name;                /* "on_elected", "on_leader_change", ... */
-    uint64_t term;                   /* 0 when the hook has no term */
-    const char *reason;              /* NULL when none */
-    const qc_peer *self;             /* NULL when none */
-    const qc_peer *leader;           /* NULL: none */
-    const qc_peer *previous_leader;  /* NULL: none */
-    const qc_peer *peer;             /* on_peer_up/down, on_member_join/leave */
-    const uint8_t *key;              /* on_kv_change */
+    const char *name;               /* "on_elected", "on_leader_change", ... */
+    uint64_t term;                  /* 0 when the hook has no term */
+    const char *reason;             /* NULL when none */
+    const qc_peer *self;            /* NULL when none */
+    const qc_peer *leader;          /* NULL: none */
+    const qc_peer *previous_leader; /* NULL: none */
+    const qc_peer *peer;            /* on_peer_up/down, on_member_join/leave */
+    const uint8_t *key;             /* on_kv_change */
     size_t klen;
-    const uint8_t *value;            /* NULL for a delete */
+    const uint8_t *value; /* NULL for a delete */
     size_t vlen;
     uint64_t revision;
     /* on_health_change: this node's health now, and the check whose change

@@ -6,9 +6,9 @@
 #include <sys/resource.h>
 
 #include "agent/agent.h"
-#include "cli/cli.h"
 #include "base/common.h"
 #include "base/log.h"
+#include "cli/cli.h"
 
 #include <qcluster.h>
 

@@ -9,8 +9,8 @@
 #include <ev.h>
 #include <stddef.h>
 
-#include "lua/luahost.h"
 #include "core/view.h"
+#include "lua/luahost.h"
 
 typedef struct qc_agent qc_agent;
 

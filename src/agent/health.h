@@ -10,9 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lua/config.h"
 #include "base/metrics.h"
 #include "core/view.h"
+#include "lua/config.h"
 
 typedef struct qc_health qc_health;
 

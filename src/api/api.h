@@ -9,8 +9,8 @@
 #include <ev.h>
 
 #include "base/metrics.h"
-#include "net/tls.h"
 #include "core/view.h"
+#include "net/tls.h"
 
 typedef struct qc_api qc_api;
 

@@ -361,7 +361,8 @@ static int emit_val(yajl_gen g, yajl_val v, int depth)
     if (!v) return qc_json_gen_rc(yajl_gen_null(g));
     switch (v->type) {
     case yajl_t_string: return qc_json_str(g, v->u.string);
-    case yajl_t_number: return qc_json_gen_rc(yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r)));
+    case yajl_t_number:
+        return qc_json_gen_rc(yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r)));
     case yajl_t_object: return emit_object(g, v, depth);
     case yajl_t_array: return emit_array(g, v, depth);
     case yajl_t_true: return qc_json_gen_rc(yajl_gen_bool(g, 1));

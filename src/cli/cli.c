@@ -14,10 +14,10 @@
 #include <time.h>
 #include <yajl/yajl_tree.h>
 
-#include "sdk/client.h"
 #include "base/common.h"
 #include "base/json.h"
 #include "core/kv.h"
+#include "sdk/client.h"
 
 /* join and leave wait for a committed change (a leader leaving hands over
  * first); the agent answers 504 when it gives up, so wait longer than it. */

@@ -39,9 +39,9 @@
 #include <ev.h>
 #include <stdint.h>
 
-#include "lua/config.h"
 #include "base/metrics.h"
 #include "core/view.h"
+#include "lua/config.h"
 
 typedef struct qc_lua qc_lua;
 

@@ -11,8 +11,8 @@
 
 #include "core/kv.h"
 #include "core/raft.h"
-#include "store/store.h"
 #include "core/view.h"
+#include "store/store.h"
 #include "store/walq.h"
 
 typedef struct qc_replica qc_replica;

@@ -26,11 +26,11 @@
 #include <string.h>
 
 #include "base/common.h"
-#include "lua/config.h"
 #include "base/log.h"
+#include "base/metrics.h"
+#include "lua/config.h"
 #include "lua/luahost.h"
 #include "lua/luajson.h"
-#include "base/metrics.h"
 
 /* ---- a fake view: this node leads, every peer is up ------------------- */
 

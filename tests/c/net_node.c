@@ -27,8 +27,8 @@
 #include "base/common.h"
 #include "base/log.h"
 #include "base/metrics.h"
-#include "net/net.h"
 #include "core/wire.h"
+#include "net/net.h"
 
 #define MAX_PEERS 16
 #define MAX_JOINS 8

@@ -8,9 +8,9 @@
 #include <string.h>
 
 #include "base/common.h"
-#include "lua/config.h"
 #include "base/json.h"
 #include "core/members.h"
+#include "lua/config.h"
 
 #define LIST_MT "qcmembers.list"
 

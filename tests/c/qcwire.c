@@ -8,9 +8,9 @@
 #include <lua.h>
 #include <string.h>
 
-#include "net/auth.h"
 #include "base/common.h"
 #include "core/wire.h"
+#include "net/auth.h"
 
 static lua_Integer field_int(lua_State *L, int idx, const char *name)
 {

@@ -30,10 +30,10 @@
 
 #include "api/api.h"
 #include "base/common.h"
-#include "fuzz.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "core/view.h"
+#include "fuzz.h"
 
 #define TOKEN "t"
 #define MAX_SPINS 400

@@ -49,13 +49,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "net/auth.h"
 #include "base/common.h"
-#include "fuzz.h"
 #include "base/log.h"
 #include "base/metrics.h"
-#include "net/net.h"
 #include "core/wire.h"
+#include "fuzz.h"
+#include "net/auth.h"
+#include "net/net.h"
 
 #define SECRET "the fuzzed cluster's shared secret"
 #define SELF "server_a"

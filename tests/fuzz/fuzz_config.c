@@ -15,9 +15,9 @@
 #include <time.h>
 
 #include "base/common.h"
-#include "lua/config.h"
-#include "fuzz.h"
 #include "base/log.h"
+#include "fuzz.h"
+#include "lua/config.h"
 
 #ifndef FUZZ_CONFIG_EXT
 #define FUZZ_CONFIG_EXT ".json"

@@ -14,9 +14,9 @@
 #include <string.h>
 
 #include "base/common.h"
-#include "fuzz.h"
 #include "core/kv.h"
 #include "core/wire.h" /* qc_crc32c */
+#include "fuzz.h"
 
 #define MAX_KEY 16
 #define MAX_VALUE 64

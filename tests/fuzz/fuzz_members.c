@@ -10,9 +10,9 @@
 #include <string.h>
 
 #include "base/common.h"
-#include "fuzz.h"
 #include "core/members.h"
 #include "core/raft.h"
+#include "fuzz.h"
 
 static int same_str(const char *a, const char *b)
 {

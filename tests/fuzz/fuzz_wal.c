@@ -16,9 +16,9 @@
 #include <sys/stat.h>
 
 #include "base/common.h"
+#include "core/wire.h" /* qc_crc32c */
 #include "fuzz.h"
 #include "store/wal.h"
-#include "core/wire.h" /* qc_crc32c */
 
 #define WAL_MAGIC 0x51435731u  /* wal.c's "QCW1" */
 #define SNAP_MAGIC 0x51435331u /* wal.c's "QCS1" */

@@ -11,10 +11,10 @@
 #include <string.h>
 
 #include "base/common.h"
-#include "fuzz.h"
 #include "core/kv.h"
 #include "core/members.h"
 #include "core/wire.h"
+#include "fuzz.h"
 
 #define PART_LIMIT (1u << 20) /* the harness's cap; net.c takes QC_WIRE_MAX_MESSAGE */
 

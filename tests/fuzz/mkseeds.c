@@ -12,8 +12,8 @@
 #include "core/kv.h"
 #include "core/members.h"
 #include "core/raft.h"
-#include "store/wal.h"
 #include "core/wire.h"
+#include "store/wal.h"
 
 static const char *root = "tests/fuzz/corpus";
 
