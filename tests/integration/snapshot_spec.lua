@@ -1,6 +1,24 @@
 -- Snapshots on real agents: a follower that was down while the log moved
 -- past a snapshot is caught up by InstallSnapshot, and keeps it on restart.
 local A = require("agents")
+local cjson = require("cjson")
+
+-- The index of the newest snapshot node i took itself and compacted its
+-- log to (0: none yet). The snapshot child runs in the background at the
+-- lowest CPU priority, so on a busy machine it ends well after the writes.
+local function compacted(c, i)
+  local newest = 0
+  for n in (A.read(c.nodes[i].log) or ""):gmatch("snapshot at (%d+) %([^\n]-log compacted") do
+    newest = math.max(newest, tonumber(n))
+  end
+  return newest
+end
+
+-- Waits until node i's log is compacted to at least index, so that a
+-- follower behind it can only catch up by the snapshot.
+local function wait_compacted(c, i, index)
+  return A.wait_for(function() return compacted(c, i) >= index end, 60)
+end
 
 describe("snapshots", function()
   local c
@@ -18,11 +36,13 @@ describe("snapshots", function()
     local fi = li % 3 + 1
     A.signal(c, fi, "KILL")
     local api = c.nodes[li].api
+    local last
     for k = 1, 300 do
-      local status = A.http(api, "PUT", "/v1/kv/key" .. k, "value" .. k)
+      local status, body = A.http(api, "PUT", "/v1/kv/key" .. k, "value" .. k)
       assert.are.equal(200, status, "put " .. k)
+      if k == 100 then last = cjson.decode(body).revision end
     end
-    assert.is_truthy((A.read(c.nodes[li].log) or ""):find("log compacted", 1, true))
+    assert.is_truthy(wait_compacted(c, li, last), "the leader compacted past key100")
     A.start(c, fi)
     local follower = c.nodes[fi].api
     assert.is_truthy(A.wait_for(function()
@@ -49,18 +69,27 @@ describe("snapshots", function()
     A.signal(c, fi, "KILL")
     local api = c.nodes[li].api
     local function big(k) return string.rep(string.char(64 + k), 1000000) end
+    local last
     for k = 1, 12 do
-      assert.are.equal(200, A.http(api, "PUT", "/v1/kv/big" .. k, big(k)), "put " .. k)
+      local status, body = A.http(api, "PUT", "/v1/kv/big" .. k, big(k))
+      assert.are.equal(200, status, "put " .. k)
+      last = cjson.decode(body).revision
     end
-    -- enough small writes after them that the log moves past a new snapshot
-    for k = 1, 60 do
-      assert.are.equal(200, A.http(api, "PUT", "/v1/kv/after" .. k, "v"), "put after " .. k)
-    end
+    -- small writes until the leader took a snapshot holding every big
+    -- value and dropped the log before it (the follower's entries with
+    -- it): then only that snapshot catches the follower up
+    local n = 0
+    local past = A.wait_for(function()
+      n = n + 1
+      assert.are.equal(200, A.http(api, "PUT", "/v1/kv/after" .. n, "v"), "put after " .. n)
+      return compacted(c, li) >= last
+    end, 60)
+    assert.is_truthy(past, "the leader compacted past big12")
     local mark = #(A.read(c.nodes[fi].log) or "")
     A.start(c, fi)
     local follower = c.nodes[fi].api
     assert.is_truthy(A.wait_for(function()
-      local status, body = A.http(follower, "GET", "/v1/kv/after60?stale")
+      local status, body = A.http(follower, "GET", "/v1/kv/after" .. n .. "?stale")
       return status == 200 and body == "v"
     end, 20), "the follower caught up")
     local log = A.read(c.nodes[fi].log):sub(mark + 1)
