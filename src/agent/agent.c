@@ -720,7 +720,9 @@ static int carry_out(qc_agent *a, const qc_ready *rd, int *drained)
         qc_replica_drain(a->replica);
         *drained = 1;
     }
-    if (!a->held && (rd->msgs_early || a->durable_seq == a->write_seq))
+    /* At least, not equal: the replica's compactions take numbers of the
+     * writer's sequence too, so the newest durable one may pass ours. */
+    if (!a->held && (rd->msgs_early || a->durable_seq >= a->write_seq))
         send_all(a, rd->msgs, rd->n_msgs);
     else if (rd->n_msgs)
         hold_msgs(a, rd, a->write_seq);
