@@ -1,8 +1,8 @@
 /* The HTTP/1.1 API on the agent's libev loop: http_parser reads requests,
- * yajl writes JSON, long-polls are parked connections with a timer, and
- * transfers, membership changes and KV requests wait for the view's
- * callback (struct pending). The routes of membership, the KV store and
- * the health checks are in routes_*.c, which reach this file only through
+ * yajl writes JSON, long-polls (GET /v1/leader?wait) are parked
+ * connections with a timer, and transfers, membership changes and KV
+ * requests wait for the view's callback (struct pending). The other
+ * routes are in routes_*.c, which reach this file only through
  * api_int.h's api_server.
  * It reads the agent only through qc_view and must never block, never
  * let one client hurt another, and never touch a closed connection:
@@ -28,7 +28,6 @@
 #include <yajl/yajl_tree.h>
 
 #include "base/common.h"
-#include "base/embedded.h"
 #include "base/json.h"
 #include "base/log.h"
 #include "core/members.h" /* QC_MEMBER_ID_MAX */
@@ -40,7 +39,6 @@
 #define AUTH_MAX (QC_API_MAX_TOKEN + 7) /* "Bearer " and the token */
 #define OUT_HIGH (256 * 1024)           /* stop parsing while this much output waits */
 #define LINGER_S 2.0
-#define PEERS_STACK 16
 /* Out of descriptors or memory, the listener stays readable: the accept
  * watcher pauses this long instead of spinning on the failing accept. */
 #define ACCEPT_PAUSE_S 0.1
@@ -558,46 +556,16 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (!c->dead && c->out_len == 0) conn_process(c);
 }
 
-/* ---------- the view ---------- */
-
-static int leader_now(const qc_api *a, qc_peer_info *out)
-{
-    memset(out, 0, sizeof *out);
-    return a->view->leader && a->view->leader(a->view->ud, out) == 0 && out->identifier;
-}
-
-static uint64_t term_now(const qc_api *a) { return a->view->term ? a->view->term(a->view->ud) : 0; }
-
-/* Other members; *list is buf or a malloc'd array the caller frees. */
-static size_t peers_now(const qc_api *a, qc_peer_info *buf, qc_peer_info **list)
-{
-    *list = buf;
-    if (!a->view->peers) return 0;
-    size_t n = a->view->peers(a->view->ud, buf, PEERS_STACK);
-    if (n <= PEERS_STACK) return n;
-    qc_peer_info *big = calloc(n, sizeof *big);
-    if (!big) return PEERS_STACK;
-    size_t m = a->view->peers(a->view->ud, big, n);
-    *list = big;
-    return m < n ? m : n;
-}
-
-static void self_now(const qc_api *a, qc_peer_info *out)
-{
-    memset(out, 0, sizeof *out);
-    if (a->view->self) a->view->self(a->view->ud, out);
-}
-
-/* ---------- handlers ---------- */
+/* ---------- the long-poll route, GET /v1/leader ---------- */
 
 static int leader_json(const qc_api *a, yajl_gen g)
 {
     qc_peer_info p;
-    if (!leader_now(a, &p)) {
+    if (!api_leader_now(a, &p)) {
         yajl_gen_map_open(g);
         qc_json_key(g, "leader");
         yajl_gen_null(g);
-        qc_json_key_int(g, "term", (long long)term_now(a));
+        qc_json_key_int(g, "term", (long long)api_term_now(a));
         yajl_gen_map_close(g);
         return 503;
     }
@@ -609,7 +577,7 @@ static int leader_json(const qc_api *a, yajl_gen g)
     qc_json_raw_object(g, p.metadata);
     qc_json_key_int(g, "priority", p.priority);
     qc_json_key_bool(g, "healthy", p.healthy);
-    qc_json_key_int(g, "term", (long long)term_now(a));
+    qc_json_key_int(g, "term", (long long)api_term_now(a));
     yajl_gen_map_close(g);
     return 200;
 }
@@ -624,131 +592,6 @@ static void answer_leader(conn *c)
     int status = leader_json(c->api, g);
     respond_json_gen(c, status, g, NULL);
     yajl_gen_free(g);
-}
-
-/* A Peer {identifier, host, port, metadata}; with_state adds role, up, voter,
- * priority, healthy and checks ([{name, status}]). */
-/* "checks": [{"name", "status"}] as the member last told (empty: unknown). */
-static int peer_checks(yajl_gen g, const qc_peer_info *p)
-{
-    int rc = qc_json_key(g, "checks");
-    if (!rc) rc = qc_json_gen_rc(yajl_gen_array_open(g));
-    for (size_t i = 0; !rc && p->checks && i < p->n_checks; i++) {
-        rc = qc_json_gen_rc(yajl_gen_map_open(g));
-        if (!rc) rc = qc_json_key_str(g, "name", p->checks[i].name);
-        if (!rc) rc = qc_json_key_str(g, "status", p->checks[i].passing ? "passing" : "failing");
-        if (!rc) rc = qc_json_gen_rc(yajl_gen_map_close(g));
-    }
-    return rc ? rc : qc_json_gen_rc(yajl_gen_array_close(g));
-}
-
-static int json_peer(yajl_gen g, const qc_peer_info *p, int with_state)
-{
-    int rc = qc_json_gen_rc(yajl_gen_map_open(g));
-    if (!rc) rc = qc_json_key_str(g, "identifier", p->identifier);
-    if (!rc) rc = qc_json_key_str(g, "host", p->host);
-    if (!rc) rc = qc_json_key_int(g, "port", p->port);
-    if (!rc) rc = qc_json_key(g, "metadata");
-    if (!rc) rc = qc_json_raw_object(g, p->metadata);
-    if (!rc && with_state) {
-        rc = qc_json_key_str(g, "role", p->role);
-        if (!rc) rc = qc_json_key_bool(g, "up", p->up);
-        if (!rc) rc = qc_json_key_bool(g, "voter", p->voter);
-        if (!rc) rc = qc_json_key_int(g, "priority", p->priority);
-        if (!rc) rc = qc_json_key_bool(g, "healthy", p->healthy);
-        if (!rc) rc = peer_checks(g, p);
-    }
-    return rc ? rc : qc_json_gen_rc(yajl_gen_map_close(g));
-}
-
-static void h_status(conn *c, const req *r)
-{
-    (void)r;
-    qc_api *a = c->api;
-    yajl_gen g = yajl_gen_alloc(NULL);
-    if (!g) {
-        conn_close(c);
-        return;
-    }
-    qc_peer_info self, lead, buf[PEERS_STACK], *list;
-    self_now(a, &self);
-    yajl_gen_map_open(g);
-    qc_json_key_str(g, "identifier", self.identifier);
-    qc_json_key_str(g, "role", a->view->role ? a->view->role(a->view->ud) : self.role);
-    qc_json_key_int(g, "term", (long long)term_now(a));
-    qc_json_key(g, "leader");
-    if (leader_now(a, &lead))
-        json_peer(g, &lead, 0);
-    else
-        yajl_gen_null(g);
-    qc_json_key(g, "peers");
-    yajl_gen_array_open(g);
-    size_t n = peers_now(a, buf, &list);
-    for (size_t i = 0; i < n; i++) json_peer(g, &list[i], 1);
-    if (list != buf) free(list);
-    yajl_gen_array_close(g);
-    uint64_t ci = a->view->commit_index ? a->view->commit_index(a->view->ud) : 0;
-    qc_json_key_int(g, "commit_index", (long long)ci);
-    if (a->view->healthy) qc_json_key_bool(g, "healthy", a->view->healthy(a->view->ud));
-    yajl_gen_map_close(g);
-    respond_json_gen(c, 200, g, NULL);
-    yajl_gen_free(g);
-}
-
-static int query_get(const req *r, const char *name, char *out, size_t cap);
-
-/* ?healthy=true|false: 1 or 0; -1 for every member; -2 for anything else. */
-static int healthy_filter(const req *r)
-{
-    char v[8];
-    int has = query_get(r, "healthy", v, sizeof v);
-    if (has == 0) return -1;
-    if (has > 0 && strcmp(v, "true") == 0) return 1;
-    if (has > 0 && strcmp(v, "false") == 0) return 0;
-    return -2;
-}
-
-static void h_members(conn *c, const req *r)
-{
-    qc_api *a = c->api;
-    int want = healthy_filter(r);
-    if (want == -2) {
-        respond_error(c, 400, "healthy must be true or false", NULL);
-        return;
-    }
-    yajl_gen g = yajl_gen_alloc(NULL);
-    if (!g) {
-        conn_close(c);
-        return;
-    }
-    qc_peer_info self, buf[PEERS_STACK], *list;
-    self_now(a, &self);
-    if (!self.role && a->view->role) self.role = a->view->role(a->view->ud);
-    self.up = 1;
-    self.is_self = 1;
-    /* Before the agent provides health, this node is as healthy as it says. */
-    if (a->view->healthy) self.healthy = a->view->healthy(a->view->ud);
-    yajl_gen_array_open(g);
-    if (want < 0 || !self.healthy == !want) json_peer(g, &self, 1);
-    size_t n = peers_now(a, buf, &list);
-    for (size_t i = 0; i < n; i++)
-        if (want < 0 || !list[i].healthy == !want) json_peer(g, &list[i], 1);
-    if (list != buf) free(list);
-    yajl_gen_array_close(g);
-    respond_json_gen(c, 200, g, NULL);
-    yajl_gen_free(g);
-}
-
-/* Finds name=value in a query string; value copied into out (cap bytes). */
-static int query_get(const req *r, const char *name, char *out, size_t cap)
-{
-    const char *v;
-    size_t vl;
-    if (!api_query_find(r, name, &v, &vl)) return 0;
-    if (vl >= cap) return -1;
-    memcpy(out, v, vl);
-    out[vl] = '\0';
-    return 1;
 }
 
 static int parse_double(const char *s, double *out)
@@ -785,9 +628,9 @@ static int differs(uint64_t term, const char *leader, const known *k)
 static int known_differs(const qc_api *a, const known *k)
 {
     qc_peer_info p;
-    if (k->has_term && term_now(a) != k->term) return 1;
+    if (k->has_term && api_term_now(a) != k->term) return 1;
     if (!k->has_leader) return 0;
-    return !same_id(leader_now(a, &p) ? p.identifier : NULL, k->leader);
+    return !same_id(api_leader_now(a, &p) ? p.identifier : NULL, k->leader);
 }
 
 /* Builds a->shared from the view now: QC_ENOMEM, or QC_EINVAL when the
@@ -798,8 +641,8 @@ static int shared_build(qc_api *a)
     shared_answer *sa = &a->shared;
     qc_peer_info p;
     sa->valid = 0;
-    sa->term = term_now(a);
-    sa->has_leader = leader_now(a, &p);
+    sa->term = api_term_now(a);
+    sa->has_leader = api_leader_now(a, &p);
     if (sa->has_leader && strlen(p.identifier) >= sizeof sa->leader) return QC_EINVAL;
     if (sa->has_leader) strcpy(sa->leader, p.identifier);
     yajl_gen g = yajl_gen_alloc(NULL);
@@ -980,8 +823,8 @@ static void h_leader(conn *c, const req *r)
     char ws[32], ts[32], ls[QC_MEMBER_ID_MAX + 1];
     double wait = 0;
     known k = {0};
-    int has_wait = query_get(r, "wait", ws, sizeof ws);
-    k.has_term = query_get(r, "term", ts, sizeof ts);
+    int has_wait = api_query_get(r, "wait", ws, sizeof ws);
+    k.has_term = api_query_get(r, "term", ts, sizeof ts);
     k.has_leader = query_leader(r, ls, sizeof ls, &k);
     if (has_wait < 0 || (has_wait && parse_double(ws, &wait) != 0)) {
         respond_error(c, 400, "wait must be a number of seconds", NULL);
@@ -998,7 +841,7 @@ static void h_leader(conn *c, const req *r)
     if (!k.has_term && !k.has_leader) { /* neither: held until the leader changes */
         qc_peer_info p;
         k.has_leader = 1;
-        k.leader = leader_now(c->api, &p) ? p.identifier : NULL;
+        k.leader = api_leader_now(c->api, &p) ? p.identifier : NULL;
     }
     if (wait > QC_API_MAX_WAIT_S) wait = QC_API_MAX_WAIT_S;
     if (!has_wait || wait <= 0 || known_differs(c->api, &k)) {
@@ -1072,88 +915,7 @@ static void pending_called(pending *p)
     if (p->fired) pending_free(p);
 }
 
-static void transfer_answer(conn *c, const pending *x, int rc)
-{
-    if (rc == QC_ENOTFOUND) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "no such peer: %.256s", x->to ? x->to : "(any)");
-        respond_error(c, 404, msg, NULL);
-        return;
-    }
-    if (rc != 0) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "transfer failed: %s", qc_strerror(rc));
-        respond_error(c, 409, msg, NULL);
-        return;
-    }
-    yajl_gen g = yajl_gen_alloc(NULL);
-    if (!g) {
-        conn_close(c);
-        return;
-    }
-    qc_peer_info p;
-    yajl_gen_map_open(g);
-    qc_json_key(g, "leader");
-    if (leader_now(c->api, &p))
-        json_peer(g, &p, 0);
-    else
-        qc_json_str(g, x->to);
-    qc_json_key_int(g, "term", (long long)term_now(c->api));
-    yajl_gen_map_close(g);
-    respond_json_gen(c, 200, g, NULL);
-    yajl_gen_free(g);
-}
-
-static void xfer_done(void *arg, int rc)
-{
-    pending *x = arg;
-    if (x->fired) return; /* done() must fire once; ignore a second call */
-    conn *c = pending_fire(x);
-    if (c) transfer_answer(c, x, rc);
-    pending_settle(x, c);
-}
-
-static int body_json(const conn *c, const char *prefix, yajl_val *out, char *why, size_t cap);
-static int body_failed(conn *c, int rc, const char *why, const char *expected);
-
-/* Body: empty, or {"to": IDENTIFIER}. *to is malloc'd or NULL; why as
- * body_json's. */
-static int transfer_target(const conn *c, char **to, char *why, size_t cap)
-{
-    yajl_val v;
-    *to = NULL;
-    int rc = body_json(c, NULL, &v, why, cap);
-    if (rc || !v) return rc;
-    if (!YAJL_IS_OBJECT(v)) rc = QC_EINVAL;
-    yajl_val t = rc ? NULL : qc_json_get(v, "to");
-    if (t && !YAJL_IS_NULL(t)) {
-        if (!YAJL_IS_STRING(t))
-            rc = QC_EINVAL;
-        else if (!(*to = strdup(t->u.string)))
-            rc = QC_ENOMEM;
-    }
-    yajl_tree_free(v);
-    return rc;
-}
-
-static void h_transfer(conn *c, const req *r)
-{
-    (void)r;
-    char *to, why[256];
-    int rc = transfer_target(c, &to, why, sizeof why);
-    if (body_failed(c, rc, why, "body must be {\"to\": IDENTIFIER} or empty")) return;
-    pending *x = c->api->view->transfer ? pending_new(c) : NULL;
-    if (!x) {
-        free(to);
-        respond_error(c, 409, "transfer is not available", NULL);
-        return;
-    }
-    x->to = to;
-    c->api->view->transfer(c->api->view->ud, to, xfer_done, x);
-    pending_called(x);
-}
-
-/* ---------- the request's body, for transfers and the routes ---------- */
+/* ---------- the request's body, for the routes ---------- */
 
 /* The body as a JSON tree in *out (NULL when the body is empty). 0,
  * QC_EINVAL (not JSON, a NUL byte that would hide the rest, or a string
@@ -1180,95 +942,7 @@ static int body_failed(conn *c, int rc, const char *why, const char *expected)
     return 1;
 }
 
-/* ---------- history, metrics, the status page; the route table ---------- */
-
-/* One history entry (README "Fail-over history and logs"): the contract's
- * fields, and for an event what it is and whom it is about. */
-static int history_entry(yajl_gen g, const qc_history_entry *e)
-{
-    char num[40];
-    int len = snprintf(num, sizeof num, "%.3f", e->time); /* milliseconds, as "since" */
-    int rc = yajl_gen_map_open(g) != yajl_gen_status_ok;
-    rc |= qc_json_key(g, "time") || yajl_gen_number(g, num, (size_t)len) != yajl_gen_status_ok;
-    rc |= qc_json_key_int(g, "term", (long long)e->term);
-    rc |= qc_json_key_str(g, "leader", e->leader[0] ? e->leader : NULL);
-    rc |= qc_json_key_str(g, "previous_leader", e->previous_leader[0] ? e->previous_leader : NULL);
-    rc |= qc_json_key_str(g, "reason", e->reason);
-    if (e->event) {
-        rc |= qc_json_key_str(g, "event", e->event);
-        rc |= qc_json_key_str(g, "peer", e->peer);
-    }
-    rc |= yajl_gen_map_close(g) != yajl_gen_status_ok;
-    return rc ? QC_ENOMEM : QC_OK;
-}
-
-/* GET /v1/history: the transitions this node recorded, oldest first;
- * ?events=true adds the health and reachability events among them. */
-static void h_history(conn *c, const req *r)
-{
-    const qc_view *v = c->api->view;
-    char flag[8];
-    int has = query_get(r, "events", flag, sizeof flag);
-    int events = has > 0 && strcmp(flag, "true") == 0;
-    if (has != 0 && !events && !(has > 0 && strcmp(flag, "false") == 0)) {
-        respond_error(c, 400, "events must be true or false", NULL);
-        return;
-    }
-    size_t max = 2 * QC_HISTORY_MAX, n = 0;
-    qc_history_entry *list = v->history ? malloc(max * sizeof *list) : NULL;
-    yajl_gen g = yajl_gen_alloc(NULL);
-    if ((v->history && !list) || !g) {
-        free(list);
-        if (g) yajl_gen_free(g);
-        respond_error(c, 500, "out of memory", NULL);
-        return;
-    }
-    if (list) n = v->history(v->ud, events, list, max);
-    int rc = yajl_gen_array_open(g) != yajl_gen_status_ok;
-    for (size_t i = 0; i < n && !rc; i++) rc = history_entry(g, &list[i]);
-    rc |= yajl_gen_array_close(g) != yajl_gen_status_ok;
-    if (rc)
-        respond_error(c, 500, "out of memory", NULL);
-    else
-        respond_json_gen(c, 200, g, NULL);
-    yajl_gen_free(g);
-    free(list);
-}
-
-static void h_metrics(conn *c, const req *r)
-{
-    (void)r;
-    qc_api *a = c->api;
-    if (a->view->refresh_metrics) a->view->refresh_metrics(a->view->ud);
-    char *text = NULL;
-    size_t len = 0;
-    if (qc_metrics_render(a->metrics, &text, &len) != 0) {
-        respond_error(c, 500, "out of memory", NULL);
-        return;
-    }
-    respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
-    free(text);
-}
-
-/* The page (ui/index.html, embedded) runs only its own inline script and
- * style and talks only to this agent; it is read-only, so no token. */
-static const char ui_headers[] =
-    "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
-    "style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; "
-    "form-action 'none'; frame-ancestors 'none'\r\n"
-    "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n";
-
-static void h_ui(conn *c, const req *r)
-{
-    (void)r;
-    size_t len = 0;
-    const char *page = qc_embedded_lookup("ui/index.html", &len);
-    if (!page) {
-        respond_error(c, 500, "status page not built in", NULL);
-        return;
-    }
-    respond(c, 200, "text/html; charset=utf-8", page, len, ui_headers);
-}
+/* ---------- the route table ---------- */
 
 /* What the routes in their own files call (api_int.h). */
 static const api_server server = {
@@ -1295,19 +969,19 @@ static const struct route {
     handler_fn *fn;
     int subtree; /* also serves path/ANYTHING */
 } routes[] = {
-    {"/v1/status", METHOD(HTTP_GET), "GET", h_status, 0},
+    {"/v1/status", METHOD(HTTP_GET), "GET", api_h_status, 0},
     {"/v1/leader", METHOD(HTTP_GET), "GET", h_leader, 0},
-    {"/v1/members", METHOD(HTTP_GET), "GET", h_members, 0},
-    {"/v1/transfer-leadership", METHOD(HTTP_POST), "POST", h_transfer, 0},
+    {"/v1/members", METHOD(HTTP_GET), "GET", api_h_members, 0},
+    {"/v1/transfer-leadership", METHOD(HTTP_POST), "POST", api_h_transfer, 0},
     {"/v1/join", METHOD(HTTP_POST), "POST", api_h_join, 0},
     {"/v1/leave", METHOD(HTTP_POST), "POST", api_h_leave, 0},
     {"/v1/self/metadata", METHOD(HTTP_PUT), "PUT", api_h_self_metadata, 0},
     {"/v1/kv", METHOD(HTTP_GET) | METHOD(HTTP_PUT) | METHOD(HTTP_DELETE), "GET, PUT, DELETE",
      api_h_kv, 1},
     {"/v1/checks", METHOD(HTTP_GET) | METHOD(HTTP_PUT), "GET, PUT", api_h_checks, 1},
-    {"/v1/history", METHOD(HTTP_GET), "GET", h_history, 0},
-    {"/metrics", METHOD(HTTP_GET), "GET", h_metrics, 0},
-    {"/ui", METHOD(HTTP_GET) | METHOD(HTTP_HEAD), "GET, HEAD", h_ui, 0},
+    {"/v1/history", METHOD(HTTP_GET), "GET", api_h_history, 0},
+    {"/metrics", METHOD(HTTP_GET), "GET", api_h_metrics, 0},
+    {"/ui", METHOD(HTTP_GET) | METHOD(HTTP_HEAD), "GET, HEAD", api_h_ui, 0},
 };
 
 /* ---------- dispatch ---------- */

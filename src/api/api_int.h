@@ -1,18 +1,20 @@
 /* Private to src/api/: nothing outside this folder includes it. What the
- * server (api.c: connections, parsing, dispatch, output) shares with the
- * route files (routes_members.c, routes_kv.c, routes_checks.c): the
- * connection, the request, a request the view answers later (struct
- * pending), the server's state, api_server, the server's functions the
- * routes call, and query.c's helpers for the request target, which both
- * sides use. The server names the routes in its route table; the routes
- * reach the server only through api_server, never by name, so that no two
- * files call each other (scripts/check-layers.lua). */
+ * server (api.c: connections, parsing, dispatch, output, long-polls)
+ * shares with the route files (routes_status.c, routes_members.c,
+ * routes_kv.c, routes_checks.c): the connection, the request, a request
+ * the view answers later (struct pending), the server's state, api_server,
+ * the server's functions the routes call, the view's leader and term, and
+ * query.c's helpers for the request target, which both sides use. The
+ * server names the routes in its route table; the routes reach the server
+ * only through api_server, never by name, so that no two files call each
+ * other (scripts/check-layers.lua). */
 #ifndef QC_API_INT_H
 #define QC_API_INT_H
 
 #include <http_parser.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
@@ -222,10 +224,27 @@ static inline int api_body_failed(conn *c, int rc, const char *why, const char *
     return c->api->srv->body_failed(c, rc, why, expected);
 }
 
+/* The view as both sides read it. */
+
+/* The leader now: 1 with *out, else 0 (*out zeroed). */
+static inline int api_leader_now(const qc_api *a, qc_peer_info *out)
+{
+    memset(out, 0, sizeof *out);
+    return a->view->leader && a->view->leader(a->view->ud, out) == 0 && out->identifier;
+}
+
+static inline uint64_t api_term_now(const qc_api *a)
+{
+    return a->view->term ? a->view->term(a->view->ud) : 0;
+}
+
 /* query.c: the request target's text, for the server and the routes. */
 
 /* Finds name or name=value in the query: 1 with the raw value, else 0. */
 int api_query_find(const req *r, const char *name, const char **val, size_t *vlen);
+/* name=value's raw value copied into out (cap bytes): 1, 0 when absent,
+ * -1 when it does not fit. */
+int api_query_get(const req *r, const char *name, char *out, size_t cap);
 /* A decimal number of digits only: 0 and *out, else -1. */
 int api_parse_u64(const char *s, uint64_t *out);
 /* Percent-decodes s[0..n) into out (room for n bytes): 0 and *len, or -1 on
@@ -234,6 +253,12 @@ int api_pct_decode(const char *s, size_t n, uint8_t *out, size_t *len);
 
 /* The routes, in the server's route table: each answers its request or
  * leaves it pending (c->busy) until the view's callback answers it. */
+void api_h_status(conn *c, const req *r);        /* routes_status.c */
+void api_h_members(conn *c, const req *r);       /* routes_status.c */
+void api_h_transfer(conn *c, const req *r);      /* routes_status.c */
+void api_h_history(conn *c, const req *r);       /* routes_status.c */
+void api_h_metrics(conn *c, const req *r);       /* routes_status.c */
+void api_h_ui(conn *c, const req *r);            /* routes_status.c */
 void api_h_join(conn *c, const req *r);          /* routes_members.c */
 void api_h_leave(conn *c, const req *r);         /* routes_members.c */
 void api_h_self_metadata(conn *c, const req *r); /* routes_members.c */

@@ -1,6 +1,6 @@
 /* The request target's text, for the server (api.c) and the routes
- * (routes_*.c): finding a query parameter, reading a number in it,
- * percent-decoding. Pure: no connection, no loop, no allocation. */
+ * (routes_*.c): finding a query parameter or copying its value, reading
+ * a number in it, percent-decoding. Pure: no connection, no loop, no allocation. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,6 +26,18 @@ int api_query_find(const req *r, const char *name, const char **val, size_t *vle
         q = amp ? amp + 1 : NULL;
     }
     return 0;
+}
+
+/* Finds name=value in a query string; value copied into out (cap bytes). */
+int api_query_get(const req *r, const char *name, char *out, size_t cap)
+{
+    const char *v;
+    size_t vl;
+    if (!api_query_find(r, name, &v, &vl)) return 0;
+    if (vl >= cap) return -1;
+    memcpy(out, v, vl);
+    out[vl] = '\0';
+    return 1;
 }
 
 int api_parse_u64(const char *s, uint64_t *out)
