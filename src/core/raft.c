@@ -25,6 +25,7 @@ typedef struct raft_peer {
     uint64_t up_since;      /* answers to requests sent before this do not count */
     int probing;            /* next is a guess: one append at a time until it matches */
     uint64_t snapshot_sent; /* when a snapshot went to it (0: none in flight) */
+    uint64_t snapshot_wait; /* how long that one waits for an answer (0: none due) */
     int link_up;
     int gone;            /* the peer closed its connection to us: it is not leading */
     int granted;         /* this campaign: 1 granted, -1 refused, 0 no answer */
@@ -679,10 +680,26 @@ static void fast_pre_campaign(qc_raft *r, uint64_t now)
  * sent but not yet acknowledged to one peer. */
 #define MAX_BATCH_BYTES (1u << 20)
 
+/* The longest a snapshot in flight waits for its answer before it goes
+ * again, in election timeouts. */
+#define SNAPSHOT_WAIT_MAX 64
+
+/* It may be large, and a peer that reads nothing (a stopped process, whose
+ * kernel still takes the connection and the bytes) never answers: a copy
+ * per timeout piled up in the transport's queue until it overflowed and
+ * dropped the link, again and again. So one copy is in flight per peer: it
+ * goes again only once the link that carried it closed (the copy went with
+ * it), or after a wait that doubles with every copy left unanswered. None
+ * goes over a closed link: the transport would drop it. */
 static void send_snapshot(qc_raft *r, raft_peer *p, uint64_t now)
 {
-    /* It may be large: one in flight per peer, resent after a timeout. */
-    if (p->snapshot_sent && now < p->snapshot_sent + r->election_ms) return;
+    if (!p->link_up) return;
+    if (p->snapshot_sent) {
+        if (now < p->snapshot_sent + p->snapshot_wait) return;
+        if (p->snapshot_wait < (uint64_t)r->election_ms * SNAPSHOT_WAIT_MAX) p->snapshot_wait *= 2;
+    } else if (!p->snapshot_wait) {
+        p->snapshot_wait = r->election_ms;
+    }
     qc_msg *m = push_msg(r, QC_MSG_SNAPSHOT, p->id);
     if (!m) return;
     m->ctx = now;
@@ -756,7 +773,7 @@ static void become_leader(qc_raft *r, uint64_t now)
         p->next = last_index(r) + 1;
         p->match = 0;
         p->probing = 1;
-        p->snapshot_sent = 0;
+        p->snapshot_sent = p->snapshot_wait = 0;
         /* A granted vote is a lease promise (the voter reset its clock). */
         if (p->granted <= 0) p->acked_ctx = 0;
     }
@@ -1178,8 +1195,8 @@ static void on_append_resp(qc_raft *r, const qc_msg *m, uint64_t now)
         on_append_refused(r, p, m, now);
         return;
     }
-    if (m->index > last_index(r)) return; /* not from this leadership */
-    p->snapshot_sent = 0;
+    if (m->index > last_index(r)) return;    /* not from this leadership */
+    p->snapshot_sent = p->snapshot_wait = 0; /* it answers again */
     if (m->index > p->match) {
         p->match = m->index;
         /* A relay's target that gains entries is on its way: a far one
@@ -1314,6 +1331,7 @@ void qc_raft_link(qc_raft *r, uint64_t peer, int state, uint64_t now)
     int newly_gone = state == QC_LINK_GONE && !p->gone;
     p->link_up = 0;
     p->acked_ctx = 0;
+    p->snapshot_sent = 0; /* the copy in flight went with the link */
     if (state == QC_LINK_GONE) p->gone = 1;
     if (r->role == QC_ROLE_LEADER) {
         /* Links to a majority closed: nobody can renew our lease. */

@@ -478,6 +478,43 @@ describe("raft log replication", function()
     assert.are.same(c.applied[l], c.applied[f])
   end)
 
+  it("a follower that reads nothing gets one snapshot in flight, not one per timeout", function()
+    local c = Cluster.new(3)
+    local l = c:await_leader(2000)
+    local f = other(c, l)
+    local function copies()
+      local n = 0
+      for _, m in ipairs(c.sent) do
+        if m.type == "snapshot" and m.from == l and m.to == f then n = n + 1 end
+      end
+      return n
+    end
+    -- stopped (SIGSTOP): its link stays open, nothing comes back
+    c:cut_link(l, f)
+    for k = 1, 30 do c:propose("s" .. k) end
+    c:advance(100)
+    c:snapshot(l)
+    c:advance(60000)
+    -- unanswered copies wait 1, 2, 4 ... 64 election timeouts: 7 in the
+    -- first 38 s, then one per 19.2 s (one per timeout was 200)
+    assert.is_true(copies() >= 1 and copies() <= 9, copies() .. " copies in 60 s")
+    -- the link closes and opens again: the copy went with it, one goes at
+    -- the next heartbeat, and none while it is closed
+    local before = copies()
+    c:link(l, f, false)
+    c:advance(1000)
+    assert.are.equal(before, copies())
+    c:link(l, f, true)
+    c:advance(60)
+    assert.are.equal(before + 1, copies())
+    -- it reads again: the lost copy goes again after the wait, and it
+    -- installs it and catches up
+    c:heal()
+    c:advance(20000)
+    assert.is_not_nil(c.snaps[f], "the follower installed a snapshot")
+    assert.are.same(c.applied[l], c.applied[f])
+  end)
+
   it("a transfer waits until the target holds the whole log", function()
     local c = Cluster.new(3)
     local l = c:await_leader(2000)
