@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/common.h"
@@ -63,6 +64,22 @@ static char *join(const char *dir, const char *name)
     return s;
 }
 
+/* The lock, waiting out a holder that is going away: a killed agent's
+ * snapshot child (replica.c) shares the lock's open file until it runs and
+ * dies of its parent's death, which at its low priority can take a moment
+ * after the agent itself is gone. An agent that really runs keeps it. */
+#define LOCK_TRIES 40 /* 2 s in all */
+static int take_lock(int fd)
+{
+    for (int tries = 0;; tries++) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) return QC_OK;
+        if (errno != EWOULDBLOCK) return QC_EIO;
+        if (tries == LOCK_TRIES) return QC_EBUSY;
+        struct timespec pause = {0, 50 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+}
+
 int qc_store_open(const char *dir, qc_store **out)
 {
     int rc = mkdir_p(dir);
@@ -86,8 +103,7 @@ int qc_store_open(const char *dir, qc_store **out)
         qc_store_close(s);
         return QC_EIO;
     }
-    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        rc = errno == EWOULDBLOCK ? QC_EBUSY : QC_EIO;
+    if ((rc = take_lock(s->lock_fd)) != QC_OK) {
         qc_store_close(s);
         return rc;
     }

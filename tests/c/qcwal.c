@@ -46,6 +46,7 @@ static const char *code_name(int rc)
     case QC_ETOOBIG: return "ETOOBIG";
     case QC_ECORRUPT: return "ECORRUPT";
     case QC_ENOTFOUND: return "ENOTFOUND";
+    case QC_EBUSY: return "EBUSY";
     default: return "E?";
     }
 }

@@ -130,4 +130,29 @@ describe("the hard state", function()
     assert.is_nil(hs)
     assert.are.equal("ECORRUPT", code)
   end)
+  -- A holder of the data dir's lock, by PID: flock(1) on dir/lock, which
+  -- writes a file once it holds it, then sleeps for its seconds.
+  local function hold_lock(seconds)
+    local pid = sh(string.format("flock -x %s/lock sh -c 'touch %s/held; exec sleep %s' " ..
+                                 ">/dev/null 2>&1 & echo $!", dir, dir, seconds))
+    for _ = 1, 500 do
+      if io.open(dir .. "/held") then return pid end
+      os.execute("sleep 0.01")
+    end
+    error("the lock holder never took the lock")
+  end
+
+  it("waits out a lock holder that goes away, as a killed agent's snapshot child", function()
+    local pid = hold_lock(0.3)
+    st = assert(qcwal.store(dir))
+    os.execute("kill " .. pid .. " 2>/dev/null")
+  end)
+
+  it("refuses a data dir whose lock another agent keeps", function()
+    local pid = hold_lock(30)
+    local s, _, code = qcwal.store(dir)
+    os.execute("pkill -P " .. pid .. " 2>/dev/null; kill " .. pid .. " 2>/dev/null")
+    assert.is_nil(s)
+    assert.are.equal("EBUSY", code)
+  end)
 end)
