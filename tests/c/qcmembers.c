@@ -11,6 +11,7 @@
 #include "base/json.h"
 #include "core/members.h"
 #include "lua/config.h"
+#include "lua_member.h"
 
 #define LIST_MT "qcmembers.list"
 
@@ -74,35 +75,9 @@ static qc_member_rec rec_of(lua_State *L, int t)
     return m;
 }
 
-static void set_str(lua_State *L, const char *k, const char *v)
-{
-    if (!v) return;
-    lua_pushstring(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static void set_int(lua_State *L, const char *k, lua_Integer v)
-{
-    lua_pushinteger(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static void set_bool(lua_State *L, const char *k, int v)
-{
-    lua_pushboolean(L, v);
-    lua_setfield(L, -2, k);
-}
-
 static void push_rec(lua_State *L, const qc_member_rec *m)
 {
-    lua_createtable(L, 0, 8);
-    set_str(L, "identifier", m->identifier);
-    set_str(L, "host", m->host);
-    set_int(L, "port", m->port);
-    set_str(L, "role", qc_member_role_name(m->role));
-    set_int(L, "priority", m->priority);
-    set_str(L, "metadata", m->metadata);
-    set_bool(L, "voting", m->voting);
+    push_rec_fields(L, m, 1);
     set_int(L, "flags", qc_member_flags(m));
 }
 

@@ -15,6 +15,7 @@
 #include "base/common.h"
 #include "base/log.h"
 #include "core/members.h"
+#include "lua_member.h"
 
 #define FAKE_MT "qcmembership.fake"
 
@@ -76,36 +77,7 @@ static void call_end(fake *f)
     lua_pop(L, 1);
 }
 
-static void set_str(lua_State *L, const char *k, const char *v)
-{
-    if (!v) return;
-    lua_pushstring(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static void set_int(lua_State *L, const char *k, lua_Integer v)
-{
-    lua_pushinteger(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static void set_bool(lua_State *L, const char *k, int v)
-{
-    lua_pushboolean(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static void push_rec(lua_State *L, const qc_member_rec *m)
-{
-    lua_createtable(L, 0, 7);
-    set_str(L, "identifier", m->identifier);
-    set_str(L, "host", m->host);
-    set_int(L, "port", m->port);
-    set_str(L, "role", qc_member_role_name(m->role));
-    set_int(L, "priority", m->priority);
-    set_str(L, "metadata", m->metadata);
-    set_bool(L, "voting", m->voting);
-}
+static void push_rec(lua_State *L, const qc_member_rec *m) { push_rec_fields(L, m, 0); }
 
 static void push_list(lua_State *L, const qc_members *ms)
 {

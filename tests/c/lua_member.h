@@ -1,0 +1,43 @@
+/* Test-only: a member record as a Lua table, for the test modules over the
+ * member table (qcmembers.c) and membership (qcmembership.c). */
+#ifndef QC_TEST_LUA_MEMBER_H
+#define QC_TEST_LUA_MEMBER_H
+
+#include <lua.h>
+
+#include "core/members.h"
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+    if (!v) return;
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_bool(lua_State *L, const char *k, int v)
+{
+    lua_pushboolean(L, v);
+    lua_setfield(L, -2, k);
+}
+
+/* Pushes {identifier, host, port, role, priority, metadata, voting} and
+ * room for extra more fields the caller sets. */
+static void push_rec_fields(lua_State *L, const qc_member_rec *m, int extra)
+{
+    lua_createtable(L, 0, 7 + extra);
+    set_str(L, "identifier", m->identifier);
+    set_str(L, "host", m->host);
+    set_int(L, "port", m->port);
+    set_str(L, "role", qc_member_role_name(m->role));
+    set_int(L, "priority", m->priority);
+    set_str(L, "metadata", m->metadata);
+    set_bool(L, "voting", m->voting);
+}
+
+#endif
