@@ -282,6 +282,9 @@ describe("the status page's leadership timeline in headless Chromium", function(
     -- on a follower: its agent sees both fail-overs
     page_node = A.index_of(c, leader) % 3 + 1
     b = chromium_start("http://" .. c.nodes[page_node].api .. "/ui")
+    -- Loaded before the case marks it: DevTools lists the page before its
+    -- document commits, and a mark set on the blank one it replaces is lost.
+    wait_page(b, "its node", function(s) return s.self == c.nodes[page_node].id end)
   end)
 
   teardown(function()
