@@ -460,6 +460,15 @@ static int closed_by_net(const conn *c)
     return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
 }
 
+/* FUZZ_AUTH_TRACE=1: a checksum of what the net sent (its ephemeral key
+ * in it), to see that runs of an input repeat. */
+static void trace_bytes(const char *what, const uint8_t *p, size_t n)
+{
+    if (getenv("FUZZ_AUTH_TRACE"))
+        fprintf(stderr, "auth: %s from the net, %zu bytes, crc32c %08x\n", what, n,
+                (unsigned)qc_crc32c(0, p, n));
+}
+
 /* Checks the frame at h (avail bytes): version 3, of type want, sealed
  * under key for (dir, seq) with ad bytes in clear; opens it in place.
  * Returns its length, MAC included. */
@@ -508,6 +517,7 @@ static void read_challenge(conn *c)
     uint8_t version, type;
     uint32_t plen;
     recv_exact(c->fd, &b, CHALLENGE_LEN);
+    trace_bytes("CHALLENGE", b.data, b.len);
     FUZZ_CHECK(qc_wire_header_v(b.data, &version, &type, &plen) == QC_OK);
     FUZZ_CHECK(version == QC_WIRE_VERSION_SEALED && type == QC_FRAME_CHALLENGE);
     FUZZ_CHECK(plen == QC_WIRE_KX + QC_WIRE_TAG);
@@ -1090,6 +1100,7 @@ static void dialed(fuzz_in *in, size_t chunk)
         qc_buf b = {0};
         size_t off = 0;
         recv_exact(c.fd, &b, AUTH_LEN + hello_len + QC_WIRE_MAC);
+        trace_bytes("AUTH and hello", b.data, b.len);
         dialer_auth(&b, &off, &c.kx, c.key, c.key_a);
         FUZZ_CHECK(sealed(b.data + off, b.len - off, QC_FRAME_HELLO, c.key, QC_AUTH_DIR_DIALER, 1,
                           QC_WIRE_HEADER) == hello_len + QC_WIRE_MAC);
@@ -1149,6 +1160,7 @@ static void joining(fuzz_in *in, size_t chunk)
     if (expect == CH_UP) {
         size_t off = 0;
         recv_exact(c.fd, &b, AUTH_LEN + QC_WIRE_HEADER + plen + QC_WIRE_MAC);
+        trace_bytes("AUTH and JOIN", b.data, b.len);
         dialer_auth(&b, &off, &c.kx, c.key, c.key_a);
         FUZZ_CHECK(sealed(b.data + off, b.len - off, QC_FRAME_JOIN, c.key, QC_AUTH_DIR_DIALER, 1,
                           QC_WIRE_HEADER) == QC_WIRE_HEADER + plen + QC_WIRE_MAC);
@@ -1193,11 +1205,40 @@ static int bind_port(int listening, int *fd_out)
     return ntohs(a.sin_port);
 }
 
+/* libsodium's random source in this process: ChaCha20 under a fixed key,
+ * a fresh nonce per call from a counter that every input starts at 0, so
+ * that the net's ephemeral keys, and so every byte on the wire, are the
+ * same at every run of an input. Test-only: the agent keeps libsodium's. */
+static uint64_t random_calls;
+
+static void random_buf(void *const buf, const size_t size)
+{
+    static const uint8_t key[crypto_stream_chacha20_KEYBYTES] = {'f', 'u', 'z', 'z', 'a', 'u'};
+    uint8_t nonce[crypto_stream_chacha20_NONCEBYTES] = {0};
+    uint64_t call = random_calls++;
+    memcpy(nonce, &call, sizeof call < sizeof nonce ? sizeof call : sizeof nonce);
+    FUZZ_CHECK(crypto_stream_chacha20(buf, size, nonce, key) == 0);
+}
+
+static uint32_t random_u32(void)
+{
+    uint32_t r;
+    random_buf(&r, sizeof r);
+    return r;
+}
+
+static const char *random_name(void) { return "fuzz_auth: fixed"; }
+
+static randombytes_implementation fixed_random = {.implementation_name = random_name,
+                                                  .random = random_u32,
+                                                  .buf = random_buf};
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
     qc_log_set_level(getenv("FUZZ_AUTH_TRACE") ? QC_LOG_DEBUG : QC_LOG_ERROR + 1);
+    FUZZ_CHECK(randombytes_set_implementation(&fixed_random) == 0); /* before sodium_init */
     FUZZ_CHECK(qc_auth_init() == QC_OK);
     qc_auth_derive(SECRET, strlen(SECRET), cluster_key);
     qc_auth_derive("another cluster", 15, other_key);
@@ -1246,6 +1287,7 @@ static void net_stop(void)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) return 0;
+    random_calls = 0;
     uint8_t flags = data[0];
     fuzz_in in = {data + 1, size - 1};
     int k = (flags >> 1) & 7;
