@@ -891,6 +891,39 @@ static void replay_connection(const conn *first, size_t chunk)
     conn_free(&c);
 }
 
+/* The handshake deadline (hello_timeout_ms) of a net whose handshake must
+ * end at it, a dial to the harness that challenges it with too few bytes:
+ * short, since nothing else can end it. Any other net's is far beyond
+ * MUST_WITHIN, so that no outcome the harness waits for, nor any
+ * callback it checks, depends on how busy the machine is. */
+#define DEADLINE_MS 20
+#define NO_DEADLINE_MS ((int)(4 * MUST_WITHIN * 1000))
+
+/* A fresh net with the secret, its peer PEER at 127.0.0.1:peer_port. */
+static void net_start(uint8_t flags, int peer_port, int hello_timeout_ms)
+{
+    memset(&H, 0, sizeof H);
+    memset(&J, 0, sizeof J);
+    H.remove_on_frame = (flags >> 5) & 1;
+    H.loop = ev_loop_new(EVFLAG_AUTO);
+    H.metrics = qc_metrics_new();
+    FUZZ_CHECK(H.loop && H.metrics);
+    qc_net_callbacks cb = {.on_msg = cb_msg,
+                           .on_hello = cb_hello,
+                           .on_link = cb_link,
+                           .on_peer_closed = cb_peer_closed,
+                           .on_frame = cb_frame,
+                           .on_join = flags & 128 ? NULL : cb_join};
+    qc_net_config cfg = {.identifier = SELF,
+                         .metadata = "{}",
+                         .listen_host = "127.0.0.1",
+                         .listen_port = 0,
+                         .secret = SECRET,
+                         .hello_timeout_ms = hello_timeout_ms};
+    FUZZ_CHECK(qc_net_new(H.loop, &cfg, &cb, H.metrics, &H.net) == QC_OK);
+    FUZZ_CHECK(qc_net_add_peer(H.net, PEER, "127.0.0.1", peer_port) == QC_OK);
+}
+
 /* ---------- the net as the dialer (modes 3 and 4) ---------- */
 
 /* Takes the connection the net dialled to the harness's listener. Closing
@@ -1080,17 +1113,19 @@ static void link_sends(fuzz_in *in, conn *c)
  * or would not. The link comes up only on a challenge that verifies, alone;
  * then AUTH and the hello come sealed in the dialer's direction. Every
  * outcome is waited for, so none depends on how fast the loopback is. */
-static void dialed(fuzz_in *in, size_t chunk)
+static void dialed(fuzz_in *in, size_t chunk, uint8_t flags)
 {
     static int (*const outcome[])(void *) = {
         [CH_UP] = link_up, [CH_REFUSED] = refused, [CH_MORE] = refused, [CH_INCOMPLETE] = timed_out};
-    conn c = {.fd = accept_dialer(), .chunk = chunk, .tcp = 1};
+    conn c = {.fd = -1, .chunk = chunk, .tcp = 1};
     qc_buf out = {0};
     challenge_of(in, &out, &c.kx);
     size_t n;
     const uint8_t *extra = take(in, 255, &n);
     FUZZ_CHECK(qc_buf_append(&out, extra, n) == QC_OK);
     int expect = challenge_expect(out.data, out.len);
+    net_start(flags, listener_port, expect == CH_INCOMPLETE ? DEADLINE_MS : NO_DEADLINE_MS);
+    c.fd = accept_dialer();
     put(&c, out.data, out.len);
     FUZZ_CHECK(wait_until(outcome[expect], NULL, MUST_WITHIN));
     for (int i = 0; i < 4; i++) ev_run(H.loop, EVRUN_NOWAIT);
@@ -1254,29 +1289,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static void net_start(uint8_t flags, int peer_port)
-{
-    memset(&H, 0, sizeof H);
-    memset(&J, 0, sizeof J);
-    H.remove_on_frame = (flags >> 5) & 1;
-    H.loop = ev_loop_new(EVFLAG_AUTO);
-    H.metrics = qc_metrics_new();
-    FUZZ_CHECK(H.loop && H.metrics);
-    qc_net_callbacks cb = {.on_msg = cb_msg,
-                           .on_hello = cb_hello,
-                           .on_link = cb_link,
-                           .on_peer_closed = cb_peer_closed,
-                           .on_frame = cb_frame,
-                           .on_join = flags & 128 ? NULL : cb_join};
-    qc_net_config cfg = {.identifier = SELF,
-                         .metadata = "{}",
-                         .listen_host = "127.0.0.1",
-                         .listen_port = 0,
-                         .secret = SECRET};
-    FUZZ_CHECK(qc_net_new(H.loop, &cfg, &cb, H.metrics, &H.net) == QC_OK);
-    FUZZ_CHECK(qc_net_add_peer(H.net, PEER, "127.0.0.1", peer_port) == QC_OK);
-}
-
 static void net_stop(void)
 {
     qc_net_free(H.net);
@@ -1293,16 +1305,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int k = (flags >> 1) & 7;
     size_t chunk = k ? (size_t)1 << (k - 1) : 0;
     if (!(flags & 1) && (flags & 16)) { /* the net dials the harness */
-        net_start(flags, flags & 32 ? closed_port : listener_port);
-        if (flags & 32)
+        if (flags & 32) {
+            net_start(flags, closed_port, NO_DEADLINE_MS);
             joining(&in, chunk);
-        else
-            dialed(&in, chunk);
+        } else {
+            dialed(&in, chunk, flags); /* its deadline depends on the input */
+        }
         net_stop();
         drain_listener();
         return 0;
     }
-    net_start(flags, closed_port);
+    net_start(flags, closed_port, NO_DEADLINE_MS);
     model M = {.known = 1, .joins = !(flags & 128), .remove_on_frame = (flags >> 5) & 1};
     conn c;
     conn_open(&c, chunk);
