@@ -12,10 +12,11 @@
 #     ones go to build/fuzz/gate/TARGET, emptied first), without address
 #     randomisation and without comparison-guided mutation (both made runs
 #     of one seed differ), so a run of the same code tries the same inputs:
-#     exactly for wire, members, kv, wal and raft; config_json and config_lua
-#     (liblua seeds its string hashes from the clock), api (a 1 us request
-#     timeout) and auth (the acceptor's random ephemeral keys) have some
-#     runs that depend on the clock;
+#     exactly for wire, members, kv, wal and raft, and for auth but the
+#     count of its redials (a fixed random source, deadlines that decide
+#     nothing but where its model says so); config_json and config_lua
+#     (liblua seeds its string hashes from the clock) and api (a 1 us
+#     request timeout) have some runs that depend on the clock;
 #   replay (make fuzz-regress): the replays only;
 #   explore (make fuzz, make explore): fuzzes each target for FUZZ_SECONDS
 #     (default 30) with a fresh random seed, the corpus kept between local

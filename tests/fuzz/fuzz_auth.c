@@ -1026,8 +1026,8 @@ static int challenge_expect(const uint8_t *p, size_t n)
 {
     if (n < QC_WIRE_HEADER) return CH_INCOMPLETE;
     uint32_t plen = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
-    int head = p[0] == QC_WIRE_MAGIC0 && p[1] == QC_WIRE_MAGIC1 &&
-               p[2] == QC_WIRE_VERSION_SEALED && p[3] == QC_FRAME_CHALLENGE &&
+    int head = p[0] == QC_WIRE_MAGIC0 && p[1] == QC_WIRE_MAGIC1 && p[2] == QC_WIRE_VERSION_SEALED &&
+               p[3] == QC_FRAME_CHALLENGE &&
                !(p[8] | p[9] | p[10] | p[11]); /* version 3: the CRC field is 0 */
     /* a tag per cluster key the acceptor takes: the dialer cannot tell a
      * tag under a secret it does not have from any other 32 bytes */
@@ -1115,8 +1115,10 @@ static void link_sends(fuzz_in *in, conn *c)
  * outcome is waited for, so none depends on how fast the loopback is. */
 static void dialed(fuzz_in *in, size_t chunk, uint8_t flags)
 {
-    static int (*const outcome[])(void *) = {
-        [CH_UP] = link_up, [CH_REFUSED] = refused, [CH_MORE] = refused, [CH_INCOMPLETE] = timed_out};
+    static int (*const outcome[])(void *) = {[CH_UP] = link_up,
+                                             [CH_REFUSED] = refused,
+                                             [CH_MORE] = refused,
+                                             [CH_INCOMPLETE] = timed_out};
     conn c = {.fd = -1, .chunk = chunk, .tcp = 1};
     qc_buf out = {0};
     challenge_of(in, &out, &c.kx);
@@ -1207,8 +1209,7 @@ static void joining(fuzz_in *in, size_t chunk)
     }
     /* a right answer, or a whole wrong challenge, must be taken before the
      * reset, which may drop what the net has not read yet */
-    if (answered || expect == CH_REFUSED)
-        FUZZ_CHECK(wait_until(join_reported, NULL, MUST_WITHIN));
+    if (answered || expect == CH_REFUSED) FUZZ_CHECK(wait_until(join_reported, NULL, MUST_WITHIN));
     for (int i = 0; i < 4; i++) ev_run(H.loop, EVRUN_NOWAIT);
     close(c.fd); /* a reset: anything else ends the join here */
     c.fd = -1;
@@ -1264,9 +1265,8 @@ static uint32_t random_u32(void)
 
 static const char *random_name(void) { return "fuzz_auth: fixed"; }
 
-static randombytes_implementation fixed_random = {.implementation_name = random_name,
-                                                  .random = random_u32,
-                                                  .buf = random_buf};
+static randombytes_implementation fixed_random = {
+    .implementation_name = random_name, .random = random_u32, .buf = random_buf};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
