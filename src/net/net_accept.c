@@ -130,6 +130,13 @@ static void peer_address(qc_net *n, int fd, char *addr, char *host, int *member_
     snprintf(host, NET_ADDR_LEN, "?");
     *member_addr = 0;
     if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0) return;
+    /* An adopted socket may be a socketpair: glibc would format an AF_UNIX
+     * address from sun_path, which an unnamed peer leaves unset. */
+    if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) {
+        snprintf(addr, NET_ADDR_LEN, "local");
+        snprintf(host, NET_ADDR_LEN, "local");
+        return;
+    }
     *member_addr = net_ip_key((struct sockaddr *)&ss, key) == QC_OK && net_ip_is_member(n, key);
     if (getnameinfo((struct sockaddr *)&ss, len, h, sizeof h, serv, sizeof serv,
                     NI_NUMERICHOST | NI_NUMERICSERV))
