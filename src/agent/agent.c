@@ -64,8 +64,9 @@ struct qc_agent {
     pending_transfer *transfers;
     qc_replica *replica;
     /* Writes handed to the writer thread (walq.h): the newest one's number
-     * and the newest durable; messages that wait for a write, oldest first. */
-    uint64_t write_seq, durable_seq;
+     * and the newest durable; the newest write that messages must wait for
+     * (a ready's not allowed early), and those waiting, oldest first. */
+    uint64_t write_seq, durable_seq, barrier_seq;
     struct held_msgs *held, *held_tail;
     int leave_done;    /* the leave at stop is answered */
     int handover_done; /* the hand-over at stop is answered */
@@ -701,14 +702,15 @@ static void on_durable(void *ud)
 }
 
 /* Hands rd's writes to the writer thread, a snapshot's install first, and
- * sends its messages: at once when the core allows it (a leader's appends)
- * or nothing is in flight, else once the writes so far are durable, never
- * before messages held earlier. A new term or vote is made durable before
- * this returns (*drained set; the caller takes the progress once outside
- * the ready): a node that wins alone (the only voter) leads in this very
- * ready, and its messages in the next ones may leave early; hooks see only
- * durable transitions. Term changes are rare: the wait costs one fsync per
- * election, not per write. */
+ * sends its messages: at once when the core allows it (appends, and a
+ * follower's answers: they claim only what is durable), else once the
+ * writes so far are durable; never before messages held earlier nor
+ * before the writes of a ready that was not allowed early. A new term or
+ * vote is made durable before this returns (*drained set; the caller
+ * takes the progress once outside the ready): a node that wins alone (the
+ * only voter) leads in this very ready, and its messages in the next ones
+ * may leave early; hooks see only durable transitions. Term changes are
+ * rare: the wait costs one fsync per election, not per write. */
 static int carry_out(qc_agent *a, const qc_ready *rd, int *drained)
 {
     uint64_t seq;
@@ -720,12 +722,15 @@ static int carry_out(qc_agent *a, const qc_ready *rd, int *drained)
         qc_replica_drain(a->replica);
         *drained = 1;
     }
+    /* Even with no message to hold, what a ready not allowed early wrote
+     * (a snapshot installed) is what every later message may rely on. */
+    if (!rd->msgs_early) a->barrier_seq = a->write_seq;
     /* At least, not equal: the replica's compactions take numbers of the
      * writer's sequence too, so the newest durable one may pass ours. */
-    if (!a->held && (rd->msgs_early || a->durable_seq >= a->write_seq))
+    if (!a->held && a->durable_seq >= a->barrier_seq)
         send_all(a, rd->msgs, rd->n_msgs);
     else if (rd->n_msgs)
-        hold_msgs(a, rd, a->write_seq);
+        hold_msgs(a, rd, a->barrier_seq);
     return 0;
 }
 

@@ -48,9 +48,13 @@ struct qc_raft {
     qc_entry *log;
     size_t n_log, cap_log;
     uint64_t snap_index, snap_term;
-    uint64_t handed;                      /* entries up to here went out in a ready to write */
-    uint64_t stable;                      /* entries up to here are on disk (qc_raft_persisted) */
-    uint64_t applied;                     /* entries up to here were handed out to apply */
+    uint64_t handed;  /* entries up to here went out in a ready to write */
+    uint64_t stable;  /* entries up to here are on disk (qc_raft_persisted) */
+    uint64_t applied; /* entries up to here were handed out to apply */
+    /* A follower's acknowledgements (ack_durable): to the sender of this
+     * term's appends, echoing its newest ctx; entries up to ack_match are
+     * known to match its log, up to acked were reported durable. */
+    uint64_t ack_to, ack_term, ack_ctx, ack_match, acked;
     uint64_t ready_handed, ready_applied; /* what the current ready hands out */
     int broadcast;                        /* new entries wait to be sent */
     uint64_t last_now;                    /* time of the last proposal, for the broadcast */
@@ -995,6 +999,45 @@ static qc_msg *accept_leader(qc_raft *r, const qc_msg *m, uint64_t now)
     return respond(r, m, QC_MSG_APPEND_RESP, 0, r->term);
 }
 
+/* The newest index a follower may acknowledge: known to match the
+ * leader's log and on its own disk. */
+static uint64_t ack_index(const qc_raft *r)
+{
+    return r->ack_match < r->stable ? r->ack_match : r->stable;
+}
+
+/* Accepts m, whose entries up to match now match ours: resp says at once
+ * what of it is durable, without waiting for the write (ack_durable tells
+ * the rest when it completes). So a leader hears each follower's fsync as
+ * soon as it is done, not once every answer held behind it may leave. */
+static void ack_at_once(qc_raft *r, const qc_msg *m, qc_msg *resp, uint64_t match)
+{
+    if (r->ack_term != r->term) { /* a new leader: nothing of it acknowledged */
+        r->ack_term = r->term;
+        r->ack_match = r->acked = r->ack_ctx = 0;
+    }
+    r->ack_to = m->from;
+    if (m->ctx > r->ack_ctx) r->ack_ctx = m->ctx;
+    if (match > r->ack_match) r->ack_match = match;
+    resp->index = ack_index(r);
+    if (resp->index > r->acked) r->acked = resp->index;
+}
+
+/* Writes completed on a follower: tells the leader the newest durable
+ * entry it sent, echoing its newest request (an answer to it, for the
+ * lease as any). */
+static void ack_durable(qc_raft *r)
+{
+    uint64_t index = ack_index(r);
+    if (r->role != QC_ROLE_FOLLOWER || r->ack_term != r->term || index <= r->acked) return;
+    qc_msg *m = push_msg(r, QC_MSG_APPEND_RESP, r->ack_to);
+    if (!m) return; /* out of memory: the next write completed says it */
+    m->term = r->term;
+    m->ctx = r->ack_ctx;
+    m->index = index;
+    r->acked = index;
+}
+
 /* Whether a correct leader could have sent m's entries: terms from the
  * previous entry's up to the message's, never going down, and memberships
  * that read. */
@@ -1026,7 +1069,7 @@ static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
     if (!resp) return;
     uint64_t prev = m->index;
     if (prev < r->commit) { /* what we committed matches: start from there */
-        resp->index = r->commit;
+        ack_at_once(r, m, resp, r->commit);
         return;
     }
 #ifdef QC_MUTANT_NO_CONSISTENCY_CHECK
@@ -1062,7 +1105,7 @@ static void on_append(qc_raft *r, const qc_msg *m, uint64_t now)
     commit = match;
 #endif
     if (commit > r->commit) r->commit = commit;
-    resp->index = match;
+    ack_at_once(r, m, resp, match);
 }
 
 static void on_snapshot(qc_raft *r, const qc_msg *m, uint64_t now)
@@ -1070,13 +1113,13 @@ static void on_snapshot(qc_raft *r, const qc_msg *m, uint64_t now)
     qc_msg *resp = accept_leader(r, m, now);
     if (!resp) return;
     if (m->index <= r->commit || r->snapshot_pending) {
-        resp->index = r->commit;
+        ack_at_once(r, m, resp, r->commit);
         return;
     }
     /* We hold it: just commit (term_at is 0 past the log too). */
     if (m->index <= last_index(r) && term_at(r, m->index) == m->log_term) {
         r->commit = m->index;
-        resp->index = m->index;
+        ack_at_once(r, m, resp, m->index);
         return;
     }
     const qc_entry *data = m->n_entries ? &m->entries[0] : NULL;
@@ -1115,7 +1158,7 @@ static void on_snapshot(qc_raft *r, const qc_msg *m, uint64_t now)
     r->snapshot = copy;
     r->snapshot_len = copy ? data->len : 0;
     r->snapshot_pending = 1;
-    resp->index = m->index;
+    ack_at_once(r, m, resp, m->index); /* its ready's answers wait for the install */
 }
 
 static void on_response_from_future(qc_raft *r, const qc_msg *m, uint64_t now)
@@ -1684,10 +1727,12 @@ void qc_raft_ready(qc_raft *r, qc_ready *out)
         .hard_state_changed = r->hs_dirty,
         /* A leader's appends and heartbeats depend on nothing new on disk
          * (its term was durable before it could win; it counts its own
-         * entries only once qc_raft_persisted says so): they may go while
-         * the entries are written. Anything else, votes and a follower's
-         * acknowledgements above all, waits for the write. */
-        .msgs_early = r->role == QC_ROLE_LEADER && !r->hs_dirty && !r->snapshot_pending,
+         * entries only once qc_raft_persisted says so), nor do a
+         * follower's answers (they acknowledge only what it has on disk,
+         * ack_at_once), refusals and pre-votes: they may go while the
+         * entries are written. A new term or vote (a vote granted above
+         * all) and an installed snapshot wait for the write. */
+        .msgs_early = !r->hs_dirty && !r->snapshot_pending,
         .hs = {.term = r->term, .vote = r->vote, .commit = r->commit},
         .msgs = r->msgs,
         .n_msgs = r->n_msgs,
@@ -1748,6 +1793,7 @@ void qc_raft_persisted(qc_raft *r, uint64_t index, uint64_t term)
     r->stable = index;
     /* Our own copy is on disk now: it counts for the commit. */
     if (r->role == QC_ROLE_LEADER) maybe_commit(r);
+    ack_durable(r);
 }
 
 uint64_t qc_raft_next_deadline(const qc_raft *r)

@@ -94,8 +94,9 @@ typedef struct qc_msg {
      * lease is built from the echoes it gets back. */
     uint64_t ctx;
     /* Votes: last log index and term; their responses: the voter's.
-     * Append: prev index and term. Append response: match index
-     * (accepted) or a hint (rejected). */
+     * Append: prev index and term. Append response: the newest index
+     * that matches the leader's log and is durable here (accepted) or a
+     * hint (rejected). */
     uint64_t index;
     uint64_t log_term;
     uint64_t commit;
@@ -157,9 +158,11 @@ typedef struct qc_ready {
     const qc_entry *committed;
     size_t n_committed;
     /* 1: msgs may leave at once, before this ready's writes are durable (a
-     * leader's appends). 0: they leave only once this ready's writes and
-     * every earlier one are durable (votes, a follower's answers), and
-     * after any message an earlier ready held back. */
+     * leader's appends; a follower's answers, which acknowledge only
+     * entries already durable and say the rest once qc_raft_persisted
+     * moves). 0: they leave only once this ready's writes and every
+     * earlier one are durable (a new term or vote, a snapshot installed),
+     * and after any message an earlier ready held back. */
     int msgs_early;
     qc_msg *msgs;
     size_t n_msgs;
@@ -281,8 +284,9 @@ void qc_raft_advance(qc_raft *r);
 uint8_t *qc_raft_take_snapshot(qc_raft *r);
 /* The entries handed out up to index, the last of them of term term, are
  * durable (written and fsynced, in order). Until then a leader does not
- * count itself for their commit and nobody applies them. A write the log
- * replaced since (index/term no longer match) is ignored. */
+ * count itself for their commit, a follower does not acknowledge them
+ * (now it does, in a new APPEND_RESP) and nobody applies them. A write the
+ * log replaced since (index/term no longer match) is ignored. */
 void qc_raft_persisted(qc_raft *r, uint64_t index, uint64_t term);
 
 /* The next time qc_raft_tick() has work to do. */

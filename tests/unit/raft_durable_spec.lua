@@ -46,21 +46,49 @@ describe("raft durability", function()
     assert.are.equal(c.nodes[l]:term() .. ":x", c.applied[l][index])
   end)
 
-  it("a follower's append response leaves only after its entries are durable", function()
+  it("a follower answers at once with what is durable, and again once its write is", function()
     local node = qcraft.new { id = 2, peers = { 1, 2, 3 }, now = 0 }
     node:step(append(1, 0, 0, 0, { { term = 1, index = 1, type = 1, data = "x" } }), 1000)
     local rd = node:ready()
     assert.are.equal(1, #rd.entries)
-    assert.are.equal("append_resp", rd.msgs[#rd.msgs].type)
-    assert.are.equal(1, rd.msgs[#rd.msgs].index)
-    assert.is_false(rd.msgs_early, "the answer must wait for the write")
-    -- committed by the others meanwhile: still not applied before it is on our disk
-    node:step(append(1, 1, 1, 1), 1001)
+    local resp = rd.msgs[#rd.msgs]
+    assert.are.equal("append_resp", resp.type)
+    assert.is_false(resp.reject)
+    assert.are.equal(0, resp.index, "it claims only what is on its disk")
+    assert.is_false(rd.msgs_early, "its new term must be durable first")
+    -- the next entry comes while the first is written
+    local second = append(1, 1, 1, 0, { { term = 1, index = 2, type = 1, data = "y" } })
+    second.ctx = 1001
+    node:step(second, 1001)
     rd = node:ready()
-    assert.are.equal(0, #rd.committed)
+    assert.are.equal(0, rd.msgs[#rd.msgs].index)
+    assert.is_true(rd.msgs_early, "an answer that claims nothing unwritten need not wait")
+    -- the first write is durable: the leader hears of it at once
     node:persisted(1, 1)
     rd = node:ready()
+    assert.are.equal(1, #rd.msgs)
+    assert.are.same({ type = "append_resp", from = 2, to = 1, term = 1, index = 1, ctx = 1001 },
+                    { type = rd.msgs[1].type, from = rd.msgs[1].from, to = rd.msgs[1].to,
+                      term = rd.msgs[1].term, index = rd.msgs[1].index, ctx = rd.msgs[1].ctx })
+    assert.is_false(rd.msgs[1].reject)
+    assert.is_true(rd.msgs_early)
+    node:persisted(1, 1)
+    assert.is_false(node:has_ready(), "nothing new is durable: nothing to say")
+    node:persisted(2, 1)
+    rd = node:ready()
+    assert.are.equal(2, rd.msgs[1].index)
+    -- committed by the others meanwhile: applied only once on our disk
+    node:step(append(1, 2, 1, 2), 1002)
+    rd = node:ready()
+    assert.are.equal(2, #rd.committed)
+    node:step(append(1, 2, 1, 3, { { term = 1, index = 3, type = 1, data = "z" } }), 1003)
+    rd = node:ready()
+    assert.are.equal(0, #rd.committed)
+    assert.are.equal(2, rd.msgs[#rd.msgs].index)
+    node:persisted(3, 1)
+    rd = node:ready()
     assert.are.equal(1, #rd.committed)
+    assert.are.equal(3, rd.msgs[1].index)
 
     -- end to end: the answer is not on the wire while the write is held
     local c = Cluster.new(3)
