@@ -1003,6 +1003,9 @@ static qc_msg *accept_leader(qc_raft *r, const qc_msg *m, uint64_t now)
  * leader's log and on its own disk. */
 static uint64_t ack_index(const qc_raft *r)
 {
+#ifdef QC_MUTANT_ACK_UNSTABLE
+    return r->ack_match; /* planted bug: acknowledges what is not on disk */
+#endif
     return r->ack_match < r->stable ? r->ack_match : r->stable;
 }
 
