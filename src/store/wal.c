@@ -3,6 +3,7 @@
  * qc_entry (term, index, type, len, data), all big-endian. Only the tail of
  * the last segment may be torn by a crash; anything else that fails a check
  * is refused with the file and offset, never skipped. No global state. */
+#define _GNU_SOURCE /* sync_file_range */
 #include "store/wal.h"
 
 #include <dirent.h>
@@ -31,6 +32,7 @@
 #define SNAP_HEADER 32         /* magic, index, term, len, crc */
 #define SECTOR 512             /* unit of a torn write */
 #define FLUSH_AT (1u << 20)    /* write out a batch every MiB */
+#define SNAP_STEP (4u << 20)   /* a snapshot file is written back 4 MiB at a time */
 #define NAME_LEN 64
 
 typedef struct wal_seg {
@@ -1083,21 +1085,55 @@ int qc_wal_sync(qc_wal *w)
 
 /* ---- snapshots and compaction ---- */
 
+/* A snapshot file being written, SNAP_STEP bytes at a time. */
+typedef struct snap_out {
+    int fd;
+    uint64_t off;     /* bytes written */
+    uint64_t started; /* bytes whose writeback was started */
+} snap_out;
+
+/* Starts the writeback of the step just written and waits for the one
+ * before it, as Redis's rdb-save-incremental-fsync does: written at once
+ * and fsynced at the end, a 28 MB file was all dirty when its fsync came,
+ * and the fdatasyncs of the logs on the same disk (the journal's commits)
+ * waited behind it: over 20 ms (up to 120) five times as often as without
+ * snapshots (see README, Snapshots). At most two steps are left to the
+ * final fsync now. Only a hint, so its errors are ignored: that fsync
+ * alone makes the file durable and reports what failed. */
+static void snap_step(snap_out *o)
+{
+    (void)sync_file_range(o->fd, (off_t)o->started, SNAP_STEP, SYNC_FILE_RANGE_WRITE);
+    if (o->started >= SNAP_STEP)
+        (void)sync_file_range(o->fd, (off_t)(o->started - SNAP_STEP), SNAP_STEP,
+                              SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                  SYNC_FILE_RANGE_WAIT_AFTER);
+    o->started += SNAP_STEP;
+}
+
+static int snap_out_write(snap_out *o, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        size_t n = SNAP_STEP - (size_t)(o->off - o->started); /* to the step's end */
+        if (n > len) n = len;
+        if (pwrite_all(o->fd, p, n, o->off) != 0) return -1;
+        p += n, len -= n, o->off += n;
+        if (o->off - o->started == SNAP_STEP) snap_step(o);
+    }
+    return 0;
+}
+
 /* Writes the header and parts to tmp and fsyncs it; 0 or -1 with errno. */
 static int snap_write(const qc_wal *w, const char *tmp, const uint8_t *h, const struct iovec *parts,
                       int n)
 {
-    int fd = openat(w->snap_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return -1;
-    uint64_t off = SNAP_HEADER;
-    int bad = pwrite_all(fd, h, SNAP_HEADER, 0) != 0;
-    for (int i = 0; i < n && !bad; i++) {
-        bad = parts[i].iov_len && pwrite_all(fd, parts[i].iov_base, parts[i].iov_len, off) != 0;
-        off += parts[i].iov_len;
-    }
-    bad = bad || do_sync(w, fd, 0) != 0;
+    snap_out o = {.fd = openat(w->snap_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
+    if (o.fd < 0) return -1;
+    int bad = snap_out_write(&o, h, SNAP_HEADER) != 0;
+    for (int i = 0; i < n && !bad; i++)
+        bad = snap_out_write(&o, parts[i].iov_base, parts[i].iov_len) != 0;
+    bad = bad || do_sync(w, o.fd, 0) != 0;
     int saved = errno;
-    if (close(fd) != 0 && !bad) bad = 1, saved = errno;
+    if (close(o.fd) != 0 && !bad) bad = 1, saved = errno;
     if (!bad) return 0;
     unlinkat(w->snap_fd, tmp, 0);
     errno = saved;
