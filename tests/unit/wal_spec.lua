@@ -377,13 +377,13 @@ describe("wal", function()
       w2:close()
     end)
 
-    -- A snapshot file is written back 4 MiB at a time (SNAP_STEP): a file
+    -- A snapshot file is written back 1 MiB at a time (SNAP_STEP): a file
     -- of several steps, ending mid-step, must read back byte for byte.
     it("a snapshot of several write-back steps reads back whole", function()
       local piece = {}
       for i = 0, 250 do piece[#piece + 1] = string.char(i) end
       -- 251 bytes a period, so that a step written at a wrong offset shows
-      local data = string.rep(table.concat(piece), (9 * 1024 * 1024) // 251 + 3)
+      local data = string.rep(table.concat(piece), (3 * 1024 * 1024) // 251 + 3)
       local w = open()
       assert(w:save_snapshot(10, 1, "older"))
       assert(w:save_snapshot(20, 2, data))
@@ -400,9 +400,9 @@ describe("wal", function()
     -- fdatasyncs on the same disk waited 20 to 120 ms behind it. Its
     -- write-back now starts every step, waiting for the step before, so
     -- that at most two steps are left to its fsync.
-    it("a big snapshot's fsync finds at most two steps of 4 MiB left to write", function()
+    it("a big snapshot's fsync finds at most two steps of 1 MiB left to write", function()
       local w = open()
-      assert(w:save_snapshot(20, 2, string.rep("y", 16 * 1024 * 1024 + 1000)))
+      assert(w:save_snapshot(20, 2, string.rep("y", 8 * 1024 * 1024 + 1000)))
       local left = w:info().unwritten
       w:close()
       if left < 0 then
@@ -412,14 +412,14 @@ describe("wal", function()
       local pipe = assert(io.popen("getconf PAGESIZE"))
       local page = tonumber(pipe:read("l"))
       pipe:close()
-      assert.is_true(left <= 2 * 4 * 1024 * 1024 // page, left .. " pages left to the fsync")
+      assert.is_true(left <= 2 * 1024 * 1024 // page, left .. " pages left to the fsync")
     end)
 
     it("a snapshot of several steps whose fsync fails leaves the older one and no temp file", function()
       local w = open()
       assert(w:save_snapshot(10, 1, "older"))
       w:fail_sync(true)
-      local ok, _, code = w:save_snapshot(20, 2, string.rep("x", 9 * 1024 * 1024))
+      local ok, _, code = w:save_snapshot(20, 2, string.rep("x", 3 * 1024 * 1024))
       assert.is_nil(ok)
       assert.are.equal("EIO", code)
       w:close()
