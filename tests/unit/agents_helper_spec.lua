@@ -6,9 +6,13 @@ local A = require("agents")
 
 describe("agents.alive", function()
   it("is false for an exited process not yet reaped (a zombie), true for a running one", function()
-    -- the child exits at once; its parent then execs a sleep that never
-    -- waits for it, so the child stays a zombie while the parent lives
-    local p = io.popen("sh -c 'sleep 0 & echo $$ $!; exec sleep 30 >/dev/null' &")
+    -- the child exits once its parent has exec'd a sleep, which never waits
+    -- for it, so it stays a zombie while the parent lives; a child that
+    -- ended while the parent was still the shell was collected by the shell
+    -- (dash reaps finished jobs between commands)
+    local p = io.popen("sh -c 'p=$$; (while [ -e /proc/$p ] && "
+      .. "[ \"$(cat /proc/$p/comm 2>/dev/null)\" != sleep ]; do :; done) & "
+      .. "echo $$ $!; exec sleep 30 >/dev/null' &")
     local parent, child = p:read("n", "n")
     p:close()
     finally(function() os.execute("kill -KILL " .. parent .. " 2>/dev/null") end)
