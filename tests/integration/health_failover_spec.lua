@@ -12,7 +12,11 @@ local function set_flag(c, i, on)
 end
 
 -- A 3-node cluster whose node i is healthy while flag i exists; extra:
--- more keys for every node, first: keys for node1 only.
+-- more keys for every node, first: keys for node1 only. The check's
+-- timeout (its interval) is generous: on a loaded machine a shell may take
+-- longer than 50 ms to start, and a check killed at its timeout fails
+-- while the flag is there, so health (and leadership) flapped. retry_ms
+-- still confirms a change within about 20 ms of the run that saw it.
 local function health_cluster(extra, first)
   local keys = { heartbeat_ms = 50, election_timeout_ms = 300 }
   for k, v in pairs(extra or {}) do keys[k] = v end
@@ -21,7 +25,8 @@ local function health_cluster(extra, first)
     local path = c.nodes[i].config
     local own = i == 1 and first or ""
     local text = A.read(path):gsub("^return {", string.format(
-      "return {%schecks = {{name = \"svc\", exec = \"test -e %s\", interval_ms = 50, rise = 1, fall = 2}}, ",
+      "return {%schecks = {{name = \"svc\", exec = \"test -e %s\", interval_ms = 1000, retry_ms = 20, "
+        .. "rise = 1, fall = 2}}, ",
       own, flag(c, i)), 1)
     A.write(path, text)
     set_flag(c, i, true)
