@@ -108,11 +108,11 @@ static void outbuf_add(outbuf *b, const char *data, size_t n)
     b->len += keep;
 }
 
-static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+/* Reads what the stream holds now, closing it at its end; the caller
+ * finishes. */
+static void read_some(qc_spawn *s, ev_io *w)
 {
-    (void)loop;
-    (void)revents;
-    qc_spawn *s = w->data;
+    if (w->fd < 0) return;
     outbuf *b = w == &s->out_w ? &s->out : &s->err;
     char buf[16384];
     /* A bounded number of reads a turn: a flooding child must not keep the
@@ -126,9 +126,17 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
         close_fd(s, w); /* EOF or a real error: this stream is done */
-        maybe_finish(s);
         return;
     }
+}
+
+static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    qc_spawn *s = w->data;
+    read_some(s, w);
+    maybe_finish(s);
 }
 
 static void on_child(struct ev_loop *loop, ev_child *w, int revents)
@@ -196,10 +204,32 @@ static void unwatch_child(qc_spawn *s)
     ev_io_set(&s->pid_w, -1, EV_READ);
 }
 
+/* A loop that ran late (a loaded host, a stopped agent) may see the
+ * deadline before the child's end, though the child ended in time: an end
+ * already there decides first, with the output its pipes hold. 1 when
+ * that finished s (freed). */
+static int ended_before_deadline(qc_spawn *s)
+{
+    int st = 0;
+    pid_t r;
+    while ((r = waitpid(s->pid, &st, WNOHANG)) < 0 && errno == EINTR) {
+    }
+    if (r != s->pid) return 0;
+    unwatch_child(s); /* reaped here: its watcher has nothing left to see */
+    s->exited = 1;
+    s->wstatus = st;
+    read_some(s, &s->out_w);
+    read_some(s, &s->err_w);
+    if (s->out_w.fd >= 0 || s->err_w.fd >= 0) return 0; /* held open by another */
+    finish(s);
+    return 1;
+}
+
 static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     qc_spawn *s = w->data;
+    if (!s->killed && !s->exited && ended_before_deadline(s)) return;
     if (!s->killed) {
         s->killed = 1;
         s->timed_out = 1;

@@ -478,6 +478,42 @@ describe("a tcp check on a loop that runs late", function()
   end)
 end)
 
+describe("an exec check on a loop that runs late", function()
+  local c
+
+  -- The agent is stopped while its check's command runs, and resumed past
+  -- the check's deadline once the command has exited: the child's end and
+  -- the deadline are then ready together, and the end came first.
+  setup(function()
+    c = A.cluster(1, { hooks = hooks(), extra = { checks = {
+      { name = "late", exec = "echo $$ > late.pid; while [ ! -e late.go ]; do sleep 0.01; done; echo done",
+        interval_ms = 60000, timeout_ms = 2000, rise = 1, fall = 1 },
+    } } })
+    A.start_all(c)
+  end)
+
+  teardown(function() A.stop(c) end)
+
+  it("takes the exit status of a command that ended before its deadline", function()
+    -- the first run starts with the agent
+    local pid = A.wait_for(function() return tonumber(A.read(c.dir .. "/late.pid") or "") end, 10)
+    assert.is_number(pid)
+    local t0 = A.now()
+    A.signal(c, 1, "STOP")
+    A.write(c.dir .. "/late.go", "")
+    assert.is_truthy(A.wait_for(function() return not A.alive(pid) end, 5), "the command ended")
+    A.sleep(math.max(0, t0 + 2.5 - A.now())) -- past the deadline
+    A.signal(c, 1, "CONT")
+    local k = A.wait_for(function()
+      local by = checks(c, 1)
+      return by and by.late.output ~= "not run yet" and by.late
+    end, 10)
+    assert.is_truthy(k)
+    assert.are.equal("done", k.output)
+    assert.are.equal("passing", k.status)
+  end)
+end)
+
 describe("qcluster check", function()
   local dir
 
