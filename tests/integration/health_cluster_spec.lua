@@ -74,7 +74,10 @@ describe("health across the cluster", function()
   setup(function()
     c = A.cluster(3, { hooks = HOOKS, extra = {
       heartbeat_ms = 50, election_timeout_ms = 300,
-      checks = { { name = "alive", exec = 'test ! -e "$QC_EVENTS.down"', interval_ms = 50,
+      -- a 1 s timeout (the interval): a shell on a loaded host may take
+      -- more than 50 ms to start, and a check killed at its timeout made
+      -- a node unhealthy with no .down file (a leader then handed over)
+      checks = { { name = "alive", exec = 'test ! -e "$QC_EVENTS.down"', interval_ms = 1000,
         rise = 1, fall = 1 } },
     } })
     A.start_all(c)
