@@ -7,7 +7,9 @@
 -- Writes a client acknowledged with `WAIT 1` survive a fail-over: before it
 -- promotes its Redis, a new leader fences every other Redis it reaches, reads
 -- their replication offsets and, when one of them holds more of the stream
--- than its own, catches up from that one first.
+-- than its own, catches up from that one first. A Redis that does not answer
+-- in time (not one that refuses: that one is down, its copy gone) may hold
+-- the newest of them: the promotion waits for it, SLOW_WAIT_MS at most.
 local qcluster = require("qcluster")
 
 -- min-replicas-to-write of a fenced master: more replicas than any Redis
@@ -18,6 +20,9 @@ local FENCE = 1000000
 local RECONCILE_MS = 200 -- how often every node looks at its own Redis
 local CATCHUP_MS = 5000  -- longest wait for catching up before starting over
 local REDIS_TIMEOUT_MS = 500 -- one redis-cli run (a hung Redis must not hold a fail-over)
+-- A promotion starts over while another Redis does not answer in time, for
+-- at most this long: a slow Redis may hold acknowledged writes no other has.
+local SLOW_WAIT_MS = CATCHUP_MS
 
 local function log(level, fmt, ...)
   qcluster.log(level, "redis: " .. string.format(fmt, ...))
@@ -67,7 +72,9 @@ local function redis(r, commands, cb)
     if res.status ~= 0 or res.timed_out then
       return cb(nil, res.timed_out and "timed out" or (res.stderr ~= "" and res.stderr or out))
     end
-    local err = out:match("^(ERR[^\n]*)") or out:match("\n(ERR[^\n]*)") or out:match("^(Could not connect[^\n]*)")
+    -- redis-cli says on stderr, and exits 0, when it cannot connect.
+    local err = out:match("^(ERR[^\n]*)") or out:match("\n(ERR[^\n]*)")
+      or (res.stderr or ""):match("(Could not connect[^\n]*)") or out:match("^(Could not connect[^\n]*)")
     if err then return cb(nil, err) end
     cb(out)
   end)
@@ -87,6 +94,14 @@ local function parse_info(out)
     offset = tonumber(t.master_repl_offset) or 0,
     replicas = tonumber(t.connected_slaves) or 0,
   }
+end
+
+-- A refused connection means the Redis is down, and its copy died with it
+-- (no persistence; one that restarts comes back a replica of nowhere, with
+-- nothing). Any other failure (a timeout: hung, or a loaded host) leaves a
+-- Redis that may still hold writes acknowledged by no other.
+local function down(err)
+  return tostring(err):find("Connection refused", 1, true) ~= nil
 end
 
 local function info(r, extra, cb)
@@ -130,6 +145,7 @@ end
 local elected_term  -- term of the last on_elected
 local promoted_term -- term in which this node's Redis was promoted
 local promoting     -- the term a promotion runs for, while it runs
+local slow_term, slow_since -- the term whose promotion waits for a slow Redis, since when
 
 local function leading(term)
   return qcluster.is_leader() and qcluster.term() == term
@@ -190,7 +206,7 @@ local function promote_now(term, me)
       redis(me, { fence_command() }, function() end)
       return
     end
-    promoted_term = term
+    promoted_term, slow_term = term, nil
     log("info", "primary in term %d at %s:%d (offset %d)", term, me.host, me.port, i.offset)
     repoint_others(me)
     publish(term)
@@ -217,7 +233,9 @@ end
 -- The promotion, for the term this node was elected in:
 -- 1. Fence every other Redis it reaches (harmless on replicas) and read
 --    every Redis's replication offset, after the fence: no write lands on
---    an old primary after its offset is read.
+--    an old primary after its offset is read. While another Redis does not
+--    answer in time (but does not refuse either), start over, up to
+--    SLOW_WAIT_MS: it may hold acknowledged writes no other has.
 -- 2. The best copy is the one holding the most of the stream, among this
 --    node's own, the replicas, and a master of this node's own history (the
 --    old primary, still alive). Masters of another history (a primary that
@@ -237,12 +255,24 @@ function promote(term)
   end
   promoting = term
   own_metadata, every_redis = self.metadata, all_redis(me)
+  local slow = {} -- the other Redis that did not answer, not down
   each(every_redis, function(r, done)
-    info(r, r.id == me.id and {} or { fence_command() }, function(i) done(i or false) end)
+    info(r, r.id == me.id and {} or { fence_command() }, function(i, err)
+      if not i and r.id ~= me.id and not down(err) then slow[#slow + 1] = r.id .. " (" .. tostring(err) .. ")" end
+      done(i or false)
+    end)
   end, function(infos)
     if not leading(term) then return stop(term) end
     local own = infos[me.id]
     if not own then return retry(term, "own Redis does not answer") end
+    if #slow > 0 then
+      if slow_term ~= term then slow_term, slow_since = term, qcluster.now() end
+      if qcluster.now() - slow_since < SLOW_WAIT_MS / 1000 then
+        return retry(term, "waits for " .. table.concat(slow, ", ") .. ": it may hold acknowledged writes")
+      end
+      log("warn", "promoting in term %d without %s: no answer for %d ms", term, table.concat(slow, ", "),
+        SLOW_WAIT_MS)
+    end
     local best, best_info = me, own
     for _, r in ipairs(every_redis) do
       local i = infos[r.id]
