@@ -7,4 +7,4 @@ all: build/qcwal.so
 
 build/qcwal.so: tests/c/qcwal.c $(WAL_TEST_SRCS) | build
 	$(DEPEND)
-	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) -fPIC -shared tests/c/qcwal.c $(WAL_TEST_SRCS) -o $@ -lev -pthread
+	$(CC) $(QC_CFLAGS) $(CFLAGS) $(LDFLAGS) -Wl,--wrap=sync_file_range -fPIC -shared tests/c/qcwal.c $(WAL_TEST_SRCS) -o $@ -lev -pthread

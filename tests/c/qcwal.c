@@ -1,11 +1,14 @@
 /* Test-only Lua module over the write-ahead log (src/store/wal.c): open a WAL and
  * get its recovery as a table, append, sync, truncate, snapshot, compact,
- * and make the next fsyncs fail; over the hard state (src/store/store.c);
+ * and make the next fsyncs (or waits for a snapshot's write-back) fail;
+ * over the hard state (src/store/store.c);
  * and which thread runs the writer's work when the loop drains
  * (src/store/walq.c). Never linked into the agent; the only state is in
  * each WAL's userdata. */
+#define _GNU_SOURCE /* sync_file_range */
 #include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <pthread.h>
@@ -49,6 +52,22 @@ static lua_Integer unwritten_pages(int fd)
     struct qc_cachestat cs;
     if (syscall(SYS_cachestat, fd, &all, &cs, 0) != 0) return -1;
     return (lua_Integer)(cs.nr_dirty + cs.nr_writeback);
+}
+
+/* Waits for write-back fail with EIO while set (linked with
+ * --wrap=sync_file_range): a disk error the kernel reports there, and so no
+ * longer to the fsync after it. */
+static int fail_writeback;
+
+int __real_sync_file_range(int fd, off_t off, off_t n, unsigned int flags);
+int __wrap_sync_file_range(int fd, off_t off, off_t n, unsigned int flags);
+int __wrap_sync_file_range(int fd, off_t off, off_t n, unsigned int flags)
+{
+    if (fail_writeback && (flags & SYNC_FILE_RANGE_WAIT_AFTER)) {
+        errno = EIO;
+        return -1;
+    }
+    return __real_sync_file_range(fd, off, n, flags);
 }
 
 static int test_sync(int fd, void *arg)
@@ -234,6 +253,13 @@ static int l_fail_sync(lua_State *L)
     return 0;
 }
 
+static int l_fail_writeback(lua_State *L)
+{
+    check_wal(L);
+    fail_writeback = lua_toboolean(L, 2);
+    return 0;
+}
+
 static int l_info(lua_State *L)
 {
     lwal *l = check_wal(L);
@@ -356,11 +382,17 @@ static const luaL_Reg store_methods[] = {
 };
 
 static const luaL_Reg wal_methods[] = {
-    {"append", l_append},       {"sync", l_sync},
-    {"truncate", l_truncate},   {"save_snapshot", l_save_snapshot},
-    {"compact", l_compact},     {"empty_trash", l_empty_trash},
-    {"fail_sync", l_fail_sync}, {"info", l_info},
-    {"close", l_close},         {NULL, NULL},
+    {"append", l_append},
+    {"sync", l_sync},
+    {"truncate", l_truncate},
+    {"save_snapshot", l_save_snapshot},
+    {"compact", l_compact},
+    {"empty_trash", l_empty_trash},
+    {"fail_sync", l_fail_sync},
+    {"fail_writeback", l_fail_writeback},
+    {"info", l_info},
+    {"close", l_close},
+    {NULL, NULL},
 };
 
 int luaopen_qcwal(lua_State *L)

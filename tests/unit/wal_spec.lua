@@ -430,6 +430,20 @@ describe("wal", function()
       w2:close()
     end)
 
+    -- Waiting for a step's write-back reports a disk error and, for that
+    -- descriptor, consumes it: the fsync after it would succeed.
+    it("a snapshot whose write-back fails leaves the older one and no temp file", function()
+      local w = open()
+      assert(w:save_snapshot(10, 1, "older"))
+      w:fail_writeback(true)
+      local ok, _, code = w:save_snapshot(20, 2, string.rep("x", 3 * 1024 * 1024))
+      w:fail_writeback(false)
+      assert.is_nil(ok)
+      assert.are.equal("EIO", code)
+      w:close()
+      assert.are.same({ string.format("%016x-%016x.snap", 10, 1) }, ls(dir .. "/snap"))
+    end)
+
     it("keeps the newest two snapshot files", function()
       fill(1, 30)
       local w = open()
