@@ -10,3 +10,12 @@ build/luahost_driver: tests/c/luahost_driver.c $(LUAHOST_DRIVER_SRCS) build/embe
 	$(DEPEND)
 	$(CC) $(QC_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) tests/c/luahost_driver.c \
 	  $(LUAHOST_DRIVER_SRCS) build/embedded.c -o $@ $(QC_LDLIBS) $(LDLIBS)
+
+# spawn.c on the default loop with the loop blocked past a child's deadline
+# (tests/unit/spawn_spec.lua).
+all: build/spawn_late
+
+build/spawn_late: tests/c/spawn_late.c src/base/spawn.c src/base/common.c src/base/log.c src/base/json.c | build
+	$(DEPEND)
+	$(CC) $(QC_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) tests/c/spawn_late.c src/base/spawn.c \
+	  src/base/common.c src/base/log.c src/base/json.c -o $@ -lev -lyajl

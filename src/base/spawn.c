@@ -53,9 +53,11 @@ static void close_fd(qc_spawn *s, ev_io *w)
     ev_io_set(w, -1, EV_READ);
 }
 
+/* The pid alone only while it is not reaped: a reaped pid may be another
+ * process's already. */
 static void kill_group(qc_spawn *s)
 {
-    if (kill(-s->pid, SIGKILL) != 0) kill(s->pid, SIGKILL);
+    if (kill(-s->pid, SIGKILL) != 0 && !s->exited) kill(s->pid, SIGKILL);
 }
 
 static void finish(qc_spawn *s)
@@ -205,19 +207,22 @@ static void unwatch_child(qc_spawn *s)
 }
 
 /* A loop that ran late (a loaded host, a stopped agent) may see the
- * deadline before the child's end, though the child ended in time: an end
- * already there decides first, with the output its pipes hold. 1 when
- * that finished s (freed). */
+ * deadline before the child's end, or see both in one pass with the end
+ * taken first and its pipes' end not yet read, though the child ended in
+ * time: an end already there decides first, with the output its pipes
+ * hold. 1 when that finished s (freed). */
 static int ended_before_deadline(qc_spawn *s)
 {
-    int st = 0;
-    pid_t r;
-    while ((r = waitpid(s->pid, &st, WNOHANG)) < 0 && errno == EINTR) {
+    if (!s->exited) {
+        int st = 0;
+        pid_t r;
+        while ((r = waitpid(s->pid, &st, WNOHANG)) < 0 && errno == EINTR) {
+        }
+        if (r != s->pid) return 0;
+        unwatch_child(s); /* reaped here: its watcher has nothing left to see */
+        s->exited = 1;
+        s->wstatus = st;
     }
-    if (r != s->pid) return 0;
-    unwatch_child(s); /* reaped here: its watcher has nothing left to see */
-    s->exited = 1;
-    s->wstatus = st;
     read_some(s, &s->out_w);
     read_some(s, &s->err_w);
     if (s->out_w.fd >= 0 || s->err_w.fd >= 0) return 0; /* held open by another */
@@ -229,7 +234,7 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     qc_spawn *s = w->data;
-    if (!s->killed && !s->exited && ended_before_deadline(s)) return;
+    if (!s->killed && ended_before_deadline(s)) return;
     if (!s->killed) {
         s->killed = 1;
         s->timed_out = 1;
