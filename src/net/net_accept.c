@@ -131,10 +131,10 @@ static void peer_address(qc_net *n, int fd, char *addr, char *host, int *member_
     *member_addr = 0;
     if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0) return;
     /* An adopted socket may be a socketpair: glibc would format an AF_UNIX
-     * address from sun_path, which an unnamed peer leaves unset. */
+     * address from sun_path, which an unnamed peer leaves unset. Its host
+     * stays "?", which no resolver turns into an address for a join. */
     if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) {
         snprintf(addr, NET_ADDR_LEN, "local");
-        snprintf(host, NET_ADDR_LEN, "local");
         return;
     }
     *member_addr = net_ip_key((struct sockaddr *)&ss, key) == QC_OK && net_ip_is_member(n, key);
