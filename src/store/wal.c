@@ -704,11 +704,11 @@ static int rec_accept(scan *sc, wal_seg *s, const uint8_t *p, uint64_t off)
     return entry_push(sc, p, off);
 }
 
-/* Cuts the torn tail of the last segment at off, durably. */
+/* Cuts the torn tail of the last segment at off; sync_recovered makes the
+ * cut durable. */
 static int cut_tail(scan *sc, int fd, uint64_t off, uint64_t size)
 {
     if (ftruncate(fd, (off_t)off) != 0) return fail_sys(sc->rec, "wal", sc->name, "truncate");
-    if (do_sync(sc->w, fd, 0) != 0) return fail_sys(sc->rec, "wal", sc->name, "fsync");
     sc->rec->torn_bytes = size - off;
     snprintf(sc->rec->note, sizeof sc->rec->note,
              "wal/%s: cut a torn tail of %" PRIu64 " bytes at offset %" PRIu64, sc->name,
@@ -780,6 +780,34 @@ static int recover_log(qc_wal *w, qc_wal_recovery *rec)
     return rc;
 }
 
+/* What recovery read may be in the page cache only: a process killed
+ * between a write and its fsync leaves it there, read back while the
+ * machine runs and lost if it then loses power, yet the entries count as
+ * durable from here on (a follower acknowledges them at once). So they are
+ * made durable before they are used: the last segment (a roll syncs each
+ * segment before it creates the next, so no earlier one can hold unsynced
+ * records) and the directories, whose entries (a segment created or cut
+ * off by a truncation, a snapshot renamed in, wal/ and snap/ themselves)
+ * each had a window before their fsync. Files already clean cost little. */
+static int sync_recovered(qc_wal *w, const char *dir, qc_wal_recovery *rec)
+{
+    char name[NAME_LEN];
+    if (w->fd >= 0) {
+        seg_name(name, seg_last(w)->first);
+        if (do_sync(w, w->fd, 0) != 0) return fail_sys(rec, "wal", name, "fsync");
+    }
+    if (do_sync(w, w->wal_fd, 1) != 0)
+        return fail_msg(rec, QC_EIO, "%s: fsync: %s", w->wal_path, strerror(errno));
+    if (do_sync(w, w->snap_fd, 1) != 0)
+        return fail_msg(rec, QC_EIO, "%s: fsync: %s", w->snap_path, strerror(errno));
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = fd < 0 || do_sync(w, fd, 1) != 0 ? QC_EIO : QC_OK;
+    int saved = errno;
+    if (fd >= 0) close(fd);
+    errno = saved;
+    return rc ? fail_msg(rec, rc, "%s: fsync: %s", dir, strerror(errno)) : QC_OK;
+}
+
 /* ---- open / close ---- */
 
 static int open_dir(const char *dir, const char *sub, char **path, int *fd, qc_wal_recovery *rec)
@@ -840,6 +868,7 @@ int qc_wal_open(const char *dir, const qc_wal_options *opt, qc_wal **out, qc_wal
     int rc = wal_new(dir, opt, &w, r);
     if (!rc) rc = recover_snapshot(w, r);
     if (!rc) rc = recover_log(w, r);
+    if (!rc) rc = sync_recovered(w, dir, r);
     if (rc == QC_ENOMEM && !r->error[0]) fail_msg(r, rc, "%s: out of memory in recovery", dir);
     if (rc) {
         int saved = errno;

@@ -152,23 +152,27 @@ static void push_recovery(lua_State *L, const qc_wal_recovery *rec)
     lua_setfield(L, -2, "entries");
 }
 
-/* qcwal.open(dir [, {segment_size=, plain_sync=}]) -> wal, recovery | nil,
- * msg, code. plain_sync: the WAL's own fdatasync (benchmarks); fail_sync and
- * the sync count then do nothing. */
+/* qcwal.open(dir [, {segment_size=, plain_sync=, fail_sync=}]) -> wal,
+ * recovery | nil, msg, code. plain_sync: the WAL's own fdatasync
+ * (benchmarks); fail_sync and the sync count then do nothing. fail_sync:
+ * the fsyncs fail from the open's own on. */
 static int l_open(lua_State *L)
 {
     const char *dir = luaL_checkstring(L, 1);
     qc_wal_options opt = {0};
-    int plain = 0;
+    int plain = 0, fail = 0;
     if (lua_istable(L, 2)) {
         lua_getfield(L, 2, "segment_size");
         lua_getfield(L, 2, "plain_sync");
-        opt.segment_size = (uint64_t)luaL_optinteger(L, -2, 0);
-        plain = lua_toboolean(L, -1);
-        lua_pop(L, 2);
+        lua_getfield(L, 2, "fail_sync");
+        opt.segment_size = (uint64_t)luaL_optinteger(L, -3, 0);
+        plain = lua_toboolean(L, -2);
+        fail = lua_toboolean(L, -1);
+        lua_pop(L, 3);
     }
     lwal *l = lua_newuserdatauv(L, sizeof *l, 0);
     memset(l, 0, sizeof *l);
+    l->fail_sync = fail;
     l->unwritten = -1;
     luaL_setmetatable(L, QCWAL_MT);
     opt.sync = plain ? NULL : test_sync;
@@ -272,6 +276,18 @@ static int l_info(lua_State *L)
     set_int(L, "unwritten", l->unwritten);
     lua_pushnumber(L, qc_wal_last_sync_seconds(l->w));
     lua_setfield(L, -2, "last_sync_seconds");
+    return 1;
+}
+
+/* qcwal.unwritten(path) -> pages of the file still to write back (dirty or
+ * being written), -1 when the kernel cannot tell | nil, msg */
+static int l_unwritten(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return luaL_fileresult(L, 0, path);
+    lua_pushinteger(L, unwritten_pages(fd));
+    close(fd);
     return 1;
 }
 
@@ -409,13 +425,15 @@ int luaopen_qcwal(lua_State *L)
     lua_pushcfunction(L, l_store_close);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 5);
     lua_pushcfunction(L, l_drain_runs_here);
     lua_setfield(L, -2, "drain_runs_here");
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "open");
     lua_pushcfunction(L, l_store);
     lua_setfield(L, -2, "store");
+    lua_pushcfunction(L, l_unwritten);
+    lua_setfield(L, -2, "unwritten");
     lua_pushinteger(L, QC_WAL_SEGMENT_SIZE);
     lua_setfield(L, -2, "SEGMENT_SIZE");
     return 1;
