@@ -188,6 +188,15 @@ int qc_store_load(qc_store *s, qc_hard_state *hs)
         close(fd);
         return QC_ECORRUPT;
     }
+    /* A save killed before its fdatasync (or a first save before its
+     * directory's fsync) leaves what was just read in the page cache only;
+     * the node acts on it from here on (a vote), so it is made durable. */
+    if (fdatasync(fd) != 0 || fsync(s->dir_fd) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return QC_EIO;
+    }
     int k = ok1 && (!ok0 || seq[1] > seq[0]);
     *hs = got[k];
     s->seq = seq[k];

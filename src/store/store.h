@@ -16,7 +16,9 @@ int qc_store_open(const char *dir, qc_store **out);
 void qc_store_close(qc_store *s);
 /* Reads the hard state, the newest valid slot: 0 and *hs, QC_ENOTFOUND
  * when fresh, QC_ECORRUPT when no slot passes its check (never silently
- * reset). Saves go in place only after a load found the two-slot file. */
+ * reset), QC_EIO when it cannot be read or made durable (it may be in the
+ * page cache only, after a crash before a save's fdatasync). Saves go in
+ * place only after a load found the two-slot file. */
 int qc_store_load(qc_store *s, qc_hard_state *hs);
 /* Durably replaces the hard state; 0 once it is on disk, else QC_EIO. A
  * save torn by a crash leaves the state before it. */

@@ -112,6 +112,31 @@ describe("the hard state", function()
     assert.are.equal(BLOCK + 128, #read_file(dir .. "/state"))
   end)
 
+  -- A save killed (kill -9) between its write and its fdatasync leaves
+  -- the new slot in the page cache only: the next start reads it back and
+  -- acts on it (a vote), so the load must make it durable before a power
+  -- loss can take it (and let the node vote again in that term).
+  it("makes the state it loads durable, after a crash before the save's fdatasync", function()
+    st = assert(qcwal.store(dir))
+    st:load()
+    assert.is_true(st:save(4, 2, 1))
+    local bytes = read_file(dir .. "/state")
+    st:close()
+    st = nil
+    local f = assert(io.open(dir .. "/state", "wb")) -- written, never synced
+    f:write(bytes)
+    f:close()
+    local left = qcwal.unwritten(dir .. "/state")
+    if left < 0 then
+      pending("cachestat(2) is not available: Linux 6.5 or later tells dirty pages")
+      return
+    end
+    assert.is_true(left > 0, "the file was written back before the load")
+    st = assert(qcwal.store(dir))
+    assert.are.same({ term = 4, vote = 2, commit = 1 }, assert(st:load()))
+    assert.are.equal(0, qcwal.unwritten(dir .. "/state"))
+  end)
+
   it("refuses a file with no valid slot, and an empty one", function()
     st = assert(qcwal.store(dir))
     st:load()
