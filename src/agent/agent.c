@@ -68,6 +68,9 @@ struct qc_agent {
      * (a ready's not allowed early), and those waiting, oldest first. */
     uint64_t write_seq, durable_seq, barrier_seq;
     struct held_msgs *held, *held_tail;
+    /* Raft events of readies whose new term or vote was not durable at
+     * once (an install ahead of it), and those after them, oldest first. */
+    struct held_events *held_ev, *held_ev_tail;
     int leave_done;    /* the leave at stop is answered */
     int handover_done; /* the hand-over at stop is answered */
     int in_stop_run;   /* inside the stop's own ev_run: only it may be broken */
@@ -650,6 +653,49 @@ static void release_held(qc_agent *a, int send)
     }
 }
 
+/* Events of one ready that wait for write seq: hooks see only durable
+ * transitions. */
+typedef struct held_events {
+    struct held_events *next;
+    uint64_t seq;
+    size_t n;
+    qc_raft_event ev[];
+} held_events;
+
+/* Keeps n events until write seq is durable; 0, or -1 out of memory
+ * (logged: they are not handled, as when they could not be copied). */
+static int hold_events(qc_agent *a, const qc_raft_event *ev, size_t n, uint64_t seq)
+{
+    held_events *h = malloc(sizeof *h + n * sizeof *ev);
+    if (!h) {
+        qc_log(QC_LOG_ERROR, "agent", "out of memory: %zu events not handled", n);
+        return -1;
+    }
+    h->next = NULL;
+    h->seq = seq;
+    h->n = n;
+    memcpy(h->ev, ev, n * sizeof *ev);
+    if (a->held_ev_tail)
+        a->held_ev_tail->next = h;
+    else
+        a->held_ev = h;
+    a->held_ev_tail = h;
+    return 0;
+}
+
+/* Frees the held events, handling those whose writes are durable (none,
+ * at close). */
+static void release_events(qc_agent *a, int handle)
+{
+    while (a->held_ev && (!handle || a->held_ev->seq <= a->durable_seq)) {
+        held_events *h = a->held_ev;
+        a->held_ev = h->next;
+        if (!a->held_ev) a->held_ev_tail = NULL;
+        for (size_t i = 0; handle && i < h->n; i++) handle_event(a, &h->ev[i]);
+        free(h);
+    }
+}
+
 /* Takes the writer's progress: fsync times to the histogram, the leader's
  * snapshots installed meanwhile into the state machine, then the messages
  * that waited leave. *index, *term: the newest durable entry for
@@ -668,6 +714,7 @@ static int writes_done(qc_agent *a, uint64_t *index, uint64_t *term)
     if (qc_replica_installed(a->replica, a->raft, p.seq, qc_now_ms()) != QC_OK) return -2;
     a->durable_seq = p.seq;
     release_held(a, 1);
+    release_events(a, 1);
     *index = p.index;
     *term = p.term;
     return 0;
@@ -706,11 +753,13 @@ static void on_durable(void *ud)
  * follower's answers: they claim only what is durable), else once the
  * writes so far are durable; never before messages held earlier nor
  * before the writes of a ready that was not allowed early. A new term or
- * vote is made durable before this returns (*drained set; the caller
- * takes the progress once outside the ready): a node that wins alone (the
- * only voter) leads in this very ready, and its messages in the next ones
- * may leave early; hooks see only durable transitions. Term changes are
- * rare: the wait costs one fsync per election, not per write. */
+ * vote is made durable on the loop before this returns when the writer
+ * is idle (*drained set; the caller takes the progress once outside the
+ * ready): one fsync per election, not per write. Behind an install or a
+ * busy writer it is not waited for (the loop must not stall behind a
+ * 20 MB install or a slow disk): the messages are held as those of any
+ * ready not allowed early, and the caller holds the events (hooks see
+ * only durable transitions) until the writer reports it durable. */
 static int carry_out(qc_agent *a, const qc_ready *rd, int *drained)
 {
     uint64_t seq;
@@ -718,10 +767,7 @@ static int carry_out(qc_agent *a, const qc_ready *rd, int *drained)
     if (seq) a->write_seq = seq;
     if (qc_replica_submit(a->replica, rd, &seq) != QC_OK) return -1;
     if (seq) a->write_seq = seq;
-    if (rd->hard_state_changed) {
-        qc_replica_drain(a->replica);
-        *drained = 1;
-    }
+    if (rd->hard_state_changed) *drained = qc_replica_drain(a->replica);
     /* Even with no message to hold, what a ready not allowed early wrote
      * (a snapshot installed) is what every later message may rely on. */
     if (!rd->msgs_early) a->barrier_seq = a->write_seq;
@@ -767,6 +813,12 @@ static void qc_agent_process(qc_agent *a)
             return;
         }
         qc_replica_maybe_snapshot(a->replica, a->raft);
+        /* After the events held before, in order: behind a term or vote
+         * not durable yet (barrier_seq covers its write). */
+        if (n && ((rd.hard_state_changed && !drained) || a->held_ev)) {
+            hold_events(a, events, n, a->barrier_seq);
+            n = 0;
+        }
         for (size_t i = 0; i < n; i++) handle_event(a, &events[i]);
         if (events != few) free(events);
         qc_replica_deliver(a->replica);
@@ -1380,6 +1432,7 @@ static void close_agent(qc_agent *a)
     if (a->closed) return;
     qc_replica_close(a->replica); /* answers whoever still waits */
     release_held(a, 0);
+    release_events(a, 0);
     if (a->api) qc_api_free(a->api);
     qc_tls_free(a->api_tls);
     qc_health_free(a->health); /* before the Lua host: lua checks answer into it */

@@ -632,7 +632,7 @@ void qc_replica_progress(qc_replica *rp, qc_walq_progress *out)
     if (rp->installs && out->seq < rp->installs->seq) out->index = out->term = 0;
 }
 
-void qc_replica_drain(qc_replica *rp) { qc_walq_drain(rp->walq); }
+int qc_replica_drain(qc_replica *rp) { return qc_walq_drain(rp->walq); }
 
 void qc_replica_prepare(qc_replica *rp, qc_ready *rd)
 {

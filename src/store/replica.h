@@ -66,9 +66,10 @@ int qc_replica_installed(qc_replica *rp, qc_raft *r, uint64_t seq, uint64_t now)
 int qc_replica_submit(qc_replica *rp, const qc_ready *rd, uint64_t *seq);
 /* How far the writes are durable (qc_walq_progress_get). */
 void qc_replica_progress(qc_replica *rp, qc_walq_progress *out);
-/* Blocks until every write and install queued so far is durable or
- * failed (a new term or vote: rare). */
-void qc_replica_drain(qc_replica *rp);
+/* qc_walq_drain: 1 when every write and install queued so far is durable
+ * or failed, made so on this thread if it takes one fsync (a new term or
+ * vote: rare); 0 when an install or the writer thread is ahead. */
+int qc_replica_drain(qc_replica *rp);
 /* Attaches the snapshot to outgoing snapshot messages. */
 void qc_replica_prepare(qc_replica *rp, qc_ready *rd);
 /* Applies rd's committed entries and marks whoever waited on them. */

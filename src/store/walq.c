@@ -1,8 +1,10 @@
 /* The WAL's writer (see walq.h): on a thread of its own, or threadless, on
  * the loop's thread inside each submit. The loop thread only queues and
  * reads progress under the mutex; the writer alone writes the log and the
- * state file, but for a drain that finds it idle: the loop, about to wait
- * anyway, writes the queue itself (one batch list at a time either way).
+ * state file, but for a drain that finds it idle with only writes queued:
+ * the loop then writes them itself (one batch list at a time either way).
+ * The loop never waits for the writer: a drain behind a job or a busy
+ * writer returns at once, and the loop holds what depends on it.
  * Both modes take the same steps and report through the same ev_async, so
  * the loop sees one order: a write or job reported durable after
  * everything queued before it, messages held until then (agent.c).
@@ -45,7 +47,7 @@ struct qc_walq {
     pthread_t thread;
     pthread_t reaper; /* deletes the files compactions dropped (qc_wal_empty_trash) */
     pthread_mutex_t mu;
-    pthread_cond_t work, idle, reap;
+    pthread_cond_t work, reap;
     /* Under mu. */
     batch *head, *tail;
     int busy, stop;
@@ -110,7 +112,6 @@ static void report(qc_walq *q, uint64_t seq, int rc, const qc_entry *last, doubl
         if (sync >= 0 && q->n_syncs < QC_WALQ_SYNCS) q->syncs[q->n_syncs++] = sync;
     }
     if (idle) q->busy = 0;
-    pthread_cond_broadcast(&q->idle);
     pthread_mutex_unlock(&q->mu);
     ev_async_send(q->loop, &q->async);
 }
@@ -171,19 +172,10 @@ static int run_compact(qc_walq *q, const batch *b)
     return rc;
 }
 
-/* Takes what is queued and writes it, step by step, reporting each. */
-static void write_queued(qc_walq *q)
+/* Writes the batches taken, step by step, reporting each; failed: the
+ * writer failed before, so none is written. */
+static void write_taken(qc_walq *q, batch *todo, int failed)
 {
-    pthread_mutex_lock(&q->mu);
-    batch *todo = q->head;
-    if (!todo) { /* a draining loop took it: busy is its own */
-        pthread_mutex_unlock(&q->mu);
-        return;
-    }
-    int failed = q->failed;
-    q->head = q->tail = NULL;
-    q->busy = 1;
-    pthread_mutex_unlock(&q->mu);
     while (todo) {
         batch *rest = take_step(todo);
         uint64_t seq = todo->seq;
@@ -200,6 +192,27 @@ static void write_queued(qc_walq *q)
         report(q, seq, rc, &last, sync, rest == NULL);
         todo = rest;
     }
+}
+
+/* Takes what is queued (under mu): the writer is busy with it. */
+static batch *take_queued(qc_walq *q, int *failed)
+{
+    batch *todo = q->head;
+    *failed = q->failed;
+    q->head = q->tail = NULL;
+    q->busy = 1;
+    return todo;
+}
+
+/* Takes what is queued and writes it. */
+static void write_queued(qc_walq *q)
+{
+    pthread_mutex_lock(&q->mu);
+    int failed = 0;
+    /* None: a draining loop took it, and busy is its own. */
+    batch *todo = q->head ? take_queued(q, &failed) : NULL;
+    pthread_mutex_unlock(&q->mu);
+    write_taken(q, todo, failed);
 }
 
 static void *writer_main(void *arg)
@@ -269,8 +282,7 @@ int qc_walq_new(struct ev_loop *loop, qc_wal *wal, qc_store *store, int threadle
         free(q);
         return QC_ENOMEM;
     }
-    if (pthread_cond_init(&q->work, NULL) != 0 || pthread_cond_init(&q->idle, NULL) != 0 ||
-        pthread_cond_init(&q->reap, NULL) != 0) {
+    if (pthread_cond_init(&q->work, NULL) != 0 || pthread_cond_init(&q->reap, NULL) != 0) {
         pthread_mutex_destroy(&q->mu);
         free(q); /* a cond that did init holds nothing on Linux */
         return QC_ENOMEM;
@@ -285,7 +297,6 @@ int qc_walq_new(struct ev_loop *loop, qc_wal *wal, qc_store *store, int threadle
         ev_ref(loop);
         ev_async_stop(loop, &q->async);
         pthread_cond_destroy(&q->work);
-        pthread_cond_destroy(&q->idle);
         pthread_cond_destroy(&q->reap);
         pthread_mutex_destroy(&q->mu);
         free(q);
@@ -304,7 +315,6 @@ void qc_walq_free(qc_walq *q)
     ev_async_stop(q->loop, &q->async);
     free_batches(q->head);
     pthread_cond_destroy(&q->work);
-    pthread_cond_destroy(&q->idle);
     pthread_cond_destroy(&q->reap);
     pthread_mutex_destroy(&q->mu);
     free(q);
@@ -390,19 +400,30 @@ int qc_walq_submit_compact(qc_walq *q, uint64_t index, uint64_t term)
     return enqueue(q, b, &seq);
 }
 
-void qc_walq_drain(qc_walq *q)
+static int writes_only(const batch *b)
+{
+    for (; b; b = b->next)
+        if (runs_alone(b)) return 0;
+    return 1;
+}
+
+int qc_walq_drain(qc_walq *q)
 {
     /* The writer idle: waking it and waiting for it to wake us costs two
      * thread switches, each up to a scheduler slice on a busy machine,
-     * on the election path (a new term or vote is drained). Only the loop
-     * queues, so nothing is queued behind what this takes. */
+     * on the election path (a new term or vote is drained), so the loop
+     * writes the queue itself. Never a job or a compaction (an install
+     * parses a whole store, and a test holds it), and never a wait for
+     * the writer: the loop would stall behind whatever it runs. Only the
+     * loop queues, so nothing is queued behind what this takes. */
     pthread_mutex_lock(&q->mu);
-    int help = q->threaded && q->head && !q->busy;
+    int done = q->failed || (!q->head && !q->busy);
+    int failed = 0;
+    batch *todo = NULL;
+    if (!done && q->threaded && !q->busy && writes_only(q->head)) todo = take_queued(q, &failed);
     pthread_mutex_unlock(&q->mu);
-    if (help) write_queued(q);
-    pthread_mutex_lock(&q->mu);
-    while ((q->head || q->busy) && !q->failed) pthread_cond_wait(&q->idle, &q->mu);
-    pthread_mutex_unlock(&q->mu);
+    if (todo) write_taken(q, todo, failed);
+    return done || todo;
 }
 
 void qc_walq_progress_get(qc_walq *q, qc_walq_progress *out)

@@ -63,8 +63,12 @@ int qc_walq_submit_job(qc_walq *q, qc_walq_job_fn *job, void *arg, uint64_t *seq
  * written stays as it is. QC_ENOMEM, QC_EIO after a failure; a failed
  * disk then fails the writer as a failed write does. */
 int qc_walq_submit_compact(qc_walq *q, uint64_t index, uint64_t term);
-/* Blocks until every queued write is durable or failed. */
-void qc_walq_drain(qc_walq *q);
+/* Makes every queued write durable on the calling (loop's) thread when
+ * the writer thread is idle and only writes are queued; 1 then, or when
+ * everything is durable or failed already. 0, at once, when a job, a
+ * compaction or the writer's own work is ahead: the caller learns of it
+ * through done, as of any write. Never waits for the writer thread. */
+int qc_walq_drain(qc_walq *q);
 /* What completed (see qc_walq_progress); takes the fsync durations. */
 void qc_walq_progress_get(qc_walq *q, qc_walq_progress *out);
 

@@ -12,9 +12,11 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/common.h"
@@ -352,19 +354,87 @@ static int l_store_close(lua_State *L)
 
 /* ---- the writer's drain (src/walq.c) ---- */
 
-static int probe_job(void *arg)
+static void no_progress(void *ud) { (void)ud; }
+
+/* The WAL's sync hook: notes the syncing thread, then fsyncs. */
+static int note_sync(int fd, void *arg)
 {
     *(pthread_t *)arg = pthread_self();
+    return fsync(fd);
+}
+
+/* qcwal.drain_runs_here(dir, n) -> writes reported durable, writes synced
+ * on this thread by its drain: n one-entry writes to a WAL in dir, each
+ * queued to a threaded writer that is idle, drained at once, and waited
+ * for (it may have woken first and taken it: the drain then answers 0). */
+static int l_drain_runs_here(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    pthread_t on = pthread_self();
+    qc_wal_options opt = {.sync = note_sync, .sync_arg = &on};
+    qc_wal *w;
+    qc_wal_recovery rec;
+    int rc = qc_wal_open(dir, &opt, &w, &rec);
+    uint64_t next = rec.n_entries ? rec.entries[rec.n_entries - 1].index + 1 : 1;
+    qc_wal_recovery_free(&rec);
+    if (rc) return luaL_error(L, "cannot open the WAL: %s", qc_strerror(rc));
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    qc_walq *q;
+    if (!loop || qc_walq_new(loop, w, NULL, 0, no_progress, NULL, &q) != QC_OK) {
+        if (loop) ev_loop_destroy(loop);
+        qc_wal_close(w);
+        return luaL_error(L, "no writer thread");
+    }
+    lua_Integer ran = 0, here = 0;
+    for (lua_Integer i = 0; i < n; i++) {
+        uint8_t data[] = "x";
+        qc_entry e = {.term = 1, .index = next++, .type = QC_ENTRY_DATA, .len = 1, .data = data};
+        uint64_t seq;
+        on = (pthread_t){0};
+        if (qc_walq_submit(q, &e, 1, NULL, &seq) != QC_OK) break;
+        int drained = qc_walq_drain(q);
+        qc_walq_progress p;
+        qc_walq_progress_get(q, &p);
+        if (drained) here += p.seq == seq && pthread_equal(on, pthread_self()) != 0;
+        struct timespec tick = {0, 1000 * 1000};
+        for (int k = 0; k < 10000 && p.seq < seq && !p.failed; k++) {
+            nanosleep(&tick, NULL);
+            qc_walq_progress_get(q, &p);
+        }
+        ran += p.seq == seq && !p.failed;
+    }
+    qc_walq_free(q);
+    ev_loop_destroy(loop);
+    qc_wal_close(w);
+    lua_pushinteger(L, ran);
+    lua_pushinteger(L, here);
+    return 2;
+}
+
+typedef struct held_job {
+    atomic_int release, finished;
+    pthread_t on;
+} held_job;
+
+/* Waits until released (at most 10 s: a drain that waits for it must come
+ * back, and fail the spec, rather than hang it). */
+static int held_job_run(void *arg)
+{
+    held_job *h = arg;
+    h->on = pthread_self();
+    struct timespec tick = {0, 1000 * 1000};
+    for (int i = 0; i < 10000 && !atomic_load(&h->release); i++) nanosleep(&tick, NULL);
+    atomic_store(&h->finished, 1);
     return 0;
 }
 
-static void no_progress(void *ud) { (void)ud; }
-
-/* qcwal.drain_runs_here(n) -> jobs run, of them on this thread: n jobs,
- * each queued to a threaded writer that is idle and drained at once. */
-static int l_drain_runs_here(lua_State *L)
+/* qcwal.drain_behind_job() -> the drain's answer, whether the job had
+ * finished when it answered, whether the job ran on the draining thread,
+ * whether everything was reported durable in the end: a job that waits
+ * to be released is queued to an idle threaded writer, then drained. */
+static int l_drain_behind_job(lua_State *L)
 {
-    lua_Integer n = luaL_checkinteger(L, 1);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     if (!loop) return luaL_error(L, "no event loop");
     qc_walq *q;
@@ -372,22 +442,21 @@ static int l_drain_runs_here(lua_State *L)
         ev_loop_destroy(loop);
         return luaL_error(L, "no writer thread");
     }
-    lua_Integer ran = 0, here = 0;
-    for (lua_Integer i = 0; i < n; i++) {
-        pthread_t on = pthread_self();
-        uint64_t seq;
-        if (qc_walq_submit_job(q, probe_job, &on, &seq) != QC_OK) break;
-        qc_walq_drain(q);
-        qc_walq_progress p;
-        qc_walq_progress_get(q, &p);
-        ran += p.seq == seq && !p.failed;
-        here += pthread_equal(on, pthread_self()) != 0;
+    held_job h = {.on = pthread_self()};
+    uint64_t seq = 0;
+    int drained = -1, finished = 0;
+    if (qc_walq_submit_job(q, held_job_run, &h, &seq) == QC_OK) {
+        drained = qc_walq_drain(q);
+        finished = atomic_load(&h.finished);
     }
-    qc_walq_free(q);
+    atomic_store(&h.release, 1);
+    qc_walq_free(q); /* runs what is queued first */
     ev_loop_destroy(loop);
-    lua_pushinteger(L, ran);
-    lua_pushinteger(L, here);
-    return 2;
+    lua_pushinteger(L, drained);
+    lua_pushboolean(L, finished);
+    lua_pushboolean(L, seq && pthread_equal(h.on, pthread_self()));
+    lua_pushboolean(L, seq && atomic_load(&h.finished));
+    return 4;
 }
 
 static const luaL_Reg store_methods[] = {
@@ -428,6 +497,8 @@ int luaopen_qcwal(lua_State *L)
     lua_createtable(L, 0, 5);
     lua_pushcfunction(L, l_drain_runs_here);
     lua_setfield(L, -2, "drain_runs_here");
+    lua_pushcfunction(L, l_drain_behind_job);
+    lua_setfield(L, -2, "drain_behind_job");
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "open");
     lua_pushcfunction(L, l_store);

@@ -1,8 +1,9 @@
 -- A follower installs the leader's snapshot off its loop: stopped while
 -- the log moved past the leader's compaction, it catches up through a
 -- snapshot of 20,000 keys while a writer keeps writing, keeps answering
--- requests while the install is held half-way (QC_TEST_INSTALL_HOLD), and
--- ends with the same data as every other node.
+-- requests while the install is held half-way (QC_TEST_INSTALL_HOLD), even
+-- when a new term comes meanwhile, and ends with the same data as every
+-- other node.
 local A = require("agents")
 local socket = require("socket")
 
@@ -111,7 +112,7 @@ describe("installing the leader's snapshot", function()
   end)
 
   it("a follower stopped past compaction catches up by a 20k-key snapshot while writes go on,"
-    .. " answering requests during the install", function()
+    .. " answering requests during the install, through a new term", function()
     local leader = A.must_leader(c, 15)
     local li = A.index_of(c, leader)
     local fi = li % 3 + 1
@@ -135,6 +136,27 @@ describe("installing the leader's snapshot", function()
       return log_has(c, fi, "installing the leader's snapshot at", mark)
     end, 30)
     assert.is_truthy(queued, "the follower queued the install")
+    -- a new term while the install is held: leadership moves to the third
+    -- node, so the follower's term changes (a vote request, then appends
+    -- of the new term), which must be made durable behind the install:
+    -- the follower's loop must not wait for it (it did, until the hold
+    -- ended; so would any term change after the SIGCONT, under load)
+    local ti, moved_status, moved_body
+    for _ = 1, 5 do -- a loaded machine may move leadership meanwhile: 409
+      local li_now = leader_now({ c = c, stopped = fi })
+      ti = 6 - li_now - fi
+      moved_status, moved_body = A.http(c.nodes[li_now].api, "POST", "/v1/transfer-leadership",
+        string.format('{"to": "%s"}', c.nodes[ti].id))
+      if moved_status == 200 then break end
+    end
+    assert.are.equal(200, moved_status, "the transfer: " .. tostring(moved_body))
+    writer.i = ti
+    local st_new = assert(A.json(c.nodes[ti].api, "/v1/status"))
+    local moved = A.wait_for(function()
+      local st = A.json(follower, "/v1/status")
+      return st and st.term >= st_new.term
+    end, 30)
+    assert.is_truthy(moved, "the follower answers in the new term while the install is held")
     -- held: the loop still answers, from the store it had before
     for _ = 1, 5 do
       put_range(writer, "w", w + 1, w + 50)
