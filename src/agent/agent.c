@@ -1200,7 +1200,7 @@ static int load_hard_state(qc_agent *a, qc_hard_state *hs)
                "remove the node's data_dir to rejoin as new)",
                qc_store_dir(a->store));
     else
-        qc_log(QC_LOG_ERROR, "store", "cannot read %s/state: %s", qc_store_dir(a->store),
+        qc_log(QC_LOG_ERROR, "store", "cannot read or sync %s/state: %s", qc_store_dir(a->store),
                strerror(errno));
     return rc;
 }
