@@ -6,25 +6,7 @@
 #include <lua.h>
 
 #include "core/members.h"
-
-static void set_str(lua_State *L, const char *k, const char *v)
-{
-    if (!v) return;
-    lua_pushstring(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static void set_int(lua_State *L, const char *k, lua_Integer v)
-{
-    lua_pushinteger(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static void set_bool(lua_State *L, const char *k, int v)
-{
-    lua_pushboolean(L, v);
-    lua_setfield(L, -2, k);
-}
+#include "lua_fields.h"
 
 /* Pushes {identifier, host, port, role, priority, metadata, voting} and
  * room for extra more fields the caller sets. */

@@ -31,6 +31,7 @@
 #include "lua/config.h"
 #include "lua/luahost.h"
 #include "lua/luajson.h"
+#include "lua_fields.h"
 
 /* ---- a fake view: this node leads, every peer is up ------------------- */
 
@@ -582,19 +583,6 @@ static int run_hooks(struct ev_loop *loop, int argc, char **argv)
 }
 
 /* ---- check ------------------------------------------------------------- */
-
-static void set_str(lua_State *L, const char *k, const char *v)
-{
-    if (!v) return;
-    lua_pushstring(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static void set_int(lua_State *L, const char *k, lua_Integer v)
-{
-    lua_pushinteger(L, v);
-    lua_setfield(L, -2, k);
-}
 
 static void set_json(lua_State *L, const char *k, const char *text)
 {

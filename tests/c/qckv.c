@@ -9,6 +9,7 @@
 
 #include "base/common.h"
 #include "core/kv.h"
+#include "lua_fields.h"
 
 #define STORE_MT "qckv.store"
 
@@ -136,12 +137,6 @@ static const char *status_name(int status)
     case QC_KV_TOOBIG: return "toobig";
     default: return "?";
     }
-}
-
-static void set_int(lua_State *L, const char *name, uint64_t v)
-{
-    lua_pushinteger(L, (lua_Integer)v);
-    lua_setfield(L, -2, name);
 }
 
 static void push_result(lua_State *L, const qc_kv_result *r)

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "base/common.h"
+#include "lua_fields.h"
 #include "store/store.h"
 #include "store/wal.h"
 #include "store/walq.h"
@@ -122,12 +123,6 @@ static lwal *check_wal(lua_State *L)
     lwal *l = luaL_checkudata(L, 1, QCWAL_MT);
     if (!l->w) luaL_error(L, "wal is closed");
     return l;
-}
-
-static void set_int(lua_State *L, const char *k, lua_Integer v)
-{
-    lua_pushinteger(L, v);
-    lua_setfield(L, -2, k);
 }
 
 static void push_recovery(lua_State *L, const qc_wal_recovery *rec)

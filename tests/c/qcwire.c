@@ -10,6 +10,7 @@
 
 #include "base/common.h"
 #include "core/wire.h"
+#include "lua_fields.h"
 #include "net/auth.h"
 
 static lua_Integer field_int(lua_State *L, int idx, const char *name)
@@ -108,12 +109,6 @@ static int l_encode(lua_State *L)
     int hello = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "hello") == 0;
     lua_pop(L, 1);
     return hello ? encode_hello(L) : encode_msg(L);
-}
-
-static void set_int(lua_State *L, const char *name, uint64_t v)
-{
-    lua_pushinteger(L, (lua_Integer)v);
-    lua_setfield(L, -2, name);
 }
 
 static void push_msg(lua_State *L, const qc_msg *m)
